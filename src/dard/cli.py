@@ -1,0 +1,145 @@
+"""Command-line interface: `dard train | eval | report | demo | list`.
+
+Errors caused by input (DardError) print one line and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from dard.errors import DardError
+
+
+def _add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", nargs="?", help="dard checkpoint (.safetensors with its .json) or a run folder")
+    p.add_argument("--model", help="architecture of a raw state dict given with --weights")
+    p.add_argument("--weights", help="external weights file (.pt/.pth/.safetensors state dict), loaded weights-only")
+    p.add_argument("--normalization", choices=["dataset", "none"], default="dataset",
+                   help="with --weights: normalise inputs with the dataset mean/std inside the model, or not at all")
+    p.add_argument("--data", default="cifar10", help="dataset name (default cifar10)")
+    p.add_argument("--data-dir", help="data folder (official CIFAR layout, or an image folder)")
+    p.add_argument("--download", action="store_true", help="download the official archive if absent")
+    p.add_argument("--n", type=int, help="evaluate the first N test images (default: all)")
+    p.add_argument("--attacks", default="fgsm,pgd20,tpgd,bim,cw,dpgd",
+                   help="comma-separated suite labels (fgsm,pgd20,tpgd,bim,cw,dpgd,autoattack) or attack names")
+    p.add_argument("--eps", default="8/255", help="Linf budget, a number or fraction (default 8/255)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", help="write the JSON record here")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(prog="dard", description="Adversarially robust knowledge distillation (DARD).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model with one method (natural, sat, trades, ard, rslad, pgdard, dard)")
+    t.add_argument("--config", help="YAML run config")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set optim.epochs=5 (repeatable)")
+    t.add_argument("--method", help="shortcut for --set method.name=...")
+    t.add_argument("--model", help="shortcut for --set model.arch=...")
+    t.add_argument("--data", help="shortcut for --set data.name=...")
+    t.add_argument("--data-dir", help="shortcut for --set data.dir=...")
+    t.add_argument("--teacher", help="shortcut for --set teacher.checkpoint=...")
+    t.add_argument("--epochs", type=int, help="shortcut for --set optim.epochs=...")
+    t.add_argument("--seed", type=int, help="shortcut for --set seed=...")
+    t.add_argument("--out", help="run folder (default runs/<name>)")
+    t.add_argument("--resume", metavar="RUN", help="continue an interrupted run folder")
+
+    e = sub.add_parser("eval", help="evaluate a model's robustness with the attack suite")
+    _add_eval_args(e)
+
+    r = sub.add_parser("report", help="build a Markdown table and plots from finished runs")
+    r.add_argument("runs", nargs="+", help="run folders")
+    r.add_argument("--out", default="report", help="output folder")
+    r.add_argument("--checkpoint", choices=["best", "last"], default="best")
+
+    d = sub.add_parser("demo", help="the embedded-data demo: teacher + five students, evaluated and reported")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--seeds", default="0", help="comma-separated seeds (e.g. 0,1,2)")
+    d.add_argument("--device", default="auto")
+
+    sub.add_parser("list", help="list registered models, datasets, attacks and methods")
+    return parser
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from dard.training import load_config, load_run_config, train
+
+    if args.resume:
+        cfg = load_run_config(args.resume)
+        run = train(cfg, args.resume, resume=True)
+    else:
+        overrides = list(args.overrides)
+        for flag, key in [("method", "method.name"), ("model", "model.arch"), ("data", "data.name"),
+                          ("data_dir", "data.dir"), ("teacher", "teacher.checkpoint"), ("epochs", "optim.epochs"),
+                          ("seed", "seed")]:
+            value = getattr(args, flag)
+            if value is not None:
+                overrides.append(f"{key}={value}")
+        cfg = load_config(args.config, overrides)
+        run = train(cfg, args.out or Path("runs") / cfg.name)
+    print(f"run finished: {run}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from dard.evaluation.cli import run_eval
+
+    run_eval(args)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from dard.evaluation.report import build_report
+
+    path = build_report([Path(r) for r in args.runs], Path(args.out), checkpoint=args.checkpoint)
+    print(f"report written: {path}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from dard.demo import run_demo
+
+    seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    path = run_demo(Path(args.out), seeds=seeds, device=args.device)
+    print(f"demo report: {path}")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from dard.attacks import list_attacks
+    from dard.data import list_datasets
+    from dard.methods import list_methods
+    from dard.models import list_models
+
+    for kind, names in [("models", list_models()), ("datasets", list_datasets()), ("attacks", list_attacks()),
+                        ("methods", list_methods())]:
+        print(f"{kind}: {', '.join(names)}")
+    return 0
+
+
+COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "report": _cmd_report, "demo": _cmd_demo, "list": _cmd_list}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except DardError as e:
+        print(f"dard: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dard: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

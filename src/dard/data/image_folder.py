@@ -1,0 +1,132 @@
+"""Dataset ``folder``: your own images in ``data_dir/train/<class>/*`` and ``data_dir/test/<class>/*``.
+
+Images (.png, .jpg, .jpeg, .bmp, any case) are read with Pillow and must all have the same size; they are
+not resized. If every image is grayscale ('L') they stay single-channel, otherwise all are converted to
+RGB. Classes are the sorted sub-folder names of ``train/``; ``test/`` must have the same ones.
+Normalisation statistics are computed from the training images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dard.data import register_dataset
+from dard.data.base import DatasetBundle, ImageSet, channel_stats
+from dard.errors import DardError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def _class_dirs(split_dir: Path) -> list[str]:
+    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _image_files(class_dir: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in class_dir.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+
+
+def _read(path: Path) -> np.ndarray:
+    """Pixels as uint8 (H, W) for grayscale 'L' images, (H, W, 3) for everything else (converted to RGB)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode != "L":
+                img = img.convert("RGB")
+            return np.asarray(img, dtype=np.uint8).copy()
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+        raise DardError(f"cannot read image {path}: {' '.join(str(exc).split())}") from None
+
+
+def _read_split(
+    split_dir: Path, classes: list[str], size: list[tuple[int, int] | None]
+) -> tuple[list[np.ndarray], list[int]]:
+    arrays: list[np.ndarray] = []
+    labels: list[int] = []
+    for label, name in enumerate(classes):
+        files = _image_files(split_dir / name)
+        if not files:
+            raise DardError(
+                f"class folder {split_dir / name} holds no images ({', '.join(IMAGE_EXTENSIONS)})"
+            )
+        for path in files:
+            arr = _read(path)
+            hw = (int(arr.shape[0]), int(arr.shape[1]))
+            if size[0] is None:
+                size[0] = hw
+            elif hw != size[0]:
+                raise DardError(
+                    f"image {path} is {hw[1]}x{hw[0]} but the others are {size[0][1]}x{size[0][0]} "
+                    f"(width x height); all images must have the same size"
+                )
+            arrays.append(arr)
+            labels.append(label)
+    return arrays, labels
+
+
+def _to_imageset(arrays: list[np.ndarray], labels: list[int], gray: bool) -> ImageSet:
+    if gray:
+        stacked = np.stack(arrays)[:, None, :, :]
+    else:
+        stacked = np.stack([a if a.ndim == 3 else np.repeat(a[:, :, None], 3, axis=2) for a in arrays])
+        stacked = stacked.transpose(0, 3, 1, 2)
+    x = torch.from_numpy(np.ascontiguousarray(stacked))
+    y = torch.tensor(labels, dtype=torch.int64)
+    return ImageSet(x, y)
+
+
+@register_dataset("folder")
+def image_folder(data_dir: Path | None = None, download: bool = False) -> DatasetBundle:
+    """Images from ``data_dir/train/<class>/`` and ``data_dir/test/<class>/`` (``download`` is ignored)."""
+    hint = "expected <data-dir>/train/<class>/*.png|jpg|jpeg|bmp and <data-dir>/test/<class>/*"
+    if data_dir is None:
+        raise DardError(f"dataset 'folder' needs a data folder (--data-dir); {hint}")
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DardError(f"image folder {root} does not exist; {hint}")
+    train_dir, test_dir = root / "train", root / "test"
+    for split_dir in (train_dir, test_dir):
+        if not split_dir.is_dir():
+            raise DardError(f"image folder {root} has no '{split_dir.name}/' sub-folder; {hint}")
+    classes = _class_dirs(train_dir)
+    if not classes:
+        raise DardError(f"{train_dir} has no class sub-folders; {hint}")
+    test_classes = _class_dirs(test_dir)
+    if test_classes != classes:
+        missing = sorted(set(classes) - set(test_classes))
+        extra = sorted(set(test_classes) - set(classes))
+        detail = "; ".join(
+            part
+            for part in (
+                f"missing in test: {', '.join(missing)}" if missing else "",
+                f"not in train: {', '.join(extra)}" if extra else "",
+            )
+            if part
+        )
+        raise DardError(f"{test_dir} must have the same class folders as {train_dir} ({detail})")
+    size: list[tuple[int, int] | None] = [None]
+    train_arrays, train_labels = _read_split(train_dir, classes, size)
+    test_arrays, test_labels = _read_split(test_dir, classes, size)
+    gray = all(a.ndim == 2 for a in train_arrays) and all(a.ndim == 2 for a in test_arrays)
+    train = _to_imageset(train_arrays, train_labels, gray)
+    test = _to_imageset(test_arrays, test_labels, gray)
+    mean, std = channel_stats(train)
+    h, w = train.x.shape[2:]
+    return DatasetBundle(
+        name="folder",
+        train=train,
+        test=test,
+        classes=classes,
+        mean=mean,
+        std=std,
+        crop_padding=max(1, min(int(h), int(w)) // 8),
+        flip=True,
+    )

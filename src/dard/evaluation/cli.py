@@ -1,0 +1,86 @@
+"""`dard eval`: load a model, run the suite on the first N test images, print a table, write a JSON record."""
+
+from __future__ import annotations
+
+import argparse
+
+from dard.checkpoint import load_checkpoint
+from dard.data import load_dataset
+from dard.errors import DardError
+from dard.evaluation.suite import EvalRecord, build_suite, evaluate, parse_eps
+from dard.io import write_json
+from dard.models import MODELS, create_model, load_weights, read_state_dict
+from dard.runtime import configure_threads, environment, resolve_device, seed_everything
+
+
+def format_table(record: EvalRecord) -> str:
+    """A plain-text table of the record's accuracies, counts and perturbation sizes."""
+    rows = [("clean", record.clean["accuracy"], record.clean["correct"], record.clean["total"], "", "")]
+    for label, r in record.attacks.items():
+        rows.append((label, r.accuracy, r.correct, r.total, f"{r.max_perturbation * 255:.2f}/255", f"{r.seconds:.1f}"))
+    if record.worst_case is not None:
+        w = record.worst_case
+        rows.append(("worst-case", w["accuracy"], w["correct"], w["total"], "", ""))
+    lines = [f"{'attack':<12} {'accuracy':>9} {'correct':>9} {'max |d|':>10} {'seconds':>8}"]
+    for label, acc, c, n, pert, sec in rows:
+        lines.append(f"{label:<12} {acc * 100:>8.2f}% {f'{c}/{n}':>9} {pert:>10} {sec:>8}")
+    return "\n".join(lines)
+
+
+def run_eval(args: argparse.Namespace) -> EvalRecord:
+    """Carry out `dard eval` from parsed arguments."""
+    eps = parse_eps(args.eps)
+    if args.n is not None and args.n < 1:
+        raise DardError("--n must be at least 1")
+    if args.batch_size < 1:
+        raise DardError("--batch-size must be at least 1")
+    if bool(args.checkpoint) == bool(args.weights):
+        raise DardError("give either a dard checkpoint or --model ARCH --weights FILE")
+    device = resolve_device(args.device)
+    if device.type == "cpu":
+        configure_threads(None)
+    seed_everything(args.seed)
+    # Validate the attack names before loading anything large.
+    labels = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    attacks = build_suite(labels, eps, seed=args.seed)
+
+    # Check the model and its weights before loading (possibly large) data.
+    if args.checkpoint:
+        model, meta = load_checkpoint(args.checkpoint, device)
+        info = {"source": str(args.checkpoint), **meta["model"], "epoch": meta.get("epoch")}
+        bundle = load_dataset(args.data, args.data_dir, download=args.download)
+    else:
+        if not args.model:
+            raise DardError("--weights needs --model ARCH (see `dard list`)")
+        MODELS.get(args.model)
+        state = read_state_dict(args.weights)
+        bundle = load_dataset(args.data, args.data_dir, download=args.download)
+        norm = args.normalization == "dataset"
+        model = create_model(args.model, num_classes=bundle.num_classes, in_channels=bundle.image_shape[0],
+                             mean=bundle.mean if norm else None, std=bundle.std if norm else None)
+        load_weights(model, state)
+        model = model.to(device).eval()
+        info = {"source": str(args.weights), "arch": args.model, "num_classes": bundle.num_classes,
+                "normalization": args.normalization}
+    if info.get("num_classes") != bundle.num_classes:
+        raise DardError(f"model has {info.get('num_classes')} classes but dataset '{bundle.name}' has {bundle.num_classes}")
+    if info.get("in_channels", bundle.image_shape[0]) != bundle.image_shape[0]:
+        raise DardError(f"model takes {info.get('in_channels')} channels but dataset '{bundle.name}' has {bundle.image_shape[0]}")
+
+    test = bundle.test
+    n = len(test) if args.n is None else min(args.n, len(test))
+    x = test.x[:n].float().div(255)
+    y = test.y[:n]
+    record = evaluate(model, x, y, attacks, batch_size=args.batch_size, device=device,
+                      progress=not args.no_progress, model_info=info,
+                      data_info={"name": bundle.name, "split": "test", "n": n, "subset": f"first {n}"},
+                      seed=args.seed, environment=environment(device))
+    print(f"model: {info.get('arch')} ({info['source']})  data: {bundle.name} test, first {n}  "
+          f"threat: Linf eps={eps:.5f} ({eps * 255:.2f}/255)")
+    print(format_table(record))
+    for flag in record.flags:
+        print(f"WARNING: {flag}")
+    if args.out:
+        write_json(args.out, record.to_dict())
+        print(f"record written: {args.out}")
+    return record

@@ -1,0 +1,32 @@
+"""Natural (standard) training: cross-entropy on clean inputs.
+
+Source: the usual empirical-risk baseline. No deviations; no attack, no teacher.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from dard.methods import register_method
+from dard.methods.base import LossOutput, Method
+from dard.methods.losses import cross_entropy
+
+
+@register_method("natural")
+class Natural(Method):
+    """``L = CE(S(x), y)``."""
+
+    name = "natural"
+    needs_teacher = False
+
+    def __init__(self) -> None:
+        self.attack = None
+
+    def compute(self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor) -> LossOutput:
+        logits = student(x)
+        return LossOutput(loss=cross_entropy(logits, y), logits=logits.detach(), x_adv=None)
+
+    def params(self) -> dict[str, Any]:
+        return {}

@@ -1,0 +1,24 @@
+"""PGDARD: the DARD paper's ablation, DARD with DPGD replaced by PGD.
+
+Source: Zou, Zhang, Qiu, Li, arXiv 2509.11525 (ablation). Identical to :mod:`dard.methods.dard` except the
+default attack: PGD-10 with cross-entropy on the student, uniform random start, Linf eps 8/255, step 2/255.
+Deviations: those of DARD (see its module docstring).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dard.methods import register_method
+from dard.methods.dard import DARD
+
+DEFAULT_ATTACK: dict[str, Any] = {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10, "random_start": True}
+
+
+@register_method("pgdard")
+class PGDARD(DARD):
+    """DARD with a PGD (CE, random start) training attack."""
+
+    name = "pgdard"
+    needs_teacher = True
+    default_attack = DEFAULT_ATTACK

@@ -1,0 +1,56 @@
+"""TRADES.
+
+Source: Zhang, Yu, Jiao, Xing, El Ghaoui, Jordan, "Theoretically Principled Trade-off between Robustness and
+Accuracy", ICML 2019. ``L = CE(f(x), y) + beta * KL(f(x) || f(x_adv))`` (softmax outputs, KL summed over classes
+and averaged over the batch), ``beta = 6``. ``x_adv`` maximises ``KL(f(x) || f(x'))`` over the Linf ball
+(eps 8/255, 10 sign-gradient steps of 2/255) from ``x + 0.001 * N(0, 1)``, the model in eval mode, the target
+``f(x)`` computed in eval mode without gradient; the loss forwards run in train mode and the gradient flows
+through both sides of the KL, as in the authors' code.
+
+Deviations:
+- The authors' code runs the clean forward twice in train mode (once for the CE term, once for the KL target);
+  here one clean forward serves both terms. The loss value and gradients are the same for a network without
+  dropout; BatchNorm running statistics receive the clean batch once instead of twice.
+- ``LossOutput.logits`` are the clean logits ``f(x)`` (the CE term's), as the authors' code reports.
+- The L2 variant (``attack={"norm": "l2"}``) uses this project's normalised-gradient PGD, not the authors' SGD
+  on the perturbation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dard.methods import register_method
+from dard.methods.base import KLAscent, LossOutput, Method, check_nonnegative, eval_mode
+from dard.methods.losses import cross_entropy, kl_batchmean
+
+
+@register_method("trades")
+class TRADES(Method):
+    """``L = CE(f(x), y) + beta * KL(f(x) || f(x_adv))``, batchmean."""
+
+    name = "trades"
+    needs_teacher = False
+
+    def __init__(self, *, beta: float = 6.0, attack: dict[str, Any] | None = None) -> None:
+        self.beta = check_nonnegative(self.name, "beta", beta)
+        self.attack = KLAscent.from_spec(self.name, attack)
+        self.attack_spec = {k: v for k, v in self.attack.config().items() if k != "name"}
+
+    def compute(self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor) -> LossOutput:
+        with torch.no_grad(), eval_mode(student):
+            target = F.softmax(student(x).float(), dim=1)
+        x_adv = self.attack(student, x, target).detach()
+        logits_nat = student(x)
+        logits_adv = student(x_adv)
+        # KL(f(x) || f(x_adv)): the target side keeps its graph (gradient through both sides, as in TRADES).
+        robust = kl_batchmean(F.softmax(logits_nat.float(), dim=1), logits_adv)
+        loss = cross_entropy(logits_nat, y) + self.beta * robust
+        return LossOutput(loss=loss, logits=logits_nat.detach(), x_adv=x_adv)
+
+    def params(self) -> dict[str, Any]:
+        return {"beta": self.beta, "attack": dict(self.attack_spec)}

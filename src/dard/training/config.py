@@ -1,0 +1,179 @@
+"""Run configuration: YAML validated into typed objects; unknown keys and bad values are one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dard.errors import DardError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    name: str = "digits"
+    dir: Optional[str] = None
+    download: bool = False
+    val_size: float = Field(0.1, ge=0.0, description="fraction (<1) or count (>=1) held out from train for selection")
+    train_subset: Optional[int] = Field(None, ge=1, description="use only the first N training images (after the split)")
+    test_subset: Optional[int] = Field(None, ge=1, description="final test evaluation on the first N test images")
+    augment: bool = True
+
+
+class ModelConfig(_Strict):
+    arch: str = "small_cnn"
+    normalize: bool = True
+
+
+class TeacherConfig(_Strict):
+    checkpoint: Optional[str] = Field(None, description="dard checkpoint (.safetensors + .json) or run folder")
+    arch: Optional[str] = Field(None, description="with `weights`: architecture of an external state dict")
+    weights: Optional[str] = None
+    normalize: bool = True
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TeacherConfig":
+        if self.checkpoint and self.weights:
+            raise ValueError("give either checkpoint or arch + weights, not both")
+        if self.weights and not self.arch:
+            raise ValueError("weights needs arch")
+        return self
+
+    @property
+    def given(self) -> bool:
+        return bool(self.checkpoint or self.weights)
+
+
+class MethodConfig(_Strict):
+    name: str = "dard"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimConfig(_Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    nesterov: bool = False
+    schedule: Literal["step", "cosine", "constant"] = "step"
+    milestones: list[int] = Field(default_factory=lambda: [30, 40])
+    gamma: float = Field(0.1, gt=0, le=1)
+    warmup_epochs: int = Field(0, ge=0)
+
+
+class ValConfig(_Strict):
+    every: int = Field(1, ge=1, description="validate every N epochs (and always at the last)")
+    attack: dict[str, Any] = Field(default_factory=lambda: {"name": "pgd", "steps": 10, "step_size": 2 / 255})
+    select_by: Literal["robust", "clean", "sum"] = "robust"
+    batch_size: int = Field(256, ge=1)
+
+
+class EvalConfig(_Strict):
+    attacks: list[str] = Field(default_factory=lambda: ["fgsm", "pgd20", "tpgd", "bim", "cw", "dpgd"])
+    autoattack_subset: Optional[int] = Field(None, ge=1, description="run AutoAttack on the first N test images (None: skip)")
+    eps_sweep: list[float] = Field(default_factory=list, description="extra eps values for the PGD-20 robustness curve")
+    batch_size: int = Field(256, ge=1)
+    checkpoints: list[Literal["best", "last"]] = Field(default_factory=lambda: ["best", "last"])
+
+
+class SpeedConfig(_Strict):
+    amp: Literal["none", "bf16"] = "none"
+    channels_last: bool = False
+    compile: bool = False
+    cudnn_benchmark: bool = True
+    threads: Optional[int] = Field(None, ge=1)
+
+
+class RunConfig(_Strict):
+    """A whole training run."""
+
+    name: str = "run"
+    seed: int = 0
+    device: str = "auto"
+    eps: float = Field(8 / 255, ge=0, le=1, description="threat model for training attacks and evaluation")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    val: ValConfig = Field(default_factory=ValConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    speed: SpeedConfig = Field(default_factory=SpeedConfig)
+    checkpoint_every_steps: int = Field(0, ge=0, description="also checkpoint every N steps inside an epoch (0: epoch ends only)")
+    progress: bool = True
+
+    @field_validator("eps", mode="before")
+    @classmethod
+    def _eps_fraction(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            from dard.evaluation.suite import parse_eps
+
+            return parse_eps(v)
+        return v
+
+
+def _one_line(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "config"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        got = f" (got {e['input']!r})" if e["type"] != "extra_forbidden" and not isinstance(e.get("input"), dict) else ""
+        parts.append(f"{loc}: {msg}{got}")
+    return "; ".join(parts)
+
+
+def parse_config(data: dict[str, Any] | None) -> RunConfig:
+    """Validate a plain dict into a RunConfig (DardError naming the key on failure)."""
+    try:
+        return RunConfig.model_validate(data or {})
+    except ValidationError as e:
+        raise DardError(f"config error: {_one_line(e)}") from None
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Apply a command-line override ``a.b.c=value`` (value parsed as YAML) to a nested dict."""
+    keys = dotted.split(".")
+    node = data
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise DardError(f"override '{dotted}': '{k}' is not a section")
+    node[keys[-1]] = value
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML config (or defaults when ``path`` is None) and apply ``key.sub=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise DardError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise DardError(f"{p}: not valid YAML{where}") from None
+        if not isinstance(data, dict):
+            raise DardError(f"{p}: a config must be a mapping of keys to values")
+    for item in overrides or []:
+        if "=" not in item:
+            raise DardError(f"override '{item}' must look like key.sub=value")
+        key, _, raw = item.partition("=")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        set_dotted(data, key.strip(), value)
+    return parse_config(data)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The resolved config as YAML (what a run folder records)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

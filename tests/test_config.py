@@ -1,0 +1,73 @@
+"""Config validation: unknown keys and bad values are one-line errors naming the key."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from dard.errors import DardError
+from dard.training.config import dump_config, load_config, parse_config
+from tests.conftest import assert_one_line_error, run_cli
+
+
+def test_defaults_round_trip():
+    cfg = parse_config({})
+    again = parse_config(yaml.safe_load(dump_config(cfg)))
+    assert again == cfg
+    assert cfg.eps == pytest.approx(8 / 255)
+    assert cfg.optim.milestones == [30, 40]
+
+
+@pytest.mark.parametrize("data, needle", [
+    ({"optim": {"lr": -1}}, "optim.lr"),
+    ({"optim": {"lrr": 0.1}}, "optim.lrr: unknown key"),
+    ({"bogus": 1}, "bogus: unknown key"),
+    ({"eps": 2}, "eps"),
+    ({"eps": "8/0"}, "8/0"),
+    ({"optim": {"schedule": "linear"}}, "optim.schedule"),
+    ({"teacher": {"weights": "x.pt"}}, "weights needs arch"),
+])
+def test_bad_values_name_the_key(data, needle):
+    with pytest.raises(DardError) as e:
+        parse_config(data)
+    msg = str(e.value)
+    assert needle in msg and "\n" not in msg
+
+
+def test_eps_fraction_and_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("eps: 8/255\noptim: {epochs: 3}\n")
+    cfg = load_config(p, ["optim.epochs=5", "method.params.lam=0.25", "data.name=cifar10"])
+    assert cfg.eps == pytest.approx(8 / 255)
+    assert cfg.optim.epochs == 5 and cfg.method.params == {"lam": 0.25} and cfg.data.name == "cifar10"
+
+
+def test_yaml_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim: {epochs: [1,\n")
+    with pytest.raises(DardError, match="not valid YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(DardError, match="mapping"):
+        load_config(listy)
+    with pytest.raises(DardError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_cli_config_error_is_one_line(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("optim: {epochs: 0}\n")
+    proc = run_cli("train", "--config", str(p), "--out", str(tmp_path / "run"))
+    assert_one_line_error(proc, "optim.epochs")
+    assert not (tmp_path / "run").exists()
+
+
+def test_shipped_configs_validate():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    files = sorted((root / "configs").glob("**/*.yaml")) + sorted((root / "src/dard/configs").glob("*.yaml"))
+    assert files
+    for f in files:
+        load_config(f)

@@ -1,0 +1,303 @@
+"""Tests for dard.models: registry, architectures, in-model normalisation, weight loading, cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from dard.errors import DardError
+from dard.models import (
+    ImageClassifier,
+    count_parameters,
+    create_model,
+    list_models,
+    load_weights,
+    macs_per_image,
+)
+from dard.models.cifar_resnet import cifar_resnet
+from dard.models.wide_resnet import wide_resnet
+
+AUTOATTACK_MODEL = Path(
+    "/tmp/venv/lib/python3.11/site-packages/pyautoattack/examples/model_test.pt"
+)
+BIG = {"wrn34_10", "wrn28_10"}  # forward only one image on these: they are slow on CPU
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2471, 0.2435, 0.2616)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+# -- registry and construction -----------------------------------------------------------------------
+
+
+def test_expected_models_registered() -> None:
+    expected = {
+        "resnet18", "preactresnet18", "resnet8", "resnet20", "resnet32", "resnet44", "resnet56",
+        "wrn34_10", "wrn28_10", "wrn16_4", "mobilenetv2", "small_cnn",
+    }
+    assert expected <= set(list_models())
+    assert list_models() == sorted(list_models())
+
+
+def test_unknown_model_lists_valid_names() -> None:
+    with pytest.raises(DardError) as info:
+        create_model("resnet9000")
+    msg = str(info.value)
+    assert "resnet9000" in msg and "resnet18" in msg and "wrn34_10" in msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("kwargs", [{"num_classes": 1}, {"num_classes": 0}, {"in_channels": 0}])
+def test_create_model_validates_arguments(kwargs: dict) -> None:
+    with pytest.raises(DardError):
+        create_model("resnet8", **kwargs)
+
+
+def test_bad_normalisation_rejected() -> None:
+    with pytest.raises(DardError):
+        create_model("resnet8", mean=(0.5, 0.5), std=(0.2, 0.2))  # 2 values for 3 channels
+    with pytest.raises(DardError):
+        create_model("resnet8", mean=CIFAR_MEAN, std=(0.2, 0.0, 0.2))
+    with pytest.raises(DardError):
+        cifar_resnet(21)
+    with pytest.raises(DardError):
+        wide_resnet(30, 2)
+
+
+@pytest.mark.parametrize(
+    "name, published",
+    [
+        ("resnet18", 11.17e6),
+        ("resnet56", 0.86e6),
+        ("resnet20", 0.27e6),
+        ("wrn34_10", 46.16e6),
+        ("mobilenetv2", 2.30e6),
+    ],
+)
+def test_parameter_counts_match_published(name: str, published: float) -> None:
+    n = count_parameters(create_model(name))
+    assert abs(n - published) / published < 0.01, (name, n)
+
+
+def test_count_parameters_trainable_only() -> None:
+    model = create_model("resnet8")
+    total = count_parameters(model)
+    model.linear.weight.requires_grad_(False)
+    assert count_parameters(model, trainable_only=True) == total - model.linear.weight.numel()
+
+
+# -- forward passes ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(set(list_models()) - BIG))
+def test_forward_shapes_and_finite(name: str) -> None:
+    model = create_model(name, num_classes=7, mean=CIFAR_MEAN, std=CIFAR_STD)
+    assert isinstance(model, ImageClassifier)
+    assert model.num_classes == 7 and model.in_channels == 3
+    x = torch.rand(2, 3, 32, 32)
+    for mode in (True, False):
+        model.train(mode)
+        out = model(x)
+        assert out.shape == (2, 7)
+        assert torch.isfinite(out).all()
+    # Features + head equal the full forward.
+    assert torch.allclose(model.forward_head(model.embed(x)), model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(BIG))
+def test_big_models_single_image(name: str) -> None:
+    model = create_model(name).eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 32, 32))
+    assert out.shape == (1, 10) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", sorted(set(list_models()) - BIG))
+def test_other_channels_and_small_inputs(name: str) -> None:
+    model = create_model(name, num_classes=10, in_channels=1).eval()
+    with torch.no_grad():
+        for size in (8, 17):
+            out = model(torch.rand(2, 1, size, size))
+            assert out.shape == (2, 10) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ["resnet18", "preactresnet18", "resnet20", "wrn16_4", "mobilenetv2", "small_cnn"])
+def test_channels_last_input(name: str) -> None:
+    model = create_model(name, mean=CIFAR_MEAN, std=CIFAR_STD).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        out = model(x.to(memory_format=torch.channels_last))
+        out_cl = model.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
+    assert torch.allclose(ref, out, atol=1e-4)
+    assert torch.allclose(ref, out_cl, atol=1e-4)
+
+
+def test_small_cnn_on_digits() -> None:
+    model = create_model("small_cnn", num_classes=10, in_channels=1)
+    out = model(torch.rand(2, 1, 8, 8))
+    assert out.shape == (2, 10)
+    out.sum().backward()  # trainable end to end
+    assert model.conv1.weight.grad is not None
+
+
+# -- normalisation inside the model ------------------------------------------------------------------
+
+
+def test_normalisation_inside_model() -> None:
+    normed = create_model("resnet20", mean=CIFAR_MEAN, std=CIFAR_STD).eval()
+    plain = create_model("resnet20").eval()
+    plain.load_state_dict(normed.state_dict())
+    x = torch.rand(2, 3, 32, 32)
+    mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(normed(x), plain((x - mean) / std), atol=1e-5)
+        assert not torch.allclose(normed(x), plain(x), atol=1e-3)
+
+
+def test_normalisation_buffers_not_in_state_dict() -> None:
+    model = create_model("resnet18", mean=CIFAR_MEAN, std=CIFAR_STD)
+    keys = set(model.state_dict())
+    assert not {"mean", "std"} & keys
+    assert not any(k.endswith(".mean") or k.endswith(".std") for k in keys)
+    assert {name for name, _ in model.named_buffers()} >= {"mean", "std"}
+    assert model.mean.shape == (1, 3, 1, 1) and model.std.shape == (1, 3, 1, 1)
+
+
+def test_identity_normalisation_and_reset() -> None:
+    model = create_model("resnet8", in_channels=1)
+    assert model.normalization == ([0.0], [1.0])
+    model.set_normalization([0.5], [0.25])
+    x = torch.rand(2, 1, 8, 8)
+    assert torch.allclose(model.normalize(x), (x - 0.5) / 0.25)
+    model.set_normalization(None, None)
+    assert torch.equal(model.normalize(x), x)
+    broadcast = create_model("resnet8", mean=[0.5], std=[0.5])  # one value for all channels
+    assert broadcast.normalization == ([0.5] * 3, [0.5] * 3)
+
+
+# -- weight loading ----------------------------------------------------------------------------------
+
+
+def _outputs_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        return torch.allclose(a.eval()(x), b.eval()(x))
+
+
+def test_load_state_dict_with_prefixes_and_wrappers(tmp_path: Path) -> None:
+    src = create_model("resnet8")
+    sd = src.state_dict()
+    cases = [
+        {f"module.{k}": v for k, v in sd.items()},
+        {f"module.model.{k}": v for k, v in sd.items()},
+        {"state_dict": {f"module.{k}": v for k, v in sd.items()}, "epoch": 3},
+        {"model": dict(sd)},
+        {"net": dict(sd), "acc": 0.9},
+    ]
+    for case in cases:
+        dst = create_model("resnet8")
+        load_weights(dst, case)
+        assert _outputs_equal(src, dst)
+    # From files too: .pt, .pth and .safetensors.
+    from safetensors.torch import save_file
+
+    torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}}, tmp_path / "w.pt")
+    torch.save(sd, tmp_path / "w.pth")
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "w.safetensors"))
+    for name in ("w.pt", "w.pth", "w.safetensors"):
+        dst = create_model("resnet8")
+        load_weights(dst, tmp_path / name)
+        assert _outputs_equal(src, dst)
+    dst = create_model("resnet8")
+    load_weights(dst, str(tmp_path / "w.pt"))  # str paths work as well
+    assert _outputs_equal(src, dst)
+
+
+def test_load_missing_and_unexpected_keys() -> None:
+    model = create_model("resnet8")
+    sd = dict(model.state_dict())
+    sd.pop("linear.weight")
+    sd["extra.weight"] = torch.zeros(3)
+    with pytest.raises(DardError) as info:
+        load_weights(create_model("resnet8"), sd)
+    msg = str(info.value)
+    assert "linear.weight" in msg and "extra.weight" in msg and "1 missing" in msg and "1 unexpected" in msg
+    assert "\n" not in msg
+    load_weights(create_model("resnet8"), sd, strict=False)  # tolerated when not strict
+
+
+def test_load_deeper_model_names_missing_keys() -> None:
+    # ResNet-20 weights lack ResNet-56's extra blocks; at most 5 names are listed, plus the count.
+    with pytest.raises(DardError) as info:
+        load_weights(create_model("resnet56"), create_model("resnet20").state_dict())
+    msg = str(info.value)
+    assert "missing" in msg and "layer1.3." in msg and "\n" not in msg
+    assert msg.count("layer") <= 10
+
+
+def test_load_shape_mismatch() -> None:
+    with pytest.raises(DardError, match="architecture mismatch") as info:
+        load_weights(create_model("resnet20", num_classes=100), create_model("resnet20").state_dict())
+    assert "linear.weight" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(DardError, match="architecture mismatch"):
+        load_weights(create_model("resnet20"), create_model("resnet20", in_channels=1).state_dict(), strict=False)
+
+
+def test_load_not_a_checkpoint(tmp_path: Path) -> None:
+    for name in ("notes.pt", "notes.safetensors"):
+        bad = tmp_path / name
+        bad.write_text("this is not a checkpoint\nsecond line\n")
+        with pytest.raises(DardError, match="is not a weights file") as info:
+            load_weights(create_model("resnet8"), bad)
+        assert "\n" not in str(info.value)
+
+
+def test_load_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(DardError, match="not found") as info:
+        load_weights(create_model("resnet8"), tmp_path / "nope.pt")
+    assert "\n" not in str(info.value)
+
+
+def test_load_no_state_dict_inside(tmp_path: Path) -> None:
+    torch.save({"epoch": 3, "acc": 0.5}, tmp_path / "meta.pt")
+    with pytest.raises(DardError, match="no state dict"):
+        load_weights(create_model("resnet8"), tmp_path / "meta.pt")
+
+
+@pytest.mark.skipif(not AUTOATTACK_MODEL.exists(), reason="pyautoattack example checkpoint not installed")
+def test_loads_reference_cifar_resnet18_strictly() -> None:
+    sd = torch.load(AUTOATTACK_MODEL, map_location="cpu", weights_only=True)
+    assert len(sd) == 122
+    model = create_model("resnet18", mean=CIFAR_MEAN, std=CIFAR_STD)
+    assert set(model.state_dict()) == set(sd)
+    load_weights(model, AUTOATTACK_MODEL, strict=True)
+    with torch.no_grad():
+        out = model.eval()(torch.rand(2, 3, 32, 32))
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+
+
+# -- cost accounting ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, published", [("resnet18", 0.556e9), ("resnet56", 0.126e9), ("resnet20", 0.041e9)])
+def test_macs_per_image(name: str, published: float) -> None:
+    macs = macs_per_image(create_model(name))
+    assert abs(macs - published) / published < 0.03, (name, macs)
+
+
+def test_macs_restores_modes_and_scales_with_input() -> None:
+    model = create_model("resnet8")
+    model.train()
+    model.layer1.eval()  # mixed modes must come back exactly
+    small = macs_per_image(model, (3, 16, 16))
+    big = macs_per_image(model, (3, 32, 32))
+    assert model.training and not model.layer1.training and model.layer2.training
+    assert small < big
+    assert macs_per_image(create_model("small_cnn", in_channels=1), (1, 8, 8)) > 0
