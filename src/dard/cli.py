@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--seeds", default="0", help="comma-separated seeds (e.g. 0,1,2)")
     d.add_argument("--device", default="auto")
+    d.add_argument("--jobs", type=int, help="student runs at a time on CPU (default: min(2, cores))")
 
     sub.add_parser("list", help="list registered models, datasets, attacks and methods")
     return parser
@@ -108,7 +109,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from dard.demo import run_demo
 
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
-    path = run_demo(Path(args.out), seeds=seeds, device=args.device)
+    path = run_demo(Path(args.out), seeds=seeds, device=args.device, jobs=args.jobs)
     print(f"demo report: {path}")
     return 0
 

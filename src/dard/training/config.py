@@ -69,15 +69,15 @@ class OptimConfig(_Strict):
 
 class ValConfig(_Strict):
     every: int = Field(1, ge=1, description="validate every N epochs (and always at the last)")
-    attack: dict[str, Any] = Field(default_factory=lambda: {"name": "pgd", "steps": 10, "step_size": 2 / 255})
+    attack: dict[str, Any] = Field(default_factory=lambda: {"name": "pgd", "steps": 10, "step_ratio": 0.25})
     select_by: Literal["robust", "clean", "sum"] = "robust"
     batch_size: int = Field(256, ge=1)
 
 
 class EvalConfig(_Strict):
     attacks: list[str] = Field(default_factory=lambda: ["fgsm", "pgd20", "tpgd", "bim", "cw", "dpgd"])
-    autoattack_subset: Optional[int] = Field(None, ge=1, description="run AutoAttack on the first N test images (None: skip)")
-    eps_sweep: list[float] = Field(default_factory=list, description="extra eps values for the PGD-20 robustness curve")
+    autoattack_subset: Optional[int] = Field(None, ge=1, description="run AutoAttack on the first N test images of the first listed checkpoint (None: skip)")
+    eps_sweep: list[float] = Field(default_factory=list, description="eps values for the PGD-20 robustness curve (first listed checkpoint)")
     batch_size: int = Field(256, ge=1)
     checkpoints: list[Literal["best", "last"]] = Field(default_factory=lambda: ["best", "last"])
 

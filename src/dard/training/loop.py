@@ -16,8 +16,7 @@ from tqdm.auto import tqdm
 from dard.checkpoint import load_checkpoint, save_checkpoint
 from dard.data import DatasetBundle, DeviceLoader, ImageSet, load_dataset, split_train_val
 from dard.errors import DardError
-from dard.evaluation.suite import build_suite, evaluate
-from dard.attacks import create_attack
+from dard.evaluation.suite import attack_from_spec, build_suite, evaluate
 from dard.io import write_json, write_text
 from dard.methods import create_method
 from dard.models import create_model, load_weights
@@ -118,10 +117,7 @@ def _to_float(images: ImageSet, device: torch.device) -> tuple[torch.Tensor, tor
 
 def validate(model: nn.Module, data: ImageSet, cfg: RunConfig, device: torch.device) -> dict[str, float]:
     """Clean and robust accuracy on the validation split (attack from ``cfg.val.attack``, fixed seed)."""
-    spec = dict(cfg.val.attack)
-    name = spec.pop("name", "pgd")
-    spec.setdefault("eps", cfg.eps)
-    attack = create_attack(name, seed=cfg.seed, **spec)
+    attack = attack_from_spec(cfg.val.attack, cfg.eps, cfg.seed)
     x, y = _to_float(data, device)
     rec = evaluate(model, x, y, {"robust": attack}, batch_size=cfg.val.batch_size, device=device, progress=False)
     return {"val_clean": rec.clean["accuracy"], "val_robust": rec.attacks["robust"].accuracy}
@@ -142,8 +138,11 @@ def _amp(cfg: RunConfig, device: torch.device):
     return nullcontext()
 
 
-def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False) -> Path:
-    """Train (or resume) a run in ``run_dir`` and evaluate its best and last checkpoints on the test split."""
+def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, final_eval: bool = True) -> Path:
+    """Train (or resume) a run in ``run_dir`` and evaluate its best and last checkpoints on the test split.
+
+    With ``final_eval=False`` the test evaluation is left out; resuming the finished run later does only that.
+    """
     run_dir = Path(run_dir)
     if resume:
         if not (run_dir / "config.yaml").exists():
@@ -253,7 +252,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False) -> Path:
             val = f" val clean {row['val_clean']:.3f} robust {row['val_robust']:.3f}" if "val_clean" in row else ""
             tqdm.write(f"[{cfg.name}] epoch {epoch + 1}: loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}{val}")
 
-    final_evaluation(cfg, run_dir, data, device)
+    if final_eval:
+        final_evaluation(cfg, run_dir, data, device)
     return run_dir
 
 
@@ -272,13 +272,14 @@ def final_evaluation(cfg: RunConfig, run_dir: Path, data: Data, device: torch.de
         rec = evaluate(model, x, y, attacks, batch_size=cfg.eval.batch_size, device=device, progress=cfg.progress,
                        model_info=info, data_info=dinfo, seed=cfg.seed, environment=env)
         result = rec.to_dict()
-        if cfg.eval.autoattack_subset:
+        # The expensive parts (AutoAttack, the eps sweep) run for the first listed checkpoint only (best).
+        if cfg.eval.autoattack_subset and which == cfg.eval.checkpoints[0]:
             k = min(cfg.eval.autoattack_subset, x.shape[0])
             aa = evaluate(model, x[:k], y[:k], build_suite(["autoattack"], cfg.eps, seed=cfg.seed),
                           batch_size=cfg.eval.batch_size, device=device, progress=cfg.progress,
                           model_info=info, data_info={**dinfo, "n": k}, seed=cfg.seed, environment=env)
             result["autoattack_subset"] = aa.to_dict()
-        if cfg.eval.eps_sweep:
+        if cfg.eval.eps_sweep and which == cfg.eval.checkpoints[0]:
             sweep = {}
             for eps in cfg.eval.eps_sweep:
                 r = evaluate(model, x, y, build_suite(["pgd20"], eps, seed=cfg.seed), batch_size=cfg.eval.batch_size,
