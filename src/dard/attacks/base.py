@@ -122,6 +122,21 @@ def _forked_rng(device: torch.device, seed: int | None) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for the block, then restore every submodule's own previous mode.
+
+    Per-module flags, not just ``model.training``: a caller may keep some submodules (frozen BN) in eval.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, was_training in modes:
+            module.training = was_training
+
+
 class Attack:
     """Base class: validation, eval-mode/RNG bookkeeping and output checks around :meth:`perturb`."""
 
@@ -142,19 +157,13 @@ class Attack:
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Return adversarial examples for ``(x, y)`` against ``model`` (detached, same shape/dtype as ``x``)."""
         x, y = self._check_inputs(x, y)
-        # Per-module flags, not just model.training: a caller may keep some submodules (frozen BN) in eval.
-        modes = [(m, m.training) for m in model.modules()]
-        model.eval()
         try:
             fork = self.seed is not None or self._always_fork_rng
-            ctx = _forked_rng(x.device, self.seed) if fork else nullcontext()
-            with ctx:
+            with eval_mode(model), (_forked_rng(x.device, self.seed) if fork else nullcontext()):
                 self._generator = self._make_generator(x.device)
                 x_adv = self.perturb(model, x, y)
         finally:
             self._generator = None
-            for module, was_training in modes:
-                module.training = was_training
         x_adv = x_adv.detach()
         self._check_output(x, x_adv)
         return x_adv

@@ -12,6 +12,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dard.attacks import Attack, create_attack
+from dard.attacks.base import eval_mode
 from dard.errors import DardError
 
 # Named evaluation attacks with the parameters the field reports (method.md "Evaluation attacks").
@@ -137,12 +138,10 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Mappin
     if x.numel() == 0:
         raise DardError("no images to evaluate")
     start = time.time()
-    was_training = model.training
-    model.eval()
     device = torch.device(device)
     n = x.shape[0]
     batches = [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
-    try:
+    with eval_mode(model):
         clean_ok = torch.zeros(n, dtype=torch.bool)
         for a, b in batches:
             clean_ok[a:b] = (_predict(model, x[a:b].to(device)) == y[a:b].to(device)).cpu()
@@ -177,8 +176,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Mappin
             environment=dict(environment or {}), seconds=round(time.time() - start, 3))
         record.flags = sanity_flags(record)
         return record
-    finally:
-        model.train(was_training)
 
 
 def sanity_flags(record: EvalRecord) -> list[str]:

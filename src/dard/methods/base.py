@@ -9,15 +9,15 @@ through the attack, which takes gradients with respect to the input only), so it
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from dard.attacks.base import eval_mode
 from dard.errors import DardError
 from dard.methods.losses import kl_sum
 
@@ -33,18 +33,6 @@ class LossOutput:
     loss: Tensor
     logits: Tensor
     x_adv: Tensor | None
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` (every submodule) in eval mode for the block and restore each module's previous mode."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def check_teacher(method_name: str, teacher: nn.Module | None) -> nn.Module:
