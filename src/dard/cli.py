@@ -23,7 +23,9 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="data folder (official CIFAR layout, or an image folder)")
     p.add_argument("--download", action="store_true", help="download the official archive if absent")
     p.add_argument("--n", type=int, help="evaluate the first N test images (default: all)")
-    p.add_argument("--attacks", default="fgsm,pgd20,tpgd,bim,cw,dpgd",
+    from dard.evaluation.suite import QUICK_SUITE
+
+    p.add_argument("--attacks", default=",".join(QUICK_SUITE),
                    help="comma-separated suite labels (fgsm,pgd20,tpgd,bim,cw,dpgd,autoattack) or attack names")
     p.add_argument("--eps", default="8/255", help="Linf budget, a number or fraction (default 8/255)")
     p.add_argument("--batch-size", type=int, default=256)

@@ -28,6 +28,7 @@ DEFAULT_SUITE: dict[str, dict[str, Any]] = {
     "autoattack": {"name": "autoattack", "version": "standard"},
 }
 TARGETED = {"tpgd"}  # a targeted attack may legitimately move a wrong point to its true class
+# The default suite of `dard eval` and of a run's final test evaluation (AutoAttack is opt-in: it is slow).
 QUICK_SUITE = ["fgsm", "pgd20", "tpgd", "bim", "cw", "dpgd"]
 
 

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dard.errors import DardError
+from dard.evaluation.suite import QUICK_SUITE
 
 
 class _Strict(BaseModel):
@@ -75,7 +76,7 @@ class ValConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    attacks: list[str] = Field(default_factory=lambda: ["fgsm", "pgd20", "tpgd", "bim", "cw", "dpgd"])
+    attacks: list[str] = Field(default_factory=lambda: list(QUICK_SUITE))
     autoattack_subset: Optional[int] = Field(None, ge=1, description="run AutoAttack on the first N test images of the first listed checkpoint (None: skip)")
     eps_sweep: list[float] = Field(default_factory=list, description="eps values for the PGD-20 robustness curve (first listed checkpoint)")
     batch_size: int = Field(256, ge=1)
