@@ -1,4 +1,4 @@
-"""Command-line interface: `dard train | eval | report | demo | list`.
+"""Command-line interface: `dard train | eval | report | demo | experiment | list`.
 
 Errors caused by input (DardError) print one line and exit with status 2; no traceback.
 """
@@ -68,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="auto")
     d.add_argument("--jobs", type=int, help="student runs at a time on CPU (default: min(2, cores))")
 
+    x = sub.add_parser("experiment", help="run an experiment (experiments/NAME/SCALE.yaml): all runs, evaluation, report")
+    x.add_argument("name", help="experiment name (main, lambda, attacks, ...) or the path of an experiment YAML")
+    x.add_argument("--scale", default="cpu", help="cpu (2 CPU cores, about 2 h) or paper (the authors' setup, GPU)")
+    x.add_argument("--runs", help="run folders (default runs/experiments/<scale>; shared by the experiments of a scale)")
+    x.add_argument("--results", help="report folder (default results/<name>/<scale>)")
+    x.add_argument("--data-dir", help="data folder for every run (default $DARD_DATA_DIR or ./data)")
+    x.add_argument("--device", default="auto")
+    x.add_argument("--jobs", type=int, help="runs at a time on CPU (default: min(2, cores))")
+
     sub.add_parser("list", help="list registered models, datasets, attacks and methods")
     return parser
 
@@ -116,6 +125,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from dard.experiment import load_experiment, run_experiment
+
+    exp = load_experiment(args.name, args.scale)
+    runs = Path(args.runs or Path("runs") / "experiments" / exp.scale)
+    results = Path(args.results or Path("results") / exp.name / exp.scale)
+    command = "dard experiment " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
+    path = run_experiment(exp, runs, results, device=args.device, jobs=args.jobs, data_dir=args.data_dir,
+                          command=command)
+    print(f"experiment report: {path}")
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from dard.attacks import list_attacks
     from dard.data import list_datasets
@@ -128,7 +150,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "report": _cmd_report, "demo": _cmd_demo, "list": _cmd_list}
+COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "report": _cmd_report, "demo": _cmd_demo,
+            "experiment": _cmd_experiment, "list": _cmd_list}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -198,13 +198,15 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def build_report(run_dirs: list[Path], out_dir: Path, *, checkpoint: str = "best",
-                 title: str = "dard report") -> Path:
+                 title: str = "dard report", preamble: Sequence[str] = (), sections: Sequence[str] = (),
+                 extra: Mapping[str, Any] | None = None) -> Path:
     """Write ``report.md``, ``results.json``, ``curves.png`` (and ``eps_curve.png``) into ``out_dir``.
 
     Runs that differ only in seed (same name without its ``-s<N>`` / ``_seed<N>`` suffix, method, student,
     teacher and threat model) form one row with ``mean ± std`` over seeds. The main table uses ``checkpoint``
     (``best``: selected on the validation split); a second table shows the other checkpoint. Returns the path
-    of ``report.md``.
+    of ``report.md``. ``preamble`` lines go under the title, ``sections`` (Markdown) after the tables, and
+    ``extra`` is stored under ``"extra"`` in ``results.json`` (used by ``dard experiment``).
     """
     if checkpoint not in CHECKPOINTS:
         raise DardError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, not '{checkpoint}'")
@@ -265,7 +267,9 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, checkpoint: str = "best
 
     # ---- markdown
     aa_head = f"AutoAttack (subset {'/'.join(str(n) for n in aa_ns)})" if aa_ns else "AutoAttack (subset)"
-    lines = [f"# {title}", ""]
+    lines = [f"# {title}", "", *preamble]
+    if preamble:
+        lines.append("")
     lines.append(f"{len(runs)} run(s) in {len(group_rows)} group(s); runs that differ only in seed are one row "
                  f"(mean ± sample std over seeds). Test-split accuracy in %, `{checkpoint}` checkpoint.")
     lines.append("")
@@ -309,6 +313,9 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, checkpoint: str = "best
         lines += _table(header2, rows2)
         lines.append("")
 
+    for section in sections:
+        lines += [section.rstrip(), ""]
+
     lines += ["## Setup", ""]
     lines.append("- Checkpoints were selected on the validation split (`best`: highest validation score during "
                  "training; `last`: final epoch); every number above is measured on the test split.")
@@ -343,8 +350,10 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, checkpoint: str = "best
     lines += [f"- {rr['name']} (seed {rr['seed']}): `{rr['path']}`" for rr in run_rows]
     lines.append("")
 
-    write_json(out_dir / "results.json", {"title": title, "checkpoint": checkpoint, "runs": run_rows,
-                                          "groups": group_rows})
+    results = {"title": title, "checkpoint": checkpoint, "runs": run_rows, "groups": group_rows}
+    if extra:
+        results["extra"] = dict(extra)
+    write_json(out_dir / "results.json", results)
     return write_text(out_dir / "report.md", "\n".join(lines))
 
 

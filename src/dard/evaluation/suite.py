@@ -79,6 +79,16 @@ class AttackResult:
     max_perturbation: float
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    # Clean-correct points the attack turned wrong, and the clean-correct count (None in older records).
+    fooled: int | None = None
+    clean_correct: int | None = None
+
+    @property
+    def success_rate(self) -> float | None:
+        """Attack success rate: fooled / clean-correct points (None when unknown or no point was correct)."""
+        if self.fooled is None or not self.clean_correct:
+            return None
+        return self.fooled / self.clean_correct
 
 
 @dataclass
@@ -165,7 +175,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Mappin
             survive &= ok
             results[label] = AttackResult(config=attack.config(), accuracy=ok.float().mean().item(),
                                           correct=int(ok.sum()), total=n, max_perturbation=max_pert,
-                                          seconds=round(time.time() - t0, 3), warnings=sorted(set(warnings)))
+                                          seconds=round(time.time() - t0, 3), warnings=sorted(set(warnings)),
+                                          fooled=int((clean_ok & ~ok).sum()), clean_correct=int(clean_ok.sum()))
         clean = {"accuracy": clean_ok.float().mean().item(), "correct": int(clean_ok.sum()), "total": n}
         worst = ({"accuracy": survive.float().mean().item(), "correct": int(survive.sum()), "total": n}
                  if results else None)

@@ -1,0 +1,478 @@
+"""`dard experiment NAME`: run every training run of an experiment, evaluate them and write a results report.
+
+An experiment is a YAML file, ``experiments/<NAME>/<SCALE>.yaml`` (see ``experiments/README.md``)::
+
+    title: Main comparison
+    base: ../scales/cpu.yaml          # run config shared by all runs (path relative to this file)
+    seeds: [0, 1, 2]
+    teacher: {name: teacher-sat-resnet20, seed: 0, config: {model: {arch: resnet20}, method: {name: sat}}}
+    runs:                             # run name -> overrides of the base config
+      sat: {method: {name: sat}}
+      dard: {method: {name: dard}}
+    compare_attacks: {n: 300, attacks: {pgd-10: {name: pgd, steps: 10, step_ratio: 0.25}}}   # optional
+    plot_param: {param: lam, label: lambda}                                                     # optional
+
+The teacher is trained first (once; ``seed: null`` trains one per seed) and every student that needs one gets
+its best checkpoint. Run folders live in ``<runs>/<name>-s<seed>``; experiments of one scale share that folder, so
+a run with the same name and config (the DARD student of the main comparison is the lambda = 0.5 point of the
+sweep) is trained once and reused. A folder whose recorded config differs is an error, never silently reused.
+Interrupted runs resume. The report (``report.md``, ``results.json``, plots) goes to ``<results>``.
+"""
+
+from __future__ import annotations
+
+import copy
+import multiprocessing
+import os
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dard.errors import DardError
+from dard.io import read_json, write_json
+
+# Keys that may differ between a recorded run and a request without making it a different run.
+_NOT_IDENTITY = (("device",), ("progress",), ("speed", "threads"), ("data", "dir"), ("data", "download"))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TeacherSpec(_Strict):
+    name: str
+    seed: Optional[int] = Field(0, description="seed of the single shared teacher; null trains one per student seed")
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class CompareAttacksSpec(_Strict):
+    n: int = Field(500, ge=1, description="first N test images")
+    checkpoint: str = "best"
+    attacks: dict[str, dict[str, Any]]
+
+
+class PlotParamSpec(_Strict):
+    param: str = Field(description="a key of the method's resolved config (run.json), e.g. lam")
+    label: str = ""
+
+
+class ExperimentSpec(_Strict):
+    title: str
+    about: str = ""
+    caveat: str = ""
+    base: str
+    seeds: list[int] = Field(min_length=1)
+    teacher: Optional[TeacherSpec] = None
+    runs: dict[str, dict[str, Any]] = Field(min_length=1)
+    compare_attacks: Optional[CompareAttacksSpec] = None
+    plot_param: Optional[PlotParamSpec] = None
+
+
+@dataclass
+class Experiment:
+    """A validated experiment: its spec, the base run config (a dict) and where it came from."""
+
+    name: str
+    scale: str
+    spec: ExperimentSpec
+    base: dict[str, Any]
+    source: Path
+
+
+def experiments_root() -> Path:
+    """``./experiments`` if present, else the ``experiments/`` folder of the source checkout."""
+    here = Path("experiments")
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parents[2] / "experiments"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise DardError(f"file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise DardError(f"{path}: not valid YAML{f' at line {mark.line + 1}' if mark else ''}") from None
+    if not isinstance(data, dict):
+        raise DardError(f"{path}: expected a mapping of keys to values")
+    return data
+
+
+def load_experiment(name: str, scale: str = "cpu", root: Path | None = None) -> Experiment:
+    """Load ``<root>/<name>/<scale>.yaml`` (or ``name`` itself when it is a YAML file) and validate it."""
+    path = Path(name)
+    if path.suffix not in (".yaml", ".yml"):
+        root = root or experiments_root()
+        folder = root / name
+        if not folder.is_dir():
+            known = sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.yaml"))) if root.is_dir() else []
+            raise DardError(f"unknown experiment '{name}'; known: {', '.join(known) or 'none'} (in {root})")
+        path = folder / f"{scale}.yaml"
+        if not path.is_file():
+            scales = sorted(p.stem for p in folder.glob("*.yaml"))
+            raise DardError(f"experiment '{name}' has no scale '{scale}'; available: {', '.join(scales)}")
+    else:
+        name, scale = path.parent.name, path.stem
+    try:
+        spec = ExperimentSpec.model_validate(_read_yaml(path))
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "experiment"
+        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise DardError(f"{path}: {loc}: {msg}") from None
+    base = _read_yaml((path.parent / spec.base).resolve())
+    exp = Experiment(name=name, scale=scale, spec=spec, base=base, source=path)
+    for run_name, seed, cfg in planned_runs(exp, Path("runs")):  # validate every run config before any training
+        _parse(cfg, f"{path}: run '{run_name}'")
+    return exp
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``over``, recursing into nested mappings (``over`` wins)."""
+    out = copy.deepcopy(dict(base))
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else copy.deepcopy(v)
+    return out
+
+
+def _parse(cfg: dict[str, Any], where: str):
+    from dard.training.config import parse_config
+
+    try:
+        return parse_config(cfg)
+    except DardError as e:
+        raise DardError(f"{where}: {e}") from None
+
+
+def _needs_teacher(cfg: Mapping[str, Any]) -> bool:
+    from dard.methods import METHODS
+
+    return bool(METHODS.get(str((cfg.get("method") or {}).get("name", "dard"))).needs_teacher)
+
+
+def teacher_runs(exp: Experiment, runs_root: Path) -> dict[int, tuple[str, dict[str, Any]]]:
+    """Student seed -> (teacher run name, teacher config)."""
+    t = exp.spec.teacher
+    if t is None:
+        return {}
+    out = {}
+    for seed in exp.spec.seeds:
+        tseed = seed if t.seed is None else t.seed
+        name = f"{t.name}-s{tseed}"
+        out[seed] = (name, deep_merge(exp.base, {**t.config, "name": name, "seed": tseed}))
+    return out
+
+
+def planned_runs(exp: Experiment, runs_root: Path) -> list[tuple[str, int, dict[str, Any]]]:
+    """Every student run as (run name, seed, full config dict), seeds in the inner loop."""
+    teachers = teacher_runs(exp, runs_root)
+    out = []
+    for run_name, overrides in exp.spec.runs.items():
+        for seed in exp.spec.seeds:
+            name = f"{run_name}-s{seed}"
+            cfg = deep_merge(exp.base, {**overrides, "name": name, "seed": seed})
+            if _needs_teacher(cfg) and not (cfg.get("teacher") or {}):
+                if seed not in teachers:
+                    raise DardError(f"{exp.source}: run '{run_name}' needs a teacher but the experiment has none")
+                cfg["teacher"] = {"checkpoint": str(runs_root / teachers[seed][0] / "best.safetensors")}
+            out.append((name, seed, cfg))
+    return out
+
+
+def _identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    d = copy.deepcopy(dict(cfg))
+    for path in _NOT_IDENTITY:
+        node = d
+        for k in path[:-1]:
+            node = node.get(k, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+    return d
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = list(dict.fromkeys([*a, *b]))
+        return [d for k in keys for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def check_reusable(run_dir: Path, cfg: Mapping[str, Any]) -> None:
+    """Raise if ``run_dir`` holds a run made with a different config than ``cfg`` (ignoring device/threads/dir)."""
+    from dard.training.config import dump_config
+
+    recorded = run_dir / "config.yaml"
+    if not recorded.exists():
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise DardError(f"{run_dir} exists but is not a dard run folder; move it away or use another --runs")
+        return
+    want = _identity(yaml.safe_load(dump_config(_parse(dict(cfg), str(run_dir)))))
+    have = _identity(yaml.safe_load(recorded.read_text(encoding="utf-8")) or {})
+    diff = _diff(have, want)
+    if diff:
+        raise DardError(f"{run_dir} was made with a different config ({', '.join(diff[:4])}); delete it or use "
+                        f"another --runs folder")
+
+
+def _train_task(task: tuple) -> str:
+    cfg, run_dir, final_eval, threads, device = task
+    from dard.training.loop import train
+
+    cfg = deep_merge(cfg, {"speed": {"threads": threads}, "device": device})
+    run_dir = Path(run_dir)
+    t0 = time.time()
+    done = (run_dir / "eval" / "best.json").exists() if final_eval else (run_dir / "best.safetensors").exists()
+    train(_parse(cfg, str(run_dir)), run_dir, resume=(run_dir / "config.yaml").exists(), final_eval=final_eval)
+    what = "reused" if done else f"{'trained' if not final_eval else 'done'} in {time.time() - t0:.0f}s"
+    print(f"[experiment] {run_dir.name}: {what}", flush=True)
+    return str(run_dir)
+
+
+def _compare_task(task: tuple) -> str:
+    run_dir, spec, threads, device = task
+    compare_attacks(Path(run_dir), CompareAttacksSpec.model_validate(spec), threads=threads, device=device)
+    return str(run_dir)
+
+
+def compare_attacks(run_dir: Path, spec: CompareAttacksSpec, *, threads: int | None = None,
+                    device: str = "auto") -> dict[str, Any]:
+    """Evaluate a run's checkpoint with ``spec.attacks`` on its first ``spec.n`` test images (cached in
+    ``eval/compare-<checkpoint>.json``; recomputed when the attack set changes)."""
+    from dard.checkpoint import load_checkpoint
+    from dard.evaluation.suite import attack_from_spec, evaluate
+    from dard.runtime import configure_threads, environment, resolve_device
+    from dard.training.loop import load_run_config, prepare_data
+
+    out = run_dir / "eval" / f"compare-{spec.checkpoint}.json"
+    if out.exists():
+        cached = read_json(out)
+        if cached.get("spec") == spec.model_dump():
+            return cached
+    cfg = load_run_config(run_dir)
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        configure_threads(threads)
+    data = prepare_data(cfg)
+    k = min(spec.n, len(data.test))
+    x = data.test.x[:k].to(dev).float().div_(255)
+    y = data.test.y[:k].to(dev)
+    model, meta = load_checkpoint(run_dir / f"{spec.checkpoint}.safetensors", dev)
+    attacks = {label: attack_from_spec(a, cfg.eps, cfg.seed) for label, a in spec.attacks.items()}
+    rec = evaluate(model, x, y, attacks, batch_size=cfg.eval.batch_size, device=dev, progress=False,
+                   model_info={**meta["model"], "checkpoint": spec.checkpoint},
+                   data_info={"name": data.bundle.name, "split": "test", "n": k}, seed=cfg.seed,
+                   environment=environment(dev))
+    result = {"spec": spec.model_dump(), "record": rec.to_dict()}
+    write_json(out, result)
+    return result
+
+
+def _pool_map(fn: Callable[[tuple], str], tasks: list[tuple], jobs: int) -> list[str]:
+    if jobs > 1 and len(tasks) > 1:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return list(pool.map(fn, tasks))
+    return [fn(t) for t in tasks]
+
+
+def run_experiment(exp: Experiment, runs_root: Path, results_dir: Path, *, device: str = "auto",
+                   jobs: int | None = None, data_dir: str | None = None, command: str = "") -> Path:
+    """Train (or reuse) every run of ``exp``, evaluate, and write the report; returns the path of report.md.
+
+    On a CPU, runs go ``jobs`` at a time in separate processes with one thread each (small models are bound by
+    per-call overhead, so processes beat threads); on a GPU they run one after another.
+    """
+    from dard.runtime import resolve_device
+
+    t_start = time.time()
+    if data_dir:
+        exp.base = deep_merge(exp.base, {"data": {"dir": data_dir}})
+    on_cpu = resolve_device(device).type == "cpu"
+    jobs = (jobs or min(2, os.cpu_count() or 1)) if on_cpu else 1
+    threads = 1 if jobs > 1 else None
+    teachers = teacher_runs(exp, runs_root)
+    students = planned_runs(exp, runs_root)
+    for name, cfg in {n: c for n, c in teachers.values()}.items():
+        check_reusable(runs_root / name, cfg)
+    for name, _, cfg in students:
+        check_reusable(runs_root / name, cfg)
+
+    # Teachers first, with every thread; their test evaluation then runs beside the students.
+    unique_teachers = dict(teachers.values())
+    for name, cfg in unique_teachers.items():
+        _train_task((cfg, str(runs_root / name), False, None, device))
+    tasks = [(cfg, str(runs_root / name), True, threads, device) for name, cfg in unique_teachers.items()]
+    tasks += [(cfg, str(runs_root / name), True, threads, device) for name, _, cfg in students]
+    run_dirs = [Path(p) for p in _pool_map(_train_task, tasks, jobs)]
+
+    compare = exp.spec.compare_attacks
+    if compare is not None:
+        _pool_map(_compare_task, [(str(p), compare.model_dump(), threads, device) for p in run_dirs], jobs)
+    return write_experiment_report(exp, run_dirs, results_dir, command=command,
+                                   seconds=time.time() - t_start)
+
+
+# ------------------------------------------------------------------------------------------------- report
+
+
+def _mean_std(values: Sequence[float]) -> dict[str, Any]:
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+
+
+def _pct(s: Mapping[str, Any]) -> str:
+    if s["mean"] is None:
+        return "—"
+    return f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}" if s["n"] > 1 else f"{100 * s['mean']:.2f}"
+
+
+def _group_of(run_dir: Path) -> str:
+    from dard.evaluation.report import _SEED_SUFFIX
+
+    return _SEED_SUFFIX.sub("", run_dir.name)
+
+
+def attack_comparison(run_dirs: Sequence[Path], checkpoint: str = "best") -> dict[str, Any]:
+    """Attack success rate (fooled / clean-correct) per run group and attack, mean ± std over seeds."""
+    from dard.evaluation.suite import AttackResult
+
+    per_group: dict[str, dict[str, list[float]]] = {}
+    labels: list[str] = []
+    for p in run_dirs:
+        f = p / "eval" / f"compare-{checkpoint}.json"
+        if not f.exists():
+            continue
+        attacks = read_json(f)["record"]["attacks"]
+        g = per_group.setdefault(_group_of(p), {})
+        for label, res in attacks.items():
+            labels += [label] if label not in labels else []
+            rate = AttackResult(**res).success_rate
+            g.setdefault(label, []).append(rate)
+    return {"labels": labels,
+            "groups": {g: {label: _mean_std(v.get(label, [])) for label in labels} for g, v in per_group.items()}}
+
+
+def _family_steps(label: str) -> tuple[str, int] | None:
+    head, _, tail = label.rpartition("-")
+    return (head, int(tail)) if head and tail.isdigit() else None
+
+
+def _plot_attack_comparison(table: Mapping[str, Any], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    families: dict[str, dict[int, list[float]]] = {}
+    for label in table["labels"]:
+        fs = _family_steps(label)
+        if fs is None:
+            continue
+        for g in table["groups"].values():
+            if g[label]["mean"] is not None:
+                families.setdefault(fs[0], {}).setdefault(fs[1], []).append(g[label]["mean"])
+    for fam, pts in families.items():
+        steps = sorted(pts)
+        ax.plot(steps, [100 * statistics.fmean(pts[s]) for s in steps], marker="o", label=fam)
+    ax.set_xlabel("attack steps")
+    ax.set_ylabel("attack success rate (%), mean over models")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def _param_sweep(run_dirs: Sequence[Path], param: str) -> dict[str, Any]:
+    from dard.evaluation.report import load_run, record_accuracies
+
+    points: dict[float, dict[str, list[float]]] = {}
+    for p in run_dirs:
+        run = load_run(p)
+        value = (run["method"] or {}).get(param)
+        if not isinstance(value, (int, float)) or "best" not in run["evals"]:
+            continue
+        acc = record_accuracies(run["evals"]["best"])
+        row = points.setdefault(float(value), {})
+        for k in ("clean", "pgd20", "autoattack_subset"):
+            if acc.get(k) is not None:
+                row.setdefault(k, []).append(acc[k])
+    return {str(v): {k: _mean_std(vals) for k, vals in row.items()} for v, row in sorted(points.items())}
+
+
+def _plot_sweep(sweep: Mapping[str, Any], label: str, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    xs = [float(v) for v in sweep]
+    for metric in ("clean", "pgd20", "autoattack_subset"):
+        pts = [(x, sweep[v][metric]) for x, v in zip(xs, sweep) if metric in sweep[v]]
+        if pts:
+            ax.errorbar([x for x, _ in pts], [100 * s["mean"] for _, s in pts], yerr=[100 * s["std"] for _, s in pts],
+                        marker="o", capsize=3, label=metric)
+    ax.set_xlabel(label)
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def write_experiment_report(exp: Experiment, run_dirs: Sequence[Path], results_dir: Path, *, command: str = "",
+                            seconds: float | None = None) -> Path:
+    """The experiment's ``report.md``, ``results.json`` and plots (teacher rows first)."""
+    from dard.evaluation.report import build_report
+    from dard.io import write_text
+
+    results_dir.mkdir(parents=True, exist_ok=True)
+    spec = exp.spec
+    env = (read_json(run_dirs[0] / "run.json").get("environment") or {}) if run_dirs else {}
+    preamble = [spec.about.strip()] if spec.about.strip() else []
+    preamble += ["", f"- Command: `{command or f'dard experiment {exp.name} --scale {exp.scale}'}`",
+                 f"- Experiment file: `{exp.source.as_posix()}`, base run config `{spec.base}`; seeds "
+                 f"{', '.join(map(str, spec.seeds))}.",
+                 f"- Device: {env.get('device_name', env.get('device', '?'))}; torch {env.get('torch', '?')}; dard commit "
+                 f"{env.get('git_commit', '?')}" + (f"; wall time {seconds / 60:.0f} min" if seconds else "") + "."]
+    if spec.caveat.strip():
+        preamble += [f"- Caveat: {spec.caveat.strip()}"]
+    sections: list[str] = []
+    extra: dict[str, Any] = {"experiment": exp.name, "scale": exp.scale, "spec": spec.model_dump(),
+                             "base_config": exp.base, "command": command}
+    if spec.plot_param is not None:
+        label = spec.plot_param.label or spec.plot_param.param
+        sweep = _param_sweep(run_dirs, spec.plot_param.param)
+        extra["sweep"] = {"param": spec.plot_param.param, "points": sweep}
+        _plot_sweep(sweep, label, results_dir / "sweep.png")
+        metrics = ["clean", "pgd20", "autoattack_subset"]
+        lines = [f"## Sweep over {label}", "", f"| {label} | " + " | ".join(metrics) + " |",
+                 "|---|" + "---|" * len(metrics)]
+        lines += [f"| {v} | " + " | ".join(_pct(row[m]) if m in row else "—" for m in metrics) + " |"
+                  for v, row in sweep.items()]
+        lines += ["", f"![accuracy vs {label}](sweep.png)"]
+        sections.append("\n".join(lines))
+    if spec.compare_attacks is not None:
+        table = attack_comparison(run_dirs, spec.compare_attacks.checkpoint)
+        extra["attack_comparison"] = table
+        _plot_attack_comparison(table, results_dir / "attack_success.png")
+        lines = ["## Attack success rate", "",
+                 f"Fraction of the clean-correct points among the first {spec.compare_attacks.n} test images that "
+                 f"each attack turns wrong (`{spec.compare_attacks.checkpoint}` checkpoint; mean ± std over seeds). "
+                 "Higher is a stronger attack.", "",
+                 "| Models | " + " | ".join(table["labels"]) + " |", "|---|" + "---|" * len(table["labels"])]
+        lines += [f"| {g} | " + " | ".join(_pct(row[label]) for label in table["labels"]) + " |"
+                  for g, row in table["groups"].items()]
+        attack_lines = [f"- `{label}`: {a}" for label, a in spec.compare_attacks.attacks.items()]
+        lines += ["", "Attacks:", "", *attack_lines, "", "![attack success vs steps](attack_success.png)"]
+        sections.append("\n".join(lines))
+    report = build_report(list(run_dirs), results_dir, title=spec.title, preamble=preamble, sections=sections,
+                          extra=extra)
+    write_text(results_dir / "experiment.yaml", exp.source.read_text(encoding="utf-8"))
+    return report
