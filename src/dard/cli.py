@@ -6,6 +6,7 @@ Errors caused by input (DardError) print one line and exit with status 2; no tra
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -97,7 +98,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 overrides.append(f"{key}={value}")
         cfg = load_config(args.config, overrides)
         run = train(cfg, args.out or Path("runs") / cfg.name)
-    print(f"run finished: {run}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, say it once
+        print(f"run finished: {run}")
     return 0
 
 

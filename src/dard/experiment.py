@@ -37,8 +37,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from dard.errors import DardError
 from dard.io import read_json, write_json
 
-# Keys that may differ between a recorded run and a request without making it a different run.
-_NOT_IDENTITY = (("device",), ("progress",), ("speed", "threads"), ("data", "dir"), ("data", "download"))
+# Keys that may differ between a recorded run and a request without making it a different run: where it ran,
+# and the fp32 speed switches (tests/test_speed.py). bf16 autocast changes the numbers, so it counts.
+_NOT_IDENTITY = (("device",), ("progress",), ("data", "dir"), ("data", "download"), ("speed", "threads"),
+                 ("speed", "channels_last"), ("speed", "compile"), ("speed", "compile_backend"),
+                 ("speed", "cudnn_benchmark"), ("speed", "sync_bn"))
 
 
 class _Strict(BaseModel):
@@ -113,7 +116,8 @@ def load_experiment(name: str, scale: str = "cpu", root: Path | None = None) -> 
         root = root or experiments_root()
         folder = root / name
         if not folder.is_dir():
-            known = sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.yaml"))) if root.is_dir() else []
+            known = sorted(p.name for p in root.iterdir()
+                           if p.is_dir() and not p.name.startswith("_") and any(p.glob("*.yaml"))) if root.is_dir() else []
             raise DardError(f"unknown experiment '{name}'; known: {', '.join(known) or 'none'} (in {root})")
         path = folder / f"{scale}.yaml"
         if not path.is_file():
@@ -215,7 +219,9 @@ def check_reusable(run_dir: Path, cfg: Mapping[str, Any]) -> None:
             raise DardError(f"{run_dir} exists but is not a dard run folder; move it away or use another --runs")
         return
     want = _identity(yaml.safe_load(dump_config(_parse(dict(cfg), str(run_dir)))))
-    have = _identity(yaml.safe_load(recorded.read_text(encoding="utf-8")) or {})
+    # Parsed again, so options added to dard since the run was made count at their defaults.
+    have = _identity(yaml.safe_load(dump_config(_parse(yaml.safe_load(recorded.read_text(encoding="utf-8")) or {},
+                                                       str(recorded)))))
     diff = _diff(have, want)
     if diff:
         raise DardError(f"{run_dir} was made with a different config ({', '.join(diff[:4])}); delete it or use "
@@ -231,7 +237,10 @@ def _train_task(task: tuple) -> str:
     t0 = time.time()
     done = (run_dir / "eval" / "best.json").exists() if final_eval else (run_dir / "best.safetensors").exists()
     train(_parse(cfg, str(run_dir)), run_dir, resume=(run_dir / "config.yaml").exists(), final_eval=final_eval)
-    what = "reused" if done else f"{'trained' if not final_eval else 'done'} in {time.time() - t0:.0f}s"
+    if final_eval:
+        what = "reused" if done else f"done in {time.time() - t0:.0f}s"
+    else:
+        what = "training reused" if done else f"trained in {time.time() - t0:.0f}s"
     print(f"[experiment] {run_dir.name}: {what}", flush=True)
     return str(run_dir)
 

@@ -122,6 +122,17 @@ def _forked_rng(device: torch.device, seed: int | None) -> Iterator[None]:
         yield
 
 
+def local_module(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper (else ``model`` itself).
+
+    Attacks take gradients with respect to the input only; going through DDP would arm its gradient
+    all-reduce for a backward pass that never reaches the parameters.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put ``model`` in eval mode for the block, then restore every submodule's own previous mode.
@@ -157,6 +168,7 @@ class Attack:
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Return adversarial examples for ``(x, y)`` against ``model`` (detached, same shape/dtype as ``x``)."""
         x, y = self._check_inputs(x, y)
+        model = local_module(model)
         try:
             fork = self.seed is not None or self._always_fork_rng
             with eval_mode(model), (_forked_rng(x.device, self.seed) if fork else nullcontext()):

@@ -294,7 +294,7 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, checkpoint: str = "best
         lines.append(f"The same runs evaluated at their `{other}` checkpoint, so `best` (selected on validation) "
                      f"and `last` (final epoch) can be compared.")
         lines.append("")
-        show = [k for k in ("pgd20",) if any(g[other] and g[other][k]["n"] for g in group_rows)]
+        show = [k for k in ("pgd20",) if any(g[other] and k in g[other] and g[other][k]["n"] for g in group_rows)]
         show_aa = any(g[other] and g[other]["autoattack_subset"]["n"] for g in group_rows)
         header2 = ["Run", "Method", "Student", "Teacher", "Seeds (n)", "Epoch (best / last)", "Clean", *show]
         if show_aa:

@@ -17,7 +17,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import Tensor, nn
 
-from dard.attacks.base import eval_mode
+from dard.attacks.base import eval_mode, local_module
 from dard.errors import DardError
 from dard.methods.losses import kl_sum
 
@@ -204,6 +204,7 @@ class KLAscent:
         from dard.attacks import pgd_ascent
 
         target = target_probs.detach()
+        model = local_module(model)
 
         def loss_fn(logits: Tensor, step: int) -> Tensor:
             return kl_sum(target, logits)

@@ -44,3 +44,31 @@ class SmallCNN(ImageClassifier):
 def small_cnn(num_classes: int = 10, in_channels: int = 3) -> ImageClassifier:
     """Small CNN (~0.1M parameters) for 8x8 digits or other small images of any channel count."""
     return SmallCNN(num_classes=num_classes, in_channels=in_channels)
+
+
+class MLP(ImageClassifier):
+    """average-pool to 8x8 - flatten - linear(256) - ReLU - linear.
+
+    No BatchNorm, so a batch's loss is a plain mean of per-image losses: training split across processes is
+    then exactly one process on the global batch, which the multi-process test checks. Also the quickest
+    baseline for tiny images (8x8 digits pass the pool unchanged).
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, hidden: int = 256) -> None:
+        super().__init__(num_classes, in_channels)
+        self.fc1 = nn.Linear(in_channels * 64, hidden)
+        self.fc2 = nn.Linear(hidden, num_classes)
+        self.feature_dim = hidden
+        init_weights(self)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return F.relu(self.fc1(F.adaptive_avg_pool2d(x, 8).flatten(1)))
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        return self.fc2(features)
+
+
+@register_model("mlp")
+def mlp(num_classes: int = 10, in_channels: int = 3) -> ImageClassifier:
+    """Two-layer perceptron on an 8x8 average-pooled input (hidden 256, BatchNorm-free)."""
+    return MLP(num_classes=num_classes, in_channels=in_channels)

@@ -84,12 +84,18 @@ class EvalConfig(_Strict):
 
 
 class SpeedConfig(_Strict):
-    """Speed switches. bf16 autocast and channels_last run on CPU and GPU but are not yet checked against the
-    fp32 path by a test (issue 4); torch.compile is not offered yet."""
+    """Speed switches; each leaves the maths unchanged up to rounding (tests/test_speed.py checks losses and
+    gradients against the plain fp32 path). ``amp: bf16`` autocasts attacks, teacher and student (weights and
+    BatchNorm statistics stay fp32); ``channels_last`` is the NHWC layout fast convolutions prefer;
+    ``compile`` wraps student and teacher in ``torch.compile``; ``sync_bn`` makes BatchNorm statistics global
+    in multi-GPU runs (CUDA only)."""
 
     amp: Literal["none", "bf16"] = "none"
     channels_last: bool = False
+    compile: bool = False
+    compile_backend: str = Field("inductor", description="torch.compile backend (inductor; aot_eager to debug)")
     cudnn_benchmark: bool = True
+    sync_bn: bool = True
     threads: Optional[int] = Field(None, ge=1)
 
 

@@ -22,6 +22,7 @@ from dard.methods import create_method
 from dard.models import create_model, load_weights
 from dard.runtime import configure_threads, environment, resolve_device, seed_everything
 from dard.training.config import RunConfig, TeacherConfig, dump_config, parse_config
+from dard.training import distributed as dist
 from dard.training.state import POINTER, load_state, save_state
 
 
@@ -138,18 +139,58 @@ def _amp(cfg: RunConfig, device: torch.device):
     return nullcontext()
 
 
+def prepare_models(cfg: RunConfig, student: nn.Module, teacher: nn.Module | None, device: torch.device,
+                   dinfo: dist.DistInfo) -> tuple[nn.Module, nn.Module | None]:
+    """Apply the speed switches and the multi-process wrapper; returns (model to train with, teacher to call).
+
+    Order matters: channels_last and SyncBatchNorm change the module itself, ``torch.compile`` wraps it, and
+    DistributedDataParallel wraps the compiled module, so attacks (which unwrap DDP: they need no gradient
+    sync) still run the compiled graph.
+    """
+    if cfg.speed.channels_last:
+        student.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            teacher.to(memory_format=torch.channels_last)
+    if dinfo.enabled and cfg.speed.sync_bn and device.type == "cuda":
+        student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
+    model = student
+    if cfg.speed.compile:
+        model = torch.compile(student, backend=cfg.speed.compile_backend)
+        teacher = torch.compile(teacher, backend=cfg.speed.compile_backend) if teacher is not None else None
+    if dinfo.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return model, teacher
+
+
 def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, final_eval: bool = True) -> Path:
     """Train (or resume) a run in ``run_dir`` and evaluate its best and last checkpoints on the test split.
 
     With ``final_eval=False`` the test evaluation is left out; resuming the finished run later does only that.
+    Launched by ``torchrun``, every rank calls this; rank 0 alone writes files and evaluates.
     """
-    run_dir = Path(run_dir)
+    device = resolve_device(cfg.device)
+    dinfo, device = dist.setup(device)
+    try:
+        return _train(cfg, Path(run_dir), resume, final_eval, device, dinfo)
+    finally:
+        dist.teardown(dinfo)
+
+
+def _train(cfg: RunConfig, run_dir: Path, resume: bool, final_eval: bool, device: torch.device,
+           dinfo: dist.DistInfo) -> Path:
+    main = dinfo.is_main
+    # Every rank checks the folder before any rank writes to it (the barrier below), so all agree.
     if resume:
         if not (run_dir / "config.yaml").exists():
             raise DardError(f"{run_dir} is not a dard run folder (no config.yaml)")
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise DardError(f"run folder {run_dir} already exists and is not empty; use --resume {run_dir} or another --out")
-    device = resolve_device(cfg.device)
+    if cfg.optim.batch_size % dinfo.world_size:
+        raise DardError(f"optim.batch_size {cfg.optim.batch_size} (the global batch) must be divisible by the "
+                        f"{dinfo.world_size} processes")
+    dist.barrier(dinfo)
     if device.type == "cpu":
         configure_threads(cfg.speed.threads)
     torch.backends.cudnn.benchmark = cfg.speed.cudnn_benchmark
@@ -159,17 +200,19 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, final_ev
     bundle = data.bundle
     spec = model_spec(cfg.model.arch, bundle, cfg.model.normalize)
     student = build_model(spec).to(device)
-    if cfg.speed.channels_last:
-        student = student.to(memory_format=torch.channels_last)
     method = build_method(cfg)
     teacher, teacher_info = None, None
     if method.needs_teacher:
         if not cfg.teacher.given:
             raise DardError(f"method '{cfg.method.name}' needs a teacher: set teacher.checkpoint (or teacher.arch + teacher.weights)")
         teacher, teacher_info = load_teacher(cfg.teacher, bundle, device)
+    model, teacher_fn = prepare_models(cfg, student, teacher, device, dinfo)
+    student = model.module if dinfo.enabled else student  # SyncBatchNorm conversion may have replaced it
+    student = getattr(student, "_orig_mod", student)
 
     loader = DeviceLoader(data.train, cfg.optim.batch_size, device=device, shuffle=True, augment=cfg.data.augment,
-                          crop_padding=bundle.crop_padding, flip=bundle.flip, drop_last=True, seed=cfg.seed)
+                          crop_padding=bundle.crop_padding, flip=bundle.flip, drop_last=True, seed=cfg.seed,
+                          rank=dinfo.rank, world_size=dinfo.world_size)
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise DardError(f"batch size {cfg.optim.batch_size} exceeds the {len(data.train)} training images")
@@ -181,37 +224,44 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, final_ev
                                 "history": [], "train_seconds": 0.0}
     if resume and (run_dir / POINTER).exists():
         progress = load_state(run_dir, model=student, optimizer=optimizer, scheduler=scheduler)
-    else:
+    elif main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / "config.yaml", dump_config(cfg))
         write_json(run_dir / "run.json", {
             "name": cfg.name, "seed": cfg.seed, "method": method.config(), "student": spec,
-            "teacher": teacher_info, "environment": environment(device),
+            "teacher": teacher_info, "environment": {**environment(device), "world_size": dinfo.world_size},
             "data": {"name": bundle.name, "train": len(data.train), "val": len(data.val), "test": len(data.test)},
         })
-    write_text(run_dir / "metrics.jsonl", "".join(_jsonl(h) for h in progress["history"]))
+    if main:
+        write_text(run_dir / "metrics.jsonl", "".join(_jsonl(h) for h in progress["history"]))
 
     def snapshot() -> None:
-        save_state(run_dir, model=student, optimizer=optimizer, scheduler=scheduler, progress=progress)
+        if main:
+            save_state(run_dir, model=student, optimizer=optimizer, scheduler=scheduler, progress=progress)
+        dist.barrier(dinfo)
 
+    zero = {"loss": 0.0, "correct": 0.0, "seen": 0}
     for epoch in range(progress["epoch"], cfg.optim.epochs):
         loader.set_epoch(epoch)
-        student.train()
-        sums = {"loss": 0.0, "correct": 0.0, "seen": 0}
-        if progress["batch"]:
-            sums = progress.get("partial", sums)
+        model.train()
+        sums = dict(zero)
+        if progress["batch"] and main:  # resumed mid-epoch: rank 0 saved the global sums so far
+            sums = dict(progress.get("partial", sums))
         t0 = time.time()
         bar = tqdm(total=steps_per_epoch, initial=progress["batch"], desc=f"{cfg.name} epoch {epoch + 1}/{cfg.optim.epochs}",
-                   disable=not cfg.progress, leave=False)
+                   disable=not (cfg.progress and main), leave=False)
         for batch_idx, (x, y) in enumerate(loader.iter_from(progress["batch"]), start=progress["batch"]):
             if cfg.speed.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with _amp(cfg, device):
-                out = method(student, teacher, x, y)
+                out = method(model, teacher_fn, x, y)
             loss = out.loss.float()
-            if not torch.isfinite(loss):
+            finite = bool(torch.isfinite(loss))
+            if not finite or dinfo.enabled:
                 last = "the last good checkpoint is kept in " + str(run_dir) if (run_dir / POINTER).exists() else "no checkpoint was written yet"
-                raise DardError(f"loss is {loss.item()} at epoch {epoch + 1} step {batch_idx + 1}; stopping ({last}); lower optim.lr?")
+                what = f"loss is {loss.item()}" if not finite else "loss is not finite on another process"
+                dist.agree(finite, f"{what} at epoch {epoch + 1} step {batch_idx + 1}; stopping ({last}); "
+                                   f"lower optim.lr?", dinfo, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -225,35 +275,39 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, final_ev
             elapsed = time.time() - t0
             bar.update(1)
             bar.set_postfix(loss=f"{sums['loss'] / sums['seen']:.3f}", acc=f"{sums['correct'] / sums['seen']:.3f}",
-                            img_s=f"{sums['seen'] / max(elapsed, 1e-9):.0f}")
+                            img_s=f"{sums['seen'] * dinfo.world_size / max(elapsed, 1e-9):.0f}")
             if cfg.checkpoint_every_steps and progress["global_step"] % cfg.checkpoint_every_steps == 0 \
                     and progress["batch"] < steps_per_epoch:
-                progress["partial"] = dict(sums)
+                progress["partial"] = dist.sum_over_ranks(sums, dinfo, device)
                 snapshot()
         bar.close()
         progress["train_seconds"] += time.time() - t0
+        total = dist.sum_over_ranks(sums, dinfo, device)
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-                               "train_loss": sums["loss"] / max(sums["seen"], 1),
-                               "train_acc": sums["correct"] / max(sums["seen"], 1),
-                               "images_per_s": sums["seen"] / max(time.time() - t0, 1e-9)}
-        if (epoch + 1) % cfg.val.every == 0 or epoch + 1 == cfg.optim.epochs:
-            row.update(validate(student, data.val, cfg, device))
-            score = selection_score(row, cfg.val.select_by)
-            if progress["best_score"] is None or score > progress["best_score"]:
-                progress["best_score"], progress["best_epoch"] = score, epoch + 1
-                save_checkpoint(run_dir / "best", student, spec, {"epoch": epoch + 1, "metrics": row, "selected_by": f"val_{cfg.val.select_by}"})
-        save_checkpoint(run_dir / "last", student, spec, {"epoch": epoch + 1, "metrics": row})
+                               "train_loss": total["loss"] / max(total["seen"], 1),
+                               "train_acc": total["correct"] / max(total["seen"], 1),
+                               "images_per_s": total["seen"] / max(time.time() - t0, 1e-9)}
+        if main:
+            if (epoch + 1) % cfg.val.every == 0 or epoch + 1 == cfg.optim.epochs:
+                row.update(validate(student, data.val, cfg, device))
+                score = selection_score(row, cfg.val.select_by)
+                if progress["best_score"] is None or score > progress["best_score"]:
+                    progress["best_score"], progress["best_epoch"] = score, epoch + 1
+                    save_checkpoint(run_dir / "best", student, spec, {"epoch": epoch + 1, "metrics": row, "selected_by": f"val_{cfg.val.select_by}"})
+            save_checkpoint(run_dir / "last", student, spec, {"epoch": epoch + 1, "metrics": row})
         progress["history"].append(row)
         progress.update(epoch=epoch + 1, batch=0)
         progress.pop("partial", None)
-        write_text(run_dir / "metrics.jsonl", "".join(_jsonl(h) for h in progress["history"]))
+        if main:
+            write_text(run_dir / "metrics.jsonl", "".join(_jsonl(h) for h in progress["history"]))
         snapshot()
-        if cfg.progress:
+        if cfg.progress and main:
             val = f" val clean {row['val_clean']:.3f} robust {row['val_robust']:.3f}" if "val_clean" in row else ""
             tqdm.write(f"[{cfg.name}] epoch {epoch + 1}: loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}{val}")
 
-    if final_eval:
+    if final_eval and main:
         final_evaluation(cfg, run_dir, data, device)
+    dist.barrier(dinfo)
     return run_dir
 
 

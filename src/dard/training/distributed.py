@@ -1,0 +1,90 @@
+"""Multi-process training through PyTorch's own engine: ``torchrun --nproc_per_node=N -m dard train ...``.
+
+torchrun sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; :func:`setup` then joins the process group (NCCL on
+GPUs, gloo on CPUs), and the training loop wraps the student in DistributedDataParallel, shards each global
+batch over the ranks (``DeviceLoader(rank=, world_size=)``), sums its metrics over ranks, and lets rank 0 alone
+validate, write checkpoints and evaluate.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from dard.errors import DardError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job (``world_size == 1`` and ``enabled`` False for a plain run)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    enabled: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def from_environment() -> DistInfo:
+    """Read torchrun's environment variables (a plain ``python -m dard`` has none: single process)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    return DistInfo(rank=int(os.environ.get("RANK", "0")), world_size=world,
+                    local_rank=int(os.environ.get("LOCAL_RANK", "0")), enabled=True)
+
+
+def setup(device: torch.device) -> tuple[DistInfo, torch.device]:
+    """Join the process group when launched by torchrun; returns this rank's info and device.
+
+    On CUDA each rank takes ``cuda:LOCAL_RANK`` and NCCL; on the CPU, gloo.
+    """
+    info = from_environment()
+    if not info.enabled:
+        return info, device
+    if device.type == "cuda":
+        if info.local_rank >= torch.cuda.device_count():
+            raise DardError(f"LOCAL_RANK {info.local_rank} but only {torch.cuda.device_count()} CUDA device(s)")
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return info, device
+
+
+def teardown(info: DistInfo) -> None:
+    """Leave the process group (no-op for a single process)."""
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every rank (no-op for a single process)."""
+    if info.enabled:
+        dist.barrier()
+
+
+def sum_over_ranks(values: dict[str, float], info: DistInfo, device: torch.device) -> dict[str, float]:
+    """Sum each number over all ranks (in float64); the identity for a single process."""
+    if not info.enabled:
+        return dict(values)
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return dict(zip(keys, t.tolist()))
+
+
+def agree(ok: bool, message: str, info: DistInfo, device: torch.device) -> None:
+    """Raise ``DardError(message)`` on every rank if any rank says not ``ok`` (so no rank is left waiting)."""
+    if info.enabled:
+        t = torch.tensor([0 if ok else 1], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        ok = int(t.item()) == 0
+    if not ok:
+        raise DardError(message)

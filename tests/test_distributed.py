@@ -1,0 +1,109 @@
+"""torchrun + DistributedDataParallel on the CPU (gloo): two processes equal one process on the same global batch.
+
+The model is the BatchNorm-free MLP and the attack DPGD with per-sample Dice from the clean image, so every
+image's adversarial example and loss term do not depend on which process holds it; the two runs may then
+differ only by floating-point summation order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from dard.checkpoint import load_checkpoint
+from dard.models import create_model
+from dard.io import save_tensors
+from tests.conftest import REPO, run_cli, tiny_config
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+
+KILL_AFTER_SAVES = """
+import os, signal, sys
+import dard.training.state as state
+from dard.cli import main
+real = state.save_tensors
+count = {"n": 0}
+def save_tensors(*a, **k):
+    out = real(*a, **k)
+    count["n"] += 1
+    if count["n"] == int(os.environ["DARD_TEST_KILL_AT"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+state.save_tensors = save_tensors
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _torchrun(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+
+
+def _rows(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_gloo_processes_with_kill_and_resume_match_one_process(tmp_path):
+    torch.manual_seed(1)
+    teacher = tmp_path / "teacher.safetensors"
+    save_tensors(teacher, create_model("mlp", num_classes=10, in_channels=1).state_dict())
+    cfg = tiny_config(name="ddp", model={"arch": "mlp"}, optim={"epochs": 2, "batch_size": 64, "lr": 0.05},
+                      teacher={"arch": "mlp", "weights": str(teacher)}, checkpoint_every_steps=3,
+                      method={"name": "dard", "params": {"attack": {"steps": 3, "step_size": 0.025,
+                                                                    "reduction": "sample"}}},
+                      eval={"attacks": ["fgsm"], "checkpoints": ["last"]})
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+
+    single = tmp_path / "single"
+    proc = run_cli("train", "--config", str(path), "--out", str(single))
+    assert proc.returncode == 0, proc.stderr
+
+    # 256 images / global batch 64 = 4 steps per epoch; snapshots at step 3, end of epoch 1 (4), 6, 8.
+    # Rank 0 is killed while writing its 3rd snapshot (step 6: after the weights, before the pointer), so the
+    # resume must continue from step 4 and rank 1 must have been stopped by torchrun.
+    script = tmp_path / "killer.py"
+    script.write_text(KILL_AFTER_SAVES)
+    multi = tmp_path / "multi"
+    killed = _torchrun(str(script), "train", "--config", str(path), "--out", str(multi),
+                       env_extra={"DARD_TEST_KILL_AT": "3"})
+    assert killed.returncode != 0
+    assert json.loads((multi / "resume.json").read_text())["snapshot"] == "state-000000004"
+    assert not (multi / "eval").exists()
+    resumed = _torchrun("-m", "dard", "train", "--resume", str(multi))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count("run finished") == 1  # rank 0 alone reports (and writes)
+
+    a, b = _rows(single), _rows(multi)
+    assert [r["epoch"] for r in a] == [r["epoch"] for r in b] == [1, 2]
+    for ra, rb in zip(a, b):
+        assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-5)  # summed over both ranks
+        assert rb["train_acc"] == ra["train_acc"]
+        assert rb["val_clean"] == ra["val_clean"] and rb["val_robust"] == ra["val_robust"]
+    ma, _ = load_checkpoint(single / "last.safetensors", "cpu")
+    mb, meta = load_checkpoint(multi / "last.safetensors", "cpu")
+    assert meta["epoch"] == 2
+    for (name, pa), pb in zip(ma.state_dict().items(), mb.state_dict().values()):
+        torch.testing.assert_close(pb, pa, rtol=1e-4, atol=1e-6, msg=name)
+    run = json.loads((multi / "run.json").read_text())
+    assert run["environment"]["world_size"] == 2
+    assert json.loads((multi / "eval" / "last.json").read_text())["clean"] == \
+        json.loads((single / "eval" / "last.json").read_text())["clean"]
+
+
+def test_global_batch_not_divisible_by_processes_is_a_one_line_error(tmp_path):
+    cfg = tiny_config(optim={"batch_size": 63})
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = _torchrun("-m", "dard", "train", "--config", str(path), "--out", str(tmp_path / "run"))
+    assert proc.returncode != 0
+    # each rank says it in one line (torchrun then adds its own failure summary)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("dard: error:")]
+    assert len(lines) == 2 and all("must be divisible by the 2 processes" in ln for ln in lines), proc.stderr

@@ -1,0 +1,191 @@
+"""`dard experiment` and `dard demo` (which is an experiment): runs, reuse, config guards, report contents."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+
+from dard.attacks import Attack
+from dard.evaluation.suite import evaluate
+from dard.experiment import deep_merge, run_experiment
+from tests.conftest import assert_one_line_error, run_cli
+
+BASE = {
+    "device": "cpu", "eps": 0.1, "progress": False,
+    "data": {"name": "digits", "val_size": 0.2, "train_subset": 192, "test_subset": 64},
+    "model": {"arch": "small_cnn"},
+    "optim": {"epochs": 1, "batch_size": 64, "lr": 0.05, "schedule": "constant"},
+    "val": {"attack": {"name": "pgd", "steps": 2, "step_ratio": 0.25}},
+    "eval": {"attacks": ["fgsm", "pgd20"], "checkpoints": ["best"]},
+}
+STEP = {"attack": {"steps": 2, "step_size": 0.025}}
+SPEC = {
+    "title": "tiny experiment", "about": "what it tests", "caveat": "digits only", "base": "base.yaml",
+    "seeds": [0, 1],
+    "teacher": {"name": "teacher", "seed": 0, "config": {"method": {"name": "sat", "params": STEP}}},
+    "runs": {"sat": {"method": {"name": "sat", "params": STEP}},
+             "dard": {"method": {"name": "dard", "params": STEP}},
+             "dard-lam1": {"method": {"name": "dard", "params": {"lam": 1.0, **STEP}}}},
+    "compare_attacks": {"n": 32, "attacks": {"pgd-2": {"name": "pgd", "steps": 2, "step_ratio": 0.25},
+                                             "dpgd-2": {"name": "dpgd", "steps": 2, "step_ratio": 0.25}}},
+    "plot_param": {"param": "lam", "label": "lambda"},
+}
+
+
+def _write(tmp_path, spec=SPEC, base=BASE):
+    folder = tmp_path / "experiments" / "tiny"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "base.yaml").write_text(yaml.safe_dump(base))
+    (folder / "cpu.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return folder / "cpu.yaml"
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("exp")
+    _write(tmp)
+    proc = run_cli("experiment", "tiny", "--runs", str(tmp / "runs"), "--results", str(tmp / "results"),
+                   "--jobs", "1", cwd=tmp)
+    assert proc.returncode == 0, proc.stderr
+    return tmp, proc
+
+
+def test_experiment_trains_teacher_once_then_students_and_reports(finished):
+    tmp, proc = finished
+    runs = sorted(p.name for p in (tmp / "runs").iterdir())
+    assert runs == ["dard-lam1-s0", "dard-lam1-s1", "dard-s0", "dard-s1", "sat-s0", "sat-s1", "teacher-s0"]
+    cfg = yaml.safe_load((tmp / "runs" / "dard-s1" / "config.yaml").read_text())
+    assert cfg["teacher"]["checkpoint"] == str(tmp / "runs" / "teacher-s0" / "best.safetensors")
+    assert cfg["seed"] == 1 and cfg["method"]["params"]["attack"]["steps"] == 2
+    assert "teacher" not in yaml.safe_load((tmp / "runs" / "sat-s0" / "config.yaml").read_text()) or \
+        not yaml.safe_load((tmp / "runs" / "sat-s0" / "config.yaml").read_text())["teacher"]["checkpoint"]
+    report = (tmp / "results" / "report.md").read_text()
+    table = [ln for ln in report.splitlines() if ln.startswith("| ")]
+    assert table[1].startswith("| teacher |")  # the teacher's own numbers head the table
+    assert "## Sweep over lambda" in report and "## Attack success rate" in report
+    assert "- Caveat: digits only" in report and "- Command: `dard experiment tiny" in report
+    for f in ["curves.png", "sweep.png", "attack_success.png", "results.json", "experiment.yaml"]:
+        assert (tmp / "results" / f).stat().st_size > 0
+
+
+def test_results_json_holds_every_number(finished):
+    tmp, _ = finished
+    res = json.loads((tmp / "results" / "results.json").read_text())
+    extra = res["extra"]
+    assert extra["experiment"] == "tiny" and extra["scale"] == "cpu"
+    assert set(extra["sweep"]["points"]) == {"0.5", "1.0"}
+    assert extra["sweep"]["points"]["0.5"]["clean"]["n"] == 2  # two seeds
+    table = extra["attack_comparison"]
+    assert table["labels"] == ["pgd-2", "dpgd-2"]
+    for group, row in table["groups"].items():
+        for label, s in row.items():
+            assert 0.0 <= s["mean"] <= 1.0, (group, label)
+    # success rates are recomputable from the cached per-run records
+    rec = json.loads((tmp / "runs" / "sat-s0" / "eval" / "compare-best.json").read_text())["record"]
+    for label, a in rec["attacks"].items():
+        assert a["clean_correct"] == rec["clean"]["correct"]
+        assert 0 <= a["fooled"] <= a["clean_correct"]
+
+
+def test_second_run_reuses_everything(finished):
+    tmp, _ = finished
+    before = (tmp / "runs" / "dard-s0" / "best.safetensors").stat().st_mtime_ns
+    proc = run_cli("experiment", "tiny", "--runs", str(tmp / "runs"), "--results", str(tmp / "results2"),
+                   "--jobs", "1", cwd=tmp)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count(": reused") == 7
+    assert (tmp / "runs" / "dard-s0" / "best.safetensors").stat().st_mtime_ns == before
+    a = json.loads((tmp / "results" / "results.json").read_text())["groups"]
+    b = json.loads((tmp / "results2" / "results.json").read_text())["groups"]
+    assert a == b
+
+
+def test_run_folder_with_another_config_is_refused_and_left_alone(finished, tmp_path):
+    tmp, _ = finished
+    runs = tmp_path / "runs"
+    shutil.copytree(tmp / "runs", runs)
+    spec = deep_merge(SPEC, {"runs": {"sat": {"method": {"name": "sat", "params": {"attack": {"steps": 3}}}}}})
+    _write(tmp_path, spec=spec)
+    before = (runs / "sat-s0" / "config.yaml").read_text()
+    proc = run_cli("experiment", "tiny", "--runs", str(runs), "--results", str(tmp_path / "res"), cwd=tmp_path)
+    assert_one_line_error(proc, "sat-s0 was made with a different config", "method.params.attack.steps")
+    assert (runs / "sat-s0" / "config.yaml").read_text() == before
+    assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.parametrize("spec,needle", [
+    ({**SPEC, "sedes": [0]}, "sedes: unknown key"),
+    ({**SPEC, "seeds": []}, "seeds"),
+    ({**SPEC, "runs": {"x": {"optim": {"epochs": 0}}}}, "run 'x-s0'"),
+    ({**SPEC, "runs": {"x": {"method": {"name": "dard"}}}, "teacher": None}, "needs a teacher"),
+])
+def test_bad_experiment_files_are_one_line_errors(tmp_path, spec, needle):
+    _write(tmp_path, spec=spec)
+    proc = run_cli("experiment", "tiny", "--runs", str(tmp_path / "runs"), cwd=tmp_path)
+    assert_one_line_error(proc, needle)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_experiment_and_scale(tmp_path):
+    _write(tmp_path)
+    assert_one_line_error(run_cli("experiment", "nope", cwd=tmp_path), "unknown experiment 'nope'", "tiny")
+    assert_one_line_error(run_cli("experiment", "tiny", "--scale", "paper", cwd=tmp_path), "no scale 'paper'", "cpu")
+
+
+def test_shipped_experiments_validate():
+    from dard.experiment import experiments_root, load_experiment
+
+    found = sorted(p for p in experiments_root().glob("*/*.yaml") if not p.parent.name.startswith("_"))
+    assert {p.parent.name for p in found} >= {"main", "lambda", "attacks"}
+    for p in found:
+        exp = load_experiment(str(p))
+        assert exp.spec.seeds and len(exp.spec.seeds) >= (3 if exp.scale == "cpu" else 1)
+
+
+def test_demo_is_an_experiment_and_runs_end_to_end_in_small(tmp_path):
+    from dard.demo import demo_experiment
+
+    exp = demo_experiment([0])
+    assert [*exp.spec.runs] == ["sat", "ard", "rslad", "pgdard", "dard"]
+    # the shipped spec, shrunk: a small_cnn teacher, 128 images, one epoch, no AutoAttack
+    exp.spec.teacher.config = deep_merge(exp.spec.teacher.config, {"model": {"arch": "small_cnn"}})
+    exp.base = deep_merge(exp.base, {"device": "cpu", "data": {"train_subset": 128, "test_subset": 32, "val_size": 64},
+                                     "optim": {"epochs": 1},
+                                     "eval": {"autoattack_subset": None, "eps_sweep": [], "attacks": ["fgsm"]}})
+    report = run_experiment(exp, tmp_path / "runs", tmp_path / "report", device="cpu", jobs=1)
+    text = report.read_text()
+    for name in ["teacher-sat-resnet20", "| sat |", "| ard |", "| rslad |", "| pgdard |", "| dard |"]:
+        assert name in text
+
+
+class _Identity(Attack):
+    name = "identity"
+
+    def perturb(self, model, x, y):
+        return x
+
+
+class _Black(Attack):
+    name = "black"
+
+    def perturb(self, model, x, y):
+        return torch.zeros_like(x)
+
+
+def test_attack_success_rate_counts_flipped_clean_correct_points():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    x = torch.rand(40, 1, 2, 2)
+    y = torch.randint(0, 3, (40,))
+    rec = evaluate(model, x, y, {"id": _Identity(eps=1.0), "black": _Black(eps=1.0)}, progress=False)
+    with torch.no_grad():
+        clean_ok = model(x).argmax(1) == y
+        black_ok = model(torch.zeros_like(x)).argmax(1) == y
+    assert rec.attacks["id"].fooled == 0 and rec.attacks["id"].success_rate == 0.0
+    assert rec.attacks["black"].clean_correct == int(clean_ok.sum())
+    assert rec.attacks["black"].fooled == int((clean_ok & ~black_ok).sum())
+    assert rec.attacks["black"].success_rate == pytest.approx(float((clean_ok & ~black_ok).sum() / clean_ok.sum()))
