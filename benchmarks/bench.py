@@ -90,6 +90,16 @@ def images(n: int, data_dir: str | None) -> ImageSet:
                     torch.randint(0, 10, (n,), generator=g))
 
 
+def endless(loader):
+    """Batches from ``loader`` epoch after epoch (calling ``set_epoch`` when it has one)."""
+    epoch = 0
+    while True:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
 def dard_trainer(variant: dict, student0, teacher0, data: ImageSet, args, device):
     """A closure running ``n`` DARD training steps with dard's own loop pieces and the variant's switches."""
     cfg = parse_config({"device": str(device), "speed": variant})
@@ -98,18 +108,12 @@ def dard_trainer(variant: dict, student0, teacher0, data: ImageSet, args, device
     method = create_method("dard", attack={"steps": args.attack_steps})
     opt = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     loader = DeviceLoader(data, args.batch_size, device=device, shuffle=True, augment=True, drop_last=True)
-    state = {"it": iter(loader), "epoch": 0}
+    batches = endless(loader)
 
     def run(n: int) -> int:
         model.train()
         for _ in range(n):
-            try:
-                x, y = next(state["it"])
-            except StopIteration:
-                state["epoch"] += 1
-                loader.set_epoch(state["epoch"])
-                state["it"] = iter(loader)
-                x, y = next(state["it"])
+            x, y = next(batches)
             if cfg.speed.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with _amp(cfg, device):
@@ -126,17 +130,12 @@ def reference_trainer(student0, teacher0, data: ImageSet, args, device):
     student, teacher = copy.deepcopy(student0).to(device), copy.deepcopy(teacher0).to(device)
     teacher.eval()
     opt = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    dl = reference.loader(data.x, data.y, args.batch_size)
-    state = {"it": iter(dl)}
+    batches = endless(reference.loader(data.x, data.y, args.batch_size))
 
     def run(n: int) -> int:
         student.train()
         for _ in range(n):
-            try:
-                x, y = next(state["it"])
-            except StopIteration:
-                state["it"] = iter(dl)
-                x, y = next(state["it"])
+            x, y = next(batches)
             reference.dard_step(student, teacher, opt, x.to(device), y.to(device), eps=EPS, step=STEP,
                                 steps=args.attack_steps)
         return n * args.batch_size

@@ -149,6 +149,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for kind, names in [("models", list_models()), ("datasets", list_datasets()), ("attacks", list_attacks()),
                         ("methods", list_methods())]:
         print(f"{kind}: {', '.join(names)}")
+    from dard.experiment import list_experiments
+
+    print("experiments: " + ", ".join(f"{n} ({'/'.join(scales)})" for n, scales in list_experiments().items()))
     return 0
 
 

@@ -96,6 +96,15 @@ def experiments_root() -> Path:
     return Path(__file__).resolve().parents[2] / "experiments"
 
 
+def list_experiments(root: Path | None = None) -> dict[str, list[str]]:
+    """Experiment name -> its scales, from ``root`` (default :func:`experiments_root`)."""
+    root = root or experiments_root()
+    if not root.is_dir():
+        return {}
+    return {p.name: sorted(f.stem for f in p.glob("*.yaml")) for p in sorted(root.iterdir())
+            if p.is_dir() and not p.name.startswith("_") and any(p.glob("*.yaml"))}
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DardError(f"file not found: {path}")
@@ -116,8 +125,7 @@ def load_experiment(name: str, scale: str = "cpu", root: Path | None = None) -> 
         root = root or experiments_root()
         folder = root / name
         if not folder.is_dir():
-            known = sorted(p.name for p in root.iterdir()
-                           if p.is_dir() and not p.name.startswith("_") and any(p.glob("*.yaml"))) if root.is_dir() else []
+            known = list(list_experiments(root))
             raise DardError(f"unknown experiment '{name}'; known: {', '.join(known) or 'none'} (in {root})")
         path = folder / f"{scale}.yaml"
         if not path.is_file():

@@ -305,9 +305,9 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, final_eval: bool, device
             val = f" val clean {row['val_clean']:.3f} robust {row['val_robust']:.3f}" if "val_clean" in row else ""
             tqdm.write(f"[{cfg.name}] epoch {epoch + 1}: loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}{val}")
 
+    # Rank 0 evaluates alone and the others leave now: a barrier here could time out during a long AutoAttack.
     if final_eval and main:
         final_evaluation(cfg, run_dir, data, device)
-    dist.barrier(dinfo)
     return run_dir
 
 
