@@ -9,7 +9,8 @@ In one process and on the same images it times (after warm-up, alternating the t
   per-image DataLoader, ``loss.backward()`` in the attack, two teacher calls); images/s and their ratio;
 - evaluation: PGD-20 (dard's suite attack vs the reference loop) and AutoAttack standard on N images;
 - peak memory, and achieved FLOP/s = useful multiply-adds x 2 x images/s, as a fraction of the device's peak
-  (measured here with a large matmul; the nominal datasheet figure is printed beside it on known GPUs).
+  (measured here with a large matmul in the loop's precision; the nominal datasheet figure is printed beside
+  it on known GPUs).
 
 Figures go to ``benchmarks/results/<device>.json`` and ``<device>.md``. Timings are never asserted by tests.
 """
@@ -78,16 +79,18 @@ def reset_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def images(n: int, data_dir: str | None) -> ImageSet:
-    """CIFAR-10 training images when a folder is given, else random uint8 images (speed ignores content)."""
+def images(n: int, data_dir: str | None) -> tuple[ImageSet, ImageSet]:
+    """(training, evaluation) images: CIFAR-10 train and test when a folder is given, else random uint8 images
+    (training speed ignores content)."""
     if data_dir:
         from dard.data import load_dataset
 
-        train = load_dataset("cifar10", data_dir).train
-        return train.subset(torch.arange(min(n, len(train))))
+        bundle = load_dataset("cifar10", data_dir)
+        return bundle.train.subset(torch.arange(n)), bundle.test
     g = torch.Generator().manual_seed(0)
-    return ImageSet(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+    rand = ImageSet(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
                     torch.randint(0, 10, (n,), generator=g))
+    return rand, rand
 
 
 def endless(loader):
@@ -165,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma-separated dard variants: plain, cl, bf16, compile (default: plain,cl,bf16 on CPU; "
                         "plain,bf16,compile on CUDA)")
     p.add_argument("--data-dir", help="CIFAR-10 folder (default: random images)")
+    p.add_argument("--eval-checkpoint", help="dard checkpoint timed by the PGD-20/AutoAttack evaluation (default: the "
+                   "randomly initialised student; a trained model gives realistic AutoAttack times)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int)
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
@@ -187,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     # Useful multiply-adds per training image: K attack steps (forward + input backward ~ 2 forwards), the
     # teacher on x and x_adv (2 forwards), the student's training forward + backward (~3 forwards).
     train_macs = (2 * k + 3) * s_macs + 2 * t_macs
-    data = images(args.batch_size * (args.steps + 1) * 2, args.data_dir)
+    data, eval_data = images(args.batch_size * (args.steps + 1) * 2, args.data_dir)
 
     runners = {f"dard-{v}": dard_trainer(variants_all[v], student, teacher, data, args, device) for v in names}
     runners["reference"] = reference_trainer(student, teacher, data, args, device)
@@ -206,9 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     train = {name: statistics.median(v) for name, v in speeds.items()}
 
     # ---- evaluation
-    x_eval = data.x[: args.eval_n].to(device).float() / 255
-    y_eval = data.y[: args.eval_n].to(device)
-    sm = copy.deepcopy(student).to(device).eval()
+    x_eval = eval_data.x[: args.eval_n].to(device).float() / 255
+    y_eval = eval_data.y[: args.eval_n].to(device)
+    if args.eval_checkpoint:
+        from dard.checkpoint import load_checkpoint
+
+        sm, _ = load_checkpoint(args.eval_checkpoint, device)
+    else:
+        sm = copy.deepcopy(student).to(device).eval()
     pgd = build_suite(["pgd20"], EPS, seed=0)["pgd20"]
     ev: dict[str, float] = {}
     for _ in range(args.rounds):
@@ -235,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         aa = {"n": args.aa_n, "seconds": secs, "images_per_s": args.aa_n / secs}
 
     peak_fp32 = measured_peak(device, torch.float32)
-    peak_bf16 = measured_peak(device, torch.bfloat16) if device.type == "cuda" else None
+    peak_bf16 = measured_peak(device, torch.bfloat16)
     dname = device_name(device)
     nominal = next((v for pat, v in NOMINAL.items() if re.search(pat, dname)), None)
     rows = {}
@@ -256,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                   "student_macs": s_macs, "teacher_macs": t_macs, "train_macs_per_image": train_macs},
         "peak_flops": {"measured_fp32_matmul": peak_fp32, "measured_bf16_matmul": peak_bf16, "nominal_bf16": nominal},
         "train": rows, "pgd20_eval": {**pgd20, "vs_reference": pgd20["dard"] / pgd20["reference"]},
+        "eval_model": args.eval_checkpoint or f"{args.student} (random weights)",
         "autoattack": aa, "memory_note": "CUDA: peak allocated per loop; CPU: process peak RSS so far",
     }
     out = Path(args.out)
@@ -282,14 +293,14 @@ def summary(r: dict) -> str:
                      f"{row['peak_memory_gib']:.2f} |")
     pf = r["peak_flops"]
     lines += ["", f"Measured matmul peak: fp32 {pf['measured_fp32_matmul'] / 1e9:.0f} GFLOP/s"
-              + (f", bf16 {pf['measured_bf16_matmul'] / 1e12:.0f} TFLOP/s" if pf["measured_bf16_matmul"] else "")
+              + f", bf16 {pf['measured_bf16_matmul'] / 1e9:.0f} GFLOP/s (bf16 loops are compared with the bf16 figure)"
               + (f"; nominal bf16 {pf['nominal_bf16'] / 1e12:.0f} TFLOP/s" if pf["nominal_bf16"] else "") + ".",
-              "", f"PGD-20 evaluation: dard {r['pgd20_eval']['dard']:.1f} img/s, reference "
+              "", f"Evaluation model: {r['eval_model']}.", f"PGD-20 evaluation: dard {r['pgd20_eval']['dard']:.1f} img/s, reference "
               f"{r['pgd20_eval']['reference']:.1f} img/s ({r['pgd20_eval']['vs_reference']:.2f}x)."]
     if r["autoattack"]:
         a = r["autoattack"]
         lines.append(f"AutoAttack standard: {a['n']} images in {a['seconds']:.1f}s ({a['images_per_s']:.2f} img/s; "
-                     "cost depends on how many points stay robust, so an untrained student is cheap).")
+                     "its cost grows with the number of points that stay robust).")
     lines.append("")
     return "\n".join(lines)
 

@@ -457,7 +457,8 @@ def write_experiment_report(exp: Experiment, run_dirs: Sequence[Path], results_d
                  f"- Experiment file: `{exp.source.as_posix()}`, base run config `{spec.base}`; seeds "
                  f"{', '.join(map(str, spec.seeds))}.",
                  f"- Device: {env.get('device_name', env.get('device', '?'))}; torch {env.get('torch', '?')}; dard commit "
-                 f"{env.get('git_commit', '?')}" + (f"; wall time {seconds / 60:.0f} min" if seconds else "") + "."]
+                 f"{env.get('git_commit', '?')}" + (f"; this invocation took {seconds / 60:.0f} min (runs finished by earlier invocations are reused)"
+                    if seconds else "") + "."]
     if spec.caveat.strip():
         preamble += [f"- Caveat: {spec.caveat.strip()}"]
     sections: list[str] = []
