@@ -52,9 +52,12 @@ def setup():
     return student, teacher, x, y
 
 
+PLAIN = {"channels_last": False}  # the reference: fp32, NCHW, eager
+
+
 def _step(setup, method_name: str, speed: dict) -> tuple[float, torch.Tensor]:
     student0, teacher0, x, y = setup
-    cfg = parse_config({"device": "cpu", "speed": speed})
+    cfg = parse_config({"device": "cpu", "speed": {**PLAIN, **speed}})
     student, teacher = copy.deepcopy(student0), copy.deepcopy(teacher0)
     model, teacher_fn = prepare_models(cfg, student, teacher, torch.device("cpu"), DistInfo())
     if cfg.speed.channels_last:

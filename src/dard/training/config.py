@@ -91,7 +91,7 @@ class SpeedConfig(_Strict):
     in multi-GPU runs (CUDA only)."""
 
     amp: Literal["none", "bf16"] = "none"
-    channels_last: bool = False
+    channels_last: bool = Field(True, description="NHWC layout: 1.4-1.5x faster DARD steps on CPU (benchmarks/)")
     compile: bool = False
     compile_backend: str = Field("inductor", description="torch.compile backend (inductor; aot_eager to debug)")
     cudnn_benchmark: bool = True
