@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cpu":
         configure_threads(args.threads)
     torch.manual_seed(0)
-    variants_all = {"plain": {}, "cl": {"channels_last": True}, "bf16": {"amp": "bf16", "channels_last": True},
+    variants_all = {"plain": {"channels_last": False}, "cl": {"channels_last": True},
+                    "bf16": {"amp": "bf16", "channels_last": True},
                     "compile": {"amp": "bf16" if device.type == "cuda" else "none", "channels_last": True,
                                 "compile": True}}
     names = (args.variants or ("plain,bf16,compile" if device.type == "cuda" else "plain,cl,bf16")).split(",")
