@@ -37,9 +37,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from dard.errors import DardError
 from dard.io import read_json, write_json
 
-# Keys that may differ between a recorded run and a request without making it a different run: where it ran,
-# and the fp32 speed switches (tests/test_speed.py). bf16 autocast changes the numbers, so it counts.
-_NOT_IDENTITY = (("device",), ("progress",), ("data", "dir"), ("data", "download"), ("speed", "threads"),
+# Keys that may differ between a recorded run and a request without making it a different run: where it ran
+# (and where its teacher run lies: the teacher run is checked on its own), and the fp32 speed switches
+# (tests/test_speed.py). bf16 autocast changes the numbers, so it counts.
+_NOT_IDENTITY = (("device",), ("progress",), ("data", "dir"), ("data", "download"), ("teacher", "checkpoint"),
+                 ("speed", "threads"),
                  ("speed", "channels_last"), ("speed", "compile"), ("speed", "compile_backend"),
                  ("speed", "cudnn_benchmark"), ("speed", "sync_bn"))
 
