@@ -15,6 +15,7 @@ from torch import nn
 
 from dard.errors import DardError
 from dard.io import read_json, save_tensors, write_json
+from dard.models import unwrap_model
 
 FORMAT = "dard-checkpoint"
 
@@ -26,8 +27,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, spec: dict[str, Any], ex
     The JSON is written last, so a weights file without metadata is an incomplete save.
     """
     weights = Path(path).with_suffix(".safetensors")
-    model = getattr(model, "module", model)  # unwrap DistributedDataParallel / compiled wrappers
-    model = getattr(model, "_orig_mod", model)
+    model = unwrap_model(model)
     save_tensors(weights, model.state_dict(), metadata={"format": FORMAT, "arch": str(spec["arch"])})
     write_json(weights.with_suffix(".json"), {"format": FORMAT, "model": spec, **(extra or {})})
     return weights

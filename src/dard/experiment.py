@@ -1,9 +1,9 @@
 """`dard experiment NAME`: run every training run of an experiment, evaluate them and write a results report.
 
-An experiment is a YAML file, ``experiments/<NAME>/<SCALE>.yaml`` (see ``experiments/README.md``)::
+An experiment is a YAML file, ``experiments/<NAME>/<SCALE>.yaml`` (README "Experiments")::
 
     title: Main comparison
-    base: ../scales/cpu.yaml          # run config shared by all runs (path relative to this file)
+    base: ../_scales/cpu.yaml         # run config shared by all runs (path relative to this file)
     seeds: [0, 1, 2]
     teacher: {name: teacher-sat-resnet20, seed: 0, config: {model: {arch: resnet20}, method: {name: sat}}}
     runs:                             # run name -> overrides of the base config
@@ -31,11 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dard.errors import DardError
-from dard.io import read_json, write_json
+from dard.evaluation.report import format_summary, summarize
+from dard.io import read_json, read_yaml_mapping, write_json
+from dard.training.config import parse_config, validation_message
 
 # Keys that may differ between a recorded run and a request without making it a different run: where it ran
 # (and where its teacher run lies: the teacher run is checked on its own), and the fp32 speed switches
@@ -107,19 +108,6 @@ def list_experiments(root: Path | None = None) -> dict[str, list[str]]:
             if p.is_dir() and not p.name.startswith("_") and any(p.glob("*.yaml"))}
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise DardError(f"file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise DardError(f"{path}: not valid YAML{f' at line {mark.line + 1}' if mark else ''}") from None
-    if not isinstance(data, dict):
-        raise DardError(f"{path}: expected a mapping of keys to values")
-    return data
-
-
 def load_experiment(name: str, scale: str = "cpu", root: Path | None = None) -> Experiment:
     """Load ``<root>/<name>/<scale>.yaml`` (or ``name`` itself when it is a YAML file) and validate it."""
     path = Path(name)
@@ -136,13 +124,10 @@ def load_experiment(name: str, scale: str = "cpu", root: Path | None = None) -> 
     else:
         name, scale = path.parent.name, path.stem
     try:
-        spec = ExperimentSpec.model_validate(_read_yaml(path))
+        spec = ExperimentSpec.model_validate(read_yaml_mapping(path, "experiment file"))
     except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "experiment"
-        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        raise DardError(f"{path}: {loc}: {msg}") from None
-    base = _read_yaml((path.parent / spec.base).resolve())
+        raise DardError(f"{path}: {validation_message(e)}") from None
+    base = read_yaml_mapping((path.parent / spec.base).resolve(), "base run config")
     exp = Experiment(name=name, scale=scale, spec=spec, base=base, source=path)
     for run_name, seed, cfg in planned_runs(exp, Path("runs")):  # validate every run config before any training
         _parse(cfg, f"{path}: run '{run_name}'")
@@ -158,8 +143,6 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
 
 
 def _parse(cfg: dict[str, Any], where: str):
-    from dard.training.config import parse_config
-
     try:
         return parse_config(cfg)
     except DardError as e:
@@ -221,17 +204,14 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 def check_reusable(run_dir: Path, cfg: Mapping[str, Any]) -> None:
     """Raise if ``run_dir`` holds a run made with a different config than ``cfg`` (ignoring device/threads/dir)."""
-    from dard.training.config import dump_config
-
     recorded = run_dir / "config.yaml"
     if not recorded.exists():
         if run_dir.exists() and any(run_dir.iterdir()):
             raise DardError(f"{run_dir} exists but is not a dard run folder; move it away or use another --runs")
         return
-    want = _identity(yaml.safe_load(dump_config(_parse(dict(cfg), str(run_dir)))))
+    want = _identity(_parse(dict(cfg), str(run_dir)).model_dump(mode="json"))
     # Parsed again, so options added to dard since the run was made count at their defaults.
-    have = _identity(yaml.safe_load(dump_config(_parse(yaml.safe_load(recorded.read_text(encoding="utf-8")) or {},
-                                                       str(recorded)))))
+    have = _identity(_parse(read_yaml_mapping(recorded, "run config"), str(recorded)).model_dump(mode="json"))
     diff = _diff(have, want)
     if diff:
         raise DardError(f"{run_dir} was made with a different config ({', '.join(diff[:4])}); delete it or use "
@@ -268,7 +248,7 @@ def compare_attacks(run_dir: Path, spec: CompareAttacksSpec, *, threads: int | N
     from dard.checkpoint import load_checkpoint
     from dard.evaluation.suite import attack_from_spec, evaluate
     from dard.runtime import configure_threads, environment, resolve_device
-    from dard.training.loop import load_run_config, prepare_data
+    from dard.training.loop import float_tensors, load_run_config, prepare_data
 
     out = run_dir / "eval" / f"compare-{spec.checkpoint}.json"
     if out.exists():
@@ -281,8 +261,7 @@ def compare_attacks(run_dir: Path, spec: CompareAttacksSpec, *, threads: int | N
         configure_threads(threads)
     data = prepare_data(cfg)
     k = min(spec.n, len(data.test))
-    x = data.test.x[:k].to(dev).float().div_(255)
-    y = data.test.y[:k].to(dev)
+    x, y = float_tensors(data.test.subset(range(k)), dev)
     model, meta = load_checkpoint(run_dir / f"{spec.checkpoint}.safetensors", dev)
     attacks = {label: attack_from_spec(a, cfg.eps, cfg.seed) for label, a in spec.attacks.items()}
     rec = evaluate(model, x, y, attacks, batch_size=cfg.eval.batch_size, device=dev, progress=False,
@@ -318,13 +297,13 @@ def run_experiment(exp: Experiment, runs_root: Path, results_dir: Path, *, devic
     threads = 1 if jobs > 1 else None
     teachers = teacher_runs(exp, runs_root)
     students = planned_runs(exp, runs_root)
-    for name, cfg in {n: c for n, c in teachers.values()}.items():
+    unique_teachers = dict(teachers.values())  # one shared teacher serves every seed
+    for name, cfg in unique_teachers.items():
         check_reusable(runs_root / name, cfg)
     for name, _, cfg in students:
         check_reusable(runs_root / name, cfg)
 
     # Teachers first, with every thread; their test evaluation then runs beside the students.
-    unique_teachers = dict(teachers.values())
     for name, cfg in unique_teachers.items():
         _train_task((cfg, str(runs_root / name), False, None, device))
     tasks = [(cfg, str(runs_root / name), True, threads, device) for name, cfg in unique_teachers.items()]
@@ -339,19 +318,6 @@ def run_experiment(exp: Experiment, runs_root: Path, results_dir: Path, *, devic
 
 
 # ------------------------------------------------------------------------------------------------- report
-
-
-def _mean_std(values: Sequence[float]) -> dict[str, Any]:
-    vals = [float(v) for v in values if v is not None]
-    if not vals:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
-
-
-def _pct(s: Mapping[str, Any]) -> str:
-    if s["mean"] is None:
-        return "—"
-    return f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}" if s["n"] > 1 else f"{100 * s['mean']:.2f}"
 
 
 def _group_of(run_dir: Path) -> str:
@@ -377,7 +343,7 @@ def attack_comparison(run_dirs: Sequence[Path], checkpoint: str = "best") -> dic
             rate = AttackResult(**res).success_rate
             g.setdefault(label, []).append(rate)
     return {"labels": labels,
-            "groups": {g: {label: _mean_std(v.get(label, [])) for label in labels} for g, v in per_group.items()}}
+            "groups": {g: {label: summarize(v.get(label, [])) for label in labels} for g, v in per_group.items()}}
 
 
 def _family_steps(label: str) -> tuple[str, int] | None:
@@ -423,7 +389,7 @@ def _param_sweep(run_dirs: Sequence[Path], param: str) -> dict[str, Any]:
         for k in ("clean", "pgd20", "autoattack_subset"):
             if acc.get(k) is not None:
                 row.setdefault(k, []).append(acc[k])
-    return {str(v): {k: _mean_std(vals) for k, vals in row.items()} for v, row in sorted(points.items())}
+    return {str(v): {k: summarize(vals) for k, vals in row.items()} for v, row in sorted(points.items())}
 
 
 def _plot_sweep(sweep: Mapping[str, Any], label: str, path: Path) -> None:
@@ -435,7 +401,7 @@ def _plot_sweep(sweep: Mapping[str, Any], label: str, path: Path) -> None:
     for metric in ("clean", "pgd20", "autoattack_subset"):
         pts = [(x, sweep[v][metric]) for x, v in zip(xs, sweep) if metric in sweep[v]]
         if pts:
-            ax.errorbar([x for x, _ in pts], [100 * s["mean"] for _, s in pts], yerr=[100 * s["std"] for _, s in pts],
+            ax.errorbar([x for x, _ in pts], [100 * s["mean"] for _, s in pts], yerr=[100 * (s["std"] or 0.0) for _, s in pts],
                         marker="o", capsize=3, label=metric)
     ax.set_xlabel(label)
     ax.set_ylabel("test accuracy (%)")
@@ -474,7 +440,7 @@ def write_experiment_report(exp: Experiment, run_dirs: Sequence[Path], results_d
         metrics = ["clean", "pgd20", "autoattack_subset"]
         lines = [f"## Sweep over {label}", "", f"| {label} | " + " | ".join(metrics) + " |",
                  "|---|" + "---|" * len(metrics)]
-        lines += [f"| {v} | " + " | ".join(_pct(row[m]) if m in row else "—" for m in metrics) + " |"
+        lines += [f"| {v} | " + " | ".join(format_summary(row[m]) if m in row else "—" for m in metrics) + " |"
                   for v, row in sweep.items()]
         lines += ["", f"![accuracy vs {label}](sweep.png)"]
         sections.append("\n".join(lines))
@@ -487,7 +453,7 @@ def write_experiment_report(exp: Experiment, run_dirs: Sequence[Path], results_d
                  f"each attack turns wrong (`{spec.compare_attacks.checkpoint}` checkpoint; mean ± std over seeds). "
                  "Higher is a stronger attack.", "",
                  "| Models | " + " | ".join(table["labels"]) + " |", "|---|" + "---|" * len(table["labels"])]
-        lines += [f"| {g} | " + " | ".join(_pct(row[label]) for label in table["labels"]) + " |"
+        lines += [f"| {g} | " + " | ".join(format_summary(row[label]) for label in table["labels"]) + " |"
                   for g, row in table["groups"].items()]
         attack_lines = [f"- `{label}`: {a}" for label, a in spec.compare_attacks.attacks.items()]
         lines += ["", "Attacks:", "", *attack_lines, "", "![attack success vs steps](attack_success.png)"]

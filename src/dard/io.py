@@ -54,6 +54,26 @@ def read_json(path: str | Path) -> Any:
         return json.load(f)
 
 
+def read_yaml_mapping(path: str | Path, what: str = "file") -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; a missing file, bad YAML or another top-level type is a
+    one-line DardError naming the file (and the line of a YAML error)."""
+    import yaml
+
+    from dard.errors import DardError
+
+    p = Path(path)
+    if not p.is_file():
+        raise DardError(f"{what} not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise DardError(f"{p}: not valid YAML{f' at line {mark.line + 1}' if mark else ''}") from None
+    if not isinstance(data, dict):
+        raise DardError(f"{p}: a {what} must hold a mapping of keys to values")
+    return data
+
+
 def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> Path:
     """Atomically write a safetensors file (tensors are made contiguous and moved to the CPU)."""
     from safetensors.torch import save_file

@@ -148,7 +148,8 @@ def _aa_result(rec: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"accuracy": res.get("accuracy"), "n": n}
 
 
-def _summary(values: Sequence[float]) -> dict[str, Any]:
+def summarize(values: Sequence[float]) -> dict[str, Any]:
+    """``{"mean", "std" (sample; None below 2 values), "n", "values"}`` of the numeric entries of ``values``."""
     vals = [float(v) for v in values if isinstance(v, (int, float))]
     if not vals:
         return {"mean": None, "std": None, "n": 0, "values": []}
@@ -156,7 +157,7 @@ def _summary(values: Sequence[float]) -> dict[str, Any]:
             "n": len(vals), "values": vals}
 
 
-def _fmt(summary: Mapping[str, Any] | None) -> str:
+def format_summary(summary: Mapping[str, Any] | None) -> str:
     """Percentages with 2 decimals; ``mean ± std`` (sample std) when there are 2 or more values."""
     if not summary or summary.get("mean") is None:
         return DASH
@@ -252,7 +253,7 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, checkpoint: str = "best
         for w in CHECKPOINTS:
             accs = [record_accuracies(m["evals"].get(w)) for m in members]
             accs = [a for a in accs if a]
-            g[w] = {k: _summary([a.get(k) for a in accs]) for k in metric_keys} if accs else None
+            g[w] = {k: summarize([a.get(k) for a in accs]) for k in metric_keys} if accs else None
             if g[w] is not None:
                 g[w]["epochs"] = [a.get("epoch") for a in accs]
         group_rows.append(g)
@@ -281,10 +282,10 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, checkpoint: str = "best
     for g in group_rows:
         s = g[checkpoint]
         row = [g["name"], g["method"] or DASH, g["student"] or DASH, g["teacher"] or DASH, str(g["n"]),
-               _fmt(s["clean"]), *(_fmt(s[k]) for k in attack_labels)]
+               format_summary(s["clean"]), *(format_summary(s[k]) for k in attack_labels)]
         if has_aa:
-            row.append(_fmt(s["autoattack_subset"]))
-        row.append(_fmt(s["worst_case"]))
+            row.append(format_summary(s["autoattack_subset"]))
+        row.append(format_summary(s["worst_case"]))
         rows.append(row)
     lines += _table(header, rows)
     lines.append("")
@@ -306,9 +307,9 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, checkpoint: str = "best
                 continue
             epochs = " / ".join(_epochs_text(g[w]) for w in CHECKPOINTS)
             row = [g["name"], g["method"] or DASH, g["student"] or DASH, g["teacher"] or DASH, str(s["clean"]["n"]),
-                   epochs, _fmt(s["clean"]), *(_fmt(s[k]) for k in show)]
+                   epochs, format_summary(s["clean"]), *(format_summary(s[k]) for k in show)]
             if show_aa:
-                row.append(_fmt(s["autoattack_subset"]))
+                row.append(format_summary(s["autoattack_subset"]))
             rows2.append(row)
         lines += _table(header2, rows2)
         lines.append("")

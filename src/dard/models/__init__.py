@@ -64,6 +64,12 @@ def create_model(
     return model
 
 
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain module inside DistributedDataParallel and ``torch.compile`` wrappers (else ``model``)."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
 def list_models() -> list[str]:
     """Sorted names of all registered models."""
     return MODELS.names()

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dard.errors import DardError
+from dard.io import read_yaml_mapping
 from dard.evaluation.suite import QUICK_SUITE
 
 
@@ -127,7 +128,8 @@ class RunConfig(_Strict):
         return v
 
 
-def _one_line(err: ValidationError) -> str:
+def validation_message(err: ValidationError) -> str:
+    """Every error of a pydantic validation as ``key.path: message (got value)``, joined by '; '."""
     parts = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "config"
@@ -142,7 +144,7 @@ def parse_config(data: dict[str, Any] | None) -> RunConfig:
     try:
         return RunConfig.model_validate(data or {})
     except ValidationError as e:
-        raise DardError(f"config error: {_one_line(e)}") from None
+        raise DardError(f"config error: {validation_message(e)}") from None
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -158,19 +160,7 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     """Load a YAML config (or defaults when ``path`` is None) and apply ``key.sub=value`` overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise DardError(f"config file not found: {p}")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise DardError(f"{p}: not valid YAML{where}") from None
-        if not isinstance(data, dict):
-            raise DardError(f"{p}: a config must be a mapping of keys to values")
+    data: dict[str, Any] = read_yaml_mapping(path, "config file") if path is not None else {}
     for item in overrides or []:
         if "=" not in item:
             raise DardError(f"override '{item}' must look like key.sub=value")

@@ -19,7 +19,7 @@ from dard.errors import DardError
 from dard.evaluation.suite import attack_from_spec, build_suite, evaluate
 from dard.io import write_json, write_text
 from dard.methods import create_method
-from dard.models import create_model, load_weights
+from dard.models import create_model, load_weights, unwrap_model
 from dard.runtime import configure_threads, environment, resolve_device, seed_everything
 from dard.training.config import RunConfig, TeacherConfig, dump_config, parse_config
 from dard.training import distributed as dist
@@ -112,14 +112,15 @@ def build_method(cfg: RunConfig):
     return create_method(cfg.method.name, **params)
 
 
-def _to_float(images: ImageSet, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def float_tensors(images: ImageSet, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` on ``device``: images as float in [0, 1], labels as int64."""
     return images.x.to(device).float().div_(255), images.y.to(device)
 
 
 def validate(model: nn.Module, data: ImageSet, cfg: RunConfig, device: torch.device) -> dict[str, float]:
     """Clean and robust accuracy on the validation split (attack from ``cfg.val.attack``, fixed seed)."""
     attack = attack_from_spec(cfg.val.attack, cfg.eps, cfg.seed)
-    x, y = _to_float(data, device)
+    x, y = float_tensors(data, device)
     rec = evaluate(model, x, y, {"robust": attack}, batch_size=cfg.val.batch_size, device=device, progress=False)
     return {"val_clean": rec.clean["accuracy"], "val_robust": rec.attacks["robust"].accuracy}
 
@@ -207,8 +208,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, final_eval: bool, device
             raise DardError(f"method '{cfg.method.name}' needs a teacher: set teacher.checkpoint (or teacher.arch + teacher.weights)")
         teacher, teacher_info = load_teacher(cfg.teacher, bundle, device)
     model, teacher_fn = prepare_models(cfg, student, teacher, device, dinfo)
-    student = model.module if dinfo.enabled else student  # SyncBatchNorm conversion may have replaced it
-    student = getattr(student, "_orig_mod", student)
+    student = unwrap_model(model)  # SyncBatchNorm conversion may have replaced the module
 
     loader = DeviceLoader(data.train, cfg.optim.batch_size, device=device, shuffle=True, augment=cfg.data.augment,
                           crop_padding=bundle.crop_padding, flip=bundle.flip, drop_last=True, seed=cfg.seed,
@@ -313,7 +313,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, final_eval: bool, device
 
 def final_evaluation(cfg: RunConfig, run_dir: Path, data: Data, device: torch.device) -> None:
     """Evaluate the selected checkpoints on the test split with the suite; writes ``eval/<ckpt>*.json``."""
-    x, y = _to_float(data.test, device)
+    x, y = float_tensors(data.test, device)
     env = environment(device)
     for which in cfg.eval.checkpoints:
         out = run_dir / "eval" / f"{which}.json"
