@@ -33,6 +33,7 @@ SPEC = {
     "compare_attacks": {"n": 32, "attacks": {"pgd-2": {"name": "pgd", "steps": 2, "step_ratio": 0.25},
                                              "dpgd-2": {"name": "dpgd", "steps": 2, "step_ratio": 0.25}}},
     "plot_param": {"param": "lam", "label": "lambda"},
+    "label_gap": {"n": 40},
 }
 
 
@@ -67,6 +68,7 @@ def test_experiment_trains_teacher_once_then_students_and_reports(finished):
     table = [ln for ln in report.splitlines() if ln.startswith("| ")]
     assert table[1].startswith("| teacher |")  # the teacher's own numbers head the table
     assert "## Sweep over lambda" in report and "## Attack success rate" in report
+    assert "## Teacher soft-label gap" in report
     assert "- Caveat: digits only" in report and "- Command: `dard experiment tiny" in report
     for f in ["curves.png", "sweep.png", "attack_success.png", "results.json", "experiment.yaml"]:
         assert (tmp / "results" / f).stat().st_size > 0
@@ -91,6 +93,16 @@ def test_results_json_holds_every_number(finished):
         assert 0 <= a["fooled"] <= a["clean_correct"]
 
 
+def test_label_gap_only_for_distilled_runs_and_cached(finished):
+    tmp, _ = finished
+    gaps = json.loads((tmp / "results" / "results.json").read_text())["extra"]["label_gap"]
+    assert set(gaps) == {"dard", "dard-lam1"}  # SAT has no teacher
+    cached = json.loads((tmp / "runs" / "dard-s0" / "eval" / "label-gap-best.json").read_text())
+    assert cached["gap"]["n"] == 40 and cached["attack"]["name"] == "dpgd" and cached["attack"]["steps"] == 2
+    assert 0.0 <= cached["gap"]["tv"] <= 1.0 and 0.0 <= cached["gap"]["top1_agreement"] <= 1.0
+    assert gaps["dard"]["tv"]["n"] == 2
+
+
 def test_second_run_reuses_everything(finished):
     tmp, _ = finished
     before = (tmp / "runs" / "dard-s0" / "best.safetensors").stat().st_mtime_ns
@@ -102,6 +114,22 @@ def test_second_run_reuses_everything(finished):
     a = json.loads((tmp / "results" / "results.json").read_text())["groups"]
     b = json.loads((tmp / "results2" / "results.json").read_text())["groups"]
     assert a == b
+
+
+def test_report_names_every_commit_the_runs_were_made_with(finished, tmp_path):
+    tmp, _ = finished
+    shutil.copytree(tmp / "runs", tmp_path / "runs")
+    shutil.copytree(tmp / "experiments", tmp_path / "experiments")
+    run_json = tmp_path / "runs" / "teacher-s0" / "run.json"
+    record = json.loads(run_json.read_text())
+    record["environment"]["git_commit"] = "abcdef0" + "1" * 33
+    run_json.write_text(json.dumps(record))
+    proc = run_cli("experiment", "tiny", "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results"),
+                   "--jobs", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    device_line = next(ln for ln in (tmp_path / "results" / "report.md").read_text().splitlines()
+                       if ln.startswith("- Device:"))
+    assert "abcdef0 (teacher-s0)" in device_line and "6 runs" in device_line, device_line
 
 
 def test_run_folder_with_another_config_is_refused_and_left_alone(finished, tmp_path):

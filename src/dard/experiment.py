@@ -11,6 +11,7 @@ An experiment is a YAML file, ``experiments/<NAME>/<SCALE>.yaml`` (README "Exper
       dard: {method: {name: dard}}
     compare_attacks: {n: 300, attacks: {pgd-10: {name: pgd, steps: 10, step_ratio: 0.25}}}   # optional
     plot_param: {param: lam, label: lambda}                                                     # optional
+    label_gap: {n: 500}                      # optional: how far the teacher's soft labels move under attack
 
 The teacher is trained first (once; ``seed: null`` trains one per seed) and every student that needs one gets
 its best checkpoint. Run folders live in ``<runs>/<name>-s<seed>``; experiments of one scale share that folder, so
@@ -68,6 +69,11 @@ class PlotParamSpec(_Strict):
     label: str = ""
 
 
+class LabelGapSpec(_Strict):
+    n: int = Field(500, ge=1, description="first N test images")
+    checkpoint: str = "best"
+
+
 class ExperimentSpec(_Strict):
     title: str
     about: str = ""
@@ -78,6 +84,7 @@ class ExperimentSpec(_Strict):
     runs: dict[str, dict[str, Any]] = Field(min_length=1)
     compare_attacks: Optional[CompareAttacksSpec] = None
     plot_param: Optional[PlotParamSpec] = None
+    label_gap: Optional[LabelGapSpec] = None
 
 
 @dataclass
@@ -273,6 +280,47 @@ def compare_attacks(run_dir: Path, spec: CompareAttacksSpec, *, threads: int | N
     return result
 
 
+def _label_gap_task(task: tuple) -> str:
+    run_dir, cfg, spec, threads, device = task
+    label_gap(Path(run_dir), cfg, LabelGapSpec.model_validate(spec), threads=threads, device=device)
+    return str(run_dir)
+
+
+def label_gap(run_dir: Path, cfg: Mapping[str, Any], spec: LabelGapSpec, *, threads: int | None = None,
+              device: str = "auto") -> dict[str, Any]:
+    """The teacher's soft-label gap for a distilled run (:func:`dard.evaluation.soft_labels.teacher_label_gap`):
+    its ``spec.checkpoint`` student attacked with its own training attack and temperature on the first ``spec.n``
+    test images. ``cfg`` is the run's planned config (its teacher entry points at this invocation's teacher).
+    Cached in ``eval/label-gap-<checkpoint>.json``."""
+    from dard.attacks import create_attack
+    from dard.checkpoint import load_checkpoint
+    from dard.evaluation.soft_labels import teacher_label_gap
+    from dard.runtime import configure_threads, resolve_device
+    from dard.training.loop import float_tensors, load_teacher, prepare_data
+
+    out = run_dir / "eval" / f"label-gap-{spec.checkpoint}.json"
+    if out.exists():
+        cached = read_json(out)
+        if cached.get("spec") == spec.model_dump():
+            return cached
+    run_cfg = parse_config(dict(cfg))
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        configure_threads(threads)
+    method = read_json(run_dir / "run.json")["method"]
+    attack_params = dict(method["attack"])
+    attack = create_attack(attack_params.pop("name"), **attack_params)
+    data = prepare_data(run_cfg)
+    k = min(spec.n, len(data.test))
+    x, y = float_tensors(data.test.subset(range(k)), dev)
+    student, _ = load_checkpoint(run_dir / f"{spec.checkpoint}.safetensors", dev)
+    teacher, _ = load_teacher(run_cfg.teacher, data.bundle, dev)
+    gap = teacher_label_gap(teacher, student, x, y, attack, tau=float(method.get("tau", 1.0)))
+    result = {"spec": spec.model_dump(), "attack": attack.config(), "gap": gap}
+    write_json(out, result)
+    return result
+
+
 def _pool_map(fn: Callable[[tuple], str], tasks: list[tuple], jobs: int) -> list[str]:
     if jobs > 1 and len(tasks) > 1:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -313,6 +361,11 @@ def run_experiment(exp: Experiment, runs_root: Path, results_dir: Path, *, devic
     compare = exp.spec.compare_attacks
     if compare is not None:
         _pool_map(_compare_task, [(str(p), compare.model_dump(), threads, device) for p in run_dirs], jobs)
+    gap = exp.spec.label_gap
+    if gap is not None:
+        distilled = [(str(runs_root / name), cfg, gap.model_dump(), threads, device)
+                     for name, _, cfg in students if _needs_teacher(cfg)]
+        _pool_map(_label_gap_task, distilled, jobs)
     return write_experiment_report(exp, run_dirs, results_dir, command=command,
                                    seconds=time.time() - t_start)
 
@@ -344,6 +397,22 @@ def attack_comparison(run_dirs: Sequence[Path], checkpoint: str = "best") -> dic
             g.setdefault(label, []).append(rate)
     return {"labels": labels,
             "groups": {g: {label: summarize(v.get(label, [])) for label in labels} for g, v in per_group.items()}}
+
+
+def label_gap_table(run_dirs: Sequence[Path], checkpoint: str = "best") -> dict[str, dict[str, Any]]:
+    """Teacher soft-label gap per run group, mean ± std over seeds (runs without a cached gap are skipped)."""
+    per_group: dict[str, dict[str, list[float]]] = {}
+    for p in run_dirs:
+        f = p / "eval" / f"label-gap-{checkpoint}.json"
+        if f.exists():
+            g = per_group.setdefault(_group_of(p), {})
+            for key in _GAP_COLUMNS:
+                g.setdefault(key, []).append(float(read_json(f)["gap"][key]))
+    return {g: {k: summarize(v) for k, v in cols.items()} for g, cols in per_group.items()}
+
+
+_GAP_COLUMNS = {"tv": "TV(teacher(x), teacher(x_adv))", "top1_agreement": "same teacher top-1",
+                "teacher_top_prob_clean": "teacher top prob, x", "teacher_top_prob_adv": "teacher top prob, x_adv"}
 
 
 def _family_steps(label: str) -> tuple[str, int] | None:
@@ -411,6 +480,22 @@ def _plot_sweep(sweep: Mapping[str, Any], label: str, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _environment_line(run_dirs: Sequence[Path]) -> str:
+    """One report line naming every device, torch build and dard commit the runs were made with."""
+    devices: dict[str, None] = {}
+    torches: dict[str, None] = {}
+    commits: dict[str, list[str]] = {}
+    for d in run_dirs:
+        env = read_json(d / "run.json").get("environment") or {}
+        devices[str(env.get("device_name", env.get("device", "?")))] = None
+        torches[str(env.get("torch", "?"))] = None
+        commits.setdefault(str(env.get("git_commit") or "?")[:7], []).append(d.name)
+    commit_text = "; ".join(f"{c} ({', '.join(names) if len(names) <= 3 else f'{len(names)} runs'})"
+                            for c, names in commits.items())
+    return (f"- Device: {', '.join(devices)}; torch {', '.join(torches)}; dard commit "
+            f"{commit_text if len(commits) > 1 else next(iter(commits), '?')}.")
+
+
 def write_experiment_report(exp: Experiment, run_dirs: Sequence[Path], results_dir: Path, *, command: str = "",
                             seconds: float | None = None) -> Path:
     """The experiment's ``report.md``, ``results.json`` and plots (teacher rows first)."""
@@ -419,14 +504,15 @@ def write_experiment_report(exp: Experiment, run_dirs: Sequence[Path], results_d
 
     results_dir.mkdir(parents=True, exist_ok=True)
     spec = exp.spec
-    env = (read_json(run_dirs[0] / "run.json").get("environment") or {}) if run_dirs else {}
     preamble = [spec.about.strip()] if spec.about.strip() else []
     preamble += ["", f"- Command: `{command or f'dard experiment {exp.name} --scale {exp.scale}'}`",
                  f"- Experiment file: `{exp.source.as_posix()}`, base run config `{spec.base}`; seeds "
                  f"{', '.join(map(str, spec.seeds))}.",
-                 f"- Device: {env.get('device_name', env.get('device', '?'))}; torch {env.get('torch', '?')}; dard commit "
-                 f"{env.get('git_commit', '?')}" + (f"; this invocation took {seconds / 60:.0f} min (runs finished by earlier invocations are reused)"
-                    if seconds else "") + "."]
+                 _environment_line(run_dirs)]
+    if seconds:
+        took = f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+        preamble += [f"- Wall time of the invocation that wrote this report: {took} (runs finished "
+                     "by earlier invocations were reused, so this is not the experiment's total cost)."]
     if spec.caveat.strip():
         preamble += [f"- Caveat: {spec.caveat.strip()}"]
     sections: list[str] = []
@@ -457,6 +543,18 @@ def write_experiment_report(exp: Experiment, run_dirs: Sequence[Path], results_d
                   for g, row in table["groups"].items()]
         attack_lines = [f"- `{label}`: {a}" for label, a in spec.compare_attacks.attacks.items()]
         lines += ["", "Attacks:", "", *attack_lines, "", "![attack success vs steps](attack_success.png)"]
+        sections.append("\n".join(lines))
+    if spec.label_gap is not None:
+        gaps = label_gap_table(run_dirs, spec.label_gap.checkpoint)
+        extra["label_gap"] = gaps
+        lines = ["## Teacher soft-label gap", "",
+                 f"How far the teacher's soft labels move between a test image and the student's own training "
+                 f"attack on it (first {spec.label_gap.n} test images, `{spec.label_gap.checkpoint}` student "
+                 "checkpoint; mean ± std over seeds, all in %, total variation distance between the two softmax outputs). The targets of two lambdas differ "
+                 "by |d lambda| x TV, so a small TV means lambda cannot change the target much.", "",
+                 "| Run | " + " | ".join(_GAP_COLUMNS.values()) + " |", "|---|" + "---:|" * len(_GAP_COLUMNS)]
+        lines += [f"| {g} | " + " | ".join(format_summary(row[k]) for k in _GAP_COLUMNS) + " |"
+                  for g, row in gaps.items()]
         sections.append("\n".join(lines))
     report = build_report(list(run_dirs), results_dir, title=spec.title, preamble=preamble, sections=sections,
                           extra=extra)
