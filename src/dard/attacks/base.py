@@ -28,6 +28,7 @@ from dard.errors import DardError
 
 __all__ = [
     "Attack",
+    "IterativeAttack",
     "check_bool",
     "check_choice",
     "check_float",
@@ -252,3 +253,21 @@ class Attack:
         size = perturbation_norms(x_adv, x, self.norm.lower()).max().item()
         if size > self.eps + tol * max(1.0, self.eps):
             raise AssertionError(f"{self.name}: {self.norm} perturbation {size:.6g} exceeds eps {self.eps:.6g}")
+
+
+class IterativeAttack(Attack):
+    """Base of the step-based attacks: validates the parameters they share (a one-line DardError otherwise).
+
+    Subclasses keep their own keyword signature (it defines :meth:`config`) and pass these parameters up; one that
+    has no random start or restarts leaves the defaults.
+    """
+
+    def __init__(self, *, eps: float, step_size: float, steps: int, random_start: bool = False, restarts: int = 1,
+                 seed: int | None = None) -> None:
+        super().__init__(eps=eps, seed=seed)
+        self.step_size = check_float("step_size", step_size, lo=0.0, owner=self.name)
+        self.steps = check_int("steps", steps, lo=1, owner=self.name)
+        self.random_start = check_bool("random_start", random_start, owner=self.name)
+        self.restarts = check_int("restarts", restarts, lo=1, owner=self.name)
+        if self.restarts > 1 and not self.random_start:
+            raise DardError(f"{self.name}: restarts > 1 needs random_start=true (restarts would be identical)")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dard.attacks.base import Attack, check_float, check_int
+from dard.attacks.base import IterativeAttack
 from dard.attacks.pgd import ce_loss, pgd_ascent
 
 __all__ = ["BIM"]
 
 
-class BIM(Attack):
+class BIM(IterativeAttack):
     """``steps`` signed CE-ascent steps of ``step_size`` starting at ``x`` (no random start)."""
 
     name = "bim"
@@ -24,9 +24,7 @@ class BIM(Attack):
         steps: int = 10,
         seed: int | None = None,
     ) -> None:
-        super().__init__(eps=eps, seed=seed)
-        self.step_size = check_float("step_size", step_size, lo=0.0, owner=self.name)
-        self.steps = check_int("steps", steps, lo=1, owner=self.name)
+        super().__init__(eps=eps, step_size=step_size, steps=steps, seed=seed)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return pgd_ascent(

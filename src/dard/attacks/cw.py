@@ -9,14 +9,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dard.attacks.base import Attack, check_bool, check_float, check_int
+from dard.attacks.base import IterativeAttack
 from dard.attacks.pgd import margin_loss, restarted_pgd
-from dard.errors import DardError
 
 __all__ = ["CW"]
 
 
-class CW(Attack):
+class CW(IterativeAttack):
     """Linf PGD maximising the logit margin; restarts keep the worst case per point."""
 
     name = "cw"
@@ -31,13 +30,8 @@ class CW(Attack):
         restarts: int = 1,
         seed: int | None = None,
     ) -> None:
-        super().__init__(eps=eps, seed=seed)
-        self.step_size = check_float("step_size", step_size, lo=0.0, owner=self.name)
-        self.steps = check_int("steps", steps, lo=1, owner=self.name)
-        self.random_start = check_bool("random_start", random_start, owner=self.name)
-        self.restarts = check_int("restarts", restarts, lo=1, owner=self.name)
-        if self.restarts > 1 and not self.random_start:
-            raise DardError(f"{self.name}: restarts > 1 needs random_start=true (restarts would be identical)")
+        super().__init__(eps=eps, step_size=step_size, steps=steps, random_start=random_start, restarts=restarts,
+                         seed=seed)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return restarted_pgd(

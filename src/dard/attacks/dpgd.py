@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dard.attacks.base import Attack, check_bool, check_choice, check_float, check_int
+from dard.attacks.base import IterativeAttack, check_choice, check_float
 from dard.attacks.pgd import pgd_ascent
 
 __all__ = ["DPGD", "dice_loss", "dpgd_lambda", "dpgd_loss"]
@@ -78,7 +78,7 @@ def dpgd_loss(
     return (1.0 - lam) * dice_c + lam * dice_w
 
 
-class DPGD(Attack):
+class DPGD(IterativeAttack):
     """Dice PGD (Linf): ``steps`` signed ascent steps on :func:`dpgd_loss`, from the clean image by default."""
 
     name = "dpgd"
@@ -94,10 +94,7 @@ class DPGD(Attack):
         smooth: float = 1e-5,
         seed: int | None = None,
     ) -> None:
-        super().__init__(eps=eps, seed=seed)
-        self.step_size = check_float("step_size", step_size, lo=0.0, owner=self.name)
-        self.steps = check_int("steps", steps, lo=1, owner=self.name)
-        self.random_start = check_bool("random_start", random_start, owner=self.name)
+        super().__init__(eps=eps, step_size=step_size, steps=steps, random_start=random_start, seed=seed)
         self.reduction = check_choice("reduction", reduction, _REDUCTIONS, owner=self.name)
         self.smooth = check_float("smooth", smooth, lo=0.0, owner=self.name)
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dard.attacks.base import Attack, check_bool, check_choice, check_float, check_int
+from dard.attacks.base import IterativeAttack, check_choice, check_float, check_int
 from dard.errors import DardError
 
 __all__ = ["PGD", "ce_loss", "margin_loss", "pgd_ascent", "project"]
@@ -192,7 +192,7 @@ def restarted_pgd(
     return best
 
 
-class PGD(Attack):
+class PGD(IterativeAttack):
     """Untargeted PGD (Madry et al. 2018): ``steps`` projected ascent steps on CE or the CW margin.
 
     Restarts keep the worst case per point (first misclassifying restart, else the highest loss).
@@ -212,15 +212,10 @@ class PGD(Attack):
         loss: str = "ce",
         seed: int | None = None,
     ) -> None:
-        super().__init__(eps=eps, seed=seed)
-        self.step_size = check_float("step_size", step_size, lo=0.0, owner=self.name)
-        self.steps = check_int("steps", steps, lo=1, owner=self.name)
-        self.random_start = check_bool("random_start", random_start, owner=self.name)
-        self.restarts = check_int("restarts", restarts, lo=1, owner=self.name)
+        super().__init__(eps=eps, step_size=step_size, steps=steps, random_start=random_start, restarts=restarts,
+                         seed=seed)
         self.norm = check_choice("norm", norm.lower() if isinstance(norm, str) else norm, _NORMS, owner=self.name)
         self.loss = check_choice("loss", loss, ("ce", "margin"), owner=self.name)
-        if self.restarts > 1 and not self.random_start:
-            raise DardError(f"{self.name}: restarts > 1 needs random_start=true (restarts would be identical)")
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return restarted_pgd(

@@ -10,13 +10,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dard.attacks.base import Attack, check_bool, check_choice, check_float, check_int
+from dard.attacks.base import IterativeAttack, check_choice
 from dard.attacks.pgd import ce_loss, pgd_ascent
 
 __all__ = ["TargetedPGD"]
 
 
-class TargetedPGD(Attack):
+class TargetedPGD(IterativeAttack):
     """Linf PGD minimising ``CE(f(x_adv), target)``; ``last_targets`` holds the targets of the last call."""
 
     name = "tpgd"
@@ -31,10 +31,7 @@ class TargetedPGD(Attack):
         target: str = "least_likely",
         seed: int | None = None,
     ) -> None:
-        super().__init__(eps=eps, seed=seed)
-        self.step_size = check_float("step_size", step_size, lo=0.0, owner=self.name)
-        self.steps = check_int("steps", steps, lo=1, owner=self.name)
-        self.random_start = check_bool("random_start", random_start, owner=self.name)
+        super().__init__(eps=eps, step_size=step_size, steps=steps, random_start=random_start, seed=seed)
         self.target = check_choice("target", target, ("least_likely", "random"), owner=self.name)
         self.last_targets: torch.Tensor | None = None
 
