@@ -27,7 +27,7 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     from dard.evaluation.suite import QUICK_SUITE
 
     p.add_argument("--attacks", default=",".join(QUICK_SUITE),
-                   help="comma-separated suite labels (fgsm,pgd20,tpgd,bim,cw,dpgd,autoattack) or attack names")
+                   help="comma-separated suite labels (fgsm,pgd20,tpgd,bim,cw,dpgd,pgd-large,autoattack) or attack names")
     p.add_argument("--eps", default="8/255", help="Linf budget, a number or fraction (default 8/255)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)

@@ -330,9 +330,9 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, checkpoint: str = "best
     lines.append(f"- Data: {'; '.join(datas)}.")
     if has_aa:
         lines.append(f"- AutoAttack runs on the first {'/'.join(str(n) for n in aa_ns)} test images only; "
-                     f"Worst-case counts test points that survive every attack of the main suite.")
+                     f"Worst-case counts test points that survive every threat-model attack of the main suite (not the pgd-large sanity check).")
     else:
-        lines.append("- Worst-case counts test points that survive every attack of the main suite.")
+        lines.append("- Worst-case counts test points that survive every threat-model attack of the main suite (not the pgd-large sanity check).")
     lines.append("")
 
     lines += ["## Flags", ""]
