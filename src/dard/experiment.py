@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from dard.errors import DardError
 from dard.evaluation.report import format_summary, summarize
 from dard.io import read_json, read_yaml_mapping, write_json
-from dard.training.config import parse_config, validation_message
+from dard.training.config import RunConfig, parse_config, validation_message
 
 # Keys that may differ between a recorded run and a request without making it a different run: where it ran
 # (and where its teacher run lies: the teacher run is checked on its own), and the fp32 speed switches
@@ -242,6 +242,28 @@ def _train_task(task: tuple) -> str:
     return str(run_dir)
 
 
+def _cached(path: Path, spec: BaseModel) -> dict[str, Any] | None:
+    """The result cached at ``path`` if it was computed for this ``spec``, else None."""
+    if path.exists():
+        cached = read_json(path)
+        if cached.get("spec") == spec.model_dump():
+            return cached
+    return None
+
+
+def _first_test_images(cfg: RunConfig, n: int, device: str, threads: int | None) -> tuple[Any, Any, Any, Any]:
+    """``(data, x, y, device)``: the first ``n`` test images of run config ``cfg`` as float tensors."""
+    from dard.runtime import configure_threads, resolve_device
+    from dard.training.loop import float_tensors, prepare_data
+
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        configure_threads(threads)
+    data = prepare_data(cfg)
+    x, y = float_tensors(data.test.subset(range(min(n, len(data.test)))), dev)
+    return data, x, y, dev
+
+
 def _compare_task(task: tuple) -> str:
     run_dir, spec, threads, device = task
     compare_attacks(Path(run_dir), CompareAttacksSpec.model_validate(spec), threads=threads, device=device)
@@ -254,26 +276,20 @@ def compare_attacks(run_dir: Path, spec: CompareAttacksSpec, *, threads: int | N
     ``eval/compare-<checkpoint>.json``; recomputed when the attack set changes)."""
     from dard.checkpoint import load_checkpoint
     from dard.evaluation.suite import attack_from_spec, evaluate
-    from dard.runtime import configure_threads, environment, resolve_device
-    from dard.training.loop import float_tensors, load_run_config, prepare_data
+    from dard.runtime import environment
+    from dard.training.loop import load_run_config
 
     out = run_dir / "eval" / f"compare-{spec.checkpoint}.json"
-    if out.exists():
-        cached = read_json(out)
-        if cached.get("spec") == spec.model_dump():
-            return cached
+    cached = _cached(out, spec)
+    if cached is not None:
+        return cached
     cfg = load_run_config(run_dir)
-    dev = resolve_device(device)
-    if dev.type == "cpu":
-        configure_threads(threads)
-    data = prepare_data(cfg)
-    k = min(spec.n, len(data.test))
-    x, y = float_tensors(data.test.subset(range(k)), dev)
+    data, x, y, dev = _first_test_images(cfg, spec.n, device, threads)
     model, meta = load_checkpoint(run_dir / f"{spec.checkpoint}.safetensors", dev)
     attacks = {label: attack_from_spec(a, cfg.eps, cfg.seed) for label, a in spec.attacks.items()}
     rec = evaluate(model, x, y, attacks, batch_size=cfg.eval.batch_size, device=dev, progress=False,
                    model_info={**meta["model"], "checkpoint": spec.checkpoint},
-                   data_info={"name": data.bundle.name, "split": "test", "n": k}, seed=cfg.seed,
+                   data_info={"name": data.bundle.name, "split": "test", "n": int(x.shape[0])}, seed=cfg.seed,
                    environment=environment(dev))
     result = {"spec": spec.model_dump(), "record": rec.to_dict()}
     write_json(out, result)
@@ -295,24 +311,16 @@ def label_gap(run_dir: Path, cfg: Mapping[str, Any], spec: LabelGapSpec, *, thre
     from dard.attacks import create_attack
     from dard.checkpoint import load_checkpoint
     from dard.evaluation.soft_labels import teacher_label_gap
-    from dard.runtime import configure_threads, resolve_device
-    from dard.training.loop import float_tensors, load_teacher, prepare_data
+    from dard.training.loop import load_teacher
 
     out = run_dir / "eval" / f"label-gap-{spec.checkpoint}.json"
-    if out.exists():
-        cached = read_json(out)
-        if cached.get("spec") == spec.model_dump():
-            return cached
-    run_cfg = parse_config(dict(cfg))
-    dev = resolve_device(device)
-    if dev.type == "cpu":
-        configure_threads(threads)
+    cached = _cached(out, spec)
+    if cached is not None:
+        return cached
+    run_cfg = _parse(dict(cfg), str(run_dir))
     method = read_json(run_dir / "run.json")["method"]
-    attack_params = dict(method["attack"])
-    attack = create_attack(attack_params.pop("name"), **attack_params)
-    data = prepare_data(run_cfg)
-    k = min(spec.n, len(data.test))
-    x, y = float_tensors(data.test.subset(range(k)), dev)
+    attack = create_attack(**method["attack"])  # the student's own training attack, as recorded
+    data, x, y, dev = _first_test_images(run_cfg, spec.n, device, threads)
     student, _ = load_checkpoint(run_dir / f"{spec.checkpoint}.safetensors", dev)
     teacher, _ = load_teacher(run_cfg.teacher, data.bundle, dev)
     gap = teacher_label_gap(teacher, student, x, y, attack, tau=float(method.get("tau", 1.0)))

@@ -328,11 +328,10 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, checkpoint: str = "best
                             f"{(r['evals'][checkpoint].get('data') or {}).get('n', r['data'].get('test', '?'))}"]
                            for r in runs)
     lines.append(f"- Data: {'; '.join(datas)}.")
-    if has_aa:
-        lines.append(f"- AutoAttack runs on the first {'/'.join(str(n) for n in aa_ns)} test images only; "
-                     f"Worst-case counts test points that survive every threat-model attack of the main suite (not the pgd-large sanity check).")
-    else:
-        lines.append("- Worst-case counts test points that survive every threat-model attack of the main suite (not the pgd-large sanity check).")
+    worst_text = ("Worst-case counts test points that survive every threat-model attack of the main suite (not the "
+                  "pgd-large sanity check).")
+    aa_text = f"AutoAttack runs on the first {'/'.join(str(n) for n in aa_ns)} test images only; " if has_aa else ""
+    lines.append(f"- {aa_text}{worst_text}")
     lines.append("")
 
     lines += ["## Flags", ""]

@@ -165,35 +165,33 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Mappin
             clean_ok[a:b] = (_predict(model, x[a:b].to(device)) == y[a:b].to(device)).cpu()
         survive = clean_ok.clone()
         results: dict[str, AttackResult] = {}
-        eps_max = 0.0
+        threat = {k: a for k, a in attacks.items() if k not in SANITY}
         for label, attack in attacks.items():
             t0 = time.time()
             ok = torch.zeros(n, dtype=torch.bool)
             max_pert = 0.0
             warnings: list[str] = []
             norm = str(attack.config().get("norm", "linf")).lower()
-            if label not in SANITY:
-                eps_max = max(eps_max, attack.eps)
             for a, b in tqdm(batches, desc=label, disable=not progress, leave=False):
                 xb, yb = x[a:b].to(device), y[a:b].to(device)
                 x_adv = attack(model, xb, yb)
                 ok[a:b] = (_predict(model, x_adv) == yb).cpu()
                 max_pert = max(max_pert, _max_perturbation(x_adv, xb, norm))
                 warnings.extend(getattr(attack, "last_warnings", None) or [])
-            if label not in SANITY:
+            if label in threat:
                 survive &= ok
             results[label] = AttackResult(config=attack.config(), accuracy=ok.float().mean().item(),
                                           correct=int(ok.sum()), total=n, max_perturbation=max_pert,
                                           seconds=round(time.time() - t0, 3), warnings=sorted(set(warnings)),
                                           fooled=int((clean_ok & ~ok).sum()), clean_correct=int(clean_ok.sum()))
         clean = {"accuracy": clean_ok.float().mean().item(), "correct": int(clean_ok.sum()), "total": n}
-        threat = {k: a for k, a in attacks.items() if k not in SANITY}
         worst = ({"accuracy": survive.float().mean().item(), "correct": int(survive.sum()), "total": n}
                  if threat else None)
         norms = {str(a.config().get("norm", "linf")).lower() for a in threat.values()}
         record = EvalRecord(
             model=dict(model_info or {}), data=dict(data_info or {}),
-            threat_model={"norm": "/".join(sorted(norms)) or "linf", "eps": eps_max},
+            threat_model={"norm": "/".join(sorted(norms)) or "linf",
+                          "eps": max((a.eps for a in threat.values()), default=0.0)},
             clean=clean, attacks=results, worst_case=worst, flags=[], seed=seed,
             environment=dict(environment or {}), seconds=round(time.time() - start, 3))
         record.flags = sanity_flags(record)
