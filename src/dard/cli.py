@@ -165,11 +165,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except DardError as e:
-        print(f"dard: error: {e}", file=sys.stderr)
+        _stderr_line(f"dard: error: {e}")
         return 2
     except KeyboardInterrupt:
-        print("dard: interrupted", file=sys.stderr)
+        _stderr_line("dard: interrupted")
         return 130
+
+
+def _stderr_line(text: str) -> None:
+    # One write with the newline included: under torchrun every rank shares the same stderr pipe, and print()'s
+    # separate write of "\n" let two ranks' messages run together on one line.
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
 
 
 if __name__ == "__main__":
