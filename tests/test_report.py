@@ -42,7 +42,8 @@ def _record(which: str, epoch: int, clean: float, robust: dict[str, float], wors
 
 
 def _make_run(root: Path, name: str, seed: int, method: str, clean: float, pgd: float, *, teacher: str | None,
-              aa: float, flags: list[str] = (), last_clean: float = 0.5, sweep: bool = True) -> Path:
+              aa: float, flags: list[str] = (), last_clean: float = 0.5, sweep: bool = True,
+              train_seconds: float | None = None, snapshot_seconds: float | None = None) -> Path:
     d = root / name
     (d / "eval").mkdir(parents=True)
     (d / "config.yaml").write_text(f"name: {name}\nseed: {seed}\nmethod:\n  name: {method}\nmodel:\n  arch: resnet18\n"
@@ -55,6 +56,13 @@ def _make_run(root: Path, name: str, seed: int, method: str, clean: float, pgd: 
     rows = [{"epoch": e, "lr": 0.1, "train_loss": 1.0, "train_acc": 0.5, "images_per_s": 100.0,
              "val_clean": clean - 0.1 + 0.05 * e, "val_robust": pgd - 0.1 + 0.05 * e} for e in (1, 2)]
     rows.append({"epoch": 3, "lr": 0.01, "train_loss": 0.9, "train_acc": 0.6, "images_per_s": 100.0})
+    if train_seconds is not None:  # cumulative, as the training loop writes it
+        for i, r in enumerate(rows, start=1):
+            r["train_seconds"] = train_seconds * i / len(rows)
+    if snapshot_seconds is not None:  # an older run: training time only in its final resume snapshot
+        (d / "state-000000042").mkdir()
+        (d / "state-000000042" / "progress.json").write_text(json.dumps({"train_seconds": snapshot_seconds}))
+        (d / "resume.json").write_text(json.dumps({"snapshot": "state-000000042"}))
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     robust = {label: pgd + 0.01 * i for i, label in enumerate(ATTACKS)}
     robust["pgd20"] = pgd
@@ -78,9 +86,12 @@ def _row(md: str, name: str) -> list[str]:
 def runs(tmp_path: Path) -> list[Path]:
     return [
         _make_run(tmp_path, "dard-s0", 0, "dard", 0.80, 0.50, teacher="wrn34_10", aa=0.45,
-                  flags=["cw (40.00%) is weaker than FGSM (50.00%): possible gradient masking"], last_clean=0.70),
-        _make_run(tmp_path, "dard-s1", 1, "dard", 0.90, 0.54, teacher="wrn34_10", aa=0.50, last_clean=0.74),
-        _make_run(tmp_path, "sat-s0", 0, "sat", 0.85, 0.40, teacher=None, aa=0.35, last_clean=0.80, sweep=False),
+                  flags=["cw (40.00%) is weaker than FGSM (50.00%): possible gradient masking"], last_clean=0.70,
+                  train_seconds=120.0),
+        _make_run(tmp_path, "dard-s1", 1, "dard", 0.90, 0.54, teacher="wrn34_10", aa=0.50, last_clean=0.74,
+                  train_seconds=180.0),
+        _make_run(tmp_path, "sat-s0", 0, "sat", 0.85, 0.40, teacher=None, aa=0.35, last_clean=0.80, sweep=False,
+                  snapshot_seconds=60.0),
     ]
 
 
@@ -122,6 +133,17 @@ def test_report_table_results_and_plots(runs: list[Path], tmp_path: Path) -> Non
     assert dard_last["Epoch (best / last)"] == "2, 2 / 3, 3"
     assert dict(zip(last_cols, _row(last_part, "sat")))["Clean"] == "80.00"
 
+    # training cost: cumulative train_seconds of the last metrics row (dard) or the resume snapshot (sat)
+    cost_part = md.split("## Training cost", 1)[1]
+    cost_header = next(line for line in cost_part.splitlines() if line.startswith("| Run |"))
+    cost_cols = [c.strip() for c in cost_header.strip("|").split("|")]
+    dard_cost = dict(zip(cost_cols, _row(cost_part, "dard")))
+    assert dard_cost["Train time (min)"] == "2.5 ± 0.7"  # 2 and 3 min, sample std sqrt(0.5)
+    assert dard_cost["Train images/s"] == "19 ± 5"  # 900 images x 3 epochs / 120 s and / 180 s: 22.5, 15
+    assert dard_cost["Seeds (n)"] == "2"
+    sat_cost = dict(zip(cost_cols, _row(cost_part, "sat")))
+    assert sat_cost["Train time (min)"] == "1.0" and sat_cost["Train images/s"] == "45"
+
     # flags, setup notes, plot links
     assert "gradient masking" in md and "dard-s0 (seed 0, best)" in md
     assert "validation split" in md
@@ -143,6 +165,9 @@ def test_report_table_results_and_plots(runs: list[Path], tmp_path: Path) -> Non
     assert groups["dard"]["best"]["clean"]["n"] == 2
     assert groups["sat"]["best"]["clean"]["std"] is None
     assert groups["sat"]["last"]["pgd20"]["mean"] == pytest.approx(0.30)
+    assert groups["dard"]["train_minutes"]["values"] == pytest.approx([2.0, 3.0])
+    assert by_name["sat-s0"]["train_seconds"] == pytest.approx(60.0)
+    assert by_name["dard-s1"]["train_images_per_s"] == pytest.approx(15.0)
 
     for name in ("curves.png", "eps_curve.png"):
         data = (out / name).read_bytes()
@@ -154,6 +179,7 @@ def test_no_flags_and_no_sweep(tmp_path: Path) -> None:
     run = _make_run(tmp_path, "sat_seed3", 3, "sat", 0.85, 0.40, teacher=None, aa=0.35, sweep=False)
     md = build_report([run], tmp_path / "r").read_text()
     assert "## Flags\n\nnone" in md
+    assert "## Training cost" not in md  # no training time recorded: no cost table of dashes
     assert _row(md, "sat")[5] == "85.00"
     assert not (tmp_path / "r" / "eps_curve.png").exists()
     assert (tmp_path / "r" / "curves.png").read_bytes().startswith(b"\x89PNG")
@@ -167,6 +193,11 @@ def test_load_run_and_errors(runs: list[Path], tmp_path: Path) -> None:
     bare = tmp_path / "unfinished"
     bare.mkdir()
     (bare / "run.json").write_text("{}")
+    assert run["train_seconds"] == pytest.approx(120.0)
+    plain = _make_run(tmp_path, "plain-s0", 0, "sat", 0.8, 0.4, teacher=None, aa=0.3)
+    assert load_run(plain)["train_seconds"] is None  # recorded neither in metrics.jsonl nor in a snapshot
+    (plain / "resume.json").write_text(json.dumps({"snapshot": "state-gone"}))
+    assert load_run(plain)["train_seconds"] is None  # a dangling pointer is "not recorded", not a crash
     with pytest.raises(DardError, match="not a finished dard run .no eval/best.json"):
         load_run(bare)
     with pytest.raises(DardError, match="not a finished dard run"):

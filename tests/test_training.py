@@ -42,6 +42,7 @@ def test_every_method_trains_one_epoch(method, teacher_run, tmp_path):
     rows = _read_metrics(run)
     assert len(rows) == 1 and 0 <= rows[0]["val_clean"] <= 1 and 0 <= rows[0]["val_robust"] <= 1
     assert all(torch.isfinite(torch.tensor(rows[0]["train_loss"])).tolist() for _ in [0])
+    assert rows[0]["train_seconds"] > 0  # training-loop wall time, read by reports
     info = json.loads((run / "run.json").read_text())
     assert info["method"]["name"] == method
     assert info["environment"]["torch"] == torch.__version__
@@ -107,6 +108,9 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     assert not (killed / "eval").exists()
     pointer = json.loads((killed / "resume.json").read_text())
     assert pointer["snapshot"] == "state-000000009"
+    # the mid-epoch snapshot counts the part of epoch 2 done before it, so a resumed run's time is not lost
+    at_kill = json.loads((killed / "state-000000009" / "progress.json").read_text())["train_seconds"]
+    assert at_kill > _read_metrics(killed)[0]["train_seconds"] > 0
     from tests.conftest import run_cli
 
     resumed = run_cli("train", "--resume", str(killed))
@@ -115,7 +119,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     train(parse_config(cfg), straight)
 
     def strip(rows):
-        return [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows]
+        return [{k: v for k, v in r.items() if k not in ("images_per_s", "train_seconds")} for r in rows]
 
     assert strip(_read_metrics(killed)) == strip(_read_metrics(straight))
     for which in ["best", "last"]:

@@ -32,9 +32,10 @@ _AA = "autoattack"
 def load_run(path: str | Path) -> dict[str, Any]:
     """Read a finished run folder.
 
-    Returns ``{"path", "name", "seed", "method", "student", "teacher", "data", "run", "metrics", "evals"}`` where
-    ``run`` is ``run.json`` as written, ``metrics`` the rows of ``metrics.jsonl`` (a list, possibly empty) and
-    ``evals`` maps ``"best"`` / ``"last"`` to the evaluation records present in ``eval/``.
+    Returns ``{"path", "name", "seed", "method", "student", "teacher", "data", "run", "metrics", "evals",
+    "train_seconds"}`` where ``run`` is ``run.json`` as written, ``metrics`` the rows of ``metrics.jsonl`` (a list,
+    possibly empty), ``evals`` maps ``"best"`` / ``"last"`` to the evaluation records present in ``eval/`` and
+    ``train_seconds`` is the training loop's wall time (None when not recorded).
     Raises :class:`DardError` if the folder is missing or holds no evaluation record.
     """
     path = Path(path)
@@ -55,6 +56,7 @@ def load_run(path: str | Path) -> dict[str, Any]:
         method = {"name": method}
     student = run.get("student") or {k: v for k, v in model.items() if k not in ("checkpoint", "epoch")}
     seed = run.get("seed", first.get("seed"))
+    metrics = _read_jsonl(path / "metrics.jsonl")
     return {
         "path": str(path),
         "name": str(run.get("name") or path.name),
@@ -64,9 +66,25 @@ def load_run(path: str | Path) -> dict[str, Any]:
         "teacher": run.get("teacher"),
         "data": dict(run.get("data") or {}),
         "run": run,
-        "metrics": _read_jsonl(path / "metrics.jsonl"),
+        "metrics": metrics,
         "evals": evals,
+        "train_seconds": _train_seconds(path, metrics),
     }
+
+
+def _train_seconds(path: Path, metrics: Sequence[Mapping[str, Any]]) -> float | None:
+    """Wall time of the training loop (validation and test evaluation excluded), or None if not recorded.
+
+    Rows of ``metrics.jsonl`` carry it cumulatively; runs written before they did have it only in their
+    final resume snapshot.
+    """
+    for row in reversed(metrics):
+        if isinstance(row.get("train_seconds"), (int, float)):
+            return float(row["train_seconds"])
+    from dard.training.state import read_progress
+
+    value = (read_progress(path) or {}).get("train_seconds")
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _read_json(path: Path) -> Any:
@@ -157,13 +175,14 @@ def summarize(values: Sequence[float]) -> dict[str, Any]:
             "n": len(vals), "values": vals}
 
 
-def format_summary(summary: Mapping[str, Any] | None) -> str:
-    """Percentages with 2 decimals; ``mean ± std`` (sample std) when there are 2 or more values."""
+def format_summary(summary: Mapping[str, Any] | None, *, scale: float = 100.0, digits: int = 2) -> str:
+    """``mean ± std`` (sample std; the mean alone below 2 values) of a summary times ``scale``: by default a
+    fraction shown as a percentage with 2 decimals."""
     if not summary or summary.get("mean") is None:
         return DASH
-    text = f"{100 * summary['mean']:.2f}"
+    text = f"{scale * summary['mean']:.{digits}f}"
     if summary.get("n", 0) >= 2 and summary.get("std") is not None:
-        text += f" ± {100 * summary['std']:.2f}"
+        text += f" ± {scale * summary['std']:.{digits}f}"
     return text
 
 
@@ -188,9 +207,10 @@ def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def _table(header: list[str], rows: list[list[str]], *, text_columns: int = 4) -> list[str]:
+    """A Markdown table: the first ``text_columns`` columns left-aligned, the numbers after them right-aligned."""
     lines = ["| " + " | ".join(_cell(h) for h in header) + " |",
-             "|" + "|".join("---" if i < 4 else "---:" for i in range(len(header))) + "|"]
+             "|" + "|".join("---" if i < text_columns else "---:" for i in range(len(header))) + "|"]
     lines += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows]
     return lines
 
@@ -242,6 +262,9 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, checkpoint: str = "best
             **{w: record_accuracies(r["evals"].get(w)) or None for w in CHECKPOINTS},
             "flags": {w: _record_flags(r["evals"][w]) for w in CHECKPOINTS if w in r["evals"]},
             "eps_sweep": (r["evals"][checkpoint].get("eps_sweep") or None),
+            "train_seconds": r["train_seconds"],
+            "train_images_per_s": _train_throughput(r),
+            "device": _device_text(r),
         })
 
     group_rows = []
@@ -249,7 +272,11 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, checkpoint: str = "best
         g: dict[str, Any] = {"name": key[0], "method": key[1], "student": key[2], "teacher": key[3],
                              "threat_model": {"norm": key[4], "eps": key[5]},
                              "runs": [m["name"] for m in members], "seeds": [m["seed"] for m in members],
-                             "n": len(members)}
+                             "n": len(members),
+                             "train_minutes": summarize([m["train_seconds"] / 60 for m in members
+                                                         if m["train_seconds"] is not None]),
+                             "train_images_per_s": summarize([_train_throughput(m) for m in members]),
+                             "devices": _ordered_union([_device_text(m)] for m in members)}
         for w in CHECKPOINTS:
             accs = [record_accuracies(m["evals"].get(w)) for m in members]
             accs = [a for a in accs if a]
@@ -314,6 +341,8 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, checkpoint: str = "best
         lines += _table(header2, rows2)
         lines.append("")
 
+    lines += _cost_section(group_rows)
+
     for section in sections:
         lines += [section.rstrip(), ""]
 
@@ -355,6 +384,38 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, checkpoint: str = "best
         results["extra"] = dict(extra)
     write_json(out_dir / "results.json", results)
     return write_text(out_dir / "report.md", "\n".join(lines))
+
+
+def _train_throughput(run: Mapping[str, Any]) -> float | None:
+    """Training images per second over the whole run (all processes), from the recorded training time."""
+    seconds, n = run.get("train_seconds"), run["data"].get("train")
+    epochs = max((row.get("epoch") or 0 for row in run["metrics"]), default=0)
+    if not seconds or not isinstance(n, int) or not epochs:
+        return None
+    return n * epochs / seconds
+
+
+def _device_text(run: Mapping[str, Any]) -> str:
+    env = run["run"].get("environment") or {}
+    text = str(env.get("device_name") or env.get("device") or "?")
+    world = env.get("world_size") or 1
+    return f"{text} x {world} processes" if world > 1 else text
+
+
+def _cost_section(group_rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Training wall time and throughput per group; empty when no run recorded its training time."""
+    if not any(g["train_minutes"]["n"] for g in group_rows):
+        return []
+    lines = ["## Training cost", "",
+             "Wall time of the training loop (adversarial example generation and teacher passes included; "
+             "validation and test evaluation excluded), mean ± std over seeds. Runs that shared a machine or ran "
+             "with fewer threads are slower, so compare rows made on the same device.", ""]
+    rows = [[g["name"], g["method"] or DASH, ", ".join(g["devices"]), str(g["train_minutes"]["n"]),
+             format_summary(g["train_minutes"], scale=1, digits=1),
+             format_summary(g["train_images_per_s"], scale=1, digits=0)] for g in group_rows]
+    lines += _table(["Run", "Method", "Device", "Seeds (n)", "Train time (min)", "Train images/s"], rows,
+                    text_columns=3)
+    return lines + [""]
 
 
 def _record_flags(rec: Mapping[str, Any]) -> list[str]:

@@ -247,7 +247,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, final_eval: bool, device
         sums = dict(zero)
         if progress["batch"] and main:  # resumed mid-epoch: rank 0 saved the global sums so far
             sums = dict(progress.get("partial", sums))
-        t0 = time.time()
+        t0 = mark = time.time()  # t0: this epoch's throughput; mark: training time not yet added to progress
         bar = tqdm(total=steps_per_epoch, initial=progress["batch"], desc=f"{cfg.name} epoch {epoch + 1}/{cfg.optim.epochs}",
                    disable=not (cfg.progress and main), leave=False)
         for batch_idx, (x, y) in enumerate(loader.iter_from(progress["batch"]), start=progress["batch"]):
@@ -279,14 +279,18 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, final_eval: bool, device
             if cfg.checkpoint_every_steps and progress["global_step"] % cfg.checkpoint_every_steps == 0 \
                     and progress["batch"] < steps_per_epoch:
                 progress["partial"] = dist.sum_over_ranks(sums, dinfo, device)
+                # so that a resumed run still counts the time spent before the kill
+                progress["train_seconds"] += time.time() - mark
                 snapshot()
+                mark = time.time()
         bar.close()
-        progress["train_seconds"] += time.time() - t0
+        progress["train_seconds"] += time.time() - mark
         total = dist.sum_over_ranks(sums, dinfo, device)
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                                "train_loss": total["loss"] / max(total["seen"], 1),
                                "train_acc": total["correct"] / max(total["seen"], 1),
-                               "images_per_s": total["seen"] / max(time.time() - t0, 1e-9)}
+                               "images_per_s": total["seen"] / max(time.time() - t0, 1e-9),
+                               "train_seconds": round(progress["train_seconds"], 3)}  # cumulative, no validation
         if main:
             if (epoch + 1) % cfg.val.every == 0 or epoch + 1 == cfg.optim.epochs:
                 row.update(validate(student, data.val, cfg, device))

@@ -42,6 +42,14 @@ def save_state(run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.
     return snap
 
 
+def read_progress(run_dir: Path) -> dict[str, Any] | None:
+    """The progress dict of the snapshot ``resume.json`` points at, or None if there is none or it is unreadable."""
+    try:
+        return read_json(run_dir / read_json(run_dir / POINTER)["snapshot"] / "progress.json")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def load_state(run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                scheduler: Any) -> dict[str, Any]:
     """Restore the snapshot ``resume.json`` points at; returns its progress dict."""
