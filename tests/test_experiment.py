@@ -158,6 +158,53 @@ def test_bad_experiment_files_are_one_line_errors(tmp_path, spec, needle):
     assert not (tmp_path / "runs").exists()
 
 
+def test_plan_reports_every_run_and_trains_nothing(finished, tmp_path):
+    tmp, _ = finished
+    before = (tmp / "runs" / "dard-s0" / "best.safetensors").stat().st_mtime_ns
+    proc = run_cli("experiment", "tiny", "--runs", str(tmp / "runs"), "--plan", cwd=tmp)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].split()[:3] == ["teacher-s0", "teacher", "sat"]  # the teacher comes first
+    assert len(lines) == 8 and all(ln.endswith("done (reused)") for ln in lines[:7])
+    assert lines[-1].endswith("7 done, 0 to train or evaluate")
+    assert (tmp / "runs" / "dard-s0" / "best.safetensors").stat().st_mtime_ns == before
+
+    _write(tmp_path)  # the same experiment, nothing run yet: everything is new and no folder is created
+    proc = run_cli("experiment", "tiny", "--runs", str(tmp_path / "runs"), "--plan", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count(" new\n") == 7 and not (tmp_path / "runs").exists()
+
+
+def test_plan_checks_the_data_before_anything_runs(tmp_path):
+    _write(tmp_path, base=deep_merge(BASE, {"data": {"name": "cifar10", "dir": str(tmp_path / "no-data")}}))
+    proc = run_cli("experiment", "tiny", "--runs", str(tmp_path / "runs"), "--plan", cwd=tmp_path)
+    assert_one_line_error(proc, "CIFAR-10 not found", str(tmp_path / "no-data"))
+    # --data-dir points every run elsewhere: still missing, and named in the error
+    proc = run_cli("experiment", "tiny", "--runs", str(tmp_path / "runs"), "--plan", "--data-dir",
+                   str(tmp_path / "elsewhere"), cwd=tmp_path)
+    assert_one_line_error(proc, str(tmp_path / "elsewhere"))
+
+
+def test_run_status_reads_the_resume_state(tmp_path):
+    from dard.experiment import RUN_DONE, run_status
+
+    run = tmp_path / "run"
+    assert run_status(run, 3) == "new"
+    (run / "state-000000007").mkdir(parents=True)
+    (run / "resume.json").write_text(json.dumps({"snapshot": "state-000000007"}))
+    assert run_status(run, 3).startswith("resume state unreadable")  # pointer to a snapshot without progress
+    progress = run / "state-000000007" / "progress.json"
+    progress.write_text(json.dumps({"epoch": 1, "batch": 3}))
+    assert run_status(run, 3) == "resumes at epoch 2/3, step 4"
+    progress.write_text(json.dumps({"epoch": 2, "batch": 0}))
+    assert run_status(run, 3) == "resumes at epoch 3/3"
+    progress.write_text(json.dumps({"epoch": 3, "batch": 0}))
+    assert run_status(run, 3) == "trained; test evaluation pending"
+    (run / "eval").mkdir()
+    (run / "eval" / "best.json").write_text("{}")
+    assert run_status(run, 3) == RUN_DONE
+
+
 def test_unknown_experiment_and_scale(tmp_path):
     _write(tmp_path)
     assert_one_line_error(run_cli("experiment", "nope", cwd=tmp_path), "unknown experiment 'nope'", "tiny")

@@ -75,8 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--runs", help="run folders (default runs/experiments/<scale>; shared by the experiments of a scale)")
     x.add_argument("--results", help="report folder (default results/<name>/<scale>)")
     x.add_argument("--data-dir", help="data folder for every run (default $DARD_DATA_DIR or ./data)")
+    x.add_argument("--download", action="store_true", help="download the official archives if absent")
     x.add_argument("--device", default="auto")
     x.add_argument("--jobs", type=int, help="runs at a time on CPU (default: min(2, cores))")
+    x.add_argument("--plan", action="store_true",
+                   help="check every config, reusable run folder and dataset, print what would run, train nothing")
 
     sub.add_parser("list", help="list registered models, datasets, attacks and methods")
     return parser
@@ -132,9 +135,21 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
     exp = load_experiment(args.name, args.scale)
     runs = Path(args.runs or Path("runs") / "experiments" / exp.scale)
+    exp.use_data(args.data_dir, args.download)
+    if args.plan:
+        from dard.experiment import RUN_DONE, plan_experiment
+
+        rows = plan_experiment(exp, runs)
+        width = max(len(r["name"]) for r in rows)
+        for r in rows:
+            print(f"{r['name']:<{width}}  {r['role']:<7}  {r['method']:<8} {r['arch']:<10} {r['data']} "
+                  f"x {r['epochs']} epochs  {r['status']}")
+        todo = sum(r["status"] != RUN_DONE for r in rows)
+        print(f"{len(rows)} runs in {runs}: {len(rows) - todo} done, {todo} to train or evaluate")
+        return 0
     results = Path(args.results or Path("results") / exp.name / exp.scale)
     command = "dard experiment " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
-    path = run_experiment(exp, runs, results, device=args.device, jobs=args.jobs, data_dir=args.data_dir,
+    path = run_experiment(exp, runs, results, device=args.device, jobs=args.jobs,
                           command=command)
     print(f"experiment report: {path}")
     return 0

@@ -97,6 +97,15 @@ class Experiment:
     base: dict[str, Any]
     source: Path
 
+    def use_data(self, folder: str | None = None, download: bool = False) -> None:
+        """Point every run at a data folder and/or allow downloading the official archives (command-line flags;
+        neither makes a finished run a different run)."""
+        data: dict[str, Any] = {"dir": folder} if folder else {}
+        if download:
+            data["download"] = True
+        if data:
+            self.base = deep_merge(self.base, {"data": data})
+
 
 def experiments_root() -> Path:
     """``./experiments`` if present, else the ``experiments/`` folder of the source checkout."""
@@ -225,6 +234,60 @@ def check_reusable(run_dir: Path, cfg: Mapping[str, Any]) -> None:
                         f"another --runs folder")
 
 
+def _checked_runs(exp: Experiment, runs_root: Path) -> tuple[dict[str, dict[str, Any]], list[tuple[str, int, dict[str, Any]]]]:
+    """(teacher name -> config, student runs) after every config and existing run folder has been checked."""
+    unique_teachers = dict(teacher_runs(exp, runs_root).values())  # one shared teacher serves every seed
+    students = planned_runs(exp, runs_root)
+    for name, cfg in unique_teachers.items():
+        check_reusable(runs_root / name, cfg)
+    for name, _, cfg in students:
+        check_reusable(runs_root / name, cfg)
+    return unique_teachers, students
+
+
+RUN_DONE = "done (reused)"
+
+
+def run_status(run_dir: Path, epochs: int) -> str:
+    """What `dard experiment` would do with this run folder: reuse it, evaluate it, resume it or start it."""
+    from dard.training.state import read_progress
+
+    if (run_dir / "eval" / "best.json").exists():
+        return RUN_DONE
+    if not (run_dir / "resume.json").exists():
+        return "new"
+    progress = read_progress(run_dir)
+    if progress is None:
+        return "resume state unreadable: training would stop with an error"
+    epoch, batch = int(progress.get("epoch", 0)), int(progress.get("batch", 0))
+    if epoch >= epochs:
+        return "trained; test evaluation pending"
+    return f"resumes at epoch {epoch + 1}/{epochs}" + (f", step {batch + 1}" if batch else "")
+
+
+def plan_experiment(exp: Experiment, runs_root: Path) -> list[dict[str, Any]]:
+    """Check an experiment without training anything: every run's config, the run folders it would reuse and the
+    datasets still needed (loaded once each, downloaded if the config allows). Returns one row per run, teacher
+    first, with its status."""
+    from dard.data import load_dataset
+
+    teachers, students = _checked_runs(exp, runs_root)
+    rows = []
+    for role, name, cfg in [*(("teacher", n, c) for n, c in teachers.items()),
+                            *(("student", n, c) for n, _, c in students)]:
+        run = _parse(cfg, name)
+        rows.append({"name": name, "role": role, "method": run.method.name, "arch": run.model.arch,
+                     "epochs": run.optim.epochs, "data": run.data.name,
+                     "status": run_status(runs_root / name, run.optim.epochs), "config": run})
+    needed = {(r["config"].data.name, r["config"].data.dir, r["config"].data.download) for r in rows
+              if r["status"] != RUN_DONE}
+    for name, folder, download in sorted(needed, key=str):
+        load_dataset(name, folder, download=download)  # a one-line DardError if missing or corrupt
+    for r in rows:
+        del r["config"]
+    return rows
+
+
 def _train_task(task: tuple) -> str:
     cfg, run_dir, final_eval, threads, device = task
     from dard.training.loop import train
@@ -337,7 +400,7 @@ def _pool_map(fn: Callable[[tuple], str], tasks: list[tuple], jobs: int) -> list
 
 
 def run_experiment(exp: Experiment, runs_root: Path, results_dir: Path, *, device: str = "auto",
-                   jobs: int | None = None, data_dir: str | None = None, command: str = "") -> Path:
+                   jobs: int | None = None, command: str = "") -> Path:
     """Train (or reuse) every run of ``exp``, evaluate, and write the report; returns the path of report.md.
 
     On a CPU, runs go ``jobs`` at a time in separate processes with one thread each (small models are bound by
@@ -346,18 +409,10 @@ def run_experiment(exp: Experiment, runs_root: Path, results_dir: Path, *, devic
     from dard.runtime import resolve_device
 
     t_start = time.time()
-    if data_dir:
-        exp.base = deep_merge(exp.base, {"data": {"dir": data_dir}})
     on_cpu = resolve_device(device).type == "cpu"
     jobs = (jobs or min(2, os.cpu_count() or 1)) if on_cpu else 1
     threads = 1 if jobs > 1 else None
-    teachers = teacher_runs(exp, runs_root)
-    students = planned_runs(exp, runs_root)
-    unique_teachers = dict(teachers.values())  # one shared teacher serves every seed
-    for name, cfg in unique_teachers.items():
-        check_reusable(runs_root / name, cfg)
-    for name, _, cfg in students:
-        check_reusable(runs_root / name, cfg)
+    unique_teachers, students = _checked_runs(exp, runs_root)
 
     # Teachers first, with every thread; their test evaluation then runs beside the students.
     for name, cfg in unique_teachers.items():
