@@ -1,0 +1,263 @@
+"""Running an experiment: reuse guards, the plan, training and evaluating every run (in parallel on a CPU), the
+per-run extras (attack comparison, teacher soft-label gap), then the report."""
+
+from __future__ import annotations
+
+import copy
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from pydantic import BaseModel
+
+from dard.errors import DardError
+from dard.experiment.report import write_experiment_report
+from dard.experiment.spec import (CompareAttacksSpec, Experiment, LabelGapSpec, needs_teacher, parse_run_config, deep_merge,
+                                  planned_runs, teacher_runs)
+from dard.io import read_json, read_yaml_mapping, write_json
+from dard.training.config import RunConfig
+
+
+# Keys that may differ between a recorded run and a request without making it a different run: where it ran
+# (and where its teacher run lies: the teacher run is checked on its own), and the fp32 speed switches
+# (tests/test_speed.py). bf16 autocast changes the numbers, so it counts.
+_NOT_IDENTITY = (("device",), ("progress",), ("data", "dir"), ("data", "download"), ("teacher", "checkpoint"),
+                 ("speed", "threads"),
+                 ("speed", "channels_last"), ("speed", "compile"), ("speed", "compile_backend"),
+                 ("speed", "cudnn_benchmark"), ("speed", "sync_bn"))
+
+
+def _identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    d = copy.deepcopy(dict(cfg))
+    for path in _NOT_IDENTITY:
+        node = d
+        for k in path[:-1]:
+            node = node.get(k, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+    return d
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = list(dict.fromkeys([*a, *b]))
+        return [d for k in keys for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def check_reusable(run_dir: Path, cfg: Mapping[str, Any]) -> None:
+    """Raise if ``run_dir`` holds a run made with a different config than ``cfg`` (ignoring device/threads/dir)."""
+    recorded = run_dir / "config.yaml"
+    if not recorded.exists():
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise DardError(f"{run_dir} exists but is not a dard run folder; move it away or use another --runs")
+        return
+    want = _identity(parse_run_config(dict(cfg), str(run_dir)).model_dump(mode="json"))
+    # Parsed again, so options added to dard since the run was made count at their defaults.
+    have = _identity(parse_run_config(read_yaml_mapping(recorded, "run config"), str(recorded)).model_dump(mode="json"))
+    diff = _diff(have, want)
+    if diff:
+        raise DardError(f"{run_dir} was made with a different config ({', '.join(diff[:4])}); delete it or use "
+                        f"another --runs folder")
+
+
+def _checked_runs(exp: Experiment, runs_root: Path) -> tuple[dict[str, dict[str, Any]], list[tuple[str, int, dict[str, Any]]]]:
+    """(teacher name -> config, student runs) after every config and existing run folder has been checked."""
+    unique_teachers = dict(teacher_runs(exp, runs_root).values())  # one shared teacher serves every seed
+    students = planned_runs(exp, runs_root)
+    for name, cfg in unique_teachers.items():
+        check_reusable(runs_root / name, cfg)
+    for name, _, cfg in students:
+        check_reusable(runs_root / name, cfg)
+    return unique_teachers, students
+
+
+RUN_DONE = "done (reused)"
+
+
+def run_status(run_dir: Path, epochs: int) -> str:
+    """What `dard experiment` would do with this run folder: reuse it, evaluate it, resume it or start it."""
+    from dard.training.state import read_progress
+
+    if (run_dir / "eval" / "best.json").exists():
+        return RUN_DONE
+    if not (run_dir / "resume.json").exists():
+        return "new"
+    progress = read_progress(run_dir)
+    if progress is None:
+        return "resume state unreadable: training would stop with an error"
+    epoch, batch = int(progress.get("epoch", 0)), int(progress.get("batch", 0))
+    if epoch >= epochs:
+        return "trained; test evaluation pending"
+    return f"resumes at epoch {epoch + 1}/{epochs}" + (f", step {batch + 1}" if batch else "")
+
+
+def plan_experiment(exp: Experiment, runs_root: Path) -> list[dict[str, Any]]:
+    """Check an experiment without training anything: every run's config, the run folders it would reuse and the
+    datasets still needed (loaded once each, downloaded if the config allows). Returns one row per run, teacher
+    first, with its status."""
+    from dard.data import load_dataset
+
+    teachers, students = _checked_runs(exp, runs_root)
+    rows = []
+    for role, name, cfg in [*(("teacher", n, c) for n, c in teachers.items()),
+                            *(("student", n, c) for n, _, c in students)]:
+        run = parse_run_config(cfg, name)
+        rows.append({"name": name, "role": role, "method": run.method.name, "arch": run.model.arch,
+                     "epochs": run.optim.epochs, "data": run.data.name,
+                     "status": run_status(runs_root / name, run.optim.epochs), "config": run})
+    needed = {(r["config"].data.name, r["config"].data.dir, r["config"].data.download) for r in rows
+              if r["status"] != RUN_DONE}
+    for name, folder, download in sorted(needed, key=str):
+        load_dataset(name, folder, download=download)  # a one-line DardError if missing or corrupt
+    for r in rows:
+        del r["config"]
+    return rows
+
+
+def _train_task(task: tuple) -> str:
+    cfg, run_dir, final_eval, threads, device = task
+    from dard.training.loop import train
+
+    cfg = deep_merge(cfg, {"speed": {"threads": threads}, "device": device})
+    run_dir = Path(run_dir)
+    t0 = time.time()
+    done = (run_dir / "eval" / "best.json").exists() if final_eval else (run_dir / "best.safetensors").exists()
+    train(parse_run_config(cfg, str(run_dir)), run_dir, resume=(run_dir / "config.yaml").exists(), final_eval=final_eval)
+    if final_eval:
+        what = "reused" if done else f"done in {time.time() - t0:.0f}s"
+    else:
+        what = "training reused" if done else f"trained in {time.time() - t0:.0f}s"
+    print(f"[experiment] {run_dir.name}: {what}", flush=True)
+    return str(run_dir)
+
+
+def _cached(path: Path, spec: BaseModel) -> dict[str, Any] | None:
+    """The result cached at ``path`` if it was computed for this ``spec``, else None."""
+    if path.exists():
+        cached = read_json(path)
+        if cached.get("spec") == spec.model_dump():
+            return cached
+    return None
+
+
+def _first_test_images(cfg: RunConfig, n: int, device: str, threads: int | None) -> tuple[Any, Any, Any, Any]:
+    """``(data, x, y, device)``: the first ``n`` test images of run config ``cfg`` as float tensors."""
+    from dard.runtime import configure_threads, resolve_device
+    from dard.training.loop import float_tensors, prepare_data
+
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        configure_threads(threads)
+    data = prepare_data(cfg)
+    x, y = float_tensors(data.test.subset(range(min(n, len(data.test)))), dev)
+    return data, x, y, dev
+
+
+def _compare_task(task: tuple) -> str:
+    run_dir, spec, threads, device = task
+    compare_attacks(Path(run_dir), CompareAttacksSpec.model_validate(spec), threads=threads, device=device)
+    return str(run_dir)
+
+
+def compare_attacks(run_dir: Path, spec: CompareAttacksSpec, *, threads: int | None = None,
+                    device: str = "auto") -> dict[str, Any]:
+    """Evaluate a run's checkpoint with ``spec.attacks`` on its first ``spec.n`` test images (cached in
+    ``eval/compare-<checkpoint>.json``; recomputed when the attack set changes)."""
+    from dard.checkpoint import load_checkpoint
+    from dard.evaluation.suite import attack_from_spec, evaluate
+    from dard.runtime import environment
+    from dard.training.loop import load_run_config
+
+    out = run_dir / "eval" / f"compare-{spec.checkpoint}.json"
+    cached = _cached(out, spec)
+    if cached is not None:
+        return cached
+    cfg = load_run_config(run_dir)
+    data, x, y, dev = _first_test_images(cfg, spec.n, device, threads)
+    model, meta = load_checkpoint(run_dir / f"{spec.checkpoint}.safetensors", dev)
+    attacks = {label: attack_from_spec(a, cfg.eps, cfg.seed) for label, a in spec.attacks.items()}
+    rec = evaluate(model, x, y, attacks, batch_size=cfg.eval.batch_size, device=dev, progress=False,
+                   model_info={**meta["model"], "checkpoint": spec.checkpoint},
+                   data_info={"name": data.bundle.name, "split": "test", "n": int(x.shape[0])}, seed=cfg.seed,
+                   environment=environment(dev))
+    result = {"spec": spec.model_dump(), "record": rec.to_dict()}
+    write_json(out, result)
+    return result
+
+
+def _label_gap_task(task: tuple) -> str:
+    run_dir, cfg, spec, threads, device = task
+    label_gap(Path(run_dir), cfg, LabelGapSpec.model_validate(spec), threads=threads, device=device)
+    return str(run_dir)
+
+
+def label_gap(run_dir: Path, cfg: Mapping[str, Any], spec: LabelGapSpec, *, threads: int | None = None,
+              device: str = "auto") -> dict[str, Any]:
+    """The teacher's soft-label gap for a distilled run (:func:`dard.evaluation.soft_labels.teacher_label_gap`):
+    its ``spec.checkpoint`` student attacked with its own training attack and temperature on the first ``spec.n``
+    test images. ``cfg`` is the run's planned config (its teacher entry points at this invocation's teacher).
+    Cached in ``eval/label-gap-<checkpoint>.json``."""
+    from dard.attacks import create_attack
+    from dard.checkpoint import load_checkpoint
+    from dard.evaluation.soft_labels import teacher_label_gap
+    from dard.training.loop import load_teacher
+
+    out = run_dir / "eval" / f"label-gap-{spec.checkpoint}.json"
+    cached = _cached(out, spec)
+    if cached is not None:
+        return cached
+    run_cfg = parse_run_config(dict(cfg), str(run_dir))
+    method = read_json(run_dir / "run.json")["method"]
+    attack = create_attack(**method["attack"])  # the student's own training attack, as recorded
+    data, x, y, dev = _first_test_images(run_cfg, spec.n, device, threads)
+    student, _ = load_checkpoint(run_dir / f"{spec.checkpoint}.safetensors", dev)
+    teacher, _ = load_teacher(run_cfg.teacher, data.bundle, dev)
+    gap = teacher_label_gap(teacher, student, x, y, attack, tau=float(method.get("tau", 1.0)))
+    result = {"spec": spec.model_dump(), "attack": attack.config(), "gap": gap}
+    write_json(out, result)
+    return result
+
+
+def _pool_map(fn: Callable[[tuple], str], tasks: list[tuple], jobs: int) -> list[str]:
+    if jobs > 1 and len(tasks) > 1:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return list(pool.map(fn, tasks))
+    return [fn(t) for t in tasks]
+
+
+def run_experiment(exp: Experiment, runs_root: Path, results_dir: Path, *, device: str = "auto",
+                   jobs: int | None = None, command: str = "") -> Path:
+    """Train (or reuse) every run of ``exp``, evaluate, and write the report; returns the path of report.md.
+
+    On a CPU, runs go ``jobs`` at a time in separate processes with one thread each (small models are bound by
+    per-call overhead, so processes beat threads); on a GPU they run one after another.
+    """
+    from dard.runtime import resolve_device
+
+    t_start = time.time()
+    on_cpu = resolve_device(device).type == "cpu"
+    jobs = (jobs or min(2, os.cpu_count() or 1)) if on_cpu else 1
+    threads = 1 if jobs > 1 else None
+    unique_teachers, students = _checked_runs(exp, runs_root)
+
+    # Teachers first, with every thread; their test evaluation then runs beside the students.
+    for name, cfg in unique_teachers.items():
+        _train_task((cfg, str(runs_root / name), False, None, device))
+    tasks = [(cfg, str(runs_root / name), True, threads, device) for name, cfg in unique_teachers.items()]
+    tasks += [(cfg, str(runs_root / name), True, threads, device) for name, _, cfg in students]
+    run_dirs = [Path(p) for p in _pool_map(_train_task, tasks, jobs)]
+
+    compare = exp.spec.compare_attacks
+    if compare is not None:
+        _pool_map(_compare_task, [(str(p), compare.model_dump(), threads, device) for p in run_dirs], jobs)
+    gap = exp.spec.label_gap
+    if gap is not None:
+        distilled = [(str(runs_root / name), cfg, gap.model_dump(), threads, device)
+                     for name, _, cfg in students if needs_teacher(cfg)]
+        _pool_map(_label_gap_task, distilled, jobs)
+    return write_experiment_report(exp, run_dirs, results_dir, command=command,
+                                   seconds=time.time() - t_start)

@@ -1,0 +1,168 @@
+"""Experiment files: their schema, loading and validation, and the runs (teacher first) they plan."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dard.errors import DardError
+from dard.io import read_yaml_mapping
+from dard.training.config import RunConfig, parse_config, validation_message
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TeacherSpec(_Strict):
+    name: str
+    seed: Optional[int] = Field(0, description="seed of the single shared teacher; null trains one per student seed")
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class CompareAttacksSpec(_Strict):
+    n: int = Field(500, ge=1, description="first N test images")
+    checkpoint: str = "best"
+    attacks: dict[str, dict[str, Any]]
+
+
+class PlotParamSpec(_Strict):
+    param: str = Field(description="a key of the method's resolved config (run.json), e.g. lam")
+    label: str = ""
+
+
+class LabelGapSpec(_Strict):
+    n: int = Field(500, ge=1, description="first N test images")
+    checkpoint: str = "best"
+
+
+class ExperimentSpec(_Strict):
+    title: str
+    about: str = ""
+    caveat: str = ""
+    base: str
+    seeds: list[int] = Field(min_length=1)
+    teacher: Optional[TeacherSpec] = None
+    runs: dict[str, dict[str, Any]] = Field(min_length=1)
+    compare_attacks: Optional[CompareAttacksSpec] = None
+    plot_param: Optional[PlotParamSpec] = None
+    label_gap: Optional[LabelGapSpec] = None
+
+
+@dataclass
+class Experiment:
+    """A validated experiment: its spec, the base run config (a dict) and where it came from."""
+
+    name: str
+    scale: str
+    spec: ExperimentSpec
+    base: dict[str, Any]
+    source: Path
+
+    def use_data(self, folder: str | None = None, download: bool = False) -> None:
+        """Point every run at a data folder and/or allow downloading the official archives (command-line flags;
+        neither makes a finished run a different run)."""
+        data: dict[str, Any] = {"dir": folder} if folder else {}
+        if download:
+            data["download"] = True
+        if data:
+            self.base = deep_merge(self.base, {"data": data})
+
+
+def experiments_root() -> Path:
+    """``./experiments`` if present, else the ``experiments/`` folder of the source checkout."""
+    here = Path("experiments")
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parents[3] / "experiments"
+
+
+def list_experiments(root: Path | None = None) -> dict[str, list[str]]:
+    """Experiment name -> its scales, from ``root`` (default :func:`experiments_root`)."""
+    root = root or experiments_root()
+    if not root.is_dir():
+        return {}
+    return {p.name: sorted(f.stem for f in p.glob("*.yaml")) for p in sorted(root.iterdir())
+            if p.is_dir() and not p.name.startswith("_") and any(p.glob("*.yaml"))}
+
+
+def load_experiment(name: str, scale: str = "cpu", root: Path | None = None) -> Experiment:
+    """Load ``<root>/<name>/<scale>.yaml`` (or ``name`` itself when it is a YAML file) and validate it."""
+    path = Path(name)
+    if path.suffix not in (".yaml", ".yml"):
+        root = root or experiments_root()
+        folder = root / name
+        if not folder.is_dir():
+            known = list(list_experiments(root))
+            raise DardError(f"unknown experiment '{name}'; known: {', '.join(known) or 'none'} (in {root})")
+        path = folder / f"{scale}.yaml"
+        if not path.is_file():
+            scales = sorted(p.stem for p in folder.glob("*.yaml"))
+            raise DardError(f"experiment '{name}' has no scale '{scale}'; available: {', '.join(scales)}")
+    else:
+        name, scale = path.parent.name, path.stem
+    try:
+        spec = ExperimentSpec.model_validate(read_yaml_mapping(path, "experiment file"))
+    except ValidationError as e:
+        raise DardError(f"{path}: {validation_message(e)}") from None
+    base = read_yaml_mapping((path.parent / spec.base).resolve(), "base run config")
+    exp = Experiment(name=name, scale=scale, spec=spec, base=base, source=path)
+    for run_name, seed, cfg in planned_runs(exp, Path("runs")):  # validate every run config before any training
+        parse_run_config(cfg, f"{path}: run '{run_name}'")
+    return exp
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``over``, recursing into nested mappings (``over`` wins)."""
+    out = copy.deepcopy(dict(base))
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else copy.deepcopy(v)
+    return out
+
+
+def parse_run_config(cfg: dict[str, Any], where: str) -> RunConfig:
+    """Validate a run config dict; an error names ``where`` (the experiment file and run, or the run folder)."""
+    try:
+        return parse_config(cfg)
+    except DardError as e:
+        raise DardError(f"{where}: {e}") from None
+
+
+def needs_teacher(cfg: Mapping[str, Any]) -> bool:
+    """Whether the run config's method distils from a teacher."""
+    from dard.methods import METHODS
+
+    return bool(METHODS.get(str((cfg.get("method") or {}).get("name", "dard"))).needs_teacher)
+
+
+def teacher_runs(exp: Experiment, runs_root: Path) -> dict[int, tuple[str, dict[str, Any]]]:
+    """Student seed -> (teacher run name, teacher config)."""
+    t = exp.spec.teacher
+    if t is None:
+        return {}
+    out = {}
+    for seed in exp.spec.seeds:
+        tseed = seed if t.seed is None else t.seed
+        name = f"{t.name}-s{tseed}"
+        out[seed] = (name, deep_merge(exp.base, {**t.config, "name": name, "seed": tseed}))
+    return out
+
+
+def planned_runs(exp: Experiment, runs_root: Path) -> list[tuple[str, int, dict[str, Any]]]:
+    """Every student run as (run name, seed, full config dict), seeds in the inner loop."""
+    teachers = teacher_runs(exp, runs_root)
+    out = []
+    for run_name, overrides in exp.spec.runs.items():
+        for seed in exp.spec.seeds:
+            name = f"{run_name}-s{seed}"
+            cfg = deep_merge(exp.base, {**overrides, "name": name, "seed": seed})
+            if needs_teacher(cfg) and not (cfg.get("teacher") or {}):
+                if seed not in teachers:
+                    raise DardError(f"{exp.source}: run '{run_name}' needs a teacher but the experiment has none")
+                cfg["teacher"] = {"checkpoint": str(runs_root / teachers[seed][0] / "best.safetensors")}
+            out.append((name, seed, cfg))
+    return out
