@@ -107,3 +107,19 @@ def test_global_batch_not_divisible_by_processes_is_a_one_line_error(tmp_path):
     # each rank says it in one line (torchrun then adds its own failure summary)
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("dard: error:")]
     assert len(lines) == 2 and all("must be divisible by the 2 processes" in ln for ln in lines), proc.stderr
+
+
+def test_every_rank_leaves_the_process_group_before_the_test_evaluation(tmp_path, monkeypatch):
+    # About 1 torchrun run in 40 ended with a SIGABRT ("terminate called without an active exception") in rank 1
+    # at exit while rank 0 was still evaluating. Now every rank collects its garbage and leaves the group at the
+    # same point (after the last snapshot's barrier), and rank 0 evaluates outside the group.
+    import dard.training.loop as loop
+    from dard.training.config import parse_config
+
+    calls = []
+    real_teardown, real_eval = loop.dist.teardown, loop.final_evaluation
+    monkeypatch.setattr(loop.dist, "teardown", lambda info: (calls.append("teardown"), real_teardown(info)))
+    monkeypatch.setattr(loop, "final_evaluation", lambda *a: (calls.append("final_evaluation"), real_eval(*a)))
+    run = loop.train(parse_config(tiny_config(eval={"attacks": ["fgsm"]})), tmp_path / "run")
+    assert calls == ["teardown", "final_evaluation"]
+    assert (run / "eval" / "best.json").exists()

@@ -174,13 +174,19 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, final_ev
     device = resolve_device(cfg.device)
     dinfo, device = dist.setup(device)
     try:
-        return _train(cfg, Path(run_dir), resume, final_eval, device, dinfo)
+        run_dir, data = _train(cfg, Path(run_dir), resume, device, dinfo)
     finally:
         dist.teardown(dinfo)
+    # Rank 0 evaluates alone once every rank has left the process group (they leave together, after the last
+    # snapshot's barrier): no collective can time out during a long AutoAttack, and no rank shuts the group
+    # down while another still holds it.
+    if final_eval and dinfo.is_main:
+        final_evaluation(cfg, run_dir, data, device)
+    return run_dir
 
 
-def _train(cfg: RunConfig, run_dir: Path, resume: bool, final_eval: bool, device: torch.device,
-           dinfo: dist.DistInfo) -> Path:
+def _train(cfg: RunConfig, run_dir: Path, resume: bool, device: torch.device,
+           dinfo: dist.DistInfo) -> tuple[Path, Data]:
     main = dinfo.is_main
     # Every rank checks the folder before any rank writes to it (the barrier below), so all agree.
     if resume:
@@ -309,10 +315,7 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, final_eval: bool, device
             val = f" val clean {row['val_clean']:.3f} robust {row['val_robust']:.3f}" if "val_clean" in row else ""
             tqdm.write(f"[{cfg.name}] epoch {epoch + 1}: loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}{val}")
 
-    # Rank 0 evaluates alone and the others leave now: a barrier here could time out during a long AutoAttack.
-    if final_eval and main:
-        final_evaluation(cfg, run_dir, data, device)
-    return run_dir
+    return run_dir, data
 
 
 def final_evaluation(cfg: RunConfig, run_dir: Path, data: Data, device: torch.device) -> None:
