@@ -33,9 +33,10 @@ def load_run(path: str | Path) -> dict[str, Any]:
     """Read a finished run folder.
 
     Returns ``{"path", "name", "seed", "method", "student", "teacher", "data", "run", "metrics", "evals",
-    "train_seconds"}`` where ``run`` is ``run.json`` as written, ``metrics`` the rows of ``metrics.jsonl`` (a list,
-    possibly empty), ``evals`` maps ``"best"`` / ``"last"`` to the evaluation records present in ``eval/`` and
-    ``train_seconds`` is the training loop's wall time (None when not recorded).
+    "train_seconds", "train_images_per_s", "device"}`` where ``run`` is ``run.json`` as written, ``metrics`` the
+    rows of ``metrics.jsonl`` (a list, possibly empty), ``evals`` maps ``"best"`` / ``"last"`` to the evaluation
+    records present in ``eval/``, ``train_seconds`` is the training loop's wall time and ``train_images_per_s``
+    its throughput (None when not recorded), and ``device`` names where it trained.
     Raises :class:`DardError` if the folder is missing or holds no evaluation record.
     """
     path = Path(path)
@@ -57,6 +58,8 @@ def load_run(path: str | Path) -> dict[str, Any]:
     student = run.get("student") or {k: v for k, v in model.items() if k not in ("checkpoint", "epoch")}
     seed = run.get("seed", first.get("seed"))
     metrics = _read_jsonl(path / "metrics.jsonl")
+    data = dict(run.get("data") or {})
+    train_seconds = _train_seconds(path, metrics)
     return {
         "path": str(path),
         "name": str(run.get("name") or path.name),
@@ -64,11 +67,13 @@ def load_run(path: str | Path) -> dict[str, Any]:
         "method": dict(method),
         "student": dict(student),
         "teacher": run.get("teacher"),
-        "data": dict(run.get("data") or {}),
+        "data": data,
         "run": run,
         "metrics": metrics,
         "evals": evals,
-        "train_seconds": _train_seconds(path, metrics),
+        "train_seconds": train_seconds,
+        "train_images_per_s": _train_throughput(train_seconds, data, metrics),
+        "device": _device_text(run),
     }
 
 
@@ -113,13 +118,18 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------------------------- numbers
 
 
+def seedless_name(name: str) -> str:
+    """``name`` without a trailing seed suffix (``-s<digits>`` or ``_seed<digits>``)."""
+    return _SEED_SUFFIX.sub("", name)
+
+
 def group_name(run: Mapping[str, Any]) -> str:
     """The run name without a trailing seed suffix (``-s<digits>`` or ``_seed<digits>``).
 
     Falls back to ``<method>-<student arch>`` when the run has no name.
     """
     name = str(run.get("run", {}).get("name") or "")
-    stripped = _SEED_SUFFIX.sub("", name)
+    stripped = seedless_name(name)
     if stripped:
         return stripped
     return f"{run['method'].get('name', '?')}-{run['student'].get('arch', '?')}"
@@ -263,8 +273,8 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, checkpoint: str = "best
             "flags": {w: _record_flags(r["evals"][w]) for w in CHECKPOINTS if w in r["evals"]},
             "eps_sweep": (r["evals"][checkpoint].get("eps_sweep") or None),
             "train_seconds": r["train_seconds"],
-            "train_images_per_s": _train_throughput(r),
-            "device": _device_text(r),
+            "train_images_per_s": r["train_images_per_s"],
+            "device": r["device"],
         })
 
     group_rows = []
@@ -275,8 +285,8 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, checkpoint: str = "best
                              "n": len(members),
                              "train_minutes": summarize([m["train_seconds"] / 60 for m in members
                                                          if m["train_seconds"] is not None]),
-                             "train_images_per_s": summarize([_train_throughput(m) for m in members]),
-                             "devices": _ordered_union([_device_text(m)] for m in members)}
+                             "train_images_per_s": summarize([m["train_images_per_s"] for m in members]),
+                             "devices": _ordered_union([m["device"]] for m in members)}
         for w in CHECKPOINTS:
             accs = [record_accuracies(m["evals"].get(w)) for m in members]
             accs = [a for a in accs if a]
@@ -386,17 +396,19 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, checkpoint: str = "best
     return write_text(out_dir / "report.md", "\n".join(lines))
 
 
-def _train_throughput(run: Mapping[str, Any]) -> float | None:
+def _train_throughput(seconds: float | None, data: Mapping[str, Any],
+                      metrics: Sequence[Mapping[str, Any]]) -> float | None:
     """Training images per second over the whole run (all processes), from the recorded training time."""
-    seconds, n = run.get("train_seconds"), run["data"].get("train")
-    epochs = max((row.get("epoch") or 0 for row in run["metrics"]), default=0)
+    n = data.get("train")
+    epochs = max((row.get("epoch") or 0 for row in metrics), default=0)
     if not seconds or not isinstance(n, int) or not epochs:
         return None
     return n * epochs / seconds
 
 
 def _device_text(run: Mapping[str, Any]) -> str:
-    env = run["run"].get("environment") or {}
+    """Where a run trained, from its run.json environment (with the process count under torchrun)."""
+    env = run.get("environment") or {}
     text = str(env.get("device_name") or env.get("device") or "?")
     world = env.get("world_size") or 1
     return f"{text} x {world} processes" if world > 1 else text

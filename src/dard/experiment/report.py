@@ -7,15 +7,9 @@ import statistics
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from dard.evaluation.report import format_summary, summarize
+from dard.evaluation.report import format_summary, seedless_name, summarize
 from dard.experiment.spec import Experiment
 from dard.io import read_json
-
-
-def _group_of(run_dir: Path) -> str:
-    from dard.evaluation.report import _SEED_SUFFIX
-
-    return _SEED_SUFFIX.sub("", run_dir.name)
 
 
 def attack_comparison(run_dirs: Sequence[Path], checkpoint: str = "best") -> dict[str, Any]:
@@ -29,7 +23,7 @@ def attack_comparison(run_dirs: Sequence[Path], checkpoint: str = "best") -> dic
         if not f.exists():
             continue
         attacks = read_json(f)["record"]["attacks"]
-        g = per_group.setdefault(_group_of(p), {})
+        g = per_group.setdefault(seedless_name(p.name), {})
         for label, res in attacks.items():
             labels += [label] if label not in labels else []
             rate = AttackResult(**res).success_rate
@@ -44,9 +38,10 @@ def label_gap_table(run_dirs: Sequence[Path], checkpoint: str = "best") -> dict[
     for p in run_dirs:
         f = p / "eval" / f"label-gap-{checkpoint}.json"
         if f.exists():
-            g = per_group.setdefault(_group_of(p), {})
+            gap = read_json(f)["gap"]
+            g = per_group.setdefault(seedless_name(p.name), {})
             for key in _GAP_COLUMNS:
-                g.setdefault(key, []).append(float(read_json(f)["gap"][key]))
+                g.setdefault(key, []).append(float(gap[key]))
     return {g: {k: summarize(v) for k, v in cols.items()} for g, cols in per_group.items()}
 
 

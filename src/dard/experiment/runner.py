@@ -102,19 +102,15 @@ def plan_experiment(exp: Experiment, runs_root: Path) -> list[dict[str, Any]]:
     from dard.data import load_dataset
 
     teachers, students = _checked_runs(exp, runs_root)
-    rows = []
-    for role, name, cfg in [*(("teacher", n, c) for n, c in teachers.items()),
-                            *(("student", n, c) for n, _, c in students)]:
-        run = parse_run_config(cfg, name)
-        rows.append({"name": name, "role": role, "method": run.method.name, "arch": run.model.arch,
-                     "epochs": run.optim.epochs, "data": run.data.name,
-                     "status": run_status(runs_root / name, run.optim.epochs), "config": run})
-    needed = {(r["config"].data.name, r["config"].data.dir, r["config"].data.download) for r in rows
-              if r["status"] != RUN_DONE}
+    planned = [("teacher", n, parse_run_config(c, n)) for n, c in teachers.items()]
+    planned += [("student", n, parse_run_config(c, n)) for n, _, c in students]
+    rows = [{"name": name, "role": role, "method": run.method.name, "arch": run.model.arch,
+             "epochs": run.optim.epochs, "data": run.data.name,
+             "status": run_status(runs_root / name, run.optim.epochs)} for role, name, run in planned]
+    needed = {(run.data.name, run.data.dir, run.data.download)
+              for (_, _, run), row in zip(planned, rows) if row["status"] != RUN_DONE}
     for name, folder, download in sorted(needed, key=str):
         load_dataset(name, folder, download=download)  # a one-line DardError if missing or corrupt
-    for r in rows:
-        del r["config"]
     return rows
 
 
