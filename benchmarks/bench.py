@@ -30,7 +30,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference  # noqa: E402
-
 from dard.data import DeviceLoader, ImageSet  # noqa: E402
 from dard.evaluation.suite import build_suite  # noqa: E402
 from dard.io import write_json, write_text  # noqa: E402
@@ -88,8 +87,9 @@ def images(n: int, data_dir: str | None) -> tuple[ImageSet, ImageSet]:
         bundle = load_dataset("cifar10", data_dir)
         return bundle.train.subset(torch.arange(n)), bundle.test
     g = torch.Generator().manual_seed(0)
-    rand = ImageSet(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
-                    torch.randint(0, 10, (n,), generator=g))
+    rand = ImageSet(
+        torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 10, (n,), generator=g)
+    )
     return rand, rand
 
 
@@ -139,8 +139,9 @@ def reference_trainer(student0, teacher0, data: ImageSet, args, device):
         student.train()
         for _ in range(n):
             x, y = next(batches)
-            reference.dard_step(student, teacher, opt, x.to(device), y.to(device), eps=EPS, step=STEP,
-                                steps=args.attack_steps)
+            reference.dard_step(
+                student, teacher, opt, x.to(device), y.to(device), eps=EPS, step=STEP, steps=args.attack_steps
+            )
         return n * args.batch_size
 
     return run
@@ -164,12 +165,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds (median reported)")
     p.add_argument("--eval-n", type=int, default=256, help="images for the PGD-20 timing")
     p.add_argument("--aa-n", type=int, default=32, help="images for the AutoAttack timing (0: skip)")
-    p.add_argument("--variants", default=None,
-                   help="comma-separated dard variants: plain, cl, bf16, compile (default: plain,cl,bf16 on CPU; "
-                        "plain,bf16,compile on CUDA)")
+    p.add_argument(
+        "--variants",
+        default=None,
+        help="comma-separated dard variants: plain, cl, bf16, compile (default: plain,cl,bf16 on CPU; "
+        "plain,bf16,compile on CUDA)",
+    )
     p.add_argument("--data-dir", help="CIFAR-10 folder (default: random images)")
-    p.add_argument("--eval-checkpoint", help="dard checkpoint timed by the PGD-20/AutoAttack evaluation (default: the "
-                   "randomly initialised student; a trained model gives realistic AutoAttack times)")
+    p.add_argument(
+        "--eval-checkpoint",
+        help="dard checkpoint timed by the PGD-20/AutoAttack evaluation (default: the "
+        "randomly initialised student; a trained model gives realistic AutoAttack times)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int)
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
@@ -179,10 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cpu":
         configure_threads(args.threads)
     torch.manual_seed(0)
-    variants_all = {"plain": {"channels_last": False}, "cl": {"channels_last": True},
-                    "bf16": {"amp": "bf16", "channels_last": True},
-                    "compile": {"amp": "bf16" if device.type == "cuda" else "none", "channels_last": True,
-                                "compile": True}}
+    variants_all = {
+        "plain": {"channels_last": False},
+        "cl": {"channels_last": True},
+        "bf16": {"amp": "bf16", "channels_last": True},
+        "compile": {"amp": "bf16" if device.type == "cuda" else "none", "channels_last": True, "compile": True},
+    }
     names = (args.variants or ("plain,bf16,compile" if device.type == "cuda" else "plain,cl,bf16")).split(",")
     student = create_model(args.student, num_classes=10, mean=[0.49, 0.48, 0.45], std=[0.25, 0.24, 0.26])
     teacher = create_model(args.teacher, num_classes=10, mean=[0.49, 0.48, 0.45], std=[0.25, 0.24, 0.26]).eval()
@@ -226,12 +235,12 @@ def main(argv: list[str] | None = None) -> int:
         sync(device)
         t0 = time.perf_counter()
         for i in range(0, len(y_eval), args.batch_size):
-            pgd(sm, x_eval[i:i + args.batch_size], y_eval[i:i + args.batch_size])
+            pgd(sm, x_eval[i : i + args.batch_size], y_eval[i : i + args.batch_size])
         sync(device)
         ev.setdefault("dard", []).append(len(y_eval) / (time.perf_counter() - t0))
         t0 = time.perf_counter()
         for i in range(0, len(y_eval), args.batch_size):
-            reference.pgd20_peer(sm, x_eval[i:i + args.batch_size], y_eval[i:i + args.batch_size], EPS, STEP)
+            reference.pgd20_peer(sm, x_eval[i : i + args.batch_size], y_eval[i : i + args.batch_size], EPS, STEP)
         sync(device)
         ev.setdefault("reference", []).append(len(y_eval) / (time.perf_counter() - t0))
     pgd20 = {k2: statistics.median(v) for k2, v in ev.items()}
@@ -254,21 +263,41 @@ def main(argv: list[str] | None = None) -> int:
         bf16 = name.startswith("dard-") and variants_all[name[5:]].get("amp") == "bf16"
         peak = (peak_bf16 if bf16 else peak_fp32) or peak_fp32
         flops = 2 * train_macs * ips
-        rows[name] = {"images_per_s": ips, "vs_reference": ips / train["reference"], "achieved_flops": flops,
-                      "fraction_of_measured_peak": flops / peak,
-                      "fraction_of_nominal_bf16_peak": flops / nominal if nominal else None,
-                      "peak_memory_gib": memory[name], "all_rounds": speeds[name]}
-    slug = re.sub(r"[^a-z0-9]+", "-", (dname if device.type == "cuda" else f"cpu-{torch.get_num_threads()}threads").lower()).strip("-")
+        rows[name] = {
+            "images_per_s": ips,
+            "vs_reference": ips / train["reference"],
+            "achieved_flops": flops,
+            "fraction_of_measured_peak": flops / peak,
+            "fraction_of_nominal_bf16_peak": flops / nominal if nominal else None,
+            "peak_memory_gib": memory[name],
+            "all_rounds": speeds[name],
+        }
+    slug = re.sub(
+        r"[^a-z0-9]+", "-", (dname if device.type == "cuda" else f"cpu-{torch.get_num_threads()}threads").lower()
+    ).strip("-")
     result = {
-        "device": dname, "environment": environment(device), "date": time.strftime("%Y-%m-%d"),
+        "device": dname,
+        "environment": environment(device),
+        "date": time.strftime("%Y-%m-%d"),
         "command": "python benchmarks/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "setup": {"student": args.student, "teacher": args.teacher, "attack_steps": k, "batch_size": args.batch_size,
-                  "timed_steps_per_round": args.steps, "rounds": args.rounds, "data": args.data_dir or "random",
-                  "student_macs": s_macs, "teacher_macs": t_macs, "train_macs_per_image": train_macs},
+        "setup": {
+            "student": args.student,
+            "teacher": args.teacher,
+            "attack_steps": k,
+            "batch_size": args.batch_size,
+            "timed_steps_per_round": args.steps,
+            "rounds": args.rounds,
+            "data": args.data_dir or "random",
+            "student_macs": s_macs,
+            "teacher_macs": t_macs,
+            "train_macs_per_image": train_macs,
+        },
         "peak_flops": {"measured_fp32_matmul": peak_fp32, "measured_bf16_matmul": peak_bf16, "nominal_bf16": nominal},
-        "train": rows, "pgd20_eval": {**pgd20, "vs_reference": pgd20["dard"] / pgd20["reference"]},
+        "train": rows,
+        "pgd20_eval": {**pgd20, "vs_reference": pgd20["dard"] / pgd20["reference"]},
         "eval_model": args.eval_checkpoint or f"{args.student} (random weights)",
-        "autoattack": aa, "memory_note": "CUDA: peak allocated per loop; CPU: process peak RSS so far",
+        "autoattack": aa,
+        "memory_note": "CUDA: peak allocated per loop; CPU: process peak RSS so far",
     }
     out = Path(args.out)
     write_json(out / f"{slug}.json", result)
@@ -279,29 +308,45 @@ def main(argv: list[str] | None = None) -> int:
 
 def summary(r: dict) -> str:
     s = r["setup"]
-    lines = [f"# Benchmark: {r['device']}", "",
-             f"`{r['command']}` ({r['date']}, dard {r['environment'].get('git_commit')}, torch "
-             f"{r['environment'].get('torch')})", "",
-             f"DARD training step: student {s['student']}, teacher {s['teacher']}, DPGD-{s['attack_steps']}, batch "
-             f"{s['batch_size']}, {s['data']} images; {s['train_macs_per_image'] / 1e9:.2f} GMAC of useful work per "
-             f"image. Median of {s['rounds']} alternating rounds of {s['timed_steps_per_round']} steps.", "",
-             "| Loop | images/s | vs reference | achieved FLOP/s | of measured peak | of nominal bf16 peak | peak memory (GiB) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# Benchmark: {r['device']}",
+        "",
+        f"`{r['command']}` ({r['date']}, dard {r['environment'].get('git_commit')}, torch "
+        f"{r['environment'].get('torch')})",
+        "",
+        f"DARD training step: student {s['student']}, teacher {s['teacher']}, DPGD-{s['attack_steps']}, batch "
+        f"{s['batch_size']}, {s['data']} images; {s['train_macs_per_image'] / 1e9:.2f} GMAC of useful work per "
+        f"image. Median of {s['rounds']} alternating rounds of {s['timed_steps_per_round']} steps.",
+        "",
+        "| Loop | images/s | vs reference | achieved FLOP/s | of measured peak | of nominal bf16 peak "
+        "| peak memory (GiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, row in r["train"].items():
         nom = f"{100 * row['fraction_of_nominal_bf16_peak']:.1f}%" if row["fraction_of_nominal_bf16_peak"] else "—"
-        lines.append(f"| {name} | {row['images_per_s']:.1f} | {row['vs_reference']:.2f}x | "
-                     f"{row['achieved_flops'] / 1e9:.1f} G | {100 * row['fraction_of_measured_peak']:.1f}% | {nom} | "
-                     f"{row['peak_memory_gib']:.2f} |")
+        lines.append(
+            f"| {name} | {row['images_per_s']:.1f} | {row['vs_reference']:.2f}x | "
+            f"{row['achieved_flops'] / 1e9:.1f} G | {100 * row['fraction_of_measured_peak']:.1f}% | {nom} | "
+            f"{row['peak_memory_gib']:.2f} |"
+        )
     pf = r["peak_flops"]
-    lines += ["", f"Measured matmul peak: fp32 {pf['measured_fp32_matmul'] / 1e9:.0f} GFLOP/s"
-              + f", bf16 {pf['measured_bf16_matmul'] / 1e9:.0f} GFLOP/s (bf16 loops are compared with the bf16 figure)"
-              + (f"; nominal bf16 {pf['nominal_bf16'] / 1e12:.0f} TFLOP/s" if pf["nominal_bf16"] else "") + ".",
-              "", f"Evaluation model: {r['eval_model']}.", f"PGD-20 evaluation: dard {r['pgd20_eval']['dard']:.1f} img/s, reference "
-              f"{r['pgd20_eval']['reference']:.1f} img/s ({r['pgd20_eval']['vs_reference']:.2f}x)."]
+    lines += [
+        "",
+        f"Measured matmul peak: fp32 {pf['measured_fp32_matmul'] / 1e9:.0f} GFLOP/s"
+        + f", bf16 {pf['measured_bf16_matmul'] / 1e9:.0f} GFLOP/s (bf16 loops are compared with the bf16 figure)"
+        + (f"; nominal bf16 {pf['nominal_bf16'] / 1e12:.0f} TFLOP/s" if pf["nominal_bf16"] else "")
+        + ".",
+        "",
+        f"Evaluation model: {r['eval_model']}.",
+        f"PGD-20 evaluation: dard {r['pgd20_eval']['dard']:.1f} img/s, reference "
+        f"{r['pgd20_eval']['reference']:.1f} img/s ({r['pgd20_eval']['vs_reference']:.2f}x).",
+    ]
     if r["autoattack"]:
         a = r["autoattack"]
-        lines.append(f"AutoAttack standard: {a['n']} images in {a['seconds']:.1f}s ({a['images_per_s']:.2f} img/s; "
-                     "its cost grows with the number of points that stay robust).")
+        lines.append(
+            f"AutoAttack standard: {a['n']} images in {a['seconds']:.1f}s ({a['images_per_s']:.2f} img/s; "
+            "its cost grows with the number of points that stay robust)."
+        )
     lines.append("")
     return "\n".join(lines)
 

@@ -34,7 +34,7 @@ class PerImageCIFAR(Dataset):
         p = self.padding
         padded = np.pad(img, ((0, 0), (p, p), (p, p)))
         top, left = self.rng.integers(0, 2 * p + 1, size=2)
-        img = padded[:, top:top + img.shape[1], left:left + img.shape[2]]
+        img = padded[:, top : top + img.shape[1], left : left + img.shape[2]]
         if self.rng.random() < 0.5:
             img = img[:, :, ::-1]
         return torch.from_numpy(np.ascontiguousarray(img)), int(self.y[i])
@@ -58,23 +58,37 @@ def dpgd_peer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, st
     return x_adv
 
 
-def dard_step(student: nn.Module, teacher: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-              y: torch.Tensor, *, eps: float, step: float, steps: int, lam: float = 0.5, alpha: float = 0.3,
-              tau: float = 1.0) -> float:
+def dard_step(
+    student: nn.Module,
+    teacher: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    step: float,
+    steps: int,
+    lam: float = 0.5,
+    alpha: float = 0.3,
+    tau: float = 1.0,
+) -> float:
     x_adv = dpgd_peer(student, x, y, eps, step, steps)
-    t_nat = teacher(x)          # two separate teacher calls
+    t_nat = teacher(x)  # two separate teacher calls
     t_adv = teacher(x_adv)
     q = (lam * F.softmax(t_nat / tau, dim=1) + (1 - lam) * F.softmax(t_adv / tau, dim=1)).detach()
     out = student(x_adv)
     loss = alpha * F.cross_entropy(out, y) + (1 - alpha) * tau * tau * F.kl_div(
-        F.log_softmax(out / tau, dim=1), q, reduction="batchmean")
+        F.log_softmax(out / tau, dim=1), q, reduction="batchmean"
+    )
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
     return loss.item()
 
 
-def pgd20_peer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step: float, steps: int = 20) -> torch.Tensor:
+def pgd20_peer(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step: float, steps: int = 20
+) -> torch.Tensor:
     model.eval()
     x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1).detach()
     for _ in range(steps):

@@ -16,8 +16,9 @@ SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10"
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `python -m dard ARGS` in a subprocess and capture its output."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "dard", *args], cwd=cwd or REPO, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "dard", *args], cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
@@ -36,8 +37,13 @@ def cifar10_dir(tmp_path_factory) -> Path:
     if not ((SHARED_CIFAR / "build.py").is_file() and (SHARED_CIFAR / "jpeg.npz").is_file()):
         pytest.skip("../shared/data/cifar10 is absent")
     out = tmp_path_factory.mktemp("cifar10")
-    proc = subprocess.run([sys.executable, str(SHARED_CIFAR / "build.py"), str(out)], capture_output=True, text=True,
-                          cwd=SHARED_CIFAR, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(SHARED_CIFAR / "build.py"), str(out)],
+        capture_output=True,
+        text=True,
+        cwd=SHARED_CIFAR,
+        timeout=600,
+    )
     if proc.returncode != 0:
         pytest.fail(f"build.py failed: {proc.stderr[-2000:]}")
     return out
@@ -46,7 +52,11 @@ def cifar10_dir(tmp_path_factory) -> Path:
 def tiny_config(**sections) -> dict:
     """A run config that trains in a few seconds on the embedded digits data."""
     cfg = {
-        "name": "tiny", "seed": 0, "device": "cpu", "eps": 0.1, "progress": False,
+        "name": "tiny",
+        "seed": 0,
+        "device": "cpu",
+        "eps": 0.1,
+        "progress": False,
         "data": {"name": "digits", "val_size": 0.2, "train_subset": 256, "test_subset": 96},
         "model": {"arch": "small_cnn"},
         "optim": {"epochs": 1, "batch_size": 64, "lr": 0.05, "schedule": "constant"},

@@ -355,8 +355,9 @@ def test_pgd_ascent_random_inits_stay_in_ball(init, norm):
     model = Linear(torch.zeros(64, 2))  # zero gradient: the result is the start point
     x = torch.rand(50, 1, 8, 8)
     gen = torch.Generator().manual_seed(0)
-    out = pgd_ascent(model, x, lambda z, t: z.sum(), eps=0.05, step_size=0.01, steps=1, norm=norm, init=init,
-                     generator=gen)
+    out = pgd_ascent(
+        model, x, lambda z, t: z.sum(), eps=0.05, step_size=0.01, steps=1, norm=norm, init=init, generator=gen
+    )
     assert out.min() >= 0 and out.max() <= 1
     assert perturbation_norms(out, x, norm).max().item() <= 0.05 + 1e-6
     assert not torch.equal(out, x)
@@ -373,8 +374,9 @@ def test_pgd_ascent_eps_zero_returns_x_without_calling_model():
 
 def test_pgd_ascent_bad_norm():
     with pytest.raises(DardError, match="norm"):
-        pgd_ascent(Linear(torch.ones(4, 2)), torch.rand(3, 4), lambda z, t: z.sum(), eps=0.1, step_size=0.1,
-                   steps=1, norm="l1")
+        pgd_ascent(
+            Linear(torch.ones(4, 2)), torch.rand(3, 4), lambda z, t: z.sum(), eps=0.1, step_size=0.1, steps=1, norm="l1"
+        )
 
 
 def test_margin_loss_values():
@@ -546,9 +548,10 @@ def test_dpgd_matches_the_update_rule(reduction):
         ok = z.argmax(1) == y
         lam = t / (2 * k)
         loss = (1 - lam) * dice_loss(p[ok], g[ok], reduction=reduction) + lam * dice_loss(
-            p[~ok], g[~ok], reduction=reduction)
+            p[~ok], g[~ok], reduction=reduction
+        )
         (grad,) = torch.autograd.grad(loss, xt)
-        xt = (xt.detach() + a * grad.sign())
+        xt = xt.detach() + a * grad.sign()
         xt = torch.min(torch.max(xt, x - eps), x + eps).clamp(0, 1)
     got = DPGD(eps=eps, step_size=a, steps=k, reduction=reduction)(model, x, y)
     assert torch.allclose(got, xt, atol=1e-7)
@@ -648,7 +651,7 @@ def digits():
             for _ in range(30):
                 order = train[torch.randperm(len(train))]
                 for i in range(0, len(order), 128):
-                    idx = order[i:i + 128]
+                    idx = order[i : i + 128]
                     loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
                     opt.zero_grad()
                     loss.backward()

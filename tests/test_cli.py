@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.conftest import assert_one_line_error, run_cli, tiny_config
 
 from dard.evaluation.suite import EvalRecord
 from dard.models import create_model
 from dard.training import parse_config, train
-from tests.conftest import assert_one_line_error, run_cli, tiny_config
 
 AA_MODEL = Path(__import__("pyautoattack").__file__).parent / "examples" / "model_test.pt"
 
@@ -25,8 +25,21 @@ def digits_run(tmp_path_factory) -> Path:
 
 def test_eval_checkpoint_writes_record_that_round_trips(digits_run, tmp_path):
     out = tmp_path / "rec.json"
-    proc = run_cli("eval", str(digits_run), "--data", "digits", "--attacks", "fgsm,pgd20,bim", "--eps", "0.1",
-                   "--n", "100", "--out", str(out), "--no-progress")
+    proc = run_cli(
+        "eval",
+        str(digits_run),
+        "--data",
+        "digits",
+        "--attacks",
+        "fgsm,pgd20,bim",
+        "--eps",
+        "0.1",
+        "--n",
+        "100",
+        "--out",
+        str(out),
+        "--no-progress",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "pgd20" in proc.stdout and "clean" in proc.stdout
     d = json.loads(out.read_text())
@@ -47,16 +60,19 @@ def test_list_names_everything():
         assert name in proc.stdout
 
 
-@pytest.mark.parametrize("args, needles", [
-    (["--model", "resnet99", "--weights", "{aa}"], ["unknown model 'resnet99'", "resnet18"]),
-    (["--model", "resnet18", "--weights", "{aa}", "--attacks", "pgd,nope"], ["unknown attack 'nope'", "fgsm"]),
-    (["--model", "resnet18", "--weights", "{aa}", "--eps", "8"], ["outside [0, 1]"]),
-    (["--model", "resnet18", "--weights", "{aa}", "--data", "imagenet"], ["unknown dataset 'imagenet'"]),
-    (["--model", "resnet18", "--weights", "{text}"], ["not a weights file"]),
-    (["--model", "resnet18", "--weights", "{missing}"], ["not found"]),
-    (["--model", "resnet56", "--weights", "{aa}"], []),
-    (["{text}"], []),
-])
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["--model", "resnet99", "--weights", "{aa}"], ["unknown model 'resnet99'", "resnet18"]),
+        (["--model", "resnet18", "--weights", "{aa}", "--attacks", "pgd,nope"], ["unknown attack 'nope'", "fgsm"]),
+        (["--model", "resnet18", "--weights", "{aa}", "--eps", "8"], ["outside [0, 1]"]),
+        (["--model", "resnet18", "--weights", "{aa}", "--data", "imagenet"], ["unknown dataset 'imagenet'"]),
+        (["--model", "resnet18", "--weights", "{text}"], ["not a weights file"]),
+        (["--model", "resnet18", "--weights", "{missing}"], ["not found"]),
+        (["--model", "resnet56", "--weights", "{aa}"], []),
+        (["{text}"], []),
+    ],
+)
 def test_bad_input_is_one_line_error(args, needles, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("this is not a checkpoint\n")
@@ -80,8 +96,20 @@ def test_architecture_mismatch_and_wrong_layout(tmp_path):
                 Image.new("RGB", (32, 32), (i * 40, 0, 0)).save(root / split / cls / f"{i}.png")
     w = tmp_path / "r20.pt"
     torch.save(create_model("resnet20", num_classes=2).state_dict(), w)
-    ok = run_cli("eval", "--model", "resnet20", "--weights", str(w), "--data", "folder", "--data-dir", str(root),
-                 "--attacks", "fgsm", "--no-progress")
+    ok = run_cli(
+        "eval",
+        "--model",
+        "resnet20",
+        "--weights",
+        str(w),
+        "--data",
+        "folder",
+        "--data-dir",
+        str(root),
+        "--attacks",
+        "fgsm",
+        "--no-progress",
+    )
     assert ok.returncode == 0, ok.stderr
     proc = run_cli("eval", "--model", "resnet56", "--weights", str(w), "--data", "folder", "--data-dir", str(root))
     assert_one_line_error(proc)
@@ -100,9 +128,28 @@ def test_missing_cifar_says_where_to_put_it(tmp_path):
 def test_worked_example_pyautoattack_resnet18(cifar10_dir, tmp_path):
     """A model nobody here wrote: pyautoattack's naturally trained ResNet-18 loads and scores about 94%."""
     out = tmp_path / "aa.json"
-    proc = run_cli("eval", "--model", "resnet18", "--weights", str(AA_MODEL), "--normalization", "none",
-                   "--data", "cifar10", "--data-dir", str(cifar10_dir), "--n", "200", "--attacks", "fgsm",
-                   "--eps", "1/255", "--out", str(out), "--no-progress")
+    proc = run_cli(
+        "eval",
+        "--model",
+        "resnet18",
+        "--weights",
+        str(AA_MODEL),
+        "--normalization",
+        "none",
+        "--data",
+        "cifar10",
+        "--data-dir",
+        str(cifar10_dir),
+        "--n",
+        "200",
+        "--attacks",
+        "fgsm",
+        "--eps",
+        "1/255",
+        "--out",
+        str(out),
+        "--no-progress",
+    )
     assert proc.returncode == 0, proc.stderr
     rec = json.loads(out.read_text())
     assert 0.90 <= rec["clean"]["accuracy"] <= 0.98

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from tests.conftest import assert_one_line_error, run_cli
 
 from dard.errors import DardError
 from dard.training.config import dump_config, load_config, parse_config
-from tests.conftest import assert_one_line_error, run_cli
 
 
 def test_defaults_round_trip():
@@ -18,15 +18,18 @@ def test_defaults_round_trip():
     assert cfg.optim.milestones == [30, 40]
 
 
-@pytest.mark.parametrize("data, needle", [
-    ({"optim": {"lr": -1}}, "optim.lr"),
-    ({"optim": {"lrr": 0.1}}, "optim.lrr: unknown key"),
-    ({"bogus": 1}, "bogus: unknown key"),
-    ({"eps": 2}, "eps"),
-    ({"eps": "8/0"}, "8/0"),
-    ({"optim": {"schedule": "linear"}}, "optim.schedule"),
-    ({"teacher": {"weights": "x.pt"}}, "weights needs arch"),
-])
+@pytest.mark.parametrize(
+    "data, needle",
+    [
+        ({"optim": {"lr": -1}}, "optim.lr"),
+        ({"optim": {"lrr": 0.1}}, "optim.lrr: unknown key"),
+        ({"bogus": 1}, "bogus: unknown key"),
+        ({"eps": 2}, "eps"),
+        ({"eps": "8/0"}, "8/0"),
+        ({"optim": {"schedule": "linear"}}, "optim.schedule"),
+        ({"teacher": {"weights": "x.pt"}}, "weights needs arch"),
+    ],
+)
 def test_bad_values_name_the_key(data, needle):
     with pytest.raises(DardError) as e:
         parse_config(data)

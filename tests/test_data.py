@@ -19,11 +19,11 @@ from dard.data import (
     DeviceLoader,
     ImageSet,
     augment_batch,
+    cifar,
     list_datasets,
     load_dataset,
     split_train_val,
 )
-from dard.data import cifar
 from dard.errors import DardError
 
 # --------------------------------------------------------------------------------------------------------
@@ -57,9 +57,9 @@ def _reference_augment(x: torch.Tensor, p: int, flip: bool, seed: int) -> torch.
     out = torch.empty_like(x)
     for i in range(n):
         padded = torch.zeros(c, h + 2 * p, w + 2 * p, dtype=x.dtype)
-        padded[:, p:p + h, p:p + w] = x[i]
+        padded[:, p : p + h, p : p + w] = x[i]
         oy, ox = int(offsets[i, 0]), int(offsets[i, 1])
-        crop = padded[:, oy:oy + h, ox:ox + w]
+        crop = padded[:, oy : oy + h, ox : ox + w]
         out[i] = crop.flip(-1) if flips[i] else crop
     return out
 
@@ -173,7 +173,7 @@ def test_augment_output_is_a_valid_crop():
     out = augment_batch(x, p, True, torch.Generator().manual_seed(5))
     padded = torch.nn.functional.pad(x, (p, p, p, p))
     for i in range(8):
-        candidates = [padded[i, :, a:a + 4, b:b + 4] for a in range(2 * p + 1) for b in range(2 * p + 1)]
+        candidates = [padded[i, :, a : a + 4, b : b + 4] for a in range(2 * p + 1) for b in range(2 * p + 1)]
         candidates += [c.flip(-1) for c in candidates]
         assert any(torch.equal(out[i], c) for c in candidates)
 
@@ -186,7 +186,7 @@ def test_augment_hand_computed_tiny_crop():
     out = augment_batch(x, 1, False, g)
     padded = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 2.0, 0.0], [0.0, 3.0, 4.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
     oy, ox = int(off[0, 0]), int(off[0, 1])
-    assert torch.equal(out[0, 0], padded[oy:oy + 2, ox:ox + 2])
+    assert torch.equal(out[0, 0], padded[oy : oy + 2, ox : ox + 2])
 
 
 def test_augment_uint8_same_as_float():
@@ -338,8 +338,15 @@ def _write_fake_cifar10(root: Path, n: int = 4, bytes_keys: bool = True) -> tupl
         lab = [(i + j) % 10 for j in range(n)]
         rows.append(r)
         labels += lab
-        _dump(folder / f"data_batch_{i}", {k("batch_label"): k(f"training batch {i} of 5"), k("labels"): lab,
-                                           k("data"): r, k("filenames"): [b"x.png"] * n})
+        _dump(
+            folder / f"data_batch_{i}",
+            {
+                k("batch_label"): k(f"training batch {i} of 5"),
+                k("labels"): lab,
+                k("data"): r,
+                k("filenames"): [b"x.png"] * n,
+            },
+        )
     _dump(folder / "test_batch", {k("labels"): np.arange(n) % 10, k("data"): _rows(n, 99)})
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     _dump(folder / "batches.meta", {k("label_names"): [k(s) for s in names], k("num_vis"): 3072})
@@ -365,8 +372,10 @@ def test_cifar100_reads_fine_labels(tmp_path):
     folder.mkdir()
     _dump(folder / "train", {b"data": _rows(6, 1), b"fine_labels": [0, 5, 99, 1, 2, 3], b"coarse_labels": [0] * 6})
     _dump(folder / "test", {b"data": _rows(2, 2), b"fine_labels": [7, 8], b"coarse_labels": [0, 0]})
-    _dump(folder / "meta", {b"fine_label_names": [f"c{i}".encode() for i in range(100)],
-                            b"coarse_label_names": [b"x"] * 20})
+    _dump(
+        folder / "meta",
+        {b"fine_label_names": [f"c{i}".encode() for i in range(100)], b"coarse_label_names": [b"x"] * 20},
+    )
     b = load_dataset("cifar100", data_dir=tmp_path)
     assert b.train.y.tolist() == [0, 5, 99, 1, 2, 3] and b.test.y.tolist() == [7, 8]
     assert b.num_classes == 100 and b.classes[99] == "c99"

@@ -15,11 +15,11 @@ import sys
 import pytest
 import torch
 import yaml
+from tests.conftest import REPO, run_cli, tiny_config
 
 from dard.checkpoint import load_checkpoint
-from dard.models import create_model
 from dard.io import save_tensors
-from tests.conftest import REPO, run_cli, tiny_config
+from dard.models import create_model
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 
@@ -42,8 +42,14 @@ sys.exit(main(sys.argv[1:]))
 
 def _torchrun(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
 
 
 def _rows(run):
@@ -54,11 +60,15 @@ def test_two_gloo_processes_with_kill_and_resume_match_one_process(tmp_path):
     torch.manual_seed(1)
     teacher = tmp_path / "teacher.safetensors"
     save_tensors(teacher, create_model("mlp", num_classes=10, in_channels=1).state_dict())
-    cfg = tiny_config(name="ddp", model={"arch": "mlp"}, optim={"epochs": 2, "batch_size": 64, "lr": 0.05},
-                      teacher={"arch": "mlp", "weights": str(teacher)}, checkpoint_every_steps=3,
-                      method={"name": "dard", "params": {"attack": {"steps": 3, "step_size": 0.025,
-                                                                    "reduction": "sample"}}},
-                      eval={"attacks": ["fgsm"], "checkpoints": ["last"]})
+    cfg = tiny_config(
+        name="ddp",
+        model={"arch": "mlp"},
+        optim={"epochs": 2, "batch_size": 64, "lr": 0.05},
+        teacher={"arch": "mlp", "weights": str(teacher)},
+        checkpoint_every_steps=3,
+        method={"name": "dard", "params": {"attack": {"steps": 3, "step_size": 0.025, "reduction": "sample"}}},
+        eval={"attacks": ["fgsm"], "checkpoints": ["last"]},
+    )
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
 
@@ -72,8 +82,9 @@ def test_two_gloo_processes_with_kill_and_resume_match_one_process(tmp_path):
     script = tmp_path / "killer.py"
     script.write_text(KILL_AFTER_SAVES)
     multi = tmp_path / "multi"
-    killed = _torchrun(str(script), "train", "--config", str(path), "--out", str(multi),
-                       env_extra={"DARD_TEST_KILL_AT": "3"})
+    killed = _torchrun(
+        str(script), "train", "--config", str(path), "--out", str(multi), env_extra={"DARD_TEST_KILL_AT": "3"}
+    )
     assert killed.returncode != 0
     assert json.loads((multi / "resume.json").read_text())["snapshot"] == "state-000000004"
     assert not (multi / "eval").exists()
@@ -94,8 +105,10 @@ def test_two_gloo_processes_with_kill_and_resume_match_one_process(tmp_path):
         torch.testing.assert_close(pb, pa, rtol=1e-4, atol=1e-6, msg=name)
     run = json.loads((multi / "run.json").read_text())
     assert run["environment"]["world_size"] == 2
-    assert json.loads((multi / "eval" / "last.json").read_text())["clean"] == \
-        json.loads((single / "eval" / "last.json").read_text())["clean"]
+    assert (
+        json.loads((multi / "eval" / "last.json").read_text())["clean"]
+        == json.loads((single / "eval" / "last.json").read_text())["clean"]
+    )
 
 
 def test_global_batch_not_divisible_by_processes_is_a_one_line_error(tmp_path):

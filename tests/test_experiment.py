@@ -8,14 +8,16 @@ import shutil
 import pytest
 import torch
 import yaml
+from tests.conftest import assert_one_line_error, run_cli
 
 from dard.attacks import Attack
 from dard.evaluation.suite import evaluate
 from dard.experiment import deep_merge, run_experiment
-from tests.conftest import assert_one_line_error, run_cli
 
 BASE = {
-    "device": "cpu", "eps": 0.1, "progress": False,
+    "device": "cpu",
+    "eps": 0.1,
+    "progress": False,
     "data": {"name": "digits", "val_size": 0.2, "train_subset": 192, "test_subset": 64},
     "model": {"arch": "small_cnn"},
     "optim": {"epochs": 1, "batch_size": 64, "lr": 0.05, "schedule": "constant"},
@@ -24,14 +26,24 @@ BASE = {
 }
 STEP = {"attack": {"steps": 2, "step_size": 0.025}}
 SPEC = {
-    "title": "tiny experiment", "about": "what it tests", "caveat": "digits only", "base": "base.yaml",
+    "title": "tiny experiment",
+    "about": "what it tests",
+    "caveat": "digits only",
+    "base": "base.yaml",
     "seeds": [0, 1],
     "teacher": {"name": "teacher", "seed": 0, "config": {"method": {"name": "sat", "params": STEP}}},
-    "runs": {"sat": {"method": {"name": "sat", "params": STEP}},
-             "dard": {"method": {"name": "dard", "params": STEP}},
-             "dard-lam1": {"method": {"name": "dard", "params": {"lam": 1.0, **STEP}}}},
-    "compare_attacks": {"n": 32, "attacks": {"pgd-2": {"name": "pgd", "steps": 2, "step_ratio": 0.25},
-                                             "dpgd-2": {"name": "dpgd", "steps": 2, "step_ratio": 0.25}}},
+    "runs": {
+        "sat": {"method": {"name": "sat", "params": STEP}},
+        "dard": {"method": {"name": "dard", "params": STEP}},
+        "dard-lam1": {"method": {"name": "dard", "params": {"lam": 1.0, **STEP}}},
+    },
+    "compare_attacks": {
+        "n": 32,
+        "attacks": {
+            "pgd-2": {"name": "pgd", "steps": 2, "step_ratio": 0.25},
+            "dpgd-2": {"name": "dpgd", "steps": 2, "step_ratio": 0.25},
+        },
+    },
     "plot_param": {"param": "lam", "label": "lambda"},
     "label_gap": {"n": 40},
 }
@@ -49,8 +61,9 @@ def _write(tmp_path, spec=SPEC, base=BASE):
 def finished(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("exp")
     _write(tmp)
-    proc = run_cli("experiment", "tiny", "--runs", str(tmp / "runs"), "--results", str(tmp / "results"),
-                   "--jobs", "1", cwd=tmp)
+    proc = run_cli(
+        "experiment", "tiny", "--runs", str(tmp / "runs"), "--results", str(tmp / "results"), "--jobs", "1", cwd=tmp
+    )
     assert proc.returncode == 0, proc.stderr
     return tmp, proc
 
@@ -62,8 +75,10 @@ def test_experiment_trains_teacher_once_then_students_and_reports(finished):
     cfg = yaml.safe_load((tmp / "runs" / "dard-s1" / "config.yaml").read_text())
     assert cfg["teacher"]["checkpoint"] == str(tmp / "runs" / "teacher-s0" / "best.safetensors")
     assert cfg["seed"] == 1 and cfg["method"]["params"]["attack"]["steps"] == 2
-    assert "teacher" not in yaml.safe_load((tmp / "runs" / "sat-s0" / "config.yaml").read_text()) or \
-        not yaml.safe_load((tmp / "runs" / "sat-s0" / "config.yaml").read_text())["teacher"]["checkpoint"]
+    assert (
+        "teacher" not in yaml.safe_load((tmp / "runs" / "sat-s0" / "config.yaml").read_text())
+        or not yaml.safe_load((tmp / "runs" / "sat-s0" / "config.yaml").read_text())["teacher"]["checkpoint"]
+    )
     report = (tmp / "results" / "report.md").read_text()
     table = [ln for ln in report.splitlines() if ln.startswith("| ")]
     assert table[1].startswith("| teacher |")  # the teacher's own numbers head the table
@@ -88,7 +103,7 @@ def test_results_json_holds_every_number(finished):
             assert 0.0 <= s["mean"] <= 1.0, (group, label)
     # success rates are recomputable from the cached per-run records
     rec = json.loads((tmp / "runs" / "sat-s0" / "eval" / "compare-best.json").read_text())["record"]
-    for label, a in rec["attacks"].items():
+    for a in rec["attacks"].values():
         assert a["clean_correct"] == rec["clean"]["correct"]
         assert 0 <= a["fooled"] <= a["clean_correct"]
 
@@ -106,8 +121,9 @@ def test_label_gap_only_for_distilled_runs_and_cached(finished):
 def test_second_run_reuses_everything(finished):
     tmp, _ = finished
     before = (tmp / "runs" / "dard-s0" / "best.safetensors").stat().st_mtime_ns
-    proc = run_cli("experiment", "tiny", "--runs", str(tmp / "runs"), "--results", str(tmp / "results2"),
-                   "--jobs", "1", cwd=tmp)
+    proc = run_cli(
+        "experiment", "tiny", "--runs", str(tmp / "runs"), "--results", str(tmp / "results2"), "--jobs", "1", cwd=tmp
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count(": reused") == 7
     assert (tmp / "runs" / "dard-s0" / "best.safetensors").stat().st_mtime_ns == before
@@ -124,11 +140,21 @@ def test_report_names_every_commit_the_runs_were_made_with(finished, tmp_path):
     record = json.loads(run_json.read_text())
     record["environment"]["git_commit"] = "abcdef0" + "1" * 33
     run_json.write_text(json.dumps(record))
-    proc = run_cli("experiment", "tiny", "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results"),
-                   "--jobs", "1", cwd=tmp_path)
+    proc = run_cli(
+        "experiment",
+        "tiny",
+        "--runs",
+        str(tmp_path / "runs"),
+        "--results",
+        str(tmp_path / "results"),
+        "--jobs",
+        "1",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
-    device_line = next(ln for ln in (tmp_path / "results" / "report.md").read_text().splitlines()
-                       if ln.startswith("- Device:"))
+    device_line = next(
+        ln for ln in (tmp_path / "results" / "report.md").read_text().splitlines() if ln.startswith("- Device:")
+    )
     assert "abcdef0 (teacher-s0)" in device_line and "6 runs" in device_line, device_line
 
 
@@ -145,12 +171,15 @@ def test_run_folder_with_another_config_is_refused_and_left_alone(finished, tmp_
     assert not (tmp_path / "res").exists()
 
 
-@pytest.mark.parametrize("spec,needle", [
-    ({**SPEC, "sedes": [0]}, "sedes: unknown key"),
-    ({**SPEC, "seeds": []}, "seeds"),
-    ({**SPEC, "runs": {"x": {"optim": {"epochs": 0}}}}, "run 'x-s0'"),
-    ({**SPEC, "runs": {"x": {"method": {"name": "dard"}}}, "teacher": None}, "needs a teacher"),
-])
+@pytest.mark.parametrize(
+    "spec,needle",
+    [
+        ({**SPEC, "sedes": [0]}, "sedes: unknown key"),
+        ({**SPEC, "seeds": []}, "seeds"),
+        ({**SPEC, "runs": {"x": {"optim": {"epochs": 0}}}}, "run 'x-s0'"),
+        ({**SPEC, "runs": {"x": {"method": {"name": "dard"}}}, "teacher": None}, "needs a teacher"),
+    ],
+)
 def test_bad_experiment_files_are_one_line_errors(tmp_path, spec, needle):
     _write(tmp_path, spec=spec)
     proc = run_cli("experiment", "tiny", "--runs", str(tmp_path / "runs"), cwd=tmp_path)
@@ -180,8 +209,16 @@ def test_plan_checks_the_data_before_anything_runs(tmp_path):
     proc = run_cli("experiment", "tiny", "--runs", str(tmp_path / "runs"), "--plan", cwd=tmp_path)
     assert_one_line_error(proc, "CIFAR-10 not found", str(tmp_path / "no-data"))
     # --data-dir points every run elsewhere: still missing, and named in the error
-    proc = run_cli("experiment", "tiny", "--runs", str(tmp_path / "runs"), "--plan", "--data-dir",
-                   str(tmp_path / "elsewhere"), cwd=tmp_path)
+    proc = run_cli(
+        "experiment",
+        "tiny",
+        "--runs",
+        str(tmp_path / "runs"),
+        "--plan",
+        "--data-dir",
+        str(tmp_path / "elsewhere"),
+        cwd=tmp_path,
+    )
     assert_one_line_error(proc, str(tmp_path / "elsewhere"))
 
 
@@ -228,9 +265,15 @@ def test_demo_is_an_experiment_and_runs_end_to_end_in_small(tmp_path):
     assert [*exp.spec.runs] == ["sat", "ard", "rslad", "pgdard", "dard"]
     # the shipped spec, shrunk: a small_cnn teacher, 128 images, one epoch, no AutoAttack
     exp.spec.teacher.config = deep_merge(exp.spec.teacher.config, {"model": {"arch": "small_cnn"}})
-    exp.base = deep_merge(exp.base, {"device": "cpu", "data": {"train_subset": 128, "test_subset": 32, "val_size": 64},
-                                     "optim": {"epochs": 1},
-                                     "eval": {"autoattack_subset": None, "eps_sweep": [], "attacks": ["fgsm"]}})
+    exp.base = deep_merge(
+        exp.base,
+        {
+            "device": "cpu",
+            "data": {"train_subset": 128, "test_subset": 32, "val_size": 64},
+            "optim": {"epochs": 1},
+            "eval": {"autoattack_subset": None, "eps_sweep": [], "attacks": ["fgsm"]},
+        },
+    )
     report = run_experiment(exp, tmp_path / "runs", tmp_path / "report", device="cpu", jobs=1)
     text = report.read_text()
     for name in ["teacher-sat-resnet20", "| sat |", "| ard |", "| rslad |", "| pgdard |", "| dard |"]:

@@ -29,6 +29,7 @@ from dard.methods import (
 ALL_METHODS = ["ard", "dard", "natural", "pgdard", "rslad", "sat", "trades"]
 TEACHER_METHODS = ["ard", "dard", "pgdard", "rslad"]
 
+
 def _attacks_ready() -> bool:
     try:
         from dard.attacks import create_attack, pgd_ascent  # noqa: F401

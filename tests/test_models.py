@@ -19,9 +19,7 @@ from dard.models import (
 from dard.models.cifar_resnet import cifar_resnet
 from dard.models.wide_resnet import wide_resnet
 
-AUTOATTACK_MODEL = Path(
-    "/tmp/venv/lib/python3.11/site-packages/pyautoattack/examples/model_test.pt"
-)
+AUTOATTACK_MODEL = Path("/tmp/venv/lib/python3.11/site-packages/pyautoattack/examples/model_test.pt")
 BIG = {"wrn34_10", "wrn28_10"}  # forward only one image on these: they are slow on CPU
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2471, 0.2435, 0.2616)
@@ -37,8 +35,18 @@ def _seed() -> None:
 
 def test_expected_models_registered() -> None:
     expected = {
-        "resnet18", "preactresnet18", "resnet8", "resnet20", "resnet32", "resnet44", "resnet56",
-        "wrn34_10", "wrn28_10", "wrn16_4", "mobilenetv2", "small_cnn",
+        "resnet18",
+        "preactresnet18",
+        "resnet8",
+        "resnet20",
+        "resnet32",
+        "resnet44",
+        "resnet56",
+        "wrn34_10",
+        "wrn28_10",
+        "wrn16_4",
+        "mobilenetv2",
+        "small_cnn",
     }
     assert expected <= set(list_models())
     assert list_models() == sorted(list_models())

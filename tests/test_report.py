@@ -19,42 +19,109 @@ def _acc(acc: float, n: int) -> dict:
     return {"accuracy": acc, "correct": round(acc * n), "total": n}
 
 
-def _record(which: str, epoch: int, clean: float, robust: dict[str, float], worst: float, aa: float | None,
-            flags: list[str], sweep: dict[float, float] | None, n: int = 100, seed: int = 0) -> dict:
-    attacks = {label: {"config": {"name": label, "eps": EPS}, **_acc(acc, n), "max_perturbation": EPS,
-                       "seconds": 0.1, "warnings": []} for label, acc in robust.items()}
-    rec = {"model": {"arch": "resnet18", "num_classes": 10, "checkpoint": which, "epoch": epoch},
-           "data": {"name": "cifar10", "split": "test", "n": n},
-           "threat_model": {"norm": "linf", "eps": EPS},
-           "clean": _acc(clean, n), "attacks": attacks, "worst_case": _acc(worst, n), "flags": flags,
-           "seed": seed, "environment": {"torch": "x"}, "seconds": 1.0}
+def _record(
+    which: str,
+    epoch: int,
+    clean: float,
+    robust: dict[str, float],
+    worst: float,
+    aa: float | None,
+    flags: list[str],
+    sweep: dict[float, float] | None,
+    n: int = 100,
+    seed: int = 0,
+) -> dict:
+    attacks = {
+        label: {
+            "config": {"name": label, "eps": EPS},
+            **_acc(acc, n),
+            "max_perturbation": EPS,
+            "seconds": 0.1,
+            "warnings": [],
+        }
+        for label, acc in robust.items()
+    }
+    rec = {
+        "model": {"arch": "resnet18", "num_classes": 10, "checkpoint": which, "epoch": epoch},
+        "data": {"name": "cifar10", "split": "test", "n": n},
+        "threat_model": {"norm": "linf", "eps": EPS},
+        "clean": _acc(clean, n),
+        "attacks": attacks,
+        "worst_case": _acc(worst, n),
+        "flags": flags,
+        "seed": seed,
+        "environment": {"torch": "x"},
+        "seconds": 1.0,
+    }
     if aa is not None:
         k = 20
         rec["autoattack_subset"] = {
             **{key: rec[key] for key in ("model", "threat_model", "seed", "environment", "seconds")},
-            "data": {"name": "cifar10", "split": "test", "n": k}, "clean": _acc(clean, k),
-            "attacks": {"autoattack": {"config": {"name": "autoattack"}, **_acc(aa, k), "max_perturbation": EPS,
-                                       "seconds": 1.0, "warnings": []}},
-            "worst_case": _acc(aa, k), "flags": []}
+            "data": {"name": "cifar10", "split": "test", "n": k},
+            "clean": _acc(clean, k),
+            "attacks": {
+                "autoattack": {
+                    "config": {"name": "autoattack"},
+                    **_acc(aa, k),
+                    "max_perturbation": EPS,
+                    "seconds": 1.0,
+                    "warnings": [],
+                }
+            },
+            "worst_case": _acc(aa, k),
+            "flags": [],
+        }
     if sweep is not None:
         rec["eps_sweep"] = {"attack": "pgd20", "accuracy": {f"{e:.6f}": a for e, a in sweep.items()}}
     return rec
 
 
-def _make_run(root: Path, name: str, seed: int, method: str, clean: float, pgd: float, *, teacher: str | None,
-              aa: float, flags: list[str] = (), last_clean: float = 0.5, sweep: bool = True,
-              train_seconds: float | None = None, snapshot_seconds: float | None = None) -> Path:
+def _make_run(
+    root: Path,
+    name: str,
+    seed: int,
+    method: str,
+    clean: float,
+    pgd: float,
+    *,
+    teacher: str | None,
+    aa: float,
+    flags: list[str] = (),
+    last_clean: float = 0.5,
+    sweep: bool = True,
+    train_seconds: float | None = None,
+    snapshot_seconds: float | None = None,
+) -> Path:
     d = root / name
     (d / "eval").mkdir(parents=True)
-    (d / "config.yaml").write_text(f"name: {name}\nseed: {seed}\nmethod:\n  name: {method}\nmodel:\n  arch: resnet18\n"
-                                   f"eps: {EPS}\n")
-    (d / "run.json").write_text(json.dumps({
-        "name": name, "seed": seed, "method": {"name": method, "beta": 6.0},
-        "student": {"arch": "resnet18", "num_classes": 10, "in_channels": 3, "mean": None, "std": None},
-        "teacher": None if teacher is None else {"source": "t.safetensors", "arch": teacher, "num_classes": 10},
-        "environment": {}, "data": {"name": "cifar10", "train": 900, "val": 100, "test": 100}}))
-    rows = [{"epoch": e, "lr": 0.1, "train_loss": 1.0, "train_acc": 0.5, "images_per_s": 100.0,
-             "val_clean": clean - 0.1 + 0.05 * e, "val_robust": pgd - 0.1 + 0.05 * e} for e in (1, 2)]
+    (d / "config.yaml").write_text(
+        f"name: {name}\nseed: {seed}\nmethod:\n  name: {method}\nmodel:\n  arch: resnet18\neps: {EPS}\n"
+    )
+    (d / "run.json").write_text(
+        json.dumps(
+            {
+                "name": name,
+                "seed": seed,
+                "method": {"name": method, "beta": 6.0},
+                "student": {"arch": "resnet18", "num_classes": 10, "in_channels": 3, "mean": None, "std": None},
+                "teacher": None if teacher is None else {"source": "t.safetensors", "arch": teacher, "num_classes": 10},
+                "environment": {},
+                "data": {"name": "cifar10", "train": 900, "val": 100, "test": 100},
+            }
+        )
+    )
+    rows = [
+        {
+            "epoch": e,
+            "lr": 0.1,
+            "train_loss": 1.0,
+            "train_acc": 0.5,
+            "images_per_s": 100.0,
+            "val_clean": clean - 0.1 + 0.05 * e,
+            "val_robust": pgd - 0.1 + 0.05 * e,
+        }
+        for e in (1, 2)
+    ]
     rows.append({"epoch": 3, "lr": 0.01, "train_loss": 0.9, "train_acc": 0.6, "images_per_s": 100.0})
     if train_seconds is not None:  # cumulative, as the training loop writes it
         for i, r in enumerate(rows, start=1):
@@ -68,8 +135,9 @@ def _make_run(root: Path, name: str, seed: int, method: str, clean: float, pgd: 
     robust["pgd20"] = pgd
     sw = {0.0: clean, EPS: pgd, 16 / 255: pgd / 2} if sweep else None
     best = _record("best", 2, clean, robust, pgd - 0.05, aa, list(flags), sw, seed=seed)
-    last = _record("last", 3, last_clean, {k: v - 0.1 for k, v in robust.items()}, pgd - 0.15, aa - 0.1, [], sw,
-                   seed=seed)
+    last = _record(
+        "last", 3, last_clean, {k: v - 0.1 for k, v in robust.items()}, pgd - 0.15, aa - 0.1, [], sw, seed=seed
+    )
     (d / "eval" / "best.json").write_text(json.dumps(best))
     (d / "eval" / "last.json").write_text(json.dumps(last))
     return d
@@ -85,13 +153,44 @@ def _row(md: str, name: str) -> list[str]:
 @pytest.fixture
 def runs(tmp_path: Path) -> list[Path]:
     return [
-        _make_run(tmp_path, "dard-s0", 0, "dard", 0.80, 0.50, teacher="wrn34_10", aa=0.45,
-                  flags=["cw (40.00%) is weaker than FGSM (50.00%): possible gradient masking"], last_clean=0.70,
-                  train_seconds=120.0),
-        _make_run(tmp_path, "dard-s1", 1, "dard", 0.90, 0.54, teacher="wrn34_10", aa=0.50, last_clean=0.74,
-                  train_seconds=180.0),
-        _make_run(tmp_path, "sat-s0", 0, "sat", 0.85, 0.40, teacher=None, aa=0.35, last_clean=0.80, sweep=False,
-                  snapshot_seconds=60.0),
+        _make_run(
+            tmp_path,
+            "dard-s0",
+            0,
+            "dard",
+            0.80,
+            0.50,
+            teacher="wrn34_10",
+            aa=0.45,
+            flags=["cw (40.00%) is weaker than FGSM (50.00%): possible gradient masking"],
+            last_clean=0.70,
+            train_seconds=120.0,
+        ),
+        _make_run(
+            tmp_path,
+            "dard-s1",
+            1,
+            "dard",
+            0.90,
+            0.54,
+            teacher="wrn34_10",
+            aa=0.50,
+            last_clean=0.74,
+            train_seconds=180.0,
+        ),
+        _make_run(
+            tmp_path,
+            "sat-s0",
+            0,
+            "sat",
+            0.85,
+            0.40,
+            teacher=None,
+            aa=0.35,
+            last_clean=0.80,
+            sweep=False,
+            snapshot_seconds=60.0,
+        ),
     ]
 
 
@@ -104,8 +203,17 @@ def test_report_table_results_and_plots(runs: list[Path], tmp_path: Path) -> Non
 
     header = next(line for line in md.splitlines() if line.startswith("| Run |"))
     cols = [c.strip() for c in header.strip("|").split("|")]
-    assert cols == ["Run", "Method", "Student", "Teacher", "Seeds (n)", "Clean", *ATTACKS,
-                    "AutoAttack (subset 20)", "Worst-case"]
+    assert cols == [
+        "Run",
+        "Method",
+        "Student",
+        "Teacher",
+        "Seeds (n)",
+        "Clean",
+        *ATTACKS,
+        "AutoAttack (subset 20)",
+        "Worst-case",
+    ]
 
     dard = dict(zip(cols, _row(md, "dard")))
     assert dard["Method"] == "dard" and dard["Student"] == "resnet18" and dard["Teacher"] == "wrn34_10"

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.conftest import REPO, tiny_config
 
 from dard.checkpoint import load_checkpoint
 from dard.errors import DardError
 from dard.methods import list_methods
 from dard.training import parse_config, train
-from tests.conftest import REPO, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +32,26 @@ def _read_metrics(run: Path) -> list[dict]:
 
 @pytest.mark.parametrize("method", list_methods())
 def test_every_method_trains_one_epoch(method, teacher_run, tmp_path):
-    cfg = tiny_config(name=method, method={"name": method, "params": {"attack": {"steps": 2, "step_size": 0.05}}}
-                      if method != "natural" else {"name": method, "params": {}},
-                      teacher={"checkpoint": str(teacher_run / "best.safetensors")})
+    cfg = tiny_config(
+        name=method,
+        method={"name": method, "params": {"attack": {"steps": 2, "step_size": 0.05}}}
+        if method != "natural"
+        else {"name": method, "params": {}},
+        teacher={"checkpoint": str(teacher_run / "best.safetensors")},
+    )
     run = train(parse_config(cfg), tmp_path / method)
-    for name in ["config.yaml", "run.json", "metrics.jsonl", "best.safetensors", "best.json", "last.safetensors",
-                 "last.json", "resume.json", "eval/best.json", "eval/last.json"]:
+    for name in [
+        "config.yaml",
+        "run.json",
+        "metrics.jsonl",
+        "best.safetensors",
+        "best.json",
+        "last.safetensors",
+        "last.json",
+        "resume.json",
+        "eval/best.json",
+        "eval/last.json",
+    ]:
         assert (run / name).exists(), name
     rows = _read_metrics(run)
     assert len(rows) == 1 and 0 <= rows[0]["val_clean"] <= 1 and 0 <= rows[0]["val_robust"] <= 1
@@ -57,8 +71,14 @@ def test_teacher_is_required_and_must_match(tmp_path, teacher_run):
         train(parse_config(tiny_config(method={"name": "dard"})), tmp_path / "a")
     bad = tmp_path / "not_ckpt.safetensors"
     bad.write_bytes(b"hello, not a checkpoint")
-    (tmp_path / "not_ckpt.json").write_text(json.dumps({"format": "dard-checkpoint", "model": {
-        "arch": "small_cnn", "num_classes": 10, "in_channels": 1, "mean": None, "std": None}}))
+    (tmp_path / "not_ckpt.json").write_text(
+        json.dumps(
+            {
+                "format": "dard-checkpoint",
+                "model": {"arch": "small_cnn", "num_classes": 10, "in_channels": 1, "mean": None, "std": None},
+            }
+        )
+    )
     with pytest.raises(DardError, match="not a weights file"):
         train(parse_config(tiny_config(method={"name": "dard"}, teacher={"checkpoint": str(bad)})), tmp_path / "b")
 
@@ -93,8 +113,12 @@ KILLER = textwrap.dedent("""
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     import yaml
 
-    cfg = tiny_config(name="resume", method={"name": "sat", "params": {"attack": {"steps": 2, "step_size": 0.05}}},
-                      optim={"epochs": 2, "batch_size": 32}, checkpoint_every_steps=3)
+    cfg = tiny_config(
+        name="resume",
+        method={"name": "sat", "params": {"attack": {"steps": 2, "step_size": 0.05}}},
+        optim={"epochs": 2, "batch_size": 32},
+        checkpoint_every_steps=3,
+    )
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     script = tmp_path / "killer.py"
@@ -102,8 +126,13 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     killed = tmp_path / "killed"
     # 256 train images / 32 = 8 steps per epoch; snapshots at steps 3, 6, end of epoch 1 (8), 9, 12, ...
     # The 5th snapshot (step 12, mid epoch 2) is cut off after its weights: resume must start from step 9.
-    proc = subprocess.run([sys.executable, str(script), str(path), str(killed), "5"], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(path), str(killed), "5"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == -9, proc.stderr
     assert not (killed / "eval").exists()
     pointer = json.loads((killed / "resume.json").read_text())
@@ -126,7 +155,9 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
         a = json.loads((killed / "eval" / f"{which}.json").read_text())
         b = json.loads((straight / "eval" / f"{which}.json").read_text())
         assert a["clean"] == b["clean"]
-        assert {k: v["accuracy"] for k, v in a["attacks"].items()} == {k: v["accuracy"] for k, v in b["attacks"].items()}
+        assert {k: v["accuracy"] for k, v in a["attacks"].items()} == {
+            k: v["accuracy"] for k, v in b["attacks"].items()
+        }
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):

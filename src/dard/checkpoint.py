@@ -20,7 +20,9 @@ from dard.models import unwrap_model
 FORMAT = "dard-checkpoint"
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, spec: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path, model: nn.Module, spec: dict[str, Any], extra: dict[str, Any] | None = None
+) -> Path:
     """Write ``path`` (.safetensors) and its sibling .json atomically; returns the weights path.
 
     ``spec`` describes how to rebuild the model: ``arch``, ``num_classes``, ``in_channels``, ``mean``, ``std``.
@@ -68,12 +70,19 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
 
     weights = resolve_checkpoint(path)
     if weights.suffix != ".safetensors":
-        raise DardError(f"{weights} is not a dard checkpoint (.safetensors + .json); pass --model ARCH to load raw weights")
+        raise DardError(
+            f"{weights} is not a dard checkpoint (.safetensors + .json); pass --model ARCH to load raw weights"
+        )
     meta = read_checkpoint_meta(weights)
     spec = meta["model"]
     try:
-        model = create_model(spec["arch"], num_classes=int(spec["num_classes"]), in_channels=int(spec["in_channels"]),
-                             mean=spec.get("mean"), std=spec.get("std"))
+        model = create_model(
+            spec["arch"],
+            num_classes=int(spec["num_classes"]),
+            in_channels=int(spec["in_channels"]),
+            mean=spec.get("mean"),
+            std=spec.get("std"),
+        )
     except (KeyError, TypeError, ValueError) as e:
         raise DardError(f"{weights.with_suffix('.json')}: bad model spec ({e})") from None
     load_weights(model, weights)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from dard.errors import DardError
 
@@ -18,16 +18,23 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", nargs="?", help="dard checkpoint (.safetensors with its .json) or a run folder")
     p.add_argument("--model", help="architecture of a raw state dict given with --weights")
     p.add_argument("--weights", help="external weights file (.pt/.pth/.safetensors state dict), loaded weights-only")
-    p.add_argument("--normalization", choices=["dataset", "none"], default="dataset",
-                   help="with --weights: normalise inputs with the dataset mean/std inside the model, or not at all")
+    p.add_argument(
+        "--normalization",
+        choices=["dataset", "none"],
+        default="dataset",
+        help="with --weights: normalise inputs with the dataset mean/std inside the model, or not at all",
+    )
     p.add_argument("--data", default="cifar10", help="dataset name (default cifar10)")
     p.add_argument("--data-dir", help="data folder (official CIFAR layout, or an image folder)")
     p.add_argument("--download", action="store_true", help="download the official archive if absent")
     p.add_argument("--n", type=int, help="evaluate the first N test images (default: all)")
     from dard.evaluation.suite import QUICK_SUITE
 
-    p.add_argument("--attacks", default=",".join(QUICK_SUITE),
-                   help="comma-separated suite labels (fgsm,pgd20,tpgd,bim,cw,dpgd,pgd-large,autoattack) or attack names")
+    p.add_argument(
+        "--attacks",
+        default=",".join(QUICK_SUITE),
+        help="comma-separated suite labels (fgsm,pgd20,tpgd,bim,cw,dpgd,pgd-large,autoattack) or attack names",
+    )
     p.add_argument("--eps", default="8/255", help="Linf budget, a number or fraction (default 8/255)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
@@ -43,8 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model with one method (natural, sat, trades, ard, rslad, pgdard, dard)")
     t.add_argument("--config", help="YAML run config")
-    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set optim.epochs=5 (repeatable)")
+    t.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optim.epochs=5 (repeatable)",
+    )
     t.add_argument("--method", help="shortcut for --set method.name=...")
     t.add_argument("--model", help="shortcut for --set model.arch=...")
     t.add_argument("--data", help="shortcut for --set data.name=...")
@@ -69,17 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="auto")
     d.add_argument("--jobs", type=int, help="student runs at a time on CPU (default: min(2, cores))")
 
-    x = sub.add_parser("experiment", help="run an experiment (experiments/NAME/SCALE.yaml): all runs, evaluation, report")
+    x = sub.add_parser(
+        "experiment", help="run an experiment (experiments/NAME/SCALE.yaml): all runs, evaluation, report"
+    )
     x.add_argument("name", help="experiment name (main, lambda, attacks, ...) or the path of an experiment YAML")
     x.add_argument("--scale", default="cpu", help="cpu (2 CPU cores, about 2 h) or paper (the authors' setup, GPU)")
-    x.add_argument("--runs", help="run folders (default runs/experiments/<scale>; shared by the experiments of a scale)")
+    x.add_argument(
+        "--runs", help="run folders (default runs/experiments/<scale>; shared by the experiments of a scale)"
+    )
     x.add_argument("--results", help="report folder (default results/<name>/<scale>)")
     x.add_argument("--data-dir", help="data folder for every run (default $DARD_DATA_DIR or ./data)")
     x.add_argument("--download", action="store_true", help="download the official archives if absent")
     x.add_argument("--device", default="auto")
     x.add_argument("--jobs", type=int, help="runs at a time on CPU (default: min(2, cores))")
-    x.add_argument("--plan", action="store_true",
-                   help="check every config, reusable run folder and dataset, print what would run, train nothing")
+    x.add_argument(
+        "--plan",
+        action="store_true",
+        help="check every config, reusable run folder and dataset, print what would run, train nothing",
+    )
 
     sub.add_parser("list", help="list registered models, datasets, attacks and methods")
     return parser
@@ -93,9 +113,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         run = train(cfg, args.resume, resume=True)
     else:
         overrides = list(args.overrides)
-        for flag, key in [("method", "method.name"), ("model", "model.arch"), ("data", "data.name"),
-                          ("data_dir", "data.dir"), ("teacher", "teacher.checkpoint"), ("epochs", "optim.epochs"),
-                          ("seed", "seed")]:
+        for flag, key in [
+            ("method", "method.name"),
+            ("model", "model.arch"),
+            ("data", "data.name"),
+            ("data_dir", "data.dir"),
+            ("teacher", "teacher.checkpoint"),
+            ("epochs", "optim.epochs"),
+            ("seed", "seed"),
+        ]:
             value = getattr(args, flag)
             if value is not None:
                 overrides.append(f"{key}={value}")
@@ -142,15 +168,16 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         rows = plan_experiment(exp, runs)
         width = max(len(r["name"]) for r in rows)
         for r in rows:
-            print(f"{r['name']:<{width}}  {r['role']:<7}  {r['method']:<8} {r['arch']:<10} {r['data']} "
-                  f"x {r['epochs']} epochs  {r['status']}")
+            print(
+                f"{r['name']:<{width}}  {r['role']:<7}  {r['method']:<8} {r['arch']:<10} {r['data']} "
+                f"x {r['epochs']} epochs  {r['status']}"
+            )
         todo = sum(r["status"] != RUN_DONE for r in rows)
         print(f"{len(rows)} runs in {runs}: {len(rows) - todo} done, {todo} to train or evaluate")
         return 0
     results = Path(args.results or Path("results") / exp.name / exp.scale)
     command = "dard experiment " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
-    path = run_experiment(exp, runs, results, device=args.device, jobs=args.jobs,
-                          command=command)
+    path = run_experiment(exp, runs, results, device=args.device, jobs=args.jobs, command=command)
     print(f"experiment report: {path}")
     return 0
 
@@ -161,8 +188,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from dard.methods import list_methods
     from dard.models import list_models
 
-    for kind, names in [("models", list_models()), ("datasets", list_datasets()), ("attacks", list_attacks()),
-                        ("methods", list_methods())]:
+    for kind, names in [
+        ("models", list_models()),
+        ("datasets", list_datasets()),
+        ("attacks", list_attacks()),
+        ("methods", list_methods()),
+    ]:
         print(f"{kind}: {', '.join(names)}")
     from dard.experiment import list_experiments
 
@@ -170,8 +201,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "report": _cmd_report, "demo": _cmd_demo,
-            "experiment": _cmd_experiment, "list": _cmd_list}
+COMMANDS = {
+    "train": _cmd_train,
+    "eval": _cmd_eval,
+    "report": _cmd_report,
+    "demo": _cmd_demo,
+    "experiment": _cmd_experiment,
+    "list": _cmd_list,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
-
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -74,7 +74,9 @@ def read_yaml_mapping(path: str | Path, what: str = "file") -> dict[str, Any]:
     return data
 
 
-def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> Path:
+def save_tensors(
+    path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> Path:
     """Atomically write a safetensors file (tensors are made contiguous and moved to the CPU)."""
     from safetensors.torch import save_file
 

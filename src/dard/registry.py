@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from dard.errors import DardError
 
@@ -20,7 +21,7 @@ class Registry(Generic[T]):
         """Decorator registering ``obj`` under ``name`` (default: its ``__name__`` lower-cased)."""
 
         def deco(obj: T) -> T:
-            key = name or getattr(obj, "__name__").lower()
+            key = name or obj.__name__.lower()
             if key in self._items:
                 raise ValueError(f"{self.kind} '{key}' registered twice")
             self._items[key] = obj

@@ -66,9 +66,7 @@ def create_attack(name: str, **params: Any) -> Attack:
         unknown = sorted(set(params) - set(valid))
         if unknown:
             plural = "s" if len(unknown) > 1 else ""
-            raise DardError(
-                f"attack '{name}' has no parameter{plural} {', '.join(unknown)}; valid: {', '.join(valid)}"
-            )
+            raise DardError(f"attack '{name}' has no parameter{plural} {', '.join(unknown)}; valid: {', '.join(valid)}")
         return cls(**params)
     try:  # a plain factory registered by a user: its signature is all we can check
         return cls(**params)

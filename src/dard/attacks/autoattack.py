@@ -23,8 +23,9 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -166,9 +167,11 @@ class AutoAttackWrapper(Attack):
         with torch.no_grad():
             num_classes = int(logits_model(x[:1]).shape[1])
         notes: list[str] = []
-        with _captured_autoattack_log() as log, _capture_robust_by_attack() as box, warnings.catch_warnings(
-            record=True
-        ) as caught:
+        with (
+            _captured_autoattack_log() as log,
+            _capture_robust_by_attack() as box,
+            warnings.catch_warnings(record=True) as caught,
+        ):
             warnings.simplefilter("always")
             adversary = AutoAttack(
                 logits_model,

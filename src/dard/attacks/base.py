@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -172,7 +173,7 @@ class Attack:
         model = local_module(model)
         try:
             fork = self.seed is not None or self._always_fork_rng
-            with eval_mode(model), (_forked_rng(x.device, self.seed) if fork else nullcontext()):
+            with eval_mode(model), _forked_rng(x.device, self.seed) if fork else nullcontext():
                 self._generator = self._make_generator(x.device)
                 x_adv = self.perturb(model, x, y)
         finally:
@@ -242,8 +243,7 @@ class Attack:
         # A broken projection is a programming error, not user input: AssertionError, not DardError.
         if x_adv.shape != x.shape or x_adv.dtype != x.dtype:
             raise AssertionError(
-                f"{self.name}: result has shape {tuple(x_adv.shape)} {x_adv.dtype}, "
-                f"expected {tuple(x.shape)} {x.dtype}"
+                f"{self.name}: result has shape {tuple(x_adv.shape)} {x_adv.dtype}, expected {tuple(x.shape)} {x.dtype}"
             )
         if not x.numel():
             return
@@ -262,8 +262,16 @@ class IterativeAttack(Attack):
     has no random start or restarts leaves the defaults.
     """
 
-    def __init__(self, *, eps: float, step_size: float, steps: int, random_start: bool = False, restarts: int = 1,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        eps: float,
+        step_size: float,
+        steps: int,
+        random_start: bool = False,
+        restarts: int = 1,
+        seed: int | None = None,
+    ) -> None:
         super().__init__(eps=eps, seed=seed)
         self.step_size = check_float("step_size", step_size, lo=0.0, owner=self.name)
         self.steps = check_int("steps", steps, lo=1, owner=self.name)

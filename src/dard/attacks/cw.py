@@ -30,8 +30,9 @@ class CW(IterativeAttack):
         restarts: int = 1,
         seed: int | None = None,
     ) -> None:
-        super().__init__(eps=eps, step_size=step_size, steps=steps, random_start=random_start, restarts=restarts,
-                         seed=seed)
+        super().__init__(
+            eps=eps, step_size=step_size, steps=steps, random_start=random_start, restarts=restarts, seed=seed
+        )
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return restarted_pgd(

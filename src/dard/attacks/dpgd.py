@@ -29,9 +29,7 @@ __all__ = ["DPGD", "dice_loss", "dpgd_lambda", "dpgd_loss"]
 _REDUCTIONS = ("set", "sample")
 
 
-def dice_loss(
-    probs: torch.Tensor, onehot: torch.Tensor, smooth: float = 1e-5, reduction: str = "set"
-) -> torch.Tensor:
+def dice_loss(probs: torch.Tensor, onehot: torch.Tensor, smooth: float = 1e-5, reduction: str = "set") -> torch.Tensor:
     """Dice loss ``1 - (2 sum(p g) + s) / (sum(g^2) + sum(p^2) + s)`` of a set of rows (N, classes).
 
     ``reduction="set"``: sums over all rows and classes, one value for the set. ``"sample"``: one Dice per row,

@@ -9,7 +9,7 @@ Also here: the :class:`PGD` attack (random start, restarts, Linf/L2, CE or margi
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -63,9 +63,7 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str = "linf"
     return x_adv.clamp(0.0, 1.0)
 
 
-def _random_start(
-    x: torch.Tensor, eps: float, norm: str, init: str, generator: torch.Generator | None
-) -> torch.Tensor:
+def _random_start(x: torch.Tensor, eps: float, norm: str, init: str, generator: torch.Generator | None) -> torch.Tensor:
     if init == "zero":
         return x.clone()
     kw = dict(generator=generator, device=x.device, dtype=x.dtype)
@@ -212,8 +210,9 @@ class PGD(IterativeAttack):
         loss: str = "ce",
         seed: int | None = None,
     ) -> None:
-        super().__init__(eps=eps, step_size=step_size, steps=steps, random_start=random_start, restarts=restarts,
-                         seed=seed)
+        super().__init__(
+            eps=eps, step_size=step_size, steps=steps, random_start=random_start, restarts=restarts, seed=seed
+        )
         self.norm = check_choice("norm", norm.lower() if isinstance(norm, str) else norm, _NORMS, owner=self.name)
         self.loss = check_choice("loss", loss, ("ce", "margin"), owner=self.name)
 

@@ -8,8 +8,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from dard.data.base import DatasetBundle, ImageSet, channel_stats
 from dard.errors import DardError

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -45,7 +45,7 @@ class ImageSet:
     def device(self) -> torch.device:
         return self.x.device
 
-    def subset(self, idx: Tensor | Sequence[int]) -> "ImageSet":
+    def subset(self, idx: Tensor | Sequence[int]) -> ImageSet:
         """The images at ``idx`` (an index tensor, list of indices or boolean mask), as a new ImageSet."""
         if not isinstance(idx, Tensor):
             idx = torch.as_tensor(idx, dtype=torch.int64)
@@ -54,7 +54,7 @@ class ImageSet:
             idx = idx.long()
         return ImageSet(self.x[idx], self.y[idx])
 
-    def to(self, device: torch.device | str) -> "ImageSet":
+    def to(self, device: torch.device | str) -> ImageSet:
         """A copy on ``device`` (the same object if it is already there)."""
         device = torch.device(device)
         if self.x.device == device:

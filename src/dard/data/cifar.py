@@ -123,7 +123,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if module == "numpy.core" or module.startswith("numpy.core."):
-            module = "numpy._core" + module[len("numpy.core"):]  # pre-2.0 numpy pickles
+            module = "numpy._core" + module[len("numpy.core") :]  # pre-2.0 numpy pickles
         if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays are allowed)")
         return super().find_class(module, name)
@@ -232,8 +232,14 @@ def _download_archive(url: str, md5: str, dest_dir: Path, title: str) -> Path:
                             f"downloading {title} from {url} returned an HTML page instead of the archive "
                             f"(a proxy or login page?); download it by hand and extract it into {dest_dir}"
                         )
-                    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                              desc=f"downloading {archive_name}", leave=False) as bar:
+                    with tqdm(
+                        total=total,
+                        unit="B",
+                        unit_scale=True,
+                        unit_divisor=1024,
+                        desc=f"downloading {archive_name}",
+                        leave=False,
+                    ) as bar:
                         while True:
                             chunk = resp.read(_CHUNK)
                             if not chunk:
@@ -254,8 +260,9 @@ def _download_archive(url: str, md5: str, dest_dir: Path, title: str) -> Path:
         if not head.startswith(b"\x1f\x8b"):
             looks_html = head.lstrip().startswith(b"<")
             what = "an HTML page" if looks_html else "a file that is not a gzip archive"
-            raise DardError(f"downloading {title} from {url} gave {what}; download it by hand and "
-                            f"extract it into {dest_dir}")
+            raise DardError(
+                f"downloading {title} from {url} gave {what}; download it by hand and extract it into {dest_dir}"
+            )
         got = digest.hexdigest()
         if got != md5.lower():
             raise DardError(
@@ -331,8 +338,10 @@ def download_cifar(spec: _Spec, root: Path) -> Path:
 
 
 def _layout_hint(spec: _Spec) -> str:
-    return ", ".join(spec.all_files) if len(spec.all_files) < 5 else (
-        f"{spec.train_files[0]}..{spec.train_files[-1][-1]}, {', '.join(spec.test_files)}, {spec.meta_file}"
+    return (
+        ", ".join(spec.all_files)
+        if len(spec.all_files) < 5
+        else (f"{spec.train_files[0]}..{spec.train_files[-1][-1]}, {', '.join(spec.test_files)}, {spec.meta_file}")
     )
 
 

@@ -54,9 +54,7 @@ def _read_split(
     for label, name in enumerate(classes):
         files = _image_files(split_dir / name)
         if not files:
-            raise DardError(
-                f"class folder {split_dir / name} holds no images ({', '.join(IMAGE_EXTENSIONS)})"
-            )
+            raise DardError(f"class folder {split_dir / name} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
         for path in files:
             arr = _read(path)
             hw = (int(arr.shape[0]), int(arr.shape[1]))

@@ -56,27 +56,51 @@ def run_eval(args: argparse.Namespace) -> EvalRecord:
         state = read_state_dict(args.weights)
         bundle = load_dataset(args.data, args.data_dir, download=args.download)
         norm = args.normalization == "dataset"
-        model = create_model(args.model, num_classes=bundle.num_classes, in_channels=bundle.image_shape[0],
-                             mean=bundle.mean if norm else None, std=bundle.std if norm else None)
+        model = create_model(
+            args.model,
+            num_classes=bundle.num_classes,
+            in_channels=bundle.image_shape[0],
+            mean=bundle.mean if norm else None,
+            std=bundle.std if norm else None,
+        )
         load_weights(model, state)
         model = model.to(device).eval()
-        info = {"source": str(args.weights), "arch": args.model, "num_classes": bundle.num_classes,
-                "normalization": args.normalization}
+        info = {
+            "source": str(args.weights),
+            "arch": args.model,
+            "num_classes": bundle.num_classes,
+            "normalization": args.normalization,
+        }
     if info.get("num_classes") != bundle.num_classes:
-        raise DardError(f"model has {info.get('num_classes')} classes but dataset '{bundle.name}' has {bundle.num_classes}")
+        raise DardError(
+            f"model has {info.get('num_classes')} classes but dataset '{bundle.name}' has {bundle.num_classes}"
+        )
     if info.get("in_channels", bundle.image_shape[0]) != bundle.image_shape[0]:
-        raise DardError(f"model takes {info.get('in_channels')} channels but dataset '{bundle.name}' has {bundle.image_shape[0]}")
+        raise DardError(
+            f"model takes {info.get('in_channels')} channels but dataset '{bundle.name}' has {bundle.image_shape[0]}"
+        )
 
     test = bundle.test
     n = len(test) if args.n is None else min(args.n, len(test))
     x = test.x[:n].float().div(255)
     y = test.y[:n]
-    record = evaluate(model, x, y, attacks, batch_size=args.batch_size, device=device,
-                      progress=not args.no_progress, model_info=info,
-                      data_info={"name": bundle.name, "split": "test", "n": n, "subset": f"first {n}"},
-                      seed=args.seed, environment=environment(device))
-    print(f"model: {info.get('arch')} ({info['source']})  data: {bundle.name} test, first {n}  "
-          f"threat: Linf eps={eps:.5f} ({eps * 255:.2f}/255)")
+    record = evaluate(
+        model,
+        x,
+        y,
+        attacks,
+        batch_size=args.batch_size,
+        device=device,
+        progress=not args.no_progress,
+        model_info=info,
+        data_info={"name": bundle.name, "split": "test", "n": n, "subset": f"first {n}"},
+        seed=args.seed,
+        environment=environment(device),
+    )
+    print(
+        f"model: {info.get('arch')} ({info['source']})  data: {bundle.name} test, first {n}  "
+        f"threat: Linf eps={eps:.5f} ({eps * 255:.2f}/255)"
+    )
     print(format_table(record))
     for flag in record.flags:
         print(f"WARNING: {flag}")

@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import re
 import statistics
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from dard.errors import DardError
 from dard.io import atomic_write, read_json, write_json, write_text
@@ -144,16 +145,24 @@ def _group_key(run: Mapping[str, Any], checkpoint: str) -> tuple:
     rec = run["evals"].get(checkpoint) or next(iter(run["evals"].values()))
     tm = rec.get("threat_model") or {}
     eps = tm.get("eps")
-    return (group_name(run), run["method"].get("name"), run["student"].get("arch"), _teacher_arch(run),
-            tm.get("norm"), round(eps, 8) if isinstance(eps, (int, float)) else eps)
+    return (
+        group_name(run),
+        run["method"].get("name"),
+        run["student"].get("arch"),
+        _teacher_arch(run),
+        tm.get("norm"),
+        round(eps, 8) if isinstance(eps, (int, float)) else eps,
+    )
 
 
 def record_accuracies(rec: Mapping[str, Any] | None) -> dict[str, Any]:
     """Flat numbers of one evaluation record: clean, each attack label, autoattack (subset), worst_case, epoch."""
     if not rec:
         return {}
-    out: dict[str, Any] = {"epoch": (rec.get("model") or {}).get("epoch"),
-                           "clean": (rec.get("clean") or {}).get("accuracy")}
+    out: dict[str, Any] = {
+        "epoch": (rec.get("model") or {}).get("epoch"),
+        "clean": (rec.get("clean") or {}).get("accuracy"),
+    }
     for label, res in (rec.get("attacks") or {}).items():
         out[label] = res.get("accuracy")
     aa = _aa_result(rec)
@@ -181,8 +190,12 @@ def summarize(values: Sequence[float]) -> dict[str, Any]:
     vals = [float(v) for v in values if isinstance(v, (int, float))]
     if not vals:
         return {"mean": None, "std": None, "n": 0, "values": []}
-    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) >= 2 else None,
-            "n": len(vals), "values": vals}
+    return {
+        "mean": statistics.fmean(vals),
+        "std": statistics.stdev(vals) if len(vals) >= 2 else None,
+        "n": len(vals),
+        "values": vals,
+    }
 
 
 def format_summary(summary: Mapping[str, Any] | None, *, scale: float = 100.0, digits: int = 2) -> str:
@@ -219,8 +232,10 @@ def _cell(text: Any) -> str:
 
 def _table(header: list[str], rows: list[list[str]], *, text_columns: int = 4) -> list[str]:
     """A Markdown table: the first ``text_columns`` columns left-aligned, the numbers after them right-aligned."""
-    lines = ["| " + " | ".join(_cell(h) for h in header) + " |",
-             "|" + "|".join("---" if i < text_columns else "---:" for i in range(len(header))) + "|"]
+    lines = [
+        "| " + " | ".join(_cell(h) for h in header) + " |",
+        "|" + "|".join("---" if i < text_columns else "---:" for i in range(len(header))) + "|",
+    ]
     lines += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows]
     return lines
 
@@ -228,9 +243,16 @@ def _table(header: list[str], rows: list[list[str]], *, text_columns: int = 4) -
 # ----------------------------------------------------------------------------------------------- report
 
 
-def build_report(run_dirs: list[Path], out_dir: Path, *, checkpoint: str = "best",
-                 title: str = "dard report", preamble: Sequence[str] = (), sections: Sequence[str] = (),
-                 extra: Mapping[str, Any] | None = None) -> Path:
+def build_report(
+    run_dirs: list[Path],
+    out_dir: Path,
+    *,
+    checkpoint: str = "best",
+    title: str = "dard report",
+    preamble: Sequence[str] = (),
+    sections: Sequence[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
     """Write ``report.md``, ``results.json``, ``curves.png`` (and ``eps_curve.png``) into ``out_dir``.
 
     Runs that differ only in seed (same name without its ``-s<N>`` / ``_seed<N>`` suffix, method, student,
@@ -264,29 +286,41 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, checkpoint: str = "best
 
     run_rows = []
     for r in runs:
-        run_rows.append({
-            "name": r["name"], "group": group_name(r), "path": r["path"], "seed": r["seed"],
-            "method": r["method"], "student": r["student"].get("arch"), "teacher": _teacher_arch(r),
-            "data": r["data"],
-            "threat_model": r["evals"][checkpoint].get("threat_model"),
-            **{w: record_accuracies(r["evals"].get(w)) or None for w in CHECKPOINTS},
-            "flags": {w: _record_flags(r["evals"][w]) for w in CHECKPOINTS if w in r["evals"]},
-            "eps_sweep": (r["evals"][checkpoint].get("eps_sweep") or None),
-            "train_seconds": r["train_seconds"],
-            "train_images_per_s": r["train_images_per_s"],
-            "device": r["device"],
-        })
+        run_rows.append(
+            {
+                "name": r["name"],
+                "group": group_name(r),
+                "path": r["path"],
+                "seed": r["seed"],
+                "method": r["method"],
+                "student": r["student"].get("arch"),
+                "teacher": _teacher_arch(r),
+                "data": r["data"],
+                "threat_model": r["evals"][checkpoint].get("threat_model"),
+                **{w: record_accuracies(r["evals"].get(w)) or None for w in CHECKPOINTS},
+                "flags": {w: _record_flags(r["evals"][w]) for w in CHECKPOINTS if w in r["evals"]},
+                "eps_sweep": (r["evals"][checkpoint].get("eps_sweep") or None),
+                "train_seconds": r["train_seconds"],
+                "train_images_per_s": r["train_images_per_s"],
+                "device": r["device"],
+            }
+        )
 
     group_rows = []
     for key, members in groups.items():
-        g: dict[str, Any] = {"name": key[0], "method": key[1], "student": key[2], "teacher": key[3],
-                             "threat_model": {"norm": key[4], "eps": key[5]},
-                             "runs": [m["name"] for m in members], "seeds": [m["seed"] for m in members],
-                             "n": len(members),
-                             "train_minutes": summarize([m["train_seconds"] / 60 for m in members
-                                                         if m["train_seconds"] is not None]),
-                             "train_images_per_s": summarize([m["train_images_per_s"] for m in members]),
-                             "devices": _ordered_union([m["device"]] for m in members)}
+        g: dict[str, Any] = {
+            "name": key[0],
+            "method": key[1],
+            "student": key[2],
+            "teacher": key[3],
+            "threat_model": {"norm": key[4], "eps": key[5]},
+            "runs": [m["name"] for m in members],
+            "seeds": [m["seed"] for m in members],
+            "n": len(members),
+            "train_minutes": summarize([m["train_seconds"] / 60 for m in members if m["train_seconds"] is not None]),
+            "train_images_per_s": summarize([m["train_images_per_s"] for m in members]),
+            "devices": _ordered_union([m["device"]] for m in members),
+        }
         for w in CHECKPOINTS:
             accs = [record_accuracies(m["evals"].get(w)) for m in members]
             accs = [a for a in accs if a]
@@ -308,8 +342,10 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, checkpoint: str = "best
     lines = [f"# {title}", "", *preamble]
     if preamble:
         lines.append("")
-    lines.append(f"{len(runs)} run(s) in {len(group_rows)} group(s); runs that differ only in seed are one row "
-                 f"(mean ± sample std over seeds). Test-split accuracy in %, `{checkpoint}` checkpoint.")
+    lines.append(
+        f"{len(runs)} run(s) in {len(group_rows)} group(s); runs that differ only in seed are one row "
+        f"(mean ± sample std over seeds). Test-split accuracy in %, `{checkpoint}` checkpoint."
+    )
     lines.append("")
     header = ["Run", "Method", "Student", "Teacher", "Seeds (n)", "Clean", *attack_labels]
     if has_aa:
@@ -318,8 +354,15 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, checkpoint: str = "best
     rows = []
     for g in group_rows:
         s = g[checkpoint]
-        row = [g["name"], g["method"] or DASH, g["student"] or DASH, g["teacher"] or DASH, str(g["n"]),
-               format_summary(s["clean"]), *(format_summary(s[k]) for k in attack_labels)]
+        row = [
+            g["name"],
+            g["method"] or DASH,
+            g["student"] or DASH,
+            g["teacher"] or DASH,
+            str(g["n"]),
+            format_summary(s["clean"]),
+            *(format_summary(s[k]) for k in attack_labels),
+        ]
         if has_aa:
             row.append(format_summary(s["autoattack_subset"]))
         row.append(format_summary(s["worst_case"]))
@@ -329,8 +372,10 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, checkpoint: str = "best
 
     if any(g[other] for g in group_rows):
         lines += [f"## `{other}` checkpoint", ""]
-        lines.append(f"The same runs evaluated at their `{other}` checkpoint, so `best` (selected on validation) "
-                     f"and `last` (final epoch) can be compared.")
+        lines.append(
+            f"The same runs evaluated at their `{other}` checkpoint, so `best` (selected on validation) "
+            f"and `last` (final epoch) can be compared."
+        )
         lines.append("")
         show = [k for k in ("pgd20",) if any(g[other] and k in g[other] and g[other][k]["n"] for g in group_rows)]
         show_aa = any(g[other] and g[other]["autoattack_subset"]["n"] for g in group_rows)
@@ -343,8 +388,16 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, checkpoint: str = "best
             if not s:
                 continue
             epochs = " / ".join(_epochs_text(g[w]) for w in CHECKPOINTS)
-            row = [g["name"], g["method"] or DASH, g["student"] or DASH, g["teacher"] or DASH, str(s["clean"]["n"]),
-                   epochs, format_summary(s["clean"]), *(format_summary(s[k]) for k in show)]
+            row = [
+                g["name"],
+                g["method"] or DASH,
+                g["student"] or DASH,
+                g["teacher"] or DASH,
+                str(s["clean"]["n"]),
+                epochs,
+                format_summary(s["clean"]),
+                *(format_summary(s[k]) for k in show),
+            ]
             if show_aa:
                 row.append(format_summary(s["autoattack_subset"]))
             rows2.append(row)
@@ -357,18 +410,31 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, checkpoint: str = "best
         lines += [section.rstrip(), ""]
 
     lines += ["## Setup", ""]
-    lines.append("- Checkpoints were selected on the validation split (`best`: highest validation score during "
-                 "training; `last`: final epoch); every number above is measured on the test split.")
-    tms = _ordered_union([f"{(r['evals'][checkpoint].get('threat_model') or {}).get('norm', '?')}, eps = "
-                          f"{_eps_text((r['evals'][checkpoint].get('threat_model') or {}).get('eps'))}"] for r in runs)
+    lines.append(
+        "- Checkpoints were selected on the validation split (`best`: highest validation score during "
+        "training; `last`: final epoch); every number above is measured on the test split."
+    )
+    tms = _ordered_union(
+        [
+            f"{(r['evals'][checkpoint].get('threat_model') or {}).get('norm', '?')}, eps = "
+            f"{_eps_text((r['evals'][checkpoint].get('threat_model') or {}).get('eps'))}"
+        ]
+        for r in runs
+    )
     lines.append(f"- Threat model: {'; '.join(tms)}.")
-    datas = _ordered_union([f"{(r['evals'][checkpoint].get('data') or {}).get('name', r['data'].get('name', '?'))}, "
-                            f"{(r['evals'][checkpoint].get('data') or {}).get('split', 'test')} n = "
-                            f"{(r['evals'][checkpoint].get('data') or {}).get('n', r['data'].get('test', '?'))}"]
-                           for r in runs)
+    datas = _ordered_union(
+        [
+            f"{(r['evals'][checkpoint].get('data') or {}).get('name', r['data'].get('name', '?'))}, "
+            f"{(r['evals'][checkpoint].get('data') or {}).get('split', 'test')} n = "
+            f"{(r['evals'][checkpoint].get('data') or {}).get('n', r['data'].get('test', '?'))}"
+        ]
+        for r in runs
+    )
     lines.append(f"- Data: {'; '.join(datas)}.")
-    worst_text = ("Worst-case counts test points that survive every threat-model attack of the main suite (not the "
-                  "pgd-large sanity check).")
+    worst_text = (
+        "Worst-case counts test points that survive every threat-model attack of the main suite (not the "
+        "pgd-large sanity check)."
+    )
     aa_text = f"AutoAttack runs on the first {'/'.join(str(n) for n in aa_ns)} test images only; " if has_aa else ""
     lines.append(f"- {aa_text}{worst_text}")
     lines.append("")
@@ -396,8 +462,9 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, checkpoint: str = "best
     return write_text(out_dir / "report.md", "\n".join(lines))
 
 
-def _train_throughput(seconds: float | None, data: Mapping[str, Any],
-                      metrics: Sequence[Mapping[str, Any]]) -> float | None:
+def _train_throughput(
+    seconds: float | None, data: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]]
+) -> float | None:
     """Training images per second over the whole run (all processes), from the recorded training time."""
     n = data.get("train")
     epochs = max((row.get("epoch") or 0 for row in metrics), default=0)
@@ -418,15 +485,28 @@ def _cost_section(group_rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Training wall time and throughput per group; empty when no run recorded its training time."""
     if not any(g["train_minutes"]["n"] for g in group_rows):
         return []
-    lines = ["## Training cost", "",
-             "Wall time of the training loop (adversarial example generation and teacher passes included; "
-             "validation and test evaluation excluded), mean ± std over seeds. Runs that shared a machine or ran "
-             "with fewer threads are slower, so compare rows made on the same device.", ""]
-    rows = [[g["name"], g["method"] or DASH, ", ".join(g["devices"]), str(g["train_minutes"]["n"]),
-             format_summary(g["train_minutes"], scale=1, digits=1),
-             format_summary(g["train_images_per_s"], scale=1, digits=0)] for g in group_rows]
-    lines += _table(["Run", "Method", "Device", "Seeds (n)", "Train time (min)", "Train images/s"], rows,
-                    text_columns=3)
+    lines = [
+        "## Training cost",
+        "",
+        "Wall time of the training loop (adversarial example generation and teacher passes included; "
+        "validation and test evaluation excluded), mean ± std over seeds. Runs that shared a machine or ran "
+        "with fewer threads are slower, so compare rows made on the same device.",
+        "",
+    ]
+    rows = [
+        [
+            g["name"],
+            g["method"] or DASH,
+            ", ".join(g["devices"]),
+            str(g["train_minutes"]["n"]),
+            format_summary(g["train_minutes"], scale=1, digits=1),
+            format_summary(g["train_images_per_s"], scale=1, digits=0),
+        ]
+        for g in group_rows
+    ]
+    lines += _table(
+        ["Run", "Method", "Device", "Seeds (n)", "Train time (min)", "Train images/s"], rows, text_columns=3
+    )
     return lines + [""]
 
 
@@ -471,8 +551,12 @@ def write_curves(groups: Iterable[Sequence[Mapping[str, Any]]], path: Path) -> P
     for members in groups:
         label = group_name(members[0]) + (f" (n={len(members)})" if len(members) > 1 else "")
         for ax, key in zip(axes, ("val_clean", "val_robust")):
-            pts = [(float(row["epoch"]), 100 * float(row[key])) for m in members for row in m["metrics"]
-                   if isinstance(row.get(key), (int, float)) and row.get("epoch") is not None]
+            pts = [
+                (float(row["epoch"]), 100 * float(row[key]))
+                for m in members
+                for row in m["metrics"]
+                if isinstance(row.get(key), (int, float)) and row.get("epoch") is not None
+            ]
             if pts:
                 xs, ys = _mean_by_x(pts)
                 ax.plot(xs, ys, marker="o", markersize=3, label=label)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,8 +51,9 @@ def parse_eps(text: str | float) -> float:
     return value
 
 
-def build_suite(names: Iterable[str], eps: float, seed: int | None = 0,
-                overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Attack]:
+def build_suite(
+    names: Iterable[str], eps: float, seed: int | None = 0, overrides: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, Attack]:
     """Instantiate named attacks (keys of DEFAULT_SUITE, or any registered attack name) at one eps."""
     attacks: dict[str, Attack] = {}
     for label in names:
@@ -118,7 +120,7 @@ class EvalRecord:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "EvalRecord":
+    def from_dict(cls, d: Mapping[str, Any]) -> EvalRecord:
         """Inverse of :meth:`to_dict`."""
         d = dict(d)
         d["attacks"] = {k: AttackResult(**v) for k, v in d["attacks"].items()}
@@ -143,10 +145,20 @@ def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x).argmax(dim=1)
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Mapping[str, Attack], *,
-             batch_size: int = 256, device: torch.device | str = "cpu", progress: bool = True,
-             model_info: Mapping[str, Any] | None = None, data_info: Mapping[str, Any] | None = None,
-             seed: int | None = None, environment: Mapping[str, Any] | None = None) -> EvalRecord:
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attacks: Mapping[str, Attack],
+    *,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    model_info: Mapping[str, Any] | None = None,
+    data_info: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    environment: Mapping[str, Any] | None = None,
+) -> EvalRecord:
     """Clean and robust accuracy of ``model`` on ``(x, y)`` (x float in [0,1]) under every attack.
 
     Robust accuracy counts the points the model classifies correctly after the attack. ``worst_case`` counts
@@ -180,20 +192,37 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Mappin
                 warnings.extend(getattr(attack, "last_warnings", None) or [])
             if label in threat:
                 survive &= ok
-            results[label] = AttackResult(config=attack.config(), accuracy=ok.float().mean().item(),
-                                          correct=int(ok.sum()), total=n, max_perturbation=max_pert,
-                                          seconds=round(time.time() - t0, 3), warnings=sorted(set(warnings)),
-                                          fooled=int((clean_ok & ~ok).sum()), clean_correct=int(clean_ok.sum()))
+            results[label] = AttackResult(
+                config=attack.config(),
+                accuracy=ok.float().mean().item(),
+                correct=int(ok.sum()),
+                total=n,
+                max_perturbation=max_pert,
+                seconds=round(time.time() - t0, 3),
+                warnings=sorted(set(warnings)),
+                fooled=int((clean_ok & ~ok).sum()),
+                clean_correct=int(clean_ok.sum()),
+            )
         clean = {"accuracy": clean_ok.float().mean().item(), "correct": int(clean_ok.sum()), "total": n}
-        worst = ({"accuracy": survive.float().mean().item(), "correct": int(survive.sum()), "total": n}
-                 if threat else None)
+        worst = (
+            {"accuracy": survive.float().mean().item(), "correct": int(survive.sum()), "total": n} if threat else None
+        )
         norms = {str(a.config().get("norm", "linf")).lower() for a in threat.values()}
         record = EvalRecord(
-            model=dict(model_info or {}), data=dict(data_info or {}),
-            threat_model={"norm": "/".join(sorted(norms)) or "linf",
-                          "eps": max((a.eps for a in threat.values()), default=0.0)},
-            clean=clean, attacks=results, worst_case=worst, flags=[], seed=seed,
-            environment=dict(environment or {}), seconds=round(time.time() - start, 3))
+            model=dict(model_info or {}),
+            data=dict(data_info or {}),
+            threat_model={
+                "norm": "/".join(sorted(norms)) or "linf",
+                "eps": max((a.eps for a in threat.values()), default=0.0),
+            },
+            clean=clean,
+            attacks=results,
+            worst_case=worst,
+            flags=[],
+            seed=seed,
+            environment=dict(environment or {}),
+            seconds=round(time.time() - start, 3),
+        )
         record.flags = sanity_flags(record)
         return record
 
@@ -215,10 +244,14 @@ def sanity_flags(record: EvalRecord) -> list[str]:
     for label in SANITY & set(acc):
         if acc[label] > max(SANITY_MAX_ACCURACY, tol):
             eps = float(record.attacks[label].config.get("eps", 0.0))
-            flags.append(f"{label}: {acc[label]:.2%} of points survive PGD at eps {eps:g} (should be about 0): "
-                         "possible gradient masking or a broken attack")
+            flags.append(
+                f"{label}: {acc[label]:.2%} of points survive PGD at eps {eps:g} (should be about 0): "
+                "possible gradient masking or a broken attack"
+            )
     if "fgsm" in acc:
         for label in ("pgd20", "pgd", "bim"):
             if label in acc and acc[label] > acc["fgsm"] + tol:
-                flags.append(f"{label} ({acc[label]:.2%}) is weaker than FGSM ({acc['fgsm']:.2%}): possible gradient masking")
+                flags.append(
+                    f"{label} ({acc[label]:.2%}) is weaker than FGSM ({acc['fgsm']:.2%}): possible gradient masking"
+                )
     return flags

@@ -21,12 +21,43 @@ Interrupted runs resume. The report (``report.md``, ``results.json``, plots) goe
 """
 
 from dard.experiment.report import attack_comparison, label_gap_table, write_experiment_report
-from dard.experiment.runner import (RUN_DONE, check_reusable, compare_attacks, label_gap, plan_experiment,
-                                    run_experiment, run_status)
-from dard.experiment.spec import (Experiment, ExperimentSpec, deep_merge, experiments_root, list_experiments,
-                                  load_experiment, planned_runs, teacher_runs)
+from dard.experiment.runner import (
+    RUN_DONE,
+    check_reusable,
+    compare_attacks,
+    label_gap,
+    plan_experiment,
+    run_experiment,
+    run_status,
+)
+from dard.experiment.spec import (
+    Experiment,
+    ExperimentSpec,
+    deep_merge,
+    experiments_root,
+    list_experiments,
+    load_experiment,
+    planned_runs,
+    teacher_runs,
+)
 
-__all__ = ["Experiment", "ExperimentSpec", "RUN_DONE", "attack_comparison", "check_reusable", "compare_attacks",
-           "deep_merge", "experiments_root", "label_gap", "label_gap_table", "list_experiments", "load_experiment",
-           "plan_experiment", "planned_runs", "run_experiment", "run_status", "teacher_runs",
-           "write_experiment_report"]
+__all__ = [
+    "Experiment",
+    "ExperimentSpec",
+    "RUN_DONE",
+    "attack_comparison",
+    "check_reusable",
+    "compare_attacks",
+    "deep_merge",
+    "experiments_root",
+    "label_gap",
+    "label_gap_table",
+    "list_experiments",
+    "load_experiment",
+    "plan_experiment",
+    "planned_runs",
+    "run_experiment",
+    "run_status",
+    "teacher_runs",
+    "write_experiment_report",
+]

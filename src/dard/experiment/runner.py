@@ -7,27 +7,44 @@ import copy
 import multiprocessing
 import os
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from pydantic import BaseModel
 
 from dard.errors import DardError
 from dard.experiment.report import write_experiment_report
-from dard.experiment.spec import (CompareAttacksSpec, Experiment, LabelGapSpec, needs_teacher, parse_run_config, deep_merge,
-                                  planned_runs, teacher_runs)
+from dard.experiment.spec import (
+    CompareAttacksSpec,
+    Experiment,
+    LabelGapSpec,
+    deep_merge,
+    needs_teacher,
+    parse_run_config,
+    planned_runs,
+    teacher_runs,
+)
 from dard.io import read_json, read_yaml_mapping, write_json
 from dard.training.config import RunConfig
-
 
 # Keys that may differ between a recorded run and a request without making it a different run: where it ran
 # (and where its teacher run lies: the teacher run is checked on its own), and the fp32 speed switches
 # (tests/test_speed.py). bf16 autocast changes the numbers, so it counts.
-_NOT_IDENTITY = (("device",), ("progress",), ("data", "dir"), ("data", "download"), ("teacher", "checkpoint"),
-                 ("speed", "threads"),
-                 ("speed", "channels_last"), ("speed", "compile"), ("speed", "compile_backend"),
-                 ("speed", "cudnn_benchmark"), ("speed", "sync_bn"))
+_NOT_IDENTITY = (
+    ("device",),
+    ("progress",),
+    ("data", "dir"),
+    ("data", "download"),
+    ("teacher", "checkpoint"),
+    ("speed", "threads"),
+    ("speed", "channels_last"),
+    ("speed", "compile"),
+    ("speed", "compile_backend"),
+    ("speed", "cudnn_benchmark"),
+    ("speed", "sync_bn"),
+)
 
 
 def _identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -60,11 +77,15 @@ def check_reusable(run_dir: Path, cfg: Mapping[str, Any]) -> None:
     have = _identity(parse_run_config(read_yaml_mapping(recorded, "run config"), str(recorded)).model_dump(mode="json"))
     diff = _diff(have, want)
     if diff:
-        raise DardError(f"{run_dir} was made with a different config ({', '.join(diff[:4])}); delete it or use "
-                        f"another --runs folder")
+        raise DardError(
+            f"{run_dir} was made with a different config ({', '.join(diff[:4])}); delete it or use "
+            f"another --runs folder"
+        )
 
 
-def _checked_runs(exp: Experiment, runs_root: Path) -> tuple[dict[str, dict[str, Any]], list[tuple[str, int, dict[str, Any]]]]:
+def _checked_runs(
+    exp: Experiment, runs_root: Path
+) -> tuple[dict[str, dict[str, Any]], list[tuple[str, int, dict[str, Any]]]]:
     """(teacher name -> config, student runs) after every config and existing run folder has been checked."""
     unique_teachers = dict(teacher_runs(exp, runs_root).values())  # one shared teacher serves every seed
     students = planned_runs(exp, runs_root)
@@ -104,11 +125,23 @@ def plan_experiment(exp: Experiment, runs_root: Path) -> list[dict[str, Any]]:
     teachers, students = _checked_runs(exp, runs_root)
     planned = [("teacher", n, parse_run_config(c, n)) for n, c in teachers.items()]
     planned += [("student", n, parse_run_config(c, n)) for n, _, c in students]
-    rows = [{"name": name, "role": role, "method": run.method.name, "arch": run.model.arch,
-             "epochs": run.optim.epochs, "data": run.data.name,
-             "status": run_status(runs_root / name, run.optim.epochs)} for role, name, run in planned]
-    needed = {(run.data.name, run.data.dir, run.data.download)
-              for (_, _, run), row in zip(planned, rows) if row["status"] != RUN_DONE}
+    rows = [
+        {
+            "name": name,
+            "role": role,
+            "method": run.method.name,
+            "arch": run.model.arch,
+            "epochs": run.optim.epochs,
+            "data": run.data.name,
+            "status": run_status(runs_root / name, run.optim.epochs),
+        }
+        for role, name, run in planned
+    ]
+    needed = {
+        (run.data.name, run.data.dir, run.data.download)
+        for (_, _, run), row in zip(planned, rows)
+        if row["status"] != RUN_DONE
+    }
     for name, folder, download in sorted(needed, key=str):
         load_dataset(name, folder, download=download)  # a one-line DardError if missing or corrupt
     return rows
@@ -122,7 +155,9 @@ def _train_task(task: tuple) -> str:
     run_dir = Path(run_dir)
     t0 = time.time()
     done = (run_dir / "eval" / "best.json").exists() if final_eval else (run_dir / "best.safetensors").exists()
-    train(parse_run_config(cfg, str(run_dir)), run_dir, resume=(run_dir / "config.yaml").exists(), final_eval=final_eval)
+    train(
+        parse_run_config(cfg, str(run_dir)), run_dir, resume=(run_dir / "config.yaml").exists(), final_eval=final_eval
+    )
     if final_eval:
         what = "reused" if done else f"done in {time.time() - t0:.0f}s"
     else:
@@ -159,8 +194,9 @@ def _compare_task(task: tuple) -> str:
     return str(run_dir)
 
 
-def compare_attacks(run_dir: Path, spec: CompareAttacksSpec, *, threads: int | None = None,
-                    device: str = "auto") -> dict[str, Any]:
+def compare_attacks(
+    run_dir: Path, spec: CompareAttacksSpec, *, threads: int | None = None, device: str = "auto"
+) -> dict[str, Any]:
     """Evaluate a run's checkpoint with ``spec.attacks`` on its first ``spec.n`` test images (cached in
     ``eval/compare-<checkpoint>.json``; recomputed when the attack set changes)."""
     from dard.checkpoint import load_checkpoint
@@ -176,10 +212,19 @@ def compare_attacks(run_dir: Path, spec: CompareAttacksSpec, *, threads: int | N
     data, x, y, dev = _first_test_images(cfg, spec.n, device, threads)
     model, meta = load_checkpoint(run_dir / f"{spec.checkpoint}.safetensors", dev)
     attacks = {label: attack_from_spec(a, cfg.eps, cfg.seed) for label, a in spec.attacks.items()}
-    rec = evaluate(model, x, y, attacks, batch_size=cfg.eval.batch_size, device=dev, progress=False,
-                   model_info={**meta["model"], "checkpoint": spec.checkpoint},
-                   data_info={"name": data.bundle.name, "split": "test", "n": int(x.shape[0])}, seed=cfg.seed,
-                   environment=environment(dev))
+    rec = evaluate(
+        model,
+        x,
+        y,
+        attacks,
+        batch_size=cfg.eval.batch_size,
+        device=dev,
+        progress=False,
+        model_info={**meta["model"], "checkpoint": spec.checkpoint},
+        data_info={"name": data.bundle.name, "split": "test", "n": int(x.shape[0])},
+        seed=cfg.seed,
+        environment=environment(dev),
+    )
     result = {"spec": spec.model_dump(), "record": rec.to_dict()}
     write_json(out, result)
     return result
@@ -191,8 +236,9 @@ def _label_gap_task(task: tuple) -> str:
     return str(run_dir)
 
 
-def label_gap(run_dir: Path, cfg: Mapping[str, Any], spec: LabelGapSpec, *, threads: int | None = None,
-              device: str = "auto") -> dict[str, Any]:
+def label_gap(
+    run_dir: Path, cfg: Mapping[str, Any], spec: LabelGapSpec, *, threads: int | None = None, device: str = "auto"
+) -> dict[str, Any]:
     """The teacher's soft-label gap for a distilled run (:func:`dard.evaluation.soft_labels.teacher_label_gap`):
     its ``spec.checkpoint`` student attacked with its own training attack and temperature on the first ``spec.n``
     test images. ``cfg`` is the run's planned config (its teacher entry points at this invocation's teacher).
@@ -225,8 +271,15 @@ def _pool_map(fn: Callable[[tuple], str], tasks: list[tuple], jobs: int) -> list
     return [fn(t) for t in tasks]
 
 
-def run_experiment(exp: Experiment, runs_root: Path, results_dir: Path, *, device: str = "auto",
-                   jobs: int | None = None, command: str = "") -> Path:
+def run_experiment(
+    exp: Experiment,
+    runs_root: Path,
+    results_dir: Path,
+    *,
+    device: str = "auto",
+    jobs: int | None = None,
+    command: str = "",
+) -> Path:
     """Train (or reuse) every run of ``exp``, evaluate, and write the report; returns the path of report.md.
 
     On a CPU, runs go ``jobs`` at a time in separate processes with one thread each (small models are bound by
@@ -252,8 +305,10 @@ def run_experiment(exp: Experiment, runs_root: Path, results_dir: Path, *, devic
         _pool_map(_compare_task, [(str(p), compare.model_dump(), threads, device) for p in run_dirs], jobs)
     gap = exp.spec.label_gap
     if gap is not None:
-        distilled = [(str(runs_root / name), cfg, gap.model_dump(), threads, device)
-                     for name, _, cfg in students if needs_teacher(cfg)]
+        distilled = [
+            (str(runs_root / name), cfg, gap.model_dump(), threads, device)
+            for name, _, cfg in students
+            if needs_teacher(cfg)
+        ]
         _pool_map(_label_gap_task, distilled, jobs)
-    return write_experiment_report(exp, run_dirs, results_dir, command=command,
-                                   seconds=time.time() - t_start)
+    return write_experiment_report(exp, run_dirs, results_dir, command=command, seconds=time.time() - t_start)

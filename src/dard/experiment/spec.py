@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -20,7 +21,7 @@ class _Strict(BaseModel):
 
 class TeacherSpec(_Strict):
     name: str
-    seed: Optional[int] = Field(0, description="seed of the single shared teacher; null trains one per student seed")
+    seed: int | None = Field(0, description="seed of the single shared teacher; null trains one per student seed")
     config: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -46,11 +47,11 @@ class ExperimentSpec(_Strict):
     caveat: str = ""
     base: str
     seeds: list[int] = Field(min_length=1)
-    teacher: Optional[TeacherSpec] = None
+    teacher: TeacherSpec | None = None
     runs: dict[str, dict[str, Any]] = Field(min_length=1)
-    compare_attacks: Optional[CompareAttacksSpec] = None
-    plot_param: Optional[PlotParamSpec] = None
-    label_gap: Optional[LabelGapSpec] = None
+    compare_attacks: CompareAttacksSpec | None = None
+    plot_param: PlotParamSpec | None = None
+    label_gap: LabelGapSpec | None = None
 
 
 @dataclass
@@ -86,8 +87,11 @@ def list_experiments(root: Path | None = None) -> dict[str, list[str]]:
     root = root or experiments_root()
     if not root.is_dir():
         return {}
-    return {p.name: sorted(f.stem for f in p.glob("*.yaml")) for p in sorted(root.iterdir())
-            if p.is_dir() and not p.name.startswith("_") and any(p.glob("*.yaml"))}
+    return {
+        p.name: sorted(f.stem for f in p.glob("*.yaml"))
+        for p in sorted(root.iterdir())
+        if p.is_dir() and not p.name.startswith("_") and any(p.glob("*.yaml"))
+    }
 
 
 def load_experiment(name: str, scale: str = "cpu", root: Path | None = None) -> Experiment:
@@ -111,7 +115,7 @@ def load_experiment(name: str, scale: str = "cpu", root: Path | None = None) -> 
         raise DardError(f"{path}: {validation_message(e)}") from None
     base = read_yaml_mapping((path.parent / spec.base).resolve(), "base run config")
     exp = Experiment(name=name, scale=scale, spec=spec, base=base, source=path)
-    for run_name, seed, cfg in planned_runs(exp, Path("runs")):  # validate every run config before any training
+    for run_name, _seed, cfg in planned_runs(exp, Path("runs")):  # validate every run config before any training
         parse_run_config(cfg, f"{path}: run '{run_name}'")
     return exp
 
@@ -120,7 +124,9 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
     """``base`` updated by ``over``, recursing into nested mappings (``over`` wins)."""
     out = copy.deepcopy(dict(base))
     for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else copy.deepcopy(v)
+        out[k] = (
+            deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else copy.deepcopy(v)
+        )
     return out
 
 

@@ -15,9 +15,9 @@ from dard.registry import Registry
 METHODS: Registry[type] = Registry("method")
 register_method = METHODS.register
 
+from dard.methods import ard, dard, natural, pgdard, rslad, sat, trades  # noqa: E402,F401
 from dard.methods.base import LossOutput, Method, eval_mode  # noqa: E402
 from dard.methods.losses import kl_batchmean, soft_targets  # noqa: E402
-from dard.methods import natural, sat, trades, ard, rslad, dard, pgdard  # noqa: E402,F401
 
 
 def method_params(name: str) -> list[str]:

@@ -10,9 +10,9 @@ through the attack, which takes gradients with respect to the input only), so it
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -172,12 +172,14 @@ class KLAscent:
         self.init = init
 
     @classmethod
-    def from_spec(cls, method_name: str, spec: Any) -> "KLAscent":
+    def from_spec(cls, method_name: str, spec: Any) -> KLAscent:
         """Validate a user mapping (keys of :attr:`DEFAULTS`) and build the ascent; errors are DardErrors."""
         if spec is None:
             spec = {}
         if not isinstance(spec, Mapping):
-            raise DardError(f"method '{method_name}': attack must be a mapping of {', '.join(cls.DEFAULTS)}, got {spec!r}")
+            raise DardError(
+                f"method '{method_name}': attack must be a mapping of {', '.join(cls.DEFAULTS)}, got {spec!r}"
+            )
         spec = dict(spec)
         if spec.get("name", cls.name) != cls.name:
             raise DardError(

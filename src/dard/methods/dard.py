@@ -35,11 +35,11 @@ from dard.methods import register_method
 from dard.methods.base import (
     LossOutput,
     Method,
-    make_attack,
     check_bool,
     check_choice,
     check_positive,
     check_unit,
+    make_attack,
 )
 from dard.methods.losses import cross_entropy, kl_batchmean, soft_targets
 

@@ -12,7 +12,13 @@ from typing import Any
 from dard.methods import register_method
 from dard.methods.dard import DARD
 
-DEFAULT_ATTACK: dict[str, Any] = {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10, "random_start": True}
+DEFAULT_ATTACK: dict[str, Any] = {
+    "name": "pgd",
+    "eps": 8 / 255,
+    "step_size": 2 / 255,
+    "steps": 10,
+    "random_start": True,
+}
 
 
 @register_method("pgdard")

@@ -21,7 +21,13 @@ from dard.methods import register_method
 from dard.methods.base import LossOutput, Method, make_attack
 from dard.methods.losses import cross_entropy
 
-DEFAULT_ATTACK: dict[str, Any] = {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10, "random_start": True}
+DEFAULT_ATTACK: dict[str, Any] = {
+    "name": "pgd",
+    "eps": 8 / 255,
+    "step_size": 2 / 255,
+    "steps": 10,
+    "random_start": True,
+}
 
 
 @register_method("sat")

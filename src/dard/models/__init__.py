@@ -6,8 +6,9 @@ Architectures register themselves with ``@register_model("name")`` when this pac
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -160,9 +161,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     return _unwrap(_read_weights_file(Path(path)), str(path))
 
 
-def load_weights(
-    model: nn.Module, source: str | Path | Mapping[str, Any], strict: bool = True
-) -> None:
+def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], strict: bool = True) -> None:
     """Load weights into ``model`` from a state dict or a ``.pt``/``.pth``/``.safetensors`` file.
 
     Checkpoints that nest the state dict (``{"state_dict": ...}``, ``{"model": ...}``, ``{"net": ...}``)

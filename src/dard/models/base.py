@@ -7,7 +7,7 @@ natural [0, 1] pixel space, and a saved model cannot be evaluated with the wrong
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn

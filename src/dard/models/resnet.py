@@ -7,7 +7,7 @@ buffer names follow the widely used CIFAR training code, so its checkpoints load
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch.nn.functional as F
 from torch import Tensor, nn

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dard.errors import DardError
-from dard.io import read_yaml_mapping
 from dard.evaluation.suite import QUICK_SUITE
+from dard.io import read_yaml_mapping
 
 
 class _Strict(BaseModel):
@@ -19,11 +19,11 @@ class _Strict(BaseModel):
 
 class DataConfig(_Strict):
     name: str = "digits"
-    dir: Optional[str] = None
+    dir: str | None = None
     download: bool = False
     val_size: float = Field(0.1, ge=0.0, description="fraction (<1) or count (>=1) held out from train for selection")
-    train_subset: Optional[int] = Field(None, ge=1, description="use only the first N training images (after the split)")
-    test_subset: Optional[int] = Field(None, ge=1, description="final test evaluation on the first N test images")
+    train_subset: int | None = Field(None, ge=1, description="use only the first N training images (after the split)")
+    test_subset: int | None = Field(None, ge=1, description="final test evaluation on the first N test images")
     augment: bool = True
 
 
@@ -33,13 +33,13 @@ class ModelConfig(_Strict):
 
 
 class TeacherConfig(_Strict):
-    checkpoint: Optional[str] = Field(None, description="dard checkpoint (.safetensors + .json) or run folder")
-    arch: Optional[str] = Field(None, description="with `weights`: architecture of an external state dict")
-    weights: Optional[str] = None
+    checkpoint: str | None = Field(None, description="dard checkpoint (.safetensors + .json) or run folder")
+    arch: str | None = Field(None, description="with `weights`: architecture of an external state dict")
+    weights: str | None = None
     normalize: bool = True
 
     @model_validator(mode="after")
-    def _one_source(self) -> "TeacherConfig":
+    def _one_source(self) -> TeacherConfig:
         if self.checkpoint and self.weights:
             raise ValueError("give either checkpoint or arch + weights, not both")
         if self.weights and not self.arch:
@@ -78,8 +78,12 @@ class ValConfig(_Strict):
 
 class EvalConfig(_Strict):
     attacks: list[str] = Field(default_factory=lambda: list(QUICK_SUITE))
-    autoattack_subset: Optional[int] = Field(None, ge=1, description="run AutoAttack on the first N test images of the first listed checkpoint (None: skip)")
-    eps_sweep: list[float] = Field(default_factory=list, description="eps values for the PGD-20 robustness curve (first listed checkpoint)")
+    autoattack_subset: int | None = Field(
+        None, ge=1, description="run AutoAttack on the first N test images of the first listed checkpoint (None: skip)"
+    )
+    eps_sweep: list[float] = Field(
+        default_factory=list, description="eps values for the PGD-20 robustness curve (first listed checkpoint)"
+    )
     batch_size: int = Field(256, ge=1)
     checkpoints: list[Literal["best", "last"]] = Field(default_factory=lambda: ["best", "last"])
 
@@ -97,7 +101,7 @@ class SpeedConfig(_Strict):
     compile_backend: str = Field("inductor", description="torch.compile backend (inductor; aot_eager to debug)")
     cudnn_benchmark: bool = True
     sync_bn: bool = True
-    threads: Optional[int] = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1)
 
 
 class RunConfig(_Strict):
@@ -115,7 +119,9 @@ class RunConfig(_Strict):
     val: ValConfig = Field(default_factory=ValConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     speed: SpeedConfig = Field(default_factory=SpeedConfig)
-    checkpoint_every_steps: int = Field(0, ge=0, description="also checkpoint every N steps inside an epoch (0: epoch ends only)")
+    checkpoint_every_steps: int = Field(
+        0, ge=0, description="also checkpoint every N steps inside an epoch (0: epoch ends only)"
+    )
     progress: bool = True
 
     @field_validator("eps", mode="before")
@@ -134,7 +140,9 @@ def validation_message(err: ValidationError) -> str:
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "config"
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        got = f" (got {e['input']!r})" if e["type"] != "extra_forbidden" and not isinstance(e.get("input"), dict) else ""
+        got = (
+            f" (got {e['input']!r})" if e["type"] != "extra_forbidden" and not isinstance(e.get("input"), dict) else ""
+        )
         parts.append(f"{loc}: {msg}{got}")
     return "; ".join(parts)
 

@@ -37,8 +37,12 @@ def from_environment() -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
-    return DistInfo(rank=int(os.environ.get("RANK", "0")), world_size=world,
-                    local_rank=int(os.environ.get("LOCAL_RANK", "0")), enabled=True)
+    return DistInfo(
+        rank=int(os.environ.get("RANK", "0")),
+        world_size=world,
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        enabled=True,
+    )
 
 
 def setup(device: torch.device) -> tuple[DistInfo, torch.device]:

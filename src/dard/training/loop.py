@@ -21,8 +21,8 @@ from dard.io import write_json, write_text
 from dard.methods import create_method
 from dard.models import create_model, load_weights, unwrap_model
 from dard.runtime import configure_threads, environment, resolve_device, seed_everything
-from dard.training.config import RunConfig, TeacherConfig, dump_config, parse_config
 from dard.training import distributed as dist
+from dard.training.config import RunConfig, TeacherConfig, dump_config, parse_config
 from dard.training.state import POINTER, load_state, save_state
 
 
@@ -53,14 +53,24 @@ def prepare_data(cfg: RunConfig) -> Data:
 
 def model_spec(arch: str, bundle: DatasetBundle, normalize: bool) -> dict[str, Any]:
     """How to rebuild a model: stored in every checkpoint's JSON."""
-    return {"arch": arch, "num_classes": bundle.num_classes, "in_channels": bundle.image_shape[0],
-            "mean": list(bundle.mean) if normalize else None, "std": list(bundle.std) if normalize else None}
+    return {
+        "arch": arch,
+        "num_classes": bundle.num_classes,
+        "in_channels": bundle.image_shape[0],
+        "mean": list(bundle.mean) if normalize else None,
+        "std": list(bundle.std) if normalize else None,
+    }
 
 
 def build_model(spec: dict[str, Any]) -> nn.Module:
     """Instantiate a model from a spec dict."""
-    return create_model(spec["arch"], num_classes=spec["num_classes"], in_channels=spec["in_channels"],
-                        mean=spec["mean"], std=spec["std"])
+    return create_model(
+        spec["arch"],
+        num_classes=spec["num_classes"],
+        in_channels=spec["in_channels"],
+        mean=spec["mean"],
+        std=spec["std"],
+    )
 
 
 def load_teacher(tcfg: TeacherConfig, bundle: DatasetBundle, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
@@ -75,7 +85,9 @@ def load_teacher(tcfg: TeacherConfig, bundle: DatasetBundle, device: torch.devic
         teacher = teacher.to(device)
         info = {"source": str(tcfg.weights), **spec}
     if info.get("num_classes") != bundle.num_classes:
-        raise DardError(f"teacher has {info.get('num_classes')} classes but dataset '{bundle.name}' has {bundle.num_classes}")
+        raise DardError(
+            f"teacher has {info.get('num_classes')} classes but dataset '{bundle.name}' has {bundle.num_classes}"
+        )
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -140,8 +152,9 @@ def _amp(cfg: RunConfig, device: torch.device):
     return nullcontext()
 
 
-def prepare_models(cfg: RunConfig, student: nn.Module, teacher: nn.Module | None, device: torch.device,
-                   dinfo: dist.DistInfo) -> tuple[nn.Module, nn.Module | None]:
+def prepare_models(
+    cfg: RunConfig, student: nn.Module, teacher: nn.Module | None, device: torch.device, dinfo: dist.DistInfo
+) -> tuple[nn.Module, nn.Module | None]:
     """Apply the speed switches and the multi-process wrapper; returns (model to train with, teacher to call).
 
     Order matters: channels_last and SyncBatchNorm change the module itself, ``torch.compile`` wraps it, and
@@ -185,18 +198,23 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, final_ev
     return run_dir
 
 
-def _train(cfg: RunConfig, run_dir: Path, resume: bool, device: torch.device,
-           dinfo: dist.DistInfo) -> tuple[Path, Data]:
+def _train(
+    cfg: RunConfig, run_dir: Path, resume: bool, device: torch.device, dinfo: dist.DistInfo
+) -> tuple[Path, Data]:
     main = dinfo.is_main
     # Every rank checks the folder before any rank writes to it (the barrier below), so all agree.
     if resume:
         if not (run_dir / "config.yaml").exists():
             raise DardError(f"{run_dir} is not a dard run folder (no config.yaml)")
     elif run_dir.exists() and any(run_dir.iterdir()):
-        raise DardError(f"run folder {run_dir} already exists and is not empty; use --resume {run_dir} or another --out")
+        raise DardError(
+            f"run folder {run_dir} already exists and is not empty; use --resume {run_dir} or another --out"
+        )
     if cfg.optim.batch_size % dinfo.world_size:
-        raise DardError(f"optim.batch_size {cfg.optim.batch_size} (the global batch) must be divisible by the "
-                        f"{dinfo.world_size} processes")
+        raise DardError(
+            f"optim.batch_size {cfg.optim.batch_size} (the global batch) must be divisible by the "
+            f"{dinfo.world_size} processes"
+        )
     dist.barrier(dinfo)
     if device.type == "cpu":
         configure_threads(cfg.speed.threads)
@@ -211,33 +229,65 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, device: torch.device,
     teacher, teacher_info = None, None
     if method.needs_teacher:
         if not cfg.teacher.given:
-            raise DardError(f"method '{cfg.method.name}' needs a teacher: set teacher.checkpoint (or teacher.arch + teacher.weights)")
+            raise DardError(
+                f"method '{cfg.method.name}' needs a teacher: "
+                "set teacher.checkpoint (or teacher.arch + teacher.weights)"
+            )
         teacher, teacher_info = load_teacher(cfg.teacher, bundle, device)
     model, teacher_fn = prepare_models(cfg, student, teacher, device, dinfo)
     student = unwrap_model(model)  # SyncBatchNorm conversion may have replaced the module
 
-    loader = DeviceLoader(data.train, cfg.optim.batch_size, device=device, shuffle=True, augment=cfg.data.augment,
-                          crop_padding=bundle.crop_padding, flip=bundle.flip, drop_last=True, seed=cfg.seed,
-                          rank=dinfo.rank, world_size=dinfo.world_size)
+    loader = DeviceLoader(
+        data.train,
+        cfg.optim.batch_size,
+        device=device,
+        shuffle=True,
+        augment=cfg.data.augment,
+        crop_padding=bundle.crop_padding,
+        flip=bundle.flip,
+        drop_last=True,
+        seed=cfg.seed,
+        rank=dinfo.rank,
+        world_size=dinfo.world_size,
+    )
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise DardError(f"batch size {cfg.optim.batch_size} exceeds the {len(data.train)} training images")
-    optimizer = torch.optim.SGD(student.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov)
+    optimizer = torch.optim.SGD(
+        student.parameters(),
+        lr=cfg.optim.lr,
+        momentum=cfg.optim.momentum,
+        weight_decay=cfg.optim.weight_decay,
+        nesterov=cfg.optim.nesterov,
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch))
 
-    progress: dict[str, Any] = {"epoch": 0, "batch": 0, "global_step": 0, "best_score": None, "best_epoch": None,
-                                "history": [], "train_seconds": 0.0}
+    progress: dict[str, Any] = {
+        "epoch": 0,
+        "batch": 0,
+        "global_step": 0,
+        "best_score": None,
+        "best_epoch": None,
+        "history": [],
+        "train_seconds": 0.0,
+    }
     if resume and (run_dir / POINTER).exists():
         progress = load_state(run_dir, model=student, optimizer=optimizer, scheduler=scheduler)
     elif main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / "config.yaml", dump_config(cfg))
-        write_json(run_dir / "run.json", {
-            "name": cfg.name, "seed": cfg.seed, "method": method.config(), "student": spec,
-            "teacher": teacher_info, "environment": {**environment(device), "world_size": dinfo.world_size},
-            "data": {"name": bundle.name, "train": len(data.train), "val": len(data.val), "test": len(data.test)},
-        })
+        write_json(
+            run_dir / "run.json",
+            {
+                "name": cfg.name,
+                "seed": cfg.seed,
+                "method": method.config(),
+                "student": spec,
+                "teacher": teacher_info,
+                "environment": {**environment(device), "world_size": dinfo.world_size},
+                "data": {"name": bundle.name, "train": len(data.train), "val": len(data.val), "test": len(data.test)},
+            },
+        )
     if main:
         write_text(run_dir / "metrics.jsonl", "".join(_jsonl(h) for h in progress["history"]))
 
@@ -254,8 +304,13 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, device: torch.device,
         if progress["batch"] and main:  # resumed mid-epoch: rank 0 saved the global sums so far
             sums = dict(progress.get("partial", sums))
         t0 = mark = time.time()  # t0: this epoch's throughput; mark: training time not yet added to progress
-        bar = tqdm(total=steps_per_epoch, initial=progress["batch"], desc=f"{cfg.name} epoch {epoch + 1}/{cfg.optim.epochs}",
-                   disable=not (cfg.progress and main), leave=False)
+        bar = tqdm(
+            total=steps_per_epoch,
+            initial=progress["batch"],
+            desc=f"{cfg.name} epoch {epoch + 1}/{cfg.optim.epochs}",
+            disable=not (cfg.progress and main),
+            leave=False,
+        )
         for batch_idx, (x, y) in enumerate(loader.iter_from(progress["batch"]), start=progress["batch"]):
             if cfg.speed.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -264,10 +319,18 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, device: torch.device,
             loss = out.loss.float()
             finite = bool(torch.isfinite(loss))
             if not finite or dinfo.enabled:
-                last = "the last good checkpoint is kept in " + str(run_dir) if (run_dir / POINTER).exists() else "no checkpoint was written yet"
+                last = (
+                    "the last good checkpoint is kept in " + str(run_dir)
+                    if (run_dir / POINTER).exists()
+                    else "no checkpoint was written yet"
+                )
                 what = f"loss is {loss.item()}" if not finite else "loss is not finite on another process"
-                dist.agree(finite, f"{what} at epoch {epoch + 1} step {batch_idx + 1}; stopping ({last}); "
-                                   f"lower optim.lr?", dinfo, device)
+                dist.agree(
+                    finite,
+                    f"{what} at epoch {epoch + 1} step {batch_idx + 1}; stopping ({last}); lower optim.lr?",
+                    dinfo,
+                    device,
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -280,10 +343,16 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, device: torch.device,
             progress["batch"] = batch_idx + 1
             elapsed = time.time() - t0
             bar.update(1)
-            bar.set_postfix(loss=f"{sums['loss'] / sums['seen']:.3f}", acc=f"{sums['correct'] / sums['seen']:.3f}",
-                            img_s=f"{sums['seen'] * dinfo.world_size / max(elapsed, 1e-9):.0f}")
-            if cfg.checkpoint_every_steps and progress["global_step"] % cfg.checkpoint_every_steps == 0 \
-                    and progress["batch"] < steps_per_epoch:
+            bar.set_postfix(
+                loss=f"{sums['loss'] / sums['seen']:.3f}",
+                acc=f"{sums['correct'] / sums['seen']:.3f}",
+                img_s=f"{sums['seen'] * dinfo.world_size / max(elapsed, 1e-9):.0f}",
+            )
+            if (
+                cfg.checkpoint_every_steps
+                and progress["global_step"] % cfg.checkpoint_every_steps == 0
+                and progress["batch"] < steps_per_epoch
+            ):
                 progress["partial"] = dist.sum_over_ranks(sums, dinfo, device)
                 # so that a resumed run still counts the time spent before the kill
                 progress["train_seconds"] += time.time() - mark
@@ -292,18 +361,26 @@ def _train(cfg: RunConfig, run_dir: Path, resume: bool, device: torch.device,
         bar.close()
         progress["train_seconds"] += time.time() - mark
         total = dist.sum_over_ranks(sums, dinfo, device)
-        row: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-                               "train_loss": total["loss"] / max(total["seen"], 1),
-                               "train_acc": total["correct"] / max(total["seen"], 1),
-                               "images_per_s": total["seen"] / max(time.time() - t0, 1e-9),
-                               "train_seconds": round(progress["train_seconds"], 3)}  # cumulative, no validation
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": total["loss"] / max(total["seen"], 1),
+            "train_acc": total["correct"] / max(total["seen"], 1),
+            "images_per_s": total["seen"] / max(time.time() - t0, 1e-9),
+            "train_seconds": round(progress["train_seconds"], 3),
+        }  # cumulative, no validation
         if main:
             if (epoch + 1) % cfg.val.every == 0 or epoch + 1 == cfg.optim.epochs:
                 row.update(validate(student, data.val, cfg, device))
                 score = selection_score(row, cfg.val.select_by)
                 if progress["best_score"] is None or score > progress["best_score"]:
                     progress["best_score"], progress["best_epoch"] = score, epoch + 1
-                    save_checkpoint(run_dir / "best", student, spec, {"epoch": epoch + 1, "metrics": row, "selected_by": f"val_{cfg.val.select_by}"})
+                    save_checkpoint(
+                        run_dir / "best",
+                        student,
+                        spec,
+                        {"epoch": epoch + 1, "metrics": row, "selected_by": f"val_{cfg.val.select_by}"},
+                    )
             save_checkpoint(run_dir / "last", student, spec, {"epoch": epoch + 1, "metrics": row})
         progress["history"].append(row)
         progress.update(epoch=epoch + 1, batch=0)
@@ -330,21 +407,49 @@ def final_evaluation(cfg: RunConfig, run_dir: Path, data: Data, device: torch.de
         info = {**meta["model"], "checkpoint": f"{which}", "epoch": meta.get("epoch")}
         dinfo = {"name": data.bundle.name, "split": "test", "n": int(x.shape[0])}
         attacks = build_suite(cfg.eval.attacks, cfg.eps, seed=cfg.seed)
-        rec = evaluate(model, x, y, attacks, batch_size=cfg.eval.batch_size, device=device, progress=cfg.progress,
-                       model_info=info, data_info=dinfo, seed=cfg.seed, environment=env)
+        rec = evaluate(
+            model,
+            x,
+            y,
+            attacks,
+            batch_size=cfg.eval.batch_size,
+            device=device,
+            progress=cfg.progress,
+            model_info=info,
+            data_info=dinfo,
+            seed=cfg.seed,
+            environment=env,
+        )
         result = rec.to_dict()
         # The expensive parts (AutoAttack, the eps sweep) run for the first listed checkpoint only (best).
         if cfg.eval.autoattack_subset and which == cfg.eval.checkpoints[0]:
             k = min(cfg.eval.autoattack_subset, x.shape[0])
-            aa = evaluate(model, x[:k], y[:k], build_suite(["autoattack"], cfg.eps, seed=cfg.seed),
-                          batch_size=cfg.eval.batch_size, device=device, progress=cfg.progress,
-                          model_info=info, data_info={**dinfo, "n": k}, seed=cfg.seed, environment=env)
+            aa = evaluate(
+                model,
+                x[:k],
+                y[:k],
+                build_suite(["autoattack"], cfg.eps, seed=cfg.seed),
+                batch_size=cfg.eval.batch_size,
+                device=device,
+                progress=cfg.progress,
+                model_info=info,
+                data_info={**dinfo, "n": k},
+                seed=cfg.seed,
+                environment=env,
+            )
             result["autoattack_subset"] = aa.to_dict()
         if cfg.eval.eps_sweep and which == cfg.eval.checkpoints[0]:
             sweep = {}
             for eps in cfg.eval.eps_sweep:
-                r = evaluate(model, x, y, build_suite(["pgd20"], eps, seed=cfg.seed), batch_size=cfg.eval.batch_size,
-                             device=device, progress=False)
+                r = evaluate(
+                    model,
+                    x,
+                    y,
+                    build_suite(["pgd20"], eps, seed=cfg.seed),
+                    batch_size=cfg.eval.batch_size,
+                    device=device,
+                    progress=False,
+                )
                 sweep[f"{eps:.6f}"] = r.attacks["pgd20"].accuracy
             result["eps_sweep"] = {"attack": "pgd20", "accuracy": sweep}
         write_json(out, result)

@@ -20,20 +20,24 @@ from dard.io import read_json, save_tensors, torch_save, write_json
 POINTER = "resume.json"
 
 
-def save_state(run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               scheduler: Any, progress: dict[str, Any]) -> Path:
+def save_state(
+    run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, progress: dict[str, Any]
+) -> Path:
     """Write a complete snapshot, then point ``resume.json`` at it and drop older snapshots."""
     snap = run_dir / f"state-{int(progress['global_step']):09d}"
     if snap.exists():
         shutil.rmtree(snap)
     snap.mkdir(parents=True)
     save_tensors(snap / "student.safetensors", model.state_dict())
-    torch_save(snap / "optim.pt", {
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng_cpu": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    })
+    torch_save(
+        snap / "optim.pt",
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        },
+    )
     write_json(snap / "progress.json", progress)
     write_json(run_dir / POINTER, {"snapshot": snap.name})
     for old in run_dir.glob("state-*"):
@@ -50,8 +54,9 @@ def read_progress(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def load_state(run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               scheduler: Any) -> dict[str, Any]:
+def load_state(
+    run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> dict[str, Any]:
     """Restore the snapshot ``resume.json`` points at; returns its progress dict."""
     from safetensors.torch import load_file
 
@@ -64,7 +69,9 @@ def load_state(run_dir: Path, *, model: torch.nn.Module, optimizer: torch.optim.
         blob = torch.load(snap / "optim.pt", map_location="cpu", weights_only=True)
         progress = read_json(snap / "progress.json")
     except Exception as e:  # a damaged snapshot must not crash with a traceback
-        raise DardError(f"cannot resume from {snap}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        raise DardError(
+            f"cannot resume from {snap}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
     optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
     torch.set_rng_state(blob["rng_cpu"])
