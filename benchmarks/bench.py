@@ -34,7 +34,8 @@ from dard.data import DeviceLoader, ImageSet  # noqa: E402
 from dard.evaluation.suite import build_suite  # noqa: E402
 from dard.io import write_json, write_text  # noqa: E402
 from dard.methods import create_method  # noqa: E402
-from dard.models import create_model, macs_per_image  # noqa: E402
+from dard.models import create_model  # noqa: E402
+from dard.models.cost import macs_per_image  # noqa: E402
 from dard.runtime import configure_threads, device_name, environment, resolve_device  # noqa: E402
 from dard.training import parse_config  # noqa: E402
 from dard.training.distributed import DistInfo  # noqa: E402

@@ -1,7 +1,7 @@
 """Model checkpoints: weights as safetensors, metadata (architecture, normalisation, provenance) as JSON.
 
 A checkpoint ``NAME`` is the pair ``NAME.safetensors`` + ``NAME.json``. External weights (a ``.pt``/``.pth``
-state dict from other code) load through :func:`dard.models.load_weights` with ``weights_only=True``.
+state dict from other code) load through :func:`dard.weights.load_weights` with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch import nn
 
 from dard.errors import DardError
 from dard.io import read_json, save_tensors, write_json
-from dard.models import unwrap_model
+from dard.module_utils import unwrap_model
 
 FORMAT = "dard-checkpoint"
 
@@ -66,7 +66,8 @@ def read_checkpoint_meta(weights: Path) -> dict[str, Any]:
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model described by a dard checkpoint and load its weights; returns (model in eval mode, meta)."""
-    from dard.models import create_model, load_weights
+    from dard.models import create_model
+    from dard.weights import load_weights
 
     weights = resolve_checkpoint(path)
     if weights.suffix != ".safetensors":

@@ -31,7 +31,7 @@ import torch
 
 from dard.data import default_data_dir, register_dataset
 from dard.data.base import DatasetBundle, ImageSet
-from dard.errors import DardError
+from dard.errors import DardError, one_line
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -129,13 +129,9 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
 def _corrupt(path: Path, reason: object) -> DardError:
     return DardError(
-        f"cannot read {path}: {_one_line(reason)}; the file looks corrupt or truncated, "
+        f"cannot read {path}: {one_line(reason)}; the file looks corrupt or truncated, "
         f"delete {path.parent} and fetch it again (--download)"
     )
 
@@ -147,7 +143,7 @@ def _load_pickle(path: Path) -> dict:
     except DardError:
         raise
     except OSError as exc:
-        raise DardError(f"cannot open {path}: {_one_line(exc.strerror or exc)}") from None
+        raise DardError(f"cannot open {path}: {one_line(exc.strerror or exc)}") from None
     except Exception as exc:  # truncated or garbled pickle: EOFError, UnpicklingError, ValueError, ...
         raise _corrupt(path, f"{type(exc).__name__}: {exc}") from None
     if not isinstance(obj, dict):
@@ -252,7 +248,7 @@ def _download_archive(url: str, md5: str, dest_dir: Path, title: str) -> Path:
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 reason = getattr(exc, "reason", None) or exc
                 raise DardError(
-                    f"could not download {title} from {url}: {_one_line(reason)}; download it by hand "
+                    f"could not download {title} from {url}: {one_line(reason)}; download it by hand "
                     f"and extract it into {dest_dir}"
                 ) from None
         with open(tmp, "rb") as fh:
@@ -303,7 +299,7 @@ def _extract_folder(archive: Path, dest_dir: Path, folder: str, title: str) -> N
         except DardError:
             raise
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-            raise DardError(f"cannot extract the {title} archive: {_one_line(exc)}") from None
+            raise DardError(f"cannot extract the {title} archive: {one_line(exc)}") from None
         src = staging / folder
         if not src.is_dir():
             raise DardError(f"the downloaded {title} archive has no '{folder}/' folder")

@@ -9,8 +9,9 @@ from dard.data import load_dataset
 from dard.errors import DardError
 from dard.evaluation.suite import EvalRecord, build_suite, evaluate, parse_eps
 from dard.io import write_json
-from dard.models import MODELS, create_model, load_weights, read_state_dict
+from dard.models import MODELS, create_model
 from dard.runtime import configure_threads, environment, resolve_device, seed_everything
+from dard.weights import load_weights, read_state_dict
 
 
 def format_table(record: EvalRecord) -> str:

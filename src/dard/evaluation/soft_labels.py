@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from dard.attacks import Attack
-from dard.attacks.base import eval_mode
+from dard.module_utils import eval_mode
 
 
 def teacher_label_gap(

@@ -19,11 +19,13 @@ from dard.errors import DardError
 from dard.evaluation.suite import attack_from_spec, build_suite, evaluate
 from dard.io import write_json, write_text
 from dard.methods import create_method
-from dard.models import create_model, load_weights, unwrap_model
+from dard.models import create_model
+from dard.module_utils import unwrap_model
 from dard.runtime import configure_threads, environment, resolve_device, seed_everything
 from dard.training import distributed as dist
 from dard.training.config import RunConfig, TeacherConfig, dump_config, parse_config
 from dard.training.state import POINTER, load_state, save_state
+from dard.weights import load_weights
 
 
 @dataclass

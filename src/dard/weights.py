@@ -1,0 +1,155 @@
+"""Reading weight files and loading state dicts into models, with one-line errors.
+
+Accepts this project's ``.safetensors`` and the ``.pt``/``.pth`` files of other training code: the state dict may be
+nested in a checkpoint (``{"state_dict": ...}``, ``{"model": ...}``) and its keys prefixed by wrappers
+(``module.``, ``model.``, ``_orig_mod.``). Files are read tensors-only (``weights_only=True``): a checkpoint can never
+run code when loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dard.errors import DardError, one_line
+
+__all__ = ["load_weights", "read_state_dict"]
+
+# Keys under which training scripts commonly nest the state dict inside a checkpoint.
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "student")
+# Prefixes added by nn.DataParallel / DistributedDataParallel, wrapper modules and torch.compile.
+_STRIP_PREFIXES = ("module.", "model.", "_orig_mod.")
+_SHOW = 5  # how many key names an error message lists
+_REASON_CHARS = 160  # a library's exception text is cut to this many characters in a message
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Read a weights file (weights-only) and return the state dict inside it; DardError if it holds none."""
+    return _unwrap(_read_weights_file(Path(path)), str(path))
+
+
+def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], strict: bool = True) -> None:
+    """Load weights into ``model`` from a state dict or a ``.pt``/``.pth``/``.safetensors`` file.
+
+    Checkpoints that nest the state dict (``{"state_dict": ...}``, ``{"model": ...}``, ``{"net": ...}``)
+    are unwrapped, and ``module.``/``model.`` prefixes are stripped (repeatedly, e.g. ``module.model.``).
+    With ``strict`` every model key must be present and no extra key allowed. Shapes must always match.
+    Problems raise :class:`DardError` with a one-line message naming the offending keys.
+    """
+    if isinstance(source, (str, Path)):
+        where = str(source)
+        raw = _read_weights_file(Path(source))
+    elif isinstance(source, Mapping):
+        where = "the given checkpoint"
+        raw = source
+    else:
+        raise DardError(f"weights must be a file path or a state dict, got {type(source).__name__}")
+
+    target = model.state_dict()
+    state = _strip_prefixes(_unwrap(raw, where), set(target))
+    problems = _key_problems(state, target, strict)
+    if problems:
+        raise DardError(f"cannot load {where} into {type(model).__name__}: " + "; ".join(problems))
+
+    if not strict:
+        state = {k: v for k, v in state.items() if k in target}
+    try:
+        model.load_state_dict(state, strict=strict)
+    except RuntimeError as exc:  # e.g. a dtype that cannot be copied; keep the one-line contract
+        reason = one_line(exc, _REASON_CHARS)
+        raise DardError(f"cannot load {where} into {type(model).__name__}: {reason}") from None
+
+
+def _key_problems(state: Mapping[str, Tensor], target: Mapping[str, Tensor], strict: bool) -> list[str]:
+    """Shape mismatches always; missing and unexpected keys when ``strict``."""
+    # BatchNorm fills in a missing num_batches_tracked itself (old checkpoints lack it), so don't count it.
+    missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in target]
+    mismatched = [k for k in state if k in target and tuple(state[k].shape) != tuple(target[k].shape)]
+
+    problems: list[str] = []
+    if mismatched:
+        k = mismatched[0]
+        problems.append(
+            f"architecture mismatch: {len(mismatched)} tensor(s) differ in shape, e.g. {k}: "
+            f"checkpoint {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
+        )
+    if strict and (missing or unexpected):
+        problems.append(
+            f"{len(missing)} missing key(s) [{_names(missing)}] and "
+            f"{len(unexpected)} unexpected key(s) [{_names(unexpected)}]"
+        )
+    return problems
+
+
+def _read_weights_file(path: Path) -> Any:
+    if not path.exists():
+        raise DardError(f"weights file not found: {path}")
+    if not path.is_file():
+        raise DardError(f"{path} is not a weights file (it is a directory)")
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        # weights_only=True: a checkpoint must never be able to run code when loaded.
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any failure means "not a checkpoint we can read"
+        text = str(exc)
+        if "Weights only load failed" in text:
+            # torch's own message is long and advises weights_only=False, which we deliberately never use.
+            reason = "not a tensor-only PyTorch checkpoint; pickled objects are refused for safety"
+        else:
+            reason = f"{type(exc).__name__}: {one_line(text, _REASON_CHARS)}"
+        raise DardError(f"{path} is not a weights file ({reason})") from None
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, Tensor) for v in obj.values())
+
+
+def _unwrap(obj: Any, where: str) -> dict[str, Tensor]:
+    """Find the state dict inside a checkpoint that may nest it under e.g. ``state_dict`` or ``model``."""
+    for _ in range(4):  # a few levels of nesting at most
+        if _is_state_dict(obj):
+            return {str(k): v for k, v in obj.items()}
+        if not isinstance(obj, Mapping):
+            break
+        inner = next((obj[k] for k in _WRAPPER_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
+        if inner is None:
+            break
+        obj = inner
+    if isinstance(obj, Mapping):
+        keys = ", ".join(map(str, list(obj)[:_SHOW]))
+        raise DardError(f"{where} holds no state dict (top-level keys: {keys or 'none'})")
+    raise DardError(f"{where} holds no state dict (found {type(obj).__name__})")
+
+
+def _strip_prefixes(state: dict[str, Tensor], model_keys: set[str]) -> dict[str, Tensor]:
+    """Remove wrapper prefixes such as ``module.`` or ``module.model.`` from every key.
+
+    A prefix is only stripped if the model itself has no key starting with it, so a model that really
+    has a submodule called ``model`` keeps its keys.
+    """
+    prefixes = [p for p in _STRIP_PREFIXES if not any(k.startswith(p) for k in model_keys)]
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        new = key
+        changed = True
+        while changed:
+            changed = False
+            for p in prefixes:
+                if new.startswith(p):
+                    new = new[len(p) :]
+                    changed = True
+        out[new] = value
+    return out
+
+
+def _names(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_SHOW])
+    return shown + (", ..." if len(keys) > _SHOW else "")
