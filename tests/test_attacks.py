@@ -29,7 +29,8 @@ from dard.attacks import (
 from dard.errors import DardError
 
 ALL_ATTACKS = list_attacks()
-EXPECTED = {"autoattack", "bim", "cw", "dpgd", "fgsm", "pgd", "tpgd"}
+EXPECTED = {"autoattack", "bim", "cw", "dpgd", "fgsm", "kl_pgd", "pgd", "tpgd"}
+PROBS_ATTACKS = {"kl_pgd"}  # take target probabilities instead of labels
 EPS = 0.1
 
 
@@ -74,6 +75,13 @@ def params_for(name: str, **extra) -> dict:
     base = {"eps": 0.3 if name == "autoattack" else EPS, "seed": 0}
     base.update(extra)
     return base
+
+
+def target_for(name: str, y: torch.Tensor) -> torch.Tensor:
+    """What attack ``name`` is called with: the labels, or for a KL attack probabilities that favour them."""
+    if name not in PROBS_ATTACKS:
+        return y
+    return 0.05 + 0.5 * F.one_hot(y, 10).float()  # rows: 9 * 0.05 + 0.55 = 1
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -141,8 +149,10 @@ def test_bad_params_raise_one_line_dard_error(name, params, fragment):
 
 
 def test_unknown_param_names_valid_ones():
-    with pytest.raises(DardError, match=r"no parameter stepz; valid: eps, step_size, steps"):
+    with pytest.raises(DardError, match=r"attack 'pgd' has no parameter 'stepz'; valid: eps, step_size, steps"):
         create_attack("pgd", stepz=3)
+    with pytest.raises(DardError, match=r"has no parameters 'a', 'b'; valid: eps, seed$"):
+        create_attack("fgsm", a=1, b=2)
 
 
 def test_unknown_attack_name():
@@ -177,7 +187,7 @@ def test_bad_inputs_raise_dard_error(x, y, fragment):
 def test_output_in_box_and_ball_same_shape_dtype(name):
     model, x, y = tiny_setup()
     attack = create_attack(name, **params_for(name))
-    x_adv = attack(model, x, y)
+    x_adv = attack(model, x, target_for(name, y))
     assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
     assert not x_adv.requires_grad
     assert x_adv.min() >= 0 and x_adv.max() <= 1
@@ -193,7 +203,7 @@ def test_model_in_eval_during_attack_and_mode_restored(name, mode):
     if mode == "mixed":  # e.g. frozen BatchNorm in a training model: per-module modes must come back
         model.bn.eval()
     before = {n: m.training for n, m in model.named_modules()}
-    create_attack(name, **params_for(name))(model, x, y)
+    create_attack(name, **params_for(name))(model, x, target_for(name, y))
     assert model.seen_training and not any(model.seen_training)
     assert {n: m.training for n, m in model.named_modules()} == before
 
@@ -209,7 +219,7 @@ def test_mode_restored_when_attack_raises(name, monkeypatch):
 
     monkeypatch.setattr(attack, "perturb", boom)
     with pytest.raises(RuntimeError, match="boom"):
-        attack(model, x, y)
+        attack(model, x, target_for(name, y))
     assert all(m.training for m in model.modules())
 
 
@@ -218,13 +228,13 @@ def test_parameter_grads_untouched(name):
     model, x, y = tiny_setup()
     assert all(p.requires_grad for p in model.parameters())
     attack = create_attack(name, **params_for(name))
-    attack(model, x, y)
+    attack(model, x, target_for(name, y))
     assert all(p.grad is None for p in model.parameters())
     # existing gradients (mid-training) stay exactly as they were
     for p in model.parameters():
         p.grad = torch.randn_like(p)
     saved = [p.grad.clone() for p in model.parameters()]
-    attack(model, x, y)
+    attack(model, x, target_for(name, y))
     assert all(torch.equal(p.grad, s) for p, s in zip(model.parameters(), saved))
 
 
@@ -233,10 +243,10 @@ def test_deterministic_for_a_seed(name):
     model, x, y = tiny_setup()
     a = create_attack(name, **params_for(name, seed=123))
     b = create_attack(name, **params_for(name, seed=123))
-    x1 = a(model, x, y)
+    x1 = a(model, x, target_for(name, y))
     torch.rand(100)  # moving the global stream must not matter
-    assert torch.equal(x1, a(model, x, y))
-    assert torch.equal(x1, b(model, x, y))
+    assert torch.equal(x1, a(model, x, target_for(name, y)))
+    assert torch.equal(x1, b(model, x, target_for(name, y)))
 
 
 @pytest.mark.parametrize("name", ALL_ATTACKS)
@@ -245,7 +255,7 @@ def test_global_rng_not_consumed(name):
     attack = create_attack(name, **params_for(name, seed=7))
     torch.manual_seed(2024)
     state = torch.get_rng_state()
-    attack(model, x, y)
+    attack(model, x, target_for(name, y))
     assert torch.equal(torch.get_rng_state(), state)
     expected = torch.Generator().manual_seed(2024)
     assert torch.equal(torch.rand(5), torch.rand(5, generator=expected))
@@ -255,7 +265,7 @@ def test_global_rng_not_consumed(name):
 def test_eps_zero_changes_nothing(name):
     model, x, y = tiny_setup()
     clean = accuracy(model, x, y)
-    x_adv = create_attack(name, **params_for(name, eps=0.0))(model, x, y)
+    x_adv = create_attack(name, **params_for(name, eps=0.0))(model, x, target_for(name, y))
     assert torch.equal(x_adv, x)
     assert accuracy(model, x_adv, y) == clean
 
@@ -265,7 +275,7 @@ def test_batchnorm_running_stats_unchanged(name):
     model, x, y = tiny_setup()
     model.train()
     buffers = {k: v.clone() for k, v in model.named_buffers()}
-    create_attack(name, **params_for(name))(model, x, y)
+    create_attack(name, **params_for(name))(model, x, target_for(name, y))
     assert all(torch.equal(v, buffers[k]) for k, v in model.named_buffers())
 
 
@@ -274,8 +284,8 @@ def test_works_under_no_grad(name):
     model, x, y = tiny_setup()
     attack = create_attack(name, **params_for(name))
     with torch.no_grad():
-        x_adv = attack(model, x, y)
-    assert torch.equal(x_adv, create_attack(name, **params_for(name))(model, x, y))
+        x_adv = attack(model, x, target_for(name, y))
+    assert torch.equal(x_adv, create_attack(name, **params_for(name))(model, x, target_for(name, y)))
 
 
 def test_unseeded_attack_follows_global_stream():

@@ -19,12 +19,12 @@ from dard.errors import DardError
 from dard.methods import (
     LossOutput,
     create_method,
-    eval_mode,
     kl_batchmean,
     list_methods,
     method_params,
     soft_targets,
 )
+from dard.module_utils import eval_mode
 
 ALL_METHODS = ["ard", "dard", "natural", "pgdard", "rslad", "sat", "trades"]
 TEACHER_METHODS = ["ard", "dard", "pgdard", "rslad"]
@@ -226,11 +226,9 @@ def test_unknown_method_and_param(stub_attacks):
         ("ard", {"alpha": 1.1}, "alpha"),
         ("ard", {"tau": 0.0}, "tau"),
         ("rslad", {"adv_weight": 1.5}, "adv_weight"),
-        ("rslad", {"attack": {"stepz": 3}}, "stepz"),
         ("trades", {"beta": -1}, "beta"),
-        ("trades", {"attack": {"name": "pgd"}}, "name"),
-        ("trades", {"attack": {"init": "gauss"}}, "init"),
-        ("trades", {"attack": {"steps": 2.5}}, "steps"),
+        ("trades", {"attack": {"name": "pgd"}}, "takes labels"),  # its attack must take probabilities
+        ("sat", {"attack": {"name": "kl_pgd"}}, "takes probs"),  # and SAT's labels
         ("sat", {"attack": ["pgd"]}, "attack"),
     ],
 )
@@ -264,11 +262,10 @@ def test_defaults_and_config_roundtrip(stub_attacks):
     assert close(create_method("rslad").config()["adv_weight"], 5 / 6)
     assert create_method("trades").config()["beta"] == 6.0
     assert create_method("trades").config()["attack"] == {
+        "name": "kl_pgd",
         "eps": 8 / 255,
         "step_size": 2 / 255,
         "steps": 10,
-        "norm": "linf",
-        "init": "normal",
     }
     for name in ALL_METHODS:
         cfg = create_method(name).config()
@@ -534,6 +531,15 @@ def test_bad_attack_params_raise_dard_error():
         create_method("sat", attack={"name": "nope"})
     with pytest.raises(DardError, match="eps"):
         create_method("pgdard", attack={"eps": -1.0})
+    for name, attack, needle in [
+        ("rslad", {"stepz": 3}, "stepz"),
+        ("trades", {"init": "gauss"}, "init"),
+        ("trades", {"steps": 2.5}, "steps"),
+        ("trades", {"norm": "l1"}, "norm"),
+    ]:
+        with pytest.raises(DardError, match=needle) as exc:
+            create_method(name, attack=attack)
+        assert str(exc.value).startswith(f"method '{name}': attack: ") and "\n" not in str(exc.value)
 
 
 @needs_attacks

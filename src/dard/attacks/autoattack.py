@@ -30,8 +30,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from dard.attacks.base import Attack, check_choice, check_int
+from dard.attacks.base import Attack
 from dard.errors import DardError
+from dard.validate import check_choice, check_int
 
 __all__ = ["AutoAttackWrapper"]
 

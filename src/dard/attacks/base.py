@@ -1,94 +1,42 @@
 """The one attack contract every registered attack follows.
 
-An :class:`Attack` is a configured, reusable callable ``attack(model, x, y) -> x_adv``:
+An :class:`Attack` is a configured, reusable callable ``attack(model, x, target) -> x_adv``:
 
-* ``x`` is a float tensor in [0, 1] (normalisation lives inside the model), ``y`` int64 labels;
+* ``x`` is a float tensor in [0, 1] (normalisation lives inside the model);
+* ``target`` is what the attack moves away from, of the kind its class declares in ``target_kind``: ``"labels"``
+  (int64 class indices, shape (N,): every evaluation attack) or ``"probs"`` (target probabilities, float (N, classes)
+  with rows summing to 1: the KL maximisation of TRADES / RSLAD); it is checked before the attack runs;
 * the model is put in eval mode for the attack (BatchNorm frozen, no running-stat updates) and every
   submodule's mode is restored afterwards, even when the attack raises;
 * gradients are taken with ``torch.autograd.grad`` on the input only, so parameters' ``.grad`` are untouched;
 * with a ``seed`` the attack is deterministic and runs under a forked RNG, so the caller's random stream is
-  neither consumed nor changed;
+  neither consumed nor changed; with ``seed=None`` (training attacks) it draws from the global stream;
 * the result is detached, has the input's shape and dtype, lies in [0, 1] and in the eps-ball (checked).
 
-Subclasses set ``name`` (and ``norm`` if not Linf), add their keyword-only parameters to ``__init__``
-(validated there with the ``check_*`` helpers) and implement :meth:`Attack.perturb`.
+Subclasses set ``name`` (and ``norm`` if not Linf, ``target_kind`` if not labels), add their keyword-only
+parameters to ``__init__`` (validated there with :mod:`dard.validate`) and implement :meth:`Attack.perturb`.
+:func:`preset` registers a variant of an attack with some parameters fixed (``cw`` is PGD on the margin loss).
 """
 
 from __future__ import annotations
 
 import inspect
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
 
 from dard.errors import DardError
+from dard.module_utils import eval_mode, local_module
+from dard.registry import param_names
+from dard.validate import check_bool, check_float, check_int, check_seed
 
-__all__ = [
-    "Attack",
-    "IterativeAttack",
-    "check_bool",
-    "check_choice",
-    "check_float",
-    "check_int",
-    "check_seed",
-    "perturbation_norms",
-]
+__all__ = ["Attack", "IterativeAttack", "perturbation_norms", "preset"]
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# parameter validation: every message is one line and names the attack parameter
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def check_float(
-    name: str, value: Any, *, lo: float | None = None, hi: float | None = None, owner: str = "attack"
-) -> float:
-    """Return ``value`` as a float, or raise a one-line DardError if it is not a finite number in [lo, hi]."""
-    # bool is an int subclass; `eps=True` is a config mistake, not 1.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise DardError(f"{owner}: {name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise DardError(f"{owner}: {name} must be finite, got {value!r}")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        lo_s = "-inf" if lo is None else f"{lo:g}"
-        hi_s = "inf" if hi is None else f"{hi:g}"
-        raise DardError(f"{owner}: {name} must be in [{lo_s}, {hi_s}], got {value:g}")
-    return value
-
-
-def check_int(name: str, value: Any, *, lo: int | None = None, owner: str = "attack") -> int:
-    """Return ``value`` as an int, or raise a one-line DardError if it is not an integer >= ``lo``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise DardError(f"{owner}: {name} must be an integer, got {value!r}")
-    if lo is not None and value < lo:
-        raise DardError(f"{owner}: {name} must be >= {lo}, got {value}")
-    return int(value)
-
-
-def check_bool(name: str, value: Any, *, owner: str = "attack") -> bool:
-    """Return ``value`` if it is a bool, else raise a one-line DardError."""
-    if not isinstance(value, bool):
-        raise DardError(f"{owner}: {name} must be true or false, got {value!r}")
-    return value
-
-
-def check_choice(name: str, value: Any, choices: Sequence[str], *, owner: str = "attack") -> str:
-    """Return ``value`` if it is one of ``choices``, else raise a one-line DardError listing them."""
-    if value not in choices:
-        raise DardError(f"{owner}: {name} must be one of {', '.join(map(str, choices))}; got {value!r}")
-    return value
-
-
-def check_seed(value: Any, *, owner: str = "attack") -> int | None:
-    """A seed is None (use the global RNG stream) or a non-negative integer."""
-    if value is None:
-        return None
-    return check_int("seed", value, lo=0, owner=owner)
+A = TypeVar("A", bound="Attack")
+TARGET_KINDS = ("labels", "probs")
 
 
 def perturbation_norms(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
@@ -99,11 +47,6 @@ def perturbation_norms(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch
     if norm == "l2":
         return delta.norm(p=2, dim=1)
     raise ValueError(f"unknown norm {norm!r}")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# RNG and mode handling
-# ---------------------------------------------------------------------------------------------------------------
 
 
 @contextmanager
@@ -124,32 +67,6 @@ def _forked_rng(device: torch.device, seed: int | None) -> Iterator[None]:
         yield
 
 
-def local_module(model: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel wrapper (else ``model`` itself).
-
-    Attacks take gradients with respect to the input only; going through DDP would arm its gradient
-    all-reduce for a backward pass that never reaches the parameters.
-    """
-    from torch.nn.parallel import DistributedDataParallel
-
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode for the block, then restore every submodule's own previous mode.
-
-    Per-module flags, not just ``model.training``: a caller may keep some submodules (frozen BN) in eval.
-    """
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, was_training in modes:
-            module.training = was_training
-
-
 class Attack:
     """Base class: validation, eval-mode/RNG bookkeeping and output checks around :meth:`perturb`."""
 
@@ -157,6 +74,8 @@ class Attack:
     name: ClassVar[str] = "attack"
     #: threat-model norm used by the output check ("linf" or "l2"); attacks with a norm parameter override
     norm: str = "linf"
+    #: what a call's ``target`` is: "labels" (int64, (N,)) or "probs" (float (N, classes), rows summing to 1)
+    target_kind: ClassVar[str] = "labels"
     #: attacks whose dependencies reseed the global RNG (AutoAttack) always run under a forked RNG
     _always_fork_rng: ClassVar[bool] = False
 
@@ -167,34 +86,33 @@ class Attack:
 
     # -- public API -------------------------------------------------------------------------------------------
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Return adversarial examples for ``(x, y)`` against ``model`` (detached, same shape/dtype as ``x``)."""
-        x, y = self._check_inputs(x, y)
+    def __call__(self, model: nn.Module, x: torch.Tensor, target: Any) -> torch.Tensor:
+        """Adversarial examples for ``x`` against ``model`` (detached, same shape/dtype as ``x``).
+
+        ``target``: labels or target probabilities, as :attr:`target_kind` says.
+        """
+        x = self._check_images(x)
+        target = self._check_target(x, target)
         model = local_module(model)
         try:
             fork = self.seed is not None or self._always_fork_rng
             with eval_mode(model), _forked_rng(x.device, self.seed) if fork else nullcontext():
                 self._generator = self._make_generator(x.device)
-                x_adv = self.perturb(model, x, y)
+                x_adv = self.perturb(model, x, target)
         finally:
             self._generator = None
         x_adv = x_adv.detach()
         self._check_output(x, x_adv)
         return x_adv
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Attack-specific search; ``model`` is already in eval mode and ``x`` detached and validated."""
+    def perturb(self, model: nn.Module, x: torch.Tensor, target: Any) -> torch.Tensor:
+        """Attack-specific search; ``model`` is already in eval mode and ``x``, ``target`` detached and validated."""
         raise NotImplementedError
 
     @classmethod
     def param_names(cls) -> list[str]:
         """The keyword parameters accepted by this attack's constructor, in signature order."""
-        sig = inspect.signature(cls.__init__)
-        return [
-            p.name
-            for p in sig.parameters.values()
-            if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
+        return param_names(cls)
 
     def config(self) -> dict[str, Any]:
         """``{"name": ..., <every constructor parameter>: value}``, JSON-serialisable, for the run record.
@@ -221,7 +139,7 @@ class Attack:
         gen.manual_seed(self.seed)
         return gen
 
-    def _check_inputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _check_images(self, x: Any) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
             raise DardError(f"{self.name}: inputs must be a float tensor in [0, 1], got {got}")
@@ -232,12 +150,18 @@ class Attack:
                 f"{self.name}: inputs must lie in [0, 1] (normalise inside the model), "
                 f"got range [{x.min().item():.4g}, {x.max().item():.4g}]"
             )
-        if not isinstance(y, torch.Tensor) or y.dtype != torch.long or tuple(y.shape) != (x.shape[0],):
-            got = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+        return x.detach()
+
+    def _check_target(self, x: torch.Tensor, target: Any) -> Any:
+        """``target`` detached, or a one-line DardError if it is not of this attack's :attr:`target_kind`."""
+        if isinstance(target, torch.Tensor) and target.device != x.device:
+            raise DardError(f"{self.name}: inputs on {x.device} but {self.target_kind} on {target.device}")
+        if self.target_kind == "probs":
+            return _check_probs(self.name, x.shape[0], target)
+        if not isinstance(target, torch.Tensor) or target.dtype != torch.long or tuple(target.shape) != (x.shape[0],):
+            got = f"{target.dtype} {tuple(target.shape)}" if isinstance(target, torch.Tensor) else type(target).__name__
             raise DardError(f"{self.name}: labels must be an int64 tensor of shape ({x.shape[0]},), got {got}")
-        if y.device != x.device:
-            raise DardError(f"{self.name}: inputs on {x.device} but labels on {y.device}")
-        return x.detach(), y.detach()
+        return target.detach()
 
     def _check_output(self, x: torch.Tensor, x_adv: torch.Tensor) -> None:
         # A broken projection is a programming error, not user input: AssertionError, not DardError.
@@ -253,6 +177,19 @@ class Attack:
         size = perturbation_norms(x_adv, x, self.norm.lower()).max().item()
         if size > self.eps + tol * max(1.0, self.eps):
             raise AssertionError(f"{self.name}: {self.norm} perturbation {size:.6g} exceeds eps {self.eps:.6g}")
+
+
+def _check_probs(owner: str, n: int, probs: Any) -> torch.Tensor:
+    """``probs`` detached if it is a float (n, classes) tensor of non-negative rows summing to 1, else a DardError."""
+    if not isinstance(probs, torch.Tensor) or not probs.is_floating_point() or probs.dim() != 2 or probs.shape[0] != n:
+        got = f"{probs.dtype} {tuple(probs.shape)}" if isinstance(probs, torch.Tensor) else type(probs).__name__
+        raise DardError(f"{owner}: target probabilities must be a float tensor of shape ({n}, classes), got {got}")
+    if probs.numel():
+        tol = max(1e-3, 8 * torch.finfo(probs.dtype).eps)
+        ok = torch.isfinite(probs).all() & (probs.min() >= 0) & ((probs.sum(dim=1) - 1).abs().max() <= tol)
+        if not bool(ok):
+            raise DardError(f"{owner}: target probabilities must be finite, non-negative, with rows summing to 1")
+    return probs.detach()
 
 
 class IterativeAttack(Attack):
@@ -279,3 +216,40 @@ class IterativeAttack(Attack):
         self.restarts = check_int("restarts", restarts, lo=1, owner=self.name)
         if self.restarts > 1 and not self.random_start:
             raise DardError(f"{self.name}: restarts > 1 needs random_start=true (restarts would be identical)")
+
+
+def preset(
+    base: type[A], name: str, doc: str, *, fixed: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
+) -> type[A]:
+    """A subclass of ``base`` registered under its own ``name``, with ``fixed`` parameters and other ``defaults``.
+
+    Fixed parameters leave the subclass's signature: it neither accepts them nor records them in :meth:`config`,
+    so the preset reads like an attack of its own (``cw`` = PGD with ``loss="margin"``, ``norm="linf"``).
+    """
+    signature = inspect.signature(base)
+    overrides = {**fixed, **(defaults or {})}
+    unknown = sorted(set(overrides) - set(signature.parameters))
+    if unknown:
+        raise ValueError(f"{base.__name__} has no parameter(s) {', '.join(unknown)}")
+    own = signature.replace(
+        parameters=[
+            p.replace(default=(defaults or {}).get(p.name, p.default))
+            for p in signature.parameters.values()
+            if p.name not in fixed
+        ]
+    )
+
+    def __init__(self: Attack, **params: Any) -> None:
+        bound = own.bind(**params)  # a TypeError for an unknown parameter, as for any class
+        bound.apply_defaults()
+        base.__init__(self, **bound.arguments, **fixed)
+
+    cls_name = name.upper()
+    namespace = {
+        "name": name,
+        "__init__": __init__,
+        "__signature__": own,
+        "__doc__": doc,
+        "__module__": base.__module__,
+    }
+    return type(cls_name, (base,), {**namespace, "__qualname__": cls_name})

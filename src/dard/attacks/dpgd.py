@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dard.attacks.base import IterativeAttack, check_choice, check_float
+from dard.attacks.base import IterativeAttack
 from dard.attacks.pgd import pgd_ascent
+from dard.validate import check_choice, check_float
 
 __all__ = ["DPGD", "dice_loss", "dpgd_lambda", "dpgd_loss"]
 

@@ -1,27 +1,34 @@
-"""Projected gradient ascent: the one iterative routine behind every iterative attack and training method.
+"""Projected gradient ascent: the one iterative routine behind every iterative attack.
 
 :func:`pgd_ascent` maximises a caller-supplied loss over the eps-ball around ``x`` intersected with [0, 1].
-FGSM, BIM, PGD, targeted PGD, CW-inf and DPGD are this routine with different losses, steps and starts;
-TRADES, ARD, RSLAD, SAT and DARD call it directly to craft their training examples.
+FGSM, BIM, PGD, targeted PGD, CW-inf, DPGD and the KL maximisation of TRADES / RSLAD are this routine with
+different losses, steps and starts.
 
-Also here: the :class:`PGD` attack (random start, restarts, Linf/L2, CE or margin loss).
+Also here: the :class:`PGD` attack (random start, restarts, Linf/L2, CE or margin loss) and its special cases:
+:class:`FGSM` (one step of eps from ``x``), ``BIM`` (CE steps from ``x``, no random start) and ``CW`` (CW-inf:
+PGD on the Carlini-Wagner margin ``max_{j != y} z_j - z_y`` under Linf; the CW-inf of the robustness literature,
+not the CW-L2 optimisation attack; the margin is unbounded, no kappa clamp, so already-misclassified points keep
+moving away from the boundary).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dard.attacks.base import IterativeAttack, check_choice, check_float, check_int
+from dard.attacks.base import IterativeAttack, preset
 from dard.errors import DardError
+from dard.validate import check_choice, check_float, check_int
 
-__all__ = ["PGD", "ce_loss", "margin_loss", "pgd_ascent", "project"]
+__all__ = ["BIM", "CW", "FGSM", "PGD", "ce_loss", "margin_loss", "pgd_ascent", "project"]
 
-LossFn = Callable[[torch.Tensor, int], torch.Tensor]
-"""``loss_fn(logits, step) -> scalar`` to be maximised; ``step`` is 0 .. steps-1."""
+LossFn = Callable[[Any, int], torch.Tensor]
+"""``loss_fn(output, step) -> scalar`` to be maximised, ``output`` = the model's output (logits); ``step`` is 0 ..
+steps-1."""
 
 _NORMS = ("linf", "l2")
 _INITS = ("zero", "uniform", "normal")
@@ -82,7 +89,7 @@ def _random_start(x: torch.Tensor, eps: float, norm: str, init: str, generator: 
 
 
 def pgd_ascent(
-    model: nn.Module,
+    model: Callable[[torch.Tensor], Any],
     x: torch.Tensor,
     loss_fn: LossFn,
     *,
@@ -102,9 +109,10 @@ def pgd_ascent(
     uniform in [0, eps]); ``"normal"`` at ``x + 0.001 * N(0, 1)`` (TRADES / RSLAD). Random draws use
     ``generator`` (must live on ``x.device``) or, when None, the global stream.
 
-    The model is used as it is: callers put it in eval mode (the :class:`Attack` wrapper does). Gradients are
-    taken with ``torch.autograd.grad`` w.r.t. the input only, so parameters' ``.grad`` are never written; the
-    routine works inside ``torch.no_grad()`` too. ``eps == 0`` returns ``x`` without calling the model.
+    ``model`` is a network, or any callable of the input whose output ``loss_fn`` takes (e.g. a pair of
+    networks' logits). It is used as it is: callers put it in eval mode (the :class:`Attack` wrapper does).
+    Gradients are taken with ``torch.autograd.grad`` w.r.t. the input only, so parameters' ``.grad`` are never
+    written; the routine works inside ``torch.no_grad()`` too. ``eps == 0`` returns ``x`` without calling the model.
     """
     norm = check_choice("norm", norm, _NORMS, owner="pgd_ascent")
     init = check_choice("init", init, _INITS, owner="pgd_ascent")
@@ -230,3 +238,29 @@ class PGD(IterativeAttack):
             restarts=self.restarts,
             generator=self.generator,
         )
+
+
+CW = preset(
+    PGD,
+    "cw",
+    "CW-inf: Linf PGD maximising the logit margin; restarts keep the worst case per point.",
+    fixed={"loss": "margin", "norm": "linf"},
+)
+
+BIM = preset(
+    PGD,
+    "bim",
+    "BIM / I-FGSM (Kurakin et al. 2017): ``steps`` signed CE-ascent steps of ``step_size`` from ``x`` (no random "
+    "start), projected to the eps-ball.",
+    fixed={"random_start": False, "restarts": 1, "norm": "linf", "loss": "ce"},
+    defaults={"steps": 10},
+)
+
+
+class FGSM(PGD):
+    """FGSM (Goodfellow et al. 2015): ``x_adv = clip01(x + eps * sign(grad_x CE(f(x), y)))``, one PGD step of eps."""
+
+    name = "fgsm"
+
+    def __init__(self, *, eps: float = 8 / 255, seed: int | None = None) -> None:
+        super().__init__(eps=eps, step_size=eps, steps=1, random_start=False, seed=seed)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dard.attacks.base import IterativeAttack, check_choice
+from dard.attacks.base import IterativeAttack
 from dard.attacks.pgd import ce_loss, pgd_ascent
+from dard.validate import check_choice
 
 __all__ = ["TargetedPGD"]
 

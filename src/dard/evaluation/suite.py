@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from dard.attacks import Attack, create_attack
-from dard.attacks.base import eval_mode
+from dard.attacks import Attack, create_attack, perturbation_norms
 from dard.errors import DardError
+from dard.module_utils import eval_mode
 
 # Named evaluation attacks with the parameters the field reports (method.md "Evaluation attacks").
 # eps comes from the threat model at build time; `step_ratio` sets step_size = step_ratio * eps, which is the
@@ -74,7 +74,12 @@ def attack_from_spec(spec: Mapping[str, Any], eps: float, seed: int | None) -> A
     ratio = params.pop("step_ratio", None)
     if ratio is not None:
         params.setdefault("step_size", float(ratio) * float(params["eps"]))
-    return create_attack(name, seed=seed, **params)
+    attack = create_attack(name, seed=seed, **params)
+    if attack.target_kind != "labels":
+        raise DardError(
+            f"attack '{name}' takes target probabilities, not labels: a training attack, not one to evaluate"
+        )
+    return attack
 
 
 @dataclass
@@ -135,11 +140,6 @@ class EvalRecord:
         return out
 
 
-def _max_perturbation(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> float:
-    d = (x_adv - x).flatten(1)
-    return float((d.norm(p=2, dim=1) if norm == "l2" else d.abs().amax(dim=1)).max()) if d.numel() else 0.0
-
-
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x).argmax(dim=1)
@@ -188,7 +188,7 @@ def evaluate(
                 xb, yb = x[a:b].to(device), y[a:b].to(device)
                 x_adv = attack(model, xb, yb)
                 ok[a:b] = (_predict(model, x_adv) == yb).cpu()
-                max_pert = max(max_pert, _max_perturbation(x_adv, xb, norm))
+                max_pert = max(max_pert, perturbation_norms(x_adv, xb, norm).max().item())
                 warnings.extend(getattr(attack, "last_warnings", None) or [])
             if label in threat:
                 survive &= ok

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from dard.methods import register_method
 from dard.methods.base import (
+    PGD10_TRAINING,
     LossOutput,
     Method,
     check_positive,
@@ -32,14 +33,6 @@ from dard.methods.base import (
     teacher_logits,
 )
 from dard.methods.losses import cross_entropy, kl_batchmean, soft_targets
-
-DEFAULT_ATTACK: dict[str, Any] = {
-    "name": "pgd",
-    "eps": 8 / 255,
-    "step_size": 2 / 255,
-    "steps": 10,
-    "random_start": True,
-}
 
 
 @register_method("ard")
@@ -52,7 +45,7 @@ class ARD(Method):
     def __init__(self, *, alpha: float = 1.0, tau: float = 30.0, attack: dict[str, Any] | None = None) -> None:
         self.alpha = check_unit(self.name, "alpha", alpha)
         self.tau = check_positive(self.name, "tau", tau)
-        self.attack, self.attack_spec = make_attack(self.name, attack, DEFAULT_ATTACK)
+        self.attack, self.attack_spec = make_attack(self.name, attack, PGD10_TRAINING)
 
     def compute(self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor) -> LossOutput:
         assert teacher is not None

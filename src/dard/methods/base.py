@@ -5,21 +5,34 @@ in train mode for the forward that produces the loss; any attack runs with the a
 (BatchNorm frozen) and restores its mode. The teacher, when ``needs_teacher`` is true, must already be in eval
 mode and is only ever called under ``torch.no_grad()`` (or, when a method crafts its attack against the teacher,
 through the attack, which takes gradients with respect to the input only), so it never receives gradients.
+
+A method's training attack is a registered attack (:mod:`dard.attacks`) built from the user's spec merged with the
+method's default (:func:`make_attack`); :data:`PGD10_TRAINING` and :data:`KL_PGD10_TRAINING` are the shared ones.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from dard.attacks.base import eval_mode, local_module
+from dard.attacks import ATTACKS, Attack
 from dard.errors import DardError
-from dard.methods.losses import kl_sum
+from dard.validate import check_float
+
+#: Madry et al.'s PGD-10 as the field trains with it: Linf eps 8/255, step 2/255, uniform random start, CE.
+PGD10_TRAINING: Mapping[str, Any] = MappingProxyType(
+    {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10, "random_start": True}
+)
+#: The TRADES / RSLAD inner maximisation: 10 sign steps of 2/255 on the KL in the Linf ball of 8/255, from
+#: ``x + 0.001 * N(0, 1)`` (the attack's defaults for norm and init).
+KL_PGD10_TRAINING: Mapping[str, Any] = MappingProxyType(
+    {"name": "kl_pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
+)
 
 
 @dataclass
@@ -47,56 +60,6 @@ def check_teacher(method_name: str, teacher: nn.Module | None) -> nn.Module:
     return teacher
 
 
-# --------------------------------------------------------------------------------------------- validation
-
-
-def check_unit(method_name: str, param: str, value: Any) -> float:
-    """``value`` as a float in [0, 1], else a DardError naming ``param``."""
-    v = _as_float(method_name, param, value)
-    if not 0.0 <= v <= 1.0:
-        raise DardError(f"method '{method_name}': {param} must be in [0, 1], got {value!r}")
-    return v
-
-
-def check_positive(method_name: str, param: str, value: Any) -> float:
-    """``value`` as a finite float > 0, else a DardError naming ``param``."""
-    v = _as_float(method_name, param, value)
-    if not v > 0.0:
-        raise DardError(f"method '{method_name}': {param} must be > 0, got {value!r}")
-    return v
-
-
-def check_nonnegative(method_name: str, param: str, value: Any) -> float:
-    """``value`` as a finite float >= 0, else a DardError naming ``param``."""
-    v = _as_float(method_name, param, value)
-    if not v >= 0.0:
-        raise DardError(f"method '{method_name}': {param} must be >= 0, got {value!r}")
-    return v
-
-
-def check_bool(method_name: str, param: str, value: Any) -> bool:
-    """``value`` if it is a bool, else a DardError naming ``param``."""
-    if not isinstance(value, bool):
-        raise DardError(f"method '{method_name}': {param} must be true or false, got {value!r}")
-    return value
-
-
-def check_choice(method_name: str, param: str, value: Any, choices: tuple[str, ...]) -> str:
-    """``value`` if it is one of ``choices``, else a DardError naming ``param`` and the choices."""
-    if value not in choices:
-        raise DardError(f"method '{method_name}': {param} must be one of {', '.join(choices)}; got {value!r}")
-    return value
-
-
-def _as_float(method_name: str, param: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise DardError(f"method '{method_name}': {param} must be a number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise DardError(f"method '{method_name}': {param} must be finite, got {value!r}")
-    return v
-
-
 # ------------------------------------------------------------------------------------------------ attacks
 
 
@@ -105,7 +68,7 @@ def resolve_attack_spec(method_name: str, spec: Any, default: Mapping[str, Any])
 
     A spec without ``name``, or naming the default attack, overrides the default's parameters key by key
     (``{"steps": 5}`` keeps eps and step size). A spec naming another attack is taken as given, the attack's
-    own defaults filling the rest.
+    own defaults filling the rest; it must take the same kind of target as the default (labels or probabilities).
     """
     if spec is None:
         return dict(default)
@@ -117,26 +80,38 @@ def resolve_attack_spec(method_name: str, spec: Any, default: Mapping[str, Any])
         raise DardError(f"method '{method_name}': attack name must be a string, got {name!r}")
     if name == default["name"]:
         return {**default, **spec}
+    kind, default_kind = _target_kind(method_name, name), _target_kind(method_name, default["name"])
+    if kind != default_kind:
+        raise DardError(
+            f"method '{method_name}': attack '{name}' takes {kind}, but this method attacks with {default_kind} "
+            f"(its attack is '{default['name']}' or another attack taking {default_kind})"
+        )
     return {"name": name, **{k: v for k, v in spec.items() if k != "name"}}
 
 
-def build_attack(method_name: str, spec: Mapping[str, Any]) -> Any:
-    """Create the training attack described by ``spec`` via ``dard.attacks.create_attack``.
+def _target_kind(method_name: str, attack_name: str) -> str:
+    try:
+        cls = ATTACKS.get(attack_name)
+    except DardError as exc:
+        raise DardError(f"method '{method_name}': attack: {exc}") from None
+    return getattr(cls, "target_kind", "labels")
+
+
+def build_attack(method_name: str, spec: Mapping[str, Any]) -> Attack:
+    """Create the training attack described by ``spec`` (``{"name": ..., **params}``).
 
     Training attacks draw from the global torch RNG (seeded by the training loop), so ``seed`` defaults to None.
     Errors are re-raised as one-line DardErrors prefixed with the method name.
     """
-    from dard.attacks import create_attack  # imported lazily: dard.attacks may import from dard.methods
-
     params = {k: v for k, v in spec.items() if k != "name"}
     params.setdefault("seed", None)
     try:
-        return create_attack(spec["name"], **params)
+        return ATTACKS.create(spec["name"], **params)
     except (DardError, TypeError, ValueError) as exc:
         raise DardError(f"method '{method_name}': attack: {exc}") from None
 
 
-def make_attack(method_name: str, spec: Any, default: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+def make_attack(method_name: str, spec: Any, default: Mapping[str, Any]) -> tuple[Attack, dict[str, Any]]:
     """Resolve ``spec`` against ``default``, build the attack, and return it with its full config.
 
     The returned config is the attack's own ``config()`` (every parameter, ``name`` first), so a method's
@@ -148,93 +123,6 @@ def make_attack(method_name: str, spec: Any, default: Mapping[str, Any]) -> tupl
     return attack, dict(cfg)
 
 
-class KLAscent:
-    """Inner maximisation of ``KL(target || softmax(f(x')))`` over the eps-ball (TRADES, RSLAD).
-
-    ``kl_ascent(model, x, target_probs) -> x_adv``: projected sign-gradient ascent (``dard.attacks.pgd_ascent``)
-    with the model in eval mode (its mode restored afterwards). Draws its start from the global torch RNG.
-    """
-
-    name = "kl_pgd"
-    DEFAULTS: ClassVar[dict[str, Any]] = {
-        "eps": 8 / 255,
-        "step_size": 2 / 255,
-        "steps": 10,
-        "norm": "linf",
-        "init": "normal",
-    }
-
-    def __init__(self, *, eps: float, step_size: float, steps: int, norm: str = "linf", init: str = "normal"):
-        self.eps = eps
-        self.step_size = step_size
-        self.steps = steps
-        self.norm = norm
-        self.init = init
-
-    @classmethod
-    def from_spec(cls, method_name: str, spec: Any) -> KLAscent:
-        """Validate a user mapping (keys of :attr:`DEFAULTS`) and build the ascent; errors are DardErrors."""
-        if spec is None:
-            spec = {}
-        if not isinstance(spec, Mapping):
-            raise DardError(
-                f"method '{method_name}': attack must be a mapping of {', '.join(cls.DEFAULTS)}, got {spec!r}"
-            )
-        spec = dict(spec)
-        if spec.get("name", cls.name) != cls.name:
-            raise DardError(
-                f"method '{method_name}': its attack is fixed to the KL maximisation ('{cls.name}'); "
-                f"got name {spec['name']!r}"
-            )
-        spec.pop("name", None)
-        unknown = sorted(set(spec) - set(cls.DEFAULTS))
-        if unknown:
-            raise DardError(
-                f"method '{method_name}': unknown attack parameter '{unknown[0]}'; valid: {', '.join(cls.DEFAULTS)}"
-            )
-        p = {**cls.DEFAULTS, **spec}
-        eps = check_nonnegative(method_name, "attack.eps", p["eps"])
-        step_size = check_nonnegative(method_name, "attack.step_size", p["step_size"])
-        steps = p["steps"]
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise DardError(f"method '{method_name}': attack.steps must be an integer >= 0, got {steps!r}")
-        norm = check_choice(method_name, "attack.norm", p["norm"], ("linf", "l2"))
-        init = check_choice(method_name, "attack.init", p["init"], ("zero", "uniform", "normal"))
-        return cls(eps=eps, step_size=step_size, steps=steps, norm=norm, init=init)
-
-    def __call__(self, model: nn.Module, x: Tensor, target_probs: Tensor) -> Tensor:
-        from dard.attacks import pgd_ascent
-
-        target = target_probs.detach()
-        model = local_module(model)
-
-        def loss_fn(logits: Tensor, step: int) -> Tensor:
-            return kl_sum(target, logits)
-
-        with eval_mode(model):
-            x_adv = pgd_ascent(
-                model,
-                x.detach(),
-                loss_fn,
-                eps=self.eps,
-                step_size=self.step_size,
-                steps=self.steps,
-                norm=self.norm,
-                init=self.init,
-            )
-        return x_adv.detach()
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "eps": self.eps,
-            "step_size": self.step_size,
-            "steps": self.steps,
-            "norm": self.norm,
-            "init": self.init,
-        }
-
-
 # ------------------------------------------------------------------------------------------------- Method
 
 
@@ -242,14 +130,19 @@ class Method:
     """Base class of the training losses.
 
     Subclasses set ``name`` and ``needs_teacher``, take their parameters as keyword arguments in ``__init__``
-    (validated there, raising DardError), implement :meth:`compute` and :meth:`params`. ``attack`` is the attack
-    object used in training (None for methods without one); tests and users may replace it with any callable of
-    the same signature.
+    (validated there with :mod:`dard.validate`, ``owner=self.owner``), implement :meth:`compute` and
+    :meth:`params`. ``attack`` is the attack object used in training (None for methods without one); tests and
+    users may replace it with any callable of the same signature.
     """
 
     name: ClassVar[str] = ""
     needs_teacher: ClassVar[bool] = False
     attack: Callable[..., Tensor] | None = None
+
+    @property
+    def owner(self) -> str:
+        """How error messages name this method: ``method 'name'``."""
+        return f"method '{self.name}'"
 
     def __call__(self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor) -> LossOutput:
         if self.needs_teacher:
@@ -276,3 +169,27 @@ class Method:
 def teacher_logits(teacher: nn.Module, x: Tensor) -> Tensor:
     """The frozen teacher's logits (no graph)."""
     return teacher(x)
+
+
+# ------------------------------------------------------------------------------- transitional (ard.py, rslad.py)
+# ard.py and rslad.py are being rewritten on another branch; until that merges they keep their old calls, served
+# here on top of dard.validate and make_attack. New code uses check_float(..., owner=self.owner) and
+# make_attack(self.name, attack, KL_PGD10_TRAINING) directly.
+
+
+def check_unit(method_name: str, param: str, value: Any) -> float:
+    """Transitional: ``check_float(param, value, lo=0, hi=1, owner="method 'name'")``."""
+    return check_float(param, value, lo=0.0, hi=1.0, owner=f"method '{method_name}'")
+
+
+def check_positive(method_name: str, param: str, value: Any) -> float:
+    """Transitional: ``check_float(param, value, lo=0, lo_open=True, owner="method 'name'")``."""
+    return check_float(param, value, lo=0.0, lo_open=True, owner=f"method '{method_name}'")
+
+
+class KLAscent:
+    """Transitional: ``KLAscent.from_spec(name, spec)`` is ``make_attack(name, spec, KL_PGD10_TRAINING)[0]``."""
+
+    @staticmethod
+    def from_spec(method_name: str, spec: Any) -> Attack:
+        return make_attack(method_name, spec, KL_PGD10_TRAINING)[0]

@@ -26,24 +26,22 @@ so eps is 8/255 in pixel units (their code attacks normalised inputs with an uns
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from dard.methods import register_method
-from dard.methods.base import (
-    LossOutput,
-    Method,
-    check_bool,
-    check_choice,
-    check_positive,
-    check_unit,
-    make_attack,
-)
+from dard.methods.base import LossOutput, Method, make_attack
 from dard.methods.losses import cross_entropy, kl_batchmean, soft_targets
+from dard.validate import check_bool, check_choice, check_float
 
-DEFAULT_ATTACK: dict[str, Any] = {"name": "dpgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
+#: DPGD-10: Linf eps 8/255, step 2/255, from the clean image.
+DPGD10_TRAINING: Mapping[str, Any] = MappingProxyType(
+    {"name": "dpgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
+)
 
 
 @register_method("dard")
@@ -52,7 +50,7 @@ class DARD(Method):
 
     name = "dard"
     needs_teacher = True
-    default_attack: dict[str, Any] = DEFAULT_ATTACK
+    default_attack: Mapping[str, Any] = DPGD10_TRAINING
 
     def __init__(
         self,
@@ -64,11 +62,11 @@ class DARD(Method):
         attack_target: str = "student",
         clean_branch: bool = False,
     ) -> None:
-        self.lam = check_unit(self.name, "lam", lam)
-        self.alpha = check_unit(self.name, "alpha", alpha)
-        self.tau = check_positive(self.name, "tau", tau)
-        self.attack_target = check_choice(self.name, "attack_target", attack_target, ("student", "teacher"))
-        self.clean_branch = check_bool(self.name, "clean_branch", clean_branch)
+        self.lam = check_float("lam", lam, lo=0.0, hi=1.0, owner=self.owner)
+        self.alpha = check_float("alpha", alpha, lo=0.0, hi=1.0, owner=self.owner)
+        self.tau = check_float("tau", tau, lo=0.0, lo_open=True, owner=self.owner)
+        self.attack_target = check_choice("attack_target", attack_target, ("student", "teacher"), owner=self.owner)
+        self.clean_branch = check_bool("clean_branch", clean_branch, owner=self.owner)
         self.attack, self.attack_spec = make_attack(self.name, attack, self.default_attack)
 
     def soft_labels(self, teacher: nn.Module, x: Tensor, x_adv: Tensor) -> Tensor:

@@ -11,6 +11,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+# The batch-summed form, the objective of the KL inner maximisations, lives with the attack that ascends it.
+from dard.attacks.kl import kl_sum
+
 
 def soft_targets(teacher_logits: Tensor, tau: float = 1.0) -> Tensor:
     """Temperature-softened probabilities ``softmax(teacher_logits / tau)`` over dim 1, in float32."""
@@ -25,16 +28,6 @@ def kl_batchmean(target_probs: Tensor, student_logits: Tensor, tau: float = 1.0)
     """
     log_q = F.log_softmax(student_logits.float() / tau, dim=1)
     return F.kl_div(log_q, target_probs.float(), reduction="batchmean")
-
-
-def kl_sum(target_probs: Tensor, student_logits: Tensor, tau: float = 1.0) -> Tensor:
-    """Like :func:`kl_batchmean` but summed over the batch (per-sample gradients independent of batch size).
-
-    Used as the objective of the inner maximisations (TRADES, RSLAD), where the sign / per-sample normalised
-    step makes the overall scale irrelevant.
-    """
-    log_q = F.log_softmax(student_logits.float() / tau, dim=1)
-    return F.kl_div(log_q, target_probs.float(), reduction="sum")
 
 
 def cross_entropy(logits: Tensor, y: Tensor) -> Tensor:

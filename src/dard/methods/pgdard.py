@@ -7,18 +7,9 @@ Deviations: those of DARD (see its module docstring).
 
 from __future__ import annotations
 
-from typing import Any
-
 from dard.methods import register_method
+from dard.methods.base import PGD10_TRAINING
 from dard.methods.dard import DARD
-
-DEFAULT_ATTACK: dict[str, Any] = {
-    "name": "pgd",
-    "eps": 8 / 255,
-    "step_size": 2 / 255,
-    "steps": 10,
-    "random_start": True,
-}
 
 
 @register_method("pgdard")
@@ -27,4 +18,4 @@ class PGDARD(DARD):
 
     name = "pgdard"
     needs_teacher = True
-    default_attack = DEFAULT_ATTACK
+    default_attack = PGD10_TRAINING

@@ -18,16 +18,8 @@ from typing import Any
 from torch import Tensor, nn
 
 from dard.methods import register_method
-from dard.methods.base import LossOutput, Method, make_attack
+from dard.methods.base import PGD10_TRAINING, LossOutput, Method, make_attack
 from dard.methods.losses import cross_entropy
-
-DEFAULT_ATTACK: dict[str, Any] = {
-    "name": "pgd",
-    "eps": 8 / 255,
-    "step_size": 2 / 255,
-    "steps": 10,
-    "random_start": True,
-}
 
 
 @register_method("sat")
@@ -38,7 +30,7 @@ class SAT(Method):
     needs_teacher = False
 
     def __init__(self, *, attack: dict[str, Any] | None = None) -> None:
-        self.attack, self.attack_spec = make_attack(self.name, attack, DEFAULT_ATTACK)
+        self.attack, self.attack_spec = make_attack(self.name, attack, PGD10_TRAINING)
 
     def compute(self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor) -> LossOutput:
         x_adv = self.attack(student, x, y).detach()  # the attack puts the student in eval mode and restores it

@@ -25,8 +25,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dard.methods import register_method
-from dard.methods.base import KLAscent, LossOutput, Method, check_nonnegative, eval_mode
+from dard.methods.base import KL_PGD10_TRAINING, LossOutput, Method, make_attack
 from dard.methods.losses import cross_entropy, kl_batchmean
+from dard.module_utils import eval_mode
+from dard.validate import check_float
 
 
 @register_method("trades")
@@ -37,9 +39,8 @@ class TRADES(Method):
     needs_teacher = False
 
     def __init__(self, *, beta: float = 6.0, attack: dict[str, Any] | None = None) -> None:
-        self.beta = check_nonnegative(self.name, "beta", beta)
-        self.attack = KLAscent.from_spec(self.name, attack)
-        self.attack_spec = {k: v for k, v in self.attack.config().items() if k != "name"}
+        self.beta = check_float("beta", beta, lo=0.0, owner=self.owner)
+        self.attack, self.attack_spec = make_attack(self.name, attack, KL_PGD10_TRAINING)
 
     def compute(self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor) -> LossOutput:
         with torch.no_grad(), eval_mode(student):

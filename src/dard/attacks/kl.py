@@ -1,0 +1,89 @@
+"""KL maximisation: the inner problem of TRADES and RSLAD, as an attack under the common contract.
+
+``kl_pgd(model, x, target) -> x_adv`` ascends ``KL(target || softmax(model(x')))`` (summed over the batch, so
+per-sample gradients do not depend on the batch size) by projected sign-gradient steps (L2: normalised-gradient
+steps) from ``x + 0.001 * N(0, 1)`` by default. ``target`` is either
+
+* target probabilities (N, classes), fixed for the whole ascent: TRADES passes the model's own clean
+  probabilities, RSLAD the teacher's; or
+* a reference network, evaluated on the same perturbed input at every step: the ascent then maximises
+  ``KL(softmax(ref(x')) || softmax(model(x')))`` with the gradient through both networks (AdaAD's inner problem).
+  The reference is put in eval mode like the model and receives no parameter gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dard.attacks.base import Attack
+from dard.attacks.pgd import pgd_ascent
+from dard.module_utils import eval_mode, local_module
+from dard.validate import check_choice, check_float, check_int
+
+__all__ = ["KLPGD", "kl_sum"]
+
+
+def kl_sum(target_probs: torch.Tensor, logits: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """``KL(target || softmax(logits / tau))`` summed over classes and over the batch, in float32.
+
+    The objective of the KL inner maximisations, where the sign / per-sample normalised step makes the overall
+    scale irrelevant; ``dard.methods.losses.kl_batchmean`` is the batch-averaged loss form.
+    """
+    log_q = F.log_softmax(logits.float() / tau, dim=1)
+    return F.kl_div(log_q, target_probs.float(), reduction="sum")
+
+
+class KLPGD(Attack):
+    """Projected gradient ascent on ``KL(target || softmax(model(x')))``; ``target``: probabilities or a network."""
+
+    name = "kl_pgd"
+    target_kind = "probs"
+
+    def __init__(
+        self,
+        *,
+        eps: float = 8 / 255,
+        step_size: float = 2 / 255,
+        steps: int = 10,
+        norm: str = "linf",
+        init: str = "normal",
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(eps=eps, seed=seed)
+        self.step_size = check_float("step_size", step_size, lo=0.0, owner=self.name)
+        self.steps = check_int("steps", steps, lo=0, owner=self.name)  # 0: the random start alone
+        self.norm = check_choice("norm", norm, ("linf", "l2"), owner=self.name)
+        self.init = check_choice("init", init, ("zero", "uniform", "normal"), owner=self.name)
+
+    def _check_target(self, x: torch.Tensor, target: Any) -> Any:
+        if isinstance(target, nn.Module):
+            return local_module(target)
+        return super()._check_target(x, target)
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor | nn.Module) -> torch.Tensor:
+        if isinstance(target, nn.Module):
+            reference = target
+            with eval_mode(reference):
+                return self._ascend(
+                    lambda z: (model(z), reference(z)),
+                    x,
+                    lambda out, _step: kl_sum(F.softmax(out[1].float(), dim=1), out[0]),
+                )
+        return self._ascend(model, x, lambda logits, _step: kl_sum(target, logits))
+
+    def _ascend(self, forward: Any, x: torch.Tensor, loss_fn: Any) -> torch.Tensor:
+        return pgd_ascent(
+            forward,
+            x,
+            loss_fn,
+            eps=self.eps,
+            step_size=self.step_size,
+            steps=self.steps,
+            norm=self.norm,
+            init=self.init,
+            generator=self.generator,
+        )

@@ -1,0 +1,77 @@
+"""Parameter validation shared by attacks and methods: each check returns the value or raises a one-line DardError.
+
+Every message starts with ``owner`` (an attack's name such as ``pgd``, or ``method 'dard'``) and names the
+parameter, e.g. ``pgd: eps must be in [0, 1], got 2``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from dard.errors import DardError
+
+__all__ = ["check_bool", "check_choice", "check_float", "check_int", "check_seed"]
+
+C = TypeVar("C")
+
+
+def check_float(
+    name: str,
+    value: Any,
+    *,
+    owner: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+) -> float:
+    """``value`` as a float, or a DardError unless it is a finite number in [lo, hi] (``(lo, hi]`` if ``lo_open``)."""
+    # bool is an int subclass; `eps=True` is a config mistake, not 1.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DardError(f"{owner}: {name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise DardError(f"{owner}: {name} must be finite, got {value!r}")
+    below = lo is not None and (value <= lo if lo_open else value < lo)
+    if below or (hi is not None and value > hi):
+        raise DardError(f"{owner}: {name} must be {_range(lo, hi, lo_open)}, got {value:g}")
+    return value
+
+
+def _range(lo: float | None, hi: float | None, lo_open: bool) -> str:
+    if lo is not None and hi is not None:
+        return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}]"
+    if lo is not None:
+        return f"{'>' if lo_open else '>='} {lo:g}"
+    return f"<= {hi:g}"
+
+
+def check_int(name: str, value: Any, *, owner: str, lo: int | None = None) -> int:
+    """``value`` as an int, or a DardError unless it is an integer >= ``lo``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DardError(f"{owner}: {name} must be an integer, got {value!r}")
+    if lo is not None and value < lo:
+        raise DardError(f"{owner}: {name} must be >= {lo}, got {value}")
+    return int(value)
+
+
+def check_bool(name: str, value: Any, *, owner: str) -> bool:
+    """``value`` if it is a bool, else a DardError."""
+    if not isinstance(value, bool):
+        raise DardError(f"{owner}: {name} must be true or false, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value: C, choices: Sequence[C], *, owner: str) -> C:
+    """``value`` if it is one of ``choices``, else a DardError listing them."""
+    if value not in choices:
+        raise DardError(f"{owner}: {name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+    return value
+
+
+def check_seed(value: Any, *, owner: str) -> int | None:
+    """A seed is None (draw from the global RNG stream) or a non-negative integer."""
+    if value is None:
+        return None
+    return check_int("seed", value, owner=owner, lo=0)
