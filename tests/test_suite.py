@@ -1,11 +1,13 @@
-"""The evaluation suite's bookkeeping: the pgd-large sanity attack is flagged when points survive it and never
-enters the worst case or the recorded threat model."""
+"""The evaluation suite's bookkeeping and its sanity flags, each triggered by a model (or attack) built to trip it:
+points surviving pgd-large, PGD/BIM weaker than FGSM, robust accuracy above clean, a perturbation beyond eps."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
+from dard.errors import DardError
 from dard.evaluation.suite import QUICK_SUITE, build_suite, evaluate
 
 
@@ -54,3 +56,96 @@ def test_points_surviving_pgd_large_are_flagged():
     assert rec.attacks["pgd-large"].accuracy == 0.5
     assert rec.worst_case is None  # no threat-model attack ran
     assert any(f.startswith("pgd-large: 50.00% of points survive PGD at eps 0.5") for f in rec.flags), rec.flags
+
+
+def test_a_healthy_model_raises_no_flag():
+    x, y = _data()
+    rec = evaluate(
+        MeanSign(), x, y, build_suite(["fgsm", "pgd20", "bim", "tpgd", "pgd-large"], eps=0.02), progress=False
+    )
+    assert rec.flags == []
+    assert rec.attacks["pgd20"].accuracy <= rec.attacks["fgsm"].accuracy < rec.clean["accuracy"]
+
+
+class Quantised(nn.Module):
+    """Decides on round(4x)/4 (mean above 0.5: class 0), so steps under 1/8 change nothing.
+
+    Its input gradient, a 1e-3 term too small to change a decision, points towards the boundary on the 1/4 grid
+    (where the clean images lie) and away from it anywhere else: one FGSM step of eps crosses the boundary, while
+    iterative attacks, off the grid after a random start or their first small step, are led back. The pattern of
+    gradient masking that makes PGD look weaker than FGSM.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        q = (flat * 4).round() / 4  # no gradient through round
+        on_grid = ((flat * 4 - (flat * 4).round()).abs() < 1e-4).all(dim=1, keepdim=True)
+        decoy = torch.where(on_grid, 1.0, -1.0) * 1e-3 * flat.mean(dim=1, keepdim=True)
+        m = 8.0 * (q.mean(dim=1, keepdim=True) - 0.5) + decoy
+        return torch.cat([m, -m], dim=1)
+
+
+def _grid_data() -> tuple[torch.Tensor, torch.Tensor]:
+    """2x2 images on the 1/4 grid: three pixels 0.75 and one 0.25 (class 0) or the reverse (class 1)."""
+    rows = []
+    for hi, lo in ((0.75, 0.25), (0.25, 0.75)):
+        for odd in range(4):
+            rows.append([lo if i == odd else hi for i in range(4)])
+    return torch.tensor(rows).view(8, 1, 2, 2), torch.tensor([0] * 4 + [1] * 4)
+
+
+def test_pgd_and_bim_weaker_than_fgsm_are_flagged():
+    x, y = _grid_data()
+    rec = evaluate(Quantised(), x, y, build_suite(["fgsm", "pgd20", "bim"], eps=0.15), progress=False)
+    acc = {k: v.accuracy for k, v in rec.attacks.items()}
+    assert rec.clean["accuracy"] == 1.0 and acc == {"fgsm": 0.0, "pgd20": 1.0, "bim": 1.0}
+    assert rec.flags == [
+        "pgd20 (100.00%) is weaker than FGSM (0.00%): possible gradient masking",
+        "bim (100.00%) is weaker than FGSM (0.00%): possible gradient masking",
+    ]
+
+
+class OffGrid(nn.Module):
+    """Class 0 exactly on the 1/4 grid, class 1 anywhere else (no input gradient): any random start moves a point
+    off the grid, so an attack 'repairs' every clean mistake on class-1 points."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        on_grid = ((flat * 4 - (flat * 4).round()).abs() < 1e-4).all(dim=1, keepdim=True).float()
+        return torch.cat([on_grid, 1.0 - on_grid], dim=1) * 4.0
+
+
+def test_robust_above_clean_is_flagged_except_for_targeted_attacks():
+    x, _ = _grid_data()
+    y = torch.ones(8, dtype=torch.long)  # clean: all predicted 0, all wrong
+    rec = evaluate(OffGrid(), x, y, build_suite(["pgd20", "tpgd"], eps=0.05), progress=False)
+    assert rec.clean["accuracy"] == 0.0
+    assert rec.attacks["pgd20"].accuracy == rec.attacks["tpgd"].accuracy == 1.0
+    # a targeted attack may legitimately move a wrong point to its true class: only pgd20 is flagged
+    assert rec.flags == ["pgd20: robust accuracy 100.00% is above clean accuracy 0.00%"]
+
+
+class Overshoot:
+    """A broken attack: claims eps 0.02 but moves every pixel by 0.06, and reports a warning of its own."""
+
+    eps = 0.02
+    target_kind = "labels"
+    last_warnings = ["stage 2 skipped"]
+
+    def config(self) -> dict:
+        return {"name": "overshoot", "eps": self.eps}
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (x + 0.06).clamp(0, 1)
+
+
+def test_perturbation_beyond_eps_and_attack_warnings_are_flagged():
+    x, y = _data()  # pixels in [0.3, 0.7]: +0.06 is not clipped
+    rec = evaluate(MeanSign(), x, y, {"broken": Overshoot()}, progress=False)
+    assert abs(rec.attacks["broken"].max_perturbation - 0.06) < 1e-6
+    assert rec.flags == ["broken: perturbation 0.060000 exceeds eps 0.020000", "broken: stage 2 skipped"]
+
+
+def test_an_attack_that_does_not_take_labels_is_refused():
+    with pytest.raises(DardError, match="kl_pgd' takes target probabilities"):
+        build_suite(["kl_pgd"], eps=0.02)

@@ -83,10 +83,13 @@ def resolve_attack_spec(method_name: str, spec: Any, default: Mapping[str, Any])
     kind, default_kind = _target_kind(method_name, name), _target_kind(method_name, default["name"])
     if kind != default_kind:
         raise DardError(
-            f"method '{method_name}': attack '{name}' takes {kind}, but this method attacks with {default_kind} "
-            f"(its attack is '{default['name']}' or another attack taking {default_kind})"
+            f"method '{method_name}': attack '{name}' takes {_KINDS[kind]}, but this method attacks with "
+            f"{_KINDS[default_kind]} (like its default '{default['name']}')"
         )
     return {"name": name, **{k: v for k, v in spec.items() if k != "name"}}
+
+
+_KINDS = {"labels": "labels", "probs": "target probabilities"}  # Attack.target_kind, in words
 
 
 def _target_kind(method_name: str, attack_name: str) -> str:
