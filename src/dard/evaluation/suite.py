@@ -145,6 +145,43 @@ def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x).argmax(dim=1)
 
 
+def _run_attack(
+    model: nn.Module,
+    attack: Attack,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batches: list[tuple[int, int]],
+    clean_ok: torch.Tensor,
+    device: torch.device,
+    label: str,
+    progress: bool,
+) -> tuple[AttackResult, torch.Tensor]:
+    """One attack over every batch: its result, and which points it left correctly classified (bool, CPU)."""
+    t0 = time.time()
+    ok = torch.zeros(x.shape[0], dtype=torch.bool)
+    max_pert = 0.0
+    warnings: list[str] = []
+    norm = str(attack.config().get("norm", "linf")).lower()
+    for a, b in tqdm(batches, desc=label, disable=not progress, leave=False):
+        xb, yb = x[a:b].to(device), y[a:b].to(device)
+        x_adv = attack(model, xb, yb)
+        ok[a:b] = (_predict(model, x_adv) == yb).cpu()
+        max_pert = max(max_pert, perturbation_norms(x_adv, xb, norm).max().item())
+        warnings.extend(getattr(attack, "last_warnings", None) or [])
+    result = AttackResult(
+        config=attack.config(),
+        accuracy=ok.float().mean().item(),
+        correct=int(ok.sum()),
+        total=x.shape[0],
+        max_perturbation=max_pert,
+        seconds=round(time.time() - t0, 3),
+        warnings=sorted(set(warnings)),
+        fooled=int((clean_ok & ~ok).sum()),
+        clean_correct=int(clean_ok.sum()),
+    )
+    return result, ok
+
+
 def evaluate(
     model: nn.Module,
     x: torch.Tensor,
@@ -179,30 +216,9 @@ def evaluate(
         results: dict[str, AttackResult] = {}
         threat = {k: a for k, a in attacks.items() if k not in SANITY}
         for label, attack in attacks.items():
-            t0 = time.time()
-            ok = torch.zeros(n, dtype=torch.bool)
-            max_pert = 0.0
-            warnings: list[str] = []
-            norm = str(attack.config().get("norm", "linf")).lower()
-            for a, b in tqdm(batches, desc=label, disable=not progress, leave=False):
-                xb, yb = x[a:b].to(device), y[a:b].to(device)
-                x_adv = attack(model, xb, yb)
-                ok[a:b] = (_predict(model, x_adv) == yb).cpu()
-                max_pert = max(max_pert, perturbation_norms(x_adv, xb, norm).max().item())
-                warnings.extend(getattr(attack, "last_warnings", None) or [])
+            results[label], ok = _run_attack(model, attack, x, y, batches, clean_ok, device, label, progress)
             if label in threat:
                 survive &= ok
-            results[label] = AttackResult(
-                config=attack.config(),
-                accuracy=ok.float().mean().item(),
-                correct=int(ok.sum()),
-                total=n,
-                max_perturbation=max_pert,
-                seconds=round(time.time() - t0, 3),
-                warnings=sorted(set(warnings)),
-                fooled=int((clean_ok & ~ok).sum()),
-                clean_correct=int(clean_ok.sum()),
-            )
         clean = {"accuracy": clean_ok.float().mean().item(), "correct": int(clean_ok.sum()), "total": n}
         worst = (
             {"accuracy": survive.float().mean().item(), "correct": int(survive.sum()), "total": n} if threat else None
