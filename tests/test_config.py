@@ -67,11 +67,10 @@ def test_cli_config_error_is_one_line(tmp_path):
 
 
 def test_shipped_configs_validate():
-    from pathlib import Path
+    from dard.packaged import CONFIGS_DIR, EXPERIMENTS_DIR
 
-    root = Path(__file__).resolve().parents[1]
-    files = sorted((root / "configs").glob("**/*.yaml")) + [root / "src/dard/configs/demo.yaml"]
-    files += sorted((root / "experiments/_scales").glob("*.yaml"))  # experiment bases are run configs too
+    files = sorted(CONFIGS_DIR.glob("**/*.yaml"))
+    files += sorted((EXPERIMENTS_DIR / "_scales").glob("*.yaml"))  # experiment bases are run configs too
     assert len(files) > 10
     for f in files:
         load_config(f)

@@ -1,3 +1,65 @@
-"""dard: adversarially robust knowledge distillation (DARD with DPGD) and robustness evaluation."""
+"""dard: adversarially robust knowledge distillation (DARD with DPGD) and robustness evaluation.
 
-__version__ = "0.1.0"
+The main entry points, importable from the top level::
+
+    import dard
+
+    attack = dard.create_attack("dpgd", eps=8 / 255, steps=10)      # attack(model, x, y) -> x_adv
+    method = dard.create_method("dard", lam=0.5)                      # method(student, teacher, x, y) -> LossOutput
+    model = dard.create_model("resnet18", num_classes=10)
+    model, meta = dard.load_checkpoint("runs/dard/best.safetensors")  # a dard checkpoint or run folder
+
+They are imported on first use (module ``__getattr__``), so ``import dard`` and the ``dard`` command's start-up
+do not pay for PyTorch until something needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time these resolve lazily below
+    from dard import attacks
+    from dard.attacks import create_attack
+    from dard.checkpoint import load_checkpoint
+    from dard.methods import create_method
+    from dard.models import create_model
+
+__all__ = ["__version__", "attacks", "create_attack", "create_method", "create_model", "load_checkpoint"]
+
+# public name -> (module, attribute; None for the module itself)
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "attacks": ("dard.attacks", None),
+    "create_attack": ("dard.attacks", "create_attack"),
+    "create_method": ("dard.methods", "create_method"),
+    "create_model": ("dard.models", "create_model"),
+    "load_checkpoint": ("dard.checkpoint", "load_checkpoint"),
+}
+
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml is its one source); a bare source tree says so."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dard")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        value: Any = _version()
+    elif name in _LAZY:
+        module, attr = _LAZY[name]
+        value = importlib.import_module(module)
+        if attr is not None:
+            value = getattr(value, attr)
+    else:
+        raise AttributeError(f"module 'dard' has no attribute {name!r}")
+    globals()[name] = value  # cache: later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

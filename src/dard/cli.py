@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model with one method (natural, sat, trades, ard, rslad, pgdard, dard)")
-    t.add_argument("--config", help="YAML run config")
+    t.add_argument("--config", help="YAML run config: a file, or a packaged config's name (dard list)")
     t.add_argument(
         "--set",
         dest="overrides",
@@ -196,8 +196,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
     ]:
         print(f"{kind}: {', '.join(names)}")
     from dard.experiment import list_experiments
+    from dard.packaged import list_configs
 
     print("experiments: " + ", ".join(f"{n} ({'/'.join(scales)})" for n, scales in list_experiments().items()))
+    print("configs: " + ", ".join(list_configs()))
     return 0
 
 

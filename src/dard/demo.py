@@ -1,19 +1,17 @@
-"""`dard demo`: the embedded-data experiment (``configs/demo_experiment.yaml``): a SAT teacher, then SAT, ARD,
+"""`dard demo`: the embedded-data experiment (``experiments/demo/digits.yaml``): a SAT teacher, then SAT, ARD,
 RSLAD, PGDARD and DARD students under one budget on the digits, evaluated with the suite and reported."""
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 from dard.experiment import Experiment, load_experiment, run_experiment
+from dard.packaged import EXPERIMENTS_DIR
 
 
 def demo_experiment(seeds: list[int] | None = None) -> Experiment:
     """The demo experiment shipped with the package, optionally for other seeds."""
-    path = Path(str(resources.files("dard.configs").joinpath("demo_experiment.yaml")))
-    exp = load_experiment(str(path))
-    exp.name, exp.scale = "demo", "digits"
+    exp = load_experiment("demo", "digits", root=EXPERIMENTS_DIR)
     if seeds:
         exp.spec.seeds = list(seeds)
     return exp

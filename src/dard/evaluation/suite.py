@@ -16,7 +16,7 @@ from dard.attacks import Attack, create_attack, perturbation_norms
 from dard.errors import DardError
 from dard.module_utils import eval_mode
 
-# Named evaluation attacks with the parameters the field reports (method.md "Evaluation attacks").
+# Named evaluation attacks with the parameters the field reports (docs/evaluation.md, "The suite").
 # eps comes from the threat model at build time; `step_ratio` sets step_size = step_ratio * eps, which is the
 # usual 2/255 at eps = 8/255 and keeps iterative attacks able to reach the boundary at any other eps.
 DEFAULT_SUITE: dict[str, dict[str, Any]] = {
@@ -28,7 +28,7 @@ DEFAULT_SUITE: dict[str, dict[str, Any]] = {
     "dpgd": {"name": "dpgd", "steps": 20, "step_ratio": 0.25},
     "autoattack": {"name": "autoattack", "version": "standard"},
     # A sanity check outside the threat model: at eps = 0.5 (fixed, whatever the threat model) PGD must take
-    # accuracy to about 0; points that survive point to gradient masking or a broken attack (field.md).
+    # accuracy to about 0; points that survive point to gradient masking or a broken attack (docs/evaluation.md).
     "pgd-large": {"name": "pgd", "eps": 0.5, "steps": 20, "step_ratio": 0.1, "random_start": True},
 }
 TARGETED = {"tpgd"}  # a targeted attack may legitimately move a wrong point to its true class

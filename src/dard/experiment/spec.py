@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dard.errors import DardError
 from dard.io import read_yaml_mapping
+from dard.packaged import EXPERIMENTS_DIR
 from dard.training.config import RunConfig, parse_config, validation_message
 
 
@@ -75,35 +76,43 @@ class Experiment:
 
 
 def experiments_root() -> Path:
-    """``./experiments`` if present, else the ``experiments/`` folder of the source checkout."""
+    """The packaged experiment files (``dard/experiments``; in a checkout, ``src/dard/experiments``)."""
+    return EXPERIMENTS_DIR
+
+
+def _roots(root: Path | None) -> list[Path]:
+    """Where experiment names are looked up, first match winning: ``root`` alone when given, else
+    ``./experiments`` (your own experiment files, when the working folder has one), then the packaged ones."""
+    if root is not None:
+        return [root]
     here = Path("experiments")
-    if here.is_dir():
-        return here
-    return Path(__file__).resolve().parents[3] / "experiments"
+    return [here, EXPERIMENTS_DIR] if here.is_dir() else [EXPERIMENTS_DIR]
 
 
 def list_experiments(root: Path | None = None) -> dict[str, list[str]]:
-    """Experiment name -> its scales, from ``root`` (default :func:`experiments_root`)."""
-    root = root or experiments_root()
-    if not root.is_dir():
-        return {}
-    return {
-        p.name: sorted(f.stem for f in p.glob("*.yaml"))
-        for p in sorted(root.iterdir())
-        if p.is_dir() and not p.name.startswith("_") and any(p.glob("*.yaml"))
-    }
+    """Experiment name -> its scales, from ``root`` (default: ``./experiments`` and the packaged ones)."""
+    found: dict[str, list[str]] = {}
+    for r in reversed(_roots(root)):  # reversed: the first root's experiment wins a name clash
+        if r.is_dir():
+            found.update(
+                (p.name, sorted(f.stem for f in p.glob("*.yaml")))
+                for p in r.iterdir()
+                if p.is_dir() and not p.name.startswith("_") and any(p.glob("*.yaml"))
+            )
+    return dict(sorted(found.items()))
 
 
 def load_experiment(name: str, scale: str = "cpu", root: Path | None = None) -> Experiment:
     """Load ``<root>/<name>/<scale>.yaml`` (or ``name`` itself when it is a YAML file) and validate it."""
     path = Path(name)
     if path.suffix not in (".yaml", ".yml"):
-        root = root or experiments_root()
-        folder = root / name
-        if not folder.is_dir():
+        roots = _roots(root)
+        folder = next((r / name for r in roots if (r / name).is_dir()), None)
+        if folder is None:
             known = list(list_experiments(root))
-            raise DardError(f"unknown experiment '{name}'; known: {', '.join(known) or 'none'} (in {root})")
-        path = folder / f"{scale}.yaml"
+            where = ", ".join(str(r) for r in roots)
+            raise DardError(f"unknown experiment '{name}'; known: {', '.join(known) or 'none'} (in {where})")
+        path = _shown(folder / f"{scale}.yaml")
         if not path.is_file():
             scales = sorted(p.stem for p in folder.glob("*.yaml"))
             raise DardError(f"experiment '{name}' has no scale '{scale}'; available: {', '.join(scales)}")
@@ -118,6 +127,14 @@ def load_experiment(name: str, scale: str = "cpu", root: Path | None = None) -> 
     for run_name, _seed, cfg in planned_runs(exp, Path("runs")):  # validate every run config before any training
         parse_run_config(cfg, f"{path}: run '{run_name}'")
     return exp
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the working folder when it lies inside it (what reports and errors print), else as is."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

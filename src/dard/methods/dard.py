@@ -1,7 +1,7 @@
 """DARD: Dice Adversarial Robustness Distillation.
 
 Source: Zou, Zhang, Qiu, Li, "DARD: Dice Adversarial Robustness Distillation against Adversarial Attacks",
-arXiv 2509.11525 (SecureComm 2025), implemented to this project's spec (docs/method.md of the shared brief).
+arXiv 2509.11525 (SecureComm 2025), implemented to this project's spec (docs/method.md).
 For each batch:
 
 1. ``x_adv = DPGD(S, x, y)`` with the student in eval mode (``attack_target="teacher"`` crafts against T).

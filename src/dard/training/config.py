@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dard.errors import DardError
 from dard.evaluation.suite import QUICK_SUITE
 from dard.io import read_yaml_mapping
+from dard.packaged import find_config
 
 
 class _Strict(BaseModel):
@@ -167,8 +168,9 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """Load a YAML config (or defaults when ``path`` is None) and apply ``key.sub=value`` overrides."""
-    data: dict[str, Any] = read_yaml_mapping(path, "config file") if path is not None else {}
+    """Load a YAML config (a file, or a packaged config's name such as ``cifar10/dard_resnet18``; defaults when
+    ``path`` is None) and apply ``key.sub=value`` overrides."""
+    data: dict[str, Any] = read_yaml_mapping(find_config(path), "config file") if path is not None else {}
     for item in overrides or []:
         if "=" not in item:
             raise DardError(f"override '{item}' must look like key.sub=value")

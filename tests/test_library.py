@@ -1,0 +1,61 @@
+"""The library surface: `dard`'s top-level entry points, and the README's library example, run as written."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from tests.conftest import REPO
+
+import dard
+
+
+def readme_example() -> str:
+    """The python block of README.md's "Use it as a library" section."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Use it as a library\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 1, "the section holds exactly one python example"
+    return blocks[0]
+
+
+def test_readme_library_example_runs_and_trains_the_student(capsys):
+    ns: dict = {}
+    exec(compile(readme_example(), "README.md (Use it as a library)", "exec"), ns)
+    x, y, x_adv, out = ns["x"], ns["y"], ns["x_adv"], ns["out"]
+    assert x_adv.shape == x.shape and 0.0 <= x_adv.min() and x_adv.max() <= 1.0
+    assert (x_adv - x).abs().max() <= 8 / 255 + 1e-6
+    assert (x_adv != x).any()  # the attack moved the images
+    assert torch.isfinite(out.loss) and out.logits.shape == (len(y), 10)
+    # the optimizer step used the DARD gradient; the frozen teacher received none
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ns["student"].parameters())
+    assert all(p.grad is None for p in ns["teacher"].parameters())
+    assert "DARD loss" in capsys.readouterr().out
+
+
+def test_top_level_entry_points_are_the_package_functions():
+    from dard.attacks import create_attack
+    from dard.checkpoint import load_checkpoint
+    from dard.methods import create_method
+    from dard.models import create_model
+
+    assert dard.create_attack is create_attack and dard.create_method is create_method
+    assert dard.create_model is create_model and dard.load_checkpoint is load_checkpoint
+    assert dard.attacks.DPGD.name == "dpgd"
+    assert set(dard.__all__) <= set(dir(dard))
+    assert dard.__version__.split(".")[0].isdigit()
+
+
+def test_import_dard_does_not_import_torch():
+    # the entry points load lazily: a bare `import dard` (what every `dard` command starts with) stays cheap
+    code = "import sys, dard; print(dard.__version__, 'torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == [dard.__version__, "False"], proc.stderr
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        dard.no_such_thing  # noqa: B018

@@ -1,0 +1,141 @@
+"""Packaged run configs and experiment files: how names resolve, and that a non-editable install (what
+`pip install git+URL` does) carries them.
+
+The wheel is built offline from a copy of the source tree and installed with ``pip install --target`` into a
+fresh folder. Commands then run with ``PYTHONPATH`` set to that folder alone, from a working folder outside the
+checkout: the folder comes first on ``sys.path``, so ``import dard`` finds the installed copy and neither the
+checkout nor an editable install of it (checked through ``dard.__file__``), while PyTorch and the other
+dependencies still come from the running interpreter's environment.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from tests.conftest import REPO, assert_one_line_error
+
+from dard.errors import DardError
+from dard.experiment import list_experiments, load_experiment
+from dard.packaged import CONFIGS_DIR, EXPERIMENTS_DIR, find_config, list_configs
+from dard.training import load_config
+
+
+def test_config_resolves_a_file_first_then_a_packaged_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    packaged = CONFIGS_DIR / "cifar10" / "sat_resnet18.yaml"
+    for name in ("cifar10/sat_resnet18", "cifar10/sat_resnet18.yaml", "configs/cifar10/sat_resnet18.yaml"):
+        assert find_config(name) == packaged
+    assert load_config("cifar10/sat_resnet18").method.name == "sat"
+    # a file at the given path wins over the packaged config of that name
+    mine = tmp_path / "configs" / "cifar10" / "sat_resnet18.yaml"
+    mine.parent.mkdir(parents=True)
+    mine.write_text(yaml.safe_dump({"method": {"name": "natural"}}))
+    assert load_config("configs/cifar10/sat_resnet18.yaml").method.name == "natural"
+    assert load_config("cifar10/sat_resnet18").method.name == "sat"
+    with pytest.raises(DardError, match="config file not found: cifar10/nope .*cifar10/dard_resnet18"):
+        find_config("cifar10/nope")
+    assert {"cifar10/dard_resnet18", "cifar100/dard_resnet18"} <= set(list_configs())
+
+
+def test_experiments_resolve_in_the_working_folder_first_then_the_packaged_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert {"main", "lambda", "attacks", "demo"} <= set(list_experiments())
+    # an experiments/ folder of one's own adds names and may shadow a packaged one; the rest stay reachable
+    mine = tmp_path / "experiments" / "main"
+    mine.mkdir(parents=True)
+    shutil.copytree(EXPERIMENTS_DIR / "_scales", tmp_path / "experiments" / "_scales")
+    spec = yaml.safe_load((EXPERIMENTS_DIR / "main" / "cpu.yaml").read_text())
+    (mine / "cpu.yaml").write_text(yaml.safe_dump({**spec, "seeds": [7]}))
+    assert list_experiments()["main"] == ["cpu"]
+    assert list_experiments()["lambda"] == ["cpu", "paper", "paper-cifar100"]
+    assert load_experiment("main").spec.seeds == [7]
+    packaged = load_experiment("lambda")
+    assert packaged.spec.seeds == [0, 1, 2] and packaged.source.is_absolute()  # outside the working folder
+
+
+def test_packaged_experiment_is_shown_relative_to_the_working_folder(monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert load_experiment("main").source.as_posix() == "src/dard/experiments/main/cpu.yaml"
+
+
+# ---- a built wheel, installed outside the checkout (slow: a pip build and install)
+
+
+def _pip(*args: str, cwd: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", *args, "--no-deps", "--no-index", "--quiet"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> tuple[Path, Path]:
+    """(site folder holding the installed wheel, an empty working folder outside the checkout)."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    source = tmp / "source"  # a copy, so the build's build/ and *.egg-info never land in the checkout
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(REPO / name, source / name)
+    shutil.copytree(REPO / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    _pip("wheel", "--no-build-isolation", "--wheel-dir", str(tmp / "dist"), str(source), cwd=tmp)
+    (wheel,) = (tmp / "dist").glob("dard-*.whl")
+    _pip("install", "--target", str(tmp / "site"), str(wheel), cwd=tmp)
+    work = tmp / "work"
+    work.mkdir()
+    return tmp / "site", work
+
+
+def _run(site: Path, work: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(site), "PYTHONNOUSERSITE": "1"}
+    return subprocess.run([*args], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_wheel_imports_the_installed_copy(installed):
+    site, work = installed
+    proc = _run(site, work, sys.executable, "-c", "import dard; print(dard.__file__); print(dard.__version__)")
+    assert proc.returncode == 0, proc.stderr
+    where, version = proc.stdout.split()
+    assert Path(where).is_relative_to(site)
+    assert version == "0.1.0"
+    assert (site / "dard" / "experiments" / "main" / "cpu.yaml").is_file()
+    assert (site / "dard" / "configs" / "cifar10" / "dard_resnet18.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_wheel_lists_packaged_experiments_and_configs(installed):
+    site, work = installed
+    proc = _run(site, work, str(site / "bin" / "dard"), "list")  # the console script pip generated
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(": ", 1) for line in proc.stdout.splitlines())
+    for experiment in ("main (cpu/paper/paper-cifar100)", "lambda (", "attacks (", "demo (digits)"):
+        assert experiment in lines["experiments"]
+    assert "cifar10/dard_resnet18" in lines["configs"].split(", ")
+
+
+@pytest.mark.slow
+def test_wheel_finds_experiments_and_configs_outside_the_checkout(installed):
+    site, work = installed
+    dard = [sys.executable, "-m", "dard"]
+    # past the experiment lookup and the config checks: the plan stops at the (absent) dataset
+    proc = _run(site, work, *dard, "experiment", "main", "--scale", "cpu", "--plan", "--runs", "runs")
+    assert_one_line_error(proc, "CIFAR-10 not found")
+    # a packaged config by the checkout's path (README commands), past the config checks to the dataset
+    config = "configs/cifar10/sat_resnet18.yaml"
+    proc = _run(site, work, *dard, "train", "--config", config, "--data-dir", "nodata", "--out", "run")
+    assert_one_line_error(proc, "CIFAR-10 not found")
+    assert not (work / "run").exists()
+    # the demo experiment plans end to end on its embedded data
+    proc = _run(site, work, *dard, "experiment", "demo", "--scale", "digits", "--plan", "--runs", "runs")
+    assert proc.returncode == 0, proc.stderr
+    assert "6 runs in runs: 0 done, 6 to train or evaluate" in proc.stdout
