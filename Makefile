@@ -8,8 +8,9 @@ STAMP := $(VENV)/.dard-installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	# torch first and pinned to the version the tests, benchmarks and committed results were made with
-	# (pyproject.toml itself asks for torch>=2.2); installed on its own so dard's install keeps that build.
+	# torch first and pinned: the version the tests, benchmarks and committed results were made with, and the
+	# CPU build this machine has on disk (pyproject.toml asks for torch>=2.2, which on its own could pull a
+	# multi-GB CUDA build from PyPI); installed on its own so dard's install keeps that build.
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
