@@ -18,7 +18,6 @@ import torch.nn.functional as F
 
 from dard.errors import DardError
 from dard.methods import create_method
-from dard.methods.adaad import DiscrepancyAscent
 
 REL = 1e-6
 N = 6  # batch size
@@ -145,7 +144,7 @@ def assert_same(loss: torch.Tensor, ref: torch.Tensor, student: nn.Module) -> No
 
 def project_loss(method, student, teacher, x, x_adv, y, stub: bool = True) -> torch.Tensor:
     if stub:
-        method.attack = lambda *args: x_adv.clone()  # every attack signature: (model, x, y|target) or (S, T, x)
+        method.attack = lambda *args: x_adv.clone()  # the attack contract: (model, x, labels | probs | network)
     return method(student, teacher, x, y).loss
 
 
@@ -280,7 +279,7 @@ def test_adaad_inner_maximisation_equals_official(classes):
     x = 0.2 + 0.6 * torch.rand(N, *SHAPE)  # interior: the official unclamped start equals the clamped one
     running = student[2].running_mean.clone()
     torch.manual_seed(11)
-    ours = DiscrepancyAscent("adaad")(student, teacher, x)
+    ours = create_method("adaad").attack(student, x, teacher)  # kl_pgd, the teacher network as its target
     assert student.training and torch.equal(student[2].running_mean, running)  # ran in eval mode, mode restored
     assert all(p.grad is None for p in [*student.parameters(), *teacher.parameters()])
     torch.manual_seed(11)
@@ -301,7 +300,15 @@ def test_defaults_follow_the_official_scale_and_are_recorded():
     assert create_method("rslad").config()["kl_scale"] == 0.1
     cfg = create_method("adaad").config()
     assert (cfg["adv_weight"], cfg["kl_reduction"]) == (1.0, "mean")
-    assert cfg["attack"] == {"eps": 8 / 255, "step_size": 2 / 255, "steps": 10, "init": "normal"}
+    assert cfg["attack"] == {
+        "name": "kl_pgd",
+        "eps": 8 / 255,
+        "step_size": 2 / 255,
+        "steps": 10,
+        "norm": "linf",
+        "init": "normal",
+        "seed": None,
+    }
     assert create_method("adaad", attack={"steps": 3}).config()["attack"]["steps"] == 3
     assert create_method("adaad", **{k: v for k, v in cfg.items() if k != "name"}).config() == cfg
 
@@ -315,7 +322,7 @@ def test_defaults_follow_the_official_scale_and_are_recorded():
         ("adaad", {"adv_weight": 1.5}, "adv_weight"),
         ("adaad", {"kl_reduction": "batch"}, "kl_reduction"),
         ("adaad", {"attack": "pgd"}, "attack"),
-        ("adaad", {"attack": {"name": "pgd"}}, "adaad_kl"),
+        ("adaad", {"attack": {"name": "pgd"}}, "takes labels"),
         ("adaad", {"attack": {"stepz": 3}}, "stepz"),
         ("adaad", {"attack": {"steps": 2.5}}, "steps"),
         ("adaad", {"attack": {"eps": -1}}, "eps"),

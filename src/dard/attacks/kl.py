@@ -1,4 +1,4 @@
-"""KL maximisation: the inner problem of TRADES and RSLAD, as an attack under the common contract.
+"""KL maximisation: the inner problem of TRADES, RSLAD and AdaAD, as an attack under the common contract.
 
 ``kl_pgd(model, x, target) -> x_adv`` ascends ``KL(target || softmax(model(x')))`` (summed over the batch, so
 per-sample gradients do not depend on the batch size) by projected sign-gradient steps (L2: normalised-gradient

@@ -5,11 +5,12 @@ Adversarial Distillation", CVPR 2023; official code github.com/boyellow/AdaAD (c
 (method ``AdaAD``) and ``AT_helper.py`` (``adaad_inner_loss``), see docs/baselines.md. The paper's text could not
 be read here; everything below follows the official code.
 
-1. Inner maximisation (:class:`DiscrepancyAscent`): ``x_adv`` maximises ``KL(softmax(T(x')) || softmax(S(x')))``
-   over the Linf ball of 8/255, teacher and student on the same ``x'``, the gradient taken through both networks
-   (the teacher's output moves with ``x'``); the student in eval mode, the teacher frozen in eval mode; start
-   ``x + 0.001 * N(0, 1)``, 10 sign-gradient steps of 2/255, each projected onto the ball and [0, 1]. The point is
-   where the student disagrees most with the teacher, not where the student misclassifies.
+1. Inner maximisation (the attack ``kl_pgd`` with the teacher network as its target, ``attack`` overriding its
+   parameters): ``x_adv`` maximises ``KL(softmax(T(x')) || softmax(S(x')))`` over the Linf ball of 8/255, teacher
+   and student on the same ``x'``, the gradient taken through both networks (the teacher's output moves with
+   ``x'``); the student in eval mode, the teacher frozen in eval mode; start ``x + 0.001 * N(0, 1)``, 10
+   sign-gradient steps of 2/255, each projected onto the ball and [0, 1]. The point is where the student
+   disagrees most with the teacher, not where the student misclassifies.
 2. Outer loss, student in train mode (clean forward first, then adversarial, as the official code):
    ``L = w * KL(T(x_adv) || S(x_adv)) + (1 - w) * KL(T(x) || S(x))``, softmax at temperature 1, ``w = adv_weight``
    (the code's ``--AdaAD_alpha``, default 1: only the adversarial term), the teacher without gradients.
@@ -35,74 +36,18 @@ Deviations from the official code:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from dard.errors import DardError
 from dard.methods import register_method
-from dard.methods.base import LossOutput, Method, teacher_logits
-from dard.methods.losses import kl_divergence, kl_sum, soft_targets
-from dard.module_utils import eval_mode, local_module
-from dard.validate import check_choice, check_float, check_int
+from dard.methods.base import KL_PGD10_TRAINING, LossOutput, Method, make_attack, teacher_logits
+from dard.methods.losses import kl_divergence, soft_targets
+from dard.validate import check_choice, check_float
 
 #: "mean": nn.KLDivLoss() default (official CIFAR-10 branch); "batchmean": per-sample KL (official CIFAR-100).
 KL_REDUCTIONS = ("mean", "batchmean")
-
-
-class DiscrepancyAscent:
-    """AdaAD's inner maximisation: ``x'`` in the eps-ball maximising ``KL(softmax(T(x')) || softmax(S(x')))``.
-
-    ``ascent(student, teacher, x) -> x_adv`` (detached), by projected sign-gradient ascent
-    (``dard.attacks.pgd_ascent``) on the summed KL, the gradient flowing through both networks; the student in
-    eval mode (its mode restored), the teacher used as given (frozen, eval). Parameters' ``.grad`` are untouched.
-    Random starts draw from the global torch RNG.
-    """
-
-    name = "adaad_kl"
-    DEFAULTS: ClassVar[dict[str, Any]] = {"eps": 8 / 255, "step_size": 2 / 255, "steps": 10, "init": "normal"}
-
-    def __init__(self, method_name: str, spec: Any = None) -> None:
-        if spec is None:
-            spec = {}
-        if not isinstance(spec, Mapping):
-            raise DardError(f"method '{method_name}': attack must be a mapping of {', '.join(self.DEFAULTS)}")
-        p = {**self.DEFAULTS, **spec}
-        if p.pop("name", self.name) != self.name:
-            raise DardError(f"method '{method_name}': its attack is the student-teacher KL ascent '{self.name}'")
-        extra = sorted(set(p) - set(self.DEFAULTS))
-        if extra:
-            raise DardError(f"method '{method_name}': unknown attack parameter '{extra[0]}'")
-        #: the validated pgd_ascent parameters (Linf only, as the official code)
-        owner = f"method '{method_name}'"
-        self.params: dict[str, Any] = {
-            "eps": check_float("attack.eps", p["eps"], lo=0.0, owner=owner),
-            "step_size": check_float("attack.step_size", p["step_size"], lo=0.0, owner=owner),
-            "steps": check_int("attack.steps", p["steps"], lo=0, owner=owner),
-            "init": check_choice("attack.init", p["init"], ("zero", "uniform", "normal"), owner=owner),
-        }
-
-    def __call__(self, student: nn.Module, teacher: nn.Module, x: Tensor) -> Tensor:
-        from dard.attacks import pgd_ascent
-
-        student = local_module(student)
-
-        def both(x_adv: Tensor) -> tuple[Tensor, Tensor]:
-            return student(x_adv), teacher(x_adv)
-
-        def loss_fn(logits: tuple[Tensor, Tensor], step: int) -> Tensor:
-            s, t = logits
-            return kl_sum(soft_targets(t), s)  # no detach: the teacher's side moves with x' too
-
-        with eval_mode(student):
-            # ``both`` is not a module: pgd_ascent only calls it and hands the result to loss_fn
-            x_adv = pgd_ascent(both, x.detach(), loss_fn, norm="linf", **self.params)
-        return x_adv.detach()
-
-    def config(self) -> dict[str, Any]:
-        return {"name": self.name, **self.params}
 
 
 @register_method("adaad")
@@ -117,15 +62,15 @@ class AdaAD(Method):
     ) -> None:
         self.adv_weight = check_float("adv_weight", adv_weight, lo=0.0, hi=1.0, owner=self.owner)
         self.kl_reduction = check_choice("kl_reduction", kl_reduction, KL_REDUCTIONS, owner=self.owner)
-        self.attack = DiscrepancyAscent(self.name, attack)
-        self.attack_spec = {k: v for k, v in self.attack.config().items() if k != "name"}
+        self.attack, self.attack_spec = make_attack(self.name, attack, KL_PGD10_TRAINING)
 
     def _kl(self, teacher: nn.Module, x: Tensor, student_logits: Tensor) -> Tensor:
         return kl_divergence(soft_targets(teacher_logits(teacher, x)), student_logits, 1.0, self.kl_reduction)
 
     def compute(self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor) -> LossOutput:
         assert teacher is not None
-        x_adv = self.attack(student, teacher, x).detach()
+        # the teacher network as kl_pgd's target: KL(T(x') || S(x')), the gradient through both, both in eval mode
+        x_adv = self.attack(student, x, teacher).detach()
         w = self.adv_weight
         if w < 1.0:
             logits_nat = student(x)

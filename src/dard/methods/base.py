@@ -28,7 +28,7 @@ from dard.validate import check_float
 PGD10_TRAINING: Mapping[str, Any] = MappingProxyType(
     {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10, "random_start": True}
 )
-#: The TRADES / RSLAD inner maximisation: 10 sign steps of 2/255 on the KL in the Linf ball of 8/255, from
+#: The TRADES / RSLAD / AdaAD inner maximisation: 10 sign steps of 2/255 on the KL in the Linf ball of 8/255, from
 #: ``x + 0.001 * N(0, 1)`` (the attack's defaults for norm and init).
 KL_PGD10_TRAINING: Mapping[str, Any] = MappingProxyType(
     {"name": "kl_pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
