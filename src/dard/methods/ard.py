@@ -35,17 +35,9 @@ import torch
 from torch import Tensor, nn
 
 from dard.methods import register_method
-from dard.methods.base import (
-    PGD10_TRAINING,
-    LossOutput,
-    Method,
-    check_positive,
-    check_unit,
-    make_attack,
-    teacher_logits,
-)
+from dard.methods.base import PGD10_TRAINING, LossOutput, Method, make_attack, teacher_logits
 from dard.methods.losses import cross_entropy, kl_divergence, soft_targets
-from dard.validate import check_choice
+from dard.validate import check_choice, check_float
 
 #: "mean": the official nn.KLDivLoss() default (divided by batch x classes); "batchmean": the per-sample KL.
 KL_REDUCTIONS = ("mean", "batchmean")
@@ -66,8 +58,8 @@ class ARD(Method):
         kl_reduction: str = "mean",
         attack: dict[str, Any] | None = None,
     ) -> None:
-        self.alpha = check_unit(self.name, "alpha", alpha)
-        self.tau = check_positive(self.name, "tau", tau)
+        self.alpha = check_float("alpha", alpha, lo=0.0, hi=1.0, owner=self.owner)
+        self.tau = check_float("tau", tau, lo=0.0, lo_open=True, owner=self.owner)
         self.kl_reduction = check_choice("kl_reduction", kl_reduction, KL_REDUCTIONS, owner=self.owner)
         self.attack, self.attack_spec = make_attack(self.name, attack, PGD10_TRAINING)
 

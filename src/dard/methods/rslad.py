@@ -37,8 +37,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from dard.methods import register_method
-from dard.methods.base import KLAscent, LossOutput, Method, check_positive, check_unit, teacher_logits
+from dard.methods.base import KL_PGD10_TRAINING, LossOutput, Method, make_attack, teacher_logits
 from dard.methods.losses import kl_batchmean, soft_targets
+from dard.validate import check_float
 
 #: The official scripts' scale: the per-sample KL divided by 10 on CIFAR-10 and on CIFAR-100 (module docstring).
 OFFICIAL_KL_SCALE = 0.1
@@ -54,10 +55,9 @@ class RSLAD(Method):
     def __init__(
         self, *, adv_weight: float = 5 / 6, kl_scale: float = OFFICIAL_KL_SCALE, attack: dict[str, Any] | None = None
     ) -> None:
-        self.adv_weight = check_unit(self.name, "adv_weight", adv_weight)
-        self.kl_scale = check_positive(self.name, "kl_scale", kl_scale)
-        self.attack = KLAscent.from_spec(self.name, attack)
-        self.attack_spec = {k: v for k, v in self.attack.config().items() if k != "name"}
+        self.adv_weight = check_float("adv_weight", adv_weight, lo=0.0, hi=1.0, owner=self.owner)
+        self.kl_scale = check_float("kl_scale", kl_scale, lo=0.0, lo_open=True, owner=self.owner)
+        self.attack, self.attack_spec = make_attack(self.name, attack, KL_PGD10_TRAINING)
 
     def compute(self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor) -> LossOutput:
         assert teacher is not None
