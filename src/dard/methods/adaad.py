@@ -43,11 +43,8 @@ from torch import Tensor, nn
 
 from dard.methods import register_method
 from dard.methods.base import KL_PGD10_TRAINING, LossOutput, Method, make_attack, teacher_logits
-from dard.methods.losses import kl_divergence, soft_targets
+from dard.methods.losses import KL_REDUCTIONS, kl_divergence, soft_targets
 from dard.validate import check_choice, check_float
-
-#: "mean": nn.KLDivLoss() default (official CIFAR-10 branch); "batchmean": per-sample KL (official CIFAR-100).
-KL_REDUCTIONS = ("mean", "batchmean")
 
 
 @register_method("adaad")

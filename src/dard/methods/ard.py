@@ -36,11 +36,8 @@ from torch import Tensor, nn
 
 from dard.methods import register_method
 from dard.methods.base import PGD10_TRAINING, LossOutput, Method, make_attack, teacher_logits
-from dard.methods.losses import cross_entropy, kl_divergence, soft_targets
+from dard.methods.losses import KL_REDUCTIONS, cross_entropy, kl_divergence, soft_targets
 from dard.validate import check_choice, check_float
-
-#: "mean": the official nn.KLDivLoss() default (divided by batch x classes); "batchmean": the per-sample KL.
-KL_REDUCTIONS = ("mean", "batchmean")
 
 
 @register_method("ard")
