@@ -34,6 +34,7 @@ METHODS = {
     "trades": {"attack": {"steps": 3}},
     "ard": {"attack": {"steps": 3}},
     "rslad": {"attack": {"steps": 3}},
+    "adaad": {"attack": {"steps": 3}},
     "dard": {"attack": {"steps": 3}},
     "pgdard": {"attack": {"steps": 3}},
 }

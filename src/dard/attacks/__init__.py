@@ -2,8 +2,9 @@
 
 Registered names: ``fgsm``, ``pgd``, ``bim``, ``tpgd`` (targeted PGD), ``cw`` (CW-inf), ``dpgd`` (Dice PGD),
 ``autoattack`` (official AutoAttack via ``pyautoattack``), all taking labels, and ``kl_pgd`` (the KL maximisation of
-TRADES / RSLAD), taking target probabilities. See :class:`dard.attacks.base.Attack` for the contract (inputs in
-[0, 1], eval mode, input-only gradients, seeded determinism, checked target); :func:`pgd_ascent` is the core routine.
+TRADES / RSLAD / AdaAD), taking target probabilities or a reference network. See :class:`dard.attacks.base.Attack`
+for the contract (inputs in [0, 1], eval mode, input-only gradients, seeded determinism, checked target);
+:func:`pgd_ascent` is the core routine.
 """
 
 from __future__ import annotations

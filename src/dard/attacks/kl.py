@@ -1,4 +1,4 @@
-"""KL maximisation: the inner problem of TRADES and RSLAD, as an attack under the common contract.
+"""KL maximisation: the inner problem of TRADES, RSLAD and AdaAD, as an attack under the common contract.
 
 ``kl_pgd(model, x, target) -> x_adv`` ascends ``KL(target || softmax(model(x')))`` (summed over the batch, so
 per-sample gradients do not depend on the batch size) by projected sign-gradient steps (L2: normalised-gradient
@@ -24,17 +24,26 @@ from dard.attacks.pgd import pgd_ascent
 from dard.module_utils import eval_mode, local_module
 from dard.validate import check_choice, check_float, check_int
 
-__all__ = ["KLPGD", "kl_sum"]
+__all__ = ["KLPGD", "kl_sum", "loss_precision"]
+
+
+def loss_precision(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32, or unchanged if it is float64: the precision the training losses are computed in.
+
+    Half-precision (autocast) logits are lifted to float32; float64 is kept so that tests can check the losses
+    against transcriptions of the official code to 1e-6.
+    """
+    return t if t.dtype == torch.float64 else t.float()
 
 
 def kl_sum(target_probs: torch.Tensor, logits: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
-    """``KL(target || softmax(logits / tau))`` summed over classes and over the batch, in float32.
+    """``KL(target || softmax(logits / tau))`` summed over classes and over the batch, in float32 (float64 kept).
 
     The objective of the KL inner maximisations, where the sign / per-sample normalised step makes the overall
-    scale irrelevant; ``dard.methods.losses.kl_batchmean`` is the batch-averaged loss form.
+    scale irrelevant; ``dard.methods.losses.kl_divergence`` divides it into the batch-averaged loss forms.
     """
-    log_q = F.log_softmax(logits.float() / tau, dim=1)
-    return F.kl_div(log_q, target_probs.float(), reduction="sum")
+    log_q = F.log_softmax(loss_precision(logits) / tau, dim=1)
+    return F.kl_div(log_q, loss_precision(target_probs), reduction="sum")
 
 
 class KLPGD(Attack):
@@ -71,7 +80,7 @@ class KLPGD(Attack):
                 return self._ascend(
                     lambda z: (model(z), reference(z)),
                     x,
-                    lambda out, _step: kl_sum(F.softmax(out[1].float(), dim=1), out[0]),
+                    lambda out, _step: kl_sum(F.softmax(loss_precision(out[1]), dim=1), out[0]),
                 )
         return self._ascend(model, x, lambda logits, _step: kl_sum(target, logits))
 

@@ -1,6 +1,6 @@
 """Training methods (losses): ``create_method(name, **params) -> Method``; ``method(student, teacher, x, y)``.
 
-Registered: natural, sat (Madry PGD-AT), trades, ard, rslad, dard, pgdard. See each module's docstring for its
+Registered: natural, sat (Madry PGD-AT), trades, ard, rslad, adaad, dard, pgdard. See each module's docstring for its
 source paper and every deviation from it.
 """
 
@@ -13,7 +13,7 @@ from dard.registry import Registry
 METHODS: Registry[type] = Registry("method")
 register_method = METHODS.register
 
-from dard.methods import ard, dard, natural, pgdard, rslad, sat, trades  # noqa: E402,F401
+from dard.methods import adaad, ard, dard, natural, pgdard, rslad, sat, trades  # noqa: E402,F401
 from dard.methods.base import LossOutput, Method  # noqa: E402
 from dard.methods.losses import kl_batchmean, soft_targets  # noqa: E402
 

@@ -22,13 +22,12 @@ from torch import Tensor, nn
 
 from dard.attacks import ATTACKS, Attack
 from dard.errors import DardError
-from dard.validate import check_float
 
 #: Madry et al.'s PGD-10 as the field trains with it: Linf eps 8/255, step 2/255, uniform random start, CE.
 PGD10_TRAINING: Mapping[str, Any] = MappingProxyType(
     {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10, "random_start": True}
 )
-#: The TRADES / RSLAD inner maximisation: 10 sign steps of 2/255 on the KL in the Linf ball of 8/255, from
+#: The TRADES / RSLAD / AdaAD inner maximisation: 10 sign steps of 2/255 on the KL in the Linf ball of 8/255, from
 #: ``x + 0.001 * N(0, 1)`` (the attack's defaults for norm and init).
 KL_PGD10_TRAINING: Mapping[str, Any] = MappingProxyType(
     {"name": "kl_pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
@@ -172,27 +171,3 @@ class Method:
 def teacher_logits(teacher: nn.Module, x: Tensor) -> Tensor:
     """The frozen teacher's logits (no graph)."""
     return teacher(x)
-
-
-# ------------------------------------------------------------------------------- transitional (ard.py, rslad.py)
-# ard.py and rslad.py are being rewritten on another branch; until that merges they keep their old calls, served
-# here on top of dard.validate and make_attack. New code uses check_float(..., owner=self.owner) and
-# make_attack(self.name, attack, KL_PGD10_TRAINING) directly.
-
-
-def check_unit(method_name: str, param: str, value: Any) -> float:
-    """Transitional: ``check_float(param, value, lo=0, hi=1, owner="method 'name'")``."""
-    return check_float(param, value, lo=0.0, hi=1.0, owner=f"method '{method_name}'")
-
-
-def check_positive(method_name: str, param: str, value: Any) -> float:
-    """Transitional: ``check_float(param, value, lo=0, lo_open=True, owner="method 'name'")``."""
-    return check_float(param, value, lo=0.0, lo_open=True, owner=f"method '{method_name}'")
-
-
-class KLAscent:
-    """Transitional: ``KLAscent.from_spec(name, spec)`` is ``make_attack(name, spec, KL_PGD10_TRAINING)[0]``."""
-
-    @staticmethod
-    def from_spec(method_name: str, spec: Any) -> Attack:
-        return make_attack(method_name, spec, KL_PGD10_TRAINING)[0]

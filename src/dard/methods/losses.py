@@ -1,9 +1,19 @@
 """Loss building blocks shared by the training methods.
 
-Every KL divergence in this package is taken with the ``batchmean`` reduction: summed over classes and
-averaged over the batch, which is the mathematical KL per sample. PyTorch's ``KLDivLoss`` default
-(``'mean'``) divides by batch x classes instead, which silently rescales the term by 1/num_classes; the tests
-check :func:`kl_batchmean` against the closed form.
+KL divergences sum over classes first and are then reduced over the batch in one of two ways
+(:data:`KL_REDUCTIONS`):
+
+- ``batchmean``: averaged over the batch, the mathematical KL per sample. This project's own losses (DARD,
+  PGDARD, TRADES) use it.
+- ``mean``: divided by batch x classes, PyTorch's ``nn.KLDivLoss()`` default. Official baseline code that
+  calls ``nn.KLDivLoss()`` (ARD, AdaAD on CIFAR-10, RSLAD's CIFAR-10 script) trains with this scale, which is
+  the per-sample KL divided by the number of classes; the baselines offer it so that they train as their authors
+  ran them.
+
+The batch sum itself is :func:`dard.attacks.kl.kl_sum`, the objective of the KL inner maximisations; it lives with
+the attack that ascends it (attacks do not import methods) and both reductions divide it.
+
+Everything is computed in float32 at least (float64 inputs stay float64), also under autocast.
 """
 
 from __future__ import annotations
@@ -11,28 +21,41 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-# The batch-summed form, the objective of the KL inner maximisations, lives with the attack that ascends it.
-from dard.attacks.kl import kl_sum
+from dard.attacks.kl import kl_sum, loss_precision
+
+#: ``kl_reduction`` values: "batchmean" (the per-sample KL) and "mean" (nn.KLDivLoss()'s default, / classes too).
+KL_REDUCTIONS = ("batchmean", "mean")
 
 
 def soft_targets(teacher_logits: Tensor, tau: float = 1.0) -> Tensor:
-    """Temperature-softened probabilities ``softmax(teacher_logits / tau)`` over dim 1, in float32."""
-    return F.softmax(teacher_logits.float() / tau, dim=1)
+    """Temperature-softened probabilities ``softmax(teacher_logits / tau)`` over dim 1, in float32 (float64 kept)."""
+    return F.softmax(loss_precision(teacher_logits) / tau, dim=1)
+
+
+def kl_divergence(
+    target_probs: Tensor, student_logits: Tensor, tau: float = 1.0, reduction: str = "batchmean"
+) -> Tensor:
+    """``KL(target || softmax(student_logits / tau))`` summed over classes, then reduced by ``reduction``.
+
+    ``target_probs`` are probabilities (rows summing to 1; zeros allowed, ``0 log 0 = 0``); gradients flow into
+    them when they carry a graph (TRADES). No ``tau**2`` factor is applied here; methods that follow Hinton et
+    al. multiply by it themselves. ``reduction``: one of :data:`KL_REDUCTIONS` (see the module docstring).
+    """
+    if reduction not in KL_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(KL_REDUCTIONS)}; got {reduction!r}")
+    total = kl_sum(target_probs, student_logits, tau)
+    # 'mean' written out: F.kl_div's own warns on every call and is announced to become 'batchmean'
+    return total / (student_logits.numel() if reduction == "mean" else student_logits.shape[0])
 
 
 def kl_batchmean(target_probs: Tensor, student_logits: Tensor, tau: float = 1.0) -> Tensor:
-    """``KL(target || softmax(student_logits / tau))``, summed over classes and averaged over the batch.
-
-    ``target_probs`` are probabilities (rows summing to 1; zeros allowed, ``0 log 0 = 0``). No ``tau**2``
-    factor is applied here; methods that follow Hinton et al. multiply by it themselves.
-    """
-    log_q = F.log_softmax(student_logits.float() / tau, dim=1)
-    return F.kl_div(log_q, target_probs.float(), reduction="batchmean")
+    """:func:`kl_divergence` averaged over the batch: the per-sample KL."""
+    return kl_divergence(target_probs, student_logits, tau, "batchmean")
 
 
 def cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
-    """Mean cross-entropy, computed in float32."""
-    return F.cross_entropy(logits.float(), y)
+    """Mean cross-entropy, computed in float32 (float64 kept)."""
+    return F.cross_entropy(loss_precision(logits), y)
 
 
-__all__ = ["cross_entropy", "kl_batchmean", "kl_sum", "soft_targets"]
+__all__ = ["KL_REDUCTIONS", "cross_entropy", "kl_batchmean", "kl_divergence", "soft_targets"]

@@ -1,6 +1,8 @@
 """Natural (standard) training: cross-entropy on clean inputs.
 
-Source: the usual empirical-risk baseline. No deviations; no attack, no teacher.
+Source: the usual empirical-risk baseline; no official code to follow. ``L = CE(S(x), y)``, mean over the batch.
+Deviations from the official code: none (there is none); no attack, no teacher. Schedule and model are the run
+config's.
 """
 
 from __future__ import annotations

@@ -1,14 +1,23 @@
 """SAT: standard adversarial training (PGD-AT).
 
 Source: Madry, Makelov, Schmidt, Tsipras, Vladu, "Towards Deep Learning Models Resistant to Adversarial
-Attacks", ICLR 2018. ``L = CE(S(x_adv), y)`` with ``x_adv`` = PGD-10 (Linf eps 8/255, step 2/255, uniform random
-start) maximising the cross-entropy of the model being trained.
+Attacks", ICLR 2018; official code github.com/MadryLab/cifar10_challenge (TensorFlow; commit f15682d):
+``config.json``, ``train.py``, ``pgd_attack.py``, ``model.py``, see docs/baselines.md. ``L = CE(S(x_adv), y)``
+(mean over the batch) with ``x_adv`` = PGD-10 (Linf eps 8/255, step 2/255, uniform random start clipped to the
+valid range) maximising the cross-entropy of the model being trained.
 
-Deviations:
-- The attack runs with the model in eval mode (BatchNorm frozen), the convention of the field's later code
-  (RSLAD, AdaAD, this project's attacks); Madry et al.'s code crafts the examples in train mode.
-- The CIFAR settings above (8/255, 2/255, 10 steps) are the field's standard ones, not the MNIST / CIFAR steps of
-  the paper's own table (CIFAR: 7 steps of 2/255). The attack is configurable through ``attack``.
+Deviations from the official code:
+- BatchNorm during the attack: the official graph is built in train mode (``Model(mode='train')``, batch
+  statistics, moving averages updated in place), so the examples are crafted with batch statistics and every
+  attack iterate updates the running statistics; here the model is in eval mode for the attack (running
+  statistics, not updated), the convention of this project's attack contract.
+- Weight decay: the official loss adds ``2e-4 * sum(w^2) / 2`` over the convolution and fully connected weights
+  only; here it is the optimiser's weight decay of the run config, applied to every parameter.
+- Schedule, model and budget are the run config's, not the official ones (80,000 steps of batch 128, about 205
+  epochs; lr 0.1, x0.1 at steps 40,000 and 60,000; momentum 0.9; a WRN-34-10 with leaky ReLU 0.1 and per-image
+  standardisation).
+- The steps are those of the released config (10 of 2/255); the paper's CIFAR-10 table reports 7 steps. The
+  attack is configurable through ``attack``.
 """
 
 from __future__ import annotations

@@ -1,19 +1,28 @@
 """TRADES.
 
 Source: Zhang, Yu, Jiao, Xing, El Ghaoui, Jordan, "Theoretically Principled Trade-off between Robustness and
-Accuracy", ICML 2019. ``L = CE(f(x), y) + beta * KL(f(x) || f(x_adv))`` (softmax outputs, KL summed over classes
-and averaged over the batch), ``beta = 6``. ``x_adv`` maximises ``KL(f(x) || f(x'))`` over the Linf ball
-(eps 8/255, 10 sign-gradient steps of 2/255) from ``x + 0.001 * N(0, 1)``, the model in eval mode, the target
+Accuracy", ICML 2019; official code github.com/yaodongyu/TRADES (commit 6e8e11b): ``trades.py``
+(``trades_loss``) and ``train_trades_cifar10.py``, see docs/baselines.md. ``L = CE(f(x), y) + beta * KL(f(x) ||
+f(x_adv))`` (softmax outputs, KL summed over classes and averaged over the batch, as the official
+``(1 / batch_size) * KLDivLoss(size_average=False)``), ``beta = 6``. ``x_adv`` maximises ``KL(f(x) || f(x'))``
+over the Linf ball (10 sign-gradient steps) from ``x + 0.001 * N(0, 1)``, the model in eval mode, the target
 ``f(x)`` computed in eval mode without gradient; the loss forwards run in train mode and the gradient flows
-through both sides of the KL, as in the authors' code.
+through both sides of the KL, as in the official code.
 
-Deviations:
-- The authors' code runs the clean forward twice in train mode (once for the CE term, once for the KL target);
-  here one clean forward serves both terms. The loss value and gradients are the same for a network without
-  dropout; BatchNorm running statistics receive the clean batch once instead of twice.
-- ``LossOutput.logits`` are the clean logits ``f(x)`` (the CE term's), as the authors' code reports.
-- The L2 variant (``attack={"norm": "l2"}``) uses this project's normalised-gradient PGD, not the authors' SGD
+Deviations from the official code:
+- Budget: eps 8/255 (0.0314) and step 2/255 (0.0078) here, the field's convention; the official script uses
+  eps 0.031 and step 0.007.
+- Random start: the official ``x + 0.001 * N(0, 1)`` is not clamped to [0, 1] before the first gradient step;
+  here it is.
+- The official inner loop recomputes the target ``f(x)`` (eval mode) at every step; here once (the same value).
+- The official outer loss runs three train-mode forwards (``x`` for the CE term, ``x_adv``, and ``x`` again for the
+  KL target); here one clean forward serves both terms. The loss value and gradients are the same for a network
+  without dropout; BatchNorm running statistics receive the clean batch once instead of twice.
+- ``LossOutput.logits`` are the clean logits ``f(x)`` (the CE term's).
+- The L2 variant (``attack={"norm": "l2"}``) uses this project's normalised-gradient PGD, not the official SGD
   on the perturbation.
+- Schedule and model are the run config's, not the script's (WRN-34-10, SGD lr 0.1, momentum 0.9, weight decay
+  2e-4, batch 128, 76 epochs, lr x0.1 at epoch 75; its decays at 90 and 100 are never reached).
 """
 
 from __future__ import annotations
