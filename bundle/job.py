@@ -176,8 +176,8 @@ class Job:
         folder = self.out / f"{k}-{step.name}"
         folder.mkdir(parents=True, exist_ok=True)
         if step.template:
-            fill = {"{budget}": str(max(int(limit) - 20, 10)), "{out}": str(folder)}
-            rec.command = [fill.get(a, a) for a in step.argv]
+            budget = str(max(int(limit) - 20, 10))
+            rec.command = [a.replace("{budget}", budget).replace("{out}", str(folder)) for a in step.argv]
         rec.limit_s = round(limit, 1)
         self.say(f"== step {step.name} (limit {limit:.0f} s): {' '.join(rec.command)}\n")
         env = {**self.env, "STEP_OUT": str(folder)}
@@ -238,7 +238,7 @@ def build_steps(args: argparse.Namespace, python: str) -> list[Step]:
         steps.append(Step("setup", setup, args.setup_limit, essential=True))
     if args.gpu_job:
         tests = [python, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py"]
-        steps.append(Step("cuda-tests", tests, args.tests_limit))
+        steps.append(Step("cuda-tests", [*tests, "--junitxml", "{out}/junit.xml"], args.tests_limit, template=True))
         bench = [python, "benchmarks/bench.py", "--device", "auto", "--smoke-if-cpu", "--budget", "{budget}"]
         steps.append(Step("bench", [*bench, "--out", "{out}"], args.bench_limit, template=True))
     if args.command:

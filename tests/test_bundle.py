@@ -275,6 +275,8 @@ def test_bundle_installs_offline_and_runs_the_gpu_job_dry(tmp_path):
     assert record["node"]["torch_file"].startswith(str(tmp_path / "node" / "site"))
     assert "Requirement already satisfied: torch" in log and "Processing" in log and "pydantic-" in log
     assert "skipped" in log and "needs a CUDA device" in log  # the CUDA tests ran and skipped
+    junit = _unpack(out, "1-cuda-tests")["1-cuda-tests/junit.xml"].decode()
+    assert 'skipped="' in junit and 'failures="0"' in junit
     bench = _unpack(out, "2-bench")
     result = json.loads(next(v for k, v in bench.items() if k.endswith(".json")))
     assert result["complete"] and result["train"]["plain@8"]["images_per_s"]["n"] == 2

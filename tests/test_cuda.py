@@ -4,14 +4,15 @@
   torch.compile (inductor, the real code generator) against plain fp32, bf16 autocast against fp32. TF32 is off
   in these comparisons, so that fp32 means fp32 (training leaves cuDNN's default TF32 on);
 - DeviceLoader yields on CUDA exactly what it yields on the CPU;
-- a tiny DARD run end to end on CUDA: teacher, student, a stop after a mid-epoch snapshot, resume, and the same
-  metrics as an uninterrupted run (a BatchNorm-free MLP: cuBLAS is deterministic run to run, cuDNN's backward
-  kernels need not be);
+- a tiny DARD run end to end on CUDA: teacher, student, a stop inside a mid-epoch snapshot, resume from the one
+  before, and the metrics of an uninterrupted run (a BatchNorm-free MLP, whose CUDA kernels are deterministic in
+  practice; accuracies may still move by an image or two where an attack's sign step meets a zero gradient, so
+  they are compared to 0.02, losses to 1e-3 relative; the CPU test in test_training.py demands equality);
 - AutoAttack (pyautoattack) on a few CUDA images, leaving the caller's CUDA random stream alone;
 - a one-process NCCL group: SyncBatchNorm + DistributedDataParallel around the student, one DARD step, and the
   loop's cross-rank helpers.
 
-Together well under a minute on an H100, most of it torch.compile.
+About a minute on an H100, most of it the inductor compilation (cold cache).
 """
 
 from __future__ import annotations
@@ -141,7 +142,9 @@ def test_tiny_dard_run_with_resume_on_cuda(tmp_path, monkeypatch):
     assert [r["epoch"] for r in got] == [1, 2]
     for a, b in zip(got, want):
         assert a.keys() == b.keys()
-        assert all(a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6) for k in a)
+        for k in a:
+            close = dict(abs=0.02) if k.endswith("acc") or k.startswith("val_") else dict(rel=1e-3)
+            assert a[k] == pytest.approx(b[k], **close), (k, a[k], b[k])
     ev = json.loads((stopped / "eval" / "best.json").read_text())
     assert ev["environment"]["device"].startswith("cuda") and 0 <= ev["clean"]["accuracy"] <= 1
 
