@@ -211,7 +211,12 @@ class Job:
     def pack(self, folder: Path, rec: StepRecord, remaining: int) -> None:
         slots = self.limits.max_files - self.files_used - remaining  # one file kept for each later step
         space = self.limits.max_total - self.bytes_used - LOG_CAP - JSON_RESERVE - remaining * MIB
-        packed = pack_folder(folder, self.out, folder.name, slots=slots, space=space, part=self.limits.max_file)
+        try:
+            packed = pack_folder(folder, self.out, folder.name, slots=slots, space=space, part=self.limits.max_file)
+        except OSError as exc:  # a full disk, say: record it and go on with the next step
+            rec.reason = f"{rec.reason}; packing failed: {exc}".lstrip("; ")
+            self.say(f"   packing {folder.name} failed: {exc}\n")
+            return
         rec.files, rec.bytes, rec.dropped = packed.files, packed.bytes, packed.dropped
         self.files_used += len(packed.files)
         self.bytes_used += packed.bytes

@@ -66,7 +66,8 @@ def _split(archive: Path, out_dir: Path, name: str, part: int) -> list[Path]:
 
 def pack_folder(src: Path, out_dir: Path, stem: str, *, slots: int, space: int, part: int) -> Packed:
     """Archive ``src`` into ``out_dir`` using at most ``slots`` files of ``part`` bytes and ``space`` bytes in all,
-    then delete ``src``. An absent or empty folder gives nothing."""
+    then delete ``src`` (whatever did not fit is gone: the output folder must stay within its limits). An absent
+    or empty folder gives nothing."""
     files = sorted((p for p in src.rglob("*") if p.is_file() and not p.is_symlink()), key=lambda p: -p.stat().st_size)
     if not files:
         shutil.rmtree(src, ignore_errors=True)
@@ -80,7 +81,8 @@ def pack_folder(src: Path, out_dir: Path, stem: str, *, slots: int, space: int, 
             if archive.stat().st_size <= capacity or len(skip) == len(files):
                 break
             skip.add(files[len(skip)].relative_to(src).as_posix())  # the largest file still in
-        if archive.stat().st_size > capacity:  # not even the list of dropped files fits
+        if archive.stat().st_size > capacity:  # not even the list of dropped files fits: nothing comes back
+            shutil.rmtree(src, ignore_errors=True)
             return Packed(dropped=sorted(skip))
         written = _split(archive, out_dir, f"{stem}.tar.gz", part)
     shutil.rmtree(src, ignore_errors=True)

@@ -115,6 +115,8 @@ def test_pack_folder_splits_then_drops_the_largest_files(tmp_path):
     members = _unpack(out, "b")
     assert members["b/sub/note.txt"] == b"kept\n" and b"big.bin" in members["b/DROPPED.txt"]
     assert pack_folder(tmp_path / "absent", out, "c", slots=1, space=10**6, part=100_000).files == []
+    nothing = pack_folder(folder("d"), out, "d", slots=0, space=10**6, part=100_000)  # no file left to fill
+    assert nothing.files == [] and nothing.dropped == ["big.bin", "sub/note.txt"] and not (tmp_path / "d").exists()
 
 
 # -- the job runner ----------------------------------------------------------------------------------------------
