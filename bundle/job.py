@@ -242,7 +242,9 @@ def build_steps(args: argparse.Namespace, python: str) -> list[Step]:
         setup = [sys.executable, str(HERE / "setup_env.py"), "--bundle", str(HERE), "--scratch", str(args.scratch)]
         steps.append(Step("setup", setup, args.setup_limit, essential=True))
     if args.gpu_job:
-        tests = [python, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py"]
+        # -v: each result is printed as it ends, so a step stopped at its limit still shows how far it got
+        tests = [python, "-m", "pytest", "-m", "cuda", "-v", "--durations=10", "-p", "no:cacheprovider"]
+        tests += ["tests/test_cuda.py"]
         steps.append(Step("cuda-tests", [*tests, "--junitxml", "{out}/junit.xml"], args.tests_limit, template=True))
         bench = [python, "benchmarks/bench.py", "--device", "auto", "--smoke-if-cpu", "--budget", "{budget}"]
         steps.append(Step("bench", [*bench, "--out", "{out}"], args.bench_limit, template=True))
