@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.dard-installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench bundle clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,16 +21,22 @@ demo: $(STAMP)
 	$(BIN)/dard demo --out runs/demo
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks bundle
+	$(BIN)/ruff format --check src tests benchmarks bundle
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check --fix src tests benchmarks
-	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks bundle
+	$(BIN)/ruff format src tests benchmarks bundle
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
+
+# The offline bundle for a GPU node without internet (docs/gpu.md): .bundle/, for CPython $(BUNDLE_PY) on
+# manylinux x86_64 by default; BUNDLE_ARGS passes more options (python bundle/make_bundle.py --help).
+BUNDLE_PY ?= 3.12
+bundle: $(STAMP)
+	$(BIN)/python bundle/make_bundle.py --python-version $(BUNDLE_PY) $(BUNDLE_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -56,20 +56,23 @@ def setup():
 PLAIN = {"channels_last": False}  # the reference: fp32, NCHW, eager
 
 
-def _step(setup, method_name: str, speed: dict) -> tuple[float, torch.Tensor]:
+def _step(setup, method_name: str, speed: dict, device: str = "cpu") -> tuple[float, torch.Tensor]:
+    """Loss and student gradient (on the CPU) of one training step with ``speed`` switches (tests/test_cuda.py too)."""
     student0, teacher0, x, y = setup
-    cfg = parse_config({"device": "cpu", "speed": {**PLAIN, **speed}})
-    student, teacher = copy.deepcopy(student0), copy.deepcopy(teacher0)
-    model, teacher_fn = prepare_models(cfg, student, teacher, torch.device("cpu"), DistInfo())
+    cfg = parse_config({"device": device, "speed": {**PLAIN, **speed}})
+    dev = torch.device(device)
+    student, teacher = copy.deepcopy(student0).to(dev), copy.deepcopy(teacher0).to(dev)
+    x, y = x.to(dev), y.to(dev)
+    model, teacher_fn = prepare_models(cfg, student, teacher, dev, DistInfo())
     if cfg.speed.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     method = create_method(method_name, **METHODS[method_name])
     model.train()
     torch.manual_seed(123)  # same random starts for every variant
-    with _amp(cfg, torch.device("cpu")):
+    with _amp(cfg, dev):
         out = method(model, teacher_fn, x, y)
     out.loss.float().backward()
-    grad = torch.cat([p.grad.flatten() for p in student.parameters()])
+    grad = torch.cat([p.grad.flatten() for p in student.parameters()]).cpu()
     assert all(p.grad is None for p in teacher.parameters())
     return out.loss.item(), grad
 

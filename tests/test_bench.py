@@ -1,0 +1,57 @@
+"""benchmarks/bench.py keeps going and keeps what it measured: a failing variant is recorded, the budget is obeyed.
+
+Timings themselves are never asserted."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import bench  # noqa: E402
+import bench_loops  # noqa: E402
+
+TINY = ["--smoke", "--no-reference", "--aa-n", "0", "--eval-n", "4", "--threads", "1"]
+
+
+def _result(out) -> dict:
+    (path,) = out.glob("*.json")
+    return json.loads(path.read_text())
+
+
+@pytest.mark.slow
+def test_a_failing_variant_is_recorded_and_the_rest_is_measured(tmp_path, monkeypatch):
+    real = bench_loops.dard_loop
+
+    def flaky(variant, *args):
+        if variant == "bf16":
+            raise RuntimeError("no kernel for this\nsecond line")
+        return real(variant, *args)
+
+    monkeypatch.setattr(bench_loops, "dard_loop", flaky)
+    assert bench.main([*TINY, "--variants", "plain,bf16", "--out", str(tmp_path)]) == 0
+    r = _result(tmp_path)
+    assert r["complete"] and r["train"]["bf16@8"]["status"] == "failed"
+    assert r["train"]["bf16@8"]["error"] == "RuntimeError: no kernel for this"
+    plain = r["train"]["plain@8"]
+    assert plain["status"] == "ok" and plain["images_per_s"]["n"] == 2 == len(plain["rounds"])
+    assert plain["images_per_s"]["min"] <= plain["images_per_s"]["median"] <= plain["images_per_s"]["max"]
+    assert r["pgd20_eval"]["images_per_s"]["dard"]["n"] == 2
+    md = next(tmp_path.glob("*.md")).read_text()
+    assert "| dard-bf16 | 8 |" in md and "RuntimeError: no kernel for this" in md
+
+
+def test_no_phase_starts_past_the_budget(tmp_path):
+    assert bench.main([*TINY, "--budget", "0", "--out", str(tmp_path)]) == 0
+    r = _result(tmp_path)
+    assert r["complete"] and r["train"] == {} and r["pgd20_eval"] is None
+    assert [s.split(" (")[0] for s in r["skipped"]] == ["train@8: plain,bf16", "pgd20"]
+
+
+def test_unknown_variant_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--smoke", "--variants", "plain,fast"])
+    assert exc.value.code == 2 and "unknown variant(s) fast" in capsys.readouterr().err
