@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from dard.checkpoint import load_checkpoint
+from dard.checkpoint import checkpoint_meta, load_model
 from dard.data import load_dataset
 from dard.errors import DardError
 from dard.evaluation.suite import EvalRecord, build_suite, evaluate, parse_eps
 from dard.io import write_json
-from dard.models import MODELS, create_model, load_weights, read_state_dict
+from dard.models import MODELS, read_state_dict
 from dard.runtime import configure_threads, environment, resolve_device, seed_everything
 
 
@@ -45,40 +45,33 @@ def run_eval(args: argparse.Namespace) -> EvalRecord:
     attacks = build_suite(labels, eps, seed=args.seed)
 
     # Check the model and its weights before loading (possibly large) data.
+    state = None
     if args.checkpoint:
-        model, meta = load_checkpoint(args.checkpoint, device)
-        info = {"source": str(args.checkpoint), **meta["model"], "epoch": meta.get("epoch")}
-        bundle = load_dataset(args.data, args.data_dir, download=args.download)
+        checkpoint_meta(args.checkpoint)
     else:
         if not args.model:
             raise DardError("--weights needs --model ARCH (see `dard list`)")
         MODELS.get(args.model)
         state = read_state_dict(args.weights)
-        bundle = load_dataset(args.data, args.data_dir, download=args.download)
-        norm = args.normalization == "dataset"
-        model = create_model(
-            args.model,
-            num_classes=bundle.num_classes,
-            in_channels=bundle.image_shape[0],
-            mean=bundle.mean if norm else None,
-            std=bundle.std if norm else None,
-        )
-        load_weights(model, state)
-        model = model.to(device).eval()
+    bundle = load_dataset(args.data, args.data_dir, download=args.download)
+    loaded = load_model(
+        bundle,
+        device,
+        checkpoint=args.checkpoint or None,
+        arch=args.model,
+        weights=state,
+        normalize=args.normalization == "dataset",
+    )
+    model = loaded.model
+    if args.checkpoint:
+        info = {**loaded.info, "epoch": loaded.epoch}
+    else:
         info = {
             "source": str(args.weights),
             "arch": args.model,
             "num_classes": bundle.num_classes,
             "normalization": args.normalization,
         }
-    if info.get("num_classes") != bundle.num_classes:
-        raise DardError(
-            f"model has {info.get('num_classes')} classes but dataset '{bundle.name}' has {bundle.num_classes}"
-        )
-    if info.get("in_channels", bundle.image_shape[0]) != bundle.image_shape[0]:
-        raise DardError(
-            f"model takes {info.get('in_channels')} channels but dataset '{bundle.name}' has {bundle.image_shape[0]}"
-        )
 
     test = bundle.test
     n = len(test) if args.n is None else min(args.n, len(test))

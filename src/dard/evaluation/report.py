@@ -87,10 +87,10 @@ def _train_seconds(path: Path, metrics: Sequence[Mapping[str, Any]]) -> float | 
     for row in reversed(metrics):
         if isinstance(row.get("train_seconds"), (int, float)):
             return float(row["train_seconds"])
-    from dard.training.state import read_progress
+    from dard.run_dir import RunDir
 
-    value = (read_progress(path) or {}).get("train_seconds")
-    return float(value) if isinstance(value, (int, float)) else None
+    progress = RunDir(path).read_progress()
+    return None if progress is None or progress.train_seconds is None else float(progress.train_seconds)
 
 
 def _read_json(path: Path) -> Any:
