@@ -32,8 +32,10 @@ def _describe(err: ValidationError) -> str:
     if first["type"] == "json_invalid":
         return f"not valid JSON ({first['msg'].removeprefix('Invalid JSON: ')})"
     loc = ".".join(str(p) for p in first["loc"]) or "top level"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{loc}: {first['msg']}{more}"
+    value = first.get("input")
+    got = f" (got {value!r:.40})" if first["type"] != "missing" and not isinstance(value, (dict, list)) else ""
+    more = f"; and {len(errors) - 1} more" if len(errors) > 1 else ""
+    return f"{loc}: {first['msg']}{got}{more}"
 
 
 def parse_json(raw: str | bytes, kind: type[T], where: str) -> T:
