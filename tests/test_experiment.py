@@ -279,7 +279,7 @@ def test_shipped_experiments_validate():
 
 
 def test_demo_is_an_experiment_and_runs_end_to_end_in_small(tmp_path):
-    from dard.demo import demo_experiment
+    from dard.experiment.demo import demo_experiment
 
     exp = demo_experiment([0])
     assert [*exp.spec.runs] == ["sat", "ard", "rslad", "pgdard", "dard"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dard.errors import DardError
-from dard.evaluation.report import build_report
+from dard.evaluation.report import build_report, markdown_table
 from dard.evaluation.suite import AttackResult, EvalRecord, sanity_flags
 from dard.run_dir import EpochMetrics, EpsSweep, EvalFile, Progress, RunDir, RunInfo, RunRecord
 
@@ -260,3 +260,8 @@ def test_unfinished_or_missing_runs_are_errors(runs: list[RunRecord], tmp_path: 
     only_last.eval_file("best").unlink()
     with pytest.raises(DardError, match=r"has no eval/best\.json"):
         build_report([RunRecord.load(only_last.path)], tmp_path / "r")
+
+
+def test_markdown_table_escapes_pipes_and_right_aligns_numbers() -> None:
+    lines = markdown_table(["Run", "a|b"], [["x|y", "1.00"], ["two\nlines", "2"]], text_columns=1)
+    assert lines == ["| Run | a\\|b |", "|---|---:|", "| x\\|y | 1.00 |", "| two lines | 2 |"]

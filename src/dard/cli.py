@@ -150,7 +150,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from dard.demo import run_demo
+    from dard.experiment.demo import run_demo
 
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     path = run_demo(Path(args.out), seeds=seeds, device=args.device, jobs=args.jobs)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+from torch import nn
+
 from dard.checkpoint import checkpoint_meta, load_model
-from dard.data import load_dataset
+from dard.data import DatasetBundle, load_dataset
 from dard.errors import DardError
 from dard.evaluation.suite import EvalRecord, build_suite, evaluate, parse_eps
 from dard.io import write_json
@@ -27,24 +30,9 @@ def format_table(record: EvalRecord) -> str:
     return "\n".join(lines)
 
 
-def run_eval(args: argparse.Namespace) -> EvalRecord:
-    """Carry out `dard eval` from parsed arguments."""
-    eps = parse_eps(args.eps)
-    if args.n is not None and args.n < 1:
-        raise DardError("--n must be at least 1")
-    if args.batch_size < 1:
-        raise DardError("--batch-size must be at least 1")
-    if bool(args.checkpoint) == bool(args.weights):
-        raise DardError("give either a dard checkpoint or --model ARCH --weights FILE")
-    device = resolve_device(args.device)
-    if device.type == "cpu":
-        configure_threads(None)
-    seed_everything(args.seed)
-    # Validate the attack names before loading anything large.
-    labels = [a.strip() for a in args.attacks.split(",") if a.strip()]
-    attacks = build_suite(labels, eps, seed=args.seed)
-
-    # Check the model and its weights before loading (possibly large) data.
+def _load_model_and_data(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, dict, DatasetBundle]:
+    """The model to evaluate, its provenance for the record, and the dataset; the checkpoint or weights file is
+    checked before the (possibly large) data is loaded."""
     state = None
     if args.checkpoint:
         checkpoint_meta(args.checkpoint)
@@ -62,7 +50,6 @@ def run_eval(args: argparse.Namespace) -> EvalRecord:
         weights=state,
         normalize=args.normalization == "dataset",
     )
-    model = loaded.model
     if args.checkpoint:
         info = {**loaded.info, "epoch": loaded.epoch}
     else:
@@ -72,7 +59,27 @@ def run_eval(args: argparse.Namespace) -> EvalRecord:
             "num_classes": bundle.num_classes,
             "normalization": args.normalization,
         }
+    return loaded.model, info, bundle
 
+
+def run_eval(args: argparse.Namespace) -> EvalRecord:
+    """Carry out `dard eval` from parsed arguments."""
+    eps = parse_eps(args.eps)
+    if args.n is not None and args.n < 1:
+        raise DardError("--n must be at least 1")
+    if args.batch_size < 1:
+        raise DardError("--batch-size must be at least 1")
+    if bool(args.checkpoint) == bool(args.weights):
+        raise DardError("give either a dard checkpoint or --model ARCH --weights FILE")
+    device = resolve_device(args.device)
+    if device.type == "cpu":
+        configure_threads(None)
+    seed_everything(args.seed)
+    # Validate the attack names before loading anything large.
+    labels = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    attacks = build_suite(labels, eps, seed=args.seed)
+
+    model, info, bundle = _load_model_and_data(args, device)
     test = bundle.test
     n = len(test) if args.n is None else min(args.n, len(test))
     x = test.x[:n].float().div(255)

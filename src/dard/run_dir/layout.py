@@ -139,6 +139,11 @@ class RunDir:
         """Whether a run was started here (its config is recorded)."""
         return self.config.exists()
 
+    def require_run(self) -> None:
+        """DardError unless a run was started here."""
+        if not self.is_run():
+            raise DardError(f"{self.path} is not a dard run folder (no {self.config.name})")
+
     def is_trained(self) -> bool:
         """Whether training finished far enough to have a selected checkpoint."""
         return self.weights("best").exists()
@@ -154,8 +159,7 @@ class RunDir:
 
     def read_config(self) -> dict[str, Any]:
         """The recorded run config as a mapping (parse it with :func:`dard.training.config.parse_config`)."""
-        if not self.is_run():
-            raise DardError(f"{self.path} is not a dard run folder (no config.yaml)")
+        self.require_run()
         return read_yaml_mapping(self.config, "run config")
 
     def read_info(self) -> RunInfo:

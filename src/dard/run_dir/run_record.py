@@ -43,7 +43,7 @@ class RunRecord:
             raise DardError(f"{run.path} is not a finished dard run (folder not found)")
         evals = run.read_evals()
         if not evals:
-            raise DardError(f"{run.path} is not a finished dard run (no eval/best.json)")
+            raise DardError(f"{run.path} is not a finished dard run (no {run.eval_file('best').relative_to(run.path)})")
         info = run.read_info() if run.run_info.is_file() else RunInfo()
         first = next(iter(evals.values()))
         student = info.student or {k: v for k, v in first.model.items() if k not in ("checkpoint", "epoch")}

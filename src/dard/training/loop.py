@@ -24,7 +24,15 @@ from dard.runtime import configure_threads, environment, resolve_device, seed_ev
 from dard.training import distributed as dist
 from dard.training.config import RunConfig, dump_config
 from dard.training.final_eval import final_evaluation
-from dard.training.setup import Data, build_method, build_optimizer, float_tensors, load_teacher, prepare_data
+from dard.training.setup import (
+    Data,
+    build_method,
+    build_optimizer,
+    float_tensors,
+    load_teacher,
+    prepare_data,
+    prepare_models,
+)
 from dard.training.state import load_state, save_state
 
 
@@ -49,32 +57,6 @@ def _amp(cfg: RunConfig, device: torch.device):
     if cfg.speed.amp == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
-
-
-def prepare_models(
-    cfg: RunConfig, student: nn.Module, teacher: nn.Module | None, device: torch.device, dist_info: dist.DistInfo
-) -> tuple[nn.Module, nn.Module | None]:
-    """Apply the speed switches and the multi-process wrapper; returns (model to train with, teacher to call).
-
-    Order matters: channels_last and SyncBatchNorm change the module itself, ``torch.compile`` wraps it, and
-    DistributedDataParallel wraps the compiled module, so attacks (which unwrap DDP: they need no gradient
-    sync) still run the compiled graph.
-    """
-    if cfg.speed.channels_last:
-        student.to(memory_format=torch.channels_last)
-        if teacher is not None:
-            teacher.to(memory_format=torch.channels_last)
-    if dist_info.enabled and cfg.speed.sync_bn and device.type == "cuda":
-        student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
-    model = student
-    if cfg.speed.compile:
-        model = torch.compile(student, backend=cfg.speed.compile_backend)
-        teacher = torch.compile(teacher, backend=cfg.speed.compile_backend) if teacher is not None else None
-    if dist_info.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return model, teacher
 
 
 def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, final_eval: bool = True) -> Path:
@@ -154,8 +136,7 @@ def _train(
 
 def _check_folder(cfg: RunConfig, folder: RunDir, resume: bool, dist_info: dist.DistInfo) -> None:
     if resume:
-        if not folder.is_run():
-            raise DardError(f"{folder.path} is not a dard run folder (no config.yaml)")
+        folder.require_run()
     elif not folder.is_empty():
         raise DardError(
             f"run folder {folder.path} already exists and is not empty; use --resume {folder.path} or another --out"

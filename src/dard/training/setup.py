@@ -1,4 +1,5 @@
-"""Setting up a run: its data splits, loss, teacher and optimizer, and the config a run folder recorded.
+"""Setting up a run: its data splits, loss, teacher, speed switches and optimizer, and the config a run folder
+recorded.
 
 Shared by the training loop, the final evaluation and `dard experiment`'s per-run extras.
 """
@@ -19,6 +20,7 @@ from dard.data import DatasetBundle, ImageSet, load_dataset, split_train_val
 from dard.errors import DardError
 from dard.methods import Method, create_method, method_params
 from dard.run_dir import RunDir
+from dard.training import distributed as dist
 from dard.training.config import RunConfig, TeacherConfig, parse_config
 
 
@@ -78,6 +80,32 @@ def load_teacher(tcfg: TeacherConfig, bundle: DatasetBundle, device: torch.devic
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher, loaded.info
+
+
+def prepare_models(
+    cfg: RunConfig, student: nn.Module, teacher: nn.Module | None, device: torch.device, dist_info: dist.DistInfo
+) -> tuple[nn.Module, nn.Module | None]:
+    """Apply the speed switches and the multi-process wrapper; returns (model to train with, teacher to call).
+
+    Order matters: channels_last and SyncBatchNorm change the module itself, ``torch.compile`` wraps it, and
+    DistributedDataParallel wraps the compiled module, so attacks (which unwrap DDP: they need no gradient
+    sync) still run the compiled graph.
+    """
+    if cfg.speed.channels_last:
+        student.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            teacher.to(memory_format=torch.channels_last)
+    if dist_info.enabled and cfg.speed.sync_bn and device.type == "cuda":
+        student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
+    model = student
+    if cfg.speed.compile:
+        model = torch.compile(student, backend=cfg.speed.compile_backend)
+        teacher = torch.compile(teacher, backend=cfg.speed.compile_backend) if teacher is not None else None
+    if dist_info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return model, teacher
 
 
 def lr_lambda(cfg: RunConfig, steps_per_epoch: int) -> Callable[[int], float]:

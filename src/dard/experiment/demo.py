@@ -6,7 +6,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from dard.experiment import Experiment, load_experiment, run_experiment
+from dard.experiment.runner import run_experiment
+from dard.experiment.spec import Experiment, load_experiment
 
 
 def demo_experiment(seeds: list[int] | None = None) -> Experiment:
