@@ -56,7 +56,7 @@ def test_a_run_folder_holds_only_the_files_run_dir_names(real_run: RunDir) -> No
     snap = real_run.resume_snapshot()
     named = {real_run.config, real_run.run_info, real_run.metrics, real_run.pointer}
     named |= {real_run.eval_file(w) for w in ("best", "last")}
-    named |= {p for w in ("best", "last") for p in (real_run.weights(w), real_run.checkpoint(w).with_suffix(".json"))}
+    named |= {p for w in ("best", "last") for p in (real_run.weights(w), real_run.checkpoint_meta(w))}
     named |= {snap.weights, snap.optimizer, snap.progress}
     assert {p for p in real_run.path.rglob("*") if p.is_file()} == named
     assert real_run.snapshots() == [snap]  # older snapshots are removed once a newer one is complete

@@ -114,6 +114,10 @@ class RunDir:
     def weights(self, which: str) -> Path:
         return self.path / f"{which}.safetensors"
 
+    def checkpoint_meta(self, which: str) -> Path:
+        """The checkpoint's JSON metadata (its format is :mod:`dard.checkpoint`'s)."""
+        return self.path / f"{which}.json"
+
     @property
     def pointer(self) -> Path:
         return self.path / "resume.json"
