@@ -13,6 +13,7 @@ from tests.conftest import assert_one_line_error, run_cli
 from dard.attacks import Attack
 from dard.evaluation.suite import evaluate
 from dard.experiment import deep_merge, run_experiment
+from dard.run_dir import CompareFile, EvalFile, LabelGapFile, Progress, RunDir, RunInfo
 
 BASE = {
     "device": "cpu",
@@ -118,6 +119,25 @@ def test_label_gap_only_for_distilled_runs_and_cached(finished):
     assert gaps["dard"]["tv"]["n"] == 2
 
 
+def test_every_file_of_the_runs_round_trips_through_its_type(finished):
+    tmp, _ = finished
+    typed = {"compare-": CompareFile, "label-gap-": LabelGapFile}
+    seen = set()
+    for folder in sorted((tmp / "runs").iterdir()):
+        run = RunDir(folder)
+        assert RunInfo.from_dict(raw := json.loads(run.run_info.read_text())).to_dict() == raw
+        assert [r.to_dict() for r in run.read_metrics()] == [
+            json.loads(ln) for ln in run.metrics.read_text().splitlines()
+        ]
+        snap = run.resume_snapshot()
+        assert Progress.from_dict(raw := json.loads(snap.progress.read_text())).to_dict() == raw
+        for f in run.eval_dir.iterdir():
+            kind = next((t for prefix, t in typed.items() if f.name.startswith(prefix)), EvalFile)
+            assert kind.from_dict(raw := json.loads(f.read_text())).to_dict() == raw, f
+            seen.add(kind)
+    assert seen == {EvalFile, CompareFile, LabelGapFile}
+
+
 def test_second_run_reuses_everything(finished):
     tmp, _ = finished
     before = (tmp / "runs" / "dard-s0" / "best.safetensors").stat().st_mtime_ns
@@ -136,10 +156,10 @@ def test_report_names_every_commit_the_runs_were_made_with(finished, tmp_path):
     tmp, _ = finished
     shutil.copytree(tmp / "runs", tmp_path / "runs")
     shutil.copytree(tmp / "experiments", tmp_path / "experiments")
-    run_json = tmp_path / "runs" / "teacher-s0" / "run.json"
-    record = json.loads(run_json.read_text())
-    record["environment"]["git_commit"] = "abcdef0" + "1" * 33
-    run_json.write_text(json.dumps(record))
+    teacher = RunDir(tmp_path / "runs" / "teacher-s0")
+    info = teacher.read_info()
+    info.environment["git_commit"] = "abcdef0" + "1" * 33
+    teacher.write_info(info)
     proc = run_cli(
         "experiment",
         "tiny",
@@ -225,21 +245,21 @@ def test_plan_checks_the_data_before_anything_runs(tmp_path):
 def test_run_status_reads_the_resume_state(tmp_path):
     from dard.experiment import RUN_DONE, run_status
 
-    run = tmp_path / "run"
-    assert run_status(run, 3) == "new"
-    (run / "state-000000007").mkdir(parents=True)
-    (run / "resume.json").write_text(json.dumps({"snapshot": "state-000000007"}))
-    assert run_status(run, 3).startswith("resume state unreadable")  # pointer to a snapshot without progress
-    progress = run / "state-000000007" / "progress.json"
-    progress.write_text(json.dumps({"epoch": 1, "batch": 3}))
-    assert run_status(run, 3) == "resumes at epoch 2/3, step 4"
-    progress.write_text(json.dumps({"epoch": 2, "batch": 0}))
-    assert run_status(run, 3) == "resumes at epoch 3/3"
-    progress.write_text(json.dumps({"epoch": 3, "batch": 0}))
-    assert run_status(run, 3) == "trained; test evaluation pending"
-    (run / "eval").mkdir()
-    (run / "eval" / "best.json").write_text("{}")
-    assert run_status(run, 3) == RUN_DONE
+    run = RunDir(tmp_path / "run")
+    assert run_status(run.path, 3) == "new"
+    snap = run.snapshot(7)
+    snap.path.mkdir(parents=True)
+    run.point_at(snap)
+    assert run_status(run.path, 3).startswith("resume state unreadable")  # pointer to a snapshot without progress
+    snap.write_progress(Progress(epoch=1, batch=3, global_step=7))
+    assert run_status(run.path, 3) == "resumes at epoch 2/3, step 4"
+    snap.write_progress(Progress(epoch=2, batch=0, global_step=7))
+    assert run_status(run.path, 3) == "resumes at epoch 3/3"
+    snap.write_progress(Progress(epoch=3, batch=0, global_step=7))
+    assert run_status(run.path, 3) == "trained; test evaluation pending"
+    run.eval_file("best").parent.mkdir()
+    run.eval_file("best").write_text("{}")  # only its presence counts
+    assert run_status(run.path, 3) == RUN_DONE
 
 
 def test_unknown_experiment_and_scale(tmp_path):
@@ -259,7 +279,7 @@ def test_shipped_experiments_validate():
 
 
 def test_demo_is_an_experiment_and_runs_end_to_end_in_small(tmp_path):
-    from dard.demo import demo_experiment
+    from dard.experiment.demo import demo_experiment
 
     exp = demo_experiment([0])
     assert [*exp.spec.runs] == ["sat", "ard", "rslad", "pgdard", "dard"]

@@ -26,7 +26,8 @@ from dard.methods import create_method
 from dard.models import create_model
 from dard.training import parse_config
 from dard.training.distributed import DistInfo
-from dard.training.loop import _amp, prepare_models
+from dard.training.loop import _amp
+from dard.training.setup import prepare_models
 
 METHODS = {
     "natural": {},

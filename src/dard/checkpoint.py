@@ -1,4 +1,5 @@
-"""Model checkpoints: weights as safetensors, metadata (architecture, normalisation, provenance) as JSON.
+"""Model checkpoints: weights as safetensors, metadata (architecture, normalisation, provenance) as JSON; and the
+one way to get a model for a dataset, from a checkpoint or from an architecture plus external weights.
 
 A checkpoint ``NAME`` is the pair ``NAME.safetensors`` + ``NAME.json``. External weights (a ``.pt``/``.pth``
 state dict from other code) load through :func:`dard.weights.load_weights` with ``weights_only=True``.
@@ -7,17 +8,50 @@ state dict from other code) load through :func:`dard.weights.load_weights` with 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from dard.errors import DardError
 from dard.io import read_json, save_tensors, write_json
+from dard.models import create_model
 from dard.module_utils import unwrap_model
+from dard.run_dir import CHECKPOINTS, RunDir
+from dard.weights import load_weights
+
+if TYPE_CHECKING:
+    from dard.data import DatasetBundle
 
 FORMAT = "dard-checkpoint"
+
+
+def model_spec(arch: str, bundle: DatasetBundle, normalize: bool) -> dict[str, Any]:
+    """How to rebuild a model for ``bundle``'s images: stored in every checkpoint's JSON."""
+    return {
+        "arch": arch,
+        "num_classes": bundle.num_classes,
+        "in_channels": bundle.image_shape[0],
+        "mean": list(bundle.mean) if normalize else None,
+        "std": list(bundle.std) if normalize else None,
+    }
+
+
+def build_model(spec: Mapping[str, Any], where: str = "model spec") -> nn.Module:
+    """Instantiate the (untrained) model a spec describes; a bad spec is a DardError naming ``where``."""
+    try:
+        return create_model(
+            spec["arch"],
+            num_classes=int(spec["num_classes"]),
+            in_channels=int(spec["in_channels"]),
+            mean=spec.get("mean"),
+            std=spec.get("std"),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise DardError(f"{where}: bad model spec ({e})") from None
 
 
 def save_checkpoint(
@@ -39,9 +73,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """Map a run folder, a ``.json`` or a ``.safetensors`` path to the weights file of a dard checkpoint."""
     p = Path(path)
     if p.is_dir():
-        for name in ("best.safetensors", "last.safetensors", "model.safetensors"):
-            if (p / name).exists():
-                return p / name
+        # a run folder's checkpoints, else a folder holding one plain model
+        for weights in [*(RunDir(p).weights(w) for w in CHECKPOINTS), p / "model.safetensors"]:
+            if weights.exists():
+                return weights
         raise DardError(f"{p} holds no checkpoint (expected best.safetensors or last.safetensors)")
     if p.suffix == ".json":
         p = p.with_suffix(".safetensors")
@@ -64,27 +99,63 @@ def read_checkpoint_meta(weights: Path) -> dict[str, Any]:
     return meta
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model described by a dard checkpoint and load its weights; returns (model in eval mode, meta)."""
-    from dard.models import create_model
-    from dard.weights import load_weights
-
+def checkpoint_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The weights file and checked metadata of a dard checkpoint (a run folder, ``.json`` or ``.safetensors``
+    path), without loading the weights."""
     weights = resolve_checkpoint(path)
     if weights.suffix != ".safetensors":
         raise DardError(
             f"{weights} is not a dard checkpoint (.safetensors + .json); pass --model ARCH to load raw weights"
         )
-    meta = read_checkpoint_meta(weights)
-    spec = meta["model"]
-    try:
-        model = create_model(
-            spec["arch"],
-            num_classes=int(spec["num_classes"]),
-            in_channels=int(spec["in_channels"]),
-            mean=spec.get("mean"),
-            std=spec.get("std"),
-        )
-    except (KeyError, TypeError, ValueError) as e:
-        raise DardError(f"{weights.with_suffix('.json')}: bad model spec ({e})") from None
+    return weights, read_checkpoint_meta(weights)
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model described by a dard checkpoint and load its weights; returns (model in eval mode, meta)."""
+    weights, meta = checkpoint_meta(path)
+    model = build_model(meta["model"], str(weights.with_suffix(".json")))
     load_weights(model, weights)
     return model.to(device).eval(), meta
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to evaluate or distil from, and where it came from."""
+
+    model: nn.Module  # in eval mode, on the requested device
+    info: dict[str, Any]  # {"source": checkpoint or weights path, **model spec}: provenance for records
+    epoch: int | None = None  # the checkpoint's epoch (None for external weights)
+
+
+def load_model(
+    bundle: DatasetBundle,
+    device: torch.device | str,
+    *,
+    checkpoint: str | Path | None = None,
+    arch: str | None = None,
+    weights: str | Path | Mapping[str, Any] | None = None,
+    normalize: bool = True,
+    what: str = "model",
+) -> LoadedModel:
+    """A model for ``bundle``'s images: a dard ``checkpoint``, or architecture ``arch`` with external ``weights`` (a
+    file or a state dict already read) and, if ``normalize``, the dataset's mean/std inside the model.
+
+    A class or channel count that does not match the dataset is a DardError naming ``what``.
+    """
+    if checkpoint is not None:
+        model, meta = load_checkpoint(checkpoint, device)
+        loaded = LoadedModel(model, {"source": str(checkpoint), **meta["model"]}, meta.get("epoch"))
+    else:
+        if arch is None or weights is None:
+            raise DardError(f"{what}: give a dard checkpoint or an architecture with its weights")
+        spec = model_spec(arch, bundle, normalize)
+        model = build_model(spec)
+        load_weights(model, weights if isinstance(weights, Mapping) else str(weights))
+        source = "state dict" if isinstance(weights, Mapping) else str(weights)
+        loaded = LoadedModel(model.to(device).eval(), {"source": source, **spec})
+    classes, channels = loaded.info.get("num_classes"), loaded.info.get("in_channels", bundle.image_shape[0])
+    if classes != bundle.num_classes:
+        raise DardError(f"{what} has {classes} classes but dataset '{bundle.name}' has {bundle.num_classes}")
+    if channels != bundle.image_shape[0]:
+        raise DardError(f"{what} takes {channels} channels but dataset '{bundle.name}' has {bundle.image_shape[0]}")
+    return loaded

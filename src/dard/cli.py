@@ -141,14 +141,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from dard.evaluation.report import build_report
+    from dard.run_dir import RunRecord
 
-    path = build_report([Path(r) for r in args.runs], Path(args.out), checkpoint=args.checkpoint)
+    runs = [RunRecord.load(r) for r in args.runs]
+    path = build_report(runs, Path(args.out), checkpoint=args.checkpoint)
     print(f"report written: {path}")
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from dard.demo import run_demo
+    from dard.experiment.demo import run_demo
 
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     path = run_demo(Path(args.out), seeds=seeds, device=args.device, jobs=args.jobs)

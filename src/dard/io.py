@@ -66,6 +66,8 @@ def read_yaml_mapping(path: str | Path, what: str = "file") -> dict[str, Any]:
         raise DardError(f"{what} not found: {p}")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise DardError(f"{p}: not UTF-8 text (byte {e.start})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise DardError(f"{p}: not valid YAML{f' at line {mark.line + 1}' if mark else ''}") from None

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from dard.checkpoint import load_checkpoint
-from dard.data import load_dataset
+import torch
+from torch import nn
+
+from dard.checkpoint import checkpoint_meta, load_model
+from dard.data import DatasetBundle, load_dataset
 from dard.errors import DardError
 from dard.evaluation.suite import EvalRecord, build_suite, evaluate, parse_eps
 from dard.io import write_json
-from dard.models import MODELS, create_model
+from dard.models import MODELS
 from dard.runtime import configure_threads, environment, resolve_device, seed_everything
-from dard.weights import load_weights, read_state_dict
+from dard.weights import read_state_dict
 
 
 def format_table(record: EvalRecord) -> str:
@@ -26,6 +29,38 @@ def format_table(record: EvalRecord) -> str:
     for label, acc, c, n, pert, sec in rows:
         lines.append(f"{label:<12} {acc * 100:>8.2f}% {f'{c}/{n}':>9} {pert:>10} {sec:>8}")
     return "\n".join(lines)
+
+
+def _load_model_and_data(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, dict, DatasetBundle]:
+    """The model to evaluate, its provenance for the record, and the dataset; the checkpoint or weights file is
+    checked before the (possibly large) data is loaded."""
+    state = None
+    if args.checkpoint:
+        checkpoint_meta(args.checkpoint)
+    else:
+        if not args.model:
+            raise DardError("--weights needs --model ARCH (see `dard list`)")
+        MODELS.get(args.model)
+        state = read_state_dict(args.weights)
+    bundle = load_dataset(args.data, args.data_dir, download=args.download)
+    loaded = load_model(
+        bundle,
+        device,
+        checkpoint=args.checkpoint or None,
+        arch=args.model,
+        weights=state,
+        normalize=args.normalization == "dataset",
+    )
+    if args.checkpoint:
+        info = {**loaded.info, "epoch": loaded.epoch}
+    else:
+        info = {
+            "source": str(args.weights),
+            "arch": args.model,
+            "num_classes": bundle.num_classes,
+            "normalization": args.normalization,
+        }
+    return loaded.model, info, bundle
 
 
 def run_eval(args: argparse.Namespace) -> EvalRecord:
@@ -45,42 +80,7 @@ def run_eval(args: argparse.Namespace) -> EvalRecord:
     labels = [a.strip() for a in args.attacks.split(",") if a.strip()]
     attacks = build_suite(labels, eps, seed=args.seed)
 
-    # Check the model and its weights before loading (possibly large) data.
-    if args.checkpoint:
-        model, meta = load_checkpoint(args.checkpoint, device)
-        info = {"source": str(args.checkpoint), **meta["model"], "epoch": meta.get("epoch")}
-        bundle = load_dataset(args.data, args.data_dir, download=args.download)
-    else:
-        if not args.model:
-            raise DardError("--weights needs --model ARCH (see `dard list`)")
-        MODELS.get(args.model)
-        state = read_state_dict(args.weights)
-        bundle = load_dataset(args.data, args.data_dir, download=args.download)
-        norm = args.normalization == "dataset"
-        model = create_model(
-            args.model,
-            num_classes=bundle.num_classes,
-            in_channels=bundle.image_shape[0],
-            mean=bundle.mean if norm else None,
-            std=bundle.std if norm else None,
-        )
-        load_weights(model, state)
-        model = model.to(device).eval()
-        info = {
-            "source": str(args.weights),
-            "arch": args.model,
-            "num_classes": bundle.num_classes,
-            "normalization": args.normalization,
-        }
-    if info.get("num_classes") != bundle.num_classes:
-        raise DardError(
-            f"model has {info.get('num_classes')} classes but dataset '{bundle.name}' has {bundle.num_classes}"
-        )
-    if info.get("in_channels", bundle.image_shape[0]) != bundle.image_shape[0]:
-        raise DardError(
-            f"model takes {info.get('in_channels')} channels but dataset '{bundle.name}' has {bundle.image_shape[0]}"
-        )
-
+    model, info, bundle = _load_model_and_data(args, device)
     test = bundle.test
     n = len(test) if args.n is None else min(args.n, len(test))
     x = test.x[:n].float().div(255)

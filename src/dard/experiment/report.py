@@ -8,52 +8,57 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dard.evaluation.report import format_summary, seedless_name, summarize
+from dard.evaluation.report import (
+    DASH,
+    build_report,
+    format_summary,
+    markdown_table,
+    record_accuracies,
+    save_png,
+    seedless_name,
+    summarize,
+)
 from dard.experiment.spec import Experiment
-from dard.io import read_json
+from dard.io import write_text
+from dard.run_dir import RunDir, RunRecord
 
-
-def attack_comparison(run_dirs: Sequence[Path], checkpoint: str = "best") -> dict[str, Any]:
-    """Attack success rate (fooled / clean-correct) per run group and attack, mean ± std over seeds."""
-    from dard.evaluation.suite import AttackResult
-
-    per_group: dict[str, dict[str, list[float]]] = {}
-    labels: list[str] = []
-    for p in run_dirs:
-        f = p / "eval" / f"compare-{checkpoint}.json"
-        if not f.exists():
-            continue
-        attacks = read_json(f)["record"]["attacks"]
-        g = per_group.setdefault(seedless_name(p.name), {})
-        for label, res in attacks.items():
-            labels += [label] if label not in labels else []
-            rate = AttackResult(**res).success_rate
-            g.setdefault(label, []).append(rate)
-    return {
-        "labels": labels,
-        "groups": {g: {label: summarize(v.get(label, [])) for label in labels} for g, v in per_group.items()},
-    }
-
-
-def label_gap_table(run_dirs: Sequence[Path], checkpoint: str = "best") -> dict[str, dict[str, Any]]:
-    """Teacher soft-label gap per run group, mean ± std over seeds (runs without a cached gap are skipped)."""
-    per_group: dict[str, dict[str, list[float]]] = {}
-    for p in run_dirs:
-        f = p / "eval" / f"label-gap-{checkpoint}.json"
-        if f.exists():
-            gap = read_json(f)["gap"]
-            g = per_group.setdefault(seedless_name(p.name), {})
-            for key in _GAP_COLUMNS:
-                g.setdefault(key, []).append(float(gap[key]))
-    return {g: {k: summarize(v) for k, v in cols.items()} for g, cols in per_group.items()}
-
-
+_SWEEP_METRICS = ("clean", "pgd20", "autoattack_subset")
 _GAP_COLUMNS = {
     "tv": "TV(teacher(x), teacher(x_adv))",
     "top1_agreement": "same teacher top-1",
     "teacher_top_prob_clean": "teacher top prob, x",
     "teacher_top_prob_adv": "teacher top prob, x_adv",
 }
+
+
+def attack_comparison(runs: Sequence[RunRecord], checkpoint: str = "best") -> dict[str, Any]:
+    """Attack success rate (fooled / clean-correct) per run group and attack, mean ± std over seeds."""
+    per_group: dict[str, dict[str, list[float]]] = {}
+    labels: list[str] = []
+    for run in runs:
+        cached = RunDir(run.path).read_compare(checkpoint)
+        if cached is None:
+            continue
+        g = per_group.setdefault(seedless_name(run.path.name), {})
+        for label, res in cached.record.attacks.items():
+            labels += [label] if label not in labels else []
+            g.setdefault(label, []).append(res.success_rate)
+    return {
+        "labels": labels,
+        "groups": {g: {label: summarize(v.get(label, [])) for label in labels} for g, v in per_group.items()},
+    }
+
+
+def label_gap_table(runs: Sequence[RunRecord], checkpoint: str = "best") -> dict[str, dict[str, Any]]:
+    """Teacher soft-label gap per run group, mean ± std over seeds (runs without a cached gap are skipped)."""
+    per_group: dict[str, dict[str, list[float]]] = {}
+    for run in runs:
+        cached = RunDir(run.path).read_label_gap(checkpoint)
+        if cached is not None:
+            g = per_group.setdefault(seedless_name(run.path.name), {})
+            for key in _GAP_COLUMNS:
+                g.setdefault(key, []).append(float(cached.gap[key]))
+    return {g: {k: summarize(v) for k, v in cols.items()} for g, cols in per_group.items()}
 
 
 def _family_steps(label: str) -> tuple[str, int] | None:
@@ -82,21 +87,18 @@ def _plot_attack_comparison(table: Mapping[str, Any], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_png(fig, path, tight=False)
 
 
-def _param_sweep(run_dirs: Sequence[Path], param: str) -> dict[str, Any]:
-    from dard.evaluation.report import load_run, record_accuracies
-
+def _param_sweep(runs: Sequence[RunRecord], param: str) -> dict[str, Any]:
     points: dict[float, dict[str, list[float]]] = {}
-    for p in run_dirs:
-        run = load_run(p)
-        value = (run["method"] or {}).get(param)
-        if not isinstance(value, (int, float)) or "best" not in run["evals"]:
+    for run in runs:
+        value = run.method.get(param)
+        if not isinstance(value, (int, float)) or "best" not in run.evals:
             continue
-        acc = record_accuracies(run["evals"]["best"])
+        acc = record_accuracies(run.evals["best"])
         row = points.setdefault(float(value), {})
-        for k in ("clean", "pgd20", "autoattack_subset"):
+        for k in _SWEEP_METRICS:
             if acc.get(k) is not None:
                 row.setdefault(k, []).append(acc[k])
     return {str(v): {k: summarize(vals) for k, vals in row.items()} for v, row in sorted(points.items())}
@@ -108,7 +110,7 @@ def _plot_sweep(sweep: Mapping[str, Any], label: str, path: Path) -> None:
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
     xs = [float(v) for v in sweep]
-    for metric in ("clean", "pgd20", "autoattack_subset"):
+    for metric in _SWEEP_METRICS:
         pts = [(x, sweep[v][metric]) for x, v in zip(xs, sweep) if metric in sweep[v]]
         if pts:
             ax.errorbar(
@@ -124,19 +126,19 @@ def _plot_sweep(sweep: Mapping[str, Any], label: str, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_png(fig, path, tight=False)
 
 
-def _environment_line(run_dirs: Sequence[Path]) -> str:
+def _environment_line(runs: Sequence[RunRecord]) -> str:
     """One report line naming every device, torch build and dard commit the runs were made with."""
     devices: dict[str, None] = {}
     torches: dict[str, None] = {}
     commits: dict[str, list[str]] = {}
-    for d in run_dirs:
-        env = read_json(d / "run.json").get("environment") or {}
+    for run in runs:
+        env = run.info.environment
         devices[str(env.get("device_name", env.get("device", "?")))] = None
         torches[str(env.get("torch", "?"))] = None
-        commits.setdefault(str(env.get("git_commit") or "?")[:7], []).append(d.name)
+        commits.setdefault(str(env.get("git_commit") or "?")[:7], []).append(run.path.name)
     commit_text = "; ".join(
         f"{c} ({', '.join(names) if len(names) <= 3 else f'{len(names)} runs'})" for c, names in commits.items()
     )
@@ -146,32 +148,85 @@ def _environment_line(run_dirs: Sequence[Path]) -> str:
     )
 
 
-def write_experiment_report(
-    exp: Experiment, run_dirs: Sequence[Path], results_dir: Path, *, command: str = "", seconds: float | None = None
-) -> Path:
-    """The experiment's ``report.md``, ``results.json`` and plots (teacher rows first)."""
-    from dard.evaluation.report import build_report
-    from dard.io import write_text
-
-    results_dir.mkdir(parents=True, exist_ok=True)
+def _preamble(exp: Experiment, runs: Sequence[RunRecord], command: str, seconds: float | None) -> list[str]:
     spec = exp.spec
-    preamble = [spec.about.strip()] if spec.about.strip() else []
-    preamble += [
+    lines = [spec.about.strip()] if spec.about.strip() else []
+    lines += [
         "",
         f"- Command: `{command or f'dard experiment {exp.name} --scale {exp.scale}'}`",
         f"- Experiment file: `{exp.source.as_posix()}`, base run config `{spec.base}`; seeds "
         f"{', '.join(map(str, spec.seeds))}.",
-        _environment_line(run_dirs),
+        _environment_line(runs),
     ]
     if seconds:
         took = f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
-        preamble += [
+        lines += [
             f"- Wall time of the invocation that wrote this report: {took} (runs finished "
             "by earlier invocations were reused, so this is not the experiment's total cost)."
         ]
     if spec.caveat.strip():
-        preamble += [f"- Caveat: {spec.caveat.strip()}"]
-    sections: list[str] = []
+        lines += [f"- Caveat: {spec.caveat.strip()}"]
+    return lines
+
+
+def _sweep_section(exp: Experiment, runs: Sequence[RunRecord], results_dir: Path, extra: dict[str, Any]) -> str:
+    plot = exp.spec.plot_param
+    label = plot.label or plot.param
+    sweep = _param_sweep(runs, plot.param)
+    extra["sweep"] = {"param": plot.param, "points": sweep}
+    _plot_sweep(sweep, label, results_dir / "sweep.png")
+    rows = [[v, *(format_summary(row[m]) if m in row else DASH for m in _SWEEP_METRICS)] for v, row in sweep.items()]
+    table = markdown_table([label, *_SWEEP_METRICS], rows, text_columns=len(_SWEEP_METRICS) + 1)
+    return "\n".join([f"## Sweep over {label}", "", *table, "", f"![accuracy vs {label}](sweep.png)"])
+
+
+def _attack_section(exp: Experiment, runs: Sequence[RunRecord], results_dir: Path, extra: dict[str, Any]) -> str:
+    compare = exp.spec.compare_attacks
+    table = attack_comparison(runs, compare.checkpoint)
+    extra["attack_comparison"] = table
+    _plot_attack_comparison(table, results_dir / "attack_success.png")
+    labels = table["labels"]
+    rows = [[g, *(format_summary(row[label]) for label in labels)] for g, row in table["groups"].items()]
+    lines = [
+        "## Attack success rate",
+        "",
+        f"Fraction of the clean-correct points among the first {compare.n} test images that "
+        f"each attack turns wrong (`{compare.checkpoint}` checkpoint; mean ± std over seeds). "
+        "Higher is a stronger attack.",
+        "",
+        *markdown_table(["Models", *labels], rows, text_columns=len(labels) + 1),
+    ]
+    attack_lines = [f"- `{label}`: {a}" for label, a in compare.attacks.items()]
+    lines += ["", "Attacks:", "", *attack_lines, "", "![attack success vs steps](attack_success.png)"]
+    return "\n".join(lines)
+
+
+def _label_gap_section(exp: Experiment, runs: Sequence[RunRecord], extra: dict[str, Any]) -> str:
+    spec = exp.spec.label_gap
+    gaps = label_gap_table(runs, spec.checkpoint)
+    extra["label_gap"] = gaps
+    rows = [[g, *(format_summary(row[k]) for k in _GAP_COLUMNS)] for g, row in gaps.items()]
+    lines = [
+        "## Teacher soft-label gap",
+        "",
+        f"How far the teacher's soft labels move between a test image and the student's own training "
+        f"attack on it (first {spec.n} test images, `{spec.checkpoint}` student "
+        "checkpoint; mean ± std over seeds, all in %, total variation distance between the two softmax outputs). "
+        "The targets of two lambdas differ "
+        "by |d lambda| x TV, so a small TV means lambda cannot change the target much.",
+        "",
+        *markdown_table(["Run", *_GAP_COLUMNS.values()], rows, text_columns=1),
+    ]
+    return "\n".join(lines)
+
+
+def write_experiment_report(
+    exp: Experiment, run_dirs: Sequence[Path], results_dir: Path, *, command: str = "", seconds: float | None = None
+) -> Path:
+    """The experiment's ``report.md``, ``results.json`` and plots (teacher rows first)."""
+    runs = [RunRecord.load(p) for p in run_dirs]  # each run folder read once
+    results_dir.mkdir(parents=True, exist_ok=True)
+    spec = exp.spec
     extra: dict[str, Any] = {
         "experiment": exp.name,
         "scale": exp.scale,
@@ -179,66 +234,14 @@ def write_experiment_report(
         "base_config": exp.base,
         "command": command,
     }
+    sections: list[str] = []
     if spec.plot_param is not None:
-        label = spec.plot_param.label or spec.plot_param.param
-        sweep = _param_sweep(run_dirs, spec.plot_param.param)
-        extra["sweep"] = {"param": spec.plot_param.param, "points": sweep}
-        _plot_sweep(sweep, label, results_dir / "sweep.png")
-        metrics = ["clean", "pgd20", "autoattack_subset"]
-        lines = [
-            f"## Sweep over {label}",
-            "",
-            f"| {label} | " + " | ".join(metrics) + " |",
-            "|---|" + "---|" * len(metrics),
-        ]
-        lines += [
-            f"| {v} | " + " | ".join(format_summary(row[m]) if m in row else "—" for m in metrics) + " |"
-            for v, row in sweep.items()
-        ]
-        lines += ["", f"![accuracy vs {label}](sweep.png)"]
-        sections.append("\n".join(lines))
+        sections.append(_sweep_section(exp, runs, results_dir, extra))
     if spec.compare_attacks is not None:
-        table = attack_comparison(run_dirs, spec.compare_attacks.checkpoint)
-        extra["attack_comparison"] = table
-        _plot_attack_comparison(table, results_dir / "attack_success.png")
-        lines = [
-            "## Attack success rate",
-            "",
-            f"Fraction of the clean-correct points among the first {spec.compare_attacks.n} test images that "
-            f"each attack turns wrong (`{spec.compare_attacks.checkpoint}` checkpoint; mean ± std over seeds). "
-            "Higher is a stronger attack.",
-            "",
-            "| Models | " + " | ".join(table["labels"]) + " |",
-            "|---|" + "---|" * len(table["labels"]),
-        ]
-        lines += [
-            f"| {g} | " + " | ".join(format_summary(row[label]) for label in table["labels"]) + " |"
-            for g, row in table["groups"].items()
-        ]
-        attack_lines = [f"- `{label}`: {a}" for label, a in spec.compare_attacks.attacks.items()]
-        lines += ["", "Attacks:", "", *attack_lines, "", "![attack success vs steps](attack_success.png)"]
-        sections.append("\n".join(lines))
+        sections.append(_attack_section(exp, runs, results_dir, extra))
     if spec.label_gap is not None:
-        gaps = label_gap_table(run_dirs, spec.label_gap.checkpoint)
-        extra["label_gap"] = gaps
-        lines = [
-            "## Teacher soft-label gap",
-            "",
-            f"How far the teacher's soft labels move between a test image and the student's own training "
-            f"attack on it (first {spec.label_gap.n} test images, `{spec.label_gap.checkpoint}` student "
-            "checkpoint; mean ± std over seeds, all in %, total variation distance between the two softmax outputs). "
-            "The targets of two lambdas differ "
-            "by |d lambda| x TV, so a small TV means lambda cannot change the target much.",
-            "",
-            "| Run | " + " | ".join(_GAP_COLUMNS.values()) + " |",
-            "|---|" + "---:|" * len(_GAP_COLUMNS),
-        ]
-        lines += [
-            f"| {g} | " + " | ".join(format_summary(row[k]) for k in _GAP_COLUMNS) + " |" for g, row in gaps.items()
-        ]
-        sections.append("\n".join(lines))
-    report = build_report(
-        list(run_dirs), results_dir, title=spec.title, preamble=preamble, sections=sections, extra=extra
-    )
+        sections.append(_label_gap_section(exp, runs, extra))
+    preamble = _preamble(exp, runs, command, seconds)
+    report = build_report(runs, results_dir, title=spec.title, preamble=preamble, sections=sections, extra=extra)
     write_text(results_dir / "experiment.yaml", exp.source.read_text(encoding="utf-8"))
     return report

@@ -26,7 +26,7 @@ from dard.experiment.spec import (
     planned_runs,
     teacher_runs,
 )
-from dard.io import read_json, read_yaml_mapping, write_json
+from dard.run_dir import CompareFile, LabelGapFile, RunDir
 from dard.training.config import RunConfig
 
 # Keys that may differ between a recorded run and a request without making it a different run: where it ran
@@ -67,14 +67,14 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 def check_reusable(run_dir: Path, cfg: Mapping[str, Any]) -> None:
     """Raise if ``run_dir`` holds a run made with a different config than ``cfg`` (ignoring device/threads/dir)."""
-    recorded = run_dir / "config.yaml"
-    if not recorded.exists():
-        if run_dir.exists() and any(run_dir.iterdir()):
+    folder = RunDir(run_dir)
+    if not folder.is_run():
+        if not folder.is_empty():
             raise DardError(f"{run_dir} exists but is not a dard run folder; move it away or use another --runs")
         return
     want = _identity(parse_run_config(dict(cfg), str(run_dir)).model_dump(mode="json"))
     # Parsed again, so options added to dard since the run was made count at their defaults.
-    have = _identity(parse_run_config(read_yaml_mapping(recorded, "run config"), str(recorded)).model_dump(mode="json"))
+    have = _identity(parse_run_config(folder.read_config(), str(folder.config)).model_dump(mode="json"))
     diff = _diff(have, want)
     if diff:
         raise DardError(
@@ -101,16 +101,15 @@ RUN_DONE = "done (reused)"
 
 def run_status(run_dir: Path, epochs: int) -> str:
     """What `dard experiment` would do with this run folder: reuse it, evaluate it, resume it or start it."""
-    from dard.training.state import read_progress
-
-    if (run_dir / "eval" / "best.json").exists():
+    folder = RunDir(run_dir)
+    if folder.is_evaluated():
         return RUN_DONE
-    if not (run_dir / "resume.json").exists():
+    if not folder.has_snapshot():
         return "new"
-    progress = read_progress(run_dir)
+    progress = folder.read_progress()
     if progress is None:
         return "resume state unreadable: training would stop with an error"
-    epoch, batch = int(progress.get("epoch", 0)), int(progress.get("batch", 0))
+    epoch, batch = progress.epoch, progress.batch
     if epoch >= epochs:
         return "trained; test evaluation pending"
     return f"resumes at epoch {epoch + 1}/{epochs}" + (f", step {batch + 1}" if batch else "")
@@ -149,36 +148,30 @@ def plan_experiment(exp: Experiment, runs_root: Path) -> list[dict[str, Any]]:
 
 def _train_task(task: tuple) -> str:
     cfg, run_dir, final_eval, threads, device = task
-    from dard.training.loop import train
+    from dard.training import train
 
     cfg = deep_merge(cfg, {"speed": {"threads": threads}, "device": device})
-    run_dir = Path(run_dir)
+    folder = RunDir(run_dir)
     t0 = time.time()
-    done = (run_dir / "eval" / "best.json").exists() if final_eval else (run_dir / "best.safetensors").exists()
-    train(
-        parse_run_config(cfg, str(run_dir)), run_dir, resume=(run_dir / "config.yaml").exists(), final_eval=final_eval
-    )
+    done = folder.is_evaluated() if final_eval else folder.is_trained()
+    train(parse_run_config(cfg, str(run_dir)), folder.path, resume=folder.is_run(), final_eval=final_eval)
     if final_eval:
         what = "reused" if done else f"done in {time.time() - t0:.0f}s"
     else:
         what = "training reused" if done else f"trained in {time.time() - t0:.0f}s"
-    print(f"[experiment] {run_dir.name}: {what}", flush=True)
+    print(f"[experiment] {folder.path.name}: {what}", flush=True)
     return str(run_dir)
 
 
-def _cached(path: Path, spec: BaseModel) -> dict[str, Any] | None:
-    """The result cached at ``path`` if it was computed for this ``spec``, else None."""
-    if path.exists():
-        cached = read_json(path)
-        if cached.get("spec") == spec.model_dump():
-            return cached
-    return None
+def _fresh(cached: CompareFile | LabelGapFile | None, spec: BaseModel) -> bool:
+    """Whether a cached result was computed for this ``spec`` (a changed spec recomputes it)."""
+    return cached is not None and cached.spec == spec.model_dump()
 
 
 def _first_test_images(cfg: RunConfig, n: int, device: str, threads: int | None) -> tuple[Any, Any, Any, Any]:
     """``(data, x, y, device)``: the first ``n`` test images of run config ``cfg`` as float tensors."""
     from dard.runtime import configure_threads, resolve_device
-    from dard.training.loop import float_tensors, prepare_data
+    from dard.training.setup import float_tensors, prepare_data
 
     dev = resolve_device(device)
     if dev.type == "cpu":
@@ -196,21 +189,21 @@ def _compare_task(task: tuple) -> str:
 
 def compare_attacks(
     run_dir: Path, spec: CompareAttacksSpec, *, threads: int | None = None, device: str = "auto"
-) -> dict[str, Any]:
+) -> CompareFile:
     """Evaluate a run's checkpoint with ``spec.attacks`` on its first ``spec.n`` test images (cached in
     ``eval/compare-<checkpoint>.json``; recomputed when the attack set changes)."""
     from dard.checkpoint import load_checkpoint
     from dard.evaluation.suite import attack_from_spec, evaluate
     from dard.runtime import environment
-    from dard.training.loop import load_run_config
+    from dard.training.setup import load_run_config
 
-    out = run_dir / "eval" / f"compare-{spec.checkpoint}.json"
-    cached = _cached(out, spec)
-    if cached is not None:
+    folder = RunDir(run_dir)
+    cached = folder.read_compare(spec.checkpoint)
+    if _fresh(cached, spec):
         return cached
     cfg = load_run_config(run_dir)
     data, x, y, dev = _first_test_images(cfg, spec.n, device, threads)
-    model, meta = load_checkpoint(run_dir / f"{spec.checkpoint}.safetensors", dev)
+    model, meta = load_checkpoint(folder.weights(spec.checkpoint), dev)
     attacks = {label: attack_from_spec(a, cfg.eps, cfg.seed) for label, a in spec.attacks.items()}
     rec = evaluate(
         model,
@@ -225,8 +218,8 @@ def compare_attacks(
         seed=cfg.seed,
         environment=environment(dev),
     )
-    result = {"spec": spec.model_dump(), "record": rec.to_dict()}
-    write_json(out, result)
+    result = CompareFile(spec=spec.model_dump(), record=rec)
+    folder.write_compare(spec.checkpoint, result)
     return result
 
 
@@ -238,7 +231,7 @@ def _label_gap_task(task: tuple) -> str:
 
 def label_gap(
     run_dir: Path, cfg: Mapping[str, Any], spec: LabelGapSpec, *, threads: int | None = None, device: str = "auto"
-) -> dict[str, Any]:
+) -> LabelGapFile:
     """The teacher's soft-label gap for a distilled run (:func:`dard.evaluation.soft_labels.teacher_label_gap`):
     its ``spec.checkpoint`` student attacked with its own training attack and temperature on the first ``spec.n``
     test images. ``cfg`` is the run's planned config (its teacher entry points at this invocation's teacher).
@@ -246,21 +239,21 @@ def label_gap(
     from dard.attacks import create_attack
     from dard.checkpoint import load_checkpoint
     from dard.evaluation.soft_labels import teacher_label_gap
-    from dard.training.loop import load_teacher
+    from dard.training.setup import load_teacher
 
-    out = run_dir / "eval" / f"label-gap-{spec.checkpoint}.json"
-    cached = _cached(out, spec)
-    if cached is not None:
+    folder = RunDir(run_dir)
+    cached = folder.read_label_gap(spec.checkpoint)
+    if _fresh(cached, spec):
         return cached
     run_cfg = parse_run_config(dict(cfg), str(run_dir))
-    method = read_json(run_dir / "run.json")["method"]
+    method = folder.read_info().method
     attack = create_attack(**method["attack"])  # the student's own training attack, as recorded
     data, x, y, dev = _first_test_images(run_cfg, spec.n, device, threads)
-    student, _ = load_checkpoint(run_dir / f"{spec.checkpoint}.safetensors", dev)
+    student, _ = load_checkpoint(folder.weights(spec.checkpoint), dev)
     teacher, _ = load_teacher(run_cfg.teacher, data.bundle, dev)
     gap = teacher_label_gap(teacher, student, x, y, attack, tau=float(method.get("tau", 1.0)))
-    result = {"spec": spec.model_dump(), "attack": attack.config(), "gap": gap}
-    write_json(out, result)
+    result = LabelGapFile(spec=spec.model_dump(), attack=attack.config(), gap=gap)
+    folder.write_label_gap(spec.checkpoint, result)
     return result
 
 

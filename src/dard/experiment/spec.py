@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from dard.errors import DardError
 from dard.io import read_yaml_mapping
 from dard.packaged import EXPERIMENTS_DIR
+from dard.run_dir import RunDir
 from dard.training.config import RunConfig, parse_config, validation_message
 
 
@@ -186,6 +187,6 @@ def planned_runs(exp: Experiment, runs_root: Path) -> list[tuple[str, int, dict[
             if needs_teacher(cfg) and not (cfg.get("teacher") or {}):
                 if seed not in teachers:
                     raise DardError(f"{exp.source}: run '{run_name}' needs a teacher but the experiment has none")
-                cfg["teacher"] = {"checkpoint": str(runs_root / teachers[seed][0] / "best.safetensors")}
+                cfg["teacher"] = {"checkpoint": str(RunDir(runs_root / teachers[seed][0]).weights("best"))}
             out.append((name, seed, cfg))
     return out

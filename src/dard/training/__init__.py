@@ -1,6 +1,7 @@
-"""Training: configs, the training loop, resumable state."""
+"""Training: configs, run setup, the training loop, resumable state, the final evaluation."""
 
 from dard.training.config import RunConfig, load_config, parse_config
-from dard.training.loop import load_run_config, train
+from dard.training.loop import train
+from dard.training.setup import load_run_config
 
 __all__ = ["RunConfig", "load_config", "parse_config", "train", "load_run_config"]

@@ -1,8 +1,8 @@
-"""The one training loop every method uses: SGD, schedules, validation-based selection, resume, final eval."""
+"""The one training loop every method uses: SGD steps, validation-based checkpoint selection, snapshots to resume
+from, then the final evaluation (:mod:`dard.training.final_eval`)."""
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -13,122 +13,27 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from dard.checkpoint import load_checkpoint, save_checkpoint
-from dard.data import DatasetBundle, DeviceLoader, ImageSet, load_dataset, split_train_val
+from dard.checkpoint import build_model, model_spec, save_checkpoint
+from dard.data import DeviceLoader, ImageSet
 from dard.errors import DardError
-from dard.evaluation.suite import attack_from_spec, build_suite, evaluate
-from dard.io import write_json, write_text
-from dard.methods import create_method
-from dard.models import create_model
+from dard.evaluation.suite import attack_from_spec, evaluate
+from dard.methods import Method
 from dard.module_utils import unwrap_model
+from dard.run_dir import EpochMetrics, Progress, RunDir, RunInfo
 from dard.runtime import configure_threads, environment, resolve_device, seed_everything
 from dard.training import distributed as dist
-from dard.training.config import RunConfig, TeacherConfig, dump_config, parse_config
-from dard.training.state import POINTER, load_state, save_state
-from dard.weights import load_weights
-
-
-@dataclass
-class Data:
-    """The splits a run uses: train (for SGD), val (for checkpoint selection), test (final evaluation only)."""
-
-    bundle: DatasetBundle
-    train: ImageSet
-    val: ImageSet
-    test: ImageSet
-
-
-def prepare_data(cfg: RunConfig) -> Data:
-    """Load the dataset and carve the fixed, seeded validation split out of the training set."""
-    bundle = load_dataset(cfg.data.name, cfg.data.dir, download=cfg.data.download)
-    val_size = cfg.data.val_size if cfg.data.val_size < 1 else int(cfg.data.val_size)
-    train, val = split_train_val(bundle.train, val_size, seed=cfg.seed)
-    if cfg.data.train_subset is not None:
-        train = train.subset(torch.arange(min(cfg.data.train_subset, len(train))))
-    test = bundle.test
-    if cfg.data.test_subset is not None:
-        test = test.subset(torch.arange(min(cfg.data.test_subset, len(test))))
-    if len(val) == 0:
-        raise DardError("data.val_size leaves no validation images; checkpoint selection needs a held-out split")
-    return Data(bundle, train, val, test)
-
-
-def model_spec(arch: str, bundle: DatasetBundle, normalize: bool) -> dict[str, Any]:
-    """How to rebuild a model: stored in every checkpoint's JSON."""
-    return {
-        "arch": arch,
-        "num_classes": bundle.num_classes,
-        "in_channels": bundle.image_shape[0],
-        "mean": list(bundle.mean) if normalize else None,
-        "std": list(bundle.std) if normalize else None,
-    }
-
-
-def build_model(spec: dict[str, Any]) -> nn.Module:
-    """Instantiate a model from a spec dict."""
-    return create_model(
-        spec["arch"],
-        num_classes=spec["num_classes"],
-        in_channels=spec["in_channels"],
-        mean=spec["mean"],
-        std=spec["std"],
-    )
-
-
-def load_teacher(tcfg: TeacherConfig, bundle: DatasetBundle, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
-    """A frozen teacher in eval mode with no parameter gradients, from a dard checkpoint or external weights."""
-    if tcfg.checkpoint:
-        teacher, meta = load_checkpoint(tcfg.checkpoint, device)
-        info = {"source": str(tcfg.checkpoint), **meta["model"]}
-    else:
-        spec = model_spec(str(tcfg.arch), bundle, tcfg.normalize)
-        teacher = build_model(spec)
-        load_weights(teacher, str(tcfg.weights))
-        teacher = teacher.to(device)
-        info = {"source": str(tcfg.weights), **spec}
-    if info.get("num_classes") != bundle.num_classes:
-        raise DardError(
-            f"teacher has {info.get('num_classes')} classes but dataset '{bundle.name}' has {bundle.num_classes}"
-        )
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher, info
-
-
-def lr_lambda(cfg: RunConfig, steps_per_epoch: int):
-    """Per-step LR multiplier for the configured schedule (linear warm-up, then step/cosine/constant)."""
-    o = cfg.optim
-    total = o.epochs * steps_per_epoch
-
-    def factor(step: int) -> float:
-        epoch = step / steps_per_epoch
-        if o.warmup_epochs and epoch < o.warmup_epochs:
-            return (step + 1) / (o.warmup_epochs * steps_per_epoch)
-        if o.schedule == "step":
-            return o.gamma ** sum(epoch >= m for m in o.milestones)
-        if o.schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
-        return 1.0
-
-    return factor
-
-
-def build_method(cfg: RunConfig):
-    """The configured loss object; the run's eps is the default budget of its training attack."""
-    from dard.methods import method_params
-
-    params = dict(cfg.method.params)
-    if "attack" in method_params(cfg.method.name):
-        attack = dict(params.get("attack") or {})
-        attack.setdefault("eps", cfg.eps)
-        params["attack"] = attack
-    return create_method(cfg.method.name, **params)
-
-
-def float_tensors(images: ImageSet, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x, y)`` on ``device``: images as float in [0, 1], labels as int64."""
-    return images.x.to(device).float().div_(255), images.y.to(device)
+from dard.training.config import RunConfig, dump_config
+from dard.training.final_eval import final_evaluation
+from dard.training.setup import (
+    Data,
+    build_method,
+    build_optimizer,
+    float_tensors,
+    load_teacher,
+    prepare_data,
+    prepare_models,
+)
+from dard.training.state import load_state, save_state
 
 
 def validate(model: nn.Module, data: ImageSet, cfg: RunConfig, device: torch.device) -> dict[str, float]:
@@ -139,45 +44,19 @@ def validate(model: nn.Module, data: ImageSet, cfg: RunConfig, device: torch.dev
     return {"val_clean": rec.clean["accuracy"], "val_robust": rec.attacks["robust"].accuracy}
 
 
-def selection_score(metrics: dict[str, float], select_by: str) -> float:
+def selection_score(row: EpochMetrics, select_by: str) -> float:
     """The number the best checkpoint maximises (validation split only)."""
     if select_by == "clean":
-        return metrics["val_clean"]
+        return row.val_clean
     if select_by == "sum":
-        return metrics["val_clean"] + metrics["val_robust"]
-    return metrics["val_robust"]
+        return row.val_clean + row.val_robust
+    return row.val_robust
 
 
 def _amp(cfg: RunConfig, device: torch.device):
     if cfg.speed.amp == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
-
-
-def prepare_models(
-    cfg: RunConfig, student: nn.Module, teacher: nn.Module | None, device: torch.device, dinfo: dist.DistInfo
-) -> tuple[nn.Module, nn.Module | None]:
-    """Apply the speed switches and the multi-process wrapper; returns (model to train with, teacher to call).
-
-    Order matters: channels_last and SyncBatchNorm change the module itself, ``torch.compile`` wraps it, and
-    DistributedDataParallel wraps the compiled module, so attacks (which unwrap DDP: they need no gradient
-    sync) still run the compiled graph.
-    """
-    if cfg.speed.channels_last:
-        student.to(memory_format=torch.channels_last)
-        if teacher is not None:
-            teacher.to(memory_format=torch.channels_last)
-    if dinfo.enabled and cfg.speed.sync_bn and device.type == "cuda":
-        student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
-    model = student
-    if cfg.speed.compile:
-        model = torch.compile(student, backend=cfg.speed.compile_backend)
-        teacher = torch.compile(teacher, backend=cfg.speed.compile_backend) if teacher is not None else None
-    if dinfo.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return model, teacher
 
 
 def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, final_eval: bool = True) -> Path:
@@ -187,42 +66,90 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, final_ev
     Launched by ``torchrun``, every rank calls this; rank 0 alone writes files and evaluates.
     """
     device = resolve_device(cfg.device)
-    dinfo, device = dist.setup(device)
+    dist_info, device = dist.setup(device)
     try:
-        run_dir, data = _train(cfg, Path(run_dir), resume, device, dinfo)
+        run_dir, data = _train(cfg, RunDir(run_dir), resume, device, dist_info)
     finally:
-        dist.teardown(dinfo)
+        dist.teardown(dist_info)
     # Rank 0 evaluates alone once every rank has left the process group (they leave together, after the last
     # snapshot's barrier): no collective can time out during a long AutoAttack, and no rank shuts the group
     # down while another still holds it.
-    if final_eval and dinfo.is_main:
+    if final_eval and dist_info.is_main:
         final_evaluation(cfg, run_dir, data, device)
     return run_dir
 
 
+@dataclass
+class _Run:
+    """Everything a run holds while it trains."""
+
+    cfg: RunConfig
+    folder: RunDir
+    device: torch.device
+    dist_info: dist.DistInfo
+    data: Data
+    spec: dict[str, Any]  # how to rebuild the student (stored in its checkpoints)
+    student: nn.Module  # the plain module: checkpoints, validation
+    model: nn.Module  # what a training step calls (compiled and/or DDP-wrapped student)
+    teacher: nn.Module | None
+    teacher_info: dict[str, Any] | None
+    method: Method
+    loader: DeviceLoader
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    progress: Progress
+
+    @property
+    def main(self) -> bool:
+        return self.dist_info.is_main
+
+    def snapshot(self) -> None:
+        """Rank 0 writes a resume snapshot; every rank waits for it."""
+        if self.main:
+            save_state(
+                self.folder,
+                model=self.student,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                progress=self.progress,
+            )
+        dist.barrier(self.dist_info)
+
+
 def _train(
-    cfg: RunConfig, run_dir: Path, resume: bool, device: torch.device, dinfo: dist.DistInfo
+    cfg: RunConfig, folder: RunDir, resume: bool, device: torch.device, dist_info: dist.DistInfo
 ) -> tuple[Path, Data]:
-    main = dinfo.is_main
-    # Every rank checks the folder before any rank writes to it (the barrier below), so all agree.
-    if resume:
-        if not (run_dir / "config.yaml").exists():
-            raise DardError(f"{run_dir} is not a dard run folder (no config.yaml)")
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        raise DardError(
-            f"run folder {run_dir} already exists and is not empty; use --resume {run_dir} or another --out"
-        )
-    if cfg.optim.batch_size % dinfo.world_size:
-        raise DardError(
-            f"optim.batch_size {cfg.optim.batch_size} (the global batch) must be divisible by the "
-            f"{dinfo.world_size} processes"
-        )
-    dist.barrier(dinfo)
+    _check_folder(cfg, folder, resume, dist_info)
+    # Every rank checks the folder before any rank writes to it, so all agree.
+    dist.barrier(dist_info)
     if device.type == "cpu":
         configure_threads(cfg.speed.threads)
     torch.backends.cudnn.benchmark = cfg.speed.cudnn_benchmark
     seed_everything(cfg.seed)
+    run = _set_up(cfg, folder, device, dist_info)
+    _start_or_resume(run, resume)
+    for epoch in range(run.progress.epoch, cfg.optim.epochs):
+        sums, t0 = _train_epoch(run, epoch)
+        _end_epoch(run, epoch, sums, t0)
+    return folder.path, run.data
 
+
+def _check_folder(cfg: RunConfig, folder: RunDir, resume: bool, dist_info: dist.DistInfo) -> None:
+    if resume:
+        folder.require_run()
+    elif not folder.is_empty():
+        raise DardError(
+            f"run folder {folder.path} already exists and is not empty; use --resume {folder.path} or another --out"
+        )
+    if cfg.optim.batch_size % dist_info.world_size:
+        raise DardError(
+            f"optim.batch_size {cfg.optim.batch_size} (the global batch) must be divisible by the "
+            f"{dist_info.world_size} processes"
+        )
+
+
+def _set_up(cfg: RunConfig, folder: RunDir, device: torch.device, dist_info: dist.DistInfo) -> _Run:
+    """Data, student, loss, teacher, speed switches, loader and optimizer (in this order: it fixes the RNG draws)."""
     data = prepare_data(cfg)
     bundle = data.bundle
     spec = model_spec(cfg.model.arch, bundle, cfg.model.normalize)
@@ -236,9 +163,8 @@ def _train(
                 "set teacher.checkpoint (or teacher.arch + teacher.weights)"
             )
         teacher, teacher_info = load_teacher(cfg.teacher, bundle, device)
-    model, teacher_fn = prepare_models(cfg, student, teacher, device, dinfo)
+    model, teacher_fn = prepare_models(cfg, student, teacher, device, dist_info)
     student = unwrap_model(model)  # SyncBatchNorm conversion may have replaced the module
-
     loader = DeviceLoader(
         data.train,
         cfg.optim.batch_size,
@@ -249,225 +175,161 @@ def _train(
         flip=bundle.flip,
         drop_last=True,
         seed=cfg.seed,
-        rank=dinfo.rank,
-        world_size=dinfo.world_size,
+        rank=dist_info.rank,
+        world_size=dist_info.world_size,
     )
-    steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
+    if len(loader) == 0:
         raise DardError(f"batch size {cfg.optim.batch_size} exceeds the {len(data.train)} training images")
-    optimizer = torch.optim.SGD(
-        student.parameters(),
-        lr=cfg.optim.lr,
-        momentum=cfg.optim.momentum,
-        weight_decay=cfg.optim.weight_decay,
-        nesterov=cfg.optim.nesterov,
+    optimizer, scheduler = build_optimizer(cfg, student, len(loader))
+    return _Run(
+        cfg=cfg,
+        folder=folder,
+        device=device,
+        dist_info=dist_info,
+        data=data,
+        spec=spec,
+        student=student,
+        model=model,
+        teacher=teacher_fn,
+        teacher_info=teacher_info,
+        method=method,
+        loader=loader,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        progress=Progress(train_seconds=0.0),
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch))
 
-    progress: dict[str, Any] = {
-        "epoch": 0,
-        "batch": 0,
-        "global_step": 0,
-        "best_score": None,
-        "best_epoch": None,
-        "history": [],
-        "train_seconds": 0.0,
-    }
-    if resume and (run_dir / POINTER).exists():
-        progress = load_state(run_dir, model=student, optimizer=optimizer, scheduler=scheduler)
-    elif main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(run_dir / "config.yaml", dump_config(cfg))
-        write_json(
-            run_dir / "run.json",
-            {
-                "name": cfg.name,
-                "seed": cfg.seed,
-                "method": method.config(),
-                "student": spec,
-                "teacher": teacher_info,
-                "environment": {**environment(device), "world_size": dinfo.world_size},
-                "data": {"name": bundle.name, "train": len(data.train), "val": len(data.val), "test": len(data.test)},
-            },
-        )
-    if main:
-        write_text(run_dir / "metrics.jsonl", "".join(_jsonl(h) for h in progress["history"]))
 
-    def snapshot() -> None:
-        if main:
-            save_state(run_dir, model=student, optimizer=optimizer, scheduler=scheduler, progress=progress)
-        dist.barrier(dinfo)
-
-    zero = {"loss": 0.0, "correct": 0.0, "seen": 0}
-    for epoch in range(progress["epoch"], cfg.optim.epochs):
-        loader.set_epoch(epoch)
-        model.train()
-        sums = dict(zero)
-        if progress["batch"] and main:  # resumed mid-epoch: rank 0 saved the global sums so far
-            sums = dict(progress.get("partial", sums))
-        t0 = mark = time.time()  # t0: this epoch's throughput; mark: training time not yet added to progress
-        bar = tqdm(
-            total=steps_per_epoch,
-            initial=progress["batch"],
-            desc=f"{cfg.name} epoch {epoch + 1}/{cfg.optim.epochs}",
-            disable=not (cfg.progress and main),
-            leave=False,
-        )
-        for batch_idx, (x, y) in enumerate(loader.iter_from(progress["batch"]), start=progress["batch"]):
-            if cfg.speed.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with _amp(cfg, device):
-                out = method(model, teacher_fn, x, y)
-            loss = out.loss.float()
-            finite = bool(torch.isfinite(loss))
-            if not finite or dinfo.enabled:
-                last = (
-                    "the last good checkpoint is kept in " + str(run_dir)
-                    if (run_dir / POINTER).exists()
-                    else "no checkpoint was written yet"
-                )
-                what = f"loss is {loss.item()}" if not finite else "loss is not finite on another process"
-                dist.agree(
-                    finite,
-                    f"{what} at epoch {epoch + 1} step {batch_idx + 1}; stopping ({last}); lower optim.lr?",
-                    dinfo,
-                    device,
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            n = y.shape[0]
-            sums["loss"] += loss.item() * n
-            sums["correct"] += (out.logits.argmax(1) == y).sum().item()
-            sums["seen"] += n
-            progress["global_step"] += 1
-            progress["batch"] = batch_idx + 1
-            elapsed = time.time() - t0
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{sums['loss'] / sums['seen']:.3f}",
-                acc=f"{sums['correct'] / sums['seen']:.3f}",
-                img_s=f"{sums['seen'] * dinfo.world_size / max(elapsed, 1e-9):.0f}",
+def _start_or_resume(run: _Run, resume: bool) -> None:
+    """Restore the last snapshot, or record the new run (config.yaml, run.json); then metrics.jsonl so far."""
+    if resume and run.folder.has_snapshot():
+        run.progress = load_state(run.folder, model=run.student, optimizer=run.optimizer, scheduler=run.scheduler)
+        if run.progress.train_seconds is None:  # snapshots of older versions did not count it
+            run.progress.train_seconds = 0.0
+    elif run.main:
+        run.folder.path.mkdir(parents=True, exist_ok=True)
+        run.folder.write_config(dump_config(run.cfg))
+        data = run.data
+        run.folder.write_info(
+            RunInfo(
+                name=run.cfg.name,
+                seed=run.cfg.seed,
+                method=run.method.config(),
+                student=run.spec,
+                teacher=run.teacher_info,
+                environment={**environment(run.device), "world_size": run.dist_info.world_size},
+                data={"name": data.bundle.name, "train": len(data.train), "val": len(data.val), "test": len(data.test)},
             )
-            if (
-                cfg.checkpoint_every_steps
-                and progress["global_step"] % cfg.checkpoint_every_steps == 0
-                and progress["batch"] < steps_per_epoch
-            ):
-                progress["partial"] = dist.sum_over_ranks(sums, dinfo, device)
-                # so that a resumed run still counts the time spent before the kill
-                progress["train_seconds"] += time.time() - mark
-                snapshot()
-                mark = time.time()
-        bar.close()
-        progress["train_seconds"] += time.time() - mark
-        total = dist.sum_over_ranks(sums, dinfo, device)
-        row: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": total["loss"] / max(total["seen"], 1),
-            "train_acc": total["correct"] / max(total["seen"], 1),
-            "images_per_s": total["seen"] / max(time.time() - t0, 1e-9),
-            "train_seconds": round(progress["train_seconds"], 3),
-        }  # cumulative, no validation
-        if main:
-            if (epoch + 1) % cfg.val.every == 0 or epoch + 1 == cfg.optim.epochs:
-                row.update(validate(student, data.val, cfg, device))
-                score = selection_score(row, cfg.val.select_by)
-                if progress["best_score"] is None or score > progress["best_score"]:
-                    progress["best_score"], progress["best_epoch"] = score, epoch + 1
-                    save_checkpoint(
-                        run_dir / "best",
-                        student,
-                        spec,
-                        {"epoch": epoch + 1, "metrics": row, "selected_by": f"val_{cfg.val.select_by}"},
-                    )
-            save_checkpoint(run_dir / "last", student, spec, {"epoch": epoch + 1, "metrics": row})
-        progress["history"].append(row)
-        progress.update(epoch=epoch + 1, batch=0)
-        progress.pop("partial", None)
-        if main:
-            write_text(run_dir / "metrics.jsonl", "".join(_jsonl(h) for h in progress["history"]))
-        snapshot()
-        if cfg.progress and main:
-            val = f" val clean {row['val_clean']:.3f} robust {row['val_robust']:.3f}" if "val_clean" in row else ""
-            tqdm.write(f"[{cfg.name}] epoch {epoch + 1}: loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}{val}")
-
-    return run_dir, data
-
-
-def final_evaluation(cfg: RunConfig, run_dir: Path, data: Data, device: torch.device) -> None:
-    """Evaluate the selected checkpoints on the test split with the suite; writes ``eval/<ckpt>*.json``."""
-    x, y = float_tensors(data.test, device)
-    env = environment(device)
-    for which in cfg.eval.checkpoints:
-        out = run_dir / "eval" / f"{which}.json"
-        if out.exists():  # resumed after the evaluation already finished
-            continue
-        model, meta = load_checkpoint(run_dir / f"{which}.safetensors", device)
-        info = {**meta["model"], "checkpoint": f"{which}", "epoch": meta.get("epoch")}
-        dinfo = {"name": data.bundle.name, "split": "test", "n": int(x.shape[0])}
-        attacks = build_suite(cfg.eval.attacks, cfg.eps, seed=cfg.seed)
-        rec = evaluate(
-            model,
-            x,
-            y,
-            attacks,
-            batch_size=cfg.eval.batch_size,
-            device=device,
-            progress=cfg.progress,
-            model_info=info,
-            data_info=dinfo,
-            seed=cfg.seed,
-            environment=env,
         )
-        result = rec.to_dict()
-        # The expensive parts (AutoAttack, the eps sweep) run for the first listed checkpoint only (best).
-        if cfg.eval.autoattack_subset and which == cfg.eval.checkpoints[0]:
-            k = min(cfg.eval.autoattack_subset, x.shape[0])
-            aa = evaluate(
-                model,
-                x[:k],
-                y[:k],
-                build_suite(["autoattack"], cfg.eps, seed=cfg.seed),
-                batch_size=cfg.eval.batch_size,
-                device=device,
-                progress=cfg.progress,
-                model_info=info,
-                data_info={**dinfo, "n": k},
-                seed=cfg.seed,
-                environment=env,
-            )
-            result["autoattack_subset"] = aa.to_dict()
-        if cfg.eval.eps_sweep and which == cfg.eval.checkpoints[0]:
-            sweep = {}
-            for eps in cfg.eval.eps_sweep:
-                r = evaluate(
-                    model,
-                    x,
-                    y,
-                    build_suite(["pgd20"], eps, seed=cfg.seed),
-                    batch_size=cfg.eval.batch_size,
-                    device=device,
-                    progress=False,
-                )
-                sweep[f"{eps:.6f}"] = r.attacks["pgd20"].accuracy
-            result["eps_sweep"] = {"attack": "pgd20", "accuracy": sweep}
-        write_json(out, result)
+    if run.main:
+        run.folder.write_metrics(run.progress.history)
 
 
-def _jsonl(row: dict[str, Any]) -> str:
-    import json
+def _train_epoch(run: _Run, epoch: int) -> tuple[dict[str, Any], float]:
+    """One epoch of training steps (from the step a resumed snapshot stopped at); returns this rank's running
+    sums (loss, correct, seen) and the epoch's start time."""
+    cfg, progress = run.cfg, run.progress
+    run.loader.set_epoch(epoch)
+    run.model.train()
+    sums: dict[str, Any] = {"loss": 0.0, "correct": 0.0, "seen": 0}
+    if progress.batch and run.main:  # resumed mid-epoch: rank 0 saved the global sums so far
+        sums = dict(progress.partial or sums)
+    t0 = mark = time.time()  # t0: this epoch's throughput; mark: training time not yet added to progress
+    steps = len(run.loader)
+    bar = tqdm(
+        total=steps,
+        initial=progress.batch,
+        desc=f"{cfg.name} epoch {epoch + 1}/{cfg.optim.epochs}",
+        disable=not (cfg.progress and run.main),
+        leave=False,
+    )
+    for batch_idx, (x, y) in enumerate(run.loader.iter_from(progress.batch), start=progress.batch):
+        loss, logits = _step(run, x, y, epoch, batch_idx)
+        n = y.shape[0]
+        sums["loss"] += loss.item() * n
+        sums["correct"] += (logits.argmax(1) == y).sum().item()
+        sums["seen"] += n
+        progress.global_step += 1
+        progress.batch = batch_idx + 1
+        bar.update(1)
+        bar.set_postfix(
+            loss=f"{sums['loss'] / sums['seen']:.3f}",
+            acc=f"{sums['correct'] / sums['seen']:.3f}",
+            img_s=f"{sums['seen'] * run.dist_info.world_size / max(time.time() - t0, 1e-9):.0f}",
+        )
+        every = cfg.checkpoint_every_steps
+        if every and progress.global_step % every == 0 and progress.batch < steps:
+            progress.partial = dist.sum_over_ranks(sums, run.dist_info, run.device)
+            progress.train_seconds += time.time() - mark  # so that a resumed run still counts the time before a kill
+            run.snapshot()
+            mark = time.time()
+    bar.close()
+    progress.train_seconds += time.time() - mark
+    return sums, t0
 
-    return json.dumps(row) + "\n"
+
+def _step(run: _Run, x: torch.Tensor, y: torch.Tensor, epoch: int, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a batch; a non-finite loss on any rank stops every rank. Returns (loss, logits)."""
+    if run.cfg.speed.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with _amp(run.cfg, run.device):
+        out = run.method(run.model, run.teacher, x, y)
+    loss = out.loss.float()
+    finite = bool(torch.isfinite(loss))
+    if not finite or run.dist_info.enabled:
+        last = (
+            "the last good checkpoint is kept in " + str(run.folder.path)
+            if run.folder.has_snapshot()
+            else "no checkpoint was written yet"
+        )
+        what = f"loss is {loss.item()}" if not finite else "loss is not finite on another process"
+        dist.agree(
+            finite,
+            f"{what} at epoch {epoch + 1} step {batch_idx + 1}; stopping ({last}); lower optim.lr?",
+            run.dist_info,
+            run.device,
+        )
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    run.scheduler.step()
+    return loss, out.logits
 
 
-def load_run_config(run_dir: str | Path) -> RunConfig:
-    """The resolved config a run folder recorded."""
-    import yaml
+def _end_epoch(run: _Run, epoch: int, sums: dict[str, Any], t0: float) -> None:
+    """The epoch's metrics row (summed over ranks), validation and checkpoints on rank 0, then a snapshot."""
+    cfg, progress = run.cfg, run.progress
+    total = dist.sum_over_ranks(sums, run.dist_info, run.device)
+    row = EpochMetrics(
+        epoch=epoch + 1,
+        lr=run.optimizer.param_groups[0]["lr"],
+        train_loss=total["loss"] / max(total["seen"], 1),
+        train_acc=total["correct"] / max(total["seen"], 1),
+        images_per_s=total["seen"] / max(time.time() - t0, 1e-9),
+        train_seconds=round(progress.train_seconds, 3),  # cumulative, no validation
+    )
+    if run.main:
+        _validate_and_checkpoint(run, row)
+    progress.history.append(row)
+    progress.epoch, progress.batch, progress.partial = epoch + 1, 0, None
+    if run.main:
+        run.folder.write_metrics(progress.history)
+    run.snapshot()
+    if cfg.progress and run.main:
+        val = f" val clean {row.val_clean:.3f} robust {row.val_robust:.3f}" if row.val_clean is not None else ""
+        tqdm.write(f"[{cfg.name}] epoch {epoch + 1}: loss {row.train_loss:.4f} acc {row.train_acc:.3f}{val}")
 
-    p = Path(run_dir) / "config.yaml"
-    if not p.exists():
-        raise DardError(f"{run_dir} is not a dard run folder (no config.yaml)")
-    return parse_config(yaml.safe_load(p.read_text(encoding="utf-8")))
+
+def _validate_and_checkpoint(run: _Run, row: EpochMetrics) -> None:
+    """Validate on the configured epochs (and the last), keep the best checkpoint by the selection score, and
+    always write the last one."""
+    cfg, progress, epoch = run.cfg, run.progress, row.epoch
+    if epoch % cfg.val.every == 0 or epoch == cfg.optim.epochs:
+        val = validate(run.student, run.data.val, cfg, run.device)
+        row.val_clean, row.val_robust = val["val_clean"], val["val_robust"]
+        score = selection_score(row, cfg.val.select_by)
+        if progress.best_score is None or score > progress.best_score:
+            progress.best_score, progress.best_epoch = score, epoch
+            meta = {"epoch": epoch, "metrics": row.to_dict(), "selected_by": f"val_{cfg.val.select_by}"}
+            save_checkpoint(run.folder.checkpoint("best"), run.student, run.spec, meta)
+    save_checkpoint(run.folder.checkpoint("last"), run.student, run.spec, {"epoch": epoch, "metrics": row.to_dict()})

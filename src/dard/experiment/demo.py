@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dard.experiment import Experiment, load_experiment, run_experiment
+from dard.experiment.runner import run_experiment
+from dard.experiment.spec import Experiment, load_experiment
 from dard.packaged import EXPERIMENTS_DIR
 
 

@@ -1,0 +1,74 @@
+"""``build_report``: the table, ``results.json`` and plots over finished runs, written into one folder."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dard.errors import DardError
+from dard.evaluation.report.markdown import ReportContent, render
+from dard.evaluation.report.plots import write_curves, write_eps_curve
+from dard.evaluation.report.stats import autoattack_result, group_row, group_runs, ordered_union, run_row
+from dard.io import write_json, write_text
+from dard.run_dir import CHECKPOINTS, RunDir, RunRecord
+
+
+def build_report(
+    runs: Sequence[RunRecord],
+    out_dir: Path,
+    *,
+    checkpoint: str = "best",
+    title: str = "dard report",
+    preamble: Sequence[str] = (),
+    sections: Sequence[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``report.md``, ``results.json``, ``curves.png`` (and ``eps_curve.png``) into ``out_dir``.
+
+    ``runs`` are loaded run folders (:meth:`dard.run_dir.RunRecord.load`). Runs that differ only in seed (same
+    name without its ``-s<N>`` / ``_seed<N>`` suffix, method, student, teacher and threat model) form one row with
+    ``mean ± std`` over seeds. The main table uses ``checkpoint`` (``best``: selected on the validation split); a
+    second table shows the other checkpoint. Returns the path of ``report.md``. ``preamble`` lines go under the
+    title, ``sections`` (Markdown) after the tables, and ``extra`` is stored under ``"extra"`` in
+    ``results.json`` (used by ``dard experiment``). Every file is written atomically.
+    """
+    if checkpoint not in CHECKPOINTS:
+        raise DardError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, not '{checkpoint}'")
+    if not runs:
+        raise DardError("no run folders given to report on")
+    for r in runs:
+        if checkpoint not in r.evals:
+            raise DardError(f"{r.path} has no {RunDir(r.path).eval_file(checkpoint).relative_to(r.path)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    groups = group_runs(runs, checkpoint)
+    attack_labels = ordered_union(r.evals[checkpoint].attacks.keys() for r in runs)
+    metric_keys = ["clean", *attack_labels, "autoattack_subset", "worst_case"]
+    run_rows = [run_row(r, checkpoint) for r in runs]
+    group_rows = [group_row(key, members, metric_keys) for key, members in groups.items()]
+
+    plots = [("Validation accuracy per epoch (mean over seeds)", write_curves(groups.values(), out_dir / "curves.png"))]
+    if any(r.evals[checkpoint].eps_sweep for r in runs):
+        path = write_eps_curve(groups.values(), out_dir / "eps_curve.png", checkpoint=checkpoint)
+        plots.append((f"PGD-20 accuracy vs eps ({checkpoint} checkpoint, mean over seeds)", path))
+
+    content = ReportContent(
+        title=title,
+        checkpoint=checkpoint,
+        runs=runs,
+        run_rows=run_rows,
+        group_rows=group_rows,
+        attack_labels=attack_labels,
+        aa_ns=ordered_union([str(a["n"])] for r in runs for rec in r.evals.values() if (a := autoattack_result(rec))),
+        has_aa=any(autoattack_result(r.evals[checkpoint]) for r in runs),
+        plots=[(caption, path.name) for caption, path in plots],
+        preamble=preamble,
+        sections=sections,
+    )
+    results: dict[str, Any] = {"title": title, "checkpoint": checkpoint, "runs": run_rows, "groups": group_rows}
+    if extra:
+        results["extra"] = dict(extra)
+    write_json(out_dir / "results.json", results)
+    return write_text(out_dir / "report.md", render(content))

@@ -1,0 +1,34 @@
+"""The run folder: the one owner of its layout (:class:`RunDir`) and of the schema of every file in it.
+
+Training writes a run folder and reports, experiments, checkpoint resolution and the CLI read it, all through this
+package; no other module spells its file names. Readers are strict about types and turn a missing, truncated,
+non-UTF-8 or wrongly typed file into one :class:`dard.errors.DardError` line naming the file.
+"""
+
+from dard.run_dir.layout import CHECKPOINTS, RunDir, Snapshot
+from dard.run_dir.records import (
+    CompareFile,
+    EpochMetrics,
+    EpsSweep,
+    EvalFile,
+    LabelGapFile,
+    Progress,
+    ResumePointer,
+    RunInfo,
+)
+from dard.run_dir.run_record import RunRecord
+
+__all__ = [
+    "CHECKPOINTS",
+    "CompareFile",
+    "EpochMetrics",
+    "EpsSweep",
+    "EvalFile",
+    "LabelGapFile",
+    "Progress",
+    "ResumePointer",
+    "RunDir",
+    "RunInfo",
+    "RunRecord",
+    "Snapshot",
+]

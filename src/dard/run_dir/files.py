@@ -1,0 +1,77 @@
+"""Strict typed readers for the JSON files of a run folder.
+
+Every reader turns a missing, unreadable, truncated, non-UTF-8 or wrongly typed file into one :class:`DardError`
+line that names the file (and the key, for a type error). Types are checked strictly (pydantic's strict JSON mode
+over the dataclasses of :mod:`dard.run_dir.records`): ``"attacks": 5``, a JSON list where an object is expected or
+``"correct": "3"`` are errors, not silently coerced; an integer is accepted where a float is expected.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import TypeAdapter, ValidationError
+
+from dard.errors import DardError
+
+T = TypeVar("T")
+
+
+@functools.cache
+def _adapter(kind: Any) -> TypeAdapter:
+    return TypeAdapter(kind)
+
+
+def _describe(err: ValidationError) -> str:
+    """The first problem of a validation, as ``key.path: message`` (JSON syntax errors as such)."""
+    errors = err.errors()
+    first = errors[0]
+    if first["type"] == "json_invalid":
+        return f"not valid JSON ({first['msg'].removeprefix('Invalid JSON: ')})"
+    loc = ".".join(str(p) for p in first["loc"]) or "top level"
+    value = first.get("input")
+    got = f" (got {value!r:.40})" if first["type"] != "missing" and not isinstance(value, (dict, list)) else ""
+    more = f"; and {len(errors) - 1} more" if len(errors) > 1 else ""
+    return f"{loc}: {first['msg']}{got}{more}"
+
+
+def parse_json(raw: str | bytes, kind: type[T], where: str) -> T:
+    """Validate JSON text into ``kind`` (strict types); a DardError naming ``where`` if it does not fit."""
+    try:
+        return _adapter(kind).validate_json(raw, strict=True)
+    except ValidationError as e:
+        raise DardError(f"{where}: {_describe(e)}") from None
+
+
+def from_plain(data: Any, kind: type[T], where: str) -> T:
+    """Validate plain JSON-like Python data (dicts, lists, numbers) into ``kind`` with the same strict rules."""
+    return parse_json(json.dumps(data), kind, where)
+
+
+def _read_bytes(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DardError(f"{what} not found: {path}") from None
+    except OSError as e:
+        raise DardError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def read_json_file(path: Path, kind: type[T], what: str) -> T:
+    """Read the JSON file ``path`` into ``kind``; ``what`` names the file in the error of a missing one."""
+    return parse_json(_read_bytes(path, what), kind, str(path))
+
+
+def read_jsonl_file(path: Path, kind: type[T], what: str) -> list[T]:
+    """Read a JSON-lines file (one ``kind`` per non-blank line); a bad line is an error naming its number."""
+    raw = _read_bytes(path, what)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DardError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    return [
+        parse_json(line, kind, f"{path} line {i}") for i, line in enumerate(text.splitlines(), start=1) if line.strip()
+    ]

@@ -1,0 +1,233 @@
+"""The layout of a run folder: every file name in one place, with typed readers and atomic writers.
+
+::
+
+    <run>/config.yaml                  the resolved run config (YAML), written when the run starts
+    <run>/run.json                     RunInfo: name, seed, method config, student/teacher, environment, data sizes
+    <run>/metrics.jsonl                one EpochMetrics per finished epoch
+    <run>/best.safetensors, best.json  the checkpoint selected on the validation split (dard.checkpoint format)
+    <run>/last.safetensors, last.json  the last epoch's checkpoint
+    <run>/state-<step>/                a resume snapshot: student.safetensors, optim.pt, progress.json (Progress)
+    <run>/resume.json                  ResumePointer: the last complete snapshot
+    <run>/eval/<checkpoint>.json       EvalFile: the test-split evaluation of a checkpoint
+    <run>/eval/compare-<checkpoint>.json, eval/label-gap-<checkpoint>.json   experiment extras (cached)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dard.errors import DardError
+from dard.io import read_yaml_mapping, write_json, write_text
+from dard.run_dir.files import read_json_file, read_jsonl_file
+from dard.run_dir.records import (
+    CompareFile,
+    EpochMetrics,
+    EvalFile,
+    LabelGapFile,
+    Progress,
+    ResumePointer,
+    RunInfo,
+)
+
+CHECKPOINTS = ("best", "last")
+_SNAPSHOT = re.compile(r"state-\d+")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One resume snapshot folder ``state-<global_step>/`` (its tensors are read and written by
+    :mod:`dard.training.state`)."""
+
+    path: Path
+
+    @property
+    def weights(self) -> Path:
+        return self.path / "student.safetensors"
+
+    @property
+    def optimizer(self) -> Path:
+        """Optimizer, scheduler and RNG states (``torch.save`` of tensors and plain containers)."""
+        return self.path / "optim.pt"
+
+    @property
+    def progress(self) -> Path:
+        return self.path / "progress.json"
+
+    def read_progress(self) -> Progress:
+        """The snapshot's progress (strict: a DardError naming the file if it is missing or malformed)."""
+        return read_json_file(self.progress, Progress, "resume progress")
+
+    def write_progress(self, progress: Progress) -> Path:
+        return write_json(self.progress, progress.to_dict())
+
+
+class RunDir:
+    """A run folder: the named paths of its files, and typed, strict readers and atomic writers for them.
+
+    Every reader turns a missing or malformed file into a one-line :class:`DardError` naming it (see
+    :mod:`dard.run_dir.files`), except :meth:`read_progress`, which answers None for "no usable resume state".
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # ------------------------------------------------------------------------------------------- paths
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def run_info(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.path / "eval"
+
+    def eval_file(self, checkpoint: str) -> Path:
+        return self.eval_dir / f"{checkpoint}.json"
+
+    def compare_file(self, checkpoint: str) -> Path:
+        return self.eval_dir / f"compare-{checkpoint}.json"
+
+    def label_gap_file(self, checkpoint: str) -> Path:
+        return self.eval_dir / f"label-gap-{checkpoint}.json"
+
+    def checkpoint(self, which: str) -> Path:
+        """The checkpoint ``which`` (best/last) without suffix, as :func:`dard.checkpoint.save_checkpoint` takes it."""
+        return self.path / which
+
+    def weights(self, which: str) -> Path:
+        return self.path / f"{which}.safetensors"
+
+    def checkpoint_meta(self, which: str) -> Path:
+        """The checkpoint's JSON metadata (its format is :mod:`dard.checkpoint`'s)."""
+        return self.path / f"{which}.json"
+
+    @property
+    def pointer(self) -> Path:
+        return self.path / "resume.json"
+
+    def snapshot(self, global_step: int) -> Snapshot:
+        return Snapshot(self.path / f"state-{int(global_step):09d}")
+
+    def snapshots(self) -> list[Snapshot]:
+        """Every snapshot folder present (complete or not)."""
+        return [Snapshot(p) for p in sorted(self.path.glob("state-*")) if _SNAPSHOT.fullmatch(p.name)]
+
+    # Room for the exclusive per-run-folder lock (next issue): a ``lock()`` context manager taken by every writer
+    # (training, final evaluation, experiment extras) around its writes, so two processes never write one run
+    # folder at once. Its lock file's name belongs here with the others.
+
+    # ------------------------------------------------------------------------------------------- state
+
+    def is_empty(self) -> bool:
+        """Absent, or an empty folder: a fresh run may start here."""
+        return not self.path.exists() or not any(self.path.iterdir())
+
+    def is_run(self) -> bool:
+        """Whether a run was started here (its config is recorded)."""
+        return self.config.exists()
+
+    def require_run(self) -> None:
+        """DardError unless a run was started here."""
+        if not self.is_run():
+            raise DardError(f"{self.path} is not a dard run folder (no {self.config.name})")
+
+    def is_trained(self) -> bool:
+        """Whether training finished far enough to have a selected checkpoint."""
+        return self.weights("best").exists()
+
+    def is_evaluated(self) -> bool:
+        """Whether the test evaluation of the selected checkpoint is written (the run is finished)."""
+        return self.eval_file("best").exists()
+
+    def has_snapshot(self) -> bool:
+        return self.pointer.exists()
+
+    # ------------------------------------------------------------------------------------------- reading
+
+    def read_config(self) -> dict[str, Any]:
+        """The recorded run config as a mapping (parse it with :func:`dard.training.config.parse_config`)."""
+        self.require_run()
+        return read_yaml_mapping(self.config, "run config")
+
+    def read_info(self) -> RunInfo:
+        return read_json_file(self.run_info, RunInfo, "run record")
+
+    def read_metrics(self) -> list[EpochMetrics]:
+        """The rows of metrics.jsonl ([] when absent)."""
+        return read_jsonl_file(self.metrics, EpochMetrics, "metrics") if self.metrics.is_file() else []
+
+    def read_eval(self, checkpoint: str) -> EvalFile:
+        return read_json_file(self.eval_file(checkpoint), EvalFile, "evaluation record")
+
+    def read_evals(self) -> dict[str, EvalFile]:
+        """The evaluation records present, by checkpoint (best first)."""
+        return {w: self.read_eval(w) for w in CHECKPOINTS if self.eval_file(w).is_file()}
+
+    def read_compare(self, checkpoint: str) -> CompareFile | None:
+        """The cached attack comparison of ``checkpoint``, None if there is none."""
+        path = self.compare_file(checkpoint)
+        return read_json_file(path, CompareFile, "attack comparison") if path.exists() else None
+
+    def read_label_gap(self, checkpoint: str) -> LabelGapFile | None:
+        """The cached teacher soft-label gap of ``checkpoint``, None if there is none."""
+        path = self.label_gap_file(checkpoint)
+        return read_json_file(path, LabelGapFile, "label gap") if path.exists() else None
+
+    def resume_snapshot(self) -> Snapshot:
+        """The snapshot ``resume.json`` points at (DardError if there is no pointer or it is malformed)."""
+        if not self.has_snapshot():
+            raise DardError(
+                f"{self.path} has no {self.pointer.name}: nothing to resume (was it started by `dard train`?)"
+            )
+        name = read_json_file(self.pointer, ResumePointer, "resume pointer").snapshot
+        if not _SNAPSHOT.fullmatch(name):
+            raise DardError(f"{self.pointer}: snapshot {name!r} is not a snapshot folder name (state-<step>)")
+        return Snapshot(self.path / name)
+
+    def read_progress(self) -> Progress | None:
+        """The progress of the snapshot ``resume.json`` points at, or None if there is none or it is unreadable."""
+        try:
+            return self.resume_snapshot().read_progress()
+        except DardError:
+            return None
+
+    # ------------------------------------------------------------------------------------------- writing
+
+    def write_config(self, text: str) -> Path:
+        return write_text(self.config, text)
+
+    def write_info(self, info: RunInfo) -> Path:
+        return write_json(self.run_info, info.to_dict())
+
+    def write_metrics(self, rows: Sequence[EpochMetrics]) -> Path:
+        return write_text(self.metrics, "".join(json.dumps(row.to_dict()) + "\n" for row in rows))
+
+    def write_eval(self, checkpoint: str, record: EvalFile) -> Path:
+        return write_json(self.eval_file(checkpoint), record.to_dict())
+
+    def write_compare(self, checkpoint: str, cached: CompareFile) -> Path:
+        return write_json(self.compare_file(checkpoint), cached.to_dict())
+
+    def write_label_gap(self, checkpoint: str, cached: LabelGapFile) -> Path:
+        return write_json(self.label_gap_file(checkpoint), cached.to_dict())
+
+    def point_at(self, snapshot: Snapshot) -> Path:
+        """Make ``snapshot`` (complete by now) the one a resume starts from."""
+        return write_json(self.pointer, ResumePointer(snapshot.path.name).to_dict())

@@ -1,0 +1,96 @@
+"""A finished run folder read as one typed record: what reports are made of."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dard.errors import DardError
+from dard.run_dir.layout import RunDir
+from dard.run_dir.records import EpochMetrics, EvalFile, RunInfo
+
+
+@dataclass
+class RunRecord:
+    """A finished run: its ``run.json`` and the numbers derived from it and the other files.
+
+    ``evals`` maps ``"best"`` / ``"last"`` to the evaluation records present in ``eval/``; ``train_seconds`` is the
+    training loop's wall time and ``train_images_per_s`` its throughput (None when not recorded); ``device`` names
+    where it trained.
+    """
+
+    path: Path
+    name: str
+    seed: int | None
+    method: dict[str, Any]
+    student: dict[str, Any]
+    teacher: dict[str, Any] | None
+    data: dict[str, Any]
+    info: RunInfo  # run.json as written (every field at its default when the file is absent)
+    metrics: list[EpochMetrics]
+    evals: dict[str, EvalFile]
+    train_seconds: float | None
+    train_images_per_s: float | None
+    device: str
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunRecord:
+        """Read a finished run folder; DardError if it is missing, holds no evaluation record or a malformed file."""
+        run = RunDir(path)
+        if not run.path.is_dir():
+            raise DardError(f"{run.path} is not a finished dard run (folder not found)")
+        evals = run.read_evals()
+        if not evals:
+            raise DardError(f"{run.path} is not a finished dard run (no {run.eval_file('best').relative_to(run.path)})")
+        info = run.read_info() if run.run_info.is_file() else RunInfo()
+        first = next(iter(evals.values()))
+        student = info.student or {k: v for k, v in first.model.items() if k not in ("checkpoint", "epoch")}
+        metrics = run.read_metrics()
+        train_seconds = _train_seconds(run, metrics)
+        return cls(
+            path=run.path,
+            name=str(info.name or run.path.name),
+            seed=info.seed if info.seed is not None else first.seed,
+            method=dict(info.method),
+            student=dict(student),
+            teacher=info.teacher,
+            data=dict(info.data),
+            info=info,
+            metrics=metrics,
+            evals=evals,
+            train_seconds=train_seconds,
+            train_images_per_s=_train_throughput(train_seconds, info.data, metrics),
+            device=_device_text(info),
+        )
+
+
+def _train_seconds(run: RunDir, metrics: Sequence[EpochMetrics]) -> float | None:
+    """Wall time of the training loop (validation and test evaluation excluded), or None if not recorded.
+
+    Rows of ``metrics.jsonl`` carry it cumulatively; runs written before they did have it only in their final
+    resume snapshot.
+    """
+    for row in reversed(metrics):
+        if row.train_seconds is not None:
+            return float(row.train_seconds)
+    progress = run.read_progress()
+    return None if progress is None or progress.train_seconds is None else float(progress.train_seconds)
+
+
+def _train_throughput(seconds: float | None, data: dict[str, Any], metrics: Sequence[EpochMetrics]) -> float | None:
+    """Training images per second over the whole run (all processes), from the recorded training time."""
+    n = data.get("train")
+    epochs = max((row.epoch for row in metrics), default=0)
+    if not seconds or not isinstance(n, int) or not epochs:
+        return None
+    return n * epochs / seconds
+
+
+def _device_text(info: RunInfo) -> str:
+    """Where a run trained, from its run.json environment (with the process count under torchrun)."""
+    env = info.environment
+    text = str(env.get("device_name") or env.get("device") or "?")
+    world = env.get("world_size") or 1
+    return f"{text} x {world} processes" if world > 1 else text

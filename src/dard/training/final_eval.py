@@ -1,0 +1,94 @@
+"""A run's final evaluation: its selected checkpoints on the test split with the suite, written to ``eval/``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dard.checkpoint import load_checkpoint
+from dard.evaluation.suite import EvalRecord, build_suite, evaluate
+from dard.run_dir import EpsSweep, EvalFile, RunDir
+from dard.runtime import environment
+from dard.training.config import RunConfig
+from dard.training.setup import Data, float_tensors
+
+SWEEP_ATTACK = "pgd20"
+
+
+def final_evaluation(cfg: RunConfig, run_dir: Path, data: Data, device: torch.device) -> None:
+    """Evaluate the configured checkpoints on the test split; writes ``eval/<checkpoint>.json``.
+
+    The expensive extras (AutoAttack on a subset, the eps sweep) run for the first listed checkpoint only (best).
+    A checkpoint whose evaluation is already written (a resumed run) is skipped.
+    """
+    folder = RunDir(run_dir)
+    x, y = float_tensors(data.test, device)
+    env = environment(device)
+    for which in cfg.eval.checkpoints:
+        if folder.eval_file(which).exists():
+            continue
+        model, meta = load_checkpoint(folder.weights(which), device)
+        info = {**meta["model"], "checkpoint": f"{which}", "epoch": meta.get("epoch")}
+        data_info = {"name": data.bundle.name, "split": "test", "n": int(x.shape[0])}
+        attacks = build_suite(cfg.eval.attacks, cfg.eps, seed=cfg.seed)
+        record = evaluate(
+            model,
+            x,
+            y,
+            attacks,
+            batch_size=cfg.eval.batch_size,
+            device=device,
+            progress=cfg.progress,
+            model_info=info,
+            data_info=data_info,
+            seed=cfg.seed,
+            environment=env,
+        )
+        first = which == cfg.eval.checkpoints[0]
+        subset = _autoattack_subset(cfg, model, x, y, info, data_info, env) if first else None
+        sweep = _eps_sweep(cfg, model, x, y) if first else None
+        folder.write_eval(which, EvalFile.of(record, autoattack_subset=subset, eps_sweep=sweep))
+
+
+def _autoattack_subset(
+    cfg: RunConfig,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    info: Mapping[str, Any],
+    data_info: Mapping[str, Any],
+    env: Mapping[str, Any],
+) -> EvalRecord | None:
+    """AutoAttack on the first ``eval.autoattack_subset`` test images (None when not configured)."""
+    if not cfg.eval.autoattack_subset:
+        return None
+    k = min(cfg.eval.autoattack_subset, x.shape[0])
+    return evaluate(
+        model,
+        x[:k],
+        y[:k],
+        build_suite(["autoattack"], cfg.eps, seed=cfg.seed),
+        batch_size=cfg.eval.batch_size,
+        device=x.device,
+        progress=cfg.progress,
+        model_info=info,
+        data_info={**data_info, "n": k},
+        seed=cfg.seed,
+        environment=env,
+    )
+
+
+def _eps_sweep(cfg: RunConfig, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> EpsSweep | None:
+    """PGD-20 test accuracy at each eps of ``eval.eps_sweep`` (None when not configured)."""
+    if not cfg.eval.eps_sweep:
+        return None
+    accuracy = {}
+    for eps in cfg.eval.eps_sweep:
+        suite = build_suite([SWEEP_ATTACK], eps, seed=cfg.seed)
+        r = evaluate(model, x, y, suite, batch_size=cfg.eval.batch_size, device=x.device, progress=False)
+        accuracy[f"{eps:.6f}"] = r.attacks[SWEEP_ATTACK].accuracy
+    return EpsSweep(attack=SWEEP_ATTACK, accuracy=accuracy)

@@ -1,0 +1,145 @@
+"""Setting up a run: its data splits, loss, teacher, speed switches and optimizer, and the config a run folder
+recorded.
+
+Shared by the training loop, the final evaluation and `dard experiment`'s per-run extras.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dard.checkpoint import load_model
+from dard.data import DatasetBundle, ImageSet, load_dataset, split_train_val
+from dard.errors import DardError
+from dard.methods import Method, create_method, method_params
+from dard.run_dir import RunDir
+from dard.training import distributed as dist
+from dard.training.config import RunConfig, TeacherConfig, parse_config
+
+
+@dataclass
+class Data:
+    """The splits a run uses: train (for SGD), val (for checkpoint selection), test (final evaluation only)."""
+
+    bundle: DatasetBundle
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+
+
+def prepare_data(cfg: RunConfig) -> Data:
+    """Load the dataset and carve the fixed, seeded validation split out of the training set."""
+    bundle = load_dataset(cfg.data.name, cfg.data.dir, download=cfg.data.download)
+    val_size = cfg.data.val_size if cfg.data.val_size < 1 else int(cfg.data.val_size)
+    train, val = split_train_val(bundle.train, val_size, seed=cfg.seed)
+    if cfg.data.train_subset is not None:
+        train = train.subset(torch.arange(min(cfg.data.train_subset, len(train))))
+    test = bundle.test
+    if cfg.data.test_subset is not None:
+        test = test.subset(torch.arange(min(cfg.data.test_subset, len(test))))
+    if len(val) == 0:
+        raise DardError("data.val_size leaves no validation images; checkpoint selection needs a held-out split")
+    return Data(bundle, train, val, test)
+
+
+def float_tensors(images: ImageSet, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` on ``device``: images as float in [0, 1], labels as int64."""
+    return images.x.to(device).float().div_(255), images.y.to(device)
+
+
+def build_method(cfg: RunConfig) -> Method:
+    """The configured loss object; the run's eps is the default budget of its training attack."""
+    params = dict(cfg.method.params)
+    if "attack" in method_params(cfg.method.name):
+        attack = dict(params.get("attack") or {})
+        attack.setdefault("eps", cfg.eps)
+        params["attack"] = attack
+    return create_method(cfg.method.name, **params)
+
+
+def load_teacher(tcfg: TeacherConfig, bundle: DatasetBundle, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
+    """A frozen teacher in eval mode with no parameter gradients, from a dard checkpoint or external weights;
+    returns it with its provenance (recorded in run.json)."""
+    loaded = load_model(
+        bundle,
+        device,
+        checkpoint=tcfg.checkpoint or None,
+        arch=tcfg.arch,
+        weights=tcfg.weights,
+        normalize=tcfg.normalize,
+        what="teacher",
+    )
+    teacher = loaded.model.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher, loaded.info
+
+
+def prepare_models(
+    cfg: RunConfig, student: nn.Module, teacher: nn.Module | None, device: torch.device, dist_info: dist.DistInfo
+) -> tuple[nn.Module, nn.Module | None]:
+    """Apply the speed switches and the multi-process wrapper; returns (model to train with, teacher to call).
+
+    Order matters: channels_last and SyncBatchNorm change the module itself, ``torch.compile`` wraps it, and
+    DistributedDataParallel wraps the compiled module, so attacks (which unwrap DDP: they need no gradient
+    sync) still run the compiled graph.
+    """
+    if cfg.speed.channels_last:
+        student.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            teacher.to(memory_format=torch.channels_last)
+    if dist_info.enabled and cfg.speed.sync_bn and device.type == "cuda":
+        student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
+    model = student
+    if cfg.speed.compile:
+        model = torch.compile(student, backend=cfg.speed.compile_backend)
+        teacher = torch.compile(teacher, backend=cfg.speed.compile_backend) if teacher is not None else None
+    if dist_info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return model, teacher
+
+
+def lr_lambda(cfg: RunConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """Per-step LR multiplier for the configured schedule (linear warm-up, then step/cosine/constant)."""
+    o = cfg.optim
+    total = o.epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        epoch = step / steps_per_epoch
+        if o.warmup_epochs and epoch < o.warmup_epochs:
+            return (step + 1) / (o.warmup_epochs * steps_per_epoch)
+        if o.schedule == "step":
+            return o.gamma ** sum(epoch >= m for m in o.milestones)
+        if o.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        return 1.0
+
+    return factor
+
+
+def build_optimizer(
+    cfg: RunConfig, student: nn.Module, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """SGD over the student's parameters and its per-step LR schedule."""
+    optimizer = torch.optim.SGD(
+        student.parameters(),
+        lr=cfg.optim.lr,
+        momentum=cfg.optim.momentum,
+        weight_decay=cfg.optim.weight_decay,
+        nesterov=cfg.optim.nesterov,
+    )
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps_per_epoch))
+
+
+def load_run_config(run_dir: str | Path) -> RunConfig:
+    """The resolved config a run folder recorded."""
+    return parse_config(RunDir(run_dir).read_config())

@@ -1,0 +1,166 @@
+"""The run-folder schema (dard.run_dir): every file a real run writes round-trips through its type, the folder
+holds only files RunDir names, and a missing, truncated, non-UTF-8 or wrongly typed file is one error line that
+names it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from tests.conftest import assert_one_line_error, run_cli, tiny_config
+
+from dard.errors import DardError
+from dard.evaluation.suite import AttackResult, EvalRecord
+from dard.run_dir import EpochMetrics, EvalFile, Progress, ResumePointer, RunDir, RunInfo, RunRecord
+from dard.training import parse_config, train
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory) -> RunDir:
+    """A tiny run with every optional part: AutoAttack on a subset and an eps sweep (best), a mid-epoch snapshot."""
+    cfg = tiny_config(
+        eps=0.3,  # AutoAttack then fools the first images at once, so it takes well under a second
+        eval={"attacks": ["fgsm"], "autoattack_subset": 4, "eps_sweep": [0.05, 0.1]},
+        optim={"epochs": 2},
+        checkpoint_every_steps=3,
+    )
+    return RunDir(train(parse_config(cfg), tmp_path_factory.mktemp("rundir") / "run"))
+
+
+def _json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.mark.slow
+def test_every_file_of_a_real_run_round_trips(real_run: RunDir) -> None:
+    best, last = _json(real_run.eval_file("best")), _json(real_run.eval_file("last"))
+    assert {"autoattack_subset", "eps_sweep"} <= set(best) and not {"autoattack_subset", "eps_sweep"} & set(last)
+    for raw in (best, last):
+        assert EvalFile.from_dict(raw).to_dict() == raw
+    parsed = real_run.read_eval("best")
+    assert parsed.eps_sweep.attack == "pgd20" and set(parsed.eps_sweep.accuracy) == {"0.050000", "0.100000"}
+    assert parsed.autoattack_subset.data["n"] == 4
+    assert RunInfo.from_dict(raw := _json(real_run.run_info)).to_dict() == raw
+    rows = [json.loads(line) for line in real_run.metrics.read_text().splitlines()]
+    assert [r.to_dict() for r in real_run.read_metrics()] == rows and len(rows) == 2
+    assert ResumePointer.from_dict(raw := _json(real_run.pointer)).to_dict() == raw
+    snap = real_run.resume_snapshot()
+    assert Progress.from_dict(raw := _json(snap.progress)).to_dict() == raw
+    assert snap.read_progress().history == real_run.read_metrics()
+
+
+@pytest.mark.slow
+def test_a_run_folder_holds_only_the_files_run_dir_names(real_run: RunDir) -> None:
+    snap = real_run.resume_snapshot()
+    named = {real_run.config, real_run.run_info, real_run.metrics, real_run.pointer}
+    named |= {real_run.eval_file(w) for w in ("best", "last")}
+    named |= {p for w in ("best", "last") for p in (real_run.weights(w), real_run.checkpoint_meta(w))}
+    named |= {snap.weights, snap.optimizer, snap.progress}
+    assert {p for p in real_run.path.rglob("*") if p.is_file()} == named
+    assert real_run.snapshots() == [snap]  # older snapshots are removed once a newer one is complete
+    assert real_run.is_run() and real_run.is_trained() and real_run.is_evaluated()
+
+
+def _record() -> EvalRecord:
+    acc = {"accuracy": 0.5, "correct": 2, "total": 4}
+    attacks = {"fgsm": AttackResult({"name": "fgsm", "eps": 0.1}, 0.25, 1, 4, 0.1, 0.1, [], 1, 2)}
+    return EvalRecord({"arch": "mlp"}, {"name": "digits", "n": 4}, {"norm": "linf", "eps": 0.1}, acc, attacks, acc,
+                      [], 0, {}, 0.5)  # fmt: skip
+
+
+@pytest.fixture
+def small_run(tmp_path: Path) -> RunDir:
+    """A finished run folder written through the writers (no training)."""
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.write_config("name: run\nseed: 0\n")
+    run.write_info(RunInfo(name="run", seed=0, method={"name": "sat"}, data={"train": 8}))
+    run.write_metrics([EpochMetrics(1, 0.1, 2.0, 0.5, 10.0, 1.5, 0.5, 0.25)])
+    snap = run.snapshot(3)
+    snap.write_progress(Progress(epoch=1, global_step=3, history=run.read_metrics(), train_seconds=1.5))
+    run.point_at(snap)
+    run.write_eval("best", EvalFile.of(_record()))
+    return run
+
+
+def test_writers_make_a_folder_the_readers_accept(small_run: RunDir) -> None:
+    record = RunRecord.load(small_run.path)
+    assert record.name == "run" and record.method == {"name": "sat"} and record.train_seconds == 1.5
+    assert record.evals["best"].attacks["fgsm"].success_rate == 0.5
+    assert record.train_images_per_s == pytest.approx(8 / 1.5)
+    assert small_run.read_progress().global_step == 3 and small_run.read_config() == {"name": "run", "seed": 0}
+
+
+# (file, how it is read) pairs; each reader must fail with one line naming the file
+READERS = {
+    "eval": (lambda r: r.eval_file("best"), lambda r: RunRecord.load(r.path)),
+    "run.json": (lambda r: r.run_info, lambda r: RunRecord.load(r.path)),
+    "metrics": (lambda r: r.metrics, lambda r: RunRecord.load(r.path)),
+    "progress": (lambda r: r.resume_snapshot().progress, lambda r: r.resume_snapshot().read_progress()),
+    "pointer": (lambda r: r.pointer, lambda r: r.resume_snapshot()),
+    "config": (lambda r: r.config, lambda r: r.read_config()),
+}
+WRONG_TYPE = {
+    "eval": lambda d: {**d, "attacks": 5},
+    "run.json": lambda d: {**d, "seed": "zero"},
+    "metrics": lambda d: {**d, "epoch": "one"},
+    "progress": lambda d: {**d, "history": {"epoch": 1}},
+    "pointer": lambda d: {"snapshot": 7},
+}
+
+
+def _corrupt(path: Path, how: str, which: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    if how == "list":
+        path.write_text("[1, 2]\n" if which != "config" else "- 1\n- 2\n")
+    elif how == "truncated":
+        path.write_text(text[: len(text) // 2] if which != "config" else "name: [run\n")
+    elif how == "non-utf8":
+        path.write_bytes(b'{"name": "\xff\xfe"}\n' if which != "config" else b"name: \xff\xfe\n")
+    else:
+        data = json.loads(text.splitlines()[0] if which == "metrics" else text)  # metrics: its first row
+        path.write_text(json.dumps(WRONG_TYPE[which](data)) + "\n")
+
+
+CASES = [
+    (w, h)
+    for w in READERS
+    for h in ("list", "truncated", "non-utf8", "wrong type")
+    if (w, h) != ("config", "wrong type")
+]
+
+
+@pytest.mark.parametrize("which,how", CASES)
+def test_a_malformed_file_is_one_error_line_naming_it(small_run: RunDir, which: str, how: str) -> None:
+    locate, read = READERS[which]
+    path = locate(small_run)
+    _corrupt(path, how, which)
+    with pytest.raises(DardError) as err:
+        read(small_run)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message, message
+
+
+def test_a_missing_file_is_named(small_run: RunDir) -> None:
+    small_run.resume_snapshot().progress.unlink()
+    with pytest.raises(DardError, match="resume progress not found: .*progress.json"):
+        small_run.resume_snapshot().read_progress()
+    assert small_run.read_progress() is None  # the lenient reader used by --plan: "unreadable"
+    small_run.pointer.write_text(json.dumps({"snapshot": "../elsewhere"}))
+    with pytest.raises(DardError, match="not a snapshot folder name"):
+        small_run.resume_snapshot()
+
+
+def test_the_cli_reports_a_malformed_run_in_one_line(small_run: RunDir, tmp_path: Path) -> None:
+    eval_file = small_run.eval_file("best")
+    eval_file.write_text(json.dumps({**json.loads(eval_file.read_text()), "attacks": 5}))
+    proc = run_cli("report", str(small_run.path), "--out", str(tmp_path / "report"))
+    assert_one_line_error(proc, str(eval_file), "attacks")
+    assert not (tmp_path / "report").exists()
+
+    resumable = tmp_path / "resumable"
+    shutil.copytree(small_run.path, resumable)
+    RunDir(resumable).config.write_bytes(b"name: \xff\n")
+    assert_one_line_error(run_cli("train", "--resume", str(resumable)), "config.yaml", "UTF-8")
