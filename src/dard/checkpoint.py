@@ -18,6 +18,7 @@ from torch import nn
 
 from dard.errors import DardError
 from dard.io import read_json, save_tensors, write_json
+from dard.model_checks import check_input, check_spec
 from dard.models import create_model
 from dard.module_utils import unwrap_model
 from dard.run_dir import CHECKPOINTS, RunDir
@@ -41,7 +42,9 @@ def model_spec(arch: str, bundle: DatasetBundle, normalize: bool) -> dict[str, A
 
 
 def build_model(spec: Mapping[str, Any], where: str = "model spec") -> nn.Module:
-    """Instantiate the (untrained) model a spec describes; a bad spec is a DardError naming ``where``."""
+    """Instantiate the (untrained) model a spec describes; a bad spec, or sizes out of bounds, is a DardError
+    naming ``where``."""
+    check_spec(spec, where)
     try:
         return create_model(
             spec["arch"],
@@ -85,11 +88,19 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return p
 
 
-def read_checkpoint_meta(weights: Path) -> dict[str, Any]:
+RAW_WEIGHTS_HINT = "pass --model ARCH to load raw weights"
+#: what a teacher given as raw weights needs instead (the config's keys, and how to set them on the command line)
+TEACHER_RAW_HINT = (
+    "a teacher from raw weights needs teacher.arch + teacher.weights "
+    "(--set teacher.arch=ARCH --set teacher.weights=FILE)"
+)
+
+
+def read_checkpoint_meta(weights: Path, raw_hint: str = RAW_WEIGHTS_HINT) -> dict[str, Any]:
     """Read and check the JSON metadata beside ``weights``."""
     meta_path = weights.with_suffix(".json")
     if not meta_path.exists():
-        raise DardError(f"{weights} has no metadata file {meta_path.name}; pass --model ARCH to load raw weights")
+        raise DardError(f"{weights} has no metadata file {meta_path.name}; {raw_hint}")
     try:
         meta = read_json(meta_path)
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
@@ -99,20 +110,20 @@ def read_checkpoint_meta(weights: Path) -> dict[str, Any]:
     return meta
 
 
-def checkpoint_meta(path: str | Path) -> tuple[Path, dict[str, Any]]:
+def checkpoint_meta(path: str | Path, raw_hint: str = RAW_WEIGHTS_HINT) -> tuple[Path, dict[str, Any]]:
     """The weights file and checked metadata of a dard checkpoint (a run folder, ``.json`` or ``.safetensors``
-    path), without loading the weights."""
+    path), without loading the weights. ``raw_hint`` says how to load a file that is not one."""
     weights = resolve_checkpoint(path)
     if weights.suffix != ".safetensors":
-        raise DardError(
-            f"{weights} is not a dard checkpoint (.safetensors + .json); pass --model ARCH to load raw weights"
-        )
-    return weights, read_checkpoint_meta(weights)
+        raise DardError(f"{weights} is not a dard checkpoint (.safetensors + .json); {raw_hint}")
+    return weights, read_checkpoint_meta(weights, raw_hint)
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_checkpoint(
+    path: str | Path, device: torch.device | str = "cpu", raw_hint: str = RAW_WEIGHTS_HINT
+) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model described by a dard checkpoint and load its weights; returns (model in eval mode, meta)."""
-    weights, meta = checkpoint_meta(path)
+    weights, meta = checkpoint_meta(path, raw_hint)
     model = build_model(meta["model"], str(weights.with_suffix(".json")))
     load_weights(model, weights)
     return model.to(device).eval(), meta
@@ -140,10 +151,12 @@ def load_model(
     """A model for ``bundle``'s images: a dard ``checkpoint``, or architecture ``arch`` with external ``weights`` (a
     file or a state dict already read) and, if ``normalize``, the dataset's mean/std inside the model.
 
-    A class or channel count that does not match the dataset is a DardError naming ``what``.
+    A class or channel count that does not match the dataset, or an image size the model cannot take, is a
+    DardError naming ``what``.
     """
     if checkpoint is not None:
-        model, meta = load_checkpoint(checkpoint, device)
+        hint = TEACHER_RAW_HINT if what == "teacher" else RAW_WEIGHTS_HINT
+        model, meta = load_checkpoint(checkpoint, device, hint)
         loaded = LoadedModel(model, {"source": str(checkpoint), **meta["model"]}, meta.get("epoch"))
     else:
         if arch is None or weights is None:
@@ -158,4 +171,6 @@ def load_model(
         raise DardError(f"{what} has {classes} classes but dataset '{bundle.name}' has {bundle.num_classes}")
     if channels != bundle.image_shape[0]:
         raise DardError(f"{what} takes {channels} channels but dataset '{bundle.name}' has {bundle.image_shape[0]}")
+    probe = bundle.test.x[:2].to(device).float().div_(255)
+    check_input(loaded.model, probe, bundle.num_classes, f"{what} ({loaded.info.get('arch')})")
     return loaded

@@ -6,6 +6,18 @@ one-line message; the CLI prints it without a traceback and exits non-zero.
 
 from __future__ import annotations
 
+import reprlib
+
+#: the most characters of a user's value an error message echoes (a YAML alias chain expands to megabytes)
+SHOWN_CHARS = 200
+
+# A bounded repr: nested containers are cut at a few levels and items, so even a value whose full repr would
+# take gigabytes (shared YAML aliases) is shown in bounded time and space.
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 3
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxset = _REPR.maxdict = 6
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = SHOWN_CHARS
+
 
 class DardError(Exception):
     """An error caused by user input, reported as one line by the CLI."""
@@ -17,3 +29,8 @@ def one_line(text: object, limit: int | None = None) -> str:
     if limit is not None and len(line) > limit:
         return line[: limit - 3] + "..."
     return line
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` for an error message: one line, at most ``limit`` characters, computed in bounded time."""
+    return one_line(_REPR.repr(value), limit)

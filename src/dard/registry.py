@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from dard.errors import DardError
+from dard.errors import DardError, shown
 
 T = TypeVar("T")
 
@@ -44,7 +44,7 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise DardError(f"unknown {self.kind} '{name}'; valid: {', '.join(self.names())}") from None
+            raise DardError(f"unknown {self.kind} {shown(name)}; valid: {', '.join(self.names())}") from None
 
     def params(self, name: str) -> list[str]:
         """The keyword parameters ``create(name, ...)`` accepts, in signature order."""

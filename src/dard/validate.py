@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from dard.errors import DardError
+from dard.errors import DardError, shown
 
 __all__ = ["check_bool", "check_choice", "check_float", "check_int", "check_seed"]
 
@@ -29,10 +29,10 @@ def check_float(
     """``value`` as a float, or a DardError unless it is a finite number in [lo, hi] (``(lo, hi]`` if ``lo_open``)."""
     # bool is an int subclass; `eps=True` is a config mistake, not 1.0
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise DardError(f"{owner}: {name} must be a number, got {value!r}")
+        raise DardError(f"{owner}: {name} must be a number, got {shown(value)}")
     value = float(value)
     if not math.isfinite(value):
-        raise DardError(f"{owner}: {name} must be finite, got {value!r}")
+        raise DardError(f"{owner}: {name} must be finite, got {shown(value)}")
     below = lo is not None and (value <= lo if lo_open else value < lo)
     if below or (hi is not None and value > hi):
         raise DardError(f"{owner}: {name} must be {_range(lo, hi, lo_open)}, got {value:g}")
@@ -50,7 +50,7 @@ def _range(lo: float | None, hi: float | None, lo_open: bool) -> str:
 def check_int(name: str, value: Any, *, owner: str, lo: int | None = None) -> int:
     """``value`` as an int, or a DardError unless it is an integer >= ``lo``."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise DardError(f"{owner}: {name} must be an integer, got {value!r}")
+        raise DardError(f"{owner}: {name} must be an integer, got {shown(value)}")
     if lo is not None and value < lo:
         raise DardError(f"{owner}: {name} must be >= {lo}, got {value}")
     return int(value)
@@ -59,14 +59,14 @@ def check_int(name: str, value: Any, *, owner: str, lo: int | None = None) -> in
 def check_bool(name: str, value: Any, *, owner: str) -> bool:
     """``value`` if it is a bool, else a DardError."""
     if not isinstance(value, bool):
-        raise DardError(f"{owner}: {name} must be true or false, got {value!r}")
+        raise DardError(f"{owner}: {name} must be true or false, got {shown(value)}")
     return value
 
 
 def check_choice(name: str, value: C, choices: Sequence[C], *, owner: str) -> C:
     """``value`` if it is one of ``choices``, else a DardError listing them."""
     if value not in choices:
-        raise DardError(f"{owner}: {name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+        raise DardError(f"{owner}: {name} must be one of {', '.join(map(str, choices))}; got {shown(value)}")
     return value
 
 

@@ -8,6 +8,7 @@ run code when loaded.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from dard.errors import DardError, one_line
+from dard.model_checks import check_finite
 
 __all__ = ["load_weights", "read_state_dict"]
 
@@ -38,7 +40,8 @@ def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], stric
     Checkpoints that nest the state dict (``{"state_dict": ...}``, ``{"model": ...}``, ``{"net": ...}``)
     are unwrapped, and ``module.``/``model.`` prefixes are stripped (repeatedly, e.g. ``module.model.``).
     With ``strict`` every model key must be present and no extra key allowed. Shapes must always match.
-    Problems raise :class:`DardError` with a one-line message naming the offending keys.
+    Problems raise :class:`DardError` with a one-line message naming the offending keys; so do NaN or infinite
+    values among the loaded parameters and buffers.
     """
     if isinstance(source, (str, Path)):
         where = str(source)
@@ -62,6 +65,7 @@ def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], stric
     except RuntimeError as exc:  # e.g. a dtype that cannot be copied; keep the one-line contract
         reason = one_line(exc, _REASON_CHARS)
         raise DardError(f"cannot load {where} into {type(model).__name__}: {reason}") from None
+    check_finite(model, where)
 
 
 def _key_problems(state: Mapping[str, Tensor], target: Mapping[str, Tensor], strict: bool) -> list[str]:
@@ -96,8 +100,11 @@ def _read_weights_file(path: Path) -> Any:
             from safetensors.torch import load_file
 
             return load_file(str(path), device="cpu")
-        # weights_only=True: a checkpoint must never be able to run code when loaded.
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # weights_only=True: a checkpoint must never be able to run code when loaded. Its warnings (e.g. about a
+        # pickle protocol) are not for the user: a refusal is our one error line, a success needs no comment.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any failure means "not a checkpoint we can read"
         text = str(exc)
         if "Weights only load failed" in text:

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from dard.attacks import Attack, create_attack, perturbation_norms
-from dard.errors import DardError
+from dard.attacks import ATTACKS, Attack, create_attack, perturbation_norms
+from dard.errors import SHOWN_CHARS, DardError, one_line, shown
 from dard.module_utils import eval_mode
 
 # Named evaluation attacks with the parameters the field reports (docs/evaluation.md, "The suite").
@@ -45,9 +45,10 @@ def parse_eps(text: str | float) -> float:
     try:
         value = float(Fraction(str(text).strip())) if not isinstance(text, float) else text
     except (ValueError, ZeroDivisionError):
-        raise DardError(f"eps '{text}' is not a number or fraction such as 8/255") from None
+        raise DardError(f"eps {one_line(text, SHOWN_CHARS)} is not a number or fraction such as 8/255") from None
     if not 0.0 <= value <= 1.0:
-        raise DardError(f"eps {text} is outside [0, 1] (inputs live in [0, 1]; did you mean {text}/255?)")
+        hint = f"; did you mean {text}/255?" if 1.0 < value <= 255.0 else ""  # a budget given in pixel levels
+        raise DardError(f"eps {one_line(text, SHOWN_CHARS)} is outside [0, 1] (inputs live in [0, 1]{hint})")
     return value
 
 
@@ -57,10 +58,17 @@ def build_suite(
     """Instantiate named attacks (keys of DEFAULT_SUITE, or any registered attack name) at one eps."""
     attacks: dict[str, Attack] = {}
     for label in names:
+        if label not in DEFAULT_SUITE and label not in ATTACKS:
+            raise DardError(f"unknown attack {shown(label)}; {attack_names()}")
         spec = dict(DEFAULT_SUITE.get(label, {"name": label}))
         spec.update((overrides or {}).get(label, {}))
         attacks[label] = attack_from_spec(spec, eps, seed)
     return attacks
+
+
+def attack_names() -> str:
+    """What an attack may be called: the suite labels people type and the registered attack classes."""
+    return f"suite labels: {', '.join(DEFAULT_SUITE)}; attack classes: {', '.join(ATTACKS.names())}"
 
 
 def attack_from_spec(spec: Mapping[str, Any], eps: float, seed: int | None) -> Attack:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from dard.attacks import ATTACKS, Attack
-from dard.errors import DardError
+from dard.errors import DardError, shown
 
 #: Madry et al.'s PGD-10 as the field trains with it: Linf eps 8/255, step 2/255, uniform random start, CE.
 PGD10_TRAINING: Mapping[str, Any] = MappingProxyType(
@@ -72,11 +72,13 @@ def resolve_attack_spec(method_name: str, spec: Any, default: Mapping[str, Any])
     if spec is None:
         return dict(default)
     if not isinstance(spec, Mapping):
-        raise DardError(f"method '{method_name}': attack must be a mapping like {{'name': 'pgd', ...}}, got {spec!r}")
+        raise DardError(
+            f"method '{method_name}': attack must be a mapping like {{'name': 'pgd', ...}}, got {shown(spec)}"
+        )
     spec = dict(spec)
     name = spec.get("name", default["name"])
     if not isinstance(name, str):
-        raise DardError(f"method '{method_name}': attack name must be a string, got {name!r}")
+        raise DardError(f"method '{method_name}': attack name must be a string, got {shown(name)}")
     if name == default["name"]:
         return {**default, **spec}
     kind, default_kind = _target_kind(method_name, name), _target_kind(method_name, default["name"])

@@ -8,14 +8,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from dard.errors import DardError
+from dard.errors import DardError, shown
 from dard.evaluation.suite import QUICK_SUITE
 from dard.io import read_yaml_mapping
 from dard.packaged import find_config
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `optim.lr: .inf` or `eps: .nan` is a config error, not a run that diverges later
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -142,7 +143,9 @@ def validation_message(err: ValidationError) -> str:
         loc = ".".join(str(p) for p in e["loc"]) or "config"
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
         got = (
-            f" (got {e['input']!r})" if e["type"] != "extra_forbidden" and not isinstance(e.get("input"), dict) else ""
+            f" (got {shown(e['input'])})"
+            if e["type"] != "extra_forbidden" and not isinstance(e.get("input"), dict)
+            else ""
         )
         parts.append(f"{loc}: {msg}{got}")
     return "; ".join(parts)
@@ -163,7 +166,7 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     for k in keys[:-1]:
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
-            raise DardError(f"override '{dotted}': '{k}' is not a section")
+            raise DardError(f"override {shown(dotted)}: {shown(k)} is not a section")
     node[keys[-1]] = value
 
 
@@ -171,16 +174,21 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     """Load a YAML config (a file, or a packaged config's name such as ``cifar10/dard_resnet18``; defaults when
     ``path`` is None) and apply ``key.sub=value`` overrides."""
     data: dict[str, Any] = read_yaml_mapping(find_config(path), "config file") if path is not None else {}
-    for item in overrides or []:
+    apply_overrides(data, overrides or [])
+    return parse_config(data)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
+    """Apply command-line overrides ``key.sub=value`` (each value parsed as YAML) to a config dict in place."""
+    for item in overrides:
         if "=" not in item:
-            raise DardError(f"override '{item}' must look like key.sub=value")
+            raise DardError(f"override {shown(item)} must look like key.sub=value")
         key, _, raw = item.partition("=")
         try:
             value = yaml.safe_load(raw)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):
             value = raw
         set_dotted(data, key.strip(), value)
-    return parse_config(data)
 
 
 def dump_config(cfg: RunConfig) -> str:

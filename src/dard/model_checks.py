@@ -1,0 +1,108 @@
+"""Checks on a model before it is used: sizes read from a file are bounded, loaded weights are finite, and the
+model takes the dataset's images and returns one logit per class. Each failure is one :class:`DardError` line.
+
+One place for all of them: checkpoints (:mod:`dard.checkpoint`), weight files (:mod:`dard.weights`), resume
+snapshots, the teacher and the student before training (:mod:`dard.training.preflight`) go through here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dard.errors import DardError, one_line, shown
+from dard.module_utils import eval_mode
+
+#: bounds on the sizes a checkpoint's metadata may ask for (a corrupt or hostile file must not make us allocate
+#: terabytes): more classes than any public benchmark, more channels than hyperspectral images carry
+MAX_CLASSES = 100_000
+MAX_CHANNELS = 1024
+_LARGEST_PROBE = 1024  # the largest square image tried when looking for a model's minimum input size
+
+
+def _bounded_int(spec: Mapping[str, Any], key: str, lo: int, hi: int, where: str) -> int:
+    value = spec.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise DardError(f"{where}: {key} must be an integer in [{lo}, {hi}], got {shown(value)}")
+    return value
+
+
+def check_spec(spec: Any, where: str) -> None:
+    """A model spec read from a file (``arch``, ``num_classes``, ``in_channels``, ``mean``, ``std``) with every
+    size within bounds; DardError naming ``where`` otherwise."""
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("arch"), str):
+        raise DardError(f"{where}: bad model spec (needs arch, num_classes, in_channels), got {shown(spec)}")
+    _bounded_int(spec, "num_classes", 2, MAX_CLASSES, where)
+    _bounded_int(spec, "in_channels", 1, MAX_CHANNELS, where)
+    for key in ("mean", "std"):
+        value = spec.get(key)
+        if value is not None and not (isinstance(value, list) and len(value) <= MAX_CHANNELS):
+            raise DardError(f"{where}: {key} must be a list of at most {MAX_CHANNELS} numbers, got {shown(value)}")
+
+
+def check_finite(tensors: nn.Module | Mapping[str, Tensor], where: str) -> None:
+    """Every floating tensor (a module's parameters and buffers, or a state dict) finite; else a DardError naming
+    the first bad tensor: NaN or inf weights give NaN outputs that look like 0% accuracy, not like an error."""
+    items = (
+        [*tensors.named_parameters(), *tensors.named_buffers()] if isinstance(tensors, nn.Module) else tensors.items()
+    )
+    for name, t in items:
+        if isinstance(t, Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            nan, inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+            raise DardError(
+                f"{where}: tensor '{name}' holds {nan} NaN and {inf} infinite value(s) of {t.numel()}; "
+                "the weights are corrupt or their training diverged"
+            )
+
+
+def _runs(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> bool:
+    try:
+        model(torch.zeros(shape, device=device))
+        return True
+    except Exception:  # any failure counts: we only look for the size from which it works
+        return False
+
+
+@torch.no_grad()
+def min_input_size(model: nn.Module, channels: int, device: torch.device) -> int | None:
+    """The smallest square image side ``model`` accepts (in eval mode), None if none up to 1024 pixels does."""
+    with eval_mode(model):
+        side = 1
+        while side <= _LARGEST_PROBE and not _runs(model, (1, channels, side, side), device):
+            side *= 2
+        if side > _LARGEST_PROBE:
+            return None
+        lo, hi = side // 2 + 1, side  # hi works, everything below lo failed (sizes are assumed monotone)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if _runs(model, (1, channels, mid, mid), device) else (mid + 1, hi)
+        return hi
+
+
+@torch.no_grad()
+def check_input(model: nn.Module, x: Tensor, num_classes: int, what: str) -> None:
+    """``model`` (in eval mode) takes the images ``x`` (a few of the dataset's, float in [0, 1]) and returns
+    logits of shape (N, num_classes); else a DardError naming ``what`` and, for images too small, the model's
+    minimum input size. Run before training or evaluating, so that a misfit costs a second, not an epoch."""
+    c, h, w = x.shape[1:]
+    with eval_mode(model):
+        try:
+            out = model(x)
+        except Exception as e:  # a shape error deep inside the model: say what does not fit
+            side = min_input_size(model, c, x.device) if min(h, w) < _LARGEST_PROBE else None
+            if side is not None and min(h, w) < side:
+                raise DardError(
+                    f"{what} needs images of at least {side}x{side} pixels; the dataset's are {w}x{h}"
+                ) from None
+            reason = f"{type(e).__name__}: {one_line(e, 160)}"
+            raise DardError(f"{what} cannot take the dataset's {c}x{h}x{w} images ({reason})") from None
+    if not isinstance(out, Tensor):
+        raise DardError(f"{what} returns {type(out).__name__}, not a tensor of logits")
+    if tuple(out.shape) != (x.shape[0], num_classes):
+        raise DardError(
+            f"{what} returns outputs of shape {tuple(out.shape)} for {x.shape[0]} images; the dataset has "
+            f"{num_classes} classes, so ({x.shape[0]}, {num_classes}) is expected"
+        )
