@@ -5,7 +5,8 @@ package; no other module spells its file names. Readers are strict about types a
 non-UTF-8 or wrongly typed file into one :class:`dard.errors.DardError` line naming the file.
 """
 
-from dard.run_dir.layout import CHECKPOINTS, RunDir, Snapshot
+from dard.run_dir.layout import CHECKPOINTS, RunDir, Snapshot, enclosing_run
+from dard.run_dir.lock import FolderLock
 from dard.run_dir.records import (
     CompareFile,
     EpochMetrics,
@@ -24,6 +25,7 @@ __all__ = [
     "EpochMetrics",
     "EpsSweep",
     "EvalFile",
+    "FolderLock",
     "LabelGapFile",
     "Progress",
     "ResumePointer",
@@ -31,4 +33,5 @@ __all__ = [
     "RunInfo",
     "RunRecord",
     "Snapshot",
+    "enclosing_run",
 ]

@@ -60,9 +60,18 @@ def _read_bytes(path: Path, what: str) -> bytes:
         raise DardError(f"cannot read {path}: {e.strerror or e}") from None
 
 
-def read_json_file(path: Path, kind: type[T], what: str) -> T:
-    """Read the JSON file ``path`` into ``kind``; ``what`` names the file in the error of a missing one."""
-    return parse_json(_read_bytes(path, what), kind, str(path))
+def read_json_file(path: Path, kind: type[T], what: str, required: tuple[str, ...] = ()) -> T:
+    """Read the JSON file ``path`` into ``kind``; ``what`` names the file in the error of a missing one.
+
+    ``required`` names keys the file must hold even where ``kind`` has a default (a resume state without its
+    step counters must not silently restart at zero).
+    """
+    raw = _read_bytes(path, what)
+    value = parse_json(raw, kind, str(path))
+    missing = [key for key in required if key not in json.loads(raw)] if required else []
+    if missing:
+        raise DardError(f"{path}: missing key{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+    return value
 
 
 def read_jsonl_file(path: Path, kind: type[T], what: str) -> list[T]:

@@ -11,6 +11,7 @@
     <run>/resume.json                  ResumePointer: the last complete snapshot
     <run>/eval/<checkpoint>.json       EvalFile: the test-split evaluation of a checkpoint
     <run>/eval/compare-<checkpoint>.json, eval/label-gap-<checkpoint>.json   experiment extras (cached)
+    <run>/.dard.lock                   the exclusive lock, while a process writes the folder (dard.run_dir.lock)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 from dard.errors import DardError
 from dard.io import read_yaml_mapping, write_json, write_text
 from dard.run_dir.files import read_json_file, read_jsonl_file
+from dard.run_dir.lock import LOCK_NAME, FolderLock
 from dard.run_dir.records import (
     CompareFile,
     EpochMetrics,
@@ -61,7 +63,9 @@ class Snapshot:
 
     def read_progress(self) -> Progress:
         """The snapshot's progress (strict: a DardError naming the file if it is missing or malformed)."""
-        return read_json_file(self.progress, Progress, "resume progress")
+        return read_json_file(
+            self.progress, Progress, "resume progress", required=("epoch", "batch", "global_step", "history")
+        )
 
     def write_progress(self, progress: Progress) -> Path:
         return write_json(self.progress, progress.to_dict())
@@ -129,15 +133,23 @@ class RunDir:
         """Every snapshot folder present (complete or not)."""
         return [Snapshot(p) for p in sorted(self.path.glob("state-*")) if _SNAPSHOT.fullmatch(p.name)]
 
-    # Room for the exclusive per-run-folder lock (next issue): a ``lock()`` context manager taken by every writer
-    # (training, final evaluation, experiment extras) around its writes, so two processes never write one run
-    # folder at once. Its lock file's name belongs here with the others.
+    @property
+    def lock_file(self) -> Path:
+        """The exclusive lock's file (:mod:`dard.run_dir.lock`), present while a process writes the folder."""
+        return self.path / LOCK_NAME
+
+    def lock(self) -> FolderLock:
+        """The folder's exclusive lock, taken by every writer (training, final evaluation, `dard eval --out` into
+        ``eval/``, experiment extras) around its writes: a context manager, or ``acquire(create=)``/``release()``."""
+        return FolderLock(self.path, "run folder")
 
     # ------------------------------------------------------------------------------------------- state
 
     def is_empty(self) -> bool:
         """Absent, or an empty folder: a fresh run may start here."""
-        return not self.path.exists() or not any(self.path.iterdir())
+        if not self.path.is_dir():
+            return not self.path.exists()
+        return not any(p.name != LOCK_NAME for p in self.path.iterdir())
 
     def is_run(self) -> bool:
         """Whether a run was started here (its config is recorded)."""
@@ -228,6 +240,25 @@ class RunDir:
     def write_label_gap(self, checkpoint: str, cached: LabelGapFile) -> Path:
         return write_json(self.label_gap_file(checkpoint), cached.to_dict())
 
+    def set_aside(self, path: Path) -> Path | None:
+        """Keep a file that no longer describes the run under a new name (``best.json`` -> ``best.superseded-1.json``,
+        the first number free) instead of overwriting it; returns the new path (None if ``path`` is absent)."""
+        if not path.exists():
+            return None
+        k = 1
+        while (new := path.with_name(f"{path.stem}.superseded-{k}{path.suffix}")).exists():
+            k += 1
+        return path.rename(new)
+
     def point_at(self, snapshot: Snapshot) -> Path:
         """Make ``snapshot`` (complete by now) the one a resume starts from."""
         return write_json(self.pointer, ResumePointer(snapshot.path.name).to_dict())
+
+
+def enclosing_run(path: str | Path) -> RunDir | None:
+    """The run folder ``path`` lies inside (its nearest ancestor holding both config.yaml and run.json), or None."""
+    for parent in Path(path).resolve().parents:
+        run = RunDir(parent)
+        if run.config.is_file() and run.run_info.is_file():
+            return run
+    return None

@@ -106,6 +106,10 @@ class RunInfo(_Record):
     teacher: dict[str, Any] | None = None  # its provenance and model spec; None without a teacher
     environment: Annotated[dict[str, Any], BeforeValidator(_empty_if_null)] = field(default_factory=dict)
     data: Annotated[dict[str, Any], BeforeValidator(_empty_if_null)] = field(default_factory=dict)
+    # what `dard train --resume` changed later (optim.epochs, eval.*): one entry per resume that changed something
+    changes: list[dict[str, Any]] | None = None
+
+    _OPTIONAL = ("changes",)
 
 
 # ------------------------------------------------------------------------------------------------ progress

@@ -1,0 +1,185 @@
+"""An exclusive lock on a folder (a run folder, or `dard experiment`'s runs and results folders), so that two
+processes never write one folder at once.
+
+The lock is ``fcntl.flock`` on a lock file inside the folder, held for as long as the writer runs. The kernel drops
+a flock when its process dies, however it dies (SIGKILL included), so a lock left behind by a killed process is
+never mistaken for a live one: the file is still there, with its owner's pid, host and start time, but nobody holds
+it, and the next writer takes it over and says so. The file records its owner so that a refused writer can say who
+holds the folder. Where the file system has no flock, the owner's pid decides (alive on this host: in use).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dard.errors import DardError, one_line
+
+LOCK_NAME = ".dard.lock"
+_NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+_held: dict[str, int] = {}  # lock files this process holds -> nesting depth (the lock is re-entrant per process)
+
+
+@dataclass(frozen=True)
+class LockOwner:
+    """Who holds (or held) a lock, as recorded in its file."""
+
+    pid: int | None
+    host: str
+    since: str
+    command: str
+
+    def describe(self) -> str:
+        pid = f"pid {self.pid}" if self.pid is not None else "another process"
+        return f"{pid} on host {self.host or '?'} since {self.since or '?'}"
+
+
+def _me() -> LockOwner:
+    command = one_line(" ".join(["dard", *sys.argv[1:]]) if sys.argv else "dard", 300)
+    return LockOwner(os.getpid(), socket.gethostname(), time.strftime("%Y-%m-%d %H:%M:%S"), command)
+
+
+def _read_owner(fd: int) -> LockOwner | None:
+    """The owner recorded in an open lock file, None if it records none (empty, or not ours)."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    raw = os.read(fd, 4096)
+    try:
+        d = json.loads(raw.decode("utf-8"))
+        pid = d.get("pid")
+        return LockOwner(
+            pid if isinstance(pid, int) else None, str(d.get("host", ""))[:100], str(d.get("since", ""))[:40], ""
+        )
+    except (ValueError, AttributeError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class FolderLock:
+    """The exclusive lock of ``folder`` (``what`` names it in messages: "run folder", "runs folder", ...).
+
+    ``acquire(create=True)`` creates the folder if it is absent; ``release()`` removes the lock file and, if
+    ``acquire`` created the folder and it is still empty, the folder too: a command that stops before writing
+    anything leaves no trace. Use it as a context manager.
+    """
+
+    def __init__(self, folder: str | Path, what: str = "run folder") -> None:
+        self.folder = Path(folder)
+        self.what = what
+        self.file = self.folder / LOCK_NAME
+        self._fd: int | None = None
+        self._created: list[Path] = []
+        self._key = ""
+
+    def __enter__(self) -> FolderLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def acquire(self, create: bool = True) -> None:
+        """Take the lock, or raise a one-line DardError naming who holds it. Re-entrant within one process."""
+        self._key = str(self.file.resolve())
+        if _held.get(self._key):
+            _held[self._key] += 1
+            return
+        if not self.folder.is_dir():
+            if not create:
+                raise DardError(f"{self.what} {self.folder} not found")
+            self._make_folder()
+        for _ in range(10):  # retried only when the file was replaced between open and lock (a release racing us)
+            fd = self._open()
+            if self._lock(fd) and self._same_file(fd):
+                break
+            os.close(fd)
+        else:
+            raise DardError(f"cannot lock {self.what} {self.folder}: its lock file keeps changing")
+        stale = _read_owner(fd)
+        if stale is not None:  # a lock file with an owner that no longer holds it: left by a killed process
+            sys.stderr.write(
+                f"dard: taking over the lock of {self.what} {self.folder}, left by {stale.describe()} "
+                "(that process has ended)\n"
+            )
+        me = _me()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(me.__dict__) + "\n").encode(), 0)
+        self._fd = fd
+        _held[self._key] = 1
+
+    def release(self) -> None:
+        """Give the lock back (a no-op when not held); the lock file goes, and a folder ``acquire`` created and
+        nothing else filled goes too."""
+        if not _held.get(self._key) or self._fd is None:
+            if _held.get(self._key):
+                _held[self._key] -= 1
+            return
+        _held[self._key] -= 1
+        if _held[self._key]:
+            return
+        del _held[self._key]
+        # Unlink before unlocking: a process that opened the old file meanwhile sees it replaced and retries.
+        self.file.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
+        for folder in reversed(self._created):
+            try:
+                folder.rmdir()  # only if empty
+            except OSError:
+                break
+        self._created = []
+
+    # ------------------------------------------------------------------------------------------- internals
+
+    def _make_folder(self) -> None:
+        missing = [self.folder, *(p for p in self.folder.parents if not p.exists())]
+        try:
+            self.folder.mkdir(parents=True)
+        except OSError as e:
+            raise DardError(f"cannot create {self.what} {self.folder}: {e.strerror or e}") from None
+        self._created = list(reversed(missing))  # outermost first; removed innermost first
+
+    def _open(self) -> int:
+        try:
+            return os.open(self.file, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise DardError(f"cannot lock {self.what} {self.folder}: {e.strerror or e}") from None
+
+    def _lock(self, fd: int) -> bool:
+        """Whether the lock was taken; a DardError naming the owner when another process holds it."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            owner = _read_owner(fd)
+        except OSError as e:
+            if e.errno not in _NO_FLOCK:
+                os.close(fd)
+                raise DardError(f"cannot lock {self.what} {self.folder}: {e.strerror or e}") from None
+            owner = _read_owner(fd)  # no flock here: a live owner on this host holds it, a dead one does not
+            if owner is None or (owner.host == socket.gethostname() and owner.pid and not _alive(owner.pid)):
+                return True
+        os.close(fd)
+        who = owner.describe() if owner else "another process"
+        raise DardError(f"{self.what} {self.folder} is in use by {who} (lock file {self.file}); wait for it to end")
+
+    def _same_file(self, fd: int) -> bool:
+        try:
+            return os.stat(self.file).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
