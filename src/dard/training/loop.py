@@ -24,13 +24,13 @@ from dard.runtime import configure_threads, environment, resolve_device, seed_ev
 from dard.training import distributed as dist
 from dard.training.config import RunConfig, dump_config
 from dard.training.final_eval import final_evaluation
+from dard.training.preflight import open_run
 from dard.training.setup import (
     Data,
     build_method,
     build_optimizer,
     float_tensors,
     load_teacher,
-    prepare_data,
     prepare_models,
 )
 from dard.training.state import load_state, save_state
@@ -67,16 +67,26 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, final_ev
     """
     device = resolve_device(cfg.device)
     dist_info, device = dist.setup(device)
+    folder = RunDir(run_dir)
+    if device.type == "cpu":
+        configure_threads(cfg.speed.threads)  # before the data loads: its statistics' rounding depends on it
+    torch.backends.cudnn.benchmark = cfg.speed.cudnn_benchmark
     try:
-        run_dir, data = _train(cfg, RunDir(run_dir), resume, device, dist_info)
-    finally:
-        dist.teardown(dist_info)
-    # Rank 0 evaluates alone once every rank has left the process group (they leave together, after the last
-    # snapshot's barrier): no collective can time out during a long AutoAttack, and no rank shuts the group
-    # down while another still holds it.
-    if final_eval and dist_info.is_main:
-        final_evaluation(cfg, run_dir, data, device)
-    return run_dir
+        # everything checked first; rank 0 holds the run folder's lock until the final evaluation is written
+        with open_run(cfg, folder, resume=resume, device=device, dist_info=dist_info) as data:
+            try:
+                _train(cfg, folder, resume, device, dist_info, data)
+            finally:
+                dist.teardown(dist_info)
+            # Rank 0 evaluates alone once every rank has left the process group (they leave together, after the
+            # last snapshot's barrier): no collective can time out during a long AutoAttack, and no rank shuts the
+            # group down while another still holds it.
+            if final_eval and dist_info.is_main:
+                final_evaluation(cfg, folder.path, data, device)
+    except BaseException:
+        dist.teardown(dist_info)  # the checks failed before training: leave the group too (a no-op if left)
+        raise
+    return folder.path
 
 
 @dataclass
@@ -117,51 +127,24 @@ class _Run:
 
 
 def _train(
-    cfg: RunConfig, folder: RunDir, resume: bool, device: torch.device, dist_info: dist.DistInfo
-) -> tuple[Path, Data]:
-    _check_folder(cfg, folder, resume, dist_info)
-    # Every rank checks the folder before any rank writes to it, so all agree.
-    dist.barrier(dist_info)
-    if device.type == "cpu":
-        configure_threads(cfg.speed.threads)
-    torch.backends.cudnn.benchmark = cfg.speed.cudnn_benchmark
+    cfg: RunConfig, folder: RunDir, resume: bool, device: torch.device, dist_info: dist.DistInfo, data: Data
+) -> None:
     seed_everything(cfg.seed)
-    run = _set_up(cfg, folder, device, dist_info)
+    run = _set_up(cfg, folder, device, dist_info, data)
     _start_or_resume(run, resume)
     for epoch in range(run.progress.epoch, cfg.optim.epochs):
         sums, t0 = _train_epoch(run, epoch)
         _end_epoch(run, epoch, sums, t0)
-    return folder.path, run.data
 
 
-def _check_folder(cfg: RunConfig, folder: RunDir, resume: bool, dist_info: dist.DistInfo) -> None:
-    if resume:
-        folder.require_run()
-    elif not folder.is_empty():
-        raise DardError(
-            f"run folder {folder.path} already exists and is not empty; use --resume {folder.path} or another --out"
-        )
-    if cfg.optim.batch_size % dist_info.world_size:
-        raise DardError(
-            f"optim.batch_size {cfg.optim.batch_size} (the global batch) must be divisible by the "
-            f"{dist_info.world_size} processes"
-        )
-
-
-def _set_up(cfg: RunConfig, folder: RunDir, device: torch.device, dist_info: dist.DistInfo) -> _Run:
-    """Data, student, loss, teacher, speed switches, loader and optimizer (in this order: it fixes the RNG draws)."""
-    data = prepare_data(cfg)
+def _set_up(cfg: RunConfig, folder: RunDir, device: torch.device, dist_info: dist.DistInfo, data: Data) -> _Run:
+    """Student, loss, teacher, speed switches, loader and optimizer (in this order: it fixes the RNG draws)."""
     bundle = data.bundle
     spec = model_spec(cfg.model.arch, bundle, cfg.model.normalize)
     student = build_model(spec).to(device)
     method = build_method(cfg)
     teacher, teacher_info = None, None
-    if method.needs_teacher:
-        if not cfg.teacher.given:
-            raise DardError(
-                f"method '{cfg.method.name}' needs a teacher: "
-                "set teacher.checkpoint (or teacher.arch + teacher.weights)"
-            )
+    if method.needs_teacher:  # open_run checked that one is given
         teacher, teacher_info = load_teacher(cfg.teacher, bundle, device)
     model, teacher_fn = prepare_models(cfg, student, teacher, device, dist_info)
     student = unwrap_model(model)  # SyncBatchNorm conversion may have replaced the module

@@ -1,0 +1,135 @@
+"""What `dard train --resume` may change in a recorded run, and how a change is recorded.
+
+A resume continues the run its folder records (``config.yaml``). Two kinds of keys may differ from the record:
+
+- where and how fast the run executes (:data:`WHERE`: device, data folder, threads, the fp32 speed switches, the
+  teacher's location): applied, not recorded;
+- what is safe to change part-way (:data:`CHANGEABLE`): the number of epochs (never below the epochs already
+  trained) and the final test evaluation (``eval.*``), plus the validation batch size. Applied, written to
+  ``config.yaml`` and logged in ``run.json`` (``changes``). Evaluation records they make stale (``eval/best.json``
+  after a new suite; every ``eval/*.json`` after more epochs, whose checkpoints change) are set aside as
+  ``*.superseded-<k>.json``, never overwritten, and the final evaluation runs again.
+
+Every other key (method, model, data, seed, optimizer, attacks, ...) would make it a different run: refused with
+one line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dard.errors import DardError, shown
+from dard.run_dir import CHECKPOINTS, RunDir, RunInfo
+from dard.training.config import RunConfig, apply_overrides, dump_config, parse_config
+
+WHERE = (
+    "device",
+    "progress",
+    "data.dir",
+    "data.download",
+    "teacher.checkpoint",
+    "speed.threads",
+    "speed.channels_last",
+    "speed.compile",
+    "speed.compile_backend",
+    "speed.cudnn_benchmark",
+    "speed.sync_bn",
+)
+CHANGEABLE = ("optim.epochs", "eval", "val.batch_size")
+
+
+@dataclass
+class ResumeChanges:
+    """The recorded keys a resume changes, as ``key -> (recorded, new)``, and the files they make stale."""
+
+    changed: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    stale: list[Path] = field(default_factory=list)
+    info: RunInfo | None = None  # run.json as read before the change (it gets the log entry)
+    after_epoch: int = 0  # epochs trained when the change was made
+
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def recorded_config(folder: RunDir) -> RunConfig:
+    """The config a run folder recorded; a DardError naming ``config.yaml`` if it is missing or malformed."""
+    folder.require_run()
+    try:
+        return parse_config(folder.read_config())
+    except DardError as e:
+        raise DardError(f"{folder.config}: {e}" if str(folder.config) not in str(e) else str(e)) from None
+
+
+def resume_config(run_dir: str | Path, overrides: list[str]) -> RunConfig:
+    """The recorded config of ``run_dir`` with ``key=value`` overrides applied (checked later by
+    :func:`resume_changes`: only the keys above may differ)."""
+    folder = RunDir(run_dir)
+    data = recorded_config(folder).model_dump(mode="json")
+    apply_overrides(data, overrides)
+    return parse_config(data)
+
+
+def resume_changes(folder: RunDir, cfg: RunConfig, epochs_done: int) -> ResumeChanges:
+    """How ``cfg`` differs from the run ``folder`` records; a one-line DardError for a key a resume may not change
+    or fewer epochs than were trained. Reads, never writes."""
+    have, want = _flat(recorded_config(folder).model_dump(mode="json")), _flat(cfg.model_dump(mode="json"))
+    diff = {k: (have.get(k), want.get(k)) for k in dict.fromkeys([*have, *want]) if have.get(k) != want.get(k)}
+    refused = [k for k in diff if not _under(k, WHERE + CHANGEABLE)]
+    if refused:
+        shown_keys = ", ".join(f"{k} ({shown(diff[k][0], 40)} -> {shown(diff[k][1], 40)})" for k in refused[:3])
+        raise DardError(
+            f"--resume cannot change {shown_keys}{' ...' if len(refused) > 3 else ''}: {folder.path} records another "
+            "value; a resume may change only optim.epochs (--epochs), eval.*, val.batch_size and where it runs "
+            "(--device, --data-dir, speed.*); start a new run with --out for anything else"
+        )
+    if cfg.optim.epochs < epochs_done:
+        raise DardError(
+            f"optim.epochs {cfg.optim.epochs} is fewer than the {epochs_done} epochs {folder.path} has trained"
+        )
+    changes = ResumeChanges({k: v for k, v in diff.items() if not _under(k, WHERE)}, after_epoch=epochs_done)
+    if changes.changed:
+        changes.info = folder.read_info() if folder.run_info.is_file() else RunInfo()
+        if "optim.epochs" in changes.changed:  # the checkpoints change, so every record made from them is stale
+            stale = [
+                f for w in CHECKPOINTS for f in (folder.eval_file(w), folder.compare_file(w), folder.label_gap_file(w))
+            ]
+        else:
+            stale = [folder.eval_file(w) for w in CHECKPOINTS] if _changes_eval(changes) else []
+        changes.stale = [f for f in stale if f.exists()]
+    return changes
+
+
+def _changes_eval(changes: ResumeChanges) -> bool:
+    return any(_under(k, ("eval",)) for k in changes.changed)
+
+
+def record_resume_changes(folder: RunDir, cfg: RunConfig, changes: ResumeChanges) -> None:
+    """Write the changed config, set the stale records aside and log the change in ``run.json``."""
+    if not changes.changed:
+        return
+    moved = {str(f.relative_to(folder.path)): str(folder.set_aside(f).relative_to(folder.path)) for f in changes.stale}
+    folder.write_config(dump_config(cfg))
+    info = changes.info or RunInfo()
+    entry = {
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "after_epoch": changes.after_epoch,
+        "changed": {k: {"from": old, "to": new} for k, (old, new) in changes.changed.items()},
+        "set_aside": moved,
+    }
+    info.changes = [*(info.changes or []), entry]
+    folder.write_info(info)
