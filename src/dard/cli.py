@@ -1,6 +1,7 @@
 """Command-line interface: `dard train | eval | report | demo | experiment | list`.
 
-Errors caused by input (DardError) print one line and exit with status 2; no traceback.
+Errors caused by input (DardError) print one line and exit with status 2; no traceback. Anything else is a bug:
+one line naming the command and the error type, exit status 1, the traceback in a log file (:mod:`dard.crash`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dard.errors import DardError
+from dard.crash import crash_line, debug_wanted
+from dard.errors import DardError, one_line
+
+#: the longest error line printed (each echoed value is capped at dard.errors.SHOWN_CHARS already)
+ERROR_CHARS = 1000
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
@@ -36,16 +41,22 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
         help="comma-separated suite labels (fgsm,pgd20,tpgd,bim,cw,dpgd,pgd-large,autoattack) or attack names",
     )
     p.add_argument("--eps", default="8/255", help="Linf budget, a number or fraction (default 8/255)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", help="write the JSON record here")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--batch-size", type=int, default=256, help="images per attack batch (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts (default 0)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    p.add_argument(
+        "--out", help="write the JSON record here (never over a file that is not an eval record; in a run: eval/)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
+    from dard import __version__
+
     parser = argparse.ArgumentParser(prog="dard", description="Adversarially robust knowledge distillation (DARD).")
+    parser.add_argument("--version", action="version", version=f"dard {__version__}")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model with one method (natural, sat, trades, ard, rslad, pgdard, dard)")
@@ -62,24 +73,36 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", help="shortcut for --set model.arch=...")
     t.add_argument("--data", help="shortcut for --set data.name=...")
     t.add_argument("--data-dir", help="shortcut for --set data.dir=...")
-    t.add_argument("--teacher", help="shortcut for --set teacher.checkpoint=...")
+    t.add_argument(
+        "--teacher", metavar="RUN", help="teacher run folder or dard checkpoint (--set teacher.checkpoint=...)"
+    )
     t.add_argument("--epochs", type=int, help="shortcut for --set optim.epochs=...")
     t.add_argument("--seed", type=int, help="shortcut for --set seed=...")
+    t.add_argument("--device", help="auto, cpu, cuda or cuda:N (shortcut for --set device=...)")
+    t.add_argument(
+        "--download", action="store_true", help="download the official dataset archive if absent (data.download)"
+    )
     t.add_argument("--out", help="run folder (default runs/<name>)")
-    t.add_argument("--resume", metavar="RUN", help="continue an interrupted run folder")
+    t.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue a run folder as recorded; it may change only --epochs, --set eval.*, --device, --data-dir",
+    )
 
     e = sub.add_parser("eval", help="evaluate a model's robustness with the attack suite")
     _add_eval_args(e)
 
     r = sub.add_parser("report", help="build a Markdown table and plots from finished runs")
     r.add_argument("runs", nargs="+", help="run folders")
-    r.add_argument("--out", default="report", help="output folder")
-    r.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    r.add_argument("--out", default="report", help="output folder (default report)")
+    r.add_argument(
+        "--checkpoint", choices=["best", "last"], default="best", help="checkpoint of the main table (default best)"
+    )
 
     d = sub.add_parser("demo", help="the embedded-data demo: teacher + five students, evaluated and reported")
-    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--out", default="runs/demo", help="runs and report folder (default runs/demo)")
     d.add_argument("--seeds", default="0", help="comma-separated seeds (e.g. 0,1,2)")
-    d.add_argument("--device", default="auto")
+    d.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     d.add_argument("--jobs", type=int, help="student runs at a time on CPU (default: min(2, cores))")
 
     x = sub.add_parser(
@@ -93,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--results", help="report folder (default results/<name>/<scale>)")
     x.add_argument("--data-dir", help="data folder for every run (default $DARD_DATA_DIR or ./data)")
     x.add_argument("--download", action="store_true", help="download the official archives if absent")
-    x.add_argument("--device", default="auto")
+    x.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
     x.add_argument("--jobs", type=int, help="runs at a time on CPU (default: min(2, cores))")
     x.add_argument(
         "--plan",
@@ -102,29 +125,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("list", help="list registered models, datasets, attacks and methods")
+    for command in sub.choices.values():  # `dard train --debug ...` works as well as `dard --debug train ...`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
     return parser
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from dard.training import load_config, load_run_config, train
+_DEBUG_HELP = "print the traceback of an unexpected error instead of writing it to a log (or set DARD_DEBUG=1)"
+# `dard train` shortcuts: flag -> config key; with --resume only the last four are accepted (dard.training.resume)
+_TRAIN_SHORTCUTS = [
+    ("method", "method.name"),
+    ("model", "model.arch"),
+    ("data", "data.name"),
+    ("teacher", "teacher.checkpoint"),
+    ("seed", "seed"),
+    ("epochs", "optim.epochs"),
+    ("device", "device"),
+    ("data_dir", "data.dir"),
+    ("download", "data.download"),
+]
+_NOT_ON_RESUME = ["config", "method", "model", "data", "teacher", "seed", "out"]
 
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from dard.training import load_config, train
+    from dard.training.resume import resume_config
+
+    overrides = list(args.overrides)
+    for flag, key in _TRAIN_SHORTCUTS:
+        value = getattr(args, flag)
+        if value is not None and value is not False:
+            overrides.append(f"{key}={value}")
     if args.resume:
-        cfg = load_run_config(args.resume)
+        refused = [f"--{flag.replace('_', '-')}" for flag in _NOT_ON_RESUME if getattr(args, flag) is not None]
+        if refused:
+            raise DardError(
+                f"--resume continues {args.resume} as recorded: {', '.join(refused)} cannot change it (a resume may "
+                "change --epochs, --set eval.*, --device, --data-dir, --download); start a new run for the rest"
+            )
+        cfg = resume_config(args.resume, overrides)
         run = train(cfg, args.resume, resume=True)
     else:
-        overrides = list(args.overrides)
-        for flag, key in [
-            ("method", "method.name"),
-            ("model", "model.arch"),
-            ("data", "data.name"),
-            ("data_dir", "data.dir"),
-            ("teacher", "teacher.checkpoint"),
-            ("epochs", "optim.epochs"),
-            ("seed", "seed"),
-        ]:
-            value = getattr(args, flag)
-            if value is not None:
-                overrides.append(f"{key}={value}")
         cfg = load_config(args.config, overrides)
         run = train(cfg, args.out or Path("runs") / cfg.name)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, say it once
@@ -141,8 +181,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from dard.evaluation.report import build_report
+    from dard.io import check_writable
     from dard.run_dir import RunRecord
 
+    check_writable(Path(args.out), folder=True, what="--out")
     runs = [RunRecord.load(r) for r in args.runs]
     path = build_report(runs, Path(args.out), checkpoint=args.checkpoint)
     print(f"report written: {path}")
@@ -152,10 +194,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from dard.experiment.demo import run_demo
 
-    seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    seeds = _seeds(args.seeds)
     path = run_demo(Path(args.out), seeds=seeds, device=args.device, jobs=args.jobs)
     print(f"demo report: {path}")
     return 0
+
+
+def _seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2`` as a list of non-negative integers (DardError otherwise)."""
+    from dard.errors import shown
+
+    parts = [s.strip() for s in str(text).split(",") if s.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise DardError(f"--seeds must be comma-separated non-negative integers such as 0,1,2; got {shown(text)}")
+    return [int(p) for p in parts]
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
@@ -197,6 +249,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
         ("methods", list_methods()),
     ]:
         print(f"{kind}: {', '.join(names)}")
+    from dard.evaluation.suite import DEFAULT_SUITE
+
+    print(f"suite labels (dard eval --attacks, eval.attacks): {', '.join(DEFAULT_SUITE)}")
     from dard.experiment import list_experiments
     from dard.packaged import list_configs
 
@@ -218,14 +273,22 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
+    debug = debug_wanted(args.debug)
     try:
         return COMMANDS[args.command](args)
     except DardError as e:
-        _stderr_line(f"dard: error: {e}")
+        if debug:
+            raise
+        _stderr_line(f"dard: error: {one_line(e, ERROR_CHARS)}")
         return 2
     except KeyboardInterrupt:
         _stderr_line("dard: interrupted")
         return 130
+    except Exception as e:  # the net: a bug, not the input (each input error has its own DardError line)
+        if debug:
+            raise
+        _stderr_line(crash_line(args.command, e))
+        return 1
 
 
 def _stderr_line(text: str) -> None:

@@ -10,8 +10,8 @@ from torch import nn
 from dard.checkpoint import checkpoint_meta, load_model
 from dard.data import DatasetBundle, load_dataset
 from dard.errors import DardError
+from dard.evaluation.output import EvalOutput
 from dard.evaluation.suite import EvalRecord, build_suite, evaluate, parse_eps
-from dard.io import write_json
 from dard.models import MODELS
 from dard.runtime import configure_threads, environment, resolve_device, seed_everything
 from dard.weights import read_state_dict
@@ -72,6 +72,7 @@ def run_eval(args: argparse.Namespace) -> EvalRecord:
         raise DardError("--batch-size must be at least 1")
     if bool(args.checkpoint) == bool(args.weights):
         raise DardError("give either a dard checkpoint or --model ARCH --weights FILE")
+    out = EvalOutput.check(args.out) if args.out else None
     device = resolve_device(args.device)
     if device.type == "cpu":
         configure_threads(None)
@@ -105,7 +106,7 @@ def run_eval(args: argparse.Namespace) -> EvalRecord:
     print(format_table(record))
     for flag in record.flags:
         print(f"WARNING: {flag}")
-    if args.out:
-        write_json(args.out, record.to_dict())
-        print(f"record written: {args.out}")
+    if out is not None:
+        out.write(record)
+        print(f"record written: {out.path}")
     return record

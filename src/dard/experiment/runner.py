@@ -26,7 +26,8 @@ from dard.experiment.spec import (
     planned_runs,
     teacher_runs,
 )
-from dard.run_dir import CompareFile, LabelGapFile, RunDir
+from dard.io import check_writable
+from dard.run_dir import CompareFile, FolderLock, LabelGapFile, RunDir
 from dard.training.config import RunConfig
 
 # Keys that may differ between a recorded run and a request without making it a different run: where it ran
@@ -219,7 +220,8 @@ def compare_attacks(
         environment=environment(dev),
     )
     result = CompareFile(spec=spec.model_dump(), record=rec)
-    folder.write_compare(spec.checkpoint, result)
+    with folder.lock():
+        folder.write_compare(spec.checkpoint, result)
     return result
 
 
@@ -253,7 +255,8 @@ def label_gap(
     teacher, _ = load_teacher(run_cfg.teacher, data.bundle, dev)
     gap = teacher_label_gap(teacher, student, x, y, attack, tau=float(method.get("tau", 1.0)))
     result = LabelGapFile(spec=spec.model_dump(), attack=attack.config(), gap=gap)
-    folder.write_label_gap(spec.checkpoint, result)
+    with folder.lock():
+        folder.write_label_gap(spec.checkpoint, result)
     return result
 
 
@@ -276,8 +279,18 @@ def run_experiment(
     """Train (or reuse) every run of ``exp``, evaluate, and write the report; returns the path of report.md.
 
     On a CPU, runs go ``jobs`` at a time in separate processes with one thread each (small models are bound by
-    per-call overhead, so processes beat threads); on a GPU they run one after another.
+    per-call overhead, so processes beat threads); on a GPU they run one after another. The runs folder and the
+    results folder are locked for the whole experiment (each run folder too, while it trains or evaluates).
     """
+    for folder, what in ((runs_root, "runs folder"), (results_dir, "results folder")):
+        check_writable(folder, folder=True, what=what)
+    with FolderLock(runs_root, "runs folder"), FolderLock(results_dir, "results folder"):
+        return _run_experiment(exp, runs_root, results_dir, device=device, jobs=jobs, command=command)
+
+
+def _run_experiment(
+    exp: Experiment, runs_root: Path, results_dir: Path, *, device: str, jobs: int | None, command: str
+) -> Path:
     from dard.runtime import resolve_device
 
     t_start = time.time()

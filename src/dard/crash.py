@@ -1,0 +1,52 @@
+"""The net under the command line: an exception nobody anticipated (a bug, not bad input) becomes one line that names
+the command and the error type, and the full traceback goes to a log file whose path that line gives. With
+``--debug`` (or ``DARD_DEBUG=1``) the traceback is printed instead.
+
+This is a net, not the fix: every input a user can get wrong has its own :class:`dard.errors.DardError` line.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from dard.errors import one_line
+
+DEBUG_ENV = "DARD_DEBUG"
+LOG_DIR_ENV = "DARD_LOG_DIR"  # where crash logs go (default: the system's temporary folder)
+
+
+def debug_wanted(flag: bool) -> bool:
+    """Whether tracebacks should be printed: ``--debug``, or ``DARD_DEBUG`` set to anything but empty or 0."""
+    return flag or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def write_crash_log(exc: BaseException) -> Path | None:
+    """Write the command line, the version and ``exc``'s traceback to a new log file; its path (None if it could
+    not be written)."""
+    from dard import __version__
+
+    folder = Path(os.environ.get(LOG_DIR_ENV) or tempfile.gettempdir())
+    path = folder / f"dard-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    header = f"dard {__version__}, python {sys.version.split()[0]}\ncommand: {' '.join(sys.argv)}\n\n"
+    text = header + "".join(traceback.format_exception(exc))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError:
+        return None
+    return path
+
+
+def crash_line(command: str, exc: BaseException) -> str:
+    """The one line for an unexpected exception in ``dard <command>`` (writes the crash log)."""
+    log = write_crash_log(exc)
+    where = f"traceback in {log}" if log is not None else "no log could be written"
+    return (
+        f"dard: error: internal error in `dard {command}`: {type(exc).__name__}: {one_line(exc, 200)} "
+        f"({where}; --debug prints it; please report it)"
+    )
