@@ -70,3 +70,31 @@ def tiny_config(**sections) -> dict:
         else:
             cfg[key] = value
     return cfg
+
+
+def tiny_run_config(**sections) -> dict:
+    """:func:`tiny_config` made smaller still (128 training, 64 validation, 32 test images; FGSM only)."""
+    small: dict = {
+        "data": {"train_subset": 128, "val_size": 64, "test_subset": 32},
+        "eval": {"attacks": ["fgsm"]},
+        "speed": {"threads": 1},  # tiny models: a second thread only adds overhead, the more so on a busy machine
+    }
+    for key, value in sections.items():
+        small[key] = {**small[key], **value} if isinstance(value, dict) and key in small else value
+    return tiny_config(**small)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """One finished tiny run folder (natural, small_cnn, digits, 1 epoch), trained once per session; copy it
+    (``shutil.copytree``) before changing anything in it."""
+    from dard.training import parse_config, train
+
+    run = tmp_path_factory.mktemp("finished") / "run"
+    train(parse_config(tiny_run_config()), run)
+    return run
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (relative path -> content): compare before and after a command."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

@@ -1,0 +1,100 @@
+"""The command line's own manners: the net under unexpected errors, --version, help for every option, the train
+shortcuts, suite labels in `dard list`, and a teacher that does not fit the dataset caught before training."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import pytest
+from tests.cli_checks import config_file, fails_cleanly, image_folder
+
+import dard.cli
+from dard import __version__
+from dard.cli import build_parser, main
+
+
+def _boom(args: argparse.Namespace) -> int:
+    return 1 // 0
+
+
+def test_unexpected_error_is_one_line_with_the_traceback_in_a_log(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(dard.cli.COMMANDS, "list", _boom)
+    monkeypatch.setenv("DARD_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.delenv("DARD_DEBUG", raising=False)
+    assert main(["list"]) == 1
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err
+    assert lines[0].startswith("dard: error: internal error in `dard list`: ZeroDivisionError")
+    (log,) = (tmp_path / "logs").iterdir()
+    assert str(log) in lines[0]
+    text = log.read_text()
+    assert "Traceback" in text and "_boom" in text and "ZeroDivisionError" in text
+
+
+@pytest.mark.parametrize("how", ["flag-before", "flag-after", "env"])
+def test_debug_prints_the_traceback_instead(how, monkeypatch):
+    monkeypatch.setitem(dard.cli.COMMANDS, "list", _boom)
+    monkeypatch.delenv("DARD_DEBUG", raising=False)
+    argv = {"flag-before": ["--debug", "list"], "flag-after": ["list", "--debug"], "env": ["list"]}[how]
+    if how == "env":
+        monkeypatch.setenv("DARD_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):
+        main(argv)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"dard {__version__}"
+
+
+def test_every_option_has_help():
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = [
+        f"{name} {a.option_strings or a.dest}"
+        for name, command in sub.choices.items()
+        for a in command._actions
+        if not a.help
+    ]
+    assert missing == []
+
+
+def test_train_device_and_download_flags_set_the_config(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_train(cfg, out, **kw):
+        seen["cfg"] = cfg
+        return Path(out)
+
+    monkeypatch.setattr("dard.training.train", fake_train)
+    assert main(["train", "--config", config_file(tmp_path), "--device", "cpu", "--download"]) == 0
+    assert seen["cfg"].device == "cpu" and seen["cfg"].data.download is True
+
+
+def test_list_shows_suite_labels_and_attack_classes(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "suite labels" in out and "pgd20" in out and "pgd-large" in out
+    assert "attacks:" in out and "kl_pgd" in out
+
+
+@pytest.mark.parametrize(
+    "data, needle",
+    [
+        ({"side": 8, "mode": "RGB"}, "teacher takes 1 channels"),
+        ({"side": 8, "classes": 3}, "teacher has 10 classes"),
+        ({"side": 1}, "teacher (small_cnn) needs images of at least 2x2"),
+    ],
+)
+def test_teacher_that_does_not_fit_the_data_is_caught_before_training(data, needle, finished_run, tmp_path, capsys):
+    """A 1-channel, 10-class digits teacher with RGB images, 3 classes, or images too small for it."""
+    teacher = Path(shutil.copytree(finished_run, tmp_path / "teacher"))
+    folder = image_folder(tmp_path / "data", **data)
+    cfg = config_file(tmp_path, data={"name": "folder", "dir": str(folder), "train_subset": None, "val_size": 3})
+    argv = ["train", "--config", cfg, "--method", "dard", "--teacher", str(teacher), "--model", "mlp"]
+    fails_cleanly(capsys, tmp_path, [*argv, "--set", "optim.batch_size=4", "--out", str(tmp_path / "new")], needle)

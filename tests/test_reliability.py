@@ -1,0 +1,292 @@
+"""Bad input gives one line `dard: error: ...`, exit status 2, and changes nothing on disk (docs/reliability.md).
+
+One parametrised test per class of failure (issue "Reliability", items 1-14); each case runs `dard.cli.main` in
+this process on a copy of one finished tiny run and asserts: exit 2, one stderr line starting `dard: error:` of
+bounded length, no traceback, and every file under the test folder byte-identical afterwards (nothing created
+either). The few cases whose point is what reaches a real stderr (torch's warnings) run in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from tests.cli_checks import config_file, edit_json, fails_cleanly, image_folder
+from tests.conftest import assert_one_line_error, run_cli
+
+from dard.cli import main
+
+
+@pytest.fixture
+def run(finished_run: Path, tmp_path: Path) -> Path:
+    """A private copy of the finished tiny run, at ``tmp_path/R``."""
+    return Path(shutil.copytree(finished_run, tmp_path / "R"))
+
+
+# --------------------------------------------------------------------------------------------------- 2: eval --out
+
+
+@pytest.mark.parametrize(
+    "target, needle",
+    [
+        ("R/config.yaml", "inside run folder"),
+        ("R/best.safetensors", "inside run folder"),
+        ("R/state-000000002/progress.json", "inside run folder"),
+        ("weights.pt", "not a dard eval record"),
+        ("folder", "is a folder"),
+    ],
+)
+def test_eval_out_never_overwrites_what_is_not_an_eval_record(target, needle, run, tmp_path, capsys):
+    torch.save({"w": torch.zeros(2)}, tmp_path / "weights.pt")
+    (tmp_path / "folder").mkdir()
+    argv = ["eval", str(run), "--data", "digits", "--n", "4", "--attacks", "fgsm", "--no-progress"]
+    fails_cleanly(capsys, tmp_path, [*argv, "--out", str(tmp_path / target)], needle)
+
+
+def test_eval_out_writes_eval_records_only_where_allowed(run, tmp_path, capsys):
+    argv = ["eval", str(run), "--data", "digits", "--n", "4", "--attacks", "fgsm", "--no-progress"]
+    assert main([*argv, "--out", str(run / "eval" / "mine.json")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "rec.json")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "rec.json")]) == 0  # an eval record may be replaced
+    assert json.loads((run / "eval" / "mine.json").read_text())["clean"]["total"] == 4
+    assert not (run / ".dard.lock").exists()  # the run's lock is given back
+
+
+# ---------------------------------------------------------------------------------------- 3: checked before work
+
+
+@pytest.mark.parametrize(
+    "extra, needles",
+    [
+        (["--set", "val.attack.name=nosuch"], ["val.attack: unknown attack 'nosuch'"]),
+        (["--set", "eval.attacks=[fgsm,nosuch]"], ["eval.attacks: unknown attack 'nosuch'", "pgd20", "pgd-large"]),
+        (["--method", "sat", "--set", "method.params.attack.steps=-1"], ["method:", "steps"]),
+        (["--set", "eval.eps_sweep=[2.0]"], ["eval.eps_sweep"]),
+        (["--method", "dard", "--teacher", "{tmp}/nowhere"], ["not found"]),
+        (["--method", "sat", "--teacher", "{run}"], ["takes no teacher"]),
+        (["--method", "dard"], ["needs a teacher", "--teacher RUN"]),
+        (["--model", "nosuchnet"], ["model.arch: unknown model 'nosuchnet'"]),
+    ],
+)
+def test_new_run_is_checked_before_any_work(extra, needles, run, tmp_path, capsys):
+    extra = [a.replace("{tmp}", str(tmp_path)).replace("{run}", str(run)) for a in extra]
+    fails_cleanly(
+        capsys, tmp_path, ["train", "--config", config_file(tmp_path), "--out", str(tmp_path / "new"), *extra], *needles
+    )
+
+
+@pytest.mark.parametrize(
+    "extra, needles",
+    [
+        (["--method", "sat"], ["--method cannot change"]),
+        (["--out", "{tmp}/x"], ["--out cannot change"]),
+        (["--set", "optim.lr=0.5"], ["cannot change optim.lr (0.05 -> 0.5)"]),
+        (["--epochs", "0"], ["optim.epochs"]),
+        (["--set", "eval.attacks=[nosuch]"], ["eval.attacks: unknown attack"]),
+    ],
+)
+def test_resume_refuses_what_it_does_not_apply(extra, needles, run, tmp_path, capsys):
+    extra = [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    fails_cleanly(capsys, tmp_path, ["train", "--resume", str(run), *extra], *needles)
+
+
+# ------------------------------------------------------------------------------------------------- 4: not UTF-8
+
+
+def test_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"name: caf\xe9\n")
+    fails_cleanly(capsys, tmp_path, ["train", "--config", str(bad), "--out", str(tmp_path / "o")], "not UTF-8")
+    fails_cleanly(capsys, tmp_path, ["experiment", str(bad), "--plan", "--runs", str(tmp_path / "r")], "not UTF-8")
+
+
+# ------------------------------------------------------------------------------------- 5: corrupt files on resume
+
+
+def _optim_without_keys(run: Path) -> None:
+    torch.save({"x": torch.zeros(1)}, run / "state-000000002" / "optim.pt")
+
+
+@pytest.mark.parametrize(
+    "name, corrupt",
+    [
+        ("resume.json", lambda r: (r / "resume.json").write_text('{"snapshot": "sta')),
+        ("resume.json", lambda r: (r / "resume.json").write_text("")),
+        ("resume.json", lambda r: (r / "resume.json").write_text("[]")),
+        ("config.yaml", lambda r: (r / "config.yaml").write_text("optim: [1,\n")),
+        ("config.yaml", lambda r: (r / "config.yaml").write_bytes(b"name: caf\xe9\n")),
+        ("config.yaml", lambda r: (r / "config.yaml").write_text("optim: {lr: -1}\n")),
+        ("optim.pt", _optim_without_keys),
+        ("progress.json", lambda r: (r / "state-000000002" / "progress.json").write_text('{"epoch": 1}')),
+        ("student.safetensors", lambda r: (r / "state-000000002" / "student.safetensors").write_bytes(b"\x08")),
+        ("eval/best.json", lambda r: (r / "eval" / "best.json").write_text("{")),
+    ],
+)
+def test_corrupt_run_file_on_resume_names_it(name, corrupt, run, tmp_path, capsys):
+    corrupt(run)
+    fails_cleanly(capsys, tmp_path, ["train", "--resume", str(run)], name)
+
+
+# -------------------------------------------------------------------------------------- 6: outputs not writable
+
+
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (["train", "--config", "{cfg}", "--out", "{tmp}/file.txt"], ["file.txt is a file, not a folder"]),
+        (["train", "--config", "{cfg}", "--out", "{tmp}/file.txt/run"], ["file.txt is a file, not a folder"]),
+        (["report", "{run}", "--out", "{tmp}/file.txt"], ["file.txt is a file"]),
+        (["eval", "{run}", "--data", "digits", "--out", "{tmp}/file.txt/r.json"], ["file.txt is a file"]),
+        (["experiment", "demo", "--scale", "digits", "--runs", "{tmp}/file.txt"], ["file.txt is a file"]),
+    ],
+)
+def test_output_that_cannot_be_written_is_one_line(argv, needles, run, tmp_path, capsys):
+    (tmp_path / "file.txt").write_text("mine\n")
+    subst = {"{cfg}": config_file(tmp_path), "{tmp}": str(tmp_path), "{run}": str(run)}
+    argv = [next((a.replace(k, v) for k, v in subst.items() if k in a), a) for a in argv]
+    fails_cleanly(capsys, tmp_path, argv, *needles)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A read-only file system (a tmpfs mounted read-only; needs root, which CI has)."""
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_read_only_output_is_one_line(read_only_dir, run, tmp_path, capsys):
+    cfg = config_file(tmp_path)
+    fails_cleanly(
+        capsys, tmp_path, ["train", "--config", cfg, "--out", str(read_only_dir / "r")], "Read-only file system"
+    )
+    eval_argv = ["eval", str(run), "--data", "digits", "--out", str(read_only_dir / "e.json")]
+    fails_cleanly(capsys, tmp_path, eval_argv, "Read-only file system")
+
+
+# ------------------------------------------------------------------------------- 7, 8: malformed and absurd files
+
+
+@pytest.mark.parametrize(
+    "edit, needles",
+    [(lambda d: [], ["eval/best.json", "object"]), (lambda d: d.update(attacks=5), ["eval/best.json", "attacks"])],
+)
+def test_report_on_malformed_eval_record(edit, needles, run, tmp_path, capsys):
+    edit_json(run / "eval" / "best.json", edit)
+    fails_cleanly(capsys, tmp_path, ["report", str(run), "--out", str(tmp_path / "rep")], *needles)
+
+
+@pytest.mark.parametrize("key, value", [("num_classes", 10**12), ("in_channels", 10**9), ("num_classes", "10")])
+def test_absurd_sizes_in_checkpoint_metadata_are_bounded(key, value, run, tmp_path, capsys):
+    edit_json(run / "best.json", lambda d: d["model"].update({key: value}))
+    fails_cleanly(capsys, tmp_path, ["eval", str(run), "--data", "digits", "--n", "4"], "best.json", key)
+
+
+# ----------------------------------------------------------------------------------- 9: images too small for it
+
+
+def test_images_too_small_for_the_model_name_its_minimum(run, tmp_path, capsys):
+    folder = image_folder(tmp_path / "px1", side=1)
+    cfg = config_file(tmp_path, data={"name": "folder", "dir": str(folder), "train_subset": None, "val_size": 10})
+    argv = ["train", "--config", cfg, "--set", "optim.batch_size=8", "--out", str(tmp_path / "new")]
+    fails_cleanly(capsys, tmp_path, argv, "needs images of at least 2x2 pixels", "1x1")
+    eval_argv = ["eval", str(run), "--data", "folder", "--data-dir", str(folder)]
+    fails_cleanly(capsys, tmp_path, eval_argv, "at least 2x2")
+
+
+# --------------------------------------------------------------------------------------- 10: demo --seeds a,b
+
+
+@pytest.mark.parametrize("seeds", ["a,b", "0,-1", ","])
+def test_demo_seeds_must_be_integers(seeds, tmp_path, capsys):
+    fails_cleanly(capsys, tmp_path, ["demo", "--seeds", seeds, "--out", str(tmp_path / "demo")], "--seeds")
+
+
+# --------------------------------------------------------------------------- 11: pickles: one line, no warnings
+
+
+def test_pickled_weights_are_refused_in_exactly_one_line(tmp_path):
+    """A protocol-4 pickle is refused by the weights-only loader; torch's warnings must not reach stderr."""
+    model = tmp_path / "model.pt"
+    torch.save({"w": torch.zeros(2)}, model, pickle_protocol=4)
+    proc = run_cli("eval", "--model", "small_cnn", "--weights", str(model), "--data", "digits", "--n", "4")
+    assert_one_line_error(proc, "model.pt")
+
+
+# -------------------------------------------------------------------------------------- 12: NaN or inf weights
+
+
+def _poison(weights: Path, value: float) -> None:
+    tensors = load_file(str(weights))
+    tensors["conv1.weight"].view(-1)[3] = value
+    save_file(tensors, str(weights))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_name_the_tensor(value, run, tmp_path, capsys):
+    _poison(run / "best.safetensors", value)
+    fails_cleanly(capsys, tmp_path, ["eval", str(run), "--data", "digits", "--n", "4"], "conv1.weight")
+    argv = ["train", "--config", config_file(tmp_path), "--method", "dard", "--teacher", str(run)]
+    line = fails_cleanly(capsys, tmp_path, [*argv, "--out", str(tmp_path / "new")], "conv1.weight", "best.safetensors")
+    assert "optim.lr" not in line
+
+
+# --------------------------------------------------------------------------------- 13: echoed values are capped
+
+
+def _alias_chain(levels: int = 9) -> str:
+    """YAML whose value expands to 9**levels items (shared aliases): megabytes when printed in full."""
+    lines = ["&a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "[" + ", ".join(lines) + f", *a{levels - 1}]"
+
+
+@pytest.mark.parametrize("key", ["optim.lr", "method.params.lam", "eps"])
+def test_echoed_values_are_capped(key, tmp_path, capsys):
+    argv = ["train", "--config", config_file(tmp_path), "--method", "dard", "--set", f"{key}={_alias_chain()}"]
+    fails_cleanly(capsys, tmp_path, [*argv, "--out", str(tmp_path / "new")], key.split(".")[-1])
+
+
+def test_long_names_are_capped(run, tmp_path, capsys):
+    fails_cleanly(
+        capsys, tmp_path, ["eval", str(run), "--data", "digits", "--attacks", "x" * 100_000], "unknown attack"
+    )
+
+
+# ------------------------------------------------------------------------------------------------ 14: small ones
+
+
+@pytest.mark.parametrize(
+    "extra, needles, absent",
+    [
+        (["--set", "optim.lr=.inf"], ["optim.lr", "finite"], None),
+        (["--set", "eps=.nan"], ["eps", "finite"], None),
+        (["--method", "dard", "--teacher", "{tmp}/x.pt"], ["teacher.arch", "teacher.weights"], "--model ARCH"),
+    ],
+)
+def test_small_ones(extra, needles, absent, tmp_path, capsys):
+    torch.save({"w": torch.zeros(2)}, tmp_path / "x.pt")
+    extra = [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    argv = ["train", "--config", config_file(tmp_path), "--out", str(tmp_path / "new"), *extra]
+    line = fails_cleanly(capsys, tmp_path, argv, *needles)
+    assert absent is None or absent not in line
+
+
+@pytest.mark.parametrize("eps, hint", [("-1", False), ("8", True), ("300", False)])
+def test_eps_hint_only_where_it_makes_sense(eps, hint, run, tmp_path, capsys):
+    line = fails_cleanly(capsys, tmp_path, ["eval", str(run), "--data", "digits", "--eps", eps], "outside [0, 1]")
+    assert ("/255?" in line) == hint
+
+
+def test_checkpoint_files_get_the_usual_permissions(finished_run):
+    modes = {p.name: p.stat().st_mode & 0o777 for p in finished_run.iterdir() if p.is_file()}
+    assert modes["best.safetensors"] == modes["best.json"] == modes["config.yaml"]
+    assert modes["best.safetensors"] & 0o044  # readable by group and others under the usual umask

@@ -1,0 +1,264 @@
+"""Nothing on disk is lost: the run folder's lock (concurrent writers, a stale lock after SIGKILL), a full disk in
+the middle of a snapshot, corrupted files in a finished run, and the changes `--resume` may make (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from tests.cli_checks import fails_cleanly
+from tests.conftest import REPO, tiny_run_config, tree_bytes
+
+from dard.cli import main
+from dard.io import atomic_write
+from dard.run_dir import FolderLock, RunDir, RunRecord
+from dard.training import parse_config, train
+
+
+@pytest.fixture
+def run(finished_run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(finished_run, tmp_path / "R"))
+
+
+@pytest.fixture(scope="module")
+def two_epochs(tmp_path_factory) -> Path:
+    """The tiny run trained for two epochs without interruption: what every resumed run must equal."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    train(parse_config(tiny_run_config(optim={"epochs": 2})), out)
+    return out
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    x, y = load_file(str(a)), load_file(str(b))
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def hold_lock(folder: Path, pid: int = 4242) -> int:
+    """Hold ``folder``'s lock from this test through a separate open file (flock locks belong to the open file,
+    so dard in this same process is refused exactly as another process would be); returns the descriptor."""
+    fd = os.open(folder / ".dard.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, json.dumps({"pid": pid, "host": socket.gethostname(), "since": "2030-01-01 00:00:00"}).encode())
+    return fd
+
+
+# ---------------------------------------------------------------------------------------------------- the lock
+
+
+def test_locked_folders_refuse_every_writer(run, tmp_path, capsys):
+    fd = hold_lock(run)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    fd_runs = hold_lock(runs, pid=4343)
+    try:
+        who = f"in use by pid 4242 on host {socket.gethostname()} since 2030-01-01 00:00:00"
+        fails_cleanly(capsys, tmp_path, ["train", "--resume", str(run)], f"run folder {run} is {who}")
+        argv = ["eval", str(run), "--data", "digits", "--n", "4", "--attacks", "fgsm", "--no-progress"]
+        fails_cleanly(capsys, tmp_path, [*argv, "--out", str(run / "eval" / "x.json")], who)
+        demo = ["demo", "--out", str(runs)]
+        fails_cleanly(capsys, tmp_path, demo, f"runs folder {runs} is in use by pid 4343")
+    finally:
+        os.close(fd)
+        os.close(fd_runs)
+
+
+def test_stale_lock_is_taken_over_with_a_message(run, tmp_path, capsys):
+    (run / ".dard.lock").write_text(json.dumps({"pid": 999999, "host": "h", "since": "2030-01-01 00:00:00"}))
+    with FolderLock(run):
+        assert "left by pid 999999 on host h since 2030-01-01 00:00:00" in capsys.readouterr().err
+        assert json.loads((run / ".dard.lock").read_text())["pid"] == os.getpid()
+    assert not (run / ".dard.lock").exists()
+
+
+def test_failed_checks_leave_no_folder_behind(tmp_path):
+    folder = tmp_path / "a" / "b" / "run"
+    with pytest.raises(RuntimeError), FolderLock(folder):
+        assert folder.is_dir()
+        raise RuntimeError("a check failed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _start_training(tmp_path: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "dard", "train", *args], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _wait_for_lock(folder: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Until ``proc`` holds ``folder``'s lock (its lock file names it)."""
+    t0 = time.time()
+    while True:
+        try:
+            if json.loads((folder / ".dard.lock").read_text())["pid"] == proc.pid:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - t0 < timeout
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_two_trainings_on_one_folder_and_a_killed_one(tmp_path, capsys):
+    """Two trainings on one --out: the second gets the "in use" line. The first is then SIGKILLed while it holds
+    the lock; the resume that follows takes the stale lock over with a message, and the folder holds the first
+    run alone, finished."""
+    cfg = tmp_path / "c.yaml"
+    # mid-epoch snapshots: the first training has a resume point from its first step on
+    cfg.write_text(yaml.safe_dump(tiny_run_config(data={"train_subset": 256}, checkpoint_every_steps=2)))
+    out = tmp_path / "R"
+    first = _start_training(tmp_path, "--config", str(cfg), "--out", str(out), "--epochs", "2")
+    _wait_for_lock(out, first)
+    # (the folder is not compared before and after: the first training is writing it meanwhile)
+    line = fails_cleanly(capsys, None, ["train", "--config", str(cfg), "--out", str(out), "--seed", "1"])
+    assert f"is in use by pid {first.pid} on host {socket.gethostname()}" in line
+    t0 = time.time()
+    while not (out / "resume.json").exists():
+        assert first.poll() is None and time.time() - t0 < 120, first.communicate()
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert json.loads((out / ".dard.lock").read_text())["pid"] == first.pid
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out)]) == 0
+    assert f"left by pid {first.pid}" in capsys.readouterr().err
+    record = RunRecord.load(out)
+    assert record.seed == 0 and [m.epoch for m in record.metrics] == [1, 2] and set(record.evals) == {"best", "last"}
+    assert not (out / ".dard.lock").exists()
+
+
+# ------------------------------------------------------------------------------------------------- a full disk
+
+
+@pytest.fixture
+def small_disk(tmp_path, finished_run, monkeypatch):
+    """A folder where the second epoch's snapshot does not fit: a tmpfs just large enough for one epoch's files
+    plus one more weights file (root only, as in CI), else a disk that reports ENOSPC on that snapshot."""
+    used = sum(-(-p.stat().st_size // 4096) for p in finished_run.rglob("*") if p.is_file())  # pages
+    weights = -(-(finished_run / "best.safetensors").stat().st_size // 4096)
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    size = (used + weights + 4) * 4096
+    mounted = not subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True
+    ).returncode
+    if not mounted:
+        real = atomic_write
+
+        def full_disk(path, write):
+            if Path(path).name == "optim.pt" and Path(path).parent == mnt / "R" / "state-000000004":
+
+                def half(p):
+                    p.write_bytes(b"\0" * 1000)
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+                return real(path, half)
+            return real(path, write)
+
+        monkeypatch.setattr("dard.io.atomic_write", full_disk)
+    yield mnt
+    if mounted:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+@pytest.mark.slow
+def test_full_disk_is_one_line_and_the_last_snapshot_resumes_exactly(small_disk, two_epochs, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_run_config(optim={"epochs": 2})))
+    out = small_disk / "R"
+    # (the folder keeps what the first epoch wrote: that is the point)
+    line = fails_cleanly(capsys, None, ["train", "--config", str(cfg), "--out", str(out)], "No space left")
+    assert "state-000000004" in line
+    folder = RunDir(out)
+    assert [s.path.name for s in folder.snapshots()] == ["state-000000002"]  # no partial state-000000004/
+    assert folder.resume_snapshot().read_progress().epoch == 1
+    moved = tmp_path / "R"
+    shutil.copytree(out, moved)  # the user frees space elsewhere: the folder moves to a larger disk
+    assert main(["train", "--resume", str(moved)]) == 0
+    assert same_weights(moved / "last.safetensors", two_epochs / "last.safetensors")
+    assert same_weights(moved / "best.safetensors", two_epochs / "best.safetensors")
+
+
+# -------------------------------------------------------------------------------------------------- corruption
+
+
+def _corruptions(run: Path) -> list[tuple[str, str]]:
+    """Every file of ``run``, truncated or with a byte flipped (alternately, so both befall JSON and binary files)."""
+    files = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+    return [(name, ("truncate", "flip")[i % 2]) for i, name in enumerate(files)]
+
+
+def _corrupt(path: Path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "truncate":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    else:
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+
+
+@pytest.mark.slow
+def test_corrupted_run_gives_a_result_or_one_line(finished_run, tmp_path, capsys):
+    """Each file of a finished run truncated or with one byte flipped; `--resume`, `dard eval RUN` and `dard report
+    RUN` each either work or print one line: never a traceback, never a changed file on a failure."""
+    assert len(_corruptions(finished_run)) == 13  # config, run.json, metrics, 2 checkpoints, 2 evals, pointer, snapshot
+    outcomes: dict[str, int] = {}
+    for name, how in _corruptions(finished_run):
+        case = tmp_path / f"{name.replace('/', '_')}-{how}"
+        run = Path(shutil.copytree(finished_run, case / "R"))
+        _corrupt(run / name, how)
+        for argv in (
+            ["train", "--resume", str(run)],
+            ["eval", str(run), "--data", "digits", "--n", "2", "--attacks", "fgsm", "--no-progress"],
+            ["report", str(run), "--out", str(case / "rep")],
+        ):
+            before = tree_bytes(case)
+            capsys.readouterr()
+            status = main(argv)
+            err = capsys.readouterr().err
+            assert status in (0, 2) and "Traceback" not in err, (name, how, argv[0], err)
+            if status == 2:
+                lines = err.strip().splitlines()
+                assert len(lines) == 1 and lines[0].startswith("dard: error:"), (name, how, err)
+                assert tree_bytes(case) == before, (name, how, argv[0])
+            outcomes[f"{name} {how} {argv[0]}"] = status
+    # the files each command depends on are caught, not used
+    for failing in ["resume.json truncate train", "eval/best.json flip report", "best.json truncate eval"]:
+        assert outcomes[failing] == 2, failing
+
+
+# ------------------------------------------------------------------------------------------ what --resume changes
+
+
+def test_resume_applies_and_records_the_safe_changes(run, two_epochs, capsys):
+    before = json.loads((run / "eval" / "best.json").read_text())
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--set", "eval.attacks=[bim]"]) == 0
+    info = json.loads((run / "run.json").read_text())
+    (change,) = info["changes"]
+    assert change["after_epoch"] == 1
+    assert change["changed"] == {
+        "optim.epochs": {"from": 1, "to": 2},
+        "eval.attacks": {"from": ["fgsm"], "to": ["bim"]},
+    }
+    assert change["set_aside"]["eval/best.json"] == "eval/best.superseded-1.json"
+    assert json.loads((run / "eval" / "best.superseded-1.json").read_text()) == before  # kept, not overwritten
+    assert set(json.loads((run / "eval" / "best.json").read_text())["attacks"]) == {"bim"}
+    assert yaml.safe_load((run / "config.yaml").read_text())["optim"]["epochs"] == 2
+    assert same_weights(run / "last.safetensors", two_epochs / "last.safetensors")  # as if trained for 2 at once
+    assert main(["train", "--resume", str(run)]) == 0  # nothing changed: nothing recorded
+    assert len(json.loads((run / "run.json").read_text())["changes"]) == 1
