@@ -7,7 +7,10 @@ An :class:`Attack` is a configured, reusable callable ``attack(model, x, target)
   (int64 class indices, shape (N,): every evaluation attack) or ``"probs"`` (target probabilities, float (N, classes)
   with rows summing to 1: the KL maximisation of TRADES / RSLAD); it is checked before the attack runs;
 * the model is put in eval mode for the attack (BatchNorm frozen, no running-stat updates) and every
-  submodule's mode is restored afterwards, even when the attack raises;
+  submodule's mode is restored afterwards, even when the attack raises; a training attack whose
+  :attr:`Attack.keep_model_mode` is set (a method's ``attack_mode: train``) leaves the model in the mode it comes in,
+  so a train-mode student's BatchNorm uses each iterate's batch statistics and folds them into its running
+  statistics, as the official SAT and ARD code does;
 * gradients are taken with ``torch.autograd.grad`` on the input only, so parameters' ``.grad`` are untouched;
 * with a ``seed`` the attack is deterministic and runs under a forked RNG, so the caller's random stream is
   neither consumed nor changed; with ``seed=None`` (training attacks) it draws from the global stream;
@@ -78,6 +81,10 @@ class Attack:
     target_kind: ClassVar[str] = "labels"
     #: attacks whose dependencies reseed the global RNG (AutoAttack) always run under a forked RNG
     _always_fork_rng: ClassVar[bool] = False
+    #: attack the model in the mode it comes in instead of eval mode; set on a training method's attack by
+    #: ``dard.methods.base.make_attack`` (``attack_mode: train``), never a constructor parameter, so evaluation
+    #: attacks always run in eval mode and :meth:`config` is unchanged
+    keep_model_mode: bool = False
 
     def __init__(self, *, eps: float = 8 / 255, seed: int | None = None) -> None:
         self.eps = check_float("eps", eps, lo=0.0, hi=1.0, owner=self.name)
@@ -96,7 +103,8 @@ class Attack:
         model = local_module(model)
         try:
             fork = self.seed is not None or self._always_fork_rng
-            with eval_mode(model), _forked_rng(x.device, self.seed) if fork else nullcontext():
+            mode = nullcontext() if self.keep_model_mode else eval_mode(model)
+            with mode, _forked_rng(x.device, self.seed) if fork else nullcontext():
                 self._generator = self._make_generator(x.device)
                 x_adv = self.perturb(model, x, target)
         finally:
@@ -106,7 +114,8 @@ class Attack:
         return x_adv
 
     def perturb(self, model: nn.Module, x: torch.Tensor, target: Any) -> torch.Tensor:
-        """Attack-specific search; ``model`` is already in eval mode and ``x``, ``target`` detached and validated."""
+        """Attack-specific search; ``model`` is already in eval mode (unless :attr:`keep_model_mode`) and ``x``,
+        ``target`` detached and validated."""
         raise NotImplementedError
 
     @classmethod

@@ -2,7 +2,9 @@
 
 ``method(student, teacher, x, y) -> LossOutput(loss, logits, x_adv)``. The student arrives in train mode and is
 in train mode for the forward that produces the loss; any attack runs with the attacked network in eval mode
-(BatchNorm frozen) and restores its mode. The teacher, when ``needs_teacher`` is true, must already be in eval
+(BatchNorm frozen) and restores its mode, unless the method was built with ``attack_mode="train"`` (offered by the
+methods whose official code crafts its attack with the student in train mode: SAT and ARD; see
+:data:`ATTACK_MODES`). The teacher, when ``needs_teacher`` is true, must already be in eval
 mode and is only ever called under ``torch.no_grad()`` (or, when a method crafts its attack against the teacher,
 through the attack, which takes gradients with respect to the input only), so it never receives gradients.
 
@@ -22,6 +24,7 @@ from torch import Tensor, nn
 
 from dard.attacks import ATTACKS, Attack
 from dard.errors import DardError
+from dard.validate import check_choice
 
 #: Madry et al.'s PGD-10 as the field trains with it: Linf eps 8/255, step 2/255, uniform random start, CE.
 PGD10_TRAINING: Mapping[str, Any] = MappingProxyType(
@@ -32,6 +35,12 @@ PGD10_TRAINING: Mapping[str, Any] = MappingProxyType(
 KL_PGD10_TRAINING: Mapping[str, Any] = MappingProxyType(
     {"name": "kl_pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
 )
+#: How a method's training attack treats the student. ``"eval"`` (the default): eval mode, BatchNorm normalises with
+#: its running statistics and does not update them. ``"train"``: the student stays in train mode, as the official
+#: SAT and ARD code attacks: BatchNorm normalises each attack iterate with its own batch statistics (so one image's
+#: gradient depends on the batch) and every forward of the attack updates the running statistics (10 per step for
+#: PGD-10, before the loss forwards' own updates).
+ATTACK_MODES = ("eval", "train")
 
 
 @dataclass
@@ -113,14 +122,19 @@ def build_attack(method_name: str, spec: Mapping[str, Any]) -> Attack:
         raise DardError(f"method '{method_name}': attack: {exc}") from None
 
 
-def make_attack(method_name: str, spec: Any, default: Mapping[str, Any]) -> tuple[Attack, dict[str, Any]]:
+def make_attack(
+    method_name: str, spec: Any, default: Mapping[str, Any], *, mode: str = "eval"
+) -> tuple[Attack, dict[str, Any]]:
     """Resolve ``spec`` against ``default``, build the attack, and return it with its full config.
 
     The returned config is the attack's own ``config()`` (every parameter, ``name`` first), so a method's
-    ``config()`` records the attack completely and ``create_attack(**config)`` rebuilds it.
+    ``config()`` records the attack completely and ``create_attack(**config)`` rebuilds it. ``mode`` is the
+    method's ``attack_mode`` (:data:`ATTACK_MODES`): ``"train"`` makes the attack keep the student's train mode.
     """
+    mode = check_choice("attack_mode", mode, ATTACK_MODES, owner=f"method '{method_name}'")
     resolved = resolve_attack_spec(method_name, spec, default)
     attack = build_attack(method_name, resolved)
+    attack.keep_model_mode = mode == "train"
     cfg = attack.config() if hasattr(attack, "config") else resolved
     return attack, dict(cfg)
 

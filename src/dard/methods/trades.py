@@ -7,7 +7,8 @@ f(x_adv))`` (softmax outputs, KL summed over classes and averaged over the batch
 ``(1 / batch_size) * KLDivLoss(size_average=False)``), ``beta = 6``. ``x_adv`` maximises ``KL(f(x) || f(x'))``
 over the Linf ball (10 sign-gradient steps) from ``x + 0.001 * N(0, 1)``, the model in eval mode, the target
 ``f(x)`` computed in eval mode without gradient; the loss forwards run in train mode and the gradient flows
-through both sides of the KL, as in the official code.
+through both sides of the KL, as in the official code (``model.eval()`` for the attack, so ``attack_mode`` is not
+offered).
 
 Deviations from the official code:
 - Budget: eps 8/255 (0.0314) and step 2/255 (0.0078) here, the field's convention; the official script uses
