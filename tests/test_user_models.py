@@ -18,7 +18,7 @@ from dard.cli import main
 from dard.data import load_dataset
 from dard.errors import DardError
 from dard.models import ImageClassifier, PlainClassifier, create_model, register_model
-from dard.training import parse_config, train
+from dard.training import load_config, parse_config, train
 from dard.training.config import TeacherConfig
 from dard.training.setup import load_teacher
 from dard.weights import load_weights
@@ -177,6 +177,7 @@ def user_run(tmp_path_factory) -> tuple[Path, str]:
 
 def test_train_records_the_spec_and_loads_only_when_it_is_named(user_run):
     run, spec = user_run
+    assert load_config(None, [f"model.arch={spec}"]).model.arch == spec  # what `dard train --model SPEC` sets
     _, meta = checkpoint_meta(run, spec)
     assert meta["model"]["arch"] == spec and (run / "eval" / "best.json").exists()
     with pytest.raises(DardError, match=f"the model is user code '{spec}', which dard imports only when you name it"):
