@@ -16,7 +16,11 @@ from dard.errors import DardError
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", nargs="?", help="dard checkpoint (.safetensors with its .json) or a run folder")
-    p.add_argument("--model", help="architecture of a raw state dict given with --weights")
+    p.add_argument(
+        "--model",
+        help="architecture (a `dard list` name or user code module:function) of the --weights, or of a checkpoint "
+        "built from user code",
+    )
     p.add_argument("--weights", help="external weights file (.pt/.pth/.safetensors state dict), loaded weights-only")
     p.add_argument(
         "--normalization",
@@ -59,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. --set optim.epochs=5 (repeatable)",
     )
     t.add_argument("--method", help="shortcut for --set method.name=...")
-    t.add_argument("--model", help="shortcut for --set model.arch=...")
+    t.add_argument("--model", help="shortcut for --set model.arch=... (a `dard list` name or module:function)")
     t.add_argument("--data", help="shortcut for --set data.name=...")
     t.add_argument("--data-dir", help="shortcut for --set data.dir=...")
     t.add_argument("--teacher", help="shortcut for --set teacher.checkpoint=...")

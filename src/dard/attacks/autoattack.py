@@ -30,8 +30,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from dard.attacks.base import Attack
+from dard.attacks.base import NO_TARGET, Attack
 from dard.errors import DardError
+from dard.models import check_logits
 from dard.validate import check_choice, check_int
 
 __all__ = ["AutoAttackWrapper"]
@@ -48,7 +49,7 @@ class _Logits(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x).float()
+        return check_logits(self.model(x), x.shape[0]).float()
 
 
 class _Capture(logging.Handler):
@@ -144,7 +145,7 @@ class AutoAttackWrapper(Attack):
         self.last_y_adv: torch.Tensor | None = None
         self._seed_for_call: int | None = None
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor = NO_TARGET) -> torch.Tensor:
         # Decided before the RNG fork so that seed=None follows (and advances) the caller's stream.
         self._seed_for_call = self.seed if self.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
         try:

@@ -12,7 +12,7 @@ from dard.data import DatasetBundle, load_dataset
 from dard.errors import DardError
 from dard.evaluation.suite import EvalRecord, build_suite, evaluate, parse_eps
 from dard.io import write_json
-from dard.models import MODELS
+from dard.models import model_factory
 from dard.runtime import configure_threads, environment, resolve_device, seed_everything
 from dard.weights import read_state_dict
 
@@ -36,11 +36,12 @@ def _load_model_and_data(args: argparse.Namespace, device: torch.device) -> tupl
     checked before the (possibly large) data is loaded."""
     state = None
     if args.checkpoint:
-        checkpoint_meta(args.checkpoint)
-    else:
-        if not args.model:
-            raise DardError("--weights needs --model ARCH (see `dard list`)")
-        MODELS.get(args.model)
+        checkpoint_meta(args.checkpoint, args.model)
+    elif not args.model:
+        raise DardError("--weights needs --model ARCH (see `dard list`)")
+    if args.model:
+        model_factory(args.model)  # a registered name, or user code module:function (imported here)
+    if args.weights:
         state = read_state_dict(args.weights)
     bundle = load_dataset(args.data, args.data_dir, download=args.download)
     loaded = load_model(

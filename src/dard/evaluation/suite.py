@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from dard.attacks import Attack, create_attack, perturbation_norms
 from dard.errors import DardError
+from dard.models import check_logits
 from dard.module_utils import eval_mode
 
 # Named evaluation attacks with the parameters the field reports (docs/evaluation.md, "The suite").
@@ -76,9 +77,8 @@ def attack_from_spec(spec: Mapping[str, Any], eps: float, seed: int | None) -> A
         params.setdefault("step_size", float(ratio) * float(params["eps"]))
     attack = create_attack(name, seed=seed, **params)
     if attack.target_kind != "labels":
-        raise DardError(
-            f"attack '{name}' takes target probabilities, not labels: a training attack, not one to evaluate"
-        )
+        what = "target probabilities" if attack.target_kind == "probs" else "target classes"
+        raise DardError(f"attack '{name}' takes {what}, not the true labels: the suite cannot evaluate with it")
     return attack
 
 
@@ -142,7 +142,7 @@ class EvalRecord:
 
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model(x).argmax(dim=1)
+    return check_logits(model(x), x.shape[0]).argmax(dim=1)
 
 
 def _run_attack(

@@ -203,7 +203,7 @@ def compare_attacks(
         return cached
     cfg = load_run_config(run_dir)
     data, x, y, dev = _first_test_images(cfg, spec.n, device, threads)
-    model, meta = load_checkpoint(folder.weights(spec.checkpoint), dev)
+    model, meta = load_checkpoint(folder.weights(spec.checkpoint), dev, arch=cfg.model.arch)
     attacks = {label: attack_from_spec(a, cfg.eps, cfg.seed) for label, a in spec.attacks.items()}
     rec = evaluate(
         model,
@@ -249,7 +249,7 @@ def label_gap(
     method = folder.read_info().method
     attack = create_attack(**method["attack"])  # the student's own training attack, as recorded
     data, x, y, dev = _first_test_images(run_cfg, spec.n, device, threads)
-    student, _ = load_checkpoint(folder.weights(spec.checkpoint), dev)
+    student, _ = load_checkpoint(folder.weights(spec.checkpoint), dev, arch=run_cfg.model.arch)
     teacher, _ = load_teacher(run_cfg.teacher, data.bundle, dev)
     gap = teacher_label_gap(teacher, student, x, y, attack, tau=float(method.get("tau", 1.0)))
     result = LabelGapFile(spec=spec.model_dump(), attack=attack.config(), gap=gap)

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from dard.attacks import ATTACKS, Attack
 from dard.errors import DardError
+from dard.models import check_logits
 from dard.validate import check_choice
 
 #: Madry et al.'s PGD-10 as the field trains with it: Linf eps 8/255, step 2/255, uniform random start, CE.
@@ -88,16 +89,21 @@ def resolve_attack_spec(method_name: str, spec: Any, default: Mapping[str, Any])
         raise DardError(f"method '{method_name}': attack name must be a string, got {name!r}")
     if name == default["name"]:
         return {**default, **spec}
-    kind, default_kind = _target_kind(method_name, name), _target_kind(method_name, default["name"])
+    _check_kind(method_name, name, _target_kind(method_name, name), default)
+    return {"name": name, **{k: v for k, v in spec.items() if k != "name"}}
+
+
+# Attack.target_kind, in words
+_KINDS = {"labels": "labels", "probs": "target probabilities", "targets": "target classes"}
+
+
+def _check_kind(method_name: str, name: str, kind: str, default: Mapping[str, Any]) -> None:
+    default_kind = _target_kind(method_name, default["name"])
     if kind != default_kind:
         raise DardError(
             f"method '{method_name}': attack '{name}' takes {_KINDS[kind]}, but this method attacks with "
             f"{_KINDS[default_kind]} (like its default '{default['name']}')"
         )
-    return {"name": name, **{k: v for k, v in spec.items() if k != "name"}}
-
-
-_KINDS = {"labels": "labels", "probs": "target probabilities"}  # Attack.target_kind, in words
 
 
 def _target_kind(method_name: str, attack_name: str) -> str:
@@ -134,6 +140,8 @@ def make_attack(
     mode = check_choice("attack_mode", mode, ATTACK_MODES, owner=f"method '{method_name}'")
     resolved = resolve_attack_spec(method_name, spec, default)
     attack = build_attack(method_name, resolved)
+    if hasattr(attack, "target_kind"):  # an instance may take another kind than its class (tpgd, target="given")
+        _check_kind(method_name, resolved["name"], attack.target_kind, default)
     attack.keep_model_mode = mode == "train"
     cfg = attack.config() if hasattr(attack, "config") else resolved
     return attack, dict(cfg)
@@ -183,5 +191,5 @@ class Method:
 
 @torch.no_grad()
 def teacher_logits(teacher: nn.Module, x: Tensor) -> Tensor:
-    """The frozen teacher's logits (no graph)."""
-    return teacher(x)
+    """The frozen teacher's logits (no graph), checked to be logits (:func:`dard.models.check_logits`)."""
+    return check_logits(teacher(x), x.shape[0])

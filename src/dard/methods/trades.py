@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from dard.methods import register_method
 from dard.methods.base import KL_PGD10_TRAINING, LossOutput, Method, make_attack
 from dard.methods.losses import cross_entropy, kl_batchmean
+from dard.models import check_logits
 from dard.module_utils import eval_mode
 from dard.validate import check_float
 
@@ -54,7 +55,7 @@ class TRADES(Method):
 
     def compute(self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor) -> LossOutput:
         with torch.no_grad(), eval_mode(student):
-            target = F.softmax(student(x).float(), dim=1)
+            target = F.softmax(check_logits(student(x), x.shape[0]).float(), dim=1)
         x_adv = self.attack(student, x, target).detach()
         logits_nat = student(x)
         logits_adv = student(x_adv)
