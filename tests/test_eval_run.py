@@ -24,6 +24,7 @@ def digits_run(tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_eval_of_a_run_uses_its_dataset_and_eps(digits_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "rec.json"
     proc = run_cli("eval", str(digits_run), "--attacks", "fgsm,pgd20", "--n", "50", "--out", str(out), "--no-progress")
@@ -38,6 +39,7 @@ def test_eval_of_a_run_uses_its_dataset_and_eps(digits_run: Path, tmp_path: Path
     assert "95% CI" in proc.stdout and "pgd20" in proc.stdout
 
 
+@pytest.mark.slow
 def test_flags_that_differ_from_the_run_are_noted(digits_run: Path) -> None:
     proc = run_cli("eval", str(digits_run / "best.safetensors"), "--eps", "8/255", "--attacks", "fgsm", "--n", "20")
     assert proc.returncode == 0, proc.stderr
