@@ -25,10 +25,10 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--normalization",
         choices=["dataset", "none"],
-        default="dataset",
-        help="with --weights: normalise inputs with the dataset mean/std inside the model, or not at all",
+        help="required with --weights: 'dataset' (trained on inputs normalised with the dataset mean/std) or "
+        "'none' (trained on raw [0, 1] pixels); a dard checkpoint records its own",
     )
-    p.add_argument("--data", default="cifar10", help="dataset name (default cifar10)")
+    p.add_argument("--data", help="dataset name (default: a run's own dataset, else cifar10)")
     p.add_argument("--data-dir", help="data folder (official CIFAR layout, or an image folder)")
     p.add_argument("--download", action="store_true", help="download the official archive if absent")
     p.add_argument("--n", type=int, help="evaluate the first N test images (default: all)")
@@ -39,7 +39,7 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
         default=",".join(QUICK_SUITE),
         help="comma-separated suite labels (fgsm,pgd20,tpgd,bim,cw,dpgd,pgd-large,autoattack) or attack names",
     )
-    p.add_argument("--eps", default="8/255", help="Linf budget, a number or fraction (default 8/255)")
+    p.add_argument("--eps", help="Linf budget, a number or fraction (default: a run's own eps, else 8/255)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--teacher", help="shortcut for --set teacher.checkpoint=...")
     t.add_argument("--epochs", type=int, help="shortcut for --set optim.epochs=...")
     t.add_argument("--seed", type=int, help="shortcut for --set seed=...")
-    t.add_argument("--out", help="run folder (default runs/<name>)")
+    t.add_argument("--out", help="run folder; the run is named after it (default runs/<name>, name from the config)")
     t.add_argument("--resume", metavar="RUN", help="continue an interrupted run folder")
 
     e = sub.add_parser("eval", help="evaluate a model's robustness with the attack suite")
@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("runs", nargs="+", help="run folders")
     r.add_argument("--out", default="report", help="output folder")
     r.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    r.add_argument(
+        "--format",
+        default="md",
+        help="comma-separated table formats: md (report.md, always written), csv (results.csv), tex (results.tex)",
+    )
 
     d = sub.add_parser("demo", help="the embedded-data demo: teacher + five students, evaluated and reported")
     d.add_argument("--out", default="runs/demo")
@@ -111,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from dard.training import load_config, load_run_config, train
+    from dard.training.naming import name_run
 
     if args.resume:
         cfg = load_run_config(args.resume)
@@ -130,8 +136,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
             if value is not None:
                 overrides.append(f"{key}={value}")
         cfg = load_config(args.config, overrides)
-        run = train(cfg, args.out or Path("runs") / cfg.name)
+        name_given = any(o.partition("=")[0].strip() == "name" for o in overrides)
+        cfg, folder = name_run(cfg, load_config(args.config), args.out, name_given)
+        run = train(cfg, folder)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, say it once
+        from dard.evaluation.table import format_evaluations
+        from dard.run_dir import RunDir
+
+        print(format_evaluations(RunDir(run).read_evals()))
         print(f"run finished: {run}")
     return 0
 
@@ -148,7 +160,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from dard.run_dir import RunRecord
 
     runs = [RunRecord.load(r) for r in args.runs]
-    path = build_report(runs, Path(args.out), checkpoint=args.checkpoint)
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    path = build_report(runs, Path(args.out), checkpoint=args.checkpoint, formats=formats)
     print(f"report written: {path}")
     return 0
 

@@ -10,28 +10,20 @@ from torch import nn
 from dard.checkpoint import checkpoint_meta, load_model
 from dard.data import DatasetBundle, load_dataset
 from dard.errors import DardError
-from dard.evaluation.suite import EvalRecord, build_suite, evaluate, parse_eps
+from dard.evaluation.eval_settings import EvalSettings, eval_settings
+from dard.evaluation.suite import EvalRecord, build_suite, evaluate
+from dard.evaluation.table import format_table
 from dard.io import write_json
 from dard.models import model_factory
 from dard.runtime import configure_threads, environment, resolve_device, seed_everything
 from dard.weights import read_state_dict
 
-
-def format_table(record: EvalRecord) -> str:
-    """A plain-text table of the record's accuracies, counts and perturbation sizes."""
-    rows = [("clean", record.clean["accuracy"], record.clean["correct"], record.clean["total"], "", "")]
-    for label, r in record.attacks.items():
-        rows.append((label, r.accuracy, r.correct, r.total, f"{r.max_perturbation * 255:.2f}/255", f"{r.seconds:.1f}"))
-    if record.worst_case is not None:
-        w = record.worst_case
-        rows.append(("worst-case", w["accuracy"], w["correct"], w["total"], "", ""))
-    lines = [f"{'attack':<12} {'accuracy':>9} {'correct':>9} {'max |d|':>10} {'seconds':>8}"]
-    for label, acc, c, n, pert, sec in rows:
-        lines.append(f"{label:<12} {acc * 100:>8.2f}% {f'{c}/{n}':>9} {pert:>10} {sec:>8}")
-    return "\n".join(lines)
+__all__ = ["format_table", "run_eval"]
 
 
-def _load_model_and_data(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, dict, DatasetBundle]:
+def _load_model_and_data(
+    args: argparse.Namespace, settings: EvalSettings, device: torch.device
+) -> tuple[nn.Module, dict, DatasetBundle]:
     """The model to evaluate, its provenance for the record, and the dataset; the checkpoint or weights file is
     checked before the (possibly large) data is loaded."""
     state = None
@@ -43,7 +35,7 @@ def _load_model_and_data(args: argparse.Namespace, device: torch.device) -> tupl
         model_factory(args.model)  # a registered name, or user code module:function (imported here)
     if args.weights:
         state = read_state_dict(args.weights)
-    bundle = load_dataset(args.data, args.data_dir, download=args.download)
+    bundle = load_dataset(settings.data, settings.data_dir, download=args.download)
     loaded = load_model(
         bundle,
         device,
@@ -54,6 +46,8 @@ def _load_model_and_data(args: argparse.Namespace, device: torch.device) -> tupl
     )
     if args.checkpoint:
         info = {**loaded.info, "epoch": loaded.epoch}
+        if settings.checkpoint:
+            info["checkpoint"] = settings.checkpoint
     else:
         info = {
             "source": str(args.weights),
@@ -66,13 +60,14 @@ def _load_model_and_data(args: argparse.Namespace, device: torch.device) -> tupl
 
 def run_eval(args: argparse.Namespace) -> EvalRecord:
     """Carry out `dard eval` from parsed arguments."""
-    eps = parse_eps(args.eps)
     if args.n is not None and args.n < 1:
         raise DardError("--n must be at least 1")
     if args.batch_size < 1:
         raise DardError("--batch-size must be at least 1")
     if bool(args.checkpoint) == bool(args.weights):
         raise DardError("give either a dard checkpoint or --model ARCH --weights FILE")
+    settings = eval_settings(args)
+    eps = settings.eps
     device = resolve_device(args.device)
     if device.type == "cpu":
         configure_threads(None)
@@ -81,7 +76,7 @@ def run_eval(args: argparse.Namespace) -> EvalRecord:
     labels = [a.strip() for a in args.attacks.split(",") if a.strip()]
     attacks = build_suite(labels, eps, seed=args.seed)
 
-    model, info, bundle = _load_model_and_data(args, device)
+    model, info, bundle = _load_model_and_data(args, settings, device)
     test = bundle.test
     n = len(test) if args.n is None else min(args.n, len(test))
     x = test.x[:n].float().div(255)
@@ -99,8 +94,11 @@ def run_eval(args: argparse.Namespace) -> EvalRecord:
         seed=args.seed,
         environment=environment(device),
     )
+    for note in settings.notes:
+        print(f"note: {note}")
+    which = f"; {settings.checkpoint} checkpoint, epoch {info.get('epoch')}" if settings.checkpoint else ""
     print(
-        f"model: {info.get('arch')} ({info['source']})  data: {bundle.name} test, first {n}  "
+        f"model: {info.get('arch')} ({info['source']}{which})  data: {bundle.name} test, first {n}  "
         f"threat: Linf eps={eps:.5f} ({eps * 255:.2f}/255)"
     )
     print(format_table(record))

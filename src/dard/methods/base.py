@@ -23,18 +23,20 @@ import torch
 from torch import Tensor, nn
 
 from dard.attacks import ATTACKS, Attack
+from dard.attacks.steps import resolve_step
 from dard.errors import DardError
 from dard.models import check_logits
 from dard.validate import check_choice
 
-#: Madry et al.'s PGD-10 as the field trains with it: Linf eps 8/255, step 2/255, uniform random start, CE.
+#: Madry et al.'s PGD-10 as the field trains with it: Linf eps 8/255, step eps/4 (2/255), uniform random start, CE.
+#: The step follows eps (:mod:`dard.attacks.steps`); an absolute ``step_size`` in a user spec overrides the ratio.
 PGD10_TRAINING: Mapping[str, Any] = MappingProxyType(
-    {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10, "random_start": True}
+    {"name": "pgd", "eps": 8 / 255, "step_ratio": 0.25, "steps": 10, "random_start": True}
 )
-#: The TRADES / RSLAD / AdaAD inner maximisation: 10 sign steps of 2/255 on the KL in the Linf ball of 8/255, from
-#: ``x + 0.001 * N(0, 1)`` (the attack's defaults for norm and init).
+#: The TRADES / RSLAD / AdaAD inner maximisation: 10 sign steps of eps/4 (2/255) on the KL in the Linf ball of 8/255,
+#: from ``x + 0.001 * N(0, 1)`` (the attack's defaults for norm and init).
 KL_PGD10_TRAINING: Mapping[str, Any] = MappingProxyType(
-    {"name": "kl_pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
+    {"name": "kl_pgd", "eps": 8 / 255, "step_ratio": 0.25, "steps": 10}
 )
 #: How a method's training attack treats the student. ``"eval"`` (the default): eval mode, BatchNorm normalises with
 #: its running statistics and does not update them. ``"train"``: the student stays in train mode, as the official
@@ -88,7 +90,10 @@ def resolve_attack_spec(method_name: str, spec: Any, default: Mapping[str, Any])
     if not isinstance(name, str):
         raise DardError(f"method '{method_name}': attack name must be a string, got {name!r}")
     if name == default["name"]:
-        return {**default, **spec}
+        merged = {**default, **spec}
+        if "step_size" in spec and "step_ratio" not in spec:
+            merged.pop("step_ratio", None)  # the user's absolute step replaces the default ratio
+        return merged
     _check_kind(method_name, name, _target_kind(method_name, name), default)
     return {"name": name, **{k: v for k, v in spec.items() if k != "name"}}
 
@@ -131,20 +136,29 @@ def build_attack(method_name: str, spec: Mapping[str, Any]) -> Attack:
 def make_attack(
     method_name: str, spec: Any, default: Mapping[str, Any], *, mode: str = "eval"
 ) -> tuple[Attack, dict[str, Any]]:
-    """Resolve ``spec`` against ``default``, build the attack, and return it with its full config.
+    """Resolve ``spec`` against ``default`` (its step as a ratio of eps, :func:`dard.attacks.steps.resolve_step`),
+    build the attack, and return it with its full config.
 
-    The returned config is the attack's own ``config()`` (every parameter, ``name`` first), so a method's
-    ``config()`` records the attack completely and ``create_attack(**config)`` rebuilds it. ``mode`` is the
-    method's ``attack_mode`` (:data:`ATTACK_MODES`): ``"train"`` makes the attack keep the student's train mode.
+    The returned config is the attack's own ``config()`` (every parameter, ``name`` first, the resolved absolute
+    ``step_size`` included) plus ``step_ratio`` (the ratio of eps it came from; None for an absolute step) for
+    attacks that take a step, so a method's ``config()`` records the attack completely and
+    ``create_method(name, **params)`` rebuilds it. ``mode`` is the method's ``attack_mode``
+    (:data:`ATTACK_MODES`): ``"train"`` makes the attack keep the student's train mode.
     """
     mode = check_choice("attack_mode", mode, ATTACK_MODES, owner=f"method '{method_name}'")
     resolved = resolve_attack_spec(method_name, spec, default)
-    attack = build_attack(method_name, resolved)
+    try:
+        params, ratio = resolve_step(resolved)
+    except DardError as exc:
+        raise DardError(f"method '{method_name}': attack: {exc}") from None
+    attack = build_attack(method_name, params)
     if hasattr(attack, "target_kind"):  # an instance may take another kind than its class (tpgd, target="given")
         _check_kind(method_name, resolved["name"], attack.target_kind, default)
     attack.keep_model_mode = mode == "train"
-    cfg = attack.config() if hasattr(attack, "config") else resolved
-    return attack, dict(cfg)
+    cfg = dict(attack.config() if hasattr(attack, "config") else params)
+    if "step_size" in cfg:
+        cfg["step_ratio"] = ratio
+    return attack, cfg
 
 
 # ------------------------------------------------------------------------------------------------- Method

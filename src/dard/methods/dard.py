@@ -45,10 +45,8 @@ from dard.methods.base import LossOutput, Method, make_attack, teacher_logits
 from dard.methods.losses import cross_entropy, kl_batchmean, soft_targets
 from dard.validate import check_bool, check_choice, check_float
 
-#: DPGD-10: Linf eps 8/255, step 2/255, from the clean image.
-DPGD10_TRAINING: Mapping[str, Any] = MappingProxyType(
-    {"name": "dpgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
-)
+#: DPGD-10: Linf eps 8/255, step eps/4 (2/255; the step follows eps), from the clean image.
+DPGD10_TRAINING: Mapping[str, Any] = MappingProxyType({"name": "dpgd", "eps": 8 / 255, "step_ratio": 0.25, "steps": 10})
 
 
 @register_method("dard")
