@@ -308,6 +308,7 @@ def test_defaults_follow_the_official_scale_and_are_recorded():
         "norm": "linf",
         "init": "normal",
         "seed": None,
+        "step_ratio": 0.25,
     }
     assert create_method("adaad", attack={"steps": 3}).config()["attack"]["steps"] == 3
     assert create_method("adaad", **{k: v for k, v in cfg.items() if k != "name"}).config() == cfg

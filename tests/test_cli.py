@@ -79,6 +79,8 @@ def test_bad_input_is_one_line_error(args, needles, tmp_path):
     aa = str(AA_MODEL) if AA_MODEL.exists() else str(text)
     subst = {"{aa}": aa, "{text}": str(text), "{missing}": str(tmp_path / "nope.pt")}
     args = [subst.get(a, a) for a in args]
+    if "--weights" in args:
+        args += ["--normalization", "dataset"]
     if "--data" not in args:
         args += ["--data", "folder", "--data-dir", str(tmp_path / "nodata")]
     proc = run_cli("eval", *args, "--n", "4")
@@ -102,6 +104,8 @@ def test_architecture_mismatch_and_wrong_layout(tmp_path):
         "resnet20",
         "--weights",
         str(w),
+        "--normalization",
+        "dataset",
         "--data",
         "folder",
         "--data-dir",
@@ -111,16 +115,22 @@ def test_architecture_mismatch_and_wrong_layout(tmp_path):
         "--no-progress",
     )
     assert ok.returncode == 0, ok.stderr
-    proc = run_cli("eval", "--model", "resnet56", "--weights", str(w), "--data", "folder", "--data-dir", str(root))
+    norm = ["--normalization", "dataset"]
+    proc = run_cli(
+        "eval", "--model", "resnet56", "--weights", str(w), *norm, "--data", "folder", "--data-dir", str(root)
+    )
     assert_one_line_error(proc)
     assert "missing" in proc.stderr or "mismatch" in proc.stderr
     (root / "test").rename(tmp_path / "moved")
-    proc = run_cli("eval", "--model", "resnet20", "--weights", str(w), "--data", "folder", "--data-dir", str(root))
+    proc = run_cli(
+        "eval", "--model", "resnet20", "--weights", str(w), *norm, "--data", "folder", "--data-dir", str(root)
+    )
     assert_one_line_error(proc, "test")
 
 
 def test_missing_cifar_says_where_to_put_it(tmp_path):
-    proc = run_cli("eval", "--model", "resnet18", "--weights", str(AA_MODEL), "--data-dir", str(tmp_path / "x"))
+    model = ["--model", "resnet18", "--weights", str(AA_MODEL), "--normalization", "none"]
+    proc = run_cli("eval", *model, "--data-dir", str(tmp_path / "x"))
     assert_one_line_error(proc, str(tmp_path / "x"))
 
 

@@ -29,6 +29,11 @@ def test_readme_library_example_runs_and_trains_the_student(capsys):
     assert x_adv.shape == x.shape and 0.0 <= x_adv.min() and x_adv.max() <= 1.0
     assert (x_adv - x).abs().max() <= 8 / 255 + 1e-6
     assert (x_adv != x).any()  # the attack moved the images
+    # the plain nn.Sequential came back wrapped with its normalisation, its state-dict keys its own
+    from dard.models import PlainClassifier
+
+    assert isinstance(ns["model"], PlainClassifier) and list(ns["model"].state_dict())[0] == "1.weight"
+    assert (ns["x_to_3"] - x).abs().max() <= 8 / 255 + 1e-6 and (ns["x_to_3"] != x).any()
     assert torch.isfinite(out.loss) and out.logits.shape == (len(y), 10)
     # the optimizer step used the DARD gradient; the frozen teacher received none
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ns["student"].parameters())
@@ -37,13 +42,15 @@ def test_readme_library_example_runs_and_trains_the_student(capsys):
 
 
 def test_top_level_entry_points_are_the_package_functions():
-    from dard.attacks import create_attack
+    from dard.attacks import create_attack, register_attack
     from dard.checkpoint import load_checkpoint
-    from dard.methods import create_method
-    from dard.models import create_model
+    from dard.methods import create_method, register_method
+    from dard.models import create_model, register_model
 
     assert dard.create_attack is create_attack and dard.create_method is create_method
     assert dard.create_model is create_model and dard.load_checkpoint is load_checkpoint
+    assert dard.register_attack is register_attack and dard.register_method is register_method
+    assert dard.register_model is register_model
     assert dard.attacks.DPGD.name == "dpgd"
     assert set(dard.__all__) <= set(dir(dard))
     assert dard.__version__.split(".")[0].isdigit()

@@ -81,13 +81,15 @@ def test_defaults_and_config_roundtrip():
         "student",
         False,
     )
-    assert cfg["attack"] == {"name": "dpgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
+    # the step is a ratio of eps, recorded with the absolute step it resolves to (bit-identical to 2/255 at 8/255)
+    assert cfg["attack"] == {"name": "dpgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10, "step_ratio": 0.25}
     assert create_method("pgdard").config()["attack"] == {
         "name": "pgd",
         "eps": 8 / 255,
         "step_size": 2 / 255,
         "steps": 10,
         "random_start": True,
+        "step_ratio": 0.25,
     }
     ard = create_method("ard").config()
     assert (ard["alpha"], ard["tau"]) == (1.0, 30.0)
@@ -98,6 +100,7 @@ def test_defaults_and_config_roundtrip():
         "eps": 8 / 255,
         "step_size": 2 / 255,
         "steps": 10,
+        "step_ratio": 0.25,
     }
     for name in ALL_METHODS:
         cfg = create_method(name).config()
@@ -106,7 +109,7 @@ def test_defaults_and_config_roundtrip():
         assert create_method(name, **params).config() == cfg
     # partial attack overrides keep the other defaults
     spec = create_method("dard", attack={"steps": 3}).config()["attack"]
-    assert spec == {"name": "dpgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 3}
+    assert spec == {"name": "dpgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 3, "step_ratio": 0.25}
 
 
 @pytest.mark.usefixtures("stub_attacks")
@@ -161,7 +164,7 @@ def test_configured_attacks_are_used():
     assert create_method("sat").attack.config()["random_start"] is True
     assert type(create_method("ard").attack) is pgd_type
     # the method's config records the attack's full config
-    assert create_method("dard").config()["attack"] == create_method("dard").attack.config()
+    assert create_method("dard").config()["attack"] == {**create_method("dard").attack.config(), "step_ratio": 0.25}
 
 
 def test_bad_attack_params_raise_dard_error():

@@ -217,7 +217,8 @@ def test_pickled_weights_are_refused_in_exactly_one_line(tmp_path):
     """A protocol-4 pickle is refused by the weights-only loader; torch's warnings must not reach stderr."""
     model = tmp_path / "model.pt"
     torch.save({"w": torch.zeros(2)}, model, pickle_protocol=4)
-    proc = run_cli("eval", "--model", "small_cnn", "--weights", str(model), "--data", "digits", "--n", "4")
+    argv = ["--model", "small_cnn", "--weights", str(model), "--normalization", "none", "--data", "digits"]
+    proc = run_cli("eval", *argv, "--n", "4")
     assert_one_line_error(proc, "model.pt")
 
 

@@ -7,6 +7,7 @@ closed form of them.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -107,13 +108,18 @@ def _make_run(
     return run.path
 
 
-def _table(md: str, heading: str | None = None) -> dict[str, dict[str, str]]:
-    """The first Markdown table after ``heading`` (or in the whole text): row name -> column -> cell."""
+def _table(md: str, heading: str | None = None, *, intervals: bool = False) -> dict[str, dict[str, str]]:
+    """The first Markdown table after ``heading`` (or in the whole text): row name -> column -> cell (without the
+    trailing 95% interval ``[lo, hi]`` unless ``intervals``)."""
     part = md.split(heading, 1)[1] if heading else md
     lines = [ln for ln in part.split("\n\n## ", 1)[0].splitlines() if ln.startswith("|")]
     cols = [c.strip() for c in lines[0].strip("|").split("|")]
-    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
+    rows = [[c.strip() if intervals else _no_ci(c) for c in ln.strip("|").split("|")] for ln in lines[2:]]
     return {r[0]: dict(zip(cols, r)) for r in rows}
+
+
+def _no_ci(cell: str) -> str:
+    return re.sub(r" \[[0-9.]+, [0-9.]+\]$", "", cell.strip())
 
 
 @pytest.fixture

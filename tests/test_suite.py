@@ -115,14 +115,33 @@ class OffGrid(nn.Module):
         return torch.cat([on_grid, 1.0 - on_grid], dim=1) * 4.0
 
 
-def test_robust_above_clean_is_flagged_except_for_targeted_attacks():
+def test_repaired_points_are_not_robust_and_a_repairing_untargeted_attack_is_flagged():
     x, _ = _grid_data()
     y = torch.ones(8, dtype=torch.long)  # clean: all predicted 0, all wrong
     rec = evaluate(OffGrid(), x, y, build_suite(["pgd20", "tpgd"], eps=0.05), progress=False)
     assert rec.clean["accuracy"] == 0.0
-    assert rec.attacks["pgd20"].accuracy == rec.attacks["tpgd"].accuracy == 1.0
+    # both attacks move every point to its true class, but a point wrong on the clean image is never robust
+    for label in ("pgd20", "tpgd"):
+        res = rec.attacks[label]
+        assert (res.accuracy, res.correct, res.corrected, res.fooled) == (0.0, 0, 8, 0)
+    assert rec.worst_case["accuracy"] == 0.0
     # a targeted attack may legitimately move a wrong point to its true class: only pgd20 is flagged
-    assert rec.flags == ["pgd20: robust accuracy 100.00% is above clean accuracy 0.00%"]
+    assert rec.flags == [
+        "pgd20: the attack leaves 100.00% of points correct, more than clean accuracy 0.00% (points misclassified "
+        "clean became correct): a broken attack"
+    ]
+
+
+def test_targeted_pgd_never_exceeds_clean_accuracy():
+    """Half the points right clean; the targeted push (towards the least likely class, here the true one of the
+    wrong points) repairs the other half, which stays out of the robust count."""
+    x, _ = _grid_data()
+    y = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])  # OffGrid predicts 0 on every clean (on-grid) image
+    rec = evaluate(OffGrid(), x, y, build_suite(["tpgd"], eps=0.05), progress=False)
+    res = rec.attacks["tpgd"]
+    assert rec.clean["accuracy"] == 0.5
+    assert res.accuracy <= rec.clean["accuracy"] and res.correct <= rec.clean["correct"]
+    assert res.corrected == 4 and res.correct + res.fooled == res.clean_correct == 4
 
 
 class Overshoot:

@@ -6,8 +6,12 @@ The main entry points, importable from the top level::
 
     attack = dard.create_attack("dpgd", eps=8 / 255, steps=10)      # attack(model, x, y) -> x_adv
     method = dard.create_method("dard", lam=0.5)                      # method(student, teacher, x, y) -> LossOutput
-    model = dard.create_model("resnet18", num_classes=10)
+    model = dard.create_model("resnet18", num_classes=10)          # or "mypkg.nets:make_net" (user code)
     model, meta = dard.load_checkpoint("runs/dard/best.safetensors")  # a dard checkpoint or run folder
+
+    @dard.register_model("my_net")      # any nn.Module factory; dard wraps the normalisation around it
+    def my_net(num_classes=10): ...
+    # dard.register_attack / dard.register_method: an Attack / Method subclass under a name
 
 They are imported on first use (module ``__getattr__``), so ``import dard`` and the ``dard`` command's start-up
 do not pay for PyTorch until something needs it.
@@ -20,12 +24,22 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these resolve lazily below
     from dard import attacks
-    from dard.attacks import create_attack
+    from dard.attacks import create_attack, register_attack
     from dard.checkpoint import load_checkpoint
-    from dard.methods import create_method
-    from dard.models import create_model
+    from dard.methods import create_method, register_method
+    from dard.models import create_model, register_model
 
-__all__ = ["__version__", "attacks", "create_attack", "create_method", "create_model", "load_checkpoint"]
+__all__ = [
+    "__version__",
+    "attacks",
+    "create_attack",
+    "create_method",
+    "create_model",
+    "load_checkpoint",
+    "register_attack",
+    "register_method",
+    "register_model",
+]
 
 # public name -> (module, attribute; None for the module itself)
 _LAZY: dict[str, tuple[str, str | None]] = {
@@ -34,6 +48,9 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "create_method": ("dard.methods", "create_method"),
     "create_model": ("dard.models", "create_model"),
     "load_checkpoint": ("dard.checkpoint", "load_checkpoint"),
+    "register_attack": ("dard.attacks", "register_attack"),
+    "register_method": ("dard.methods", "register_method"),
+    "register_model": ("dard.models", "register_model"),
 }
 
 

@@ -19,7 +19,7 @@ from torch import nn
 from dard.errors import DardError
 from dard.io import read_json, save_tensors, write_json
 from dard.model_checks import check_input, check_spec
-from dard.models import create_model
+from dard.models import create_model, is_import_spec
 from dard.module_utils import unwrap_model
 from dard.run_dir import CHECKPOINTS, RunDir
 from dard.weights import load_weights
@@ -41,20 +41,20 @@ def model_spec(arch: str, bundle: DatasetBundle, normalize: bool) -> dict[str, A
     }
 
 
-def build_model(spec: Mapping[str, Any], where: str = "model spec") -> nn.Module:
+def build_model(spec: Mapping[str, Any], where: str | None = None) -> nn.Module:
     """Instantiate the (untrained) model a spec describes; a bad spec, or sizes out of bounds, is a DardError
     naming ``where``."""
-    check_spec(spec, where)
+    check_spec(spec, where or "model spec")
     try:
-        return create_model(
-            spec["arch"],
-            num_classes=int(spec["num_classes"]),
-            in_channels=int(spec["in_channels"]),
-            mean=spec.get("mean"),
-            std=spec.get("std"),
-        )
+        arch, classes, channels = spec["arch"], int(spec["num_classes"]), int(spec["in_channels"])
     except (KeyError, TypeError, ValueError) as e:
-        raise DardError(f"{where}: bad model spec ({e})") from None
+        raise DardError(f"{where or 'model spec'}: bad model spec ({e})") from None
+    try:
+        return create_model(arch, num_classes=classes, in_channels=channels, mean=spec.get("mean"), std=spec.get("std"))
+    except DardError as e:
+        if where is None:
+            raise
+        raise DardError(f"{where}: {e}") from None
 
 
 def save_checkpoint(
@@ -110,20 +110,40 @@ def read_checkpoint_meta(weights: Path, raw_hint: str = RAW_WEIGHTS_HINT) -> dic
     return meta
 
 
-def checkpoint_meta(path: str | Path, raw_hint: str = RAW_WEIGHTS_HINT) -> tuple[Path, dict[str, Any]]:
+def checkpoint_meta(
+    path: str | Path, arch: str | None = None, raw_hint: str = RAW_WEIGHTS_HINT
+) -> tuple[Path, dict[str, Any]]:
     """The weights file and checked metadata of a dard checkpoint (a run folder, ``.json`` or ``.safetensors``
-    path), without loading the weights. ``raw_hint`` says how to load a file that is not one."""
+    path), without loading the weights; ``raw_hint`` says how to load a file that is not one.
+
+    ``arch``, if given, must be the architecture the checkpoint records. A checkpoint recording user code
+    (``module:function``) needs it: reading a file never imports code unless the caller names that code too.
+    """
     weights = resolve_checkpoint(path)
     if weights.suffix != ".safetensors":
         raise DardError(f"{weights} is not a dard checkpoint (.safetensors + .json); {raw_hint}")
-    return weights, read_checkpoint_meta(weights, raw_hint)
+    meta = read_checkpoint_meta(weights, raw_hint)
+    recorded = meta["model"].get("arch") if isinstance(meta["model"], Mapping) else None
+    where = weights.with_suffix(".json")
+    if arch is not None and arch != recorded:
+        raise DardError(f"{where} holds a '{recorded}' model, not '{arch}'")
+    if arch is None and is_import_spec(recorded):
+        raise DardError(
+            f"{where}: the model is user code '{recorded}', which dard imports only when you name it too: "
+            f"--model {recorded} (dard eval), teacher.arch={recorded} (a teacher), or arch='{recorded}' (Python)"
+        )
+    return weights, meta
 
 
 def load_checkpoint(
-    path: str | Path, device: torch.device | str = "cpu", raw_hint: str = RAW_WEIGHTS_HINT
+    path: str | Path, device: torch.device | str = "cpu", *, arch: str | None = None, raw_hint: str = RAW_WEIGHTS_HINT
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model described by a dard checkpoint and load its weights; returns (model in eval mode, meta)."""
-    weights, meta = checkpoint_meta(path, raw_hint)
+    """Rebuild the model described by a dard checkpoint and load its weights; returns (model in eval mode, meta).
+
+    ``arch``: the architecture the checkpoint must record; required when that is user code (``module:function``),
+    which is imported only when named here (see :func:`checkpoint_meta`).
+    """
+    weights, meta = checkpoint_meta(path, arch, raw_hint)
     model = build_model(meta["model"], str(weights.with_suffix(".json")))
     load_weights(model, weights)
     return model.to(device).eval(), meta
@@ -148,15 +168,16 @@ def load_model(
     normalize: bool = True,
     what: str = "model",
 ) -> LoadedModel:
-    """A model for ``bundle``'s images: a dard ``checkpoint``, or architecture ``arch`` with external ``weights`` (a
-    file or a state dict already read) and, if ``normalize``, the dataset's mean/std inside the model.
+    """A model for ``bundle``'s images: a dard ``checkpoint`` (whose recorded architecture ``arch``, if given, must
+    be), or architecture ``arch`` with external ``weights`` (a file or a state dict already read) and, if
+    ``normalize``, the dataset's mean/std inside the model.
 
     A class or channel count that does not match the dataset, or an image size the model cannot take, is a
     DardError naming ``what``.
     """
     if checkpoint is not None:
         hint = TEACHER_RAW_HINT if what == "teacher" else RAW_WEIGHTS_HINT
-        model, meta = load_checkpoint(checkpoint, device, hint)
+        model, meta = load_checkpoint(checkpoint, device, arch=arch, raw_hint=hint)
         loaded = LoadedModel(model, {"source": str(checkpoint), **meta["model"]}, meta.get("epoch"))
     else:
         if arch is None or weights is None:

@@ -21,15 +21,19 @@ ERROR_CHARS = 1000
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", nargs="?", help="dard checkpoint (.safetensors with its .json) or a run folder")
-    p.add_argument("--model", help="architecture of a raw state dict given with --weights")
+    p.add_argument(
+        "--model",
+        help="architecture (a `dard list` name or user code module:function) of the --weights, or of a checkpoint "
+        "built from user code",
+    )
     p.add_argument("--weights", help="external weights file (.pt/.pth/.safetensors state dict), loaded weights-only")
     p.add_argument(
         "--normalization",
         choices=["dataset", "none"],
-        default="dataset",
-        help="with --weights: normalise inputs with the dataset mean/std inside the model, or not at all",
+        help="required with --weights: 'dataset' (trained on inputs normalised with the dataset mean/std) or "
+        "'none' (trained on raw [0, 1] pixels); a dard checkpoint records its own",
     )
-    p.add_argument("--data", default="cifar10", help="dataset name (default cifar10)")
+    p.add_argument("--data", help="dataset name (default: a run's own dataset, else cifar10)")
     p.add_argument("--data-dir", help="data folder (official CIFAR layout, or an image folder)")
     p.add_argument("--download", action="store_true", help="download the official archive if absent")
     p.add_argument("--n", type=int, help="evaluate the first N test images (default: all)")
@@ -40,7 +44,7 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
         default=",".join(QUICK_SUITE),
         help="comma-separated suite labels (fgsm,pgd20,tpgd,bim,cw,dpgd,pgd-large,autoattack) or attack names",
     )
-    p.add_argument("--eps", default="8/255", help="Linf budget, a number or fraction (default 8/255)")
+    p.add_argument("--eps", help="Linf budget, a number or fraction (default: a run's own eps, else 8/255)")
     p.add_argument("--batch-size", type=int, default=256, help="images per attack batch (default 256)")
     p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
@@ -70,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. --set optim.epochs=5 (repeatable)",
     )
     t.add_argument("--method", help="shortcut for --set method.name=...")
-    t.add_argument("--model", help="shortcut for --set model.arch=...")
+    t.add_argument("--model", help="shortcut for --set model.arch=... (a `dard list` name or module:function)")
     t.add_argument("--data", help="shortcut for --set data.name=...")
     t.add_argument("--data-dir", help="shortcut for --set data.dir=...")
     t.add_argument(
@@ -78,11 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--epochs", type=int, help="shortcut for --set optim.epochs=...")
     t.add_argument("--seed", type=int, help="shortcut for --set seed=...")
+    t.add_argument("--out", help="run folder; the run is named after it (default runs/<name>, name from the config)")
     t.add_argument("--device", help="auto, cpu, cuda or cuda:N (shortcut for --set device=...)")
     t.add_argument(
         "--download", action="store_true", help="download the official dataset archive if absent (data.download)"
     )
-    t.add_argument("--out", help="run folder (default runs/<name>)")
     t.add_argument(
         "--resume",
         metavar="RUN",
@@ -97,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="report", help="output folder (default report)")
     r.add_argument(
         "--checkpoint", choices=["best", "last"], default="best", help="checkpoint of the main table (default best)"
+    )
+    r.add_argument(
+        "--format",
+        default="md",
+        help="comma-separated table formats: md (report.md, always written), csv (results.csv), tex (results.tex)",
     )
 
     d = sub.add_parser("demo", help="the embedded-data demo: teacher + five students, evaluated and reported")
@@ -148,6 +157,7 @@ _NOT_ON_RESUME = ["config", "method", "model", "data", "teacher", "seed", "out"]
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from dard.training import load_config, train
+    from dard.training.naming import name_run
     from dard.training.resume import resume_config
 
     overrides = list(args.overrides)
@@ -166,8 +176,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         run = train(cfg, args.resume, resume=True)
     else:
         cfg = load_config(args.config, overrides)
-        run = train(cfg, args.out or Path("runs") / cfg.name)
+        name_given = any(o.partition("=")[0].strip() == "name" for o in overrides)
+        cfg, folder = name_run(cfg, load_config(args.config), args.out, name_given)
+        run = train(cfg, folder)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, say it once
+        from dard.evaluation.table import format_evaluations
+        from dard.run_dir import RunDir
+
+        print(format_evaluations(RunDir(run).read_evals()))
         print(f"run finished: {run}")
     return 0
 
@@ -186,7 +202,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     check_writable(Path(args.out), folder=True, what="--out")
     runs = [RunRecord.load(r) for r in args.runs]
-    path = build_report(runs, Path(args.out), checkpoint=args.checkpoint)
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    path = build_report(runs, Path(args.out), checkpoint=args.checkpoint, formats=formats)
     print(f"report written: {path}")
     return 0
 

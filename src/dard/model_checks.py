@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from dard.errors import DardError, one_line, shown
+from dard.models.base import check_logits
 from dard.module_utils import eval_mode
 
 #: bounds on the sizes a checkpoint's metadata may ask for (a corrupt or hostile file must not make us allocate
@@ -99,10 +100,7 @@ def check_input(model: nn.Module, x: Tensor, num_classes: int, what: str) -> Non
                 ) from None
             reason = f"{type(e).__name__}: {one_line(e, 160)}"
             raise DardError(f"{what} cannot take the dataset's {c}x{h}x{w} images ({reason})") from None
-    if not isinstance(out, Tensor):
-        raise DardError(f"{what} returns {type(out).__name__}, not a tensor of logits")
-    if tuple(out.shape) != (x.shape[0], num_classes):
-        raise DardError(
-            f"{what} returns outputs of shape {tuple(out.shape)} for {x.shape[0]} images; the dataset has "
-            f"{num_classes} classes, so ({x.shape[0]}, {num_classes}) is expected"
-        )
+    try:
+        check_logits(out, x.shape[0], num_classes)
+    except DardError as e:
+        raise DardError(f"{what}: {e}") from None

@@ -3,11 +3,17 @@
 An :class:`Attack` is a configured, reusable callable ``attack(model, x, target) -> x_adv``:
 
 * ``x`` is a float tensor in [0, 1] (normalisation lives inside the model);
-* ``target`` is what the attack moves away from, of the kind its class declares in ``target_kind``: ``"labels"``
-  (int64 class indices, shape (N,): every evaluation attack) or ``"probs"`` (target probabilities, float (N, classes)
-  with rows summing to 1: the KL maximisation of TRADES / RSLAD); it is checked before the attack runs;
+* ``target`` is what the attack moves away from (or towards), of the kind its ``target_kind`` declares:
+  ``"labels"`` (the true labels, int64 class indices, shape (N,): every evaluation attack), ``"probs"`` (target
+  probabilities, float (N, classes) with rows summing to 1: the KL maximisation of TRADES / RSLAD) or ``"targets"``
+  (the classes to move towards, int64 (N,): targeted PGD with ``target="given"``); it is checked before the attack
+  runs, and a call in the torchattacks style (the model given to the constructor, or left out of the call) is a
+  TypeError that shows the right one;
 * the model is put in eval mode for the attack (BatchNorm frozen, no running-stat updates) and every
-  submodule's mode is restored afterwards, even when the attack raises;
+  submodule's mode is restored afterwards, even when the attack raises; a training attack whose
+  :attr:`Attack.keep_model_mode` is set (a method's ``attack_mode: train``) leaves the model in the mode it comes in,
+  so a train-mode student's BatchNorm uses each iterate's batch statistics and folds them into its running
+  statistics, as the official SAT and ARD code does;
 * gradients are taken with ``torch.autograd.grad`` on the input only, so parameters' ``.grad`` are untouched;
 * with a ``seed`` the attack is deterministic and runs under a forked RNG, so the caller's random stream is
   neither consumed nor changed; with ``seed=None`` (training attacks) it draws from the global stream;
@@ -36,7 +42,8 @@ from dard.validate import check_bool, check_float, check_int, check_seed
 __all__ = ["Attack", "IterativeAttack", "perturbation_norms", "preset"]
 
 A = TypeVar("A", bound="Attack")
-TARGET_KINDS = ("labels", "probs")
+TARGET_KINDS = ("labels", "probs", "targets")
+NO_TARGET: Any = object()  # the default of a call's target: a call without one is told the right form
 
 
 def perturbation_norms(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
@@ -74,10 +81,24 @@ class Attack:
     name: ClassVar[str] = "attack"
     #: threat-model norm used by the output check ("linf" or "l2"); attacks with a norm parameter override
     norm: str = "linf"
-    #: what a call's ``target`` is: "labels" (int64, (N,)) or "probs" (float (N, classes), rows summing to 1)
-    target_kind: ClassVar[str] = "labels"
+    #: what a call's ``target`` is: "labels" (int64, (N,)), "probs" (float (N, classes), rows summing to 1) or
+    #: "targets" (int64, (N,)); an instance may differ from its class (targeted PGD with ``target="given"``)
+    target_kind: str = "labels"
     #: attacks whose dependencies reseed the global RNG (AutoAttack) always run under a forked RNG
     _always_fork_rng: ClassVar[bool] = False
+    #: attack the model in the mode it comes in instead of eval mode; set on a training method's attack by
+    #: ``dard.methods.base.make_attack`` (``attack_mode: train``), never a constructor parameter, so evaluation
+    #: attacks always run in eval mode and :meth:`config` is unchanged
+    keep_model_mode: bool = False
+
+    def __new__(cls, *args: Any, **params: Any) -> Attack:
+        if args:  # torchattacks style, PGD(model, eps=...): say how dard's attacks are called
+            shown = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "eps=..."
+            raise TypeError(
+                f"{cls.__name__} takes only keyword parameters, not a model: build the attack, then call it with the "
+                f"model: {cls.__name__}({shown})(model, x, y), or create_attack({cls.name!r}, {shown})(model, x, y)"
+            )
+        return super().__new__(cls)
 
     def __init__(self, *, eps: float = 8 / 255, seed: int | None = None) -> None:
         self.eps = check_float("eps", eps, lo=0.0, hi=1.0, owner=self.name)
@@ -86,17 +107,19 @@ class Attack:
 
     # -- public API -------------------------------------------------------------------------------------------
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, target: Any) -> torch.Tensor:
+    def __call__(self, model: nn.Module, x: torch.Tensor, target: Any = NO_TARGET) -> torch.Tensor:
         """Adversarial examples for ``x`` against ``model`` (detached, same shape/dtype as ``x``).
 
-        ``target``: labels or target probabilities, as :attr:`target_kind` says.
+        ``target``: labels, target probabilities or target classes, as :attr:`target_kind` says.
         """
+        self._check_call(model, target)
         x = self._check_images(x)
         target = self._check_target(x, target)
         model = local_module(model)
         try:
             fork = self.seed is not None or self._always_fork_rng
-            with eval_mode(model), _forked_rng(x.device, self.seed) if fork else nullcontext():
+            mode = nullcontext() if self.keep_model_mode else eval_mode(model)
+            with mode, _forked_rng(x.device, self.seed) if fork else nullcontext():
                 self._generator = self._make_generator(x.device)
                 x_adv = self.perturb(model, x, target)
         finally:
@@ -106,7 +129,8 @@ class Attack:
         return x_adv
 
     def perturb(self, model: nn.Module, x: torch.Tensor, target: Any) -> torch.Tensor:
-        """Attack-specific search; ``model`` is already in eval mode and ``x``, ``target`` detached and validated."""
+        """Attack-specific search; ``model`` is already in eval mode (unless :attr:`keep_model_mode`) and ``x``,
+        ``target`` detached and validated."""
         raise NotImplementedError
 
     @classmethod
@@ -139,6 +163,17 @@ class Attack:
         gen.manual_seed(self.seed)
         return gen
 
+    def _check_call(self, model: Any, target: Any) -> None:
+        """A TypeError naming the right call for a call in another library's style (the model left out)."""
+        what = {"labels": "y", "probs": "target_probs", "targets": "target_classes"}[self.target_kind]
+        right = f"call it as attack(model, x, {what})"
+        if isinstance(model, torch.Tensor):
+            raise TypeError(f"{self.name}: the model comes first: {right}, not attack(x, {what}) (torchattacks style)")
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{self.name}: the model must be an nn.Module, got {type(model).__name__}; {right}")
+        if target is NO_TARGET:
+            raise TypeError(f"{self.name}: no {_TARGET_WORDS[self.target_kind]} given; {right}")
+
     def _check_images(self, x: Any) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
@@ -160,7 +195,8 @@ class Attack:
             return _check_probs(self.name, x.shape[0], target)
         if not isinstance(target, torch.Tensor) or target.dtype != torch.long or tuple(target.shape) != (x.shape[0],):
             got = f"{target.dtype} {tuple(target.shape)}" if isinstance(target, torch.Tensor) else type(target).__name__
-            raise DardError(f"{self.name}: labels must be an int64 tensor of shape ({x.shape[0]},), got {got}")
+            words = _TARGET_WORDS[self.target_kind]
+            raise DardError(f"{self.name}: {words} must be an int64 tensor of shape ({x.shape[0]},), got {got}")
         return target.detach()
 
     def _check_output(self, x: torch.Tensor, x_adv: torch.Tensor) -> None:
@@ -177,6 +213,10 @@ class Attack:
         size = perturbation_norms(x_adv, x, self.norm.lower()).max().item()
         if size > self.eps + tol * max(1.0, self.eps):
             raise AssertionError(f"{self.name}: {self.norm} perturbation {size:.6g} exceeds eps {self.eps:.6g}")
+
+
+#: each target kind in words, for messages
+_TARGET_WORDS = {"labels": "labels", "probs": "target probabilities", "targets": "target classes"}
 
 
 def _check_probs(owner: str, n: int, probs: Any) -> torch.Tensor:

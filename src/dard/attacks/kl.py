@@ -21,6 +21,7 @@ from torch import nn
 
 from dard.attacks.base import Attack
 from dard.attacks.pgd import pgd_ascent
+from dard.models import check_logits
 from dard.module_utils import eval_mode, local_module
 from dard.validate import check_choice, check_float, check_int
 
@@ -78,7 +79,7 @@ class KLPGD(Attack):
             reference = target
             with eval_mode(reference):
                 return self._ascend(
-                    lambda z: (model(z), reference(z)),
+                    lambda z: (check_logits(model(z), z.shape[0]), check_logits(reference(z), z.shape[0])),
                     x,
                     lambda out, _step: kl_sum(F.softmax(loss_precision(out[1]), dim=1), out[0]),
                 )

@@ -22,6 +22,7 @@ from torch import nn
 
 from dard.attacks.base import IterativeAttack, preset
 from dard.errors import DardError
+from dard.models import check_logits
 from dard.validate import check_choice, check_float, check_int
 
 __all__ = ["BIM", "CW", "FGSM", "PGD", "ce_loss", "margin_loss", "pgd_ascent", "project"]
@@ -109,8 +110,10 @@ def pgd_ascent(
     uniform in [0, eps]); ``"normal"`` at ``x + 0.001 * N(0, 1)`` (TRADES / RSLAD). Random draws use
     ``generator`` (must live on ``x.device``) or, when None, the global stream.
 
-    ``model`` is a network, or any callable of the input whose output ``loss_fn`` takes (e.g. a pair of
-    networks' logits). It is used as it is: callers put it in eval mode (the :class:`Attack` wrapper does).
+    ``model`` is a network, whose output must be logits (N, classes) (:func:`dard.models.check_logits`: a tuple or
+    dict is a one-line DardError), or any other callable of the input whose output ``loss_fn`` takes (e.g. a pair
+    of networks' logits, each checked by the caller). It is used as it is: callers put it in eval mode (the
+    :class:`Attack` wrapper does).
     Gradients are taken with ``torch.autograd.grad`` w.r.t. the input only, so parameters' ``.grad`` are never
     written; the routine works inside ``torch.no_grad()`` too. ``eps == 0`` returns ``x`` without calling the model.
     """
@@ -124,10 +127,12 @@ def pgd_ascent(
     if eps == 0.0:
         return x.clone()
     x_adv = _random_start(x, eps, norm, init, generator)
+    is_network = isinstance(model, nn.Module)
     for step in range(steps):
         x_adv.requires_grad_(True)
         with torch.enable_grad():
-            loss = loss_fn(model(x_adv), step)
+            output = model(x_adv)
+            loss = loss_fn(check_logits(output, x.shape[0]) if is_network else output, step)
             if loss.requires_grad:
                 (grad,) = torch.autograd.grad(loss, x_adv)
             else:  # e.g. an empty batch: nothing to ascend

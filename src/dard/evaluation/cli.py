@@ -10,39 +10,32 @@ from torch import nn
 from dard.checkpoint import checkpoint_meta, load_model
 from dard.data import DatasetBundle, load_dataset
 from dard.errors import DardError
+from dard.evaluation.eval_settings import EvalSettings, eval_settings
 from dard.evaluation.output import EvalOutput
-from dard.evaluation.suite import EvalRecord, build_suite, evaluate, parse_eps
-from dard.models import MODELS
+from dard.evaluation.suite import EvalRecord, build_suite, evaluate
+from dard.evaluation.table import format_table
+from dard.models import model_factory
 from dard.runtime import configure_threads, environment, resolve_device, seed_everything
 from dard.weights import read_state_dict
 
-
-def format_table(record: EvalRecord) -> str:
-    """A plain-text table of the record's accuracies, counts and perturbation sizes."""
-    rows = [("clean", record.clean["accuracy"], record.clean["correct"], record.clean["total"], "", "")]
-    for label, r in record.attacks.items():
-        rows.append((label, r.accuracy, r.correct, r.total, f"{r.max_perturbation * 255:.2f}/255", f"{r.seconds:.1f}"))
-    if record.worst_case is not None:
-        w = record.worst_case
-        rows.append(("worst-case", w["accuracy"], w["correct"], w["total"], "", ""))
-    lines = [f"{'attack':<12} {'accuracy':>9} {'correct':>9} {'max |d|':>10} {'seconds':>8}"]
-    for label, acc, c, n, pert, sec in rows:
-        lines.append(f"{label:<12} {acc * 100:>8.2f}% {f'{c}/{n}':>9} {pert:>10} {sec:>8}")
-    return "\n".join(lines)
+__all__ = ["format_table", "run_eval"]
 
 
-def _load_model_and_data(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, dict, DatasetBundle]:
+def _load_model_and_data(
+    args: argparse.Namespace, settings: EvalSettings, device: torch.device
+) -> tuple[nn.Module, dict, DatasetBundle]:
     """The model to evaluate, its provenance for the record, and the dataset; the checkpoint or weights file is
     checked before the (possibly large) data is loaded."""
     state = None
     if args.checkpoint:
-        checkpoint_meta(args.checkpoint)
-    else:
-        if not args.model:
-            raise DardError("--weights needs --model ARCH (see `dard list`)")
-        MODELS.get(args.model)
+        checkpoint_meta(args.checkpoint, args.model)
+    elif not args.model:
+        raise DardError("--weights needs --model ARCH (see `dard list`)")
+    if args.model:
+        model_factory(args.model)  # a registered name, or user code module:function (imported here)
+    if args.weights:
         state = read_state_dict(args.weights)
-    bundle = load_dataset(args.data, args.data_dir, download=args.download)
+    bundle = load_dataset(settings.data, settings.data_dir, download=args.download)
     loaded = load_model(
         bundle,
         device,
@@ -53,6 +46,8 @@ def _load_model_and_data(args: argparse.Namespace, device: torch.device) -> tupl
     )
     if args.checkpoint:
         info = {**loaded.info, "epoch": loaded.epoch}
+        if settings.checkpoint:
+            info["checkpoint"] = settings.checkpoint
     else:
         info = {
             "source": str(args.weights),
@@ -65,7 +60,6 @@ def _load_model_and_data(args: argparse.Namespace, device: torch.device) -> tupl
 
 def run_eval(args: argparse.Namespace) -> EvalRecord:
     """Carry out `dard eval` from parsed arguments."""
-    eps = parse_eps(args.eps)
     if args.n is not None and args.n < 1:
         raise DardError("--n must be at least 1")
     if args.batch_size < 1:
@@ -73,6 +67,8 @@ def run_eval(args: argparse.Namespace) -> EvalRecord:
     if bool(args.checkpoint) == bool(args.weights):
         raise DardError("give either a dard checkpoint or --model ARCH --weights FILE")
     out = EvalOutput.check(args.out) if args.out else None
+    settings = eval_settings(args)
+    eps = settings.eps
     device = resolve_device(args.device)
     if device.type == "cpu":
         configure_threads(None)
@@ -81,7 +77,7 @@ def run_eval(args: argparse.Namespace) -> EvalRecord:
     labels = [a.strip() for a in args.attacks.split(",") if a.strip()]
     attacks = build_suite(labels, eps, seed=args.seed)
 
-    model, info, bundle = _load_model_and_data(args, device)
+    model, info, bundle = _load_model_and_data(args, settings, device)
     test = bundle.test
     n = len(test) if args.n is None else min(args.n, len(test))
     x = test.x[:n].float().div(255)
@@ -99,8 +95,11 @@ def run_eval(args: argparse.Namespace) -> EvalRecord:
         seed=args.seed,
         environment=environment(device),
     )
+    for note in settings.notes:
+        print(f"note: {note}")
+    which = f"; {settings.checkpoint} checkpoint, epoch {info.get('epoch')}" if settings.checkpoint else ""
     print(
-        f"model: {info.get('arch')} ({info['source']})  data: {bundle.name} test, first {n}  "
+        f"model: {info.get('arch')} ({info['source']}{which})  data: {bundle.name} test, first {n}  "
         f"threat: Linf eps={eps:.5f} ({eps * 255:.2f}/255)"
     )
     print(format_table(record))

@@ -10,11 +10,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from dard.attacks import ATTACKS, Attack, create_attack, perturbation_norms
+from dard.attacks.steps import resolve_step
 from dard.errors import SHOWN_CHARS, DardError, one_line, shown
+from dard.models import check_logits
 from dard.module_utils import eval_mode
+from dard.progress import progress_bar
 
 # Named evaluation attacks with the parameters the field reports (docs/evaluation.md, "The suite").
 # eps comes from the threat model at build time; `step_ratio` sets step_size = step_ratio * eps, which is the
@@ -61,7 +63,10 @@ def build_suite(
         if label not in DEFAULT_SUITE and label not in ATTACKS:
             raise DardError(f"unknown attack {shown(label)}; {attack_names()}")
         spec = dict(DEFAULT_SUITE.get(label, {"name": label}))
-        spec.update((overrides or {}).get(label, {}))
+        override = (overrides or {}).get(label, {})
+        if "step_size" in override and "step_ratio" not in override:
+            spec.pop("step_ratio", None)  # an absolute step replaces the suite's ratio
+        spec.update(override)
         attacks[label] = attack_from_spec(spec, eps, seed)
     return attacks
 
@@ -72,27 +77,27 @@ def attack_names() -> str:
 
 
 def attack_from_spec(spec: Mapping[str, Any], eps: float, seed: int | None) -> Attack:
-    """Build an attack from ``{"name": ..., params}``; eps defaults to the threat model's, and ``step_ratio``
-    (if given instead of ``step_size``) is a fraction of eps."""
-    params = dict(spec)
-    name = params.pop("name", None)
-    if not name:
+    """Build an attack from ``{"name": ..., params}``; eps defaults to the threat model's, and the step is
+    ``step_ratio`` (default 0.25) times eps unless an absolute ``step_size`` is given
+    (:func:`dard.attacks.steps.resolve_step`)."""
+    if not spec.get("name"):
         raise DardError(f"attack spec {dict(spec)} has no 'name'")
-    params.setdefault("eps", eps)
-    ratio = params.pop("step_ratio", None)
-    if ratio is not None:
-        params.setdefault("step_size", float(ratio) * float(params["eps"]))
+    params, _ = resolve_step({"eps": eps, **spec})
+    name = params.pop("name")
     attack = create_attack(name, seed=seed, **params)
     if attack.target_kind != "labels":
-        raise DardError(
-            f"attack '{name}' takes target probabilities, not labels: a training attack, not one to evaluate"
-        )
+        what = "target probabilities" if attack.target_kind == "probs" else "target classes"
+        raise DardError(f"attack '{name}' takes {what}, not the true labels: the suite cannot evaluate with it")
     return attack
 
 
 @dataclass
 class AttackResult:
-    """Accuracy under one attack and what the attack actually did."""
+    """Accuracy under one attack and what the attack actually did.
+
+    ``correct`` counts the points classified correctly both clean and under the attack (the RobustBench /
+    AutoAttack convention, for every attack: a targeted push that turns a wrong point right does not count).
+    """
 
     config: dict[str, Any]
     accuracy: float
@@ -104,6 +109,11 @@ class AttackResult:
     # Clean-correct points the attack turned wrong, and the clean-correct count (None in older records).
     fooled: int | None = None
     clean_correct: int | None = None
+    # Clean-misclassified points classified correctly after the attack: not robust, but a sign of a broken
+    # untargeted attack when many (None in records made before robust accuracy required clean correctness).
+    corrected: int | None = None
+    # AutoAttack: points still correct after each stage of its cascade, in order (None for other attacks).
+    stages: dict[str, int] | None = None
 
     @property
     def success_rate(self) -> float | None:
@@ -150,7 +160,7 @@ class EvalRecord:
 
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model(x).argmax(dim=1)
+    return check_logits(model(x), x.shape[0]).argmax(dim=1)
 
 
 def _run_attack(
@@ -164,30 +174,43 @@ def _run_attack(
     label: str,
     progress: bool,
 ) -> tuple[AttackResult, torch.Tensor]:
-    """One attack over every batch: its result, and which points it left correctly classified (bool, CPU)."""
+    """One attack over every batch: its result, and which points are robust (correct clean and under the attack;
+    bool, CPU)."""
     t0 = time.time()
     ok = torch.zeros(x.shape[0], dtype=torch.bool)
     max_pert = 0.0
     warnings: list[str] = []
+    stages: dict[str, int] | None = {}
     norm = str(attack.config().get("norm", "linf")).lower()
-    for a, b in tqdm(batches, desc=label, disable=not progress, leave=False):
+    for a, b in progress_bar(batches, desc=label, enabled=progress):
         xb, yb = x[a:b].to(device), y[a:b].to(device)
         x_adv = attack(model, xb, yb)
         ok[a:b] = (_predict(model, x_adv) == yb).cpu()
         max_pert = max(max_pert, perturbation_norms(x_adv, xb, norm).max().item())
         warnings.extend(getattr(attack, "last_warnings", None) or [])
+        stages = _add_stages(stages, getattr(attack, "last_stage_correct", None))
+    robust = ok & clean_ok
     result = AttackResult(
         config=attack.config(),
-        accuracy=ok.float().mean().item(),
-        correct=int(ok.sum()),
+        accuracy=robust.float().mean().item(),
+        correct=int(robust.sum()),
         total=x.shape[0],
         max_perturbation=max_pert,
         seconds=round(time.time() - t0, 3),
         warnings=sorted(set(warnings)),
         fooled=int((clean_ok & ~ok).sum()),
         clean_correct=int(clean_ok.sum()),
+        corrected=int((ok & ~clean_ok).sum()),
+        stages=stages or None,
     )
-    return result, ok
+    return result, robust
+
+
+def _add_stages(total: dict[str, int] | None, batch: dict[str, int] | None) -> dict[str, int] | None:
+    """Per-stage counts summed over batches; None as soon as one batch has none (an attack without stages)."""
+    if total is None or batch is None:
+        return None
+    return {k: total.get(k, 0) + int(v) for k, v in batch.items()}
 
 
 def evaluate(
@@ -206,9 +229,9 @@ def evaluate(
 ) -> EvalRecord:
     """Clean and robust accuracy of ``model`` on ``(x, y)`` (x float in [0,1]) under every attack.
 
-    Robust accuracy counts the points the model classifies correctly after the attack. ``worst_case`` counts
-    points that survive every attack (and are correct clean). The model is evaluated in eval mode and its mode
-    is restored afterwards.
+    Robust accuracy counts the points the model classifies correctly both clean and after the attack (for every
+    attack, targeted ones included). ``worst_case`` counts points that survive every threat-model attack (and are
+    correct clean). The model is evaluated in eval mode and its mode is restored afterwards.
     """
     if x.numel() == 0:
         raise DardError("no images to evaluate")
@@ -259,8 +282,14 @@ def sanity_flags(record: EvalRecord) -> list[str]:
     tol = 1.0 / max(record.clean["total"], 1)
     for label, res in record.attacks.items():
         eps = float(res.config.get("eps", 0.0))
-        if res.accuracy > clean + tol and label not in TARGETED and res.config.get("name") != "tpgd":
-            flags.append(f"{label}: robust accuracy {res.accuracy:.2%} is above clean accuracy {clean:.2%}")
+        # Robust accuracy cannot exceed clean accuracy any more; what an untargeted attack must not do is leave more
+        # points correct than the clean model: counted before the clean-correct requirement, as the raw accuracy.
+        raw = (res.correct + res.corrected) / max(res.total, 1) if res.corrected is not None else res.accuracy
+        if raw > clean + tol and label not in TARGETED and res.config.get("name") != "tpgd":
+            flags.append(
+                f"{label}: the attack leaves {raw:.2%} of points correct, more than clean accuracy {clean:.2%} "
+                "(points misclassified clean became correct): a broken attack"
+            )
         if res.max_perturbation > eps + 1e-5:
             flags.append(f"{label}: perturbation {res.max_perturbation:.6f} exceeds eps {eps:.6f}")
         for w in res.warnings:

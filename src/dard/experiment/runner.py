@@ -3,7 +3,6 @@ per-run extras (attack comparison, teacher soft-label gap), then the report."""
 
 from __future__ import annotations
 
-import copy
 import multiprocessing
 import os
 import time
@@ -29,41 +28,7 @@ from dard.experiment.spec import (
 from dard.io import check_writable
 from dard.run_dir import CompareFile, FolderLock, LabelGapFile, RunDir
 from dard.training.config import RunConfig
-
-# Keys that may differ between a recorded run and a request without making it a different run: where it ran
-# (and where its teacher run lies: the teacher run is checked on its own), and the fp32 speed switches
-# (tests/test_speed.py). bf16 autocast changes the numbers, so it counts.
-_NOT_IDENTITY = (
-    ("device",),
-    ("progress",),
-    ("data", "dir"),
-    ("data", "download"),
-    ("teacher", "checkpoint"),
-    ("speed", "threads"),
-    ("speed", "channels_last"),
-    ("speed", "compile"),
-    ("speed", "compile_backend"),
-    ("speed", "cudnn_benchmark"),
-    ("speed", "sync_bn"),
-)
-
-
-def _identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    d = copy.deepcopy(dict(cfg))
-    for path in _NOT_IDENTITY:
-        node = d
-        for k in path[:-1]:
-            node = node.get(k, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(path[-1], None)
-    return d
-
-
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        keys = list(dict.fromkeys([*a, *b]))
-        return [d for k in keys for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [prefix.rstrip(".")]
+from dard.training.identity import config_diff, config_identity
 
 
 def check_reusable(run_dir: Path, cfg: Mapping[str, Any]) -> None:
@@ -73,10 +38,10 @@ def check_reusable(run_dir: Path, cfg: Mapping[str, Any]) -> None:
         if not folder.is_empty():
             raise DardError(f"{run_dir} exists but is not a dard run folder; move it away or use another --runs")
         return
-    want = _identity(parse_run_config(dict(cfg), str(run_dir)).model_dump(mode="json"))
+    want = config_identity(parse_run_config(dict(cfg), str(run_dir)).model_dump(mode="json"))
     # Parsed again, so options added to dard since the run was made count at their defaults.
-    have = _identity(parse_run_config(folder.read_config(), str(folder.config)).model_dump(mode="json"))
-    diff = _diff(have, want)
+    have = config_identity(parse_run_config(folder.read_config(), str(folder.config)).model_dump(mode="json"))
+    diff = config_diff(have, want)
     if diff:
         raise DardError(
             f"{run_dir} was made with a different config ({', '.join(diff[:4])}); delete it or use "
@@ -204,7 +169,7 @@ def compare_attacks(
         return cached
     cfg = load_run_config(run_dir)
     data, x, y, dev = _first_test_images(cfg, spec.n, device, threads)
-    model, meta = load_checkpoint(folder.weights(spec.checkpoint), dev)
+    model, meta = load_checkpoint(folder.weights(spec.checkpoint), dev, arch=cfg.model.arch)
     attacks = {label: attack_from_spec(a, cfg.eps, cfg.seed) for label, a in spec.attacks.items()}
     rec = evaluate(
         model,
@@ -239,6 +204,7 @@ def label_gap(
     test images. ``cfg`` is the run's planned config (its teacher entry points at this invocation's teacher).
     Cached in ``eval/label-gap-<checkpoint>.json``."""
     from dard.attacks import create_attack
+    from dard.attacks.steps import resolve_step
     from dard.checkpoint import load_checkpoint
     from dard.evaluation.soft_labels import teacher_label_gap
     from dard.training.setup import load_teacher
@@ -249,9 +215,10 @@ def label_gap(
         return cached
     run_cfg = parse_run_config(dict(cfg), str(run_dir))
     method = folder.read_info().method
-    attack = create_attack(**method["attack"])  # the student's own training attack, as recorded
+    params, _ = resolve_step(method["attack"])  # the student's own training attack, as recorded
+    attack = create_attack(**params)
     data, x, y, dev = _first_test_images(run_cfg, spec.n, device, threads)
-    student, _ = load_checkpoint(folder.weights(spec.checkpoint), dev)
+    student, _ = load_checkpoint(folder.weights(spec.checkpoint), dev, arch=run_cfg.model.arch)
     teacher, _ = load_teacher(run_cfg.teacher, data.bundle, dev)
     gap = teacher_label_gap(teacher, student, x, y, attack, tau=float(method.get("tau", 1.0)))
     result = LabelGapFile(spec=spec.model_dump(), attack=attack.config(), gap=gap)

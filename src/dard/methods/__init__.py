@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dard.errors import DardError
 from dard.registry import Registry
 
 METHODS: Registry[type] = Registry("method")
@@ -25,6 +26,12 @@ def method_params(name: str) -> list[str]:
 
 def create_method(name: str, **params: Any) -> Method:
     """Build the method registered as ``name``; unknown names, unknown parameters and bad values raise DardError."""
+    if "attack_mode" in params and name in METHODS and "attack_mode" not in METHODS.params(name):
+        offered = [m for m in METHODS.names() if "attack_mode" in METHODS.params(m)]
+        raise DardError(
+            f"method '{name}' has no parameter 'attack_mode': the train-mode training attack is offered only for "
+            f"{', '.join(offered)}, whose official code crafts its attack in train mode (docs/baselines.md)"
+        )
     return METHODS.create(name, **params)
 
 

@@ -8,9 +8,10 @@ be read here; everything below follows the official code.
 1. Inner maximisation (the attack ``kl_pgd`` with the teacher network as its target, ``attack`` overriding its
    parameters): ``x_adv`` maximises ``KL(softmax(T(x')) || softmax(S(x')))`` over the Linf ball of 8/255, teacher
    and student on the same ``x'``, the gradient taken through both networks (the teacher's output moves with
-   ``x'``); the student in eval mode, the teacher frozen in eval mode; start ``x + 0.001 * N(0, 1)``, 10
-   sign-gradient steps of 2/255, each projected onto the ball and [0, 1]. The point is where the student
-   disagrees most with the teacher, not where the student misclassifies.
+   ``x'``); the student in eval mode (the official ``BN_eval=True``, so ``attack_mode`` is not offered), the
+   teacher frozen in eval mode; start ``x + 0.001 * N(0, 1)``, 10 sign-gradient steps of 2/255, each projected
+   onto the ball and [0, 1]. The point is where the student disagrees most with the teacher, not where the
+   student misclassifies.
 2. Outer loss, student in train mode (clean forward first, then adversarial, as the official code):
    ``L = w * KL(T(x_adv) || S(x_adv)) + (1 - w) * KL(T(x) || S(x))``, softmax at temperature 1, ``w = adv_weight``
    (the code's ``--AdaAD_alpha``, default 1: only the adversarial term), the teacher without gradients.

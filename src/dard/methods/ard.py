@@ -13,9 +13,12 @@ takes the per-sample KL instead, which multiplies the loss and its gradients by 
 with weight decay: the learning rate times C, the weight decay divided by C).
 
 Deviations from the official code:
-- BatchNorm during the attack: the official script crafts ``x_adv`` with the student in train mode (batch
-  statistics; every attack iterate updates the running statistics); here the student is in eval mode for the
-  attack (running statistics, not updated), as this project's attack contract does.
+- BatchNorm during the attack: eval mode by default (running statistics, not updated), as this project's attack
+  contract does; ``attack_mode="train"`` reproduces the official script. There ``net.train()`` puts the student
+  (inside ``AttackPGD``) in train mode and the teacher stays in eval mode; each of the 10 attack iterates (the
+  first at the random start) is a train-mode forward with batch statistics that updates the running statistics,
+  then ``AttackPGD`` returns the train-mode forward on ``x_adv`` that the loss uses, then the clean forward
+  ``S(x)``: 12 updates per step, in this order, the same here in train mode.
 - Random start: the official start ``x + U(-eps, eps)`` is not clamped to [0, 1] before the first gradient
   step; here it is.
 - As in the official script the clean forward ``S(x)`` always runs in train mode after ``S(x_adv)`` (its
@@ -42,7 +45,8 @@ from dard.validate import check_choice, check_float
 
 @register_method("ard")
 class ARD(Method):
-    """``L = alpha * tau^2 * KL(T(x)/tau || S(x_adv)/tau) + (1 - alpha) * CE(S(x), y)`` (KL: ``kl_reduction``)."""
+    """``L = alpha * tau^2 * KL(T(x)/tau || S(x_adv)/tau) + (1 - alpha) * CE(S(x), y)`` (KL: ``kl_reduction``;
+    ``attack_mode``: the student's mode during the attack, ``"eval"`` or the official ``"train"``)."""
 
     name = "ard"
     needs_teacher = True
@@ -54,15 +58,17 @@ class ARD(Method):
         tau: float = 30.0,
         kl_reduction: str = "mean",
         attack: dict[str, Any] | None = None,
+        attack_mode: str = "eval",
     ) -> None:
         self.alpha = check_float("alpha", alpha, lo=0.0, hi=1.0, owner=self.owner)
         self.tau = check_float("tau", tau, lo=0.0, lo_open=True, owner=self.owner)
         self.kl_reduction = check_choice("kl_reduction", kl_reduction, KL_REDUCTIONS, owner=self.owner)
-        self.attack, self.attack_spec = make_attack(self.name, attack, PGD10_TRAINING)
+        self.attack, self.attack_spec = make_attack(self.name, attack, PGD10_TRAINING, mode=attack_mode)
+        self.attack_mode = attack_mode
 
     def compute(self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor) -> LossOutput:
         assert teacher is not None
-        x_adv = self.attack(student, x, y).detach()  # student in eval mode inside, mode restored
+        x_adv = self.attack(student, x, y).detach()  # eval mode inside (attack_mode "eval"), mode restored
         q = soft_targets(teacher_logits(teacher, x), self.tau)
         logits_adv = student(x_adv)
         loss = self.alpha * self.tau**2 * kl_divergence(q, logits_adv, self.tau, self.kl_reduction)
@@ -79,4 +85,5 @@ class ARD(Method):
             "tau": self.tau,
             "kl_reduction": self.kl_reduction,
             "attack": dict(self.attack_spec),
+            "attack_mode": self.attack_mode,
         }

@@ -2,7 +2,9 @@
 
 ``method(student, teacher, x, y) -> LossOutput(loss, logits, x_adv)``. The student arrives in train mode and is
 in train mode for the forward that produces the loss; any attack runs with the attacked network in eval mode
-(BatchNorm frozen) and restores its mode. The teacher, when ``needs_teacher`` is true, must already be in eval
+(BatchNorm frozen) and restores its mode, unless the method was built with ``attack_mode="train"`` (offered by the
+methods whose official code crafts its attack with the student in train mode: SAT and ARD; see
+:data:`ATTACK_MODES`). The teacher, when ``needs_teacher`` is true, must already be in eval
 mode and is only ever called under ``torch.no_grad()`` (or, when a method crafts its attack against the teacher,
 through the attack, which takes gradients with respect to the input only), so it never receives gradients.
 
@@ -21,17 +23,27 @@ import torch
 from torch import Tensor, nn
 
 from dard.attacks import ATTACKS, Attack
+from dard.attacks.steps import resolve_step
 from dard.errors import DardError, shown
+from dard.models import check_logits
+from dard.validate import check_choice
 
-#: Madry et al.'s PGD-10 as the field trains with it: Linf eps 8/255, step 2/255, uniform random start, CE.
+#: Madry et al.'s PGD-10 as the field trains with it: Linf eps 8/255, step eps/4 (2/255), uniform random start, CE.
+#: The step follows eps (:mod:`dard.attacks.steps`); an absolute ``step_size`` in a user spec overrides the ratio.
 PGD10_TRAINING: Mapping[str, Any] = MappingProxyType(
-    {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10, "random_start": True}
+    {"name": "pgd", "eps": 8 / 255, "step_ratio": 0.25, "steps": 10, "random_start": True}
 )
-#: The TRADES / RSLAD / AdaAD inner maximisation: 10 sign steps of 2/255 on the KL in the Linf ball of 8/255, from
-#: ``x + 0.001 * N(0, 1)`` (the attack's defaults for norm and init).
+#: The TRADES / RSLAD / AdaAD inner maximisation: 10 sign steps of eps/4 (2/255) on the KL in the Linf ball of 8/255,
+#: from ``x + 0.001 * N(0, 1)`` (the attack's defaults for norm and init).
 KL_PGD10_TRAINING: Mapping[str, Any] = MappingProxyType(
-    {"name": "kl_pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
+    {"name": "kl_pgd", "eps": 8 / 255, "step_ratio": 0.25, "steps": 10}
 )
+#: How a method's training attack treats the student. ``"eval"`` (the default): eval mode, BatchNorm normalises with
+#: its running statistics and does not update them. ``"train"``: the student stays in train mode, as the official
+#: SAT and ARD code attacks: BatchNorm normalises each attack iterate with its own batch statistics (so one image's
+#: gradient depends on the batch) and every forward of the attack updates the running statistics (10 per step for
+#: PGD-10, before the loss forwards' own updates).
+ATTACK_MODES = ("eval", "train")
 
 
 @dataclass
@@ -80,17 +92,25 @@ def resolve_attack_spec(method_name: str, spec: Any, default: Mapping[str, Any])
     if not isinstance(name, str):
         raise DardError(f"method '{method_name}': attack name must be a string, got {shown(name)}")
     if name == default["name"]:
-        return {**default, **spec}
-    kind, default_kind = _target_kind(method_name, name), _target_kind(method_name, default["name"])
+        merged = {**default, **spec}
+        if "step_size" in spec and "step_ratio" not in spec:
+            merged.pop("step_ratio", None)  # the user's absolute step replaces the default ratio
+        return merged
+    _check_kind(method_name, name, _target_kind(method_name, name), default)
+    return {"name": name, **{k: v for k, v in spec.items() if k != "name"}}
+
+
+# Attack.target_kind, in words
+_KINDS = {"labels": "labels", "probs": "target probabilities", "targets": "target classes"}
+
+
+def _check_kind(method_name: str, name: str, kind: str, default: Mapping[str, Any]) -> None:
+    default_kind = _target_kind(method_name, default["name"])
     if kind != default_kind:
         raise DardError(
             f"method '{method_name}': attack '{name}' takes {_KINDS[kind]}, but this method attacks with "
             f"{_KINDS[default_kind]} (like its default '{default['name']}')"
         )
-    return {"name": name, **{k: v for k, v in spec.items() if k != "name"}}
-
-
-_KINDS = {"labels": "labels", "probs": "target probabilities"}  # Attack.target_kind, in words
 
 
 def _target_kind(method_name: str, attack_name: str) -> str:
@@ -115,16 +135,32 @@ def build_attack(method_name: str, spec: Mapping[str, Any]) -> Attack:
         raise DardError(f"method '{method_name}': attack: {exc}") from None
 
 
-def make_attack(method_name: str, spec: Any, default: Mapping[str, Any]) -> tuple[Attack, dict[str, Any]]:
-    """Resolve ``spec`` against ``default``, build the attack, and return it with its full config.
+def make_attack(
+    method_name: str, spec: Any, default: Mapping[str, Any], *, mode: str = "eval"
+) -> tuple[Attack, dict[str, Any]]:
+    """Resolve ``spec`` against ``default`` (its step as a ratio of eps, :func:`dard.attacks.steps.resolve_step`),
+    build the attack, and return it with its full config.
 
-    The returned config is the attack's own ``config()`` (every parameter, ``name`` first), so a method's
-    ``config()`` records the attack completely and ``create_attack(**config)`` rebuilds it.
+    The returned config is the attack's own ``config()`` (every parameter, ``name`` first, the resolved absolute
+    ``step_size`` included) plus ``step_ratio`` (the ratio of eps it came from; None for an absolute step) for
+    attacks that take a step, so a method's ``config()`` records the attack completely and
+    ``create_method(name, **params)`` rebuilds it. ``mode`` is the method's ``attack_mode``
+    (:data:`ATTACK_MODES`): ``"train"`` makes the attack keep the student's train mode.
     """
+    mode = check_choice("attack_mode", mode, ATTACK_MODES, owner=f"method '{method_name}'")
     resolved = resolve_attack_spec(method_name, spec, default)
-    attack = build_attack(method_name, resolved)
-    cfg = attack.config() if hasattr(attack, "config") else resolved
-    return attack, dict(cfg)
+    try:
+        params, ratio = resolve_step(resolved)
+    except DardError as exc:
+        raise DardError(f"method '{method_name}': attack: {exc}") from None
+    attack = build_attack(method_name, params)
+    if hasattr(attack, "target_kind"):  # an instance may take another kind than its class (tpgd, target="given")
+        _check_kind(method_name, resolved["name"], attack.target_kind, default)
+    attack.keep_model_mode = mode == "train"
+    cfg = dict(attack.config() if hasattr(attack, "config") else params)
+    if "step_size" in cfg:
+        cfg["step_ratio"] = ratio
+    return attack, cfg
 
 
 # ------------------------------------------------------------------------------------------------- Method
@@ -171,5 +207,5 @@ class Method:
 
 @torch.no_grad()
 def teacher_logits(teacher: nn.Module, x: Tensor) -> Tensor:
-    """The frozen teacher's logits (no graph)."""
-    return teacher(x)
+    """The frozen teacher's logits (no graph), checked to be logits (:func:`dard.models.check_logits`)."""
+    return check_logits(teacher(x), x.shape[0])

@@ -41,14 +41,12 @@ import torch
 from torch import Tensor, nn
 
 from dard.methods import register_method
-from dard.methods.base import LossOutput, Method, make_attack
+from dard.methods.base import LossOutput, Method, make_attack, teacher_logits
 from dard.methods.losses import cross_entropy, kl_batchmean, soft_targets
 from dard.validate import check_bool, check_choice, check_float
 
-#: DPGD-10: Linf eps 8/255, step 2/255, from the clean image.
-DPGD10_TRAINING: Mapping[str, Any] = MappingProxyType(
-    {"name": "dpgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
-)
+#: DPGD-10: Linf eps 8/255, step eps/4 (2/255; the step follows eps), from the clean image.
+DPGD10_TRAINING: Mapping[str, Any] = MappingProxyType({"name": "dpgd", "eps": 8 / 255, "step_ratio": 0.25, "steps": 10})
 
 
 @register_method("dard")
@@ -80,12 +78,12 @@ class DARD(Method):
         """``q = lam * softmax(T(x)/tau) + (1 - lam) * softmax(T(x_adv)/tau)`` (no graph)."""
         with torch.no_grad():
             if self.lam == 1.0:
-                return soft_targets(teacher(x), self.tau)
+                return soft_targets(teacher_logits(teacher, x), self.tau)
             if self.lam == 0.0:
-                return soft_targets(teacher(x_adv), self.tau)
+                return soft_targets(teacher_logits(teacher, x_adv), self.tau)
             # One teacher call on the concatenated batch: valid because the teacher is frozen in eval mode, so
             # BatchNorm uses running statistics and each sample's output does not depend on the rest of the batch.
-            t_nat, t_adv = teacher(torch.cat([x, x_adv])).split([x.shape[0], x_adv.shape[0]])
+            t_nat, t_adv = teacher_logits(teacher, torch.cat([x, x_adv])).split([x.shape[0], x_adv.shape[0]])
             return self.lam * soft_targets(t_nat, self.tau) + (1.0 - self.lam) * soft_targets(t_adv, self.tau)
 
     def _terms(self, logits: Tensor, y: Tensor, q: Tensor | None) -> Tensor:

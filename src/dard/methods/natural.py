@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from dard.methods import register_method
 from dard.methods.base import LossOutput, Method
 from dard.methods.losses import cross_entropy
+from dard.models import check_logits
 
 
 @register_method("natural")
@@ -27,7 +28,7 @@ class Natural(Method):
         self.attack = None
 
     def compute(self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor) -> LossOutput:
-        logits = student(x)
+        logits = check_logits(student(x), x.shape[0])
         return LossOutput(loss=cross_entropy(logits, y), logits=logits.detach(), x_adv=None)
 
     def params(self) -> dict[str, Any]:

@@ -5,7 +5,8 @@ Better", ICCV 2021; official code github.com/zibojia/RSLAD (commit c40e04f): ``r
 ``resnet18_rslad_cifar10.py``, ``resnet18_rslad_cifar100.py``, see docs/baselines.md.
 ``L = s * (5/6 * KL(T(x) || S(x_adv)) + 1/6 * KL(T(x) || S(x)))`` on softmax outputs at temperature 1, KL the
 per-sample KL averaged over the batch times ``s = kl_scale``. ``x_adv`` maximises ``KL(T(x) || S(x'))`` with the
-student in eval mode, from ``x + 0.001 * N(0, 1)``, 10 sign-gradient steps of 2/255 in the Linf ball of 8/255.
+student in eval mode (as the official ``rslad_inner_loss``, so ``attack_mode`` is not offered), from
+``x + 0.001 * N(0, 1)``, 10 sign-gradient steps of 2/255 in the Linf ball of 8/255.
 The teacher's soft labels are computed on the same batch every step.
 
 Loss scale: ``kl_scale = 0.1`` (default) is what both official scripts train with. The CIFAR-10 script takes

@@ -7,10 +7,15 @@ Attacks", ICLR 2018; official code github.com/MadryLab/cifar10_challenge (Tensor
 valid range) maximising the cross-entropy of the model being trained.
 
 Deviations from the official code:
-- BatchNorm during the attack: the official graph is built in train mode (``Model(mode='train')``, batch
-  statistics, moving averages updated in place), so the examples are crafted with batch statistics and every
-  attack iterate updates the running statistics; here the model is in eval mode for the attack (running
-  statistics, not updated), the convention of this project's attack contract.
+- BatchNorm during the attack: eval mode by default (running statistics, not updated), the convention of this
+  project's attack contract; ``attack_mode="train"`` reproduces the official code. There one graph, built with
+  ``Model(mode='train')`` (``train.py``), serves the attack and the training step, and its BatchNorm
+  (``model.py``: ``is_training=True``, ``decay=.9``, ``updates_collections=None``) normalises with batch
+  statistics and updates its moving averages on every run of the graph: each of the 10 gradient evaluations of
+  ``pgd_attack.py`` (one per iterate, the first at the random start), then the training step on ``x_adv`` -- 11
+  updates per step, the momentum-0.1 updates of PyTorch's BatchNorm. In train mode here the attack's forwards and
+  the loss forward do the same, in the same order. Not reproduced: the logging runs of ``train.py`` every 100
+  steps (clean and adversarial accuracy, summaries), which also update the moving averages.
 - Weight decay: the official loss adds ``2e-4 * sum(w^2) / 2`` over the convolution and fully connected weights
   only; here it is the optimiser's weight decay of the run config, applied to every parameter.
 - Schedule, model and budget are the run config's, not the official ones (80,000 steps of batch 128, about 205
@@ -33,18 +38,20 @@ from dard.methods.losses import cross_entropy
 
 @register_method("sat")
 class SAT(Method):
-    """``L = CE(S(x_adv), y)``, ``x_adv = attack(S, x, y)`` (default PGD-10, random start)."""
+    """``L = CE(S(x_adv), y)``, ``x_adv = attack(S, x, y)`` (default PGD-10, random start; ``attack_mode``: the
+    student's mode during the attack, ``"eval"`` or the official ``"train"``)."""
 
     name = "sat"
     needs_teacher = False
 
-    def __init__(self, *, attack: dict[str, Any] | None = None) -> None:
-        self.attack, self.attack_spec = make_attack(self.name, attack, PGD10_TRAINING)
+    def __init__(self, *, attack: dict[str, Any] | None = None, attack_mode: str = "eval") -> None:
+        self.attack, self.attack_spec = make_attack(self.name, attack, PGD10_TRAINING, mode=attack_mode)
+        self.attack_mode = attack_mode
 
     def compute(self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor) -> LossOutput:
-        x_adv = self.attack(student, x, y).detach()  # the attack puts the student in eval mode and restores it
+        x_adv = self.attack(student, x, y).detach()  # eval mode inside (attack_mode "eval"), mode restored
         logits = student(x_adv)
         return LossOutput(loss=cross_entropy(logits, y), logits=logits.detach(), x_adv=x_adv)
 
     def params(self) -> dict[str, Any]:
-        return {"attack": dict(self.attack_spec)}
+        return {"attack": dict(self.attack_spec), "attack_mode": self.attack_mode}

@@ -7,7 +7,8 @@ f(x_adv))`` (softmax outputs, KL summed over classes and averaged over the batch
 ``(1 / batch_size) * KLDivLoss(size_average=False)``), ``beta = 6``. ``x_adv`` maximises ``KL(f(x) || f(x'))``
 over the Linf ball (10 sign-gradient steps) from ``x + 0.001 * N(0, 1)``, the model in eval mode, the target
 ``f(x)`` computed in eval mode without gradient; the loss forwards run in train mode and the gradient flows
-through both sides of the KL, as in the official code.
+through both sides of the KL, as in the official code (``model.eval()`` for the attack, so ``attack_mode`` is not
+offered).
 
 Deviations from the official code:
 - Budget: eps 8/255 (0.0314) and step 2/255 (0.0078) here, the field's convention; the official script uses
@@ -36,6 +37,7 @@ from torch import Tensor, nn
 from dard.methods import register_method
 from dard.methods.base import KL_PGD10_TRAINING, LossOutput, Method, make_attack
 from dard.methods.losses import cross_entropy, kl_batchmean
+from dard.models import check_logits
 from dard.module_utils import eval_mode
 from dard.validate import check_float
 
@@ -53,7 +55,7 @@ class TRADES(Method):
 
     def compute(self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor) -> LossOutput:
         with torch.no_grad(), eval_mode(student):
-            target = F.softmax(student(x).float(), dim=1)
+            target = F.softmax(check_logits(student(x), x.shape[0]).float(), dim=1)
         x_adv = self.attack(student, x, target).detach()
         logits_nat = student(x)
         logits_adv = student(x_adv)

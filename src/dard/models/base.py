@@ -1,4 +1,5 @@
-"""Base class for image classifiers that take inputs in [0, 1] and normalise inside ``forward``.
+"""Base class for image classifiers that take inputs in [0, 1] and normalise inside ``forward``, the wrapper that
+gives a plain ``nn.Module`` the same normalisation, and :func:`check_logits`, the one check of what a model returns.
 
 Keeping the normalisation inside the model means attacks, epsilon balls and clipping all work in the
 natural [0, 1] pixel space, and a saved model cannot be evaluated with the wrong preprocessing.
@@ -7,7 +8,8 @@ natural [0, 1] pixel space, and a saved model cannot be evaluated with the wrong
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -97,6 +99,63 @@ class ImageClassifier(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, in_channels={self.in_channels}"
+
+
+def check_logits(output: Any, n: int, num_classes: int | None = None) -> Tensor:
+    """``output`` if it is logits for a batch of ``n`` images: a float tensor of shape (n, classes).
+
+    Anything else (a tuple of logits and features, a dict, a wrong shape, or ``num_classes`` not matching) is a
+    one-line :class:`DardError` saying what the model returned. Shape and dtype only: no device synchronisation.
+    Attacks (:func:`dard.attacks.pgd_ascent`), the evaluation suite and :class:`PlainClassifier` call it.
+    """
+    if isinstance(output, Tensor) and output.is_floating_point() and output.dim() == 2 and output.shape[0] == n:
+        if num_classes is None or output.shape[1] == num_classes:
+            return output
+        raise DardError(
+            f"the model returns {output.shape[1]} class scores per image but was built for {num_classes} classes "
+            "(does its factory ignore num_classes?)"
+        )
+    if isinstance(output, Tensor):
+        got = f"a {output.dtype} tensor of shape {tuple(output.shape)}"
+    elif isinstance(output, Mapping):
+        got = f"a {type(output).__name__} with keys {', '.join(map(repr, list(output)[:4]))}"
+    elif isinstance(output, (tuple, list)):
+        got = f"a {type(output).__name__} of {len(output)}"
+    else:
+        got = type(output).__name__
+    raise DardError(
+        f"the model returned {got}; dard needs its logits alone, a float tensor of shape ({n}, classes) "
+        "(wrap the model so that forward returns only the logits, e.g. output[0] or output['logits'])"
+    )
+
+
+class PlainClassifier(ImageClassifier):
+    """A plain ``nn.Module`` (images -> logits) with an :class:`ImageClassifier`'s input normalisation around it.
+
+    ``create_model`` wraps what a factory returns in this when it is not an :class:`ImageClassifier` already. The
+    state dict is the wrapped module's own, key for key (no ``net.`` prefix): external weights for the plain
+    module load into the wrapper, and a dard checkpoint of it loads into the plain module. ``forward`` checks the
+    output with :func:`check_logits`, the class count included.
+    """
+
+    def __init__(self, net: nn.Module, num_classes: int, in_channels: int) -> None:
+        super().__init__(num_classes, in_channels)
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return check_logits(self.net(self.normalize(x)), x.shape[0], self.num_classes)
+
+    def state_dict(self, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False) -> Any:
+        # The wrapper holds no persistent state (mean/std are non-persistent buffers), so its dict is the net's,
+        # written at the wrapper's own prefix; parents call this with theirs, so nesting keeps working.
+        return self.net.state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # The inverse: move this wrapper's keys under ``net.`` before nn.Module hands them to the child. The dict is
+        # load_state_dict's own copy, so the caller's is untouched.
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            state_dict[f"{prefix}net.{key[len(prefix) :]}"] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
 def init_weights(module: nn.Module) -> None:

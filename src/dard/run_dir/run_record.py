@@ -18,7 +18,7 @@ class RunRecord:
 
     ``evals`` maps ``"best"`` / ``"last"`` to the evaluation records present in ``eval/``; ``train_seconds`` is the
     training loop's wall time and ``train_images_per_s`` its throughput (None when not recorded); ``device`` names
-    where it trained.
+    where it trained; ``config`` is the recorded run config (a mapping, parsed by whoever needs it).
     """
 
     path: Path
@@ -34,6 +34,7 @@ class RunRecord:
     train_seconds: float | None
     train_images_per_s: float | None
     device: str
+    config: dict[str, Any] | None = None  # config.yaml as recorded (None for a folder without one)
 
     @classmethod
     def load(cls, path: str | Path) -> RunRecord:
@@ -63,6 +64,7 @@ class RunRecord:
             train_seconds=train_seconds,
             train_images_per_s=_train_throughput(train_seconds, info.data, metrics),
             device=_device_text(info),
+            config=run.read_config() if run.is_run() else None,
         )
 
 

@@ -31,7 +31,7 @@ def final_evaluation(cfg: RunConfig, run_dir: Path, data: Data, device: torch.de
     for which in cfg.eval.checkpoints:
         if folder.eval_file(which).exists():
             continue
-        model, meta = load_checkpoint(folder.weights(which), device)
+        model, meta = load_checkpoint(folder.weights(which), device, arch=cfg.model.arch)
         info = {**meta["model"], "checkpoint": f"{which}", "epoch": meta.get("epoch")}
         data_info = {"name": data.bundle.name, "split": "test", "n": int(x.shape[0])}
         attacks = build_suite(cfg.eval.attacks, cfg.eps, seed=cfg.seed)

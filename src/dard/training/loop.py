@@ -19,6 +19,7 @@ from dard.errors import DardError
 from dard.evaluation.suite import attack_from_spec, evaluate
 from dard.methods import Method
 from dard.module_utils import unwrap_model
+from dard.progress import progress_bar
 from dard.run_dir import EpochMetrics, Progress, RunDir, RunInfo
 from dard.runtime import configure_threads, environment, resolve_device, seed_everything
 from dard.training import distributed as dist
@@ -219,12 +220,11 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[dict[str, Any], float]:
         sums = dict(progress.partial or sums)
     t0 = mark = time.time()  # t0: this epoch's throughput; mark: training time not yet added to progress
     steps = len(run.loader)
-    bar = tqdm(
+    bar = progress_bar(
         total=steps,
         initial=progress.batch,
         desc=f"{cfg.name} epoch {epoch + 1}/{cfg.optim.epochs}",
-        disable=not (cfg.progress and run.main),
-        leave=False,
+        enabled=cfg.progress and run.main,
     )
     for batch_idx, (x, y) in enumerate(run.loader.iter_from(progress.batch), start=progress.batch):
         loss, logits = _step(run, x, y, epoch, batch_idx)

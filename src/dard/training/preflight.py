@@ -23,7 +23,7 @@ from dard.evaluation.suite import attack_from_spec, build_suite
 from dard.io import check_writable
 from dard.methods import Method
 from dard.model_checks import check_input
-from dard.models import MODELS
+from dard.models import model_factory
 from dard.run_dir import RunDir
 from dard.training import distributed as dist
 from dard.training.config import RunConfig
@@ -49,7 +49,7 @@ def _at(key: str, build: Callable[[], T]) -> T:
 
 def check_config(cfg: RunConfig, world_size: int = 1) -> Method:
     """Build every object the config names (no data, no files); returns the method."""
-    _at("model.arch", lambda: MODELS.get(cfg.model.arch))
+    _at("model.arch", lambda: model_factory(cfg.model.arch))
     method = _at("method", lambda: build_method(cfg))
     if method.needs_teacher and not cfg.teacher.given:
         raise DardError(f"method '{cfg.method.name}' needs a teacher: {TEACHER_HINT}")

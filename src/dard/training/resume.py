@@ -2,8 +2,8 @@
 
 A resume continues the run its folder records (``config.yaml``). Two kinds of keys may differ from the record:
 
-- where and how fast the run executes (:data:`WHERE`: device, data folder, threads, the fp32 speed switches, the
-  teacher's location): applied, not recorded;
+- where and how fast the run executes (:data:`dard.training.identity.NOT_IDENTITY`: device, data folder, threads,
+  the fp32 speed switches, the teacher's location): applied, not recorded;
 - what is safe to change part-way (:data:`CHANGEABLE`): the number of epochs (never below the epochs already
   trained) and the final test evaluation (``eval.*``), plus the validation batch size. Applied, written to
   ``config.yaml`` and logged in ``run.json`` (``changes``). Evaluation records they make stale (``eval/best.json``
@@ -25,20 +25,9 @@ from typing import Any
 from dard.errors import DardError, shown
 from dard.run_dir import CHECKPOINTS, RunDir, RunInfo
 from dard.training.config import RunConfig, apply_overrides, dump_config, parse_config
+from dard.training.identity import NOT_IDENTITY, config_diff, without_keys
 
-WHERE = (
-    "device",
-    "progress",
-    "data.dir",
-    "data.download",
-    "teacher.checkpoint",
-    "speed.threads",
-    "speed.channels_last",
-    "speed.compile",
-    "speed.compile_backend",
-    "speed.cudnn_benchmark",
-    "speed.sync_bn",
-)
+#: the keys (and sections) a resume may change, recorded in the run
 CHANGEABLE = ("optim.epochs", "eval", "val.batch_size")
 
 
@@ -52,14 +41,10 @@ class ResumeChanges:
     after_epoch: int = 0  # epochs trained when the change was made
 
 
-def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+def _value(d: Mapping[str, Any], dotted: str) -> Any:
+    for k in dotted.split("."):
+        d = d.get(k) if isinstance(d, Mapping) else None
+    return d
 
 
 def _under(key: str, prefixes: tuple[str, ...]) -> bool:
@@ -87,9 +72,10 @@ def resume_config(run_dir: str | Path, overrides: list[str]) -> RunConfig:
 def resume_changes(folder: RunDir, cfg: RunConfig, epochs_done: int) -> ResumeChanges:
     """How ``cfg`` differs from the run ``folder`` records; a one-line DardError for a key a resume may not change
     or fewer epochs than were trained. Reads, never writes."""
-    have, want = _flat(recorded_config(folder).model_dump(mode="json")), _flat(cfg.model_dump(mode="json"))
-    diff = {k: (have.get(k), want.get(k)) for k in dict.fromkeys([*have, *want]) if have.get(k) != want.get(k)}
-    refused = [k for k in diff if not _under(k, WHERE + CHANGEABLE)]
+    have = without_keys(recorded_config(folder).model_dump(mode="json"), NOT_IDENTITY)
+    want = without_keys(cfg.model_dump(mode="json"), NOT_IDENTITY)
+    diff = {k: (_value(have, k), _value(want, k)) for k in config_diff(have, want)}
+    refused = [k for k in diff if not _under(k, CHANGEABLE)]
     if refused:
         shown_keys = ", ".join(f"{k} ({shown(diff[k][0], 40)} -> {shown(diff[k][1], 40)})" for k in refused[:3])
         raise DardError(
@@ -101,7 +87,7 @@ def resume_changes(folder: RunDir, cfg: RunConfig, epochs_done: int) -> ResumeCh
         raise DardError(
             f"optim.epochs {cfg.optim.epochs} is fewer than the {epochs_done} epochs {folder.path} has trained"
         )
-    changes = ResumeChanges({k: v for k, v in diff.items() if not _under(k, WHERE)}, after_epoch=epochs_done)
+    changes = ResumeChanges(diff, after_epoch=epochs_done)
     if changes.changed:
         changes.info = folder.read_info() if folder.run_info.is_file() else RunInfo()
         if "optim.epochs" in changes.changed:  # the checkpoints change, so every record made from them is stale

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from dard.errors import DardError
+from dard.evaluation.report.export import FORMATS, write_csv, write_robustbench, write_tex
+from dard.evaluation.report.groups import check_one_table, group_runs
 from dard.evaluation.report.markdown import ReportContent, render
 from dard.evaluation.report.plots import write_curves, write_eps_curve
-from dard.evaluation.report.stats import autoattack_result, group_row, group_runs, ordered_union, run_row
+from dard.evaluation.report.stats import autoattack_result, group_row, ordered_union, run_row
 from dard.io import write_json, write_text
 from dard.run_dir import CHECKPOINTS, RunDir, RunRecord
 
@@ -23,16 +25,23 @@ def build_report(
     preamble: Sequence[str] = (),
     sections: Sequence[str] = (),
     extra: Mapping[str, Any] | None = None,
+    formats: Sequence[str] = ("md",),
 ) -> Path:
     """Write ``report.md``, ``results.json``, ``curves.png`` (and ``eps_curve.png``) into ``out_dir``.
 
-    ``runs`` are loaded run folders (:meth:`dard.run_dir.RunRecord.load`). Runs that differ only in seed (same
-    name without its ``-s<N>`` / ``_seed<N>`` suffix, method, student, teacher and threat model) form one row with
-    ``mean ± std`` over seeds. The main table uses ``checkpoint`` (``best``: selected on the validation split); a
-    second table shows the other checkpoint. Returns the path of ``report.md``. ``preamble`` lines go under the
-    title, ``sections`` (Markdown) after the tables, and ``extra`` is stored under ``"extra"`` in
-    ``results.json`` (used by ``dard experiment``). Every file is written atomically.
+    ``runs`` are loaded run folders (:meth:`dard.run_dir.RunRecord.load`), all on one dataset and threat model
+    (else a one-line DardError). Runs that differ only in seed (same seedless name and the same recorded config but
+    for seed, name and the keys that do not change the numbers: :mod:`.groups`) form one row with ``mean ± std``
+    over seeds; a seed given twice in one row is an error. The main table uses ``checkpoint`` (``best``: selected
+    on the validation split); a second table shows the other checkpoint. Returns the path of ``report.md``.
+    ``preamble`` lines go under the title, ``sections`` (Markdown) after the tables, and ``extra`` is stored under
+    ``"extra"`` in ``results.json`` (used by ``dard experiment``). ``formats`` adds the main table as
+    ``results.csv`` (``csv``) and ``results.tex`` (``tex``, a LaTeX tabular) beside ``report.md`` (``md``, always
+    written). ``robustbench/<run>.json`` holds a RobustBench-style entry per run. Every file is written atomically.
     """
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise DardError(f"unknown report format {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
     if checkpoint not in CHECKPOINTS:
         raise DardError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, not '{checkpoint}'")
     if not runs:
@@ -40,19 +49,22 @@ def build_report(
     for r in runs:
         if checkpoint not in r.evals:
             raise DardError(f"{r.path} has no {RunDir(r.path).eval_file(checkpoint).relative_to(r.path)}")
+    check_one_table(runs, checkpoint)
+    groups = group_runs(runs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    groups = group_runs(runs, checkpoint)
     attack_labels = ordered_union(r.evals[checkpoint].attacks.keys() for r in runs)
     metric_keys = ["clean", *attack_labels, "autoattack_subset", "worst_case"]
-    run_rows = [run_row(r, checkpoint) for r in runs]
-    group_rows = [group_row(key, members, metric_keys) for key, members in groups.items()]
+    row_name = {id(m): g.name for g in groups for m in g.members}
+    run_rows = [run_row(r, checkpoint, row_name[id(r)]) for r in runs]
+    group_rows = [group_row(g.name, g.key, g.members, metric_keys, checkpoint) for g in groups]
 
-    plots = [("Validation accuracy per epoch (mean over seeds)", write_curves(groups.values(), out_dir / "curves.png"))]
+    curves = write_curves(groups, out_dir / "curves.png")
+    plots = [("Validation accuracy per epoch (mean ± std over seeds)", curves)]
     if any(r.evals[checkpoint].eps_sweep for r in runs):
-        path = write_eps_curve(groups.values(), out_dir / "eps_curve.png", checkpoint=checkpoint)
-        plots.append((f"PGD-20 accuracy vs eps ({checkpoint} checkpoint, mean over seeds)", path))
+        path = write_eps_curve(groups, out_dir / "eps_curve.png", checkpoint=checkpoint)
+        plots.append((f"PGD-20 accuracy vs eps ({checkpoint} checkpoint, mean ± std over seeds)", path))
 
     content = ReportContent(
         title=title,
@@ -71,4 +83,9 @@ def build_report(
     if extra:
         results["extra"] = dict(extra)
     write_json(out_dir / "results.json", results)
+    write_robustbench(runs, out_dir / "robustbench", checkpoint)
+    if "csv" in formats:
+        write_csv(content, out_dir / "results.csv")
+    if "tex" in formats:
+        write_tex(content, out_dir / "results.tex")
     return write_text(out_dir / "report.md", render(content))

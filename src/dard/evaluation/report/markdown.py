@@ -58,6 +58,8 @@ def render(rep: ReportContent) -> str:
     lines += _main_table(rep)
     lines += _other_checkpoint_table(rep)
     lines += _cost_section(rep.group_rows)
+    lines += _stages_section(rep)
+    lines += _attack_time_section(rep)
     for section in rep.sections:
         lines += [section.rstrip(), ""]
     lines += _setup_section(rep)
@@ -78,8 +80,10 @@ def _identity_cells(g: Mapping[str, Any]) -> list[str]:
 def _main_table(rep: ReportContent) -> list[str]:
     has_aa = rep.has_aa
     lines = [
-        f"{len(rep.runs)} run(s) in {len(rep.group_rows)} group(s); runs that differ only in seed are one row "
-        f"(mean ± sample std over seeds). Test-split accuracy in %, `{rep.checkpoint}` checkpoint.",
+        f"{len(rep.runs)} run(s) in {len(rep.group_rows)} group(s); runs whose recorded configs differ only in "
+        f"seed are one row (mean ± sample std over seeds). Test-split accuracy in %, `{rep.checkpoint}` "
+        "checkpoint; [lo, hi]: the Wilson 95% interval at the mean for the test points of one run (shown below "
+        "10,000 points).",
         "",
     ]
     header = ["Run", "Method", "Student", "Teacher", "Seeds (n)", "Clean", *rep.attack_labels]
@@ -156,6 +160,50 @@ def _cost_section(group_rows: Sequence[Mapping[str, Any]]) -> list[str]:
     ]
     header = ["Run", "Method", "Device", "Seeds (n)", "Train time (min)", "Train images/s"]
     return lines + markdown_table(header, rows, text_columns=3) + [""]
+
+
+_STAGES = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square", "apgd-dlr": "APGD-DLR"}
+
+
+def _stages_section(rep: ReportContent) -> list[str]:
+    """AutoAttack's robust accuracy after each stage of its cascade; empty when no record has them (older runs)."""
+    present = [g for g in rep.group_rows if g.get("autoattack_stages")]
+    if not present:
+        return []
+    stages = ordered_union(g["autoattack_stages"].keys() for g in present)
+    lines = [
+        "## AutoAttack stages",
+        "",
+        f"Robust accuracy (%) after each stage of the AutoAttack cascade (`{rep.checkpoint}` checkpoint; each stage "
+        "attacks only the points still robust, so the last column is the AutoAttack accuracy).",
+        "",
+    ]
+    header = ["Run", "Seeds (n)", *(_STAGES.get(s, s) for s in stages)]
+    rows = [[g["name"], str(g["n"]), *(format_summary(g["autoattack_stages"].get(s)) for s in stages)] for g in present]
+    return lines + markdown_table(header, rows, text_columns=1) + [""]
+
+
+def _attack_time_section(rep: ReportContent) -> list[str]:
+    """Wall time of each attack of the test evaluation per group (mean ± std over seeds)."""
+    labels = ordered_union(g.get("attack_seconds", {}).keys() for g in rep.group_rows)
+    if not labels:
+        return []
+    lines = [
+        "## Evaluation time",
+        "",
+        f"Wall time (s) of each attack over the test points of the `{rep.checkpoint}` checkpoint's evaluation, "
+        "mean ± std over seeds (compare rows made on the same device).",
+        "",
+    ]
+    rows = [
+        [
+            g["name"],
+            ", ".join(g["devices"]),
+            *(format_summary(g["attack_seconds"].get(k), scale=1, digits=1) for k in labels),
+        ]
+        for g in rep.group_rows
+    ]
+    return lines + markdown_table(["Run", "Device", *labels], rows, text_columns=2) + [""]
 
 
 def _eps_text(eps: Any) -> str:

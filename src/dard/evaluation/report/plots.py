@@ -7,13 +7,12 @@ backend is needed, no global backend is switched and no figure is left open.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from dard.evaluation.report.stats import group_name
+from dard.evaluation.report.groups import RunGroup
 from dard.io import atomic_write
-from dard.run_dir import RunRecord
 
 
 def save_png(fig: Any, path: Path, *, tight: bool = True) -> Path:
@@ -22,38 +21,49 @@ def save_png(fig: Any, path: Path, *, tight: bool = True) -> Path:
     return atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=120, **extra))
 
 
-def mean_by_x(points: Iterable[tuple[float, float]]) -> tuple[list[float], list[float]]:
-    """The points' x values in order, and the mean y at each."""
+def mean_by_x(points: Iterable[tuple[float, float]]) -> tuple[list[float], list[float], list[float]]:
+    """The points' x values in order, and the mean y and sample std of y (0 for a single point) at each."""
     by_x: dict[float, list[float]] = {}
     for x, y in points:
         by_x.setdefault(x, []).append(y)
     xs = sorted(by_x)
-    return xs, [statistics.fmean(by_x[x]) for x in xs]
+    stds = [statistics.stdev(by_x[x]) if len(by_x[x]) > 1 else 0.0 for x in xs]
+    return xs, [statistics.fmean(by_x[x]) for x in xs], stds
 
 
-def _label(members: Sequence[RunRecord]) -> str:
-    return group_name(members[0]) + (f" (n={len(members)})" if len(members) > 1 else "")
+def _label(group: RunGroup) -> str:
+    n = len(group.members)
+    return group.name + (f" (n={n}, band: ± std)" if n > 1 else "")
 
 
-def write_curves(groups: Iterable[Sequence[RunRecord]], path: Path) -> Path:
-    """Validation clean / robust accuracy per epoch, one line per group (mean over its seeds)."""
+def _plot_band(ax: Any, points: list[tuple[float, float]], label: str, **style: Any) -> None:
+    """The mean over seeds as a line, with a shaded band of ± one sample std where there are several seeds."""
+    xs, ys, stds = mean_by_x(points)
+    (line,) = ax.plot(xs, ys, label=label, **style)
+    if any(stds):
+        lo = [y - s for y, s in zip(ys, stds)]
+        hi = [y + s for y, s in zip(ys, stds)]
+        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+
+
+def write_curves(groups: Iterable[RunGroup], path: Path) -> Path:
+    """Validation clean / robust accuracy per epoch, one line per group (mean over its seeds, ± std band)."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(11, 4))
     axes = fig.subplots(1, 2)
     plotted = False
-    for members in groups:
+    for group in groups:
         for ax, key in zip(axes, ("val_clean", "val_robust")):
             pts = [
                 (float(row.epoch), 100 * float(getattr(row, key)))
-                for m in members
+                for m in group.members
                 for row in m.metrics
                 if getattr(row, key) is not None
             ]
             if pts:
-                xs, ys = mean_by_x(pts)
-                ax.plot(xs, ys, marker="o", markersize=3, label=_label(members))
+                _plot_band(ax, pts, _label(group), marker="o", markersize=3)
                 plotted = True
     for ax, t in zip(axes, ("Validation clean accuracy", "Validation robust accuracy")):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -68,15 +78,15 @@ def write_curves(groups: Iterable[Sequence[RunRecord]], path: Path) -> Path:
     return save_png(fig, path)
 
 
-def write_eps_curve(groups: Iterable[Sequence[RunRecord]], path: Path, *, checkpoint: str = "best") -> Path:
-    """PGD-20 test accuracy vs eps (x in units of 1/255), one line per group (mean over its seeds)."""
+def write_eps_curve(groups: Iterable[RunGroup], path: Path, *, checkpoint: str = "best") -> Path:
+    """PGD-20 test accuracy vs eps (x in units of 1/255), one line per group (mean over its seeds, ± std band)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    for members in groups:
+    for group in groups:
         pts = []
-        for m in members:
+        for m in group.members:
             rec = m.evals.get(checkpoint)
             sweep = rec.eps_sweep.accuracy if rec is not None and rec.eps_sweep else {}
             for k, v in sweep.items():
@@ -85,8 +95,7 @@ def write_eps_curve(groups: Iterable[Sequence[RunRecord]], path: Path, *, checkp
                 except ValueError:
                     continue
         if pts:
-            xs, ys = mean_by_x(pts)
-            ax.plot(xs, ys, marker="o", label=_label(members))
+            _plot_band(ax, pts, _label(group), marker="o")
     ax.set_title("PGD-20 accuracy vs eps")
     ax.set_xlabel("eps (/255)")
     ax.set_ylabel("accuracy (%)")

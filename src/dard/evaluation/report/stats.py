@@ -10,6 +10,7 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from dard.evaluation.table import ci_text
 from dard.run_dir import CHECKPOINTS, EvalFile, RunRecord
 
 DASH = "—"
@@ -46,34 +47,17 @@ def ordered_union(lists: Iterable[Iterable[str]]) -> list[str]:
     return list(seen)
 
 
-def group_runs(runs: Sequence[RunRecord], checkpoint: str) -> dict[tuple, list[RunRecord]]:
-    """Runs that differ only in seed (name without its seed suffix, method, student, teacher and threat model),
-    in order of first appearance."""
-    groups: dict[tuple, list[RunRecord]] = {}
-    for r in runs:
-        rec = r.evals.get(checkpoint) or next(iter(r.evals.values()))
-        eps = rec.threat_model.get("eps")
-        key = (
-            group_name(r),
-            r.method.get("name"),
-            r.student.get("arch"),
-            teacher_arch(r),
-            rec.threat_model.get("norm"),
-            round(eps, 8) if isinstance(eps, (int, float)) else eps,
-        )
-        groups.setdefault(key, []).append(r)
-    return groups
-
-
 def autoattack_result(rec: EvalFile) -> dict[str, Any] | None:
-    """``{"accuracy", "n"}`` of the AutoAttack subset evaluation of a record, None if it has none."""
+    """``{"accuracy", "n", "seconds", "stages"}`` of the AutoAttack subset evaluation of a record (``stages``: the
+    robust accuracy after each stage of its cascade, absent in older records), None if it has none."""
     sub = rec.autoattack_subset
     if not sub:
         return None
     res = sub.attacks.get(_AA) or next(iter(sub.attacks.values()), None)
     if res is None:
         return None
-    return {"accuracy": res.accuracy, "n": sub.data.get("n", res.total)}
+    stages = {k: v / max(res.total, 1) for k, v in (res.stages or {}).items()}
+    return {"accuracy": res.accuracy, "n": sub.data.get("n", res.total), "seconds": res.seconds, "stages": stages}
 
 
 def record_accuracies(rec: EvalFile | None) -> dict[str, Any]:
@@ -91,28 +75,70 @@ def record_accuracies(rec: EvalFile | None) -> dict[str, Any]:
     return out
 
 
-def summarize(values: Sequence[float]) -> dict[str, Any]:
-    """``{"mean", "std" (sample; None below 2 values), "n", "values"}`` of the numeric entries of ``values``."""
+def record_points(rec: EvalFile | None) -> dict[str, int]:
+    """The number of test points behind each accuracy of :func:`record_accuracies` (for confidence intervals)."""
+    if rec is None:
+        return {}
+    out = {"clean": int(rec.clean.get("total", 0))}
+    out.update({label: res.total for label, res in rec.attacks.items()})
+    aa = autoattack_result(rec)
+    if aa is not None:
+        out["autoattack_subset"] = int(aa["n"])
+    if rec.worst_case:
+        out["worst_case"] = int(rec.worst_case.get("total", 0))
+    return out
+
+
+def record_seconds(rec: EvalFile | None) -> dict[str, float]:
+    """Wall time of each attack of a record (and of its AutoAttack subset run), in seconds."""
+    if rec is None:
+        return {}
+    out = {label: res.seconds for label, res in rec.attacks.items()}
+    aa = autoattack_result(rec)
+    if aa is not None:
+        out["autoattack_subset"] = aa["seconds"]
+    return out
+
+
+def record_stages(rec: EvalFile | None) -> dict[str, float]:
+    """AutoAttack's robust accuracy after each stage (APGD-CE, APGD-T, FAB-T, Square), from the subset run or an
+    ``autoattack`` label of the suite; {} when not recorded (older records)."""
+    if rec is None:
+        return {}
+    aa = autoattack_result(rec)
+    if aa is not None and aa["stages"]:
+        return dict(aa["stages"])
+    res = rec.attacks.get(_AA)
+    return {k: v / max(res.total, 1) for k, v in (res.stages or {}).items()} if res is not None else {}
+
+
+def summarize(values: Sequence[float], points: int | None = None) -> dict[str, Any]:
+    """``{"mean", "std" (sample; None below 2 values), "n", "values"}`` of the numeric entries of ``values``; with
+    ``points`` (the test points behind each value, for accuracies) also ``"points"``."""
     vals = [float(v) for v in values if isinstance(v, (int, float))]
-    if not vals:
-        return {"mean": None, "std": None, "n": 0, "values": []}
-    return {
-        "mean": statistics.fmean(vals),
+    out: dict[str, Any] = {
+        "mean": statistics.fmean(vals) if vals else None,
         "std": statistics.stdev(vals) if len(vals) >= 2 else None,
         "n": len(vals),
         "values": vals,
     }
+    if points is not None:
+        out["points"] = points
+    return out
 
 
 def format_summary(summary: Mapping[str, Any] | None, *, scale: float = 100.0, digits: int = 2) -> str:
     """``mean ± std`` (sample std; the mean alone below 2 values) of a summary times ``scale``: by default a
-    fraction shown as a percentage with 2 decimals."""
+    fraction shown as a percentage with 2 decimals. An accuracy measured on fewer than 10,000 test points
+    (``points``) is followed by its Wilson 95% interval ``[lo, hi]`` at the mean (the test-set sampling error of
+    one run)."""
     if not summary or summary.get("mean") is None:
         return DASH
     text = f"{scale * summary['mean']:.{digits}f}"
     if summary.get("n", 0) >= 2 and summary.get("std") is not None:
         text += f" ± {scale * summary['std']:.{digits}f}"
-    return text
+    ci = ci_text(summary["mean"], summary["points"]) if summary.get("points") else ""
+    return f"{text} {ci}" if ci else text
 
 
 def record_flags(rec: EvalFile) -> list[str]:
@@ -123,12 +149,12 @@ def record_flags(rec: EvalFile) -> list[str]:
     return flags
 
 
-def run_row(run: RunRecord, checkpoint: str) -> dict[str, Any]:
-    """One run's entry of ``results.json``."""
+def run_row(run: RunRecord, checkpoint: str, group: str | None = None) -> dict[str, Any]:
+    """One run's entry of ``results.json`` (``group``: the name of its row)."""
     rec = run.evals[checkpoint]
     return {
         "name": run.name,
-        "group": group_name(run),
+        "group": group or group_name(run),
         "path": str(run.path),
         "seed": run.seed,
         "method": run.method,
@@ -137,6 +163,9 @@ def run_row(run: RunRecord, checkpoint: str) -> dict[str, Any]:
         "data": run.data,
         "threat_model": rec.threat_model,
         **{w: record_accuracies(run.evals.get(w)) or None for w in CHECKPOINTS},
+        "points": {w: record_points(run.evals[w]) for w in CHECKPOINTS if w in run.evals},
+        "attack_seconds": record_seconds(rec),
+        "autoattack_stages": record_stages(rec) or None,
         "flags": {w: record_flags(run.evals[w]) for w in CHECKPOINTS if w in run.evals},
         "eps_sweep": rec.eps_sweep.to_dict() if rec.eps_sweep else None,
         "train_seconds": run.train_seconds,
@@ -145,14 +174,19 @@ def run_row(run: RunRecord, checkpoint: str) -> dict[str, Any]:
     }
 
 
-def group_row(key: tuple, members: Sequence[RunRecord], metric_keys: Sequence[str]) -> dict[str, Any]:
-    """One group's entry of ``results.json``: mean ± std over its seeds of every metric, per checkpoint."""
+def group_row(
+    name: str, key: str, members: Sequence[RunRecord], metric_keys: Sequence[str], checkpoint: str
+) -> dict[str, Any]:
+    """One group's entry of ``results.json``: mean ± std over its seeds of every metric, per checkpoint (with the
+    test points behind each accuracy), attack times and AutoAttack stages at ``checkpoint``."""
+    first = members[0]
     g: dict[str, Any] = {
-        "name": key[0],
-        "method": key[1],
-        "student": key[2],
-        "teacher": key[3],
-        "threat_model": {"norm": key[4], "eps": key[5]},
+        "name": name,
+        "identity": key,
+        "method": first.method.get("name"),
+        "student": first.student.get("arch"),
+        "teacher": teacher_arch(first),
+        "threat_model": dict(first.evals[checkpoint].threat_model),
         "runs": [m.name for m in members],
         "seeds": [m.seed for m in members],
         "n": len(members),
@@ -161,8 +195,27 @@ def group_row(key: tuple, members: Sequence[RunRecord], metric_keys: Sequence[st
         "devices": ordered_union([m.device] for m in members),
     }
     for w in CHECKPOINTS:
-        accs = [a for a in (record_accuracies(m.evals.get(w)) for m in members) if a]
-        g[w] = {k: summarize([a.get(k) for a in accs]) for k in metric_keys} if accs else None
+        recs = [m.evals[w] for m in members if w in m.evals]
+        accs = [record_accuracies(r) for r in recs]
+        points = [record_points(r) for r in recs]
+        g[w] = {k: summarize([a.get(k) for a in accs], _points(points, k)) for k in metric_keys} if accs else None
         if g[w] is not None:
             g[w]["epochs"] = [a.get("epoch") for a in accs]
+    recs = [m.evals[checkpoint] for m in members]
+    points = [record_points(r) for r in recs]
+    g["attack_seconds"] = _summaries([record_seconds(r) for r in recs])
+    aa_points = _points(points, "autoattack_subset") or _points(points, _AA)
+    g["autoattack_stages"] = _summaries([record_stages(r) for r in recs], aa_points)
     return g
+
+
+def _points(per_run: Sequence[Mapping[str, int]], key: str) -> int | None:
+    """The test points behind metric ``key`` in every run (the smallest, if they differ); None if unknown."""
+    values = [p[key] for p in per_run if key in p]
+    return min(values) if values else None
+
+
+def _summaries(per_run: Sequence[Mapping[str, float]], points: int | None = None) -> dict[str, Any]:
+    """Mean ± std over runs of every key any run has."""
+    keys = ordered_union(d.keys() for d in per_run)
+    return {k: summarize([d.get(k) for d in per_run], points) for k in keys}

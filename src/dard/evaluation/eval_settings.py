@@ -1,0 +1,81 @@
+"""What `dard eval` evaluates with: a run's own dataset, eps and normalisation unless flags say otherwise.
+
+Given a run folder (or one of its checkpoints), the defaults come from the run's recorded config (``config.yaml``,
+read through :class:`dard.run_dir.RunDir`); an explicit flag still wins, with a note when it differs from the run.
+Without a run (a standalone checkpoint or external weights) the defaults are CIFAR-10 at 8/255, and external
+weights must say how their inputs were normalised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dard.checkpoint import checkpoint_meta
+from dard.errors import DardError
+from dard.evaluation.suite import parse_eps
+from dard.run_dir import CHECKPOINTS, RunDir
+from dard.training.config import RunConfig, parse_config
+
+__all__ = ["NORMALIZATION_HELP", "EvalSettings", "eval_settings"]
+
+DEFAULT_DATA = "cifar10"
+DEFAULT_EPS = 8 / 255
+NORMALIZATION_HELP = (
+    "'dataset' if the model was trained on inputs normalised with the dataset's mean/std (dard then normalises "
+    "inside the model), 'none' if it was trained on raw [0, 1] pixels"
+)
+
+
+@dataclass
+class EvalSettings:
+    """The dataset, eps and model source of one `dard eval`, and the notes to print about them."""
+
+    data: str
+    data_dir: str | None
+    eps: float
+    run: Path | None = None  # the run folder the checkpoint belongs to
+    checkpoint: str | None = None  # "best" / "last" when a run's checkpoint is evaluated
+    notes: list[str] = field(default_factory=list)
+
+
+def eval_settings(args: argparse.Namespace) -> EvalSettings:
+    """Resolve `dard eval`'s dataset, eps and normalisation from its flags and, for a run, the run's config."""
+    if args.weights and not args.normalization:
+        raise DardError(f"--weights needs --normalization dataset|none: {NORMALIZATION_HELP}")
+    cfg, run, which = None, None, None
+    if args.checkpoint:
+        weights, meta = checkpoint_meta(args.checkpoint)
+        _check_normalization(args.normalization, meta["model"])
+        if RunDir(weights.parent).is_run():
+            run, cfg = weights.parent, _run_config(weights.parent)
+            which = weights.stem if weights.stem in CHECKPOINTS else None
+    notes: list[str] = []
+    data = args.data or (cfg.data.name if cfg else DEFAULT_DATA)
+    if cfg is not None and args.data and args.data != cfg.data.name:
+        notes.append(f"--data {args.data} differs from the run's dataset {cfg.data.name}")
+    same_data = cfg is not None and data == cfg.data.name
+    data_dir = args.data_dir or (cfg.data.dir if same_data else None)
+    eps = parse_eps(args.eps) if args.eps is not None else (cfg.eps if cfg else DEFAULT_EPS)
+    if cfg is not None and args.eps is not None and not math.isclose(eps, cfg.eps, rel_tol=1e-9, abs_tol=1e-12):
+        notes.append(f"--eps {args.eps} differs from the run's eps {cfg.eps:.6g} ({cfg.eps * 255:.2f}/255)")
+    return EvalSettings(data=data, data_dir=data_dir, eps=eps, run=run, checkpoint=which, notes=notes)
+
+
+def _run_config(folder: Path) -> RunConfig:
+    try:
+        return parse_config(RunDir(folder).read_config())
+    except DardError as e:
+        raise DardError(f"{RunDir(folder).config}: {e}") from None
+
+
+def _check_normalization(flag: str | None, spec: dict) -> None:
+    """A dard checkpoint records its normalisation; a contradicting --normalization is an error, not ignored."""
+    recorded = "none" if spec.get("mean") is None else "dataset"
+    if flag and flag != recorded:
+        raise DardError(
+            f"--normalization {flag} contradicts the checkpoint, which records its own ({recorded}); "
+            "--normalization is for --weights"
+        )

@@ -1,0 +1,188 @@
+"""Report tables that are correct by construction: rows are recorded configs but for the seed, a table holds one
+dataset and threat model, a row holds each seed once; and the outputs a paper takes (CSV, TeX, RobustBench JSON,
+Wilson intervals, AutoAttack stages, attack times), on run folders written through dard.run_dir's writers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from tests.test_report import _make_run
+
+from dard.errors import DardError
+from dard.evaluation.intervals import wilson_interval
+from dard.evaluation.report import build_report
+from dard.evaluation.report.groups import group_runs
+from dard.run_dir import EvalFile, RunDir, RunRecord
+from dard.training.config import dump_config, parse_config
+
+
+def _with_config(path: Path, **cfg) -> Path:
+    """Record a run config in a finished run folder (as `dard train` does)."""
+    RunDir(path).write_config(dump_config(parse_config({"data": {"name": "cifar10"}, **cfg})))
+    return path
+
+
+def _lam_runs(tmp_path: Path) -> list[RunRecord]:
+    """The issue's case: two runs named `run`, seed 0, differing only in method.params.lam."""
+    paths = []
+    for lam in (0.0, 1.0):
+        p = _make_run(tmp_path / f"lam{lam}", "run", 0, "dard", 0.8 + 0.1 * lam, 0.5, teacher="r56", aa=0.4)
+        paths.append(_with_config(p, name="run", method={"name": "dard", "params": {"lam": lam}}))
+    return [RunRecord.load(p) for p in paths]
+
+
+def test_runs_differing_only_in_lam_are_two_rows_with_unique_names(tmp_path: Path) -> None:
+    runs = _lam_runs(tmp_path)
+    groups = group_runs(runs)
+    assert [g.name for g in groups] == ["run (method.params.lam=0.0)", "run (method.params.lam=1.0)"]
+    assert [len(g.members) for g in groups] == [1, 1] and groups[0].key != groups[1].key
+    out = tmp_path / "report"
+    build_report(runs, out)
+    res = json.loads((out / "results.json").read_text())
+    assert [g["name"] for g in res["groups"]] == [g.name for g in groups]
+    assert [r["group"] for r in res["runs"]] == [g.name for g in groups]
+    md = (out / "report.md").read_text()
+    assert "| run (method.params.lam=0.0) | dard |" in md and "| run (method.params.lam=1.0) | dard |" in md
+
+
+def test_seeds_of_one_config_share_a_row_whatever_device_threads_or_data_folder(tmp_path: Path) -> None:
+    base = {"method": {"name": "sat"}, "optim": {"epochs": 3}}
+    a = _with_config(_make_run(tmp_path, "sat-s0", 0, "sat", 0.8, 0.4, teacher=None, aa=0.3), name="sat-s0", **base)
+    b = _make_run(tmp_path, "sat-s1", 1, "sat", 0.9, 0.5, teacher=None, aa=0.4)
+    _with_config(b, name="sat-s1", seed=1, device="cpu", speed={"threads": 1}, **base)
+    # an older config.yaml: fewer keys (options added since count at their defaults), another data folder
+    RunDir(b).write_config(
+        "name: sat-s1\nseed: 1\ndata: {name: cifar10, dir: /elsewhere}\nmethod: {name: sat}\noptim: {epochs: 3}\n"
+    )
+    groups = group_runs([RunRecord.load(a), RunRecord.load(b)])
+    assert [(g.name, [m.seed for m in g.members]) for g in groups] == [("sat", [0, 1])]
+
+
+def test_a_seed_twice_in_a_row_is_refused(tmp_path: Path) -> None:
+    a = _with_config(_make_run(tmp_path, "sat-s0", 0, "sat", 0.8, 0.4, teacher=None, aa=0.3), name="sat-s0")
+    copy = shutil.copytree(a, tmp_path / "copy" / "sat-s0")
+    with pytest.raises(DardError, match=r"'sat' has seed 0 more than once .*copy/sat-s0"):
+        build_report([RunRecord.load(a), RunRecord.load(copy)], tmp_path / "r")
+
+
+@pytest.mark.parametrize("what", ["data", "threat"])
+def test_runs_on_other_datasets_or_threat_models_are_refused(tmp_path: Path, what: str) -> None:
+    a = _make_run(tmp_path, "sat-s0", 0, "sat", 0.8, 0.4, teacher=None, aa=0.3)
+    b = _make_run(tmp_path, "trades-s0", 0, "trades", 0.8, 0.4, teacher=None, aa=0.3)
+    rec = RunDir(b).read_eval("best")
+    if what == "data":
+        rec.data["name"] = "digits"
+    else:
+        rec.threat_model["eps"] = 0.1
+    RunDir(b).write_eval("best", rec)
+    needle = "different datasets" if what == "data" else "different threat models"
+    with pytest.raises(DardError, match=needle) as exc:
+        build_report([RunRecord.load(a), RunRecord.load(b)], tmp_path / "r")
+    assert "\n" not in str(exc.value) and "sat-s0" in str(exc.value) and "trades-s0" in str(exc.value)
+    assert not (tmp_path / "r").exists()  # refused before anything is written
+
+
+def test_wilson_interval_matches_the_closed_form() -> None:
+    # 50 of 100 at z = 1.96: centre 0.5, half-width z / (1 + z^2/n) * sqrt(1/4n + z^2/4n^2)
+    z, n = 1.959963984540054, 100
+    half = z / (1 + z * z / n) * math.sqrt(0.25 / n + z * z / (4 * n * n))
+    assert wilson_interval(0.5, n) == pytest.approx((0.5 - half, 0.5 + half), abs=1e-12)
+    assert wilson_interval(0.5, n) == pytest.approx((0.4038, 0.5962), abs=1e-4)  # the tabulated value
+    # 0 of 10: [0, (z^2/n) / (1 + z^2/n)], not the empty interval of the normal approximation
+    assert wilson_interval(0.0, 10) == pytest.approx((0.0, (z * z / 10) / (1 + z * z / 10)), abs=1e-12)
+    assert all(math.isnan(v) for v in wilson_interval(0.5, 0))
+
+
+def _tex_rows(tex: str) -> list[str]:
+    body = tex.split("\\midrule", 1)[1].split("\\bottomrule", 1)[0]
+    return [ln for ln in body.splitlines() if ln.strip()]
+
+
+def test_csv_and_tex_tables_parse(tmp_path: Path) -> None:
+    runs = _lam_runs(tmp_path)
+    runs.append(RunRecord.load(_make_run(tmp_path, "my_run-s0", 0, "sat", 0.85, 0.4, teacher=None, aa=0.35)))
+    out = tmp_path / "report"
+    build_report(runs, out, formats=("md", "csv", "tex"))
+    rows = list(csv.DictReader((out / "results.csv").open(encoding="utf-8")))
+    assert [r["run"] for r in rows] == ["run (method.params.lam=0.0)", "run (method.params.lam=1.0)", "my_run"]
+    sat = rows[2]
+    assert float(sat["clean_pct"]) == pytest.approx(85.0) and sat["clean_std_pct"] == "" and sat["seeds"] == "1"
+    lo, hi = wilson_interval(0.85, 100)
+    assert float(sat["clean_ci95_low_pct"]) == pytest.approx(100 * lo, abs=1e-3)
+    assert float(sat["clean_ci95_high_pct"]) == pytest.approx(100 * hi, abs=1e-3) and sat["clean_points"] == "100"
+    assert float(sat["autoattack_subset_pct"]) == pytest.approx(35.0) and sat["autoattack_subset_points"] == "20"
+    tex = (out / "results.tex").read_text(encoding="utf-8")
+    assert tex.count("{") == tex.count("}") and "\\begin{tabular}{llllr" in tex and tex.rstrip().endswith("}")
+    columns = len(re.search(r"\\begin\{tabular\}\{([lr]+)\}", tex).group(1))
+    rows_tex = _tex_rows(tex)
+    assert len(rows_tex) == 3 and all(r.endswith("\\\\") and r.count(" & ") == columns - 1 for r in rows_tex)
+    assert rows_tex[2].startswith("my\\_run & sat &")  # the underscore escaped
+    assert f"85.00 {{\\scriptsize [{100 * lo:.1f}, {100 * hi:.1f}]}}" in rows_tex[2]
+    with pytest.raises(DardError, match="unknown report format pdf"):
+        build_report(runs, out, formats=("md", "pdf"))
+
+
+def test_markdown_cells_carry_wilson_intervals_below_10000_points(tmp_path: Path) -> None:
+    run = RunRecord.load(_make_run(tmp_path, "sat-s0", 0, "sat", 0.85, 0.4, teacher=None, aa=0.35))
+    md = build_report([run], tmp_path / "r").read_text()
+    lo, hi = wilson_interval(0.85, 100)
+    assert f"| 85.00 [{100 * lo:.1f}, {100 * hi:.1f}] |" in md
+    lo, hi = wilson_interval(0.35, 20)  # AutoAttack on 20 images: a wide interval
+    assert f"| 35.00 [{100 * lo:.1f}, {100 * hi:.1f}] |" in md
+
+
+def test_robustbench_entry_per_run(tmp_path: Path) -> None:
+    run = RunRecord.load(_make_run(tmp_path, "sat-s0", 0, "sat", 0.85, 0.4, teacher=None, aa=0.35))
+    build_report([run], tmp_path / "r")
+    entry = json.loads((tmp_path / "r" / "robustbench" / "sat-s0.json").read_text())
+    for key in ("link", "name", "authors", "additional_data", "number_forward_passes", "venue", "reported"):
+        assert key in entry  # RobustBench's model_info fields, the bibliographic ones to fill in
+    assert (entry["dataset"], entry["architecture"], entry["eps"], entry["threat_model"]) == (
+        "cifar10",
+        "resnet18",
+        "8/255",
+        "Linf",
+    )
+    assert (entry["clean_acc"], entry["autoattack_acc"], entry["n_clean"], entry["n_autoattack"]) == (
+        "85.00",
+        "35.00",
+        100,
+        20,
+    )
+
+
+def test_autoattack_stages_and_attack_times_in_the_report(tmp_path: Path) -> None:
+    path = _make_run(tmp_path, "sat-s0", 0, "sat", 0.85, 0.4, teacher=None, aa=0.35)
+    rec = RunDir(path).read_eval("best")
+    rec.autoattack_subset.attacks["autoattack"].stages = {"apgd-ce": 9, "apgd-t": 8, "fab-t": 8, "square": 7}
+    rec.attacks["pgd20"].seconds = 12.5
+    RunDir(path).write_eval("best", rec)
+    out = tmp_path / "r"
+    md = build_report([RunRecord.load(path)], out).read_text()
+    stages = md.split("## AutoAttack stages", 1)[1].split("\n## ", 1)[0]
+    assert "| Run | Seeds (n) | APGD-CE | APGD-T | FAB-T | Square |" in stages
+    assert re.search(r"\| sat \| 1 \| 45\.00 \[[\d.]+, [\d.]+\] \| 40\.00 .* \| 35\.00 \[", stages)  # k / 20 images
+    times = md.split("## Evaluation time", 1)[1].split("\n## ", 1)[0]
+    assert "pgd20" in times and "| 12.5 |" in times
+    res = json.loads((out / "results.json").read_text())
+    assert res["runs"][0]["autoattack_stages"] == {"apgd-ce": 0.45, "apgd-t": 0.4, "fab-t": 0.4, "square": 0.35}
+
+
+def test_eval_records_written_before_the_new_fields_still_parse(tmp_path: Path) -> None:
+    """Records from before robust accuracy required clean correctness: no `corrected`, no AutoAttack `stages`."""
+    path = _make_run(tmp_path, "sat-s0", 0, "sat", 0.85, 0.4, teacher=None, aa=0.35)
+    file = RunDir(path).eval_file("best")
+    old = json.loads(file.read_text())
+    for res in [*old["attacks"].values(), *old["autoattack_subset"]["attacks"].values()]:
+        del res["corrected"], res["stages"]
+    file.write_text(json.dumps(old))
+    rec = EvalFile.from_dict(old)
+    assert rec.attacks["pgd20"].corrected is None and rec.autoattack_subset.attacks["autoattack"].stages is None
+    md = build_report([RunRecord.load(path)], tmp_path / "r").read_text()
+    assert "## AutoAttack stages" not in md and "| sat |" in md

@@ -1,0 +1,222 @@
+"""Models of the user's own: plain nn.Module factories (registered, or named module:function), their normalisation
+wrapper and state-dict keys, checkpoints, and `dard train` / `dard eval` with them."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from tests.conftest import tiny_config
+from torch import nn
+
+from dard.checkpoint import checkpoint_meta, load_checkpoint, load_model, save_checkpoint
+from dard.cli import main
+from dard.data import load_dataset
+from dard.errors import DardError
+from dard.models import ImageClassifier, PlainClassifier, create_model, register_model
+from dard.training import load_config, parse_config, train
+from dard.training.config import TeacherConfig
+from dard.training.setup import load_teacher
+from dard.weights import load_weights
+
+NETS = """
+from torch import nn
+
+
+def make_net(num_classes=10, in_channels=1):
+    return nn.Sequential(
+        nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(in_channels * 16, 16), nn.ReLU(), nn.Linear(16, num_classes)
+    )
+
+
+def no_arguments():
+    return make_net(10, 1)
+
+
+def seven_classes():
+    return make_net(7, 1)
+
+
+def needs_depth(depth, num_classes=10):
+    return make_net(num_classes)
+
+
+def not_a_module():
+    return 3
+
+
+NOT_CALLABLE = 5
+"""
+_names = itertools.count()
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """Write ``source`` as a fresh importable module in tmp_path; returns its name (dropped again at teardown)."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def write(source: str = NETS) -> str:
+        name = f"dard_user_nets_{next(_names)}"
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+        monkeypatch.delitem(sys.modules, name, raising=False)  # restored (i.e. removed) at teardown
+        return name
+
+    return write
+
+
+def plain_mlp(num_classes: int = 10) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, num_classes))
+
+
+register_model("test_plain_mlp")(plain_mlp)
+
+
+# -- the wrapper ---------------------------------------------------------------------------------------------------
+
+
+def test_plain_factory_is_wrapped_keeps_its_keys_and_normalises_inside():
+    model = create_model("test_plain_mlp", num_classes=5, in_channels=3, mean=[0.5, 0.4, 0.3], std=[0.2])
+    plain = plain_mlp(5).eval()
+    assert isinstance(model, PlainClassifier) and isinstance(model, ImageClassifier)
+    assert list(model.state_dict()) == list(plain.state_dict())  # no "net." prefix: external weights load as-is
+    load_weights(model, plain.state_dict())
+    x = torch.rand(4, 3, 2, 2)
+    mean, std = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1), 0.2
+    assert torch.allclose(model.eval()(x), plain((x - mean) / std), atol=1e-6)
+    # and back: the wrapper's state dict loads into the plain module, also nested inside another module
+    other = plain_mlp(5).eval()
+    other.load_state_dict(model.state_dict())
+    assert torch.allclose(other((x - mean) / std), plain((x - mean) / std))
+    outer = nn.Sequential(create_model("test_plain_mlp", num_classes=5, in_channels=3))
+    outer.load_state_dict({f"0.{k}": v for k, v in plain.state_dict().items()})
+    assert torch.equal(outer[0].net[1].weight, plain[1].weight)
+
+
+def test_plain_model_checkpoint_saves_and_loads(tmp_path):
+    model = create_model("test_plain_mlp", num_classes=5, in_channels=3, mean=[0.5], std=[0.25]).eval()
+    spec = {"arch": "test_plain_mlp", "num_classes": 5, "in_channels": 3, "mean": [0.5] * 3, "std": [0.25] * 3}
+    path = save_checkpoint(tmp_path / "m", model, spec)
+    loaded, meta = load_checkpoint(path)
+    x = torch.rand(4, 3, 2, 2)
+    assert meta["model"] == spec and torch.equal(loaded(x), model(x))
+
+
+def test_factory_ignoring_num_classes_is_caught_at_the_first_forward():
+    register_model("test_plain_ignores_classes")(lambda: plain_mlp(7))
+    model = create_model("test_plain_ignores_classes", num_classes=10)
+    with pytest.raises(DardError, match="returns 7 class scores per image but was built for 10 classes"):
+        model.eval()(torch.rand(2, 3, 2, 2))
+
+
+# -- module:function -----------------------------------------------------------------------------------------------
+
+
+def test_module_function_builds_the_users_model(user_module):
+    name = user_module()
+    model = create_model(f"{name}:make_net", num_classes=4, in_channels=3)
+    assert isinstance(model, PlainClassifier) and model(torch.rand(2, 3, 8, 8)).shape == (2, 4)
+    assert create_model(f"{name}:no_arguments", num_classes=10, in_channels=1)(torch.rand(2, 1, 8, 8)).shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    "spec, fragment",
+    [
+        ("{m}:nope", "module '{m}' has no attribute 'nope'"),
+        ("{m}:NOT_CALLABLE", "'NOT_CALLABLE' is a int, not a function returning an nn.Module"),
+        ("{m}:not_a_module", "the factory returned a int, not an nn.Module"),
+        ("{m}:needs_depth", "its factory needs 'depth'; a model factory may take only num_classes and in_channels"),
+        ("no_such_module_here:make", "cannot import module 'no_such_module_here' (No module named"),
+        ("{m}.sub:make", "cannot import module '{m}.sub'"),
+        (":make", "expected a registered name or module:function"),
+        ("{m}:", "expected a registered name or module:function"),
+        ("{m}:a:b", "expected a registered name or module:function"),
+    ],
+)
+def test_bad_module_function_is_one_line_error(user_module, spec, fragment):
+    m = user_module()
+    with pytest.raises(DardError) as info:
+        create_model(spec.format(m=m))
+    assert fragment.format(m=m) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "source, fragment",
+    [
+        ("def make(:\n", "failed (SyntaxError: "),
+        ("import no_such_dependency_xyz\n", "failed (ModuleNotFoundError: No module named 'no_such_dependency_xyz')"),
+        ("raise RuntimeError('boom')\n", "failed (RuntimeError: boom)"),
+    ],
+)
+def test_module_that_fails_to_import_is_one_line_error(user_module, source, fragment):
+    m = user_module(source)
+    with pytest.raises(DardError, match=r"importing module '" + m + "' failed") as info:
+        create_model(f"{m}:make")
+    assert fragment in str(info.value)
+
+
+# -- train, checkpoints and eval -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def user_run(tmp_path_factory) -> tuple[Path, str]:
+    """A one-epoch digits run of a module:function model; the module's folder stays on sys.path for the module."""
+    folder = tmp_path_factory.mktemp("user_code")
+    name = f"dard_user_nets_{next(_names)}"
+    (folder / f"{name}.py").write_text(NETS)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(folder))
+        spec = f"{name}:make_net"
+        cfg = tiny_config(model={"arch": spec}, eval={"attacks": ["fgsm"], "batch_size": 512})
+        yield train(parse_config(cfg), folder / "run"), spec
+        sys.modules.pop(name, None)
+
+
+def test_train_records_the_spec_and_loads_only_when_it_is_named(user_run):
+    run, spec = user_run
+    assert load_config(None, [f"model.arch={spec}"]).model.arch == spec  # what `dard train --model SPEC` sets
+    _, meta = checkpoint_meta(run, spec)
+    assert meta["model"]["arch"] == spec and (run / "eval" / "best.json").exists()
+    with pytest.raises(DardError, match=f"the model is user code '{spec}', which dard imports only when you name it"):
+        load_checkpoint(run)
+    with pytest.raises(DardError, match=f"holds a '{spec}' model, not 'small_cnn'"):
+        load_checkpoint(run, arch="small_cnn")
+    model, _ = load_checkpoint(run, arch=spec)
+    assert isinstance(model, PlainClassifier) and model.normalization[0] == pytest.approx([0.30535638])
+
+
+def test_eval_cli_rebuilds_the_users_model(user_run, capsys):
+    run, spec = user_run
+    common = [str(run), "--data", "digits", "--n", "20", "--attacks", "fgsm", "--eps", "0.1", "--no-progress"]
+    assert main(["eval", *common, "--model", spec]) == 0
+    assert f"model: {spec}" in capsys.readouterr().out
+    assert main(["eval", *common]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"--model {spec} (dard eval)" in err
+
+
+def test_eval_cli_says_when_the_recorded_module_cannot_be_imported(user_run, capsys, monkeypatch):
+    run, spec = user_run
+    module = spec.split(":")[0]
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(run.parent)])  # as if run from elsewhere
+    monkeypatch.delitem(sys.modules, module)
+    assert main(["eval", str(run), "--data", "digits", "--model", spec, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"dard: error: model '{spec}': cannot import module '{module}'") and "\n" not in err
+
+
+def test_teacher_from_user_code_weights_or_checkpoint(user_run, tmp_path):
+    run, spec = user_run
+    bundle = load_dataset("digits")
+    weights = tmp_path / "teacher.pt"
+    torch.save(load_checkpoint(run, arch=spec)[0].state_dict(), weights)
+    from_weights, info = load_teacher(TeacherConfig(arch=spec, weights=str(weights)), bundle, torch.device("cpu"))
+    from_checkpoint, _ = load_teacher(TeacherConfig(checkpoint=str(run), arch=spec), bundle, torch.device("cpu"))
+    x = bundle.test.x[:8].float() / 255
+    assert info["arch"] == spec and torch.equal(from_weights(x), from_checkpoint(x))
+    assert all(not p.requires_grad for p in from_weights.parameters())
+    with pytest.raises(DardError, match="teacher.arch="):
+        load_model(bundle, "cpu", checkpoint=run, what="teacher")
