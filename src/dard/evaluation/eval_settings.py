@@ -47,7 +47,7 @@ def eval_settings(args: argparse.Namespace) -> EvalSettings:
         raise DardError(f"--weights needs --normalization dataset|none: {NORMALIZATION_HELP}")
     cfg, run, which = None, None, None
     if args.checkpoint:
-        weights, meta = checkpoint_meta(args.checkpoint)
+        weights, meta = checkpoint_meta(args.checkpoint, args.model)
         _check_normalization(args.normalization, meta["model"])
         if RunDir(weights.parent).is_run():
             run, cfg = weights.parent, _run_config(weights.parent)
