@@ -54,16 +54,8 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every subcommand."""
-    from dard import __version__
-
-    parser = argparse.ArgumentParser(prog="dard", description="Adversarially robust knowledge distillation (DARD).")
-    parser.add_argument("--version", action="version", version=f"dard {__version__}")
-    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    t = sub.add_parser("train", help="train a model with one method (natural, sat, trades, ard, rslad, pgdard, dard)")
+def _add_train_args(t: argparse.ArgumentParser) -> None:
+    """`dard train`'s options (the shortcuts map to config keys in _TRAIN_SHORTCUTS)."""
     t.add_argument("--config", help="YAML run config: a file, or a packaged config's name (dard list)")
     t.add_argument(
         "--set",
@@ -92,6 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN",
         help="continue a run folder as recorded; it may change only --epochs, --set eval.*, --device, --data-dir",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    from dard import __version__
+
+    parser = argparse.ArgumentParser(prog="dard", description="Adversarially robust knowledge distillation (DARD).")
+    parser.add_argument("--version", action="version", version=f"dard {__version__}")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model with one method (natural, sat, trades, ard, rslad, pgdard, dard)")
+    _add_train_args(t)
 
     e = sub.add_parser("eval", help="evaluate a model's robustness with the attack suite")
     _add_eval_args(e)
