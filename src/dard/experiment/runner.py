@@ -3,7 +3,6 @@ per-run extras (attack comparison, teacher soft-label gap), then the report."""
 
 from __future__ import annotations
 
-import copy
 import multiprocessing
 import os
 import time
@@ -27,42 +26,9 @@ from dard.experiment.spec import (
     teacher_runs,
 )
 from dard.run_dir import CompareFile, LabelGapFile, RunDir
+from dard.run_dir.identity import config_diff as _diff
+from dard.run_dir.identity import config_identity as _identity
 from dard.training.config import RunConfig
-
-# Keys that may differ between a recorded run and a request without making it a different run: where it ran
-# (and where its teacher run lies: the teacher run is checked on its own), and the fp32 speed switches
-# (tests/test_speed.py). bf16 autocast changes the numbers, so it counts.
-_NOT_IDENTITY = (
-    ("device",),
-    ("progress",),
-    ("data", "dir"),
-    ("data", "download"),
-    ("teacher", "checkpoint"),
-    ("speed", "threads"),
-    ("speed", "channels_last"),
-    ("speed", "compile"),
-    ("speed", "compile_backend"),
-    ("speed", "cudnn_benchmark"),
-    ("speed", "sync_bn"),
-)
-
-
-def _identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    d = copy.deepcopy(dict(cfg))
-    for path in _NOT_IDENTITY:
-        node = d
-        for k in path[:-1]:
-            node = node.get(k, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(path[-1], None)
-    return d
-
-
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        keys = list(dict.fromkeys([*a, *b]))
-        return [d for k in keys for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [prefix.rstrip(".")]
 
 
 def check_reusable(run_dir: Path, cfg: Mapping[str, Any]) -> None:
@@ -154,6 +120,9 @@ def _train_task(task: tuple) -> str:
     folder = RunDir(run_dir)
     t0 = time.time()
     done = folder.is_evaluated() if final_eval else folder.is_trained()
+    if done and not folder.has_snapshot():  # imported (dard import): finished, nothing to resume
+        print(f"[experiment] {folder.path.name}: reused (imported)", flush=True)
+        return str(run_dir)
     train(parse_run_config(cfg, str(run_dir)), folder.path, resume=folder.is_run(), final_eval=final_eval)
     if final_eval:
         what = "reused" if done else f"done in {time.time() - t0:.0f}s"
@@ -264,6 +233,18 @@ def _pool_map(fn: Callable[[tuple], str], tasks: list[tuple], jobs: int) -> list
     return [fn(t) for t in tasks]
 
 
+def missing_teacher_weights(cfg: Mapping[str, Any]) -> str | None:
+    """Why a planned run cannot train: its teacher's run folder is finished but holds no weights (it was imported
+    without them); None when the run can train (or its teacher will be trained first)."""
+    ckpt = Path(str((cfg.get("teacher") or {}).get("checkpoint") or ""))
+    if not needs_teacher(cfg) or ckpt.exists() or not RunDir(ckpt.parent).is_evaluated():
+        return None
+    return (
+        f"its teacher {ckpt.parent} holds no weights ({ckpt.name}: imported without them?); import the teacher's "
+        "archive made with its weights (dard export --weights all)"
+    )
+
+
 def run_experiment(
     exp: Experiment,
     runs_root: Path,
@@ -272,19 +253,28 @@ def run_experiment(
     device: str = "auto",
     jobs: int | None = None,
     command: str = "",
-) -> Path:
+    budget: Any = None,
+) -> Path | None:
     """Train (or reuse) every run of ``exp``, evaluate, and write the report; returns the path of report.md.
 
     On a CPU, runs go ``jobs`` at a time in separate processes with one thread each (small models are bound by
-    per-call overhead, so processes beat threads); on a GPU they run one after another.
+    per-call overhead, so processes beat threads); on a GPU they run one after another. With a ``budget``
+    (:class:`dard.experiment.budget.BudgetOptions`) the runs go one at a time within it (None: nothing finished).
     """
     from dard.runtime import resolve_device
 
+    if budget is not None:
+        from dard.experiment.budget import run_within_budget
+
+        return run_within_budget(exp, runs_root, results_dir, budget, device=device, command=command)
     t_start = time.time()
     on_cpu = resolve_device(device).type == "cpu"
     jobs = (jobs or min(2, os.cpu_count() or 1)) if on_cpu else 1
     threads = 1 if jobs > 1 else None
     unique_teachers, students = _checked_runs(exp, runs_root)
+    for name, _, cfg in students:
+        if not RunDir(runs_root / name).is_evaluated() and (why := missing_teacher_weights(cfg)):
+            raise DardError(f"{name} cannot be trained: {why}")
 
     # Teachers first, with every thread; their test evaluation then runs beside the students.
     for name, cfg in unique_teachers.items():
@@ -293,15 +283,25 @@ def run_experiment(
     tasks += [(cfg, str(runs_root / name), True, threads, device) for name, _, cfg in students]
     run_dirs = [Path(p) for p in _pool_map(_train_task, tasks, jobs)]
 
+    run_extras(exp, runs_root, run_dirs, device=device, jobs=jobs, threads=threads)
+    return write_experiment_report(exp, run_dirs, results_dir, command=command, seconds=time.time() - t_start)
+
+
+def run_extras(
+    exp: Experiment, runs_root: Path, run_dirs: list[Path], *, device: str, jobs: int = 1, threads: int | None = None
+) -> None:
+    """The experiment's per-run extras (attack comparison, label gap) for the finished runs that hold the weights
+    they need; a run imported without them keeps the results it was exported with."""
     compare = exp.spec.compare_attacks
     if compare is not None:
-        _pool_map(_compare_task, [(str(p), compare.model_dump(), threads, device) for p in run_dirs], jobs)
+        have = [p for p in run_dirs if RunDir(p).weights(compare.checkpoint).exists()]
+        _pool_map(_compare_task, [(str(p), compare.model_dump(), threads, device) for p in have], jobs)
     gap = exp.spec.label_gap
     if gap is not None:
+        names = {p.name for p in run_dirs if RunDir(p).weights(gap.checkpoint).exists()}
         distilled = [
             (str(runs_root / name), cfg, gap.model_dump(), threads, device)
-            for name, _, cfg in students
-            if needs_teacher(cfg)
+            for name, _, cfg in planned_runs(exp, runs_root)
+            if name in names and needs_teacher(cfg) and missing_teacher_weights(cfg) is None
         ]
         _pool_map(_label_gap_task, distilled, jobs)
-    return write_experiment_report(exp, run_dirs, results_dir, command=command, seconds=time.time() - t_start)
