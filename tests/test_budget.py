@@ -14,7 +14,8 @@ from tests.conftest import run_cli, tiny_config
 
 from dard.errors import DardError
 from dard.experiment import load_experiment, run_experiment, run_status
-from dard.experiment.budget import BudgetOptions, Estimate, Estimator, parse_duration
+from dard.experiment.budget import BudgetOptions, parse_duration
+from dard.experiment.estimate import Estimate, Estimator
 from dard.run_dir import RunDir
 from dard.training import parse_config, train
 from dard.training.budget import (
@@ -166,6 +167,7 @@ def test_experiment_budget_starts_nothing_that_cannot_finish_stops_part_way_then
     # a budget already spent, every run allowed to stop part-way: each run that can start stops after one step
     monkeypatch.setattr(budget, "_decide", lambda est, left, options: "partial")
     spent = BudgetOptions(0, partial_under=2.0, export_dir=tmp_path / "out", margin_s=0)
+    spent.left = lambda: 1.0  # a second left at each decision, yet the deadline (when training stops) has passed
     assert run_experiment(exp, root, results, device="cpu", budget=spent) is None
     for name in ("teacher-s0", "sat-s0"):
         assert RunDir(root / name).read_progress().global_step == 1 and not RunDir(root / name).is_evaluated()

@@ -170,6 +170,42 @@ def test_job_sigterm_stops_the_step_and_still_packs(tmp_path):
     _assert_within(out)
 
 
+@pytest.mark.slow
+def test_job_experiment_step_imports_earlier_runs_trains_within_its_budget_and_exports(tmp_path):
+    from tests.test_budget import _experiment
+
+    from dard.experiment import deep_merge
+    from dard.run_dir.archive import export_runs
+    from dard.training import parse_config, train
+
+    exp = _experiment(tmp_path)  # experiments/tiny/cpu.yaml: a SAT teacher, SAT and DARD students
+    teacher = parse_config(deep_merge(exp.base, {**exp.spec.teacher.config, "name": "teacher-s0", "device": "cpu"}))
+    train(teacher, tmp_path / "teachers" / "teacher-s0")  # a committed teacher
+    earlier = tmp_path / "earlier"  # an archive of an earlier job's run, carried in the bundle
+    sat = parse_config(deep_merge(exp.base, {**exp.spec.runs["sat"], "name": "sat-s0", "seed": 0, "device": "cpu"}))
+    train(sat, earlier / "sat-s0")
+    import make_bundle
+
+    make_bundle.add_imports(tmp_path / "bundle-imports", [export_runs([earlier / "sat-s0"], tmp_path / "a.tar.gz")])
+    step = (REPO / "bundle" / "experiment_step.sh").read_text()
+    (tmp_path / "step").mkdir()
+    (tmp_path / "step" / "experiment_step.sh").write_text(step)
+    (tmp_path / "step" / "imports").symlink_to(tmp_path / "bundle-imports")
+    out = tmp_path / "out"
+    cmd = ["bash", str(tmp_path / "step" / "experiment_step.sh"), sys.executable, "300", str(tmp_path / "runs")]
+    proc = subprocess.run(
+        [*cmd, "cpu", str(out), "experiments/tiny/cpu.yaml"], cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = proc.stdout
+    assert "teacher-s0: added" in log and "sat-s0: added" in log  # from teachers/ and from the bundle's imports
+    assert "[budget] teacher-s0: done (reused)" in log and "[budget] sat-s0: done (reused)" in log
+    assert "[budget] dard-s0: done" in log  # the one run left was trained here
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["dard-s0.tar.gz"]
+    assert (out / "results" / "tiny" / "report.md").is_file()
+
+
 # -- compact CIFAR-10 --------------------------------------------------------------------------------------------
 
 

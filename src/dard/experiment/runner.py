@@ -120,7 +120,7 @@ def _train_task(task: tuple) -> str:
     folder = RunDir(run_dir)
     t0 = time.time()
     done = folder.is_evaluated() if final_eval else folder.is_trained()
-    if done and not folder.has_snapshot():  # imported (dard import): finished, nothing to resume
+    if (done or folder.is_evaluated()) and not folder.has_snapshot():  # imported (dard import): nothing to resume
         print(f"[experiment] {folder.path.name}: reused (imported)", flush=True)
         return str(run_dir)
     train(parse_run_config(cfg, str(run_dir)), folder.path, resume=folder.is_run(), final_eval=final_eval)

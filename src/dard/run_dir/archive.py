@@ -121,13 +121,14 @@ def _selected(run: RunDir, options: ExportOptions) -> tuple[list[str], list[str]
     if options.weights not in WEIGHTS:
         raise DardError(f"--weights must be one of {', '.join(WEIGHTS)}; got {options.weights!r}")
     files = [n for n in record_names(run) if (run.path / n).is_file()]
-    heavy = weight_names(run) + ([] if run.is_evaluated() else _snapshot_names(run))
-    heavy = [n for n in heavy if (run.path / n).is_file()]
+    best = run.weights("best").relative_to(run.path).as_posix()
+    heavy = weight_names(run) if run.is_evaluated() else [best, *_snapshot_names(run)]
+    heavy = [n for n in heavy if (run.path / n).is_file()]  # unfinished: the next epoch rewrites last
     limit = options.max_weights_mib * 2**20
     left_out = []
     for name in heavy:
         size = (run.path / name).stat().st_size
-        if options.weights == "none" or (options.weights == "best" and name != "best.safetensors"):
+        if options.weights == "none" or (options.weights == "best" and name != best):
             left_out.append(f"{name} (--weights {options.weights})")
         elif options.weights == "auto" and size > limit and name.endswith((".safetensors", ".pt")):
             left_out.append(f"{name} ({size / 2**20:.1f} MiB > {options.max_weights_mib:g} MiB)")
