@@ -169,12 +169,23 @@ def _params(arch: str, classes: int, channels: int) -> int:
 
 def estimator_for(runs_root: Path, device: str) -> tuple[Estimator, str]:
     """The estimator for ``device`` and the device string runs get. Planning for CUDA on a machine without it
-    (``--plan --device cuda``) uses the CUDA defaults."""
+    (``--plan --device cuda``) takes the rates of the CUDA runs already in the runs folder (imported from a GPU
+    job; the first device name found), else the CUDA defaults."""
     import torch
 
     from dard.runtime import device_name, resolve_device
 
     if device.startswith("cuda") and not torch.cuda.is_available():
-        return Estimator(runs_root, "cuda", None), device
+        return Estimator(runs_root, "cuda", _recorded_cuda_device(runs_root)), device
     dev = resolve_device(device)
     return Estimator(runs_root, dev.type, device_name(dev)), device
+
+
+def _recorded_cuda_device(runs_root: Path) -> str | None:
+    for path in sorted(runs_root.glob("*/")):
+        run = RunDir(path)
+        if run.run_info.is_file():
+            env = run.read_info().environment
+            if str(env.get("device", "")).startswith("cuda") and env.get("device_name"):
+                return str(env["device_name"])
+    return None
