@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.conftest import run_cli, tiny_config
+from tests.conftest import tiny_config
 
 from dard.errors import DardError
 from dard.experiment import load_experiment, run_experiment, run_status
@@ -32,7 +32,10 @@ SAT = {"name": "sat", "params": {"attack": {"steps": 2, "step_size": 0.05}}}
 
 
 def _cfg(name: str = "sat-s0", **over):
-    return parse_config(tiny_config(name=name, method=SAT, optim={"epochs": 2}, **over))
+    """2 epochs of 2 steps (128 training images, batch 64), evaluated with FGSM."""
+    small = {"data": {"name": "digits", "val_size": 0.2, "train_subset": 128, "test_subset": 64}}
+    cheap = {"eval": {"attacks": ["fgsm"], "checkpoints": ["best"], "batch_size": 512}}
+    return parse_config(tiny_config(name=name, method=SAT, optim={"epochs": 2}, **small, **cheap, **over))
 
 
 def _metrics(run: Path) -> list[dict]:
@@ -58,12 +61,13 @@ def test_parse_duration():
             parse_duration(bad)
 
 
+@pytest.mark.slow
 def test_deadline_stops_at_a_step_with_a_snapshot_and_the_resume_is_exact(runs, tmp_path):
     stopped = tmp_path / "stopped"
     shutil.copytree(runs / "stopped", stopped)
     folder = RunDir(stopped)
     assert folder.read_progress().global_step == 1 and not folder.eval_dir.exists()
-    assert run_status(stopped, 2) == "resumes at epoch 1/2, step 2"
+    assert run_status(stopped, 2) == "resumes at epoch 1/2, step 2"  # of 2
     train(_cfg("stopped"), stopped, resume=True)
     # the same numbers as the run that was never stopped (config name aside)
     assert _metrics(stopped) == _metrics(runs / "sat-s0")
@@ -73,11 +77,12 @@ def test_deadline_stops_at_a_step_with_a_snapshot_and_the_resume_is_exact(runs, 
     }
 
 
+@pytest.mark.slow
 def test_evaluation_that_does_not_fit_is_left_pending(tmp_path, monkeypatch):
     import dard.training.loop as loop
 
     monkeypatch.setattr(loop, "evaluation_fits", lambda *a: False)
-    cfg = parse_config(tiny_config(name="pending"))
+    cfg = parse_config(tiny_config(name="pending", eval={"attacks": ["fgsm"], "checkpoints": ["best"]}))
     with pytest.raises(TrainingStopped) as stop:
         train(cfg, tmp_path / "pending", stop_at=time.time() + 3600)
     assert stop.value.evaluation_pending and "test evaluation pending" in str(stop.value)
@@ -130,17 +135,15 @@ def test_rate_comes_from_the_run_itself_then_earlier_runs_then_the_default(runs)
 STEP = {"attack": {"steps": 2, "step_size": 0.025}}
 
 
-def _experiment(tmp_path: Path):
+def _experiment(tmp_path: Path, runs: tuple[str, ...] = ("sat", "dard")):
+    """experiments/tiny/cpu.yaml in ``tmp_path``: a SAT teacher and the given students (sat, dard), seed 0."""
     from tests.test_experiment import SPEC, _write
 
     spec = copy.deepcopy(SPEC)
     for key in ("compare_attacks", "label_gap", "plot_param"):
         spec.pop(key)
     spec["seeds"] = [0]
-    spec["runs"] = {
-        "sat": {"method": {"name": "sat", "params": STEP}},
-        "dard": {"method": {"name": "dard", "params": STEP}},
-    }
+    spec["runs"] = {name: {"method": {"name": name, "params": STEP}} for name in runs}
     return load_experiment(str(_write(tmp_path, spec)))
 
 
@@ -159,7 +162,7 @@ def test_a_run_starts_when_it_fits_or_may_stop_part_way():
 def test_experiment_budget_starts_nothing_that_cannot_finish_stops_part_way_then_continues(tmp_path, monkeypatch):
     import dard.experiment.budget as budget
 
-    exp, root, results = _experiment(tmp_path), tmp_path / "runs", tmp_path / "results"
+    exp, root, results = _experiment(tmp_path, runs=("dard",)), tmp_path / "runs", tmp_path / "results"
     big = Estimate(train_s=1e6, eval_s=1.0, startup_s=0.0, basis="test", weights_mib=1.0)
     monkeypatch.setattr(Estimator, "estimate", lambda self, name, cfg, teacher: big)
     assert run_experiment(exp, root, results, device="cpu", budget=BudgetOptions(30, margin_s=0)) is None
@@ -169,26 +172,28 @@ def test_experiment_budget_starts_nothing_that_cannot_finish_stops_part_way_then
     spent = BudgetOptions(0, partial_under=2.0, export_dir=tmp_path / "out", margin_s=0)
     spent.left = lambda: 1.0  # a second left at each decision, yet the deadline (when training stops) has passed
     assert run_experiment(exp, root, results, device="cpu", budget=spent) is None
-    for name in ("teacher-s0", "sat-s0"):
-        assert RunDir(root / name).read_progress().global_step == 1 and not RunDir(root / name).is_evaluated()
+    teacher = RunDir(root / "teacher-s0")
+    assert teacher.read_progress().global_step == 1 and not teacher.is_evaluated()
     assert not (root / "dard-s0").exists()  # its teacher is not trained
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["sat-s0.tar.gz", "teacher-s0.tar.gz"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["teacher-s0.tar.gz"]  # its resume state travels
     monkeypatch.undo()
     report = run_experiment(exp, root, results, device="cpu", budget=BudgetOptions(3600, margin_s=0))
-    names = ("teacher-s0", "sat-s0", "dard-s0")
+    names = ("teacher-s0", "dard-s0")
     assert report is not None and all(RunDir(root / n).is_evaluated() for n in names)
     assert "Not finished yet" not in report.read_text()
 
 
 @pytest.mark.slow
-def test_train_cli_time_budget_stops_with_exit_3_and_resumes(tmp_path):
+def test_train_cli_time_budget_stops_with_exit_3(tmp_path, capsys):
     import yaml
+
+    from dard.cli import main
 
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(tiny_config(name="cli", optim={"epochs": 2})))
-    proc = run_cli("train", "--config", str(path), "--out", str(tmp_path / "cli"), "--time-budget", "0")
-    assert proc.returncode == 3, proc.stderr
-    assert "stopped at its time budget" in proc.stderr and "dard train --resume" in proc.stderr
-    assert RunDir(tmp_path / "cli").has_snapshot()
-    bad = run_cli("train", "--config", str(path), "--out", str(tmp_path / "x"), "--time-budget", "soon")
-    assert bad.returncode == 2 and "not a duration" in bad.stderr
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "cli"), "--time-budget", "0"]) == 3
+    err = capsys.readouterr().err
+    assert "stopped at its time budget" in err and f"dard train --resume {tmp_path / 'cli'}" in err
+    assert RunDir(tmp_path / "cli").read_progress().global_step == 1
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "x"), "--time-budget", "soon"]) == 2
+    assert "not a duration" in capsys.readouterr().err

@@ -132,6 +132,23 @@ def run_within_budget(
     return write_experiment_report(exp, finished, results_dir, command=command, notes=notes)
 
 
+def _teacher_not_ready(cfg: RunConfig, raw: dict[str, Any]) -> str | None:
+    """Why a student cannot start yet: its teacher's weights are absent, or its teacher run has not finished
+    training (a teacher stopped part-way has a best checkpoint already); None when it can."""
+    if not cfg.teacher.checkpoint:
+        return None
+    ckpt = Path(cfg.teacher.checkpoint)
+    teacher = RunDir(ckpt.parent)
+    if not ckpt.exists():
+        return missing_teacher_weights(raw) or f"its teacher {teacher.path.name} is not trained"
+    if teacher.is_run() and not teacher.is_evaluated():
+        progress = teacher.read_progress()
+        epochs = int((teacher.read_config().get("optim") or {}).get("epochs", 0))
+        if progress is None or progress.epoch < epochs:
+            return f"its teacher {teacher.path.name} is not trained yet"
+    return None
+
+
 def _say(name: str, text: str) -> None:
     print(f"[budget] {name}: {text}", flush=True)
 
@@ -154,11 +171,9 @@ class _Job:
             _say(name, "done (reused)")
             self.extras(folder, cfg)
             return
-        if cfg.teacher.checkpoint and not Path(cfg.teacher.checkpoint).exists():
-            why = (
-                missing_teacher_weights(raw) or f"its teacher {Path(cfg.teacher.checkpoint).parent.name} is not trained"
-            )
-            return _say(name, f"not started: {why}")
+        waits = _teacher_not_ready(cfg, raw)
+        if waits:
+            return _say(name, f"not started: {waits}")
         left = self.budget.left()
         if left <= 0:  # (a --time-budget 0 report needs no data)
             return _say(name, "not started: no time left")
@@ -209,7 +224,9 @@ class _Job:
             passes += min(spec.label_gap.n, sizes.test) * 2 * (cfg.method.params.get("attack") or {}).get("steps", 10)
         est = self.estimate(folder.path.name, cfg)
         need = passes * arch_macs(cfg.model.arch, sizes.classes, sizes.shape) / est.eval_rate + est.startup_s
-        if need > self.budget.left():
+        cached = spec.compare_attacks is None or folder.read_compare(spec.compare_attacks.checkpoint) is not None
+        cached &= spec.label_gap is None or folder.read_label_gap(spec.label_gap.checkpoint) is not None
+        if need > self.budget.left() and not cached:  # (cached results are checked against the spec, and cheap)
             return _say(folder.path.name, f"extras not run: need ~{need:.0f} s, {self.budget.left():.0f} s left")
         run_extras(self.exp, self.runs_root, [folder.path], device=self.device)
 
