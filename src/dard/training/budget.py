@@ -48,11 +48,13 @@ COMPILE_S = 60.0
 
 
 class TrainingStopped(Exception):
-    """Training stopped at its deadline with a resume snapshot (or, trained, before its test evaluation)."""
+    """Training stopped at its deadline with a resume snapshot (or, trained, before its test evaluation).
+    ``epoch``: epochs finished; ``batch``: steps of the next one done."""
 
     def __init__(self, run_dir: Path, epoch: int, batch: int, *, evaluation_pending: bool = False) -> None:
         self.run_dir, self.epoch, self.batch, self.evaluation_pending = Path(run_dir), epoch, batch, evaluation_pending
-        where = "trained; test evaluation pending" if evaluation_pending else f"after epoch {epoch} step {batch}"
+        where = f"in epoch {epoch + 1} after step {batch}" if batch else f"after epoch {epoch}"
+        where = "trained; test evaluation pending" if evaluation_pending else where
         super().__init__(f"{self.run_dir}: stopped at its time budget ({where})")
 
 
