@@ -2,6 +2,7 @@
 
     bash .bundle/run.sh [options] [--] COMMAND...        # setup, then COMMAND
     bash .bundle/gpu_job.sh [options] [--] [COMMAND...]  # setup, CUDA tests, benchmark, then COMMAND (optional)
+    bash .bundle/run.sh --experiment attacks,main         # setup, then those gpu-scale experiments in the budget
 
 COMMAND is one shell string (``bash -c``) or an argv. It runs in the bundle's copy of the project with the scratch
 venv first on PATH (``python``, ``dard``), ``DARD_DATA_DIR`` set to the rebuilt CIFAR-10 and ``STEP_OUT`` set to
@@ -236,7 +237,8 @@ def summary(steps: list[dict]) -> str:
 
 
 def build_steps(args: argparse.Namespace, python: str) -> list[Step]:
-    """setup (unless --no-setup), then with --gpu-job the CUDA tests and the benchmark, then COMMAND."""
+    """setup (unless --no-setup), then with --gpu-job the CUDA tests and the benchmark, then with --experiment the
+    experiments, then COMMAND."""
     steps = []
     if not args.no_setup:
         setup = [sys.executable, str(HERE / "setup_env.py"), "--bundle", str(HERE), "--scratch", str(args.scratch)]
@@ -248,6 +250,11 @@ def build_steps(args: argparse.Namespace, python: str) -> list[Step]:
         steps.append(Step("cuda-tests", [*tests, "--junitxml", "{out}/junit.xml"], args.tests_limit, template=True))
         bench = [python, "benchmarks/bench.py", "--device", "auto", "--smoke-if-cpu", "--budget", "{budget}"]
         steps.append(Step("bench", [*bench, "--out", "{out}"], args.bench_limit, template=True))
+    if args.experiment:
+        # experiment_step.sh: import the runs of earlier jobs, then `dard experiment --time-budget` for each
+        names = [e for e in args.experiment.split(",") if e]
+        step = ["bash", str(HERE / "experiment_step.sh"), python, "{budget}", str(args.scratch / "runs"), args.scale]
+        steps.append(Step("experiment", [*step, "{out}", *names], args.experiment_limit, template=True))
     if args.command:
         cmd = ["bash", "-c", args.command[0]] if len(args.command) == 1 else list(args.command)
         steps.append(Step("command", cmd, args.command_limit))
@@ -267,6 +274,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tests-limit", type=float, default=120.0)
     p.add_argument("--bench-limit", type=float, default=270.0)
     p.add_argument("--command-limit", type=float, help="seconds for COMMAND (default: what the budget leaves)")
+    p.add_argument(
+        "--experiment",
+        metavar="NAME[,NAME...]",
+        help="run these experiments (dard experiment --time-budget) after the other steps, in what the budget leaves",
+    )
+    p.add_argument("--scale", default="gpu", help="the experiments' scale (default gpu)")
+    p.add_argument("--experiment-limit", type=float, help="seconds for the experiment step (default: what is left)")
     p.add_argument("--max-files", type=int, default=8)
     p.add_argument("--max-file-mib", type=float, default=16.0)
     p.add_argument("--max-total-mib", type=float, default=64.0)
@@ -274,8 +288,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.command and args.command[0] == "--":
         args.command = args.command[1:]
-    if not args.gpu_job and not args.command:
-        p.error("give a COMMAND (or --gpu-job)")
+    if not args.gpu_job and not args.command and not args.experiment:
+        p.error("give a COMMAND (or --gpu-job, --experiment)")
     return args
 
 

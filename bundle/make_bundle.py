@@ -34,8 +34,8 @@ try:
 except ImportError:  # Python 3.10: pip's vendored copy of the same parser
     from pip._vendor import tomli as tomllib
 
-SCRIPTS = ["run.sh", "gpu_job.sh", "job.py", "pack.py", "setup_env.py", "cifar10_npz.py"]
-PROJECT = ["src", "tests", "benchmarks", "bundle", "configs", "experiments", "pyproject.toml"]
+SCRIPTS = ["run.sh", "gpu_job.sh", "job.py", "pack.py", "setup_env.py", "cifar10_npz.py", "experiment_step.sh"]
+PROJECT = ["src", "tests", "benchmarks", "bundle", "configs", "experiments", "teachers", "pyproject.toml"]
 WITH_DEPS = ["pydantic", "pytest"]  # what the node lacks (pytest in case), with their own requirements
 NO_DEPS = ["pyautoattack"]  # its requirements (torch, numpy, scipy) are the node's
 STRIP = {"pyautoattack": ["pyautoattack/examples/*.pt", "pyautoattack/examples/*.h5"]}  # example weights, 44 MB
@@ -149,6 +149,19 @@ def add_data(dest: Path, source: str) -> str | None:
     return None
 
 
+def add_imports(dest: Path, sources: list[Path]) -> list[str]:
+    """Copy run archives (``dard export``; files, or folders holding ``*.tar.gz``) for the experiment step to import
+    on the node; returns their names."""
+    archives = [q for s in sources for q in (sorted(s.glob("*.tar.gz")) if s.is_dir() else [s])]
+    missing = [str(a) for a in archives if not a.is_file()]
+    if missing or len({a.name for a in archives}) != len(archives):
+        raise SystemExit(f"make_bundle: --imports: missing or repeated archives ({', '.join(missing) or 'names'})")
+    for a in archives:
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(a, dest / a.name)
+    return [a.name for a in archives]
+
+
 def git_state() -> tuple[str | None, bool]:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -176,6 +189,7 @@ def make(args: argparse.Namespace) -> dict:
     wheels = collect_wheels(stage / "wheels", args)
     n_files = copy_project(stage / "project")
     data = add_data(stage / "data", args.data)
+    imports = add_imports(stage / "imports", args.imports)
     commit, dirty = git_state()
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     manifest = {
@@ -188,6 +202,7 @@ def make(args: argparse.Namespace) -> dict:
         "wheels": wheels,
         "project_files": n_files,
         "data": data,
+        "imports": imports,
     }
     manifest["id"] = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
     (stage / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
@@ -213,6 +228,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-pin", dest="pin", action="store_false", help="newest versions, not the ones installed here")
     p.add_argument("--data", default="auto", help="auto (data/, then ../shared/data/cifar10), none, or a folder")
     p.add_argument("--max-mib", type=float, default=MAX_MIB)
+    p.add_argument(
+        "--imports",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="run archives from earlier jobs (files, or folders of *.tar.gz) for the experiment step to import",
+    )
     args = p.parse_args(argv)
     args.platform = args.platform or ["manylinux2014_x86_64", "manylinux_2_17_x86_64"]
     if args.wheels_from_env:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -168,6 +169,37 @@ def test_job_sigterm_stops_the_step_and_still_packs(tmp_path):
     assert [s["status"] for s in record["steps"]] == ["stopped"]
     assert _unpack(out, "0-command")["0-command/partial.txt"] == b"partial\n"
     _assert_within(out)
+
+
+@pytest.mark.slow
+def test_job_experiment_step_imports_earlier_runs_trains_within_its_budget_and_exports(tmp_path):
+    from tests.test_budget import _experiment
+
+    from dard.experiment import deep_merge
+    from dard.run_dir.archive import export_runs
+    from dard.training import parse_config, train
+
+    exp = _experiment(tmp_path, runs=("sat",))  # experiments/tiny/cpu.yaml: a SAT teacher, a SAT student
+    teacher = parse_config(deep_merge(exp.base, {**exp.spec.teacher.config, "name": "teacher-s0", "device": "cpu"}))
+    train(teacher, tmp_path / "teachers" / "teacher-s0")  # a committed teacher
+    import make_bundle  # an earlier job's archive (here of the same teacher), carried in the bundle
+
+    make_bundle.add_imports(
+        tmp_path / "step" / "imports", [export_runs([tmp_path / "teachers" / "teacher-s0"], tmp_path / "t.tar.gz")]
+    )
+    shutil.copy(REPO / "bundle" / "experiment_step.sh", tmp_path / "step")
+    out = tmp_path / "out"
+    cmd = ["bash", str(tmp_path / "step" / "experiment_step.sh"), sys.executable, "300", str(tmp_path / "runs")]
+    proc = subprocess.run(
+        [*cmd, "cpu", str(out), "experiments/tiny/cpu.yaml"], cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = proc.stdout
+    assert "teacher-s0: added" in log and "teacher-s0: unchanged" in log  # from teachers/, then from imports/
+    assert "[budget] teacher-s0: done (reused)" in log and "[budget] sat-s0: done" in log  # the student trained here
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["sat-s0.tar.gz"]  # exported as it finished
+    assert (out / "results" / "tiny" / "report.md").is_file()
 
 
 # -- compact CIFAR-10 --------------------------------------------------------------------------------------------

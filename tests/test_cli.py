@@ -56,7 +56,7 @@ def test_eval_checkpoint_writes_record_that_round_trips(digits_run, tmp_path):
 def test_list_names_everything():
     proc = run_cli("list")
     assert proc.returncode == 0
-    for name in ["resnet18", "mlp", "digits", "dpgd", "autoattack", "dard", "pgdard", "rslad", "main (cpu/paper"]:
+    for name in ["resnet18", "mlp", "digits", "dpgd", "autoattack", "dard", "pgdard", "rslad", "main (cpu/gpu/paper"]:
         assert name in proc.stdout
 
 

@@ -205,3 +205,41 @@ def test_one_process_nccl_group_runs_a_ddp_syncbn_step():
             dist.agree(False, "stop here", info, device)
     finally:
         tdist.destroy_process_group()
+
+
+def _syncs(fn) -> int:
+    """Host syncs ``fn`` makes on CUDA (counted through torch's sync debug mode, which warns on each)."""
+    import warnings
+
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def test_dpgd_syncs_do_not_grow_with_its_steps():
+    """No host sync inside the attack loop: DPGD's sets are masks on CUDA (the CPU selects rows, no sync there)."""
+    net = create_model("resnet8", num_classes=10, in_channels=3).cuda().eval()
+    x = torch.rand(16, 3, 32, 32, device="cuda")
+    y = torch.randint(0, 10, (16,), device="cuda")
+    few, many = create_attack("dpgd", steps=2), create_attack("dpgd", steps=6)
+    few(net, x, y), many(net, x, y)  # warm-up (cuDNN autotuning)
+    assert _syncs(lambda: few(net, x, y)) == _syncs(lambda: many(net, x, y))
+
+
+@pytest.mark.slow
+def test_training_with_cuda_graphs_on_cuda(tmp_path):
+    """speed.compile_mode reduce-overhead (CUDA graphs) through the training loop, equal to eager to rounding."""
+    method = {"name": "dard", "params": {"attack": {"steps": 2, "step_size": 0.05}}}
+    teacher = train(parse_config(_cuda_config("teacher")), tmp_path / "teacher")
+    runs = {}
+    for name, speed in [("eager", {}), ("graphs", {"compile": True, "compile_mode": "reduce-overhead"})]:
+        cfg = _cuda_config(name, method=method, teacher={"checkpoint": str(teacher / "best.safetensors")}, speed=speed)
+        run = train(parse_config(cfg), tmp_path / name)
+        runs[name] = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert runs["graphs"]["train_loss"] == pytest.approx(runs["eager"]["train_loss"], rel=1e-2)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -80,6 +81,11 @@ def _add_train_args(t: argparse.ArgumentParser) -> None:
         "--download", action="store_true", help="download the official dataset archive if absent (data.download)"
     )
     t.add_argument(
+        "--time-budget",
+        metavar="DURATION",
+        help="wall time (8m, 1h30m, 480): stop with a snapshot when it ends (exit 3), evaluate only if that fits",
+    )
+    t.add_argument(
         "--resume",
         metavar="RUN",
         help="continue a run folder as recorded; it may change only --epochs, --set eval.*, --device, --data-dir",
@@ -137,6 +143,28 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="check every config, reusable run folder and dataset, print what would run, train nothing",
     )
+    x.add_argument(
+        "--time-budget",
+        metavar="DURATION",
+        help="wall time (8m, 1h30m, 480): start only runs that fit, stop cleanly when it ends (docs/gpu.md)",
+    )
+    x.add_argument(
+        "--partial-under",
+        type=float,
+        metavar="MIB",
+        help="with --time-budget: a run whose weights and resume state fit in MIB may start and stop part-way",
+    )
+    x.add_argument("--export", metavar="DIR", help="with --time-budget: write each run's archive here as it ends")
+
+    ex = sub.add_parser("export", help="pack finished runs' records (and small weights) into one .tar.gz")
+    ex.add_argument("runs", nargs="+", help="run folders")
+    ex.add_argument("--out", required=True, help="archive to write (.tar.gz)")
+    ex.add_argument("--weights", choices=["auto", "all", "best", "none"], default="auto")
+    ex.add_argument("--max-weights-mib", type=float, default=8.0, help="with --weights auto (default 8)")
+
+    im = sub.add_parser("import", help="add runs from archives (dard export) or run folders to a runs folder")
+    im.add_argument("sources", nargs="+", help=".tar.gz archives or run folders")
+    im.add_argument("--runs", required=True, help="runs folder, e.g. runs/experiments/gpu")
 
     sub.add_parser("list", help="list registered models, datasets, attacks and methods")
     for command in sub.choices.values():  # `dard train --debug ...` works as well as `dard --debug train ...`
@@ -161,10 +189,15 @@ _NOT_ON_RESUME = ["config", "method", "model", "data", "teacher", "seed", "out"]
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from dard.training import load_config, train
+    from dard.training import load_config
     from dard.training.naming import name_run
     from dard.training.resume import resume_config
 
+    stop_at = None
+    if args.time_budget is not None:
+        from dard.experiment.budget import parse_duration
+
+        stop_at = time.time() + parse_duration(args.time_budget)
     overrides = list(args.overrides)
     for flag, key in _TRAIN_SHORTCUTS:
         value = getattr(args, flag)
@@ -178,12 +211,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 "change --epochs, --set eval.*, --device, --data-dir, --download); start a new run for the rest"
             )
         cfg = resume_config(args.resume, overrides)
-        run = train(cfg, args.resume, resume=True)
+        run = _train_until(cfg, args.resume, True, stop_at)
     else:
         cfg = load_config(args.config, overrides)
         name_given = any(o.partition("=")[0].strip() == "name" for o in overrides)
         cfg, folder = name_run(cfg, load_config(args.config), args.out, name_given)
-        run = train(cfg, folder)
+        run = _train_until(cfg, folder, False, stop_at)
+    if run is None:
+        return 3
     if os.environ.get("RANK", "0") == "0":  # under torchrun, say it once
         from dard.evaluation.table import format_evaluations
         from dard.run_dir import RunDir
@@ -191,6 +226,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(format_evaluations(RunDir(run).read_evals()))
         print(f"run finished: {run}")
     return 0
+
+
+def _train_until(cfg, folder: str | Path, resume: bool, stop_at: float | None) -> Path | None:
+    """Train (or resume); None when stopped at ``stop_at`` (said on stderr, with how to continue)."""
+    from dard.training import train
+    from dard.training.budget import TrainingStopped
+
+    try:
+        return train(cfg, folder, resume=resume, stop_at=stop_at)
+    except TrainingStopped as stop:
+        if os.environ.get("RANK", "0") == "0":
+            _stderr_line(f"dard: {stop}; continue with: dard train --resume {stop.run_dir}")
+        return None
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -250,11 +298,52 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
             )
         todo = sum(r["status"] != RUN_DONE for r in rows)
         print(f"{len(rows)} runs in {runs}: {len(rows) - todo} done, {todo} to train or evaluate")
+        if args.time_budget is not None:
+            from dard.experiment.budget import plan_budget
+
+            budget = _budget_options(args)
+            print(f"within --time-budget {args.time_budget} ({budget.seconds:.0f} s), in the order it takes them:")
+            for line in plan_budget(exp, runs, budget, args.device):
+                print(f"  {line}")
         return 0
     results = Path(args.results or Path("results") / exp.name / exp.scale)
     command = "dard experiment " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
-    path = run_experiment(exp, runs, results, device=args.device, jobs=args.jobs, command=command)
-    print(f"experiment report: {path}")
+    budget = _budget_options(args)
+    path = run_experiment(exp, runs, results, device=args.device, jobs=args.jobs, command=command, budget=budget)
+    print(f"experiment report: {path}" if path else "experiment: no run finished yet, no report")
+    return 0
+
+
+def _budget_options(args: argparse.Namespace):
+    """The experiment's time budget from its flags (None without --time-budget)."""
+    from dard.experiment.budget import BudgetOptions, parse_duration
+
+    if args.time_budget is None:
+        if args.partial_under is not None or args.export:
+            raise DardError("--partial-under and --export go with --time-budget")
+        return None
+    export = Path(args.export) if args.export else None
+    return BudgetOptions(parse_duration(args.time_budget), args.partial_under, export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from dard.run_dir.archive import ExportOptions, export_runs
+
+    path = export_runs(args.runs, args.out, ExportOptions(args.weights, args.max_weights_mib))
+    print(f"exported {len(args.runs)} run(s) to {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from dard.run_dir.merge import import_runs
+    from dard.training.config import parse_config
+
+    def normalize(cfg):
+        return parse_config(dict(cfg)).model_dump(mode="json")
+
+    for source in args.sources:
+        for r in import_runs(source, args.runs, normalize):
+            print(f"{r.name}: {r.action}{f' ({r.detail})' if r.detail else ''} -> {r.path}")
     return 0
 
 
@@ -288,6 +377,8 @@ COMMANDS = {
     "report": _cmd_report,
     "demo": _cmd_demo,
     "experiment": _cmd_experiment,
+    "export": _cmd_export,
+    "import": _cmd_import,
     "list": _cmd_list,
 }
 

@@ -27,6 +27,7 @@ parameters to ``__init__`` (validated there with :mod:`dard.validate`) and imple
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from typing import Any, ClassVar, TypeVar
@@ -180,11 +181,13 @@ class Attack:
             raise DardError(f"{self.name}: inputs must be a float tensor in [0, 1], got {got}")
         if x.dim() < 2:
             raise DardError(f"{self.name}: inputs must be batched (N, ...), got shape {tuple(x.shape)}")
-        if x.numel() and (bool(torch.isnan(x).any()) or x.min().item() < 0.0 or x.max().item() > 1.0):
-            raise DardError(
-                f"{self.name}: inputs must lie in [0, 1] (normalise inside the model), "
-                f"got range [{x.min().item():.4g}, {x.max().item():.4g}]"
-            )
+        if x.numel():
+            lo, hi = torch.stack([x.amin(), x.amax()]).tolist()  # one host sync; NaN propagates into both
+            if math.isnan(lo) or math.isnan(hi) or lo < 0.0 or hi > 1.0:
+                raise DardError(
+                    f"{self.name}: inputs must lie in [0, 1] (normalise inside the model), "
+                    f"got range [{lo:.4g}, {hi:.4g}]"
+                )
         return x.detach()
 
     def _check_target(self, x: torch.Tensor, target: Any) -> Any:
@@ -208,9 +211,10 @@ class Attack:
         if not x.numel():
             return
         tol = max(1e-6, 2 * torch.finfo(x.dtype).eps)  # rounding of x +- eps in the input's precision
-        if x_adv.min().item() < -tol or x_adv.max().item() > 1 + tol:
+        size = perturbation_norms(x_adv, x, self.norm.lower()).max()
+        lo, hi, size = torch.stack([x_adv.amin().double(), x_adv.amax().double(), size.double()]).tolist()  # one sync
+        if lo < -tol or hi > 1 + tol:
             raise AssertionError(f"{self.name}: result leaves [0, 1]")
-        size = perturbation_norms(x_adv, x, self.norm.lower()).max().item()
         if size > self.eps + tol * max(1.0, self.eps):
             raise AssertionError(f"{self.name}: {self.norm} perturbation {size:.6g} exceeds eps {self.eps:.6g}")
 

@@ -25,7 +25,7 @@ from dard.attacks.base import IterativeAttack
 from dard.attacks.pgd import pgd_ascent
 from dard.validate import check_choice, check_float
 
-__all__ = ["DPGD", "dice_loss", "dpgd_lambda", "dpgd_loss"]
+__all__ = ["DPGD", "dice_loss", "dpgd_lambda", "dpgd_loss", "masked_dice_loss"]
 
 _REDUCTIONS = ("set", "sample")
 
@@ -51,6 +51,30 @@ def dice_loss(probs: torch.Tensor, onehot: torch.Tensor, smooth: float = 1e-5, r
     return (1.0 - (2.0 * inter + smooth) / (denom + smooth)).mean()
 
 
+def masked_dice_loss(
+    probs: torch.Tensor, onehot: torch.Tensor, mask: torch.Tensor, smooth: float = 1e-5, reduction: str = "set"
+) -> torch.Tensor:
+    """:func:`dice_loss` of the rows where ``mask`` is true, computed over all rows with the others weighted 0.
+
+    The same value (up to the order of summation) without selecting rows: selecting them by a mask computed on the
+    device (``probs[mask]``) makes the host wait for the device to learn the result's size, once per attack step.
+    """
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(_REDUCTIONS)}; got {reduction!r}")
+    w = mask.to(probs.dtype)
+    count = w.sum()
+    if reduction == "set":
+        inter = (probs * onehot).sum(dim=1) @ w
+        denom = ((onehot * onehot).sum(dim=1) + (probs * probs).sum(dim=1)) @ w + smooth
+        # an empty set gives 0; its denominator is made 1 so that no 0/0 reaches the gradient (smooth = 0)
+        value = 1.0 - (2.0 * inter + smooth) / torch.where(count > 0, denom, torch.ones_like(denom))
+        return torch.where(count > 0, value, torch.zeros_like(value))
+    inter = (probs * onehot).sum(dim=1)
+    denom = (onehot * onehot).sum(dim=1) + (probs * probs).sum(dim=1) + smooth  # >= 1 for one-hot rows
+    per = 1.0 - (2.0 * inter + smooth) / denom
+    return (per * w).sum() / count.clamp_min(1.0)
+
+
 def dpgd_lambda(t: int, steps: int) -> float:
     """Weight of the wrongly classified set at step ``t`` of ``steps``: ``t / (2 * steps)`` (0 .. < 0.5)."""
     if steps < 1:
@@ -65,15 +89,25 @@ def dpgd_loss(
     steps: int,
     smooth: float = 1e-5,
     reduction: str = "set",
+    masked: bool | None = None,
 ) -> torch.Tensor:
-    """The DPGD objective at step ``t``: ``(1 - lambda_t) Dice(C) + lambda_t Dice(W)``, split from ``logits``."""
+    """The DPGD objective at step ``t``: ``(1 - lambda_t) Dice(C) + lambda_t Dice(W)``, split from ``logits``.
+
+    ``masked``: weight the two sets by masks (:func:`masked_dice_loss`, no host sync) instead of selecting their
+    rows. None: masks on accelerators, where a sync stalls the device queue; row selection on the CPU, where it
+    costs nothing and gives the exact numbers the committed CPU results were made with.
+    """
     logits = logits.float()
     probs = logits.softmax(dim=1)
     onehot = F.one_hot(y, logits.shape[1]).to(probs.dtype)
     correct = logits.argmax(dim=1) == y  # recomputed from the current iterate's logits at every step
     lam = dpgd_lambda(t, steps)
-    dice_c = dice_loss(probs[correct], onehot[correct], smooth, reduction)
-    dice_w = dice_loss(probs[~correct], onehot[~correct], smooth, reduction)
+    if masked if masked is not None else logits.device.type != "cpu":
+        dice_c = masked_dice_loss(probs, onehot, correct, smooth, reduction)
+        dice_w = masked_dice_loss(probs, onehot, ~correct, smooth, reduction)
+    else:
+        dice_c = dice_loss(probs[correct], onehot[correct], smooth, reduction)
+        dice_w = dice_loss(probs[~correct], onehot[~correct], smooth, reduction)
     return (1.0 - lam) * dice_c + lam * dice_w
 
 

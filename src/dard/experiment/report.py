@@ -148,7 +148,9 @@ def _environment_line(runs: Sequence[RunRecord]) -> str:
     )
 
 
-def _preamble(exp: Experiment, runs: Sequence[RunRecord], command: str, seconds: float | None) -> list[str]:
+def _preamble(
+    exp: Experiment, runs: Sequence[RunRecord], command: str, seconds: float | None, notes: Sequence[str] = ()
+) -> list[str]:
     spec = exp.spec
     lines = [spec.about.strip()] if spec.about.strip() else []
     lines += [
@@ -166,7 +168,7 @@ def _preamble(exp: Experiment, runs: Sequence[RunRecord], command: str, seconds:
         ]
     if spec.caveat.strip():
         lines += [f"- Caveat: {spec.caveat.strip()}"]
-    return lines
+    return lines + list(notes)
 
 
 def _sweep_section(exp: Experiment, runs: Sequence[RunRecord], results_dir: Path, extra: dict[str, Any]) -> str:
@@ -221,9 +223,16 @@ def _label_gap_section(exp: Experiment, runs: Sequence[RunRecord], extra: dict[s
 
 
 def write_experiment_report(
-    exp: Experiment, run_dirs: Sequence[Path], results_dir: Path, *, command: str = "", seconds: float | None = None
+    exp: Experiment,
+    run_dirs: Sequence[Path],
+    results_dir: Path,
+    *,
+    command: str = "",
+    seconds: float | None = None,
+    notes: Sequence[str] = (),
 ) -> Path:
-    """The experiment's ``report.md``, ``results.json`` and plots (teacher rows first)."""
+    """The experiment's ``report.md``, ``results.json`` and plots (teacher rows first); ``notes``: more preamble
+    lines (Markdown list items)."""
     runs = [RunRecord.load(p) for p in run_dirs]  # each run folder read once
     results_dir.mkdir(parents=True, exist_ok=True)
     spec = exp.spec
@@ -241,7 +250,7 @@ def write_experiment_report(
         sections.append(_attack_section(exp, runs, results_dir, extra))
     if spec.label_gap is not None:
         sections.append(_label_gap_section(exp, runs, extra))
-    preamble = _preamble(exp, runs, command, seconds)
+    preamble = _preamble(exp, runs, command, seconds, notes)
     report = build_report(runs, results_dir, title=spec.title, preamble=preamble, sections=sections, extra=extra)
     write_text(results_dir / "experiment.yaml", exp.source.read_text(encoding="utf-8"))
     return report

@@ -120,6 +120,9 @@ def _train_task(task: tuple) -> str:
     folder = RunDir(run_dir)
     t0 = time.time()
     done = folder.is_evaluated() if final_eval else folder.is_trained()
+    if (done or folder.is_evaluated()) and not folder.has_snapshot():  # imported (dard import): nothing to resume
+        print(f"[experiment] {folder.path.name}: reused (imported)", flush=True)
+        return str(run_dir)
     train(parse_run_config(cfg, str(run_dir)), folder.path, resume=folder.is_run(), final_eval=final_eval)
     if final_eval:
         what = "reused" if done else f"done in {time.time() - t0:.0f}s"
@@ -234,6 +237,18 @@ def _pool_map(fn: Callable[[tuple], str], tasks: list[tuple], jobs: int) -> list
     return [fn(t) for t in tasks]
 
 
+def missing_teacher_weights(cfg: Mapping[str, Any]) -> str | None:
+    """Why a planned run cannot train: its teacher's run folder is finished but holds no weights (it was imported
+    without them); None when the run can train (or its teacher will be trained first)."""
+    ckpt = Path(str((cfg.get("teacher") or {}).get("checkpoint") or ""))
+    if not needs_teacher(cfg) or ckpt.exists() or not RunDir(ckpt.parent).is_evaluated():
+        return None
+    return (
+        f"its teacher {ckpt.parent} holds no weights ({ckpt.name}: imported without them?); import the teacher's "
+        "archive made with its weights (dard export --weights all)"
+    )
+
+
 def run_experiment(
     exp: Experiment,
     runs_root: Path,
@@ -242,12 +257,15 @@ def run_experiment(
     device: str = "auto",
     jobs: int | None = None,
     command: str = "",
-) -> Path:
+    budget: Any = None,
+) -> Path | None:
     """Train (or reuse) every run of ``exp``, evaluate, and write the report; returns the path of report.md.
 
     On a CPU, runs go ``jobs`` at a time in separate processes with one thread each (small models are bound by
-    per-call overhead, so processes beat threads); on a GPU they run one after another. The runs folder and the
-    results folder are locked for the whole experiment (each run folder too, while it trains or evaluates).
+    per-call overhead, so processes beat threads); on a GPU they run one after another. With a ``budget``
+    (:class:`dard.experiment.budget.BudgetOptions`) the runs go one at a time within it (None: nothing finished).
+    The runs folder and the results folder are locked for the whole experiment (each run folder too, while it
+    trains or evaluates).
     """
     for folder, what in ((runs_root, "runs folder"), (results_dir, "results folder")):
         check_writable(folder, folder=True, what=what)
@@ -260,11 +278,18 @@ def _run_experiment(
 ) -> Path:
     from dard.runtime import resolve_device
 
+    if budget is not None:
+        from dard.experiment.budget import run_within_budget
+
+        return run_within_budget(exp, runs_root, results_dir, budget, device=device, command=command)
     t_start = time.time()
     on_cpu = resolve_device(device).type == "cpu"
     jobs = (jobs or min(2, os.cpu_count() or 1)) if on_cpu else 1
     threads = 1 if jobs > 1 else None
     unique_teachers, students = _checked_runs(exp, runs_root)
+    for name, _, cfg in students:
+        if not RunDir(runs_root / name).is_evaluated() and (why := missing_teacher_weights(cfg)):
+            raise DardError(f"{name} cannot be trained: {why}")
 
     # Teachers first, with every thread; their test evaluation then runs beside the students.
     for name, cfg in unique_teachers.items():
@@ -273,15 +298,25 @@ def _run_experiment(
     tasks += [(cfg, str(runs_root / name), True, threads, device) for name, _, cfg in students]
     run_dirs = [Path(p) for p in _pool_map(_train_task, tasks, jobs)]
 
+    run_extras(exp, runs_root, run_dirs, device=device, jobs=jobs, threads=threads)
+    return write_experiment_report(exp, run_dirs, results_dir, command=command, seconds=time.time() - t_start)
+
+
+def run_extras(
+    exp: Experiment, runs_root: Path, run_dirs: list[Path], *, device: str, jobs: int = 1, threads: int | None = None
+) -> None:
+    """The experiment's per-run extras (attack comparison, label gap) for the finished runs that hold the weights
+    they need; a run imported without them keeps the results it was exported with."""
     compare = exp.spec.compare_attacks
     if compare is not None:
-        _pool_map(_compare_task, [(str(p), compare.model_dump(), threads, device) for p in run_dirs], jobs)
+        have = [p for p in run_dirs if RunDir(p).weights(compare.checkpoint).exists()]
+        _pool_map(_compare_task, [(str(p), compare.model_dump(), threads, device) for p in have], jobs)
     gap = exp.spec.label_gap
     if gap is not None:
+        names = {p.name for p in run_dirs if RunDir(p).weights(gap.checkpoint).exists()}
         distilled = [
             (str(runs_root / name), cfg, gap.model_dump(), threads, device)
-            for name, _, cfg in students
-            if needs_teacher(cfg)
+            for name, _, cfg in planned_runs(exp, runs_root)
+            if name in names and needs_teacher(cfg) and missing_teacher_weights(cfg) is None
         ]
         _pool_map(_label_gap_task, distilled, jobs)
-    return write_experiment_report(exp, run_dirs, results_dir, command=command, seconds=time.time() - t_start)

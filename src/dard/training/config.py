@@ -65,7 +65,9 @@ class OptimConfig(_Strict):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     nesterov: bool = False
-    schedule: Literal["step", "cosine", "constant"] = "step"
+    schedule: Literal["step", "cosine", "constant", "onecycle"] = Field(
+        "step", description="onecycle: linear decay to 0 after the warm-up (with warmup_epochs: one-cycle)"
+    )
     milestones: list[int] = Field(default_factory=lambda: [30, 40])
     gamma: float = Field(0.1, gt=0, le=1)
     warmup_epochs: int = Field(0, ge=0)
@@ -101,6 +103,12 @@ class SpeedConfig(_Strict):
     channels_last: bool = Field(True, description="NHWC layout: 1.4-1.5x faster DARD steps on CPU (benchmarks/)")
     compile: bool = False
     compile_backend: str = Field("inductor", description="torch.compile backend (inductor; aot_eager to debug)")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        "default", description="torch.compile mode; reduce-overhead replays CUDA graphs (inductor only)"
+    )
+    sync_every: int = Field(
+        50, ge=1, description="read the loss back to the host every N steps (each read waits for the GPU)"
+    )
     cudnn_benchmark: bool = True
     sync_bn: bool = True
     threads: int | None = Field(None, ge=1)

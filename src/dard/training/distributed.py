@@ -97,3 +97,12 @@ def agree(ok: bool, message: str, info: DistInfo, device: torch.device) -> None:
         ok = int(t.item()) == 0
     if not ok:
         raise DardError(message)
+
+
+def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """Whether ``flag`` is true on any rank (every rank gets the same answer); ``flag`` itself for one process."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return int(t.item()) > 0

@@ -23,6 +23,7 @@ from dard.progress import progress_bar
 from dard.run_dir import EpochMetrics, Progress, RunDir, RunInfo
 from dard.runtime import configure_threads, environment, resolve_device, seed_everything
 from dard.training import distributed as dist
+from dard.training.budget import DataSizes, TrainingStopped, evaluation_fits, past_deadline
 from dard.training.config import RunConfig, dump_config
 from dard.training.final_eval import final_evaluation
 from dard.training.preflight import open_run
@@ -35,6 +36,7 @@ from dard.training.setup import (
     prepare_models,
 )
 from dard.training.state import load_state, save_state
+from dard.training.step_sums import StepSums, read_back
 
 
 def validate(model: nn.Module, data: ImageSet, cfg: RunConfig, device: torch.device) -> dict[str, float]:
@@ -60,10 +62,15 @@ def _amp(cfg: RunConfig, device: torch.device):
     return nullcontext()
 
 
-def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, final_eval: bool = True) -> Path:
+def train(
+    cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, final_eval: bool = True, stop_at: float | None = None
+) -> Path:
     """Train (or resume) a run in ``run_dir`` and evaluate its best and last checkpoints on the test split.
 
     With ``final_eval=False`` the test evaluation is left out; resuming the finished run later does only that.
+    ``stop_at`` (a ``time.time()`` deadline): stop at the first step boundary after it with a resume snapshot
+    (:class:`TrainingStopped`), and evaluate only if the evaluation's estimate fits before it (otherwise
+    :class:`TrainingStopped` with ``evaluation_pending``).
     Launched by ``torchrun``, every rank calls this; rank 0 alone writes files and evaluates.
     """
     device = resolve_device(cfg.device)
@@ -76,13 +83,15 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, final_ev
         # everything checked first; rank 0 holds the run folder's lock until the final evaluation is written
         with open_run(cfg, folder, resume=resume, device=device, dist_info=dist_info) as data:
             try:
-                _train(cfg, folder, resume, device, dist_info, data)
+                _train(cfg, folder, resume, device, dist_info, data, stop_at)
             finally:
                 dist.teardown(dist_info)
             # Rank 0 evaluates alone once every rank has left the process group (they leave together, after the
             # last snapshot's barrier): no collective can time out during a long AutoAttack, and no rank shuts the
             # group down while another still holds it.
             if final_eval and dist_info.is_main:
+                if stop_at is not None and not evaluation_fits(cfg, folder, DataSizes.of(data), device.type, stop_at):
+                    raise TrainingStopped(folder.path, cfg.optim.epochs, 0, evaluation_pending=True)
                 final_evaluation(cfg, folder.path, data, device)
     except BaseException:
         dist.teardown(dist_info)  # the checks failed before training: leave the group too (a no-op if left)
@@ -109,6 +118,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     progress: Progress
+    stop_at: float | None = None  # wall-clock deadline (time.time())
 
     @property
     def main(self) -> bool:
@@ -128,14 +138,24 @@ class _Run:
 
 
 def _train(
-    cfg: RunConfig, folder: RunDir, resume: bool, device: torch.device, dist_info: dist.DistInfo, data: Data
+    cfg: RunConfig,
+    folder: RunDir,
+    resume: bool,
+    device: torch.device,
+    dist_info: dist.DistInfo,
+    data: Data,
+    stop_at: float | None = None,
 ) -> None:
     seed_everything(cfg.seed)
     run = _set_up(cfg, folder, device, dist_info, data)
+    run.stop_at = stop_at
     _start_or_resume(run, resume)
     for epoch in range(run.progress.epoch, cfg.optim.epochs):
-        sums, t0 = _train_epoch(run, epoch)
-        _end_epoch(run, epoch, sums, t0)
+        sums, t0, stopped = _train_epoch(run, epoch)
+        if not stopped:
+            _end_epoch(run, epoch, sums, t0)
+        if stopped or (epoch + 1 < cfg.optim.epochs and past_deadline(run.stop_at, dist_info, device, True)):
+            raise TrainingStopped(folder.path, run.progress.epoch, run.progress.batch)
 
 
 def _set_up(cfg: RunConfig, folder: RunDir, device: torch.device, dist_info: dist.DistInfo, data: Data) -> _Run:
@@ -209,15 +229,14 @@ def _start_or_resume(run: _Run, resume: bool) -> None:
         run.folder.write_metrics(run.progress.history)
 
 
-def _train_epoch(run: _Run, epoch: int) -> tuple[dict[str, Any], float]:
+def _train_epoch(run: _Run, epoch: int) -> tuple[dict[str, Any], float, bool]:
     """One epoch of training steps (from the step a resumed snapshot stopped at); returns this rank's running
-    sums (loss, correct, seen) and the epoch's start time."""
+    sums (loss, correct, seen), the epoch's start time, and whether it stopped at the deadline (with a snapshot)."""
     cfg, progress = run.cfg, run.progress
     run.loader.set_epoch(epoch)
     run.model.train()
-    sums: dict[str, Any] = {"loss": 0.0, "correct": 0.0, "seen": 0}
-    if progress.batch and run.main:  # resumed mid-epoch: rank 0 saved the global sums so far
-        sums = dict(progress.partial or sums)
+    # resumed mid-epoch: rank 0 saved the global sums so far
+    sums = StepSums(progress.partial if progress.batch and run.main else None, first_step=progress.batch)
     t0 = mark = time.time()  # t0: this epoch's throughput; mark: training time not yet added to progress
     steps = len(run.loader)
     bar = progress_bar(
@@ -226,52 +245,47 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[dict[str, Any], float]:
         desc=f"{cfg.name} epoch {epoch + 1}/{cfg.optim.epochs}",
         enabled=cfg.progress and run.main,
     )
+    stopped = False
     for batch_idx, (x, y) in enumerate(run.loader.iter_from(progress.batch), start=progress.batch):
-        loss, logits = _step(run, x, y, epoch, batch_idx)
-        n = y.shape[0]
-        sums["loss"] += loss.item() * n
-        sums["correct"] += (logits.argmax(1) == y).sum().item()
-        sums["seen"] += n
+        loss, logits = _step(run, x, y)
+        sums.add(loss, logits, y)
         progress.global_step += 1
         progress.batch = batch_idx + 1
         bar.update(1)
-        bar.set_postfix(
-            loss=f"{sums['loss'] / sums['seen']:.3f}",
-            acc=f"{sums['correct'] / sums['seen']:.3f}",
-            img_s=f"{sums['seen'] * run.dist_info.world_size / max(time.time() - t0, 1e-9):.0f}",
-        )
-        every = cfg.checkpoint_every_steps
-        if every and progress.global_step % every == 0 and progress.batch < steps:
-            progress.partial = dist.sum_over_ranks(sums, run.dist_info, run.device)
+        every, more = cfg.checkpoint_every_steps, progress.batch < steps
+        snapshot = bool(every) and progress.global_step % every == 0 and more
+        read = snapshot or not more or sums.pending >= cfg.speed.sync_every
+        stopped = more and past_deadline(run.stop_at, run.dist_info, run.device, at_read_back=read)
+        if read or stopped:
+            # the one host sync; nothing is written before it, so a non-finite loss never reaches the disk
+            read_back(sums, run.folder, epoch, progress.batch, run.dist_info, run.device)
+            bar.set_postfix(
+                loss=f"{sums.host['loss'] / max(sums.host['seen'], 1):.3f}",
+                acc=f"{sums.host['correct'] / max(sums.host['seen'], 1):.3f}",
+                img_s=f"{sums.host['seen'] * run.dist_info.world_size / max(time.time() - t0, 1e-9):.0f}",
+            )
+        if snapshot or stopped:
+            progress.partial = dist.sum_over_ranks(sums.host, run.dist_info, run.device)
             progress.train_seconds += time.time() - mark  # so that a resumed run still counts the time before a kill
             run.snapshot()
             mark = time.time()
+        if stopped:
+            break
     bar.close()
     progress.train_seconds += time.time() - mark
-    return sums, t0
+    return sums.host, t0, stopped
 
 
-def _step(run: _Run, x: torch.Tensor, y: torch.Tensor, epoch: int, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on a batch; a non-finite loss on any rank stops every rank. Returns (loss, logits)."""
+def _step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a batch, without a host sync (the loop checks the loss at its read-backs). Returns
+    (loss, logits)."""
     if run.cfg.speed.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
+    if run.cfg.speed.compile and run.device.type == "cuda":
+        torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs (compile_mode reduce-overhead): a new iteration
     with _amp(run.cfg, run.device):
         out = run.method(run.model, run.teacher, x, y)
     loss = out.loss.float()
-    finite = bool(torch.isfinite(loss))
-    if not finite or run.dist_info.enabled:
-        last = (
-            "the last good checkpoint is kept in " + str(run.folder.path)
-            if run.folder.has_snapshot()
-            else "no checkpoint was written yet"
-        )
-        what = f"loss is {loss.item()}" if not finite else "loss is not finite on another process"
-        dist.agree(
-            finite,
-            f"{what} at epoch {epoch + 1} step {batch_idx + 1}; stopping ({last}); lower optim.lr?",
-            run.dist_info,
-            run.device,
-        )
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.optimizer.step()

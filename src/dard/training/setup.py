@@ -34,9 +34,10 @@ class Data:
     test: ImageSet
 
 
-def prepare_data(cfg: RunConfig) -> Data:
-    """Load the dataset and carve the fixed, seeded validation split out of the training set."""
-    bundle = load_dataset(cfg.data.name, cfg.data.dir, download=cfg.data.download)
+def prepare_data(cfg: RunConfig, bundle: DatasetBundle | None = None) -> Data:
+    """Load the dataset (unless ``bundle`` is it, already loaded) and carve the fixed, seeded validation split out
+    of the training set."""
+    bundle = bundle or load_dataset(cfg.data.name, cfg.data.dir, download=cfg.data.download)
     val_size = cfg.data.val_size if cfg.data.val_size < 1 else int(cfg.data.val_size)
     train, val = split_train_val(bundle.train, val_size, seed=cfg.seed)
     if cfg.data.train_subset is not None:
@@ -99,8 +100,10 @@ def prepare_models(
         student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
     model = student
     if cfg.speed.compile:
-        model = torch.compile(student, backend=cfg.speed.compile_backend)
-        teacher = torch.compile(teacher, backend=cfg.speed.compile_backend) if teacher is not None else None
+        # mode only when not the default: other backends than inductor take none
+        kw = {} if cfg.speed.compile_mode == "default" else {"mode": cfg.speed.compile_mode}
+        model = torch.compile(student, backend=cfg.speed.compile_backend, **kw)
+        teacher = torch.compile(teacher, backend=cfg.speed.compile_backend, **kw) if teacher is not None else None
     if dist_info.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -109,9 +112,11 @@ def prepare_models(
 
 
 def lr_lambda(cfg: RunConfig, steps_per_epoch: int) -> Callable[[int], float]:
-    """Per-step LR multiplier for the configured schedule (linear warm-up, then step/cosine/constant)."""
+    """Per-step LR multiplier for the configured schedule (linear warm-up, then step/cosine/constant, or onecycle:
+    a linear decay from the peak to 0 at the last step)."""
     o = cfg.optim
     total = o.epochs * steps_per_epoch
+    warm = o.warmup_epochs * steps_per_epoch
 
     def factor(step: int) -> float:
         epoch = step / steps_per_epoch
@@ -121,6 +126,8 @@ def lr_lambda(cfg: RunConfig, steps_per_epoch: int) -> Callable[[int], float]:
             return o.gamma ** sum(epoch >= m for m in o.milestones)
         if o.schedule == "cosine":
             return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        if o.schedule == "onecycle":
+            return max(total - step, 0) / max(total - warm, 1)
         return 1.0
 
     return factor

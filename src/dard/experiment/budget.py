@@ -1,0 +1,243 @@
+"""`dard experiment --time-budget`: the planned runs, one at a time, within a wall-clock budget.
+
+Teachers first, then the students seed by seed (every student of the first seed before any of the second), so
+that a budget that runs out leaves one whole comparison rather than three seeds of its first method. Before a
+run starts, its remaining cost (training, validation, test evaluation and a fixed start-up) is estimated
+(:mod:`dard.experiment.estimate`: from the run's own throughput, an earlier run's on the same device, or a
+conservative default), and the basis is printed with the decision. A run that would not finish is not started,
+unless its weights and resume state are small enough to travel to the next job (``partial_under`` MiB): then it
+trains until the budget ends and stops with a snapshot. A run that fits trains until the deadline less its
+evaluation's estimate; the test evaluation then runs only if it still fits (otherwise "trained; test evaluation
+pending"). Each run's records are exported to ``export_dir`` (``<run>.tar.gz``, :mod:`dard.run_dir.archive`)
+as soon as it stops or finishes, after the experiment's per-run extras (attack comparison, label gap) while its
+weights are there; the report covers the finished runs. A later invocation continues where this one stopped.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dard.errors import DardError
+from dard.experiment.estimate import Estimate, Estimator, estimator_for
+from dard.experiment.report import write_experiment_report
+from dard.experiment.runner import _checked_runs, missing_teacher_weights, run_extras, run_status
+from dard.experiment.spec import Experiment, deep_merge, parse_run_config
+from dard.run_dir import RunDir
+from dard.training.budget import TrainingStopped, arch_macs, attack_passes
+from dard.training.config import RunConfig
+
+MARGIN_S = 15.0  # kept back at the end of a budget by default: the last snapshot and the export
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str | float) -> float:
+    """Seconds in ``text``: a number (seconds) or number-unit pairs, e.g. ``8m``, ``90s``, ``1h30m``, ``2.5h``."""
+    raw = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d*)?", raw):
+        return float(raw)
+    parts = re.findall(r"(\d+(?:\.\d*)?)([smhd])", raw)
+    if not parts or "".join(n + u for n, u in parts) != raw:
+        raise DardError(f"time budget '{text}' is not a duration such as 8m, 90s, 1h30m or 480 (seconds)")
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+@dataclass
+class BudgetOptions:
+    """A wall-clock budget (``seconds`` from ``started``) and what to do within it."""
+
+    seconds: float
+    partial_under: float | None = None  # MiB: runs whose weights + resume state fit may stop mid-way
+    export_dir: Path | None = None  # each run's archive, written as it stops or finishes
+    margin_s: float = MARGIN_S  # kept back at the end
+    started: float = field(default_factory=time.time)
+
+    @property
+    def deadline(self) -> float:
+        """When work must be done: the budget's end less the margin (``time.time()``)."""
+        return self.started + self.seconds - self.margin_s
+
+    def left(self) -> float:
+        return self.deadline - time.time()
+
+
+def _ordered(exp: Experiment, runs_root: Path) -> list[tuple[str, str, dict[str, Any]]]:
+    """(name, role, config) of every run: teachers, then students seed by seed (in file order within a seed)."""
+    teachers, students = _checked_runs(exp, runs_root)
+    rows = [(name, "teacher", cfg) for name, cfg in teachers.items()]
+    seeds = exp.spec.seeds
+    rows += [(name, "student", cfg) for name, _, cfg in sorted(students, key=lambda s: seeds.index(s[1]))]
+    return rows
+
+
+def _teacher_archs(rows: list[tuple[str, str, dict[str, Any]]], runs_root: Path) -> dict[str, str]:
+    """Planned teacher checkpoint path -> its architecture (a student's estimate before its teacher exists)."""
+    return {
+        str(RunDir(runs_root / name).weights("best")): str((cfg.get("model") or {}).get("arch"))
+        for name, role, cfg in rows
+        if role == "teacher"
+    }
+
+
+def plan_budget(exp: Experiment, runs_root: Path, budget: BudgetOptions, device: str) -> list[str]:
+    """One line per run: its status, estimate and what a budgeted invocation would do with it, in the order it
+    takes the runs (assuming each run that fits finishes in its estimate)."""
+    estimator, device = estimator_for(runs_root, device)
+    rows = _ordered(exp, runs_root)
+    archs = _teacher_archs(rows, runs_root)
+    lines, left = [], budget.seconds - budget.margin_s
+    for name, role, raw in rows:
+        cfg = parse_run_config(deep_merge(raw, {"device": device}), name)
+        status = run_status(runs_root / name, cfg.optim.epochs)
+        if RunDir(runs_root / name).is_evaluated():
+            lines.append(f"{name}: {status}")
+            continue
+        est = estimator.estimate(name, cfg, archs.get(str(cfg.teacher.checkpoint)))
+        what = _decide(est, left, budget)
+        left -= est.total if what == "fits" else max(left, 0.0) if what == "partial" else 0.0
+        lines.append(f"{name} ({role}): {status}; needs {est.text()}; {_DECISIONS[what]}")
+    return lines
+
+
+_DECISIONS = {"fits": "fits", "partial": "would start and stop part-way", "no": "would not start"}
+
+
+def _decide(est: Estimate, left: float, budget: BudgetOptions) -> str:
+    """``fits`` (the whole run), ``partial`` (starts, stops at the deadline: small enough to travel) or ``no``."""
+    if est.total <= left:
+        return "fits"
+    small = budget.partial_under is not None and est.weights_mib <= budget.partial_under
+    return "partial" if small and est.train_s > 0 and left > est.startup_s else "no"
+
+
+def run_within_budget(
+    exp: Experiment, runs_root: Path, results_dir: Path, budget: BudgetOptions, *, device: str, command: str = ""
+) -> Path | None:
+    """Run what fits of ``exp`` within ``budget`` (module docstring); returns report.md (None: nothing finished)."""
+    estimator, device = estimator_for(runs_root, device)
+    rows = _ordered(exp, runs_root)
+    job = _Job(exp, runs_root, budget, estimator, _teacher_archs(rows, runs_root), device)
+    for name, _, raw in rows:
+        job.run(name, parse_run_config(deep_merge(raw, {"device": device}), name), raw)
+    finished = [runs_root / name for name, _, _ in rows if RunDir(runs_root / name).is_evaluated()]
+    if not finished:
+        print("[budget] no run has finished yet: no report", flush=True)
+        return None
+    pending = [f"{name}: {run_status(runs_root / name, parse_run_config(raw, name).optim.epochs)}"
+               for name, _, raw in rows if not RunDir(runs_root / name).is_evaluated()]  # fmt: skip
+    notes = [f"- Not finished yet ({len(pending)}): " + "; ".join(pending) + "."] if pending else []
+    return write_experiment_report(exp, finished, results_dir, command=command, notes=notes)
+
+
+def _teacher_not_ready(cfg: RunConfig, raw: dict[str, Any]) -> str | None:
+    """Why a student cannot start yet: its teacher's weights are absent, or its teacher run has not finished
+    training (a teacher stopped part-way has a best checkpoint already); None when it can."""
+    if not cfg.teacher.checkpoint:
+        return None
+    ckpt = Path(cfg.teacher.checkpoint)
+    teacher = RunDir(ckpt.parent)
+    if not ckpt.exists():
+        return missing_teacher_weights(raw) or f"its teacher {teacher.path.name} is not trained"
+    if teacher.is_run() and not teacher.is_evaluated():
+        progress = teacher.read_progress()
+        epochs = int((teacher.read_config().get("optim") or {}).get("epochs", 0))
+        if progress is None or progress.epoch < epochs:
+            return f"its teacher {teacher.path.name} is not trained yet"
+    return None
+
+
+def _say(name: str, text: str) -> None:
+    print(f"[budget] {name}: {text}", flush=True)
+
+
+@dataclass
+class _Job:
+    """One budgeted invocation: takes the runs one at a time."""
+
+    exp: Experiment
+    runs_root: Path
+    budget: BudgetOptions
+    estimator: Estimator
+    archs: dict[str, str]  # planned teacher checkpoint -> architecture
+    device: str
+
+    def run(self, name: str, cfg: RunConfig, raw: dict[str, Any]) -> None:
+        """Train and evaluate one run as far as the budget allows, add its extras, then export its records."""
+        folder = RunDir(self.runs_root / name)
+        if folder.is_evaluated():
+            _say(name, "done (reused)")
+            self.extras(folder, cfg)
+            return
+        waits = _teacher_not_ready(cfg, raw)
+        if waits:
+            return _say(name, f"not started: {waits}")
+        left = self.budget.left()
+        if left <= 0:  # (a --time-budget 0 report needs no data)
+            return _say(name, "not started: no time left")
+        est = self.estimate(name, cfg)
+        what = _decide(est, left, self.budget)
+        if what == "no":
+            return _say(name, f"not started: needs {est.text()}, {max(left, 0):.0f} s left")
+        _say(
+            name, f"starting{'' if what == 'fits' else ' (will stop part-way)'}: needs {est.text()}, {left:.0f} s left"
+        )
+        try:
+            self.train_and_evaluate(folder, cfg, est, fits=what == "fits")
+            _say(name, "done")
+            self.extras(folder, cfg)
+        except TrainingStopped as stop:
+            _say(name, f"stopped at the budget: {run_status(folder.path, cfg.optim.epochs)} ({stop})")
+        self.export(folder)
+
+    def estimate(self, name: str, cfg: RunConfig) -> Estimate:
+        return self.estimator.estimate(name, cfg, self.archs.get(str(cfg.teacher.checkpoint)))
+
+    def train_and_evaluate(self, folder: RunDir, cfg: RunConfig, est: Estimate, fits: bool) -> None:
+        """Train until the deadline (less the evaluation's estimate when the whole run fits), then evaluate if the
+        evaluation, estimated again at the run's own rate, still fits; TrainingStopped otherwise."""
+        from dard.training import train
+
+        if est.train_s > 0:
+            stop_at = self.budget.deadline - (est.eval_s if fits else 0.0)
+            train(cfg, folder.path, resume=folder.is_run(), final_eval=False, stop_at=stop_at)
+        est = self.estimate(folder.path.name, cfg)
+        if est.eval_s + est.startup_s > self.budget.left():
+            raise TrainingStopped(folder.path, cfg.optim.epochs, 0, evaluation_pending=True)
+        train(cfg, folder.path, resume=True, final_eval=True)
+
+    def extras(self, folder: RunDir, cfg: RunConfig) -> None:
+        """The experiment's per-run extras for this run, while its weights are here, when they fit."""
+        spec = self.exp.spec
+        if spec.compare_attacks is None and spec.label_gap is None or not folder.is_trained():
+            return
+        sizes = self.estimator.sizes(cfg)
+        passes = 0.0
+        if spec.compare_attacks is not None:
+            from dard.evaluation.suite import DEFAULT_SUITE
+
+            attacks = [DEFAULT_SUITE.get(a.get("name"), a) | a for a in spec.compare_attacks.attacks.values()]
+            passes += min(spec.compare_attacks.n, sizes.test) * (1 + sum(attack_passes(a) for a in attacks))
+        if spec.label_gap is not None:
+            passes += min(spec.label_gap.n, sizes.test) * 2 * (cfg.method.params.get("attack") or {}).get("steps", 10)
+        est = self.estimate(folder.path.name, cfg)
+        need = passes * arch_macs(cfg.model.arch, sizes.classes, sizes.shape) / est.eval_rate + est.startup_s
+        cached = spec.compare_attacks is None or folder.read_compare(spec.compare_attacks.checkpoint) is not None
+        cached &= spec.label_gap is None or folder.read_label_gap(spec.label_gap.checkpoint) is not None
+        if need > self.budget.left() and not cached:  # (cached results are checked against the spec, and cheap)
+            return _say(folder.path.name, f"extras not run: need ~{need:.0f} s, {self.budget.left():.0f} s left")
+        run_extras(self.exp, self.runs_root, [folder.path], device=self.device)
+
+    def export(self, folder: RunDir) -> None:
+        """Write the run's archive to the export folder, if one is given and the run has something to carry."""
+        if self.budget.export_dir is None:
+            return
+        from dard.run_dir.archive import ExportOptions, export_runs
+
+        try:
+            path = export_runs([folder.path], self.budget.export_dir / f"{folder.path.name}.tar.gz", ExportOptions())
+            _say(folder.path.name, f"exported to {path}")
+        except DardError as e:  # e.g. an unfinished run whose resume state is too large to carry
+            _say(folder.path.name, f"not exported: {e}")

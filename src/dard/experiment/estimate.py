@@ -1,0 +1,191 @@
+"""Estimates of what a run still costs on this device, for `dard experiment --time-budget`
+(:mod:`dard.experiment.budget`): the cost model of :mod:`dard.training.budget` at a rate taken, in this order, from
+
+1. the run's own measured throughput (a run resumed from a snapshot),
+2. an earlier run in the same runs folder on the same device: the same architecture and method first, then the
+   same architecture, then any (scaled by their multiply-accumulates per image, and raised to the default when
+   below it: MACs undercount a wide network's efficiency against a narrow one's),
+3. the conservative default for the device type (:data:`dard.training.budget.DEFAULT_MACS_PER_S`).
+
+The test evaluation's rate comes from recorded evaluations the same way (their attack times), else from the
+training rate (:data:`dard.training.budget.EVAL_SPEED_FACTOR`).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dard.run_dir import RunDir
+from dard.training.budget import (
+    EVAL_SPEED_FACTOR,
+    DataSizes,
+    arch_macs,
+    compile_seconds,
+    default_rate,
+    measured_eval_rate,
+    measured_rate,
+    run_cost,
+    startup_seconds,
+    teacher_arch,
+    train_passes,
+)
+from dard.training.config import RunConfig
+
+
+@dataclass
+class Estimate:
+    """Seconds a run still needs, the rate's basis, and the MiB its weights and resume state take."""
+
+    train_s: float
+    eval_s: float
+    startup_s: float
+    basis: str
+    weights_mib: float
+    eval_rate: float = 1.0  # MACs/s the evaluation is estimated at
+
+    @property
+    def total(self) -> float:
+        return self.startup_s + self.train_s + self.eval_s
+
+    def text(self) -> str:
+        return (
+            f"~{self.total:.0f} s (start {self.startup_s:.0f} + train {self.train_s:.0f} + "
+            f"test evaluation {self.eval_s:.0f}; rate from {self.basis})"
+        )
+
+
+class Estimator:
+    """Estimates for the runs of one runs folder on one device (``label``: its name as run.json records it; None
+    when planning for a device type this machine does not have)."""
+
+    def __init__(self, runs_root: Path, device_type: str, label: str | None) -> None:
+        self.runs_root, self.device_type, self.label = runs_root, device_type, label
+        self._sizes: dict[tuple, DataSizes] = {}
+
+    def sizes(self, cfg: RunConfig) -> DataSizes:
+        """The run's split sizes (its dataset loaded once per experiment)."""
+        from dard.training.setup import prepare_data
+
+        key = (cfg.data.model_dump_json(), cfg.seed)
+        if key not in self._sizes:
+            self._sizes[key] = DataSizes.of(prepare_data(cfg, _bundle(cfg.data.name, cfg.data.dir, cfg.data.download)))
+        return self._sizes[key]
+
+    def estimate(self, name: str, cfg: RunConfig, teacher: str | None) -> Estimate:
+        folder = RunDir(self.runs_root / name)
+        sizes = self.sizes(cfg)
+        cost = run_cost(cfg, sizes, teacher_arch(cfg, folder if folder.is_run() else None) or teacher, folder)
+        rate, eval_rate, basis = self._rates(folder, cfg, cost.train_macs, sizes)
+        progress = folder.read_progress() if folder.is_run() else None
+        epoch, batch = (progress.epoch, progress.batch) if progress else (0, 0)
+        trained = epoch >= cfg.optim.epochs
+        train_s = 0.0 if trained else cost.train_seconds(rate, epoch, batch * cfg.optim.batch_size)
+        train_s += compile_seconds(cfg) if train_s else 0.0
+        # what an unfinished run carries: best, the snapshot's weights and its momentum, 4 float32 bytes each
+        mib = 12 * _params(cfg.model.arch, sizes.classes, sizes.shape[0]) / 2**20
+        eval_rate = eval_rate or cost.eval_rate(rate)
+        return Estimate(train_s, cost.eval_macs / eval_rate, startup_seconds(self.device_type), basis, mib, eval_rate)
+
+    def _rates(
+        self, folder: RunDir, cfg: RunConfig, train_macs: float, sizes: DataSizes
+    ) -> tuple[float, float | None, str]:
+        """(training MACs/s, evaluation MACs/s or None, where they come from): the run's own measurements, else
+        the best-matching earlier run on this device, else the default. A rate carried over from another
+        architecture is scaled by MACs per image, which undercounts wide networks' efficiency, so it is raised to
+        the default when below it."""
+        own = measured_rate(folder, train_macs) if folder.is_run() and self._same_device(folder) else None
+        own_eval = measured_eval_rate(folder, sizes) if own else None
+        if own:
+            return own[0], own_eval, f"its own throughput so far ({own[1]:.0f} images/s)"
+        found = sorted(self._earlier_runs(folder, cfg, sizes))
+        default = default_rate(cfg, self.device_type)
+        if not found:
+            return (
+                default,
+                None,
+                f"the default for {self.device_type} ({default / 1e12:.3g} TMAC/s; nothing measured here yet)",
+            )
+        rank, other, rate, ips, _ = found[0]
+        how = ["same architecture and method", "same architecture", "another architecture, scaled by MACs"][rank]
+        if rank == 2 and rate < default:
+            how, rate = f"{how}; raised to the default {default / 1e12:.3g} TMAC/s", default
+        eval_rank, eval_rate = next(((r, e) for r, *_, e in found if e), (0, None))
+        if eval_rate and eval_rank == 2:
+            eval_rate = max(eval_rate, rate * EVAL_SPEED_FACTOR)
+        return rate, eval_rate, f"earlier run {other} on {self.label} ({ips:.0f} images/s; {how})"
+
+    def _earlier_runs(
+        self, folder: RunDir, cfg: RunConfig, sizes: DataSizes
+    ) -> list[tuple[int, str, float, float, float | None]]:
+        """(rank, name, training MACs/s, images/s, evaluation MACs/s) of the measured runs on this device."""
+        found = []
+        for other in sorted(p for p in self.runs_root.glob("*") if p.is_dir() and p != folder.path):
+            run = RunDir(other)
+            if not (run.run_info.is_file() and self._same_device(run)):
+                continue
+            info = run.read_info()
+            student = info.student or {}
+            if int(student.get("num_classes", -1)) != sizes.classes or not student.get("arch"):
+                continue  # another dataset: its MACs per image are not comparable
+            s_pass, t_pass = train_passes(info.method)
+            t_arch = (info.teacher or {}).get("arch")
+            macs = s_pass * arch_macs(student["arch"], sizes.classes, sizes.shape)
+            macs += t_pass * (arch_macs(t_arch, sizes.classes, sizes.shape) if t_arch else 0)
+            got = measured_rate(run, macs)
+            if got:
+                same_arch = student["arch"] == cfg.model.arch
+                rank = 0 if same_arch and info.method.get("name") == cfg.method.name else 1 if same_arch else 2
+                found.append((rank, other.name, got[0], got[1], measured_eval_rate(run, sizes)))
+        return found
+
+    def _same_device(self, run: RunDir) -> bool:
+        recorded = run.read_info().environment.get("device_name")
+        return self.label is not None and _device_key(str(recorded)) == _device_key(self.label)
+
+
+def _device_key(name: str) -> str:
+    """A device name without a CPU's thread count (runs of one machine use 1 or all threads)."""
+    return re.sub(r", \d+ threads?\)$", ")", name)
+
+
+@functools.lru_cache(maxsize=8)
+def _bundle(name: str, folder: str | None, download: bool) -> Any:
+    from dard.data import load_dataset
+
+    return load_dataset(name, folder, download=download)
+
+
+@functools.lru_cache(maxsize=32)
+def _params(arch: str, classes: int, channels: int) -> int:
+    from dard.models import create_model
+    from dard.models.cost import count_parameters
+
+    return count_parameters(create_model(arch, num_classes=classes, in_channels=channels))
+
+
+def estimator_for(runs_root: Path, device: str) -> tuple[Estimator, str]:
+    """The estimator for ``device`` and the device string runs get. Planning for CUDA on a machine without it
+    (``--plan --device cuda``) takes the rates of the CUDA runs already in the runs folder (imported from a GPU
+    job; the first device name found), else the CUDA defaults."""
+    import torch
+
+    from dard.runtime import device_name, resolve_device
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return Estimator(runs_root, "cuda", _recorded_cuda_device(runs_root)), device
+    dev = resolve_device(device)
+    return Estimator(runs_root, dev.type, device_name(dev)), device
+
+
+def _recorded_cuda_device(runs_root: Path) -> str | None:
+    for path in sorted(runs_root.glob("*/")):
+        run = RunDir(path)
+        if run.run_info.is_file():
+            env = run.read_info().environment
+            if str(env.get("device", "")).startswith("cuda") and env.get("device_name"):
+                return str(env["device_name"])
+    return None

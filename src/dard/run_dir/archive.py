@@ -1,0 +1,257 @@
+"""Carrying runs between machines: one deterministic archive of their records (``dard export`` / ``dard import``).
+
+An archive is a ``.tar.gz`` whose first member is ``dard-export.json`` (:class:`Manifest`: each run's files with
+their size and SHA-256, and what was left out), followed by ``<run>/<file>`` for each run, in sorted order: its
+config, run.json, metrics.jsonl and evaluation records, its checkpoints' metadata, and the weights when allowed
+(:class:`ExportOptions`: by default each weights file of at most 8 MiB, so a ResNet-56 teacher travels with its
+weights and a ResNet-18 student as records only). A finished run travels without its resume state; an unfinished
+one only with it (otherwise there is nothing to continue from). Entries carry no time, owner or permissions of
+their own and gzip no name or time, so the same runs give the same bytes.
+
+An archive is hostile input. Import reads it member by member and refuses the whole archive (one DardError line,
+nothing written to the runs folder) on anything but regular files, on absolute paths, ``..``, links, a file name
+that :class:`dard.run_dir.RunDir` does not define, a size or checksum that differs from the manifest, or sizes
+over :data:`MAX_FILE_BYTES` / :data:`MAX_TOTAL_BYTES`. The records are then read back with the strict readers.
+How an imported run joins an existing runs folder is :mod:`dard.run_dir.merge`'s.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import re
+import tarfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+
+from dard.errors import DardError
+from dard.io import atomic_write
+from dard.run_dir.files import parse_json
+from dard.run_dir.layout import CHECKPOINTS, RunDir
+
+MANIFEST = "dard-export.json"
+FORMAT = "dard-runs"
+VERSION = 1
+MAX_FILE_BYTES = 1 << 30  # 1 GiB: a WRN-34-10 checkpoint is 185 MB
+MAX_TOTAL_BYTES = 4 << 30
+MAX_MEMBERS = 10_000
+MAX_MANIFEST_BYTES = 4 << 20
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+WEIGHTS = ("auto", "all", "best", "none")
+
+
+@dataclass
+class FileEntry:
+    path: str  # relative to the run folder, POSIX
+    bytes: int
+    sha256: str
+
+
+@dataclass
+class RunEntry:
+    name: str
+    finished: bool  # its test evaluation is written
+    files: list[FileEntry]
+    left_out: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Manifest:
+    """``dard-export.json``: what an archive holds."""
+
+    format: str
+    version: int
+    runs: list[RunEntry]
+    dard: str | None = None
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Which weights travel: ``auto`` each weights file of at most ``max_weights_mib``, ``all``, ``best`` (only the
+    best checkpoint's weights) or ``none``."""
+
+    weights: str = "auto"
+    max_weights_mib: float = 8.0
+
+
+def record_names(run: RunDir) -> list[str]:
+    """The record files a run folder may hold, relative to it: config, run.json, metrics, evaluations and the
+    checkpoints' metadata (never weights)."""
+    paths = [run.config, run.run_info, run.metrics]
+    for c in CHECKPOINTS:
+        paths += [run.checkpoint_meta(c), run.eval_file(c), run.compare_file(c), run.label_gap_file(c)]
+    return [p.relative_to(run.path).as_posix() for p in paths]
+
+
+def weight_names(run: RunDir) -> list[str]:
+    """The checkpoints' weights files of a run folder, relative to it."""
+    return [run.weights(c).relative_to(run.path).as_posix() for c in CHECKPOINTS]
+
+
+def _snapshot_names(run: RunDir) -> list[str]:
+    """The resume pointer and the files of the snapshot it points at, relative to the run folder."""
+    if not run.has_snapshot():
+        return []
+    snap = run.resume_snapshot()
+    return [p.relative_to(run.path).as_posix() for p in (run.pointer, snap.weights, snap.optimizer, snap.progress)]
+
+
+def allowed(rel: str) -> bool:
+    """Whether ``rel`` names a file a run folder may hold (records, weights, one snapshot's files)."""
+    probe = RunDir("r")
+    if rel in record_names(probe) or rel in weight_names(probe) or rel == "resume.json":
+        return True
+    parts = rel.split("/")
+    if len(parts) != 2 or not re.fullmatch(r"state-\d{1,18}", parts[0]):
+        return False
+    snap = probe.snapshot(int(parts[0].removeprefix("state-")))
+    names = {p.relative_to(probe.path).as_posix() for p in (snap.weights, snap.optimizer, snap.progress)}
+    return rel in names
+
+
+# ------------------------------------------------------------------------------------------------ export
+
+
+def _selected(run: RunDir, options: ExportOptions) -> tuple[list[str], list[str]]:
+    """(files to export, what is left out and why) of one run folder."""
+    run.require_run()
+    if options.weights not in WEIGHTS:
+        raise DardError(f"--weights must be one of {', '.join(WEIGHTS)}; got {options.weights!r}")
+    files = [n for n in record_names(run) if (run.path / n).is_file()]
+    best = run.weights("best").relative_to(run.path).as_posix()
+    heavy = weight_names(run) if run.is_evaluated() else [best, *_snapshot_names(run)]
+    heavy = [n for n in heavy if (run.path / n).is_file()]  # unfinished: the next epoch rewrites last
+    limit = options.max_weights_mib * 2**20
+    left_out = []
+    for name in heavy:
+        size = (run.path / name).stat().st_size
+        if options.weights == "none" or (options.weights == "best" and name != best):
+            left_out.append(f"{name} (--weights {options.weights})")
+        elif options.weights == "auto" and size > limit and name.endswith((".safetensors", ".pt")):
+            left_out.append(f"{name} ({size / 2**20:.1f} MiB > {options.max_weights_mib:g} MiB)")
+        else:
+            files.append(name)
+    if not run.is_evaluated() and not any(n.startswith("state-") for n in files):
+        why = "; ".join(n for n in left_out if n.startswith(("state-", "resume"))) or "it has no resume snapshot"
+        raise DardError(f"{run.path} is not finished and its resume state cannot travel ({why}): nothing to carry")
+    return sorted(files), left_out
+
+
+def _info(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = size, 0, 0o644, 0, 0, "", ""
+    return info
+
+
+def export_runs(run_dirs: Sequence[str | Path], out: str | Path, options: ExportOptions = ExportOptions()) -> Path:
+    """Write the records of ``run_dirs`` (finished runs, or unfinished ones with their resume state) to the
+    archive ``out``, atomically; returns its path."""
+    from dard import __version__
+
+    runs = [RunDir(p) for p in run_dirs]
+    names = [r.path.name for r in runs]
+    bad = [n for n in names if not RUN_NAME.fullmatch(n)]
+    if bad or len(set(names)) != len(names):
+        raise DardError(f"run folder names must be distinct and plain ({', '.join(bad) or 'duplicates'})")
+    entries, plan = [], []
+    for run in runs:
+        files, left_out = _selected(run, options)
+        rows = [FileEntry(f, (run.path / f).stat().st_size, _sha256(run.path / f)) for f in files]
+        entries.append(RunEntry(run.path.name, run.is_evaluated(), rows, left_out))
+        plan += [(run, f) for f in files]
+    manifest = Manifest(FORMAT, VERSION, entries, __version__)
+    blob = (json.dumps(asdict(manifest), indent=1) + "\n").encode()
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+            with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                tar.addfile(_info(MANIFEST, len(blob)), io.BytesIO(blob))
+                for run, rel in plan:
+                    with open(run.path / rel, "rb") as fh:
+                        tar.addfile(_info(f"{run.path.name}/{rel}", (run.path / rel).stat().st_size), fh)
+
+    return atomic_write(Path(out), write)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+
+def _member_path(source: Path, name: str) -> tuple[str, str]:
+    """(run, relative path) of an archive member name, or a DardError for anything unsafe or unknown."""
+    p = PurePosixPath(name)
+    if p.is_absolute() or ".." in p.parts or "\\" in name or len(p.parts) < 2:
+        raise DardError(f"{source}: unsafe member name {name!r} (absolute, '..' or outside a run folder)")
+    run, rel = p.parts[0], "/".join(p.parts[1:])
+    if not RUN_NAME.fullmatch(run) or not allowed(rel):
+        raise DardError(f"{source}: {name!r} is not a file of a dard run folder")
+    return run, rel
+
+
+def _read_manifest(source: Path, tar: tarfile.TarFile) -> Manifest:
+    first = tar.next()
+    if first is None or first.name != MANIFEST or not first.isfile() or first.size > MAX_MANIFEST_BYTES:
+        raise DardError(f"{source}: not a dard export (its first member must be {MANIFEST})")
+    handle = tar.extractfile(first)
+    manifest = parse_json(handle.read() if handle else b"", Manifest, f"{source}: {MANIFEST}")
+    if manifest.format != FORMAT or manifest.version != VERSION:
+        raise DardError(f"{source}: unknown export format {manifest.format!r} version {manifest.version}")
+    names = [r.name for r in manifest.runs]
+    if len(set(names)) != len(names) or not all(RUN_NAME.fullmatch(n) for n in names):
+        raise DardError(f"{source}: {MANIFEST} names runs that are not distinct plain folder names")
+    for run in manifest.runs:
+        for f in run.files:
+            _member_path(source, f"{run.name}/{f.path}")
+    return manifest
+
+
+def extract_archive(source: Path, staging: Path) -> Manifest:
+    """Extract the archive ``source`` into the empty folder ``staging`` after every check (module docstring)."""
+    expected = {}
+    try:
+        with tarfile.open(source, "r:gz") as tar:
+            manifest = _read_manifest(source, tar)
+            expected = {f"{r.name}/{f.path}": f for r in manifest.runs for f in r.files}
+            if sum(f.bytes for f in expected.values()) > MAX_TOTAL_BYTES or len(expected) > MAX_MEMBERS:
+                raise DardError(f"{source}: over the import limits ({MAX_TOTAL_BYTES >> 30} GiB, {MAX_MEMBERS} files)")
+            while (member := tar.next()) is not None:  # the members after the manifest, once each
+                _extract_member(source, tar, member, expected, staging)
+    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as e:
+        raise DardError(f"{source}: not a readable .tar.gz ({type(e).__name__}: {e})") from None
+    if expected:
+        raise DardError(f"{source}: files listed in {MANIFEST} are missing: {', '.join(sorted(expected)[:3])}")
+    return manifest
+
+
+def _extract_member(
+    source: Path, tar: tarfile.TarFile, member: tarfile.TarInfo, expected: dict[str, FileEntry], staging: Path
+) -> None:
+    if not member.isfile():
+        raise DardError(f"{source}: {member.name!r} is not a regular file (links, folders and devices are refused)")
+    run, rel = _member_path(source, member.name)
+    entry = expected.pop(f"{run}/{rel}", None)
+    if entry is None or member.size != entry.bytes or member.size > MAX_FILE_BYTES:
+        raise DardError(f"{source}: {member.name!r} is not listed in {MANIFEST} with this size (or is repeated)")
+    target = staging / run / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    h, left = hashlib.sha256(), member.size
+    with tar.extractfile(member) as src, open(target, "xb") as dst:  # type: ignore[union-attr]
+        while left > 0:
+            chunk = src.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            h.update(chunk)
+            dst.write(chunk)
+            left -= len(chunk)
+    if left or h.hexdigest() != entry.sha256:
+        raise DardError(f"{source}: {member.name!r} does not match its checksum in {MANIFEST}")

@@ -1,0 +1,241 @@
+"""Time budgets for training: stopping at a deadline, and what the rest of a run costs.
+
+``train(..., stop_at=T)`` stops at the first step boundary after the wall-clock time ``T`` (``time.time()``),
+writes a resume snapshot and raises :class:`TrainingStopped`; ``dard train --resume`` or a later ``dard
+experiment`` continues from the snapshot. Its test evaluation runs only when its estimate fits before ``T``;
+otherwise the run is left "trained; test evaluation pending".
+
+Estimates count *passes*: one forward of a network over one image. An attack step is a forward plus an
+input-gradient backward (2 passes), a training forward and backward through the weights 3. Passes times the
+network's multiply-accumulates per image (:func:`dard.models.cost.macs_per_image`) give MACs, and a device rate in
+MACs per second gives seconds. The rate comes from a measured training throughput (the run's own, or an earlier
+run's on the same device: :mod:`dard.experiment.budget`), else from :data:`DEFAULT_MACS_PER_S`. docs/gpu.md
+states the constants' sources.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dard.checkpoint import checkpoint_meta
+from dard.errors import DardError
+from dard.evaluation.suite import DEFAULT_SUITE
+from dard.models import create_model
+from dard.models.cost import macs_per_image
+from dard.run_dir import RunDir
+from dard.training import distributed as dist
+from dard.training.config import RunConfig
+from dard.training.setup import Data, build_method
+
+#: Passes per image of AutoAttack (standard) on a robust model: APGD-CE 100 steps, APGD-T 9 x 100, FAB-T
+#: 9 x 100 x ~3 and Square 5000 queries, each over the points still robust (about half): ~4,500 (docs/gpu.md).
+AUTOATTACK_PASSES = 4500.0
+#: Conservative device rates (MACs/s) when no run has been measured on the device (docs/gpu.md): CUDA with bf16,
+#: 10% of the 798 TFLOP/s bf16 matmul measured on an H100 (40 TMAC/s = 80 TFLOP/s: a third of the 30% target,
+#: 4.4x what the peers' 70 s per PGD-10 ResNet-18 epoch implies on their GPUs); CUDA fp32 a quarter of that; a
+#: CPU about a fifth of what the cpu-scale runs measured (21-27 GMAC/s on 1-2 threads).
+DEFAULT_MACS_PER_S = {"cuda-bf16": 40e12, "cuda": 10e12, "cpu": 5e9}
+#: Evaluation runs in fp32 and eager: taken at this fraction of a bf16 or compiled training step's rate.
+EVAL_SPEED_FACTOR = 0.5
+#: Seconds a run spends before its first step (data, models) and, with speed.compile, compiling.
+STARTUP_S = {"cpu": 5.0, "cuda": 20.0}
+COMPILE_S = 60.0
+
+
+class TrainingStopped(Exception):
+    """Training stopped at its deadline with a resume snapshot (or, trained, before its test evaluation).
+    ``epoch``: epochs finished; ``batch``: steps of the next one done."""
+
+    def __init__(self, run_dir: Path, epoch: int, batch: int, *, evaluation_pending: bool = False) -> None:
+        self.run_dir, self.epoch, self.batch, self.evaluation_pending = Path(run_dir), epoch, batch, evaluation_pending
+        where = f"in epoch {epoch + 1} after step {batch}" if batch else f"after epoch {epoch}"
+        where = "trained; test evaluation pending" if evaluation_pending else where
+        super().__init__(f"{self.run_dir}: stopped at its time budget ({where})")
+
+
+def past_deadline(stop_at: float | None, info: dist.DistInfo, device: Any, at_read_back: bool) -> bool:
+    """Whether the deadline has passed, agreed by every rank. Under torchrun only at the loop's read-backs (the same
+    steps on every rank; agreeing takes a collective); a single process checks the host clock at every step."""
+    if stop_at is None or (info.enabled and not at_read_back):
+        return False
+    return dist.any_rank(time.time() >= stop_at, info, device)
+
+
+def attack_passes(spec: Mapping[str, Any]) -> float:
+    """Passes per image of one evaluation attack (and the forward that scores it)."""
+    name = spec.get("name")
+    if name == "autoattack":
+        return AUTOATTACK_PASSES
+    steps = 1 if name == "fgsm" else int(spec.get("steps", 10))
+    return 2.0 * steps * int(spec.get("restarts", 1)) + 1.0
+
+
+def train_passes(method: Mapping[str, Any]) -> tuple[float, float]:
+    """(student, teacher) passes per training image of a resolved method config (``Method.config()``)."""
+    k = 2.0 * int((method.get("attack") or {}).get("steps", 0))  # the training attack's steps
+    name = method.get("name")
+    if name == "natural":
+        return 3.0, 0.0
+    if name == "sat":
+        return k + 3, 0.0
+    if name in ("dard", "pgdard"):  # attack, student forward + backward, one teacher call on [x, x_adv]
+        return k + 3 + (3 if method.get("clean_branch") else 0), 2.0
+    if name == "adaad":  # the attack runs through student and teacher
+        return k + 6, k + 2
+    return k + 7, 1.0  # trades, ard, rslad and others: two student forwards + backwards, a teacher forward
+
+
+@functools.lru_cache(maxsize=64)
+def arch_macs(arch: str, num_classes: int, shape: tuple[int, int, int]) -> int:
+    """MACs per image of architecture ``arch`` for images of ``shape`` (C, H, W) and ``num_classes`` classes."""
+    return macs_per_image(create_model(arch, num_classes=num_classes, in_channels=shape[0]), shape)
+
+
+@dataclass(frozen=True)
+class DataSizes:
+    """What a cost estimate needs of a run's data: split sizes, classes and the image shape (C, H, W)."""
+
+    train: int
+    val: int
+    test: int
+    classes: int
+    shape: tuple[int, int, int]
+
+    @classmethod
+    def of(cls, data: Data) -> DataSizes:
+        b = data.bundle
+        return cls(len(data.train), len(data.val), len(data.test), b.num_classes, tuple(b.image_shape))
+
+
+@dataclass
+class RunCost:
+    """The work of one run, in MACs: per training image, per validation, for the test evaluation left."""
+
+    train_macs: float  # per training image
+    images_per_epoch: int
+    epochs: int
+    val_macs: float  # one validation
+    val_every: int
+    eval_macs: float  # the test evaluation still to do
+    amp: bool
+    compile: bool
+
+    def eval_rate(self, rate: float) -> float:
+        """The evaluation's MACs/s given the training rate."""
+        return rate * (EVAL_SPEED_FACTOR if self.amp or self.compile else 1.0)
+
+    def train_seconds(self, rate: float, epoch: int = 0, batch_images: int = 0) -> float:
+        """Seconds of training left from ``epoch`` (finished) and ``batch_images`` into the next, with validation."""
+        images = (self.epochs - epoch) * self.images_per_epoch - batch_images
+        vals = sum(1 for e in range(epoch + 1, self.epochs + 1) if e % self.val_every == 0 or e == self.epochs)
+        return max(images, 0) * self.train_macs / rate + vals * self.val_macs / self.eval_rate(rate)
+
+    def eval_seconds(self, rate: float, eval_rate: float | None = None) -> float:
+        """Seconds of test evaluation left, at a measured ``eval_rate`` or else one derived from ``rate``."""
+        return self.eval_macs / (eval_rate or self.eval_rate(rate))
+
+
+def run_cost(cfg: RunConfig, sizes: DataSizes, teacher_arch: str | None, folder: RunDir | None = None) -> RunCost:
+    """The cost of ``cfg`` on data of ``sizes`` with a teacher of ``teacher_arch`` (None: no teacher); the
+    evaluations already written in ``folder`` are not counted again."""
+    method = build_method(cfg).config()
+    s_macs = arch_macs(cfg.model.arch, sizes.classes, sizes.shape)
+    t_macs = arch_macs(teacher_arch, sizes.classes, sizes.shape) if teacher_arch else 0
+    s_pass, t_pass = train_passes(method)
+    done = set(folder.read_evals()) if folder is not None and folder.eval_dir.is_dir() else set()
+    evals = [c for c in cfg.eval.checkpoints if c not in done]
+    test = sizes.test * (1 + sum(attack_passes(a) for a in _suite(cfg.eval.attacks)))
+    first = cfg.eval.checkpoints[0] in evals
+    extras = min(cfg.eval.autoattack_subset or 0, sizes.test) * AUTOATTACK_PASSES if first else 0.0
+    extras += len(cfg.eval.eps_sweep) * sizes.test * attack_passes({"steps": 20}) if first else 0.0
+    batches = sizes.train // cfg.optim.batch_size
+    return RunCost(
+        train_macs=s_pass * s_macs + t_pass * t_macs,
+        images_per_epoch=batches * cfg.optim.batch_size,
+        epochs=cfg.optim.epochs,
+        val_macs=sizes.val * (1 + attack_passes(cfg.val.attack)) * s_macs,
+        val_every=cfg.val.every,
+        eval_macs=(len(evals) * test + extras) * s_macs,
+        amp=cfg.speed.amp == "bf16",
+        compile=cfg.speed.compile,
+    )
+
+
+def _suite(names: list[str]) -> list[Mapping[str, Any]]:
+    return [DEFAULT_SUITE.get(n, {"name": n}) for n in names]
+
+
+def teacher_arch(cfg: RunConfig, folder: RunDir | None = None) -> str | None:
+    """The teacher's architecture: from the run's run.json, else its checkpoint's metadata or ``teacher.arch``;
+    None when there is no teacher or its checkpoint is not written yet."""
+    if folder is not None and folder.run_info.is_file():
+        recorded = folder.read_info().teacher
+        if recorded:
+            return str(recorded.get("arch"))
+    if cfg.teacher.checkpoint:
+        try:
+            return str(checkpoint_meta(cfg.teacher.checkpoint)[1]["model"]["arch"])
+        except DardError:
+            return None
+    return cfg.teacher.arch
+
+
+def measured_rate(folder: RunDir, train_macs: float) -> tuple[float, float] | None:
+    """(MACs/s, training images/s) measured by a run so far: its last full epoch, else its resume snapshot."""
+    rows = folder.read_metrics() if folder.metrics.is_file() else []
+    if rows and rows[-1].images_per_s > 0:
+        return rows[-1].images_per_s * train_macs, rows[-1].images_per_s
+    progress = folder.read_progress()
+    if progress is None or not progress.train_seconds or not progress.global_step:
+        return None
+    cfg_batch = int((folder.read_config().get("optim") or {}).get("batch_size", 0))
+    ips = progress.global_step * cfg_batch / progress.train_seconds
+    return (ips * train_macs, ips) if ips > 0 else None
+
+
+def measured_eval_rate(folder: RunDir, sizes: DataSizes) -> float | None:
+    """MACs/s of a run's recorded test evaluations (the suite and its AutoAttack subset, counted in passes as
+    :func:`run_cost` counts them), None when it has none."""
+    evals = folder.read_evals() if folder.eval_dir.is_dir() else {}
+    macs, seconds = 0.0, 0.0
+    for rec in evals.values():
+        arch = rec.model.get("arch")
+        if not arch or rec.model.get("num_classes") != sizes.classes:
+            continue
+        m = arch_macs(str(arch), sizes.classes, sizes.shape)
+        for part in (rec, rec.autoattack_subset):
+            if part is not None and part.seconds > 0:
+                n = int(part.data.get("n", 0))
+                macs += n * (1 + sum(attack_passes(a.config) for a in part.attacks.values())) * m
+                seconds += part.seconds
+    return macs / seconds if macs and seconds else None
+
+
+def default_rate(cfg: RunConfig, device_type: str) -> float:
+    """The conservative rate for a device type with no measured run (MACs/s)."""
+    if device_type == "cuda":
+        return DEFAULT_MACS_PER_S["cuda-bf16" if cfg.speed.amp == "bf16" else "cuda"]
+    return DEFAULT_MACS_PER_S.get(device_type, DEFAULT_MACS_PER_S["cpu"])
+
+
+def startup_seconds(device_type: str) -> float:
+    """The fixed cost of starting (or resuming) a run on a device type: data, models, teacher."""
+    return STARTUP_S.get(device_type, STARTUP_S["cuda"])
+
+
+def compile_seconds(cfg: RunConfig) -> float:
+    """Compiling the models before the first training steps (speed.compile), in each process that trains."""
+    return COMPILE_S if cfg.speed.compile else 0.0
+
+
+def evaluation_fits(cfg: RunConfig, folder: RunDir, sizes: DataSizes, device_type: str, stop_at: float) -> bool:
+    """Whether the test evaluation still to do fits before ``stop_at``, at the run's own measured rate."""
+    cost = run_cost(cfg, sizes, teacher_arch(cfg, folder), folder)
+    measured = measured_rate(folder, cost.train_macs)
+    rate = measured[0] if measured else default_rate(cfg, device_type)
+    return time.time() + cost.eval_seconds(rate, measured_eval_rate(folder, sizes)) <= stop_at

@@ -1,0 +1,181 @@
+"""dard export / dard import: deterministic archives, safe extraction of hostile ones, merging into a runs folder
+and into an experiment's report without retraining."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from tests.conftest import tiny_config
+
+from dard.errors import DardError
+from dard.run_dir import RunDir
+from dard.run_dir.archive import MANIFEST, ExportOptions, export_runs
+from dard.run_dir.merge import import_runs
+from dard.training import parse_config, train
+from dard.training.budget import TrainingStopped
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("archive") / "runs" / "run-s0"
+    train(parse_config(tiny_config(name="run-s0", eval={"checkpoints": ["best"]})), run)
+    return run
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_export_is_deterministic_and_leaves_out_what_it_must(finished, tmp_path):
+    a = export_runs([finished], tmp_path / "a.tar.gz")
+    time.sleep(1.1)  # a later export (another second of mtime) gives the same bytes
+    b = export_runs([finished], tmp_path / "b.tar.gz")
+    assert a.read_bytes() == b.read_bytes()
+    records = export_runs([finished], tmp_path / "r.tar.gz", ExportOptions(weights="none"))
+    with tarfile.open(records) as tar:
+        names = tar.getnames()
+        manifest = json.load(tar.extractfile(MANIFEST))
+    assert names[0] == MANIFEST and "run-s0/best.safetensors" not in names and "run-s0/eval/best.json" in names
+    assert not any("state-" in n or "resume" in n for n in names)  # a finished run travels without its resume state
+    run = manifest["runs"][0]
+    assert run["finished"] and "best.safetensors (--weights none)" in run["left_out"]
+    small = export_runs([finished], tmp_path / "s.tar.gz", ExportOptions(max_weights_mib=0.001))
+    with tarfile.open(small) as tar:
+        assert "run-s0/best.safetensors" not in tar.getnames()  # over the limit
+    with pytest.raises(DardError, match="not a dard run folder"):
+        export_runs([tmp_path], tmp_path / "x.tar.gz")
+
+
+def test_import_round_trips_then_merges_weights_and_refuses_another_run(finished, tmp_path):
+    records = export_runs([finished], tmp_path / "r.tar.gz", ExportOptions(weights="none"))
+    full = export_runs([finished], tmp_path / "f.tar.gz", ExportOptions(weights="all"))
+    root = tmp_path / "runs"
+    assert [r.action for r in import_runs(records, root)] == ["added"]
+    got = _files(root / "run-s0")
+    assert got == {k: v for k, v in _files(finished).items() if k in got} and "best.safetensors" not in got
+    assert [r.action for r in import_runs(records, root)] == ["unchanged"]
+    assert [r.action for r in import_runs(full, root)] == ["merged"]  # the weights it lacked
+    assert (root / "run-s0" / "best.safetensors").read_bytes() == (finished / "best.safetensors").read_bytes()
+    other = tmp_path / "other" / "run-s0"
+    shutil.copytree(finished, other)
+    (other / "config.yaml").write_text((other / "config.yaml").read_text().replace("seed: 0", "seed: 5"))
+    before = _files(root)
+    with pytest.raises(DardError, match="holds another run .*seed"):
+        import_runs(other, root)  # a run folder as the source
+    assert _files(root) == before and [p.name for p in root.iterdir()] == ["run-s0"]  # no staging left behind
+
+
+@pytest.mark.slow
+def test_an_unfinished_run_travels_with_its_resume_state_and_replaces_an_older_copy(tmp_path):
+    cfg = parse_config(tiny_config(name="part", eval={"checkpoints": ["best"]}))
+    with pytest.raises(TrainingStopped):
+        train(cfg, tmp_path / "a" / "part", stop_at=0.0)
+    early = export_runs([tmp_path / "a" / "part"], tmp_path / "early.tar.gz")
+    with pytest.raises(DardError, match="not finished and its resume state cannot travel"):
+        export_runs([tmp_path / "a" / "part"], tmp_path / "no.tar.gz", ExportOptions(weights="none"))
+    root = tmp_path / "runs"
+    import_runs(early, root)
+    train(cfg, root / "part", resume=True)  # continues from the imported snapshot
+    assert RunDir(root / "part").is_evaluated()
+    train(cfg, tmp_path / "a" / "part", resume=True)
+    assert [r.action for r in import_runs(early, tmp_path / "a")] == ["kept"]  # behind what is there
+    later = export_runs([root / "part"], tmp_path / "later.tar.gz")
+    fresh = tmp_path / "fresh"
+    import_runs(early, fresh)
+    assert [r.action for r in import_runs(later, fresh)] == ["replaced"]
+    assert RunDir(fresh / "part").is_evaluated() and not RunDir(fresh / "part").has_snapshot()
+
+
+def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def _manifest(files: dict[str, bytes], run: str = "evil") -> tuple[tarfile.TarInfo, bytes]:
+    rows = [{"path": k, "bytes": len(v), "sha256": hashlib.sha256(v).hexdigest()} for k, v in files.items()]
+    body = {"format": "dard-runs", "version": 1, "runs": [{"name": run, "finished": True, "files": rows}]}
+    return _file(MANIFEST, json.dumps(body).encode())
+
+
+CFG = b"name: evil\n"
+
+
+def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info, None
+
+
+HOSTILE = {
+    "absolute path": [_manifest({"config.yaml": CFG}), _file("/etc/evil/config.yaml", CFG)],
+    "dot-dot": [_manifest({"config.yaml": CFG}), _file("evil/../../config.yaml", CFG)],
+    "symlink": [_manifest({"config.yaml": CFG}), _link("evil/config.yaml", "/etc/passwd")],
+    "hard link": [_manifest({"config.yaml": CFG}), _link("evil/config.yaml", "evil/run.json", tarfile.LNKTYPE)],
+    "unknown file": [_manifest({"config.yaml": CFG}), _file("evil/config.yaml", CFG), _file("evil/x.sh", b"rm")],
+    "size differs": [_manifest({"config.yaml": CFG}), _file("evil/config.yaml", CFG + b"more: 1\n")],
+    "checksum differs": [_manifest({"config.yaml": CFG}), _file("evil/config.yaml", CFG.upper())],
+    "no manifest": [_file("evil/config.yaml", CFG)],
+    "missing file": [_manifest({"config.yaml": CFG, "run.json": b"{}"}), _file("evil/config.yaml", CFG)],
+    "bad run name": [_manifest({"config.yaml": CFG}, run="../up"), _file("../up/config.yaml", CFG)],
+    "bad record": [_manifest({"config.yaml": b"[1, 2]\n"}), _file("evil/config.yaml", b"[1, 2]\n")],
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_archives_are_refused_and_nothing_is_written(case, tmp_path):
+    archive = _tar(tmp_path / "evil.tar.gz", HOSTILE[case])
+    root = tmp_path / "runs"
+    with pytest.raises(DardError) as err:
+        import_runs(archive, root)
+    assert "\n" not in str(err.value) and str(archive) in str(err.value)
+    assert list(root.iterdir()) == []  # the staging folder is gone too
+    assert not (tmp_path / "etc").exists() and not (tmp_path / "config.yaml").exists()
+
+
+def test_not_an_archive_and_the_cli(finished, tmp_path, capsys):
+    from dard.cli import main
+
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_bytes(b"\x1f\x8b not really gzip")
+    assert main(["import", str(junk), "--runs", str(tmp_path / "runs")]) == 2
+    assert "not a readable .tar.gz" in capsys.readouterr().err
+    assert main(["export", str(finished), "--out", str(tmp_path / "e.tar.gz")]) == 0
+    assert "exported 1 run(s)" in capsys.readouterr().out
+    assert main(["import", str(tmp_path / "e.tar.gz"), "--runs", str(tmp_path / "runs")]) == 0
+    assert "run-s0: added" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_experiment_counts_imported_runs_as_done_and_needs_teacher_weights(tmp_path):
+    from tests.test_budget import _experiment
+
+    from dard.experiment import run_experiment
+
+    exp, home = _experiment(tmp_path, runs=("dard",)), tmp_path / "home"
+    run_experiment(exp, home, tmp_path / "r0", device="cpu", jobs=1)  # "another machine"
+    names = ["teacher-s0", "dard-s0"]
+    records = export_runs([home / n for n in names], tmp_path / "all.tar.gz", ExportOptions(weights="none"))
+    root = tmp_path / "runs"
+    import_runs(records, root)
+    report = run_experiment(exp, root, tmp_path / "results", device="cpu", jobs=1)
+    assert not any((root / n / "best.safetensors").exists() for n in names)  # reused, not retrained
+    text = report.read_text()
+    assert all(f"| {n} |" in text for n in ("teacher", "dard"))
+    shutil.rmtree(root / "dard-s0")  # a student still to train, whose teacher came without weights
+    with pytest.raises(DardError, match="dard-s0 cannot be trained: its teacher .*holds no weights"):
+        run_experiment(exp, root, tmp_path / "results", device="cpu", jobs=1)

@@ -1,0 +1,199 @@
+"""Time budgets: the training loop's deadline (snapshot at a step, exact resume), the cost model, where the rate
+comes from, and `dard experiment --time-budget` starting what fits and stopping part-way."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from tests.conftest import tiny_config
+
+from dard.errors import DardError
+from dard.experiment import load_experiment, run_experiment, run_status
+from dard.experiment.budget import BudgetOptions, parse_duration
+from dard.experiment.estimate import Estimate, Estimator
+from dard.run_dir import RunDir
+from dard.training import parse_config, train
+from dard.training.budget import (
+    AUTOATTACK_PASSES,
+    DataSizes,
+    TrainingStopped,
+    arch_macs,
+    attack_passes,
+    run_cost,
+    train_passes,
+)
+
+SAT = {"name": "sat", "params": {"attack": {"steps": 2, "step_size": 0.05}}}
+
+
+def _cfg(name: str = "sat-s0", **over):
+    """2 epochs of 2 steps (128 training images, batch 64), evaluated with FGSM."""
+    small = {"data": {"name": "digits", "val_size": 0.2, "train_subset": 128, "test_subset": 64}}
+    cheap = {"eval": {"attacks": ["fgsm"], "checkpoints": ["best"], "batch_size": 512}}
+    return parse_config(tiny_config(name=name, method=SAT, optim={"epochs": 2}, **small, **cheap, **over))
+
+
+def _metrics(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("images_per_s", "train_seconds")} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """runs/sat-s0 trained straight; runs/stopped stopped by its deadline after one step (then left as it is)."""
+    root = tmp_path_factory.mktemp("budget") / "runs"
+    train(_cfg(), root / "sat-s0")
+    with pytest.raises(TrainingStopped) as stop:
+        train(_cfg("stopped"), root / "stopped", stop_at=time.time() - 1)  # already past: stop after one step
+    assert stop.value.epoch == 0 and stop.value.batch == 1 and not stop.value.evaluation_pending
+    return root
+
+
+def test_parse_duration():
+    assert [parse_duration(t) for t in ("480", "8m", "90s", "1h30m", "2.5h", "0")] == [480, 480, 90, 5400, 9000, 0]
+    for bad in ("8 minutes", "m", "1h-3m", "", "-5"):
+        with pytest.raises(DardError, match="not a duration"):
+            parse_duration(bad)
+
+
+@pytest.mark.slow
+def test_deadline_stops_at_a_step_with_a_snapshot_and_the_resume_is_exact(runs, tmp_path):
+    stopped = tmp_path / "stopped"
+    shutil.copytree(runs / "stopped", stopped)
+    folder = RunDir(stopped)
+    assert folder.read_progress().global_step == 1 and not folder.eval_dir.exists()
+    assert run_status(stopped, 2) == "resumes at epoch 1/2, step 2"  # of 2
+    train(_cfg("stopped"), stopped, resume=True)
+    # the same numbers as the run that was never stopped (config name aside)
+    assert _metrics(stopped) == _metrics(runs / "sat-s0")
+    a, b = folder.read_eval("best"), RunDir(runs / "sat-s0").read_eval("best")
+    assert a.clean == b.clean and {k: v.accuracy for k, v in a.attacks.items()} == {
+        k: v.accuracy for k, v in b.attacks.items()
+    }
+
+
+@pytest.mark.slow
+def test_evaluation_that_does_not_fit_is_left_pending(tmp_path, monkeypatch):
+    import dard.training.loop as loop
+
+    monkeypatch.setattr(loop, "evaluation_fits", lambda *a: False)
+    cfg = parse_config(tiny_config(name="pending", eval={"attacks": ["fgsm"], "checkpoints": ["best"]}))
+    with pytest.raises(TrainingStopped) as stop:
+        train(cfg, tmp_path / "pending", stop_at=time.time() + 3600)
+    assert stop.value.evaluation_pending and "test evaluation pending" in str(stop.value)
+    assert run_status(tmp_path / "pending", 1) == "trained; test evaluation pending"
+    monkeypatch.undo()
+    train(cfg, tmp_path / "pending", resume=True)  # evaluation only
+    assert RunDir(tmp_path / "pending").is_evaluated()
+
+
+def test_cost_model_counts_passes_by_hand():
+    assert train_passes({"name": "dard", "attack": {"steps": 10}}) == (23, 2)
+    assert train_passes({"name": "sat", "attack": {"steps": 10}}) == (23, 0)
+    assert train_passes({"name": "natural"}) == (3, 0)
+    assert train_passes({"name": "adaad", "attack": {"steps": 10}}) == (26, 22)
+    assert train_passes({"name": "trades", "attack": {"steps": 10}}) == (27, 1)
+    assert [attack_passes(s) for s in ({"name": "pgd", "steps": 20}, {"name": "fgsm"}, {"name": "autoattack"})] == [
+        41,
+        3,
+        AUTOATTACK_PASSES,
+    ]
+    cfg = parse_config(
+        tiny_config(eval={"attacks": ["fgsm", "pgd20"], "autoattack_subset": 10, "checkpoints": ["best"]})
+    )
+    sizes = DataSizes(train=256, val=100, test=96, classes=10, shape=(1, 8, 8))
+    cost = run_cost(cfg, sizes, None)
+    m = arch_macs("small_cnn", 10, (1, 8, 8))
+    assert cost.train_macs == 3 * m and cost.images_per_epoch == 256
+    assert cost.val_macs == 100 * (1 + 7) * m  # validation: PGD-3 + the scoring forward, and the clean forward
+    assert cost.eval_macs == (96 * (1 + 3 + 41) + 10 * AUTOATTACK_PASSES) * m
+    # 2 epochs left at 1 MAC/s: every training image, and one validation per epoch
+    assert cost.train_seconds(1.0) == 256 * 3 * m + 100 * 8 * m  # 1 epoch configured
+    assert cost.eval_seconds(2.0) == cost.eval_macs / 2.0  # fp32, not compiled: full rate
+
+
+def test_rate_comes_from_the_run_itself_then_earlier_runs_then_the_default(runs):
+    import torch
+
+    from dard.runtime import device_name
+
+    est = Estimator(runs, "cpu", device_name(torch.device("cpu")))
+    own = est.estimate("stopped", _cfg("stopped"), None)
+    assert own.basis.startswith("its own throughput") and own.train_s > 0
+    other = est.estimate("dard-new", _cfg("dard-new"), None)
+    assert other.basis.startswith("earlier run sat-s0 on cpu") and "same architecture and method" in other.basis
+    assert Estimator(runs, "cpu", "some other device").estimate("x", _cfg("x"), None).basis.startswith("the default")
+    done = est.estimate("sat-s0", _cfg(), None)
+    assert done.train_s == 0 and done.eval_s == 0  # trained and evaluated: nothing left
+
+
+STEP = {"attack": {"steps": 2, "step_size": 0.025}}
+
+
+def _experiment(tmp_path: Path, runs: tuple[str, ...] = ("sat", "dard")):
+    """experiments/tiny/cpu.yaml in ``tmp_path``: a SAT teacher and the given students (sat, dard), seed 0."""
+    from tests.test_experiment import SPEC, _write
+
+    spec = copy.deepcopy(SPEC)
+    for key in ("compare_attacks", "label_gap", "plot_param"):
+        spec.pop(key)
+    spec["seeds"] = [0]
+    spec["runs"] = {name: {"method": {"name": name, "params": STEP}} for name in runs}
+    return load_experiment(str(_write(tmp_path, spec)))
+
+
+def test_a_run_starts_when_it_fits_or_may_stop_part_way():
+    from dard.experiment.budget import _decide
+
+    est = Estimate(train_s=50.0, eval_s=20.0, startup_s=10.0, basis="test", weights_mib=13.0)
+    assert _decide(est, 80.0, BudgetOptions(100)) == "fits"
+    assert _decide(est, 79.0, BudgetOptions(100)) == "no"
+    assert _decide(est, 79.0, BudgetOptions(100, partial_under=15)) == "partial"  # small enough to travel
+    assert _decide(est, 79.0, BudgetOptions(100, partial_under=10)) == "no"
+    assert _decide(est, 9.0, BudgetOptions(100, partial_under=15)) == "no"  # not even its start-up fits
+
+
+@pytest.mark.slow
+def test_experiment_budget_starts_nothing_that_cannot_finish_stops_part_way_then_continues(tmp_path, monkeypatch):
+    import dard.experiment.budget as budget
+
+    exp, root, results = _experiment(tmp_path, runs=("dard",)), tmp_path / "runs", tmp_path / "results"
+    big = Estimate(train_s=1e6, eval_s=1.0, startup_s=0.0, basis="test", weights_mib=1.0)
+    monkeypatch.setattr(Estimator, "estimate", lambda self, name, cfg, teacher: big)
+    assert run_experiment(exp, root, results, device="cpu", budget=BudgetOptions(30, margin_s=0)) is None
+    assert not root.exists() or not any(root.iterdir())  # nothing fits: nothing started
+    # a budget already spent, every run allowed to stop part-way: each run that can start stops after one step
+    monkeypatch.setattr(budget, "_decide", lambda est, left, options: "partial")
+    spent = BudgetOptions(0, partial_under=2.0, export_dir=tmp_path / "out", margin_s=0)
+    spent.left = lambda: 1.0  # a second left at each decision, yet the deadline (when training stops) has passed
+    assert run_experiment(exp, root, results, device="cpu", budget=spent) is None
+    teacher = RunDir(root / "teacher-s0")
+    assert teacher.read_progress().global_step == 1 and not teacher.is_evaluated()
+    assert not (root / "dard-s0").exists()  # its teacher is not trained
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["teacher-s0.tar.gz"]  # its resume state travels
+    monkeypatch.undo()
+    report = run_experiment(exp, root, results, device="cpu", budget=BudgetOptions(3600, margin_s=0))
+    names = ("teacher-s0", "dard-s0")
+    assert report is not None and all(RunDir(root / n).is_evaluated() for n in names)
+    assert "Not finished yet" not in report.read_text()
+
+
+@pytest.mark.slow
+def test_train_cli_time_budget_stops_with_exit_3(tmp_path, capsys):
+    import yaml
+
+    from dard.cli import main
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(name="cli", optim={"epochs": 2})))
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "cli"), "--time-budget", "0"]) == 3
+    err = capsys.readouterr().err
+    assert "stopped at its time budget" in err and f"dard train --resume {tmp_path / 'cli'}" in err
+    assert RunDir(tmp_path / "cli").read_progress().global_step == 1
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "x"), "--time-budget", "soon"]) == 2
+    assert "not a duration" in capsys.readouterr().err
