@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 import reference
+from dard.config import parse_config
 from dard.data import DeviceLoader, ImageSet
 from dard.evaluation.suite import build_suite
 from dard.methods import create_method
-from dard.training import parse_config
 from dard.training.distributed import DistInfo
 from dard.training.loop import _amp, prepare_models
 

@@ -88,7 +88,8 @@ def tiny_run_config(**sections) -> dict:
 def finished_run(tmp_path_factory) -> Path:
     """One finished tiny run folder (natural, small_cnn, digits, 1 epoch), trained once per session; copy it
     (``shutil.copytree``) before changing anything in it."""
-    from dard.training import parse_config, train
+    from dard.config import parse_config
+    from dard.training import train
 
     run = tmp_path_factory.mktemp("finished") / "run"
     train(parse_config(tiny_run_config()), run)

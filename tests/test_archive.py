@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 from tests.conftest import tiny_config
 
+from dard.config import parse_config
 from dard.errors import DardError
 from dard.run_dir import RunDir
 from dard.run_dir.archive import MANIFEST, ExportOptions, export_runs
 from dard.run_dir.merge import import_runs
-from dard.training import parse_config, train
+from dard.training import train
 from dard.training.budget import TrainingStopped
 
 

@@ -175,9 +175,10 @@ def test_job_sigterm_stops_the_step_and_still_packs(tmp_path):
 def test_job_experiment_step_imports_earlier_runs_trains_within_its_budget_and_exports(tmp_path):
     from tests.test_budget import _experiment
 
+    from dard.config import parse_config
     from dard.experiment import deep_merge
     from dard.run_dir.archive import export_runs
-    from dard.training import parse_config, train
+    from dard.training import train
 
     exp = _experiment(tmp_path, runs=("sat",))  # experiments/tiny/cpu.yaml: a SAT teacher, a SAT student
     teacher = parse_config(deep_merge(exp.base, {**exp.spec.teacher.config, "name": "teacher-s0", "device": "cpu"}))

@@ -9,9 +9,10 @@ import pytest
 import torch
 from tests.conftest import assert_one_line_error, run_cli, tiny_config
 
+from dard.config import parse_config
 from dard.evaluation.suite import EvalRecord
 from dard.models import create_model
-from dard.training import parse_config, train
+from dard.training import train
 
 AA_MODEL = Path(__import__("pyautoattack").__file__).parent / "examples" / "model_test.pt"
 

@@ -6,8 +6,8 @@ import pytest
 import yaml
 from tests.conftest import assert_one_line_error, run_cli
 
+from dard.config import dump_config, load_config, parse_config
 from dard.errors import DardError
-from dard.training.config import dump_config, load_config, parse_config
 
 
 def test_defaults_round_trip():

@@ -28,11 +28,12 @@ from tests.test_data import _indexed_images
 from tests.test_speed import FP32_SWITCHES, METHODS, _step, setup  # noqa: F401 - setup is a fixture
 
 from dard.attacks import create_attack
+from dard.config import parse_config
 from dard.data import DeviceLoader
 from dard.methods import create_method
 from dard.models import create_model
 from dard.training import distributed as dist
-from dard.training import load_run_config, parse_config, train
+from dard.training import load_run_config, train
 from dard.training.loop import prepare_models
 
 pytestmark = [

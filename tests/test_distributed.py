@@ -127,7 +127,7 @@ def test_every_rank_leaves_the_process_group_before_the_test_evaluation(tmp_path
     # at exit while rank 0 was still evaluating. Now every rank collects its garbage and leaves the group at the
     # same point (after the last snapshot's barrier), and rank 0 evaluates outside the group.
     import dard.training.loop as loop
-    from dard.training.config import parse_config
+    from dard.config import parse_config
 
     calls = []
     real_teardown, real_eval = loop.dist.teardown, loop.final_evaluation

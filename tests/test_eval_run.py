@@ -10,9 +10,10 @@ import pytest
 import torch
 from tests.conftest import REPO, assert_one_line_error, run_cli, tiny_config
 
+from dard.config import load_config, parse_config
 from dard.evaluation.suite import EvalRecord
 from dard.models import create_model
-from dard.training import load_config, parse_config, train
+from dard.training import train
 from dard.training.naming import name_run
 
 

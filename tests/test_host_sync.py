@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from dard.attacks.dpgd import dice_loss, dpgd_loss, masked_dice_loss
-from dard.training import parse_config
+from dard.config import parse_config
 from dard.training.setup import lr_lambda
 from dard.training.step_sums import StepSums
 

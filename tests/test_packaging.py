@@ -20,10 +20,10 @@ import pytest
 import yaml
 from tests.conftest import REPO, assert_one_line_error
 
+from dard.config import load_config
 from dard.errors import DardError
 from dard.experiment import list_experiments, load_experiment
 from dard.packaged import CONFIGS_DIR, EXPERIMENTS_DIR, find_config, list_configs
-from dard.training import load_config
 
 
 def test_config_resolves_a_file_first_then_a_packaged_name(tmp_path, monkeypatch):

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from tests.conftest import assert_one_line_error, run_cli, tiny_config
 
+from dard.config import parse_config
 from dard.errors import DardError
 from dard.evaluation.suite import AttackResult, EvalRecord
 from dard.run_dir import EpochMetrics, EvalFile, Progress, ResumePointer, RunDir, RunInfo, RunRecord
-from dard.training import parse_config, train
+from dard.training import train
 
 
 @pytest.fixture(scope="module")

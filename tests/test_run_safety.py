@@ -24,9 +24,10 @@ from tests.cli_checks import fails_cleanly
 from tests.conftest import REPO, tiny_run_config, tree_bytes
 
 from dard.cli import main
+from dard.config import parse_config
 from dard.io import atomic_write
 from dard.run_dir import FolderLock, RunDir, RunRecord
-from dard.training import parse_config, train
+from dard.training import train
 
 
 @pytest.fixture

@@ -22,9 +22,9 @@ import copy
 import pytest
 import torch
 
+from dard.config import parse_config
 from dard.methods import create_method
 from dard.models import create_model
-from dard.training import parse_config
 from dard.training.distributed import DistInfo
 from dard.training.loop import _amp
 from dard.training.setup import prepare_models

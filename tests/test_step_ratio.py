@@ -10,11 +10,11 @@ from tests.conftest import tiny_config
 
 from dard.attacks import create_attack
 from dard.attacks.steps import resolve_step
+from dard.config import parse_config
 from dard.errors import DardError
 from dard.evaluation.suite import attack_from_spec
 from dard.experiment.runner import check_reusable
 from dard.methods import create_method
-from dard.training import parse_config
 from dard.training.setup import build_method
 
 ATTACK_METHODS = ["adaad", "ard", "dard", "pgdard", "rslad", "sat", "trades"]

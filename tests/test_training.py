@@ -13,9 +13,10 @@ import torch
 from tests.conftest import REPO, tiny_config
 
 from dard.checkpoint import load_checkpoint
+from dard.config import parse_config
 from dard.errors import DardError
 from dard.methods import METHODS, list_methods
-from dard.training import parse_config, train
+from dard.training import train
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,8 @@ def test_existing_run_folder_is_not_overwritten(teacher_run):
 KILLER = textwrap.dedent("""
     import os, signal, sys
     import dard.training.state as state
-    from dard.training import load_config, train
+    from dard.config import load_config
+    from dard.training import train
     kill_at = int(sys.argv[3])
     original = state.save_tensors
     calls = {"n": 0}

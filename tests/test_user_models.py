@@ -15,11 +15,11 @@ from torch import nn
 
 from dard.checkpoint import checkpoint_meta, load_checkpoint, load_model, save_checkpoint
 from dard.cli import main
+from dard.config import TeacherConfig, load_config, parse_config
 from dard.data import load_dataset
 from dard.errors import DardError
 from dard.models import ImageClassifier, PlainClassifier, create_model, register_model
-from dard.training import load_config, parse_config, train
-from dard.training.config import TeacherConfig
+from dard.training import train
 from dard.training.setup import load_teacher
 from dard.weights import load_weights
 

@@ -159,7 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="pack finished runs' records (and small weights) into one .tar.gz")
     ex.add_argument("runs", nargs="+", help="run folders")
     ex.add_argument("--out", required=True, help="archive to write (.tar.gz)")
-    ex.add_argument("--weights", choices=["auto", "all", "best", "none"], default="auto")
+    ex.add_argument(
+        "--weights",
+        choices=["auto", "all", "best", "none"],
+        default="auto",
+        help="which weights travel: auto (each file up to --max-weights-mib), all, best (the best checkpoint), none",
+    )
     ex.add_argument("--max-weights-mib", type=float, default=8.0, help="with --weights auto (default 8)")
 
     im = sub.add_parser("import", help="add runs from archives (dard export) or run folders to a runs folder")
@@ -189,7 +194,7 @@ _NOT_ON_RESUME = ["config", "method", "model", "data", "teacher", "seed", "out"]
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from dard.training import load_config
+    from dard.config import load_config
     from dard.training.naming import name_run
     from dard.training.resume import resume_config
 
@@ -336,13 +341,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     from dard.run_dir.merge import import_runs
-    from dard.training.config import parse_config
-
-    def normalize(cfg):
-        return parse_config(dict(cfg)).model_dump(mode="json")
 
     for source in args.sources:
-        for r in import_runs(source, args.runs, normalize):
+        for r in import_runs(source, args.runs):
             print(f"{r.name}: {r.action}{f' ({r.detail})' if r.detail else ''} -> {r.path}")
     return 0
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dard.checkpoint import checkpoint_meta
+from dard.config import RunConfig, parse_config
 from dard.errors import DardError
 from dard.evaluation.suite import parse_eps
 from dard.run_dir import CHECKPOINTS, RunDir
-from dard.training.config import RunConfig, parse_config
 
 __all__ = ["NORMALIZATION_HELP", "EvalSettings", "eval_settings"]
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dard.config import RunConfig
 from dard.errors import DardError
 from dard.experiment.estimate import Estimate, Estimator, estimator_for
 from dard.experiment.report import write_experiment_report
@@ -28,7 +29,6 @@ from dard.experiment.runner import _checked_runs, missing_teacher_weights, run_e
 from dard.experiment.spec import Experiment, deep_merge, parse_run_config
 from dard.run_dir import RunDir
 from dard.training.budget import TrainingStopped, arch_macs, attack_passes
-from dard.training.config import RunConfig
 
 MARGIN_S = 15.0  # kept back at the end of a budget by default: the last snapshot and the export
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dard.config import RunConfig
 from dard.run_dir import RunDir
 from dard.training.budget import (
     EVAL_SPEED_FACTOR,
@@ -33,7 +34,6 @@ from dard.training.budget import (
     teacher_arch,
     train_passes,
 )
-from dard.training.config import RunConfig
 
 
 @dataclass

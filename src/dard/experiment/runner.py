@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from dard.config import RunConfig
+from dard.config.identity import config_diff, config_identity
 from dard.errors import DardError
 from dard.experiment.report import write_experiment_report
 from dard.experiment.spec import (
@@ -27,8 +29,6 @@ from dard.experiment.spec import (
 )
 from dard.io import check_writable
 from dard.run_dir import CompareFile, FolderLock, LabelGapFile, RunDir
-from dard.training.config import RunConfig
-from dard.training.identity import config_diff, config_identity
 
 
 def check_reusable(run_dir: Path, cfg: Mapping[str, Any]) -> None:
@@ -270,6 +270,10 @@ def run_experiment(
     for folder, what in ((runs_root, "runs folder"), (results_dir, "results folder")):
         check_writable(folder, folder=True, what=what)
     with FolderLock(runs_root, "runs folder"), FolderLock(results_dir, "results folder"):
+        if budget is not None:
+            from dard.experiment.budget import run_within_budget
+
+            return run_within_budget(exp, runs_root, results_dir, budget, device=device, command=command)
         return _run_experiment(exp, runs_root, results_dir, device=device, jobs=jobs, command=command)
 
 
@@ -278,10 +282,6 @@ def _run_experiment(
 ) -> Path:
     from dard.runtime import resolve_device
 
-    if budget is not None:
-        from dard.experiment.budget import run_within_budget
-
-        return run_within_budget(exp, runs_root, results_dir, budget, device=device, command=command)
     t_start = time.time()
     on_cpu = resolve_device(device).type == "cpu"
     jobs = (jobs or min(2, os.cpu_count() or 1)) if on_cpu else 1

@@ -10,11 +10,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from dard.config import RunConfig, parse_config, validation_message
 from dard.errors import DardError
 from dard.io import read_yaml_mapping
 from dard.packaged import EXPERIMENTS_DIR
 from dard.run_dir import RunDir
-from dard.training.config import RunConfig, parse_config, validation_message
 
 
 class _Strict(BaseModel):

@@ -174,7 +174,7 @@ class RunDir:
     # ------------------------------------------------------------------------------------------- reading
 
     def read_config(self) -> dict[str, Any]:
-        """The recorded run config as a mapping (parse it with :func:`dard.training.config.parse_config`)."""
+        """The recorded run config as a mapping (parse it with :func:`dard.config.parse_config`)."""
         self.require_run()
         return read_yaml_mapping(self.config, "run config")
 

@@ -3,7 +3,7 @@ folder (a committed teacher, say). The runs are staged in a hidden folder beside
 readers, and only then placed, all or none:
 
 - no folder of that name yet: the run moves into place;
-- a folder holding another run (its config differs in more than where it ran, :mod:`dard.run_dir.identity`): the
+- a folder holding another run (its config differs in more than where it ran, :mod:`dard.config.identity`): the
   import is refused and nothing changes;
 - the same run: the copy further along wins (finished, then more epochs, then a later snapshot). An import that
   is further along replaces the folder (whose content it supersedes); one just as far adds the files the folder
@@ -16,17 +16,13 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from dard.config.identity import config_diff, config_identity
 from dard.errors import DardError
 from dard.run_dir.archive import RUN_NAME, allowed, extract_archive
-from dard.run_dir.identity import config_diff, config_identity
 from dard.run_dir.layout import CHECKPOINTS, RunDir
-
-Normalize = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
 
 @dataclass
@@ -39,9 +35,9 @@ class Imported:
     detail: str = ""
 
 
-def import_runs(source: str | Path, runs_root: str | Path, normalize: Normalize | None = None) -> list[Imported]:
-    """Import the runs of ``source`` (an archive or a run folder) into ``runs_root``. ``normalize`` maps a recorded
-    config to the form compared (the CLI fills in the defaults of options newer than the record)."""
+def import_runs(source: str | Path, runs_root: str | Path) -> list[Imported]:
+    """Import the runs of ``source`` (an archive or a run folder) into ``runs_root``. Recorded configs are compared
+    by their identity (parsed again, so options newer than a record count at their defaults)."""
     source, root = Path(source), Path(runs_root)
     if not source.exists():
         raise DardError(f"nothing to import: {source} not found")
@@ -49,7 +45,7 @@ def import_runs(source: str | Path, runs_root: str | Path, normalize: Normalize 
     staging = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
     try:
         names = _stage(source, staging)
-        plans = [_plan(source, staging / n, root / n, normalize or dict) for n in names]
+        plans = [_plan(source, staging / n, root / n) for n in names]
         return [_place(staging / n, root / n, action) for n, action in zip(names, plans)]
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -98,16 +94,14 @@ def _stage_key(run: RunDir) -> tuple[int, int, int]:
     return int(done), len(run.read_metrics()), progress.global_step if progress else 0
 
 
-def _plan(source: Path, staged: Path, dest: Path, normalize: Normalize) -> str:
+def _plan(source: Path, staged: Path, dest: Path) -> str:
     """What to do with one staged run (checked for every run before any is placed)."""
     here = RunDir(dest)
     if here.is_empty():
         return "added"
     if not here.is_run():
         raise DardError(f"{dest} exists but is not a dard run folder; move it away or import into another --runs")
-    diff = config_diff(
-        config_identity(normalize(here.read_config())), config_identity(normalize(RunDir(staged).read_config()))
-    )
+    diff = config_diff(config_identity(here.read_config()), config_identity(RunDir(staged).read_config()))
     if diff:
         raise DardError(f"{dest} holds another run than {source} ({', '.join(diff[:4])} differ); nothing imported")
     new, old = _stage_key(RunDir(staged)), _stage_key(here)

@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from dard.checkpoint import checkpoint_meta
+from dard.config import RunConfig
 from dard.errors import DardError
 from dard.evaluation.suite import DEFAULT_SUITE
 from dard.models import create_model
 from dard.models.cost import macs_per_image
 from dard.run_dir import RunDir
 from dard.training import distributed as dist
-from dard.training.config import RunConfig
 from dard.training.setup import Data, build_method
 
 #: Passes per image of AutoAttack (standard) on a robust model: APGD-CE 100 steps, APGD-T 9 x 100, FAB-T

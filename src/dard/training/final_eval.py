@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from dard.checkpoint import load_checkpoint
+from dard.config import RunConfig
 from dard.evaluation.suite import EvalRecord, build_suite, evaluate
 from dard.run_dir import EpsSweep, EvalFile, RunDir
 from dard.runtime import environment
-from dard.training.config import RunConfig
 from dard.training.setup import Data, float_tensors
 
 SWEEP_ATTACK = "pgd20"

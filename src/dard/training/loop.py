@@ -14,6 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dard.checkpoint import build_model, model_spec, save_checkpoint
+from dard.config import RunConfig, dump_config
 from dard.data import DeviceLoader, ImageSet
 from dard.errors import DardError
 from dard.evaluation.suite import attack_from_spec, evaluate
@@ -24,7 +25,6 @@ from dard.run_dir import EpochMetrics, Progress, RunDir, RunInfo
 from dard.runtime import configure_threads, environment, resolve_device, seed_everything
 from dard.training import distributed as dist
 from dard.training.budget import DataSizes, TrainingStopped, evaluation_fits, past_deadline
-from dard.training.config import RunConfig, dump_config
 from dard.training.final_eval import final_evaluation
 from dard.training.preflight import open_run
 from dard.training.setup import (

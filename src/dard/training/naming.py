@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dard.training.config import RunConfig
+from dard.config import RunConfig
 
 __all__ = ["default_run_name", "name_run"]
 

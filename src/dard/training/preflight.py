@@ -18,6 +18,7 @@ from typing import TypeVar
 import torch
 
 from dard.checkpoint import build_model, model_spec
+from dard.config import RunConfig
 from dard.errors import DardError
 from dard.evaluation.suite import attack_from_spec, build_suite
 from dard.io import check_writable
@@ -26,7 +27,6 @@ from dard.model_checks import check_input
 from dard.models import model_factory
 from dard.run_dir import RunDir
 from dard.training import distributed as dist
-from dard.training.config import RunConfig
 from dard.training.final_eval import SWEEP_ATTACK
 from dard.training.resume import ResumeChanges, record_resume_changes, resume_changes
 from dard.training.setup import Data, build_method, float_tensors, load_teacher, prepare_data

@@ -2,7 +2,7 @@
 
 A resume continues the run its folder records (``config.yaml``). Two kinds of keys may differ from the record:
 
-- where and how fast the run executes (:data:`dard.training.identity.NOT_IDENTITY`: device, data folder, threads,
+- where and how fast the run executes (:data:`dard.config.identity.NOT_IDENTITY`: device, data folder, threads,
   the fp32 speed switches, the teacher's location): applied, not recorded;
 - what is safe to change part-way (:data:`CHANGEABLE`): the number of epochs (never below the epochs already
   trained) and the final test evaluation (``eval.*``), plus the validation batch size. Applied, written to
@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dard.config import RunConfig, apply_overrides, dump_config, parse_config
+from dard.config.identity import NOT_IDENTITY, config_diff, without_keys
 from dard.errors import DardError, shown
 from dard.run_dir import CHECKPOINTS, RunDir, RunInfo
-from dard.training.config import RunConfig, apply_overrides, dump_config, parse_config
-from dard.training.identity import NOT_IDENTITY, config_diff, without_keys
 
 #: the keys (and sections) a resume may change, recorded in the run
 CHANGEABLE = ("optim.epochs", "eval", "val.batch_size")

@@ -16,12 +16,12 @@ import torch
 from torch import nn
 
 from dard.checkpoint import load_model
+from dard.config import RunConfig, TeacherConfig, parse_config
 from dard.data import DatasetBundle, ImageSet, load_dataset, split_train_val
 from dard.errors import DardError
 from dard.methods import Method, create_method, method_params
 from dard.run_dir import RunDir
 from dard.training import distributed as dist
-from dard.training.config import RunConfig, TeacherConfig, parse_config
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Which runs form one row of a report: the same resolved config but for the seed, on one dataset and threat model.
 
 Runs are grouped by their seedless name and a hash of their recorded config without the seed, the name and the keys
-that do not change the numbers (:mod:`dard.training.identity`, the definition `dard experiment` reuses runs by), so
+that do not change the numbers (:mod:`dard.config.identity`, the definition `dard experiment` reuses runs by), so
 two runs that differ in anything else (``method.params.lam``, epochs, the teacher's architecture) are two rows
 even when they share a name. Rows that share a name get the differing keys appended, so every row's (and plot
 legend's) name is unique. A table never mixes datasets or threat models, and a group never holds one seed twice.
@@ -15,10 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dard.config.identity import NOT_IDENTITY, SEEDLESS, config_diff, config_identity, identity_hash, without_keys
 from dard.errors import DardError
 from dard.evaluation.report.stats import group_name, teacher_arch
 from dard.run_dir import RunRecord
-from dard.training.identity import NOT_IDENTITY, SEEDLESS, config_diff, config_identity, identity_hash, without_keys
 
 __all__ = ["RunGroup", "check_one_table", "group_runs", "run_identity"]
 

@@ -1,6 +1,6 @@
 """A run config's identity: what makes two runs the same run (experiment reuse) or the same row of a report.
 
-A recorded config is parsed again with the current :class:`~dard.training.config.RunConfig`, so options added to
+A recorded config is parsed again with the current :class:`~dard.config.RunConfig`, so options added to
 dard since a run was made count at their defaults and an old ``config.yaml`` has the same identity as the config
 that would make it today. Keys that change where or how fast a run ran but not its numbers are left out
 (:data:`NOT_IDENTITY`); reports also leave out the seed and the name (:data:`SEEDLESS`).
@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from dard.training.config import parse_config
+from dard.config.schema import parse_config
 
 __all__ = ["NOT_IDENTITY", "SEEDLESS", "config_diff", "config_identity", "identity_hash", "without_keys"]
 
@@ -31,6 +31,8 @@ NOT_IDENTITY: tuple[tuple[str, ...], ...] = (
     ("speed", "channels_last"),
     ("speed", "compile"),
     ("speed", "compile_backend"),
+    ("speed", "compile_mode"),
+    ("speed", "sync_every"),
     ("speed", "cudnn_benchmark"),
     ("speed", "sync_bn"),
 )

@@ -1,0 +1,32 @@
+"""The run configuration: the YAML schema of a run (``schema``, validated by pydantic; unknown keys and bad values
+are one-line errors) and what makes two configs the same run (``identity``: experiment reuse, imports, report
+rows)."""
+
+from dard.config.identity import NOT_IDENTITY, SEEDLESS, config_diff, config_identity, identity_hash, without_keys
+from dard.config.schema import (
+    RunConfig,
+    TeacherConfig,
+    apply_overrides,
+    dump_config,
+    load_config,
+    parse_config,
+    set_dotted,
+    validation_message,
+)
+
+__all__ = [
+    "NOT_IDENTITY",
+    "SEEDLESS",
+    "RunConfig",
+    "TeacherConfig",
+    "apply_overrides",
+    "config_diff",
+    "config_identity",
+    "dump_config",
+    "identity_hash",
+    "load_config",
+    "parse_config",
+    "set_dotted",
+    "validation_message",
+    "without_keys",
+]
