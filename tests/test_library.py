@@ -14,9 +14,9 @@ import dard
 
 
 def readme_example() -> str:
-    """The python block of README.md's "Use it as a library" section."""
+    """The python block of README.md's "Python quick start" section."""
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text.split("\n## Use it as a library\n", 1)[1].split("\n## ", 1)[0]
+    section = text.split("\n## Python quick start\n", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     assert len(blocks) == 1, "the section holds exactly one python example"
     return blocks[0]
@@ -24,7 +24,7 @@ def readme_example() -> str:
 
 def test_readme_library_example_runs_and_trains_the_student(capsys):
     ns: dict = {}
-    exec(compile(readme_example(), "README.md (Use it as a library)", "exec"), ns)
+    exec(compile(readme_example(), "README.md (Python quick start)", "exec"), ns)
     x, y, x_adv, out = ns["x"], ns["y"], ns["x_adv"], ns["out"]
     assert x_adv.shape == x.shape and 0.0 <= x_adv.min() and x_adv.max() <= 1.0
     assert (x_adv - x).abs().max() <= 8 / 255 + 1e-6
@@ -66,3 +66,27 @@ def test_import_dard_does_not_import_torch():
 def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no_such_thing"):
         dard.no_such_thing  # noqa: B018
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's anchors for the headings of a Markdown text (lower case, punctuation dropped, spaces to hyphens)."""
+    text = re.sub(r"```.*?```", "", markdown, flags=re.S)
+    headings = re.findall(r"^#+ (.+)$", text, flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_relative_links_in_readme_and_docs_resolve():
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", re.sub(r"```.*?```", "", text, flags=re.S)):
+            if re.match(r"[a-z]+:", target):
+                continue  # an absolute URL
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            if not file.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and file.suffix == ".md" and anchor not in _anchors(file.read_text(encoding="utf-8")):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert not broken, broken
