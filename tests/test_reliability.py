@@ -218,7 +218,7 @@ def test_pickled_weights_are_refused_in_exactly_one_line(tmp_path):
     model = tmp_path / "model.pt"
     torch.save({"w": torch.zeros(2)}, model, pickle_protocol=4)
     argv = ["--model", "small_cnn", "--weights", str(model), "--normalization", "none", "--data", "digits"]
-    proc = run_cli("eval", *argv, "--n", "4")
+    proc = run_cli("eval", *argv, "--n", "4", isolated=True)  # warnings reach a real stderr only
     assert_one_line_error(proc, "model.pt")
 
 
