@@ -20,6 +20,7 @@ from dard.data import (
     ImageSet,
     augment_batch,
     cifar,
+    download,
     list_datasets,
     load_dataset,
     split_train_val,
@@ -510,7 +511,7 @@ def test_cifar_download_urlopen_monkeypatched(tmp_path, monkeypatch):
         seen.append(url)
         return _Resp(payload)
 
-    monkeypatch.setattr(cifar.urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setattr(download.urllib.request, "urlopen", fake_urlopen)
     monkeypatch.setattr(cifar, "CIFAR10_MD5", _md5(archive))
     b = load_dataset("cifar10", data_dir=tmp_path / "data", download=True)
     assert seen == [cifar.CIFAR10_URL] and len(b.train) == 20

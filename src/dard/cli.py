@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a model with one method (natural, sat, trades, ard, rslad, pgdard, dard)")
+    t = sub.add_parser("train", help="train a model with one method (`dard list` names them all)")
     _add_train_args(t)
 
     e = sub.add_parser("eval", help="evaluate a model's robustness with the attack suite")
@@ -129,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
         "experiment", help="run an experiment (experiments/NAME/SCALE.yaml): all runs, evaluation, report"
     )
     x.add_argument("name", help="experiment name (main, lambda, attacks, ...) or the path of an experiment YAML")
-    x.add_argument("--scale", default="cpu", help="cpu (2 CPU cores, about 2 h) or paper (the authors' setup, GPU)")
+    x.add_argument(
+        "--scale",
+        default="cpu",
+        help="cpu (2 CPU cores, hours), gpu (short GPU jobs), paper (the authors' setup); `dard list` names each one's",
+    )
     x.add_argument(
         "--runs", help="run folders (default runs/experiments/<scale>; shared by the experiments of a scale)"
     )

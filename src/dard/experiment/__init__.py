@@ -1,5 +1,5 @@
 """`dard experiment NAME`: train, evaluate and report every run of an experiment file
-(``experiments/<NAME>/<SCALE>.yaml``; its format is in the README, "Experiments"). :mod:`.spec` reads and plans
+(``experiments/<NAME>/<SCALE>.yaml``; its format is in docs/results.md, "Experiments"). :mod:`.spec` reads and plans
 it, :mod:`.runner` trains (reusing and resuming run folders) and adds the per-run extras, :mod:`.report` writes
 the report."""
 
