@@ -41,6 +41,10 @@ def test_config_resolves_a_file_first_then_a_packaged_name(tmp_path, monkeypatch
     with pytest.raises(DardError, match="config file not found: cifar10/nope .*cifar10/dard_resnet18"):
         find_config("cifar10/nope")
     assert {"cifar10/dard_resnet18", "cifar100/dard_resnet18"} <= set(list_configs())
+    # every method has its CIFAR-10 ResNet-18 config in the authors' setup, so each runs under the same budget
+    from dard.methods import list_methods
+
+    assert {f"cifar10/{m}_resnet18" for m in list_methods()} <= set(list_configs())
 
 
 def test_experiments_resolve_in_the_working_folder_first_then_the_packaged_ones(tmp_path, monkeypatch):
