@@ -34,6 +34,7 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_export_is_deterministic_and_leaves_out_what_it_must(finished, tmp_path):
     a = export_runs([finished], tmp_path / "a.tar.gz")
     time.sleep(1.1)  # a later export (another second of mtime) gives the same bytes

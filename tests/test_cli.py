@@ -135,6 +135,7 @@ def test_missing_cifar_says_where_to_put_it(tmp_path):
     assert_one_line_error(proc, str(tmp_path / "x"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not AA_MODEL.exists(), reason="pyautoattack example model absent")
 def test_worked_example_pyautoattack_resnet18(cifar10_dir, tmp_path):
     """A model nobody here wrote: pyautoattack's naturally trained ResNet-18 loads and scores about 94%."""

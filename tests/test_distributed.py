@@ -111,6 +111,7 @@ def test_two_gloo_processes_with_kill_and_resume_match_one_process(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_global_batch_not_divisible_by_processes_is_a_one_line_error(tmp_path):
     cfg = tiny_config(optim={"batch_size": 63})
     path = tmp_path / "cfg.yaml"

@@ -278,6 +278,7 @@ def test_shipped_experiments_validate():
         assert exp.spec.seeds and len(exp.spec.seeds) >= (3 if exp.scale == "cpu" else 1)
 
 
+@pytest.mark.slow
 def test_demo_is_an_experiment_and_runs_end_to_end_in_small(tmp_path):
     from dard.experiment.demo import demo_experiment
 

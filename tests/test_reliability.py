@@ -213,6 +213,7 @@ def test_demo_seeds_must_be_integers(seeds, tmp_path, capsys):
 # --------------------------------------------------------------------------- 11: pickles: one line, no warnings
 
 
+@pytest.mark.slow
 def test_pickled_weights_are_refused_in_exactly_one_line(tmp_path):
     """A protocol-4 pickle is refused by the weights-only loader; torch's warnings must not reach stderr."""
     model = tmp_path / "model.pt"
