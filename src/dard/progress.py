@@ -51,14 +51,19 @@ def progress_bar(
     enabled: bool = True,
     stream: TextIO | None = None,
     log_interval: float = LOG_INTERVAL,
+    unit: str = "it",
+    unit_scale: bool = False,
+    unit_divisor: int = 1000,
 ) -> tqdm:
     """A tqdm bar over ``iterable`` (or a manual one of ``total`` steps), removed when done.
 
     ``enabled=False`` gives a silent bar (same API). ``stream`` (default: stderr) decides the mode: a terminal
-    gets a redrawing bar; anything else gets at most one plain line per ``log_interval`` seconds.
+    gets a redrawing bar; anything else gets at most one plain line per ``log_interval`` seconds. ``unit``,
+    ``unit_scale`` and ``unit_divisor`` are tqdm's (a download counts bytes).
     """
     stream = sys.stderr if stream is None else stream
     options: dict[str, Any] = {"desc": desc, "total": total, "initial": initial, "disable": not enabled}
+    options.update(unit=unit, unit_scale=unit_scale, unit_divisor=unit_divisor)  # bytes: "B", True, 1024
     if _is_terminal(stream):
         return tqdm(iterable, file=stream, leave=False, **options)
     return tqdm(

@@ -28,7 +28,7 @@ def download_archive(url: str, md5: str, dest_dir: Path, title: str) -> Path:
 
     On any failure the partial file is removed and a one-line DardError is raised.
     """
-    from tqdm.auto import tqdm
+    from dard.progress import progress_bar
 
     dest_dir.mkdir(parents=True, exist_ok=True)
     archive_name = PurePosixPath(urllib.parse.urlparse(url).path).name or "download"
@@ -48,13 +48,8 @@ def download_archive(url: str, md5: str, dest_dir: Path, title: str) -> Path:
                             f"downloading {title} from {url} returned an HTML page instead of the archive "
                             f"(a proxy or login page?); download it by hand and extract it into {dest_dir}"
                         )
-                    with tqdm(
-                        total=total,
-                        unit="B",
-                        unit_scale=True,
-                        unit_divisor=1024,
-                        desc=f"downloading {archive_name}",
-                        leave=False,
+                    with progress_bar(
+                        total=total, desc=f"downloading {archive_name}", unit="B", unit_scale=True, unit_divisor=1024
                     ) as bar:
                         while True:
                             chunk = resp.read(_CHUNK)
