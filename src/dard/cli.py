@@ -135,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="cpu (2 CPU cores, hours), gpu (short GPU jobs), paper (the authors' setup); `dard list` names each one's",
     )
     x.add_argument(
-        "--runs", help="run folders (default runs/experiments/<scale>; shared by the experiments of a scale)"
+        "--runs",
+        help="run folders (default: the experiment's runs_dir, else runs/experiments/<scale>; shared by the "
+        "experiments of a scale)",
     )
     x.add_argument("--results", help="report folder (default results/<name>/<scale>)")
     x.add_argument("--data-dir", help="data folder for every run (default $DARD_DATA_DIR or ./data)")
@@ -293,7 +295,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     from dard.experiment import load_experiment, run_experiment
 
     exp = load_experiment(args.name, args.scale)
-    runs = Path(args.runs or Path("runs") / "experiments" / exp.scale)
+    runs = Path(args.runs or exp.spec.runs_dir or Path("runs") / "experiments" / exp.scale)
     exp.use_data(args.data_dir, args.download)
     if args.plan:
         from dard.experiment import RUN_DONE, plan_experiment

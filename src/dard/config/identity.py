@@ -35,6 +35,7 @@ NOT_IDENTITY: tuple[tuple[str, ...], ...] = (
     ("speed", "sync_every"),
     ("speed", "cudnn_benchmark"),
     ("speed", "sync_bn"),
+    ("keep_epochs",),  # extra copies of checkpoints; the training is the same
 )
 #: also left out when runs are grouped over seeds: the seed, and the name (which carries the seed suffix)
 SEEDLESS: tuple[tuple[str, ...], ...] = (("seed",), ("name",))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -132,6 +132,10 @@ class RunConfig(_Strict):
     checkpoint_every_steps: int = Field(
         0, ge=0, description="also checkpoint every N steps inside an epoch (0: epoch ends only)"
     )
+    keep_epochs: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list,
+        description="also keep the checkpoint of these epochs as epoch-E (e.g. teachers of a teacher-quality study)",
+    )
     progress: bool = True
 
     @field_validator("eps", mode="before")
@@ -142,6 +146,13 @@ class RunConfig(_Strict):
 
             return parse_eps(v)
         return v
+
+    @model_validator(mode="after")
+    def _kept_epochs_exist(self) -> RunConfig:
+        late = [e for e in self.keep_epochs if e > self.optim.epochs]
+        if late:
+            raise ValueError(f"keep_epochs {late} are past optim.epochs ({self.optim.epochs})")
+        return self
 
 
 def validation_message(err: ValidationError) -> str:

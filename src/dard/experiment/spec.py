@@ -54,6 +54,11 @@ class ExperimentSpec(_Strict):
     compare_attacks: CompareAttacksSpec | None = None
     plot_param: PlotParamSpec | None = None
     label_gap: LabelGapSpec | None = None
+    runs_dir: str | None = Field(
+        None,
+        description="default --runs, relative to the working folder: a runs folder committed with the repository, "
+        "so that a campaign longer than one machine's stretch continues from a fresh clone",
+    )
 
 
 @dataclass

@@ -5,7 +5,7 @@ package; no other module spells its file names. Readers are strict about types a
 non-UTF-8 or wrongly typed file into one :class:`dard.errors.DardError` line naming the file.
 """
 
-from dard.run_dir.layout import CHECKPOINTS, RunDir, Snapshot, enclosing_run
+from dard.run_dir.layout import CHECKPOINTS, RunDir, Snapshot, enclosing_run, kept_epoch_name
 from dard.run_dir.lock import FolderLock
 from dard.run_dir.records import (
     CompareFile,
@@ -34,4 +34,5 @@ __all__ = [
     "RunRecord",
     "Snapshot",
     "enclosing_run",
+    "kept_epoch_name",
 ]

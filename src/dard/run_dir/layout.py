@@ -255,6 +255,11 @@ class RunDir:
         return write_json(self.pointer, ResumePointer(snapshot.path.name).to_dict())
 
 
+def kept_epoch_name(epoch: int) -> str:
+    """The checkpoint name of an epoch kept by ``keep_epochs`` (``epoch-010``), for :meth:`RunDir.checkpoint`."""
+    return f"epoch-{int(epoch):03d}"
+
+
 def enclosing_run(path: str | Path) -> RunDir | None:
     """The run folder ``path`` lies inside (its nearest ancestor holding both config.yaml and run.json), or None."""
     for parent in Path(path).resolve().parents:

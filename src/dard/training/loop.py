@@ -21,7 +21,7 @@ from dard.evaluation.suite import attack_from_spec, evaluate
 from dard.methods import Method
 from dard.module_utils import unwrap_model
 from dard.progress import progress_bar
-from dard.run_dir import EpochMetrics, Progress, RunDir, RunInfo
+from dard.run_dir import EpochMetrics, Progress, RunDir, RunInfo, kept_epoch_name
 from dard.runtime import configure_threads, environment, resolve_device, seed_everything
 from dard.training import distributed as dist
 from dard.training.budget import DataSizes, TrainingStopped, evaluation_fits, past_deadline
@@ -329,4 +329,7 @@ def _validate_and_checkpoint(run: _Run, row: EpochMetrics) -> None:
             progress.best_score, progress.best_epoch = score, epoch
             meta = {"epoch": epoch, "metrics": row.to_dict(), "selected_by": f"val_{cfg.val.select_by}"}
             save_checkpoint(run.folder.checkpoint("best"), run.student, run.spec, meta)
-    save_checkpoint(run.folder.checkpoint("last"), run.student, run.spec, {"epoch": epoch, "metrics": row.to_dict()})
+    meta = {"epoch": epoch, "metrics": row.to_dict()}
+    save_checkpoint(run.folder.checkpoint("last"), run.student, run.spec, meta)
+    if epoch in cfg.keep_epochs:
+        save_checkpoint(run.folder.checkpoint(kept_epoch_name(epoch)), run.student, run.spec, meta)
