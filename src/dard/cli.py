@@ -309,6 +309,11 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
             )
         todo = sum(r["status"] != RUN_DONE for r in rows)
         print(f"{len(rows)} runs in {runs}: {len(rows) - todo} done, {todo} to train or evaluate")
+        if todo:
+            from dard.experiment.status import campaign_status, hours_left
+
+            hours = hours_left(campaign_status(exp, runs, args.device))
+            print(f"estimated compute left on this device, one run at a time: {hours:.1f} h")
         if args.time_budget is not None:
             from dard.experiment.budget import plan_budget
 

@@ -24,9 +24,11 @@ from typing import Any
 from dard.config import RunConfig
 from dard.errors import DardError
 from dard.experiment.estimate import Estimate, Estimator, estimator_for
+from dard.experiment.plan import ordered_runs, teacher_archs
 from dard.experiment.report import write_experiment_report
-from dard.experiment.runner import _checked_runs, missing_teacher_weights, run_extras, run_status
+from dard.experiment.runner import missing_teacher_weights, run_extras, run_status
 from dard.experiment.spec import Experiment, deep_merge, parse_run_config
+from dard.experiment.status import write_status
 from dard.run_dir import RunDir
 from dard.training.budget import TrainingStopped, arch_macs, attack_passes
 
@@ -64,30 +66,12 @@ class BudgetOptions:
         return self.deadline - time.time()
 
 
-def _ordered(exp: Experiment, runs_root: Path) -> list[tuple[str, str, dict[str, Any]]]:
-    """(name, role, config) of every run: teachers, then students seed by seed (in file order within a seed)."""
-    teachers, students = _checked_runs(exp, runs_root)
-    rows = [(name, "teacher", cfg) for name, cfg in teachers.items()]
-    seeds = exp.spec.seeds
-    rows += [(name, "student", cfg) for name, _, cfg in sorted(students, key=lambda s: seeds.index(s[1]))]
-    return rows
-
-
-def _teacher_archs(rows: list[tuple[str, str, dict[str, Any]]], runs_root: Path) -> dict[str, str]:
-    """Planned teacher checkpoint path -> its architecture (a student's estimate before its teacher exists)."""
-    return {
-        str(RunDir(runs_root / name).weights("best")): str((cfg.get("model") or {}).get("arch"))
-        for name, role, cfg in rows
-        if role == "teacher"
-    }
-
-
 def plan_budget(exp: Experiment, runs_root: Path, budget: BudgetOptions, device: str) -> list[str]:
     """One line per run: its status, estimate and what a budgeted invocation would do with it, in the order it
     takes the runs (assuming each run that fits finishes in its estimate)."""
     estimator, device = estimator_for(runs_root, device)
-    rows = _ordered(exp, runs_root)
-    archs = _teacher_archs(rows, runs_root)
+    rows = ordered_runs(exp, runs_root)
+    archs = teacher_archs(rows, runs_root)
     lines, left = [], budget.seconds - budget.margin_s
     for name, role, raw in rows:
         cfg = parse_run_config(deep_merge(raw, {"device": device}), name)
@@ -118,18 +102,21 @@ def run_within_budget(
 ) -> Path | None:
     """Run what fits of ``exp`` within ``budget`` (module docstring); returns report.md (None: nothing finished)."""
     estimator, device = estimator_for(runs_root, device)
-    rows = _ordered(exp, runs_root)
-    job = _Job(exp, runs_root, budget, estimator, _teacher_archs(rows, runs_root), device)
+    rows = ordered_runs(exp, runs_root)
+    job = _Job(exp, runs_root, budget, estimator, teacher_archs(rows, runs_root), device)
     for name, _, raw in rows:
         job.run(name, parse_run_config(deep_merge(raw, {"device": device}), name), raw)
     finished = [runs_root / name for name, _, _ in rows if RunDir(runs_root / name).is_evaluated()]
     if not finished:
         print("[budget] no run has finished yet: no report", flush=True)
+        write_status(exp, runs_root, results_dir, device)
         return None
     pending = [f"{name}: {run_status(runs_root / name, parse_run_config(raw, name).optim.epochs)}"
                for name, _, raw in rows if not RunDir(runs_root / name).is_evaluated()]  # fmt: skip
     notes = [f"- Not finished yet ({len(pending)}): " + "; ".join(pending) + "."] if pending else []
-    return write_experiment_report(exp, finished, results_dir, command=command, notes=notes)
+    path = write_experiment_report(exp, finished, results_dir, command=command, notes=notes)
+    write_status(exp, runs_root, results_dir, device)
+    return path
 
 
 def _teacher_not_ready(cfg: RunConfig, raw: dict[str, Any]) -> str | None:
