@@ -69,7 +69,8 @@ def plan(args: argparse.Namespace) -> list[Phase]:
     eager = [v for v in variants if v not in bl.COMPILED] + ([] if args.no_reference else ["reference"])
     compiled = [v for v in variants if v in bl.COMPILED]
     phases = [Phase("train", b, eager, NEEDS["eager"]) for b in args.batch_sizes if eager]
-    phases.append(Phase("pgd20", needs=NEEDS["pgd20"]))
+    if args.eval_n:
+        phases.append(Phase("pgd20", needs=NEEDS["pgd20"]))
     if args.aa_n:
         phases.append(Phase("autoattack", needs=NEEDS["autoattack"]))
     phases += [Phase("train", b, compiled, NEEDS["compiled"]) for b in args.batch_sizes if compiled]

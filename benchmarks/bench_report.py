@@ -38,7 +38,7 @@ def eval_lines(r: dict) -> list[str]:
         ips = pgd["images_per_s"]
         lines.append(
             f"PGD-20 evaluation ({pgd['n']} images, batch {pgd['batch_size']}): dard {_spread(ips['dard'])} img/s, "
-            f"reference {_spread(ips['reference'])} img/s ({_spread(pgd['vs_reference'], '{:.2f}x')})."
+            f"reference {_spread(ips['reference'])} img/s ({_spread(pgd.get('vs_reference'), '{:.2f}x')})."
         )
     elif pgd and pgd.get("error"):
         lines.append(f"PGD-20 evaluation failed: {pgd['error']}")

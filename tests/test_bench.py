@@ -55,3 +55,11 @@ def test_unknown_variant_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         bench.main(["--smoke", "--variants", "plain,fast"])
     assert exc.value.code == 2 and "unknown variant(s) fast" in capsys.readouterr().err
+
+
+def test_eval_n_zero_leaves_out_the_pgd20_timing(tmp_path):
+    args = [a if a != "4" else "0" for a in TINY]  # --eval-n 0
+    assert bench.main([*args, "--budget", "0", "--out", str(tmp_path)]) == 0
+    r = _result(tmp_path)
+    assert r["complete"] and [s.split(" (")[0] for s in r["skipped"]] == ["train@8: plain,bf16"]
+    assert "PGD-20" not in next(tmp_path.glob("*.md")).read_text()
