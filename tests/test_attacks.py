@@ -22,7 +22,7 @@ from dard.errors import DardError
 from dard.registry import Registry
 
 ALL_ATTACKS = list_attacks()
-EXPECTED = {"autoattack", "bim", "cw", "dpgd", "fgsm", "kl_pgd", "pgd", "tpgd"}
+EXPECTED = {"autoattack", "bim", "cw", "dpgd", "fgsm", "kl_pgd", "pgd", "tpgd", "trades_pgd"}
 PROBS_ATTACKS = {"kl_pgd"}  # take target probabilities instead of labels
 EPS = 0.1
 

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dard.errors import DardError, shown
+from dard.evaluation.record import canonical_label
 from dard.evaluation.suite import QUICK_SUITE
 from dard.io import read_yaml_mapping
 from dard.packaged import find_config
@@ -90,6 +91,12 @@ class EvalConfig(_Strict):
     )
     batch_size: int = Field(256, ge=1)
     checkpoints: list[Literal["best", "last"]] = Field(default_factory=lambda: ["best", "last"])
+
+    @field_validator("attacks", mode="after")
+    @classmethod
+    def _current_labels(cls, v: list[str]) -> list[str]:
+        # old labels (tpgd, cw) under their current names, so a config written with them has the same identity
+        return [canonical_label(label) for label in v]
 
 
 class SpeedConfig(_Strict):

@@ -91,7 +91,7 @@ def run_eval(args: argparse.Namespace) -> EvalRecord:
         device=device,
         progress=not args.no_progress,
         model_info=info,
-        data_info={"name": bundle.name, "split": "test", "n": n, "subset": f"first {n}"},
+        data_info={"name": bundle.name, "split": "test", "n": n, "first_n": n},
         seed=args.seed,
         environment=environment(device),
     )
