@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dard.attacks.base import Attack
+from dard.attacks.base import Attack, check_norm
 from dard.attacks.pgd import pgd_ascent
 from dard.models import check_logits
 from dard.module_utils import eval_mode, local_module
@@ -66,7 +66,7 @@ class KLPGD(Attack):
         super().__init__(eps=eps, seed=seed)
         self.step_size = check_float("step_size", step_size, lo=0.0, owner=self.name)
         self.steps = check_int("steps", steps, lo=0, owner=self.name)  # 0: the random start alone
-        self.norm = check_choice("norm", norm, ("linf", "l2"), owner=self.name)
+        self.norm = check_norm(norm, owner=self.name)
         self.init = check_choice("init", init, ("zero", "uniform", "normal"), owner=self.name)
 
     def _check_target(self, x: torch.Tensor, target: Any) -> Any:

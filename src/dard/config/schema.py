@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dard.errors import DardError, shown
 from dard.evaluation.record import canonical_label
-from dard.evaluation.suite import QUICK_SUITE
+from dard.evaluation.suite import QUICK_SUITE, quick_suite
 from dard.io import read_yaml_mapping
 from dard.packaged import find_config
 
@@ -128,6 +128,9 @@ class RunConfig(_Strict):
     seed: int = 0
     device: str = "auto"
     eps: float = Field(8 / 255, ge=0, le=1, description="threat model for training attacks and evaluation")
+    norm: Literal["linf", "l2"] = Field(
+        "linf", description="threat-model norm of the training attack, validation, the test suite and AutoAttack"
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
@@ -140,6 +143,19 @@ class RunConfig(_Strict):
         0, ge=0, description="also checkpoint every N steps inside an epoch (0: epoch ends only)"
     )
     progress: bool = True
+
+    @field_validator("norm", mode="before")
+    @classmethod
+    def _norm_lower(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v  # Linf / L2, as AutoAttack writes them
+
+    @model_validator(mode="after")
+    def _suite_of_the_norm(self) -> RunConfig:
+        # an L2 run's default suite leaves out the Linf-only attacks; a suite given explicitly is checked when the
+        # run starts, so an attack of the wrong norm is refused there in one line
+        if self.norm != "linf" and "attacks" not in self.eval.model_fields_set:
+            self.eval.attacks = quick_suite(self.norm)
+        return self
 
     @field_validator("eps", mode="before")
     @classmethod

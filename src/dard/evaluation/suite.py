@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from dard.attacks import ATTACKS, Attack, create_attack, perturbation_norms
+from dard.attacks.base import attack_norms
 from dard.attacks.steps import resolve_step
+from dard.attacks.threat import apply_norm
 from dard.errors import SHOWN_CHARS, DardError, one_line, shown
 from dard.evaluation.outcomes import encode_outcomes
 from dard.evaluation.record import LEGACY_LABELS, AttackResult, Count, EvalRecord, canonical_label
@@ -64,10 +66,18 @@ def parse_eps(text: str | float) -> float:
 
 
 def build_suite(
-    names: Iterable[str], eps: float, seed: int | None = 0, overrides: Mapping[str, Mapping[str, Any]] | None = None
+    names: Iterable[str],
+    eps: float,
+    seed: int | None = 0,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    norm: str = "linf",
 ) -> dict[str, Attack]:
-    """Instantiate named attacks (keys of DEFAULT_SUITE, or any registered attack name) at one eps; the old labels
-    ``tpgd`` and ``cw`` (:data:`~dard.evaluation.record.LEGACY_LABELS`) give ``pgd-ll`` and ``cw-linf``."""
+    """Instantiate named attacks (keys of DEFAULT_SUITE, or any registered attack name) at one eps and ``norm``; the
+    old labels ``tpgd`` and ``cw`` (:data:`~dard.evaluation.record.LEGACY_LABELS`) give ``pgd-ll`` and ``cw-linf``.
+
+    Every threat-model attack runs in ``norm`` (an attack that cannot is a one-line DardError naming its label); the
+    sanity attacks keep their own (``pgd-large``: Linf at 0.5, whatever the threat model).
+    """
     attacks: dict[str, Attack] = {}
     for label in map(canonical_label, names):
         if label not in DEFAULT_SUITE and label not in ATTACKS:
@@ -77,8 +87,20 @@ def build_suite(
         if "step_size" in override and "step_ratio" not in override:
             spec.pop("step_ratio", None)  # an absolute step replaces the suite's ratio
         spec.update(override)
-        attacks[label] = attack_from_spec(spec, eps, seed)
+        try:
+            attacks[label] = attack_from_spec(spec, eps, seed, None if label in SANITY else norm)
+        except DardError as e:
+            raise DardError(f"{label}: {e}" if not str(e).startswith(f"{label}:") else str(e)) from None
     return attacks
+
+
+def quick_suite(norm: str = "linf") -> list[str]:
+    """The default suite of a threat model's norm: :data:`QUICK_SUITE` less the attacks fixed to another norm."""
+    return [label for label in QUICK_SUITE if label in SANITY or norm in attack_norms(_attack_class(label))]
+
+
+def _attack_class(label: str) -> type[Attack]:
+    return ATTACKS.get(DEFAULT_SUITE.get(label, {"name": label})["name"])
 
 
 def attack_names() -> str:
@@ -87,12 +109,15 @@ def attack_names() -> str:
     return f"suite labels: {', '.join(DEFAULT_SUITE)} ({aliases}); attack classes: {', '.join(ATTACKS.names())}"
 
 
-def attack_from_spec(spec: Mapping[str, Any], eps: float, seed: int | None) -> Attack:
+def attack_from_spec(spec: Mapping[str, Any], eps: float, seed: int | None, norm: str | None = None) -> Attack:
     """Build an attack from ``{"name": ..., params}``; eps defaults to the threat model's, and the step is
     ``step_ratio`` (default 0.25) times eps unless an absolute ``step_size`` is given
-    (:func:`dard.attacks.steps.resolve_step`)."""
+    (:func:`dard.attacks.steps.resolve_step`). ``norm``: the threat model's (:func:`dard.attacks.threat.apply_norm`:
+    an attack of another norm is refused); None leaves the spec's own."""
     if not spec.get("name"):
         raise DardError(f"attack spec {dict(spec)} has no 'name'")
+    if norm is not None:
+        spec = apply_norm(spec, norm)
     params, _ = resolve_step({"eps": eps, **spec})
     name = params.pop("name")
     attack = create_attack(name, seed=seed, **params)

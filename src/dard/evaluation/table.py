@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from dard.attacks.threat import NORM_NAMES
 from dard.evaluation.intervals import CI_BELOW, wilson_interval
 from dard.evaluation.suite import EvalRecord
 
-__all__ = ["ci_text", "format_evaluations", "format_table"]
+__all__ = ["ci_text", "format_evaluations", "format_table", "threat_text"]
 
 #: AutoAttack's stage names as its paper writes them
 STAGE_NAMES = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square", "apgd-dlr": "APGD-DLR"}
@@ -20,6 +21,11 @@ def ci_text(accuracy: float, n: int, *, digits: int = 1) -> str:
         return ""
     lo, hi = wilson_interval(accuracy, n)
     return f"[{100 * lo:.{digits}f}, {100 * hi:.{digits}f}]"
+
+
+def threat_text(norm: str, eps: float) -> str:
+    """``Linf eps=0.03137 (8.00/255)``: the threat model as the tables head it."""
+    return f"{NORM_NAMES.get(norm.lower(), norm)} eps={eps:.5f} ({eps * 255:.2f}/255)"
 
 
 def format_table(record: EvalRecord) -> str:
@@ -47,7 +53,7 @@ def format_evaluations(evals: Mapping[str, EvalRecord]) -> str:
         eps = float(rec.threat_model.get("eps", 0.0))
         parts.append(
             f"test evaluation, {which} checkpoint (epoch {rec.model.get('epoch')}): {rec.data.get('name')} "
-            f"test, {rec.clean.total} images, Linf eps={eps:.5f} ({eps * 255:.2f}/255)"
+            f"test, {rec.clean.total} images, {threat_text(str(rec.threat_model.get('norm', 'linf')), eps)}"
         )
         parts.append(format_table(rec))
         subset = getattr(rec, "autoattack_subset", None)  # an EvalFile's extra

@@ -34,7 +34,7 @@ def final_evaluation(cfg: RunConfig, run_dir: Path, data: Data, device: torch.de
         model, meta = load_checkpoint(folder.weights(which), device, arch=cfg.model.arch)
         info = {**meta["model"], "checkpoint": f"{which}", "epoch": meta.get("epoch")}
         data_info = {"name": data.bundle.name, "split": "test", "n": int(x.shape[0]), "first_n": int(x.shape[0])}
-        attacks = build_suite(cfg.eval.attacks, cfg.eps, seed=cfg.seed)
+        attacks = build_suite(cfg.eval.attacks, cfg.eps, seed=cfg.seed, norm=cfg.norm)
         record = evaluate(
             model,
             x,
@@ -73,7 +73,7 @@ def _autoattack_subset(
         model,
         x[:k],
         y[:k],
-        build_suite(AUTOATTACK_SUBSET_SUITE, cfg.eps, seed=cfg.seed),
+        build_suite(AUTOATTACK_SUBSET_SUITE, cfg.eps, seed=cfg.seed, norm=cfg.norm),
         batch_size=cfg.eval.batch_size,
         device=x.device,
         progress=cfg.progress,
@@ -90,7 +90,7 @@ def _eps_sweep(cfg: RunConfig, model: nn.Module, x: torch.Tensor, y: torch.Tenso
         return None
     correct = {}
     for eps in cfg.eval.eps_sweep:
-        suite = build_suite([SWEEP_ATTACK], eps, seed=cfg.seed)
+        suite = build_suite([SWEEP_ATTACK], eps, seed=cfg.seed, norm=cfg.norm)
         r = evaluate(model, x, y, suite, batch_size=cfg.eval.batch_size, device=x.device, progress=False)
         correct[f"{eps:.6f}"] = r.attacks[SWEEP_ATTACK].correct
     return EpsSweep(attack=SWEEP_ATTACK, correct=correct, total=int(x.shape[0]))

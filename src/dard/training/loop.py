@@ -42,7 +42,7 @@ from dard.training.step_sums import StepSums, read_back
 
 def validate(model: nn.Module, data: ImageSet, cfg: RunConfig, device: torch.device) -> dict[str, float]:
     """Clean and robust accuracy on the validation split (attack from ``cfg.val.attack``, fixed seed)."""
-    attack = attack_from_spec(cfg.val.attack, cfg.eps, cfg.seed)
+    attack = attack_from_spec(cfg.val.attack, cfg.eps, cfg.seed, cfg.norm)
     x, y = float_tensors(data, device)
     rec = evaluate(model, x, y, {"robust": attack}, batch_size=cfg.val.batch_size, device=device, progress=False)
     return {"val_clean": _float32_share(rec.clean), "val_robust": _float32_share(rec.attacks["robust"].count)}
