@@ -9,9 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from dard.checkpoint import load_checkpoint
+from dard.checkpoint import load_checkpoint, weights_digest
 from dard.config import RunConfig
-from dard.evaluation.suite import EvalRecord, build_suite, evaluate
+from dard.data.fingerprint import data_provenance
+from dard.evaluation.record import test_data_info
+from dard.evaluation.suite import AUTOATTACK_SUBSET_SUITE, EvalRecord, build_suite, evaluate
 from dard.run_dir import EpsSweep, EvalFile, RunDir
 from dard.runtime import environment
 from dard.training.setup import Data, float_tensors
@@ -23,18 +25,28 @@ def final_evaluation(cfg: RunConfig, run_dir: Path, data: Data, device: torch.de
     """Evaluate the configured checkpoints on the test split; writes ``eval/<checkpoint>.json``.
 
     The expensive extras (AutoAttack on a subset, the eps sweep) run for the first listed checkpoint only (best).
-    A checkpoint whose evaluation is already written (a resumed run) is skipped.
+    A checkpoint whose evaluation is already written (a resumed run) is skipped. Checkpoints holding the same
+    weights (:func:`~dard.checkpoint.weights_digest`: ``best`` is ``last`` when the last epoch was the best) are
+    evaluated once; the record names them all (``model.checkpoints``) and is written under each name.
     """
     folder = RunDir(run_dir)
     x, y = float_tensors(data.test, device)
     env = environment(device)
+    data_info = test_data_info(data.bundle.name, int(x.shape[0]), data_provenance(data.bundle))
+    digests = {w: weights_digest(folder.weights(w)) for w in cfg.eval.checkpoints}
     for which in cfg.eval.checkpoints:
         if folder.eval_file(which).exists():
             continue
+        twins = [w for w in cfg.eval.checkpoints if digests[w] == digests[which]]
+        done = next((w for w in twins if w != which and folder.eval_file(w).exists()), None)
+        if done is not None:
+            folder.write_eval(which, folder.read_eval(done))
+            continue
         model, meta = load_checkpoint(folder.weights(which), device, arch=cfg.model.arch)
-        info = {**meta["model"], "checkpoint": f"{which}", "epoch": meta.get("epoch")}
-        data_info = {"name": data.bundle.name, "split": "test", "n": int(x.shape[0])}
-        attacks = build_suite(cfg.eval.attacks, cfg.eps, seed=cfg.seed)
+        info = {**meta["model"], "checkpoint": f"{which}", "epoch": meta.get("epoch"), "weights_digest": digests[which]}
+        if len(twins) > 1:
+            info["checkpoints"] = twins
+        attacks = build_suite(cfg.eval.attacks, cfg.eps, seed=cfg.seed, norm=cfg.norm)
         record = evaluate(
             model,
             x,
@@ -63,7 +75,9 @@ def _autoattack_subset(
     data_info: Mapping[str, Any],
     env: Mapping[str, Any],
 ) -> EvalRecord | None:
-    """AutoAttack on the first ``eval.autoattack_subset`` test images (None when not configured)."""
+    """AutoAttack on the first ``eval.autoattack_subset`` test images (None when not configured), with the clean
+    and PGD-20 counts of the same images, so that every AutoAttack number stands beside the clean number it is
+    bounded by."""
     if not cfg.eval.autoattack_subset:
         return None
     k = min(cfg.eval.autoattack_subset, x.shape[0])
@@ -71,24 +85,24 @@ def _autoattack_subset(
         model,
         x[:k],
         y[:k],
-        build_suite(["autoattack"], cfg.eps, seed=cfg.seed),
+        build_suite(AUTOATTACK_SUBSET_SUITE, cfg.eps, seed=cfg.seed, norm=cfg.norm),
         batch_size=cfg.eval.batch_size,
         device=x.device,
         progress=cfg.progress,
         model_info=info,
-        data_info={**data_info, "n": k},
+        data_info={**data_info, "n": k, "first_n": k},
         seed=cfg.seed,
         environment=env,
     )
 
 
 def _eps_sweep(cfg: RunConfig, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> EpsSweep | None:
-    """PGD-20 test accuracy at each eps of ``eval.eps_sweep`` (None when not configured)."""
+    """PGD-20 robust counts on the test images at each eps of ``eval.eps_sweep`` (None when not configured)."""
     if not cfg.eval.eps_sweep:
         return None
-    accuracy = {}
+    correct = {}
     for eps in cfg.eval.eps_sweep:
-        suite = build_suite([SWEEP_ATTACK], eps, seed=cfg.seed)
+        suite = build_suite([SWEEP_ATTACK], eps, seed=cfg.seed, norm=cfg.norm)
         r = evaluate(model, x, y, suite, batch_size=cfg.eval.batch_size, device=x.device, progress=False)
-        accuracy[f"{eps:.6f}"] = r.attacks[SWEEP_ATTACK].accuracy
-    return EpsSweep(attack=SWEEP_ATTACK, accuracy=accuracy)
+        correct[f"{eps:.6f}"] = r.attacks[SWEEP_ATTACK].correct
+    return EpsSweep(attack=SWEEP_ATTACK, correct=correct, total=int(x.shape[0]))

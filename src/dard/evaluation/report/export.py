@@ -112,7 +112,7 @@ def robustbench_entry(run: RunRecord, checkpoint: str) -> dict[str, Any]:
     rec = run.evals[checkpoint]
     aa_res = rec.attacks.get("autoattack")
     aa = {"accuracy": aa_res.accuracy, "n": aa_res.total} if aa_res is not None else autoattack_result(rec)
-    n_clean = int(rec.clean.get("total", 0))
+    n_clean = rec.clean.total
     eps = float(rec.threat_model.get("eps", 0.0))
     aa_text = f"AutoAttack (standard) on the first {aa['n']}" if aa else "no AutoAttack evaluation"
     return {
@@ -125,7 +125,7 @@ def robustbench_entry(run: RunRecord, checkpoint: str) -> dict[str, Any]:
         "venue": "",
         "architecture": str(run.student.get("arch", "")),
         "eps": _eps_text(eps),
-        "clean_acc": f"{100 * rec.clean['accuracy']:.2f}",
+        "clean_acc": f"{100 * rec.clean.accuracy:.2f}",
         "reported": "",
         "autoattack_acc": f"{100 * aa['accuracy']:.2f}" if aa else None,
         "footnote": f"dard run, {checkpoint} checkpoint: clean accuracy on the first {n_clean} test images, {aa_text}.",

@@ -64,14 +64,14 @@ def record_accuracies(rec: EvalFile | None) -> dict[str, Any]:
     """Flat numbers of one evaluation record: clean, each attack label, autoattack (subset), worst_case, epoch."""
     if rec is None:
         return {}
-    out: dict[str, Any] = {"epoch": rec.model.get("epoch"), "clean": rec.clean.get("accuracy")}
+    out: dict[str, Any] = {"epoch": rec.model.get("epoch"), "clean": rec.clean.accuracy}
     for label, res in rec.attacks.items():
         out[label] = res.accuracy
     aa = autoattack_result(rec)
     if aa is not None:
         out["autoattack_subset"] = aa["accuracy"]
         out["autoattack_subset_n"] = aa["n"]
-    out["worst_case"] = (rec.worst_case or {}).get("accuracy")
+    out["worst_case"] = rec.worst_case.accuracy if rec.worst_case is not None else None
     return out
 
 
@@ -79,13 +79,13 @@ def record_points(rec: EvalFile | None) -> dict[str, int]:
     """The number of test points behind each accuracy of :func:`record_accuracies` (for confidence intervals)."""
     if rec is None:
         return {}
-    out = {"clean": int(rec.clean.get("total", 0))}
+    out = {"clean": rec.clean.total}
     out.update({label: res.total for label, res in rec.attacks.items()})
     aa = autoattack_result(rec)
     if aa is not None:
         out["autoattack_subset"] = int(aa["n"])
     if rec.worst_case:
-        out["worst_case"] = int(rec.worst_case.get("total", 0))
+        out["worst_case"] = rec.worst_case.total
     return out
 
 
