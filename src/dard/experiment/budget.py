@@ -23,6 +23,7 @@ from typing import Any
 
 from dard.config import RunConfig
 from dard.errors import DardError
+from dard.experiment.clock import teacher_archs
 from dard.experiment.estimate import Estimate, Estimator, estimator_for
 from dard.experiment.report import write_experiment_report
 from dard.experiment.runner import _checked_runs, missing_teacher_weights, run_extras, run_status
@@ -75,11 +76,7 @@ def _ordered(exp: Experiment, runs_root: Path) -> list[tuple[str, str, dict[str,
 
 def _teacher_archs(rows: list[tuple[str, str, dict[str, Any]]], runs_root: Path) -> dict[str, str]:
     """Planned teacher checkpoint path -> its architecture (a student's estimate before its teacher exists)."""
-    return {
-        str(RunDir(runs_root / name).weights("best")): str((cfg.get("model") or {}).get("arch"))
-        for name, role, cfg in rows
-        if role == "teacher"
-    }
+    return teacher_archs({name: cfg for name, role, cfg in rows if role == "teacher"}, runs_root)
 
 
 def plan_budget(exp: Experiment, runs_root: Path, budget: BudgetOptions, device: str) -> list[str]:
@@ -186,7 +183,7 @@ class _Job:
         )
         try:
             self.train_and_evaluate(folder, cfg, est, fits=what == "fits")
-            _say(name, "done")
+            _say(name, f"done; {max(self.budget.left(), 0):.0f} s of the budget left")
             self.extras(folder, cfg)
         except TrainingStopped as stop:
             _say(name, f"stopped at the budget: {run_status(folder.path, cfg.optim.epochs)} ({stop})")
@@ -202,11 +199,11 @@ class _Job:
 
         if est.train_s > 0:
             stop_at = self.budget.deadline - (est.eval_s if fits else 0.0)
-            train(cfg, folder.path, resume=folder.is_run(), final_eval=False, stop_at=stop_at)
+            train(cfg, folder.path, resume=folder.is_run(), final_eval=False, stop_at=stop_at, announce=cfg.progress)
         est = self.estimate(folder.path.name, cfg)
         if est.eval_s + est.startup_s > self.budget.left():
             raise TrainingStopped(folder.path, cfg.optim.epochs, 0, evaluation_pending=True)
-        train(cfg, folder.path, resume=True, final_eval=True)
+        train(cfg, folder.path, resume=True, final_eval=True, announce=cfg.progress)
 
     def extras(self, folder: RunDir, cfg: RunConfig) -> None:
         """The experiment's per-run extras for this run, while its weights are here, when they fit."""
