@@ -146,6 +146,7 @@ def test_second_run_reuses_everything(finished):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count(": reused") == 7
+    assert proc.stdout.splitlines()[0].endswith("1 at a time; 7/7 runs finished")  # nothing left to estimate
     assert (tmp / "runs" / "dard-s0" / "best.safetensors").stat().st_mtime_ns == before
     a = json.loads((tmp / "results" / "results.json").read_text())["groups"]
     b = json.loads((tmp / "results2" / "results.json").read_text())["groups"]

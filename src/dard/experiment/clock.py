@@ -50,7 +50,8 @@ class PlanClock:
         }
         self.archs = teacher_archs(teachers, runs_root)
         self.jobs = max(jobs, 1)
-        self.finished: set[str] = set()
+        # runs evaluated already need no estimate (nor their data, which a folder of imported runs may lack)
+        self.finished: set[str] = {name for name in runs if RunDir(runs_root / name).is_evaluated()}
 
     def left(self) -> float:
         """Seconds the unfinished runs still need by their estimates, ``jobs`` at a time."""
