@@ -22,7 +22,9 @@ def test_config_show_lists_every_key_with_its_description(capsys):
     lines = out.splitlines()
     for key in ("autoattack_subset", "train_subset", "checkpoints", "test_subset", "sync_every"):
         assert any(line.strip().startswith(f"{key}:") for line in lines), key
-    assert "eval:" in lines and "data:" in lines
+    resolved = yaml.safe_load(out)
+    assert {"autoattack_subset", "checkpoints", "attacks"} <= set(resolved["eval"])
+    assert {"train_subset", "test_subset", "val_size"} <= set(resolved["data"])
     (line,) = [x for x in lines if x.strip().startswith("autoattack_subset:")]
     assert line.startswith("  autoattack_subset: null  # run AutoAttack on the first N test images")
     assert "8/255" in next(x for x in lines if x.startswith("eps:"))

@@ -9,6 +9,7 @@ lines, printed whether or not progress bars are on, so a log of `dard train > lo
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 
@@ -103,6 +104,7 @@ class Announcer:
 
 
 def say(lines: list[str] | str, name: str | None = None) -> None:
-    """Print lines to stdout without breaking a progress bar (``[name]`` before each when given)."""
+    """Print lines to stdout without breaking a progress bar (``[name]`` before each when given), flushed."""
     for line in [lines] if isinstance(lines, str) else lines:
         tqdm.write(f"[{name}] {line}" if name else line)
+    sys.stdout.flush()  # a log (stdout a file or pipe, block-buffered) shows each line as it happens
