@@ -98,3 +98,23 @@ def test_teacher_that_does_not_fit_the_data_is_caught_before_training(data, need
     cfg = config_file(tmp_path, data={"name": "folder", "dir": str(folder), "train_subset": None, "val_size": 3})
     argv = ["train", "--config", cfg, "--method", "dard", "--teacher", str(teacher), "--model", "mlp"]
     fails_cleanly(capsys, tmp_path, [*argv, "--set", "optim.batch_size=4", "--out", str(tmp_path / "new")], needle)
+
+
+def test_debug_keeps_bad_input_to_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    """--debug unmasks unexpected errors only: bad input stays one line and exit 2, no traceback."""
+    monkeypatch.delenv("DARD_DEBUG", raising=False)
+    fails_cleanly(capsys, tmp_path, ["--debug", "train", "--set", "optim.lrr=0.1"], "optim.lrr: unknown key")
+    monkeypatch.setenv("DARD_DEBUG", "1")
+    fails_cleanly(capsys, tmp_path, ["eval", str(tmp_path / "missing")], "missing")
+
+
+def test_build_outputs_are_ignored_by_git():
+    """`pip install .` builds in the checkout (setuptools' build/); git ignores it and dist/."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout")
+    for path in ("build/lib/dard/cli.py", "dist/dard-0.1.0-py3-none-any.whl"):
+        done = subprocess.run(["git", "check-ignore", "-q", path], cwd=root, check=False)
+        assert done.returncode == 0, f"{path} is not ignored"

@@ -146,6 +146,7 @@ def test_second_run_reuses_everything(finished):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count(": reused") == 7
+    assert proc.stdout.splitlines()[0].endswith("1 at a time; 7/7 runs finished")  # nothing left to estimate
     assert (tmp / "runs" / "dard-s0" / "best.safetensors").stat().st_mtime_ns == before
     a = json.loads((tmp / "results" / "results.json").read_text())["groups"]
     b = json.loads((tmp / "results2" / "results.json").read_text())["groups"]
@@ -328,3 +329,15 @@ def test_attack_success_rate_counts_flipped_clean_correct_points():
     assert rec.attacks["black"].clean_correct == int(clean_ok.sum())
     assert rec.attacks["black"].fooled == int((clean_ok & ~black_ok).sum())
     assert rec.attacks["black"].success_rate == pytest.approx(float((clean_ok & ~black_ok).sum() / clean_ok.sum()))
+
+
+def test_experiment_says_each_run_as_it_starts_and_ends_with_the_time_left(finished):
+    _, proc = finished
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("[experiment] 7 runs in ") and "~" in lines[0] and "of the plan left" in lines[0]
+    assert "[experiment] teacher-s0: starting (new, training only)" in lines
+    assert "[experiment] sat-s1: starting (new)" in lines
+    ends = [ln for ln in lines if ln.startswith("[experiment] dard-s0: done in ")]
+    assert len(ends) == 1
+    left = [ln for ln in lines if "runs finished" in ln]
+    assert left[-1] == "[experiment] 7/7 runs finished" and any(" 3/7 runs finished; ~" in ln for ln in left)

@@ -1,4 +1,4 @@
-"""Command-line interface: `dard train | eval | report | demo | experiment | list`.
+"""Command-line interface: `dard train | eval | report | demo | experiment | export | import | list | config`.
 
 Errors caused by input (DardError) print one line and exit with status 2; no traceback. Anything else is a bug:
 one line naming the command and the error type, exit status 1, the traceback in a log file (:mod:`dard.crash`).
@@ -61,17 +61,14 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _add_set_arg(p: argparse.ArgumentParser, help_text: str) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help_text)
+
+
 def _add_train_args(t: argparse.ArgumentParser) -> None:
     """`dard train`'s options (the shortcuts map to config keys in _TRAIN_SHORTCUTS)."""
     t.add_argument("--config", help="YAML run config: a file, or a packaged config's name (dard list)")
-    t.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set optim.epochs=5 (repeatable)",
-    )
+    _add_set_arg(t, "override a config value, e.g. --set optim.epochs=5 (repeatable)")
     t.add_argument("--method", help="shortcut for --set method.name=...")
     t.add_argument("--model", help="shortcut for --set model.arch=... (a `dard list` name or module:function)")
     t.add_argument("--data", help="shortcut for --set data.name=...")
@@ -184,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--runs", required=True, help="runs folder, e.g. runs/experiments/gpu")
 
     sub.add_parser("list", help="list registered models, datasets, attacks and methods")
+
+    c = sub.add_parser("config", help="show a run config with every key (dard config show)")
+    c.add_argument("action", choices=["show"], help="show: print the resolved config as commented YAML")
+    c.add_argument(
+        "source", nargs="?", help="a config file, a packaged config's name or a run folder (default: the defaults)"
+    )
+    _add_set_arg(c, "override a config value before showing it (repeatable)")
     for command in sub.choices.values():  # `dard train --debug ...` works as well as `dard --debug train ...`
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
     return parser
@@ -389,6 +393,23 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config(args: argparse.Namespace) -> int:
+    from dard.config import apply_overrides, load_config, parse_config
+    from dard.config.show import show_config
+    from dard.run_dir import RunDir
+    from dard.training.setup import build_method
+
+    folder = RunDir(args.source) if args.source else None
+    if folder is not None and folder.path.is_dir() and folder.config.is_file():  # a run folder: what it recorded
+        data = folder.read_config()
+        apply_overrides(data, args.overrides)
+        cfg = parse_config(data)
+    else:
+        cfg = load_config(args.source, args.overrides)
+    sys.stdout.write(show_config(cfg, build_method(cfg).config(), args.source))
+    return 0
+
+
 COMMANDS = {
     "train": _cmd_train,
     "eval": _cmd_eval,
@@ -398,6 +419,7 @@ COMMANDS = {
     "export": _cmd_export,
     "import": _cmd_import,
     "list": _cmd_list,
+    "config": _cmd_config,
 }
 
 
@@ -407,9 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = debug_wanted(args.debug)
     try:
         return COMMANDS[args.command](args)
-    except DardError as e:
-        if debug:
-            raise
+    except DardError as e:  # bad input: one line and exit 2, with --debug too (it only unmasks unexpected errors)
         _stderr_line(f"dard: error: {one_line(e, ERROR_CHARS)}")
         return 2
     except KeyboardInterrupt:

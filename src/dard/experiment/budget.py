@@ -24,7 +24,7 @@ from typing import Any
 from dard.config import RunConfig
 from dard.errors import DardError
 from dard.experiment.estimate import Estimate, Estimator, estimator_for
-from dard.experiment.plan import ordered_runs, teacher_archs
+from dard.experiment.plan import ordered_runs, rows_teacher_archs
 from dard.experiment.report import write_experiment_report
 from dard.experiment.runner import missing_teacher_weights, run_extras, run_status
 from dard.experiment.spec import Experiment, deep_merge, parse_run_config
@@ -71,7 +71,7 @@ def plan_budget(exp: Experiment, runs_root: Path, budget: BudgetOptions, device:
     takes the runs (assuming each run that fits finishes in its estimate)."""
     estimator, device = estimator_for(runs_root, device)
     rows = ordered_runs(exp, runs_root)
-    archs = teacher_archs(rows, runs_root)
+    archs = rows_teacher_archs(rows, runs_root)
     lines, left = [], budget.seconds - budget.margin_s
     for name, role, raw in rows:
         cfg = parse_run_config(deep_merge(raw, {"device": device}), name)
@@ -103,7 +103,7 @@ def run_within_budget(
     """Run what fits of ``exp`` within ``budget`` (module docstring); returns report.md (None: nothing finished)."""
     estimator, device = estimator_for(runs_root, device)
     rows = ordered_runs(exp, runs_root)
-    job = _Job(exp, runs_root, budget, estimator, teacher_archs(rows, runs_root), device)
+    job = _Job(exp, runs_root, budget, estimator, rows_teacher_archs(rows, runs_root), device)
     for name, _, raw in rows:
         job.run(name, parse_run_config(deep_merge(raw, {"device": device}), name), raw)
     finished = [runs_root / name for name, _, _ in rows if RunDir(runs_root / name).is_evaluated()]
@@ -173,7 +173,7 @@ class _Job:
         )
         try:
             self.train_and_evaluate(folder, cfg, est, fits=what == "fits")
-            _say(name, "done")
+            _say(name, f"done; {max(self.budget.left(), 0):.0f} s of the budget left")
             self.extras(folder, cfg)
         except TrainingStopped as stop:
             _say(name, f"stopped at the budget: {run_status(folder.path, cfg.optim.epochs)} ({stop})")
@@ -189,11 +189,11 @@ class _Job:
 
         if est.train_s > 0:
             stop_at = self.budget.deadline - (est.eval_s if fits else 0.0)
-            train(cfg, folder.path, resume=folder.is_run(), final_eval=False, stop_at=stop_at)
+            train(cfg, folder.path, resume=folder.is_run(), final_eval=False, stop_at=stop_at, announce=cfg.progress)
         est = self.estimate(folder.path.name, cfg)
         if est.eval_s + est.startup_s > self.budget.left():
             raise TrainingStopped(folder.path, cfg.optim.epochs, 0, evaluation_pending=True)
-        train(cfg, folder.path, resume=True, final_eval=True)
+        train(cfg, folder.path, resume=True, final_eval=True, announce=cfg.progress)
 
     def extras(self, folder: RunDir, cfg: RunConfig) -> None:
         """The experiment's per-run extras for this run, while its weights are here, when they fit."""

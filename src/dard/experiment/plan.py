@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dard.experiment.clock import teacher_archs
 from dard.experiment.runner import _checked_runs
 from dard.experiment.spec import Experiment
-from dard.run_dir import RunDir
 
 
 def ordered_runs(exp: Experiment, runs_root: Path) -> list[tuple[str, str, dict[str, Any]]]:
@@ -19,10 +19,6 @@ def ordered_runs(exp: Experiment, runs_root: Path) -> list[tuple[str, str, dict[
     return rows
 
 
-def teacher_archs(rows: list[tuple[str, str, dict[str, Any]]], runs_root: Path) -> dict[str, str]:
-    """Planned teacher checkpoint path -> its architecture (a student's estimate before its teacher exists)."""
-    return {
-        str(RunDir(runs_root / name).weights("best")): str((cfg.get("model") or {}).get("arch"))
-        for name, role, cfg in rows
-        if role == "teacher"
-    }
+def rows_teacher_archs(rows: list[tuple[str, str, dict[str, Any]]], runs_root: Path) -> dict[str, str]:
+    """Planned teacher checkpoint path -> its architecture, for the teachers among :func:`ordered_runs`' rows."""
+    return teacher_archs({name: cfg for name, role, cfg in rows if role == "teacher"}, runs_root)

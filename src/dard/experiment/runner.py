@@ -7,7 +7,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from dard.config import RunConfig
 from dard.config.identity import config_diff, config_identity
 from dard.errors import DardError
+from dard.experiment.clock import PlanClock, say
 from dard.experiment.report import write_experiment_report
 from dard.experiment.spec import (
     CompareAttacksSpec,
@@ -29,6 +30,7 @@ from dard.experiment.spec import (
 )
 from dard.io import check_writable
 from dard.run_dir import CompareFile, FolderLock, LabelGapFile, RunDir
+from dard.training.announce import duration
 
 
 def check_reusable(run_dir: Path, cfg: Mapping[str, Any]) -> None:
@@ -121,14 +123,18 @@ def _train_task(task: tuple) -> str:
     t0 = time.time()
     done = folder.is_evaluated() if final_eval else folder.is_trained()
     if (done or folder.is_evaluated()) and not folder.has_snapshot():  # imported (dard import): nothing to resume
-        print(f"[experiment] {folder.path.name}: reused (imported)", flush=True)
+        say(f"{folder.path.name}: reused (imported)")
         return str(run_dir)
-    train(parse_run_config(cfg, str(run_dir)), folder.path, resume=folder.is_run(), final_eval=final_eval)
+    run_cfg = parse_run_config(cfg, str(run_dir))
+    if not done:
+        status = run_status(folder.path, run_cfg.optim.epochs)
+        say(f"{folder.path.name}: starting ({status}{'' if final_eval else ', training only'})")
+    train(run_cfg, folder.path, resume=folder.is_run(), final_eval=final_eval, announce=run_cfg.progress)
     if final_eval:
-        what = "reused" if done else f"done in {time.time() - t0:.0f}s"
+        what = "reused" if done else f"done in {duration(time.time() - t0)}"
     else:
-        what = "training reused" if done else f"trained in {time.time() - t0:.0f}s"
-    print(f"[experiment] {folder.path.name}: {what}", flush=True)
+        what = "training reused" if done else f"trained in {duration(time.time() - t0)}"
+    say(f"{folder.path.name}: {what}")
     return str(run_dir)
 
 
@@ -230,11 +236,24 @@ def label_gap(
     return result
 
 
-def _pool_map(fn: Callable[[tuple], str], tasks: list[tuple], jobs: int) -> list[str]:
+def _pool_map(
+    fn: Callable[[tuple], str], tasks: list[tuple], jobs: int, on_done: Callable[[str], None] | None = None
+) -> list[str]:
+    """``fn`` over ``tasks`` (``jobs`` processes at a time), results in task order; ``on_done`` gets each result as
+    its task ends."""
     if jobs > 1 and len(tasks) > 1:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            return list(pool.map(fn, tasks))
-    return [fn(t) for t in tasks]
+            futures = [pool.submit(fn, t) for t in tasks]
+            for future in as_completed(futures):
+                if on_done is not None:
+                    on_done(future.result())
+            return [f.result() for f in futures]
+    results = []
+    for t in tasks:
+        results.append(fn(t))
+        if on_done is not None:
+            on_done(results[-1])
+    return results
 
 
 def missing_teacher_weights(cfg: Mapping[str, Any]) -> str | None:
@@ -291,12 +310,16 @@ def _run_experiment(
         if not RunDir(runs_root / name).is_evaluated() and (why := missing_teacher_weights(cfg)):
             raise DardError(f"{name} cannot be trained: {why}")
 
+    planned = {**unique_teachers, **{name: cfg for name, _, cfg in students}}
+    clock = PlanClock(runs_root, planned, unique_teachers, device=device, jobs=jobs)
+    say(f"{len(planned)} runs in {runs_root}, {jobs} at a time; {clock.status()}")
     # Teachers first, with every thread; their test evaluation then runs beside the students.
     for name, cfg in unique_teachers.items():
         _train_task((cfg, str(runs_root / name), False, None, device))
+        say(clock.status())
     tasks = [(cfg, str(runs_root / name), True, threads, device) for name, cfg in unique_teachers.items()]
     tasks += [(cfg, str(runs_root / name), True, threads, device) for name, _, cfg in students]
-    run_dirs = [Path(p) for p in _pool_map(_train_task, tasks, jobs)]
+    run_dirs = [Path(p) for p in _pool_map(_train_task, tasks, jobs, on_done=lambda p: clock.finish(Path(p).name))]
 
     run_extras(exp, runs_root, run_dirs, device=device, jobs=jobs, threads=threads)
     return write_experiment_report(exp, run_dirs, results_dir, command=command, seconds=time.time() - t_start)

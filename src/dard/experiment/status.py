@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dard.experiment.estimate import estimator_for
-from dard.experiment.plan import ordered_runs, teacher_archs
+from dard.experiment.plan import ordered_runs, rows_teacher_archs
 from dard.experiment.runner import run_status
 from dard.experiment.spec import Experiment, deep_merge, parse_run_config
 from dard.io import atomic_write
@@ -39,7 +39,7 @@ def campaign_status(exp: Experiment, runs_root: Path, device: str) -> list[RunSt
     time on ``device``."""
     estimator, device = estimator_for(runs_root, device)
     rows = ordered_runs(exp, runs_root)
-    archs = teacher_archs(rows, runs_root)
+    archs = rows_teacher_archs(rows, runs_root)
     out = []
     for name, role, raw in rows:
         cfg = parse_run_config(deep_merge(raw, {"device": device}), name)

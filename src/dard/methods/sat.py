@@ -21,6 +21,8 @@ Deviations from the official code:
 - Schedule, model and budget are the run config's, not the official ones (80,000 steps of batch 128, about 205
   epochs; lr 0.1, x0.1 at steps 40,000 and 60,000; momentum 0.9; a WRN-34-10 with leaky ReLU 0.1 and per-image
   standardisation).
+- Augmentation: the dataset's random crop after 4 pixels of padding (official ``cifar10_input.py``: pad to 36x36,
+  2 pixels a side, random 32x32 crop and flip).
 - The steps are those of the released config (10 of 2/255); the paper's CIFAR-10 table reports 7 steps. The
   attack is configurable through ``attack``.
 """

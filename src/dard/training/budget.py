@@ -36,9 +36,9 @@ from dard.training.setup import Data, build_method
 #: 9 x 100 x ~3 and Square 5000 queries, each over the points still robust (about half): ~4,500 (docs/gpu.md).
 AUTOATTACK_PASSES = 4500.0
 #: Conservative device rates (MACs/s) when no run has been measured on the device (docs/gpu.md): CUDA with bf16,
-#: 10% of the 798 TFLOP/s bf16 matmul measured on an H100 (40 TMAC/s = 80 TFLOP/s: a third of the 30% target,
-#: 4.4x what the peers' 70 s per PGD-10 ResNet-18 epoch implies on their GPUs); CUDA fp32 a quarter of that; a
-#: CPU about a fifth of what the cpu-scale runs measured (21-27 GMAC/s on 1-2 threads).
+#: 10% of the 798 TFLOP/s bf16 matmul measured on an H100 (40 TMAC/s = 80 TFLOP/s: 4.4x the ~70 s per PGD-10
+#: ResNet-18 epoch commonly reported on older GPUs); CUDA fp32 a quarter of that; a CPU about a fifth of what the
+#: cpu-scale runs measured (21-27 GMAC/s on 1-2 threads).
 DEFAULT_MACS_PER_S = {"cuda-bf16": 40e12, "cuda": 10e12, "cpu": 5e9}
 #: Evaluation runs in fp32 and eager: taken at this fraction of a bf16 or compiled training step's rate.
 EVAL_SPEED_FACTOR = 0.5

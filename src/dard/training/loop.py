@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from dard.checkpoint import build_model, model_spec, save_checkpoint
 from dard.config import RunConfig, dump_config
@@ -25,6 +24,7 @@ from dard.progress import progress_bar
 from dard.run_dir import EpochMetrics, Progress, RunDir, RunInfo, kept_epoch_name
 from dard.runtime import configure_threads, environment, resolve_device, seed_everything
 from dard.training import distributed as dist
+from dard.training.announce import Announcer, say
 from dard.training.budget import DataSizes, TrainingStopped, evaluation_fits, past_deadline
 from dard.training.final_eval import final_evaluation
 from dard.training.preflight import open_run
@@ -70,7 +70,13 @@ def _amp(cfg: RunConfig, device: torch.device):
 
 
 def train(
-    cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, final_eval: bool = True, stop_at: float | None = None
+    cfg: RunConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    final_eval: bool = True,
+    stop_at: float | None = None,
+    announce: bool = True,
 ) -> Path:
     """Train (or resume) a run in ``run_dir`` and evaluate its best and last checkpoints on the test split.
 
@@ -78,6 +84,7 @@ def train(
     ``stop_at`` (a ``time.time()`` deadline): stop at the first step boundary after it with a resume snapshot
     (:class:`TrainingStopped`), and evaluate only if the evaluation's estimate fits before it (otherwise
     :class:`TrainingStopped` with ``evaluation_pending``).
+    ``announce``: print the run's header and a line per epoch (:mod:`dard.training.announce`).
     Launched by ``torchrun``, every rank calls this; rank 0 alone writes files and evaluates.
     """
     device = resolve_device(cfg.device)
@@ -90,7 +97,8 @@ def train(
         # everything checked first; rank 0 holds the run folder's lock until the final evaluation is written
         with open_run(cfg, folder, resume=resume, device=device, dist_info=dist_info) as data:
             try:
-                _train(cfg, folder, resume, device, dist_info, data, stop_at)
+                speak = announce and dist_info.is_main
+                _train(cfg, folder, resume, device, dist_info, data, stop_at, speak, final_eval)
             finally:
                 dist.teardown(dist_info)
             # Rank 0 evaluates alone once every rank has left the process group (they leave together, after the
@@ -126,6 +134,7 @@ class _Run:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     progress: Progress
     stop_at: float | None = None  # wall-clock deadline (time.time())
+    announcer: Announcer | None = None  # the header and epoch lines (rank 0, when announced)
 
     @property
     def main(self) -> bool:
@@ -152,11 +161,17 @@ def _train(
     dist_info: dist.DistInfo,
     data: Data,
     stop_at: float | None = None,
+    announce: bool = False,
+    final_eval: bool = True,
 ) -> None:
     seed_everything(cfg.seed)
     run = _set_up(cfg, folder, device, dist_info, data)
     run.stop_at = stop_at
     _start_or_resume(run, resume)
+    if announce:
+        sizes = DataSizes.of(data)
+        run.announcer = Announcer(cfg, folder, sizes, device, dist_info.world_size, final_eval)
+        say(run.announcer.header(run.progress), cfg.name)
     for epoch in range(run.progress.epoch, cfg.optim.epochs):
         sums, t0, stopped = _train_epoch(run, epoch)
         if not stopped:
@@ -302,7 +317,7 @@ def _step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, to
 
 def _end_epoch(run: _Run, epoch: int, sums: dict[str, Any], t0: float) -> None:
     """The epoch's metrics row (summed over ranks), validation and checkpoints on rank 0, then a snapshot."""
-    cfg, progress = run.cfg, run.progress
+    progress = run.progress
     total = dist.sum_over_ranks(sums, run.dist_info, run.device)
     row = EpochMetrics(
         epoch=epoch + 1,
@@ -319,9 +334,8 @@ def _end_epoch(run: _Run, epoch: int, sums: dict[str, Any], t0: float) -> None:
     if run.main:
         run.folder.write_metrics(progress.history)
     run.snapshot()
-    if cfg.progress and run.main:
-        val = f" val clean {row.val_clean:.3f} robust {row.val_robust:.3f}" if row.val_clean is not None else ""
-        tqdm.write(f"[{cfg.name}] epoch {epoch + 1}: loss {row.train_loss:.4f} acc {row.train_acc:.3f}{val}")
+    if run.announcer is not None:
+        say(run.announcer.epoch_line(row, t0))
 
 
 def _validate_and_checkpoint(run: _Run, row: EpochMetrics) -> None:

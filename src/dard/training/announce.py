@@ -1,0 +1,110 @@
+"""What a training run says on stdout: a header before the first step and one line per epoch.
+
+The header names the device, threads, precision and speed switches, the split sizes, the run folder and an
+estimate of the time the run still needs (the cost model of :mod:`dard.training.budget`: at the run's own measured
+rate when it resumes, else at the conservative default rate of the device). Each epoch line gives the loss,
+accuracy, validation scores, the epoch's wall time and the time left at the throughput measured so far. Plain
+lines, printed whether or not progress bars are on, so a log of `dard train > log` shows what is running.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from dard.config import RunConfig
+from dard.run_dir import EpochMetrics, Progress, RunDir
+from dard.runtime import device_name
+from dard.training.budget import (
+    DataSizes,
+    RunCost,
+    compile_seconds,
+    default_rate,
+    measured_eval_rate,
+    measured_rate,
+    run_cost,
+    teacher_arch,
+)
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as ``42 s``, ``12 min`` or ``3.5 h``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@dataclass
+class Announcer:
+    """The lines of one run (rank 0 only); ``final_eval``: whether the test evaluation follows the training."""
+
+    cfg: RunConfig
+    folder: RunDir
+    sizes: DataSizes
+    device: torch.device
+    world_size: int = 1
+    final_eval: bool = True
+
+    def __post_init__(self) -> None:
+        run = self.folder if self.folder.run_info.is_file() else None
+        self.cost: RunCost = run_cost(self.cfg, self.sizes, teacher_arch(self.cfg, run), run)
+
+    def header(self, progress: Progress) -> list[str]:
+        """The lines printed before the first step (or the first step after a resume)."""
+        cfg, s = self.cfg, self.sizes
+        amp = "bf16 autocast (weights fp32)" if cfg.speed.amp == "bf16" else "fp32"
+        compiled = f"on ({cfg.speed.compile_backend}, {cfg.speed.compile_mode})" if cfg.speed.compile else "off"
+        where = f"resumes at epoch {progress.epoch + 1}" if progress.epoch or progress.batch else "new"
+        ranks = f"; {self.world_size} processes" if self.world_size > 1 else ""
+        subset = f" (data.train_subset {cfg.data.train_subset})" if cfg.data.train_subset is not None else ""
+        return [
+            f"run folder {self.folder.path} ({where}); method {cfg.method.name}, model {cfg.model.arch}, "
+            f"seed {cfg.seed}, {cfg.optim.epochs} epochs of {self.cost.images_per_epoch // cfg.optim.batch_size} steps",
+            f"device {self._device()}{ranks}; "
+            f"precision {amp}; channels_last {'on' if cfg.speed.channels_last else 'off'}; compile {compiled}",
+            f"data {cfg.data.name}: train {s.train}{subset}, val {s.val}, test {s.test} images; "
+            f"eps {cfg.eps * 255:.4g}/255",
+            f"estimate {self._estimate(progress)}",
+        ]
+
+    def _device(self) -> str:
+        if self.device.type == "cpu":
+            return device_name(self.device)  # "cpu (x86_64, 2 threads)"
+        return f"{self.device} ({device_name(self.device)}), {torch.get_num_threads()} CPU threads"
+
+    def _estimate(self, progress: Progress) -> str:
+        measured = measured_rate(self.folder, self.cost.train_macs) if self.folder.metrics.is_file() else None
+        if measured:
+            rate, basis = measured[0], f"its own throughput so far, {measured[1]:.0f} images/s"
+        else:
+            rate = default_rate(self.cfg, self.device.type)
+            basis = f"the default rate for {self.device.type}, {rate / 1e9:.3g} GMAC/s: nothing measured yet"
+        train = self.cost.train_seconds(rate, progress.epoch, progress.batch * self.cfg.optim.batch_size)
+        train += compile_seconds(self.cfg) if train else 0.0
+        test = self.cost.eval_seconds(rate, measured_eval_rate(self.folder, self.sizes)) if self.final_eval else 0.0
+        return f"~{duration(train + test)} (train {duration(train)} + test evaluation {duration(test)}; {basis})"
+
+    def epoch_line(self, row: EpochMetrics, started: float) -> str:
+        """One finished epoch: its scores, its wall time (validation included) and the time left at its rate."""
+        cfg = self.cfg
+        val = f" val clean {row.val_clean:.3f} robust {row.val_robust:.3f}" if row.val_clean is not None else ""
+        rate = row.images_per_s * self.cost.train_macs
+        left = self.cost.train_seconds(rate, row.epoch) if rate > 0 else 0.0
+        left += self.cost.eval_seconds(rate) if self.final_eval and rate > 0 else 0.0
+        return (
+            f"[{cfg.name}] epoch {row.epoch}: loss {row.train_loss:.4f} acc {row.train_acc:.3f}{val} "
+            f"({duration(time.time() - started)}, {row.epoch} of {cfg.optim.epochs} epochs; ~{duration(left)} left)"
+        )
+
+
+def say(lines: list[str] | str, name: str | None = None) -> None:
+    """Print lines to stdout without breaking a progress bar (``[name]`` before each when given), flushed."""
+    for line in [lines] if isinstance(lines, str) else lines:
+        tqdm.write(f"[{name}] {line}" if name else line)
+    sys.stdout.flush()  # a log (stdout a file or pipe, block-buffered) shows each line as it happens

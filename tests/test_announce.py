@@ -1,0 +1,51 @@
+"""What `dard train` says: a header (device, threads, precision, speed switches, split sizes, run folder, estimated
+time) and one line per epoch, with progress bars off and stdout not a terminal (a log)."""
+
+from __future__ import annotations
+
+import re
+
+from tests.cli_checks import config_file
+from tests.conftest import run_cli
+
+from dard.training.announce import duration
+
+
+def test_train_prints_a_header_and_a_line_per_epoch_into_a_log(tmp_path):
+    out = tmp_path / "runs" / "said"
+    proc = run_cli("train", "--config", config_file(tmp_path, optim={"epochs": 2}), "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    header = [ln for ln in lines if ln.startswith("[said] ") and " epoch " not in ln]
+    assert header[0] == f"[said] run folder {out} (new); method natural, model small_cnn, seed 0, 2 epochs of 2 steps"
+    assert re.fullmatch(
+        r"\[said\] device cpu \(.*1 thread\); precision fp32; channels_last on; compile off", header[1]
+    ), header[1]
+    assert header[2] == "[said] data digits: train 128 (data.train_subset 128), val 64, test 32 images; eps 25.5/255"
+    assert re.fullmatch(
+        r"\[said\] estimate ~\d+ s \(train \d+ s \+ test evaluation \d+ s; the default rate for cpu, 5 GMAC/s: "
+        r"nothing measured yet\)",
+        header[3],
+    ), header[3]
+    epochs = [ln for ln in lines if re.match(r"\[said\] epoch \d: ", ln)]
+    assert len(epochs) == 2
+    assert re.fullmatch(
+        r"\[said\] epoch 1: loss \d\.\d{4} acc \d\.\d{3} val clean \d\.\d{3} robust \d\.\d{3} "
+        r"\(\d+ s, 1 of 2 epochs; ~\d+ s left\)",
+        epochs[0],
+    ), epochs[0]
+    assert lines.index(header[-1]) < lines.index(epochs[0])
+
+
+def test_a_resumed_run_says_where_it_resumes_and_estimates_at_its_own_rate(tmp_path):
+    out = tmp_path / "runs" / "again"
+    config = config_file(tmp_path, optim={"epochs": 1})
+    assert run_cli("train", "--config", config, "--out", str(out), cwd=tmp_path).returncode == 0
+    proc = run_cli("train", "--resume", str(out), "--epochs", "2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"[again] run folder {out} (resumes at epoch 2)" in proc.stdout
+    assert "its own throughput so far" in proc.stdout
+
+
+def test_duration():
+    assert [duration(s) for s in (0.4, 59, 119.6, 3000, 7300)] == ["0 s", "59 s", "120 s", "50 min", "2.0 h"]

@@ -1,0 +1,68 @@
+"""Finding config keys: `dard config show` prints every key with its default and description, and an unknown key
+names the nearest valid ones and its section's keys in the one error line."""
+
+from __future__ import annotations
+
+import yaml
+from tests.cli_checks import fails_cleanly
+
+from dard.cli import main
+from dard.config import load_config
+from dard.config.show import show_config
+
+
+def _shown(capsys, *argv: str) -> str:
+    capsys.readouterr()
+    assert main(["config", "show", *argv]) == 0
+    return capsys.readouterr().out
+
+
+def test_config_show_lists_every_key_with_its_description(capsys):
+    out = _shown(capsys)
+    lines = out.splitlines()
+    for key in ("autoattack_subset", "train_subset", "checkpoints", "test_subset", "sync_every"):
+        assert any(line.strip().startswith(f"{key}:") for line in lines), key
+    resolved = yaml.safe_load(out)
+    assert {"autoattack_subset", "checkpoints", "attacks"} <= set(resolved["eval"])
+    assert {"train_subset", "test_subset", "val_size"} <= set(resolved["data"])
+    (line,) = [x for x in lines if x.strip().startswith("autoattack_subset:")]
+    assert line.startswith("  autoattack_subset: null  # run AutoAttack on the first N test images")
+    assert "8/255" in next(x for x in lines if x.startswith("eps:"))
+    # the method's own defaults, which the config leaves implicit, as a comment
+    assert any("with the method's defaults" in x and "lam: 0.5" in x for x in lines)
+
+
+def test_config_show_is_the_config_itself(capsys):
+    """The output loads back as the same config (save it, pass it to `dard train --config`)."""
+    out = _shown(capsys, "cifar10/dard_resnet18", "--set", "optim.lr=0.05")
+    cfg = load_config("cifar10/dard_resnet18", ["optim.lr=0.05"])
+    assert yaml.safe_load(out) == cfg.model_dump(mode="json")
+    assert "  lr: 0.05  # default 0.1" in out.splitlines()
+    defaults = show_config(load_config(None))
+    assert "# default " not in defaults and "; default " not in defaults  # nothing differs from the defaults
+
+
+def test_config_show_of_a_run_folder_is_what_it_recorded(capsys, finished_run):
+    out = _shown(capsys, str(finished_run))
+    assert yaml.safe_load(out)["data"]["train_subset"] == 128
+    assert f"of {finished_run}" in out.splitlines()[0]
+
+
+def test_config_show_refuses_an_unknown_key_with_the_nearest_one(capsys):
+    line = fails_cleanly(capsys, None, ["config", "show", "--set", "optim.lrr=0.1"], "optim.lrr: unknown key")
+    assert "did you mean optim.lr?" in line
+    assert "(optim has: epochs, batch_size, lr," in line
+
+
+def test_unknown_key_suggestions(tmp_path, capsys):
+    cases = {
+        "optimm.lr=1": "did you mean optim?",
+        "optim.eps=0.1": "did you mean optim.epochs or eps?",  # a near key and the same name in another section
+        "eval.autoattack=5": "did you mean eval.autoattack_subset",
+        "speed.foo=1": "speed.foo: unknown key (speed has: amp,",  # nothing near: the section's keys only
+    }
+    for override, needle in cases.items():
+        fails_cleanly(capsys, tmp_path, ["train", "--set", override], needle)
+    config = tmp_path / "c.yaml"
+    config.write_text("data: {name: digits, train_subst: 10}\n")
+    fails_cleanly(capsys, tmp_path, ["train", "--config", str(config)], "data.train_subst", "data.train_subset")
