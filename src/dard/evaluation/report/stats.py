@@ -10,6 +10,7 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from dard.evaluation.report.columns import AA_CLEAN, AA_KEY
 from dard.evaluation.table import ci_text
 from dard.run_dir import CHECKPOINTS, EvalFile, RunRecord
 
@@ -48,8 +49,9 @@ def ordered_union(lists: Iterable[Iterable[str]]) -> list[str]:
 
 
 def autoattack_result(rec: EvalFile) -> dict[str, Any] | None:
-    """``{"accuracy", "n", "seconds", "stages"}`` of the AutoAttack subset evaluation of a record (``stages``: the
-    robust accuracy after each stage of its cascade, absent in older records), None if it has none."""
+    """``{"accuracy", "correct", "n", "clean", "clean_correct", "seconds", "stages"}`` of the AutoAttack subset
+    evaluation of a record (``clean``: the clean accuracy of the same subset; ``stages``: the robust accuracy after
+    each stage of its cascade, absent in older records), None if it has none."""
     sub = rec.autoattack_subset
     if not sub:
         return None
@@ -57,7 +59,35 @@ def autoattack_result(rec: EvalFile) -> dict[str, Any] | None:
     if res is None:
         return None
     stages = {k: v / max(res.total, 1) for k, v in (res.stages or {}).items()}
-    return {"accuracy": res.accuracy, "n": sub.data.get("n", res.total), "seconds": res.seconds, "stages": stages}
+    return {
+        "accuracy": res.accuracy,
+        "correct": res.correct,
+        "n": sub.data.get("n", res.total),
+        "clean": sub.clean.get("accuracy"),
+        "clean_correct": sub.clean.get("correct"),
+        "seconds": res.seconds,
+        "stages": stages,
+    }
+
+
+def above_clean(rec: EvalFile) -> dict[str, str]:
+    """The robust accuracies of a record that count more images correct than its clean accuracy on the same images
+    (possible only in records made before robust accuracy required clean correctness): metric key -> why it is
+    not shown. Compared as counts, so an exact tie is not flagged."""
+    clean = rec.clean.get("correct")
+    counts = {label: (res.correct, res.total) for label, res in rec.attacks.items()}
+    if rec.worst_case:
+        counts["worst_case"] = (rec.worst_case.get("correct"), rec.worst_case.get("total"))
+    out = {}
+    for key, (correct, total) in counts.items():
+        if isinstance(clean, int) and isinstance(correct, int) and total == rec.clean.get("total") and correct > clean:
+            out[key] = f"{key}: {correct} robust above {clean} clean of the same {total} images"
+    aa = autoattack_result(rec)
+    if aa is not None and isinstance(aa["clean_correct"], int) and aa["correct"] > aa["clean_correct"]:
+        out[AA_KEY] = (
+            f"autoattack: {aa['correct']} robust above {aa['clean_correct']} clean of the same {aa['n']} images"
+        )
+    return out
 
 
 def record_accuracies(rec: EvalFile | None) -> dict[str, Any]:
@@ -69,9 +99,12 @@ def record_accuracies(rec: EvalFile | None) -> dict[str, Any]:
         out[label] = res.accuracy
     aa = autoattack_result(rec)
     if aa is not None:
-        out["autoattack_subset"] = aa["accuracy"]
+        out[AA_KEY] = aa["accuracy"]
+        out[AA_CLEAN] = aa["clean"]
         out["autoattack_subset_n"] = aa["n"]
     out["worst_case"] = (rec.worst_case or {}).get("accuracy")
+    for key in above_clean(rec):  # robust above clean on the same images is never printed (flagged instead)
+        out[key] = None
     return out
 
 
@@ -83,7 +116,7 @@ def record_points(rec: EvalFile | None) -> dict[str, int]:
     out.update({label: res.total for label, res in rec.attacks.items()})
     aa = autoattack_result(rec)
     if aa is not None:
-        out["autoattack_subset"] = int(aa["n"])
+        out[AA_KEY] = out[AA_CLEAN] = int(aa["n"])
     if rec.worst_case:
         out["worst_case"] = int(rec.worst_case.get("total", 0))
     return out
@@ -146,6 +179,10 @@ def record_flags(rec: EvalFile) -> list[str]:
     flags = [str(f) for f in rec.flags]
     if rec.autoattack_subset:
         flags += [f"autoattack subset: {f}" for f in rec.autoattack_subset.flags]
+    flags += [
+        f"{why}: not shown (a record made before robust accuracy required clean correctness)"
+        for why in above_clean(rec).values()
+    ]
     return flags
 
 
@@ -203,6 +240,7 @@ def group_row(
             g[w]["epochs"] = [a.get("epoch") for a in accs]
     recs = [m.evals[checkpoint] for m in members]
     points = [record_points(r) for r in recs]
+    g["eps_sweep"] = _summaries([r.eps_sweep.accuracy for r in recs if r.eps_sweep]) or None
     g["attack_seconds"] = _summaries([record_seconds(r) for r in recs])
     aa_points = _points(points, "autoattack_subset") or _points(points, _AA)
     g["autoattack_stages"] = _summaries([record_stages(r) for r in recs], aa_points)
