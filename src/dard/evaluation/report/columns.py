@@ -135,16 +135,15 @@ def attack_columns(records: Sequence[EvalFile], *, sanity: bool = False) -> list
     return _unique(cols, [c.key for c in cols])
 
 
-def main_columns(records: Sequence[EvalFile], aa_ns: Sequence[int]) -> list[Column]:
+def main_columns(records: Sequence[EvalFile], aa_ns: Sequence[int | str]) -> list[Column]:
     """The main table's accuracy columns: clean, the threat-model attacks, the AutoAttack subset's clean accuracy
-    and AutoAttack on it (``aa_ns``: the subset sizes, in the headers; the two columns are there even when no run
-    has AutoAttack, to say it was not run), and the worst case."""
+    and AutoAttack on it (``aa_ns``: the subset sizes, in the headers; when no run has AutoAttack, one column that
+    says it was not run), and the worst case."""
     n_text = "/".join(str(n) for n in aa_ns)
-    aa_n = f" (first {n_text})" if n_text else ""
+    aa = [Column(AA_CLEAN, f"Clean (first {n_text})"), Column(AA_KEY, f"AutoAttack (first {n_text})", AA_CLEAN)]
     return [
         Column("clean", "Clean"),
         *attack_columns(records),
-        Column(AA_CLEAN, f"Clean{aa_n}"),
-        Column(AA_KEY, f"AutoAttack{aa_n}", AA_CLEAN),
+        *(aa if n_text else [Column(AA_KEY, "AutoAttack")]),  # no run has it: one column saying "not run"
         Column("worst_case", "Worst case", "clean"),
     ]

@@ -92,7 +92,8 @@ def cell_text(g: Mapping[str, Any], checkpoint: str, key: str) -> str:
     """A main-table cell: mean ± std (and interval) over the row's seeds, ``(k of n seeds)`` when only some seeds
     have the number, and ``not run`` for AutoAttack where no seed ran it."""
     s = g[checkpoint].get(key)
-    if key in (AA_KEY, AA_CLEAN) and (not s or not s["n"]):
+    ran = g[checkpoint].get(AA_CLEAN)  # the subset's clean accuracy: there whenever AutoAttack ran
+    if key in (AA_KEY, AA_CLEAN) and (not ran or not ran["n"]):
         return NOT_RUN
     text = format_summary(s)
     if s and 0 < s["n"] < g["n"]:

@@ -29,8 +29,7 @@ class FoundTeachers:
     def lines(self) -> list[str]:
         """Preamble lines (Markdown list items) saying which teacher rows were added and which were not found."""
         out = [
-            f"- Teacher row `{t.name}`: the teacher recorded in the students' run.json (`{t.path}`)."
-            for t in self.added
+            f"- Teacher row `{t.name}`: the teacher named in the students' run.json (`{t.path}`)." for t in self.added
         ]
         return out + [f"- {n}" for n in self.notes]
 
