@@ -99,3 +99,95 @@ def test_paired_comparison_significance_rules() -> None:
     assert entry["mean_difference"] == pytest.approx(0.06) and entry["significant"] is True
     assert [s["b"] for s in entry["seeds"]] == [6, 7, 8]
     assert not PairedComparison("a", "b", "clean").significant  # no paired seed: nothing claimed
+
+
+# ------------------------------------------------------------------------------------------------ in a report
+
+
+def _bits(right_a: int, right_b: int, both: int, n: int = 100) -> tuple[list[bool], list[bool]]:
+    """Outcomes of two models on n images: ``right_a`` right for A only, ``right_b`` for B only, ``both`` for both."""
+    a = [True] * right_a + [False] * right_b + [True] * both
+    b = [False] * right_a + [True] * right_b + [True] * both
+    return a + [False] * (n - len(a)), b + [False] * (n - len(b))
+
+
+def test_report_marks_and_lists_paired_differences(tmp_path, monkeypatch) -> None:
+    import json
+
+    import numpy as np
+    from tests.test_report import _make_run, _table
+
+    from dard.evaluation.report import build_report, paired_section
+    from dard.run_dir import RunRecord
+
+    runs = {
+        (m, s): RunRecord.load(_make_run(tmp_path, f"{m}-s{s}", s, m, 0.8, 0.5, teacher=None, aa=0.4))
+        for m in ("dard", "sat", "pgdard")
+        for s in (0, 1)
+    }
+    # pgd20: dard vs sat 9/1 (p = 22/1024) and 10/0 (p = 2/1024); dard vs pgdard 2/1 and 1/2; sat vs pgdard 0/9
+    # and 0/10 (its own test is in the section only when named: pairs); clean: all three the same 80 images
+    pgd = {0: {}, 1: {}}
+    pgd[0]["dard"], pgd[0]["sat"] = _bits(9, 1, 40)
+    pgd[1]["dard"], pgd[1]["sat"] = _bits(10, 0, 40)
+    pgd[0]["pgdard"] = pgd[0]["dard"][:]
+    pgd[0]["pgdard"][0], pgd[0]["pgdard"][1] = False, False  # 2 right for dard only ...
+    pgd[0]["pgdard"][9] = True  # ... and 1 (sat's only image) right for pgdard only
+    pgd[1]["pgdard"] = pgd[1]["dard"][:]
+    pgd[1]["pgdard"][0] = False
+    pgd[1]["pgdard"][60], pgd[1]["pgdard"][61] = True, True
+    table = {id(r.evals["best"]): (m, s) for (m, s), r in runs.items()}
+    idx = np.arange(100)
+
+    def outcomes(rec, key):
+        m, s = table[id(rec)]
+        if key == "clean":
+            return idx, np.array([True] * 80 + [False] * 20)
+        return (idx, np.array(pgd[s][m])) if key == "pgd20" else None
+
+    monkeypatch.setattr(paired_section, "record_outcomes", outcomes)
+    out = tmp_path / "r"
+    md = build_report(list(runs.values()), out, pairs=[("sat", "pgdard")]).read_text()
+    main = _table(md)
+    assert main["sat"]["PGD-20"].endswith(" †") and main["dard"]["PGD-20"].endswith(" ‡")
+    assert not main["pgdard"]["PGD-20"].endswith("†") and main["pgdard"]["PGD-20"].endswith(" ‡")
+    assert "†" not in main["sat"]["Clean"]  # identical clean outcomes: b = c = 0, p = 1, difference 0
+    assert "Marks: a significant difference († from `dard`, ‡ from `sat`)" in md
+    rows = [
+        ln for ln in md.split("## Paired comparisons", 1)[1].split("\n## ", 1)[0].splitlines() if ln.startswith("| ")
+    ]
+    dard_sat = next(r for r in rows if r.startswith("| dard | sat | PGD-20 |"))
+    assert "s0: 9/1, p=0.0215; s1: 10/0, p=0.00195" in dard_sat and "| +9.00 |" in dard_sat
+    half = 12.706205 * (0.10 - 0.08) / math.sqrt(2) / math.sqrt(2)  # t_{0.975,1} * sd / sqrt(2), sd = 0.01*sqrt(2)
+    assert f"[{100 * (0.09 - half):+.2f}, {100 * (0.09 + half):+.2f}]" in dard_sat and dard_sat.endswith("| yes |")
+    dard_pgdard = next(r for r in rows if r.startswith("| dard | pgdard | PGD-20 |"))
+    assert "s0: 2/1, p=1; s1: 1/2, p=1" in dard_pgdard and "| +0.00 |" in dard_pgdard
+    assert dard_pgdard.endswith("| no |")
+    assert any(r.startswith("| sat | pgdard | PGD-20 |") for r in rows)  # the named pair
+    res = json.loads((out / "results.json").read_text())["paired"]
+    assert res["references"] == {"dard": "†", "sat": "‡"}
+    entry = next(c for c in res["comparisons"] if (c["a"], c["b"], c["metric"]) == ("dard", "sat", "pgd20"))
+    assert [(s["b"], s["c"]) for s in entry["seeds"]] == [(9, 1), (10, 0)] and entry["significant"] is True
+    assert entry["seeds"][0]["p"] == pytest.approx(22 / 1024) and entry["mean_difference"] == pytest.approx(0.09)
+
+
+def test_rows_on_other_images_are_not_paired(tmp_path, monkeypatch) -> None:
+    import numpy as np
+    from tests.test_report import _make_run
+
+    from dard.evaluation.report import build_report, paired_section
+    from dard.run_dir import RunRecord
+
+    runs = [
+        RunRecord.load(_make_run(tmp_path, f"{m}-s0", 0, m, 0.8, 0.5, teacher=None, aa=0.4)) for m in ("dard", "sat")
+    ]
+    first = id(runs[0].evals["best"])
+
+    def outcomes(rec, key):
+        start = 0 if id(rec) == first else 100  # the second run was evaluated on images 100..199
+        return np.arange(start, start + 100), np.ones(100, dtype=bool)
+
+    monkeypatch.setattr(paired_section, "record_outcomes", outcomes)
+    md = build_report(runs, tmp_path / "r").read_text()
+    assert "dard vs sat, pgd20: seed 0: evaluated on other images" in md and "Nothing paired:" in md
+    assert "†" not in md.split("## Sanity", 1)[0].split("| Run |", 1)[1]

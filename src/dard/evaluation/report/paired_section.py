@@ -81,8 +81,8 @@ def _reference(groups: Sequence[RunGroup], method: str, teachers: set[str]) -> R
 
 
 def _compare(a: RunGroup, b: RunGroup, key: str, checkpoint: str, unrecorded: list[str]) -> PairedComparison:
-    """Row ``a`` against row ``b`` on metric ``key``, seed by seed; runs without outcomes are added to
-    ``unrecorded``."""
+    """Row ``a`` against row ``b`` on metric ``key``, seed by seed; runs whose records hold no outcomes (none for
+    clean) are added to ``unrecorded``."""
     by_seed = {m.seed: m for m in b.members}
     per_seed, notes = [], []
     for m in a.members:
@@ -90,8 +90,9 @@ def _compare(a: RunGroup, b: RunGroup, key: str, checkpoint: str, unrecorded: li
         if other is None or checkpoint not in m.evals or checkpoint not in other.evals:
             continue
         oa, ob = record_outcomes(m.evals[checkpoint], key), record_outcomes(other.evals[checkpoint], key)
-        if oa is None or ob is None:
-            unrecorded += [r.name for r, o in ((m, oa), (other, ob)) if o is None and r.name not in unrecorded]
+        if oa is None or ob is None:  # a record without outcomes has none for clean; others may lack one column
+            missing = [r.name for r, o in ((m, oa), (other, ob)) if o is None and r.name not in unrecorded]
+            unrecorded += missing if key == "clean" else []
         elif not np.array_equal(oa[0], ob[0]):
             notes.append(f"seed {m.seed}: evaluated on other images")
         else:
