@@ -2,7 +2,8 @@
 
 A student records its teacher's checkpoint path (``teacher.source`` in run.json, as given when it was trained:
 relative to the working folder of that time). The teacher's run folder is the one enclosing that path, looked up
-as recorded and, for run folders moved together, beside the student's own folder.
+beside the student's own folder (run folders moved or copied together) and else as recorded; a run of the report
+with the teacher folder's name is taken to be it.
 """
 
 from __future__ import annotations
@@ -35,13 +36,14 @@ class FoundTeachers:
 
 
 def teacher_folder(run: RunRecord) -> RunDir | None:
-    """The run folder of ``run``'s teacher checkpoint, as recorded or beside ``run``'s folder; None if not found
-    (or ``run`` has no teacher, or its teacher is an external weights file)."""
+    """The run folder of ``run``'s teacher checkpoint, beside ``run``'s folder or else as recorded; None if not
+    found (or ``run`` has no teacher, or its teacher is an external weights file)."""
     source = (run.teacher or {}).get("source") if isinstance(run.teacher, dict) else None
     if not source:
         return None
     recorded = Path(str(source))
-    for candidate in (recorded, run.path.parent / recorded.parent.name / recorded.name):
+    # beside the student first: a copied or moved campaign's own teacher, not the original it was trained with
+    for candidate in (run.path.parent / recorded.parent.name / recorded.name, recorded):
         folder = enclosing_run(candidate)
         if folder is not None and folder.path.resolve() != run.path.resolve():
             return folder
@@ -61,7 +63,9 @@ def find_teachers(runs: Sequence[RunRecord], checkpoint: str) -> FoundTeachers:
         if folder is None:
             out.notes.append(f"The teacher `{source}` named in the students' run.json was not found: no teacher row.")
             continue
-        path = folder.path.resolve()
+        # a given run of the same folder name is that teacher (a copy of the campaign), not a second row of it
+        same = next((p for p, r in given.items() if r.path.name == folder.path.name), None)
+        path = same or folder.path.resolve()
         if path in out.paths:
             continue
         out.paths.add(path)
