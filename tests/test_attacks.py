@@ -22,7 +22,7 @@ from dard.errors import DardError
 from dard.registry import Registry
 
 ALL_ATTACKS = list_attacks()
-EXPECTED = {"autoattack", "bim", "cw", "dpgd", "fgsm", "kl_pgd", "pgd", "tpgd"}
+EXPECTED = {"autoattack", "bim", "cw", "dpgd", "fgsm", "kl_pgd", "pgd", "tpgd", "trades_pgd"}
 PROBS_ATTACKS = {"kl_pgd"}  # take target probabilities instead of labels
 EPS = 0.1
 
@@ -150,7 +150,7 @@ def test_bad_params_raise_one_line_dard_error(name, params, fragment):
 def test_unknown_param_names_valid_ones():
     with pytest.raises(DardError, match=r"attack 'pgd' has no parameter 'stepz'; valid: eps, step_size, steps"):
         create_attack("pgd", stepz=3)
-    with pytest.raises(DardError, match=r"has no parameters 'a', 'b'; valid: eps, seed$"):
+    with pytest.raises(DardError, match=r"has no parameters 'a', 'b'; valid: eps, norm, seed$"):
         create_attack("fgsm", a=1, b=2)
 
 
@@ -181,8 +181,9 @@ def test_presets_are_pgd_with_fixed_parameters(preset_name, base_params):
     assert isinstance(preset_attack, PGD) and preset_attack.name == preset_name
     pgd = create_attack("pgd", eps=EPS, seed=4, **base_params)
     assert torch.equal(preset_attack(model, x, y), pgd(model, x, y))
-    # the fixed parameters are neither accepted nor recorded
-    assert "loss" not in preset_attack.config() and "norm" not in preset_attack.config()
+    # the fixed parameters are neither accepted nor recorded; the norm is fixed for cw alone (CW-inf)
+    assert "loss" not in preset_attack.config()
+    assert ("norm" in preset_attack.config()) == (preset_name != "cw")
 
 
 def test_preset_signature_and_defaults():
@@ -197,7 +198,7 @@ def test_preset_signature_and_defaults():
         "seed": None,
     }
     assert (cw.loss, cw.norm) == ("margin", "linf") and repr(cw).startswith("CW(eps=")
-    bim = {"name": "bim", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10, "seed": None}
+    bim = {"name": "bim", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10, "norm": "linf", "seed": None}
     assert create_attack("bim").config() == bim
     with pytest.raises(TypeError):
         type(cw)(loss="ce")  # direct construction refuses a fixed parameter like any unknown keyword

@@ -112,7 +112,7 @@ def test_cost_model_counts_passes_by_hand():
     m = arch_macs("small_cnn", 10, (1, 8, 8))
     assert cost.train_macs == 3 * m and cost.images_per_epoch == 256
     assert cost.val_macs == 100 * (1 + 7) * m  # validation: PGD-3 + the scoring forward, and the clean forward
-    assert cost.eval_macs == (96 * (1 + 3 + 41) + 10 * AUTOATTACK_PASSES) * m
+    assert cost.eval_macs == (96 * (1 + 3 + 41) + 10 * (41 + AUTOATTACK_PASSES)) * m  # subset: PGD-20, AutoAttack
     # 2 epochs left at 1 MAC/s: every training image, and one validation per epoch
     assert cost.train_seconds(1.0) == 256 * 3 * m + 100 * 8 * m  # 1 epoch configured
     assert cost.eval_seconds(2.0) == cost.eval_macs / 2.0  # fp32, not compiled: full rate

@@ -137,7 +137,7 @@ def test_report_marks_and_lists_paired_differences(tmp_path, monkeypatch) -> Non
     pgd[1]["pgdard"][0] = False
     pgd[1]["pgdard"][60], pgd[1]["pgdard"][61] = True, True
     table = {id(r.evals["best"]): (m, s) for (m, s), r in runs.items()}
-    idx = np.arange(100)
+    idx = ("cifar10", "test", 100, None)
 
     def outcomes(rec, key):
         m, s = table[id(rec)]
@@ -184,10 +184,47 @@ def test_rows_on_other_images_are_not_paired(tmp_path, monkeypatch) -> None:
     first = id(runs[0].evals["best"])
 
     def outcomes(rec, key):
-        start = 0 if id(rec) == first else 100  # the second run was evaluated on images 100..199
-        return np.arange(start, start + 100), np.ones(100, dtype=bool)
+        start = 0 if id(rec) == first else 100  # the second run was evaluated on the first 200 images
+        return ("cifar10", "test", start + 100, None), np.ones(100, dtype=bool)
 
     monkeypatch.setattr(paired_section, "record_outcomes", outcomes)
     md = build_report(runs, tmp_path / "r").read_text()
     assert "dard vs sat, pgd20: seed 0: evaluated on other images" in md and "Nothing paired:" in md
     assert "†" not in md.split("## Sanity", 1)[0].split("| Run |", 1)[1]
+
+
+def test_outcomes_are_read_from_the_record(tmp_path) -> None:
+    """record_outcomes reads the evaluation record's own outcomes (clean, an attack, AutoAttack and its subset's
+    clean), and a report pairs two real run folders by them."""
+    import numpy as np
+    from tests.test_report import _make_run, _table
+
+    from dard.evaluation.outcomes import encode_outcomes
+    from dard.evaluation.report import build_report
+    from dard.evaluation.report.columns import AA_CLEAN, AA_KEY
+    from dard.evaluation.report.paired_section import record_outcomes
+    from dard.run_dir import RunDir, RunRecord
+
+    def write(path, pgd: list[bool]) -> None:
+        run = RunDir(path)
+        rec = run.read_eval("best")
+        rec.clean.outcomes = encode_outcomes(np.array([True] * 80 + [False] * 20))
+        rec.attacks["pgd20"].correct, rec.attacks["pgd20"].outcomes = sum(pgd), encode_outcomes(np.array(pgd))
+        sub = rec.autoattack_subset
+        sub.clean.outcomes = encode_outcomes(np.array([True] * 18 + [False] * 2))
+        run.write_eval("best", rec)
+
+    a, b = _bits(20, 0, 30)  # dard 50 right, sat 30, sat's all among dard's: b = 20, c = 0, p = 2^-19
+    paths = [_make_run(tmp_path, f"{m}-s0", 0, m, 0.8, 0.5, teacher=None, aa=0.4) for m in ("dard", "sat")]
+    write(paths[0], a)
+    write(paths[1], b)
+    rec = RunRecord.load(paths[0]).evals["best"]
+    images, bits = record_outcomes(rec, "pgd20")
+    assert images == ("cifar10", "test", 100, None) and bits.tolist() == a
+    assert record_outcomes(rec, "clean")[1].sum() == 80
+    assert record_outcomes(rec, AA_CLEAN)[0] == ("cifar10", "test", 20, None)  # the subset's own images
+    assert record_outcomes(rec, AA_KEY) is None  # AutoAttack's outcomes not recorded in this record
+    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r").read_text()
+    main = _table(md)
+    assert main["sat"]["PGD-20"] == "30.00 †" and main["dard"]["PGD-20"] == "50.00 ‡"
+    assert "| dard | sat | PGD-20 | s0: 20/0, p=1.9e-06 | +20.00 | — | yes |" in md

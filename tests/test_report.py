@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from dard.errors import DardError
+from dard.evaluation.record import AttackResult, Count, EvalRecord
 from dard.evaluation.report import build_report, markdown_table
-from dard.evaluation.suite import AttackResult, EvalRecord, sanity_flags
+from dard.evaluation.suite import sanity_flags
 from dard.run_dir import EpochMetrics, EpsSweep, EvalFile, Progress, RunDir, RunInfo, RunRecord
 
 EPS = 8 / 255
@@ -23,9 +24,9 @@ EPS = 8 / 255
 CONFIGS = {
     "fgsm": {"name": "fgsm"},
     "pgd20": {"name": "pgd", "steps": 20, "random_start": True, "loss": "ce"},
-    "tpgd": {"name": "tpgd", "steps": 10, "target": "least_likely"},
+    "pgd-ll": {"name": "tpgd", "steps": 10, "target": "least_likely"},
     "bim": {"name": "bim", "steps": 10},
-    "cw": {"name": "cw", "steps": 20},
+    "cw-linf": {"name": "cw", "steps": 20},
     "dpgd": {"name": "dpgd", "steps": 20},
     "pgd-large": {"name": "pgd", "steps": 20},
     "autoattack": {"name": "autoattack", "version": "standard"},
@@ -33,15 +34,15 @@ CONFIGS = {
 # the main table's headers of those attacks (pgd-large, at eps 0.5, is in the sanity table)
 HEADERS = ["FGSM", "PGD-20", "PGD-LL-10 (targeted, least-likely)", "BIM-10", "CW-inf-20", "DPGD-20"]
 # each attack's accuracy above the run's pgd20 accuracy (FGSM the weakest attack, as a sound suite finds)
-OFFSET = {"fgsm": 0.05, "pgd20": 0.0, "tpgd": 0.02, "bim": 0.01, "cw": 0.03, "dpgd": 0.04}
+OFFSET = {"fgsm": 0.05, "pgd20": 0.0, "pgd-ll": 0.02, "bim": 0.01, "cw-linf": 0.03, "dpgd": 0.04}
 
 
-def _acc(acc: float, n: int) -> dict:
-    return {"accuracy": acc, "correct": round(acc * n), "total": n}
+def _acc(acc: float, n: int) -> Count:
+    return Count(round(acc * n), n)
 
 
 def _result(label: str, acc: float, n: int, eps: float = EPS) -> AttackResult:
-    return AttackResult({**CONFIGS[label], "eps": eps}, acc, round(acc * n), n, min(eps, EPS), 0.1)
+    return AttackResult({**CONFIGS[label], "eps": eps}, round(acc * n), n, min(eps, EPS), 0.1)
 
 
 def _record(which: str, epoch: int, clean: float, pgd: float, *, seed: int, large: float = 0.0, n=100) -> EvalRecord:
@@ -112,7 +113,7 @@ def _make_run(
         snap.write_progress(Progress(epoch=3, global_step=42, train_seconds=snapshot_seconds))
         run.point_at(snap)
     run.write_metrics(rows)
-    sw = EpsSweep("pgd20", {f"{e:.6f}": a for e, a in {0.0: clean, EPS: pgd, 16 / 255: pgd / 2}.items()})
+    sw = EpsSweep("pgd20", accuracy={f"{e:.6f}": a for e, a in {0.0: clean, EPS: pgd, 16 / 255: pgd / 2}.items()})
     best = _record("best", 2, clean, pgd, seed=seed, large=large)
     run.write_eval("best", EvalFile.of(best, autoattack_subset=_autoattack(best, aa), eps_sweep=sw if sweep else None))
     last = _record("last", 3, last_clean, pgd - 0.1, seed=seed)
@@ -203,7 +204,7 @@ def test_flags_setup_and_plot_links(report):
     md, _, _ = report
     flags = md.split("## Flags", 1)[1].split("\n## ", 1)[0]
     # the suite's own sanity check, on the one record with pgd-large survivors
-    assert "- dard-s0 (seed 0, best): pgd-large: 30.00% of points survive PGD at eps 0.5" in flags
+    assert "- dard-s0 (seed 0, best): pgd-large: 30.00%, 30/100, of points survive PGD at eps 0.5" in flags
     assert flags.count("\n- ") == 1
     setup = md.split("## Setup", 1)[1]
     assert "validation split" in setup
@@ -223,7 +224,9 @@ def test_results_json_holds_every_number(report):
     assert by_name["sat-s0"]["best"]["autoattack_subset"] == pytest.approx(0.35)
     assert by_name["sat-s0"]["train_seconds"] == pytest.approx(60.0)
     assert by_name["dard-s1"]["train_images_per_s"] == pytest.approx(15.0)
-    assert by_name["dard-s0"]["eps_sweep"]["accuracy"][f"{EPS:.6f}"] == pytest.approx(0.50)
+    # a float-only sweep (as older files hold) is stored as exact counts of the record's images
+    assert by_name["dard-s0"]["eps_sweep"]["correct"][f"{EPS:.6f}"] == 50
+    assert by_name["dard-s0"]["eps_sweep"]["total"] == 100
     groups = {g["name"]: g for g in res["groups"]}
     assert groups["dard"]["n"] == 2 and groups["dard"]["seeds"] == [0, 1]
     assert groups["dard"]["best"]["clean"]["mean"] == pytest.approx(0.85)

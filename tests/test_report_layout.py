@@ -10,6 +10,7 @@ import pytest
 from tests.test_report import _make_run, _table
 
 from dard.errors import DardError
+from dard.evaluation.record import Count
 from dard.evaluation.report import build_report
 from dard.evaluation.report.columns import attack_title
 from dard.experiment.report import attack_averages
@@ -49,7 +50,7 @@ def test_robust_above_its_clean_is_never_printed(tmp_path: Path) -> None:
     """An old record (robust accuracy not yet requiring clean correctness) with more images robust than clean."""
     path = _make_run(tmp_path, "sat-s0", 0, "sat", 0.30, 0.40, teacher=None, aa=0.35)
     rec = RunDir(path).read_eval("best")
-    rec.autoattack_subset.clean.update(accuracy=0.30, correct=6)  # 7 of 20 robust, 6 of the same 20 clean
+    rec.autoattack_subset.clean = Count(6, 20)  # 7 of 20 robust, 6 of the same 20 clean
     RunDir(path).write_eval("best", rec)
     out = tmp_path / "r"
     md = build_report([RunRecord.load(path)], out).read_text()
@@ -136,7 +137,7 @@ def test_each_flag_once_per_run(tmp_path: Path) -> None:
     RunDir(path).write_eval("last", last)
     md = build_report([RunRecord.load(path)], tmp_path / "r").read_text()
     flags = md.split("## Flags", 1)[1].split("\n## ", 1)[0]
-    assert flags.count("pgd-large: 30.00% of points survive") == 1
+    assert flags.count("pgd-large: 30.00%, 30/100, of points survive") == 1
     assert "- sat-s0 (seed 0, best, last): pgd-large" in flags
 
 

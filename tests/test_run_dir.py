@@ -13,7 +13,7 @@ from tests.conftest import assert_one_line_error, run_cli, tiny_config
 
 from dard.config import parse_config
 from dard.errors import DardError
-from dard.evaluation.suite import AttackResult, EvalRecord
+from dard.evaluation.record import AttackResult, Count, EvalRecord
 from dard.run_dir import EpochMetrics, EvalFile, Progress, ResumePointer, RunDir, RunInfo, RunRecord
 from dard.training import train
 
@@ -43,8 +43,13 @@ def test_every_file_of_a_real_run_round_trips(real_run: RunDir) -> None:
     for raw in (best, last):
         assert EvalFile.from_dict(raw).to_dict() == raw
     parsed = real_run.read_eval("best")
-    assert parsed.eps_sweep.attack == "pgd20" and set(parsed.eps_sweep.accuracy) == {"0.050000", "0.100000"}
+    assert parsed.eps_sweep.attack == "pgd20" and set(parsed.eps_sweep.correct) == {"0.050000", "0.100000"}
     assert parsed.autoattack_subset.data["n"] == 4
+    # the subset carries the clean and PGD-20 counts of its own images, which bound AutoAttack's
+    sub = parsed.autoattack_subset
+    assert list(sub.attacks) == ["pgd20", "autoattack"] and sub.clean.total == sub.first_n == 4
+    assert sub.attacks["autoattack"].correct <= sub.clean.correct
+    assert (sub.clean.outcome_array() == parsed.clean.outcome_array()[:4]).all()  # the first 4 of the same images
     assert RunInfo.from_dict(raw := _json(real_run.run_info)).to_dict() == raw
     rows = [json.loads(line) for line in real_run.metrics.read_text().splitlines()]
     assert [r.to_dict() for r in real_run.read_metrics()] == rows and len(rows) == 2
@@ -67,8 +72,8 @@ def test_a_run_folder_holds_only_the_files_run_dir_names(real_run: RunDir) -> No
 
 
 def _record() -> EvalRecord:
-    acc = {"accuracy": 0.5, "correct": 2, "total": 4}
-    attacks = {"fgsm": AttackResult({"name": "fgsm", "eps": 0.1}, 0.25, 1, 4, 0.1, 0.1, [], 1, 2)}
+    acc = Count(2, 4)
+    attacks = {"fgsm": AttackResult({"name": "fgsm", "eps": 0.1}, 1, 4, 0.1, 0.1, [], 1, 2)}
     return EvalRecord({"arch": "mlp"}, {"name": "digits", "n": 4}, {"norm": "linf", "eps": 0.1}, acc, attacks, acc,
                       [], 0, {}, 0.5)  # fmt: skip
 

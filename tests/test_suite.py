@@ -40,13 +40,13 @@ def test_pgd_large_is_in_the_default_suite_and_reaches_zero_on_a_movable_model()
     assert "pgd-large" in QUICK_SUITE
     x, y = _data()
     rec = evaluate(MeanSign(), x, y, build_suite(["fgsm", "pgd-large"], eps=0.02), progress=False)
-    assert rec.clean["accuracy"] == 1.0
+    assert rec.clean.accuracy == 1.0
     assert rec.attacks["pgd-large"].accuracy == 0.0 and rec.attacks["pgd-large"].config["eps"] == 0.5
     assert rec.attacks["pgd-large"].max_perturbation <= 0.5 + 1e-6
     assert not [f for f in rec.flags if f.startswith("pgd-large")]
     # the sanity attack stays out of the threat model and the worst case
     assert rec.threat_model["eps"] == 0.02
-    assert rec.worst_case["accuracy"] == rec.attacks["fgsm"].accuracy > 0.0
+    assert rec.worst_case.accuracy == rec.attacks["fgsm"].accuracy > 0.0
 
 
 def test_points_surviving_pgd_large_are_flagged():
@@ -55,7 +55,7 @@ def test_points_surviving_pgd_large_are_flagged():
     rec = evaluate(Constant(), x, y, build_suite(["pgd-large"], eps=0.02), progress=False)
     assert rec.attacks["pgd-large"].accuracy == 0.5
     assert rec.worst_case is None  # no threat-model attack ran
-    assert any(f.startswith("pgd-large: 50.00% of points survive PGD at eps 0.5") for f in rec.flags), rec.flags
+    assert any(f.startswith("pgd-large: 50.00%, 20/40, of points survive PGD at eps 0.5") for f in rec.flags), rec.flags
 
 
 def test_a_healthy_model_raises_no_flag():
@@ -64,7 +64,7 @@ def test_a_healthy_model_raises_no_flag():
         MeanSign(), x, y, build_suite(["fgsm", "pgd20", "bim", "tpgd", "pgd-large"], eps=0.02), progress=False
     )
     assert rec.flags == []
-    assert rec.attacks["pgd20"].accuracy <= rec.attacks["fgsm"].accuracy < rec.clean["accuracy"]
+    assert rec.attacks["pgd20"].accuracy <= rec.attacks["fgsm"].accuracy < rec.clean.accuracy
 
 
 class Quantised(nn.Module):
@@ -98,10 +98,10 @@ def test_pgd_and_bim_weaker_than_fgsm_are_flagged():
     x, y = _grid_data()
     rec = evaluate(Quantised(), x, y, build_suite(["fgsm", "pgd20", "bim"], eps=0.15), progress=False)
     acc = {k: v.accuracy for k, v in rec.attacks.items()}
-    assert rec.clean["accuracy"] == 1.0 and acc == {"fgsm": 0.0, "pgd20": 1.0, "bim": 1.0}
+    assert rec.clean.accuracy == 1.0 and acc == {"fgsm": 0.0, "pgd20": 1.0, "bim": 1.0}
     assert rec.flags == [
-        "pgd20 (100.00%) is weaker than FGSM (0.00%): possible gradient masking",
-        "bim (100.00%) is weaker than FGSM (0.00%): possible gradient masking",
+        "pgd20 (100.00%, 8/8) is weaker than FGSM (0.00%, 0/8) by more than one image: possible gradient masking",
+        "bim (100.00%, 8/8) is weaker than FGSM (0.00%, 0/8) by more than one image: possible gradient masking",
     ]
 
 
@@ -118,17 +118,17 @@ class OffGrid(nn.Module):
 def test_repaired_points_are_not_robust_and_a_repairing_untargeted_attack_is_flagged():
     x, _ = _grid_data()
     y = torch.ones(8, dtype=torch.long)  # clean: all predicted 0, all wrong
-    rec = evaluate(OffGrid(), x, y, build_suite(["pgd20", "tpgd"], eps=0.05), progress=False)
-    assert rec.clean["accuracy"] == 0.0
+    rec = evaluate(OffGrid(), x, y, build_suite(["pgd20", "pgd-ll"], eps=0.05), progress=False)
+    assert rec.clean.accuracy == 0.0
     # both attacks move every point to its true class, but a point wrong on the clean image is never robust
-    for label in ("pgd20", "tpgd"):
+    for label in ("pgd20", "pgd-ll"):
         res = rec.attacks[label]
         assert (res.accuracy, res.correct, res.corrected, res.fooled) == (0.0, 0, 8, 0)
-    assert rec.worst_case["accuracy"] == 0.0
+    assert rec.worst_case.accuracy == 0.0
     # a targeted attack may legitimately move a wrong point to its true class: only pgd20 is flagged
     assert rec.flags == [
-        "pgd20: the attack leaves 100.00% of points correct, more than clean accuracy 0.00% (points misclassified "
-        "clean became correct): a broken attack"
+        "pgd20: the attack leaves 100.00%, 8/8, of points correct, more than clean accuracy 0.00%, 0/8, by more "
+        "than one image (points misclassified clean became correct): a broken attack"
     ]
 
 
@@ -137,10 +137,10 @@ def test_targeted_pgd_never_exceeds_clean_accuracy():
     wrong points) repairs the other half, which stays out of the robust count."""
     x, _ = _grid_data()
     y = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])  # OffGrid predicts 0 on every clean (on-grid) image
-    rec = evaluate(OffGrid(), x, y, build_suite(["tpgd"], eps=0.05), progress=False)
-    res = rec.attacks["tpgd"]
-    assert rec.clean["accuracy"] == 0.5
-    assert res.accuracy <= rec.clean["accuracy"] and res.correct <= rec.clean["correct"]
+    rec = evaluate(OffGrid(), x, y, build_suite(["pgd-ll"], eps=0.05), progress=False)
+    res = rec.attacks["pgd-ll"]
+    assert rec.clean.accuracy == 0.5
+    assert res.accuracy <= rec.clean.accuracy and res.correct <= rec.clean.correct
     assert res.corrected == 4 and res.correct + res.fooled == res.clean_correct == 4
 
 

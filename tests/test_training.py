@@ -159,9 +159,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
         a = json.loads((killed / "eval" / f"{which}.json").read_text())
         b = json.loads((straight / "eval" / f"{which}.json").read_text())
         assert a["clean"] == b["clean"]
-        assert {k: v["accuracy"] for k, v in a["attacks"].items()} == {
-            k: v["accuracy"] for k, v in b["attacks"].items()
-        }
+        assert {k: v["correct"] for k, v in a["attacks"].items()} == {k: v["correct"] for k, v in b["attacks"].items()}
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):

@@ -42,10 +42,16 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument(
         "--attacks",
-        default=",".join(QUICK_SUITE),
-        help="comma-separated suite labels (fgsm,pgd20,tpgd,bim,cw,dpgd,pgd-large,autoattack) or attack names",
+        help=f"comma-separated suite labels (fgsm,pgd20,pgd-ll,tpgd-kl,bim,cw-linf,dpgd,pgd-large,autoattack) or "
+        f"attack names (default: {','.join(QUICK_SUITE)}; under L2 without the Linf-only cw-linf)",
     )
-    p.add_argument("--eps", help="Linf budget, a number or fraction (default: a run's own eps, else 8/255)")
+    p.add_argument("--eps", help="budget, a number or fraction (default: a run's own eps, else 8/255)")
+    p.add_argument(
+        "--norm",
+        type=str.lower,
+        choices=["linf", "l2"],
+        help="threat-model norm of every attack (default: a run's own norm, else linf)",
+    )
     p.add_argument("--batch-size", type=int, default=256, help="images per attack batch (default 256)")
     p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")

@@ -1,10 +1,11 @@
 """Adversarial attacks behind one contract: ``create_attack(name, **params)(model, x, target) -> x_adv``.
 
-Registered names: ``fgsm``, ``pgd``, ``bim``, ``tpgd`` (targeted PGD), ``cw`` (CW-inf), ``dpgd`` (Dice PGD),
-``autoattack`` (official AutoAttack via ``pyautoattack``), all taking labels, and ``kl_pgd`` (the KL maximisation of
-TRADES / RSLAD / AdaAD), taking target probabilities or a reference network. See :class:`dard.attacks.base.Attack`
-for the contract (inputs in [0, 1], eval mode, input-only gradients, seeded determinism, checked target);
-:func:`pgd_ascent` is the core routine.
+Registered names: ``fgsm``, ``pgd``, ``bim``, ``tpgd`` (targeted PGD), ``cw`` (CW-inf: Linf PGD on the margin),
+``dpgd`` (Dice PGD), ``trades_pgd`` (torchattacks' TPGD: the KL maximisation against the model's own clean
+prediction), ``autoattack`` (official AutoAttack via ``pyautoattack``), all taking labels, and ``kl_pgd`` (the KL
+maximisation of TRADES / RSLAD / AdaAD), taking target probabilities or a reference network. See
+:class:`dard.attacks.base.Attack` for the contract (inputs in [0, 1], eval mode, input-only gradients, seeded
+determinism, checked target); :func:`pgd_ascent` is the core routine.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from dard.attacks.autoattack import AutoAttackWrapper
 from dard.attacks.base import Attack, perturbation_norms, preset
 from dard.attacks.dpgd import DPGD, dice_loss, dpgd_lambda, dpgd_loss
-from dard.attacks.kl import KLPGD, kl_sum
+from dard.attacks.kl import KLPGD, TradesPGD, kl_sum
 from dard.attacks.pgd import BIM, CW, FGSM, PGD, ce_loss, margin_loss, pgd_ascent, project
 from dard.attacks.targeted import TargetedPGD
 from dard.registry import Registry
@@ -30,6 +31,7 @@ __all__ = [
     "KLPGD",
     "PGD",
     "TargetedPGD",
+    "TradesPGD",
     "ce_loss",
     "create_attack",
     "dice_loss",
@@ -50,7 +52,7 @@ register_attack = ATTACKS.register
 
 # Registered here rather than by decorators in the modules, so the modules never import this package
 # (no import cycle); new attacks may use ``@register_attack("name")`` as usual.
-for _cls in (FGSM, PGD, BIM, TargetedPGD, CW, DPGD, KLPGD, AutoAttackWrapper):
+for _cls in (FGSM, PGD, BIM, TargetedPGD, CW, DPGD, KLPGD, TradesPGD, AutoAttackWrapper):
     register_attack(_cls.name)(_cls)
 del _cls
 

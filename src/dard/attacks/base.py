@@ -38,13 +38,28 @@ from torch import nn
 from dard.errors import DardError
 from dard.module_utils import eval_mode, local_module
 from dard.registry import param_names
-from dard.validate import check_bool, check_float, check_int, check_seed
+from dard.validate import check_bool, check_choice, check_float, check_int, check_seed
 
-__all__ = ["Attack", "IterativeAttack", "perturbation_norms", "preset"]
+__all__ = ["NORMS", "Attack", "IterativeAttack", "attack_norms", "check_norm", "perturbation_norms", "preset"]
 
 A = TypeVar("A", bound="Attack")
 TARGET_KINDS = ("labels", "probs", "targets")
 NO_TARGET: Any = object()  # the default of a call's target: a call without one is told the right form
+#: the threat-model norms, as configs and records write them
+NORMS = ("linf", "l2")
+
+
+def check_norm(norm: Any, owner: str) -> str:
+    """``norm`` as one of :data:`NORMS` (any case: AutoAttack writes ``Linf``), else a one-line DardError."""
+    return check_choice("norm", norm.lower() if isinstance(norm, str) else norm, NORMS, owner=owner)
+
+
+def attack_norms(cls: type[Attack]) -> tuple[str, ...]:
+    """The norms an attack class can run in: every one of :data:`NORMS` for a class with a ``norm`` parameter,
+    else its fixed :attr:`Attack.norm` (``cw``, whose preset fixes Linf)."""
+    if "norm" in param_names(cls):
+        return NORMS
+    return (str(cls.norm).lower(),)
 
 
 def perturbation_norms(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dard.attacks.base import IterativeAttack
+from dard.attacks.base import IterativeAttack, check_norm
 from dard.attacks.pgd import pgd_ascent
 from dard.validate import check_choice, check_float
 
@@ -112,7 +112,8 @@ def dpgd_loss(
 
 
 class DPGD(IterativeAttack):
-    """Dice PGD (Linf): ``steps`` signed ascent steps on :func:`dpgd_loss`, from the clean image by default."""
+    """Dice PGD: ``steps`` signed ascent steps on :func:`dpgd_loss` (L2: normalised-gradient steps), from the clean
+    image by default."""
 
     name = "dpgd"
 
@@ -125,9 +126,11 @@ class DPGD(IterativeAttack):
         random_start: bool = False,
         reduction: str = "set",
         smooth: float = 1e-5,
+        norm: str = "linf",
         seed: int | None = None,
     ) -> None:
         super().__init__(eps=eps, step_size=step_size, steps=steps, random_start=random_start, seed=seed)
+        self.norm = check_norm(norm, owner=self.name)
         self.reduction = check_choice("reduction", reduction, _REDUCTIONS, owner=self.name)
         self.smooth = check_float("smooth", smooth, lo=0.0, owner=self.name)
 
@@ -139,6 +142,7 @@ class DPGD(IterativeAttack):
             eps=self.eps,
             step_size=self.step_size,
             steps=self.steps,
+            norm=self.norm,
             init="uniform" if self.random_start else "zero",
             generator=self.generator,
         )

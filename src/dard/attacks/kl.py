@@ -19,13 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dard.attacks.base import Attack
+from dard.attacks.base import Attack, check_norm
 from dard.attacks.pgd import pgd_ascent
 from dard.models import check_logits
 from dard.module_utils import eval_mode, local_module
 from dard.validate import check_choice, check_float, check_int
 
-__all__ = ["KLPGD", "kl_sum", "loss_precision"]
+__all__ = ["KLPGD", "TradesPGD", "kl_sum", "loss_precision"]
 
 
 def loss_precision(t: torch.Tensor) -> torch.Tensor:
@@ -66,7 +66,7 @@ class KLPGD(Attack):
         super().__init__(eps=eps, seed=seed)
         self.step_size = check_float("step_size", step_size, lo=0.0, owner=self.name)
         self.steps = check_int("steps", steps, lo=0, owner=self.name)  # 0: the random start alone
-        self.norm = check_choice("norm", norm, ("linf", "l2"), owner=self.name)
+        self.norm = check_norm(norm, owner=self.name)
         self.init = check_choice("init", init, ("zero", "uniform", "normal"), owner=self.name)
 
     def _check_target(self, x: torch.Tensor, target: Any) -> Any:
@@ -97,3 +97,24 @@ class KLPGD(Attack):
             init=self.init,
             generator=self.generator,
         )
+
+
+class TradesPGD(KLPGD):
+    """torchattacks' ``TPGD``: TRADES' KL maximisation as an untargeted evaluation attack.
+
+    The target is the attacked model's own clean prediction, ``softmax(model(x))``, computed once before the
+    ascent; the call takes the true labels like every evaluation attack and does not use them (the attack never
+    looks at the label, so it moves correct and misclassified images alike). Defaults as torchattacks: 10 sign
+    steps of 2/255 in the Linf ball of 8/255 from ``x + 0.001 * N(0, 1)``.
+    """
+
+    name = "trades_pgd"
+    target_kind = "labels"
+
+    def _check_target(self, x: torch.Tensor, target: Any) -> Any:
+        return Attack._check_target(self, x, target)
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            clean = F.softmax(loss_precision(check_logits(model(x), x.shape[0])), dim=1)
+        return super().perturb(model, x, clean)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dard.attacks.base import IterativeAttack, preset
+from dard.attacks.base import IterativeAttack, check_norm, preset
 from dard.errors import DardError
 from dard.models import check_logits
 from dard.validate import check_choice, check_float, check_int
@@ -226,7 +226,7 @@ class PGD(IterativeAttack):
         super().__init__(
             eps=eps, step_size=step_size, steps=steps, random_start=random_start, restarts=restarts, seed=seed
         )
-        self.norm = check_choice("norm", norm.lower() if isinstance(norm, str) else norm, _NORMS, owner=self.name)
+        self.norm = check_norm(norm, owner=self.name)
         self.loss = check_choice("loss", loss, ("ce", "margin"), owner=self.name)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -256,16 +256,17 @@ BIM = preset(
     PGD,
     "bim",
     "BIM / I-FGSM (Kurakin et al. 2017): ``steps`` signed CE-ascent steps of ``step_size`` from ``x`` (no random "
-    "start), projected to the eps-ball.",
-    fixed={"random_start": False, "restarts": 1, "norm": "linf", "loss": "ce"},
+    "start), projected to the eps-ball (L2: normalised-gradient steps).",
+    fixed={"random_start": False, "restarts": 1, "loss": "ce"},
     defaults={"steps": 10},
 )
 
 
 class FGSM(PGD):
-    """FGSM (Goodfellow et al. 2015): ``x_adv = clip01(x + eps * sign(grad_x CE(f(x), y)))``, one PGD step of eps."""
+    """FGSM (Goodfellow et al. 2015): ``x_adv = clip01(x + eps * sign(grad_x CE(f(x), y)))``, one PGD step of eps
+    (under L2 the fast gradient method: one step of eps along the normalised gradient)."""
 
     name = "fgsm"
 
-    def __init__(self, *, eps: float = 8 / 255, seed: int | None = None) -> None:
-        super().__init__(eps=eps, step_size=eps, steps=1, random_start=False, seed=seed)
+    def __init__(self, *, eps: float = 8 / 255, norm: str = "linf", seed: int | None = None) -> None:
+        super().__init__(eps=eps, step_size=eps, steps=1, random_start=False, norm=norm, seed=seed)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dard.attacks.base import IterativeAttack
+from dard.attacks.base import IterativeAttack, check_norm
 from dard.attacks.pgd import ce_loss, pgd_ascent
 from dard.errors import DardError
 from dard.models import check_logits
@@ -29,7 +29,7 @@ _CHOICES = ("least_likely", "random", "given")
 
 
 class TargetedPGD(IterativeAttack):
-    """Linf PGD minimising ``CE(f(x_adv), target)``; ``last_targets`` holds the targets of the last call."""
+    """PGD (Linf or L2) minimising ``CE(f(x_adv), target)``; ``last_targets`` holds the targets of the last call."""
 
     name = "tpgd"
 
@@ -41,9 +41,11 @@ class TargetedPGD(IterativeAttack):
         steps: int = 10,
         random_start: bool = True,
         target: str | int = "least_likely",
+        norm: str = "linf",
         seed: int | None = None,
     ) -> None:
         super().__init__(eps=eps, step_size=step_size, steps=steps, random_start=random_start, seed=seed)
+        self.norm = check_norm(norm, owner=self.name)
         if isinstance(target, int) and not isinstance(target, bool):
             self.target: str | int = check_int("target", target, lo=0, owner=self.name)
         else:
@@ -84,6 +86,7 @@ class TargetedPGD(IterativeAttack):
             eps=self.eps,
             step_size=self.step_size,
             steps=self.steps,
+            norm=self.norm,
             init="uniform" if self.random_start else "zero",
             generator=self.generator,
         )

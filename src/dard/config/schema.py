@@ -9,7 +9,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dard.errors import DardError, shown
-from dard.evaluation.suite import QUICK_SUITE
+from dard.evaluation.record import canonical_label
+from dard.evaluation.suite import QUICK_SUITE, quick_suite
 from dard.io import read_yaml_mapping
 from dard.packaged import find_config
 
@@ -91,6 +92,12 @@ class EvalConfig(_Strict):
     batch_size: int = Field(256, ge=1)
     checkpoints: list[Literal["best", "last"]] = Field(default_factory=lambda: ["best", "last"])
 
+    @field_validator("attacks", mode="after")
+    @classmethod
+    def _current_labels(cls, v: list[str]) -> list[str]:
+        # old labels (tpgd, cw) under their current names, so a config written with them has the same identity
+        return [canonical_label(label) for label in v]
+
 
 class SpeedConfig(_Strict):
     """Speed switches; each leaves the maths unchanged up to rounding (tests/test_speed.py checks losses and
@@ -121,6 +128,9 @@ class RunConfig(_Strict):
     seed: int = 0
     device: str = "auto"
     eps: float = Field(8 / 255, ge=0, le=1, description="threat model for training attacks and evaluation")
+    norm: Literal["linf", "l2"] = Field(
+        "linf", description="threat-model norm of the training attack, validation, the test suite and AutoAttack"
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
@@ -133,6 +143,19 @@ class RunConfig(_Strict):
         0, ge=0, description="also checkpoint every N steps inside an epoch (0: epoch ends only)"
     )
     progress: bool = True
+
+    @field_validator("norm", mode="before")
+    @classmethod
+    def _norm_lower(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v  # Linf / L2, as AutoAttack writes them
+
+    @model_validator(mode="after")
+    def _suite_of_the_norm(self) -> RunConfig:
+        # an L2 run's default suite leaves out the Linf-only attacks; a suite given explicitly is checked when the
+        # run starts, so an attack of the wrong norm is refused there in one line
+        if self.norm != "linf" and "attacks" not in self.eval.model_fields_set:
+            self.eval.attacks = quick_suite(self.norm)
+        return self
 
     @field_validator("eps", mode="before")
     @classmethod

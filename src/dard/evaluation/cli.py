@@ -12,8 +12,8 @@ from dard.data import DatasetBundle, load_dataset
 from dard.errors import DardError
 from dard.evaluation.eval_settings import EvalSettings, eval_settings
 from dard.evaluation.output import EvalOutput
-from dard.evaluation.suite import EvalRecord, build_suite, evaluate
-from dard.evaluation.table import format_table
+from dard.evaluation.suite import EvalRecord, build_suite, evaluate, quick_suite
+from dard.evaluation.table import format_table, threat_text
 from dard.models import model_factory
 from dard.runtime import configure_threads, environment, resolve_device, seed_everything
 from dard.weights import read_state_dict
@@ -74,8 +74,9 @@ def run_eval(args: argparse.Namespace) -> EvalRecord:
         configure_threads(None)
     seed_everything(args.seed)
     # Validate the attack names before loading anything large.
-    labels = [a.strip() for a in args.attacks.split(",") if a.strip()]
-    attacks = build_suite(labels, eps, seed=args.seed)
+    given = args.attacks if args.attacks is not None else ",".join(quick_suite(settings.norm))
+    labels = [a.strip() for a in given.split(",") if a.strip()]
+    attacks = build_suite(labels, eps, seed=args.seed, norm=settings.norm)
 
     model, info, bundle = _load_model_and_data(args, settings, device)
     test = bundle.test
@@ -91,7 +92,7 @@ def run_eval(args: argparse.Namespace) -> EvalRecord:
         device=device,
         progress=not args.no_progress,
         model_info=info,
-        data_info={"name": bundle.name, "split": "test", "n": n, "subset": f"first {n}"},
+        data_info={"name": bundle.name, "split": "test", "n": n, "first_n": n},
         seed=args.seed,
         environment=environment(device),
     )
@@ -100,7 +101,7 @@ def run_eval(args: argparse.Namespace) -> EvalRecord:
     which = f"; {settings.checkpoint} checkpoint, epoch {info.get('epoch')}" if settings.checkpoint else ""
     print(
         f"model: {info.get('arch')} ({info['source']}{which})  data: {bundle.name} test, first {n}  "
-        f"threat: Linf eps={eps:.5f} ({eps * 255:.2f}/255)"
+        f"threat: {threat_text(settings.norm, eps)}"
     )
     print(format_table(record))
     for flag in record.flags:

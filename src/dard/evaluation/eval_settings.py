@@ -1,8 +1,8 @@
-"""What `dard eval` evaluates with: a run's own dataset, eps and normalisation unless flags say otherwise.
+"""What `dard eval` evaluates with: a run's own dataset, eps, norm and normalisation unless flags say otherwise.
 
 Given a run folder (or one of its checkpoints), the defaults come from the run's recorded config (``config.yaml``,
 read through :class:`dard.run_dir.RunDir`); an explicit flag still wins, with a note when it differs from the run.
-Without a run (a standalone checkpoint or external weights) the defaults are CIFAR-10 at 8/255, and external
+Without a run (a standalone checkpoint or external weights) the defaults are CIFAR-10 at Linf 8/255, and external
 weights must say how their inputs were normalised.
 """
 
@@ -23,6 +23,7 @@ __all__ = ["NORMALIZATION_HELP", "EvalSettings", "eval_settings"]
 
 DEFAULT_DATA = "cifar10"
 DEFAULT_EPS = 8 / 255
+DEFAULT_NORM = "linf"
 NORMALIZATION_HELP = (
     "'dataset' if the model was trained on inputs normalised with the dataset's mean/std (dard then normalises "
     "inside the model), 'none' if it was trained on raw [0, 1] pixels"
@@ -36,6 +37,7 @@ class EvalSettings:
     data: str
     data_dir: str | None
     eps: float
+    norm: str = "linf"
     run: Path | None = None  # the run folder the checkpoint belongs to
     checkpoint: str | None = None  # "best" / "last" when a run's checkpoint is evaluated
     notes: list[str] = field(default_factory=list)
@@ -61,7 +63,10 @@ def eval_settings(args: argparse.Namespace) -> EvalSettings:
     eps = parse_eps(args.eps) if args.eps is not None else (cfg.eps if cfg else DEFAULT_EPS)
     if cfg is not None and args.eps is not None and not math.isclose(eps, cfg.eps, rel_tol=1e-9, abs_tol=1e-12):
         notes.append(f"--eps {args.eps} differs from the run's eps {cfg.eps:.6g} ({cfg.eps * 255:.2f}/255)")
-    return EvalSettings(data=data, data_dir=data_dir, eps=eps, run=run, checkpoint=which, notes=notes)
+    norm = args.norm or (cfg.norm if cfg else DEFAULT_NORM)
+    if cfg is not None and args.norm and args.norm != cfg.norm:
+        notes.append(f"--norm {args.norm} differs from the run's norm {cfg.norm}")
+    return EvalSettings(data=data, data_dir=data_dir, eps=eps, norm=norm, run=run, checkpoint=which, notes=notes)
 
 
 def _run_config(folder: Path) -> RunConfig:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from typing import Any
 
@@ -12,8 +11,12 @@ import torch
 from torch import nn
 
 from dard.attacks import ATTACKS, Attack, create_attack, perturbation_norms
+from dard.attacks.base import attack_norms
 from dard.attacks.steps import resolve_step
+from dard.attacks.threat import apply_norm
 from dard.errors import SHOWN_CHARS, DardError, one_line, shown
+from dard.evaluation.outcomes import encode_outcomes
+from dard.evaluation.record import LEGACY_LABELS, AttackResult, Count, EvalRecord, canonical_label
 from dard.models import check_logits
 from dard.module_utils import eval_mode
 from dard.progress import progress_bar
@@ -24,22 +27,30 @@ from dard.progress import progress_bar
 DEFAULT_SUITE: dict[str, dict[str, Any]] = {
     "fgsm": {"name": "fgsm"},
     "pgd20": {"name": "pgd", "steps": 20, "step_ratio": 0.25, "random_start": True, "restarts": 1},
-    "tpgd": {"name": "tpgd", "steps": 10, "step_ratio": 0.25, "random_start": True, "target": "least_likely"},
+    # targeted PGD towards the least-likely class of the clean prediction (called T-PGD in some papers)
+    "pgd-ll": {"name": "tpgd", "steps": 10, "step_ratio": 0.25, "random_start": True, "target": "least_likely"},
+    # torchattacks' TPGD: TRADES' KL-PGD against the model's own clean prediction, untargeted
+    "tpgd-kl": {"name": "trades_pgd", "steps": 10, "step_ratio": 0.25},
     "bim": {"name": "bim", "steps": 10, "step_ratio": 0.25},
-    "cw": {"name": "cw", "steps": 20, "step_ratio": 0.25},
+    # Linf PGD on the Carlini-Wagner margin (CW-inf), not the CW-L2 optimisation attack
+    "cw-linf": {"name": "cw", "steps": 20, "step_ratio": 0.25},
     "dpgd": {"name": "dpgd", "steps": 20, "step_ratio": 0.25},
     "autoattack": {"name": "autoattack", "version": "standard"},
     # A sanity check outside the threat model: at eps = 0.5 (fixed, whatever the threat model) PGD must take
     # accuracy to about 0; points that survive point to gradient masking or a broken attack (docs/evaluation.md).
     "pgd-large": {"name": "pgd", "eps": 0.5, "steps": 20, "step_ratio": 0.1, "random_start": True},
 }
-TARGETED = {"tpgd"}  # a targeted attack may legitimately move a wrong point to its true class
+TARGETED = {"pgd-ll"}  # a targeted attack may legitimately move a wrong point to its true class
+#: how many images more than expected an attack may leave correct before it is flagged (docs/evaluation.md)
+TOLERANCE_POINTS = 1
 # Sanity attacks: reported and flagged, but left out of the worst case and of the recorded threat-model eps.
 SANITY = {"pgd-large"}
 #: accuracy above which a sanity attack is flagged (and above one test point)
 SANITY_MAX_ACCURACY = 0.01
+#: The suite of a run's AutoAttack subset (``eval.autoattack_subset``): PGD-20 beside AutoAttack on the same images.
+AUTOATTACK_SUBSET_SUITE = ["pgd20", "autoattack"]
 # The default suite of `dard eval` and of a run's final test evaluation (AutoAttack is opt-in: it is slow).
-QUICK_SUITE = ["fgsm", "pgd20", "tpgd", "bim", "cw", "dpgd", "pgd-large"]
+QUICK_SUITE = ["fgsm", "pgd20", "pgd-ll", "bim", "cw-linf", "dpgd", "pgd-large"]
 
 
 def parse_eps(text: str | float) -> float:
@@ -55,11 +66,20 @@ def parse_eps(text: str | float) -> float:
 
 
 def build_suite(
-    names: Iterable[str], eps: float, seed: int | None = 0, overrides: Mapping[str, Mapping[str, Any]] | None = None
+    names: Iterable[str],
+    eps: float,
+    seed: int | None = 0,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    norm: str = "linf",
 ) -> dict[str, Attack]:
-    """Instantiate named attacks (keys of DEFAULT_SUITE, or any registered attack name) at one eps."""
+    """Instantiate named attacks (keys of DEFAULT_SUITE, or any registered attack name) at one eps and ``norm``; the
+    old labels ``tpgd`` and ``cw`` (:data:`~dard.evaluation.record.LEGACY_LABELS`) give ``pgd-ll`` and ``cw-linf``.
+
+    Every threat-model attack runs in ``norm`` (an attack that cannot is a one-line DardError naming its label); the
+    sanity attacks keep their own (``pgd-large``: Linf at 0.5, whatever the threat model).
+    """
     attacks: dict[str, Attack] = {}
-    for label in names:
+    for label in map(canonical_label, names):
         if label not in DEFAULT_SUITE and label not in ATTACKS:
             raise DardError(f"unknown attack {shown(label)}; {attack_names()}")
         spec = dict(DEFAULT_SUITE.get(label, {"name": label}))
@@ -67,21 +87,37 @@ def build_suite(
         if "step_size" in override and "step_ratio" not in override:
             spec.pop("step_ratio", None)  # an absolute step replaces the suite's ratio
         spec.update(override)
-        attacks[label] = attack_from_spec(spec, eps, seed)
+        try:
+            attacks[label] = attack_from_spec(spec, eps, seed, None if label in SANITY else norm)
+        except DardError as e:
+            raise DardError(f"{label}: {e}" if not str(e).startswith(f"{label}:") else str(e)) from None
     return attacks
+
+
+def quick_suite(norm: str = "linf") -> list[str]:
+    """The default suite of a threat model's norm: :data:`QUICK_SUITE` less the attacks fixed to another norm."""
+    return [label for label in QUICK_SUITE if label in SANITY or norm in attack_norms(_attack_class(label))]
+
+
+def _attack_class(label: str) -> type[Attack]:
+    return ATTACKS.get(DEFAULT_SUITE.get(label, {"name": label})["name"])
 
 
 def attack_names() -> str:
     """What an attack may be called: the suite labels people type and the registered attack classes."""
-    return f"suite labels: {', '.join(DEFAULT_SUITE)}; attack classes: {', '.join(ATTACKS.names())}"
+    aliases = ", ".join(f"{old} = {new}" for old, new in LEGACY_LABELS.items())
+    return f"suite labels: {', '.join(DEFAULT_SUITE)} ({aliases}); attack classes: {', '.join(ATTACKS.names())}"
 
 
-def attack_from_spec(spec: Mapping[str, Any], eps: float, seed: int | None) -> Attack:
+def attack_from_spec(spec: Mapping[str, Any], eps: float, seed: int | None, norm: str | None = None) -> Attack:
     """Build an attack from ``{"name": ..., params}``; eps defaults to the threat model's, and the step is
     ``step_ratio`` (default 0.25) times eps unless an absolute ``step_size`` is given
-    (:func:`dard.attacks.steps.resolve_step`)."""
+    (:func:`dard.attacks.steps.resolve_step`). ``norm``: the threat model's (:func:`dard.attacks.threat.apply_norm`:
+    an attack of another norm is refused); None leaves the spec's own."""
     if not spec.get("name"):
         raise DardError(f"attack spec {dict(spec)} has no 'name'")
+    if norm is not None:
+        spec = apply_norm(spec, norm)
     params, _ = resolve_step({"eps": eps, **spec})
     name = params.pop("name")
     attack = create_attack(name, seed=seed, **params)
@@ -89,73 +125,6 @@ def attack_from_spec(spec: Mapping[str, Any], eps: float, seed: int | None) -> A
         what = "target probabilities" if attack.target_kind == "probs" else "target classes"
         raise DardError(f"attack '{name}' takes {what}, not the true labels: the suite cannot evaluate with it")
     return attack
-
-
-@dataclass
-class AttackResult:
-    """Accuracy under one attack and what the attack actually did.
-
-    ``correct`` counts the points classified correctly both clean and under the attack (the RobustBench /
-    AutoAttack convention, for every attack: a targeted push that turns a wrong point right does not count).
-    """
-
-    config: dict[str, Any]
-    accuracy: float
-    correct: int
-    total: int
-    max_perturbation: float
-    seconds: float
-    warnings: list[str] = field(default_factory=list)
-    # Clean-correct points the attack turned wrong, and the clean-correct count (None in older records).
-    fooled: int | None = None
-    clean_correct: int | None = None
-    # Clean-misclassified points classified correctly after the attack: not robust, but a sign of a broken
-    # untargeted attack when many (None in records made before robust accuracy required clean correctness).
-    corrected: int | None = None
-    # AutoAttack: points still correct after each stage of its cascade, in order (None for other attacks).
-    stages: dict[str, int] | None = None
-
-    @property
-    def success_rate(self) -> float | None:
-        """Attack success rate: fooled / clean-correct points (None when unknown or no point was correct)."""
-        if self.fooled is None or not self.clean_correct:
-            return None
-        return self.fooled / self.clean_correct
-
-
-@dataclass
-class EvalRecord:
-    """Everything an evaluation measured; serialises to and from JSON."""
-
-    model: dict[str, Any]
-    data: dict[str, Any]
-    threat_model: dict[str, Any]
-    clean: dict[str, Any]
-    attacks: dict[str, AttackResult]
-    worst_case: dict[str, Any] | None
-    flags: list[str]
-    seed: int | None
-    environment: dict[str, Any]
-    seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> EvalRecord:
-        """Inverse of :meth:`to_dict`."""
-        d = dict(d)
-        d["attacks"] = {k: AttackResult(**v) for k, v in d["attacks"].items()}
-        return cls(**d)
-
-    def accuracies(self) -> dict[str, float]:
-        """``{'clean': acc, label: acc, ...}`` in evaluation order."""
-        out = {"clean": self.clean["accuracy"]}
-        out.update({k: v.accuracy for k, v in self.attacks.items()})
-        if self.worst_case is not None:
-            out["worst_case"] = self.worst_case["accuracy"]
-        return out
 
 
 @torch.no_grad()
@@ -192,7 +161,6 @@ def _run_attack(
     robust = ok & clean_ok
     result = AttackResult(
         config=attack.config(),
-        accuracy=robust.float().mean().item(),
         correct=int(robust.sum()),
         total=x.shape[0],
         max_perturbation=max_pert,
@@ -202,6 +170,7 @@ def _run_attack(
         clean_correct=int(clean_ok.sum()),
         corrected=int((ok & ~clean_ok).sum()),
         stages=stages or None,
+        outcomes=encode_outcomes(robust),
     )
     return result, robust
 
@@ -250,10 +219,8 @@ def evaluate(
             results[label], ok = _run_attack(model, attack, x, y, batches, clean_ok, device, label, progress)
             if label in threat:
                 survive &= ok
-        clean = {"accuracy": clean_ok.float().mean().item(), "correct": int(clean_ok.sum()), "total": n}
-        worst = (
-            {"accuracy": survive.float().mean().item(), "correct": int(survive.sum()), "total": n} if threat else None
-        )
+        clean = Count.of(clean_ok)
+        worst = Count.of(survive) if threat else None
         norms = {str(a.config().get("norm", "linf")).lower() for a in threat.values()}
         record = EvalRecord(
             model=dict(model_info or {}),
@@ -275,36 +242,53 @@ def evaluate(
 
 
 def sanity_flags(record: EvalRecord) -> list[str]:
-    """Warnings a reviewer would raise: signs of gradient masking or of a broken attack."""
+    """Warnings a reviewer would raise: signs of gradient masking or of a broken attack.
+
+    Every comparison is between counts of the same images, with a tolerance of exactly one image
+    (:data:`TOLERANCE_POINTS`): 90/360 against 89/360 is not flagged, 91/360 is.
+    """
     flags: list[str] = []
-    acc = {k: v.accuracy for k, v in record.attacks.items()}
-    clean = record.clean["accuracy"]
-    tol = 1.0 / max(record.clean["total"], 1)
+    clean = record.clean
     for label, res in record.attacks.items():
         eps = float(res.config.get("eps", 0.0))
-        # Robust accuracy cannot exceed clean accuracy any more; what an untargeted attack must not do is leave more
-        # points correct than the clean model: counted before the clean-correct requirement, as the raw accuracy.
-        raw = (res.correct + res.corrected) / max(res.total, 1) if res.corrected is not None else res.accuracy
-        if raw > clean + tol and label not in TARGETED and res.config.get("name") != "tpgd":
+        # Robust accuracy cannot exceed clean accuracy; what an untargeted attack must not do is leave more images
+        # correct than the clean model: counted before the clean-correct requirement (robust plus corrected).
+        raw = res.correct + (res.corrected or 0)
+        if raw > clean.correct + TOLERANCE_POINTS and not _targeted(label, res):
             flags.append(
-                f"{label}: the attack leaves {raw:.2%} of points correct, more than clean accuracy {clean:.2%} "
-                "(points misclassified clean became correct): a broken attack"
+                f"{label}: the attack leaves {_share(raw, res.total)}, of points correct, more than clean accuracy "
+                f"{_share(clean.correct, clean.total)}, by more than one image (points misclassified clean became "
+                "correct): a broken attack"
             )
         if res.max_perturbation > eps + 1e-5:
             flags.append(f"{label}: perturbation {res.max_perturbation:.6f} exceeds eps {eps:.6f}")
         for w in res.warnings:
             flags.append(f"{label}: {w}")
-    for label in SANITY & set(acc):
-        if acc[label] > max(SANITY_MAX_ACCURACY, tol):
-            eps = float(record.attacks[label].config.get("eps", 0.0))
+    for label in SANITY & set(record.attacks):
+        res = record.attacks[label]
+        if res.correct > max(SANITY_MAX_ACCURACY * res.total, TOLERANCE_POINTS):
+            eps = float(res.config.get("eps", 0.0))
             flags.append(
-                f"{label}: {acc[label]:.2%} of points survive PGD at eps {eps:g} (should be about 0): "
+                f"{label}: {_share(res.correct, res.total)}, of points survive PGD at eps {eps:g} (should be about 0): "
                 "possible gradient masking or a broken attack"
             )
-    if "fgsm" in acc:
+    fgsm = record.attacks.get("fgsm")
+    if fgsm is not None:
         for label in ("pgd20", "pgd", "bim"):
-            if label in acc and acc[label] > acc["fgsm"] + tol:
+            res = record.attacks.get(label)
+            if res is not None and res.correct > fgsm.correct + TOLERANCE_POINTS:
                 flags.append(
-                    f"{label} ({acc[label]:.2%}) is weaker than FGSM ({acc['fgsm']:.2%}): possible gradient masking"
+                    f"{label} ({_share(res.correct, res.total)}) is weaker than FGSM "
+                    f"({_share(fgsm.correct, fgsm.total)}) by more than one image: possible gradient masking"
                 )
     return flags
+
+
+def _targeted(label: str, result: AttackResult) -> bool:
+    """A targeted attack may legitimately move a misclassified image to its true class."""
+    return label in TARGETED or result.config.get("name") == "tpgd"
+
+
+def _share(correct: int, total: int) -> str:
+    """``correct`` of ``total`` as a percentage with the count: ``25.00%, 90/360``."""
+    return f"{correct / max(total, 1):.2%}, {correct}/{total}"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from dard.attacks.threat import NORM_NAMES
 from dard.evaluation.intervals import CI_BELOW, wilson_interval
 from dard.evaluation.suite import EvalRecord
 
-__all__ = ["ci_text", "format_evaluations", "format_table"]
+__all__ = ["ci_text", "format_evaluations", "format_table", "threat_text"]
 
 #: AutoAttack's stage names as its paper writes them
 STAGE_NAMES = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square", "apgd-dlr": "APGD-DLR"}
@@ -22,17 +23,22 @@ def ci_text(accuracy: float, n: int, *, digits: int = 1) -> str:
     return f"[{100 * lo:.{digits}f}, {100 * hi:.{digits}f}]"
 
 
+def threat_text(norm: str, eps: float) -> str:
+    """``Linf eps=0.03137 (8.00/255)``: the threat model as the tables head it."""
+    return f"{NORM_NAMES.get(norm.lower(), norm)} eps={eps:.5f} ({eps * 255:.2f}/255)"
+
+
 def format_table(record: EvalRecord) -> str:
     """The record's accuracies with their 95% intervals, counts, perturbation sizes and times, one row per attack
     (AutoAttack's stages indented under it), then the worst case."""
-    rows = [("clean", record.clean["accuracy"], record.clean["correct"], record.clean["total"], "", "")]
+    rows = [("clean", record.clean.accuracy, record.clean.correct, record.clean.total, "", "")]
     for label, r in record.attacks.items():
         rows.append((label, r.accuracy, r.correct, r.total, f"{r.max_perturbation * 255:.2f}/255", f"{r.seconds:.1f}"))
         for stage, correct in (r.stages or {}).items():
             rows.append((f"  {STAGE_NAMES.get(stage, stage)}", correct / max(r.total, 1), correct, r.total, "", ""))
     if record.worst_case is not None:
         w = record.worst_case
-        rows.append(("worst-case", w["accuracy"], w["correct"], w["total"], "", ""))
+        rows.append(("worst-case", w.accuracy, w.correct, w.total, "", ""))
     lines = [f"{'attack':<12} {'accuracy':>9} {'95% CI':>14} {'correct':>11} {'max |d|':>10} {'seconds':>8}"]
     for label, acc, c, n, pert, sec in rows:
         lines.append(f"{label:<12} {acc * 100:>8.2f}% {ci_text(acc, n):>14} {f'{c}/{n}':>11} {pert:>10} {sec:>8}")
@@ -47,12 +53,12 @@ def format_evaluations(evals: Mapping[str, EvalRecord]) -> str:
         eps = float(rec.threat_model.get("eps", 0.0))
         parts.append(
             f"test evaluation, {which} checkpoint (epoch {rec.model.get('epoch')}): {rec.data.get('name')} "
-            f"test, {rec.clean['total']} images, Linf eps={eps:.5f} ({eps * 255:.2f}/255)"
+            f"test, {rec.clean.total} images, {threat_text(str(rec.threat_model.get('norm', 'linf')), eps)}"
         )
         parts.append(format_table(rec))
         subset = getattr(rec, "autoattack_subset", None)  # an EvalFile's extra
         if subset is not None:
-            parts.append(f"AutoAttack on the first {subset.clean['total']} test images:")
+            parts.append(f"AutoAttack on the first {subset.clean.total} test images:")
             parts.append(format_table(subset))
         flags = [*rec.flags, *(f"autoattack subset: {f}" for f in (subset.flags if subset else []))]
         parts += [f"WARNING: {f}" for f in flags]

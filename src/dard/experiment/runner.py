@@ -173,7 +173,7 @@ def compare_attacks(
     cfg = load_run_config(run_dir)
     data, x, y, dev = _first_test_images(cfg, spec.n, device, threads)
     model, meta = load_checkpoint(folder.weights(spec.checkpoint), dev, arch=cfg.model.arch)
-    attacks = {label: attack_from_spec(a, cfg.eps, cfg.seed) for label, a in spec.attacks.items()}
+    attacks = {label: attack_from_spec(a, cfg.eps, cfg.seed, cfg.norm) for label, a in spec.attacks.items()}
     rec = evaluate(
         model,
         x,

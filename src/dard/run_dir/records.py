@@ -41,10 +41,31 @@ class _Record:
 
 @dataclass
 class EpsSweep(_Record):
-    """PGD accuracy at several eps (the ``eps_sweep`` of ``eval/best.json``): eps as ``"%.6f"`` -> accuracy."""
+    """PGD robust counts at several eps (the ``eps_sweep`` of ``eval/best.json``): eps as ``"%.6f"`` -> images
+    correct of ``total``. Older files hold accuracies as floats instead (``accuracy``); the eval file they belong to
+    turns them into counts where its image count gives exact ones."""
 
     attack: str
-    accuracy: dict[str, float]
+    correct: dict[str, int] | None = None
+    total: int | None = None
+    accuracy: dict[str, float] | None = None
+
+    _OPTIONAL = ("correct", "total", "accuracy")
+
+    def accuracies(self) -> dict[str, float]:
+        """eps -> accuracy, derived from the counts (an older file's floats when it has no counts)."""
+        if self.correct is not None and self.total:
+            return {eps: c / self.total for eps, c in self.correct.items()}
+        return dict(self.accuracy or {})
+
+    def with_counts(self, total: int) -> EpsSweep:
+        """An older float-only sweep with counts of ``total`` images, if every float is a count of them (else as is)."""
+        if self.correct is not None or not self.accuracy or total < 1:
+            return self
+        counts = {eps: round(acc * total) for eps, acc in self.accuracy.items()}
+        if any(abs(counts[eps] / total - acc) > 1e-6 for eps, acc in self.accuracy.items()):
+            return self
+        return EpsSweep(self.attack, correct=counts, total=total)
 
 
 @dataclass
@@ -56,6 +77,11 @@ class EvalFile(_Record, EvalRecord):
     eps_sweep: EpsSweep | None = None
 
     _OPTIONAL = ("autoattack_subset", "eps_sweep")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.eps_sweep is not None:
+            self.eps_sweep = self.eps_sweep.with_counts(self.clean.total)
 
     @classmethod
     def of(

@@ -25,7 +25,7 @@ from typing import Any
 from dard.checkpoint import checkpoint_meta
 from dard.config import RunConfig
 from dard.errors import DardError
-from dard.evaluation.suite import DEFAULT_SUITE
+from dard.evaluation.suite import AUTOATTACK_SUBSET_SUITE, DEFAULT_SUITE
 from dard.models import create_model
 from dard.models.cost import macs_per_image
 from dard.run_dir import RunDir
@@ -151,7 +151,8 @@ def run_cost(cfg: RunConfig, sizes: DataSizes, teacher_arch: str | None, folder:
     evals = [c for c in cfg.eval.checkpoints if c not in done]
     test = sizes.test * (1 + sum(attack_passes(a) for a in _suite(cfg.eval.attacks)))
     first = cfg.eval.checkpoints[0] in evals
-    extras = min(cfg.eval.autoattack_subset or 0, sizes.test) * AUTOATTACK_PASSES if first else 0.0
+    subset = min(cfg.eval.autoattack_subset or 0, sizes.test)
+    extras = subset * sum(attack_passes(a) for a in _suite(AUTOATTACK_SUBSET_SUITE)) if first else 0.0
     extras += len(cfg.eval.eps_sweep) * sizes.test * attack_passes({"steps": 20}) if first else 0.0
     batches = sizes.train // cfg.optim.batch_size
     return RunCost(

@@ -11,7 +11,7 @@ from torch import nn
 
 from dard.checkpoint import load_checkpoint
 from dard.config import RunConfig
-from dard.evaluation.suite import EvalRecord, build_suite, evaluate
+from dard.evaluation.suite import AUTOATTACK_SUBSET_SUITE, EvalRecord, build_suite, evaluate
 from dard.run_dir import EpsSweep, EvalFile, RunDir
 from dard.runtime import environment
 from dard.training.setup import Data, float_tensors
@@ -33,8 +33,8 @@ def final_evaluation(cfg: RunConfig, run_dir: Path, data: Data, device: torch.de
             continue
         model, meta = load_checkpoint(folder.weights(which), device, arch=cfg.model.arch)
         info = {**meta["model"], "checkpoint": f"{which}", "epoch": meta.get("epoch")}
-        data_info = {"name": data.bundle.name, "split": "test", "n": int(x.shape[0])}
-        attacks = build_suite(cfg.eval.attacks, cfg.eps, seed=cfg.seed)
+        data_info = {"name": data.bundle.name, "split": "test", "n": int(x.shape[0]), "first_n": int(x.shape[0])}
+        attacks = build_suite(cfg.eval.attacks, cfg.eps, seed=cfg.seed, norm=cfg.norm)
         record = evaluate(
             model,
             x,
@@ -63,7 +63,9 @@ def _autoattack_subset(
     data_info: Mapping[str, Any],
     env: Mapping[str, Any],
 ) -> EvalRecord | None:
-    """AutoAttack on the first ``eval.autoattack_subset`` test images (None when not configured)."""
+    """AutoAttack on the first ``eval.autoattack_subset`` test images (None when not configured), with the clean
+    and PGD-20 counts of the same images, so that every AutoAttack number stands beside the clean number it is
+    bounded by."""
     if not cfg.eval.autoattack_subset:
         return None
     k = min(cfg.eval.autoattack_subset, x.shape[0])
@@ -71,24 +73,24 @@ def _autoattack_subset(
         model,
         x[:k],
         y[:k],
-        build_suite(["autoattack"], cfg.eps, seed=cfg.seed),
+        build_suite(AUTOATTACK_SUBSET_SUITE, cfg.eps, seed=cfg.seed, norm=cfg.norm),
         batch_size=cfg.eval.batch_size,
         device=x.device,
         progress=cfg.progress,
         model_info=info,
-        data_info={**data_info, "n": k},
+        data_info={**data_info, "n": k, "first_n": k},
         seed=cfg.seed,
         environment=env,
     )
 
 
 def _eps_sweep(cfg: RunConfig, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> EpsSweep | None:
-    """PGD-20 test accuracy at each eps of ``eval.eps_sweep`` (None when not configured)."""
+    """PGD-20 robust counts on the test images at each eps of ``eval.eps_sweep`` (None when not configured)."""
     if not cfg.eval.eps_sweep:
         return None
-    accuracy = {}
+    correct = {}
     for eps in cfg.eval.eps_sweep:
-        suite = build_suite([SWEEP_ATTACK], eps, seed=cfg.seed)
+        suite = build_suite([SWEEP_ATTACK], eps, seed=cfg.seed, norm=cfg.norm)
         r = evaluate(model, x, y, suite, batch_size=cfg.eval.batch_size, device=x.device, progress=False)
-        accuracy[f"{eps:.6f}"] = r.attacks[SWEEP_ATTACK].accuracy
-    return EpsSweep(attack=SWEEP_ATTACK, accuracy=accuracy)
+        correct[f"{eps:.6f}"] = r.attacks[SWEEP_ATTACK].correct
+    return EpsSweep(attack=SWEEP_ATTACK, correct=correct, total=int(x.shape[0]))

@@ -17,6 +17,7 @@ from dard.checkpoint import build_model, model_spec, save_checkpoint
 from dard.config import RunConfig, dump_config
 from dard.data import DeviceLoader, ImageSet
 from dard.errors import DardError
+from dard.evaluation.record import Count
 from dard.evaluation.suite import attack_from_spec, evaluate
 from dard.methods import Method
 from dard.module_utils import unwrap_model
@@ -41,10 +42,16 @@ from dard.training.step_sums import StepSums, read_back
 
 def validate(model: nn.Module, data: ImageSet, cfg: RunConfig, device: torch.device) -> dict[str, float]:
     """Clean and robust accuracy on the validation split (attack from ``cfg.val.attack``, fixed seed)."""
-    attack = attack_from_spec(cfg.val.attack, cfg.eps, cfg.seed)
+    attack = attack_from_spec(cfg.val.attack, cfg.eps, cfg.seed, cfg.norm)
     x, y = float_tensors(data, device)
     rec = evaluate(model, x, y, {"robust": attack}, batch_size=cfg.val.batch_size, device=device, progress=False)
-    return {"val_clean": rec.clean["accuracy"], "val_robust": rec.attacks["robust"].accuracy}
+    return {"val_clean": _float32_share(rec.clean), "val_robust": _float32_share(rec.attacks["robust"].count)}
+
+
+def _float32_share(count: Count) -> float:
+    """``correct / total`` rounded to float32, the precision validation scores have always been recorded in: a
+    resumed run compares new scores with its recorded best, and a tie must stay a tie."""
+    return (torch.tensor(count.correct, dtype=torch.float32) / count.total).item()
 
 
 def selection_score(row: EpochMetrics, select_by: str) -> float:

@@ -20,7 +20,7 @@ import torch
 from dard.checkpoint import build_model, model_spec
 from dard.config import RunConfig
 from dard.errors import DardError
-from dard.evaluation.suite import attack_from_spec, build_suite
+from dard.evaluation.suite import AUTOATTACK_SUBSET_SUITE, attack_from_spec, build_suite
 from dard.io import check_writable
 from dard.methods import Method
 from dard.model_checks import check_input
@@ -58,12 +58,13 @@ def check_config(cfg: RunConfig, world_size: int = 1) -> Method:
         raise DardError(
             f"method '{cfg.method.name}' takes no teacher, but one is given ({given}); drop --teacher / teacher.*"
         )
-    _at("val.attack", lambda: attack_from_spec(cfg.val.attack, cfg.eps, cfg.seed))
-    _at("eval.attacks", lambda: build_suite(cfg.eval.attacks, cfg.eps, seed=cfg.seed))
+    _at("val.attack", lambda: attack_from_spec(cfg.val.attack, cfg.eps, cfg.seed, cfg.norm))
+    _at("eval.attacks", lambda: build_suite(cfg.eval.attacks, cfg.eps, seed=cfg.seed, norm=cfg.norm))
     if cfg.eval.autoattack_subset:
-        _at("eval.autoattack_subset", lambda: build_suite(["autoattack"], cfg.eps, seed=cfg.seed))
+        subset = AUTOATTACK_SUBSET_SUITE
+        _at("eval.autoattack_subset", lambda: build_suite(subset, cfg.eps, seed=cfg.seed, norm=cfg.norm))
     for eps in cfg.eval.eps_sweep:
-        _at("eval.eps_sweep", lambda eps=eps: build_suite([SWEEP_ATTACK], eps, seed=cfg.seed))
+        _at("eval.eps_sweep", lambda eps=eps: build_suite([SWEEP_ATTACK], eps, seed=cfg.seed, norm=cfg.norm))
     if cfg.optim.batch_size % world_size:
         raise DardError(
             f"optim.batch_size {cfg.optim.batch_size} (the global batch) must be divisible by the "

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dard.attacks.threat import apply_norm
 from dard.checkpoint import load_model
 from dard.config import RunConfig, TeacherConfig, parse_config
 from dard.data import DatasetBundle, ImageSet, load_dataset, split_train_val
@@ -56,13 +57,19 @@ def float_tensors(images: ImageSet, device: torch.device) -> tuple[torch.Tensor,
 
 
 def build_method(cfg: RunConfig) -> Method:
-    """The configured loss object; the run's eps is the default budget of its training attack."""
+    """The configured loss object; the run's eps is the default budget of its training attack and the run's norm
+    its norm (an attack that names another norm, or cannot run in the run's, is a one-line DardError)."""
     params = dict(cfg.method.params)
-    if "attack" in method_params(cfg.method.name):
-        attack = dict(params.get("attack") or {})
-        attack.setdefault("eps", cfg.eps)
-        params["attack"] = attack
-    return create_method(cfg.method.name, **params)
+    if "attack" not in method_params(cfg.method.name):
+        return create_method(cfg.method.name, **params)
+    attack = dict(params.get("attack") or {})
+    attack.setdefault("eps", cfg.eps)
+    method = create_method(cfg.method.name, **{**params, "attack": attack})
+    resolved = method.config()["attack"]  # the attack the method chose, with every parameter
+    apply_norm({"name": resolved["name"], **({"norm": attack["norm"]} if "norm" in attack else {})}, cfg.norm)
+    if str(resolved.get("norm", "linf")).lower() == cfg.norm:
+        return method  # a Linf run's attacks are built exactly as before the norm was a run setting
+    return create_method(cfg.method.name, **{**params, "attack": {**attack, "norm": cfg.norm}})
 
 
 def load_teacher(tcfg: TeacherConfig, bundle: DatasetBundle, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:

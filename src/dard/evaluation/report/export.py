@@ -86,7 +86,7 @@ def _tex_cell(s: Mapping[str, Any] | None, marks: str = "") -> str:
     text = f"{100 * s['mean']:.1f}"
     if s.get("n", 0) >= 2 and s.get("std") is not None:
         text += f"{{\\scriptsize $\\pm${100 * s['std']:.1f}}}"
-    sup = "".join(_TEX_MARKS.get(m, "") for m in marks.strip())
+    sup = "".join(_TEX_MARKS.get(m, "") for m in marks)
     return text + (f"$^{{{sup}}}$" if sup else "")
 
 
@@ -144,8 +144,8 @@ def robustbench_entry(run: RunRecord, checkpoint: str) -> dict[str, Any]:
     accuracy of every evaluated image is ``clean_acc_all`` on ``n_all``. An AutoAttack accuracy above the clean
     accuracy of its images (an old record) is left out (null), and the footnote says why."""
     rec = run.evals[checkpoint]
-    n_all = int(rec.clean.get("total", 0))
-    clean_all = f"{100 * rec.clean['accuracy']:.2f}"
+    n_all = rec.clean.total
+    clean_all = f"{100 * rec.clean.accuracy:.2f}"
     aa_res = rec.attacks.get("autoattack")
     sub = autoattack_result(rec) if aa_res is None else None
     if aa_res is not None:

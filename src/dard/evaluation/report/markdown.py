@@ -88,14 +88,14 @@ def _identity_cells(g: Mapping[str, Any]) -> list[str]:
 NOT_RUN = "not run"
 
 
-def cell_text(g: Mapping[str, Any], checkpoint: str, key: str) -> str:
-    """A main-table cell: mean ± std (and interval) over the row's seeds, ``(k of n seeds)`` when only some seeds
-    have the number, and ``not run`` for AutoAttack where no seed ran it."""
+def cell_text(g: Mapping[str, Any], checkpoint: str, key: str, marks: str = "") -> str:
+    """A main-table cell: mean ± std (and interval) over the row's seeds with ``marks`` after the number,
+    ``(k of n seeds)`` when only some seeds have the number, and ``not run`` for AutoAttack where no seed ran it."""
     s = g[checkpoint].get(key)
     ran = g[checkpoint].get(AA_CLEAN)  # the subset's clean accuracy: there whenever AutoAttack ran
     if key in (AA_KEY, AA_CLEAN) and (not ran or not ran["n"]):
         return NOT_RUN
-    text = format_summary(s)
+    text = format_summary(s, marks=marks)
     if s and 0 < s["n"] < g["n"]:
         text += f" ({s['n']} of {g['n']} seeds)"
     return text
@@ -122,9 +122,8 @@ def _main_table(rep: ReportContent) -> list[str]:
     header = ["Run", "Method", "Student", "Teacher", "Seeds (n)", *(c.header for c in rep.columns)]
     rows = []
     for g in rep.group_rows:
-        cells = [cell_text(g, rep.checkpoint, c.key) for c in rep.columns]
-        if rep.paired:
-            cells = [t + rep.paired.mark(g["name"], c.key) for t, c in zip(cells, rep.columns)]
+        marks = [rep.paired.mark(g["name"], c.key) if rep.paired else "" for c in rep.columns]
+        cells = [cell_text(g, rep.checkpoint, c.key, m) for c, m in zip(rep.columns, marks)]
         rows.append([*_identity_cells(g), str(g["n"]), *cells])
     return lines + markdown_table(header, rows) + [""]
 

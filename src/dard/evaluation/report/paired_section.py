@@ -2,8 +2,8 @@
 
 Every row is compared with the DARD row and with the SAT row (when the report has one of each: the one row of that
 method, or the row named after it), and with the pairs an experiment file names. Two rows are paired seed by seed,
-and a seed counts only when both records list the same evaluated images with per-image outcomes; the statistics
-are :mod:`.paired`'s.
+and a seed counts only when both records hold per-image outcomes of the same images (the evaluation record's
+``outcomes`` and ``first_n``); the statistics are :mod:`.paired`'s.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dard.evaluation.record import EvalRecord
 from dard.evaluation.report.columns import AA_CLEAN, AA_KEY, Column
 from dard.evaluation.report.groups import RunGroup
 from dard.evaluation.report.paired import ALPHA, PairedComparison, paired_comparison
@@ -26,9 +27,24 @@ REFERENCES = {"dard": "†", "sat": "‡"}
 SECTION_KEYS = ("clean", "pgd20", AA_KEY, "worst_case")
 
 
-def record_outcomes(rec: EvalFile, key: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(image indices, per-image correct)`` behind metric ``key`` of a record, None when not recorded."""
-    return None
+def record_outcomes(rec: EvalFile, key: str) -> tuple[tuple[object, ...], np.ndarray] | None:
+    """``(which images, per-image correct)`` behind metric ``key`` of a record, None when not recorded.
+
+    Which images: the dataset, split and ``first_n`` (the first N test images, in order) of the record, or of its
+    AutoAttack subset for the AutoAttack columns, and the data fingerprint when the record has one; two outcome
+    arrays are paired only when these are equal."""
+    source: EvalRecord | None = rec
+    if key in (AA_KEY, AA_CLEAN):
+        source = rec.autoattack_subset
+        key = "clean" if key == AA_CLEAN else "autoattack"
+    if source is None:
+        return None
+    count = source.counts().get(key)
+    bits = count.outcome_array() if count is not None else None
+    if bits is None:
+        return None
+    data = source.data
+    return (data.get("name"), data.get("split"), source.first_n, data.get("fingerprint")), bits
 
 
 @dataclass
@@ -42,14 +58,13 @@ class PairedSection:
     headers: dict[str, str] = field(default_factory=dict)  # metric key -> its column header
 
     def mark(self, row: str, key: str) -> str:
-        """The marks of the references ``row`` differs from significantly on ``key`` (`` †‡``, or empty)."""
-        marks = "".join(
+        """The marks of the references ``row`` differs from significantly on ``key`` (``†‡``, or empty)."""
+        return "".join(
             m
             for m, ref in self.references.items()
             for c in self.comparisons
             if c.significant and c.metric == key and {c.a, c.b} == {ref, row}
         )
-        return f" {marks}" if marks else ""
 
     @property
     def legend(self) -> str:
@@ -93,7 +108,7 @@ def _compare(a: RunGroup, b: RunGroup, key: str, checkpoint: str, unrecorded: li
         if oa is None or ob is None:  # a record without outcomes has none for clean; others may lack one column
             missing = [r.name for r, o in ((m, oa), (other, ob)) if o is None and r.name not in unrecorded]
             unrecorded += missing if key == "clean" else []
-        elif not np.array_equal(oa[0], ob[0]):
+        elif oa[0] != ob[0]:
             notes.append(f"seed {m.seed}: evaluated on other images")
         else:
             per_seed.append((m.seed, oa[1], ob[1]))

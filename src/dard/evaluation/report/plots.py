@@ -88,7 +88,7 @@ def write_eps_curve(groups: Iterable[RunGroup], path: Path, *, checkpoint: str =
         pts = []
         for m in group.members:
             rec = m.evals.get(checkpoint)
-            sweep = rec.eps_sweep.accuracy if rec is not None and rec.eps_sweep else {}
+            sweep = rec.eps_sweep.accuracies() if rec is not None and rec.eps_sweep else {}
             for k, v in sweep.items():
                 try:
                     pts.append((round(float(k) * 255, 4), 100 * float(v)))

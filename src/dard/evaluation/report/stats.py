@@ -10,6 +10,7 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from dard.evaluation.record import EvalRecord
 from dard.evaluation.report.columns import AA_CLEAN, AA_KEY
 from dard.evaluation.table import ci_text
 from dard.run_dir import CHECKPOINTS, EvalFile, RunRecord
@@ -63,30 +64,31 @@ def autoattack_result(rec: EvalFile) -> dict[str, Any] | None:
         "accuracy": res.accuracy,
         "correct": res.correct,
         "n": sub.data.get("n", res.total),
-        "clean": sub.clean.get("accuracy"),
-        "clean_correct": sub.clean.get("correct"),
+        "clean": sub.clean.accuracy,
+        "clean_correct": sub.clean.correct,
         "seconds": res.seconds,
         "stages": stages,
+    }
+
+
+def _above_own_clean(rec: EvalRecord) -> dict[str, str]:
+    """Count keys of ``rec`` (attack labels, worst_case) with more images correct than its clean count of the same
+    images -> why."""
+    clean = rec.clean
+    return {
+        key: f"{key}: {c.correct} robust above {clean.correct} clean of the same {c.total} images"
+        for key, c in rec.counts().items()
+        if key != "clean" and c.total == clean.total and c.correct > clean.correct
     }
 
 
 def above_clean(rec: EvalFile) -> dict[str, str]:
     """The robust accuracies of a record that count more images correct than its clean accuracy on the same images
     (possible only in records made before robust accuracy required clean correctness): metric key -> why it is
-    not shown. Compared as counts, so an exact tie is not flagged."""
-    clean = rec.clean.get("correct")
-    counts = {label: (res.correct, res.total) for label, res in rec.attacks.items()}
-    if rec.worst_case:
-        counts["worst_case"] = (rec.worst_case.get("correct"), rec.worst_case.get("total"))
-    out = {}
-    for key, (correct, total) in counts.items():
-        if isinstance(clean, int) and isinstance(correct, int) and total == rec.clean.get("total") and correct > clean:
-            out[key] = f"{key}: {correct} robust above {clean} clean of the same {total} images"
-    aa = autoattack_result(rec)
-    if aa is not None and isinstance(aa["clean_correct"], int) and aa["correct"] > aa["clean_correct"]:
-        out[AA_KEY] = (
-            f"autoattack: {aa['correct']} robust above {aa['clean_correct']} clean of the same {aa['n']} images"
-        )
+    not shown. Compared as counts, so an exact tie is not flagged; AutoAttack against its own subset's clean."""
+    out = _above_own_clean(rec)
+    if rec.autoattack_subset is not None and _AA in (sub := _above_own_clean(rec.autoattack_subset)):
+        out[AA_KEY] = sub[_AA]
     return out
 
 
@@ -94,7 +96,7 @@ def record_accuracies(rec: EvalFile | None) -> dict[str, Any]:
     """Flat numbers of one evaluation record: clean, each attack label, autoattack (subset), worst_case, epoch."""
     if rec is None:
         return {}
-    out: dict[str, Any] = {"epoch": rec.model.get("epoch"), "clean": rec.clean.get("accuracy")}
+    out: dict[str, Any] = {"epoch": rec.model.get("epoch"), "clean": rec.clean.accuracy}
     for label, res in rec.attacks.items():
         out[label] = res.accuracy
     aa = autoattack_result(rec)
@@ -102,7 +104,7 @@ def record_accuracies(rec: EvalFile | None) -> dict[str, Any]:
         out[AA_KEY] = aa["accuracy"]
         out[AA_CLEAN] = aa["clean"]
         out["autoattack_subset_n"] = aa["n"]
-    out["worst_case"] = (rec.worst_case or {}).get("accuracy")
+    out["worst_case"] = rec.worst_case.accuracy if rec.worst_case is not None else None
     for key in above_clean(rec):  # robust above clean on the same images is never printed (flagged instead)
         out[key] = None
     return out
@@ -112,13 +114,13 @@ def record_points(rec: EvalFile | None) -> dict[str, int]:
     """The number of test points behind each accuracy of :func:`record_accuracies` (for confidence intervals)."""
     if rec is None:
         return {}
-    out = {"clean": int(rec.clean.get("total", 0))}
+    out = {"clean": rec.clean.total}
     out.update({label: res.total for label, res in rec.attacks.items()})
     aa = autoattack_result(rec)
     if aa is not None:
         out[AA_KEY] = out[AA_CLEAN] = int(aa["n"])
     if rec.worst_case:
-        out["worst_case"] = int(rec.worst_case.get("total", 0))
+        out["worst_case"] = rec.worst_case.total
     return out
 
 
@@ -160,16 +162,17 @@ def summarize(values: Sequence[float], points: int | None = None) -> dict[str, A
     return out
 
 
-def format_summary(summary: Mapping[str, Any] | None, *, scale: float = 100.0, digits: int = 2) -> str:
+def format_summary(summary: Mapping[str, Any] | None, *, scale: float = 100.0, digits: int = 2, marks: str = "") -> str:
     """``mean ± std`` (sample std; the mean alone below 2 values) of a summary times ``scale``: by default a
     fraction shown as a percentage with 2 decimals. An accuracy measured on fewer than 10,000 test points
     (``points``) is followed by its Wilson 95% interval ``[lo, hi]`` at the mean (the test-set sampling error of
-    one run)."""
+    one run). ``marks`` (significance marks) follow the number, before the interval."""
     if not summary or summary.get("mean") is None:
         return DASH
     text = f"{scale * summary['mean']:.{digits}f}"
     if summary.get("n", 0) >= 2 and summary.get("std") is not None:
         text += f" ± {scale * summary['std']:.{digits}f}"
+    text += f" {marks}" if marks else ""
     ci = ci_text(summary["mean"], summary["points"]) if summary.get("points") else ""
     return f"{text} {ci}" if ci else text
 
@@ -240,7 +243,7 @@ def group_row(
             g[w]["epochs"] = [a.get("epoch") for a in accs]
     recs = [m.evals[checkpoint] for m in members]
     points = [record_points(r) for r in recs]
-    g["eps_sweep"] = _summaries([r.eps_sweep.accuracy for r in recs if r.eps_sweep]) or None
+    g["eps_sweep"] = _summaries([r.eps_sweep.accuracies() for r in recs if r.eps_sweep]) or None
     g["attack_seconds"] = _summaries([record_seconds(r) for r in recs])
     aa_points = _points(points, "autoattack_subset") or _points(points, _AA)
     g["autoattack_stages"] = _summaries([record_stages(r) for r in recs], aa_points)

@@ -1,0 +1,40 @@
+"""The threat model's norm applied to an attack spec: one norm for the training attack, validation and evaluation.
+
+A run sets ``norm`` once (``linf`` or ``l2``); every attack spec built for it goes through :func:`apply_norm`, which
+gives the norm to attacks that take one and refuses, in one line, an attack fixed to another norm (``cw``: Linf
+only) or a spec that names another norm itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dard.attacks.base import attack_norms, check_norm
+from dard.errors import DardError, shown
+from dard.registry import param_names
+
+__all__ = ["NORM_NAMES", "apply_norm"]
+
+#: how a norm is written for people (and AutoAttack)
+NORM_NAMES = {"linf": "Linf", "l2": "L2"}
+
+
+def apply_norm(spec: Mapping[str, Any], norm: str) -> dict[str, Any]:
+    """``spec`` (``{"name": ..., **params}``) with the threat model's ``norm``; a one-line DardError for an attack
+    that cannot run in it or a spec that names another norm."""
+    from dard.attacks import ATTACKS  # the package imports this module's siblings; no cycle at call time
+
+    norm = check_norm(norm, owner="threat model")
+    name = spec.get("name")
+    cls = ATTACKS.get(name)
+    given = spec.get("norm")
+    if given is not None and (not isinstance(given, str) or given.lower() != norm):
+        raise DardError(
+            f"attack '{name}' is set to norm {shown(given)}, but the threat model is {NORM_NAMES[norm]}: set the "
+            "run's top-level norm (or `dard eval --norm`) instead"
+        )
+    allowed = attack_norms(cls)
+    if norm not in allowed:
+        raise DardError(f"attack '{name}' is {NORM_NAMES[allowed[0]]} only, but the threat model is {NORM_NAMES[norm]}")
+    return {**spec, "norm": norm} if "norm" in param_names(cls) else dict(spec)

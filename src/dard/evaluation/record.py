@@ -1,0 +1,154 @@
+"""The evaluation record: exact counts and per-image outcomes of clean accuracy and every attack, as JSON.
+
+Every number is a count of images (``correct`` of ``total``); accuracies and percentages are derived when they are
+shown, so the JSON holds no rounded floats and two records compare exactly. ``outcomes`` says which images were
+correct, in the order they were evaluated (:mod:`dard.evaluation.outcomes`); ``data["first_n"]`` says which test
+images those are (the first N of the test split, in order), so two records of the same images pair point by point.
+
+Older records still load: their stored ``accuracy`` floats are ignored (the counts were always stored beside them),
+their outcomes are None, and the suite labels renamed since (:data:`LEGACY_LABELS`) read under their new names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import TypeAdapter
+
+from dard.evaluation.outcomes import decode_outcomes, encode_outcomes
+
+__all__ = ["LEGACY_LABELS", "AttackResult", "Count", "EvalRecord", "canonical_label"]
+
+#: suite labels renamed so that they cannot be read as another library's attack of the same name: ``tpgd`` (here
+#: targeted least-likely PGD; in torchattacks TRADES' KL attack) and ``cw`` (here Linf margin PGD; elsewhere CW-L2)
+LEGACY_LABELS: dict[str, str] = {"tpgd": "pgd-ll", "cw": "cw-linf"}
+
+
+def canonical_label(label: str) -> str:
+    """The current name of a suite label (an old label's new name; any other label unchanged)."""
+    return LEGACY_LABELS.get(label, label)
+
+
+def _ratio(correct: int, total: int) -> float:
+    return correct / total if total else 0.0
+
+
+@dataclass
+class Count:
+    """``correct`` of ``total`` evaluated images; ``outcomes`` (None in older records) says which, in order."""
+
+    correct: int
+    total: int
+    outcomes: str | None = None
+
+    @property
+    def accuracy(self) -> float:
+        """``correct / total`` (0 for no images): for display and plots, never stored."""
+        return _ratio(self.correct, self.total)
+
+    def outcome_array(self) -> np.ndarray | None:
+        """Per-image correctness (bool, ``total`` entries), or None when the record has no outcomes."""
+        return None if self.outcomes is None else decode_outcomes(self.outcomes, self.total)
+
+    @classmethod
+    def of(cls, correct: torch.Tensor) -> Count:
+        """The count of a per-image bool tensor, with its outcomes."""
+        return cls(correct=int(correct.sum()), total=int(correct.numel()), outcomes=encode_outcomes(correct))
+
+
+@dataclass
+class AttackResult:
+    """What one attack did: robust ``correct`` of ``total`` images and the attack's own bookkeeping.
+
+    ``correct`` counts the images classified correctly both clean and under the attack (the RobustBench /
+    AutoAttack convention, for every attack: a targeted push that turns a wrong image right does not count), so it
+    never exceeds the clean count of the same images; ``outcomes`` says which images those are.
+    """
+
+    config: dict[str, Any]
+    correct: int
+    total: int
+    max_perturbation: float
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+    # Clean-correct images the attack turned wrong, and the clean-correct count (None in older records).
+    fooled: int | None = None
+    clean_correct: int | None = None
+    # Clean-misclassified images classified correctly after the attack: not robust, but a sign of a broken
+    # untargeted attack when many (None in records made before robust accuracy required clean correctness).
+    corrected: int | None = None
+    # AutoAttack: images still correct after each stage of its cascade, in order (None for other attacks).
+    stages: dict[str, int] | None = None
+    outcomes: str | None = None
+
+    @property
+    def accuracy(self) -> float:
+        """Robust accuracy ``correct / total``: for display, never stored."""
+        return _ratio(self.correct, self.total)
+
+    @property
+    def count(self) -> Count:
+        """The robust count with its outcomes."""
+        return Count(self.correct, self.total, self.outcomes)
+
+    @property
+    def success_rate(self) -> float | None:
+        """Attack success rate: fooled / clean-correct images (None when unknown or no image was correct)."""
+        if self.fooled is None or not self.clean_correct:
+            return None
+        return self.fooled / self.clean_correct
+
+
+@dataclass
+class EvalRecord:
+    """Everything an evaluation measured; serialises to and from JSON.
+
+    ``data`` names the images (dataset, split, ``n``, ``first_n``: the first N test images in order) and where
+    they came from (folder, file fingerprint, whether they are the official files); ``threat_model`` the norm and
+    eps every threat-model attack used; ``environment`` the software and device.
+    """
+
+    model: dict[str, Any]
+    data: dict[str, Any]
+    threat_model: dict[str, Any]
+    clean: Count
+    attacks: dict[str, AttackResult]
+    worst_case: Count | None
+    flags: list[str]
+    seed: int | None
+    environment: dict[str, Any]
+    seconds: float
+
+    def __post_init__(self) -> None:
+        # Old labels read under their new names, so old and new records share a report column.
+        if any(label in LEGACY_LABELS for label in self.attacks):
+            self.attacks = {canonical_label(k): v for k, v in self.attacks.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> EvalRecord:
+        """Inverse of :meth:`to_dict` (also reads the records of older dard versions)."""
+        return TypeAdapter(cls).validate_python(dict(d))
+
+    @property
+    def first_n(self) -> int:
+        """How many test images, from the first on, were evaluated (older records: their ``n``)."""
+        return int(self.data.get("first_n", self.data.get("n", self.clean.total)))
+
+    def counts(self) -> dict[str, Count]:
+        """``{'clean': Count, label: Count, ..., 'worst_case': Count}`` in evaluation order."""
+        out = {"clean": self.clean, **{k: v.count for k, v in self.attacks.items()}}
+        if self.worst_case is not None:
+            out["worst_case"] = self.worst_case
+        return out
+
+    def accuracies(self) -> dict[str, float]:
+        """``{'clean': acc, label: acc, ...}`` in evaluation order, derived from the counts."""
+        return {k: c.accuracy for k, c in self.counts().items()}
