@@ -4,6 +4,7 @@ Wilson intervals, AutoAttack stages, attack times), on run folders written throu
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -167,13 +168,19 @@ def test_autoattack_stages_and_attack_times_in_the_report(tmp_path: Path) -> Non
     path = _make_run(tmp_path, "sat-s0", 0, "sat", 0.85, 0.4, teacher=None, aa=0.35)
     rec = RunDir(path).read_eval("best")
     rec.autoattack_subset.attacks["autoattack"].stages = {"apgd-ce": 9, "apgd-t": 8, "fab-t": 8, "square": 7}
+    pgd = copy.deepcopy(rec.autoattack_subset.attacks["autoattack"])
+    pgd.config, pgd.correct, pgd.stages = {"name": "pgd", "steps": 20}, 10, None  # PGD-20 on the subset: 10 of 20
+    rec.autoattack_subset.attacks = {"pgd20": pgd, **rec.autoattack_subset.attacks}
     rec.attacks["pgd20"].seconds = 12.5
     RunDir(path).write_eval("best", rec)
     out = tmp_path / "r"
     md = build_report([RunRecord.load(path)], out).read_text()
     stages = md.split("## AutoAttack stages", 1)[1].split("\n## ", 1)[0]
-    assert "| Run | Seeds (n) | APGD-CE | APGD-T | FAB-T | Square |" in stages
-    assert re.search(r"\| sat \| 1 \| 45\.00 \[[\d.]+, [\d.]+\] \| 40\.00 .* \| 35\.00 \[", stages)  # k / 20 images
+    assert "| Run | Seeds (n) | Clean | PGD-20 | APGD-CE | APGD-T | FAB-T | Square |" in stages
+    # the subset's clean (18 of 20) and PGD-20 (10 of 20), then the stages: k / 20 images
+    assert re.search(
+        r"\| sat \| 1 \| 90\.00 \[.*\] \| 50\.00 \[.*\] \| 45\.00 \[[\d.]+, [\d.]+\] \| 40\.00 .* \| 35\.00 \[", stages
+    )
     times = md.split("## Evaluation time", 1)[1].split("\n## ", 1)[0]
     assert "| PGD-20 |" in times and "| 12.5 |" in times and "| AutoAttack (first 20) |" in times
     res = json.loads((out / "results.json").read_text())

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dard.errors import DardError
-from dard.evaluation.report.columns import attack_columns, main_columns
+from dard.evaluation.report.columns import AA_PGD, attack_columns, main_columns
 from dard.evaluation.report.export import FORMATS, write_csv, write_robustbench, write_tex
 from dard.evaluation.report.groups import check_one_table, group_runs
 from dard.evaluation.report.markdown import ReportContent, render
@@ -71,7 +71,7 @@ def build_report(
     aa_ns = ordered_union([str(a["n"])] for r in runs for rec in r.evals.values() if (a := autoattack_result(rec)))
     columns = main_columns(records, aa_ns)
     sanity = attack_columns(records, sanity=True)
-    metric_keys = [*(c.key for c in columns), *(c.key for c in sanity)]
+    metric_keys = [*(c.key for c in columns), *(c.key for c in sanity), AA_PGD]
     row_name = {id(m): g.name for g in groups for m in g.members}
     run_rows = [run_row(r, checkpoint, row_name[id(r)]) for r in runs]
     group_rows = [group_row(g.name, g.key, g.members, metric_keys, checkpoint) for g in groups]

@@ -17,6 +17,7 @@ from dard.run_dir import EvalFile
 
 __all__ = [
     "AA_CLEAN",
+    "AA_PGD",
     "AA_KEY",
     "Column",
     "attack_title",
@@ -29,6 +30,8 @@ __all__ = [
 #: metric keys of the AutoAttack subset run: its robust accuracy and the clean accuracy of the same images
 AA_KEY = "autoattack_subset"
 AA_CLEAN = "autoattack_clean"
+#: PGD-20 on the AutoAttack subset (records that ran it there): how much AutoAttack adds on the same images
+AA_PGD = "autoattack_pgd20"
 _EPS_TOL = 1e-6
 
 # How each registered attack is written in a header (an attack not listed is written by its registered name).

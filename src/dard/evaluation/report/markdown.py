@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dard.evaluation.report.columns import AA_CLEAN, AA_KEY, Column, eps_text
+from dard.evaluation.report.columns import AA_CLEAN, AA_KEY, AA_PGD, Column, eps_text
 from dard.evaluation.report.paired import ALPHA
 from dard.evaluation.report.paired_section import SECTION_KEYS, PairedSection
 from dard.evaluation.report.stats import DASH, format_summary, ordered_union
@@ -242,11 +242,28 @@ def _stages_section(rep: ReportContent) -> list[str]:
         "## AutoAttack stages",
         "",
         f"Robust accuracy (%) after each stage of the AutoAttack cascade (`{rep.checkpoint}` checkpoint; each stage "
-        "attacks only the points still robust, so the last column is the AutoAttack accuracy).",
+        "attacks only the points still robust, so the last column is the AutoAttack accuracy), beside the clean "
+        "(and PGD-20) accuracy of the same images.",
         "",
     ]
-    header = ["Run", "Seeds (n)", *(_STAGES.get(s, s) for s in stages)]
-    rows = [[g["name"], str(g["n"]), *(format_summary(g["autoattack_stages"].get(s)) for s in stages)] for g in present]
+    # the same images' clean and PGD-20 accuracy first, where the record ran PGD-20 on the subset too
+    same = [AA_CLEAN, *([AA_PGD] if any(g[rep.checkpoint].get(AA_PGD, {}).get("n") for g in present) else [])]
+    header = [
+        "Run",
+        "Seeds (n)",
+        "Clean",
+        *(["PGD-20"] if AA_PGD in same else []),
+        *(_STAGES.get(s, s) for s in stages),
+    ]
+    rows = [
+        [
+            g["name"],
+            str(g["n"]),
+            *(cell_text(g, rep.checkpoint, k) for k in same),
+            *(format_summary(g["autoattack_stages"].get(s)) for s in stages),
+        ]
+        for g in present
+    ]
     return lines + markdown_table(header, rows, text_columns=1) + [""]
 
 

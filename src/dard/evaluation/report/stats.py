@@ -11,13 +11,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from dard.evaluation.record import EvalRecord
-from dard.evaluation.report.columns import AA_CLEAN, AA_KEY
+from dard.evaluation.report.columns import AA_CLEAN, AA_KEY, AA_PGD
 from dard.evaluation.table import ci_text
 from dard.run_dir import CHECKPOINTS, EvalFile, RunRecord
 
 DASH = "—"
 _SEED_SUFFIX = re.compile(r"(-s\d+|_seed\d+)$")
 _AA = "autoattack"
+_PGD = "pgd20"
 
 
 def seedless_name(name: str) -> str:
@@ -87,8 +88,8 @@ def above_clean(rec: EvalFile) -> dict[str, str]:
     (possible only in records made before robust accuracy required clean correctness): metric key -> why it is
     not shown. Compared as counts, so an exact tie is not flagged; AutoAttack against its own subset's clean."""
     out = _above_own_clean(rec)
-    if rec.autoattack_subset is not None and _AA in (sub := _above_own_clean(rec.autoattack_subset)):
-        out[AA_KEY] = sub[_AA]
+    sub = _above_own_clean(rec.autoattack_subset) if rec.autoattack_subset is not None else {}
+    out.update({key: sub[label] for key, label in ((AA_KEY, _AA), (AA_PGD, _PGD)) if label in sub})
     return out
 
 
@@ -104,6 +105,8 @@ def record_accuracies(rec: EvalFile | None) -> dict[str, Any]:
         out[AA_KEY] = aa["accuracy"]
         out[AA_CLEAN] = aa["clean"]
         out["autoattack_subset_n"] = aa["n"]
+        pgd = rec.autoattack_subset.attacks.get(_PGD) if rec.autoattack_subset else None
+        out[AA_PGD] = pgd.accuracy if pgd is not None else None
     out["worst_case"] = rec.worst_case.accuracy if rec.worst_case is not None else None
     for key in above_clean(rec):  # robust above clean on the same images is never printed (flagged instead)
         out[key] = None
@@ -118,7 +121,7 @@ def record_points(rec: EvalFile | None) -> dict[str, int]:
     out.update({label: res.total for label, res in rec.attacks.items()})
     aa = autoattack_result(rec)
     if aa is not None:
-        out[AA_KEY] = out[AA_CLEAN] = int(aa["n"])
+        out[AA_KEY] = out[AA_CLEAN] = out[AA_PGD] = int(aa["n"])
     if rec.worst_case:
         out["worst_case"] = rec.worst_case.total
     return out
