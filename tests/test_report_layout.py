@@ -30,6 +30,7 @@ from dard.run_dir import RunDir, RunInfo, RunRecord
         ({"name": "pgd", "steps": 20, "eps": 0.5}, "PGD-20 (eps 0.5)"),
         ({"name": "pgd", "steps": 20, "eps": 16 / 255}, "PGD-20 (eps 16/255)"),
         ({"name": "autoattack", "version": "standard"}, "AutoAttack (standard)"),
+        ({"name": "trades_pgd", "steps": 10, "init": "normal"}, "TPGD-KL-10"),
         ({"name": "someone_elses", "steps": 3}, "someone_elses-3"),
     ],
 )

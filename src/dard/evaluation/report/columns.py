@@ -43,6 +43,7 @@ _TITLES = {
     "dpgd": "DPGD",
     "tpgd": "PGD-LL",
     "kl_pgd": "KL-PGD",
+    "trades_pgd": "TPGD-KL",  # torchattacks' TPGD: TRADES' KL attack, untargeted
     "autoattack": "AutoAttack",
 }
 
