@@ -224,7 +224,10 @@ def test_outcomes_are_read_from_the_record(tmp_path) -> None:
     assert record_outcomes(rec, "clean")[1].sum() == 80
     assert record_outcomes(rec, AA_CLEAN)[0] == ("cifar10", "test", 20, None)  # the subset's own images
     assert record_outcomes(rec, AA_KEY) is None  # AutoAttack's outcomes not recorded in this record
-    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r").read_text()
+    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r", formats=("md", "tex")).read_text()
     main = _table(md)
     assert main["sat"]["PGD-20"] == "30.00 †" and main["dard"]["PGD-20"] == "50.00 ‡"
+    tex = (tmp_path / "r" / "results.tex").read_text()
+    assert "sat & 80.0 & 30.0$^{\\dagger}$ & 90.0 & 40.0 & 45.0 \\\\" in tex
+    assert "% marks: significantly different from (\\dagger dard, \\ddagger sat)" in tex
     assert "| dard | sat | PGD-20 | s0: 20/0, p=1.9e-06 | +20.00 | — | yes |" in md

@@ -17,14 +17,14 @@ from dard.run_dir import EvalFile
 
 __all__ = [
     "AA_CLEAN",
-    "AA_PGD",
     "AA_KEY",
+    "AA_PGD",
     "Column",
+    "attack_columns",
     "attack_title",
     "eps_text",
     "is_sanity",
     "main_columns",
-    "sanity_labels",
 ]
 
 #: metric keys of the AutoAttack subset run: its robust accuracy and the clean accuracy of the same images
@@ -111,11 +111,6 @@ def _configs(records: Sequence[EvalFile]) -> dict[str, tuple[Mapping[str, Any], 
         for label, res in rec.attacks.items():
             out.setdefault(label, (res.config, _threat_eps(rec)))
     return out
-
-
-def sanity_labels(records: Sequence[EvalFile]) -> list[str]:
-    """The attack labels outside the threat model, in order of first appearance."""
-    return [label for label, (cfg, eps) in _configs(records).items() if is_sanity(label, cfg, eps)]
 
 
 def _unique(columns: list[Column], labels: Sequence[str]) -> list[Column]:

@@ -50,10 +50,6 @@ class ReportContent:
     def other(self) -> str:
         return "last" if self.checkpoint == "best" else "best"
 
-    @property
-    def aa_head(self) -> str:
-        return f"AutoAttack (first {'/'.join(self.aa_ns)})" if self.aa_ns else "AutoAttack (subset)"
-
 
 def render(rep: ReportContent) -> str:
     """The whole ``report.md``."""
