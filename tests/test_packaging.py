@@ -82,15 +82,30 @@ def _pip(*args: str, cwd: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def _git(*args: str, cwd: Path) -> str:
+    proc = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> tuple[Path, Path]:
-    """(site folder holding the installed wheel, an empty working folder outside the checkout)."""
+    """(site folder holding the installed wheel, an empty working folder outside the checkout); the wheel is built
+    from a git checkout of the copied sources, whose commit is in ``<site>/../commit``."""
     tmp = tmp_path_factory.mktemp("wheel")
     source = tmp / "source"  # a copy, so the build's build/ and *.egg-info never land in the checkout
     source.mkdir()
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
         shutil.copy2(REPO / name, source / name)
-    shutil.copytree(REPO / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(
+        REPO / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "_build_commit.txt")
+    )
+    _git("init", "-q", cwd=source)
+    _git("add", "-A", cwd=source)
+    _git("commit", "-qm", "copy", cwd=source)
+    (tmp / "commit").write_text(_git("rev-parse", "HEAD", cwd=source))
     _pip("wheel", "--no-build-isolation", "--wheel-dir", str(tmp / "dist"), str(source), cwd=tmp)
     (wheel,) = (tmp / "dist").glob("dard-*.whl")
     _pip("install", "--target", str(tmp / "site"), str(wheel), cwd=tmp)
@@ -112,6 +127,9 @@ def test_wheel_imports_the_installed_copy(installed):
     where, version = proc.stdout.split()
     assert Path(where).is_relative_to(site)
     assert version == "0.1.0"
+    # no git around the installed copy: the commit comes from the file the build wrote
+    proc = _run(site, work, sys.executable, "-c", "from dard.runtime import git_commit; print(git_commit())")
+    assert proc.returncode == 0 and proc.stdout.strip() == (site.parent / "commit").read_text(), proc.stderr
     assert (site / "dard" / "experiments" / "main" / "cpu.yaml").is_file()
     assert (site / "dard" / "configs" / "cifar10" / "dard_resnet18.yaml").is_file()
 

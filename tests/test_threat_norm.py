@@ -53,7 +53,9 @@ def test_a_spec_naming_another_norm_is_refused():
     with pytest.raises(DardError, match="is set to norm 'l2', but the threat model is Linf"):
         build_suite(["pgd20"], eps=0.1, overrides={"pgd20": {"norm": "l2"}})
     cfg = parse_config({"method": {"name": "sat", "params": {"attack": {"norm": "l2"}}}, "eps": 0.5})
-    with pytest.raises(DardError, match="set the run's top-level norm"):
+    with pytest.raises(
+        DardError, match="set it at the top of the config instead \\(--set norm=l2; dard eval --norm\\)"
+    ):
         build_method(cfg)
 
 

@@ -7,6 +7,7 @@ state dict from other code) load through :func:`dard.weights.load_weights` with 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -70,6 +71,23 @@ def save_checkpoint(
     save_tensors(weights, model.state_dict(), metadata={"format": FORMAT, "arch": str(spec["arch"])})
     write_json(weights.with_suffix(".json"), {"format": FORMAT, "model": spec, **(extra or {})})
     return weights
+
+
+def weights_digest(path: str | Path) -> str:
+    """SHA-256 of a checkpoint's tensors (names, dtypes, shapes and bytes, in name order): equal for equal weights.
+
+    Not the file's hash: safetensors writes its metadata mapping in no fixed order, so two saves of the same
+    weights may differ byte for byte.
+    """
+    from safetensors.torch import load_file
+
+    h = hashlib.sha256()
+    tensors = load_file(str(path))
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

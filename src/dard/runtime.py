@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import platform
 import random
-import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dard._git import BUILD_COMMIT_FILE, source_commit
 from dard.errors import DardError
 
 
@@ -46,17 +46,18 @@ def device_name(device: torch.device) -> str:
 
 
 def git_commit() -> str | None:
-    """The git commit of the source tree this package runs from (with '+dirty' when modified), if any."""
-    src = Path(__file__).resolve().parent
+    """The git commit this package comes from (with '+dirty' when modified), if known.
+
+    A package run from its checkout (``<checkout>/src/dard``) asks git; an installed one reads the commit its wheel
+    was built from (written by ``setup.py``), and never asks git, which would name whatever repository the
+    environment happens to live in.
+    """
+    package = Path(__file__).resolve().parent
+    if (package.parent.parent / "pyproject.toml").is_file() and package.parent.name == "src":
+        return source_commit(package)
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=5)
-        if sha.returncode != 0:
-            return None
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=src, capture_output=True, text=True, timeout=5
-        )
-        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
+        return (package / BUILD_COMMIT_FILE).read_text(encoding="utf-8").strip() or None
+    except OSError:
         return None
 
 

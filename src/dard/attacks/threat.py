@@ -31,8 +31,8 @@ def apply_norm(spec: Mapping[str, Any], norm: str) -> dict[str, Any]:
     given = spec.get("norm")
     if given is not None and (not isinstance(given, str) or given.lower() != norm):
         raise DardError(
-            f"attack '{name}' is set to norm {shown(given)}, but the threat model is {NORM_NAMES[norm]}: set the "
-            "run's top-level norm (or `dard eval --norm`) instead"
+            f"attack '{name}' is set to norm {shown(given)}, but the threat model is {NORM_NAMES[norm]}: one norm "
+            f"governs every attack, set it at the top of the config instead (--set norm={given}; dard eval --norm)"
         )
     allowed = attack_norms(cls)
     if norm not in allowed:

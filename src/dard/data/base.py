@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from dard.errors import DardError
 
-__all__ = ["ImageSet", "DatasetBundle", "channel_stats"]
+__all__ = ["DataSource", "DatasetBundle", "ImageSet", "channel_stats"]
 
 
 @dataclass
@@ -73,9 +74,20 @@ def channel_stats(images: ImageSet) -> tuple[tuple[float, ...], tuple[float, ...
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
+@dataclass(frozen=True)
+class DataSource:
+    """The files a dataset was read from, for the provenance of records (:mod:`dard.data.fingerprint`)."""
+
+    folder: Path
+    files: tuple[str, ...]  # every file the loader read, relative to ``folder``
+    # the published MD5 of each file of the official release, where there is one (CIFAR's python version)
+    official_md5: Mapping[str, str] | None = None
+
+
 @dataclass
 class DatasetBundle:
-    """A dataset's train and test images with its class names, normalisation and augmentation defaults."""
+    """A dataset's train and test images with its class names, normalisation and augmentation defaults, and the
+    files it came from (None for data shipped inside a package)."""
 
     name: str
     train: ImageSet
@@ -85,6 +97,7 @@ class DatasetBundle:
     std: tuple[float, ...]
     crop_padding: int = 0
     flip: bool = False
+    source: DataSource | None = None
 
     def __post_init__(self) -> None:
         self.classes = [str(c) for c in self.classes]

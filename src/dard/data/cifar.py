@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from dard.data import default_data_dir, register_dataset
-from dard.data.base import DatasetBundle, ImageSet
+from dard.data.base import DatasetBundle, DataSource, ImageSet
 from dard.data.download import download_archive, extract_folder
 from dard.errors import DardError, one_line
 
@@ -48,6 +48,8 @@ class _Spec:
     md5_const: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    # MD5 of each file of the official python-version release, as torchvision checks them
+    official_md5: dict[str, str]
 
     @property
     def all_files(self) -> tuple[str, ...]:
@@ -76,6 +78,15 @@ CIFAR10 = _Spec(
     md5_const="CIFAR10_MD5",
     mean=(0.4914, 0.4822, 0.4465),
     std=(0.2471, 0.2435, 0.2616),
+    official_md5={
+        "data_batch_1": "c99cafc152244af753f735de768cd75f",
+        "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+        "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+        "data_batch_4": "634d18415352ddfa80567beed471001a",
+        "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+        "test_batch": "40351d587109b95175f43aff81a1287e",
+        "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+    },
 )
 
 CIFAR100 = _Spec(
@@ -92,6 +103,11 @@ CIFAR100 = _Spec(
     md5_const="CIFAR100_MD5",
     mean=(0.5071, 0.4865, 0.4409),
     std=(0.2673, 0.2564, 0.2762),
+    official_md5={
+        "train": "16019d7e3df5f24257cddd939b257f8d",
+        "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+        "meta": "7973b15100ade9c7d40fb424638fde48",
+    },
 )
 
 
@@ -254,6 +270,7 @@ def load_cifar(spec: _Spec, data_dir: Path | None, download: bool) -> DatasetBun
         std=spec.std,
         crop_padding=4,
         flip=True,
+        source=DataSource(folder, spec.all_files, spec.official_md5),
     )
 
 

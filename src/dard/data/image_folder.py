@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from dard.data import register_dataset
-from dard.data.base import DatasetBundle, ImageSet, channel_stats
+from dard.data.base import DatasetBundle, DataSource, ImageSet, channel_stats
 from dard.errors import DardError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
@@ -127,4 +127,15 @@ def image_folder(data_dir: Path | None = None, download: bool = False) -> Datase
         std=std,
         crop_padding=max(1, min(int(h), int(w)) // 8),
         flip=True,
+        source=DataSource(root, tuple(_relative_files(root, classes))),
     )
+
+
+def _relative_files(root: Path, classes: list[str]) -> list[str]:
+    """Every image file the loader reads, relative to ``root``, in reading order."""
+    return [
+        p.relative_to(root).as_posix()
+        for split in ("train", "test")
+        for name in classes
+        for p in _image_files(root / split / name)
+    ]

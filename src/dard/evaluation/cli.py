@@ -9,9 +9,11 @@ from torch import nn
 
 from dard.checkpoint import checkpoint_meta, load_model
 from dard.data import DatasetBundle, load_dataset
+from dard.data.fingerprint import data_provenance
 from dard.errors import DardError
 from dard.evaluation.eval_settings import EvalSettings, eval_settings
 from dard.evaluation.output import EvalOutput
+from dard.evaluation.record import test_data_info
 from dard.evaluation.suite import EvalRecord, build_suite, evaluate, quick_suite
 from dard.evaluation.table import format_table, threat_text
 from dard.models import model_factory
@@ -92,7 +94,7 @@ def run_eval(args: argparse.Namespace) -> EvalRecord:
         device=device,
         progress=not args.no_progress,
         model_info=info,
-        data_info={"name": bundle.name, "split": "test", "n": n, "first_n": n},
+        data_info=test_data_info(bundle.name, n, data_provenance(bundle)),
         seed=args.seed,
         environment=environment(device),
     )

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from pydantic import TypeAdapter
 
+from dard.data.fingerprint import DataProvenance
 from dard.evaluation.outcomes import decode_outcomes, encode_outcomes
 
-__all__ = ["LEGACY_LABELS", "AttackResult", "Count", "EvalRecord", "canonical_label"]
+__all__ = ["LEGACY_LABELS", "AttackResult", "Count", "EvalRecord", "canonical_label", "test_data_info"]
 
 #: suite labels renamed so that they cannot be read as another library's attack of the same name: ``tpgd`` (here
 #: targeted least-likely PGD; in torchattacks TRADES' KL attack) and ``cw`` (here Linf margin PGD; elsewhere CW-L2)
@@ -31,6 +32,13 @@ LEGACY_LABELS: dict[str, str] = {"tpgd": "pgd-ll", "cw": "cw-linf"}
 def canonical_label(label: str) -> str:
     """The current name of a suite label (an old label's new name; any other label unchanged)."""
     return LEGACY_LABELS.get(label, label)
+
+
+def test_data_info(name: str, first_n: int, provenance: DataProvenance | None = None) -> dict[str, Any]:
+    """The ``data`` block of a record of the first ``first_n`` test images of dataset ``name``, with the folder,
+    fingerprint and official status of its files (:func:`dard.data.fingerprint.data_provenance`)."""
+    info: dict[str, Any] = {"name": name, "split": "test", "n": first_n, "first_n": first_n}
+    return {**info, **provenance.to_dict()} if provenance is not None else info
 
 
 def _ratio(correct: int, total: int) -> float:

@@ -50,6 +50,10 @@ def format_evaluations(evals: Mapping[str, EvalRecord]) -> str:
     subset table and its flags: what the end of `dard train` prints."""
     parts = []
     for which, rec in evals.items():
+        shared = rec.model.get("checkpoint")
+        if shared != which and which in (rec.model.get("checkpoints") or []) and shared in evals:
+            parts.append(f"test evaluation, {which} checkpoint: the same weights as {shared}, evaluated once (above)")
+            continue
         eps = float(rec.threat_model.get("eps", 0.0))
         parts.append(
             f"test evaluation, {which} checkpoint (epoch {rec.model.get('epoch')}): {rec.data.get('name')} "

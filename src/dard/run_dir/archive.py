@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from dard.errors import DardError
-from dard.io import atomic_write
+from dard.io import atomic_write, sha256_file
 from dard.run_dir.files import parse_json
 from dard.run_dir.layout import CHECKPOINTS, RunDir
 
@@ -159,7 +159,7 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path, options: Export
     entries, plan = [], []
     for run in runs:
         files, left_out = _selected(run, options)
-        rows = [FileEntry(f, (run.path / f).stat().st_size, _sha256(run.path / f)) for f in files]
+        rows = [FileEntry(f, (run.path / f).stat().st_size, sha256_file(run.path / f)) for f in files]
         entries.append(RunEntry(run.path.name, run.is_evaluated(), rows, left_out))
         plan += [(run, f) for f in files]
     manifest = Manifest(FORMAT, VERSION, entries, __version__)
@@ -174,14 +174,6 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path, options: Export
                         tar.addfile(_info(f"{run.path.name}/{rel}", (run.path / rel).stat().st_size), fh)
 
     return atomic_write(Path(out), write)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------ reading

@@ -9,8 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from dard.checkpoint import load_checkpoint
+from dard.checkpoint import load_checkpoint, weights_digest
 from dard.config import RunConfig
+from dard.data.fingerprint import data_provenance
+from dard.evaluation.record import test_data_info
 from dard.evaluation.suite import AUTOATTACK_SUBSET_SUITE, EvalRecord, build_suite, evaluate
 from dard.run_dir import EpsSweep, EvalFile, RunDir
 from dard.runtime import environment
@@ -23,17 +25,27 @@ def final_evaluation(cfg: RunConfig, run_dir: Path, data: Data, device: torch.de
     """Evaluate the configured checkpoints on the test split; writes ``eval/<checkpoint>.json``.
 
     The expensive extras (AutoAttack on a subset, the eps sweep) run for the first listed checkpoint only (best).
-    A checkpoint whose evaluation is already written (a resumed run) is skipped.
+    A checkpoint whose evaluation is already written (a resumed run) is skipped. Checkpoints holding the same
+    weights (:func:`~dard.checkpoint.weights_digest`: ``best`` is ``last`` when the last epoch was the best) are
+    evaluated once; the record names them all (``model.checkpoints``) and is written under each name.
     """
     folder = RunDir(run_dir)
     x, y = float_tensors(data.test, device)
     env = environment(device)
+    data_info = test_data_info(data.bundle.name, int(x.shape[0]), data_provenance(data.bundle))
+    digests = {w: weights_digest(folder.weights(w)) for w in cfg.eval.checkpoints}
     for which in cfg.eval.checkpoints:
         if folder.eval_file(which).exists():
             continue
+        twins = [w for w in cfg.eval.checkpoints if digests[w] == digests[which]]
+        done = next((w for w in twins if w != which and folder.eval_file(w).exists()), None)
+        if done is not None:
+            folder.write_eval(which, folder.read_eval(done))
+            continue
         model, meta = load_checkpoint(folder.weights(which), device, arch=cfg.model.arch)
-        info = {**meta["model"], "checkpoint": f"{which}", "epoch": meta.get("epoch")}
-        data_info = {"name": data.bundle.name, "split": "test", "n": int(x.shape[0]), "first_n": int(x.shape[0])}
+        info = {**meta["model"], "checkpoint": f"{which}", "epoch": meta.get("epoch"), "weights_digest": digests[which]}
+        if len(twins) > 1:
+            info["checkpoints"] = twins
         attacks = build_suite(cfg.eval.attacks, cfg.eps, seed=cfg.seed, norm=cfg.norm)
         record = evaluate(
             model,
