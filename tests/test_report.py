@@ -20,7 +20,19 @@ from dard.evaluation.suite import sanity_flags
 from dard.run_dir import EpochMetrics, EpsSweep, EvalFile, Progress, RunDir, RunInfo, RunRecord
 
 EPS = 8 / 255
-ATTACKS = ["fgsm", "pgd20", "pgd-ll", "bim", "cw-linf", "dpgd", "pgd-large"]
+# the suite's attacks as records hold them (name and steps: what the report's headers are made of)
+CONFIGS = {
+    "fgsm": {"name": "fgsm"},
+    "pgd20": {"name": "pgd", "steps": 20, "random_start": True, "loss": "ce"},
+    "pgd-ll": {"name": "tpgd", "steps": 10, "target": "least_likely"},
+    "bim": {"name": "bim", "steps": 10},
+    "cw-linf": {"name": "cw", "steps": 20},
+    "dpgd": {"name": "dpgd", "steps": 20},
+    "pgd-large": {"name": "pgd", "steps": 20},
+    "autoattack": {"name": "autoattack", "version": "standard"},
+}
+# the main table's headers of those attacks (pgd-large, at eps 0.5, is in the sanity table)
+HEADERS = ["FGSM", "PGD-20", "PGD-LL-10 (targeted, least-likely)", "BIM-10", "CW-inf-20", "DPGD-20"]
 # each attack's accuracy above the run's pgd20 accuracy (FGSM the weakest attack, as a sound suite finds)
 OFFSET = {"fgsm": 0.05, "pgd20": 0.0, "pgd-ll": 0.02, "bim": 0.01, "cw-linf": 0.03, "dpgd": 0.04}
 
@@ -29,14 +41,14 @@ def _acc(acc: float, n: int) -> Count:
     return Count(round(acc * n), n)
 
 
-def _result(name: str, acc: float, n: int, eps: float = EPS) -> AttackResult:
-    return AttackResult({"name": name, "eps": eps}, round(acc * n), n, min(eps, EPS), 0.1)
+def _result(label: str, acc: float, n: int, eps: float = EPS) -> AttackResult:
+    return AttackResult({**CONFIGS[label], "eps": eps}, round(acc * n), n, min(eps, EPS), 0.1)
 
 
 def _record(which: str, epoch: int, clean: float, pgd: float, *, seed: int, large: float = 0.0, n=100) -> EvalRecord:
     """A record with the suite's attacks around ``pgd`` and its real sanity flags (pgd-large survivors flag)."""
     attacks = {label: _result(label, pgd + off, n) for label, off in OFFSET.items()}
-    attacks["pgd-large"] = _result("pgd", large, n, eps=0.5)
+    attacks["pgd-large"] = _result("pgd-large", large, n, eps=0.5)
     rec = EvalRecord(
         model={"arch": "resnet18", "num_classes": 10, "checkpoint": which, "epoch": epoch},
         data={"name": "cifar10", "split": "test", "n": n},
@@ -54,7 +66,7 @@ def _record(which: str, epoch: int, clean: float, pgd: float, *, seed: int, larg
 
 
 def _autoattack(rec: EvalRecord, acc: float, k: int = 20) -> EvalRecord:
-    attacks = {"autoattack": _result("autoattack", acc, k)}
+    attacks = {"autoattack": _result("autoattack", acc, k)}  # correct: round(acc * k) of the subset's 18
     return EvalRecord(
         rec.model, {**rec.data, "n": k}, rec.threat_model, _acc(0.9, k), attacks, _acc(acc, k), [], 0, {}, 1
     )
@@ -149,28 +161,30 @@ def test_main_table_is_mean_and_sample_std_over_seeds(report):
     assert md.startswith("# my report")
     table = _table(md)
     assert list(table["dard"]) == [
-        "Run", "Method", "Student", "Teacher", "Seeds (n)", "Clean", *ATTACKS, "AutoAttack (subset 20)", "Worst-case"
+        "Run", "Method", "Student", "Teacher", "Seeds (n)", "Clean", *HEADERS, "Clean (first 20)",
+        "AutoAttack (first 20)", "Worst case"
     ]  # fmt: skip
     dard = table["dard"]
     assert dard["Method"] == "dard" and dard["Student"] == "resnet18" and dard["Teacher"] == "wrn34_10"
     assert dard["Seeds (n)"] == "2"
     assert dard["Clean"] == "85.00 ± 7.07"  # mean(80, 90), sample std sqrt(50)
-    assert dard["pgd20"] == "52.00 ± 2.83"  # mean(50, 54), sample std sqrt(8)
-    assert dard["fgsm"] == f"{57.0:.2f} ± {statistics.stdev([55, 59]):.2f}"
-    assert dard["AutoAttack (subset 20)"] == "47.50 ± 3.54"
-    assert dard["Worst-case"] == "47.00 ± 2.83"
+    assert dard["PGD-20"] == "52.00 ± 2.83"  # mean(50, 54), sample std sqrt(8)
+    assert dard["FGSM"] == f"{57.0:.2f} ± {statistics.stdev([55, 59]):.2f}"
+    assert dard["AutoAttack (first 20)"] == "47.50 ± 3.54"
+    assert dard["Clean (first 20)"] == "90.00 ± 0.00"  # the subset's own clean accuracy, 18 of 20 in both seeds
+    assert dard["Worst case"] == "47.00 ± 2.83"
     sat = table["sat"]
     assert sat["Teacher"] == "—" and sat["Seeds (n)"] == "1"
-    assert sat["Clean"] == "85.00" and sat["pgd20"] == "40.00" and sat["AutoAttack (subset 20)"] == "35.00"
+    assert sat["Clean"] == "85.00" and sat["PGD-20"] == "40.00" and sat["AutoAttack (first 20)"] == "35.00"
     assert "±" not in " ".join(sat.values())
 
 
 def test_last_checkpoint_table(report):
     md, _, _ = report
     table = _table(md, "## `last` checkpoint")
-    assert list(table["dard"])[-3:] == ["Clean", "pgd20", "AutoAttack (subset 20)"]
+    assert list(table["dard"])[-4:] == ["Clean", "PGD-20", "Clean (first 20)", "AutoAttack (first 20)"]
     assert table["dard"]["Clean"] == "72.00 ± 2.83"
-    assert table["dard"]["pgd20"] == "42.00 ± 2.83"
+    assert table["dard"]["PGD-20"] == "42.00 ± 2.83"
     assert table["dard"]["Epoch (best / last)"] == "2, 2 / 3, 3"
     assert table["sat"]["Clean"] == "80.00"
 

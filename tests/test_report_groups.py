@@ -4,6 +4,7 @@ Wilson intervals, AutoAttack stages, attack times), on run folders written throu
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -118,12 +119,13 @@ def test_csv_and_tex_tables_parse(tmp_path: Path) -> None:
     assert float(sat["clean_ci95_high_pct"]) == pytest.approx(100 * hi, abs=1e-3) and sat["clean_points"] == "100"
     assert float(sat["autoattack_subset_pct"]) == pytest.approx(35.0) and sat["autoattack_subset_points"] == "20"
     tex = (out / "results.tex").read_text(encoding="utf-8")
-    assert tex.count("{") == tex.count("}") and "\\begin{tabular}{llllr" in tex and tex.rstrip().endswith("}")
-    columns = len(re.search(r"\\begin\{tabular\}\{([lr]+)\}", tex).group(1))
+    assert tex.count("{") == tex.count("}") and "\\begin{tabular}{lrrrrr}" in tex and tex.rstrip().endswith("}")
+    # one paper column: the row, clean, PGD-20, AutoAttack beside its subset's clean, the worst case
+    assert "Method & Clean & PGD-20 & Clean$_{\\mathrm{AA}}$ & AA & Worst \\\\" in tex
     rows_tex = _tex_rows(tex)
-    assert len(rows_tex) == 3 and all(r.endswith("\\\\") and r.count(" & ") == columns - 1 for r in rows_tex)
-    assert rows_tex[2].startswith("my\\_run & sat &")  # the underscore escaped
-    assert f"85.00 {{\\scriptsize [{100 * lo:.1f}, {100 * hi:.1f}]}}" in rows_tex[2]
+    assert len(rows_tex) == 3 and all(r.endswith("\\\\") and r.count(" & ") == 5 for r in rows_tex)
+    assert rows_tex[2] == "my\\_run & 85.0 & 40.0 & 90.0 & 35.0 & 35.0 \\\\"  # the underscore escaped
+    assert "first 20 test images" in tex and "pgd-large" not in tex
     with pytest.raises(DardError, match="unknown report format pdf"):
         build_report(runs, out, formats=("md", "pdf"))
 
@@ -149,11 +151,16 @@ def test_robustbench_entry_per_run(tmp_path: Path) -> None:
         "8/255",
         "Linf",
     )
+    # AutoAttack ran on the first 20 images: clean_acc is those images' (18 of 20), not the 100 images' 85%
     assert (entry["clean_acc"], entry["autoattack_acc"], entry["n_clean"], entry["n_autoattack"]) == (
-        "85.00",
+        "90.00",
         "35.00",
-        100,
         20,
+        20,
+    )
+    assert entry["subset"] is True and (entry["clean_acc_all"], entry["n_all"]) == ("85.00", 100)
+    assert (
+        "AutoAttack (standard) and clean accuracy on the first 20 test images (a subset of the 100" in entry["footnote"]
     )
 
 
@@ -161,15 +168,21 @@ def test_autoattack_stages_and_attack_times_in_the_report(tmp_path: Path) -> Non
     path = _make_run(tmp_path, "sat-s0", 0, "sat", 0.85, 0.4, teacher=None, aa=0.35)
     rec = RunDir(path).read_eval("best")
     rec.autoattack_subset.attacks["autoattack"].stages = {"apgd-ce": 9, "apgd-t": 8, "fab-t": 8, "square": 7}
+    pgd = copy.deepcopy(rec.autoattack_subset.attacks["autoattack"])
+    pgd.config, pgd.correct, pgd.stages = {"name": "pgd", "steps": 20}, 10, None  # PGD-20 on the subset: 10 of 20
+    rec.autoattack_subset.attacks = {"pgd20": pgd, **rec.autoattack_subset.attacks}
     rec.attacks["pgd20"].seconds = 12.5
     RunDir(path).write_eval("best", rec)
     out = tmp_path / "r"
     md = build_report([RunRecord.load(path)], out).read_text()
     stages = md.split("## AutoAttack stages", 1)[1].split("\n## ", 1)[0]
-    assert "| Run | Seeds (n) | APGD-CE | APGD-T | FAB-T | Square |" in stages
-    assert re.search(r"\| sat \| 1 \| 45\.00 \[[\d.]+, [\d.]+\] \| 40\.00 .* \| 35\.00 \[", stages)  # k / 20 images
+    assert "| Run | Seeds (n) | Clean | PGD-20 | APGD-CE | APGD-T | FAB-T | Square |" in stages
+    # the subset's clean (18 of 20) and PGD-20 (10 of 20), then the stages: k / 20 images
+    assert re.search(
+        r"\| sat \| 1 \| 90\.00 \[.*\] \| 50\.00 \[.*\] \| 45\.00 \[[\d.]+, [\d.]+\] \| 40\.00 .* \| 35\.00 \[", stages
+    )
     times = md.split("## Evaluation time", 1)[1].split("\n## ", 1)[0]
-    assert "pgd20" in times and "| 12.5 |" in times
+    assert "| PGD-20 |" in times and "| 12.5 |" in times and "| AutoAttack (first 20) |" in times
     res = json.loads((out / "results.json").read_text())
     assert res["runs"][0]["autoattack_stages"] == {"apgd-ce": 0.45, "apgd-t": 0.4, "fab-t": 0.4, "square": 0.35}
 

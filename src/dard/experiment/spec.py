@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dard.config import RunConfig, parse_config, validation_message
 from dard.errors import DardError
@@ -59,6 +59,20 @@ class ExperimentSpec(_Strict):
         description="default --runs, relative to the working folder: a runs folder committed with the repository, "
         "so that a campaign longer than one machine's stretch continues from a fresh clone",
     )
+    pairs: list[tuple[str, str]] = Field(
+        default_factory=list,
+        description="report rows to compare on the same images (run names without seed, or the teacher's), e.g. "
+        "[[dard, pgdard], [dard-lam0, dard]]: per-seed McNemar tests and the across-seed paired difference",
+    )
+
+    @model_validator(mode="after")
+    def _pairs_name_rows(self) -> ExperimentSpec:
+        rows = list(dict.fromkeys([*self.runs, *([self.teacher.name] if self.teacher else [])]))
+        for a, b in self.pairs:
+            unknown = [n for n in (a, b) if n not in rows]
+            if unknown:
+                raise ValueError(f"pairs: {', '.join(unknown)} is not a run of this experiment ({', '.join(rows)})")
+        return self
 
 
 @dataclass

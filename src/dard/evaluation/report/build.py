@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from dard.errors import DardError
+from dard.evaluation.report.columns import AA_PGD, attack_columns, main_columns
 from dard.evaluation.report.export import FORMATS, write_csv, write_robustbench, write_tex
 from dard.evaluation.report.groups import check_one_table, group_runs
 from dard.evaluation.report.markdown import ReportContent, render
+from dard.evaluation.report.paired_section import paired_section
 from dard.evaluation.report.plots import write_curves, write_eps_curve
 from dard.evaluation.report.stats import autoattack_result, group_row, ordered_union, run_row
+from dard.evaluation.report.teachers import find_teachers
 from dard.io import write_json, write_text
 from dard.run_dir import CHECKPOINTS, RunDir, RunRecord
 
@@ -26,6 +29,8 @@ def build_report(
     sections: Sequence[str] = (),
     extra: Mapping[str, Any] | None = None,
     formats: Sequence[str] = ("md",),
+    pairs: Sequence[tuple[str, str]] = (),
+    teachers: bool = True,
 ) -> Path:
     """Write ``report.md``, ``results.json``, ``curves.png`` (and ``eps_curve.png``) into ``out_dir``.
 
@@ -38,6 +43,10 @@ def build_report(
     ``"extra"`` in ``results.json`` (used by ``dard experiment``). ``formats`` adds the main table as
     ``results.csv`` (``csv``) and ``results.tex`` (``tex``, a LaTeX tabular) beside ``report.md`` (``md``, always
     written). ``robustbench/<run>.json`` holds a RobustBench-style entry per run. Every file is written atomically.
+
+    With ``teachers``, the teacher each run's run.json names is added as a row (first) when its run folder is at
+    hand and not among ``runs`` (a preamble line says so, or that it was not found). Every row is compared with
+    the DARD and SAT rows on the same images (:mod:`.paired_section`), and so are the ``pairs`` of row names.
     """
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
@@ -50,15 +59,24 @@ def build_report(
         if checkpoint not in r.evals:
             raise DardError(f"{r.path} has no {RunDir(r.path).eval_file(checkpoint).relative_to(r.path)}")
     check_one_table(runs, checkpoint)
+    found = find_teachers(runs, checkpoint) if teachers else None
+    if found is not None:
+        runs = [*found.added, *runs]
+        preamble = [*preamble, *found.lines()]
     groups = group_runs(runs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    attack_labels = ordered_union(r.evals[checkpoint].attacks.keys() for r in runs)
-    metric_keys = ["clean", *attack_labels, "autoattack_subset", "worst_case"]
+    records = [r.evals[checkpoint] for r in runs]
+    aa_ns = ordered_union([str(a["n"])] for r in runs for rec in r.evals.values() if (a := autoattack_result(rec)))
+    columns = main_columns(records, aa_ns)
+    sanity = attack_columns(records, sanity=True)
+    metric_keys = [*(c.key for c in columns), *(c.key for c in sanity), AA_PGD]
     row_name = {id(m): g.name for g in groups for m in g.members}
     run_rows = [run_row(r, checkpoint, row_name[id(r)]) for r in runs]
     group_rows = [group_row(g.name, g.key, g.members, metric_keys, checkpoint) for g in groups]
+    teacher_rows = {row_name[id(r)] for r in runs if found is not None and r.path.resolve() in found.paths}
+    paired = paired_section(groups, columns, checkpoint, pairs=pairs, teachers=teacher_rows)
 
     curves = write_curves(groups, out_dir / "curves.png")
     plots = [("Validation accuracy per epoch (mean ± std over seeds)", curves)]
@@ -72,14 +90,17 @@ def build_report(
         runs=runs,
         run_rows=run_rows,
         group_rows=group_rows,
-        attack_labels=attack_labels,
-        aa_ns=ordered_union([str(a["n"])] for r in runs for rec in r.evals.values() if (a := autoattack_result(rec))),
+        columns=columns,
+        sanity=sanity,
+        aa_ns=aa_ns,
         has_aa=any(autoattack_result(r.evals[checkpoint]) for r in runs),
         plots=[(caption, path.name) for caption, path in plots],
         preamble=preamble,
         sections=sections,
+        paired=paired,
     )
     results: dict[str, Any] = {"title": title, "checkpoint": checkpoint, "runs": run_rows, "groups": group_rows}
+    results["paired"] = paired.to_dict()
     if extra:
         results["extra"] = dict(extra)
     write_json(out_dir / "results.json", results)

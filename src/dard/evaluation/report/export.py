@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from dard.evaluation.intervals import CI_BELOW, wilson_interval
+from dard.evaluation.report.columns import AA_CLEAN, AA_KEY, Column, eps_text
 from dard.evaluation.report.markdown import ReportContent
-from dard.evaluation.report.stats import DASH, autoattack_result
+from dard.evaluation.report.stats import above_clean, autoattack_result
 from dard.io import write_json, write_text
 from dard.run_dir import RunRecord
 
@@ -28,10 +29,19 @@ _TEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {"\\": r"\textbackslash{}", "~
 
 
 def table_columns(rep: ReportContent) -> list[tuple[str, str]]:
-    """The accuracy columns of the main table: (metric key, header)."""
-    cols = [("clean", "Clean"), *((k, k) for k in rep.attack_labels)]
-    cols += [("autoattack_subset", rep.aa_head)] if rep.has_aa else []
-    return [*cols, ("worst_case", "Worst-case")]
+    """The accuracy columns of the main table: (metric key, header); the AutoAttack pair only when it was run."""
+    aa = (AA_KEY, AA_CLEAN)
+    return [(c.key, c.header) for c in rep.columns if rep.has_aa or c.key not in aa]
+
+
+def tex_columns(rep: ReportContent) -> list[Column]:
+    """The TeX table's few columns, narrow enough for one column of a paper: clean, PGD-20 (the first threat-model
+    attack when there is no ``pgd20``), AutoAttack beside its subset's clean accuracy (when run) and the worst case
+    over the whole suite; the other attacks are in ``report.md`` and ``results.csv``."""
+    attacks = [c for c in rep.columns if c.clean_key == "clean" and c.key != "worst_case"]
+    pgd = next((c for c in attacks if c.key == "pgd20"), attacks[0] if attacks else None)
+    keep = {"clean", "worst_case", *((AA_CLEAN, AA_KEY) if rep.has_aa else ()), *((pgd.key,) if pgd else ())}
+    return [c for c in rep.columns if c.key in keep]
 
 
 def _interval(summary: Mapping[str, Any]) -> tuple[float, float] | None:
@@ -70,51 +80,89 @@ def tex_escape(text: Any) -> str:
     return "".join(_TEX_SPECIAL.get(c, c) for c in str(text))
 
 
-def _tex_cell(s: Mapping[str, Any] | None) -> str:
+def _tex_cell(s: Mapping[str, Any] | None, marks: str = "") -> str:
     if not s or s.get("mean") is None:
         return "--"
-    text = f"{100 * s['mean']:.2f}"
+    text = f"{100 * s['mean']:.1f}"
     if s.get("n", 0) >= 2 and s.get("std") is not None:
-        text += f" $\\pm$ {100 * s['std']:.2f}"
-    ci = _interval(s)
-    return text + (f" {{\\scriptsize [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]}}" if ci else "")
+        text += f"{{\\scriptsize $\\pm${100 * s['std']:.1f}}}"
+    sup = "".join(_TEX_MARKS.get(m, "") for m in marks)
+    return text + (f"$^{{{sup}}}$" if sup else "")
+
+
+_TEX_MARKS = {"†": "\\dagger", "‡": "\\ddagger"}
+
+
+def _tex_header(c: Column, rep: ReportContent) -> str:
+    if c.key == AA_CLEAN:
+        return "Clean$_{\\mathrm{AA}}$"
+    if c.key == AA_KEY:
+        return "AA"
+    return "Worst" if c.key == "worst_case" else tex_escape(c.header)
 
 
 def write_tex(rep: ReportContent, path: Path) -> Path:
-    """The main table as a LaTeX ``tabular`` (booktabs rules), ready to ``\\input``."""
-    cols = table_columns(rep)
-    header = ["Run", "Method", "Student", "Teacher", "Seeds", *(h for _, h in cols)]
+    """The main table as a LaTeX ``tabular`` (booktabs rules), ready to ``\\input``: few, short columns
+    (:func:`tex_columns`) so it fits one column of a paper; comment lines say what each column is."""
+    cols = tex_columns(rep)
+    aa = (
+        f"AA: AutoAttack (standard) on the first {'/'.join(rep.aa_ns)} test images, beside Clean$_{{AA}}$, the "
+        "clean accuracy of those images"
+        if rep.has_aa
+        else "AutoAttack was not run"
+    )
     lines = [
         f"% dard report: {tex_escape(rep.title)}; test accuracy in %, `{rep.checkpoint}' checkpoint; mean $\\pm$ "
-        "sample std over seeds; [95% Wilson interval] for fewer than 10,000 test points",
-        "\\begin{tabular}{" + "l" * 4 + "r" * (len(header) - 4) + "}",
+        "sample std over seeds (intervals and every attack: report.md, results.csv)",
+        f"% {aa}; Worst: images that survive every attack of the suite",
+    ]
+    if rep.paired and rep.paired.references:
+        refs = ", ".join(f"{_TEX_MARKS[m]} {name}" for m, name in rep.paired.references.items())
+        lines.append(
+            f"% marks: significantly different from ({refs}) on the same images (report.md, Paired comparisons)"
+        )
+    lines += [
+        "\\begin{tabular}{l" + "r" * len(cols) + "}",
         "\\toprule",
-        " & ".join(tex_escape(h) for h in header) + " \\\\",
+        " & ".join(["Method", *(_tex_header(c, rep) for c in cols)]) + " \\\\",
         "\\midrule",
     ]
     for g in rep.group_rows:
-        ident = [g["name"], g["method"] or DASH, g["student"] or DASH, g["teacher"] or DASH, g["n"]]
-        cells = [tex_escape(c) if c != DASH else "--" for c in ident]
-        cells += [_tex_cell(g[rep.checkpoint].get(key)) for key, _ in cols]
-        lines.append(" & ".join(cells) + " \\\\")
+        marks = [rep.paired.mark(g["name"], c.key) if rep.paired else "" for c in cols]
+        cells = [_tex_cell(g[rep.checkpoint].get(c.key), m) for c, m in zip(cols, marks)]
+        lines.append(" & ".join([tex_escape(g["name"]), *cells]) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", ""]
     return write_text(path, "\n".join(lines))
 
 
-def _eps_text(eps: float) -> str:
-    k = eps * 255
-    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:g}"
-
-
 def robustbench_entry(run: RunRecord, checkpoint: str) -> dict[str, Any]:
     """A RobustBench model-info entry for a run (accuracies as strings in %, as RobustBench writes them; the
-    bibliographic fields left empty to fill in), plus the test points behind each number."""
+    bibliographic fields left empty to fill in), plus the test points behind each number.
+
+    ``clean_acc`` and ``autoattack_acc`` are measured on the same images: when AutoAttack ran on the first images
+    only, ``clean_acc`` is the clean accuracy of that subset (``subset`` true, ``n_clean`` its size), and the clean
+    accuracy of every evaluated image is ``clean_acc_all`` on ``n_all``. An AutoAttack accuracy above the clean
+    accuracy of its images (an old record) is left out (null), and the footnote says why."""
     rec = run.evals[checkpoint]
+    n_all = rec.clean.total
+    clean_all = f"{100 * rec.clean.accuracy:.2f}"
     aa_res = rec.attacks.get("autoattack")
-    aa = {"accuracy": aa_res.accuracy, "n": aa_res.total} if aa_res is not None else autoattack_result(rec)
-    n_clean = rec.clean.total
+    sub = autoattack_result(rec) if aa_res is None else None
+    if aa_res is not None:
+        aa_acc, n, clean, subset = aa_res.accuracy, aa_res.total, clean_all, False
+    elif sub is not None:
+        aa_acc, n, clean, subset = sub["accuracy"], int(sub["n"]), f"{100 * sub['clean']:.2f}", True
+    else:
+        aa_acc, n, clean, subset = None, n_all, clean_all, False
+    bad = above_clean(rec).get("autoattack" if aa_res is not None else AA_KEY)
+    images = f"the first {n} test images" + (f" (a subset of the {n_all} evaluated)" if subset else "")
+    if aa_acc is None:
+        aa_text = f"no AutoAttack evaluation; clean accuracy on {images}"
+    elif bad:
+        aa_text, aa_acc = f"AutoAttack left out: {bad}", None
+    else:
+        aa_text = f"AutoAttack (standard) and clean accuracy on {images}"
     eps = float(rec.threat_model.get("eps", 0.0))
-    aa_text = f"AutoAttack (standard) on the first {aa['n']}" if aa else "no AutoAttack evaluation"
     return {
         "link": "",
         "name": run.name,
@@ -124,14 +172,17 @@ def robustbench_entry(run: RunRecord, checkpoint: str) -> dict[str, Any]:
         "dataset": str(rec.data.get("name") or run.data.get("name") or ""),
         "venue": "",
         "architecture": str(run.student.get("arch", "")),
-        "eps": _eps_text(eps),
-        "clean_acc": f"{100 * rec.clean.accuracy:.2f}",
+        "eps": eps_text(eps, 1e-6),
+        "clean_acc": clean,
         "reported": "",
-        "autoattack_acc": f"{100 * aa['accuracy']:.2f}" if aa else None,
-        "footnote": f"dard run, {checkpoint} checkpoint: clean accuracy on the first {n_clean} test images, {aa_text}.",
+        "autoattack_acc": f"{100 * aa_acc:.2f}" if aa_acc is not None else None,
+        "footnote": f"dard run, {checkpoint} checkpoint: {aa_text}.",
         "threat_model": {"linf": "Linf", "l2": "L2"}.get(str(rec.threat_model.get("norm")), "Linf"),
-        "n_clean": n_clean,
-        "n_autoattack": int(aa["n"]) if aa else None,
+        "subset": subset,
+        "n_clean": n,
+        "n_autoattack": n if aa_acc is not None else None,
+        "clean_acc_all": clean_all,
+        "n_all": n_all,
         "checkpoint": checkpoint,
         "epoch": rec.model.get("epoch"),
         "seed": run.seed,

@@ -6,6 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dard.evaluation.report.columns import AA_CLEAN, AA_KEY, AA_PGD, Column, eps_text
+from dard.evaluation.report.paired import ALPHA
+from dard.evaluation.report.paired_section import SECTION_KEYS, PairedSection
 from dard.evaluation.report.stats import DASH, format_summary, ordered_union
 from dard.run_dir import CHECKPOINTS, RunRecord
 
@@ -34,20 +37,18 @@ class ReportContent:
     runs: Sequence[RunRecord]
     run_rows: Sequence[Mapping[str, Any]]
     group_rows: Sequence[Mapping[str, Any]]
-    attack_labels: Sequence[str]
+    columns: Sequence[Column]  # the main table's accuracy columns
+    sanity: Sequence[Column]  # the attacks outside the threat model (pgd-large)
     aa_ns: Sequence[str]  # the AutoAttack subset sizes, as text
     has_aa: bool  # whether any run has an AutoAttack subset evaluation at the report's checkpoint
     plots: Sequence[tuple[str, str]]  # (caption, file name)
     preamble: Sequence[str] = ()
     sections: Sequence[str] = ()
+    paired: PairedSection | None = None
 
     @property
     def other(self) -> str:
         return "last" if self.checkpoint == "best" else "best"
-
-    @property
-    def aa_head(self) -> str:
-        return f"AutoAttack (subset {'/'.join(self.aa_ns)})" if self.aa_ns else "AutoAttack (subset)"
 
 
 def render(rep: ReportContent) -> str:
@@ -56,6 +57,8 @@ def render(rep: ReportContent) -> str:
     if rep.preamble:
         lines.append("")
     lines += _main_table(rep)
+    lines += _sanity_table(rep)
+    lines += paired_lines(rep.paired) if rep.paired else []
     lines += _other_checkpoint_table(rep)
     lines += _cost_section(rep.group_rows)
     lines += _stages_section(rep)
@@ -77,27 +80,84 @@ def _identity_cells(g: Mapping[str, Any]) -> list[str]:
     return [g["name"], g["method"] or DASH, g["student"] or DASH, g["teacher"] or DASH]
 
 
+#: what a main-table cell shows for AutoAttack when a run has none
+NOT_RUN = "not run"
+
+
+def cell_text(g: Mapping[str, Any], checkpoint: str, key: str, marks: str = "") -> str:
+    """A main-table cell: mean ± std (and interval) over the row's seeds with ``marks`` after the number,
+    ``(k of n seeds)`` when only some seeds have the number, and ``not run`` for AutoAttack where no seed ran it."""
+    s = g[checkpoint].get(key)
+    ran = g[checkpoint].get(AA_CLEAN)  # the subset's clean accuracy: there whenever AutoAttack ran
+    if key in (AA_KEY, AA_CLEAN) and (not ran or not ran["n"]):
+        return NOT_RUN
+    text = format_summary(s, marks=marks)
+    if s and 0 < s["n"] < g["n"]:
+        text += f" ({s['n']} of {g['n']} seeds)"
+    return text
+
+
 def _main_table(rep: ReportContent) -> list[str]:
-    has_aa = rep.has_aa
     lines = [
         f"{len(rep.runs)} run(s) in {len(rep.group_rows)} group(s); runs whose recorded configs differ only in "
         f"seed are one row (mean ± sample std over seeds). Test-split accuracy in %, `{rep.checkpoint}` "
         "checkpoint; [lo, hi]: the Wilson 95% interval at the mean for the test points of one run (shown below "
-        "10,000 points).",
+        "10,000 points). Every robust accuracy is measured on the images of a clean accuracy beside it: the "
+        "attacks and the worst case on all the images of `Clean`, AutoAttack on the first images only, beside "
+        "their own clean accuracy.",
         "",
     ]
-    header = ["Run", "Method", "Student", "Teacher", "Seeds (n)", "Clean", *rep.attack_labels]
-    header += [rep.aa_head] if has_aa else []
-    header.append("Worst-case")
+    if not rep.has_aa:
+        lines += [
+            "**AutoAttack was not run** for this report: every robust accuracy here comes from the suite's own "
+            "attacks and is an upper bound that AutoAttack may lower.",
+            "",
+        ]
+    if rep.paired and rep.paired.legend:
+        lines += [rep.paired.legend, ""]
+    header = ["Run", "Method", "Student", "Teacher", "Seeds (n)", *(c.header for c in rep.columns)]
     rows = []
     for g in rep.group_rows:
-        s = g[rep.checkpoint]
-        row = [*_identity_cells(g), str(g["n"]), format_summary(s["clean"])]
-        row += [format_summary(s[k]) for k in rep.attack_labels]
-        row += [format_summary(s["autoattack_subset"])] if has_aa else []
-        row.append(format_summary(s["worst_case"]))
-        rows.append(row)
+        marks = [rep.paired.mark(g["name"], c.key) if rep.paired else "" for c in rep.columns]
+        cells = [cell_text(g, rep.checkpoint, c.key, m) for c, m in zip(rep.columns, marks)]
+        rows.append([*_identity_cells(g), str(g["n"]), *cells])
     return lines + markdown_table(header, rows) + [""]
+
+
+def _sanity_table(rep: ReportContent) -> list[str]:
+    """The checks outside the threat model: attacks at another eps (pgd-large) and the PGD-20 eps sweep."""
+    eps_keys = ordered_union((g.get("eps_sweep") or {}).keys() for g in rep.group_rows)
+    if not rep.sanity and not eps_keys:
+        return []
+    lines = [
+        "## Sanity checks",
+        "",
+        f"Outside the threat model, so not in the main table or the worst case (`{rep.checkpoint}` checkpoint, "
+        "accuracy in %, mean ± std over seeds): an attack at a much larger eps must take accuracy to about 0 "
+        "(points that survive suggest gradient masking or a broken attack), and PGD-20 accuracy must fall as eps "
+        "grows (the eps sweep, on the checkpoint that ran it).",
+        "",
+    ]
+    header = [
+        "Run",
+        "Seeds (n)",
+        *(c.header for c in rep.sanity),
+        *(f"PGD-20 at eps {_eps_short(e)}" for e in eps_keys),
+    ]
+    rows = []
+    for g in rep.group_rows:
+        row = [g["name"], str(g["n"]), *(cell_text(g, rep.checkpoint, c.key) for c in rep.sanity)]
+        row += [format_summary((g.get("eps_sweep") or {}).get(e)) for e in eps_keys]
+        rows.append(row)
+    return lines + markdown_table(header, rows, text_columns=1) + [""]
+
+
+def _eps_short(key: str) -> str:
+    try:
+        eps = float(key)
+    except ValueError:
+        return key
+    return eps_text(eps, 2e-3)  # the sweep's keys have 6 decimals: 8/255 is 0.031373, 255 times which is 8.0001
 
 
 def _other_checkpoint_table(rep: ReportContent) -> list[str]:
@@ -113,17 +173,20 @@ def _other_checkpoint_table(rep: ReportContent) -> list[str]:
         f"and `last` (final epoch) can be compared.",
         "",
     ]
-    show = [k for k in ("pgd20",) if any(k in g[other] and g[other][k]["n"] for g in present)]
-    show_aa = any(g[other]["autoattack_subset"]["n"] for g in present)
-    header = ["Run", "Method", "Student", "Teacher", "Seeds (n)", "Epoch (best / last)", "Clean", *show]
-    header += [rep.aa_head] if show_aa else []
+    show_aa = any(g[other][AA_KEY]["n"] for g in present)
+    show = [
+        c
+        for c in rep.columns
+        if c.key == "pgd20" and any(g[other][c.key]["n"] for g in present) or (show_aa and c.key in (AA_CLEAN, AA_KEY))
+    ]
+    header = ["Run", "Method", "Student", "Teacher", "Seeds (n)", "Epoch (best / last)", "Clean"]
+    header += [c.header for c in show]
     rows = []
     for g in present:
         s = g[other]
         epochs = " / ".join(_epochs_text(g[w]) for w in CHECKPOINTS)
         row = [*_identity_cells(g), str(s["clean"]["n"]), epochs, format_summary(s["clean"])]
-        row += [format_summary(s[k]) for k in show]
-        row += [format_summary(s["autoattack_subset"])] if show_aa else []
+        row += [cell_text(g, other, c.key) for c in show]
         rows.append(row)
     return lines + markdown_table(header, rows) + [""]
 
@@ -175,11 +238,28 @@ def _stages_section(rep: ReportContent) -> list[str]:
         "## AutoAttack stages",
         "",
         f"Robust accuracy (%) after each stage of the AutoAttack cascade (`{rep.checkpoint}` checkpoint; each stage "
-        "attacks only the points still robust, so the last column is the AutoAttack accuracy).",
+        "attacks only the points still robust, so the last column is the AutoAttack accuracy), beside the clean "
+        "(and PGD-20) accuracy of the same images.",
         "",
     ]
-    header = ["Run", "Seeds (n)", *(_STAGES.get(s, s) for s in stages)]
-    rows = [[g["name"], str(g["n"]), *(format_summary(g["autoattack_stages"].get(s)) for s in stages)] for g in present]
+    # the same images' clean and PGD-20 accuracy first, where the record ran PGD-20 on the subset too
+    same = [AA_CLEAN, *([AA_PGD] if any(g[rep.checkpoint].get(AA_PGD, {}).get("n") for g in present) else [])]
+    header = [
+        "Run",
+        "Seeds (n)",
+        "Clean",
+        *(["PGD-20"] if AA_PGD in same else []),
+        *(_STAGES.get(s, s) for s in stages),
+    ]
+    rows = [
+        [
+            g["name"],
+            str(g["n"]),
+            *(cell_text(g, rep.checkpoint, k) for k in same),
+            *(format_summary(g["autoattack_stages"].get(s)) for s in stages),
+        ]
+        for g in present
+    ]
     return lines + markdown_table(header, rows, text_columns=1) + [""]
 
 
@@ -203,7 +283,9 @@ def _attack_time_section(rep: ReportContent) -> list[str]:
         ]
         for g in rep.group_rows
     ]
-    return lines + markdown_table(["Run", "Device", *labels], rows, text_columns=2) + [""]
+    headers = {c.key: c.header for c in (*rep.columns, *rep.sanity)}
+    header = ["Run", "Device", *(headers.get(k, k) for k in labels)]
+    return lines + markdown_table(header, rows, text_columns=2) + [""]
 
 
 def _eps_text(eps: Any) -> str:
@@ -227,7 +309,12 @@ def _setup_section(rep: ReportContent) -> list[str]:
         ]
         for r, rec in records
     )
-    aa_text = f"AutoAttack runs on the first {'/'.join(rep.aa_ns)} test images only; " if rep.has_aa else ""
+    aa_text = (
+        f"AutoAttack runs on the first {'/'.join(rep.aa_ns)} test images only, shown beside the clean accuracy of "
+        "those images; "
+        if rep.has_aa
+        else "AutoAttack was not run; "
+    )
     return [
         "## Setup",
         "",
@@ -235,14 +322,70 @@ def _setup_section(rep: ReportContent) -> list[str]:
         "training; `last`: final epoch); every number above is measured on the test split.",
         f"- Threat model: {'; '.join(threat_models)}.",
         f"- Data: {'; '.join(datas)}.",
-        f"- {aa_text}Worst-case counts test points that survive every threat-model attack of the main suite (not the "
-        "pgd-large sanity check).",
+        f"- {aa_text}the worst case counts test points that survive every threat-model attack of the main suite "
+        "(not the sanity checks).",
         "",
     ]
 
 
 def _flags_section(run_rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    flag_lines = [
-        f"- {rr['name']} (seed {rr['seed']}, {w}): {f}" for rr in run_rows for w, fl in rr["flags"].items() for f in fl
-    ]
+    """Every flag once per run: a flag both checkpoints raise (the same weights, or the same finding) is one line
+    naming both."""
+    flag_lines = []
+    for rr in run_rows:
+        where: dict[str, list[str]] = {}
+        for w, fl in rr["flags"].items():
+            for f in fl:
+                where.setdefault(f, []).append(w)
+        flag_lines += [f"- {rr['name']} (seed {rr['seed']}, {', '.join(ws)}): {f}" for f, ws in where.items()]
     return ["## Flags", "", *(flag_lines or ["none"]), ""]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:+.2f}"
+
+
+def _p_text(p: float) -> str:
+    return f"{p:.3g}" if p >= 1e-4 else f"{p:.1e}"
+
+
+def paired_lines(section: PairedSection) -> list[str]:
+    """The "Paired comparisons" section of ``report.md``: clean, PGD-20, AutoAttack and the worst case of every
+    compared pair (``results.json`` holds every column), then what could not be paired."""
+    shown = [c for c in section.comparisons if c.metric in SECTION_KEYS and c.seeds]
+    notes = list(
+        dict.fromkeys(
+            [*section.notes, *(f"{c.a} vs {c.b}, {c.metric}: {n}" for c in section.comparisons for n in c.notes)]
+        )
+    )
+    if not shown and not notes:
+        return []
+    lines = ["## Paired comparisons", ""]
+    if shown:
+        lines += [
+            "A minus B on the same test images, in accuracy points. Per seed: `b` images right for A only, `c` "
+            "right for B only, and the two-sided exact McNemar p-value (a binomial test of b against b + c at "
+            "1/2). Across seeds: the mean paired difference and its 95% t interval (two seeds or more). "
+            f"Significant: p < {ALPHA:g} in every seed, or an interval that excludes 0. results.json holds every "
+            "column.",
+            "",
+        ]
+        rows = [
+            [
+                c.a,
+                c.b,
+                section.headers.get(c.metric, c.metric),
+                "; ".join(f"s{s.seed}: {s.b}/{s.c}, p={_p_text(s.p)}" for s in c.seeds),
+                _pct(c.mean) if c.mean is not None else "",
+                f"[{_pct(ci[0])}, {_pct(ci[1])}]" if (ci := c.interval) else DASH,
+                "yes" if c.significant else "no",
+            ]
+            for c in shown
+        ]
+        header = ["A", "B", "Accuracy", "Per seed (b/c, p)", "Mean A − B", "95% interval", "Significant"]
+        lines += [*markdown_table(header, rows, text_columns=4), ""]
+    if notes:
+        lines += ["Not paired:" if shown else "Nothing paired:", "", *(f"- {n}" for n in notes[:20])]
+        lines += [f"- ... and {len(notes) - 20} more (results.json)"] if len(notes) > 20 else []
+        lines.append("")
+    return lines

@@ -10,12 +10,15 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from dard.evaluation.record import EvalRecord
+from dard.evaluation.report.columns import AA_CLEAN, AA_KEY, AA_PGD
 from dard.evaluation.table import ci_text
 from dard.run_dir import CHECKPOINTS, EvalFile, RunRecord
 
 DASH = "—"
 _SEED_SUFFIX = re.compile(r"(-s\d+|_seed\d+)$")
 _AA = "autoattack"
+_PGD = "pgd20"
 
 
 def seedless_name(name: str) -> str:
@@ -48,8 +51,9 @@ def ordered_union(lists: Iterable[Iterable[str]]) -> list[str]:
 
 
 def autoattack_result(rec: EvalFile) -> dict[str, Any] | None:
-    """``{"accuracy", "n", "seconds", "stages"}`` of the AutoAttack subset evaluation of a record (``stages``: the
-    robust accuracy after each stage of its cascade, absent in older records), None if it has none."""
+    """``{"accuracy", "correct", "n", "clean", "clean_correct", "seconds", "stages"}`` of the AutoAttack subset
+    evaluation of a record (``clean``: the clean accuracy of the same subset; ``stages``: the robust accuracy after
+    each stage of its cascade, absent in older records), None if it has none."""
     sub = rec.autoattack_subset
     if not sub:
         return None
@@ -57,7 +61,36 @@ def autoattack_result(rec: EvalFile) -> dict[str, Any] | None:
     if res is None:
         return None
     stages = {k: v / max(res.total, 1) for k, v in (res.stages or {}).items()}
-    return {"accuracy": res.accuracy, "n": sub.data.get("n", res.total), "seconds": res.seconds, "stages": stages}
+    return {
+        "accuracy": res.accuracy,
+        "correct": res.correct,
+        "n": sub.data.get("n", res.total),
+        "clean": sub.clean.accuracy,
+        "clean_correct": sub.clean.correct,
+        "seconds": res.seconds,
+        "stages": stages,
+    }
+
+
+def _above_own_clean(rec: EvalRecord) -> dict[str, str]:
+    """Count keys of ``rec`` (attack labels, worst_case) with more images correct than its clean count of the same
+    images -> why."""
+    clean = rec.clean
+    return {
+        key: f"{key}: {c.correct} robust above {clean.correct} clean of the same {c.total} images"
+        for key, c in rec.counts().items()
+        if key != "clean" and c.total == clean.total and c.correct > clean.correct
+    }
+
+
+def above_clean(rec: EvalFile) -> dict[str, str]:
+    """The robust accuracies of a record that count more images correct than its clean accuracy on the same images
+    (possible only in records made before robust accuracy required clean correctness): metric key -> why it is
+    not shown. Compared as counts, so an exact tie is not flagged; AutoAttack against its own subset's clean."""
+    out = _above_own_clean(rec)
+    sub = _above_own_clean(rec.autoattack_subset) if rec.autoattack_subset is not None else {}
+    out.update({key: sub[label] for key, label in ((AA_KEY, _AA), (AA_PGD, _PGD)) if label in sub})
+    return out
 
 
 def record_accuracies(rec: EvalFile | None) -> dict[str, Any]:
@@ -69,9 +102,14 @@ def record_accuracies(rec: EvalFile | None) -> dict[str, Any]:
         out[label] = res.accuracy
     aa = autoattack_result(rec)
     if aa is not None:
-        out["autoattack_subset"] = aa["accuracy"]
+        out[AA_KEY] = aa["accuracy"]
+        out[AA_CLEAN] = aa["clean"]
         out["autoattack_subset_n"] = aa["n"]
+        pgd = rec.autoattack_subset.attacks.get(_PGD) if rec.autoattack_subset else None
+        out[AA_PGD] = pgd.accuracy if pgd is not None else None
     out["worst_case"] = rec.worst_case.accuracy if rec.worst_case is not None else None
+    for key in above_clean(rec):  # robust above clean on the same images is never printed (flagged instead)
+        out[key] = None
     return out
 
 
@@ -83,7 +121,7 @@ def record_points(rec: EvalFile | None) -> dict[str, int]:
     out.update({label: res.total for label, res in rec.attacks.items()})
     aa = autoattack_result(rec)
     if aa is not None:
-        out["autoattack_subset"] = int(aa["n"])
+        out[AA_KEY] = out[AA_CLEAN] = out[AA_PGD] = int(aa["n"])
     if rec.worst_case:
         out["worst_case"] = rec.worst_case.total
     return out
@@ -127,16 +165,17 @@ def summarize(values: Sequence[float], points: int | None = None) -> dict[str, A
     return out
 
 
-def format_summary(summary: Mapping[str, Any] | None, *, scale: float = 100.0, digits: int = 2) -> str:
+def format_summary(summary: Mapping[str, Any] | None, *, scale: float = 100.0, digits: int = 2, marks: str = "") -> str:
     """``mean ± std`` (sample std; the mean alone below 2 values) of a summary times ``scale``: by default a
     fraction shown as a percentage with 2 decimals. An accuracy measured on fewer than 10,000 test points
     (``points``) is followed by its Wilson 95% interval ``[lo, hi]`` at the mean (the test-set sampling error of
-    one run)."""
+    one run). ``marks`` (significance marks) follow the number, before the interval."""
     if not summary or summary.get("mean") is None:
         return DASH
     text = f"{scale * summary['mean']:.{digits}f}"
     if summary.get("n", 0) >= 2 and summary.get("std") is not None:
         text += f" ± {scale * summary['std']:.{digits}f}"
+    text += f" {marks}" if marks else ""
     ci = ci_text(summary["mean"], summary["points"]) if summary.get("points") else ""
     return f"{text} {ci}" if ci else text
 
@@ -146,6 +185,10 @@ def record_flags(rec: EvalFile) -> list[str]:
     flags = [str(f) for f in rec.flags]
     if rec.autoattack_subset:
         flags += [f"autoattack subset: {f}" for f in rec.autoattack_subset.flags]
+    flags += [
+        f"{why}: not shown (a record made before robust accuracy required clean correctness)"
+        for why in above_clean(rec).values()
+    ]
     return flags
 
 
@@ -203,6 +246,7 @@ def group_row(
             g[w]["epochs"] = [a.get("epoch") for a in accs]
     recs = [m.evals[checkpoint] for m in members]
     points = [record_points(r) for r in recs]
+    g["eps_sweep"] = _summaries([r.eps_sweep.accuracies() for r in recs if r.eps_sweep]) or None
     g["attack_seconds"] = _summaries([record_seconds(r) for r in recs])
     aa_points = _points(points, "autoattack_subset") or _points(points, _AA)
     g["autoattack_stages"] = _summaries([record_stages(r) for r in recs], aa_points)

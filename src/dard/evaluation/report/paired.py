@@ -1,0 +1,189 @@
+"""Paired statistics of two report rows evaluated on the same test images.
+
+Two methods measured on the same images are compared image by image, not as two means with overlapping spreads:
+
+- per seed, the exact McNemar test: of the images on which the two models disagree under one attack, ``b`` are
+  right for A only and ``c`` for B only; under the null hypothesis (equal accuracy) each discordant image goes
+  either way with probability 1/2, so the two-sided p-value is the exact binomial tail ``2 P(X <= min(b, c))``,
+  ``X ~ Bin(b + c, 1/2)``, capped at 1;
+- across seeds, the mean of the per-seed paired differences in accuracy (``(b - c) / n`` for ``n`` images) with
+  its 95% Student t interval (``mean +- t_{0.975, k-1} s / sqrt(k)`` over ``k`` seeds, ``s`` the sample std).
+
+A difference is called significant when the McNemar p-value is below 0.05 in every paired seed, or when the
+across-seed interval excludes 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+__all__ = [
+    "ALPHA",
+    "PairedComparison",
+    "SeedTest",
+    "discordant",
+    "mcnemar_p",
+    "paired_comparison",
+    "t_critical",
+    "t_interval",
+]
+
+#: the significance level of every test and interval in a report
+ALPHA = 0.05
+
+
+def mcnemar_p(b: int, c: int) -> float:
+    """The two-sided exact McNemar p-value of ``b`` and ``c`` discordant pairs.
+
+    ``min(1, 2 * sum_{k <= min(b, c)} C(b + c, k) / 2^(b + c))``, computed in integers and divided once (correctly
+    rounded), so it is exact to double precision for any count; 1 when there is no discordant pair.
+    """
+    if b < 0 or c < 0:
+        raise ValueError(f"discordant counts must be >= 0, not b={b}, c={c}")
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
+def _t_central(t: float, df: int) -> float:
+    """``P(|T| < t)`` for Student's t with integer ``df`` degrees of freedom, by its closed form.
+
+    With ``theta = atan(t / sqrt(df))``: for odd ``df`` it is ``(2/pi) (theta + sin(theta) cos(theta) S)`` with
+    ``S = 1 + (2/3) cos^2 + (2*4)/(3*5) cos^4 + ...`` up to ``cos^(df-3)`` (``S = 0`` for df = 1); for even ``df``
+    it is ``sin(theta) S`` with ``S = 1 + (1/2) cos^2 + (1*3)/(2*4) cos^4 + ...`` up to ``cos^(df-2)``. Finite sums
+    of ``df / 2`` terms, so no special function (and no scipy) is needed.
+    """
+    theta = math.atan(t / math.sqrt(df))
+    cos2 = math.cos(theta) ** 2
+    term, total = 1.0, 1.0
+    if df % 2:
+        if df == 1:
+            return 2 * theta / math.pi
+        for k in range(1, (df - 3) // 2 + 1):  # term k: prod_{j<=k} 2j/(2j+1) cos^(2k)
+            term *= cos2 * (2 * k) / (2 * k + 1)
+            total += term
+        return 2 / math.pi * (theta + math.sin(theta) * math.cos(theta) * total)
+    for k in range(1, (df - 2) // 2 + 1):  # term k: prod_{j<=k} (2j-1)/(2j) cos^(2k)
+        term *= cos2 * (2 * k - 1) / (2 * k)
+        total += term
+    return math.sin(theta) * total
+
+
+def t_critical(df: int, level: float = 1 - ALPHA) -> float:
+    """The two-sided critical value of Student's t: ``t`` with ``P(|T| < t) = level`` (``t_{0.975, df}`` for the
+    default 95%), found by bisection on the closed-form distribution (:func:`_t_central`) to 1e-12."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, not {df}")
+    lo, hi = 0.0, 1.0
+    while _t_central(hi, df) < level:
+        hi *= 2
+    while hi - lo > 1e-12 * hi:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _t_central(mid, df) < level else (lo, mid)
+    return (lo + hi) / 2
+
+
+def t_interval(values: Sequence[float], level: float = 1 - ALPHA) -> tuple[float, float | None, float | None]:
+    """``(mean, lo, hi)``: the mean of ``values`` and its two-sided t interval (``lo``/``hi`` None below 2 values)."""
+    k = len(values)
+    if k == 0:
+        raise ValueError("no values")
+    mean = math.fsum(values) / k
+    if k < 2:
+        return mean, None, None
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (k - 1))
+    half = t_critical(k - 1, level) * sd / math.sqrt(k)
+    return mean, mean - half, mean + half
+
+
+def discordant(a: Sequence[bool], b: Sequence[bool]) -> tuple[int, int]:
+    """``(b, c)`` of two per-image outcome sequences of one length: images right for ``a`` only, right for ``b``
+    only."""
+    if len(a) != len(b):
+        raise ValueError(f"outcome sequences of different lengths ({len(a)} and {len(b)})")
+    only_a = sum(1 for x, y in zip(a, b) if x and not y)
+    only_b = sum(1 for x, y in zip(a, b) if y and not x)
+    return only_a, only_b
+
+
+@dataclass(frozen=True)
+class SeedTest:
+    """One seed's McNemar test: ``b`` images right for A only, ``c`` right for B only, out of ``n``."""
+
+    seed: int | None
+    b: int
+    c: int
+    n: int
+    p: float
+
+    @property
+    def difference(self) -> float:
+        """A's accuracy minus B's on these images (the concordant images cancel)."""
+        return (self.b - self.c) / self.n if self.n else 0.0
+
+
+@dataclass
+class PairedComparison:
+    """Row A against row B on one metric (a column of the main table), over the seeds both rows have."""
+
+    a: str
+    b: str
+    metric: str
+    seeds: list[SeedTest] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # seeds left out and why
+
+    @property
+    def mean(self) -> float | None:
+        return t_interval([s.difference for s in self.seeds])[0] if self.seeds else None
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """The 95% t interval of the mean paired difference across seeds; None below 2 seeds."""
+        if len(self.seeds) < 2:
+            return None
+        _, lo, hi = t_interval([s.difference for s in self.seeds])
+        return (lo, hi) if lo is not None and hi is not None else None
+
+    @property
+    def every_seed_significant(self) -> bool:
+        return bool(self.seeds) and all(s.p < ALPHA for s in self.seeds)
+
+    @property
+    def interval_excludes_zero(self) -> bool:
+        ci = self.interval
+        return ci is not None and (ci[0] > 0 or ci[1] < 0)
+
+    @property
+    def significant(self) -> bool:
+        """p < 0.05 by McNemar in every paired seed, or a 95% across-seed interval that excludes 0."""
+        return self.every_seed_significant or self.interval_excludes_zero
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON entry of ``results.json``."""
+        ci = self.interval
+        return {
+            "a": self.a,
+            "b": self.b,
+            "metric": self.metric,
+            "seeds": [{"seed": s.seed, "b": s.b, "c": s.c, "n": s.n, "p": s.p} for s in self.seeds],
+            "mean_difference": self.mean,
+            "ci95": list(ci) if ci else None,
+            "significant": self.significant,
+            "notes": list(self.notes),
+        }
+
+
+def paired_comparison(
+    a: str, b: str, metric: str, per_seed: Sequence[tuple[int | None, Sequence[bool], Sequence[bool]]]
+) -> PairedComparison:
+    """Compare rows ``a`` and ``b`` on ``metric`` from ``(seed, outcomes of a, outcomes of b)`` per paired seed
+    (each pair over the same images, in the same order)."""
+    out = PairedComparison(a, b, metric)
+    for seed, oa, ob in per_seed:
+        nb, nc = discordant(oa, ob)
+        out.seeds.append(SeedTest(seed, nb, nc, len(oa), mcnemar_p(nb, nc)))
+    return out

@@ -1,0 +1,233 @@
+"""Paired statistics against hand-computed values: the exact McNemar test, Student's t, the across-seed interval."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from dard.evaluation.report.paired import (
+    PairedComparison,
+    SeedTest,
+    discordant,
+    mcnemar_p,
+    paired_comparison,
+    t_critical,
+    t_interval,
+)
+
+
+@pytest.mark.parametrize(
+    ("b", "c", "p"),
+    [
+        (0, 0, 1.0),  # no discordant image: nothing to test
+        (0, 5, 2 / 2**5),  # 2 * C(5,0) / 2^5 = 0.0625
+        (5, 0, 0.0625),  # two-sided: symmetric in b and c
+        (1, 9, 2 * (1 + 10) / 2**10),  # 22/1024 = 0.021484375
+        (2, 8, 2 * (1 + 10 + 45) / 2**10),  # 112/1024 = 0.109375
+        (3, 3, 1.0),  # 2 * (1 + 6 + 15 + 20) / 64 > 1: capped
+        (0, 60, 2 / 2**60),  # far below what a float sum of probabilities would resolve from 1
+    ],
+)
+def test_mcnemar_exact_two_sided_binomial(b: int, c: int, p: float) -> None:
+    assert mcnemar_p(b, c) == pytest.approx(p, rel=1e-15)
+
+
+def test_mcnemar_large_counts_stay_exact() -> None:
+    # 500 vs 500 discordant: tail = (2^1000 + C(1000,500)) / 2, so p = 1 + C(1000,500)/2^1000 capped at 1
+    assert mcnemar_p(500, 500) == 1.0
+    # 400 vs 600: far in the tail, a small positive number (no overflow, no underflow to 0)
+    assert 0 < mcnemar_p(400, 600) < 1e-9
+    with pytest.raises(ValueError):
+        mcnemar_p(-1, 3)
+
+
+@pytest.mark.parametrize(
+    ("df", "t"),
+    [(1, 12.706205), (2, 4.302653), (3, 3.182446), (4, 2.776445), (5, 2.570582), (10, 2.228139), (30, 2.042272)],
+)
+def test_t_critical_matches_the_printed_table(df: int, t: float) -> None:
+    assert t_critical(df) == pytest.approx(t, abs=5e-7)
+
+
+def test_t_critical_other_levels_and_limits() -> None:
+    assert t_critical(2, 0.90) == pytest.approx(2.919986, abs=5e-7)
+    assert t_critical(1, 0.5) == pytest.approx(1.0, abs=1e-9)  # Cauchy: P(|T| < 1) = 1/2
+    assert t_critical(2, 0.5) == pytest.approx(math.sqrt(2 / 3), abs=1e-9)  # df 2: P(|T|<t) = t / sqrt(t^2 + 2)
+    assert t_critical(1000) == pytest.approx(1.962339, abs=5e-6)  # towards the normal 1.959964
+    with pytest.raises(ValueError):
+        t_critical(0)
+
+
+def test_t_interval_of_three_seeds() -> None:
+    mean, lo, hi = t_interval([0.01, 0.02, 0.03])  # mean 0.02, sample std 0.01
+    half = 4.302653 * 0.01 / math.sqrt(3)
+    assert mean == pytest.approx(0.02) and lo == pytest.approx(0.02 - half, abs=1e-8)
+    assert hi == pytest.approx(0.02 + half, abs=1e-8)
+    assert t_interval([0.5]) == (0.5, None, None)
+
+
+def test_discordant_counts() -> None:
+    a = [True, True, False, False, True]
+    b = [True, False, True, False, False]
+    assert discordant(a, b) == (2, 1)
+    with pytest.raises(ValueError):
+        discordant(a, b[:3])
+
+
+def test_paired_comparison_significance_rules() -> None:
+    # seed 0: A right on 9 images B misses, B right on 1 A misses, of 100: p = 22/1024, difference +8 points
+    a0 = [True] * 9 + [False] + [True] * 40 + [False] * 50
+    b0 = [False] * 9 + [True] + [True] * 40 + [False] * 50
+    cmp = paired_comparison("dard", "sat", "pgd20", [(0, a0, b0)])
+    assert cmp.seeds == [SeedTest(0, 9, 1, 100, 22 / 1024)]
+    assert cmp.mean == pytest.approx(0.08) and cmp.interval is None
+    assert cmp.every_seed_significant and cmp.significant  # one seed, p < 0.05 in it
+    # three seeds at +1, +2, +3 points, none significant alone (b, c = 2, 1 and so on): the interval decides
+    seeds = [SeedTest(s, 1 + d, 1, 100, mcnemar_p(1 + d, 1)) for s, d in enumerate((1, 2, 3))]
+    cmp = PairedComparison("dard", "pgdard", "pgd20", seeds)
+    assert not cmp.every_seed_significant
+    lo, hi = cmp.interval
+    half = 4.302653 * 0.01 / math.sqrt(3)
+    assert (lo, hi) == pytest.approx((0.02 - half, 0.02 + half), abs=1e-8)
+    assert lo < 0 < hi and not cmp.significant  # -0.48 .. +4.48 points straddles 0
+    # the same spread shifted up: +5, +6, +7 points, the interval [3.5, 8.5] excludes 0
+    seeds = [SeedTest(s, 1 + d, 1, 100, mcnemar_p(1 + d, 1)) for s, d in enumerate((5, 6, 7))]
+    cmp = PairedComparison("dard", "pgdard", "pgd20", seeds)
+    assert cmp.interval_excludes_zero and cmp.significant
+    entry = cmp.to_dict()
+    assert entry["mean_difference"] == pytest.approx(0.06) and entry["significant"] is True
+    assert [s["b"] for s in entry["seeds"]] == [6, 7, 8]
+    assert not PairedComparison("a", "b", "clean").significant  # no paired seed: nothing claimed
+
+
+# ------------------------------------------------------------------------------------------------ in a report
+
+
+def _bits(right_a: int, right_b: int, both: int, n: int = 100) -> tuple[list[bool], list[bool]]:
+    """Outcomes of two models on n images: ``right_a`` right for A only, ``right_b`` for B only, ``both`` for both."""
+    a = [True] * right_a + [False] * right_b + [True] * both
+    b = [False] * right_a + [True] * right_b + [True] * both
+    return a + [False] * (n - len(a)), b + [False] * (n - len(b))
+
+
+def test_report_marks_and_lists_paired_differences(tmp_path, monkeypatch) -> None:
+    import json
+
+    import numpy as np
+    from tests.test_report import _make_run, _table
+
+    from dard.evaluation.report import build_report, paired_section
+    from dard.run_dir import RunRecord
+
+    runs = {
+        (m, s): RunRecord.load(_make_run(tmp_path, f"{m}-s{s}", s, m, 0.8, 0.5, teacher=None, aa=0.4))
+        for m in ("dard", "sat", "pgdard")
+        for s in (0, 1)
+    }
+    # pgd20: dard vs sat 9/1 (p = 22/1024) and 10/0 (p = 2/1024); dard vs pgdard 2/1 and 1/2; sat vs pgdard 0/9
+    # and 0/10 (its own test is in the section only when named: pairs); clean: all three the same 80 images
+    pgd = {0: {}, 1: {}}
+    pgd[0]["dard"], pgd[0]["sat"] = _bits(9, 1, 40)
+    pgd[1]["dard"], pgd[1]["sat"] = _bits(10, 0, 40)
+    pgd[0]["pgdard"] = pgd[0]["dard"][:]
+    pgd[0]["pgdard"][0], pgd[0]["pgdard"][1] = False, False  # 2 right for dard only ...
+    pgd[0]["pgdard"][9] = True  # ... and 1 (sat's only image) right for pgdard only
+    pgd[1]["pgdard"] = pgd[1]["dard"][:]
+    pgd[1]["pgdard"][0] = False
+    pgd[1]["pgdard"][60], pgd[1]["pgdard"][61] = True, True
+    table = {id(r.evals["best"]): (m, s) for (m, s), r in runs.items()}
+    idx = ("cifar10", "test", 100, None)
+
+    def outcomes(rec, key):
+        m, s = table[id(rec)]
+        if key == "clean":
+            return idx, np.array([True] * 80 + [False] * 20)
+        return (idx, np.array(pgd[s][m])) if key == "pgd20" else None
+
+    monkeypatch.setattr(paired_section, "record_outcomes", outcomes)
+    out = tmp_path / "r"
+    md = build_report(list(runs.values()), out, pairs=[("sat", "pgdard")]).read_text()
+    main = _table(md)
+    assert main["sat"]["PGD-20"].endswith(" †") and main["dard"]["PGD-20"].endswith(" ‡")
+    assert not main["pgdard"]["PGD-20"].endswith("†") and main["pgdard"]["PGD-20"].endswith(" ‡")
+    assert "†" not in main["sat"]["Clean"]  # identical clean outcomes: b = c = 0, p = 1, difference 0
+    assert "Marks: a significant difference († from `dard`, ‡ from `sat`)" in md
+    rows = [
+        ln for ln in md.split("## Paired comparisons", 1)[1].split("\n## ", 1)[0].splitlines() if ln.startswith("| ")
+    ]
+    dard_sat = next(r for r in rows if r.startswith("| dard | sat | PGD-20 |"))
+    assert "s0: 9/1, p=0.0215; s1: 10/0, p=0.00195" in dard_sat and "| +9.00 |" in dard_sat
+    half = 12.706205 * (0.10 - 0.08) / math.sqrt(2) / math.sqrt(2)  # t_{0.975,1} * sd / sqrt(2), sd = 0.01*sqrt(2)
+    assert f"[{100 * (0.09 - half):+.2f}, {100 * (0.09 + half):+.2f}]" in dard_sat and dard_sat.endswith("| yes |")
+    dard_pgdard = next(r for r in rows if r.startswith("| dard | pgdard | PGD-20 |"))
+    assert "s0: 2/1, p=1; s1: 1/2, p=1" in dard_pgdard and "| +0.00 |" in dard_pgdard
+    assert dard_pgdard.endswith("| no |")
+    assert any(r.startswith("| sat | pgdard | PGD-20 |") for r in rows)  # the named pair
+    res = json.loads((out / "results.json").read_text())["paired"]
+    assert res["references"] == {"dard": "†", "sat": "‡"}
+    entry = next(c for c in res["comparisons"] if (c["a"], c["b"], c["metric"]) == ("dard", "sat", "pgd20"))
+    assert [(s["b"], s["c"]) for s in entry["seeds"]] == [(9, 1), (10, 0)] and entry["significant"] is True
+    assert entry["seeds"][0]["p"] == pytest.approx(22 / 1024) and entry["mean_difference"] == pytest.approx(0.09)
+
+
+def test_rows_on_other_images_are_not_paired(tmp_path, monkeypatch) -> None:
+    import numpy as np
+    from tests.test_report import _make_run
+
+    from dard.evaluation.report import build_report, paired_section
+    from dard.run_dir import RunRecord
+
+    runs = [
+        RunRecord.load(_make_run(tmp_path, f"{m}-s0", 0, m, 0.8, 0.5, teacher=None, aa=0.4)) for m in ("dard", "sat")
+    ]
+    first = id(runs[0].evals["best"])
+
+    def outcomes(rec, key):
+        start = 0 if id(rec) == first else 100  # the second run was evaluated on the first 200 images
+        return ("cifar10", "test", start + 100, None), np.ones(100, dtype=bool)
+
+    monkeypatch.setattr(paired_section, "record_outcomes", outcomes)
+    md = build_report(runs, tmp_path / "r").read_text()
+    assert "dard vs sat, pgd20: seed 0: evaluated on other images" in md and "Nothing paired:" in md
+    assert "†" not in md.split("## Sanity", 1)[0].split("| Run |", 1)[1]
+
+
+def test_outcomes_are_read_from_the_record(tmp_path) -> None:
+    """record_outcomes reads the evaluation record's own outcomes (clean, an attack, AutoAttack and its subset's
+    clean), and a report pairs two real run folders by them."""
+    import numpy as np
+    from tests.test_report import _make_run, _table
+
+    from dard.evaluation.outcomes import encode_outcomes
+    from dard.evaluation.report import build_report
+    from dard.evaluation.report.columns import AA_CLEAN, AA_KEY
+    from dard.evaluation.report.paired_section import record_outcomes
+    from dard.run_dir import RunDir, RunRecord
+
+    def write(path, pgd: list[bool]) -> None:
+        run = RunDir(path)
+        rec = run.read_eval("best")
+        rec.clean.outcomes = encode_outcomes(np.array([True] * 80 + [False] * 20))
+        rec.attacks["pgd20"].correct, rec.attacks["pgd20"].outcomes = sum(pgd), encode_outcomes(np.array(pgd))
+        sub = rec.autoattack_subset
+        sub.clean.outcomes = encode_outcomes(np.array([True] * 18 + [False] * 2))
+        run.write_eval("best", rec)
+
+    a, b = _bits(20, 0, 30)  # dard 50 right, sat 30, sat's all among dard's: b = 20, c = 0, p = 2^-19
+    paths = [_make_run(tmp_path, f"{m}-s0", 0, m, 0.8, 0.5, teacher=None, aa=0.4) for m in ("dard", "sat")]
+    write(paths[0], a)
+    write(paths[1], b)
+    rec = RunRecord.load(paths[0]).evals["best"]
+    images, bits = record_outcomes(rec, "pgd20")
+    assert images == ("cifar10", "test", 100, None) and bits.tolist() == a
+    assert record_outcomes(rec, "clean")[1].sum() == 80
+    assert record_outcomes(rec, AA_CLEAN)[0] == ("cifar10", "test", 20, None)  # the subset's own images
+    assert record_outcomes(rec, AA_KEY) is None  # AutoAttack's outcomes not recorded in this record
+    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r", formats=("md", "tex")).read_text()
+    main = _table(md)
+    assert main["sat"]["PGD-20"] == "30.00 †" and main["dard"]["PGD-20"] == "50.00 ‡"
+    tex = (tmp_path / "r" / "results.tex").read_text()
+    assert "sat & 80.0 & 30.0$^{\\dagger}$ & 90.0 & 40.0 & 45.0 \\\\" in tex
+    assert "% marks: significantly different from (\\dagger dard, \\ddagger sat)" in tex
+    assert "| dard | sat | PGD-20 | s0: 20/0, p=1.9e-06 | +20.00 | — | yes |" in md

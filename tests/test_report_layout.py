@@ -1,0 +1,192 @@
+"""The paper-ready report: headers from the attack configs, sanity checks apart, robust never above its clean, the
+teacher's row from run.json, a report without AutoAttack saying so, each flag once, the attack plot's averages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tests.test_report import _make_run, _table
+
+from dard.errors import DardError
+from dard.evaluation.record import Count
+from dard.evaluation.report import build_report
+from dard.evaluation.report.columns import attack_title
+from dard.experiment.report import attack_averages
+from dard.experiment.spec import ExperimentSpec
+from dard.run_dir import RunDir, RunInfo, RunRecord
+
+
+@pytest.mark.parametrize(
+    ("config", "title"),
+    [
+        ({"name": "pgd", "steps": 20, "random_start": True, "loss": "ce", "restarts": 1}, "PGD-20"),
+        ({"name": "pgd", "steps": 10, "random_start": False}, "PGD-10 (clean start)"),
+        ({"name": "pgd", "steps": 50, "restarts": 5, "loss": "margin"}, "PGD-50 (5 restarts, margin loss)"),
+        ({"name": "fgsm", "eps": 8 / 255}, "FGSM"),
+        ({"name": "cw", "steps": 30}, "CW-inf-30"),
+        ({"name": "tpgd", "steps": 10, "target": "least_likely"}, "PGD-LL-10 (targeted, least-likely)"),
+        ({"name": "pgd", "steps": 20, "eps": 0.5}, "PGD-20 (eps 0.5)"),
+        ({"name": "pgd", "steps": 20, "eps": 16 / 255}, "PGD-20 (eps 16/255)"),
+        ({"name": "autoattack", "version": "standard"}, "AutoAttack (standard)"),
+        ({"name": "trades_pgd", "steps": 10, "init": "normal"}, "TPGD-KL-10"),
+        ({"name": "someone_elses", "steps": 3}, "someone_elses-3"),
+    ],
+)
+def test_headers_come_from_the_recorded_attack_config(config: dict, title: str) -> None:
+    assert attack_title(config, threat_eps=8 / 255) == title
+
+
+def test_sanity_attacks_have_their_own_table(tmp_path: Path) -> None:
+    run = RunRecord.load(_make_run(tmp_path, "sat-s0", 0, "sat", 0.85, 0.40, teacher=None, aa=0.35, large=0.02))
+    md = build_report([run], tmp_path / "r").read_text()
+    assert not any("eps 0.5" in h for h in _table(md)["sat"])  # pgd-large is not in the main table
+    sanity = _table(md, "## Sanity checks")["sat"]
+    assert sanity["PGD-20 (eps 0.5)"] == "2.00"
+    assert sanity["PGD-20 at eps 8/255"] == "40.00" and sanity["PGD-20 at eps 16/255"] == "20.00"
+
+
+def test_robust_above_its_clean_is_never_printed(tmp_path: Path) -> None:
+    """An old record (robust accuracy not yet requiring clean correctness) with more images robust than clean."""
+    path = _make_run(tmp_path, "sat-s0", 0, "sat", 0.30, 0.40, teacher=None, aa=0.35)
+    rec = RunDir(path).read_eval("best")
+    rec.autoattack_subset.clean = Count(6, 20)  # 7 of 20 robust, 6 of the same 20 clean
+    RunDir(path).write_eval("best", rec)
+    out = tmp_path / "r"
+    md = build_report([RunRecord.load(path)], out).read_text()
+    row = _table(md)["sat"]
+    assert row["Clean"] == "30.00" and row["FGSM"] == "—" and row["PGD-20"] == "—"  # 45 and 40 of 100 > 30
+    assert row["AutoAttack (first 20)"] == "—" and row["Clean (first 20)"] == "30.00"
+    flags = md.split("## Flags", 1)[1]
+    assert "pgd20: 40 robust above 30 clean of the same 100 images: not shown" in flags
+    assert "autoattack: 7 robust above 6 clean of the same 20 images: not shown" in flags
+    entry = json.loads((out / "robustbench" / "sat-s0.json").read_text())
+    assert entry["autoattack_acc"] is None and "AutoAttack left out" in entry["footnote"]
+    assert entry["clean_acc"] == "30.00" and entry["n_clean"] == 20
+
+
+def test_a_tie_between_robust_and_clean_is_printed(tmp_path: Path) -> None:
+    path = _make_run(tmp_path, "sat-s0", 0, "sat", 0.40, 0.35, teacher=None, aa=0.35)  # FGSM 40 of 100 = clean
+    md = build_report([RunRecord.load(path)], tmp_path / "r").read_text()
+    assert _table(md)["sat"]["FGSM"] == "40.00"
+    assert "robust above" not in md
+
+
+def _without_autoattack(path: Path) -> Path:
+    for which in ("best", "last"):
+        rec = RunDir(path).read_eval(which)
+        rec.autoattack_subset = None
+        RunDir(path).write_eval(which, rec)
+    return path
+
+
+def test_a_report_without_autoattack_says_so(tmp_path: Path) -> None:
+    path = _without_autoattack(_make_run(tmp_path, "sat-s0", 0, "sat", 0.85, 0.40, teacher=None, aa=0.35))
+    out = tmp_path / "r"
+    md = build_report([RunRecord.load(path)], out, formats=("md", "tex")).read_text()
+    assert "**AutoAttack was not run**" in md and "- AutoAttack was not run;" in md
+    row = _table(md)["sat"]
+    assert row["AutoAttack"] == "not run" and row["Clean"] == "85.00"
+    tex = (out / "results.tex").read_text()
+    assert "% AutoAttack was not run" in tex and "Method & Clean & PGD-20 & Worst \\\\" in tex
+    entry = json.loads((out / "robustbench" / "sat-s0.json").read_text())
+    assert entry["autoattack_acc"] is None and entry["clean_acc"] == "85.00" and entry["subset"] is False
+
+
+def _teacher_and_student(tmp_path: Path) -> tuple[Path, Path]:
+    teacher = _make_run(tmp_path, "teacher-s0", 0, "sat", 0.90, 0.45, teacher=None, aa=0.40)
+    RunDir(teacher).write_config("name: teacher-s0\n")  # a run folder: config.yaml and run.json
+    student = _make_run(tmp_path, "dard-s0", 0, "dard", 0.80, 0.50, teacher="resnet18", aa=0.45)
+    info = RunDir(student).read_info()
+    info.teacher = {**info.teacher, "source": str(teacher / "best.safetensors")}
+    RunDir(student).write_info(info)
+    return teacher, student
+
+
+def test_the_teachers_row_comes_from_run_json(tmp_path: Path) -> None:
+    teacher, student = _teacher_and_student(tmp_path)
+    md = build_report([RunRecord.load(student)], tmp_path / "r").read_text()
+    table = _table(md)
+    assert list(table) == ["teacher", "dard"]  # the teacher first
+    assert table["teacher"]["Clean"] == "90.00" and table["teacher"]["PGD-20"] == "45.00"
+    assert f"- Teacher row `teacher-s0`: the teacher named in the students' run.json (`{teacher}`)." in md
+    # given explicitly too: one row, not two
+    both = build_report([RunRecord.load(teacher), RunRecord.load(student)], tmp_path / "r2").read_text()
+    assert list(_table(both)) == ["teacher", "dard"] and "Teacher row" not in both
+    # moved with its student: found beside it, whatever the recorded path
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for p in (teacher, student):
+        p.rename(moved / p.name)
+    md = build_report([RunRecord.load(moved / "dard-s0")], tmp_path / "r3").read_text()
+    assert list(_table(md)) == ["teacher", "dard"]
+
+
+def test_a_missing_teacher_is_said_once(tmp_path: Path) -> None:
+    paths = [_make_run(tmp_path, f"dard-s{s}", s, "dard", 0.8, 0.5, teacher="wrn34_10", aa=0.45) for s in (0, 1)]
+    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r").read_text()
+    assert md.count("was not found: no teacher row") == 1
+    assert "- The teacher `t.safetensors` named in the students' run.json was not found: no teacher row." in md
+    assert list(_table(md)) == ["dard"]
+
+
+def test_each_flag_once_per_run(tmp_path: Path) -> None:
+    path = _make_run(tmp_path, "sat-s0", 0, "sat", 0.85, 0.40, teacher=None, aa=0.35, large=0.3)
+    last = RunDir(path).read_eval("last")
+    last.flags = list(RunDir(path).read_eval("best").flags)  # the same weights: the same flag at both checkpoints
+    RunDir(path).write_eval("last", last)
+    md = build_report([RunRecord.load(path)], tmp_path / "r").read_text()
+    flags = md.split("## Flags", 1)[1].split("\n## ", 1)[0]
+    assert flags.count("pgd-large: 30.00%, 30/100, of points survive") == 1
+    assert "- sat-s0 (seed 0, best, last): pgd-large" in flags
+
+
+def test_attack_plot_averages_leave_out_the_natural_model() -> None:
+    """Two students with seeds 0 and 1, a one-seed teacher, and a natural model (left out)."""
+    table = {
+        "labels": ["pgd-5", "dpgd-5", "other"],
+        "methods": {"teacher": "sat", "natural": "natural", "sat": "sat", "dard": "dard"},
+        "by_seed": {
+            "teacher": {"0": {"pgd-5": 0.30, "dpgd-5": 0.33}},
+            "natural": {"0": {"pgd-5": 1.0, "dpgd-5": 1.0}, "1": {"pgd-5": 1.0, "dpgd-5": 1.0}},
+            "sat": {"0": {"pgd-5": 0.40, "dpgd-5": 0.42}, "1": {"pgd-5": 0.44, "dpgd-5": 0.45}},
+            "dard": {"0": {"pgd-5": 0.50, "dpgd-5": 0.51}, "1": {"pgd-5": 0.56, "dpgd-5": 0.60}},
+        },
+    }
+    avg = attack_averages(table)
+    assert set(avg) == {"pgd", "dpgd"}  # "other" has no step count
+    # seed 0: (0.30 + 0.40 + 0.50) / 3 = 0.40; seed 1: (0.30 + 0.44 + 0.56) / 3 = 0.4333 (the teacher in both)
+    s0, s1 = 0.40, (0.30 + 0.44 + 0.56) / 3
+    assert avg["pgd"][5]["mean"] == pytest.approx((s0 + s1) / 2)
+    assert avg["pgd"][5]["std"] == pytest.approx(abs(s1 - s0) / 2**0.5)
+    assert avg["dpgd"][5]["mean"] == pytest.approx(((0.33 + 0.42 + 0.51) / 3 + (0.33 + 0.45 + 0.60) / 3) / 2)
+
+
+def test_experiment_pairs_name_rows() -> None:
+    base = {"title": "t", "base": "b.yaml", "seeds": [0], "runs": {"dard": {}, "pgdard": {}}}
+    spec = ExperimentSpec.model_validate({**base, "pairs": [["dard", "pgdard"]]})
+    assert spec.pairs == [("dard", "pgdard")]
+    assert ExperimentSpec.model_validate(base).pairs == []
+    with pytest.raises(ValueError, match="pairs: sat is not a run of this experiment"):
+        ExperimentSpec.model_validate({**base, "pairs": [["dard", "sat"]]})
+
+
+def test_an_unknown_pair_in_build_report_is_a_note(tmp_path: Path) -> None:
+    run = RunRecord.load(_make_run(tmp_path, "sat-s0", 0, "sat", 0.85, 0.40, teacher=None, aa=0.35))
+    md = build_report([run], tmp_path / "r", pairs=[("sat", "nope")]).read_text()
+    assert "- pair sat vs nope: no row named nope in this report" in md
+
+
+def test_bad_teacher_folder_is_a_note_not_a_crash(tmp_path: Path) -> None:
+    teacher, student = _teacher_and_student(tmp_path)
+    RunDir(teacher).eval_file("best").write_text("{")  # damaged
+    md = build_report([RunRecord.load(student)], tmp_path / "r").read_text()
+    assert list(_table(md)) == ["dard"] and "is not shown:" in md
+    RunDir(teacher).run_info.unlink()  # no longer a run folder: not found
+    md = build_report([RunRecord.load(student)], tmp_path / "r").read_text()
+    assert "was not found: no teacher row" in md
+    with pytest.raises(DardError):  # the student's own damage is still an error
+        RunDir(student).write_info(RunInfo(name="x"))
+        RunDir(student).eval_file("best").write_text("[]")
+        RunRecord.load(student)
