@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dard.config import RunConfig, parse_config, validation_message
 from dard.errors import DardError
-from dard.io import read_yaml_mapping
+from dard.io import check_name, read_yaml_mapping
 from dard.packaged import EXPERIMENTS_DIR
 from dard.run_dir import RunDir
 
@@ -21,10 +21,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _plain_name(value: str, what: str) -> str:
+    """:func:`dard.io.check_name`'s rule as a validation error (pydantic names the key)."""
+    try:
+        return check_name(value, what)
+    except DardError as e:
+        raise ValueError(str(e)) from None
+
+
 class TeacherSpec(_Strict):
     name: str
     seed: int | None = Field(0, description="seed of the single shared teacher; null trains one per student seed")
     config: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _plain(cls, v: str) -> str:  # it names run folders
+        return _plain_name(v, "teacher name")
 
 
 class CompareAttacksSpec(_Strict):
@@ -54,6 +67,13 @@ class ExperimentSpec(_Strict):
     compare_attacks: CompareAttacksSpec | None = None
     plot_param: PlotParamSpec | None = None
     label_gap: LabelGapSpec | None = None
+
+    @field_validator("runs")
+    @classmethod
+    def _plain_keys(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:  # they name run folders
+        for key in v:
+            _plain_name(key, "run key")
+        return v
 
 
 @dataclass

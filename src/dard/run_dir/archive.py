@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from dard.errors import DardError
-from dard.io import atomic_write
+from dard.io import PLAIN_NAME, atomic_write, check_target
 from dard.run_dir.files import parse_json
-from dard.run_dir.layout import CHECKPOINTS, RunDir
+from dard.run_dir.layout import CHECKPOINTS, RunDir, enclosing_run
 
 MANIFEST = "dard-export.json"
 FORMAT = "dard-runs"
@@ -39,7 +39,7 @@ MAX_FILE_BYTES = 1 << 30  # 1 GiB: a WRN-34-10 checkpoint is 185 MB
 MAX_TOTAL_BYTES = 4 << 30
 MAX_MEMBERS = 10_000
 MAX_MANIFEST_BYTES = 4 << 20
-RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+RUN_NAME = PLAIN_NAME  # an archive carries run folders by their plain names
 WEIGHTS = ("auto", "all", "best", "none")
 
 
@@ -151,6 +151,8 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path, options: Export
     archive ``out``, atomically; returns its path."""
     from dard import __version__
 
+    out = Path(out)
+    check_out(out)
     runs = [RunDir(p) for p in run_dirs]
     names = [r.path.name for r in runs]
     bad = [n for n in names if not RUN_NAME.fullmatch(n)]
@@ -173,7 +175,27 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path, options: Export
                     with open(run.path / rel, "rb") as fh:
                         tar.addfile(_info(f"{run.path.name}/{rel}", (run.path / rel).stat().st_size), fh)
 
-    return atomic_write(Path(out), write)
+    return atomic_write(out, write)
+
+
+def is_archive(path: Path) -> bool:
+    """Whether ``path`` is a dard export (a .tar.gz whose first member is the manifest)."""
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            first = tar.next()
+    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile):
+        return False
+    return first is not None and first.name == MANIFEST
+
+
+def check_out(out: Path) -> None:
+    """``dard export --out``: never inside a run folder, and never over anything but a dard export archive."""
+    run = RunDir(out) if RunDir(out).is_run() else enclosing_run(out)
+    if run is not None:
+        raise DardError(f"--out {out} lies inside run folder {run.path}; write the archive outside run folders")
+    check_target(out)
+    if out.exists() and not is_archive(out):
+        raise DardError(f"--out {out} exists and is not a dard export archive; refusing to overwrite it")
 
 
 def _sha256(path: Path) -> str:

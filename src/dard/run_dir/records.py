@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 
 from dard.evaluation.suite import EvalRecord
 from dard.run_dir.files import from_plain
@@ -108,11 +108,22 @@ class RunInfo(_Record):
     data: Annotated[dict[str, Any], BeforeValidator(_empty_if_null)] = field(default_factory=dict)
     # what `dard train --resume` changed later (optim.epochs, eval.*): one entry per resume that changed something
     changes: list[dict[str, Any]] | None = None
+    # SHA-256 of config.yaml's bytes as dard last wrote them (a resume refuses a config edited by hand); absent in
+    # older run folders, which resume as before
+    config_sha256: str | None = None
 
-    _OPTIONAL = ("changes",)
+    _OPTIONAL = ("changes", "config_sha256")
 
 
 # ------------------------------------------------------------------------------------------------ progress
+
+
+# Bounds of the numbers a run folder records: a step, epoch or count is never negative, and every float is finite
+# (NaN or inf seconds or accuracies come only from a damaged file; pydantic's JSON reader would accept them).
+Count = Annotated[int, Field(ge=0)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 
 
 @dataclass
@@ -120,14 +131,14 @@ class EpochMetrics(_Record):
     """One row of ``metrics.jsonl`` (and of the resume state's history): an epoch's training numbers, and its
     validation numbers on the epochs that validate."""
 
-    epoch: int
-    lr: float
-    train_loss: float
-    train_acc: float
-    images_per_s: float
-    train_seconds: float | None = None  # cumulative training-loop wall time (s); absent in older runs
-    val_clean: float | None = None
-    val_robust: float | None = None
+    epoch: Count
+    lr: NonNegative
+    train_loss: Finite
+    train_acc: Fraction
+    images_per_s: NonNegative
+    train_seconds: NonNegative | None = None  # cumulative training-loop wall time (s); absent in older runs
+    val_clean: Fraction | None = None
+    val_robust: Fraction | None = None
 
     _OPTIONAL = ("train_seconds", "val_clean", "val_robust")
 
@@ -136,15 +147,15 @@ class EpochMetrics(_Record):
 class Progress(_Record):
     """``state-<step>/progress.json``: where training stands, for resuming and for `dard experiment --plan`."""
 
-    epoch: int = 0  # epochs finished
-    batch: int = 0  # steps of the current epoch finished (a mid-epoch snapshot)
-    global_step: int = 0
-    best_score: float | None = None
-    best_epoch: int | None = None
+    epoch: Count = 0  # epochs finished
+    batch: Count = 0  # steps of the current epoch finished (a mid-epoch snapshot)
+    global_step: Count = 0
+    best_score: Finite | None = None
+    best_epoch: Count | None = None
     history: list[EpochMetrics] = field(default_factory=list)
-    train_seconds: float | None = None  # cumulative training-loop wall time (s); absent in older runs
+    train_seconds: NonNegative | None = None  # cumulative training-loop wall time (s); absent in older runs
     # rank-summed loss/correct/seen of the epoch a mid-epoch snapshot cut
-    partial: dict[str, float | int] | None = None
+    partial: dict[str, Finite | int] | None = None
 
     _OPTIONAL = ("partial",)
 
