@@ -423,7 +423,11 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)  # imports torch (the suite's labels): Ctrl-C may come here
+    except KeyboardInterrupt:
+        _stderr_line("dard: interrupted")
+        return 130
     debug = debug_wanted(args.debug)
     try:
         _check_args(args)

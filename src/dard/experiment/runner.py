@@ -29,6 +29,7 @@ from dard.experiment.spec import (
 )
 from dard.io import check_writable
 from dard.run_dir import CompareFile, FolderLock, LabelGapFile, RunDir
+from dard.runtime import die_with_parent
 
 
 def check_reusable(run_dir: Path, cfg: Mapping[str, Any]) -> None:
@@ -232,7 +233,8 @@ def label_gap(
 
 def _pool_map(fn: Callable[[tuple], str], tasks: list[tuple], jobs: int) -> list[str]:
     if jobs > 1 and len(tasks) > 1:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, context, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             return list(pool.map(fn, tasks))
     return [fn(t) for t in tasks]
 

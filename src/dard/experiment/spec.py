@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dard.config import RunConfig, parse_config, validation_message
+from dard.config.schema import SEED_MAX
 from dard.errors import DardError
 from dard.io import check_name, read_yaml_mapping
 from dard.packaged import EXPERIMENTS_DIR
@@ -67,6 +68,13 @@ class ExperimentSpec(_Strict):
     compare_attacks: CompareAttacksSpec | None = None
     plot_param: PlotParamSpec | None = None
     label_gap: LabelGapSpec | None = None
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:  # a seed twice would plan one run twice
+        if len(set(v)) != len(v) or not all(0 <= s <= SEED_MAX for s in v):
+            raise ValueError(f"seeds must be distinct integers from 0 to {SEED_MAX}")
+        return v
 
     @field_validator("runs")
     @classmethod

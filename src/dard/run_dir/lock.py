@@ -114,10 +114,8 @@ class FolderLock:
             raise DardError(f"cannot lock {self.what} {self.folder}: its lock file keeps changing")
         stale = _read_owner(fd)
         if stale is not None:  # a lock file with an owner that no longer holds it: left by a killed process
-            sys.stderr.write(
-                f"dard: taking over the lock of {self.what} {self.folder}, left by {stale.describe()} "
-                "(that process has ended)\n"
-            )
+            text = f"dard: taking over the lock of {self.what} {self.folder}, left by {stale.describe()}"
+            sys.stderr.write(one_line(text, 600) + " (that process has ended)\n")
         me = _me()
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(me.__dict__) + "\n").encode(), 0)

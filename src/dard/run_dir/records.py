@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field
 
+from dard.errors import DardError, shown
 from dard.evaluation.suite import EvalRecord
 from dard.run_dir.files import from_plain
 
@@ -56,6 +57,22 @@ class EvalFile(_Record, EvalRecord):
     eps_sweep: EpsSweep | None = None
 
     _OPTIONAL = ("autoattack_subset", "eps_sweep")
+
+    def check_values(self, where: str) -> None:
+        """DardError naming ``where`` unless every accuracy is a finite number in [0, 1] (a NaN or a 750% accuracy
+        comes only from a damaged or hand-made file, and a report would print it as a result)."""
+        records = [("", self)] + ([("autoattack_subset.", self.autoattack_subset)] if self.autoattack_subset else [])
+        values = []
+        for p, r in records:
+            values.append((f"{p}clean", r.clean.get("accuracy")))
+            values += [(f"{p}{k}", a.accuracy) for k, a in r.attacks.items()]
+            if r.worst_case is not None:
+                values.append((f"{p}worst_case", r.worst_case.get("accuracy")))
+        values += [(f"eps_sweep.{k}", v) for k, v in (self.eps_sweep.accuracy.items() if self.eps_sweep else [])]
+        for key, value in values:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+            if not ok:  # NaN fails the comparison too
+                raise DardError(f"{where}: accuracy {key} is {shown(value, 40)}, not a number in [0, 1]")
 
     @classmethod
     def of(
