@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -142,6 +143,8 @@ def test_export_out_never_lands_in_a_run_or_over_another_file(data, finished_run
         fails_cleanly(capsys, root, ["export", str(run), "--out", str(root / "precious")], "not a dard export")
         assert main(["export", str(run), "--out", str(root / "a.tar.gz")]) == 0
         assert main(["export", str(run), "--out", str(root / "a.tar.gz")]) == 0  # its own kind: replaced
+        other = Path(shutil.copytree(run, root / "other"))
+        fails_cleanly(capsys, root, ["export", str(other), "--out", str(root / "a.tar.gz")], "export of other runs")
 
 
 @FEW
@@ -496,6 +499,19 @@ def test_messages_are_one_escaped_bounded_line(host, finished_run, tmp_path, cap
         finally:
             os.close(fd)
         assert "\x1b" not in line and all(c.isprintable() for c in line)
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_starting_is_one_line(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dard", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    time.sleep(0.4)  # torch is importing
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the command finished before the interrupt arrived")
+    assert proc.returncode == 130 and err.strip() == "dard: interrupted", err
 
 
 @pytest.mark.slow

@@ -152,9 +152,9 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path, options: Export
     from dard import __version__
 
     out = Path(out)
-    check_out(out)
     runs = [RunDir(p) for p in run_dirs]
     names = [r.path.name for r in runs]
+    check_out(out, names)
     bad = [n for n in names if not RUN_NAME.fullmatch(n)]
     if bad or len(set(names)) != len(names):
         raise DardError(f"run folder names must be distinct and plain ({', '.join(bad) or 'duplicates'})")
@@ -178,24 +178,32 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path, options: Export
     return atomic_write(out, write)
 
 
-def is_archive(path: Path) -> bool:
-    """Whether ``path`` is a dard export (a .tar.gz whose first member is the manifest)."""
+def archived_runs(path: Path) -> list[str] | None:
+    """The run names of the dard export ``path`` (from its manifest), None if it is not one."""
     try:
         with tarfile.open(path, "r:gz") as tar:
-            first = tar.next()
-    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile):
-        return False
-    return first is not None and first.name == MANIFEST
+            return [r.name for r in _read_manifest(path, tar).runs]
+    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile, DardError):
+        return None
 
 
-def check_out(out: Path) -> None:
-    """``dard export --out``: never inside a run folder, and never over anything but a dard export archive."""
+def check_out(out: Path, names: Sequence[str]) -> None:
+    """``dard export --out`` of the runs ``names``: never inside a run folder, and never over anything but an
+    export of the same runs (an older export of them is replaced; another runs' archive is not)."""
     run = RunDir(out) if RunDir(out).is_run() else enclosing_run(out)
     if run is not None:
         raise DardError(f"--out {out} lies inside run folder {run.path}; write the archive outside run folders")
     check_target(out)
-    if out.exists() and not is_archive(out):
+    if not out.exists():
+        return
+    held = archived_runs(out)
+    if held is None:
         raise DardError(f"--out {out} exists and is not a dard export archive; refusing to overwrite it")
+    if sorted(held) != sorted(names):
+        raise DardError(
+            f"--out {out} is an export of other runs ({', '.join(sorted(held)[:3]) or 'none'}); refusing to overwrite "
+            "it: choose another --out"
+        )
 
 
 def _sha256(path: Path) -> str:
