@@ -87,7 +87,7 @@ def check_folder(cfg: RunConfig, folder: RunDir, resume: bool) -> ResumeChanges:
         raise DardError(
             f"{folder.path} holds a trained run but no {folder.pointer.name}, so it cannot be continued exactly "
             f"(it would train again over its weights); start over with `dard train --config {folder.config} "
-            "--out NEW_FOLDER`"
+            "--out NEW_FOLDER`, or move the folder away to train it again"
         )
     epochs_done = read_state(folder).progress.epoch if folder.has_snapshot() else 0
     folder.read_evals()  # a damaged record would be kept as if the run were evaluated
