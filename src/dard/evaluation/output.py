@@ -10,6 +10,7 @@ report already. Both are checked before the work starts, so a bad path costs a s
 from __future__ import annotations
 
 import json
+import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,7 @@ class EvalOutput:
     def check(cls, path: str | Path, source: str | Path | None = None) -> EvalOutput:
         """``path`` if `dard eval` of ``source`` (a checkpoint or run folder; None for external weights) may write
         its record there; a one-line DardError otherwise."""
-        p = Path(path)
+        p = Path(os.path.abspath(path))  # as written (not resolved: a link inside a run must not take it out)
         run = enclosing_run(p)
         if run is not None:
             if p.resolve().parent != run.eval_dir.resolve():
@@ -84,14 +85,16 @@ class EvalOutput:
         if run is not None:
             with run.lock():  # in use now: say so before the evaluation, not after it
                 pass
-        return cls(p, run)
+        return cls(Path(path), run)
 
     def write(self, record: EvalRecord) -> Path:
         """Write ``record`` atomically (holding the run folder's lock when inside a run)."""
         with self.run.lock() if self.run is not None else nullcontext():
             if self.path.exists():  # checked again: it may have appeared during the evaluation
                 _require_eval_record(self.path)
-            return write_json(self.path, record.to_dict(), root=self.run.path if self.run is not None else None)
+            root = self.run.path if self.run is not None else None
+            write_json(os.path.abspath(self.path), record.to_dict(), root=root)
+            return self.path
 
 
 def _is_report_folder(folder: Path) -> bool:
