@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import stat
 import tempfile
-from contextlib import ExitStack
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +69,8 @@ def import_runs(source: str | Path, runs_root: str | Path) -> list[Imported]:
             for n in names:  # every target locked before any is compared or changed
                 held.enter_context(RunDir(root / n).lock())
             plans = [_plan(source, staging / n, root / n) for n in names]
-            return [_place(staging / n, root / n, action) for n, action in zip(names, plans)]
+            with _deferred_interrupt():  # a Ctrl-C between two renames would leave a run under its set-aside name
+                return [_place(staging / n, root / n, action) for n, action in zip(names, plans)]
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -127,6 +131,18 @@ def _plan(source: Path, staged: Path, dest: Path) -> str:
         raise DardError(f"{dest} holds another run than {source} ({', '.join(diff[:4])} differ); nothing imported")
     new, old = _stage_key(RunDir(staged)), _stage_key(here)
     return "replaced" if new > old else "merged" if new == old else "kept"
+
+
+@contextmanager
+def _deferred_interrupt() -> Iterator[None]:
+    """SIGINT held back while the body runs (delivered, as KeyboardInterrupt, once it has finished)."""
+    blocked = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if blocked else None
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _aside(dest: Path) -> Path:
