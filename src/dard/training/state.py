@@ -47,7 +47,7 @@ def save_state(
         if snap.path.exists():
             shutil.rmtree(snap.path)
         snap.path.mkdir(parents=True)
-        save_tensors(snap.weights, model.state_dict(), root=folder.path)
+        save_tensors(snap.weights, model.state_dict())  # state-N/ was checked above: a real folder in the run
         torch_save(
             snap.optimizer,
             {
