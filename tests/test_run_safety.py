@@ -161,15 +161,15 @@ def small_disk(tmp_path, finished_run, monkeypatch):
     if not mounted:
         real = atomic_write
 
-        def full_disk(path, write):
+        def full_disk(path, write, **kw):
             if Path(path).name == "optim.pt" and Path(path).parent == mnt / "R" / "state-000000004":
 
                 def half(p):
                     p.write_bytes(b"\0" * 1000)
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-                return real(path, half)
-            return real(path, write)
+                return real(path, half, **kw)
+            return real(path, write, **kw)
 
         monkeypatch.setattr("dard.io.atomic_write", full_disk)
     yield mnt

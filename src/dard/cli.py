@@ -7,6 +7,7 @@ one line naming the command and the error type, exit status 1, the traceback in 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -270,11 +271,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from dard.evaluation.output import check_report_out
     from dard.evaluation.report import build_report
-    from dard.io import check_writable
     from dard.run_dir import RunRecord
 
-    check_writable(Path(args.out), folder=True, what="--out")
+    check_report_out(args.out)
     runs = [RunRecord.load(r) for r in args.runs]
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     path = build_report(runs, Path(args.out), checkpoint=args.checkpoint, formats=formats)
@@ -292,13 +293,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _seeds(text: str) -> list[int]:
-    """``--seeds 0,1,2`` as a list of non-negative integers (DardError otherwise)."""
+    """``--seeds 0,1,2`` as a list of distinct seeds (DardError otherwise)."""
+    from dard.config.schema import SEED_MAX
     from dard.errors import shown
 
     parts = [s.strip() for s in str(text).split(",") if s.strip()]
-    if not parts or not all(p.isdigit() for p in parts):
+    if not parts or not all(p.isascii() and p.isdigit() and len(p) <= 10 for p in parts):
         raise DardError(f"--seeds must be comma-separated non-negative integers such as 0,1,2; got {shown(text)}")
-    return [int(p) for p in parts]
+    seeds = [int(p) for p in parts]
+    if len(set(seeds)) != len(seeds) or max(seeds) > SEED_MAX:
+        raise DardError(f"--seeds must be distinct and at most {SEED_MAX}; got {shown(text)}")
+    return seeds
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
@@ -423,11 +428,44 @@ COMMANDS = {
 }
 
 
+# options naming files or folders: checked for what a file system takes before any command runs
+_PATH_ARGS = ("out", "runs", "results", "export", "resume", "config", "checkpoint", "weights", "data_dir", "teacher")
+# numeric options: (least, most); floats must be finite as well
+_NUMBER_ARGS = {
+    "jobs": (1, 256),
+    "n": (1, 10**9),
+    "batch_size": (1, 10**9),
+    "seed": (0, 2**32 - 1),
+    "partial_under": (0, 10**9),
+    "max_weights_mib": (0, 10**9),
+}
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Paths a file system can take (UTF-8, names of at most 255 bytes) and numbers in range, before any work."""
+    from dard.io import check_path
+
+    for key in (*_PATH_ARGS, "sources", "overrides", "name"):
+        values = getattr(args, key, None)
+        for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, str):
+                check_path(value, f"--{key.replace('_', '-')}", components=key not in ("overrides", "name"))
+    for key, (least, most) in _NUMBER_ARGS.items():
+        value = getattr(args, key, None)
+        if value is not None and not (math.isfinite(value) and least <= value <= most):
+            raise DardError(f"--{key.replace('_', '-')} must be a number from {least} to {most}; got {value}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)  # imports torch (the suite's labels): Ctrl-C may come here
+    except KeyboardInterrupt:
+        _stderr_line("dard: interrupted")
+        return 130
     debug = debug_wanted(args.debug)
     try:
+        _check_args(args)
         return COMMANDS[args.command](args)
     except DardError as e:  # bad input: one line and exit 2, with --debug too (it only unmasks unexpected errors)
         _stderr_line(f"dard: error: {one_line(e, ERROR_CHARS)}")

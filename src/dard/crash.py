@@ -8,8 +8,8 @@ This is a net, not the fix: every input a user can get wrong has its own :class:
 from __future__ import annotations
 
 import os
+import secrets
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -17,7 +17,16 @@ from pathlib import Path
 from dard.errors import one_line
 
 DEBUG_ENV = "DARD_DEBUG"
-LOG_DIR_ENV = "DARD_LOG_DIR"  # where crash logs go (default: the system's temporary folder)
+LOG_DIR_ENV = "DARD_LOG_DIR"  # where crash logs go (default: the user's cache folder, dard/logs in it)
+
+
+def log_dir() -> Path:
+    """``$DARD_LOG_DIR``, else ``$XDG_CACHE_HOME/dard/logs``, else ``~/.cache/dard/logs``: the user's own folder,
+    not a shared temporary one where another user could plant a link under a predictable name."""
+    if os.environ.get(LOG_DIR_ENV):
+        return Path(os.environ[LOG_DIR_ENV])
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "dard" / "logs"
 
 
 def debug_wanted(flag: bool) -> bool:
@@ -30,13 +39,17 @@ def write_crash_log(exc: BaseException) -> Path | None:
     not be written)."""
     from dard import __version__
 
-    folder = Path(os.environ.get(LOG_DIR_ENV) or tempfile.gettempdir())
-    path = folder / f"dard-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    folder = log_dir()
+    # a name nobody can guess, created exclusively and never through a link (O_EXCL | O_NOFOLLOW), readable by the
+    # user alone (a traceback may quote paths and values)
+    path = folder / f"dard-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{secrets.token_hex(6)}.log"
     header = f"dard {__version__}, python {sys.version.split()[0]}\ncommand: {' '.join(sys.argv)}\n\n"
     text = header + "".join(traceback.format_exception(exc))
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
+            f.write(text)
     except OSError:
         return None
     return path

@@ -23,9 +23,23 @@ class DardError(Exception):
     """An error caused by user input, reported as one line by the CLI."""
 
 
+# Characters a terminal acts on rather than shows (controls, bidirectional overrides, anything Python does not
+# call printable): a message that echoes a file's or a lock's text must not move the cursor, recolour the terminal
+# or reorder what it shows; they are shown as escapes (\x1b, \u202e).
+_BIDI = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _escaped(line: str) -> str:
+    if line.isprintable() and not _BIDI.intersection(line):
+        return line
+    return "".join(c if c.isprintable() and c not in _BIDI else ascii(c)[1:-1] for c in line)
+
+
 def one_line(text: object, limit: int | None = None) -> str:
-    """``text`` (e.g. a library's multi-line exception message) collapsed to one line, cut to ``limit`` characters."""
-    line = " ".join(str(text).split())
+    """``text`` (e.g. a library's multi-line exception message) collapsed to one line (runs of whitespace, newlines
+    included, become one space; other control characters are shown escaped, ``\\x1b``), cut to ``limit``
+    characters."""
+    line = _escaped(" ".join(str(text).split()))
     if limit is not None and len(line) > limit:
         return line[: limit - 3] + "..."
     return line

@@ -1,4 +1,10 @@
-"""Atomic file writes: a kill at any moment leaves either the old file or the new one, never half of one."""
+"""Atomic file writes: a kill at any moment leaves either the old file or the new one, never half of one.
+
+The write rule (one place, :func:`check_target`): dard replaces only regular files; a symbolic link, FIFO, device,
+socket or folder where it would write a file is refused in one line, never written through or replaced. Inside a
+folder dard owns (a run folder, given as ``root``) it never follows a link either: every folder between ``root`` and
+the file must be a real folder, and the file's folder must still lie inside ``root`` once resolved.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,8 @@ import hashlib
 import io
 import json
 import os
+import re
+import stat
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -13,23 +21,117 @@ from typing import Any
 
 import torch
 
-from dard.errors import DardError, one_line
+from dard.errors import DardError, one_line, shown
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+#: a name that dard turns into a folder (a run, an experiment's run key, a teacher): one plain path component
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+MAX_COMPONENT_BYTES = 255  # the longest file name most file systems take
+
+
+def check_name(value: object, what: str) -> str:
+    """``value`` if it is a plain name (:data:`PLAIN_NAME`: letters, digits, ``.``, ``_``, ``-``, at most 128
+    characters, not starting with a dot; so no separator and no ``..``); a one-line DardError otherwise."""
+    if not isinstance(value, str) or not PLAIN_NAME.fullmatch(value):
+        raise DardError(
+            f"{what} {shown(value, 80)} is not a plain name (1-128 letters, digits, '.', '_' or '-', not starting "
+            "with '.' or '-'): it names a folder"
+        )
+    return value
+
+
+def check_path(path: str | Path, what: str, *, components: bool = True) -> Path:
+    """``path`` as a Path if the file system can take it: UTF-8 text and (``components``) no component over 255
+    bytes; a one-line DardError otherwise (before any work, not as an OS error after it)."""
+    text = os.fspath(path)
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DardError(f"{what} {shown(text, 80)} is not UTF-8 text; rename it") from None
+    if b"\0" in raw:
+        raise DardError(f"{what} {shown(text, 80)} holds a NUL character")
+    long = [c for c in raw.split(b"/") if len(c) > MAX_COMPONENT_BYTES] if components else []
+    if long:
+        raise DardError(
+            f"{what} {shown(text, 80)}: a name in it is {len(long[0])} bytes long, over the "
+            f"{MAX_COMPONENT_BYTES} a file system takes"
+        )
+    return Path(text)
+
+
+def file_kind(mode: int) -> str:
+    """What an ``st_mode`` is, for a message: "a symbolic link", "a FIFO", ..., "a file"."""
+    for test, name in (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    ):
+        if test(mode):
+            return name
+    return "a file"
+
+
+def check_target(path: str | Path, root: str | Path | None = None) -> None:
+    """The write rule (module docstring): a one-line DardError unless dard may replace ``path`` (absent, or a
+    regular file) and, with ``root``, no folder between ``root`` and ``path`` is a link or anything but a folder."""
+    path = Path(path)
+    if root is not None:
+        root = Path(root)
+        try:
+            rel = path.relative_to(root)
+        except ValueError:
+            raise DardError(f"refusing to write {path}: it lies outside {root}") from None
+        here = root
+        for part in rel.parts[:-1]:
+            here = here / part
+            try:
+                mode = os.lstat(here).st_mode
+            except FileNotFoundError:
+                break  # created below, as a real folder
+            except OSError as e:
+                raise write_error(path, e) from None
+            if not stat.S_ISDIR(mode):
+                raise DardError(
+                    f"refusing to write {path}: {here} is {file_kind(mode)}, not a folder (dard never writes "
+                    f"through links inside {root}); remove it"
+                )
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise write_error(path, e) from None
+    if not stat.S_ISREG(mode):
+        raise DardError(f"refusing to replace {path}: it is {file_kind(mode)}, not a file dard writes; remove it")
+
+
+def _check_inside(path: Path, root: Path) -> None:
+    """After the folders exist: ``path``'s folder, resolved, still lies inside ``root`` resolved."""
+    if not Path(os.path.realpath(path.parent)).is_relative_to(os.path.realpath(root)):
+        raise DardError(f"refusing to write {path}: its folder resolves outside {root}")
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None], *, root: str | Path | None = None) -> Path:
     """Call ``write(tmp_path)`` on a temp file beside ``path`` then rename it over ``path``.
 
     The rename is atomic on POSIX file systems, and the temp file lives in the same folder so it is on the
     same file system. The file is fsynced before the rename so a crash cannot expose an empty file. An OS error
     (a full disk, a read-only file system, a parent that is a file) is a one-line DardError naming ``path`` and
-    the reason; the temp file is removed and ``path`` keeps its old content.
+    the reason; the temp file is removed and ``path`` keeps its old content. The write rule
+    (:func:`check_target`) is checked first: ``root`` is the run folder ``path`` lies in, if any.
     """
     path = Path(path)
+    check_target(path, root)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if root is not None:
+            _check_inside(path, Path(root))
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise write_error(path, e) from None
@@ -55,10 +157,10 @@ def write_error(path: str | Path, err: OSError) -> DardError:
     return DardError(f"cannot write {path}: {err.strerror or one_line(err, 160)}")
 
 
-def write_bytes(path: str | Path, data: bytes) -> Path:
+def write_bytes(path: str | Path, data: bytes, *, root: str | Path | None = None) -> Path:
     """Atomically write ``data`` (serialised in memory first, so that a full disk is an OS error with its reason,
-    not a library's wrapped message)."""
-    return atomic_write(path, lambda p: p.write_bytes(data))
+    not a library's wrapped message); ``root`` as for :func:`atomic_write`."""
+    return atomic_write(path, lambda p: p.write_bytes(data), root=root)
 
 
 def check_writable(path: str | Path, *, folder: bool, what: str = "output") -> None:
@@ -82,14 +184,14 @@ def check_writable(path: str | Path, *, folder: bool, what: str = "output") -> N
         raise DardError(f"cannot write {what} {p}: {here}: {e.strerror or one_line(e, 160)}") from None
 
 
-def write_text(path: str | Path, text: str) -> Path:
+def write_text(path: str | Path, text: str, *, root: str | Path | None = None) -> Path:
     """Atomically write a text file."""
-    return write_bytes(path, text.encode("utf-8"))
+    return write_bytes(path, text.encode("utf-8"), root=root)
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
+def write_json(path: str | Path, obj: Any, *, root: str | Path | None = None) -> Path:
     """Atomically write ``obj`` as indented JSON."""
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", root=root)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -107,16 +209,55 @@ def read_json(path: str | Path) -> Any:
         return json.load(f)
 
 
+MAX_YAML_BYTES = 1 << 20  # a config or experiment file is a few KB; larger is not one
+MAX_YAML_ALIASES = 64  # a few anchors are handy; thousands expand to gigabytes (an alias bomb)
+
+
+def _yaml_loader(where: Path) -> type:
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently) and more than
+    :data:`MAX_YAML_ALIASES` aliases, each a one-line DardError naming ``where`` and the line."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        aliases = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                self.aliases += 1
+                if self.aliases > MAX_YAML_ALIASES:
+                    line = self.peek_event().start_mark.line + 1
+                    raise DardError(f"{where}: more than {MAX_YAML_ALIASES} YAML aliases (line {line})")
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key, _ in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    k = (key.tag, key.value)
+                    if k in seen:
+                        raise DardError(
+                            f"{where}: key {shown(key.value, 80)} given twice in one mapping "
+                            f"(line {key.start_mark.line + 1})"
+                        )
+                    seen.add(k)
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
+
+
 def read_yaml_mapping(path: str | Path, what: str = "file") -> dict[str, Any]:
-    """Read a YAML file that must hold a mapping; a missing file, bad YAML or another top-level type is a
-    one-line DardError naming the file (and the line of a YAML error)."""
+    """Read a YAML file that must hold a mapping; a missing file, a file over :data:`MAX_YAML_BYTES`, bad YAML, a key
+    given twice, an alias bomb or another top-level type is a one-line DardError naming the file (and the line of a
+    YAML error)."""
     import yaml
 
     p = Path(path)
     if not p.is_file():
         raise DardError(f"{what} not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        if p.stat().st_size > MAX_YAML_BYTES:
+            raise DardError(f"{p}: {p.stat().st_size} bytes, over the {MAX_YAML_BYTES} a {what} may have")
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_yaml_loader(p)) or {}
     except UnicodeDecodeError as e:
         raise DardError(f"{p}: not UTF-8 text (byte {e.start})") from None
     except OSError as e:
@@ -132,23 +273,27 @@ def read_yaml_mapping(path: str | Path, what: str = "file") -> dict[str, Any]:
 
 
 def save_tensors(
-    path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+    path: str | Path,
+    tensors: Mapping[str, torch.Tensor],
+    metadata: Mapping[str, str] | None = None,
+    *,
+    root: str | Path | None = None,
 ) -> Path:
     """Atomically write a safetensors file (tensors are made contiguous and moved to the CPU)."""
     from safetensors.torch import save
 
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    return write_bytes(path, save(flat, metadata=dict(metadata or {})))
+    return write_bytes(path, save(flat, metadata=dict(metadata or {})), root=root)
 
 
-def torch_save(path: str | Path, obj: Any) -> Path:
+def torch_save(path: str | Path, obj: Any, *, root: str | Path | None = None) -> Path:
     """Atomically ``torch.save`` an object made only of tensors and plain containers.
 
     Such files load back with ``torch.load(..., weights_only=True)``, which never unpickles arbitrary code.
     """
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    return write_bytes(path, buffer.getvalue())
+    return write_bytes(path, buffer.getvalue(), root=root)
 
 
 def _json_default(obj: Any) -> Any:

@@ -96,3 +96,29 @@ def configure_threads(threads: int | None) -> None:
         except AttributeError:
             threads = os.cpu_count() or 1
     torch.set_num_threads(max(1, threads))
+
+
+def die_with_parent(parent: int) -> None:
+    """Make this worker process end when ``parent`` (the pid that started it) does, however the parent ends (a
+    worker of a killed `dard demo` or `dard experiment` must not keep training and holding a run's lock). Linux:
+    the kernel sends SIGKILL when the parent dies; elsewhere a daemon thread watches the parent's pid."""
+    import signal
+    import threading
+    import time
+
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, signal.SIGKILL) != 0:  # 1: PR_SET_PDEATHSIG
+            raise OSError
+    except (OSError, AttributeError):
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)

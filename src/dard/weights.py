@@ -74,8 +74,13 @@ def _key_problems(state: Mapping[str, Tensor], target: Mapping[str, Tensor], str
     missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in target]
     mismatched = [k for k in state if k in target and tuple(state[k].shape) != tuple(target[k].shape)]
+    # an int, bool or complex tensor where the model holds floats would be cast silently into other weights
+    kinds = [k for k in state if k in target and target[k].is_floating_point() and not state[k].is_floating_point()]
 
     problems: list[str] = []
+    if kinds:
+        k = kinds[0]
+        problems.append(f"tensor {k} is {state[k].dtype}, where the model holds floating-point {target[k].dtype}")
     if mismatched:
         k = mismatched[0]
         problems.append(

@@ -15,19 +15,30 @@ from dard.evaluation.suite import QUICK_SUITE, quick_suite
 from dard.io import read_yaml_mapping
 from dard.packaged import find_config
 
+#: seeds are within what every RNG dard seeds accepts (NumPy's legacy seeding takes 32 bits)
+SEED_MAX = 2**32 - 1
+# Upper bounds of counts: far above any real run, low enough that a typo (or 2**70) is an error, not an overflow.
+BIG = 10**9
+EPOCHS_MAX = 100_000
+
 
 class _Strict(BaseModel):
-    # allow_inf_nan=False: `optim.lr: .inf` or `eps: .nan` is a config error, not a run that diverges later
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    # allow_inf_nan=False: `optim.lr: .inf` or `eps: .nan` is a config error, not a run that diverges later;
+    # strict: `optim.epochs: true` or `seed: 1.5` is an error, not 1 (an int still passes where a float is asked)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, strict=True)
 
 
 class DataConfig(_Strict):
     name: str = "digits"
     dir: str | None = None
     download: bool = False
-    val_size: float = Field(0.1, ge=0.0, description="fraction (<1) or count (>=1) held out from train for selection")
-    train_subset: int | None = Field(None, ge=1, description="use only the first N training images (after the split)")
-    test_subset: int | None = Field(None, ge=1, description="final test evaluation on the first N test images")
+    val_size: float = Field(
+        0.1, ge=0.0, le=BIG, description="fraction (<1) or count (>=1) held out from train for selection"
+    )
+    train_subset: int | None = Field(
+        None, ge=1, le=BIG, description="use only the first N training images (after the split)"
+    )
+    test_subset: int | None = Field(None, ge=1, le=BIG, description="final test evaluation on the first N test images")
     augment: bool = True
 
 
@@ -61,36 +72,39 @@ class MethodConfig(_Strict):
 
 
 class OptimConfig(_Strict):
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(0.1, gt=0)
+    epochs: int = Field(10, ge=1, le=EPOCHS_MAX)
+    batch_size: int = Field(128, ge=1, le=BIG)
+    lr: float = Field(0.1, gt=0, le=1000)
     momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
+    weight_decay: float = Field(5e-4, ge=0, le=1000)
     nesterov: bool = False
     schedule: Literal["step", "cosine", "constant", "onecycle"] = Field(
         "step", description="onecycle: linear decay to 0 after the warm-up (with warmup_epochs: one-cycle)"
     )
-    milestones: list[int] = Field(default_factory=lambda: [30, 40])
+    milestones: list[Annotated[int, Field(ge=0, le=EPOCHS_MAX)]] = Field(default_factory=lambda: [30, 40])
     gamma: float = Field(0.1, gt=0, le=1)
-    warmup_epochs: int = Field(0, ge=0)
+    warmup_epochs: int = Field(0, ge=0, le=EPOCHS_MAX)
 
 
 class ValConfig(_Strict):
-    every: int = Field(1, ge=1, description="validate every N epochs (and always at the last)")
+    every: int = Field(1, ge=1, le=EPOCHS_MAX, description="validate every N epochs (and always at the last)")
     attack: dict[str, Any] = Field(default_factory=lambda: {"name": "pgd", "steps": 10, "step_ratio": 0.25})
     select_by: Literal["robust", "clean", "sum"] = "robust"
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(256, ge=1, le=BIG)
 
 
 class EvalConfig(_Strict):
     attacks: list[str] = Field(default_factory=lambda: list(QUICK_SUITE))
     autoattack_subset: int | None = Field(
-        None, ge=1, description="run AutoAttack on the first N test images of the first listed checkpoint (None: skip)"
+        None,
+        ge=1,
+        le=BIG,
+        description="run AutoAttack on the first N test images of the first listed checkpoint (None: skip)",
     )
-    eps_sweep: list[float] = Field(
+    eps_sweep: list[Annotated[float, Field(ge=0, le=1)]] = Field(
         default_factory=list, description="eps values for the PGD-20 robustness curve (first listed checkpoint)"
     )
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(256, ge=1, le=BIG)
     checkpoints: list[Literal["best", "last"]] = Field(default_factory=lambda: ["best", "last"])
 
     @field_validator("attacks", mode="after")
@@ -115,18 +129,18 @@ class SpeedConfig(_Strict):
         "default", description="torch.compile mode; reduce-overhead replays CUDA graphs (inductor only)"
     )
     sync_every: int = Field(
-        50, ge=1, description="read the loss back to the host every N steps (each read waits for the GPU)"
+        50, ge=1, le=BIG, description="read the loss back to the host every N steps (each read waits for the GPU)"
     )
     cudnn_benchmark: bool = True
     sync_bn: bool = True
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, le=4096)
 
 
 class RunConfig(_Strict):
     """A whole training run."""
 
     name: str = "run"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX)
     device: str = "auto"
     eps: float = Field(8 / 255, ge=0, le=1, description="threat model for training attacks and evaluation")
     norm: Literal["linf", "l2"] = Field(
@@ -141,7 +155,7 @@ class RunConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     speed: SpeedConfig = Field(default_factory=SpeedConfig)
     checkpoint_every_steps: int = Field(
-        0, ge=0, description="also checkpoint every N steps inside an epoch (0: epoch ends only)"
+        0, ge=0, le=BIG, description="also checkpoint every N steps inside an epoch (0: epoch ends only)"
     )
     keep_epochs: list[Annotated[int, Field(ge=1)]] = Field(
         default_factory=list,
@@ -168,7 +182,12 @@ class RunConfig(_Strict):
         if isinstance(v, str):
             from dard.evaluation.suite import parse_eps
 
-            return parse_eps(v)
+            if len(v) > 40:
+                raise ValueError("too long for a number or fraction in [0, 1]")
+            try:
+                return parse_eps(v)
+            except (OverflowError, ZeroDivisionError, ValueError) as e:  # "1/0", a 400-digit fraction
+                raise ValueError(f"not a number or fraction in [0, 1] ({type(e).__name__})") from None
         return v
 
     @model_validator(mode="after")

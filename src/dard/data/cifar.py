@@ -177,6 +177,8 @@ def _read_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarra
     if isinstance(labels, list):
         if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in labels):
             raise _corrupt(path, f"'{label_key}' must hold integers")
+        if not all(0 <= v < num_classes for v in labels):  # before the int64 conversion: 2**70 would overflow it
+            raise _corrupt(path, f"labels outside 0..{num_classes - 1}")
         labels = np.asarray(labels, dtype=np.int64)
     elif isinstance(labels, np.ndarray) and np.issubdtype(labels.dtype, np.integer):
         labels = labels.astype(np.int64)

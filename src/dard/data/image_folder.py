@@ -8,6 +8,7 @@ Normalisation statistics are computed from the training images.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +38,15 @@ def _read(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode != "L":
-                img = img.convert("RGB")
-            return np.asarray(img, dtype=np.uint8).copy()
+        # Pillow's warnings about a file it reads anyway (a large image, a palette with transparency) would add
+        # lines around dard's own output; a file it cannot read is the one-line error below
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                img.load()
+                if img.mode != "L":
+                    img = img.convert("RGB")
+                return np.asarray(img, dtype=np.uint8).copy()
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
         raise DardError(f"cannot read image {path}: {' '.join(str(exc).split())}") from None
 

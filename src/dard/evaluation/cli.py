@@ -68,7 +68,7 @@ def run_eval(args: argparse.Namespace) -> EvalRecord:
         raise DardError("--batch-size must be at least 1")
     if bool(args.checkpoint) == bool(args.weights):
         raise DardError("give either a dard checkpoint or --model ARCH --weights FILE")
-    out = EvalOutput.check(args.out) if args.out else None
+    out = EvalOutput.check(args.out, args.checkpoint) if args.out else None
     settings = eval_settings(args)
     eps = settings.eps
     device = resolve_device(args.device)

@@ -1,18 +1,30 @@
-"""Where `dard eval --out` may write: never over a file that is not an evaluation record (a checkpoint, a config,
-weights), and inside a run folder only into its ``eval/`` folder, under the run's lock. Checked before the
-evaluation starts, so a bad path costs a second, not the evaluation."""
+"""Where `dard eval --out` and `dard report --out` may write (the write rule of :mod:`dard.io`, for these two).
+
+`dard eval --out` never writes over a file that is not an evaluation record (a checkpoint, a config, weights),
+inside a run folder only into its ``eval/`` folder, under the run's lock, never over the records dard writes itself
+there (``eval/best.json``, ``eval/last.json``, the experiment's extras, set-aside records), and only into the run
+folder of the checkpoint it evaluates. `dard report --out DIR` replaces a file only in a folder that holds a dard
+report already. Both are checked before the work starts, so a bad path costs a second, not the evaluation.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from dard.errors import DardError
 from dard.evaluation.suite import EvalRecord
-from dard.io import check_writable, write_json
-from dard.run_dir import EvalFile, RunDir, enclosing_run
+from dard.io import check_target, check_writable, write_json
+from dard.run_dir import CHECKPOINTS, EvalFile, RunDir, enclosing_run
 from dard.run_dir.files import read_json_file
+
+#: the files `dard report` writes into its folder (``robustbench/`` holds one JSON file per run)
+REPORT_FILES = ("report.md", "results.json", "results.csv", "results.tex", "curves.png", "eps_curve.png")
+REPORT_SUBFOLDER = "robustbench"
+_RESULTS_KEYS = {"title", "checkpoint", "runs", "groups"}  # what dard's results.json holds
 
 
 def _require_eval_record(path: Path) -> None:
@@ -24,6 +36,17 @@ def _require_eval_record(path: Path) -> None:
         ) from None
 
 
+def _own_records(run: RunDir) -> set[str]:
+    """The names in ``eval/`` that dard writes itself (training's records and the experiment's extras)."""
+    return {p.name for c in CHECKPOINTS for p in (run.eval_file(c), run.compare_file(c), run.label_gap_file(c))}
+
+
+def _run_of(source: str | Path) -> RunDir | None:
+    """The run folder a checkpoint (or a run folder) given to `dard eval` belongs to, or None."""
+    here = RunDir(source)
+    return here if here.is_run() and here.run_info.is_file() else enclosing_run(source)
+
+
 @dataclass(frozen=True)
 class EvalOutput:
     """A checked ``--out`` path, and the run folder it lies in (None outside any run)."""
@@ -32,26 +55,75 @@ class EvalOutput:
     run: RunDir | None
 
     @classmethod
-    def check(cls, path: str | Path) -> EvalOutput:
-        """``path`` if `dard eval` may write its record there; a one-line DardError otherwise."""
-        p = Path(path)
+    def check(cls, path: str | Path, source: str | Path | None = None) -> EvalOutput:
+        """``path`` if `dard eval` of ``source`` (a checkpoint or run folder; None for external weights) may write
+        its record there; a one-line DardError otherwise."""
+        p = Path(os.path.abspath(path))  # as written (not resolved: a link inside a run must not take it out)
         run = enclosing_run(p)
-        if run is not None and p.resolve().parent != run.eval_dir.resolve():
-            raise DardError(
-                f"--out {p} lies inside run folder {run.path}; dard eval writes into a run only in its "
-                f"{run.eval_dir.name}/ folder (e.g. {run.eval_dir / 'mine.json'})"
-            )
+        if run is not None:
+            if p.resolve().parent != run.eval_dir.resolve():
+                raise DardError(
+                    f"--out {p} lies inside run folder {run.path}; dard eval writes into a run only in its "
+                    f"{run.eval_dir.name}/ folder (e.g. {run.eval_dir / 'mine.json'})"
+                )
+            if p.name in _own_records(run) or ".superseded-" in p.name:
+                raise DardError(
+                    f"--out {p} is a record dard writes itself for run {run.path}; choose another name "
+                    f"(e.g. {run.eval_dir / 'mine.json'})"
+                )
+            mine = _run_of(source) if source is not None else None
+            if mine is None or mine.path.resolve() != run.path.resolve():
+                raise DardError(
+                    f"--out {p} lies in run folder {run.path}, but the model evaluated is not that run's; write the "
+                    "record outside run folders or into the evaluated run's eval/"
+                )
+            check_target(p, run.path)
         check_writable(p, folder=False, what="--out")
+        check_target(p)
         if p.exists():
             _require_eval_record(p)
         if run is not None:
             with run.lock():  # in use now: say so before the evaluation, not after it
                 pass
-        return cls(p, run)
+        return cls(Path(path), run)
 
     def write(self, record: EvalRecord) -> Path:
         """Write ``record`` atomically (holding the run folder's lock when inside a run)."""
         with self.run.lock() if self.run is not None else nullcontext():
             if self.path.exists():  # checked again: it may have appeared during the evaluation
                 _require_eval_record(self.path)
-            return write_json(self.path, record.to_dict())
+            root = self.run.path if self.run is not None else None
+            write_json(os.path.abspath(self.path), record.to_dict(), root=root)
+            return self.path
+
+
+def _is_report_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a report dard wrote (its results.json, with dard's keys)."""
+    try:
+        results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(results, dict) and _RESULTS_KEYS <= set(results)
+
+
+def check_report_out(folder: str | Path) -> None:
+    """A one-line DardError unless `dard report` may write into ``folder``: absent, or a folder where none of the
+    files a report writes exists, or one holding a dard report already (whose files it replaces); never through a
+    link, FIFO or device where a report file or ``robustbench/`` belongs, and never inside a run folder."""
+    folder = Path(folder)
+    check_writable(folder, folder=True, what="--out")
+    run = enclosing_run(folder / "x")
+    if run is not None:
+        raise DardError(f"--out {folder} lies inside run folder {run.path}; write the report outside run folders")
+    targets = [folder / name for name in REPORT_FILES]
+    for path in [*targets, folder / REPORT_SUBFOLDER / "x.json"]:
+        check_target(path, folder)
+    sub = folder / REPORT_SUBFOLDER
+    present = [p for p in targets if p.exists()] + (sorted(sub.glob("*.json")) if sub.is_dir() else [])
+    for path in present:
+        check_target(path)
+    if present and not _is_report_folder(folder):
+        raise DardError(
+            f"--out {folder} holds {present[0].name}, which dard did not write (no dard results.json beside it); "
+            "refusing to overwrite it: choose another --out"
+        )

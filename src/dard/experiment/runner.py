@@ -30,6 +30,7 @@ from dard.experiment.spec import (
 )
 from dard.io import check_writable
 from dard.run_dir import CompareFile, FolderLock, LabelGapFile, RunDir
+from dard.runtime import die_with_parent
 from dard.training.announce import duration
 
 
@@ -242,7 +243,8 @@ def _pool_map(
     """``fn`` over ``tasks`` (``jobs`` processes at a time), results in task order; ``on_done`` gets each result as
     its task ends."""
     if jobs > 1 and len(tasks) > 1:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, context, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(fn, t) for t in tasks]
             for future in as_completed(futures):
                 if on_done is not None:

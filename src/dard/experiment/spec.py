@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dard.config import RunConfig, parse_config, validation_message
+from dard.config.schema import SEED_MAX
 from dard.errors import DardError
-from dard.io import read_yaml_mapping
+from dard.io import check_name, read_yaml_mapping
 from dard.packaged import EXPERIMENTS_DIR
 from dard.run_dir import RunDir
 
@@ -21,10 +22,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _plain_name(value: str, what: str) -> str:
+    """:func:`dard.io.check_name`'s rule as a validation error (pydantic names the key)."""
+    try:
+        return check_name(value, what)
+    except DardError as e:
+        raise ValueError(str(e)) from None
+
+
 class TeacherSpec(_Strict):
     name: str
     seed: int | None = Field(0, description="seed of the single shared teacher; null trains one per student seed")
     config: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _plain(cls, v: str) -> str:  # it names run folders
+        return _plain_name(v, "teacher name")
 
 
 class CompareAttacksSpec(_Strict):
@@ -73,6 +87,20 @@ class ExperimentSpec(_Strict):
             if unknown:
                 raise ValueError(f"pairs: {', '.join(unknown)} is not a run of this experiment ({', '.join(rows)})")
         return self
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:  # a seed twice would plan one run twice
+        if len(set(v)) != len(v) or not all(0 <= s <= SEED_MAX for s in v):
+            raise ValueError(f"seeds must be distinct integers from 0 to {SEED_MAX}")
+        return v
+
+    @field_validator("runs")
+    @classmethod
+    def _plain_keys(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:  # they name run folders
+        for key in v:
+            _plain_name(key, "run key")
+        return v
 
 
 @dataclass

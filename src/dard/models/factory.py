@@ -71,11 +71,11 @@ def _import(module_name: str, name: str) -> Any:
             f"model '{name}': cannot import module '{module_name}' ({one_line(exc, _REASON_CHARS)}); "
             "run from the folder that holds it, set PYTHONPATH, or install it"
         ) from None
-    except Exception as exc:  # the module itself failed while importing (syntax error, its own imports, ...)
+    except (Exception, SystemExit) as exc:  # the module failed while importing (syntax error, its imports, exit())
         raise _import_failed(name, module_name, exc) from None
 
 
-def _import_failed(name: str, module_name: str, exc: Exception) -> DardError:
+def _import_failed(name: str, module_name: str, exc: BaseException) -> DardError:
     reason = f"{type(exc).__name__}: {one_line(exc, _REASON_CHARS)}"
     return DardError(f"model '{name}': importing module '{module_name}' failed ({reason})")
 
@@ -83,8 +83,9 @@ def _import_failed(name: str, module_name: str, exc: Exception) -> DardError:
 def build_from_factory(factory: Callable[..., Any], name: str, num_classes: int, in_channels: int) -> nn.Module:
     """Call ``factory`` with those of ``num_classes`` / ``in_channels`` it takes (both if it takes ``**kwargs``).
 
-    A factory needing any other argument, or returning something other than an ``nn.Module``, is a DardError.
-    Errors raised inside the factory are the user's code's own and propagate unchanged.
+    A factory needing any other argument, or returning something other than an ``nn.Module``, is a DardError. An
+    exception raised inside a user's factory (``module:function``; SystemExit included, which must not end dard as
+    if it had finished) is a DardError naming the factory and the error; one in a registered factory is dard's own.
     """
     offered = {"num_classes": num_classes, "in_channels": in_channels}
     try:
@@ -102,7 +103,17 @@ def build_from_factory(factory: Callable[..., Any], name: str, num_classes: int,
             f"model '{name}': its factory needs {', '.join(map(repr, needed))}; a model factory may take only "
             f"{' and '.join(_OFFERED)} (keywords, both optional)"
         )
-    model = factory(**kwargs)
+    if is_import_spec(name):
+        try:
+            model = factory(**kwargs)
+        except (DardError, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # the user's code, not dard: say whose error it is
+            raise DardError(
+                f"model '{name}': the user's factory raised {type(exc).__name__}: {one_line(exc, _REASON_CHARS)}"
+            ) from None
+    else:
+        model = factory(**kwargs)
     if not isinstance(model, nn.Module):
         raise DardError(f"model '{name}': the factory returned a {type(model).__name__}, not an nn.Module")
     return model

@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from dard.errors import DardError
-from dard.io import atomic_write, sha256_file
+from dard.io import PLAIN_NAME, atomic_write, check_target, sha256_file
 from dard.run_dir.files import parse_json
-from dard.run_dir.layout import CHECKPOINTS, RunDir
+from dard.run_dir.layout import CHECKPOINTS, RunDir, enclosing_run
 
 MANIFEST = "dard-export.json"
 FORMAT = "dard-runs"
@@ -39,7 +39,7 @@ MAX_FILE_BYTES = 1 << 30  # 1 GiB: a WRN-34-10 checkpoint is 185 MB
 MAX_TOTAL_BYTES = 4 << 30
 MAX_MEMBERS = 10_000
 MAX_MANIFEST_BYTES = 4 << 20
-RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+RUN_NAME = PLAIN_NAME  # an archive carries run folders by their plain names
 WEIGHTS = ("auto", "all", "best", "none")
 
 
@@ -151,8 +151,10 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path, options: Export
     archive ``out``, atomically; returns its path."""
     from dard import __version__
 
+    out = Path(out)
     runs = [RunDir(p) for p in run_dirs]
     names = [r.path.name for r in runs]
+    check_out(out, names)
     bad = [n for n in names if not RUN_NAME.fullmatch(n)]
     if bad or len(set(names)) != len(names):
         raise DardError(f"run folder names must be distinct and plain ({', '.join(bad) or 'duplicates'})")
@@ -173,7 +175,35 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path, options: Export
                     with open(run.path / rel, "rb") as fh:
                         tar.addfile(_info(f"{run.path.name}/{rel}", (run.path / rel).stat().st_size), fh)
 
-    return atomic_write(Path(out), write)
+    return atomic_write(out, write)
+
+
+def archived_runs(path: Path) -> list[str] | None:
+    """The run names of the dard export ``path`` (from its manifest), None if it is not one."""
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            return [r.name for r in _read_manifest(path, tar).runs]
+    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile, DardError):
+        return None
+
+
+def check_out(out: Path, names: Sequence[str]) -> None:
+    """``dard export --out`` of the runs ``names``: never inside a run folder, and never over anything but an
+    export of the same runs (an older export of them is replaced; another runs' archive is not)."""
+    run = RunDir(out) if RunDir(out).is_run() else enclosing_run(out)
+    if run is not None:
+        raise DardError(f"--out {out} lies inside run folder {run.path}; write the archive outside run folders")
+    check_target(out)
+    if not out.exists():
+        return
+    held = archived_runs(out)
+    if held is None:
+        raise DardError(f"--out {out} exists and is not a dard export archive; refusing to overwrite it")
+    if sorted(held) != sorted(names):
+        raise DardError(
+            f"--out {out} is an export of other runs ({', '.join(sorted(held)[:3]) or 'none'}); refusing to overwrite "
+            "it: choose another --out"
+        )
 
 
 # ------------------------------------------------------------------------------------------------ reading

@@ -68,6 +68,9 @@ def read_json_file(path: Path, kind: type[T], what: str, required: tuple[str, ..
     """
     raw = _read_bytes(path, what)
     value = parse_json(raw, kind, str(path))
+    check = getattr(value, "check_values", None)  # ranges the types alone do not say (records.EvalFile)
+    if check is not None:
+        check(str(path))
     missing = [key for key in required if key not in json.loads(raw)] if required else []
     if missing:
         raise DardError(f"{path}: missing key{'s' if len(missing) > 1 else ''} {', '.join(missing)}")

@@ -16,7 +16,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dard.errors import DardError
-from dard.io import read_yaml_mapping, write_json, write_text
+from dard.io import check_target, read_yaml_mapping, write_bytes, write_json, write_text
 from dard.run_dir.files import read_json_file, read_jsonl_file
 from dard.run_dir.lock import LOCK_NAME, FolderLock
 from dard.run_dir.records import (
@@ -68,7 +70,7 @@ class Snapshot:
         )
 
     def write_progress(self, progress: Progress) -> Path:
-        return write_json(self.progress, progress.to_dict())
+        return write_json(self.progress, progress.to_dict(), root=self.path.parent)
 
 
 class RunDir:
@@ -80,6 +82,7 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._config_sha256: str | None = None  # of the config.yaml this object wrote (recorded in run.json)
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -171,6 +174,22 @@ class RunDir:
     def has_snapshot(self) -> bool:
         return self.pointer.exists()
 
+    def files(self) -> list[Path]:
+        """Every file path this layout defines that is present or may be written (snapshots: those present)."""
+        paths = [self.config, self.run_info, self.metrics, self.pointer, self.lock_file]
+        for c in CHECKPOINTS:
+            paths += [self.weights(c), self.checkpoint_meta(c), self.eval_file(c)]
+            paths += [self.compare_file(c), self.label_gap_file(c)]
+        for snap in self.snapshots():
+            paths += [snap.weights, snap.optimizer, snap.progress]
+        return paths
+
+    def check_files(self) -> None:
+        """The write rule (:func:`dard.io.check_target`) over the whole folder, before a writer starts: a link,
+        FIFO or device where one of its files or folders belongs is a one-line DardError, and nothing is written."""
+        for path in self.files():
+            check_target(path, self.path)
+
     # ------------------------------------------------------------------------------------------- reading
 
     def read_config(self) -> dict[str, Any]:
@@ -223,22 +242,47 @@ class RunDir:
     # ------------------------------------------------------------------------------------------- writing
 
     def write_config(self, text: str) -> Path:
-        return write_text(self.config, text)
+        """Write config.yaml; the next :meth:`write_info` records the SHA-256 of exactly these bytes."""
+        data = text.encode("utf-8")
+        self._config_sha256 = hashlib.sha256(data).hexdigest()
+        return write_bytes(self.config, data, root=self.path)
 
     def write_info(self, info: RunInfo) -> Path:
-        return write_json(self.run_info, info.to_dict())
+        """Write run.json (with the hash of the config.yaml this object wrote, if it wrote one)."""
+        if self._config_sha256 is not None:
+            info.config_sha256 = self._config_sha256
+        return write_json(self.run_info, info.to_dict(), root=self.path)
+
+    def check_config_unchanged(self) -> None:
+        """DardError if config.yaml's bytes differ from those run.json records dard wrote (folders from before
+        the hash was recorded pass): a resume continues the run as recorded, not a config edited since."""
+        if not self.run_info.is_file():
+            return
+        want = self.read_info().config_sha256
+        if want is None:
+            return
+        try:
+            have = hashlib.sha256(self.config.read_bytes()).hexdigest()
+        except OSError as e:
+            raise DardError(f"cannot read {self.config}: {e.strerror or e}") from None
+        if have != want:
+            raise DardError(
+                f"{self.config} was changed after dard wrote it (its SHA-256 is not the one {self.run_info.name} "
+                f"records), so the run cannot be continued as recorded; restore it, or start over with "
+                f"`dard train --config {self.config} --out NEW_FOLDER`"
+            )
 
     def write_metrics(self, rows: Sequence[EpochMetrics]) -> Path:
-        return write_text(self.metrics, "".join(json.dumps(row.to_dict()) + "\n" for row in rows))
+        return write_text(self.metrics, "".join(json.dumps(row.to_dict()) + "\n" for row in rows), root=self.path)
 
     def write_eval(self, checkpoint: str, record: EvalFile) -> Path:
-        return write_json(self.eval_file(checkpoint), record.to_dict())
+        return write_json(self.eval_file(checkpoint), record.to_dict(), root=self.path)
 
     def write_compare(self, checkpoint: str, cached: CompareFile) -> Path:
-        return write_json(self.compare_file(checkpoint), cached.to_dict())
+        return write_json(self.compare_file(checkpoint), cached.to_dict(), root=self.path)
 
     def write_label_gap(self, checkpoint: str, cached: LabelGapFile) -> Path:
-        return write_json(self.label_gap_file(checkpoint), cached.to_dict())
+        return write_json(self.label_gap_file(checkpoint), cached.to_dict(), root=self.path)
 
     def set_aside(self, path: Path) -> Path | None:
         """Keep a file that no longer describes the run under a new name (``best.json`` -> ``best.superseded-1.json``,
@@ -248,11 +292,13 @@ class RunDir:
         k = 1
         while (new := path.with_name(f"{path.stem}.superseded-{k}{path.suffix}")).exists():
             k += 1
+        check_target(path, self.path)
+        check_target(new, self.path)
         return path.rename(new)
 
     def point_at(self, snapshot: Snapshot) -> Path:
         """Make ``snapshot`` (complete by now) the one a resume starts from."""
-        return write_json(self.pointer, ResumePointer(snapshot.path.name).to_dict())
+        return write_json(self.pointer, ResumePointer(snapshot.path.name).to_dict(), root=self.path)
 
 
 def kept_epoch_name(epoch: int) -> str:
@@ -261,8 +307,9 @@ def kept_epoch_name(epoch: int) -> str:
 
 
 def enclosing_run(path: str | Path) -> RunDir | None:
-    """The run folder ``path`` lies inside (its nearest ancestor holding both config.yaml and run.json), or None."""
-    for parent in Path(path).resolve().parents:
+    """The run folder ``path`` lies inside (its nearest ancestor holding both config.yaml and run.json), or None;
+    as written (a link inside the run leading out of it does not take the path out) and once resolved."""
+    for parent in [*Path(os.path.abspath(path)).parents, *Path(path).resolve().parents]:
         run = RunDir(parent)
         if run.config.is_file() and run.run_info.is_file():
             return run

@@ -15,12 +15,14 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from dard.errors import DardError, one_line
+from dard.io import file_kind
 
 LOCK_NAME = ".dard.lock"
 _NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
@@ -112,10 +114,8 @@ class FolderLock:
             raise DardError(f"cannot lock {self.what} {self.folder}: its lock file keeps changing")
         stale = _read_owner(fd)
         if stale is not None:  # a lock file with an owner that no longer holds it: left by a killed process
-            sys.stderr.write(
-                f"dard: taking over the lock of {self.what} {self.folder}, left by {stale.describe()} "
-                "(that process has ended)\n"
-            )
+            text = f"dard: taking over the lock of {self.what} {self.folder}, left by {stale.describe()}"
+            sys.stderr.write(one_line(text, 600) + " (that process has ended)\n")
         me = _me()
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(me.__dict__) + "\n").encode(), 0)
@@ -155,10 +155,24 @@ class FolderLock:
         self._created = list(reversed(missing))  # outermost first; removed innermost first
 
     def _open(self) -> int:
+        """The lock file, opened without following a link or blocking on a FIFO; anything but a regular file of
+        its own (a link, FIFO, device, a hard link to another file) is refused: dard truncates the file it opens."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            return os.open(self.file, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.file, flags, 0o644)
         except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise DardError(
+                    f"cannot lock {self.what} {self.folder}: its lock file {self.file} is a symbolic link, not dard's; "
+                    "remove it"
+                ) from None
             raise DardError(f"cannot lock {self.what} {self.folder}: {e.strerror or e}") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+            os.close(fd)
+            kind = file_kind(st.st_mode) if not stat.S_ISREG(st.st_mode) else "a hard link to another file"
+            raise DardError(f"cannot lock {self.what} {self.folder}: its lock file {self.file} is {kind}; remove it")
+        return fd
 
     def _lock(self, fd: int) -> bool:
         """Whether the lock was taken; a DardError naming the owner when another process holds it."""
@@ -180,6 +194,6 @@ class FolderLock:
 
     def _same_file(self, fd: int) -> bool:
         try:
-            return os.stat(self.file).st_ino == os.fstat(fd).st_ino
+            return os.lstat(self.file).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
             return False

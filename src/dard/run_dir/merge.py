@@ -6,23 +6,34 @@ readers, and only then placed, all or none:
 - a folder holding another run (its config differs in more than where it ran, :mod:`dard.config.identity`): the
   import is refused and nothing changes;
 - the same run: the copy further along wins (finished, then more epochs, then a later snapshot). An import that
-  is further along replaces the folder (whose content it supersedes); one just as far adds the files the folder
-  lacks (its weights, say) and keeps the folder's own; one behind it changes nothing.
+  is further along takes the folder's place, and the local copy is set aside whole beside it
+  (``<name>.local-<k>``, with the user's own files in it); one just as far adds the files the folder lacks (its
+  weights, say) and keeps the folder's own; one behind it changes nothing.
+
+Import never deletes a file it did not bring, and it holds each existing target folder's lock (:mod:`.lock`) while
+it compares and places, so it never writes into a run that `dard train` is writing. A source that is neither a
+regular file nor a folder (a FIFO, a device) is refused before it is opened.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
+import signal
+import stat
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from dard.config.identity import config_diff, config_identity
 from dard.errors import DardError
+from dard.io import check_target, file_kind
 from dard.run_dir.archive import RUN_NAME, allowed, extract_archive
 from dard.run_dir.layout import CHECKPOINTS, RunDir
+from dard.run_dir.lock import LOCK_NAME
 
 
 @dataclass
@@ -39,14 +50,27 @@ def import_runs(source: str | Path, runs_root: str | Path) -> list[Imported]:
     """Import the runs of ``source`` (an archive or a run folder) into ``runs_root``. Recorded configs are compared
     by their identity (parsed again, so options newer than a record count at their defaults)."""
     source, root = Path(source), Path(runs_root)
-    if not source.exists():
-        raise DardError(f"nothing to import: {source} not found")
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = source.stat().st_mode
+    except FileNotFoundError:
+        raise DardError(f"nothing to import: {source} not found") from None
+    except OSError as e:
+        raise DardError(f"cannot read {source}: {e.strerror or e}") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise DardError(f"cannot import {source}: it is {file_kind(mode)}, not an archive or a run folder")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DardError(f"cannot create runs folder {root}: {e.strerror or e}") from None
     staging = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
     try:
         names = _stage(source, staging)
-        plans = [_plan(source, staging / n, root / n) for n in names]
-        return [_place(staging / n, root / n, action) for n, action in zip(names, plans)]
+        with ExitStack() as held:
+            for n in names:  # every target locked before any is compared or changed
+                held.enter_context(RunDir(root / n).lock())
+            plans = [_plan(source, staging / n, root / n) for n in names]
+            with _deferred_interrupt():  # a Ctrl-C between two renames would leave a run under its set-aside name
+                return [_place(staging / n, root / n, action) for n, action in zip(names, plans)]
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -59,7 +83,8 @@ def _stage(source: Path, staging: Path) -> list[str]:
             raise DardError(f"{source} is not a dard run folder (no config.yaml) or has an unusual name")
         for path in sorted(source.rglob("*")):
             rel = path.relative_to(source).as_posix()
-            if path.is_file() and not path.is_symlink() and allowed(rel):  # other files are not records
+            real = Path(os.path.realpath(path)) == source.resolve() / rel  # no link on the way (file or folder)
+            if real and path.is_file() and allowed(rel):  # other files are not records
                 (staging / source.name / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, staging / source.name / rel)
         names = [source.name]
@@ -108,25 +133,46 @@ def _plan(source: Path, staged: Path, dest: Path) -> str:
     return "replaced" if new > old else "merged" if new == old else "kept"
 
 
+@contextmanager
+def _deferred_interrupt() -> Iterator[None]:
+    """SIGINT held back while the body runs (delivered, as KeyboardInterrupt, once it has finished)."""
+    blocked = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if blocked else None
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _aside(dest: Path) -> Path:
+    """A free name beside ``dest`` for its local copy: ``<name>.local-<k>``."""
+    k = 1
+    while os.path.lexists(aside := dest.with_name(f"{dest.name}.local-{k}")):
+        k += 1
+    return aside
+
+
 def _place(staged: Path, dest: Path, action: str) -> Imported:
+    """Carry out ``action`` for one run (its folder's lock is held: the folder holds the lock file)."""
     name = dest.name
-    if action == "added":
-        if dest.exists():
-            dest.rmdir()  # empty (checked by the plan)
-        os.rename(staged, dest)
+    if action == "added":  # the folder holds only the lock file: move the staged files in beside it
+        for entry in sorted(staged.iterdir()):
+            os.rename(entry, dest / entry.name)
         return Imported(name, dest, action)
     if action == "replaced":
-        old = dest.with_name(f".replaced-{name}-{secrets.token_hex(4)}")
-        os.rename(dest, old)
+        aside = _aside(dest)
+        os.rename(dest, aside)  # whole, with whatever else the user keeps there
         os.rename(staged, dest)
-        shutil.rmtree(old, ignore_errors=True)
-        return Imported(name, dest, action, "the import was further along")
+        (aside / LOCK_NAME).unlink(missing_ok=True)  # the lock this import holds, not one of the run's files
+        return Imported(name, dest, action, f"the import was further along; the local copy is kept as {aside}")
     if action == "kept":
         return Imported(name, dest, action, f"{dest} is further along")
     added, differ = 0, 0
     for path in sorted(p for p in staged.rglob("*") if p.is_file()):
         target = dest / path.relative_to(staged)
-        if not target.exists():
+        check_target(target, dest)  # never through a link in the local folder
+        if not os.path.lexists(target):
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, target)
             added += 1

@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 
+from dard.errors import DardError, shown
 from dard.evaluation.suite import EvalRecord
 from dard.run_dir.files import from_plain
 
@@ -83,6 +84,25 @@ class EvalFile(_Record, EvalRecord):
         if self.eps_sweep is not None:
             self.eps_sweep = self.eps_sweep.with_counts(self.clean.total)
 
+    def check_values(self, where: str) -> None:
+        """DardError naming ``where`` unless every count is an integer from 0 to its total and the sweep's
+        accuracies lie in [0, 1] (an impossible count comes only from a damaged or hand-made file, and a report
+        would print it as a result)."""
+        records = [("", self)] + ([("autoattack_subset.", self.autoattack_subset)] if self.autoattack_subset else [])
+        counts: list[tuple[str, Any, Any]] = []
+        for p, r in records:
+            counts.append((f"{p}clean", r.clean.correct, r.clean.total))
+            counts += [(f"{p}{k}", a.correct, a.total) for k, a in r.attacks.items()]
+            if r.worst_case is not None:
+                counts.append((f"{p}worst_case", r.worst_case.correct, r.worst_case.total))
+        for key, correct, total in counts:
+            ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (correct, total))
+            if not ints or not 0 <= correct <= total:
+                raise DardError(f"{where}: {key} is {shown(correct, 40)} of {shown(total, 40)} images, not a count")
+        for eps, acc in self.eps_sweep.accuracies().items() if self.eps_sweep else []:
+            if not (isinstance(acc, (int, float)) and 0 <= acc <= 1):  # NaN fails the comparison too
+                raise DardError(f"{where}: eps_sweep accuracy at {eps} is {shown(acc, 40)}, not in [0, 1]")
+
     @classmethod
     def of(
         cls, record: EvalRecord, *, autoattack_subset: EvalRecord | None = None, eps_sweep: EpsSweep | None = None
@@ -134,11 +154,22 @@ class RunInfo(_Record):
     data: Annotated[dict[str, Any], BeforeValidator(_empty_if_null)] = field(default_factory=dict)
     # what `dard train --resume` changed later (optim.epochs, eval.*): one entry per resume that changed something
     changes: list[dict[str, Any]] | None = None
+    # SHA-256 of config.yaml's bytes as dard last wrote them (a resume refuses a config edited by hand); absent in
+    # older run folders, which resume as before
+    config_sha256: str | None = None
 
-    _OPTIONAL = ("changes",)
+    _OPTIONAL = ("changes", "config_sha256")
 
 
 # ------------------------------------------------------------------------------------------------ progress
+
+
+# Bounds of the numbers a run folder records: a step, epoch or count is never negative, and every float is finite
+# (NaN or inf seconds or accuracies come only from a damaged file; pydantic's JSON reader would accept them).
+Count = Annotated[int, Field(ge=0)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 
 
 @dataclass
@@ -146,14 +177,14 @@ class EpochMetrics(_Record):
     """One row of ``metrics.jsonl`` (and of the resume state's history): an epoch's training numbers, and its
     validation numbers on the epochs that validate."""
 
-    epoch: int
-    lr: float
-    train_loss: float
-    train_acc: float
-    images_per_s: float
-    train_seconds: float | None = None  # cumulative training-loop wall time (s); absent in older runs
-    val_clean: float | None = None
-    val_robust: float | None = None
+    epoch: Count
+    lr: NonNegative
+    train_loss: Finite
+    train_acc: Fraction
+    images_per_s: NonNegative
+    train_seconds: NonNegative | None = None  # cumulative training-loop wall time (s); absent in older runs
+    val_clean: Fraction | None = None
+    val_robust: Fraction | None = None
 
     _OPTIONAL = ("train_seconds", "val_clean", "val_robust")
 
@@ -162,15 +193,15 @@ class EpochMetrics(_Record):
 class Progress(_Record):
     """``state-<step>/progress.json``: where training stands, for resuming and for `dard experiment --plan`."""
 
-    epoch: int = 0  # epochs finished
-    batch: int = 0  # steps of the current epoch finished (a mid-epoch snapshot)
-    global_step: int = 0
-    best_score: float | None = None
-    best_epoch: int | None = None
+    epoch: Count = 0  # epochs finished
+    batch: Count = 0  # steps of the current epoch finished (a mid-epoch snapshot)
+    global_step: Count = 0
+    best_score: Finite | None = None
+    best_epoch: Count | None = None
     history: list[EpochMetrics] = field(default_factory=list)
-    train_seconds: float | None = None  # cumulative training-loop wall time (s); absent in older runs
+    train_seconds: NonNegative | None = None  # cumulative training-loop wall time (s); absent in older runs
     # rank-summed loss/correct/seen of the epoch a mid-epoch snapshot cut
-    partial: dict[str, float | int] | None = None
+    partial: dict[str, Finite | int] | None = None
 
     _OPTIONAL = ("partial",)
 

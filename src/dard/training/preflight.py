@@ -29,8 +29,8 @@ from dard.run_dir import RunDir
 from dard.training import distributed as dist
 from dard.training.final_eval import SWEEP_ATTACK
 from dard.training.resume import ResumeChanges, record_resume_changes, resume_changes
-from dard.training.setup import Data, build_method, float_tensors, load_teacher, prepare_data
-from dard.training.state import read_state
+from dard.training.setup import Data, build_method, build_optimizer, float_tensors, load_teacher, prepare_data
+from dard.training.state import check_state, read_state
 
 T = TypeVar("T")
 
@@ -83,16 +83,26 @@ def check_folder(cfg: RunConfig, folder: RunDir, resume: bool) -> ResumeChanges:
             )
         return ResumeChanges()
     folder.require_run()
+    folder.check_config_unchanged()
+    if not folder.has_snapshot() and (folder.is_trained() or folder.read_metrics() or folder.read_evals()):
+        raise DardError(
+            f"{folder.path} holds a trained run but no {folder.pointer.name}, so it cannot be continued exactly "
+            f"(it would train again over its weights); start over with `dard train --config {folder.config} "
+            "--out NEW_FOLDER`, or move the folder away to train it again"
+        )
     epochs_done = read_state(folder).progress.epoch if folder.has_snapshot() else 0
     folder.read_evals()  # a damaged record would be kept as if the run were evaluated
     return resume_changes(folder, cfg, epochs_done)
 
 
-def check_models(cfg: RunConfig, method: Method, device: torch.device) -> Data:
-    """Load the data; the student and the teacher must take its images and give one logit per class."""
+def check_models(cfg: RunConfig, method: Method, device: torch.device, resume_from: RunDir | None = None) -> Data:
+    """Load the data; the student and the teacher must take its images and give one logit per class; the snapshot
+    of ``resume_from`` (if any) must fit the student and its optimizer exactly."""
     data = prepare_data(cfg)
     probe, _ = float_tensors(data.val.subset(range(min(2, len(data.val)))), device)
     student = build_model(model_spec(cfg.model.arch, data.bundle, cfg.model.normalize)).to(device)
+    if resume_from is not None and resume_from.has_snapshot():
+        check_state(read_state(resume_from), student, *build_optimizer(cfg, student, 1))
     check_input(student, probe, data.bundle.num_classes, f"model '{cfg.model.arch}'")
     if method.needs_teacher:
         load_teacher(cfg.teacher, data.bundle, device)  # its classes, channels, image size and finite weights
@@ -122,6 +132,7 @@ def open_run(
         method = check_config(cfg, dist_info.world_size)
         if resume:
             folder.require_run()
+            folder.check_files()  # links, FIFOs or devices where the run's files belong: refused before the lock
         else:
             check_writable(folder.path, folder=True, what="run folder")
         if lock is not None:
@@ -131,7 +142,7 @@ def open_run(
     try:
         method = _agreed(first, dist_info, device)
         changes = _agreed(lambda: check_folder(cfg, folder, resume), dist_info, device)
-        data = _agreed(lambda: check_models(cfg, method, device), dist_info, device)
+        data = _agreed(lambda: check_models(cfg, method, device, folder if resume else None), dist_info, device)
         if lock is not None and changes is not None and changes.changed:
             record_resume_changes(folder, cfg, changes)
         yield data

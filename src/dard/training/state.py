@@ -9,6 +9,7 @@ whole, and the pointer keeps naming the previous one.
 
 from __future__ import annotations
 
+import math
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -17,8 +18,8 @@ from typing import Any
 
 import torch
 
-from dard.errors import DardError, one_line
-from dard.io import save_tensors, torch_save, write_error
+from dard.errors import DardError, one_line, shown
+from dard.io import check_target, save_tensors, torch_save, write_error
 from dard.model_checks import check_finite
 from dard.run_dir import Progress, RunDir, Snapshot
 from dard.weights import read_state_dict
@@ -41,11 +42,12 @@ def save_state(
 ) -> Snapshot:
     """Write a complete snapshot, then point the resume pointer at it and drop older snapshots."""
     snap = folder.snapshot(progress.global_step)
+    check_target(snap.weights, folder.path)  # state-N/ a link: refused, never removed or written through
     try:
         if snap.path.exists():
             shutil.rmtree(snap.path)
         snap.path.mkdir(parents=True)
-        save_tensors(snap.weights, model.state_dict())
+        save_tensors(snap.weights, model.state_dict())  # state-N/ was checked above: a real folder in the run
         torch_save(
             snap.optimizer,
             {
@@ -54,6 +56,7 @@ def save_state(
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             },
+            root=folder.path,
         )
         snap.write_progress(progress)
         folder.point_at(snap)
@@ -93,6 +96,81 @@ def _read_optim(path: Path) -> dict[str, Any]:
     return blob
 
 
+def _tensor_problem(t: Any, like: torch.Tensor) -> str | None:
+    """Why ``t`` cannot stand for ``like`` exactly (a tensor of the same dtype and shape, finite), or None."""
+    if not isinstance(t, torch.Tensor):
+        return f"is {type(t).__name__}, not a tensor"
+    if t.dtype != like.dtype or tuple(t.shape) != tuple(like.shape):
+        return f"is {t.dtype} {tuple(t.shape)}, the model needs {like.dtype} {tuple(like.shape)}"
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        return "holds NaN or infinite values"
+    return None
+
+
+def _real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_state(state: SavedState, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+    """A snapshot fits ``model`` and a fresh ``optimizer``/``scheduler`` exactly, or a one-line DardError naming the
+    file and the entry: weights of the same names, dtypes and shapes; an SGD state of the same parameter groups
+    and hyper-parameters, with a momentum buffer of each parameter's dtype and shape once a step was taken; a
+    scheduler state with a non-negative step; finite numbers throughout. Loading casts silently, so a snapshot
+    that passes only after a cast would resume as another run."""
+    snap = state.snapshot
+    want = model.state_dict()
+    extra, missing = sorted(set(state.weights) - set(want)), sorted(set(want) - set(state.weights))
+    if extra or missing:
+        which = f"unknown tensor {extra[0]!r}" if extra else f"no tensor {missing[0]!r}"
+        raise DardError(f"cannot resume from {snap.weights}: {which} for this model")
+    for name, like in want.items():
+        if (why := _tensor_problem(state.weights[name], like)) is not None:
+            raise DardError(f"cannot resume from {snap.weights}: tensor {name!r} {why}")
+
+    def bad(what: str) -> DardError:
+        return DardError(f"cannot resume from {snap.optimizer}: {what}")
+
+    saved, fresh = state.optim["optimizer"], optimizer.state_dict()
+    groups = saved["param_groups"]
+    if not isinstance(groups, list) or len(groups) != len(fresh["param_groups"]):
+        raise bad("the optimizer's parameter groups differ from this run's")
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for g, f in zip(groups, fresh["param_groups"]):
+        if not isinstance(g, dict) or set(g) - set(f) or g.get("params") != f["params"]:
+            raise bad("the optimizer's parameter groups differ from this run's")
+        for key in ("lr", "initial_lr"):
+            if not _real(g.get(key)) or g[key] < 0:
+                raise bad(f"{key} {shown(g.get(key), 40)} is not a finite non-negative number")
+        for key, value in f.items():  # the hyper-parameters the recorded config sets
+            if key not in ("params", "lr", "initial_lr") and key in g and g[key] != value:
+                raise bad(f"{key} {shown(g[key], 40)} differs from the recorded config's {shown(value, 40)}")
+    per_param = saved["state"]
+    if not isinstance(per_param, dict) or set(per_param) - set(range(len(params))):
+        raise bad("its per-parameter state names unknown parameters")
+    momentum = optimizer.param_groups[0].get("momentum", 0)
+    for i, param in enumerate(params):
+        entry = per_param.get(i, {})
+        if not isinstance(entry, dict) or set(entry) - {"momentum_buffer"}:
+            raise bad(f"the state of parameter {i} holds unknown entries")
+        buf = entry.get("momentum_buffer")
+        if buf is None and momentum and state.progress.global_step > 0 and param.requires_grad:
+            raise bad(f"parameter {i} has no momentum buffer after {state.progress.global_step} steps")
+        if buf is not None and (why := _tensor_problem(buf, param.detach())) is not None:
+            raise bad(f"the momentum buffer of parameter {i} {why}")
+    sched, fresh_sched = state.optim["scheduler"], scheduler.state_dict()
+    if set(sched) - set(fresh_sched) or not {"last_epoch", "base_lrs"} <= set(sched):
+        raise bad("the scheduler's state has other entries than this run's")
+    last = sched["last_epoch"]
+    if not isinstance(last, int) or isinstance(last, bool) or last < 0:
+        raise bad(f"the scheduler's step {shown(last, 40)} is not a non-negative integer")
+    lrs = [*sched["base_lrs"], *sched.get("_last_lr", [])] if isinstance(sched["base_lrs"], list) else [None]
+    if not all(_real(v) and v >= 0 for v in lrs):
+        raise bad("the scheduler's learning rates are not finite non-negative numbers")
+    rng = state.optim["rng_cpu"]
+    if rng.ndim != 1 or rng.numel() != torch.get_rng_state().numel():
+        raise bad("the random-number state has the wrong size")
+
+
 def read_state(folder: RunDir) -> SavedState:
     """The snapshot the resume pointer names, every file read and checked (one-line DardError naming the file
     otherwise); nothing is loaded into a model yet, so a bad snapshot changes nothing."""
@@ -106,6 +184,7 @@ def read_state(folder: RunDir) -> SavedState:
 def load_state(folder: RunDir, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> Progress:
     """Restore the snapshot the resume pointer points at; returns its progress."""
     state = read_state(folder)
+    check_state(state, model, optimizer, scheduler)
     snap = state.snapshot
     try:
         model.load_state_dict(state.weights)
