@@ -1,7 +1,8 @@
 """Adversarial attacks behind one contract: ``create_attack(name, **params)(model, x, target) -> x_adv``.
 
 Registered names: ``fgsm``, ``pgd``, ``bim``, ``tpgd`` (targeted PGD), ``cw`` (CW-inf), ``dpgd`` (Dice PGD),
-``autoattack`` (official AutoAttack via ``pyautoattack``), all taking labels, and ``kl_pgd`` (the KL maximisation of
+``autoattack`` (official AutoAttack via ``pyautoattack``) and its parts ``apgd-ce``, ``apgd-dlr``, ``apgd-t``,
+``fab-t``, ``square`` (:mod:`dard.attacks.autoattack_parts`), all taking labels, and ``kl_pgd`` (the KL maximisation of
 TRADES / RSLAD / AdaAD), taking target probabilities or a reference network. See :class:`dard.attacks.base.Attack`
 for the contract (inputs in [0, 1], eval mode, input-only gradients, seeded determinism, checked target);
 :func:`pgd_ascent` is the core routine.
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from dard.attacks.autoattack import AutoAttackWrapper
+from dard.attacks.autoattack_parts import APGDCE, APGDDLR, APGDT, FABT, PARTS, Square
 from dard.attacks.base import Attack, perturbation_norms, preset
 from dard.attacks.dpgd import DPGD, dice_loss, dpgd_lambda, dpgd_loss
 from dard.attacks.kl import KLPGD, kl_sum
@@ -20,15 +22,20 @@ from dard.attacks.targeted import TargetedPGD
 from dard.registry import Registry
 
 __all__ = [
+    "APGDCE",
+    "APGDDLR",
+    "APGDT",
     "ATTACKS",
     "Attack",
     "AutoAttackWrapper",
     "BIM",
     "CW",
     "DPGD",
+    "FABT",
     "FGSM",
     "KLPGD",
     "PGD",
+    "Square",
     "TargetedPGD",
     "ce_loss",
     "create_attack",
@@ -50,7 +57,7 @@ register_attack = ATTACKS.register
 
 # Registered here rather than by decorators in the modules, so the modules never import this package
 # (no import cycle); new attacks may use ``@register_attack("name")`` as usual.
-for _cls in (FGSM, PGD, BIM, TargetedPGD, CW, DPGD, KLPGD, AutoAttackWrapper):
+for _cls in (FGSM, PGD, BIM, TargetedPGD, CW, DPGD, KLPGD, AutoAttackWrapper, *PARTS):
     register_attack(_cls.name)(_cls)
 del _cls
 
