@@ -30,15 +30,21 @@ if TYPE_CHECKING:
 FORMAT = "dard-checkpoint"
 
 
-def model_spec(arch: str, bundle: DatasetBundle, normalize: bool) -> dict[str, Any]:
-    """How to rebuild a model for ``bundle``'s images: stored in every checkpoint's JSON."""
-    return {
+def model_spec(
+    arch: str, bundle: DatasetBundle, normalize: bool, kwargs: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """How to rebuild a model for ``bundle``'s images: stored in every checkpoint's JSON. ``kwargs`` (a config's
+    ``model.kwargs``, for the factory) is recorded only when there are any, so other specs stay as they were."""
+    spec = {
         "arch": arch,
         "num_classes": bundle.num_classes,
         "in_channels": bundle.image_shape[0],
         "mean": list(bundle.mean) if normalize else None,
         "std": list(bundle.std) if normalize else None,
     }
+    if kwargs:
+        spec["kwargs"] = dict(kwargs)
+    return spec
 
 
 def build_model(spec: Mapping[str, Any], where: str | None = None) -> nn.Module:
@@ -47,10 +53,15 @@ def build_model(spec: Mapping[str, Any], where: str | None = None) -> nn.Module:
     check_spec(spec, where or "model spec")
     try:
         arch, classes, channels = spec["arch"], int(spec["num_classes"]), int(spec["in_channels"])
+        kwargs = dict(spec.get("kwargs") or {})
     except (KeyError, TypeError, ValueError) as e:
         raise DardError(f"{where or 'model spec'}: bad model spec ({e})") from None
+    if not all(isinstance(k, str) for k in kwargs):
+        raise DardError(f"{where or 'model spec'}: bad model spec (kwargs keys must be strings)")
     try:
-        return create_model(arch, num_classes=classes, in_channels=channels, mean=spec.get("mean"), std=spec.get("std"))
+        return create_model(
+            arch, num_classes=classes, in_channels=channels, mean=spec.get("mean"), std=spec.get("std"), **kwargs
+        )
     except DardError as e:
         if where is None:
             raise

@@ -223,7 +223,10 @@ class _Job:
         if spec.label_gap is not None:
             passes += min(spec.label_gap.n, sizes.test) * 2 * (cfg.method.params.get("attack") or {}).get("steps", 10)
         est = self.estimate(folder.path.name, cfg)
-        need = passes * arch_macs(cfg.model.arch, sizes.classes, sizes.shape) / est.eval_rate + est.startup_s
+        need = (
+            passes * arch_macs(cfg.model.arch, sizes.classes, sizes.shape, cfg.model.kwargs) / est.eval_rate
+            + est.startup_s
+        )
         cached = spec.compare_attacks is None or folder.read_compare(spec.compare_attacks.checkpoint) is not None
         cached &= spec.label_gap is None or folder.read_label_gap(spec.label_gap.checkpoint) is not None
         if need > self.budget.left() and not cached:  # (cached results are checked against the spec, and cheap)

@@ -91,7 +91,7 @@ def check_models(cfg: RunConfig, method: Method, device: torch.device) -> Data:
     """Load the data; the student and the teacher must take its images and give one logit per class."""
     data = prepare_data(cfg)
     probe, _ = float_tensors(data.val.subset(range(min(2, len(data.val)))), device)
-    student = build_model(model_spec(cfg.model.arch, data.bundle, cfg.model.normalize)).to(device)
+    student = build_model(model_spec(cfg.model.arch, data.bundle, cfg.model.normalize, cfg.model.kwargs)).to(device)
     check_input(student, probe, data.bundle.num_classes, f"model '{cfg.model.arch}'")
     if method.needs_teacher:
         load_teacher(cfg.teacher, data.bundle, device)  # its classes, channels, image size and finite weights
