@@ -27,7 +27,7 @@ from dard.checkpoint import checkpoint_meta
 from dard.config import RunConfig
 from dard.errors import DardError
 from dard.evaluation.suite import DEFAULT_SUITE
-from dard.models import create_model
+from dard.models import create_model, library_prefix
 from dard.models.cost import macs_per_image
 from dard.run_dir import RunDir
 from dard.training import distributed as dist
@@ -191,6 +191,8 @@ def teacher_arch(cfg: RunConfig, folder: RunDir | None = None) -> str | None:
         recorded = folder.read_info().teacher
         if recorded:
             return str(recorded.get("arch"))
+    if library_prefix(cfg.teacher.checkpoint) == "robustbench:":  # a zoo teacher by name: its architecture
+        return str(cfg.teacher.checkpoint)
     if cfg.teacher.checkpoint:
         try:
             return str(checkpoint_meta(cfg.teacher.checkpoint)[1]["model"]["arch"])
