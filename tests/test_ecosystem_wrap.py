@@ -69,3 +69,12 @@ def test_top_level_evaluate_and_build_suite() -> None:
     assert record.clean["total"] == 6 and set(record.attacks) == {"fgsm", "pgd20"}
     assert record.attacks["pgd20"].accuracy <= record.clean["accuracy"]
     assert isinstance(model, ImageClassifier)
+
+
+def test_dard_list_shows_the_new_attacks_and_model_prefixes() -> None:
+    from tests.conftest import run_cli
+
+    out = run_cli("list").stdout
+    attacks = next(line for line in out.splitlines() if line.startswith("attacks:"))
+    assert all(name in attacks for name in ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square"))
+    assert "timm:NAME" in out and "robustbench:NAME" in out

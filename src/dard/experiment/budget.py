@@ -27,6 +27,7 @@ from dard.experiment.estimate import Estimate, Estimator, estimator_for
 from dard.experiment.report import write_experiment_report
 from dard.experiment.runner import _checked_runs, missing_teacher_weights, run_extras, run_status
 from dard.experiment.spec import Experiment, deep_merge, parse_run_config
+from dard.models import library_prefix
 from dard.run_dir import RunDir
 from dard.training.budget import TrainingStopped, arch_macs, attack_passes
 
@@ -135,7 +136,7 @@ def run_within_budget(
 def _teacher_not_ready(cfg: RunConfig, raw: dict[str, Any]) -> str | None:
     """Why a student cannot start yet: its teacher's weights are absent, or its teacher run has not finished
     training (a teacher stopped part-way has a best checkpoint already); None when it can."""
-    if not cfg.teacher.checkpoint:
+    if not cfg.teacher.checkpoint or library_prefix(cfg.teacher.checkpoint):  # none, or a zoo model by name
         return None
     ckpt = Path(cfg.teacher.checkpoint)
     teacher = RunDir(ckpt.parent)

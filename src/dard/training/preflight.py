@@ -35,7 +35,8 @@ from dard.training.state import read_state
 T = TypeVar("T")
 
 TEACHER_HINT = (
-    "pass --teacher RUN (a dard run folder or checkpoint), or set teacher.arch + teacher.weights for external weights"
+    "pass --teacher RUN (a dard run folder or checkpoint, or robustbench:NAME), or set teacher.arch + "
+    "teacher.weights for external weights"
 )
 
 
