@@ -36,6 +36,7 @@ def test_wrapping_an_image_classifier_does_not_normalise_twice() -> None:
     model = create_model("small_cnn", num_classes=10)
     same = create_model(model, mean=MEAN, std=STD)
     assert same is model and torch.allclose(model.mean.flatten(), torch.tensor(MEAN))
+    assert create_model(model) is model and torch.allclose(model.mean.flatten(), torch.tensor(MEAN))  # kept
 
 
 def test_wrapped_instance_errors_are_one_line() -> None:

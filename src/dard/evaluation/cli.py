@@ -74,6 +74,8 @@ def run_eval(args: argparse.Namespace) -> EvalRecord:
         raise DardError("--batch-size must be at least 1")
     if bool(args.checkpoint) == bool(args.weights) and not _is_zoo_model(args):
         raise DardError("give either a dard checkpoint, --model ARCH --weights FILE, or --model robustbench:NAME")
+    if _is_zoo_model(args) and args.normalization:
+        raise DardError("--normalization is for --weights: a RobustBench model normalises its inputs itself")
     out = EvalOutput.check(args.out) if args.out else None
     settings = eval_settings(args)
     eps = settings.eps

@@ -57,7 +57,8 @@ def create_model(
             ``robustbench:<name>`` (a RobustBench zoo architecture, ``dard[robustbench]``; its weights come from
             :func:`dard.models.robustbench.load_robustbench`), user code ``module:function``, or an ``nn.Module``
             instance mapping images to logits, which is wrapped as it is (parameters shared, not copied).
-        num_classes: class count, default 10 (an :class:`ImageClassifier` instance: its own).
+        num_classes: class count, default 10 (an :class:`ImageClassifier` instance: its own, and its own
+            normalisation unless ``mean``/``std`` are given).
         in_channels: image channels, default 3.
         mean, std: per-channel normalisation applied inside ``forward`` (inputs stay in [0, 1]).
         **kwargs: further keyword arguments for the factory (a config's ``model.kwargs``), e.g. ``img_size=32``.
@@ -105,19 +106,21 @@ def _wrap_instance(
     std: Sequence[float] | None,
 ) -> ImageClassifier:
     """``net`` with the normalisation a registered factory's model gets: an :class:`ImageClassifier` is given
-    ``mean``/``std`` itself (no second layer of normalisation), anything else is wrapped in a PlainClassifier."""
+    ``mean``/``std`` itself when either is passed (no second layer of normalisation; none passed keeps its own),
+    anything else is wrapped in a PlainClassifier."""
     if isinstance(net, ImageClassifier):
         if num_classes is not None and num_classes != net.num_classes:
             raise DardError(f"the model has {net.num_classes} classes, not {num_classes}")
         if in_channels != net.in_channels:
             raise DardError(f"the model takes {net.in_channels} input channels, not {in_channels}")
-        net.set_normalization(mean, std)
+        if mean is not None or std is not None:
+            net.set_normalization(mean, std)
         return net
     num_classes = 10 if num_classes is None else num_classes
     _check_sizes(num_classes, in_channels)
     model = PlainClassifier(net, num_classes, in_channels)
     model.set_normalization(mean, std)
-    # follow the instance's device and dtype, so a model already on a GPU stays usable as it is
+    # the wrapper's mean/std buffers follow the instance's device, so a model already on a GPU stays usable
     first = next(net.parameters(), None)
     return model.to(first.device) if first is not None else model
 
