@@ -140,6 +140,11 @@ def test_missing_weights_offline_name_the_exact_path(zoo, tmp_path) -> None:
     assert_one_line_error(proc, "weights not found and not downloaded", f"put the file at {where}")
 
 
+def test_normalization_flag_is_refused_for_a_zoo_model() -> None:
+    proc = run_cli("eval", "--model", f"robustbench:{NAME}", "--normalization", "dataset")
+    assert_one_line_error(proc, "a RobustBench model normalises its inputs itself")
+
+
 def test_unknown_name_and_pickles_are_one_line_errors(zoo) -> None:
     bundle = load_dataset("digits")
     with pytest.raises(DardError, match="lists no digits Linf model 'Tiny2024'; did you mean Tiny2024Zoo"):
