@@ -13,6 +13,14 @@ from dard.models import ImageClassifier, PlainClassifier, build_from_factory, cr
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 
 
+@pytest.fixture(autouse=True)
+def _own_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Models registered by a test here leave the registry afterwards (a copy is swapped in for the test)."""
+    from dard.models import MODELS
+
+    monkeypatch.setattr(MODELS, "_items", dict(MODELS._items))
+
+
 def _net() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
