@@ -23,6 +23,7 @@ from dard.registry import Registry
 
 ALL_ATTACKS = list_attacks()
 EXPECTED = {"autoattack", "bim", "cw", "dpgd", "fgsm", "kl_pgd", "pgd", "tpgd", "trades_pgd"}
+EXPECTED |= {"apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square"}  # AutoAttack's parts
 PROBS_ATTACKS = {"kl_pgd"}  # take target probabilities instead of labels
 EPS = 0.1
 
@@ -63,9 +64,20 @@ def tiny_setup(n: int = 6, seed: int = 0) -> tuple[TinyNet, torch.Tensor, torch.
     return model, x, y
 
 
+# AutoAttack's parts with few iterations / queries: the contract, not the strength, is under test here
+AUTOATTACK_PARTS_FAST = {
+    "apgd-ce": {"steps": 5},
+    "apgd-dlr": {"steps": 5},
+    "apgd-t": {"steps": 5, "target_classes": 2},
+    "fab-t": {"steps": 5, "target_classes": 2},
+    "square": {"queries": 20},
+}
+
+
 def params_for(name: str, **extra) -> dict:
     # AutoAttack at a large eps: APGD-CE breaks every point at once and the later stages are skipped (fast)
     base = {"eps": 0.3 if name == "autoattack" else EPS, "seed": 0}
+    base.update(AUTOATTACK_PARTS_FAST.get(name, {}))
     base.update(extra)
     return base
 

@@ -20,7 +20,7 @@ from torch import nn
 from dard.errors import DardError
 from dard.io import read_json, save_tensors, write_json
 from dard.model_checks import check_input, check_spec
-from dard.models import create_model, is_import_spec
+from dard.models import create_model, is_import_spec, library_prefix
 from dard.module_utils import unwrap_model
 from dard.run_dir import CHECKPOINTS, RunDir
 from dard.weights import load_weights
@@ -31,15 +31,23 @@ if TYPE_CHECKING:
 FORMAT = "dard-checkpoint"
 
 
-def model_spec(arch: str, bundle: DatasetBundle, normalize: bool) -> dict[str, Any]:
-    """How to rebuild a model for ``bundle``'s images: stored in every checkpoint's JSON."""
-    return {
+def model_spec(
+    arch: str, bundle: DatasetBundle, normalize: bool, kwargs: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """How to rebuild a model for ``bundle``'s images: stored in every checkpoint's JSON. ``kwargs`` (a config's
+    ``model.kwargs``, for the factory) is recorded only when there are any, so other specs stay as they were."""
+    if library_prefix(arch) == "robustbench:":
+        normalize = False  # the zoo's models normalise inside; a second normalisation would corrupt their inputs
+    spec = {
         "arch": arch,
         "num_classes": bundle.num_classes,
         "in_channels": bundle.image_shape[0],
         "mean": list(bundle.mean) if normalize else None,
         "std": list(bundle.std) if normalize else None,
     }
+    if kwargs:
+        spec["kwargs"] = dict(kwargs)
+    return spec
 
 
 def build_model(spec: Mapping[str, Any], where: str | None = None) -> nn.Module:
@@ -48,10 +56,15 @@ def build_model(spec: Mapping[str, Any], where: str | None = None) -> nn.Module:
     check_spec(spec, where or "model spec")
     try:
         arch, classes, channels = spec["arch"], int(spec["num_classes"]), int(spec["in_channels"])
+        kwargs = dict(spec.get("kwargs") or {})
     except (KeyError, TypeError, ValueError) as e:
         raise DardError(f"{where or 'model spec'}: bad model spec ({e})") from None
+    if not all(isinstance(k, str) for k in kwargs):
+        raise DardError(f"{where or 'model spec'}: bad model spec (kwargs keys must be strings)")
     try:
-        return create_model(arch, num_classes=classes, in_channels=channels, mean=spec.get("mean"), std=spec.get("std"))
+        return create_model(
+            arch, num_classes=classes, in_channels=channels, mean=spec.get("mean"), std=spec.get("std"), **kwargs
+        )
     except DardError as e:
         if where is None:
             raise
@@ -104,6 +117,22 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not p.exists():
         raise DardError(f"checkpoint not found: {p}")
     return p
+
+
+def _load_zoo_model(
+    arch: str, bundle: DatasetBundle, device: torch.device | str, model_dir: str | Path | None, threat_model: str
+) -> LoadedModel:
+    """RobustBench's trained model ``arch`` (``robustbench:<name>``) for ``bundle``'s dataset, as a dard classifier
+    with no normalisation of its own (the zoo's models normalise inside)."""
+    from dard.models.robustbench import load_robustbench, weight_paths
+
+    name = arch.split(":", 1)[1]
+    net = load_robustbench(name, dataset=bundle.name, threat_model=threat_model, model_dir=model_dir)
+    model = create_model(net, num_classes=bundle.num_classes, in_channels=bundle.image_shape[0])
+    paths = weight_paths(name, bundle.name, threat_model, model_dir)
+    source = ", ".join(map(str, paths)) or f"robustbench {name}"
+    spec = {**model_spec(arch, bundle, normalize=False), "threat_model": threat_model}
+    return LoadedModel(model.to(device).eval(), {"source": source, **spec})
 
 
 RAW_WEIGHTS_HINT = "pass --model ARCH to load raw weights"
@@ -185,15 +214,23 @@ def load_model(
     weights: str | Path | Mapping[str, Any] | None = None,
     normalize: bool = True,
     what: str = "model",
+    model_dir: str | Path | None = None,
+    threat_model: str = "Linf",
 ) -> LoadedModel:
     """A model for ``bundle``'s images: a dard ``checkpoint`` (whose recorded architecture ``arch``, if given, must
     be), or architecture ``arch`` with external ``weights`` (a file or a state dict already read) and, if
-    ``normalize``, the dataset's mean/std inside the model.
+    ``normalize``, the dataset's mean/std inside the model, or a RobustBench zoo model by name (``arch`` or
+    ``checkpoint`` ``robustbench:<name>`` without ``weights``: the trained model for ``bundle``'s dataset and
+    ``threat_model``, its weights from robustbench's loader and ``model_dir``; :mod:`dard.models.robustbench`).
 
     A class or channel count that does not match the dataset, or an image size the model cannot take, is a
     DardError naming ``what``.
     """
-    if checkpoint is not None:
+    if library_prefix(str(checkpoint)) == "robustbench:":  # a teacher named by its zoo name
+        loaded = _load_zoo_model(str(checkpoint), bundle, device, model_dir, threat_model)
+    elif checkpoint is None and weights is None and library_prefix(arch) == "robustbench:":
+        loaded = _load_zoo_model(str(arch), bundle, device, model_dir, threat_model)
+    elif checkpoint is not None:
         hint = TEACHER_RAW_HINT if what == "teacher" else RAW_WEIGHTS_HINT
         model, meta = load_checkpoint(checkpoint, device, arch=arch, raw_hint=hint)
         loaded = LoadedModel(model, {"source": str(checkpoint), **meta["model"]}, meta.get("epoch"))

@@ -25,10 +25,15 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", nargs="?", help="dard checkpoint (.safetensors with its .json) or a run folder")
     p.add_argument(
         "--model",
-        help="architecture (a `dard list` name or user code module:function) of the --weights, or of a checkpoint "
-        "built from user code",
+        help="architecture (a `dard list` name, timm:NAME or user code module:function) of the --weights, or of a "
+        "checkpoint built from user code; robustbench:NAME alone evaluates that RobustBench model",
     )
     p.add_argument("--weights", help="external weights file (.pt/.pth/.safetensors state dict), loaded weights-only")
+    p.add_argument(
+        "--model-dir",
+        help="RobustBench's model folder for --model robustbench:NAME (default $DARD_MODEL_DIR, else "
+        "~/.cache/dard/robustbench); offline, put <dataset>/<threat>/<NAME>.pt there",
+    )
     p.add_argument(
         "--normalization",
         choices=["dataset", "none"],
@@ -75,7 +80,10 @@ def _add_train_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--data", help="shortcut for --set data.name=...")
     t.add_argument("--data-dir", help="shortcut for --set data.dir=...")
     t.add_argument(
-        "--teacher", metavar="RUN", help="teacher run folder or dard checkpoint (--set teacher.checkpoint=...)"
+        "--teacher",
+        metavar="RUN",
+        help="teacher run folder, dard checkpoint or robustbench:NAME (a RobustBench zoo model; its weights in "
+        "$DARD_MODEL_DIR, else ~/.cache/dard/robustbench) (--set teacher.checkpoint=...)",
     )
     t.add_argument("--epochs", type=int, help="shortcut for --set optim.epochs=...")
     t.add_argument("--seed", type=int, help="shortcut for --set seed=...")
@@ -387,6 +395,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
         ("methods", list_methods()),
     ]:
         print(f"{kind}: {', '.join(names)}")
+    print(
+        "model prefixes: timm:NAME (a timm model, model.kwargs for its arguments; dard[timm]), robustbench:NAME "
+        "(a RobustBench zoo model: dard eval --model, --teacher; dard[robustbench]), module:function (your code)"
+    )
     from dard.evaluation.suite import DEFAULT_SUITE
 
     print(f"suite labels (dard eval --attacks, eval.attacks): {', '.join(DEFAULT_SUITE)}")

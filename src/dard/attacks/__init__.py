@@ -2,7 +2,8 @@
 
 Registered names: ``fgsm``, ``pgd``, ``bim``, ``tpgd`` (targeted PGD), ``cw`` (CW-inf: Linf PGD on the margin),
 ``dpgd`` (Dice PGD), ``trades_pgd`` (torchattacks' TPGD: the KL maximisation against the model's own clean
-prediction), ``autoattack`` (official AutoAttack via ``pyautoattack``), all taking labels, and ``kl_pgd`` (the KL
+prediction), ``autoattack`` (official AutoAttack via ``pyautoattack``) and its parts ``apgd-ce``, ``apgd-dlr``,
+``apgd-t``, ``fab-t``, ``square`` (:mod:`dard.attacks.autoattack_parts`), all taking labels, and ``kl_pgd`` (the KL
 maximisation of TRADES / RSLAD / AdaAD), taking target probabilities or a reference network. See
 :class:`dard.attacks.base.Attack` for the contract (inputs in [0, 1], eval mode, input-only gradients, seeded
 determinism, checked target); :func:`pgd_ascent` is the core routine.
@@ -13,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from dard.attacks.autoattack import AutoAttackWrapper
+from dard.attacks.autoattack_parts import APGDCE, APGDDLR, APGDT, FABT, PARTS, Square
 from dard.attacks.base import Attack, perturbation_norms, preset
 from dard.attacks.dpgd import DPGD, dice_loss, dpgd_lambda, dpgd_loss
 from dard.attacks.kl import KLPGD, TradesPGD, kl_sum
@@ -21,15 +23,20 @@ from dard.attacks.targeted import TargetedPGD
 from dard.registry import Registry
 
 __all__ = [
+    "APGDCE",
+    "APGDDLR",
+    "APGDT",
     "ATTACKS",
     "Attack",
     "AutoAttackWrapper",
     "BIM",
     "CW",
     "DPGD",
+    "FABT",
     "FGSM",
     "KLPGD",
     "PGD",
+    "Square",
     "TargetedPGD",
     "TradesPGD",
     "ce_loss",
@@ -52,7 +59,7 @@ register_attack = ATTACKS.register
 
 # Registered here rather than by decorators in the modules, so the modules never import this package
 # (no import cycle); new attacks may use ``@register_attack("name")`` as usual.
-for _cls in (FGSM, PGD, BIM, TargetedPGD, CW, DPGD, KLPGD, TradesPGD, AutoAttackWrapper):
+for _cls in (FGSM, PGD, BIM, TargetedPGD, CW, DPGD, KLPGD, TradesPGD, AutoAttackWrapper, *PARTS):
     register_attack(_cls.name)(_cls)
 del _cls
 

@@ -2,7 +2,13 @@
 
 The headline robustness number: version ``"standard"`` runs APGD-CE, APGD-T, FAB-T and Square as a cascade on
 the points still classified correctly and returns, per point, the first successful adversarial example (else the
-clean point), exactly as the official ``run_standard_evaluation``.
+clean point), exactly as the official ``run_standard_evaluation``. Version ``"custom"`` runs the cascade of a
+chosen list (``attacks=["apgd-ce", "square"]``), with the official code's per-attack defaults for a custom list;
+``"rand"`` is the official setting for randomised defences (APGD-CE and APGD-DLR, each averaging 20 gradients,
+EOT).
+
+Each part is also an attack of its own (:mod:`dard.attacks.autoattack_parts`: ``apgd-ce``, ``apgd-dlr``, ``apgd-t``,
+``fab-t``, ``square``): the official code run as a one-stage cascade with the standard version's settings.
 
 What the wrapper adds:
 
@@ -37,10 +43,12 @@ from dard.errors import DardError
 from dard.models import check_logits
 from dard.validate import check_choice, check_int
 
-__all__ = ["AutoAttackWrapper"]
+__all__ = ["STAGES", "AutoAttackWrapper"]
 
 _LOGGER_NAME = "auto-attack"
 _NORMS = {"linf": "Linf", "l2": "L2"}
+#: the official attacks a custom cascade may list, in the order ``version="plus"`` runs them
+STAGES = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
 
 
 class _Logits(nn.Module):
@@ -61,6 +69,20 @@ class _Capture(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
+
+
+@contextmanager
+def _frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Parameters with ``requires_grad`` off for the run: FAB calls ``backward`` on the logits, which would
+    otherwise write the parameters' ``.grad`` (the contract promises input-only gradients)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
 
 
 @contextmanager
@@ -119,10 +141,29 @@ def _capture_robust_by_attack() -> Iterator[dict[str, Any]]:
 
 
 class AutoAttackWrapper(Attack):
-    """The official AutoAttack (``version`` standard / plus / rand; ``norm`` Linf / L2) as an :class:`Attack`.
+    """The official AutoAttack as an :class:`Attack`.
 
-    ``seed=None`` draws AutoAttack's seed from the global torch stream (reproducible under ``torch.manual_seed``)
-    instead of the official code's wall-clock default.
+    Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse parameter-free
+    attacks", ICML 2020. Threat model: ``norm`` (Linf or L2) ball of radius ``eps`` around ``x``, in [0, 1].
+
+    Args:
+        eps: the budget (default 8/255).
+        norm: ``"Linf"`` (default) or ``"L2"``.
+        version: ``"standard"`` (default; APGD-CE, APGD-T, FAB-T, Square), ``"plus"``, ``"rand"`` (randomised
+            defences: APGD-CE and APGD-DLR with EOT over 20 draws) or ``"custom"`` (the ``attacks`` listed).
+        attacks: with ``version="custom"`` only, the cascade to run: a list of ``apgd-ce``, ``apgd-dlr``, ``fab``,
+            ``square``, ``apgd-t``, ``fab-t`` (the official code's defaults for a custom list: 5 restarts for APGD
+            and FAB).
+        batch_size: images per official call (default 250).
+        seed: the official code's seed; ``None`` draws it from the global torch stream (reproducible under
+            ``torch.manual_seed``) instead of the official wall-clock default.
+
+    Shapes: ``x`` (N, C, H, W) in [0, 1], ``y`` int64 (N,) -> ``x_adv`` like ``x``.
+
+    Example::
+
+        attack = AutoAttackWrapper(eps=8 / 255, version="custom", attacks=["apgd-ce", "square"], seed=0)
+        x_adv = attack(model, x, y)
     """
 
     name = "autoattack"
@@ -134,13 +175,15 @@ class AutoAttackWrapper(Attack):
         eps: float = 8 / 255,
         norm: str = "Linf",
         version: str = "standard",
+        attacks: list[str] | None = None,
         batch_size: int = 250,
         seed: int | None = None,
     ) -> None:
         super().__init__(eps=eps, seed=seed)
         key = norm.lower() if isinstance(norm, str) else norm
         self.norm = _NORMS[check_choice("norm", key, tuple(_NORMS), owner=self.name)]
-        self.version = check_choice("version", version, ("standard", "plus", "rand"), owner=self.name)
+        self.version = check_choice("version", version, ("standard", "plus", "rand", "custom"), owner=self.name)
+        self.attacks = _check_stages(attacks, self.version, self.name)
         self.batch_size = check_int("batch_size", batch_size, lo=1, owner=self.name)
         self.last_warnings: list[str] = []
         self.last_robust_by_attack: dict[str, float] | None = None
@@ -174,6 +217,7 @@ class AutoAttackWrapper(Attack):
             num_classes = int(logits_model(x[:1]).shape[1])
         notes: list[str] = []
         with (
+            _frozen_parameters(model),
             _captured_autoattack_log() as log,
             _capture_robust_by_attack() as box,
             warnings.catch_warnings(record=True) as caught,
@@ -181,12 +225,14 @@ class AutoAttackWrapper(Attack):
             warnings.simplefilter("always")
             adversary = AutoAttack(
                 logits_model,
+                attacks=list(self.attacks) if self.attacks is not None else None,
                 eps=self.eps,
                 norm=self.norm,
                 version=self.version,
                 seed=self._seed_for_call,
                 device=x.device,
             )
+            self._configure(adversary)
             # The official targeted stages use 9 target classes and index past the logits with fewer than
             # 10 classes; cap them (identical to the official setting for >= 10 classes).
             cap = max(num_classes - 1, 1)
@@ -204,6 +250,26 @@ class AutoAttackWrapper(Attack):
         self.last_stage_correct = _stage_counts(self.last_robust_by_attack, adversary.attacks_to_run, x.shape[0])
         self.last_y_adv = y_adv.detach().clone()
         return x_adv.to(dtype=x.dtype)
+
+    def _configure(self, adversary: Any) -> None:
+        """Set the official sub-attacks' parameters before the run; the cascade versions keep the official ones."""
+
+
+def _check_stages(attacks: Any, version: str, owner: str) -> list[str] | None:
+    """The custom cascade as a list of official stage names (None for the fixed versions), or a DardError."""
+    if version != "custom":
+        if attacks is not None:
+            raise DardError(f"{owner}: attacks is only for version 'custom' (version '{version}' fixes its own)")
+        return None
+    if isinstance(attacks, str):
+        attacks = [a.strip() for a in attacks.split(",") if a.strip()]  # "apgd-ce,square" from the command line
+    if not isinstance(attacks, (list, tuple)) or not attacks:
+        raise DardError(f"{owner}: version 'custom' needs attacks, a list of {', '.join(STAGES)}")
+    for stage in attacks:
+        check_choice("attacks", stage, STAGES, owner=owner)
+    if len(set(attacks)) != len(attacks):
+        raise DardError(f"{owner}: attacks lists a stage twice: {', '.join(attacks)}")
+    return list(attacks)
 
 
 def _stage_counts(robust: dict[str, float] | None, stages: list[str], n: int) -> dict[str, int] | None:

@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from dard.errors import DardError, shown
 from dard.evaluation.record import canonical_label
@@ -45,6 +53,18 @@ class DataConfig(_Strict):
 class ModelConfig(_Strict):
     arch: str = "small_cnn"
     normalize: bool = True
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="keyword arguments for the model's factory, e.g. {img_size: 32, patch_size: 4} for a timm ViT",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_empty_kwargs(self, handler: Any) -> Any:
+        # an empty kwargs is left out of dumps: configs, identities and records of models without it stay as before
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("kwargs"):
+            data.pop("kwargs", None)
+        return data
 
 
 class TeacherConfig(_Strict):

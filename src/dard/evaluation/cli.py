@@ -16,7 +16,7 @@ from dard.evaluation.output import EvalOutput
 from dard.evaluation.record import test_data_info
 from dard.evaluation.suite import EvalRecord, build_suite, evaluate, quick_suite
 from dard.evaluation.table import format_table, threat_text
-from dard.models import model_factory
+from dard.models import library_prefix, model_factory
 from dard.runtime import configure_threads, environment, resolve_device, seed_everything
 from dard.weights import read_state_dict
 
@@ -45,7 +45,10 @@ def _load_model_and_data(
         arch=args.model,
         weights=state,
         normalize=args.normalization == "dataset",
+        model_dir=getattr(args, "model_dir", None),
     )
+    if _is_zoo_model(args):
+        return loaded.model, loaded.info, bundle
     if args.checkpoint:
         info = {**loaded.info, "epoch": loaded.epoch}
         if settings.checkpoint:
@@ -60,14 +63,21 @@ def _load_model_and_data(
     return loaded.model, info, bundle
 
 
+def _is_zoo_model(args: argparse.Namespace) -> bool:
+    """`--model robustbench:<name>` alone: a trained zoo model whose weights robustbench's loader finds."""
+    return library_prefix(args.model) == "robustbench:" and not args.checkpoint and not args.weights
+
+
 def run_eval(args: argparse.Namespace) -> EvalRecord:
     """Carry out `dard eval` from parsed arguments."""
     if args.n is not None and args.n < 1:
         raise DardError("--n must be at least 1")
     if args.batch_size < 1:
         raise DardError("--batch-size must be at least 1")
-    if bool(args.checkpoint) == bool(args.weights):
-        raise DardError("give either a dard checkpoint or --model ARCH --weights FILE")
+    if bool(args.checkpoint) == bool(args.weights) and not _is_zoo_model(args):
+        raise DardError("give either a dard checkpoint, --model ARCH --weights FILE, or --model robustbench:NAME")
+    if _is_zoo_model(args) and args.normalization:
+        raise DardError("--normalization is for --weights: a RobustBench model normalises its inputs itself")
     out = EvalOutput.check(args.out, args.checkpoint) if args.out else None
     settings = eval_settings(args)
     eps = settings.eps

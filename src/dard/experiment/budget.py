@@ -29,6 +29,7 @@ from dard.experiment.report import write_experiment_report
 from dard.experiment.runner import missing_teacher_weights, run_extras, run_status
 from dard.experiment.spec import Experiment, deep_merge, parse_run_config
 from dard.experiment.status import write_status
+from dard.models import library_prefix
 from dard.run_dir import RunDir
 from dard.training.budget import TrainingStopped, arch_macs, attack_passes
 
@@ -122,7 +123,7 @@ def run_within_budget(
 def _teacher_not_ready(cfg: RunConfig, raw: dict[str, Any]) -> str | None:
     """Why a student cannot start yet: its teacher's weights are absent, or its teacher run has not finished
     training (a teacher stopped part-way has a best checkpoint already); None when it can."""
-    if not cfg.teacher.checkpoint:
+    if not cfg.teacher.checkpoint or library_prefix(cfg.teacher.checkpoint):  # none, or a zoo model by name
         return None
     ckpt = Path(cfg.teacher.checkpoint)
     teacher = RunDir(ckpt.parent)
@@ -210,7 +211,10 @@ class _Job:
         if spec.label_gap is not None:
             passes += min(spec.label_gap.n, sizes.test) * 2 * (cfg.method.params.get("attack") or {}).get("steps", 10)
         est = self.estimate(folder.path.name, cfg)
-        need = passes * arch_macs(cfg.model.arch, sizes.classes, sizes.shape) / est.eval_rate + est.startup_s
+        need = (
+            passes * arch_macs(cfg.model.arch, sizes.classes, sizes.shape, cfg.model.kwargs) / est.eval_rate
+            + est.startup_s
+        )
         cached = spec.compare_attacks is None or folder.read_compare(spec.compare_attacks.checkpoint) is not None
         cached &= spec.label_gap is None or folder.read_label_gap(spec.label_gap.checkpoint) is not None
         if need > self.budget.left() and not cached:  # (cached results are checked against the spec, and cheap)

@@ -14,6 +14,7 @@ training rate (:data:`dard.training.budget.EVAL_SPEED_FACTOR`).
 from __future__ import annotations
 
 import functools
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +87,7 @@ class Estimator:
         train_s = 0.0 if trained else cost.train_seconds(rate, epoch, batch * cfg.optim.batch_size)
         train_s += compile_seconds(cfg) if train_s else 0.0
         # what an unfinished run carries: best, the snapshot's weights and its momentum, 4 float32 bytes each
-        mib = 12 * _params(cfg.model.arch, sizes.classes, sizes.shape[0]) / 2**20
+        mib = 12 * _params(cfg.model.arch, sizes.classes, sizes.shape[0], json.dumps(cfg.model.kwargs)) / 2**20
         eval_rate = eval_rate or cost.eval_rate(rate)
         return Estimate(train_s, cost.eval_macs / eval_rate, startup_seconds(self.device_type), basis, mib, eval_rate)
 
@@ -132,9 +133,9 @@ class Estimator:
             if int(student.get("num_classes", -1)) != sizes.classes or not student.get("arch"):
                 continue  # another dataset: its MACs per image are not comparable
             s_pass, t_pass = train_passes(info.method)
-            t_arch = (info.teacher or {}).get("arch")
-            macs = s_pass * arch_macs(student["arch"], sizes.classes, sizes.shape)
-            macs += t_pass * (arch_macs(t_arch, sizes.classes, sizes.shape) if t_arch else 0)
+            t_arch, t_kwargs = (info.teacher or {}).get("arch"), (info.teacher or {}).get("kwargs")
+            macs = s_pass * arch_macs(student["arch"], sizes.classes, sizes.shape, student.get("kwargs"))
+            macs += t_pass * (arch_macs(t_arch, sizes.classes, sizes.shape, t_kwargs) if t_arch else 0)
             got = measured_rate(run, macs)
             if got:
                 same_arch = student["arch"] == cfg.model.arch
@@ -160,11 +161,12 @@ def _bundle(name: str, folder: str | None, download: bool) -> Any:
 
 
 @functools.lru_cache(maxsize=32)
-def _params(arch: str, classes: int, channels: int) -> int:
+def _params(arch: str, classes: int, channels: int, kwargs_json: str = "{}") -> int:
     from dard.models import create_model
     from dard.models.cost import count_parameters
 
-    return count_parameters(create_model(arch, num_classes=classes, in_channels=channels))
+    kwargs = json.loads(kwargs_json)  # JSON text: the cache key of a config's model.kwargs
+    return count_parameters(create_model(arch, num_classes=classes, in_channels=channels, **kwargs))
 
 
 def estimator_for(runs_root: Path, device: str) -> tuple[Estimator, str]:

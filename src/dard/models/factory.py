@@ -1,9 +1,12 @@
-"""What a model name means: a registered architecture, or user code given as ``module:function``.
+"""What a model name means: a registered architecture, a model of another library (``timm:<name>``,
+``robustbench:<name>``), or user code given as ``module:function``.
 
 :func:`model_factory` is the one resolver (``create_model``, checkpoints, ``dard train``/``dard eval`` all reach it);
 :func:`build_from_factory` calls a factory with the arguments it takes and checks that it returned a module.
 Importing user code is what a ``module:function`` name asks for; a checkpoint naming one is rebuilt only when the
-caller names it too (:mod:`dard.checkpoint`), so loading a file never imports code by itself.
+caller names it too (:mod:`dard.checkpoint`), so loading a file never imports code by itself. The library prefixes
+are not user code: they import an installed package (``dard[timm]``, ``dard[robustbench]``) and build one of its
+models by name (:mod:`dard.models.timm_models`, :mod:`dard.models.robustbench`).
 """
 
 from __future__ import annotations
@@ -12,22 +15,32 @@ import importlib
 import inspect
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
 
 from dard.errors import DardError, one_line
 
-__all__ = ["build_from_factory", "is_import_spec", "model_factory"]
+__all__ = ["LIBRARY_PREFIXES", "build_from_factory", "is_import_spec", "library_prefix", "model_factory"]
 
 _REASON_CHARS = 160  # an import error's text is cut to this many characters in a message
 _OFFERED = ("num_classes", "in_channels")  # what a factory may take, by keyword
+#: model names of other libraries: ``<prefix><the library's own model name>``
+LIBRARY_PREFIXES = ("timm:", "robustbench:")
+
+
+def library_prefix(name: object) -> str | None:
+    """The library prefix ``name`` starts with (``"timm:"``, ``"robustbench:"``), or None."""
+    if not isinstance(name, str):
+        return None
+    return next((p for p in LIBRARY_PREFIXES if name.startswith(p)), None)
 
 
 def is_import_spec(name: object) -> bool:
-    """Whether ``name`` names user code (``module:function``) rather than a registered architecture."""
-    return isinstance(name, str) and ":" in name
+    """Whether ``name`` names user code (``module:function``) rather than a registered architecture or a model
+    of a supported library (``timm:<name>``, ``robustbench:<name>``)."""
+    return isinstance(name, str) and ":" in name and library_prefix(name) is None
 
 
 def model_factory(name: str) -> Callable[..., nn.Module]:
@@ -39,6 +52,15 @@ def model_factory(name: str) -> Callable[..., nn.Module]:
     """
     if not isinstance(name, str):
         raise DardError(f"a model name must be a string, got {type(name).__name__}")
+    prefix = library_prefix(name)
+    if prefix == "timm:":
+        from dard.models.timm_models import timm_factory
+
+        return timm_factory(name[len(prefix) :])
+    if prefix == "robustbench:":
+        from dard.models.robustbench import robustbench_factory
+
+        return robustbench_factory(name[len(prefix) :])
     if not is_import_spec(name):
         from dard.models import MODELS
 
@@ -80,32 +102,49 @@ def _import_failed(name: str, module_name: str, exc: BaseException) -> DardError
     return DardError(f"model '{name}': importing module '{module_name}' failed ({reason})")
 
 
-def build_from_factory(factory: Callable[..., Any], name: str, num_classes: int, in_channels: int) -> nn.Module:
-    """Call ``factory`` with those of ``num_classes`` / ``in_channels`` it takes (both if it takes ``**kwargs``).
+def build_from_factory(
+    factory: Callable[..., Any],
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    kwargs: Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """Call ``factory`` with those of ``num_classes`` / ``in_channels`` it takes (both if it takes ``**kwargs``),
+    and every one of ``kwargs`` (a config's ``model.kwargs``: ``img_size``, ``patch_size``, ...).
 
     A factory needing any other argument, or returning something other than an ``nn.Module``, is a DardError. An
     exception raised inside a user's factory (``module:function``; SystemExit included, which must not end dard as
     if it had finished) is a DardError naming the factory and the error; one in a registered factory is dard's own.
     """
+    extra = dict(kwargs or {})
+    clash = sorted(set(extra) & set(_OFFERED))
+    if clash:
+        raise DardError(f"model '{name}': {', '.join(clash)} comes from the dataset, not from the model's kwargs")
     offered = {"num_classes": num_classes, "in_channels": in_channels}
     try:
         params = list(inspect.signature(factory).parameters.values())
     except (TypeError, ValueError):  # no introspectable signature (some builtins): offer both
         params = [inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)]
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        kwargs = offered
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
+    named = {p.name for p in params if p.kind is not p.POSITIONAL_ONLY}
+    if takes_any:
+        call = dict(offered)
     else:
-        kwargs = {p.name: offered[p.name] for p in params if p.name in offered and p.kind is not p.POSITIONAL_ONLY}
+        call = {k: v for k, v in offered.items() if k in named}
+        unknown = sorted(set(extra) - named)
+        if unknown:
+            raise DardError(f"model '{name}': its factory takes no argument {', '.join(map(repr, unknown))}")
+    call.update(extra)
     needed = [p.name for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    needed = [n for n in needed if n not in kwargs]
+    needed = [n for n in needed if n not in call]
     if needed:
         raise DardError(
             f"model '{name}': its factory needs {', '.join(map(repr, needed))}; a model factory may take only "
-            f"{' and '.join(_OFFERED)} (keywords, both optional)"
+            f"{' and '.join(_OFFERED)} (keywords, both optional) and the config's model.kwargs"
         )
     if is_import_spec(name):
         try:
-            model = factory(**kwargs)
+            model = factory(**call)
         except (DardError, KeyboardInterrupt):
             raise
         except BaseException as exc:  # the user's code, not dard: say whose error it is
@@ -113,7 +152,7 @@ def build_from_factory(factory: Callable[..., Any], name: str, num_classes: int,
                 f"model '{name}': the user's factory raised {type(exc).__name__}: {one_line(exc, _REASON_CHARS)}"
             ) from None
     else:
-        model = factory(**kwargs)
+        model = factory(**call)
     if not isinstance(model, nn.Module):
         raise DardError(f"model '{name}': the factory returned a {type(model).__name__}, not an nn.Module")
     return model

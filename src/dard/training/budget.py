@@ -16,6 +16,7 @@ states the constants' sources.
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from dard.checkpoint import checkpoint_meta
 from dard.config import RunConfig
 from dard.errors import DardError
 from dard.evaluation.suite import AUTOATTACK_SUBSET_SUITE, DEFAULT_SUITE
-from dard.models import create_model
+from dard.models import create_model, library_prefix
 from dard.models.cost import macs_per_image
 from dard.run_dir import RunDir
 from dard.training import distributed as dist
@@ -90,10 +91,17 @@ def train_passes(method: Mapping[str, Any]) -> tuple[float, float]:
     return k + 7, 1.0  # trades, ard, rslad and others: two student forwards + backwards, a teacher forward
 
 
+def arch_macs(arch: str, num_classes: int, shape: tuple[int, int, int], kwargs: Mapping[str, Any] | None = None) -> int:
+    """MACs per image of architecture ``arch`` (built with factory ``kwargs``, a config's ``model.kwargs``) for
+    images of ``shape`` (C, H, W) and ``num_classes`` classes."""
+    return _arch_macs(arch, num_classes, shape, json.dumps(dict(kwargs or {}), sort_keys=True))
+
+
 @functools.lru_cache(maxsize=64)
-def arch_macs(arch: str, num_classes: int, shape: tuple[int, int, int]) -> int:
-    """MACs per image of architecture ``arch`` for images of ``shape`` (C, H, W) and ``num_classes`` classes."""
-    return macs_per_image(create_model(arch, num_classes=num_classes, in_channels=shape[0]), shape)
+def _arch_macs(arch: str, num_classes: int, shape: tuple[int, int, int], kwargs_json: str) -> int:
+    # cached by the kwargs' JSON text: a mapping (perhaps holding lists) cannot be a cache key itself
+    model = create_model(arch, num_classes=num_classes, in_channels=shape[0], **json.loads(kwargs_json))
+    return macs_per_image(model, shape)
 
 
 @dataclass(frozen=True)
@@ -140,12 +148,18 @@ class RunCost:
         return self.eval_macs / (eval_rate or self.eval_rate(rate))
 
 
-def run_cost(cfg: RunConfig, sizes: DataSizes, teacher_arch: str | None, folder: RunDir | None = None) -> RunCost:
-    """The cost of ``cfg`` on data of ``sizes`` with a teacher of ``teacher_arch`` (None: no teacher); the
-    evaluations already written in ``folder`` are not counted again."""
+def run_cost(
+    cfg: RunConfig,
+    sizes: DataSizes,
+    teacher_arch: str | None,
+    folder: RunDir | None = None,
+    teacher_kwargs: Mapping[str, Any] | None = None,
+) -> RunCost:
+    """The cost of ``cfg`` on data of ``sizes`` with a teacher of ``teacher_arch`` (None: no teacher; built with
+    ``teacher_kwargs``); the evaluations already written in ``folder`` are not counted again."""
     method = build_method(cfg).config()
-    s_macs = arch_macs(cfg.model.arch, sizes.classes, sizes.shape)
-    t_macs = arch_macs(teacher_arch, sizes.classes, sizes.shape) if teacher_arch else 0
+    s_macs = arch_macs(cfg.model.arch, sizes.classes, sizes.shape, cfg.model.kwargs)
+    t_macs = arch_macs(teacher_arch, sizes.classes, sizes.shape, teacher_kwargs) if teacher_arch else 0
     s_pass, t_pass = train_passes(method)
     done = set(folder.read_evals()) if folder is not None and folder.eval_dir.is_dir() else set()
     evals = [c for c in cfg.eval.checkpoints if c not in done]
@@ -178,6 +192,8 @@ def teacher_arch(cfg: RunConfig, folder: RunDir | None = None) -> str | None:
         recorded = folder.read_info().teacher
         if recorded:
             return str(recorded.get("arch"))
+    if library_prefix(cfg.teacher.checkpoint) == "robustbench:":  # a zoo teacher by name: its architecture
+        return str(cfg.teacher.checkpoint)
     if cfg.teacher.checkpoint:
         try:
             return str(checkpoint_meta(cfg.teacher.checkpoint)[1]["model"]["arch"])
@@ -208,7 +224,7 @@ def measured_eval_rate(folder: RunDir, sizes: DataSizes) -> float | None:
         arch = rec.model.get("arch")
         if not arch or rec.model.get("num_classes") != sizes.classes:
             continue
-        m = arch_macs(str(arch), sizes.classes, sizes.shape)
+        m = arch_macs(str(arch), sizes.classes, sizes.shape, rec.model.get("kwargs"))
         for part in (rec, rec.autoattack_subset):
             if part is not None and part.seconds > 0:
                 n = int(part.data.get("n", 0))

@@ -183,7 +183,7 @@ def _train(
 def _set_up(cfg: RunConfig, folder: RunDir, device: torch.device, dist_info: dist.DistInfo, data: Data) -> _Run:
     """Student, loss, teacher, speed switches, loader and optimizer (in this order: it fixes the RNG draws)."""
     bundle = data.bundle
-    spec = model_spec(cfg.model.arch, bundle, cfg.model.normalize)
+    spec = model_spec(cfg.model.arch, bundle, cfg.model.normalize, cfg.model.kwargs)
     student = build_model(spec).to(device)
     method = build_method(cfg)
     teacher, teacher_info = None, None

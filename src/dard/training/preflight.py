@@ -35,7 +35,8 @@ from dard.training.state import check_state, read_state
 T = TypeVar("T")
 
 TEACHER_HINT = (
-    "pass --teacher RUN (a dard run folder or checkpoint), or set teacher.arch + teacher.weights for external weights"
+    "pass --teacher RUN (a dard run folder or checkpoint, or robustbench:NAME), or set teacher.arch + "
+    "teacher.weights for external weights"
 )
 
 
@@ -100,7 +101,7 @@ def check_models(cfg: RunConfig, method: Method, device: torch.device, resume_fr
     of ``resume_from`` (if any) must fit the student and its optimizer exactly."""
     data = prepare_data(cfg)
     probe, _ = float_tensors(data.val.subset(range(min(2, len(data.val)))), device)
-    student = build_model(model_spec(cfg.model.arch, data.bundle, cfg.model.normalize)).to(device)
+    student = build_model(model_spec(cfg.model.arch, data.bundle, cfg.model.normalize, cfg.model.kwargs)).to(device)
     if resume_from is not None and resume_from.has_snapshot():
         check_state(read_state(resume_from), student, *build_optimizer(cfg, student, 1))
     check_input(student, probe, data.bundle.num_classes, f"model '{cfg.model.arch}'")

@@ -72,9 +72,13 @@ def build_method(cfg: RunConfig) -> Method:
     return create_method(cfg.method.name, **{**params, "attack": {**attack, "norm": cfg.norm}})
 
 
-def load_teacher(tcfg: TeacherConfig, bundle: DatasetBundle, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
-    """A frozen teacher in eval mode with no parameter gradients, from a dard checkpoint or external weights;
-    returns it with its provenance (recorded in run.json)."""
+def load_teacher(
+    tcfg: TeacherConfig, bundle: DatasetBundle, device: torch.device, threat_model: str = "Linf"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A frozen teacher in eval mode with no parameter gradients, from a dard checkpoint, external weights or a
+    RobustBench zoo name (``--teacher robustbench:<name>``: the trained model for the dataset and ``threat_model``,
+    its weights from robustbench's loader in ``$DARD_MODEL_DIR`` or the cache folder); returns it with its
+    provenance (recorded in run.json)."""
     loaded = load_model(
         bundle,
         device,
@@ -83,6 +87,7 @@ def load_teacher(tcfg: TeacherConfig, bundle: DatasetBundle, device: torch.devic
         weights=tcfg.weights,
         normalize=tcfg.normalize,
         what="teacher",
+        threat_model=threat_model,
     )
     teacher = loaded.model.eval()
     for p in teacher.parameters():

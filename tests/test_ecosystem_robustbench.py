@@ -1,0 +1,222 @@
+"""RobustBench zoo models by name (`robustbench:<name>`): `dard eval --model`, `--teacher`, `create_model`.
+
+`import robustbench` imports timm and torchvision, which do not import beside the CPU-only torch 2.13.0 the tests
+use (PyPI's torchvision is built against its CUDA torch), and robustbench 1.1.1 installs a top-level `tests`
+package that hides this one. So dard's adapter is checked against a stand-in `robustbench` package written into
+a temporary folder: the two names dard uses (`robustbench.utils.load_model`, `robustbench.model_zoo.model_dicts`)
+with robustbench's documented behaviour (weights at `<model_dir>/<dataset>/<threat>/<name>.pt`, a download when
+the file is absent, `torch.load` of a `state_dict` with `module.` prefixes). Its zoo lists a small network, which
+normalises its inputs itself as the zoo's models do, for `digits` (the real zoo: CIFAR-10/100, ImageNet), so the
+whole path runs offline in seconds. The tests of the real package at the end run wherever robustbench imports.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from tests.conftest import assert_one_line_error, run_cli, tiny_run_config
+
+from dard.checkpoint import load_model
+from dard.config import parse_config
+from dard.data import load_dataset
+from dard.errors import DardError
+from dard.models import create_model
+
+NAME = "Tiny2024Zoo"
+STAND_IN = {
+    "robustbench/__init__.py": "",
+    "robustbench/model_zoo/__init__.py": """
+        import torch
+        from torch import nn
+
+
+        class TinyZooNet(nn.Module):
+            # normalisation inside, as the zoo's models have it
+            def __init__(self, in_channels=1, num_classes=10):
+                super().__init__()
+                self.register_buffer("mu", torch.full((1, in_channels, 1, 1), 0.3))
+                self.register_buffer("sigma", torch.full((1, in_channels, 1, 1), 0.2))
+                self.conv = nn.Conv2d(in_channels, 4, 3, padding=1)
+                self.fc = nn.Linear(4, num_classes)
+
+            def forward(self, x):
+                h = torch.relu(self.conv((x - self.mu) / self.sigma))
+                return self.fc(h.mean((2, 3)))
+
+
+        ENTRY = {"model": TinyZooNet, "gdrive_id": "an-id"}
+        model_dicts = {
+            "digits": {"Linf": {"Tiny2024Zoo": ENTRY}},
+            "cifar10": {"Linf": {"Tiny2024Zoo": {"model": lambda: TinyZooNet(3), "gdrive_id": "an-id"}}},
+        }
+    """,
+    "robustbench/utils.py": """
+        import os
+        from pathlib import Path
+
+        import torch
+
+        from robustbench.model_zoo import model_dicts
+
+        DOWNLOADS = []
+
+
+        def load_model(model_name, model_dir="./models", dataset="cifar10", threat_model="Linf"):
+            entry = model_dicts[dataset][threat_model][model_name]
+            path = Path(model_dir) / dataset / threat_model / f"{model_name}.pt"
+            os.makedirs(path.parent, exist_ok=True)
+            if not path.is_file():
+                DOWNLOADS.append(str(path))
+                raise ConnectionError("no route to the download host")
+            # weights_only=False: the worst case, what torch.load did by default before torch 2.6
+            checkpoint = torch.load(path, map_location=torch.device("cpu"), weights_only=False)
+            state = checkpoint.get("state_dict", checkpoint)
+            state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+            model = entry["model"]()
+            model.load_state_dict(state)
+            return model.eval()
+    """,
+}
+
+
+def _robustbench_modules() -> list[str]:
+    return [m for m in sys.modules if m == "robustbench" or m.startswith("robustbench.")]
+
+
+@pytest.fixture
+def zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The stand-in package importable, the zoo's model folder ($DARD_MODEL_DIR) empty; yields that folder. The
+    stand-in's modules leave sys.modules afterwards, so no other test imports them."""
+    for rel, text in STAND_IN.items():
+        (tmp_path / "pkg" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "pkg" / rel).write_text(textwrap.dedent(text))
+    monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
+    for name in _robustbench_modules():
+        monkeypatch.delitem(sys.modules, name)
+    model_dir = tmp_path / "models"
+    monkeypatch.setenv("DARD_MODEL_DIR", str(model_dir))
+    yield model_dir
+    for name in _robustbench_modules():
+        if str(tmp_path) in str(getattr(sys.modules[name], "__file__", "")):
+            del sys.modules[name]
+
+
+def _save_weights(model_dir: Path, dataset: str = "digits") -> dict[str, torch.Tensor]:
+    """Random weights for the zoo entry saved where robustbench looks, as its files hold them."""
+    from robustbench.model_zoo import TinyZooNet
+
+    torch.manual_seed(1)
+    state = TinyZooNet(1 if dataset == "digits" else 3).state_dict()
+    path = model_dir / dataset / "Linf" / f"{NAME}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+    return state
+
+
+def test_zoo_model_loads_by_name_without_a_second_normalisation(zoo) -> None:
+    state = _save_weights(zoo)
+    bundle = load_dataset("digits")
+    loaded = load_model(bundle, "cpu", arch=f"robustbench:{NAME}")
+    assert loaded.info["arch"] == f"robustbench:{NAME}" and loaded.info["mean"] is None
+    assert loaded.info["source"] == str(zoo / "digits" / "Linf" / f"{NAME}.pt")
+    from robustbench.model_zoo import TinyZooNet
+
+    reference = TinyZooNet(1).eval()
+    reference.load_state_dict(state)
+    x = bundle.test.x[:8].float() / 255
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), reference(x))  # the zoo's own normalisation, and no other
+
+
+def test_missing_weights_offline_name_the_exact_path(zoo, tmp_path) -> None:
+    folder = tmp_path / "elsewhere"
+    proc = run_cli("eval", "--model", f"robustbench:{NAME}", "--model-dir", str(folder), "--data", "digits")
+    where = folder / "digits" / "Linf" / f"{NAME}.pt"
+    assert_one_line_error(proc, "weights not found and not downloaded", f"put the file at {where}")
+
+
+def test_normalization_flag_is_refused_for_a_zoo_model() -> None:
+    proc = run_cli("eval", "--model", f"robustbench:{NAME}", "--normalization", "dataset")
+    assert_one_line_error(proc, "a RobustBench model normalises its inputs itself")
+
+
+def test_unknown_name_and_pickles_are_one_line_errors(zoo) -> None:
+    bundle = load_dataset("digits")
+    with pytest.raises(DardError, match="lists no digits Linf model 'Tiny2024'; did you mean Tiny2024Zoo"):
+        load_model(bundle, "cpu", arch="robustbench:Tiny2024")
+    path = zoo / "digits" / "Linf" / f"{NAME}.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": {}, "hook": Path("x")}, path)  # an object a weights-only load refuses
+    with pytest.raises(DardError, match="is not loadable weights-only"):
+        load_model(bundle, "cpu", arch=f"robustbench:{NAME}")
+
+
+def test_missing_package_says_how_to_install(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "robustbench", None)
+    with pytest.raises(DardError, match=r"needs the robustbench package: pip install 'dard\[robustbench\]'"):
+        create_model(f"robustbench:{NAME}")
+
+
+def test_architecture_by_name_is_untrained_and_unnormalised(zoo) -> None:
+    model = create_model(f"robustbench:{NAME}", num_classes=10)
+    assert model(torch.rand(2, 3, 8, 8)).shape == (2, 10)
+    with pytest.raises(DardError, match="threat model must be one of Linf, L2, corruptions"):
+        create_model(f"robustbench:{NAME}", threat_model="L1")
+
+
+@pytest.mark.slow
+def test_dard_distils_a_zoo_teacher_and_eval_attacks_it(zoo, tmp_path) -> None:
+    from dard.training import train
+
+    _save_weights(zoo)
+    cfg = tiny_run_config(
+        method={"name": "dard", "params": {"attack": {"name": "dpgd", "steps": 2}}},
+        teacher={"checkpoint": f"robustbench:{NAME}"},
+        data={"train_subset": 64, "val_size": 32, "test_subset": 16},
+        optim={"epochs": 1, "batch_size": 64},
+    )
+    run = tmp_path / "student"
+    train(parse_config(cfg), run)
+    info = (run / "run.json").read_text()
+    assert f'"arch": "robustbench:{NAME}"' in info and str(zoo) in info  # the teacher's provenance
+    proc = run_cli(
+        "eval", "--model", f"robustbench:{NAME}", "--data", "digits", "--n", "16", "--attacks", "pgd20,apgd-ce"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"robustbench:{NAME}" in proc.stdout and "apgd-ce" in proc.stdout
+
+
+# -- the real package, wherever it imports ---------------------------------------------------------------------
+
+
+def _real_robustbench() -> None:
+    try:
+        import robustbench.utils  # noqa: F401
+    except Exception as exc:  # not installed, or its timm / torchvision not fitting this torch
+        pytest.skip(f"robustbench does not import here ({type(exc).__name__}: {str(exc)[:80]})")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, dard_arch", [("Addepalli2021Towards_RN18", "resnet18"), ("Standard", "wrn28_10")])
+def test_real_zoo_entry_equals_dards_own_architecture(tmp_path, name, dard_arch) -> None:
+    # the same random weights through robustbench's loader and through dard's architecture: the same logits
+    _real_robustbench()
+    torch.manual_seed(0)
+    net = create_model(f"robustbench:{name}", num_classes=10).net
+    state = {k: v.abs() + 0.5 if "running_var" in k else v for k, v in net.state_dict().items()}
+    path = tmp_path / "cifar10" / "Linf" / f"{name}.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": state}, path)
+    from dard.models.robustbench import load_robustbench
+
+    zoo_model = load_robustbench(name, dataset="cifar10", model_dir=tmp_path)
+    ours = create_model(dard_arch, num_classes=10)
+    ours.load_state_dict(state)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(zoo_model(x), ours.eval()(x), rtol=0, atol=1e-6)
