@@ -92,10 +92,14 @@ def weights_digest(path: str | Path) -> str:
     Not the file's hash: safetensors writes its metadata mapping in no fixed order, so two saves of the same
     weights may differ byte for byte.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     h = hashlib.sha256()
-    tensors = load_file(str(path))
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise DardError(f"{path}: unreadable weights ({' '.join(str(e).split())})") from None
     for name in sorted(tensors):
         t = tensors[name]
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
