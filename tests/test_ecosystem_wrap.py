@@ -75,8 +75,8 @@ def test_top_level_evaluate_and_build_suite() -> None:
     model = dard.create_model(_net(), mean=MEAN, std=STD)
     x, y = torch.rand(6, 3, 8, 8), torch.randint(0, 10, (6,))
     record = dard.evaluate(model, x, y, dard.build_suite(["fgsm", "pgd20"], eps=8 / 255), progress=False)
-    assert record.clean["total"] == 6 and set(record.attacks) == {"fgsm", "pgd20"}
-    assert record.attacks["pgd20"].accuracy <= record.clean["accuracy"]
+    assert record.clean.total == 6 and set(record.attacks) == {"fgsm", "pgd20"}
+    assert record.attacks["pgd20"].correct <= record.clean.correct
     assert isinstance(model, ImageClassifier)
 
 

@@ -57,7 +57,7 @@ def test_experiments_resolve_in_the_working_folder_first_then_the_packaged_ones(
     spec = yaml.safe_load((EXPERIMENTS_DIR / "main" / "cpu.yaml").read_text())
     (mine / "cpu.yaml").write_text(yaml.safe_dump({**spec, "seeds": [7]}))
     assert list_experiments()["main"] == ["cpu"]
-    assert list_experiments()["lambda"] == ["cpu", "gpu", "paper", "paper-cifar100"]
+    assert list_experiments()["lambda"] == ["cpu", "gpu", "paper", "paper-cifar100", "small"]
     assert load_experiment("main").spec.seeds == [7]
     packaged = load_experiment("lambda")
     assert packaged.spec.seeds == [0, 1, 2] and packaged.source.is_absolute()  # outside the working folder
@@ -140,7 +140,7 @@ def test_wheel_lists_packaged_experiments_and_configs(installed):
     proc = _run(site, work, str(site / "bin" / "dard"), "list")  # the console script pip generated
     assert proc.returncode == 0, proc.stderr
     lines = dict(line.split(": ", 1) for line in proc.stdout.splitlines())
-    for experiment in ("main (cpu/gpu/paper/paper-cifar100)", "lambda (", "attacks (", "demo (digits)"):
+    for experiment in ("main (cpu/gpu/paper/paper-cifar100/small)", "lambda (", "attacks (", "demo (digits)"):
         assert experiment in lines["experiments"]
     assert "cifar10/dard_resnet18" in lines["configs"].split(", ")
 

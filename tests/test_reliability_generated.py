@@ -451,14 +451,14 @@ def test_experiment_seeds_are_distinct_and_in_range_at_plan_time(seeds, tmp_path
 
 
 @FEW
-@given(value=st.sampled_from([math.nan, math.inf, 7.5, -0.1]), where=st.sampled_from(["clean", "attack"]))
-def test_eval_records_with_impossible_accuracy_are_refused(value, where, finished_run, tmp_path, capsys):
+@given(value=st.sampled_from([-1, "over", 2.5, True]), where=st.sampled_from(["clean", "attack"]))
+def test_eval_records_with_impossible_counts_are_refused(value, where, finished_run, tmp_path, capsys):
     with case(finished_run, tmp_path) as (root, run):
         d = json.loads((run / "eval" / "best.json").read_text())
         target = d["clean"] if where == "clean" else next(iter(d["attacks"].values()))
-        target["accuracy"] = value
+        target["correct"] = target["total"] + 1 if value == "over" else value  # more correct than images, ...
         (run / "eval" / "best.json").write_text(json.dumps(d))
-        fails_cleanly(capsys, root, ["report", str(run), "--out", str(root / "rep")], "not a number in [0, 1]")
+        fails_cleanly(capsys, root, ["report", str(run), "--out", str(root / "rep")], "best.json")
 
 
 @FEW

@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dard.config import RunConfig
+from dard.errors import DardError, one_line
 from dard.run_dir import EpochMetrics, Progress, RunDir
 from dard.runtime import device_name
 from dard.training.budget import (
@@ -53,7 +54,11 @@ class Announcer:
 
     def __post_init__(self) -> None:
         run = self.folder if self.folder.run_info.is_file() else None
-        self.cost: RunCost = run_cost(self.cfg, self.sizes, teacher_arch(self.cfg, run), run)
+        self.cost: RunCost | None = None
+        try:  # the estimate informs; a model the cost model cannot build must not stop the run
+            self.cost = run_cost(self.cfg, self.sizes, teacher_arch(self.cfg, run), run)
+        except DardError as e:
+            self.unavailable = one_line(e, 120)
 
     def header(self, progress: Progress) -> list[str]:
         """The lines printed before the first step (or the first step after a resume)."""
@@ -65,7 +70,7 @@ class Announcer:
         subset = f" (data.train_subset {cfg.data.train_subset})" if cfg.data.train_subset is not None else ""
         return [
             f"run folder {self.folder.path} ({where}); method {cfg.method.name}, model {cfg.model.arch}, "
-            f"seed {cfg.seed}, {cfg.optim.epochs} epochs of {self.cost.images_per_epoch // cfg.optim.batch_size} steps",
+            f"seed {cfg.seed}, {cfg.optim.epochs} epochs of {self.sizes.train // cfg.optim.batch_size} steps",
             f"device {self._device()}{ranks}; "
             f"precision {amp}; channels_last {'on' if cfg.speed.channels_last else 'off'}; compile {compiled}",
             f"data {cfg.data.name}: train {s.train}{subset}, val {s.val}, test {s.test} images; "
@@ -79,6 +84,8 @@ class Announcer:
         return f"{self.device} ({device_name(self.device)}), {torch.get_num_threads()} CPU threads"
 
     def _estimate(self, progress: Progress) -> str:
+        if self.cost is None:
+            return f"unavailable ({self.unavailable})"
         measured = measured_rate(self.folder, self.cost.train_macs) if self.folder.metrics.is_file() else None
         if measured:
             rate, basis = measured[0], f"its own throughput so far, {measured[1]:.0f} images/s"
@@ -94,9 +101,9 @@ class Announcer:
         """One finished epoch: its scores, its wall time (validation included) and the time left at its rate."""
         cfg = self.cfg
         val = f" val clean {row.val_clean:.3f} robust {row.val_robust:.3f}" if row.val_clean is not None else ""
-        rate = row.images_per_s * self.cost.train_macs
-        left = self.cost.train_seconds(rate, row.epoch) if rate > 0 else 0.0
-        left += self.cost.eval_seconds(rate) if self.final_eval and rate > 0 else 0.0
+        rate = row.images_per_s * self.cost.train_macs if self.cost is not None else 0.0
+        left = self.cost.train_seconds(rate, row.epoch) if self.cost is not None and rate > 0 else 0.0
+        left += self.cost.eval_seconds(rate) if self.cost is not None and self.final_eval and rate > 0 else 0.0
         return (
             f"[{cfg.name}] epoch {row.epoch}: loss {row.train_loss:.4f} acc {row.train_acc:.3f}{val} "
             f"({duration(time.time() - started)}, {row.epoch} of {cfg.optim.epochs} epochs; ~{duration(left)} left)"

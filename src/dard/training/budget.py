@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from dard.checkpoint import checkpoint_meta
 from dard.config import RunConfig
 from dard.errors import DardError
@@ -100,8 +102,11 @@ def arch_macs(arch: str, num_classes: int, shape: tuple[int, int, int], kwargs: 
 @functools.lru_cache(maxsize=64)
 def _arch_macs(arch: str, num_classes: int, shape: tuple[int, int, int], kwargs_json: str) -> int:
     # cached by the kwargs' JSON text: a mapping (perhaps holding lists) cannot be a cache key itself
-    model = create_model(arch, num_classes=num_classes, in_channels=shape[0], **json.loads(kwargs_json))
-    return macs_per_image(model, shape)
+    # a throw-away model: its random initialisation must not draw from the run's RNG (it is built when a run starts
+    # or resumes, and a resumed run must continue the RNG stream exactly where the snapshot left it)
+    with torch.random.fork_rng(devices=[]):
+        model = create_model(arch, num_classes=num_classes, in_channels=shape[0], **json.loads(kwargs_json))
+        return macs_per_image(model, shape)
 
 
 @dataclass(frozen=True)
