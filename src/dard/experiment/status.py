@@ -11,10 +11,9 @@ from pathlib import Path
 
 from dard.experiment.estimate import estimator_for
 from dard.experiment.plan import ordered_runs, rows_teacher_archs
-from dard.experiment.runner import run_status
+from dard.experiment.runner import RUN_DONE, run_status
 from dard.experiment.spec import Experiment, deep_merge, parse_run_config
 from dard.io import atomic_write
-from dard.run_dir import RunDir
 
 STATUS_FILE = "status.md"
 
@@ -44,7 +43,7 @@ def campaign_status(exp: Experiment, runs_root: Path, device: str) -> list[RunSt
     for name, role, raw in rows:
         cfg = parse_run_config(deep_merge(raw, {"device": device}), name)
         status = run_status(runs_root / name, cfg.optim.epochs)
-        if RunDir(runs_root / name).is_evaluated():
+        if status == RUN_DONE:  # run_status read the folder already: evaluated
             out.append(RunStatus(name, role, status, None))
             continue
         est = estimator.estimate(name, cfg, archs.get(str(cfg.teacher.checkpoint)))
