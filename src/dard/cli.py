@@ -225,7 +225,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     stop_at = None
     if args.time_budget is not None:
-        from dard.experiment.budget import parse_duration
+        from dard.durations import parse_duration
 
         stop_at = time.time() + parse_duration(args.time_budget)
     overrides = list(args.overrides)
@@ -355,7 +355,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
 def _budget_options(args: argparse.Namespace):
     """The experiment's time budget from its flags (None without --time-budget)."""
-    from dard.experiment.budget import BudgetOptions, parse_duration
+    from dard.durations import parse_duration
+    from dard.experiment.budget import BudgetOptions
 
     if args.time_budget is None:
         if args.partial_under is not None or args.export:
