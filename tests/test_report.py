@@ -15,7 +15,7 @@ import pytest
 
 from dard.errors import DardError
 from dard.evaluation.record import AttackResult, Count, EvalRecord
-from dard.evaluation.report import build_report, markdown_table
+from dard.report import build_report, markdown_table
 from dard.evaluation.suite import sanity_flags
 from dard.run_dir import EpochMetrics, EpsSweep, EvalFile, Progress, RunDir, RunInfo, RunRecord
 

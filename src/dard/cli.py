@@ -280,7 +280,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from dard.evaluation.output import check_report_out
-    from dard.evaluation.report import build_report
+    from dard.report import build_report
     from dard.run_dir import RunRecord
 
     check_report_out(args.out)

@@ -1,4 +1,4 @@
-"""The experiment report: the common run report (:mod:`dard.evaluation.report`) plus the experiment's own
+"""The experiment report: the common run report (:mod:`dard.report`) plus the experiment's own
 sections (parameter sweep, attack success rates, teacher soft-label gap) and plots."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dard.evaluation.report import (
+from dard.report import (
     DASH,
     build_report,
     format_summary,

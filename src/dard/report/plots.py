@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from dard.evaluation.report.groups import RunGroup
+from dard.report.groups import RunGroup
 from dard.io import atomic_write
 
 

@@ -6,10 +6,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dard.evaluation.report.columns import AA_CLEAN, AA_KEY, AA_PGD, Column, eps_text
-from dard.evaluation.report.paired import ALPHA
-from dard.evaluation.report.paired_section import SECTION_KEYS, PairedSection
-from dard.evaluation.report.stats import DASH, format_summary, ordered_union
+from dard.report.columns import AA_CLEAN, AA_KEY, AA_PGD, Column, eps_text
+from dard.report.paired import ALPHA
+from dard.report.paired_section import SECTION_KEYS, PairedSection
+from dard.report.stats import DASH, format_summary, ordered_union
 from dard.run_dir import CHECKPOINTS, RunRecord
 
 
