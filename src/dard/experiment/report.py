@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dard.experiment.spec import Experiment
+from dard.io import write_text
 from dard.report import (
     DASH,
     build_report,
@@ -18,8 +20,6 @@ from dard.report import (
     seedless_name,
     summarize,
 )
-from dard.experiment.spec import Experiment
-from dard.io import write_text
 from dard.run_dir import RunDir, RunRecord
 
 _SWEEP_METRICS = ("clean", "pgd20", "autoattack_subset")

@@ -7,15 +7,16 @@ from pathlib import Path
 from typing import Any
 
 from dard.errors import DardError
+from dard.io import write_json, write_text
 from dard.report.columns import AA_PGD, attack_columns, main_columns
 from dard.report.export import FORMATS, write_csv, write_robustbench, write_tex
 from dard.report.groups import check_one_table, group_runs
-from dard.report.markdown import ReportContent, render
+from dard.report.markdown import ReportContent
 from dard.report.paired_section import paired_section
 from dard.report.plots import write_curves, write_eps_curve
+from dard.report.sections import render
 from dard.report.stats import autoattack_result, group_row, ordered_union, run_row
 from dard.report.teachers import find_teachers
-from dard.io import write_json, write_text
 from dard.run_dir import CHECKPOINTS, RunDir, RunRecord
 
 
