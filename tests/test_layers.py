@@ -2,7 +2,8 @@
 src/dard, read with :mod:`ast` (top-level, function-level and ``if TYPE_CHECKING:`` imports alike; relative ones
 resolved), goes to the importer's own layer or one below it, and no modules import each other in a cycle (a package
 ``__init__`` that imports its own submodules while one of them imports from that ``__init__`` counts). Also: no
-source file over :data:`MAX_LINES` lines unless :data:`LONG_FILES` states why.
+source file over :data:`MAX_LINES` lines and no function over :data:`MAX_FUNCTION_LINES` unless :data:`LONG_FILES` or
+:data:`LONG_FUNCTIONS` states why.
 
 A failure lists every offending import as ``file:line``. No module is imported or executed.
 """
@@ -71,6 +72,10 @@ KNOWN_VIOLATIONS: set[tuple[str, str]] = {
 
 #: the longest source file (lines) without a stated reason
 MAX_LINES = 350
+#: the longest function (lines, decorators aside) without a stated reason
+MAX_FUNCTION_LINES = 80
+#: functions allowed over MAX_FUNCTION_LINES ("path under src/dard:name" -> why)
+LONG_FUNCTIONS: dict[str, str] = {}
 #: files allowed over MAX_LINES (path under src/dard -> why)
 LONG_FILES: dict[str, str] = {
     "training/loop.py": "356 lines today; helper C's build-once work (issue 22) shortens it, the lead drops this",
@@ -244,6 +249,20 @@ def test_no_source_file_is_long_without_a_reason():
     assert not unexplained, f"over {MAX_LINES} lines, with no reason in LONG_FILES:\n" + "\n".join(unexplained)
     stale = sorted(set(LONG_FILES) - set(long))
     assert not stale, f"no longer over {MAX_LINES} lines, remove from LONG_FILES: {stale}"
+
+
+def test_no_function_is_long_without_a_reason():
+    long = {
+        f"{p.relative_to(PACKAGE)}:{node.name}": n
+        for p in modules().values()
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and (n := node.end_lineno - node.lineno + 1) > MAX_FUNCTION_LINES
+    }
+    unexplained = [f"src/dard/{f}: {n} lines" for f, n in sorted(long.items()) if f not in LONG_FUNCTIONS]
+    assert not unexplained, f"over {MAX_FUNCTION_LINES} lines, no reason in LONG_FUNCTIONS:\n" + "\n".join(unexplained)
+    stale = sorted(set(LONG_FUNCTIONS) - set(long))
+    assert not stale, f"no longer over {MAX_FUNCTION_LINES} lines, remove from LONG_FUNCTIONS: {stale}"
 
 
 def test_the_reader_resolves_imports_as_python_does():
