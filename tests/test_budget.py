@@ -13,9 +13,10 @@ import pytest
 from tests.conftest import tiny_config
 
 from dard.config import parse_config
+from dard.durations import parse_duration
 from dard.errors import DardError
 from dard.experiment import load_experiment, run_experiment, run_status
-from dard.experiment.budget import BudgetOptions, parse_duration
+from dard.experiment.budget import BudgetOptions
 from dard.experiment.estimate import Estimate, Estimator
 from dard.run_dir import RunDir
 from dard.training import train

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from dard.evaluation.report.paired import (
+from dard.report.paired import (
     PairedComparison,
     SeedTest,
     discordant,
@@ -117,7 +117,7 @@ def test_report_marks_and_lists_paired_differences(tmp_path, monkeypatch) -> Non
     import numpy as np
     from tests.test_report import _make_run, _table
 
-    from dard.evaluation.report import build_report, paired_section
+    from dard.report import build_report, paired_section
     from dard.run_dir import RunRecord
 
     runs = {
@@ -175,7 +175,7 @@ def test_rows_on_other_images_are_not_paired(tmp_path, monkeypatch) -> None:
     import numpy as np
     from tests.test_report import _make_run
 
-    from dard.evaluation.report import build_report, paired_section
+    from dard.report import build_report, paired_section
     from dard.run_dir import RunRecord
 
     runs = [
@@ -200,9 +200,9 @@ def test_outcomes_are_read_from_the_record(tmp_path) -> None:
     from tests.test_report import _make_run, _table
 
     from dard.evaluation.outcomes import encode_outcomes
-    from dard.evaluation.report import build_report
-    from dard.evaluation.report.columns import AA_CLEAN, AA_KEY
-    from dard.evaluation.report.paired_section import record_outcomes
+    from dard.report import build_report
+    from dard.report.columns import AA_CLEAN, AA_KEY
+    from dard.report.paired_section import record_outcomes
     from dard.run_dir import RunDir, RunRecord
 
     def write(path, pgd: list[bool]) -> None:

@@ -15,8 +15,8 @@ import pytest
 
 from dard.errors import DardError
 from dard.evaluation.record import AttackResult, Count, EvalRecord
-from dard.evaluation.report import build_report, markdown_table
 from dard.evaluation.suite import sanity_flags
+from dard.report import build_report, markdown_table
 from dard.run_dir import EpochMetrics, EpsSweep, EvalFile, Progress, RunDir, RunInfo, RunRecord
 
 EPS = 8 / 255

@@ -18,8 +18,8 @@ from tests.test_report import _make_run
 from dard.config import dump_config, parse_config
 from dard.errors import DardError
 from dard.evaluation.intervals import wilson_interval
-from dard.evaluation.report import build_report
-from dard.evaluation.report.groups import group_runs
+from dard.report import build_report
+from dard.report.groups import group_runs
 from dard.run_dir import EvalFile, RunDir, RunRecord
 
 

@@ -11,10 +11,10 @@ from tests.test_report import _make_run, _table
 
 from dard.errors import DardError
 from dard.evaluation.record import Count
-from dard.evaluation.report import build_report
-from dard.evaluation.report.columns import attack_title
 from dard.experiment.report import attack_averages
 from dard.experiment.spec import ExperimentSpec
+from dard.report import build_report
+from dard.report.columns import attack_title
 from dard.run_dir import RunDir, RunInfo, RunRecord
 
 

@@ -62,19 +62,11 @@ _LAZY: dict[str, tuple[str, str | None]] = {
 }
 
 
-def _version() -> str:
-    """The installed distribution's version (pyproject.toml is its one source); a bare source tree says so."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("dard")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
 def __getattr__(name: str) -> Any:
     if name == "__version__":
-        value: Any = _version()
+        from dard._version import __version__
+
+        value: Any = __version__
     elif name in _LAZY:
         module, attr = _LAZY[name]
         value = importlib.import_module(module)

@@ -37,7 +37,7 @@ def debug_wanted(flag: bool) -> bool:
 def write_crash_log(exc: BaseException) -> Path | None:
     """Write the command line, the version and ``exc``'s traceback to a new log file; its path (None if it could
     not be written)."""
-    from dard import __version__
+    from dard._version import __version__
 
     folder = log_dir()
     # a name nobody can guess, created exclusively and never through a link (O_EXCL | O_NOFOLLOW), readable by the

@@ -70,7 +70,7 @@ def _version(pkg: str) -> str | None:
 
 def environment(device: torch.device | None = None) -> dict[str, Any]:
     """Versions, git commit, device and host facts recorded with every run and evaluation."""
-    from dard import __version__
+    from dard._version import __version__
 
     device = device or torch.device("cpu")
     return {

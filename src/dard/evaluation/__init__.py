@@ -1,4 +1,5 @@
-"""Robustness evaluation: the attack suite, the JSON record, sanity checks and reports."""
+"""Robustness evaluation, the measuring core: the attack suite, the JSON record (EvalRecord), sanity checks, soft
+labels, intervals and the text table. The reports are :mod:`dard.report`; `dard eval` is :mod:`dard.cli.eval`."""
 
 from dard.evaluation.suite import (
     DEFAULT_SUITE,

@@ -15,7 +15,6 @@ weights are there; the report covers the finished runs. A later invocation conti
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,18 +33,6 @@ from dard.run_dir import RunDir
 from dard.training.budget import TrainingStopped, arch_macs, attack_passes
 
 MARGIN_S = 15.0  # kept back at the end of a budget by default: the last snapshot and the export
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str | float) -> float:
-    """Seconds in ``text``: a number (seconds) or number-unit pairs, e.g. ``8m``, ``90s``, ``1h30m``, ``2.5h``."""
-    raw = str(text).strip().lower()
-    if re.fullmatch(r"\d+(\.\d*)?", raw):
-        return float(raw)
-    parts = re.findall(r"(\d+(?:\.\d*)?)([smhd])", raw)
-    if not parts or "".join(n + u for n, u in parts) != raw:
-        raise DardError(f"time budget '{text}' is not a duration such as 8m, 90s, 1h30m or 480 (seconds)")
-    return sum(float(n) * _UNITS[u] for n, u in parts)
 
 
 @dataclass

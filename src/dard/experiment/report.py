@@ -1,4 +1,4 @@
-"""The experiment report: the common run report (:mod:`dard.evaluation.report`) plus the experiment's own
+"""The experiment report: the common run report (:mod:`dard.report`) plus the experiment's own
 sections (parameter sweep, attack success rates, teacher soft-label gap) and plots."""
 
 from __future__ import annotations
@@ -8,7 +8,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dard.evaluation.report import (
+from dard.experiment.spec import Experiment
+from dard.io import write_text
+from dard.report import (
     DASH,
     build_report,
     format_summary,
@@ -18,8 +20,6 @@ from dard.evaluation.report import (
     seedless_name,
     summarize,
 )
-from dard.experiment.spec import Experiment
-from dard.io import write_text
 from dard.run_dir import RunDir, RunRecord
 
 _SWEEP_METRICS = ("clean", "pgd20", "autoattack_subset")

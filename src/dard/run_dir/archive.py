@@ -149,7 +149,7 @@ def _info(name: str, size: int) -> tarfile.TarInfo:
 def export_runs(run_dirs: Sequence[str | Path], out: str | Path, options: ExportOptions = ExportOptions()) -> Path:
     """Write the records of ``run_dirs`` (finished runs, or unfinished ones with their resume state) to the
     archive ``out``, atomically; returns its path."""
-    from dard import __version__
+    from dard._version import __version__
 
     out = Path(out)
     runs = [RunDir(p) for p in run_dirs]

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field
 
 from dard.errors import DardError, shown
-from dard.evaluation.suite import EvalRecord
+from dard.evaluation.record import EvalRecord
 from dard.run_dir.files import from_plain
 
 

@@ -27,8 +27,16 @@ from dard.config.identity import NOT_IDENTITY, config_diff, without_keys
 from dard.errors import DardError, shown
 from dard.run_dir import CHECKPOINTS, RunDir, RunInfo
 
+# The one list of what a resume may change (dotted keys; a section stands for every key under it): the keys it
+# records in the run, and where the run executes (applied, not recorded). `dard train --resume` refuses its options
+# for any other key from these lists before any work, and resume_changes the rest.
 #: the keys (and sections) a resume may change, recorded in the run
 CHANGEABLE = ("optim.epochs", "eval", "val.batch_size")
+#: where the run executes (:data:`dard.config.identity.NOT_IDENTITY`): a resume may change these, unrecorded
+WHERE_IT_RUNS = tuple(".".join(path) for path in NOT_IDENTITY)
+#: keys a resume may change but not through `dard train`'s shortcut option: ``--teacher`` names the teacher, which a
+#: resume keeps; a moved teacher run is followed with ``--set teacher.checkpoint=``
+NO_SHORTCUT_ON_RESUME = ("teacher.checkpoint",)
 
 
 @dataclass
@@ -49,6 +57,16 @@ def _value(d: Mapping[str, Any], dotted: str) -> Any:
 
 def _under(key: str, prefixes: tuple[str, ...]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def may_change(key: str) -> bool:
+    """Whether a resume may change the dotted config key ``key`` (recorded, or where the run executes)."""
+    return _under(key, CHANGEABLE) or _under(key, WHERE_IT_RUNS)
+
+
+def shortcut_may_change(key: str) -> bool:
+    """Whether `dard train --resume` takes the shortcut option (``--epochs``, ``--device``, ...) of config ``key``."""
+    return may_change(key) and key not in NO_SHORTCUT_ON_RESUME
 
 
 def recorded_config(folder: RunDir) -> RunConfig:
@@ -75,7 +93,7 @@ def resume_changes(folder: RunDir, cfg: RunConfig, epochs_done: int) -> ResumeCh
     have = without_keys(recorded_config(folder).model_dump(mode="json"), NOT_IDENTITY)
     want = without_keys(cfg.model_dump(mode="json"), NOT_IDENTITY)
     diff = {k: (_value(have, k), _value(want, k)) for k in config_diff(have, want)}
-    refused = [k for k in diff if not _under(k, CHANGEABLE)]
+    refused = [k for k in diff if not may_change(k)]  # the where-it-runs keys are out of the diff already
     if refused:
         shown_keys = ", ".join(f"{k} ({shown(diff[k][0], 40)} -> {shown(diff[k][1], 40)})" for k in refused[:3])
         raise DardError(

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dard.evaluation.record import EvalRecord
-from dard.evaluation.report.columns import AA_CLEAN, AA_KEY, Column
-from dard.evaluation.report.groups import RunGroup
-from dard.evaluation.report.paired import ALPHA, PairedComparison, paired_comparison
+from dard.report.columns import AA_CLEAN, AA_KEY, Column
+from dard.report.groups import RunGroup
+from dard.report.paired import ALPHA, PairedComparison, paired_comparison
 from dard.run_dir import EvalFile
 
 __all__ = ["REFERENCES", "SECTION_KEYS", "PairedSection", "paired_section", "record_outcomes"]

@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from dard.evaluation.report.groups import RunGroup
 from dard.io import atomic_write
+from dard.report.groups import RunGroup
 
 
 def save_png(fig: Any, path: Path, *, tight: bool = True) -> Path:

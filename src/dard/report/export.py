@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from dard.evaluation.intervals import CI_BELOW, wilson_interval
-from dard.evaluation.report.columns import AA_CLEAN, AA_KEY, Column, eps_text
-from dard.evaluation.report.markdown import ReportContent
-from dard.evaluation.report.stats import above_clean, autoattack_result
 from dard.io import write_json, write_text
+from dard.report.columns import AA_CLEAN, AA_KEY, Column, eps_text
+from dard.report.markdown import ReportContent
+from dard.report.stats import above_clean, autoattack_result
 from dard.run_dir import RunRecord
 
 __all__ = ["FORMATS", "robustbench_entry", "table_columns", "write_csv", "write_robustbench", "write_tex"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dard.errors import DardError
-from dard.evaluation.report.groups import check_one_table
+from dard.report.groups import check_one_table
 from dard.run_dir import RunDir, RunRecord, enclosing_run
 
 __all__ = ["FoundTeachers", "find_teachers", "teacher_folder"]

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from dard.evaluation.record import EvalRecord
-from dard.evaluation.report.columns import AA_CLEAN, AA_KEY, AA_PGD
 from dard.evaluation.table import ci_text
+from dard.report.columns import AA_CLEAN, AA_KEY, AA_PGD
 from dard.run_dir import CHECKPOINTS, EvalFile, RunRecord
 
 DASH = "—"

@@ -8,12 +8,12 @@ weights must say how their inputs were normalised.
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dard.checkpoint import checkpoint_meta
+from dard.cli.eval_request import EvalRequest
 from dard.config import RunConfig, parse_config
 from dard.errors import DardError
 from dard.evaluation.suite import parse_eps
@@ -43,29 +43,29 @@ class EvalSettings:
     notes: list[str] = field(default_factory=list)
 
 
-def eval_settings(args: argparse.Namespace) -> EvalSettings:
+def eval_settings(request: EvalRequest) -> EvalSettings:
     """Resolve `dard eval`'s dataset, eps and normalisation from its flags and, for a run, the run's config."""
-    if args.weights and not args.normalization:
+    if request.weights and not request.normalization:
         raise DardError(f"--weights needs --normalization dataset|none: {NORMALIZATION_HELP}")
     cfg, run, which = None, None, None
-    if args.checkpoint:
-        weights, meta = checkpoint_meta(args.checkpoint, args.model)
-        _check_normalization(args.normalization, meta["model"])
+    if request.checkpoint:
+        weights, meta = checkpoint_meta(request.checkpoint, request.model)
+        _check_normalization(request.normalization, meta["model"])
         if RunDir(weights.parent).is_run():
             run, cfg = weights.parent, _run_config(weights.parent)
             which = weights.stem if weights.stem in CHECKPOINTS else None
     notes: list[str] = []
-    data = args.data or (cfg.data.name if cfg else DEFAULT_DATA)
-    if cfg is not None and args.data and args.data != cfg.data.name:
-        notes.append(f"--data {args.data} differs from the run's dataset {cfg.data.name}")
+    data = request.data or (cfg.data.name if cfg else DEFAULT_DATA)
+    if cfg is not None and request.data and request.data != cfg.data.name:
+        notes.append(f"--data {request.data} differs from the run's dataset {cfg.data.name}")
     same_data = cfg is not None and data == cfg.data.name
-    data_dir = args.data_dir or (cfg.data.dir if same_data else None)
-    eps = parse_eps(args.eps) if args.eps is not None else (cfg.eps if cfg else DEFAULT_EPS)
-    if cfg is not None and args.eps is not None and not math.isclose(eps, cfg.eps, rel_tol=1e-9, abs_tol=1e-12):
-        notes.append(f"--eps {args.eps} differs from the run's eps {cfg.eps:.6g} ({cfg.eps * 255:.2f}/255)")
-    norm = args.norm or (cfg.norm if cfg else DEFAULT_NORM)
-    if cfg is not None and args.norm and args.norm != cfg.norm:
-        notes.append(f"--norm {args.norm} differs from the run's norm {cfg.norm}")
+    data_dir = request.data_dir or (cfg.data.dir if same_data else None)
+    eps = parse_eps(request.eps) if request.eps is not None else (cfg.eps if cfg else DEFAULT_EPS)
+    if cfg is not None and request.eps is not None and not math.isclose(eps, cfg.eps, rel_tol=1e-9, abs_tol=1e-12):
+        notes.append(f"--eps {request.eps} differs from the run's eps {cfg.eps:.6g} ({cfg.eps * 255:.2f}/255)")
+    norm = request.norm or (cfg.norm if cfg else DEFAULT_NORM)
+    if cfg is not None and request.norm and request.norm != cfg.norm:
+        notes.append(f"--norm {request.norm} differs from the run's norm {cfg.norm}")
     return EvalSettings(data=data, data_dir=data_dir, eps=eps, norm=norm, run=run, checkpoint=which, notes=notes)
 
 

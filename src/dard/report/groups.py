@@ -17,7 +17,7 @@ from typing import Any
 
 from dard.config.identity import NOT_IDENTITY, SEEDLESS, config_diff, config_identity, identity_hash, without_keys
 from dard.errors import DardError
-from dard.evaluation.report.stats import group_name, teacher_arch
+from dard.report.stats import group_name, teacher_arch
 from dard.run_dir import RunRecord
 
 __all__ = ["RunGroup", "check_one_table", "group_runs", "run_identity"]

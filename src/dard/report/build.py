@@ -7,15 +7,16 @@ from pathlib import Path
 from typing import Any
 
 from dard.errors import DardError
-from dard.evaluation.report.columns import AA_PGD, attack_columns, main_columns
-from dard.evaluation.report.export import FORMATS, write_csv, write_robustbench, write_tex
-from dard.evaluation.report.groups import check_one_table, group_runs
-from dard.evaluation.report.markdown import ReportContent, render
-from dard.evaluation.report.paired_section import paired_section
-from dard.evaluation.report.plots import write_curves, write_eps_curve
-from dard.evaluation.report.stats import autoattack_result, group_row, ordered_union, run_row
-from dard.evaluation.report.teachers import find_teachers
 from dard.io import write_json, write_text
+from dard.report.columns import AA_PGD, attack_columns, main_columns
+from dard.report.export import FORMATS, write_csv, write_robustbench, write_tex
+from dard.report.groups import RunGroup, check_one_table, group_runs
+from dard.report.markdown import ReportContent
+from dard.report.paired_section import paired_section
+from dard.report.plots import write_curves, write_eps_curve
+from dard.report.sections import render
+from dard.report.stats import autoattack_result, group_row, ordered_union, run_row
+from dard.report.teachers import find_teachers
 from dard.run_dir import CHECKPOINTS, RunDir, RunRecord
 
 
@@ -48,17 +49,7 @@ def build_report(
     hand and not among ``runs`` (a preamble line says so, or that it was not found). Every row is compared with
     the DARD and SAT rows on the same images (:mod:`.paired_section`), and so are the ``pairs`` of row names.
     """
-    unknown = sorted(set(formats) - set(FORMATS))
-    if unknown:
-        raise DardError(f"unknown report format {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
-    if checkpoint not in CHECKPOINTS:
-        raise DardError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, not '{checkpoint}'")
-    if not runs:
-        raise DardError("no run folders given to report on")
-    for r in runs:
-        if checkpoint not in r.evals:
-            raise DardError(f"{r.path} has no {RunDir(r.path).eval_file(checkpoint).relative_to(r.path)}")
-    check_one_table(runs, checkpoint)
+    _check_request(runs, checkpoint, formats)
     found = find_teachers(runs, checkpoint) if teachers else None
     if found is not None:
         runs = [*found.added, *runs]
@@ -78,12 +69,7 @@ def build_report(
     teacher_rows = {row_name[id(r)] for r in runs if found is not None and r.path.resolve() in found.paths}
     paired = paired_section(groups, columns, checkpoint, pairs=pairs, teachers=teacher_rows)
 
-    curves = write_curves(groups, out_dir / "curves.png")
-    plots = [("Validation accuracy per epoch (mean ± std over seeds)", curves)]
-    if any(r.evals[checkpoint].eps_sweep for r in runs):
-        path = write_eps_curve(groups, out_dir / "eps_curve.png", checkpoint=checkpoint)
-        plots.append((f"PGD-20 accuracy vs eps ({checkpoint} checkpoint, mean ± std over seeds)", path))
-
+    plots = _write_plots(groups, runs, out_dir, checkpoint)
     content = ReportContent(
         title=title,
         checkpoint=checkpoint,
@@ -110,3 +96,31 @@ def build_report(
     if "tex" in formats:
         write_tex(content, out_dir / "results.tex")
     return write_text(out_dir / "report.md", render(content))
+
+
+def _check_request(runs: Sequence[RunRecord], checkpoint: str, formats: Sequence[str]) -> None:
+    """A one-line DardError for an unknown format or checkpoint, no runs, a run without the checkpoint's record,
+    or runs that do not fit one table."""
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise DardError(f"unknown report format {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
+    if checkpoint not in CHECKPOINTS:
+        raise DardError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, not '{checkpoint}'")
+    if not runs:
+        raise DardError("no run folders given to report on")
+    for r in runs:
+        if checkpoint not in r.evals:
+            raise DardError(f"{r.path} has no {RunDir(r.path).eval_file(checkpoint).relative_to(r.path)}")
+    check_one_table(runs, checkpoint)
+
+
+def _write_plots(
+    groups: Sequence[RunGroup], runs: Sequence[RunRecord], out_dir: Path, checkpoint: str
+) -> list[tuple[str, Path]]:
+    """Draw ``curves.png`` (and ``eps_curve.png`` when a run has an eps sweep); (caption, path) of each."""
+    curves = write_curves(groups, out_dir / "curves.png")
+    plots = [("Validation accuracy per epoch (mean ± std over seeds)", curves)]
+    if any(r.evals[checkpoint].eps_sweep for r in runs):
+        path = write_eps_curve(groups, out_dir / "eps_curve.png", checkpoint=checkpoint)
+        plots.append((f"PGD-20 accuracy vs eps ({checkpoint} checkpoint, mean ± std over seeds)", path))
+    return plots

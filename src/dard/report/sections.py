@@ -1,54 +1,17 @@
-"""Rendering a report as Markdown: the one table helper (cells escaped) and the sections of ``report.md``."""
+"""The sections of ``report.md`` after its accuracy tables (paired comparison, training cost, AutoAttack stages,
+attack time, setup, flags) and :func:`render`, the whole document."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from dard.evaluation.report.columns import AA_CLEAN, AA_KEY, AA_PGD, Column, eps_text
-from dard.evaluation.report.paired import ALPHA
-from dard.evaluation.report.paired_section import SECTION_KEYS, PairedSection
-from dard.evaluation.report.stats import DASH, format_summary, ordered_union
-from dard.run_dir import CHECKPOINTS, RunRecord
-
-
-def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_table(header: Sequence[Any], rows: Sequence[Sequence[Any]], *, text_columns: int = 4) -> list[str]:
-    """A Markdown table, one line per list item: the first ``text_columns`` columns left-aligned, the (number)
-    columns after them right-aligned. ``|`` and newlines in cells are escaped."""
-    lines = [
-        "| " + " | ".join(_cell(h) for h in header) + " |",
-        "|" + "|".join("---" if i < text_columns else "---:" for i in range(len(header))) + "|",
-    ]
-    lines += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows]
-    return lines
-
-
-@dataclass
-class ReportContent:
-    """What ``report.md`` shows: the runs, the rows of ``results.json`` and the plots written beside it."""
-
-    title: str
-    checkpoint: str
-    runs: Sequence[RunRecord]
-    run_rows: Sequence[Mapping[str, Any]]
-    group_rows: Sequence[Mapping[str, Any]]
-    columns: Sequence[Column]  # the main table's accuracy columns
-    sanity: Sequence[Column]  # the attacks outside the threat model (pgd-large)
-    aa_ns: Sequence[str]  # the AutoAttack subset sizes, as text
-    has_aa: bool  # whether any run has an AutoAttack subset evaluation at the report's checkpoint
-    plots: Sequence[tuple[str, str]]  # (caption, file name)
-    preamble: Sequence[str] = ()
-    sections: Sequence[str] = ()
-    paired: PairedSection | None = None
-
-    @property
-    def other(self) -> str:
-        return "last" if self.checkpoint == "best" else "best"
+from dard.report.columns import AA_CLEAN, AA_PGD
+from dard.report.markdown import ReportContent, markdown_table
+from dard.report.paired import ALPHA
+from dard.report.paired_section import SECTION_KEYS, PairedSection
+from dard.report.stats import DASH, format_summary, ordered_union
+from dard.report.tables import cell_text, main_table, other_checkpoint_table, sanity_table
 
 
 def render(rep: ReportContent) -> str:
@@ -56,10 +19,10 @@ def render(rep: ReportContent) -> str:
     lines = [f"# {rep.title}", "", *rep.preamble]
     if rep.preamble:
         lines.append("")
-    lines += _main_table(rep)
-    lines += _sanity_table(rep)
+    lines += main_table(rep)
+    lines += sanity_table(rep)
     lines += paired_lines(rep.paired) if rep.paired else []
-    lines += _other_checkpoint_table(rep)
+    lines += other_checkpoint_table(rep)
     lines += _cost_section(rep.group_rows)
     lines += _stages_section(rep)
     lines += _attack_time_section(rep)
@@ -74,128 +37,6 @@ def render(rep: ReportContent) -> str:
     lines += [f"- {rr['name']} (seed {rr['seed']}): `{rr['path']}`" for rr in rep.run_rows]
     lines.append("")
     return "\n".join(lines)
-
-
-def _identity_cells(g: Mapping[str, Any]) -> list[str]:
-    return [g["name"], g["method"] or DASH, g["student"] or DASH, g["teacher"] or DASH]
-
-
-#: what a main-table cell shows for AutoAttack when a run has none
-NOT_RUN = "not run"
-
-
-def cell_text(g: Mapping[str, Any], checkpoint: str, key: str, marks: str = "") -> str:
-    """A main-table cell: mean ± std (and interval) over the row's seeds with ``marks`` after the number,
-    ``(k of n seeds)`` when only some seeds have the number, and ``not run`` for AutoAttack where no seed ran it."""
-    s = g[checkpoint].get(key)
-    ran = g[checkpoint].get(AA_CLEAN)  # the subset's clean accuracy: there whenever AutoAttack ran
-    if key in (AA_KEY, AA_CLEAN) and (not ran or not ran["n"]):
-        return NOT_RUN
-    text = format_summary(s, marks=marks)
-    if s and 0 < s["n"] < g["n"]:
-        text += f" ({s['n']} of {g['n']} seeds)"
-    return text
-
-
-def _main_table(rep: ReportContent) -> list[str]:
-    lines = [
-        f"{len(rep.runs)} run(s) in {len(rep.group_rows)} group(s); runs whose recorded configs differ only in "
-        f"seed are one row (mean ± sample std over seeds). Test-split accuracy in %, `{rep.checkpoint}` "
-        "checkpoint; [lo, hi]: the Wilson 95% interval at the mean for the test points of one run (shown below "
-        "10,000 points). Every robust accuracy is measured on the images of a clean accuracy beside it: the "
-        "attacks and the worst case on all the images of `Clean`, AutoAttack on the first images only, beside "
-        "their own clean accuracy.",
-        "",
-    ]
-    if not rep.has_aa:
-        lines += [
-            "**AutoAttack was not run** for this report: every robust accuracy here comes from the suite's own "
-            "attacks and is an upper bound that AutoAttack may lower.",
-            "",
-        ]
-    if rep.paired and rep.paired.legend:
-        lines += [rep.paired.legend, ""]
-    header = ["Run", "Method", "Student", "Teacher", "Seeds (n)", *(c.header for c in rep.columns)]
-    rows = []
-    for g in rep.group_rows:
-        marks = [rep.paired.mark(g["name"], c.key) if rep.paired else "" for c in rep.columns]
-        cells = [cell_text(g, rep.checkpoint, c.key, m) for c, m in zip(rep.columns, marks)]
-        rows.append([*_identity_cells(g), str(g["n"]), *cells])
-    return lines + markdown_table(header, rows) + [""]
-
-
-def _sanity_table(rep: ReportContent) -> list[str]:
-    """The checks outside the threat model: attacks at another eps (pgd-large) and the PGD-20 eps sweep."""
-    eps_keys = ordered_union((g.get("eps_sweep") or {}).keys() for g in rep.group_rows)
-    if not rep.sanity and not eps_keys:
-        return []
-    lines = [
-        "## Sanity checks",
-        "",
-        f"Outside the threat model, so not in the main table or the worst case (`{rep.checkpoint}` checkpoint, "
-        "accuracy in %, mean ± std over seeds): an attack at a much larger eps must take accuracy to about 0 "
-        "(points that survive suggest gradient masking or a broken attack), and PGD-20 accuracy must fall as eps "
-        "grows (the eps sweep, on the checkpoint that ran it).",
-        "",
-    ]
-    header = [
-        "Run",
-        "Seeds (n)",
-        *(c.header for c in rep.sanity),
-        *(f"PGD-20 at eps {_eps_short(e)}" for e in eps_keys),
-    ]
-    rows = []
-    for g in rep.group_rows:
-        row = [g["name"], str(g["n"]), *(cell_text(g, rep.checkpoint, c.key) for c in rep.sanity)]
-        row += [format_summary((g.get("eps_sweep") or {}).get(e)) for e in eps_keys]
-        rows.append(row)
-    return lines + markdown_table(header, rows, text_columns=1) + [""]
-
-
-def _eps_short(key: str) -> str:
-    try:
-        eps = float(key)
-    except ValueError:
-        return key
-    return eps_text(eps, 2e-3)  # the sweep's keys have 6 decimals: 8/255 is 0.031373, 255 times which is 8.0001
-
-
-def _other_checkpoint_table(rep: ReportContent) -> list[str]:
-    """The groups at the other checkpoint, so `best` and `last` can be compared; empty when none has it."""
-    other = rep.other
-    present = [g for g in rep.group_rows if g[other]]
-    if not present:
-        return []
-    lines = [
-        f"## `{other}` checkpoint",
-        "",
-        f"The same runs evaluated at their `{other}` checkpoint, so `best` (selected on validation) "
-        f"and `last` (final epoch) can be compared.",
-        "",
-    ]
-    show_aa = any(g[other][AA_KEY]["n"] for g in present)
-    show = [
-        c
-        for c in rep.columns
-        if c.key == "pgd20" and any(g[other][c.key]["n"] for g in present) or (show_aa and c.key in (AA_CLEAN, AA_KEY))
-    ]
-    header = ["Run", "Method", "Student", "Teacher", "Seeds (n)", "Epoch (best / last)", "Clean"]
-    header += [c.header for c in show]
-    rows = []
-    for g in present:
-        s = g[other]
-        epochs = " / ".join(_epochs_text(g[w]) for w in CHECKPOINTS)
-        row = [*_identity_cells(g), str(s["clean"]["n"]), epochs, format_summary(s["clean"])]
-        row += [cell_text(g, other, c.key) for c in show]
-        rows.append(row)
-    return lines + markdown_table(header, rows) + [""]
-
-
-def _epochs_text(summary: Mapping[str, Any] | None) -> str:
-    if not summary:
-        return DASH
-    eps = [e for e in summary.get("epochs", []) if e is not None]
-    return ", ".join(str(e) for e in eps) if eps else DASH
 
 
 def _cost_section(group_rows: Sequence[Mapping[str, Any]]) -> list[str]:

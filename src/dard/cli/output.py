@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dard.errors import DardError
-from dard.evaluation.suite import EvalRecord
+from dard.evaluation.record import EvalRecord
 from dard.io import check_target, check_writable, write_json
 from dard.run_dir import CHECKPOINTS, EvalFile, RunDir, enclosing_run
 from dard.run_dir.files import read_json_file

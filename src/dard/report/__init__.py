@@ -7,12 +7,12 @@ table helper), :mod:`.export` writes the CSV and TeX tables and the RobustBench 
 ``curves.png`` and ``eps_curve.png``, and :func:`build_report` writes them all into one folder.
 """
 
-from dard.evaluation.report.build import build_report
-from dard.evaluation.report.export import FORMATS, robustbench_entry
-from dard.evaluation.report.groups import RunGroup, group_runs
-from dard.evaluation.report.markdown import markdown_table
-from dard.evaluation.report.plots import save_png, write_curves, write_eps_curve
-from dard.evaluation.report.stats import (
+from dard.report.build import build_report
+from dard.report.export import FORMATS, robustbench_entry
+from dard.report.groups import RunGroup, group_runs
+from dard.report.markdown import markdown_table
+from dard.report.plots import save_png, write_curves, write_eps_curve
+from dard.report.stats import (
     DASH,
     format_summary,
     group_name,

@@ -1,0 +1,86 @@
+"""The `dard` parser and dispatch: one subcommand per module of :mod:`dard.cli`, each with its options and handler.
+
+Errors caused by input (DardError) print one line and exit with status 2; no traceback. Anything else is a bug:
+one line naming the command and the error type, exit status 1, the traceback in a log file (:mod:`dard.crash`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from types import ModuleType
+
+import dard.cli.config as config_command
+import dard.cli.demo as demo_command
+import dard.cli.eval as eval_command
+import dard.cli.experiment as experiment_command
+import dard.cli.export as export_command
+import dard.cli.import_ as import_command
+import dard.cli.list as list_command
+import dard.cli.report as report_command
+import dard.cli.train as train_command
+from dard.cli.checks import check_args
+from dard.cli.common import DEBUG_HELP, stderr_line
+from dard.crash import crash_line, debug_wanted
+from dard.errors import DardError, one_line
+
+__all__ = ["COMMANDS", "ERROR_CHARS", "build_parser", "main"]
+
+#: the longest error line printed (each echoed value is capped at dard.errors.SHOWN_CHARS already)
+ERROR_CHARS = 1000
+
+# each command's module (HELP, add_arguments, run), in the order `dard --help` lists them; imported by their full
+# names, not `from dard.cli import ...`, which would read this package's __init__ while it imports this module
+_MODULES: dict[str, ModuleType] = {
+    "train": train_command,
+    "eval": eval_command,
+    "report": report_command,
+    "demo": demo_command,
+    "experiment": experiment_command,
+    "export": export_command,
+    "import": import_command,
+    "list": list_command,
+    "config": config_command,
+}
+#: command name -> handler; main() dispatches through this dict (tests replace an entry)
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {name: m.run for name, m in _MODULES.items()}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    from dard._version import __version__
+
+    parser = argparse.ArgumentParser(prog="dard", description="Adversarially robust knowledge distillation (DARD).")
+    parser.add_argument("--version", action="version", version=f"dard {__version__}")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, module in _MODULES.items():
+        command = sub.add_parser(name, help=module.HELP)
+        module.add_arguments(command)
+        # `dard train --debug ...` works as well as `dard --debug train ...`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)  # imports torch (the suite's labels): Ctrl-C may come here
+    except KeyboardInterrupt:
+        stderr_line("dard: interrupted")
+        return 130
+    debug = debug_wanted(args.debug)
+    try:
+        check_args(args)
+        return COMMANDS[args.command](args)
+    except DardError as e:  # bad input: one line and exit 2, with --debug too (it only unmasks unexpected errors)
+        stderr_line(f"dard: error: {one_line(e, ERROR_CHARS)}")
+        return 2
+    except KeyboardInterrupt:
+        stderr_line("dard: interrupted")
+        return 130
+    except Exception as e:  # the net: a bug, not the input (each input error has its own DardError line)
+        if debug:
+            raise
+        stderr_line(crash_line(args.command, e))
+        return 1

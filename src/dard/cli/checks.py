@@ -1,0 +1,37 @@
+"""The checks every command's options get before any work: paths a file system takes, numbers in range."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from dard.errors import DardError
+
+__all__ = ["check_args"]
+
+# options naming files or folders: checked for what a file system takes before any command runs
+_PATH_ARGS = ("out", "runs", "results", "export", "resume", "config", "checkpoint", "weights", "data_dir", "teacher")
+# numeric options: (least, most); floats must be finite as well
+_NUMBER_ARGS = {
+    "jobs": (1, 256),
+    "n": (1, 10**9),
+    "batch_size": (1, 10**9),
+    "seed": (0, 2**32 - 1),
+    "partial_under": (0, 10**9),
+    "max_weights_mib": (0, 10**9),
+}
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Paths a file system can take (UTF-8, names of at most 255 bytes) and numbers in range, before any work."""
+    from dard.io import check_path
+
+    for key in (*_PATH_ARGS, "sources", "overrides", "name"):
+        values = getattr(args, key, None)
+        for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, str):
+                check_path(value, f"--{key.replace('_', '-')}", components=key not in ("overrides", "name"))
+    for key, (least, most) in _NUMBER_ARGS.items():
+        value = getattr(args, key, None)
+        if value is not None and not (math.isfinite(value) and least <= value <= most):
+            raise DardError(f"--{key.replace('_', '-')} must be a number from {least} to {most}; got {value}")

@@ -1,0 +1,39 @@
+"""`dard config show`: a run config (a file, a packaged name, a run folder or the defaults) with every key."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dard.cli.common import add_set_arg
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = "show a run config with every key (dard config show)"
+
+
+def add_arguments(c: argparse.ArgumentParser) -> None:
+    """`dard config`'s options."""
+    c.add_argument("action", choices=["show"], help="show: print the resolved config as commented YAML")
+    c.add_argument(
+        "source", nargs="?", help="a config file, a packaged config's name or a run folder (default: the defaults)"
+    )
+    add_set_arg(c, "override a config value before showing it (repeatable)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the resolved config as commented YAML (a run folder: what it recorded, with --set applied)."""
+    from dard.config import apply_overrides, load_config, parse_config
+    from dard.config.show import show_config
+    from dard.run_dir import RunDir
+    from dard.training.setup import build_method
+
+    folder = RunDir(args.source) if args.source else None
+    if folder is not None and folder.path.is_dir() and folder.config.is_file():  # a run folder: what it recorded
+        data = folder.read_config()
+        apply_overrides(data, args.overrides)
+        cfg = parse_config(data)
+    else:
+        cfg = load_config(args.source, args.overrides)
+    sys.stdout.write(show_config(cfg, build_method(cfg).config(), args.source))
+    return 0

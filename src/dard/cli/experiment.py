@@ -1,0 +1,115 @@
+"""`dard experiment`: every run of an experiment file, their evaluation and report (or, with --plan, what would
+run)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dard.errors import DardError
+
+if TYPE_CHECKING:
+    from dard.experiment import Experiment
+    from dard.experiment.budget import BudgetOptions
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = "run an experiment (experiments/NAME/SCALE.yaml): all runs, evaluation, report"
+
+
+def add_arguments(x: argparse.ArgumentParser) -> None:
+    """`dard experiment`'s options."""
+    x.add_argument("name", help="experiment name (main, lambda, attacks, ...) or the path of an experiment YAML")
+    x.add_argument(
+        "--scale",
+        default="cpu",
+        help="cpu (2 CPU cores, hours), gpu (short GPU jobs), paper (the authors' setup); `dard list` names each one's",
+    )
+    x.add_argument(
+        "--runs",
+        help="run folders (default: the experiment's runs_dir, else runs/experiments/<scale>; shared by the "
+        "experiments of a scale)",
+    )
+    x.add_argument("--results", help="report folder (default results/<name>/<scale>)")
+    x.add_argument("--data-dir", help="data folder for every run (default $DARD_DATA_DIR or ./data)")
+    x.add_argument("--download", action="store_true", help="download the official archives if absent")
+    x.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    x.add_argument("--jobs", type=int, help="runs at a time on CPU (default: min(2, cores))")
+    x.add_argument(
+        "--plan",
+        action="store_true",
+        help="check every config, reusable run folder and dataset, print what would run, train nothing",
+    )
+    x.add_argument(
+        "--time-budget",
+        metavar="DURATION",
+        help="wall time (8m, 1h30m, 480): start only runs that fit, stop cleanly when it ends (docs/gpu.md)",
+    )
+    x.add_argument(
+        "--partial-under",
+        type=float,
+        metavar="MIB",
+        help="with --time-budget: a run whose weights and resume state fit in MIB may start and stop part-way",
+    )
+    x.add_argument("--export", metavar="DIR", help="with --time-budget: write each run's archive here as it ends")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the experiment (or print its plan) and say where its report is."""
+    from dard.experiment import load_experiment, run_experiment
+
+    exp = load_experiment(args.name, args.scale)
+    runs = Path(args.runs or exp.spec.runs_dir or Path("runs") / "experiments" / exp.scale)
+    exp.use_data(args.data_dir, args.download)
+    if args.plan:
+        _print_plan(args, exp, runs)
+        return 0
+    results = Path(args.results or Path("results") / exp.name / exp.scale)
+    command = "dard experiment " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
+    budget = _budget_options(args)
+    path = run_experiment(exp, runs, results, device=args.device, jobs=args.jobs, command=command, budget=budget)
+    print(f"experiment report: {path}" if path else "experiment: no run finished yet, no report")
+    return 0
+
+
+def _print_plan(args: argparse.Namespace, exp: Experiment, runs: Path) -> None:
+    """--plan: each run's status, the compute left, and what fits a --time-budget; trains nothing."""
+    from dard.experiment import RUN_DONE, plan_experiment
+
+    rows = plan_experiment(exp, runs)
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        print(
+            f"{r['name']:<{width}}  {r['role']:<7}  {r['method']:<8} {r['arch']:<10} {r['data']} "
+            f"x {r['epochs']} epochs  {r['status']}"
+        )
+    todo = sum(r["status"] != RUN_DONE for r in rows)
+    print(f"{len(rows)} runs in {runs}: {len(rows) - todo} done, {todo} to train or evaluate")
+    if todo:
+        from dard.experiment.status import campaign_status, hours_left
+
+        hours = hours_left(campaign_status(exp, runs, args.device))
+        print(f"estimated compute left on this device, one run at a time: {hours:.1f} h")
+    if args.time_budget is not None:
+        from dard.experiment.budget import plan_budget
+
+        budget = _budget_options(args)
+        assert budget is not None  # --time-budget was given
+        print(f"within --time-budget {args.time_budget} ({budget.seconds:.0f} s), in the order it takes them:")
+        for line in plan_budget(exp, runs, budget, args.device):
+            print(f"  {line}")
+
+
+def _budget_options(args: argparse.Namespace) -> BudgetOptions | None:
+    """The experiment's time budget from its flags (None without --time-budget)."""
+    from dard.durations import parse_duration
+    from dard.experiment.budget import BudgetOptions
+
+    if args.time_budget is None:
+        if args.partial_under is not None or args.export:
+            raise DardError("--partial-under and --export go with --time-budget")
+        return None
+    export = Path(args.export) if args.export else None
+    return BudgetOptions(parse_duration(args.time_budget), args.partial_under, export)

@@ -1,0 +1,134 @@
+"""The accuracy tables of ``report.md``: the main table, the sanity attacks, the other checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dard.report.columns import AA_CLEAN, AA_KEY, eps_text
+from dard.report.markdown import ReportContent, markdown_table
+from dard.report.stats import DASH, format_summary, ordered_union
+from dard.run_dir import CHECKPOINTS
+
+
+def _identity_cells(g: Mapping[str, Any]) -> list[str]:
+    return [g["name"], g["method"] or DASH, g["student"] or DASH, g["teacher"] or DASH]
+
+
+#: what a main-table cell shows for AutoAttack when a run has none
+NOT_RUN = "not run"
+
+
+def cell_text(g: Mapping[str, Any], checkpoint: str, key: str, marks: str = "") -> str:
+    """A main-table cell: mean ± std (and interval) over the row's seeds with ``marks`` after the number,
+    ``(k of n seeds)`` when only some seeds have the number, and ``not run`` for AutoAttack where no seed ran it."""
+    s = g[checkpoint].get(key)
+    ran = g[checkpoint].get(AA_CLEAN)  # the subset's clean accuracy: there whenever AutoAttack ran
+    if key in (AA_KEY, AA_CLEAN) and (not ran or not ran["n"]):
+        return NOT_RUN
+    text = format_summary(s, marks=marks)
+    if s and 0 < s["n"] < g["n"]:
+        text += f" ({s['n']} of {g['n']} seeds)"
+    return text
+
+
+def main_table(rep: ReportContent) -> list[str]:
+    """The main table: its caption, then a row per group at the report's checkpoint."""
+    lines = [
+        f"{len(rep.runs)} run(s) in {len(rep.group_rows)} group(s); runs whose recorded configs differ only in "
+        f"seed are one row (mean ± sample std over seeds). Test-split accuracy in %, `{rep.checkpoint}` "
+        "checkpoint; [lo, hi]: the Wilson 95% interval at the mean for the test points of one run (shown below "
+        "10,000 points). Every robust accuracy is measured on the images of a clean accuracy beside it: the "
+        "attacks and the worst case on all the images of `Clean`, AutoAttack on the first images only, beside "
+        "their own clean accuracy.",
+        "",
+    ]
+    if not rep.has_aa:
+        lines += [
+            "**AutoAttack was not run** for this report: every robust accuracy here comes from the suite's own "
+            "attacks and is an upper bound that AutoAttack may lower.",
+            "",
+        ]
+    if rep.paired and rep.paired.legend:
+        lines += [rep.paired.legend, ""]
+    header = ["Run", "Method", "Student", "Teacher", "Seeds (n)", *(c.header for c in rep.columns)]
+    rows = []
+    for g in rep.group_rows:
+        marks = [rep.paired.mark(g["name"], c.key) if rep.paired else "" for c in rep.columns]
+        cells = [cell_text(g, rep.checkpoint, c.key, m) for c, m in zip(rep.columns, marks)]
+        rows.append([*_identity_cells(g), str(g["n"]), *cells])
+    return lines + markdown_table(header, rows) + [""]
+
+
+def sanity_table(rep: ReportContent) -> list[str]:
+    """The checks outside the threat model: attacks at another eps (pgd-large) and the PGD-20 eps sweep."""
+    eps_keys = ordered_union((g.get("eps_sweep") or {}).keys() for g in rep.group_rows)
+    if not rep.sanity and not eps_keys:
+        return []
+    lines = [
+        "## Sanity checks",
+        "",
+        f"Outside the threat model, so not in the main table or the worst case (`{rep.checkpoint}` checkpoint, "
+        "accuracy in %, mean ± std over seeds): an attack at a much larger eps must take accuracy to about 0 "
+        "(points that survive suggest gradient masking or a broken attack), and PGD-20 accuracy must fall as eps "
+        "grows (the eps sweep, on the checkpoint that ran it).",
+        "",
+    ]
+    header = [
+        "Run",
+        "Seeds (n)",
+        *(c.header for c in rep.sanity),
+        *(f"PGD-20 at eps {_eps_short(e)}" for e in eps_keys),
+    ]
+    rows = []
+    for g in rep.group_rows:
+        row = [g["name"], str(g["n"]), *(cell_text(g, rep.checkpoint, c.key) for c in rep.sanity)]
+        row += [format_summary((g.get("eps_sweep") or {}).get(e)) for e in eps_keys]
+        rows.append(row)
+    return lines + markdown_table(header, rows, text_columns=1) + [""]
+
+
+def _eps_short(key: str) -> str:
+    try:
+        eps = float(key)
+    except ValueError:
+        return key
+    return eps_text(eps, 2e-3)  # the sweep's keys have 6 decimals: 8/255 is 0.031373, 255 times which is 8.0001
+
+
+def other_checkpoint_table(rep: ReportContent) -> list[str]:
+    """The groups at the other checkpoint, so `best` and `last` can be compared; empty when none has it."""
+    other = rep.other
+    present = [g for g in rep.group_rows if g[other]]
+    if not present:
+        return []
+    lines = [
+        f"## `{other}` checkpoint",
+        "",
+        f"The same runs evaluated at their `{other}` checkpoint, so `best` (selected on validation) "
+        f"and `last` (final epoch) can be compared.",
+        "",
+    ]
+    show_aa = any(g[other][AA_KEY]["n"] for g in present)
+    show = [
+        c
+        for c in rep.columns
+        if c.key == "pgd20" and any(g[other][c.key]["n"] for g in present) or (show_aa and c.key in (AA_CLEAN, AA_KEY))
+    ]
+    header = ["Run", "Method", "Student", "Teacher", "Seeds (n)", "Epoch (best / last)", "Clean"]
+    header += [c.header for c in show]
+    rows = []
+    for g in present:
+        s = g[other]
+        epochs = " / ".join(_epochs_text(g[w]) for w in CHECKPOINTS)
+        row = [*_identity_cells(g), str(s["clean"]["n"]), epochs, format_summary(s["clean"])]
+        row += [cell_text(g, other, c.key) for c in show]
+        rows.append(row)
+    return lines + markdown_table(header, rows) + [""]
+
+
+def _epochs_text(summary: Mapping[str, Any] | None) -> str:
+    if not summary:
+        return DASH
+    eps = [e for e in summary.get("epochs", []) if e is not None]
+    return ", ".join(str(e) for e in eps) if eps else DASH
