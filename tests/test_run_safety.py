@@ -246,6 +246,7 @@ def test_corrupted_run_gives_a_result_or_one_line(finished_run, tmp_path, capsys
 # ------------------------------------------------------------------------------------------ what --resume changes
 
 
+@pytest.mark.slow
 def test_resume_applies_and_records_the_safe_changes(run, two_epochs, capsys):
     before = json.loads((run / "eval" / "best.json").read_text())
     assert main(["train", "--resume", str(run), "--epochs", "2", "--set", "eval.attacks=[bim]"]) == 0
