@@ -12,6 +12,7 @@ import io
 import os
 import pickle
 import random
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -223,6 +224,12 @@ def finished_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("finished") / "run"
     train(parse_config(tiny_run_config()), run)
     return run
+
+
+@pytest.fixture
+def run(finished_run: Path, tmp_path: Path) -> Path:
+    """A private copy of :func:`finished_run` at ``tmp_path/R``, to change as a test likes."""
+    return Path(shutil.copytree(finished_run, tmp_path / "R"))
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:

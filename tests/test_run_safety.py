@@ -30,11 +30,6 @@ from dard.run_dir import FolderLock, RunDir, RunRecord
 from dard.training import train
 
 
-@pytest.fixture
-def run(finished_run: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(finished_run, tmp_path / "R"))
-
-
 @pytest.fixture(scope="module")
 def two_epochs(tmp_path_factory) -> Path:
     """The tiny run trained for two epochs without interruption: what every resumed run must equal."""
