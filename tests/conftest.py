@@ -1,8 +1,9 @@
 """Shared fixtures: CLI runner, CIFAR-10 ($DARD_DATA_DIR, else a small synthetic set), tiny run configs and runs.
 
-Two tiers (README, "Tests"): ``pytest -m "not slow"`` is the unit tier, no full training (a minute on two idle
-cores); ``slow`` marks the end-to-end runs (``dard train``/``experiment``/``demo``, resume, distributed, bundle,
-packaging), which ``make test`` runs with the rest.
+Two tiers (README, "Two commands"): ``pytest -m "not slow"`` is the unit tier, under a minute on two idle cores,
+where only :func:`finished_run` trains (once per session, 128 digits images, for the tests that need a finished
+run folder); ``slow`` marks the end-to-end runs (``dard train``/``experiment``/``demo``, resume, every method,
+distributed, bundle, packaging), which ``make test`` runs with the rest.
 """
 
 from __future__ import annotations
@@ -155,12 +156,12 @@ def synthetic_cifar10_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def cifar10(tmp_path_factory) -> Cifar10Copy:
+def cifar10(request, tmp_path_factory) -> Cifar10Copy:
     """CIFAR-10 for the tests that read it: ``$DARD_DATA_DIR`` when set (a folder with ``cifar-10-batches-py/``,
     or the compact form of tools/bundle/cifar10_npz.py, built here once per session), else the synthetic set, so a
     clone anywhere runs these tests."""
     if DATA_DIR is None:
-        return Cifar10Copy(write_synthetic_cifar10(tmp_path_factory.mktemp("cifar10-synthetic")), real=False)
+        return Cifar10Copy(request.getfixturevalue("synthetic_cifar10_dir"), real=False)
     source = Path(DATA_DIR)
     if (source / "cifar-10-batches-py").is_dir():
         return Cifar10Copy(source, real=True)
@@ -171,12 +172,6 @@ def cifar10(tmp_path_factory) -> Cifar10Copy:
         cifar10_npz.build(source, out)
         return Cifar10Copy(out, real=True, compact=source)
     pytest.fail(f"DARD_DATA_DIR={source} holds neither cifar-10-batches-py/ nor the compact jpeg.npz")
-
-
-@pytest.fixture(scope="session")
-def cifar10_dir(cifar10: Cifar10Copy) -> Path:
-    """:func:`cifar10`'s folder (what ``--data-dir`` takes)."""
-    return cifar10.root
 
 
 def tiny_config(**sections) -> dict:
