@@ -1,8 +1,8 @@
 """Shared fixtures: CLI runner, CIFAR-10 ($DARD_DATA_DIR, else a small synthetic set), tiny run configs and runs.
 
-Two tiers (README, "Two commands"): ``pytest -m "not slow"`` is the unit tier, under a minute on two idle cores,
-where only :func:`finished_run` trains (once per session, 128 digits images, for the tests that need a finished
-run folder); ``slow`` marks the end-to-end runs (``dard train``/``experiment``/``demo``, resume, every method,
+Two tiers (README, "Two commands"): ``pytest -m "not slow"`` is the unit tier (meant to stay under a minute on two
+idle cores), where only :func:`finished_run` trains (once per session, 128 digits images, for the tests that need a
+finished run folder); ``slow`` marks the end-to-end runs (``dard train``/``experiment``/``demo``, resume, every method,
 distributed, bundle, packaging), which ``make test`` runs with the rest.
 """
 
