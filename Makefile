@@ -21,22 +21,29 @@ demo: $(STAMP)
 	$(BIN)/dard demo --out runs/demo
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks bundle
-	$(BIN)/ruff format --check src tests benchmarks bundle
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check --fix src tests benchmarks bundle
-	$(BIN)/ruff format src tests benchmarks bundle
+	$(BIN)/ruff check --fix src tests benchmarks tools
+	$(BIN)/ruff format src tests benchmarks tools
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
 
 # The offline bundle for a GPU node without internet (docs/gpu.md): .bundle/, for CPython $(BUNDLE_PY) on
-# manylinux x86_64 by default; BUNDLE_ARGS passes more options (python bundle/make_bundle.py --help).
+# manylinux x86_64 by default; BUNDLE_ARGS passes more options (python -m tools.bundle.make_bundle --help).
+# The tool has no limits of its own; these are the GPU job system this project uses: a job carries at most
+# 64 MiB (the bundle stays under 60), runs 9 minutes (520 s for the job, the rest for transfers) and returns
+# at most 8 files of 16 MiB, 64 MiB in all. BUNDLE_DATA: CIFAR-10 to carry (default: the checkout's data/ when it
+# has anything, else the development copy beside the checkout where there is one).
 BUNDLE_PY ?= 3.12
+BUNDLE_DATA ?= $(if $(wildcard data/*),data,$(wildcard ../shared/data/cifar10))
+BUNDLE_LIMITS ?= --max-mib 60 --budget 520 --max-files 8 --max-file-mib 16 --max-total-mib 64
 bundle: $(STAMP)
-	$(BIN)/python bundle/make_bundle.py --python-version $(BUNDLE_PY) $(BUNDLE_ARGS)
+	$(BIN)/python -m tools.bundle.make_bundle --python-version $(BUNDLE_PY) $(if $(BUNDLE_DATA),--data $(BUNDLE_DATA)) \
+		$(BUNDLE_LIMITS) $(BUNDLE_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

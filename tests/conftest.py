@@ -1,13 +1,22 @@
-"""Shared fixtures: CLI runner, the development CIFAR-10 copy (skipped where absent), a tiny run config."""
+"""Shared fixtures: CLI runner, CIFAR-10 ($DARD_DATA_DIR, else a small synthetic set), tiny run configs and runs.
+
+Two tiers (README, "Two commands"): ``pytest -m "not slow"`` is the unit tier (meant to stay under a minute on two
+idle cores), where only :func:`finished_run` trains (once per session, 128 digits images, for the tests that need a
+finished run folder); ``slow`` marks the end-to-end runs (``dard train``/``experiment``/``demo``, resume, every method,
+distributed, bundle, packaging), which ``make test`` runs with the rest.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import os
+import pickle
 import random
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from subprocess import CompletedProcess
 
@@ -16,7 +25,9 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10"
+# Read once and removed, so every other test sees dard's default data folder (./data) as in any clone; the tests
+# that need CIFAR-10 take it from the `cifar10` fixture. CI points it at the development copy it has.
+DATA_DIR = os.environ.pop("DARD_DATA_DIR", None)
 
 
 def run_cli(*args: str, cwd: Path | None = None, isolated: bool = False, timeout: float = 600) -> CompletedProcess:
@@ -87,22 +98,80 @@ def assert_one_line_error(proc: CompletedProcess, *needles: str) -> None:
         assert needle in lines[0], (needle, lines[0])
 
 
+@dataclass(frozen=True)
+class Cifar10Copy:
+    """A CIFAR-10 folder for the tests: ``root`` holds ``cifar-10-batches-py/`` in the official pickle layout."""
+
+    root: Path
+    real: bool  # the 60,000 images in the official order ($DARD_DATA_DIR), not the small synthetic set
+    compact: Path | None = None  # the compact folder (jpeg.npz) it was built from, if it was
+
+
+# The synthetic set: 5 training batches of 60 images and a test batch of 100, balanced over the 10 classes, whose
+# first labels are the official ones (so a test asserts the same order on either copy).
+SYNTHETIC_PER_BATCH, SYNTHETIC_TEST = 60, 100
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR10_FIRST_LABELS = {"train": [6, 9, 9], "test": [3, 8, 8, 0, 6]}
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+
+
+def _synthetic_labels(n: int, first: list[int], rng: np.random.Generator) -> np.ndarray:
+    rest = np.repeat(np.arange(10), n // 10)
+    for label in first:  # the balance holds with the fixed first labels taken out of the pool
+        rest = np.delete(rest, np.flatnonzero(rest == label)[0])
+    return np.concatenate([first, rng.permutation(rest)]).astype(np.int64)
+
+
+def _synthetic_rows(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Official CHW-flattened uint8 rows: per-class stripes of random amplitude around CIFAR-10's channel means
+    (the stripes average to zero over an image, so the set's channel means are CIFAR-10's)."""
+    ramp = np.arange(32)
+    pattern = np.cos(2 * np.pi * (labels[:, None, None] + 1) * (ramp[:, None] + ramp[None, :]) / 32)
+    amplitude = rng.uniform(20, 60, (len(labels), 3, 1, 1))
+    img = np.array(CIFAR10_MEAN)[None, :, None, None] * 255 + amplitude * pattern[:, None]
+    return img.round().clip(0, 255).astype(np.uint8).reshape(len(labels), -1)
+
+
+def write_synthetic_cifar10(root: Path, seed: int = 0) -> Path:
+    """A small CIFAR-10 in the official python-pickle layout under ``root/cifar-10-batches-py``; returns ``root``."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    train = _synthetic_labels(5 * SYNTHETIC_PER_BATCH, CIFAR10_FIRST_LABELS["train"], rng)
+    test = _synthetic_labels(SYNTHETIC_TEST, CIFAR10_FIRST_LABELS["test"], rng)
+    per = SYNTHETIC_PER_BATCH
+    batches = [(f"data_batch_{k + 1}", train[k * per : (k + 1) * per]) for k in range(5)]
+    for name, labels in [*batches, ("test_batch", test)]:
+        record = {"batch_label": name, "labels": labels.tolist(), "data": _synthetic_rows(labels, rng)}
+        (folder / name).write_bytes(pickle.dumps(record, protocol=4))
+    meta = {"num_cases_per_batch": SYNTHETIC_PER_BATCH, "label_names": CIFAR10_CLASSES, "num_vis": 3072}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=4))
+    return root
+
+
 @pytest.fixture(scope="session")
-def cifar10_dir(tmp_path_factory) -> Path:
-    """The development CIFAR-10 in the official pickle layout, built once per session from ../shared."""
-    if not ((SHARED_CIFAR / "build.py").is_file() and (SHARED_CIFAR / "jpeg.npz").is_file()):
-        pytest.skip("../shared/data/cifar10 is absent")
-    out = tmp_path_factory.mktemp("cifar10")
-    proc = subprocess.run(
-        [sys.executable, str(SHARED_CIFAR / "build.py"), str(out)],
-        capture_output=True,
-        text=True,
-        cwd=SHARED_CIFAR,
-        timeout=600,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"build.py failed: {proc.stderr[-2000:]}")
-    return out
+def synthetic_cifar10_dir(tmp_path_factory) -> Path:
+    """The small synthetic CIFAR-10 (:func:`write_synthetic_cifar10`), written once per session: not official."""
+    return write_synthetic_cifar10(tmp_path_factory.mktemp("cifar10-synthetic"))
+
+
+@pytest.fixture(scope="session")
+def cifar10(request, tmp_path_factory) -> Cifar10Copy:
+    """CIFAR-10 for the tests that read it: ``$DARD_DATA_DIR`` when set (a folder with ``cifar-10-batches-py/``,
+    or the compact form of tools/bundle/cifar10_npz.py, built here once per session), else the synthetic set, so a
+    clone anywhere runs these tests."""
+    if DATA_DIR is None:
+        return Cifar10Copy(request.getfixturevalue("synthetic_cifar10_dir"), real=False)
+    source = Path(DATA_DIR)
+    if (source / "cifar-10-batches-py").is_dir():
+        return Cifar10Copy(source, real=True)
+    if (source / "jpeg.npz").is_file():
+        from tools.bundle import cifar10_npz
+
+        out = tmp_path_factory.mktemp("cifar10")
+        cifar10_npz.build(source, out)
+        return Cifar10Copy(out, real=True, compact=source)
+    pytest.fail(f"DARD_DATA_DIR={source} holds neither cifar-10-batches-py/ nor the compact jpeg.npz")
 
 
 def tiny_config(**sections) -> dict:
@@ -150,6 +219,12 @@ def finished_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("finished") / "run"
     train(parse_config(tiny_run_config()), run)
     return run
+
+
+@pytest.fixture
+def run(finished_run: Path, tmp_path: Path) -> Path:
+    """A private copy of :func:`finished_run` at ``tmp_path/R``, to change as a test likes."""
+    return Path(shutil.copytree(finished_run, tmp_path / "R"))
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:

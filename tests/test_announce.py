@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from tests.cli_checks import config_file
 from tests.conftest import run_cli
 
 from dard.training.announce import duration
 
 
+@pytest.mark.slow
 def test_train_prints_a_header_and_a_line_per_epoch_into_a_log(tmp_path):
     out = tmp_path / "runs" / "said"
     proc = run_cli("train", "--config", config_file(tmp_path, optim={"epochs": 2}), "--out", str(out), cwd=tmp_path)
@@ -37,6 +39,7 @@ def test_train_prints_a_header_and_a_line_per_epoch_into_a_log(tmp_path):
     assert lines.index(header[-1]) < lines.index(epochs[0])
 
 
+@pytest.mark.slow
 def test_a_resumed_run_says_where_it_resumes_and_estimates_at_its_own_rate(tmp_path):
     out = tmp_path / "runs" / "again"
     config = config_file(tmp_path, optim={"epochs": 1})

@@ -55,6 +55,7 @@ def test_export_is_deterministic_and_leaves_out_what_it_must(finished, tmp_path)
         export_runs([tmp_path], tmp_path / "x.tar.gz")
 
 
+@pytest.mark.slow
 def test_import_round_trips_then_merges_weights_and_refuses_another_run(finished, tmp_path):
     records = export_runs([finished], tmp_path / "r.tar.gz", ExportOptions(weights="none"))
     full = export_runs([finished], tmp_path / "f.tar.gz", ExportOptions(weights="all"))
@@ -149,6 +150,7 @@ def test_hostile_archives_are_refused_and_nothing_is_written(case, tmp_path):
     assert not (tmp_path / "etc").exists() and not (tmp_path / "config.yaml").exists()
 
 
+@pytest.mark.slow
 def test_not_an_archive_and_the_cli(finished, tmp_path, capsys):
     from dard.cli import main
 

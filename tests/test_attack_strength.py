@@ -29,6 +29,7 @@ class Probabilities(nn.Module):
         return self.inner(x).softmax(dim=1)
 
 
+@pytest.mark.slow
 def test_autoattack_records_warnings_and_stages():
     model, x, y = tiny_setup()
     logger = logging.getLogger("auto-attack")
@@ -45,6 +46,7 @@ def test_autoattack_records_warnings_and_stages():
     assert attack.last_warnings == []
 
 
+@pytest.mark.slow
 def test_autoattack_l2_respects_l2_ball():
     model, x, y = tiny_setup()
     attack = create_attack("autoattack", eps=1.0, norm="l2", seed=0)

@@ -119,6 +119,7 @@ def test_cost_model_counts_passes_by_hand():
     assert cost.eval_seconds(2.0) == cost.eval_macs / 2.0  # fp32, not compiled: full rate
 
 
+@pytest.mark.slow
 def test_rate_comes_from_the_run_itself_then_earlier_runs_then_the_default(runs):
     import torch
 

@@ -1,10 +1,11 @@
-"""The offline GPU bundle (bundle/, docs/gpu.md), tested without network or GPU.
+"""The offline GPU bundle (tools/bundle/, docs/gpu.md), tested without network or GPU.
 
 - wheel surgery: a stripped wheel keeps a RECORD that matches every byte; a wheel rebuilt from this environment too;
 - packing: a step folder becomes <= max_files files of <= max_file bytes (split, then largest files dropped);
 - the job runner: each step packed as it ends, a step stopped at its limit still packed, SIGTERM to the job too;
+  no limits unless given as options or by the bundle (make_bundle's job defaults in MANIFEST.json);
 - compact CIFAR-10: pack -> build -> dard's loader gives the labels, the exact rows exactly, the rest close;
-  the bundle's builder gives the same folder as shared/data/cifar10/build.py;
+  the bundle's builder gives the same folder as the build.py a compact development copy carries ($DARD_DATA_DIR);
 - end to end: a bundle made from this environment's packages installed on a simulated node (a Python that has
   torch and the rest but no pydantic/pyautoattack/dard) with pip --no-index, then the GPU job dry-run on the
   CPU: CUDA tests (skipped), the benchmark's smoke settings, and a command killed at its limit, within the limits.
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -27,17 +29,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import REPO, SHARED_CIFAR
+from tests.conftest import REPO
+from tools.bundle import cifar10_npz
+from tools.bundle.pack import Limits, pack_folder
+from tools.bundle.wheels import strip_wheel, verify_wheel, wheel_from_installed, write_wheel
 
-sys.path.insert(0, str(REPO / "bundle"))
-import cifar10_npz  # noqa: E402
-from pack import Limits, pack_folder  # noqa: E402
-from wheels import strip_wheel, verify_wheel, wheel_from_installed, write_wheel  # noqa: E402
+from dard.data import load_dataset
 
-from dard.data import load_dataset  # noqa: E402
-
-JOB = REPO / "bundle" / "job.py"
+JOB = REPO / "tools" / "bundle" / "job.py"
 MIB = 2**20
+# One job system's limits (the ones `make bundle` gives): 8 files of 16 MiB, 64 MiB in all
+JOB_LIMITS = Limits(8, 16 * MIB, 64 * MIB)
+JOB_OPTIONS = ["--max-files", "8", "--max-file-mib", "16", "--max-total-mib", "64"]
 
 
 def _unpack(out: Path, stem: str) -> dict[str, bytes]:
@@ -48,8 +51,7 @@ def _unpack(out: Path, stem: str) -> dict[str, bytes]:
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
 
 
-def _assert_within(out: Path, limits: Limits | None = None) -> None:
-    limits = limits or Limits()
+def _assert_within(out: Path, limits: Limits) -> None:
     files = [p for p in out.rglob("*") if p.is_file()]
     assert all(p.parent == out for p in files), files  # nothing left in step folders
     assert len(files) <= limits.max_files, [p.name for p in files]
@@ -155,7 +157,7 @@ def test_job_packs_each_step_within_the_limits(tmp_path):
 def test_job_sigterm_stops_the_step_and_still_packs(tmp_path):
     out = tmp_path / "out"
     cmd = "echo partial > $STEP_OUT/partial.txt; echo ready; sleep 60"
-    proc = subprocess.Popen([sys.executable, str(JOB), "--no-setup", "--out", str(out), "--", cmd])
+    proc = subprocess.Popen([sys.executable, str(JOB), "--no-setup", "--out", str(out), *JOB_OPTIONS, "--", cmd])
     try:
         deadline = time.monotonic() + 30
         while not (out / "0-command" / "partial.txt").exists():
@@ -168,7 +170,35 @@ def test_job_sigterm_stops_the_step_and_still_packs(tmp_path):
     record = json.loads((out / "job.json").read_text())
     assert [s["status"] for s in record["steps"]] == ["stopped"]
     assert _unpack(out, "0-command")["0-command/partial.txt"] == b"partial\n"
-    _assert_within(out)
+    _assert_within(out, JOB_LIMITS)
+
+
+def test_job_has_no_limits_unless_given_and_takes_the_bundles_defaults(tmp_path):
+    cmd = "head -c 1500000 /dev/urandom > $STEP_OUT/big.bin; echo done > $STEP_OUT/small.txt"
+    proc = _job("--out", str(tmp_path / "free"), "--", cmd)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((tmp_path / "free" / "job.json").read_text())
+    (step,) = record["steps"]
+    assert record["budget_s"] is None and set(record["limits"].values()) == {None}
+    assert step["limit_s"] is None and step["files"] == ["0-command.tar.gz"] and step["dropped"] == []
+    # in a bundle, the limits it was made with (MANIFEST.json's job_defaults) are the defaults
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    for name in ("job.py", "pack.py"):
+        shutil.copy(JOB.with_name(name), bundle / name)
+    defaults = {"budget": 300, "max_files": 3, "max_file_mib": 1, "max_total_mib": 64}
+    (bundle / "MANIFEST.json").write_text(json.dumps({"job_defaults": defaults}))
+    out = tmp_path / "bounded"
+    proc = subprocess.run(
+        [sys.executable, str(bundle / "job.py"), "--no-setup", "--out", str(out), "--", cmd],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((out / "job.json").read_text())
+    (step,) = record["steps"]
+    assert record["budget_s"] == 300 and record["limits"] == {"max_files": 3, "max_file": MIB, "max_total": 64 * MIB}
+    assert step["files"] == ["0-command.tar.gz"] and step["dropped"] == ["big.bin"]
+    _assert_within(out, Limits(3, MIB, 64 * MIB))
 
 
 @pytest.mark.slow
@@ -183,12 +213,12 @@ def test_job_experiment_step_imports_earlier_runs_trains_within_its_budget_and_e
     exp = _experiment(tmp_path, runs=("sat",))  # experiments/tiny/cpu.yaml: a SAT teacher, a SAT student
     teacher = parse_config(deep_merge(exp.base, {**exp.spec.teacher.config, "name": "teacher-s0", "device": "cpu"}))
     train(teacher, tmp_path / "teachers" / "teacher-s0")  # a committed teacher
-    import make_bundle  # an earlier job's archive (here of the same teacher), carried in the bundle
+    from tools.bundle import make_bundle  # an earlier job's archive (here of the same teacher), carried in the bundle
 
     make_bundle.add_imports(
         tmp_path / "step" / "imports", [export_runs([tmp_path / "teachers" / "teacher-s0"], tmp_path / "t.tar.gz")]
     )
-    shutil.copy(REPO / "bundle" / "experiment_step.sh", tmp_path / "step")
+    shutil.copy(REPO / "tools" / "bundle" / "experiment_step.sh", tmp_path / "step")
     out = tmp_path / "out"
     cmd = ["bash", str(tmp_path / "step" / "experiment_step.sh"), sys.executable, "300", str(tmp_path / "runs")]
     proc = subprocess.run(
@@ -238,9 +268,17 @@ def test_compact_cifar_round_trip(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_bundle_builder_matches_the_shared_build_script(cifar10_dir, tmp_path):
-    cifar10_npz.build(SHARED_CIFAR, tmp_path)
-    ours, theirs = load_dataset("cifar10", tmp_path), load_dataset("cifar10", cifar10_dir)
+def test_bundle_builder_matches_the_development_copys_build_script(cifar10, tmp_path):
+    """The `cifar10` fixture built $DARD_DATA_DIR's compact copy with cifar10_npz; the copy's own build.py must give
+    the same images. Only a compact copy that carries its build.py (CI's) has that second builder to compare."""
+    if cifar10.compact is None or not (cifar10.compact / "build.py").is_file():
+        pytest.skip("needs DARD_DATA_DIR set to a compact CIFAR-10 copy with its own build.py (as in CI)")
+    proc = subprocess.run(
+        [sys.executable, str(cifar10.compact / "build.py"), str(tmp_path)],
+        capture_output=True, text=True, cwd=cifar10.compact, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ours, theirs = load_dataset("cifar10", cifar10.root), load_dataset("cifar10", tmp_path)
     for a, b in ((ours.train, theirs.train), (ours.test, theirs.test)):
         assert np.array_equal(a.x.numpy(), b.x.numpy()) and np.array_equal(a.y.numpy(), b.y.numpy())
 
@@ -277,12 +315,13 @@ def test_bundle_installs_offline_and_runs_the_gpu_job_dry(tmp_path):
     )
     bundle = tmp_path / "bundle"
     made = subprocess.run(
-        [sys.executable, str(REPO / "bundle" / "make_bundle.py"), "--out", str(bundle), "--wheels-from-env"]
-        + ["--data", str(npz)],
-        capture_output=True, text=True, env={**env, "PYTHONPATH": str(REPO / "src")}, timeout=300,
+        [sys.executable, "-m", "tools.bundle.make_bundle", "--out", str(bundle), "--wheels-from-env"]
+        + ["--data", str(npz), "--budget", "520", *JOB_OPTIONS],
+        capture_output=True, text=True, env={**env, "PYTHONPATH": str(REPO / "src")}, timeout=300, cwd=REPO,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
     manifest = json.loads((bundle / "MANIFEST.json").read_text())
+    assert manifest["job_defaults"] == {"budget": 520, "max_files": 8, "max_file_mib": 16, "max_total_mib": 64}
     wheels = {w["file"].split("-")[0]: w for w in manifest["wheels"]}
     assert {"pydantic", "pydantic_core", "pyautoattack", "pytest"} <= set(wheels)
     assert "pyautoattack/examples/model_test.pt" in wheels["pyautoattack"]["dropped"]
@@ -305,7 +344,8 @@ def test_bundle_installs_offline_and_runs_the_gpu_job_dry(tmp_path):
     assert job.returncode == 1, log[-3000:]  # the command ran into its limit
     statuses = {s["name"]: s["status"] for s in record["steps"]}
     assert statuses == {"setup": "ok", "cuda-tests": "ok", "bench": "ok", "command": "timed-out"}, log[-3000:]
-    _assert_within(out)
+    assert record["budget_s"] == 520 and record["limits"] == dataclasses.asdict(JOB_LIMITS)
+    _assert_within(out, JOB_LIMITS)  # the bundle's job defaults, no option given
     # pip took torch (and the rest) from the node and only the missing packages from the bundle
     assert record["node"]["torch_file"].startswith(str(tmp_path / "node" / "site"))
     assert "Requirement already satisfied: torch" in log and "Processing" in log and "pydantic-" in log

@@ -24,6 +24,7 @@ def digits_run(tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_eval_checkpoint_writes_record_that_round_trips(digits_run, tmp_path):
     out = tmp_path / "rec.json"
     proc = run_cli(
@@ -137,8 +138,9 @@ def test_missing_cifar_says_where_to_put_it(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not AA_MODEL.exists(), reason="pyautoattack example model absent")
-def test_worked_example_pyautoattack_resnet18(cifar10_dir, tmp_path):
-    """A model nobody here wrote: pyautoattack's naturally trained ResNet-18 loads and scores about 94%."""
+def test_worked_example_pyautoattack_resnet18(cifar10, tmp_path):
+    """A model nobody here wrote: pyautoattack's naturally trained ResNet-18 loads and, on real CIFAR-10, scores
+    about 94% (on the synthetic set the command still runs through, the score says nothing)."""
     out = tmp_path / "aa.json"
     proc = run_cli(
         "eval",
@@ -151,7 +153,7 @@ def test_worked_example_pyautoattack_resnet18(cifar10_dir, tmp_path):
         "--data",
         "cifar10",
         "--data-dir",
-        str(cifar10_dir),
+        str(cifar10.root),
         "--n",
         "100",  # the first 100 test images, exact official pixels: a fixed score, about 94%
         "--attacks",
@@ -164,5 +166,7 @@ def test_worked_example_pyautoattack_resnet18(cifar10_dir, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     rec = json.loads(out.read_text())
-    assert 0.90 * rec["clean"]["total"] <= rec["clean"]["correct"] <= 0.98 * rec["clean"]["total"]
-    assert rec["attacks"]["fgsm"]["correct"] < rec["clean"]["correct"]
+    assert rec["clean"]["total"] == 100 and rec["attacks"]["fgsm"]["correct"] <= rec["clean"]["correct"]
+    if cifar10.real:
+        assert 0.90 * rec["clean"]["total"] <= rec["clean"]["correct"] <= 0.98 * rec["clean"]["total"]
+        assert rec["attacks"]["fgsm"]["correct"] < rec["clean"]["correct"]

@@ -1,4 +1,4 @@
-"""CUDA checks, run by the GPU job (``pytest -m cuda``; bundle/gpu_job.sh) and skipped where there is no GPU.
+"""CUDA checks, run by the GPU job (``pytest -m cuda``; tools/bundle/gpu_job.sh) and skipped where there is no GPU.
 
 - the speed switches on CUDA within the tolerances of tests/test_speed.py (docs/architecture.md): channels_last and
   torch.compile (inductor, the real code generator) against plain fp32, bf16 autocast against fp32. TF32 is off

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.conftest import SYNTHETIC_PER_BATCH, SYNTHETIC_TEST
 
 import dard.data as data
 from dard.data import (
@@ -642,15 +643,16 @@ def test_image_folder_bad_layouts(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------------
-# real CIFAR-10 stand-in from the shared folder beside the checkout
+# CIFAR-10 in the official layout: $DARD_DATA_DIR's copy (CI: its development copy), else the synthetic set
 
 
 @pytest.mark.slow
-def test_real_cifar10(cifar10_dir):
-    b = load_dataset("cifar10", data_dir=cifar10_dir)
-    assert b.train.x.shape == (50000, 3, 32, 32) and b.test.x.shape == (10000, 3, 32, 32)
-    assert torch.bincount(b.train.y).tolist() == [5000] * 10
-    assert torch.bincount(b.test.y).tolist() == [1000] * 10
+def test_real_cifar10(cifar10):
+    b = load_dataset("cifar10", data_dir=cifar10.root)
+    n_train, n_test = (50000, 10000) if cifar10.real else (5 * SYNTHETIC_PER_BATCH, SYNTHETIC_TEST)
+    assert b.train.x.shape == (n_train, 3, 32, 32) and b.test.x.shape == (n_test, 3, 32, 32)
+    assert torch.bincount(b.train.y).tolist() == [n_train // 10] * 10
+    assert torch.bincount(b.test.y).tolist() == [n_test // 10] * 10
     assert b.classes == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     # official first test labels: cat, ship, ship, airplane, frog
     assert b.test.y[:5].tolist() == [3, 8, 8, 0, 6]

@@ -56,6 +56,7 @@ def _rows(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_with_kill_and_resume_match_one_process(tmp_path):
     torch.manual_seed(1)
     teacher = tmp_path / "teacher.safetensors"
@@ -123,6 +124,7 @@ def test_global_batch_not_divisible_by_processes_is_a_one_line_error(tmp_path):
     assert len(lines) == 2 and all("must be divisible by the 2 processes" in ln for ln in lines), proc.stderr
 
 
+@pytest.mark.slow
 def test_every_rank_leaves_the_process_group_before_the_test_evaluation(tmp_path, monkeypatch):
     # About 1 torchrun run in 40 ended with a SIGABRT ("terminate called without an active exception") in rank 1
     # at exit while rank 0 was still evaluating. Now every rank collects its garbage and leaves the group at the

@@ -105,6 +105,7 @@ def _failing_import(real: Any, name: str) -> Any:
     return fake
 
 
+@pytest.mark.slow
 def test_dard_trains_a_timm_vit_student_and_its_checkpoint_reloads(stand_in_timm, finished_run, tmp_path) -> None:
     from dard.training import train
 

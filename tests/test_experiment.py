@@ -69,6 +69,7 @@ def finished(tmp_path_factory):
     return tmp, proc
 
 
+@pytest.mark.slow
 def test_experiment_trains_teacher_once_then_students_and_reports(finished):
     tmp, proc = finished
     runs = sorted(p.name for p in (tmp / "runs").iterdir())
@@ -90,6 +91,7 @@ def test_experiment_trains_teacher_once_then_students_and_reports(finished):
         assert (tmp / "results" / f).stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_results_json_holds_every_number(finished):
     tmp, _ = finished
     res = json.loads((tmp / "results" / "results.json").read_text())
@@ -109,6 +111,7 @@ def test_results_json_holds_every_number(finished):
         assert 0 <= a["fooled"] <= a["clean_correct"]
 
 
+@pytest.mark.slow
 def test_label_gap_only_for_distilled_runs_and_cached(finished):
     tmp, _ = finished
     gaps = json.loads((tmp / "results" / "results.json").read_text())["extra"]["label_gap"]
@@ -119,6 +122,7 @@ def test_label_gap_only_for_distilled_runs_and_cached(finished):
     assert gaps["dard"]["tv"]["n"] == 2
 
 
+@pytest.mark.slow
 def test_every_file_of_the_runs_round_trips_through_its_type(finished):
     tmp, _ = finished
     typed = {"compare-": CompareFile, "label-gap-": LabelGapFile}
@@ -138,6 +142,7 @@ def test_every_file_of_the_runs_round_trips_through_its_type(finished):
     assert seen == {EvalFile, CompareFile, LabelGapFile}
 
 
+@pytest.mark.slow
 def test_second_run_reuses_everything(finished):
     tmp, _ = finished
     before = (tmp / "runs" / "dard-s0" / "best.safetensors").stat().st_mtime_ns
@@ -153,6 +158,7 @@ def test_second_run_reuses_everything(finished):
     assert a == b
 
 
+@pytest.mark.slow
 def test_report_names_every_commit_the_runs_were_made_with(finished, tmp_path):
     tmp, _ = finished
     shutil.copytree(tmp / "runs", tmp_path / "runs")
@@ -179,6 +185,7 @@ def test_report_names_every_commit_the_runs_were_made_with(finished, tmp_path):
     assert "abcdef0 (teacher-s0)" in device_line and "6 runs" in device_line, device_line
 
 
+@pytest.mark.slow
 def test_run_folder_with_another_config_is_refused_and_left_alone(finished, tmp_path):
     tmp, _ = finished
     runs = tmp_path / "runs"
@@ -208,6 +215,7 @@ def test_bad_experiment_files_are_one_line_errors(tmp_path, spec, needle):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_plan_reports_every_run_and_trains_nothing(finished, tmp_path):
     tmp, _ = finished
     before = (tmp / "runs" / "dard-s0" / "best.safetensors").stat().st_mtime_ns
@@ -331,6 +339,7 @@ def test_attack_success_rate_counts_flipped_clean_correct_points():
     assert rec.attacks["black"].success_rate == pytest.approx(float((clean_ok & ~black_ok).sum() / clean_ok.sum()))
 
 
+@pytest.mark.slow
 def test_experiment_says_each_run_as_it_starts_and_ends_with_the_time_left(finished):
     _, proc = finished
     lines = proc.stdout.splitlines()

@@ -9,7 +9,6 @@ either). The few cases whose point is what reaches a real stderr (torch's warnin
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,13 +19,6 @@ from tests.cli_checks import config_file, edit_json, fails_cleanly, image_folder
 from tests.conftest import assert_one_line_error, run_cli
 
 from dard.cli import main
-
-
-@pytest.fixture
-def run(finished_run: Path, tmp_path: Path) -> Path:
-    """A private copy of the finished tiny run, at ``tmp_path/R``."""
-    return Path(shutil.copytree(finished_run, tmp_path / "R"))
-
 
 # --------------------------------------------------------------------------------------------------- 2: eval --out
 

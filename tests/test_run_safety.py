@@ -30,11 +30,6 @@ from dard.run_dir import FolderLock, RunDir, RunRecord
 from dard.training import train
 
 
-@pytest.fixture
-def run(finished_run: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(finished_run, tmp_path / "R"))
-
-
 @pytest.fixture(scope="module")
 def two_epochs(tmp_path_factory) -> Path:
     """The tiny run trained for two epochs without interruption: what every resumed run must equal."""
@@ -246,6 +241,7 @@ def test_corrupted_run_gives_a_result_or_one_line(finished_run, tmp_path, capsys
 # ------------------------------------------------------------------------------------------ what --resume changes
 
 
+@pytest.mark.slow
 def test_resume_applies_and_records_the_safe_changes(run, two_epochs, capsys):
     before = json.loads((run / "eval" / "best.json").read_text())
     assert main(["train", "--resume", str(run), "--epochs", "2", "--set", "eval.attacks=[bim]"]) == 0

@@ -31,6 +31,7 @@ def _read_metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", list_methods())
 def test_every_method_trains_one_epoch(method, teacher_run, tmp_path):
     cfg = tiny_config(
@@ -68,6 +69,7 @@ def test_every_method_trains_one_epoch(method, teacher_run, tmp_path):
     assert meta["model"]["arch"] == "small_cnn" and not model.training
 
 
+@pytest.mark.slow
 def test_teacher_is_required_and_must_match(tmp_path, teacher_run):
     with pytest.raises(DardError, match="needs a teacher"):
         train(parse_config(tiny_config(method={"name": "dard"})), tmp_path / "a")
@@ -85,6 +87,7 @@ def test_teacher_is_required_and_must_match(tmp_path, teacher_run):
         train(parse_config(tiny_config(method={"name": "dard"}, teacher={"checkpoint": str(bad)})), tmp_path / "b")
 
 
+@pytest.mark.slow
 def test_existing_run_folder_is_not_overwritten(teacher_run):
     before = (teacher_run / "best.safetensors").read_bytes()
     with pytest.raises(DardError, match="already exists"):
@@ -162,6 +165,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
         assert {k: v["correct"] for k, v in a["attacks"].items()} == {k: v["correct"] for k, v in b["attacks"].items()}
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     import dard.training.loop as loop
 

@@ -175,6 +175,7 @@ def user_run(tmp_path_factory) -> tuple[Path, str]:
         sys.modules.pop(name, None)
 
 
+@pytest.mark.slow
 def test_train_records_the_spec_and_loads_only_when_it_is_named(user_run):
     run, spec = user_run
     assert load_config(None, [f"model.arch={spec}"]).model.arch == spec  # what `dard train --model SPEC` sets
@@ -188,6 +189,7 @@ def test_train_records_the_spec_and_loads_only_when_it_is_named(user_run):
     assert isinstance(model, PlainClassifier) and model.normalization[0] == pytest.approx([0.30535638])
 
 
+@pytest.mark.slow
 def test_eval_cli_rebuilds_the_users_model(user_run, capsys):
     run, spec = user_run
     common = [str(run), "--data", "digits", "--n", "20", "--attacks", "fgsm", "--eps", "0.1", "--no-progress"]
@@ -198,6 +200,7 @@ def test_eval_cli_rebuilds_the_users_model(user_run, capsys):
     assert err.count("\n") == 0 and f"--model {spec} (dard eval)" in err
 
 
+@pytest.mark.slow
 def test_eval_cli_says_when_the_recorded_module_cannot_be_imported(user_run, capsys, monkeypatch):
     run, spec = user_run
     module = spec.split(":")[0]
@@ -208,6 +211,7 @@ def test_eval_cli_says_when_the_recorded_module_cannot_be_imported(user_run, cap
     assert err.startswith(f"dard: error: model '{spec}': cannot import module '{module}'") and "\n" not in err
 
 
+@pytest.mark.slow
 def test_teacher_from_user_code_weights_or_checkpoint(user_run, tmp_path):
     run, spec = user_run
     bundle = load_dataset("digits")

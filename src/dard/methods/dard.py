@@ -18,8 +18,8 @@ weight 0) the teacher is not called. Losses are computed in float32 even under a
 ``clean_branch=True`` (off by default) adds the same two terms on the clean input,
 ``alpha * CE(S(x), y) + (1 - alpha) * tau^2 * KL(q || softmax(S(x)/tau))``.
 
-Deviations from the authors' scripts (the DARD training scripts found in public code indexes, read for
-docs/method.md; this implementation follows the spec there, each item is a choice of the spec):
+Deviations from the authors' DARD training scripts (compared with the spec in docs/method.md, "The authors'
+scripts"; this implementation follows the spec, each item is a choice of the spec):
 - DPGD is the same attack, with the same 8/255 budget in pixel units (their training attack divides eps and step
   by the channel std); only their evaluation attacks use an unscaled eps on normalised inputs (about 1.6/255).
 - DPGD runs with the student in eval mode here (theirs: train mode, updating the BatchNorm statistics).

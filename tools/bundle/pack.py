@@ -1,9 +1,10 @@
 """Pack a step's output folder into the few, bounded files a GPU job may return. Standard library only.
 
-A job returns at most ``max_files`` files of at most ``max_file`` bytes each (``max_total`` together) from its
-output folder. A step's folder becomes one ``<stem>.tar.gz``; a larger archive is split into
-``<stem>.tar.gz.000``, ``.001``, ... (``cat`` them back together); when even that does not fit the space left,
-the largest files are left out one by one (listed in ``DROPPED.txt`` inside the archive and in the result).
+A job system may return at most ``max_files`` files of at most ``max_file`` bytes each (``max_total`` together)
+from a job's output folder (:class:`Limits`; None: no limit). A step's folder becomes one ``<stem>.tar.gz``; a
+larger archive is split into ``<stem>.tar.gz.000``, ``.001``, ... (``cat`` them back together); when even that does
+not fit the space left, the largest files are left out one by one (listed in ``DROPPED.txt`` inside the archive and
+in the result).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ MIB = 2**20
 
 @dataclass(frozen=True)
 class Limits:
-    """What may come back from the output folder."""
+    """What may come back from the output folder (None: no limit; the job system's limits are job.py's options)."""
 
-    max_files: int = 8
-    max_file: int = 16 * MIB
-    max_total: int = 64 * MIB
+    max_files: int | None = None
+    max_file: int | None = None
+    max_total: int | None = None
 
 
 @dataclass
@@ -64,15 +65,15 @@ def _split(archive: Path, out_dir: Path, name: str, part: int) -> list[Path]:
     return parts
 
 
-def pack_folder(src: Path, out_dir: Path, stem: str, *, slots: int, space: int, part: int) -> Packed:
-    """Archive ``src`` into ``out_dir`` using at most ``slots`` files of ``part`` bytes and ``space`` bytes in all,
-    then delete ``src`` (whatever did not fit is gone: the output folder must stay within its limits). An absent
-    or empty folder gives nothing."""
+def pack_folder(src: Path, out_dir: Path, stem: str, *, slots: float, space: float, part: float) -> Packed:
+    """Archive ``src`` into ``out_dir`` using at most ``slots`` files of ``part`` bytes and ``space`` bytes in all
+    (``math.inf``: no limit), then delete ``src`` (whatever did not fit is gone: the output folder must stay within
+    its limits). An absent or empty folder gives nothing."""
     files = sorted((p for p in src.rglob("*") if p.is_file() and not p.is_symlink()), key=lambda p: -p.stat().st_size)
     if not files:
         shutil.rmtree(src, ignore_errors=True)
         return Packed()
-    capacity = min(slots * part, space)
+    capacity = min(slots * part, space) if slots > 0 else 0  # 0 * inf (no size limit) would be nan
     skip: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="dard-pack-") as tmp:
         archive = Path(tmp) / "step.tar.gz"

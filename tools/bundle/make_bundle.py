@@ -1,13 +1,19 @@
 """Make the offline bundle for a GPU node without internet (``make bundle``): ``.bundle/`` in the checkout.
 
-    python bundle/make_bundle.py                          # for CPython 3.12 on manylinux x86_64 (the target node)
-    python bundle/make_bundle.py --python-version 3.11 --platform manylinux_2_28_aarch64 ...
-    python bundle/make_bundle.py --wheels-from-env        # offline: rebuild the wheels from this environment
+    python -m tools.bundle.make_bundle --data DIR        # for CPython 3.12 on manylinux x86_64, CIFAR-10 from DIR
+    python -m tools.bundle.make_bundle --python-version 3.11 --platform manylinux_2_28_aarch64 ...
+    python -m tools.bundle.make_bundle --wheels-from-env # offline: rebuild the wheels from this environment
+    python -m tools.bundle.make_bundle --budget 520 --max-files 8 --max-file-mib 16 --max-total-mib 64 --max-mib 60
+
+Run from the checkout's root. The job system's limits are options, none by default: ``--max-mib`` caps the bundle
+itself (what a job may carry); ``--budget`` and the ``--max-*`` output limits become the defaults of the bundle's
+``run.sh``/``gpu_job.sh`` on the node (kept in MANIFEST.json as ``job_defaults``), so a job there needs no options.
 
 What goes in (docs/gpu.md): the wheels the node lacks (pydantic and its parts, pyautoattack without its example
 weights, pytest and its parts in case), pinned to the versions installed here (the tested ones) when they are;
-the project files a job uses (``src``, ``tests``, ``benchmarks``, ``bundle``, ``configs``, ``experiments``,
-``pyproject.toml``: dard runs from source, nothing to build); CIFAR-10 in compact form (``cifar10_npz.py``); the
+the project files a job uses (``src``, with dard's configs and experiments, ``tests``, ``benchmarks``, ``tools``,
+``teachers``, ``pyproject.toml``: dard runs from source, nothing to build); CIFAR-10 in compact form
+(``cifar10_npz.py``; ``--data``: a folder with ``jpeg.npz``, ``cifar-10-batches-py/`` or the official archive); the
 scripts (``run.sh``, ``gpu_job.sh`` and their helpers); ``MANIFEST.json``. Packages the node has (torch, numpy, ...) are
 not bundled: the node's own are used. The bundle is built beside the old one and swapped in at the end.
 """
@@ -24,10 +30,10 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from tools.bundle.wheels import strip_wheel, verify_wheel, wheel_from_installed
+
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-from wheels import strip_wheel, verify_wheel, wheel_from_installed  # noqa: E402
+ROOT = HERE.parents[1]
 
 try:
     import tomllib
@@ -35,12 +41,10 @@ except ImportError:  # Python 3.10: pip's vendored copy of the same parser
     from pip._vendor import tomli as tomllib
 
 SCRIPTS = ["run.sh", "gpu_job.sh", "job.py", "pack.py", "setup_env.py", "cifar10_npz.py", "experiment_step.sh"]
-PROJECT = ["src", "tests", "benchmarks", "bundle", "configs", "experiments", "teachers", "pyproject.toml"]
+PROJECT = ["src", "tests", "benchmarks", "tools", "teachers", "pyproject.toml"]
 WITH_DEPS = ["pydantic", "pytest"]  # what the node lacks (pytest in case), with their own requirements
 NO_DEPS = ["pyautoattack"]  # its requirements (torch, numpy, scipy) are the node's
 STRIP = {"pyautoattack": ["pyautoattack/examples/*.pt", "pyautoattack/examples/*.h5"]}  # example weights, 44 MB
-SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
-MAX_MIB = 60
 
 
 def installed_version(name: str) -> str | None:
@@ -124,28 +128,28 @@ def copy_project(dest: Path) -> int:
 
 
 def add_data(dest: Path, source: str) -> str | None:
-    """CIFAR-10 in compact form; returns where it came from (None: no data in the bundle)."""
+    """CIFAR-10 in compact form; returns where it came from (None: no data in the bundle). ``source`` "auto" looks
+    in the checkout's ``data/`` (dard's default data folder) only."""
     if source == "none":
         return None
-    candidates = [Path(source)] if source != "auto" else [ROOT / "data", SHARED_CIFAR]
-    for cand in candidates:
-        if (cand / "jpeg.npz").is_file():  # already compact (the development copy)
-            dest.mkdir(parents=True)
-            for name in ("jpeg.npz", "exact.npz"):
-                if (cand / name).is_file():
-                    shutil.copy2(cand / name, dest / name)
-            return str(cand)
-        official = next(
-            (p for p in (cand, cand / "cifar-10-python.tar.gz") if p.is_file() and p.name.endswith(".tar.gz")), None
-        )
-        if official is not None or (cand / "cifar-10-batches-py").is_dir():
-            from cifar10_npz import pack_rows, read_official
+    cand = Path(source) if source != "auto" else ROOT / "data"
+    if (cand / "jpeg.npz").is_file():  # already compact
+        dest.mkdir(parents=True)
+        for name in ("jpeg.npz", "exact.npz"):
+            if (cand / name).is_file():
+                shutil.copy2(cand / name, dest / name)
+        return str(cand)
+    official = next(
+        (p for p in (cand, cand / "cifar-10-python.tar.gz") if p.is_file() and p.name.endswith(".tar.gz")), None
+    )
+    if official is not None or (cand / "cifar-10-batches-py").is_dir():
+        from tools.bundle.cifar10_npz import pack_rows, read_official  # numpy and Pillow: only when packing
 
-            pack_rows(read_official(official or cand), dest)
-            return str(official or cand)
+        pack_rows(read_official(official or cand), dest)
+        return str(official or cand)
     if source != "auto":
         raise SystemExit(f"make_bundle: no CIFAR-10 in {source} (jpeg.npz, cifar-10-batches-py/ or the .tar.gz)")
-    print("make_bundle: no CIFAR-10 found (data/ or ../shared/data/cifar10): the bundle has no data", file=sys.stderr)
+    print("make_bundle: no CIFAR-10 in data/ (give --data DIR): the bundle has no data", file=sys.stderr)
     return None
 
 
@@ -179,6 +183,12 @@ def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def job_defaults(args: argparse.Namespace) -> dict:
+    """The limits given for the job system the bundle is made for; job.py takes them as its defaults."""
+    names = ("budget", "max_files", "max_file_mib", "max_total_mib")
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
 def make(args: argparse.Namespace) -> dict:
     out = args.out.resolve()
     stage = out.with_name(out.name + ".tmp")
@@ -203,11 +213,12 @@ def make(args: argparse.Namespace) -> dict:
         "project_files": n_files,
         "data": data,
         "imports": imports,
+        "job_defaults": job_defaults(args),
     }
     manifest["id"] = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
     (stage / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
     size = folder_bytes(stage)
-    if size > args.max_mib * 2**20:
+    if args.max_mib is not None and size > args.max_mib * 2**20:
         raise SystemExit(f"make_bundle: {stage} is {size / 2**20:.1f} MiB, over --max-mib {args.max_mib}")
     shutil.rmtree(out, ignore_errors=True)
     stage.rename(out)
@@ -226,8 +237,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--wheels-from-env", action="store_true", help="rebuild the wheels from this environment (offline)")
     p.add_argument("--no-pin", dest="pin", action="store_false", help="newest versions, not the ones installed here")
-    p.add_argument("--data", default="auto", help="auto (data/, then ../shared/data/cifar10), none, or a folder")
-    p.add_argument("--max-mib", type=float, default=MAX_MIB)
+    p.add_argument(
+        "--data",
+        default="auto",
+        help="CIFAR-10 to carry: a folder (jpeg.npz, cifar-10-batches-py/ or the official .tar.gz), none, or auto "
+        "(the checkout's data/)",
+    )
+    p.add_argument("--max-mib", type=float, help="fail if the bundle is larger (default: no limit)")
+    limits = p.add_argument_group("job defaults on the node (run.sh/gpu_job.sh; default: no limit)")
+    limits.add_argument("--budget", type=float, help="seconds for a whole job")
+    limits.add_argument("--max-files", type=int, help="files a job may return from $OUT")
+    limits.add_argument("--max-file-mib", type=float, help="MiB per returned file")
+    limits.add_argument("--max-total-mib", type=float, help="MiB returned in all")
     p.add_argument(
         "--imports",
         type=Path,

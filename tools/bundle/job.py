@@ -20,24 +20,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 
+# A script beside pack.py (in tools/bundle/ and in the bundle), run as `python job.py`: its folder is on sys.path.
+from pack import MIB, Limits, pack_folder
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from pack import MIB, Limits, pack_folder  # noqa: E402
 
 LOG_CAP = 2 * MIB  # log.txt stops growing here; each step's full output is in its own archive
 JSON_RESERVE = MIB  # bytes kept back for job.json
 GRACE_S = 5.0  # SIGTERM -> SIGKILL
 PACK_RESERVE_S = 10.0  # kept back from a step's time for packing it
 MIN_STEP_S = 10.0  # a step with less time left is skipped
+NO_LIMIT_S = 10**9  # the {budget} of a step without a time limit
 
 
 @dataclass
@@ -70,10 +73,16 @@ class Job:
     """Runs steps in order under one deadline; logs to stdout and ``out/log.txt``; packs after each step."""
 
     def __init__(
-        self, out: Path, budget: float, limits: Limits, env: dict[str, str], workdir: Path, node_facts: Path | None
+        self,
+        out: Path,
+        budget: float | None,
+        limits: Limits,
+        env: dict[str, str],
+        workdir: Path,
+        node_facts: Path | None,
     ) -> None:
         self.out, self.limits, self.env, self.workdir, self.node_facts = out, limits, env, workdir, node_facts
-        self.deadline = time.monotonic() + budget
+        self.deadline = time.monotonic() + (math.inf if budget is None else budget)
         self.t0 = time.monotonic()
         out.mkdir(parents=True, exist_ok=True)
         self.log = open(out / "log.txt", "ab")  # noqa: SIM115 - open for the job's lifetime
@@ -177,10 +186,12 @@ class Job:
         folder = self.out / f"{k}-{step.name}"
         folder.mkdir(parents=True, exist_ok=True)
         if step.template:
-            budget = str(max(int(limit) - 20, 10))
+            # without a limit the scripts still take a number: one no job reaches
+            budget = str(NO_LIMIT_S if math.isinf(limit) else max(int(limit) - 20, 10))
             rec.command = [a.replace("{budget}", budget).replace("{out}", str(folder)) for a in step.argv]
-        rec.limit_s = round(limit, 1)
-        self.say(f"== step {step.name} (limit {limit:.0f} s): {' '.join(rec.command)}\n")
+        rec.limit_s = None if math.isinf(limit) else round(limit, 1)
+        shown = "no limit" if rec.limit_s is None else f"limit {limit:.0f} s"
+        self.say(f"== step {step.name} ({shown}): {' '.join(rec.command)}\n")
         env = {**self.env, "STEP_OUT": str(folder)}
         start = time.monotonic()
         self.term_at = None
@@ -210,10 +221,11 @@ class Job:
         self.say(f"== step {step.name}: {rec.status} (exit {rec.rc}, {rec.seconds:.0f} s) -> {files}\n")
 
     def pack(self, folder: Path, rec: StepRecord, remaining: int) -> None:
-        slots = self.limits.max_files - self.files_used - remaining  # one file kept for each later step
-        space = self.limits.max_total - self.bytes_used - LOG_CAP - JSON_RESERVE - remaining * MIB
+        files, part, total = (math.inf if v is None else v for v in astuple(self.limits))  # None: no limit
+        slots = files - self.files_used - remaining  # one file kept for each later step
+        space = total - self.bytes_used - LOG_CAP - JSON_RESERVE - remaining * MIB
         try:
-            packed = pack_folder(folder, self.out, folder.name, slots=slots, space=space, part=self.limits.max_file)
+            packed = pack_folder(folder, self.out, folder.name, slots=slots, space=space, part=part)
         except OSError as exc:  # a full disk, say: record it and go on with the next step
             rec.reason = f"{rec.reason}; packing failed: {exc}".lstrip("; ")
             self.say(f"   packing {folder.name} failed: {exc}\n")
@@ -261,12 +273,20 @@ def build_steps(args: argparse.Namespace, python: str) -> list[Step]:
     return steps
 
 
+def bundle_job_defaults() -> dict:
+    """The job defaults the bundle was made with (MANIFEST.json's ``job_defaults``); none outside a bundle."""
+    manifest = HERE / "MANIFEST.json"
+    return json.loads(manifest.read_text()).get("job_defaults", {}) if manifest.is_file() else {}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="run.sh", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "out"), help="default: $OUT, else ./out")
-    p.add_argument("--budget", type=float, default=520.0, help="seconds for the whole job (default 520)")
+    # The job system's limits: none unless given here or by the bundle (make_bundle --budget/--max-*: MANIFEST.json)
+    defaults = bundle_job_defaults()
+    p.add_argument("--budget", type=float, default=defaults.get("budget"), help="seconds for the whole job")
     p.add_argument("--scratch", type=Path, default=Path(os.environ.get("TMPDIR") or "/tmp") / "dard-job")
     p.add_argument("--gpu-job", action="store_true", help="run the CUDA tests and the benchmark before COMMAND")
     p.add_argument("--no-setup", action="store_true", help="use this Python as it is (no venv, no data)")
@@ -281,9 +301,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--scale", default="gpu", help="the experiments' scale (default gpu)")
     p.add_argument("--experiment-limit", type=float, help="seconds for the experiment step (default: what is left)")
-    p.add_argument("--max-files", type=int, default=8)
-    p.add_argument("--max-file-mib", type=float, default=16.0)
-    p.add_argument("--max-total-mib", type=float, default=64.0)
+    p.add_argument("--max-files", type=int, default=defaults.get("max_files"), help="files $OUT may hold")
+    p.add_argument("--max-file-mib", type=float, default=defaults.get("max_file_mib"), help="MiB per file in $OUT")
+    p.add_argument("--max-total-mib", type=float, default=defaults.get("max_total_mib"), help="MiB in $OUT in all")
     p.add_argument("command", nargs=argparse.REMAINDER, help="one shell string, or an argv")
     args = p.parse_args(argv)
     if args.command and args.command[0] == "--":
@@ -296,7 +316,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out, args.scratch = args.out.resolve(), args.scratch.resolve()
-    limits = Limits(args.max_files, int(args.max_file_mib * MIB), int(args.max_total_mib * MIB))
+    limits = Limits(
+        args.max_files,
+        None if args.max_file_mib is None else int(args.max_file_mib * MIB),
+        None if args.max_total_mib is None else int(args.max_total_mib * MIB),
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg", "BUNDLE": str(HERE), "OUT": str(args.out)}
     python = sys.executable
     if not args.no_setup:

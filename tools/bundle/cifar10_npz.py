@@ -3,8 +3,8 @@
     python cifar10_npz.py pack SOURCE OUT_DIR   # SOURCE: a folder holding cifar-10-batches-py, or the .tar.gz
     python cifar10_npz.py build NPZ_DIR OUT     # writes OUT/cifar-10-batches-py/ (numpy and Pillow only)
 
-The official files (163 MB) do not fit a 64 MiB job, and CIFAR-10 pixels hardly compress losslessly. The compact
-form is the one of the development copy in ``shared/data/cifar10``: ``jpeg.npz`` holds every image as JPEG
+The official files (163 MB) do not fit a job that may carry tens of MiB, and CIFAR-10 pixels hardly compress
+losslessly. The compact form (a development copy may come in it too): ``jpeg.npz`` holds every image as JPEG
 (quality 75, 4:2:0) with offsets and labels, in the official order; ``exact.npz`` the exact pixels of the first
 1,000 images of each batch (so the usual 1,000-image AutoAttack subset of the test set is exact). ``build``
 overlays the exact rows on the decoded ones. Packing reads the official files through dard's own loader (a

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = json.loads((args.bundle / "MANIFEST.json").read_text())
     want, have = manifest["python"], "{}.{}".format(*sys.version_info[:2])
     if want != have:
-        raise SystemExit(f"setup: the bundle was made for Python {want}, this is {have} (make bundle PY={have})")
+        raise SystemExit(f"setup: the bundle was made for Python {want}, this is {have} (make bundle BUNDLE_PY={have})")
     args.scratch.mkdir(parents=True, exist_ok=True)
     python = make_venv(args.bundle, args.scratch / "venv", manifest)
     facts = json.loads(run([str(python), "-c", CHECK]).strip().splitlines()[-1])
