@@ -7,7 +7,8 @@ a temporary folder: the two names dard uses (`robustbench.utils.load_model`, `ro
 with robustbench's documented behaviour (weights at `<model_dir>/<dataset>/<threat>/<name>.pt`, a download when
 the file is absent, `torch.load` of a `state_dict` with `module.` prefixes). Its zoo lists a small network, which
 normalises its inputs itself as the zoo's models do, for `digits` (the real zoo: CIFAR-10/100, ImageNet), so the
-whole path runs offline in seconds. The tests of the real package at the end run wherever robustbench imports.
+whole path runs offline in seconds. The real robustbench is tested in tests/test_ecosystem_real.py (marker
+`ecosystem`, run by `make test-ecosystem`).
 """
 
 from __future__ import annotations
@@ -189,34 +190,3 @@ def test_dard_distils_a_zoo_teacher_and_eval_attacks_it(zoo, tmp_path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert f"robustbench:{NAME}" in proc.stdout and "apgd-ce" in proc.stdout
-
-
-# -- the real package, wherever it imports ---------------------------------------------------------------------
-
-
-def _real_robustbench() -> None:
-    try:
-        import robustbench.utils  # noqa: F401
-    except Exception as exc:  # not installed, or its timm / torchvision not fitting this torch
-        pytest.skip(f"robustbench does not import here ({type(exc).__name__}: {str(exc)[:80]})")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name, dard_arch", [("Addepalli2021Towards_RN18", "resnet18"), ("Standard", "wrn28_10")])
-def test_real_zoo_entry_equals_dards_own_architecture(tmp_path, name, dard_arch) -> None:
-    # the same random weights through robustbench's loader and through dard's architecture: the same logits
-    _real_robustbench()
-    torch.manual_seed(0)
-    net = create_model(f"robustbench:{name}", num_classes=10).net
-    state = {k: v.abs() + 0.5 if "running_var" in k else v for k, v in net.state_dict().items()}
-    path = tmp_path / "cifar10" / "Linf" / f"{name}.pt"
-    path.parent.mkdir(parents=True)
-    torch.save({"state_dict": state}, path)
-    from dard.models.robustbench import load_robustbench
-
-    zoo_model = load_robustbench(name, dataset="cifar10", model_dir=tmp_path)
-    ours = create_model(dard_arch, num_classes=10)
-    ours.load_state_dict(state)
-    x = torch.rand(2, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.allclose(zoo_model(x), ours.eval()(x), rtol=0, atol=1e-6)
