@@ -13,6 +13,7 @@ whole path runs offline in seconds. The real robustbench is tested in tests/test
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -30,7 +31,11 @@ from dard.models import create_model
 
 NAME = "Tiny2024Zoo"
 STAND_IN = {
-    "robustbench/__init__.py": "",
+    # as robustbench 1.1.1's __init__ (through its eval.py): the git package's module name, not pyautoattack's
+    "robustbench/__init__.py": """
+        from autoattack import AutoAttack
+        from autoattack.state import EvaluationState
+    """,
     "robustbench/model_zoo/__init__.py": """
         import torch
         from torch import nn
@@ -85,6 +90,42 @@ STAND_IN = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _autoattack_names() -> Iterator[None]:
+    """The `autoattack` names dard may give pyautoattack (dard.models.robustbench) are put back as they were."""
+    names = ("autoattack", "autoattack.state")
+    saved = {name: sys.modules.get(name) for name in names}
+    yield
+    for name, module in saved.items():
+        if module is None:
+            sys.modules.pop(name, None)
+        else:
+            sys.modules[name] = module
+
+
+def test_robustbench_importing_autoattack_finds_pyautoattack(zoo) -> None:
+    # robustbench 1.1.1 imports `autoattack` (installed from git) but depends on PyPI's pyautoattack, the same code
+    import pyautoattack
+    import pyautoattack.state
+
+    for name in ("autoattack", "autoattack.state"):  # as in a new process (an earlier test may have imported it)
+        sys.modules.pop(name, None)
+    if importlib.util.find_spec("autoattack") is not None:
+        pytest.skip("a real `autoattack` is installed here; dard uses it as it is")  # never on dard[test] alone
+    assert create_model(f"robustbench:{NAME}", num_classes=10)(torch.rand(1, 3, 8, 8)).shape == (1, 10)
+    assert sys.modules["autoattack"] is pyautoattack and sys.modules["autoattack.state"] is pyautoattack.state
+
+
+def test_an_installed_autoattack_is_left_alone(zoo, tmp_path, monkeypatch) -> None:
+    (tmp_path / "pkg" / "autoattack").mkdir()
+    (tmp_path / "pkg" / "autoattack" / "__init__.py").write_text("AutoAttack = 'the git package'\n")
+    (tmp_path / "pkg" / "autoattack" / "state.py").write_text("EvaluationState = None\n")
+    for name in ("autoattack", "autoattack.state"):
+        sys.modules.pop(name, None)
+    create_model(f"robustbench:{NAME}", num_classes=10)
+    assert sys.modules["autoattack"].AutoAttack == "the git package"
+
+
 def _robustbench_modules() -> list[str]:
     return [m for m in sys.modules if m == "robustbench" or m.startswith("robustbench.")]
 
@@ -109,6 +150,9 @@ def zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 def _save_weights(model_dir: Path, dataset: str = "digits") -> dict[str, torch.Tensor]:
     """Random weights for the zoo entry saved where robustbench looks, as its files hold them."""
+    from dard.models.robustbench import import_robustbench
+
+    import_robustbench("the test")  # as dard imports it (the `autoattack` name), before the test's own import
     from robustbench.model_zoo import TinyZooNet
 
     torch.manual_seed(1)

@@ -9,6 +9,7 @@ against a stand-in `timm` module with the three functions dard calls (`is_model`
 
 from __future__ import annotations
 
+import json
 import sys
 import types
 from typing import Any
@@ -122,6 +123,18 @@ def test_dard_trains_a_timm_vit_student_and_its_checkpoint_reloads(stand_in_timm
     model, meta = load_checkpoint(run)  # the recorded kwargs rebuild the same model, no --model needed
     assert meta["model"]["arch"] == f"timm:{VIT}" and meta["model"]["kwargs"] == {"img_size": 8, "patch_size": 2}
     assert model(torch.rand(2, 1, 8, 8)).shape == (2, 10)
+
+    # the ViT as a teacher through its checkpoint: built with its recorded kwargs everywhere, the cost model's
+    # throw-away copy included (without them it is a 224-pixel ViT, which refuses 8x8 images)
+    cfg = tiny_run_config(
+        method={"name": "dard", "params": {"attack": {"name": "dpgd", "steps": 1}}},
+        teacher={"checkpoint": str(run)},
+        data={"train_subset": 64, "val_size": 32, "test_subset": 16},
+        optim={"epochs": 1, "batch_size": 64},
+    )
+    student = tmp_path / "from-vit"
+    train(parse_config(cfg), student, final_eval=False)
+    assert json.loads((student / "run.json").read_text())["teacher"]["kwargs"] == {"img_size": 8, "patch_size": 2}
 
 
 def test_configs_without_kwargs_dump_as_before() -> None:
