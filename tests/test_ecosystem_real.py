@@ -61,7 +61,7 @@ def robustbench_utils() -> ModuleType:
     """``robustbench.utils``, imported the way dard imports it (robustbench 1.1.1 needs dard's ``autoattack`` name)."""
     from dard.models.robustbench import import_robustbench
 
-    return _require("robustbench", lambda: import_robustbench("the ecosystem tests")[0])
+    return _require("robustbench", lambda: import_robustbench("this test")[0])
 
 
 def _write_cifar10(root: Path, per_batch: int, test_x: np.ndarray | None = None, test_y: list[int] | None = None):
@@ -150,7 +150,7 @@ def test_timm_vit_is_a_dard_student_and_teacher(timm, tmp_path) -> None:
     distilled = _train(cnn_student, tmp_path / "from-vit")
     assert len(_epochs(distilled)) == 1 and math.isfinite(_epochs(distilled)[0]["train_loss"])
     teacher = json.loads((distilled / "run.json").read_text())["teacher"]
-    assert teacher["arch"] == f"timm:{VIT}"
+    assert teacher["arch"] == f"timm:{VIT}" and teacher["kwargs"] == VIT_KWARGS
 
 
 def test_timm_download_arguments_are_refused_before_timm_sees_them(timm) -> None:
