@@ -7,11 +7,13 @@ a temporary folder: the two names dard uses (`robustbench.utils.load_model`, `ro
 with robustbench's documented behaviour (weights at `<model_dir>/<dataset>/<threat>/<name>.pt`, a download when
 the file is absent, `torch.load` of a `state_dict` with `module.` prefixes). Its zoo lists a small network, which
 normalises its inputs itself as the zoo's models do, for `digits` (the real zoo: CIFAR-10/100, ImageNet), so the
-whole path runs offline in seconds. The tests of the real package at the end run wherever robustbench imports.
+whole path runs offline in seconds. The real robustbench is tested in tests/test_ecosystem_real.py (marker
+`ecosystem`, run by `make test-ecosystem`).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -29,7 +31,11 @@ from dard.models import create_model
 
 NAME = "Tiny2024Zoo"
 STAND_IN = {
-    "robustbench/__init__.py": "",
+    # as robustbench 1.1.1's __init__ (through its eval.py): the git package's module name, not pyautoattack's
+    "robustbench/__init__.py": """
+        from autoattack import AutoAttack
+        from autoattack.state import EvaluationState
+    """,
     "robustbench/model_zoo/__init__.py": """
         import torch
         from torch import nn
@@ -84,6 +90,42 @@ STAND_IN = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _autoattack_names() -> Iterator[None]:
+    """The `autoattack` names dard may give pyautoattack (dard.models.robustbench) are put back as they were."""
+    names = ("autoattack", "autoattack.state")
+    saved = {name: sys.modules.get(name) for name in names}
+    yield
+    for name, module in saved.items():
+        if module is None:
+            sys.modules.pop(name, None)
+        else:
+            sys.modules[name] = module
+
+
+def test_robustbench_importing_autoattack_finds_pyautoattack(zoo) -> None:
+    # robustbench 1.1.1 imports `autoattack` (installed from git) but depends on PyPI's pyautoattack, the same code
+    import pyautoattack
+    import pyautoattack.state
+
+    for name in ("autoattack", "autoattack.state"):  # as in a new process (an earlier test may have imported it)
+        sys.modules.pop(name, None)
+    if importlib.util.find_spec("autoattack") is not None:
+        pytest.skip("a real `autoattack` is installed here; dard uses it as it is")  # never on dard[test] alone
+    assert create_model(f"robustbench:{NAME}", num_classes=10)(torch.rand(1, 3, 8, 8)).shape == (1, 10)
+    assert sys.modules["autoattack"] is pyautoattack and sys.modules["autoattack.state"] is pyautoattack.state
+
+
+def test_an_installed_autoattack_is_left_alone(zoo, tmp_path, monkeypatch) -> None:
+    (tmp_path / "pkg" / "autoattack").mkdir()
+    (tmp_path / "pkg" / "autoattack" / "__init__.py").write_text("AutoAttack = 'the git package'\n")
+    (tmp_path / "pkg" / "autoattack" / "state.py").write_text("EvaluationState = None\n")
+    for name in ("autoattack", "autoattack.state"):
+        sys.modules.pop(name, None)
+    create_model(f"robustbench:{NAME}", num_classes=10)
+    assert sys.modules["autoattack"].AutoAttack == "the git package"
+
+
 def _robustbench_modules() -> list[str]:
     return [m for m in sys.modules if m == "robustbench" or m.startswith("robustbench.")]
 
@@ -108,6 +150,9 @@ def zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 def _save_weights(model_dir: Path, dataset: str = "digits") -> dict[str, torch.Tensor]:
     """Random weights for the zoo entry saved where robustbench looks, as its files hold them."""
+    from dard.models.robustbench import import_robustbench
+
+    import_robustbench("the test")  # as dard imports it (the `autoattack` name), before the test's own import
     from robustbench.model_zoo import TinyZooNet
 
     torch.manual_seed(1)
@@ -189,34 +234,3 @@ def test_dard_distils_a_zoo_teacher_and_eval_attacks_it(zoo, tmp_path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert f"robustbench:{NAME}" in proc.stdout and "apgd-ce" in proc.stdout
-
-
-# -- the real package, wherever it imports ---------------------------------------------------------------------
-
-
-def _real_robustbench() -> None:
-    try:
-        import robustbench.utils  # noqa: F401
-    except Exception as exc:  # not installed, or its timm / torchvision not fitting this torch
-        pytest.skip(f"robustbench does not import here ({type(exc).__name__}: {str(exc)[:80]})")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name, dard_arch", [("Addepalli2021Towards_RN18", "resnet18"), ("Standard", "wrn28_10")])
-def test_real_zoo_entry_equals_dards_own_architecture(tmp_path, name, dard_arch) -> None:
-    # the same random weights through robustbench's loader and through dard's architecture: the same logits
-    _real_robustbench()
-    torch.manual_seed(0)
-    net = create_model(f"robustbench:{name}", num_classes=10).net
-    state = {k: v.abs() + 0.5 if "running_var" in k else v for k, v in net.state_dict().items()}
-    path = tmp_path / "cifar10" / "Linf" / f"{name}.pt"
-    path.parent.mkdir(parents=True)
-    torch.save({"state_dict": state}, path)
-    from dard.models.robustbench import load_robustbench
-
-    zoo_model = load_robustbench(name, dataset="cifar10", model_dir=tmp_path)
-    ours = create_model(dard_arch, num_classes=10)
-    ours.load_state_dict(state)
-    x = torch.rand(2, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.allclose(zoo_model(x), ours.eval()(x), rtol=0, atol=1e-6)

@@ -23,8 +23,10 @@ Example::
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import pickle
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,7 +37,14 @@ from torch import nn
 
 from dard.errors import DardError, one_line
 
-__all__ = ["THREAT_MODELS", "default_model_dir", "load_robustbench", "robustbench_factory", "weight_paths"]
+__all__ = [
+    "THREAT_MODELS",
+    "default_model_dir",
+    "import_robustbench",
+    "load_robustbench",
+    "robustbench_factory",
+    "weight_paths",
+]
 
 _INSTALL = "pip install 'dard[robustbench]'"
 #: dard's dataset names RobustBench has CIFAR models for, by class count
@@ -53,8 +62,30 @@ def default_model_dir() -> Path:
     return Path(cache) / "dard" / "robustbench"
 
 
-def _import(what: str) -> tuple[Any, Any]:
-    """robustbench's loader module and its zoo table, or a one-line DardError saying how to install it."""
+def _alias_autoattack() -> None:
+    """Let ``import autoattack`` find PyPI's ``pyautoattack`` when no ``autoattack`` is installed.
+
+    robustbench 1.1.1 (its ``eval.py``, imported by ``import robustbench``) imports ``autoattack``, the module name of
+    the official AutoAttack code installed from git, while the dependency it declares is PyPI's ``pyautoattack``:
+    the same code (dard's own AutoAttack) under that other name. Without the git package, ``import robustbench``
+    fails, so the name is given to ``pyautoattack`` (and ``autoattack.state`` to ``pyautoattack.state``) in this
+    process. An installed ``autoattack`` is used as it is.
+    """
+    if "autoattack" in sys.modules or importlib.util.find_spec("autoattack") is not None:
+        return
+    try:
+        import pyautoattack
+        import pyautoattack.state
+    except ImportError:  # robustbench's own import then says what is missing
+        return
+    sys.modules["autoattack"] = pyautoattack
+    sys.modules["autoattack.state"] = pyautoattack.state
+
+
+def import_robustbench(what: str) -> tuple[Any, Any]:
+    """robustbench's loader module (``robustbench.utils``) and its zoo table (``model_dicts``), imported as dard
+    imports them (:func:`_alias_autoattack` first), or a one-line DardError naming ``what`` and how to install it."""
+    _alias_autoattack()
     try:
         from robustbench import utils
         from robustbench.model_zoo import model_dicts
@@ -94,7 +125,7 @@ def _entry(zoo: Any, name: str, dataset: str, threat: str, what: str) -> dict[st
 def robustbench_factory(name: str) -> Callable[..., nn.Module]:
     """The factory of zoo entry ``name``'s architecture (untrained): ``(num_classes, threat_model="Linf")``."""
     what = f"model 'robustbench:{name}'"
-    _, zoo = _import(what)
+    _, zoo = import_robustbench(what)
 
     def build(num_classes: int = 10, in_channels: int = 3, threat_model: str = "Linf") -> nn.Module:
         if num_classes not in _DATASETS or in_channels != 3:
@@ -109,7 +140,7 @@ def weight_paths(name: str, dataset: str, threat_model: str, model_dir: str | Pa
     """The file(s) robustbench's loader reads for ``name``: ``<model_dir>/<dataset>/<threat>/<name>.pt``, or
     ``<name>.pt_m<i>.pt`` for each member of an ensemble (empty for entries whose weights timm fetches)."""
     what = f"model 'robustbench:{name}'"
-    _, zoo = _import(what)
+    _, zoo = import_robustbench(what)
     threat = _threat(threat_model, what)
     entry = _entry(zoo, name, dataset, threat, what)
     base = Path(model_dir or default_model_dir()) / dataset / threat / f"{name}.pt"
@@ -158,7 +189,7 @@ def load_robustbench(
     where to put it), or a file that is not loadable weights-only.
     """
     what = f"model 'robustbench:{name}'"
-    utils, _ = _import(what)
+    utils, _ = import_robustbench(what)
     folder = Path(model_dir or default_model_dir())
     paths = weight_paths(name, dataset, threat_model, folder)
     missing = [p for p in paths if not p.is_file()]

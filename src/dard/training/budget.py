@@ -161,9 +161,12 @@ def run_cost(
     teacher_kwargs: Mapping[str, Any] | None = None,
 ) -> RunCost:
     """The cost of ``cfg`` on data of ``sizes`` with a teacher of ``teacher_arch`` (None: no teacher; built with
-    ``teacher_kwargs``); the evaluations already written in ``folder`` are not counted again."""
+    ``teacher_kwargs``, by default the ones its checkpoint records); the evaluations already written in ``folder``
+    are not counted again."""
     method = build_method(cfg).config()
     s_macs = arch_macs(cfg.model.arch, sizes.classes, sizes.shape, cfg.model.kwargs)
+    if teacher_kwargs is None and teacher_arch:
+        teacher_kwargs = recorded_teacher_kwargs(cfg, folder)
     t_macs = arch_macs(teacher_arch, sizes.classes, sizes.shape, teacher_kwargs) if teacher_arch else 0
     s_pass, t_pass = train_passes(method)
     done = set(folder.read_evals()) if folder is not None and folder.eval_dir.is_dir() else set()
@@ -205,6 +208,22 @@ def teacher_arch(cfg: RunConfig, folder: RunDir | None = None) -> str | None:
         except DardError:
             return None
     return cfg.teacher.arch
+
+
+def recorded_teacher_kwargs(cfg: RunConfig, folder: RunDir | None = None) -> dict[str, Any]:
+    """The factory arguments the teacher was built with (a ``timm:`` ViT's ``img_size``, ...), as
+    :func:`teacher_arch` finds its architecture: from the run's run.json, else its checkpoint's metadata; ``{}``
+    when none are recorded (a teacher given as ``teacher.arch`` + ``teacher.weights`` has none)."""
+    if folder is not None and folder.run_info.is_file():
+        recorded = folder.read_info().teacher
+        if recorded:
+            return dict(recorded.get("kwargs") or {})
+    if cfg.teacher.checkpoint and library_prefix(cfg.teacher.checkpoint) is None:
+        try:
+            return dict(checkpoint_meta(cfg.teacher.checkpoint)[1]["model"].get("kwargs") or {})
+        except DardError:
+            return {}
+    return {}
 
 
 def measured_rate(folder: RunDir, train_macs: float) -> tuple[float, float] | None:
