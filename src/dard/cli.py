@@ -261,7 +261,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _train_until(cfg, folder: str | Path, resume: bool, stop_at: float | None) -> Path | None:
     """Train (or resume); None when stopped at ``stop_at`` (said on stderr, with how to continue)."""
     from dard.training import train
-    from dard.training.budget import TrainingStopped
+    from dard.training.deadline import TrainingStopped
 
     try:
         return train(cfg, folder, resume=resume, stop_at=stop_at)
@@ -321,16 +321,17 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     runs = Path(args.runs or exp.spec.runs_dir or Path("runs") / "experiments" / exp.scale)
     exp.use_data(args.data_dir, args.download)
     if args.plan:
-        from dard.experiment import RUN_DONE, plan_experiment
+        from dard.experiment import plan_experiment
 
         rows = plan_experiment(exp, runs)
-        width = max(len(r["name"]) for r in rows)
+        width = max(len(r.name) for r in rows)
         for r in rows:
+            c = r.config
             print(
-                f"{r['name']:<{width}}  {r['role']:<7}  {r['method']:<8} {r['arch']:<10} {r['data']} "
-                f"x {r['epochs']} epochs  {r['status']}"
+                f"{r.name:<{width}}  {r.role:<7}  {c.method.name:<8} {c.model.arch:<10} {c.data.name} "
+                f"x {c.optim.epochs} epochs  {r.status}"
             )
-        todo = sum(r["status"] != RUN_DONE for r in rows)
+        todo = sum(not r.done for r in rows)
         print(f"{len(rows)} runs in {runs}: {len(rows) - todo} done, {todo} to train or evaluate")
         if todo:
             from dard.experiment.status import campaign_status, hours_left
