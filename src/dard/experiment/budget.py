@@ -71,7 +71,7 @@ class BudgetOptions:
 def plan_budget(exp: Experiment, runs_root: Path, budget: BudgetOptions, device: str) -> list[str]:
     """One line per run: its status, estimate and what a budgeted invocation would do with it, in the order it
     takes the runs (assuming each run that fits finishes in its estimate)."""
-    estimator, device = estimator_for(runs_root, device)
+    estimator = estimator_for(runs_root, device)
     lines, left = [], budget.seconds - budget.margin_s
     for run in with_estimates(campaign_order(read_plan(exp, runs_root, device)), estimator):
         if run.estimate is None:
@@ -98,7 +98,7 @@ def run_within_budget(
     exp: Experiment, runs_root: Path, results_dir: Path, budget: BudgetOptions, *, device: str, command: str = ""
 ) -> Path | None:
     """Run what fits of ``exp`` within ``budget`` (module docstring); returns report.md (None: nothing finished)."""
-    estimator, device = estimator_for(runs_root, device)
+    estimator = estimator_for(runs_root, device)
     runs = campaign_order(read_plan(exp, runs_root, device))
     job = _Job(exp, runs_root, budget, estimator, device)
     for run in runs:

@@ -175,8 +175,8 @@ def _params(arch: str, classes: int, channels: int, kwargs_json: str = "{}") -> 
     return count_parameters(create_model(arch, num_classes=classes, in_channels=channels, **kwargs))
 
 
-def estimator_for(runs_root: Path, device: str) -> tuple[Estimator, str]:
-    """The estimator for ``device`` and the device string runs get. Planning for CUDA on a machine without it
+def estimator_for(runs_root: Path, device: str) -> Estimator:
+    """The estimator for ``device`` (a device string as runs get it). Planning for CUDA on a machine without it
     (``--plan --device cuda``) takes the rates of the CUDA runs already in the runs folder (imported from a GPU
     job; the first device name found), else the CUDA defaults."""
     import torch
@@ -184,9 +184,9 @@ def estimator_for(runs_root: Path, device: str) -> tuple[Estimator, str]:
     from dard.runtime import device_name, resolve_device
 
     if device.startswith("cuda") and not torch.cuda.is_available():
-        return Estimator(runs_root, "cuda", _recorded_cuda_device(runs_root)), device
+        return Estimator(runs_root, "cuda", _recorded_cuda_device(runs_root))
     dev = resolve_device(device)
-    return Estimator(runs_root, dev.type, device_name(dev)), device
+    return Estimator(runs_root, dev.type, device_name(dev))
 
 
 def _recorded_cuda_device(runs_root: Path) -> str | None:

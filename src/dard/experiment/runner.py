@@ -103,7 +103,7 @@ def _run_all(
             raise DardError(f"{run.name} cannot be trained: {why}")
 
     teachers = [r for r in runs if r.role == "teacher"]
-    clock = PlanClock(runs, estimator_for(runs_root, device)[0], jobs=jobs)
+    clock = PlanClock(runs, estimator_for(runs_root, device), jobs=jobs)
     say(f"{len(runs)} runs in {runs_root}, {jobs} at a time; {clock.status()}")
     # Teachers first, with every thread; their test evaluation then runs beside the students.
     for run in teachers:

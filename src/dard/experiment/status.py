@@ -19,7 +19,7 @@ STATUS_FILE = "status.md"
 def campaign_status(exp: Experiment, runs_root: Path, device: str) -> list[PlannedRun]:
     """Every run of ``exp`` in the order a budgeted campaign takes them, with its status and, unless it is done,
     what it still needs, one run at a time on ``device``."""
-    estimator, device = estimator_for(runs_root, device)
+    estimator = estimator_for(runs_root, device)
     return with_estimates(campaign_order(read_plan(exp, runs_root, device)), estimator)
 
 
