@@ -62,7 +62,7 @@ def plan_runs(exp: Experiment, runs_root: Path, device: str | None = None) -> li
                 if seed not in teachers:
                     raise DardError(f"{exp.source}: run '{key}' needs a teacher but the experiment has none")
                 raw["teacher"] = {"checkpoint": _best(runs_root, teachers[seed].name)}
-            config = parse_run_config(raw, f"{exp.source}: run '{key}'")
+            config = parse_run_config(raw, f"{exp.source}: run '{name}'")
             students.append(
                 PlannedRun(name, "student", seed, config, teacher_arch=archs.get(str(config.teacher.checkpoint)))
             )
@@ -81,7 +81,7 @@ def _teachers(exp: Experiment, over: dict[str, Any]) -> dict[int, PlannedRun]:
         if shared is None:
             name = f"{t.name}-s{tseed}"
             raw = deep_merge(exp.base, {**t.config, "name": name, "seed": tseed, **over})
-            shared = PlannedRun(name, "teacher", tseed, parse_run_config(raw, f"{exp.source}: teacher '{t.name}'"))
+            shared = PlannedRun(name, "teacher", tseed, parse_run_config(raw, f"{exp.source}: run '{name}'"))
         out[seed] = shared
     return out
 
