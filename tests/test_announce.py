@@ -52,3 +52,28 @@ def test_a_resumed_run_says_where_it_resumes_and_estimates_at_its_own_rate(tmp_p
 
 def test_duration():
     assert [duration(s) for s in (0.4, 59, 119.6, 3000, 7300)] == ["0 s", "59 s", "120 s", "50 min", "2.0 h"]
+
+
+def test_a_run_whose_cost_cannot_be_estimated_says_why_and_trains(tmp_path, monkeypatch):
+    """The cost model's failure is a typed result (CostUnavailable), shown in the header; the epoch lines then
+    leave the time left at 0 rather than failing."""
+    import torch
+    from tests.conftest import tiny_config
+
+    import dard.training.announce as announce
+    from dard.config import parse_config
+    from dard.errors import DardError
+    from dard.run_dir import EpochMetrics, Progress, RunDir
+    from dard.training.cost import DataSizes
+
+    def no_model(*args, **kwargs):
+        raise DardError("model 'x' cannot be built here")
+
+    monkeypatch.setattr(announce, "run_cost", no_model)
+    cfg = parse_config(tiny_config())
+    sizes = DataSizes(train=128, val=64, test=32, classes=10, shape=(1, 8, 8))
+    said = announce.Announcer(cfg, RunDir(tmp_path / "run"), sizes, torch.device("cpu"))
+    assert said.cost == announce.CostUnavailable("model 'x' cannot be built here")
+    assert said.header(Progress(epoch=0, batch=0))[-1] == "estimate unavailable (model 'x' cannot be built here)"
+    row = EpochMetrics(epoch=1, lr=0.1, train_loss=0.5, train_acc=0.5, images_per_s=100.0)
+    assert said.epoch_line(row, started=0.0).endswith("~0 s left)")

@@ -20,7 +20,7 @@ from dard.run_dir import RunDir
 from dard.run_dir.archive import MANIFEST, ExportOptions, export_runs
 from dard.run_dir.merge import import_runs
 from dard.training import train
-from dard.training.budget import TrainingStopped
+from dard.training.deadline import TrainingStopped
 
 
 @pytest.fixture(scope="module")

@@ -12,23 +12,21 @@ from pathlib import Path
 import pytest
 from tests.conftest import tiny_config
 
+from dard.attacks import AutoAttackWrapper
 from dard.config import parse_config
 from dard.durations import parse_duration
 from dard.errors import DardError
 from dard.experiment import load_experiment, run_experiment, run_status
 from dard.experiment.budget import BudgetOptions
 from dard.experiment.estimate import Estimate, Estimator
+from dard.methods import create_method
+from dard.methods.base import StepPasses
 from dard.run_dir import RunDir
 from dard.training import train
-from dard.training.budget import (
-    AUTOATTACK_PASSES,
-    DataSizes,
-    TrainingStopped,
-    arch_macs,
-    attack_passes,
-    run_cost,
-    train_passes,
-)
+from dard.training.cost import DataSizes, arch_macs, attack_passes, run_cost, train_passes
+from dard.training.deadline import TrainingStopped
+
+AUTOATTACK_PASSES = AutoAttackWrapper.STANDARD_PASSES
 
 SAT = {"name": "sat", "params": {"attack": {"steps": 2, "step_size": 0.05}}}
 
@@ -95,11 +93,16 @@ def test_evaluation_that_does_not_fit_is_left_pending(tmp_path, monkeypatch):
 
 
 def test_cost_model_counts_passes_by_hand():
-    assert train_passes({"name": "dard", "attack": {"steps": 10}}) == (23, 2)
-    assert train_passes({"name": "sat", "attack": {"steps": 10}}) == (23, 0)
-    assert train_passes({"name": "natural"}) == (3, 0)
-    assert train_passes({"name": "adaad", "attack": {"steps": 10}}) == (26, 22)
-    assert train_passes({"name": "trades", "attack": {"steps": 10}}) == (27, 1)
+    def passes(name: str, **params) -> StepPasses:  # of the resolved config, as run.json records it
+        return train_passes(create_method(name, **params).config())
+
+    assert passes("dard", attack={"steps": 10}) == StepPasses(23, 2)
+    assert passes("dard", attack={"steps": 5}, clean_branch=True) == StepPasses(16, 2)
+    assert passes("sat", attack={"steps": 10}) == StepPasses(23, 0)
+    assert passes("natural") == StepPasses(3, 0)
+    assert passes("adaad", attack={"steps": 10}) == StepPasses(26, 22)
+    assert passes("trades", attack={"steps": 10}) == StepPasses(27, 0)  # no teacher
+    assert passes("ard", attack={"steps": 10}) == StepPasses(27, 1)
     assert [attack_passes(s) for s in ({"name": "pgd", "steps": 20}, {"name": "fgsm"}, {"name": "autoattack"})] == [
         41,
         3,

@@ -14,7 +14,7 @@ from dard.config import config_identity, parse_config
 from dard.errors import DardError
 from dard.experiment import load_experiment
 from dard.experiment.estimate import Estimate, Estimator
-from dard.experiment.spec import teacher_runs
+from dard.experiment.plan import plan_runs
 from dard.experiment.status import STATUS_FILE, campaign_status, hours_left, write_status
 from dard.run_dir import RunDir, kept_epoch_name
 from dard.training import train
@@ -76,8 +76,9 @@ def test_status_counts_done_runs_and_sums_what_is_left(tmp_path, monkeypatch):
     ]
     assert hours_left(rows) == pytest.approx(4.0)  # two runs of 2 h each
     monkeypatch.undo()
-    name, cfg = teacher_runs(exp, root)[0]  # the planned teacher, trained directly
-    train(parse_config(cfg), root / name)
+    teacher = plan_runs(exp, root)[0]  # the planned teacher, trained directly
+    assert teacher.role == "teacher"
+    train(teacher.config, root / teacher.name)
     monkeypatch.setattr(Estimator, "estimate", lambda self, name, cfg, teacher: est)
     rows = campaign_status(exp, root, "cpu")
     assert rows[0].done and rows[0].status == "done (reused)" and not rows[1].done

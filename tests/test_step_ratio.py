@@ -13,7 +13,7 @@ from dard.attacks.steps import resolve_step
 from dard.config import parse_config
 from dard.errors import DardError
 from dard.evaluation.suite import attack_from_spec
-from dard.experiment.runner import check_reusable
+from dard.experiment.reuse import check_reusable
 from dard.methods import create_method
 from dard.training.setup import build_method
 
@@ -98,8 +98,9 @@ def test_a_run_folder_made_before_step_ratios_is_still_reusable(tmp_path: Path) 
         "data": {"name": "cifar10", "val_size": 300, "dir": "/somewhere"},
         "method": {"name": "sat", "params": {"attack": {"steps": 5}}},
     }
-    check_reusable(run, request)  # no error
+    check_reusable(run, parse_config(request))  # no error
     with pytest.raises(DardError, match="method.params.attack.step_ratio"):
         check_reusable(
-            run, {**request, "method": {"name": "sat", "params": {"attack": {"steps": 5, "step_ratio": 0.5}}}}
+            run,
+            parse_config({**request, "method": {"name": "sat", "params": {"attack": {"steps": 5, "step_ratio": 0.5}}}}),
         )

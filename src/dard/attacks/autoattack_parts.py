@@ -22,9 +22,11 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from dard.attacks.autoattack import AutoAttackWrapper
+from dard.attacks.base import setting
 from dard.validate import check_float, check_int
 
 __all__ = ["APGDCE", "APGDDLR", "APGDT", "FABT", "PARTS", "Square"]
@@ -57,6 +59,11 @@ class _APGD(_Part):
         self.steps = check_int("steps", steps, lo=1, owner=self.name)
         self.restarts = check_int("restarts", restarts, lo=1, owner=self.name)
         self.eot_iter = check_int("eot_iter", eot_iter, lo=1, owner=self.name)
+
+    @classmethod
+    def passes(cls, params: Mapping[str, Any]) -> float:
+        """Every point attacked: ``steps`` gradient steps of 2 passes per restart and EOT draw."""
+        return 2.0 * setting(cls, params, "steps") * setting(cls, params, "restarts") * setting(cls, params, "eot_iter")
 
     def _configure(self, adversary: Any) -> None:
         from pyautoattack.autopgd_base import APGDAttack
@@ -128,6 +135,11 @@ class APGDT(_APGD):
         )
         self.target_classes = check_int("target_classes", target_classes, lo=1, owner=self.name)
 
+    @classmethod
+    def passes(cls, params: Mapping[str, Any]) -> float:
+        """APGD's cost once per target class."""
+        return super().passes(params) * setting(cls, params, "target_classes")
+
     def _configure(self, adversary: Any) -> None:
         from pyautoattack.autopgd_base import APGDAttack_targeted
 
@@ -158,6 +170,11 @@ class FABT(_Part):
         super().__init__(eps=eps, norm=norm, batch_size=batch_size, seed=seed)
         self.steps = check_int("steps", steps, lo=1, owner=self.name)
         self.target_classes = check_int("target_classes", target_classes, lo=1, owner=self.name)
+
+    @classmethod
+    def passes(cls, params: Mapping[str, Any]) -> float:
+        """``steps`` iterations of about 3 passes (a forward and the gradients it linearises) per target class."""
+        return 3.0 * setting(cls, params, "steps") * setting(cls, params, "target_classes")
 
     def _configure(self, adversary: Any) -> None:
         adversary.fab.n_iter = self.steps  # FAB reads n_iter at each run
@@ -190,6 +207,11 @@ class Square(_Part):
         self.queries = check_int("queries", queries, lo=1, owner=self.name)
         self.p_init = check_float("p_init", p_init, lo=0.0, hi=1.0, lo_open=True, owner=self.name)
         self.restarts = check_int("restarts", restarts, lo=1, owner=self.name)
+
+    @classmethod
+    def passes(cls, params: Mapping[str, Any]) -> float:
+        """One forward per query (no gradients), ``queries`` per restart."""
+        return float(setting(cls, params, "queries") * setting(cls, params, "restarts"))
 
     def _configure(self, adversary: Any) -> None:
         adversary.square.n_queries = self.queries

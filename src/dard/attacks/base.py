@@ -150,6 +150,14 @@ class Attack:
         raise NotImplementedError
 
     @classmethod
+    def passes(cls, params: Mapping[str, Any]) -> float:
+        """What one run of this attack costs per image, in passes (one forward of the network over one image; a
+        gradient step is a forward and an input-gradient backward, 2 passes), for ``params``: its :meth:`config`,
+        or a spec, whose missing parameters take the constructor's defaults. The cost model
+        (:mod:`dard.training.cost`) relies on it, so every attack class states its own: the base raises."""
+        raise NotImplementedError(f"attack class {cls.__name__} does not state its cost (Attack.passes)")
+
+    @classmethod
     def param_names(cls) -> list[str]:
         """The keyword parameters accepted by this attack's constructor, in signature order."""
         return param_names(cls)
@@ -275,6 +283,20 @@ class IterativeAttack(Attack):
         self.restarts = check_int("restarts", restarts, lo=1, owner=self.name)
         if self.restarts > 1 and not self.random_start:
             raise DardError(f"{self.name}: restarts > 1 needs random_start=true (restarts would be identical)")
+
+    @classmethod
+    def passes(cls, params: Mapping[str, Any]) -> float:
+        """``steps`` gradient steps (2 passes each) per restart, every restart counted (the worst case)."""
+        return 2.0 * setting(cls, params, "steps") * setting(cls, params, "restarts")
+
+
+def setting(cls: type[Attack], params: Mapping[str, Any], key: str) -> int:
+    """An integer parameter of ``cls`` as ``params`` give it, else its constructor's default; 1 when the class has
+    no such parameter (an FGSM's single step, an attack without restarts)."""
+    if key in params:
+        return int(params[key])
+    param = inspect.signature(cls).parameters.get(key)
+    return 1 if param is None or param.default is inspect.Parameter.empty else int(param.default)
 
 
 def preset(

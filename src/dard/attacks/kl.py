@@ -13,13 +13,14 @@ steps) from ``x + 0.001 * N(0, 1)`` by default. ``target`` is either
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dard.attacks.base import Attack, check_norm
+from dard.attacks.base import Attack, check_norm, setting
 from dard.attacks.pgd import pgd_ascent
 from dard.models import check_logits
 from dard.module_utils import eval_mode, local_module
@@ -73,6 +74,11 @@ class KLPGD(Attack):
         if isinstance(target, nn.Module):
             return local_module(target)
         return super()._check_target(x, target)
+
+    @classmethod
+    def passes(cls, params: Mapping[str, Any]) -> float:
+        """``steps`` gradient steps of 2 passes (a reference network as the target costs its own passes too)."""
+        return 2.0 * setting(cls, params, "steps")
 
     def perturb(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor | nn.Module) -> torch.Tensor:
         if isinstance(target, nn.Module):

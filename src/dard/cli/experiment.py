@@ -76,16 +76,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_plan(args: argparse.Namespace, exp: Experiment, runs: Path) -> None:
     """--plan: each run's status, the compute left, and what fits a --time-budget; trains nothing."""
-    from dard.experiment import RUN_DONE, plan_experiment
+    from dard.experiment import plan_experiment
 
     rows = plan_experiment(exp, runs)
-    width = max(len(r["name"]) for r in rows)
+    width = max(len(r.name) for r in rows)
     for r in rows:
+        c = r.config
         print(
-            f"{r['name']:<{width}}  {r['role']:<7}  {r['method']:<8} {r['arch']:<10} {r['data']} "
-            f"x {r['epochs']} epochs  {r['status']}"
+            f"{r.name:<{width}}  {r.role:<7}  {c.method.name:<8} {c.model.arch:<10} {c.data.name} "
+            f"x {c.optim.epochs} epochs  {r.status}"
         )
-    todo = sum(r["status"] != RUN_DONE for r in rows)
+    todo = sum(not r.done for r in rows)
     print(f"{len(rows)} runs in {runs}: {len(rows) - todo} done, {todo} to train or evaluate")
     if todo:
         from dard.experiment.status import campaign_status, hours_left

@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
 def _train_until(cfg: RunConfig, folder: str | Path, resume: bool, stop_at: float | None) -> Path | None:
     """Train (or resume); None when stopped at ``stop_at`` (said on stderr, with how to continue)."""
     from dard.training import train
-    from dard.training.budget import TrainingStopped
+    from dard.training.deadline import TrainingStopped
     from dard.training.distributed import from_environment
 
     try:

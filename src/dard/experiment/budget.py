@@ -9,8 +9,8 @@ unless its weights and resume state are small enough to travel to the next job (
 trains until the budget ends and stops with a snapshot. A run that fits trains until the deadline less its
 evaluation's estimate; the test evaluation then runs only if it still fits (otherwise "trained; test evaluation
 pending"). Each run's records are exported to ``export_dir`` (``<run>.tar.gz``, :mod:`dard.run_dir.archive`)
-as soon as it stops or finishes, after the experiment's per-run extras (attack comparison, label gap) while its
-weights are there; the report covers the finished runs. A later invocation continues where this one stopped.
+as soon as it stops or finishes, after the experiment's per-run extras (:mod:`dard.experiment.extras`) while
+its weights are there; the report covers the finished runs. A later invocation continues where this one stopped.
 """
 
 from __future__ import annotations
@@ -18,19 +18,20 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from dard.config import RunConfig
 from dard.errors import DardError
 from dard.experiment.estimate import Estimate, Estimator, estimator_for
-from dard.experiment.plan import ordered_runs, rows_teacher_archs
+from dard.experiment.extras import extras_cached, extras_passes, run_extras
+from dard.experiment.plan import PlannedRun, campaign_order, read_plan, with_estimates
 from dard.experiment.report import write_experiment_report
-from dard.experiment.runner import missing_teacher_weights, run_extras, run_status
-from dard.experiment.spec import Experiment, deep_merge, parse_run_config
+from dard.experiment.reuse import missing_teacher_weights, run_status
+from dard.experiment.spec import Experiment
 from dard.experiment.status import write_status
 from dard.models import library_prefix
 from dard.run_dir import RunDir
-from dard.training.budget import TrainingStopped, arch_macs, attack_passes
+from dard.training.cost import arch_macs
+from dard.training.deadline import TrainingStopped
 
 MARGIN_S = 15.0  # kept back at the end of a budget by default: the last snapshot and the export
 
@@ -57,20 +58,15 @@ class BudgetOptions:
 def plan_budget(exp: Experiment, runs_root: Path, budget: BudgetOptions, device: str) -> list[str]:
     """One line per run: its status, estimate and what a budgeted invocation would do with it, in the order it
     takes the runs (assuming each run that fits finishes in its estimate)."""
-    estimator, device = estimator_for(runs_root, device)
-    rows = ordered_runs(exp, runs_root)
-    archs = rows_teacher_archs(rows, runs_root)
+    estimator = estimator_for(runs_root, device)
     lines, left = [], budget.seconds - budget.margin_s
-    for name, role, raw in rows:
-        cfg = parse_run_config(deep_merge(raw, {"device": device}), name)
-        status = run_status(runs_root / name, cfg.optim.epochs)
-        if RunDir(runs_root / name).is_evaluated():
-            lines.append(f"{name}: {status}")
+    for run in with_estimates(campaign_order(read_plan(exp, runs_root, device)), estimator):
+        if run.estimate is None:
+            lines.append(f"{run.name}: {run.status}")
             continue
-        est = estimator.estimate(name, cfg, archs.get(str(cfg.teacher.checkpoint)))
-        what = _decide(est, left, budget)
-        left -= est.total if what == "fits" else max(left, 0.0) if what == "partial" else 0.0
-        lines.append(f"{name} ({role}): {status}; needs {est.text()}; {_DECISIONS[what]}")
+        what = _decide(run.estimate, left, budget)
+        left -= run.estimate.total if what == "fits" else max(left, 0.0) if what == "partial" else 0.0
+        lines.append(f"{run.name} ({run.role}): {run.status}; needs {run.estimate.text()}; {_DECISIONS[what]}")
     return lines
 
 
@@ -89,25 +85,25 @@ def run_within_budget(
     exp: Experiment, runs_root: Path, results_dir: Path, budget: BudgetOptions, *, device: str, command: str = ""
 ) -> Path | None:
     """Run what fits of ``exp`` within ``budget`` (module docstring); returns report.md (None: nothing finished)."""
-    estimator, device = estimator_for(runs_root, device)
-    rows = ordered_runs(exp, runs_root)
-    job = _Job(exp, runs_root, budget, estimator, rows_teacher_archs(rows, runs_root), device)
-    for name, _, raw in rows:
-        job.run(name, parse_run_config(deep_merge(raw, {"device": device}), name), raw)
-    finished = [runs_root / name for name, _, _ in rows if RunDir(runs_root / name).is_evaluated()]
+    estimator = estimator_for(runs_root, device)
+    runs = campaign_order(read_plan(exp, runs_root, device))
+    job = _Job(exp, runs_root, budget, estimator, device)
+    for run in runs:
+        job.run(run)
+    finished = [runs_root / r.name for r in runs if RunDir(runs_root / r.name).is_evaluated()]
     if not finished:
         print("[budget] no run has finished yet: no report", flush=True)
         write_status(exp, runs_root, results_dir, device)
         return None
-    pending = [f"{name}: {run_status(runs_root / name, parse_run_config(raw, name).optim.epochs)}"
-               for name, _, raw in rows if not RunDir(runs_root / name).is_evaluated()]  # fmt: skip
+    pending = [f"{r.name}: {run_status(runs_root / r.name, r.config.optim.epochs)}"
+               for r in runs if not RunDir(runs_root / r.name).is_evaluated()]  # fmt: skip
     notes = [f"- Not finished yet ({len(pending)}): " + "; ".join(pending) + "."] if pending else []
     path = write_experiment_report(exp, finished, results_dir, command=command, notes=notes)
     write_status(exp, runs_root, results_dir, device)
     return path
 
 
-def _teacher_not_ready(cfg: RunConfig, raw: dict[str, Any]) -> str | None:
+def _teacher_not_ready(cfg: RunConfig) -> str | None:
     """Why a student cannot start yet: its teacher's weights are absent, or its teacher run has not finished
     training (a teacher stopped part-way has a best checkpoint already); None when it can."""
     if not cfg.teacher.checkpoint or library_prefix(cfg.teacher.checkpoint):  # none, or a zoo model by name
@@ -115,7 +111,7 @@ def _teacher_not_ready(cfg: RunConfig, raw: dict[str, Any]) -> str | None:
     ckpt = Path(cfg.teacher.checkpoint)
     teacher = RunDir(ckpt.parent)
     if not ckpt.exists():
-        return missing_teacher_weights(raw) or f"its teacher {teacher.path.name} is not trained"
+        return missing_teacher_weights(cfg) or f"its teacher {teacher.path.name} is not trained"
     if teacher.is_run() and not teacher.is_evaluated():
         progress = teacher.read_progress()
         epochs = int((teacher.read_config().get("optim") or {}).get("epochs", 0))
@@ -136,23 +132,23 @@ class _Job:
     runs_root: Path
     budget: BudgetOptions
     estimator: Estimator
-    archs: dict[str, str]  # planned teacher checkpoint -> architecture
     device: str
 
-    def run(self, name: str, cfg: RunConfig, raw: dict[str, Any]) -> None:
+    def run(self, run: PlannedRun) -> None:
         """Train and evaluate one run as far as the budget allows, add its extras, then export its records."""
+        name, cfg = run.name, run.config
         folder = RunDir(self.runs_root / name)
         if folder.is_evaluated():
             _say(name, "done (reused)")
-            self.extras(folder, cfg)
+            self.extras(run)
             return
-        waits = _teacher_not_ready(cfg, raw)
+        waits = _teacher_not_ready(cfg)
         if waits:
             return _say(name, f"not started: {waits}")
         left = self.budget.left()
         if left <= 0:  # (a --time-budget 0 report needs no data)
             return _say(name, "not started: no time left")
-        est = self.estimate(name, cfg)
+        est = self.estimate(run)
         what = _decide(est, left, self.budget)
         if what == "no":
             return _say(name, f"not started: needs {est.text()}, {max(left, 0):.0f} s left")
@@ -160,53 +156,45 @@ class _Job:
             name, f"starting{'' if what == 'fits' else ' (will stop part-way)'}: needs {est.text()}, {left:.0f} s left"
         )
         try:
-            self.train_and_evaluate(folder, cfg, est, fits=what == "fits")
+            self.train_and_evaluate(run, est, fits=what == "fits")
             _say(name, f"done; {max(self.budget.left(), 0):.0f} s of the budget left")
-            self.extras(folder, cfg)
+            self.extras(run)
         except TrainingStopped as stop:
             _say(name, f"stopped at the budget: {run_status(folder.path, cfg.optim.epochs)} ({stop})")
         self.export(folder)
 
-    def estimate(self, name: str, cfg: RunConfig) -> Estimate:
-        return self.estimator.estimate(name, cfg, self.archs.get(str(cfg.teacher.checkpoint)))
+    def estimate(self, run: PlannedRun) -> Estimate:
+        """What the run still costs, by what its folder holds now."""
+        return self.estimator.estimate(run.name, run.config, run.teacher_arch)
 
-    def train_and_evaluate(self, folder: RunDir, cfg: RunConfig, est: Estimate, fits: bool) -> None:
+    def train_and_evaluate(self, run: PlannedRun, est: Estimate, fits: bool) -> None:
         """Train until the deadline (less the evaluation's estimate when the whole run fits), then evaluate if the
         evaluation, estimated again at the run's own rate, still fits; TrainingStopped otherwise."""
         from dard.training import train
 
+        folder, cfg = RunDir(self.runs_root / run.name), run.config
         if est.train_s > 0:
             stop_at = self.budget.deadline - (est.eval_s if fits else 0.0)
             train(cfg, folder.path, resume=folder.is_run(), final_eval=False, stop_at=stop_at, announce=cfg.progress)
-        est = self.estimate(folder.path.name, cfg)
+        est = self.estimate(run)
         if est.eval_s + est.startup_s > self.budget.left():
             raise TrainingStopped(folder.path, cfg.optim.epochs, 0, evaluation_pending=True)
         train(cfg, folder.path, resume=True, final_eval=True, announce=cfg.progress)
 
-    def extras(self, folder: RunDir, cfg: RunConfig) -> None:
+    def extras(self, run: PlannedRun) -> None:
         """The experiment's per-run extras for this run, while its weights are here, when they fit."""
-        spec = self.exp.spec
+        spec, folder, cfg = self.exp.spec, RunDir(self.runs_root / run.name), run.config
         if spec.compare_attacks is None and spec.label_gap is None or not folder.is_trained():
             return
         sizes = self.estimator.sizes(cfg)
-        passes = 0.0
-        if spec.compare_attacks is not None:
-            from dard.evaluation.suite import DEFAULT_SUITE
-
-            attacks = [DEFAULT_SUITE.get(a.get("name"), a) | a for a in spec.compare_attacks.attacks.values()]
-            passes += min(spec.compare_attacks.n, sizes.test) * (1 + sum(attack_passes(a) for a in attacks))
-        if spec.label_gap is not None:
-            passes += min(spec.label_gap.n, sizes.test) * 2 * (cfg.method.params.get("attack") or {}).get("steps", 10)
-        est = self.estimate(folder.path.name, cfg)
-        need = (
-            passes * arch_macs(cfg.model.arch, sizes.classes, sizes.shape, cfg.model.kwargs) / est.eval_rate
-            + est.startup_s
+        est = self.estimate(run)
+        macs = extras_passes(spec, cfg, sizes.test) * arch_macs(
+            cfg.model.arch, sizes.classes, sizes.shape, cfg.model.kwargs
         )
-        cached = spec.compare_attacks is None or folder.read_compare(spec.compare_attacks.checkpoint) is not None
-        cached &= spec.label_gap is None or folder.read_label_gap(spec.label_gap.checkpoint) is not None
-        if need > self.budget.left() and not cached:  # (cached results are checked against the spec, and cheap)
+        need = macs / est.eval_rate + est.startup_s
+        if need > self.budget.left() and not extras_cached(spec, folder):  # (cached results are checked, and cheap)
             return _say(folder.path.name, f"extras not run: need ~{need:.0f} s, {self.budget.left():.0f} s left")
-        run_extras(self.exp, self.runs_root, [folder.path], device=self.device)
+        run_extras(spec, self.runs_root, [run], device=self.device)
 
     def export(self, folder: RunDir) -> None:
         """Write the run's archive to the export folder, if one is given and the run has something to carry."""

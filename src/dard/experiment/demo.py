@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dard.experiment.catalog import load_experiment
 from dard.experiment.runner import run_experiment
-from dard.experiment.spec import Experiment, load_experiment
+from dard.experiment.spec import Experiment
 from dard.packaged import EXPERIMENTS_DIR
 
 

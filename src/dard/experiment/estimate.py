@@ -1,14 +1,14 @@
 """Estimates of what a run still costs on this device, for `dard experiment --time-budget`
-(:mod:`dard.experiment.budget`): the cost model of :mod:`dard.training.budget` at a rate taken, in this order, from
+(:mod:`dard.experiment.budget`): the cost model of :mod:`dard.training.cost` at a rate taken, in this order, from
 
 1. the run's own measured throughput (a run resumed from a snapshot),
 2. an earlier run in the same runs folder on the same device: the same architecture and method first, then the
    same architecture, then any (scaled by their multiply-accumulates per image, and raised to the default when
    below it: MACs undercount a wide network's efficiency against a narrow one's),
-3. the conservative default for the device type (:data:`dard.training.budget.DEFAULT_MACS_PER_S`).
+3. the conservative default for the device type (:data:`dard.training.cost.DEFAULT_MACS_PER_S`).
 
 The test evaluation's rate comes from recorded evaluations the same way (their attack times), else from the
-training rate (:data:`dard.training.budget.EVAL_SPEED_FACTOR`).
+training rate (:data:`dard.training.cost.EVAL_SPEED_FACTOR`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from dard.config import RunConfig
+from dard.errors import DardError
 from dard.run_dir import RunDir
-from dard.training.budget import (
+from dard.training.cost import (
     EVAL_SPEED_FACTOR,
     DataSizes,
     arch_macs,
@@ -132,10 +133,15 @@ class Estimator:
             student = info.student or {}
             if int(student.get("num_classes", -1)) != sizes.classes or not student.get("arch"):
                 continue  # another dataset: its MACs per image are not comparable
-            s_pass, t_pass = train_passes(info.method)
+            try:
+                passes = train_passes(info.method)
+            except DardError:  # a method or attack this version does not know: its cost is unknown
+                continue
             t_arch, t_kwargs = (info.teacher or {}).get("arch"), (info.teacher or {}).get("kwargs")
-            macs = s_pass * arch_macs(student["arch"], sizes.classes, sizes.shape, student.get("kwargs"))
-            macs += t_pass * (arch_macs(t_arch, sizes.classes, sizes.shape, t_kwargs) if t_arch else 0)
+            macs = passes.macs(
+                arch_macs(student["arch"], sizes.classes, sizes.shape, student.get("kwargs")),
+                arch_macs(t_arch, sizes.classes, sizes.shape, t_kwargs) if t_arch else 0,
+            )
             got = measured_rate(run, macs)
             if got:
                 same_arch = student["arch"] == cfg.model.arch
@@ -169,8 +175,8 @@ def _params(arch: str, classes: int, channels: int, kwargs_json: str = "{}") -> 
     return count_parameters(create_model(arch, num_classes=classes, in_channels=channels, **kwargs))
 
 
-def estimator_for(runs_root: Path, device: str) -> tuple[Estimator, str]:
-    """The estimator for ``device`` and the device string runs get. Planning for CUDA on a machine without it
+def estimator_for(runs_root: Path, device: str) -> Estimator:
+    """The estimator for ``device`` (a device string as runs get it). Planning for CUDA on a machine without it
     (``--plan --device cuda``) takes the rates of the CUDA runs already in the runs folder (imported from a GPU
     job; the first device name found), else the CUDA defaults."""
     import torch
@@ -178,9 +184,9 @@ def estimator_for(runs_root: Path, device: str) -> tuple[Estimator, str]:
     from dard.runtime import device_name, resolve_device
 
     if device.startswith("cuda") and not torch.cuda.is_available():
-        return Estimator(runs_root, "cuda", _recorded_cuda_device(runs_root)), device
+        return Estimator(runs_root, "cuda", _recorded_cuda_device(runs_root))
     dev = resolve_device(device)
-    return Estimator(runs_root, dev.type, device_name(dev)), device
+    return Estimator(runs_root, dev.type, device_name(dev))
 
 
 def _recorded_cuda_device(runs_root: Path) -> str | None:

@@ -1,24 +1,137 @@
-"""The order in which a campaign takes an experiment's runs: teachers, then the students seed by seed."""
+"""An experiment's plan: every run it makes (teachers, then students), each with its resolved config and, once
+read from the runs folder, its status and the cost it still has.
+
+:func:`plan_runs` is the one place an experiment file becomes run configs (the base, the run's overrides, its name
+and seed, the planned teacher's checkpoint and the device, merged and validated); everything that trains,
+estimates or reports on the runs takes its :class:`PlannedRun` list.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from dard.experiment.clock import teacher_archs
-from dard.experiment.runner import _checked_runs
-from dard.experiment.spec import Experiment
+from dard.config import RunConfig
+from dard.errors import DardError
+from dard.experiment.estimate import Estimate, Estimator
+from dard.experiment.reuse import RUN_DONE, check_reusable, run_status
+from dard.experiment.spec import Experiment, deep_merge, needs_teacher, parse_run_config
+from dard.run_dir import RunDir
 
-
-def ordered_runs(exp: Experiment, runs_root: Path) -> list[tuple[str, str, dict[str, Any]]]:
-    """(name, role, config) of every run: teachers, then students seed by seed (in file order within a seed)."""
-    teachers, students = _checked_runs(exp, runs_root)
-    rows = [(name, "teacher", cfg) for name, cfg in teachers.items()]
-    seeds = exp.spec.seeds
-    rows += [(name, "student", cfg) for name, _, cfg in sorted(students, key=lambda s: seeds.index(s[1]))]
-    return rows
+Role = Literal["teacher", "student"]
 
 
-def rows_teacher_archs(rows: list[tuple[str, str, dict[str, Any]]], runs_root: Path) -> dict[str, str]:
-    """Planned teacher checkpoint path -> its architecture, for the teachers among :func:`ordered_runs`' rows."""
-    return teacher_archs({name: cfg for name, role, cfg in rows if role == "teacher"}, runs_root)
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of an experiment: its folder name, role, seed and resolved config; ``status`` (:func:`run_status`:
+    what the folder held when the plan was read, "" before) and ``estimate`` (what it still costs; None when it is
+    done or not estimated). ``teacher_arch``: a student's planned teacher's architecture (its estimate before the
+    teacher exists)."""
+
+    name: str
+    role: Role
+    seed: int
+    config: RunConfig
+    status: str = ""
+    estimate: Estimate | None = None
+    teacher_arch: str | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the run was evaluated when the plan was read."""
+        return self.status == RUN_DONE
+
+
+def plan_runs(exp: Experiment, runs_root: Path, device: str | None = None) -> list[PlannedRun]:
+    """Every run of ``exp`` in ``runs_root``: the teachers (one per distinct teacher seed), then the students in file
+    order, seeds in the inner loop. ``device`` (when given) goes into every config. Nothing is read from the run
+    folders."""
+    over = {} if device is None else {"device": device}
+    teachers = _teachers(exp, over)
+    # a student's estimate before its teacher exists: the planned teacher's architecture, by checkpoint
+    archs = {_best(runs_root, t.name): t.config.model.arch for t in teachers.values()}
+    students = []
+    for key, overrides in exp.spec.runs.items():
+        for seed in exp.spec.seeds:
+            name = f"{key}-s{seed}"
+            raw = deep_merge(exp.base, {**overrides, "name": name, "seed": seed, **over})
+            if needs_teacher(raw) and not (raw.get("teacher") or {}):
+                if seed not in teachers:
+                    raise DardError(f"{exp.source}: run '{key}' needs a teacher but the experiment has none")
+                raw["teacher"] = {"checkpoint": _best(runs_root, teachers[seed].name)}
+            config = parse_run_config(raw, f"{exp.source}: run '{name}'")
+            students.append(
+                PlannedRun(name, "student", seed, config, teacher_arch=archs.get(str(config.teacher.checkpoint)))
+            )
+    return [*{t.name: t for t in teachers.values()}.values(), *students]
+
+
+def _teachers(exp: Experiment, over: dict[str, Any]) -> dict[int, PlannedRun]:
+    """Student seed -> its teacher run (one shared teacher serves every seed unless the teacher's seed is null)."""
+    t = exp.spec.teacher
+    if t is None:
+        return {}
+    out: dict[int, PlannedRun] = {}
+    for seed in exp.spec.seeds:
+        tseed = seed if t.seed is None else t.seed
+        shared = next((run for run in out.values() if run.seed == tseed), None)
+        if shared is None:
+            name = f"{t.name}-s{tseed}"
+            raw = deep_merge(exp.base, {**t.config, "name": name, "seed": tseed, **over})
+            shared = PlannedRun(name, "teacher", tseed, parse_run_config(raw, f"{exp.source}: run '{name}'"))
+        out[seed] = shared
+    return out
+
+
+def _best(runs_root: Path, name: str) -> str:
+    """Where a planned run's best checkpoint will be."""
+    return str(RunDir(runs_root / name).weights("best"))
+
+
+def campaign_order(runs: Sequence[PlannedRun]) -> list[PlannedRun]:
+    """The order a budgeted campaign takes the runs: teachers, then the students seed by seed (in file order within
+    a seed), so that a budget that runs out leaves whole comparisons."""
+    seeds = list(dict.fromkeys(r.seed for r in runs if r.role == "student"))
+    teachers = [r for r in runs if r.role == "teacher"]
+    return teachers + sorted((r for r in runs if r.role == "student"), key=lambda r: seeds.index(r.seed))
+
+
+def read_plan(exp: Experiment, runs_root: Path, device: str | None = None) -> list[PlannedRun]:
+    """:func:`plan_runs` with each run's status, after every existing run folder has been checked to hold the run
+    it plans (:func:`check_reusable`)."""
+    runs = plan_runs(exp, runs_root, device)
+    for run in runs:
+        check_reusable(runs_root / run.name, run.config)
+    return [dataclasses.replace(r, status=run_status(runs_root / r.name, r.config.optim.epochs)) for r in runs]
+
+
+def with_estimates(runs: Sequence[PlannedRun], estimator: Estimator) -> list[PlannedRun]:
+    """The runs with what each unfinished one still costs (re-read from its folder: a run that has finished since
+    the plan was read counts as done)."""
+    out = []
+    for run in runs:
+        status = run_status(estimator.runs_root / run.name, run.config.optim.epochs)
+        estimate = None if status == RUN_DONE else estimator.estimate(run.name, run.config, run.teacher_arch)
+        out.append(dataclasses.replace(run, status=status, estimate=estimate))
+    return out
+
+
+def seconds_left(runs: Sequence[PlannedRun]) -> float:
+    """The estimated seconds the runs still need, one at a time."""
+    return sum(r.estimate.total for r in runs if r.estimate is not None)
+
+
+def plan_experiment(exp: Experiment, runs_root: Path) -> list[PlannedRun]:
+    """Check an experiment without training anything: every run's config, the run folders it would reuse and the
+    datasets still needed (loaded once each, downloaded if the config allows). Returns every run, teachers first,
+    with its status."""
+    from dard.data import load_dataset
+
+    runs = read_plan(exp, runs_root)
+    needed = {(r.config.data.name, r.config.data.dir, r.config.data.download) for r in runs if not r.done}
+    for name, folder, download in sorted(needed, key=str):
+        load_dataset(name, folder, download=download)  # a one-line DardError if missing or corrupt
+    return runs

@@ -1,4 +1,5 @@
-"""Experiment files: their schema, loading and validation, and the runs (teacher first) they plan."""
+"""Experiment files: their schema, the validated experiment, and the merging and parsing of its run configs
+(:mod:`.plan` makes the runs, :mod:`.catalog` finds and loads the files)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dard.config import RunConfig, parse_config, validation_message
+from dard.config import RunConfig, parse_config
 from dard.config.schema import SEED_MAX
 from dard.errors import DardError
-from dard.io import check_name, read_yaml_mapping
-from dard.packaged import EXPERIMENTS_DIR
-from dard.run_dir import RunDir
+from dard.io import check_name
 
 
 class _Strict(BaseModel):
@@ -123,68 +122,6 @@ class Experiment:
             self.base = deep_merge(self.base, {"data": data})
 
 
-def experiments_root() -> Path:
-    """The packaged experiment files (``dard/experiments``; in a checkout, ``src/dard/experiments``)."""
-    return EXPERIMENTS_DIR
-
-
-def _roots(root: Path | None) -> list[Path]:
-    """Where experiment names are looked up, first match winning: ``root`` alone when given, else
-    ``./experiments`` (your own experiment files, when the working folder has one), then the packaged ones."""
-    if root is not None:
-        return [root]
-    here = Path("experiments")
-    return [here, EXPERIMENTS_DIR] if here.is_dir() else [EXPERIMENTS_DIR]
-
-
-def list_experiments(root: Path | None = None) -> dict[str, list[str]]:
-    """Experiment name -> its scales, from ``root`` (default: ``./experiments`` and the packaged ones)."""
-    found: dict[str, list[str]] = {}
-    for r in reversed(_roots(root)):  # reversed: the first root's experiment wins a name clash
-        if r.is_dir():
-            found.update(
-                (p.name, sorted(f.stem for f in p.glob("*.yaml")))
-                for p in r.iterdir()
-                if p.is_dir() and not p.name.startswith("_") and any(p.glob("*.yaml"))
-            )
-    return dict(sorted(found.items()))
-
-
-def load_experiment(name: str, scale: str = "cpu", root: Path | None = None) -> Experiment:
-    """Load ``<root>/<name>/<scale>.yaml`` (or ``name`` itself when it is a YAML file) and validate it."""
-    path = Path(name)
-    if path.suffix not in (".yaml", ".yml"):
-        roots = _roots(root)
-        folder = next((r / name for r in roots if (r / name).is_dir()), None)
-        if folder is None:
-            known = list(list_experiments(root))
-            where = ", ".join(str(r) for r in roots)
-            raise DardError(f"unknown experiment '{name}'; known: {', '.join(known) or 'none'} (in {where})")
-        path = _shown(folder / f"{scale}.yaml")
-        if not path.is_file():
-            scales = sorted(p.stem for p in folder.glob("*.yaml"))
-            raise DardError(f"experiment '{name}' has no scale '{scale}'; available: {', '.join(scales)}")
-    else:
-        name, scale = path.parent.name, path.stem
-    try:
-        spec = ExperimentSpec.model_validate(read_yaml_mapping(path, "experiment file"))
-    except ValidationError as e:
-        raise DardError(f"{path}: {validation_message(e)}") from None
-    base = read_yaml_mapping((path.parent / spec.base).resolve(), "base run config")
-    exp = Experiment(name=name, scale=scale, spec=spec, base=base, source=path)
-    for run_name, _seed, cfg in planned_runs(exp, Path("runs")):  # validate every run config before any training
-        parse_run_config(cfg, f"{path}: run '{run_name}'")
-    return exp
-
-
-def _shown(path: Path) -> Path:
-    """``path`` relative to the working folder when it lies inside it (what reports and errors print), else as is."""
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve())
-    except ValueError:
-        return path
-
-
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` updated by ``over``, recursing into nested mappings (``over`` wins)."""
     out = copy.deepcopy(dict(base))
@@ -208,32 +145,3 @@ def needs_teacher(cfg: Mapping[str, Any]) -> bool:
     from dard.methods import METHODS
 
     return bool(METHODS.get(str((cfg.get("method") or {}).get("name", "dard"))).needs_teacher)
-
-
-def teacher_runs(exp: Experiment, runs_root: Path) -> dict[int, tuple[str, dict[str, Any]]]:
-    """Student seed -> (teacher run name, teacher config)."""
-    t = exp.spec.teacher
-    if t is None:
-        return {}
-    out = {}
-    for seed in exp.spec.seeds:
-        tseed = seed if t.seed is None else t.seed
-        name = f"{t.name}-s{tseed}"
-        out[seed] = (name, deep_merge(exp.base, {**t.config, "name": name, "seed": tseed}))
-    return out
-
-
-def planned_runs(exp: Experiment, runs_root: Path) -> list[tuple[str, int, dict[str, Any]]]:
-    """Every student run as (run name, seed, full config dict), seeds in the inner loop."""
-    teachers = teacher_runs(exp, runs_root)
-    out = []
-    for run_name, overrides in exp.spec.runs.items():
-        for seed in exp.spec.seeds:
-            name = f"{run_name}-s{seed}"
-            cfg = deep_merge(exp.base, {**overrides, "name": name, "seed": seed})
-            if needs_teacher(cfg) and not (cfg.get("teacher") or {}):
-                if seed not in teachers:
-                    raise DardError(f"{exp.source}: run '{run_name}' needs a teacher but the experiment has none")
-                cfg["teacher"] = {"checkpoint": str(RunDir(runs_root / teachers[seed][0]).weights("best"))}
-            out.append((name, seed, cfg))
-    return out

@@ -6,57 +6,29 @@ experiment's results folder, so that the repository says how far a campaign spre
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from dard.experiment.estimate import estimator_for
-from dard.experiment.plan import ordered_runs, rows_teacher_archs
-from dard.experiment.runner import RUN_DONE, run_status
-from dard.experiment.spec import Experiment, deep_merge, parse_run_config
+from dard.experiment.plan import PlannedRun, campaign_order, read_plan, seconds_left, with_estimates
+from dard.experiment.spec import Experiment
 from dard.io import atomic_write
 
 STATUS_FILE = "status.md"
 
 
-@dataclass(frozen=True)
-class RunStatus:
-    """One planned run: its status text and, unless it is done, the seconds it still needs (and their basis)."""
-
-    name: str
-    role: str
-    status: str
-    seconds_left: float | None
-    basis: str = ""
-
-    @property
-    def done(self) -> bool:
-        return self.seconds_left is None
+def campaign_status(exp: Experiment, runs_root: Path, device: str) -> list[PlannedRun]:
+    """Every run of ``exp`` in the order a budgeted campaign takes them, with its status and, unless it is done,
+    what it still needs, one run at a time on ``device``."""
+    estimator = estimator_for(runs_root, device)
+    return with_estimates(campaign_order(read_plan(exp, runs_root, device)), estimator)
 
 
-def campaign_status(exp: Experiment, runs_root: Path, device: str) -> list[RunStatus]:
-    """Every run of ``exp`` in the order a budgeted campaign takes them, with what it still needs, one run at a
-    time on ``device``."""
-    estimator, device = estimator_for(runs_root, device)
-    rows = ordered_runs(exp, runs_root)
-    archs = rows_teacher_archs(rows, runs_root)
-    out = []
-    for name, role, raw in rows:
-        cfg = parse_run_config(deep_merge(raw, {"device": device}), name)
-        status = run_status(runs_root / name, cfg.optim.epochs)
-        if status == RUN_DONE:  # run_status read the folder already: evaluated
-            out.append(RunStatus(name, role, status, None))
-            continue
-        est = estimator.estimate(name, cfg, archs.get(str(cfg.teacher.checkpoint)))
-        out.append(RunStatus(name, role, status, est.total, est.basis))
-    return out
-
-
-def hours_left(rows: list[RunStatus]) -> float:
+def hours_left(rows: list[PlannedRun]) -> float:
     """The estimated compute left, in hours."""
-    return sum(r.seconds_left or 0.0 for r in rows) / 3600
+    return seconds_left(rows) / 3600
 
 
-def status_markdown(exp: Experiment, rows: list[RunStatus], runs_root: Path) -> str:
+def status_markdown(exp: Experiment, rows: list[PlannedRun], runs_root: Path) -> str:
     """``status.md``: a summary line and one table row per run."""
     done = sum(r.done for r in rows)
     lines = [
@@ -71,8 +43,8 @@ def status_markdown(exp: Experiment, rows: list[RunStatus], runs_root: Path) -> 
         "|---|---|---|---:|---|",
     ]
     for r in rows:
-        left = "" if r.done else f"{r.seconds_left / 3600:.2f}"
-        lines.append(f"| {r.name} | {r.role} | {r.status} | {left} | {r.basis} |")
+        left, basis = ("", "") if r.estimate is None else (f"{r.estimate.total / 3600:.2f}", r.estimate.basis)
+        lines.append(f"| {r.name} | {r.role} | {r.status} | {left} | {basis} |")
     return "\n".join(lines) + "\n"
 
 

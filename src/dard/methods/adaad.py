@@ -37,13 +37,22 @@ Deviations from the official code:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from dard.methods import register_method
-from dard.methods.base import KL_PGD10_TRAINING, LossOutput, Method, make_attack, teacher_logits
+from dard.methods.base import (
+    KL_PGD10_TRAINING,
+    LossOutput,
+    Method,
+    StepPasses,
+    make_attack,
+    teacher_logits,
+    training_attack_passes,
+)
 from dard.methods.losses import KL_REDUCTIONS, kl_divergence, soft_targets
 from dard.validate import check_choice, check_float
 
@@ -80,6 +89,12 @@ class AdaAD(Method):
         if w < 1.0:
             loss = loss + (1.0 - w) * self._kl(teacher, x, logits_nat)
         return LossOutput(loss=loss, logits=logits_nat.detach(), x_adv=x_adv)
+
+    @classmethod
+    def passes(cls, config: Mapping[str, Any]) -> StepPasses:
+        """The attack through student and teacher, two student forwards and backwards, two teacher forwards."""
+        attack = training_attack_passes(config)
+        return StepPasses(attack + 6.0, attack + 2.0)
 
     def params(self) -> dict[str, Any]:
         return {"adv_weight": self.adv_weight, "kl_reduction": self.kl_reduction, "attack": dict(self.attack_spec)}

@@ -32,13 +32,22 @@ Deviations from the official code:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from dard.methods import register_method
-from dard.methods.base import PGD10_TRAINING, LossOutput, Method, make_attack, teacher_logits
+from dard.methods.base import (
+    PGD10_TRAINING,
+    LossOutput,
+    Method,
+    StepPasses,
+    make_attack,
+    teacher_logits,
+    training_attack_passes,
+)
 from dard.methods.losses import KL_REDUCTIONS, cross_entropy, kl_divergence, soft_targets
 from dard.validate import check_choice, check_float
 
@@ -78,6 +87,11 @@ class ARD(Method):
             with torch.no_grad():
                 student(x)  # weight 0; run only for the BatchNorm statistics, as the authors' code does
         return LossOutput(loss=loss, logits=logits_adv.detach(), x_adv=x_adv)
+
+    @classmethod
+    def passes(cls, config: Mapping[str, Any]) -> StepPasses:
+        """The attack, two student forwards and backwards (clean and adversarial), one teacher forward."""
+        return StepPasses(training_attack_passes(config) + 7.0, 1.0)
 
     def params(self) -> dict[str, Any]:
         return {

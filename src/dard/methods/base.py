@@ -163,6 +163,32 @@ def make_attack(
     return attack, cfg
 
 
+# ------------------------------------------------------------------------------------------------- cost
+
+
+@dataclass(frozen=True)
+class StepPasses:
+    """What one training image costs a method, in passes (one forward of a network over one image; a gradient step
+    of an attack is 2, a training forward and backward through the weights 3): through the student and through the
+    teacher."""
+
+    student: float
+    teacher: float = 0.0
+
+    def macs(self, student_macs: float, teacher_macs: float) -> float:
+        """Multiply-accumulates per training image, given each network's per image."""
+        return self.student * student_macs + self.teacher * teacher_macs
+
+
+def training_attack_passes(config: Mapping[str, Any]) -> float:
+    """Passes per image of the training attack of a resolved method config (:meth:`Method.config`; 0 without one),
+    as its attack class states them (:meth:`dard.attacks.Attack.passes`)."""
+    spec = config.get("attack")
+    if not spec:
+        return 0.0
+    return ATTACKS.get(str(spec["name"])).passes(spec)
+
+
 # ------------------------------------------------------------------------------------------------- Method
 
 
@@ -195,6 +221,13 @@ class Method:
     def params(self) -> dict[str, Any]:
         """Every parameter, as accepted by ``create_method(self.name, **params)``."""
         return {}
+
+    @classmethod
+    def passes(cls, config: Mapping[str, Any]) -> StepPasses:
+        """What one training image costs with the resolved config ``config`` (:meth:`config`, as run.json records
+        it; its training attack's cost from :func:`training_attack_passes`). The cost model
+        (:mod:`dard.training.cost`) relies on it, so every method states its own: the base raises."""
+        raise NotImplementedError(f"method class {cls.__name__} does not state its cost (Method.passes)")
 
     def config(self) -> dict[str, Any]:
         """``{"name": ..., **params}`` for configs and JSON records (attack specs included, fully resolved)."""

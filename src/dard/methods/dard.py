@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from dard.methods import register_method
-from dard.methods.base import LossOutput, Method, make_attack, teacher_logits
+from dard.methods.base import LossOutput, Method, StepPasses, make_attack, teacher_logits, training_attack_passes
 from dard.methods.losses import cross_entropy, kl_batchmean, soft_targets
 from dard.validate import check_bool, check_choice, check_float
 
@@ -107,6 +107,13 @@ class DARD(Method):
             # statistics.
             loss = loss + self._terms(student(x), y, q)
         return LossOutput(loss=loss, logits=logits_adv.detach(), x_adv=x_adv)
+
+    @classmethod
+    def passes(cls, config: Mapping[str, Any]) -> StepPasses:
+        """The attack, a training forward and backward (another with ``clean_branch``), and one teacher call on
+        ``[x, x_adv]``."""
+        clean = 3.0 if config.get("clean_branch") else 0.0
+        return StepPasses(training_attack_passes(config) + 3.0 + clean, 2.0)
 
     def params(self) -> dict[str, Any]:
         return {

@@ -7,12 +7,13 @@ config's.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor, nn
 
 from dard.methods import register_method
-from dard.methods.base import LossOutput, Method
+from dard.methods.base import LossOutput, Method, StepPasses
 from dard.methods.losses import cross_entropy
 from dard.models import check_logits
 
@@ -30,6 +31,11 @@ class Natural(Method):
     def compute(self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor) -> LossOutput:
         logits = check_logits(student(x), x.shape[0])
         return LossOutput(loss=cross_entropy(logits, y), logits=logits.detach(), x_adv=None)
+
+    @classmethod
+    def passes(cls, config: Mapping[str, Any]) -> StepPasses:
+        """A training forward and backward."""
+        return StepPasses(3.0)
 
     def params(self) -> dict[str, Any]:
         return {}

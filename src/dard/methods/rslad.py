@@ -33,12 +33,21 @@ The weight of the adversarial term is exposed as ``adv_weight`` (default 5/6; th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor, nn
 
 from dard.methods import register_method
-from dard.methods.base import KL_PGD10_TRAINING, LossOutput, Method, make_attack, teacher_logits
+from dard.methods.base import (
+    KL_PGD10_TRAINING,
+    LossOutput,
+    Method,
+    StepPasses,
+    make_attack,
+    teacher_logits,
+    training_attack_passes,
+)
 from dard.methods.losses import kl_batchmean, soft_targets
 from dard.validate import check_float
 
@@ -69,6 +78,11 @@ class RSLAD(Method):
         w = self.adv_weight
         loss = self.kl_scale * (w * kl_batchmean(q, logits_adv) + (1.0 - w) * kl_batchmean(q, logits_nat))
         return LossOutput(loss=loss, logits=logits_adv.detach(), x_adv=x_adv)
+
+    @classmethod
+    def passes(cls, config: Mapping[str, Any]) -> StepPasses:
+        """The attack, two student forwards and backwards (clean and adversarial), one teacher forward."""
+        return StepPasses(training_attack_passes(config) + 7.0, 1.0)
 
     def params(self) -> dict[str, Any]:
         return {"adv_weight": self.adv_weight, "kl_scale": self.kl_scale, "attack": dict(self.attack_spec)}

@@ -29,12 +29,13 @@ Deviations from the official code:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor, nn
 
 from dard.methods import register_method
-from dard.methods.base import PGD10_TRAINING, LossOutput, Method, make_attack
+from dard.methods.base import PGD10_TRAINING, LossOutput, Method, StepPasses, make_attack, training_attack_passes
 from dard.methods.losses import cross_entropy
 
 
@@ -54,6 +55,11 @@ class SAT(Method):
         x_adv = self.attack(student, x, y).detach()  # eval mode inside (attack_mode "eval"), mode restored
         logits = student(x_adv)
         return LossOutput(loss=cross_entropy(logits, y), logits=logits.detach(), x_adv=x_adv)
+
+    @classmethod
+    def passes(cls, config: Mapping[str, Any]) -> StepPasses:
+        """The attack, then a training forward and backward on ``x_adv``."""
+        return StepPasses(training_attack_passes(config) + 3.0)
 
     def params(self) -> dict[str, Any]:
         return {"attack": dict(self.attack_spec), "attack_mode": self.attack_mode}

@@ -28,6 +28,7 @@ Deviations from the official code:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dard.methods import register_method
-from dard.methods.base import KL_PGD10_TRAINING, LossOutput, Method, make_attack
+from dard.methods.base import KL_PGD10_TRAINING, LossOutput, Method, StepPasses, make_attack, training_attack_passes
 from dard.methods.losses import cross_entropy, kl_batchmean
 from dard.models import check_logits
 from dard.module_utils import eval_mode
@@ -63,6 +64,11 @@ class TRADES(Method):
         robust = kl_batchmean(F.softmax(logits_nat.float(), dim=1), logits_adv)
         loss = cross_entropy(logits_nat, y) + self.beta * robust
         return LossOutput(loss=loss, logits=logits_nat.detach(), x_adv=x_adv)
+
+    @classmethod
+    def passes(cls, config: Mapping[str, Any]) -> StepPasses:
+        """A clean forward (the attack's target), the attack, two forwards and backwards (clean and adversarial)."""
+        return StepPasses(training_attack_passes(config) + 7.0)
 
     def params(self) -> dict[str, Any]:
         return {"beta": self.beta, "attack": dict(self.attack_spec)}

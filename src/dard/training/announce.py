@@ -1,7 +1,7 @@
 """What a training run says on stdout: a header before the first step and one line per epoch.
 
 The header names the device, threads, precision and speed switches, the split sizes, the run folder and an
-estimate of the time the run still needs (the cost model of :mod:`dard.training.budget`: at the run's own measured
+estimate of the time the run still needs (the cost model of :mod:`dard.training.cost`: at the run's own measured
 rate when it resumes, else at the conservative default rate of the device). Each epoch line gives the loss,
 accuracy, validation scores, the epoch's wall time and the time left at the throughput measured so far. Plain
 lines, printed whether or not progress bars are on, so a log of `dard train > log` shows what is running.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
@@ -20,7 +20,7 @@ from dard.config import RunConfig
 from dard.errors import DardError, one_line
 from dard.run_dir import EpochMetrics, Progress, RunDir
 from dard.runtime import device_name
-from dard.training.budget import (
+from dard.training.cost import (
     DataSizes,
     RunCost,
     compile_seconds,
@@ -41,6 +41,22 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+@dataclass(frozen=True)
+class CostUnavailable:
+    """Why a run has no cost estimate: the cost model could not build its model (the run trains all the same)."""
+
+    reason: str
+
+
+def estimate_cost(cfg: RunConfig, folder: RunDir, sizes: DataSizes) -> RunCost | CostUnavailable:
+    """The cost of the rest of the run (:func:`dard.training.cost.run_cost`), or why there is none."""
+    run = folder if folder.run_info.is_file() else None
+    try:  # the estimate informs; a model the cost model cannot build must not stop the run
+        return run_cost(cfg, sizes, teacher_arch(cfg, run), run)
+    except DardError as e:
+        return CostUnavailable(one_line(e, 120))
+
+
 @dataclass
 class Announcer:
     """The lines of one run (rank 0 only); ``final_eval``: whether the test evaluation follows the training."""
@@ -52,13 +68,10 @@ class Announcer:
     world_size: int = 1
     final_eval: bool = True
 
+    cost: RunCost | CostUnavailable = field(init=False)
+
     def __post_init__(self) -> None:
-        run = self.folder if self.folder.run_info.is_file() else None
-        self.cost: RunCost | None = None
-        try:  # the estimate informs; a model the cost model cannot build must not stop the run
-            self.cost = run_cost(self.cfg, self.sizes, teacher_arch(self.cfg, run), run)
-        except DardError as e:
-            self.unavailable = one_line(e, 120)
+        self.cost = estimate_cost(self.cfg, self.folder, self.sizes)
 
     def header(self, progress: Progress) -> list[str]:
         """The lines printed before the first step (or the first step after a resume)."""
@@ -84,8 +97,8 @@ class Announcer:
         return f"{self.device} ({device_name(self.device)}), {torch.get_num_threads()} CPU threads"
 
     def _estimate(self, progress: Progress) -> str:
-        if self.cost is None:
-            return f"unavailable ({self.unavailable})"
+        if isinstance(self.cost, CostUnavailable):
+            return f"unavailable ({self.cost.reason})"
         measured = measured_rate(self.folder, self.cost.train_macs) if self.folder.metrics.is_file() else None
         if measured:
             rate, basis = measured[0], f"its own throughput so far, {measured[1]:.0f} images/s"
@@ -101,9 +114,10 @@ class Announcer:
         """One finished epoch: its scores, its wall time (validation included) and the time left at its rate."""
         cfg = self.cfg
         val = f" val clean {row.val_clean:.3f} robust {row.val_robust:.3f}" if row.val_clean is not None else ""
-        rate = row.images_per_s * self.cost.train_macs if self.cost is not None else 0.0
-        left = self.cost.train_seconds(rate, row.epoch) if self.cost is not None and rate > 0 else 0.0
-        left += self.cost.eval_seconds(rate) if self.cost is not None and self.final_eval and rate > 0 else 0.0
+        left = 0.0
+        if isinstance(self.cost, RunCost) and row.images_per_s > 0:
+            rate = row.images_per_s * self.cost.train_macs
+            left = self.cost.train_seconds(rate, row.epoch) + (self.cost.eval_seconds(rate) if self.final_eval else 0.0)
         return (
             f"[{cfg.name}] epoch {row.epoch}: loss {row.train_loss:.4f} acc {row.train_acc:.3f}{val} "
             f"({duration(time.time() - started)}, {row.epoch} of {cfg.optim.epochs} epochs; ~{duration(left)} left)"

@@ -25,7 +25,8 @@ from dard.run_dir import EpochMetrics, Progress, RunDir, RunInfo, kept_epoch_nam
 from dard.runtime import configure_threads, environment, resolve_device, seed_everything
 from dard.training import distributed as dist
 from dard.training.announce import Announcer, say
-from dard.training.budget import DataSizes, TrainingStopped, evaluation_fits, past_deadline
+from dard.training.cost import DataSizes, evaluation_fits
+from dard.training.deadline import TrainingStopped, past_deadline
 from dard.training.final_eval import final_evaluation
 from dard.training.preflight import open_run
 from dard.training.setup import (

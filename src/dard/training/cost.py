@@ -1,16 +1,13 @@
-"""Time budgets for training: stopping at a deadline, and what the rest of a run costs.
-
-``train(..., stop_at=T)`` stops at the first step boundary after the wall-clock time ``T`` (``time.time()``),
-writes a resume snapshot and raises :class:`TrainingStopped`; ``dard train --resume`` or a later ``dard
-experiment`` continues from the snapshot. Its test evaluation runs only when its estimate fits before ``T``;
-otherwise the run is left "trained; test evaluation pending".
+"""What the rest of a run costs: passes x MACs / rate.
 
 Estimates count *passes*: one forward of a network over one image. An attack step is a forward plus an
-input-gradient backward (2 passes), a training forward and backward through the weights 3. Passes times the
-network's multiply-accumulates per image (:func:`dard.models.cost.macs_per_image`) give MACs, and a device rate in
-MACs per second gives seconds. The rate comes from a measured training throughput (the run's own, or an earlier
-run's on the same device: :mod:`dard.experiment.budget`), else from :data:`DEFAULT_MACS_PER_S`. docs/gpu.md
-states the constants' sources.
+input-gradient backward (2 passes), a training forward and backward through the weights 3. Each method states what
+a training image costs it (:meth:`dard.methods.Method.passes`) and each attack what one run of it costs
+(:meth:`dard.attacks.Attack.passes`). Passes times the network's multiply-accumulates per image
+(:func:`dard.models.cost.macs_per_image`) give MACs, and a device rate in MACs per second gives seconds. The rate
+comes from a measured training throughput (the run's own, or an earlier run's on the same device:
+:mod:`dard.experiment.estimate`), else from :data:`DEFAULT_MACS_PER_S`. docs/gpu.md states the constants' sources.
+The deadline itself is :mod:`dard.training.deadline`'s.
 """
 
 from __future__ import annotations
@@ -20,24 +17,23 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from dard.attacks import ATTACKS
 from dard.checkpoint import checkpoint_meta
 from dard.config import RunConfig
 from dard.errors import DardError
+from dard.evaluation.record import canonical_label
 from dard.evaluation.suite import AUTOATTACK_SUBSET_SUITE, DEFAULT_SUITE
+from dard.methods import METHODS
+from dard.methods.base import StepPasses
 from dard.models import create_model, library_prefix
 from dard.models.cost import macs_per_image
 from dard.run_dir import RunDir
-from dard.training import distributed as dist
 from dard.training.setup import Data, build_method
 
-#: Passes per image of AutoAttack (standard) on a robust model: APGD-CE 100 steps, APGD-T 9 x 100, FAB-T
-#: 9 x 100 x ~3 and Square 5000 queries, each over the points still robust (about half): ~4,500 (docs/gpu.md).
-AUTOATTACK_PASSES = 4500.0
 #: Conservative device rates (MACs/s) when no run has been measured on the device (docs/gpu.md): CUDA with bf16,
 #: 10% of the 798 TFLOP/s bf16 matmul measured on an H100 (40 TMAC/s = 80 TFLOP/s: 4.4x the ~70 s per PGD-10
 #: ResNet-18 epoch commonly reported on older GPUs); CUDA fp32 a quarter of that; a CPU about a fifth of what the
@@ -48,49 +44,20 @@ EVAL_SPEED_FACTOR = 0.5
 #: Seconds a run spends before its first step (data, models) and, with speed.compile, compiling.
 STARTUP_S = {"cpu": 5.0, "cuda": 20.0}
 COMPILE_S = 60.0
-
-
-class TrainingStopped(Exception):
-    """Training stopped at its deadline with a resume snapshot (or, trained, before its test evaluation).
-    ``epoch``: epochs finished; ``batch``: steps of the next one done."""
-
-    def __init__(self, run_dir: Path, epoch: int, batch: int, *, evaluation_pending: bool = False) -> None:
-        self.run_dir, self.epoch, self.batch, self.evaluation_pending = Path(run_dir), epoch, batch, evaluation_pending
-        where = f"in epoch {epoch + 1} after step {batch}" if batch else f"after epoch {epoch}"
-        where = "trained; test evaluation pending" if evaluation_pending else where
-        super().__init__(f"{self.run_dir}: stopped at its time budget ({where})")
-
-
-def past_deadline(stop_at: float | None, info: dist.DistInfo, device: Any, at_read_back: bool) -> bool:
-    """Whether the deadline has passed, agreed by every rank. Under torchrun only at the loop's read-backs (the same
-    steps on every rank; agreeing takes a collective); a single process checks the host clock at every step."""
-    if stop_at is None or (info.enabled and not at_read_back):
-        return False
-    return dist.any_rank(time.time() >= stop_at, info, device)
+#: The attack of ``eval.eps_sweep`` (:mod:`dard.training.final_eval`): PGD-20 at each eps.
+EPS_SWEEP_ATTACK = {"name": "pgd", "steps": 20}
 
 
 def attack_passes(spec: Mapping[str, Any]) -> float:
-    """Passes per image of one evaluation attack (and the forward that scores it)."""
-    name = spec.get("name")
-    if name == "autoattack":
-        return AUTOATTACK_PASSES
-    steps = 1 if name == "fgsm" else int(spec.get("steps", 10))
-    return 2.0 * steps * int(spec.get("restarts", 1)) + 1.0
+    """Passes per image of one evaluation attack (its class's :meth:`~dard.attacks.Attack.passes`) and the forward
+    that scores it."""
+    return ATTACKS.get(str(spec["name"])).passes(spec) + 1.0
 
 
-def train_passes(method: Mapping[str, Any]) -> tuple[float, float]:
-    """(student, teacher) passes per training image of a resolved method config (``Method.config()``)."""
-    k = 2.0 * int((method.get("attack") or {}).get("steps", 0))  # the training attack's steps
-    name = method.get("name")
-    if name == "natural":
-        return 3.0, 0.0
-    if name == "sat":
-        return k + 3, 0.0
-    if name in ("dard", "pgdard"):  # attack, student forward + backward, one teacher call on [x, x_adv]
-        return k + 3 + (3 if method.get("clean_branch") else 0), 2.0
-    if name == "adaad":  # the attack runs through student and teacher
-        return k + 6, k + 2
-    return k + 7, 1.0  # trades, ard, rslad and others: two student forwards + backwards, a teacher forward
+def train_passes(method: Mapping[str, Any]) -> StepPasses:
+    """Passes per training image of a resolved method config (``Method.config()``, as run.json records it), as its
+    method class states them."""
+    return METHODS.get(str(method["name"])).passes(method)
 
 
 def arch_macs(arch: str, num_classes: int, shape: tuple[int, int, int], kwargs: Mapping[str, Any] | None = None) -> int:
@@ -168,17 +135,16 @@ def run_cost(
     if teacher_kwargs is None and teacher_arch:
         teacher_kwargs = recorded_teacher_kwargs(cfg, folder)
     t_macs = arch_macs(teacher_arch, sizes.classes, sizes.shape, teacher_kwargs) if teacher_arch else 0
-    s_pass, t_pass = train_passes(method)
     done = set(folder.read_evals()) if folder is not None and folder.eval_dir.is_dir() else set()
     evals = [c for c in cfg.eval.checkpoints if c not in done]
     test = sizes.test * (1 + sum(attack_passes(a) for a in _suite(cfg.eval.attacks)))
     first = cfg.eval.checkpoints[0] in evals
     subset = min(cfg.eval.autoattack_subset or 0, sizes.test)
     extras = subset * sum(attack_passes(a) for a in _suite(AUTOATTACK_SUBSET_SUITE)) if first else 0.0
-    extras += len(cfg.eval.eps_sweep) * sizes.test * attack_passes({"steps": 20}) if first else 0.0
+    extras += len(cfg.eval.eps_sweep) * sizes.test * attack_passes(EPS_SWEEP_ATTACK) if first else 0.0
     batches = sizes.train // cfg.optim.batch_size
     return RunCost(
-        train_macs=s_pass * s_macs + t_pass * t_macs,
+        train_macs=train_passes(method).macs(s_macs, t_macs),
         images_per_epoch=batches * cfg.optim.batch_size,
         epochs=cfg.optim.epochs,
         val_macs=sizes.val * (1 + attack_passes(cfg.val.attack)) * s_macs,
@@ -190,7 +156,7 @@ def run_cost(
 
 
 def _suite(names: list[str]) -> list[Mapping[str, Any]]:
-    return [DEFAULT_SUITE.get(n, {"name": n}) for n in names]
+    return [DEFAULT_SUITE.get(canonical_label(n), {"name": n}) for n in names]
 
 
 def teacher_arch(cfg: RunConfig, folder: RunDir | None = None) -> str | None:
@@ -251,8 +217,11 @@ def measured_eval_rate(folder: RunDir, sizes: DataSizes) -> float | None:
         m = arch_macs(str(arch), sizes.classes, sizes.shape, rec.model.get("kwargs"))
         for part in (rec, rec.autoattack_subset):
             if part is not None and part.seconds > 0:
-                n = int(part.data.get("n", 0))
-                macs += n * (1 + sum(attack_passes(a.config) for a in part.attacks.values())) * m
+                try:
+                    passes = sum(attack_passes(a.config) for a in part.attacks.values())
+                except DardError:  # an attack this version does not know: its cost is unknown
+                    continue
+                macs += int(part.data.get("n", 0)) * (1 + passes) * m
                 seconds += part.seconds
     return macs / seconds if macs and seconds else None
 

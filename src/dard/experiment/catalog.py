@@ -1,0 +1,75 @@
+"""Where experiment files are found, and loading one (validated, every run config included)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from dard.config import validation_message
+from dard.errors import DardError
+from dard.experiment.plan import plan_runs
+from dard.experiment.spec import Experiment, ExperimentSpec
+from dard.io import read_yaml_mapping
+from dard.packaged import EXPERIMENTS_DIR
+
+
+def experiments_root() -> Path:
+    """The packaged experiment files (``dard/experiments``; in a checkout, ``src/dard/experiments``)."""
+    return EXPERIMENTS_DIR
+
+
+def _roots(root: Path | None) -> list[Path]:
+    """Where experiment names are looked up, first match winning: ``root`` alone when given, else
+    ``./experiments`` (your own experiment files, when the working folder has one), then the packaged ones."""
+    if root is not None:
+        return [root]
+    here = Path("experiments")
+    return [here, EXPERIMENTS_DIR] if here.is_dir() else [EXPERIMENTS_DIR]
+
+
+def list_experiments(root: Path | None = None) -> dict[str, list[str]]:
+    """Experiment name -> its scales, from ``root`` (default: ``./experiments`` and the packaged ones)."""
+    found: dict[str, list[str]] = {}
+    for r in reversed(_roots(root)):  # reversed: the first root's experiment wins a name clash
+        if r.is_dir():
+            found.update(
+                (p.name, sorted(f.stem for f in p.glob("*.yaml")))
+                for p in r.iterdir()
+                if p.is_dir() and not p.name.startswith("_") and any(p.glob("*.yaml"))
+            )
+    return dict(sorted(found.items()))
+
+
+def load_experiment(name: str, scale: str = "cpu", root: Path | None = None) -> Experiment:
+    """Load ``<root>/<name>/<scale>.yaml`` (or ``name`` itself when it is a YAML file) and validate it."""
+    path = Path(name)
+    if path.suffix not in (".yaml", ".yml"):
+        roots = _roots(root)
+        folder = next((r / name for r in roots if (r / name).is_dir()), None)
+        if folder is None:
+            known = list(list_experiments(root))
+            where = ", ".join(str(r) for r in roots)
+            raise DardError(f"unknown experiment '{name}'; known: {', '.join(known) or 'none'} (in {where})")
+        path = _shown(folder / f"{scale}.yaml")
+        if not path.is_file():
+            scales = sorted(p.stem for p in folder.glob("*.yaml"))
+            raise DardError(f"experiment '{name}' has no scale '{scale}'; available: {', '.join(scales)}")
+    else:
+        name, scale = path.parent.name, path.stem
+    try:
+        spec = ExperimentSpec.model_validate(read_yaml_mapping(path, "experiment file"))
+    except ValidationError as e:
+        raise DardError(f"{path}: {validation_message(e)}") from None
+    base = read_yaml_mapping((path.parent / spec.base).resolve(), "base run config")
+    exp = Experiment(name=name, scale=scale, spec=spec, base=base, source=path)
+    plan_runs(exp, Path("runs"))  # validates every run config before any training
+    return exp
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the working folder when it lies inside it (what reports and errors print), else as is."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path

@@ -1,0 +1,184 @@
+"""An experiment's per-run extras, computed once its runs are trained: the attack comparison
+(``compare_attacks``: a run's checkpoint under several attacks) and the teacher's soft-label gap (``label_gap``,
+distilled runs), each cached in the run folder and recomputed when its spec changes. (``plot_param`` needs no
+computation: the report draws it from the runs' records.)"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from dard.config import RunConfig
+from dard.experiment.plan import PlannedRun
+from dard.experiment.pool import pool_map
+from dard.experiment.reuse import distils, missing_teacher_weights
+from dard.experiment.spec import CompareAttacksSpec, ExperimentSpec, LabelGapSpec
+from dard.methods.base import training_attack_passes
+from dard.run_dir import CompareFile, LabelGapFile, RunDir
+from dard.training.cost import attack_passes
+from dard.training.setup import build_method
+
+
+def _fresh(cached: CompareFile | LabelGapFile | None, spec: BaseModel) -> bool:
+    """Whether a cached result was computed for this ``spec`` (a changed spec recomputes it)."""
+    return cached is not None and cached.spec == spec.model_dump()
+
+
+def _first_test_images(cfg: RunConfig, n: int, device: str, threads: int | None) -> tuple[Any, Any, Any, Any]:
+    """``(data, x, y, device)``: the first ``n`` test images of run config ``cfg`` as float tensors."""
+    from dard.runtime import configure_threads, resolve_device
+    from dard.training.setup import float_tensors, prepare_data
+
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        configure_threads(threads)
+    data = prepare_data(cfg)
+    x, y = float_tensors(data.test.subset(range(min(n, len(data.test)))), dev)
+    return data, x, y, dev
+
+
+def compare_attacks(
+    run_dir: Path, spec: CompareAttacksSpec, *, threads: int | None = None, device: str = "auto"
+) -> CompareFile:
+    """Evaluate a run's checkpoint with ``spec.attacks`` on its first ``spec.n`` test images (cached in
+    ``eval/compare-<checkpoint>.json``; recomputed when the attack set changes)."""
+    from dard.checkpoint import load_checkpoint
+    from dard.evaluation.suite import attack_from_spec, evaluate
+    from dard.runtime import environment
+    from dard.training.setup import load_run_config
+
+    folder = RunDir(run_dir)
+    cached = folder.read_compare(spec.checkpoint)
+    if _fresh(cached, spec):
+        return cached
+    cfg = load_run_config(run_dir)
+    data, x, y, dev = _first_test_images(cfg, spec.n, device, threads)
+    model, meta = load_checkpoint(folder.weights(spec.checkpoint), dev, arch=cfg.model.arch)
+    attacks = {label: attack_from_spec(a, cfg.eps, cfg.seed, cfg.norm) for label, a in spec.attacks.items()}
+    rec = evaluate(
+        model,
+        x,
+        y,
+        attacks,
+        batch_size=cfg.eval.batch_size,
+        device=dev,
+        progress=False,
+        model_info={**meta["model"], "checkpoint": spec.checkpoint},
+        data_info={"name": data.bundle.name, "split": "test", "n": int(x.shape[0])},
+        seed=cfg.seed,
+        environment=environment(dev),
+    )
+    result = CompareFile(spec=spec.model_dump(), record=rec)
+    with folder.lock():
+        folder.write_compare(spec.checkpoint, result)
+    return result
+
+
+def label_gap(
+    run_dir: Path, cfg: RunConfig, spec: LabelGapSpec, *, threads: int | None = None, device: str = "auto"
+) -> LabelGapFile:
+    """The teacher's soft-label gap for a distilled run (:func:`dard.evaluation.soft_labels.teacher_label_gap`):
+    its ``spec.checkpoint`` student attacked with its own training attack and temperature on the first ``spec.n``
+    test images. ``cfg`` is the run's planned config (its teacher entry points at this invocation's teacher).
+    Cached in ``eval/label-gap-<checkpoint>.json``."""
+    from dard.attacks import create_attack
+    from dard.attacks.steps import resolve_step
+    from dard.checkpoint import load_checkpoint
+    from dard.evaluation.soft_labels import teacher_label_gap
+    from dard.training.setup import load_teacher
+
+    folder = RunDir(run_dir)
+    cached = folder.read_label_gap(spec.checkpoint)
+    if _fresh(cached, spec):
+        return cached
+    method = folder.read_info().method
+    params, _ = resolve_step(method["attack"])  # the student's own training attack, as recorded
+    attack = create_attack(**params)
+    data, x, y, dev = _first_test_images(cfg, spec.n, device, threads)
+    student, _ = load_checkpoint(folder.weights(spec.checkpoint), dev, arch=cfg.model.arch)
+    teacher, _ = load_teacher(cfg.teacher, data.bundle, dev)
+    gap = teacher_label_gap(teacher, student, x, y, attack, tau=float(method.get("tau", 1.0)))
+    result = LabelGapFile(spec=spec.model_dump(), attack=attack.config(), gap=gap)
+    with folder.lock():
+        folder.write_label_gap(spec.checkpoint, result)
+    return result
+
+
+@dataclass(frozen=True)
+class _CompareTask:
+    run_dir: Path
+    spec: CompareAttacksSpec
+    threads: int | None
+    device: str
+
+
+@dataclass(frozen=True)
+class _LabelGapTask:
+    run_dir: Path
+    config: RunConfig
+    spec: LabelGapSpec
+    threads: int | None
+    device: str
+
+
+def _compare_task(task: _CompareTask) -> str:
+    compare_attacks(task.run_dir, task.spec, threads=task.threads, device=task.device)
+    return str(task.run_dir)
+
+
+def _label_gap_task(task: _LabelGapTask) -> str:
+    label_gap(task.run_dir, task.config, task.spec, threads=task.threads, device=task.device)
+    return str(task.run_dir)
+
+
+def run_extras(
+    spec: ExperimentSpec,
+    runs_root: Path,
+    runs: Sequence[PlannedRun],
+    *,
+    device: str,
+    jobs: int = 1,
+    threads: int | None = None,
+) -> None:
+    """The experiment's per-run extras for the finished ``runs`` that hold the weights they need; a run imported
+    without them keeps the results it was exported with."""
+    compare = spec.compare_attacks
+    if compare is not None:
+        have = [runs_root / r.name for r in runs if RunDir(runs_root / r.name).weights(compare.checkpoint).exists()]
+        pool_map(_compare_task, [_CompareTask(p, compare, threads, device) for p in have], jobs)
+    gap = spec.label_gap
+    if gap is not None:
+        distilled = [
+            _LabelGapTask(runs_root / r.name, r.config, gap, threads, device)
+            for r in runs
+            if RunDir(runs_root / r.name).weights(gap.checkpoint).exists()
+            and distils(r.config)
+            and missing_teacher_weights(r.config) is None
+        ]
+        pool_map(_label_gap_task, distilled, jobs)
+
+
+def extras_passes(spec: ExperimentSpec, cfg: RunConfig, test_images: int) -> float:
+    """Passes of the run's network that its extras take (the budget's estimate of them): every compared attack
+    (and its scoring forward) and the label gap's training attack on their first test images."""
+    from dard.evaluation.suite import DEFAULT_SUITE
+
+    passes = 0.0
+    if spec.compare_attacks is not None:
+        attacks = [DEFAULT_SUITE.get(a.get("name"), a) | a for a in spec.compare_attacks.attacks.values()]
+        passes += min(spec.compare_attacks.n, test_images) * (1 + sum(attack_passes(a) for a in attacks))
+    if spec.label_gap is not None:
+        passes += min(spec.label_gap.n, test_images) * training_attack_passes(build_method(cfg).config())
+    return passes
+
+
+def extras_cached(spec: ExperimentSpec, folder: RunDir) -> bool:
+    """Whether every extra of the run has a cached result (checked against the spec when it runs, and cheap)."""
+    compare, gap = spec.compare_attacks, spec.label_gap
+    return (compare is None or folder.read_compare(compare.checkpoint) is not None) and (
+        gap is None or folder.read_label_gap(gap.checkpoint) is not None
+    )

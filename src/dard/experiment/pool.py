@@ -1,0 +1,34 @@
+"""Running an experiment's tasks (trainings, extras) a few processes at a time on a CPU."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import TypeVar
+
+from dard.runtime import die_with_parent
+
+T = TypeVar("T")
+
+
+def pool_map(
+    fn: Callable[[T], str], tasks: Sequence[T], jobs: int, on_done: Callable[[str], None] | None = None
+) -> list[str]:
+    """``fn`` over ``tasks`` (``jobs`` spawned processes at a time; ``fn`` and the tasks must pickle), results in
+    task order; ``on_done`` gets each result as its task ends."""
+    if jobs > 1 and len(tasks) > 1:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, context, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
+            futures = [pool.submit(fn, t) for t in tasks]
+            for future in as_completed(futures):
+                if on_done is not None:
+                    on_done(future.result())
+            return [f.result() for f in futures]
+    results = []
+    for t in tasks:
+        results.append(fn(t))
+        if on_done is not None:
+            on_done(results[-1])
+    return results
