@@ -42,9 +42,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dard.methods import register_method
 from dard.methods.base import KL_PGD10_TRAINING, LossOutput, Method, make_attack, teacher_logits
 from dard.methods.losses import KL_REDUCTIONS, kl_divergence, soft_targets
+from dard.registry import register_method
 from dard.validate import check_choice, check_float
 
 

@@ -33,9 +33,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from dard.methods import register_method
 from dard.methods.base import PGD10_TRAINING, LossOutput, Method, make_attack
 from dard.methods.losses import cross_entropy
+from dard.registry import register_method
 
 
 @register_method("sat")
