@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
+import dard.training.distributed as dist
 from dard.run_dir import RunDir
-from dard.training import distributed as dist
 
 
 @dataclass(frozen=True)
