@@ -80,7 +80,7 @@ def train(
             if final_eval and dist_info.is_main:
                 if stop_at is not None and not evaluation_fits(cfg, folder, DataSizes.of(data), device.type, stop_at):
                     raise TrainingStopped(folder.path, cfg.optim.epochs, 0, evaluation_pending=True)
-                final_evaluation(cfg, folder.path, data, device, parts.attacks.final)
+                final_evaluation(cfg, folder.path, data, device, parts.eval_attacks)
     except BaseException:
         dist.teardown(dist_info)  # the checks failed before training: leave the group too (a no-op if left)
         raise
@@ -186,7 +186,7 @@ def _set_up(cfg: RunConfig, folder: RunDir, device: torch.device, dist_info: dis
         teacher=teacher_fn,
         teacher_info=parts.teacher_info,
         method=parts.method,
-        val_attack=parts.attacks.val,
+        val_attack=parts.val_attack,
         loader=loader,
         optimizer=optimizer,
         scheduler=scheduler,

@@ -57,13 +57,12 @@ TEACHER_HINT = (
 
 
 @dataclass
-class Attacks:
-    """The attacks a config names, built (and so checked) before anything else: the method carries its training
-    attack."""
+class Checked:
+    """The loss and the attacks a config names, built (and so checked) before anything else."""
 
-    method: Method
-    val: Attack  # validation's (seeded: the same attack at every validation)
-    final: EvalAttacks  # the final evaluation's
+    method: Method  # with its training attack
+    val_attack: Attack  # validation's (seeded: the same attack at every validation)
+    eval_attacks: EvalAttacks  # the final evaluation's
 
 
 @dataclass
@@ -75,16 +74,14 @@ class RunParts:
     student: nn.Module  # on the device, freshly initialised from the run's seed
     teacher: nn.Module | None  # frozen, in eval mode; None when the method takes none
     teacher_info: dict[str, Any] | None  # the teacher's provenance (run.json)
-    attacks: Attacks
-
-    @property
-    def method(self) -> Method:
-        return self.attacks.method
+    method: Method
+    val_attack: Attack
+    eval_attacks: EvalAttacks
 
 
 def check_config(
     cfg: RunConfig, world_size: int = 1, make_method: Callable[[RunConfig], Method] = build_method
-) -> Attacks:
+) -> Checked:
     """Build every object the config names (no data, no files, no models): the method (with ``make_method``) and
     every attack."""
     at_key("model.arch", lambda: model_factory(cfg.model.arch))
@@ -96,14 +93,14 @@ def check_config(
         raise DardError(
             f"method '{cfg.method.name}' takes no teacher, but one is given ({given}); drop --teacher / teacher.*"
         )
-    val = at_key("val.attack", lambda: attack_from_spec(cfg.val.attack, cfg.eps, cfg.seed, cfg.norm))
-    final = eval_attacks(cfg)
+    val_attack = at_key("val.attack", lambda: attack_from_spec(cfg.val.attack, cfg.eps, cfg.seed, cfg.norm))
+    final = eval_attacks(cfg)  # after val.attack: the order the checks have always reported in
     if cfg.optim.batch_size % world_size:
         raise DardError(
             f"optim.batch_size {cfg.optim.batch_size} (the global batch) must be divisible by the "
             f"{world_size} processes"
         )
-    return Attacks(method=method, val=val, final=final)
+    return Checked(method=method, val_attack=val_attack, eval_attacks=final)
 
 
 def check_folder(cfg: RunConfig, folder: RunDir, resume: bool) -> ResumeChanges:
@@ -139,7 +136,7 @@ def _rng_untouched(device: torch.device) -> Iterator[None]:
         yield
 
 
-def build_models(cfg: RunConfig, attacks: Attacks, device: torch.device, resume_from: RunDir | None = None) -> RunParts:
+def build_models(cfg: RunConfig, checked: Checked, device: torch.device, resume_from: RunDir | None = None) -> RunParts:
     """Load the data, seed the run's RNG, build the student and the teacher; both must take the data's images and
     give one logit per class, and the snapshot of ``resume_from`` (if any) must fit the student and its optimizer
     exactly."""
@@ -155,9 +152,18 @@ def build_models(cfg: RunConfig, attacks: Attacks, device: torch.device, resume_
             check_state(read_state(resume_from), student, *build_optimizer(cfg, student, 1))
         check_input(student, probe, data.bundle.num_classes, f"model '{cfg.model.arch}'")
     teacher, teacher_info = None, None
-    if attacks.method.needs_teacher:  # load_teacher checks its classes, channels, image size and finite weights
+    if checked.method.needs_teacher:  # load_teacher checks its classes, channels, image size and finite weights
         teacher, teacher_info = load_teacher(cfg.teacher, data.bundle, device)
-    return RunParts(data=data, spec=spec, student=student, teacher=teacher, teacher_info=teacher_info, attacks=attacks)
+    return RunParts(
+        data=data,
+        spec=spec,
+        student=student,
+        teacher=teacher,
+        teacher_info=teacher_info,
+        method=checked.method,
+        val_attack=checked.val_attack,
+        eval_attacks=checked.eval_attacks,
+    )
 
 
 def _agreed(step: Callable[[], T], dist_info: dist.DistInfo, device: torch.device) -> T | None:
@@ -186,8 +192,8 @@ def open_run(
     from the config (the loop passes its own, the one a caller may wrap)."""
     lock = folder.lock() if dist_info.is_main else None
 
-    def first() -> Attacks:
-        attacks = check_config(cfg, dist_info.world_size, make_method)
+    def first() -> Checked:
+        checked = check_config(cfg, dist_info.world_size, make_method)
         if resume:
             folder.require_run()
             folder.check_files()  # links, FIFOs or devices where the run's files belong: refused before the lock
@@ -195,14 +201,14 @@ def open_run(
             check_writable(folder.path, folder=True, what="run folder")
         if lock is not None:
             lock.acquire(create=not resume)
-        return attacks
+        return checked
 
     try:
-        attacks = _agreed(first, dist_info, device)
-        assert attacks is not None  # _agreed raised on every rank otherwise
+        checked = _agreed(first, dist_info, device)
+        assert checked is not None  # _agreed raised on every rank otherwise
         changes = _agreed(lambda: check_folder(cfg, folder, resume), dist_info, device)
         resume_from = folder if resume else None
-        parts = _agreed(lambda: build_models(cfg, attacks, device, resume_from), dist_info, device)
+        parts = _agreed(lambda: build_models(cfg, checked, device, resume_from), dist_info, device)
         assert parts is not None
         if lock is not None and changes is not None and changes.changed:
             record_resume_changes(folder, cfg, changes)
