@@ -1,4 +1,11 @@
-"""Name -> object registries, so configs and the CLI can name models, attacks, datasets and methods."""
+"""Name -> object registries, so configs and the CLI can name models, attacks, datasets and methods.
+
+The four registries live here, in a leaf module (it imports nothing of dard's but its errors), and are filled one
+way: the module defining a model, method, attack or dataset decorates it with ``@register_model("name")`` (or
+``register_method``, ``register_attack``, ``register_dataset``). Each package's ``__init__`` imports its modules,
+so importing the package (or any of its modules: Python imports the package first) fills its registry; no module
+imports its own package's ``__init__``. timm keeps its model registry the same way.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,18 @@ from dard.errors import DardError, shown
 
 T = TypeVar("T")
 
-__all__ = ["Registry", "param_names"]
+__all__ = [
+    "ATTACKS",
+    "DATASETS",
+    "METHODS",
+    "MODELS",
+    "Registry",
+    "param_names",
+    "register_attack",
+    "register_dataset",
+    "register_method",
+    "register_model",
+]
 
 _NAMED = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
@@ -82,3 +100,19 @@ class Registry(Generic[T]):
 
 def _quoted(names: list[str]) -> str:
     return ", ".join(f"'{n}'" for n in names)
+
+
+# Typed loosely: naming the classes here would import the packages that register into these, which import this.
+#: model factories (``(num_classes=..., in_channels=..., **kwargs) -> nn.Module``), :mod:`dard.models`
+MODELS: Registry[Callable[..., Any]] = Registry("model")
+#: :class:`dard.methods.Method` subclasses, :mod:`dard.methods`
+METHODS: Registry[type[Any]] = Registry("method")
+#: :class:`dard.attacks.Attack` subclasses, :mod:`dard.attacks`
+ATTACKS: Registry[type[Any]] = Registry("attack")
+#: dataset factories (``(data_dir, download) -> DatasetBundle``), :mod:`dard.data`
+DATASETS: Registry[Callable[..., Any]] = Registry("dataset")
+
+register_model = MODELS.register
+register_method = METHODS.register
+register_attack = ATTACKS.register
+register_dataset = DATASETS.register

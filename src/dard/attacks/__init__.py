@@ -14,13 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from dard.attacks.autoattack import AutoAttackWrapper
-from dard.attacks.autoattack_parts import APGDCE, APGDDLR, APGDT, FABT, PARTS, Square
+from dard.attacks.autoattack_parts import APGDCE, APGDDLR, APGDT, FABT, Square
 from dard.attacks.base import Attack, perturbation_norms, preset
 from dard.attacks.dpgd import DPGD, dice_loss, dpgd_lambda, dpgd_loss
 from dard.attacks.kl import KLPGD, TradesPGD, kl_sum
 from dard.attacks.pgd import BIM, CW, FGSM, PGD, ce_loss, margin_loss, pgd_ascent, project
 from dard.attacks.targeted import TargetedPGD
-from dard.registry import Registry
+from dard.registry import ATTACKS, register_attack
 
 __all__ = [
     "APGDCE",
@@ -53,15 +53,6 @@ __all__ = [
     "project",
     "register_attack",
 ]
-
-ATTACKS: Registry[type[Attack]] = Registry("attack")
-register_attack = ATTACKS.register
-
-# Registered here rather than by decorators in the modules, so the modules never import this package
-# (no import cycle); new attacks may use ``@register_attack("name")`` as usual.
-for _cls in (FGSM, PGD, BIM, TargetedPGD, CW, DPGD, KLPGD, TradesPGD, AutoAttackWrapper, *PARTS):
-    register_attack(_cls.name)(_cls)
-del _cls
 
 
 def create_attack(name: str, **params: Any) -> Attack:

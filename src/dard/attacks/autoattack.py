@@ -41,6 +41,7 @@ from torch import nn
 from dard.attacks.base import NO_TARGET, Attack
 from dard.errors import DardError
 from dard.models import check_logits
+from dard.registry import register_attack
 from dard.validate import check_choice, check_int
 
 __all__ = ["STAGES", "AutoAttackWrapper"]
@@ -140,6 +141,7 @@ def _capture_robust_by_attack() -> Iterator[dict[str, Any]]:
             sys.settrace(previous_trace)
 
 
+@register_attack("autoattack")
 class AutoAttackWrapper(Attack):
     """The official AutoAttack as an :class:`Attack`.
 

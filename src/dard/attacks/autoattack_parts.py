@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 from dard.attacks.autoattack import AutoAttackWrapper
 from dard.attacks.base import setting
+from dard.registry import register_attack
 from dard.validate import check_float, check_int
 
 __all__ = ["APGDCE", "APGDDLR", "APGDT", "FABT", "PARTS", "Square"]
@@ -87,6 +88,7 @@ class _APGD(_Part):
         )
 
 
+@register_attack("apgd-ce")
 class APGDCE(_APGD):
     """APGD on the cross-entropy loss (AutoAttack's first stage).
 
@@ -98,6 +100,7 @@ class APGDCE(_APGD):
     stage = "apgd-ce"
 
 
+@register_attack("apgd-dlr")
 class APGDDLR(_APGD):
     """APGD on the DLR loss (untargeted; a stage of AutoAttack's ``plus`` and ``rand`` versions).
 
@@ -108,6 +111,7 @@ class APGDDLR(_APGD):
     stage = "apgd-dlr"
 
 
+@register_attack("apgd-t")
 class APGDT(_APGD):
     """Targeted APGD on the DLR loss, one run per target class (the ``target_classes`` highest-scoring wrong ones).
 
@@ -146,6 +150,7 @@ class APGDT(_APGD):
         adversary.apgd_targeted = self._build(APGDAttack_targeted, adversary, n_target_classes=self.target_classes)
 
 
+@register_attack("fab-t")
 class FABT(_Part):
     """Targeted FAB: the minimal-distortion boundary attack towards each of ``target_classes`` classes.
 
@@ -181,6 +186,7 @@ class FABT(_Part):
         adversary.fab.n_target_classes = self.target_classes
 
 
+@register_attack("square")
 class Square(_Part):
     """Square Attack: score-based random search (no gradients), so it also sees through gradient masking.
 
@@ -219,5 +225,5 @@ class Square(_Part):
         adversary.square.n_restarts = self.restarts
 
 
-#: every part, registered under its ``name`` by :mod:`dard.attacks`
+#: every part (each registered under its ``name``)
 PARTS: tuple[type[_Part], ...] = (APGDCE, APGDDLR, APGDT, FABT, Square)

@@ -21,7 +21,8 @@ An :class:`Attack` is a configured, reusable callable ``attack(model, x, target)
 
 Subclasses set ``name`` (and ``norm`` if not Linf, ``target_kind`` if not labels), add their keyword-only
 parameters to ``__init__`` (validated there with :mod:`dard.validate`) and implement :meth:`Attack.perturb`.
-:func:`preset` registers a variant of an attack with some parameters fixed (``cw`` is PGD on the margin loss).
+:func:`preset` makes a variant of an attack with some parameters fixed (``cw`` is PGD on the margin loss); every
+attack class, preset or not, registers with ``@register_attack("name")`` (:mod:`dard.registry`).
 """
 
 from __future__ import annotations
@@ -302,7 +303,8 @@ def setting(cls: type[Attack], params: Mapping[str, Any], key: str) -> int:
 def preset(
     base: type[A], name: str, doc: str, *, fixed: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
 ) -> type[A]:
-    """A subclass of ``base`` registered under its own ``name``, with ``fixed`` parameters and other ``defaults``.
+    """A subclass of ``base`` named ``name`` (register it with ``register_attack``), with ``fixed`` parameters and
+    other ``defaults``.
 
     Fixed parameters leave the subclass's signature: it neither accepts them nor records them in :meth:`config`,
     so the preset reads like an attack of its own (``cw`` = PGD with ``loss="margin"``, ``norm="linf"``).

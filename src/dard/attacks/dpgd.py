@@ -23,6 +23,7 @@ from torch import nn
 
 from dard.attacks.base import IterativeAttack, check_norm
 from dard.attacks.pgd import pgd_ascent
+from dard.registry import register_attack
 from dard.validate import check_choice, check_float
 
 __all__ = ["DPGD", "dice_loss", "dpgd_lambda", "dpgd_loss", "masked_dice_loss"]
@@ -111,6 +112,7 @@ def dpgd_loss(
     return (1.0 - lam) * dice_c + lam * dice_w
 
 
+@register_attack("dpgd")
 class DPGD(IterativeAttack):
     """Dice PGD: ``steps`` signed ascent steps on :func:`dpgd_loss` (L2: normalised-gradient steps), from the clean
     image by default."""

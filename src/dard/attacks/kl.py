@@ -24,6 +24,7 @@ from dard.attacks.base import Attack, check_norm, setting
 from dard.attacks.pgd import pgd_ascent
 from dard.models import check_logits
 from dard.module_utils import eval_mode, local_module
+from dard.registry import register_attack
 from dard.validate import check_choice, check_float, check_int
 
 __all__ = ["KLPGD", "TradesPGD", "kl_sum", "loss_precision"]
@@ -48,6 +49,7 @@ def kl_sum(target_probs: torch.Tensor, logits: torch.Tensor, tau: float = 1.0) -
     return F.kl_div(log_q, loss_precision(target_probs), reduction="sum")
 
 
+@register_attack("kl_pgd")
 class KLPGD(Attack):
     """Projected gradient ascent on ``KL(target || softmax(model(x')))``; ``target``: probabilities or a network."""
 
@@ -105,6 +107,7 @@ class KLPGD(Attack):
         )
 
 
+@register_attack("trades_pgd")
 class TradesPGD(KLPGD):
     """torchattacks' ``TPGD``: TRADES' KL maximisation as an untargeted evaluation attack.
 

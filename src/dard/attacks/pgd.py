@@ -23,6 +23,7 @@ from torch import nn
 from dard.attacks.base import IterativeAttack, check_norm, preset
 from dard.errors import DardError
 from dard.models import check_logits
+from dard.registry import register_attack
 from dard.validate import check_choice, check_float, check_int
 
 __all__ = ["BIM", "CW", "FGSM", "PGD", "ce_loss", "margin_loss", "pgd_ascent", "project"]
@@ -203,6 +204,7 @@ def restarted_pgd(
     return best
 
 
+@register_attack("pgd")
 class PGD(IterativeAttack):
     """Untargeted PGD (Madry et al. 2018): ``steps`` projected ascent steps on CE or the CW margin.
 
@@ -245,23 +247,28 @@ class PGD(IterativeAttack):
         )
 
 
-CW = preset(
-    PGD,
-    "cw",
-    "CW-inf: Linf PGD maximising the logit margin; restarts keep the worst case per point.",
-    fixed={"loss": "margin", "norm": "linf"},
+CW = register_attack("cw")(
+    preset(
+        PGD,
+        "cw",
+        "CW-inf: Linf PGD maximising the logit margin; restarts keep the worst case per point.",
+        fixed={"loss": "margin", "norm": "linf"},
+    )
 )
 
-BIM = preset(
-    PGD,
-    "bim",
-    "BIM / I-FGSM (Kurakin et al. 2017): ``steps`` signed CE-ascent steps of ``step_size`` from ``x`` (no random "
-    "start), projected to the eps-ball (L2: normalised-gradient steps).",
-    fixed={"random_start": False, "restarts": 1, "loss": "ce"},
-    defaults={"steps": 10},
+BIM = register_attack("bim")(
+    preset(
+        PGD,
+        "bim",
+        "BIM / I-FGSM (Kurakin et al. 2017): ``steps`` signed CE-ascent steps of ``step_size`` from ``x`` (no random "
+        "start), projected to the eps-ball (L2: normalised-gradient steps).",
+        fixed={"random_start": False, "restarts": 1, "loss": "ce"},
+        defaults={"steps": 10},
+    )
 )
 
 
+@register_attack("fgsm")
 class FGSM(PGD):
     """FGSM (Goodfellow et al. 2015): ``x_adv = clip01(x + eps * sign(grad_x CE(f(x), y)))``, one PGD step of eps
     (under L2 the fast gradient method: one step of eps along the normalised gradient)."""

@@ -15,11 +15,22 @@ from collections.abc import Mapping
 from typing import Any
 
 from dard.errors import DardError
+from dard.registry import ATTACKS
 
-__all__ = ["DEFAULT_STEP_RATIO", "resolve_step"]
+__all__ = ["DEFAULT_STEP_RATIO", "merge_step", "resolve_step"]
 
 #: step = 0.25 * eps unless a spec says otherwise (2/255 at 8/255, as Madry et al. and the suite use it)
 DEFAULT_STEP_RATIO = 0.25
+
+
+def merge_step(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` (a default spec: a method's training attack, a suite entry) with ``override``'s keys on top; an
+    absolute ``step_size`` in ``override`` (and no ``step_ratio``) replaces ``base``'s ratio, so the step given
+    wins over the default's fraction of eps."""
+    merged = {**base, **override}
+    if "step_size" in override and "step_ratio" not in override:
+        merged.pop("step_ratio", None)
+    return merged
 
 
 def resolve_step(spec: Mapping[str, Any]) -> tuple[dict[str, Any], float | None]:
@@ -30,8 +41,6 @@ def resolve_step(spec: Mapping[str, Any]) -> tuple[dict[str, Any], float | None]
     attack's default). A spec giving both must agree (as a recorded config does); a ``step_ratio`` for an attack
     without a step size (``fgsm``, ``autoattack``) is an error. Errors are one-line :class:`DardError`\\ s.
     """
-    from dard.attacks import ATTACKS  # the package imports this module's siblings; no cycle at call time
-
     params = dict(spec)
     ratio = params.pop("step_ratio", None)
     name = params.get("name")

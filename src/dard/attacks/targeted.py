@@ -21,6 +21,7 @@ from dard.attacks.base import IterativeAttack, check_norm
 from dard.attacks.pgd import ce_loss, pgd_ascent
 from dard.errors import DardError
 from dard.models import check_logits
+from dard.registry import register_attack
 from dard.validate import check_choice, check_int
 
 __all__ = ["TargetedPGD"]
@@ -28,6 +29,7 @@ __all__ = ["TargetedPGD"]
 _CHOICES = ("least_likely", "random", "given")
 
 
+@register_attack("tpgd")
 class TargetedPGD(IterativeAttack):
     """PGD (Linf or L2) minimising ``CE(f(x_adv), target)``; ``last_targets`` holds the targets of the last call."""
 

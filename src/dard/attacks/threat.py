@@ -12,7 +12,7 @@ from typing import Any
 
 from dard.attacks.base import attack_norms, check_norm
 from dard.errors import DardError, shown
-from dard.registry import param_names
+from dard.registry import ATTACKS, param_names
 
 __all__ = ["NORM_NAMES", "apply_norm"]
 
@@ -23,8 +23,6 @@ NORM_NAMES = {"linf": "Linf", "l2": "L2"}
 def apply_norm(spec: Mapping[str, Any], norm: str) -> dict[str, Any]:
     """``spec`` (``{"name": ..., **params}``) with the threat model's ``norm``; a one-line DardError for an attack
     that cannot run in it or a spec that names another norm."""
-    from dard.attacks import ATTACKS  # the package imports this module's siblings; no cycle at call time
-
     norm = check_norm(norm, owner="threat model")
     name = spec.get("name")
     cls = ATTACKS.get(name)

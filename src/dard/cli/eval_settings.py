@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dard.checkpoint import checkpoint_meta
 from dard.cli.eval_request import EvalRequest
-from dard.config import RunConfig, parse_config
+from dard.config import RunConfig
 from dard.errors import DardError
 from dard.evaluation.suite import parse_eps
 from dard.run_dir import CHECKPOINTS, RunDir
@@ -70,10 +70,7 @@ def eval_settings(request: EvalRequest) -> EvalSettings:
 
 
 def _run_config(folder: Path) -> RunConfig:
-    try:
-        return parse_config(RunDir(folder).read_config())
-    except DardError as e:
-        raise DardError(f"{RunDir(folder).config}: {e}") from None
+    return RunDir(folder).read_run_config()
 
 
 def _check_normalization(flag: str | None, spec: dict) -> None:

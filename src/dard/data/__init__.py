@@ -7,25 +7,18 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
+# each module registers its datasets on import (dard.registry)
+from dard.data import cifar, digits, image_folder  # noqa: F401
 from dard.data.base import DatasetBundle, ImageSet, channel_stats
+from dard.data.download import DEFAULT_DATA_DIR_ENV, default_data_dir
+from dard.data.loader import DeviceLoader, augment_batch, split_train_val
 from dard.errors import DardError
-from dard.registry import Registry
+from dard.registry import DATASETS, register_dataset
 
 DatasetFactory = Callable[[Path | None, bool], DatasetBundle]
-
-DATASETS: Registry[DatasetFactory] = Registry("dataset")
-register_dataset = DATASETS.register
-
-DEFAULT_DATA_DIR_ENV = "DARD_DATA_DIR"
-
-
-def default_data_dir() -> Path:
-    """The data folder used when none is given: ``$DARD_DATA_DIR`` if set, else ``./data``."""
-    return Path(os.environ.get(DEFAULT_DATA_DIR_ENV) or "data")
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False) -> DatasetBundle:
@@ -43,12 +36,9 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
-# Imported for their registrations (they use ``register_dataset`` defined above).
-from dard.data import cifar, digits, image_folder  # noqa: E402,F401
-from dard.data.loader import DeviceLoader, augment_batch, split_train_val  # noqa: E402
-
 __all__ = [
     "DATASETS",
+    "DEFAULT_DATA_DIR_ENV",
     "DatasetBundle",
     "DardError",
     "DeviceLoader",

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from dard.data import default_data_dir, register_dataset
 from dard.data.base import DatasetBundle, DataSource, ImageSet
-from dard.data.download import download_archive, extract_folder
+from dard.data.download import default_data_dir, download_archive, extract_folder
 from dard.errors import DardError, one_line
+from dard.registry import register_dataset
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"

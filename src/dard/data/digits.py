@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dard.data import register_dataset
 from dard.data.base import DatasetBundle, ImageSet, channel_stats
 from dard.data.loader import split_train_val
+from dard.registry import register_dataset
 
 # The train/test split is fixed once and for all (independent of any run's seed).
 SPLIT_SEED = 20240101

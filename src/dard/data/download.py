@@ -19,6 +19,15 @@ from pathlib import Path, PurePosixPath
 
 from dard.errors import DardError, one_line
 
+#: the environment variable naming the data folder used when none is given
+DEFAULT_DATA_DIR_ENV = "DARD_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    """The data folder used when none is given: ``$DARD_DATA_DIR`` if set, else ``./data``."""
+    return Path(os.environ.get(DEFAULT_DATA_DIR_ENV) or "data")
+
+
 DOWNLOAD_TIMEOUT_S = 60.0  # per socket operation, not for the whole file (CIFAR-100 is 161 MB)
 _CHUNK = 1 << 20  # bytes read per iteration: one progress update per MiB
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dard.data import register_dataset
 from dard.data.base import DatasetBundle, DataSource, ImageSet, channel_stats
 from dard.errors import DardError
+from dard.registry import register_dataset
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from dard.attacks import ATTACKS, Attack, create_attack, perturbation_norms
 from dard.attacks.base import attack_norms
-from dard.attacks.steps import resolve_step
+from dard.attacks.steps import merge_step, resolve_step
 from dard.attacks.threat import apply_norm
 from dard.errors import SHOWN_CHARS, DardError, one_line, shown
 from dard.evaluation.outcomes import encode_outcomes
@@ -84,11 +84,7 @@ def build_suite(
     for label in map(canonical_label, names):
         if label not in DEFAULT_SUITE and label not in ATTACKS:
             raise DardError(f"unknown attack {shown(label)}; {attack_names()}")
-        spec = dict(DEFAULT_SUITE.get(label, {"name": label}))
-        override = (overrides or {}).get(label, {})
-        if "step_size" in override and "step_ratio" not in override:
-            spec.pop("step_ratio", None)  # an absolute step replaces the suite's ratio
-        spec.update(override)
+        spec = merge_step(DEFAULT_SUITE.get(label, {"name": label}), (overrides or {}).get(label, {}))
         try:
             attacks[label] = attack_from_spec(spec, eps, seed, None if label in SANITY else norm)
         except DardError as e:

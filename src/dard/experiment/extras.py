@@ -49,13 +49,12 @@ def compare_attacks(
     from dard.checkpoint import load_checkpoint
     from dard.evaluation.suite import attack_from_spec, evaluate
     from dard.runtime import environment
-    from dard.training.setup import load_run_config
 
     folder = RunDir(run_dir)
     cached = folder.read_compare(spec.checkpoint)
     if _fresh(cached, spec):
         return cached
-    cfg = load_run_config(run_dir)
+    cfg = folder.read_run_config()
     data, x, y, dev = _first_test_images(cfg, spec.n, device, threads)
     model, meta = load_checkpoint(folder.weights(spec.checkpoint), dev, arch=cfg.model.arch)
     attacks = {label: attack_from_spec(a, cfg.eps, cfg.seed, cfg.norm) for label, a in spec.attacks.items()}

@@ -8,7 +8,6 @@ from pathlib import Path
 from dard.config import RunConfig
 from dard.config.identity import config_diff, config_identity
 from dard.errors import DardError
-from dard.experiment.spec import parse_run_config
 from dard.methods import METHODS
 from dard.run_dir import RunDir
 
@@ -25,7 +24,7 @@ def check_reusable(run_dir: Path, cfg: RunConfig) -> None:
         return
     want = config_identity(cfg.model_dump(mode="json"))
     # Parsed again, so options added to dard since the run was made count at their defaults.
-    have = config_identity(parse_run_config(folder.read_config(), str(folder.config)).model_dump(mode="json"))
+    have = config_identity(folder.read_run_config().model_dump(mode="json"))
     diff = config_diff(have, want)
     if diff:
         raise DardError(

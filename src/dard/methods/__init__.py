@@ -9,14 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from dard.errors import DardError
-from dard.registry import Registry
 
-METHODS: Registry[type] = Registry("method")
-register_method = METHODS.register
-
-from dard.methods import adaad, ard, dard, natural, pgdard, rslad, sat, trades  # noqa: E402,F401
-from dard.methods.base import LossOutput, Method  # noqa: E402
-from dard.methods.losses import kl_batchmean, soft_targets  # noqa: E402
+# each module registers its method on import (dard.registry)
+from dard.methods import adaad, ard, dard, natural, pgdard, rslad, sat, trades  # noqa: F401
+from dard.methods.base import LossOutput, Method
+from dard.methods.losses import kl_batchmean, soft_targets
+from dard.registry import METHODS, register_method
 
 
 def method_params(name: str) -> list[str]:

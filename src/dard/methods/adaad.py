@@ -43,7 +43,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dard.methods import register_method
 from dard.methods.base import (
     KL_PGD10_TRAINING,
     LossOutput,
@@ -54,6 +53,7 @@ from dard.methods.base import (
     training_attack_passes,
 )
 from dard.methods.losses import KL_REDUCTIONS, kl_divergence, soft_targets
+from dard.registry import register_method
 from dard.validate import check_choice, check_float
 
 

@@ -38,7 +38,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dard.methods import register_method
 from dard.methods.base import (
     PGD10_TRAINING,
     LossOutput,
@@ -49,6 +48,7 @@ from dard.methods.base import (
     training_attack_passes,
 )
 from dard.methods.losses import KL_REDUCTIONS, cross_entropy, kl_divergence, soft_targets
+from dard.registry import register_method
 from dard.validate import check_choice, check_float
 
 

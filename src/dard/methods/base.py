@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from dard.attacks import ATTACKS, Attack
-from dard.attacks.steps import resolve_step
+from dard.attacks.steps import merge_step, resolve_step
 from dard.errors import DardError, shown
 from dard.models import check_logits
 from dard.validate import check_choice
@@ -92,10 +92,7 @@ def resolve_attack_spec(method_name: str, spec: Any, default: Mapping[str, Any])
     if not isinstance(name, str):
         raise DardError(f"method '{method_name}': attack name must be a string, got {shown(name)}")
     if name == default["name"]:
-        merged = {**default, **spec}
-        if "step_size" in spec and "step_ratio" not in spec:
-            merged.pop("step_ratio", None)  # the user's absolute step replaces the default ratio
-        return merged
+        return merge_step(default, spec)
     _check_kind(method_name, name, _target_kind(method_name, name), default)
     return {"name": name, **{k: v for k, v in spec.items() if k != "name"}}
 

@@ -42,9 +42,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dard.methods import register_method
 from dard.methods.base import LossOutput, Method, StepPasses, make_attack, teacher_logits, training_attack_passes
 from dard.methods.losses import cross_entropy, kl_batchmean, soft_targets
+from dard.registry import register_method
 from dard.validate import check_bool, check_choice, check_float
 
 #: DPGD-10: Linf eps 8/255, step eps/4 (2/255; the step follows eps), from the clean image.

@@ -12,10 +12,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from dard.methods import register_method
 from dard.methods.base import LossOutput, Method, StepPasses
 from dard.methods.losses import cross_entropy
 from dard.models import check_logits
+from dard.registry import register_method
 
 
 @register_method("natural")

@@ -8,9 +8,9 @@ the student in eval mode and clamps its uniform random start to [0, 1].
 
 from __future__ import annotations
 
-from dard.methods import register_method
 from dard.methods.base import PGD10_TRAINING
 from dard.methods.dard import DARD
+from dard.registry import register_method
 
 
 @register_method("pgdard")

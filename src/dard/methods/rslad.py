@@ -38,7 +38,6 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from dard.methods import register_method
 from dard.methods.base import (
     KL_PGD10_TRAINING,
     LossOutput,
@@ -49,6 +48,7 @@ from dard.methods.base import (
     training_attack_passes,
 )
 from dard.methods.losses import kl_batchmean, soft_targets
+from dard.registry import register_method
 from dard.validate import check_float
 
 #: The official scripts' scale: the per-sample KL divided by 10 on CIFAR-10 and on CIFAR-100 (module docstring).

@@ -34,9 +34,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from dard.methods import register_method
 from dard.methods.base import PGD10_TRAINING, LossOutput, Method, StepPasses, make_attack, training_attack_passes
 from dard.methods.losses import cross_entropy
+from dard.registry import register_method
 
 
 @register_method("sat")

@@ -35,11 +35,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dard.methods import register_method
 from dard.methods.base import KL_PGD10_TRAINING, LossOutput, Method, StepPasses, make_attack, training_attack_passes
 from dard.methods.losses import cross_entropy, kl_batchmean
 from dard.models import check_logits
 from dard.module_utils import eval_mode
+from dard.registry import register_method
 from dard.validate import check_float
 
 

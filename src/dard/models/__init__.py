@@ -15,17 +15,14 @@ from typing import Any
 from torch import nn
 
 from dard.errors import DardError
+
+# each module registers its architectures on import (dard.registry)
+from dard.models import cifar_resnet, mobilenetv2, resnet, small_cnn, wide_resnet  # noqa: F401
 from dard.models.base import ImageClassifier, PlainClassifier, check_logits
 from dard.models.factory import build_from_factory, is_import_spec, library_prefix, model_factory
-from dard.registry import Registry
+from dard.registry import MODELS, register_model
 
 ModelFactory = Callable[..., nn.Module]
-
-MODELS: Registry[ModelFactory] = Registry("model")
-register_model = MODELS.register
-
-# Imported after MODELS exists: each module registers its architectures on import.
-from dard.models import cifar_resnet, mobilenetv2, resnet, small_cnn, wide_resnet  # noqa: E402, F401
 
 __all__ = [
     "MODELS",

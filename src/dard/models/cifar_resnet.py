@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dard.errors import DardError
-from dard.models import register_model
 from dard.models.base import ImageClassifier, init_weights
 from dard.models.resnet import BasicBlock, make_stage
+from dard.registry import register_model
 
 
 class CifarResNet(ImageClassifier):

@@ -21,6 +21,7 @@ from typing import Any
 from torch import nn
 
 from dard.errors import DardError, one_line
+from dard.registry import MODELS
 
 __all__ = ["LIBRARY_PREFIXES", "build_from_factory", "is_import_spec", "library_prefix", "model_factory"]
 
@@ -62,8 +63,6 @@ def model_factory(name: str) -> Callable[..., nn.Module]:
 
         return robustbench_factory(name[len(prefix) :])
     if not is_import_spec(name):
-        from dard.models import MODELS
-
         return MODELS.get(name)
     module_name, _, attr = name.partition(":")
     if not module_name or not attr or ":" in attr:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dard.models import register_model
 from dard.models.base import ImageClassifier, init_weights
+from dard.registry import register_model
 
 # (expansion, out_planes, num_blocks, stride of the first block)
 CIFAR_CONFIG: list[tuple[int, int, int, int]] = [

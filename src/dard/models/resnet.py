@@ -12,8 +12,8 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dard.models import register_model
 from dard.models.base import ImageClassifier, init_weights
+from dard.registry import register_model
 
 
 class BasicBlock(nn.Module):

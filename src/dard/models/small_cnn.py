@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dard.models import register_model
 from dard.models.base import ImageClassifier, init_weights
+from dard.registry import register_model
 
 
 class SmallCNN(ImageClassifier):

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dard.errors import DardError
-from dard.models import register_model
 from dard.models.base import ImageClassifier, init_weights
+from dard.registry import register_model
 
 
 class WideBlock(nn.Module):

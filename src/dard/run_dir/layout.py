@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dard.config import RunConfig, parse_config
 from dard.errors import DardError
 from dard.io import check_target, read_yaml_mapping, write_bytes, write_json, write_text
 from dard.run_dir.files import read_json_file, read_jsonl_file
@@ -193,9 +194,19 @@ class RunDir:
     # ------------------------------------------------------------------------------------------- reading
 
     def read_config(self) -> dict[str, Any]:
-        """The recorded run config as a mapping (parse it with :func:`dard.config.parse_config`)."""
+        """The recorded run config as a plain mapping, as written (:meth:`read_run_config` validates it)."""
         self.require_run()
         return read_yaml_mapping(self.config, "run config")
+
+    def read_run_config(self) -> RunConfig:
+        """The recorded run config, validated: the one way to read a run's config. Parsed again each time, so options
+        added to dard since the run was made count at their defaults. A config that does not validate is a DardError
+        naming ``config.yaml`` (a missing or unreadable one names it already)."""
+        data = self.read_config()
+        try:
+            return parse_config(data)
+        except DardError as e:
+            raise DardError(f"{self.config}: {e}") from None
 
     def read_info(self) -> RunInfo:
         return read_json_file(self.run_info, RunInfo, "run record")

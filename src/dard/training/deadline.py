@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dard.training import distributed as dist
+import dard.training.distributed as dist
 
 
 class TrainingStopped(Exception):

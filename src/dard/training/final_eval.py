@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from dard.attacks import Attack
 from dard.checkpoint import load_checkpoint, weights_digest
 from dard.config import RunConfig
 from dard.data.fingerprint import data_provenance
@@ -16,19 +18,50 @@ from dard.evaluation.record import test_data_info
 from dard.evaluation.suite import AUTOATTACK_SUBSET_SUITE, EvalRecord, build_suite, evaluate
 from dard.run_dir import EpsSweep, EvalFile, RunDir
 from dard.runtime import environment
-from dard.training.setup import Data, float_tensors
+from dard.training.setup import Data, at_key, float_tensors
 
 SWEEP_ATTACK = "pgd20"
 
 
-def final_evaluation(cfg: RunConfig, run_dir: Path, data: Data, device: torch.device) -> None:
+@dataclass
+class EvalAttacks:
+    """The final evaluation's attacks, built once (when the run's config is checked) and reused for each checkpoint:
+    they are seeded, so every call is the same attack."""
+
+    suite: dict[str, Attack]  # eval.attacks, by label
+    autoattack_subset: dict[str, Attack] | None  # for eval.autoattack_subset; None when not configured
+    eps_sweep: list[tuple[float, Attack]]  # PGD-20 at each eps of eval.eps_sweep
+
+
+def eval_attacks(cfg: RunConfig) -> EvalAttacks:
+    """Build the final evaluation's attacks; a bad one is a one-line DardError prefixed with its config key."""
+    suite = at_key("eval.attacks", lambda: build_suite(cfg.eval.attacks, cfg.eps, seed=cfg.seed, norm=cfg.norm))
+    subset = None
+    if cfg.eval.autoattack_subset:
+        subset = at_key(
+            "eval.autoattack_subset",
+            lambda: build_suite(AUTOATTACK_SUBSET_SUITE, cfg.eps, seed=cfg.seed, norm=cfg.norm),
+        )
+    sweep = [(eps, at_key("eval.eps_sweep", lambda eps=eps: _sweep_attack(cfg, eps))) for eps in cfg.eval.eps_sweep]
+    return EvalAttacks(suite=suite, autoattack_subset=subset, eps_sweep=sweep)
+
+
+def _sweep_attack(cfg: RunConfig, eps: float) -> Attack:
+    return build_suite([SWEEP_ATTACK], eps, seed=cfg.seed, norm=cfg.norm)[SWEEP_ATTACK]
+
+
+def final_evaluation(
+    cfg: RunConfig, run_dir: Path, data: Data, device: torch.device, attacks: EvalAttacks | None = None
+) -> None:
     """Evaluate the configured checkpoints on the test split; writes ``eval/<checkpoint>.json``.
 
     The expensive extras (AutoAttack on a subset, the eps sweep) run for the first listed checkpoint only (best).
     A checkpoint whose evaluation is already written (a resumed run) is skipped. Checkpoints holding the same
     weights (:func:`~dard.checkpoint.weights_digest`: ``best`` is ``last`` when the last epoch was the best) are
     evaluated once; the record names them all (``model.checkpoints``) and is written under each name.
+    ``attacks``: those :func:`eval_attacks` built for ``cfg`` (built here when not given).
     """
+    attacks = attacks if attacks is not None else eval_attacks(cfg)
     folder = RunDir(run_dir)
     x, y = float_tensors(data.test, device)
     env = environment(device)
@@ -46,12 +79,11 @@ def final_evaluation(cfg: RunConfig, run_dir: Path, data: Data, device: torch.de
         info = {**meta["model"], "checkpoint": f"{which}", "epoch": meta.get("epoch"), "weights_digest": digests[which]}
         if len(twins) > 1:
             info["checkpoints"] = twins
-        attacks = build_suite(cfg.eval.attacks, cfg.eps, seed=cfg.seed, norm=cfg.norm)
         record = evaluate(
             model,
             x,
             y,
-            attacks,
+            attacks.suite,
             batch_size=cfg.eval.batch_size,
             device=device,
             progress=cfg.progress,
@@ -61,13 +93,14 @@ def final_evaluation(cfg: RunConfig, run_dir: Path, data: Data, device: torch.de
             environment=env,
         )
         first = which == cfg.eval.checkpoints[0]
-        subset = _autoattack_subset(cfg, model, x, y, info, data_info, env) if first else None
-        sweep = _eps_sweep(cfg, model, x, y) if first else None
+        subset = _autoattack_subset(cfg, attacks, model, x, y, info, data_info, env) if first else None
+        sweep = _eps_sweep(cfg, attacks, model, x, y) if first else None
         folder.write_eval(which, EvalFile.of(record, autoattack_subset=subset, eps_sweep=sweep))
 
 
 def _autoattack_subset(
     cfg: RunConfig,
+    attacks: EvalAttacks,
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
@@ -78,14 +111,14 @@ def _autoattack_subset(
     """AutoAttack on the first ``eval.autoattack_subset`` test images (None when not configured), with the clean
     and PGD-20 counts of the same images, so that every AutoAttack number stands beside the clean number it is
     bounded by."""
-    if not cfg.eval.autoattack_subset:
+    if attacks.autoattack_subset is None:
         return None
     k = min(cfg.eval.autoattack_subset, x.shape[0])
     return evaluate(
         model,
         x[:k],
         y[:k],
-        build_suite(AUTOATTACK_SUBSET_SUITE, cfg.eps, seed=cfg.seed, norm=cfg.norm),
+        attacks.autoattack_subset,
         batch_size=cfg.eval.batch_size,
         device=x.device,
         progress=cfg.progress,
@@ -96,13 +129,15 @@ def _autoattack_subset(
     )
 
 
-def _eps_sweep(cfg: RunConfig, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> EpsSweep | None:
+def _eps_sweep(
+    cfg: RunConfig, attacks: EvalAttacks, model: nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> EpsSweep | None:
     """PGD-20 robust counts on the test images at each eps of ``eval.eps_sweep`` (None when not configured)."""
-    if not cfg.eval.eps_sweep:
+    if not attacks.eps_sweep:
         return None
     correct = {}
-    for eps in cfg.eval.eps_sweep:
-        suite = build_suite([SWEEP_ATTACK], eps, seed=cfg.seed, norm=cfg.norm)
+    for eps, attack in attacks.eps_sweep:
+        suite = {SWEEP_ATTACK: attack}
         r = evaluate(model, x, y, suite, batch_size=cfg.eval.batch_size, device=x.device, progress=False)
         correct[f"{eps:.6f}"] = r.attacks[SWEEP_ATTACK].correct
     return EpsSweep(attack=SWEEP_ATTACK, correct=correct, total=int(x.shape[0]))

@@ -12,56 +12,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from dard.checkpoint import build_model, model_spec, save_checkpoint
+import dard.training.distributed as dist
+from dard.attacks import Attack
+from dard.checkpoint import save_checkpoint
 from dard.config import RunConfig, dump_config
-from dard.data import DeviceLoader, ImageSet
+from dard.data import DeviceLoader
 from dard.errors import DardError
-from dard.evaluation.record import Count
-from dard.evaluation.suite import attack_from_spec, evaluate
 from dard.methods import Method
 from dard.module_utils import unwrap_model
 from dard.progress import progress_bar
 from dard.run_dir import EpochMetrics, Progress, RunDir, RunInfo, kept_epoch_name
-from dard.runtime import configure_threads, environment, resolve_device, seed_everything
-from dard.training import distributed as dist
+from dard.runtime import configure_threads, environment, resolve_device
 from dard.training.announce import Announcer, say
 from dard.training.cost import DataSizes, evaluation_fits
 from dard.training.deadline import TrainingStopped, past_deadline
 from dard.training.final_eval import final_evaluation
-from dard.training.preflight import open_run
-from dard.training.setup import (
-    Data,
-    build_method,
-    build_optimizer,
-    float_tensors,
-    load_teacher,
-    prepare_models,
-)
+from dard.training.preflight import RunParts, open_run
+from dard.training.setup import Data, build_method, build_optimizer, prepare_models
 from dard.training.state import load_state, save_state
 from dard.training.step_sums import StepSums, read_back
-
-
-def validate(model: nn.Module, data: ImageSet, cfg: RunConfig, device: torch.device) -> dict[str, float]:
-    """Clean and robust accuracy on the validation split (attack from ``cfg.val.attack``, fixed seed)."""
-    attack = attack_from_spec(cfg.val.attack, cfg.eps, cfg.seed, cfg.norm)
-    x, y = float_tensors(data, device)
-    rec = evaluate(model, x, y, {"robust": attack}, batch_size=cfg.val.batch_size, device=device, progress=False)
-    return {"val_clean": _float32_share(rec.clean), "val_robust": _float32_share(rec.attacks["robust"].count)}
-
-
-def _float32_share(count: Count) -> float:
-    """``correct / total`` rounded to float32, the precision validation scores have always been recorded in: a
-    resumed run compares new scores with its recorded best, and a tie must stay a tie."""
-    return (torch.tensor(count.correct, dtype=torch.float32) / count.total).item()
-
-
-def selection_score(row: EpochMetrics, select_by: str) -> float:
-    """The number the best checkpoint maximises (validation split only)."""
-    if select_by == "clean":
-        return row.val_clean
-    if select_by == "sum":
-        return row.val_clean + row.val_robust
-    return row.val_robust
+from dard.training.validation import selection_score, validate
 
 
 def _amp(cfg: RunConfig, device: torch.device):
@@ -96,10 +66,13 @@ def train(
     torch.backends.cudnn.benchmark = cfg.speed.cudnn_benchmark
     try:
         # everything checked first; rank 0 holds the run folder's lock until the final evaluation is written
-        with open_run(cfg, folder, resume=resume, device=device, dist_info=dist_info) as data:
+        # make_method: this module's build_method, looked up at each call (a wrapper set on it wraps the method trained)
+        opened = open_run(cfg, folder, resume=resume, device=device, dist_info=dist_info, make_method=build_method)
+        with opened as parts:
+            data = parts.data
             try:
                 speak = announce and dist_info.is_main
-                _train(cfg, folder, resume, device, dist_info, data, stop_at, speak, final_eval)
+                _train(cfg, folder, resume, device, dist_info, parts, stop_at, speak, final_eval)
             finally:
                 dist.teardown(dist_info)
             # Rank 0 evaluates alone once every rank has left the process group (they leave together, after the
@@ -108,7 +81,7 @@ def train(
             if final_eval and dist_info.is_main:
                 if stop_at is not None and not evaluation_fits(cfg, folder, DataSizes.of(data), device.type, stop_at):
                     raise TrainingStopped(folder.path, cfg.optim.epochs, 0, evaluation_pending=True)
-                final_evaluation(cfg, folder.path, data, device)
+                final_evaluation(cfg, folder.path, data, device, parts.eval_attacks)
     except BaseException:
         dist.teardown(dist_info)  # the checks failed before training: leave the group too (a no-op if left)
         raise
@@ -130,6 +103,7 @@ class _Run:
     teacher: nn.Module | None
     teacher_info: dict[str, Any] | None
     method: Method
+    val_attack: Attack
     loader: DeviceLoader
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
@@ -160,17 +134,16 @@ def _train(
     resume: bool,
     device: torch.device,
     dist_info: dist.DistInfo,
-    data: Data,
+    parts: RunParts,
     stop_at: float | None = None,
     announce: bool = False,
     final_eval: bool = True,
 ) -> None:
-    seed_everything(cfg.seed)
-    run = _set_up(cfg, folder, device, dist_info, data)
+    run = _set_up(cfg, folder, device, dist_info, parts)
     run.stop_at = stop_at
     _start_or_resume(run, resume)
     if announce:
-        sizes = DataSizes.of(data)
+        sizes = DataSizes.of(parts.data)
         run.announcer = Announcer(cfg, folder, sizes, device, dist_info.world_size, final_eval)
         say(run.announcer.header(run.progress), cfg.name)
     for epoch in range(run.progress.epoch, cfg.optim.epochs):
@@ -181,16 +154,10 @@ def _train(
             raise TrainingStopped(folder.path, run.progress.epoch, run.progress.batch)
 
 
-def _set_up(cfg: RunConfig, folder: RunDir, device: torch.device, dist_info: dist.DistInfo, data: Data) -> _Run:
-    """Student, loss, teacher, speed switches, loader and optimizer (in this order: it fixes the RNG draws)."""
-    bundle = data.bundle
-    spec = model_spec(cfg.model.arch, bundle, cfg.model.normalize, cfg.model.kwargs)
-    student = build_model(spec).to(device)
-    method = build_method(cfg)
-    teacher, teacher_info = None, None
-    if method.needs_teacher:  # open_run checked that one is given
-        teacher, teacher_info = load_teacher(cfg.teacher, bundle, device)
-    model, teacher_fn = prepare_models(cfg, student, teacher, device, dist_info)
+def _set_up(cfg: RunConfig, folder: RunDir, device: torch.device, dist_info: dist.DistInfo, parts: RunParts) -> _Run:
+    """Speed switches, loader and optimizer around the student, teacher and method :func:`open_run` built."""
+    data, bundle = parts.data, parts.data.bundle
+    model, teacher_fn = prepare_models(cfg, parts.student, parts.teacher, device, dist_info)
     student = unwrap_model(model)  # SyncBatchNorm conversion may have replaced the module
     loader = DeviceLoader(
         data.train,
@@ -214,12 +181,13 @@ def _set_up(cfg: RunConfig, folder: RunDir, device: torch.device, dist_info: dis
         device=device,
         dist_info=dist_info,
         data=data,
-        spec=spec,
+        spec=parts.spec,
         student=student,
         model=model,
         teacher=teacher_fn,
-        teacher_info=teacher_info,
-        method=method,
+        teacher_info=parts.teacher_info,
+        method=parts.method,
+        val_attack=parts.val_attack,
         loader=loader,
         optimizer=optimizer,
         scheduler=scheduler,
@@ -344,8 +312,8 @@ def _validate_and_checkpoint(run: _Run, row: EpochMetrics) -> None:
     always write the last one."""
     cfg, progress, epoch = run.cfg, run.progress, row.epoch
     if epoch % cfg.val.every == 0 or epoch == cfg.optim.epochs:
-        val = validate(run.student, run.data.val, cfg, run.device)
-        row.val_clean, row.val_robust = val["val_clean"], val["val_robust"]
+        val = validate(run.student, run.data.val, run.val_attack, cfg.val.batch_size, run.device)
+        row.val_clean, row.val_robust = val.clean, val.robust
         score = selection_score(row, cfg.val.select_by)
         if progress.best_score is None or score > progress.best_score:
             progress.best_score, progress.best_epoch = score, epoch

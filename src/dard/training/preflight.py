@@ -7,29 +7,45 @@ written, the folder's exclusive lock is taken, the folder is in the state the co
 run; for ``--resume``, a readable config, resume snapshot and evaluation records, and only changes a resume may
 make), the data loads, and the student and the teacher take the dataset's images and return one logit per
 class. Under ``torchrun`` every rank checks and all stop together with the same line if one fails.
+
+What the checks build is what the run uses (:class:`RunParts`): the loop and the final evaluation build nothing
+again. The run's RNG is seeded right before the student, so the student's and the teacher's initialisations are
+the first draws of the run's stream, as they have always been.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
+from torch import nn
 
+import dard.training.distributed as dist
+from dard.attacks import Attack
 from dard.checkpoint import build_model, model_spec
 from dard.config import RunConfig
 from dard.errors import DardError
-from dard.evaluation.suite import AUTOATTACK_SUBSET_SUITE, attack_from_spec, build_suite
+from dard.evaluation.suite import attack_from_spec
 from dard.io import check_writable
 from dard.methods import Method
 from dard.model_checks import check_input
 from dard.models import model_factory
 from dard.run_dir import RunDir
-from dard.training import distributed as dist
-from dard.training.final_eval import SWEEP_ATTACK
+from dard.runtime import seed_everything
+from dard.training.final_eval import EvalAttacks, eval_attacks
 from dard.training.resume import ResumeChanges, record_resume_changes, resume_changes
-from dard.training.setup import Data, build_method, build_optimizer, float_tensors, load_teacher, prepare_data
+from dard.training.setup import (
+    Data,
+    at_key,
+    build_method,
+    build_optimizer,
+    float_tensors,
+    load_teacher,
+    prepare_data,
+)
 from dard.training.state import check_state, read_state
 
 T = TypeVar("T")
@@ -40,18 +56,36 @@ TEACHER_HINT = (
 )
 
 
-def _at(key: str, build: Callable[[], T]) -> T:
-    """``build()``, its DardError prefixed with the config key it came from."""
-    try:
-        return build()
-    except DardError as e:
-        raise DardError(f"{key}: {e}") from None
+@dataclass
+class Checked:
+    """The loss and the attacks a config names, built (and so checked) before anything else."""
+
+    method: Method  # with its training attack
+    val_attack: Attack  # validation's (seeded: the same attack at every validation)
+    eval_attacks: EvalAttacks  # the final evaluation's
 
 
-def check_config(cfg: RunConfig, world_size: int = 1) -> Method:
-    """Build every object the config names (no data, no files); returns the method."""
-    _at("model.arch", lambda: model_factory(cfg.model.arch))
-    method = _at("method", lambda: build_method(cfg))
+@dataclass
+class RunParts:
+    """Everything :func:`open_run` built while checking, handed to the training loop and the final evaluation."""
+
+    data: Data
+    spec: dict[str, Any]  # how to rebuild the student (stored in its checkpoints)
+    student: nn.Module  # on the device, freshly initialised from the run's seed
+    teacher: nn.Module | None  # frozen, in eval mode; None when the method takes none
+    teacher_info: dict[str, Any] | None  # the teacher's provenance (run.json)
+    method: Method
+    val_attack: Attack
+    eval_attacks: EvalAttacks
+
+
+def check_config(
+    cfg: RunConfig, world_size: int = 1, make_method: Callable[[RunConfig], Method] = build_method
+) -> Checked:
+    """Build every object the config names (no data, no files, no models): the method (with ``make_method``) and
+    every attack."""
+    at_key("model.arch", lambda: model_factory(cfg.model.arch))
+    method = at_key("method", lambda: make_method(cfg))
     if method.needs_teacher and not cfg.teacher.given:
         raise DardError(f"method '{cfg.method.name}' needs a teacher: {TEACHER_HINT}")
     if cfg.teacher.given and not method.needs_teacher:
@@ -59,19 +93,14 @@ def check_config(cfg: RunConfig, world_size: int = 1) -> Method:
         raise DardError(
             f"method '{cfg.method.name}' takes no teacher, but one is given ({given}); drop --teacher / teacher.*"
         )
-    _at("val.attack", lambda: attack_from_spec(cfg.val.attack, cfg.eps, cfg.seed, cfg.norm))
-    _at("eval.attacks", lambda: build_suite(cfg.eval.attacks, cfg.eps, seed=cfg.seed, norm=cfg.norm))
-    if cfg.eval.autoattack_subset:
-        subset = AUTOATTACK_SUBSET_SUITE
-        _at("eval.autoattack_subset", lambda: build_suite(subset, cfg.eps, seed=cfg.seed, norm=cfg.norm))
-    for eps in cfg.eval.eps_sweep:
-        _at("eval.eps_sweep", lambda eps=eps: build_suite([SWEEP_ATTACK], eps, seed=cfg.seed, norm=cfg.norm))
+    val_attack = at_key("val.attack", lambda: attack_from_spec(cfg.val.attack, cfg.eps, cfg.seed, cfg.norm))
+    final = eval_attacks(cfg)  # after val.attack: the order the checks have always reported in
     if cfg.optim.batch_size % world_size:
         raise DardError(
             f"optim.batch_size {cfg.optim.batch_size} (the global batch) must be divisible by the "
             f"{world_size} processes"
         )
-    return method
+    return Checked(method=method, val_attack=val_attack, eval_attacks=final)
 
 
 def check_folder(cfg: RunConfig, folder: RunDir, resume: bool) -> ResumeChanges:
@@ -96,18 +125,45 @@ def check_folder(cfg: RunConfig, folder: RunDir, resume: bool) -> ResumeChanges:
     return resume_changes(folder, cfg, epochs_done)
 
 
-def check_models(cfg: RunConfig, method: Method, device: torch.device, resume_from: RunDir | None = None) -> Data:
-    """Load the data; the student and the teacher must take its images and give one logit per class; the snapshot
-    of ``resume_from`` (if any) must fit the student and its optimizer exactly."""
+@contextmanager
+def _rng_untouched(device: torch.device) -> Iterator[None]:
+    """Run the block on a copy of the RNG state: a check between the student and the teacher must not move the
+    run's stream on (a model may draw in its forward)."""
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+def build_models(cfg: RunConfig, checked: Checked, device: torch.device, resume_from: RunDir | None = None) -> RunParts:
+    """Load the data, seed the run's RNG, build the student and the teacher; both must take the data's images and
+    give one logit per class, and the snapshot of ``resume_from`` (if any) must fit the student and its optimizer
+    exactly."""
     data = prepare_data(cfg)
     probe, _ = float_tensors(data.val.subset(range(min(2, len(data.val)))), device)
-    student = build_model(model_spec(cfg.model.arch, data.bundle, cfg.model.normalize, cfg.model.kwargs)).to(device)
-    if resume_from is not None and resume_from.has_snapshot():
-        check_state(read_state(resume_from), student, *build_optimizer(cfg, student, 1))
-    check_input(student, probe, data.bundle.num_classes, f"model '{cfg.model.arch}'")
-    if method.needs_teacher:
-        load_teacher(cfg.teacher, data.bundle, device)  # its classes, channels, image size and finite weights
-    return data
+    # The run's stream starts here: the student's initialisation, then the teacher's (replaced by its weights, but
+    # drawn all the same), are its first draws; a resume replaces the stream with its snapshot's afterwards.
+    seed_everything(cfg.seed)
+    spec = model_spec(cfg.model.arch, data.bundle, cfg.model.normalize, cfg.model.kwargs)
+    student = build_model(spec).to(device)
+    with _rng_untouched(device):
+        if resume_from is not None and resume_from.has_snapshot():
+            check_state(read_state(resume_from), student, *build_optimizer(cfg, student, 1))
+        check_input(student, probe, data.bundle.num_classes, f"model '{cfg.model.arch}'")
+    teacher, teacher_info = None, None
+    if checked.method.needs_teacher:  # load_teacher checks its classes, channels, image size and finite weights
+        teacher, teacher_info = load_teacher(cfg.teacher, data.bundle, device)
+    return RunParts(
+        data=data,
+        spec=spec,
+        student=student,
+        teacher=teacher,
+        teacher_info=teacher_info,
+        method=checked.method,
+        val_attack=checked.val_attack,
+        eval_attacks=checked.eval_attacks,
+    )
 
 
 def _agreed(step: Callable[[], T], dist_info: dist.DistInfo, device: torch.device) -> T | None:
@@ -123,14 +179,21 @@ def _agreed(step: Callable[[], T], dist_info: dist.DistInfo, device: torch.devic
 
 @contextmanager
 def open_run(
-    cfg: RunConfig, folder: RunDir, *, resume: bool, device: torch.device, dist_info: dist.DistInfo
-) -> Iterator[Data]:
-    """Check everything, hold the run folder's lock (rank 0) while the body trains and evaluates, and give the
-    data. A new folder the checks created is removed again if they fail."""
+    cfg: RunConfig,
+    folder: RunDir,
+    *,
+    resume: bool,
+    device: torch.device,
+    dist_info: dist.DistInfo,
+    make_method: Callable[[RunConfig], Method] = build_method,
+) -> Iterator[RunParts]:
+    """Check everything, hold the run folder's lock (rank 0) while the body trains and evaluates, and give what the
+    checks built. A new folder the checks created is removed again if they fail. ``make_method`` builds the loss
+    from the config (the loop passes its own, the one a caller may wrap)."""
     lock = folder.lock() if dist_info.is_main else None
 
-    def first() -> Method:
-        method = check_config(cfg, dist_info.world_size)
+    def first() -> Checked:
+        checked = check_config(cfg, dist_info.world_size, make_method)
         if resume:
             folder.require_run()
             folder.check_files()  # links, FIFOs or devices where the run's files belong: refused before the lock
@@ -138,15 +201,18 @@ def open_run(
             check_writable(folder.path, folder=True, what="run folder")
         if lock is not None:
             lock.acquire(create=not resume)
-        return method
+        return checked
 
     try:
-        method = _agreed(first, dist_info, device)
+        checked = _agreed(first, dist_info, device)
+        assert checked is not None  # _agreed raised on every rank otherwise
         changes = _agreed(lambda: check_folder(cfg, folder, resume), dist_info, device)
-        data = _agreed(lambda: check_models(cfg, method, device, folder if resume else None), dist_info, device)
+        resume_from = folder if resume else None
+        parts = _agreed(lambda: build_models(cfg, checked, device, resume_from), dist_info, device)
+        assert parts is not None
         if lock is not None and changes is not None and changes.changed:
             record_resume_changes(folder, cfg, changes)
-        yield data
+        yield parts
     finally:
         if lock is not None:
             lock.release()

@@ -69,20 +69,11 @@ def shortcut_may_change(key: str) -> bool:
     return may_change(key) and key not in NO_SHORTCUT_ON_RESUME
 
 
-def recorded_config(folder: RunDir) -> RunConfig:
-    """The config a run folder recorded; a DardError naming ``config.yaml`` if it is missing or malformed."""
-    folder.require_run()
-    try:
-        return parse_config(folder.read_config())
-    except DardError as e:
-        raise DardError(f"{folder.config}: {e}" if str(folder.config) not in str(e) else str(e)) from None
-
-
 def resume_config(run_dir: str | Path, overrides: list[str]) -> RunConfig:
     """The recorded config of ``run_dir`` with ``key=value`` overrides applied (checked later by
     :func:`resume_changes`: only the keys above may differ)."""
     folder = RunDir(run_dir)
-    data = recorded_config(folder).model_dump(mode="json")
+    data = folder.read_run_config().model_dump(mode="json")
     apply_overrides(data, overrides)
     return parse_config(data)
 
@@ -90,7 +81,7 @@ def resume_config(run_dir: str | Path, overrides: list[str]) -> RunConfig:
 def resume_changes(folder: RunDir, cfg: RunConfig, epochs_done: int) -> ResumeChanges:
     """How ``cfg`` differs from the run ``folder`` records; a one-line DardError for a key a resume may not change
     or fewer epochs than were trained. Reads, never writes."""
-    have = without_keys(recorded_config(folder).model_dump(mode="json"), NOT_IDENTITY)
+    have = without_keys(folder.read_run_config().model_dump(mode="json"), NOT_IDENTITY)
     want = without_keys(cfg.model_dump(mode="json"), NOT_IDENTITY)
     diff = {k: (_value(have, k), _value(want, k)) for k in config_diff(have, want)}
     refused = [k for k in diff if not may_change(k)]  # the where-it-runs keys are out of the diff already

@@ -10,19 +10,29 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
+import dard.training.distributed as dist
 from dard.attacks.threat import apply_norm
 from dard.checkpoint import load_model
-from dard.config import RunConfig, TeacherConfig, parse_config
+from dard.config import RunConfig, TeacherConfig
 from dard.data import DatasetBundle, ImageSet, load_dataset, split_train_val
 from dard.errors import DardError
 from dard.methods import Method, create_method, method_params
 from dard.run_dir import RunDir
-from dard.training import distributed as dist
+
+T = TypeVar("T")
+
+
+def at_key(key: str, build: Callable[[], T]) -> T:
+    """``build()``, its DardError prefixed with the config key it came from."""
+    try:
+        return build()
+    except DardError as e:
+        raise DardError(f"{key}: {e}") from None
 
 
 @dataclass
@@ -160,5 +170,5 @@ def build_optimizer(
 
 
 def load_run_config(run_dir: str | Path) -> RunConfig:
-    """The resolved config a run folder recorded."""
-    return parse_config(RunDir(run_dir).read_config())
+    """The resolved config a run folder recorded (:meth:`dard.run_dir.RunDir.read_run_config`)."""
+    return RunDir(run_dir).read_run_config()
