@@ -277,10 +277,10 @@ def sanity_flags(record: EvalRecord) -> list[str]:
     fgsm = record.attacks.get("fgsm")
     if fgsm is not None:
         for label in ("pgd20", "pgd", "bim"):
-            res = record.attacks.get(label)
-            if res is not None and res.correct > fgsm.correct + TOLERANCE_POINTS:
+            other = record.attacks.get(label)
+            if other is not None and other.correct > fgsm.correct + TOLERANCE_POINTS:
                 flags.append(
-                    f"{label} ({_share(res.correct, res.total)}) is weaker than FGSM "
+                    f"{label} ({_share(other.correct, other.total)}) is weaker than FGSM "
                     f"({_share(fgsm.correct, fgsm.total)}) by more than one image: possible gradient masking"
                 )
     return flags

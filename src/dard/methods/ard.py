@@ -32,6 +32,7 @@ Deviations from the official code:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -50,6 +51,7 @@ class ARD(Method):
 
     name = "ard"
     needs_teacher = True
+    attack: Callable[..., Tensor]  # set in __init__ (never None here)
 
     def __init__(
         self,

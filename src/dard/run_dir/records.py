@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, Field
 
@@ -26,6 +26,8 @@ class _Record:
     """``from_dict``/``to_dict`` for a dataclass whose optional fields in ``_OPTIONAL`` are left out when None."""
 
     _OPTIONAL: tuple[str, ...] = ()
+    if TYPE_CHECKING:  # every subclass is a dataclass (for asdict below)
+        __dataclass_fields__: ClassVar[dict[str, Any]]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "record"):
