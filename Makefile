@@ -40,4 +40,4 @@ bundle: $(STAMP)
 	$(BIN)/python bundle/make_bundle.py --python-version $(BUNDLE_PY) $(BUNDLE_ARGS)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache
