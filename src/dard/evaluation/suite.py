@@ -16,7 +16,8 @@ from dard.attacks.steps import resolve_step
 from dard.attacks.threat import apply_norm
 from dard.errors import SHOWN_CHARS, DardError, one_line, shown
 from dard.evaluation.outcomes import encode_outcomes
-from dard.evaluation.record import LEGACY_LABELS, AttackResult, Count, EvalRecord, canonical_label
+from dard.evaluation.record import LEGACY_LABELS, AttackResult, Count, canonical_label
+from dard.evaluation.record import EvalRecord as EvalRecord  # re-exported: other modules import it from here
 from dard.models import check_logits
 from dard.module_utils import eval_mode
 from dard.progress import progress_bar
