@@ -23,6 +23,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/ruff format --check src tests benchmarks tools
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 # The real timm and robustbench (tests marked `ecosystem`, docs/ecosystem.md) in a venv of their own: both import
@@ -86,4 +87,4 @@ bundle: $(STAMP)
 		$(BUNDLE_LIMITS) $(BUNDLE_ARGS)
 
 clean:
-	rm -rf $(VENV) $(ECO_VENV) runs .pytest_cache
+	rm -rf $(VENV) $(ECO_VENV) runs .pytest_cache .mypy_cache

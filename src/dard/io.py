@@ -117,7 +117,7 @@ def _check_inside(path: Path, root: Path) -> None:
         raise DardError(f"refusing to write {path}: its folder resolves outside {root}")
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None], *, root: str | Path | None = None) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], object], *, root: str | Path | None = None) -> Path:
     """Call ``write(tmp_path)`` on a temp file beside ``path`` then rename it over ``path``.
 
     The rename is atomic on POSIX file systems, and the temp file lives in the same folder so it is on the

@@ -85,7 +85,7 @@ def _forked_rng(device: torch.device, seed: int | None) -> Iterator[None]:
         devices = [device.index if device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=devices):
         if seed is not None:
-            torch.random.default_generator.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)
             for idx in devices:  # only the forked device; torch.manual_seed would touch every GPU
                 torch.cuda.default_generators[idx].manual_seed(seed)
         yield

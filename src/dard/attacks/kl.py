@@ -123,7 +123,7 @@ class TradesPGD(KLPGD):
     def _check_target(self, x: torch.Tensor, target: Any) -> Any:
         return Attack._check_target(self, x, target)
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def perturb(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor | nn.Module) -> torch.Tensor:
         with torch.no_grad():
             clean = F.softmax(loss_precision(check_logits(model(x), x.shape[0])), dim=1)
         return super().perturb(model, x, clean)

@@ -75,7 +75,7 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str = "linf"
 def _random_start(x: torch.Tensor, eps: float, norm: str, init: str, generator: torch.Generator | None) -> torch.Tensor:
     if init == "zero":
         return x.clone()
-    kw = dict(generator=generator, device=x.device, dtype=x.dtype)
+    kw: dict[str, Any] = dict(generator=generator, device=x.device, dtype=x.dtype)
     if init == "normal":
         # TRADES / RSLAD start: a tiny Gaussian nudge so the KL gradient at x is not exactly zero
         start = x + 0.001 * torch.randn(x.shape, **kw)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from dard.errors import DardError
 from dard.registry import ATTACKS
@@ -44,7 +44,7 @@ def resolve_step(spec: Mapping[str, Any]) -> tuple[dict[str, Any], float | None]
     params = dict(spec)
     ratio = params.pop("step_ratio", None)
     name = params.get("name")
-    cls = ATTACKS.get(name)
+    cls = ATTACKS.get(cast(str, name))  # no name: Registry.get's unknown-name error
     signature = inspect.signature(cls)
     if "step_size" not in signature.parameters:
         if ratio is not None:

@@ -8,7 +8,7 @@ only) or a spec that names another norm itself.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from dard.attacks.base import attack_norms, check_norm
 from dard.errors import DardError, shown
@@ -25,7 +25,7 @@ def apply_norm(spec: Mapping[str, Any], norm: str) -> dict[str, Any]:
     that cannot run in it or a spec that names another norm."""
     norm = check_norm(norm, owner="threat model")
     name = spec.get("name")
-    cls = ATTACKS.get(name)
+    cls = ATTACKS.get(cast(str, name))  # no name: Registry.get's unknown-name error
     given = spec.get("norm")
     if given is not None and (not isinstance(given, str) or given.lower() != norm):
         raise DardError(

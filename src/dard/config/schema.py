@@ -113,6 +113,10 @@ class ValConfig(_Strict):
     batch_size: int = Field(256, ge=1, le=BIG)
 
 
+def _both_checkpoints() -> list[Literal["best", "last"]]:  # a lambda's list[str] would not type-check
+    return ["best", "last"]
+
+
 class EvalConfig(_Strict):
     attacks: list[str] = Field(default_factory=lambda: list(QUICK_SUITE))
     autoattack_subset: int | None = Field(
@@ -125,7 +129,7 @@ class EvalConfig(_Strict):
         default_factory=list, description="eps values for the PGD-20 robustness curve (first listed checkpoint)"
     )
     batch_size: int = Field(256, ge=1, le=BIG)
-    checkpoints: list[Literal["best", "last"]] = Field(default_factory=lambda: ["best", "last"])
+    checkpoints: list[Literal["best", "last"]] = Field(default_factory=_both_checkpoints)
 
     @field_validator("attacks", mode="after")
     @classmethod

@@ -44,9 +44,8 @@ def _read(path: Path) -> np.ndarray:
             warnings.simplefilter("ignore")
             with Image.open(path) as img:
                 img.load()
-                if img.mode != "L":
-                    img = img.convert("RGB")
-                return np.asarray(img, dtype=np.uint8).copy()
+                pixels: Image.Image = img if img.mode == "L" else img.convert("RGB")
+                return np.asarray(pixels, dtype=np.uint8).copy()
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
         raise DardError(f"cannot read image {path}: {' '.join(str(exc).split())}") from None
 

@@ -16,7 +16,8 @@ from dard.attacks.steps import merge_step, resolve_step
 from dard.attacks.threat import apply_norm
 from dard.errors import SHOWN_CHARS, DardError, one_line, shown
 from dard.evaluation.outcomes import encode_outcomes
-from dard.evaluation.record import LEGACY_LABELS, AttackResult, Count, EvalRecord, canonical_label
+from dard.evaluation.record import LEGACY_LABELS, AttackResult, Count, canonical_label
+from dard.evaluation.record import EvalRecord as EvalRecord  # re-exported: other modules import it from here
 from dard.models import check_logits
 from dard.module_utils import eval_mode
 from dard.progress import progress_bar
@@ -273,10 +274,10 @@ def sanity_flags(record: EvalRecord) -> list[str]:
     fgsm = record.attacks.get("fgsm")
     if fgsm is not None:
         for label in ("pgd20", "pgd", "bim"):
-            res = record.attacks.get(label)
-            if res is not None and res.correct > fgsm.correct + TOLERANCE_POINTS:
+            other = record.attacks.get(label)
+            if other is not None and other.correct > fgsm.correct + TOLERANCE_POINTS:
                 flags.append(
-                    f"{label} ({_share(res.correct, res.total)}) is weaker than FGSM "
+                    f"{label} ({_share(other.correct, other.total)}) is weaker than FGSM "
                     f"({_share(fgsm.correct, fgsm.total)}) by more than one image: possible gradient masking"
                 )
     return flags

@@ -37,7 +37,7 @@ Deviations from the official code:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -63,6 +63,7 @@ class AdaAD(Method):
 
     name = "adaad"
     needs_teacher = True
+    attack: Callable[..., Tensor]  # set in __init__ (never None here)
 
     def __init__(
         self, *, adv_weight: float = 1.0, kl_reduction: str = "mean", attack: dict[str, Any] | None = None

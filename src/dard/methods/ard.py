@@ -32,7 +32,7 @@ Deviations from the official code:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -59,6 +59,7 @@ class ARD(Method):
 
     name = "ard"
     needs_teacher = True
+    attack: Callable[..., Tensor]  # set in __init__ (never None here)
 
     def __init__(
         self,

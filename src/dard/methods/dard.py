@@ -35,7 +35,7 @@ scripts"; this implementation follows the spec, each item is a choice of the spe
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -57,6 +57,7 @@ class DARD(Method):
 
     name = "dard"
     needs_teacher = True
+    attack: Callable[..., Tensor]  # set in __init__ (never None here)
     default_attack: Mapping[str, Any] = DPGD10_TRAINING
 
     def __init__(

@@ -33,7 +33,7 @@ The weight of the adversarial term is exposed as ``adv_weight`` (default 5/6; th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import Tensor, nn
@@ -61,6 +61,7 @@ class RSLAD(Method):
 
     name = "rslad"
     needs_teacher = True
+    attack: Callable[..., Tensor]  # set in __init__ (never None here)
 
     def __init__(
         self, *, adv_weight: float = 5 / 6, kl_scale: float = OFFICIAL_KL_SCALE, attack: dict[str, Any] | None = None

@@ -29,7 +29,7 @@ Deviations from the official code:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import Tensor, nn
@@ -46,6 +46,7 @@ class SAT(Method):
 
     name = "sat"
     needs_teacher = False
+    attack: Callable[..., Tensor]  # set in __init__ (never None here)
 
     def __init__(self, *, attack: dict[str, Any] | None = None, attack_mode: str = "eval") -> None:
         self.attack, self.attack_spec = make_attack(self.name, attack, PGD10_TRAINING, mode=attack_mode)

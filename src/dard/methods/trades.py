@@ -28,7 +28,7 @@ Deviations from the official code:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -49,6 +49,7 @@ class TRADES(Method):
 
     name = "trades"
     needs_teacher = False
+    attack: Callable[..., Tensor]  # set in __init__ (never None here)
 
     def __init__(self, *, beta: float = 6.0, attack: dict[str, Any] | None = None) -> None:
         self.beta = check_float("beta", beta, lo=0.0, owner=self.owner)

@@ -54,7 +54,7 @@ class ImageClassifier(nn.Module):
             self.mean.copy_(torch.tensor(new_mean, dtype=torch.float64).view(1, -1, 1, 1))
             self.std.copy_(torch.tensor(new_std, dtype=torch.float64).view(1, -1, 1, 1))
 
-    def _channel_values(self, values: Sequence[float] | None, default: float, what: str) -> list[float]:
+    def _channel_values(self, values: Sequence[float] | Tensor | None, default: float, what: str) -> list[float]:
         if values is None:
             return [default] * self.in_channels
         if isinstance(values, Tensor):

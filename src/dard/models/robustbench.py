@@ -114,7 +114,7 @@ def _entry(zoo: Any, name: str, dataset: str, threat: str, what: str) -> dict[st
     table = next((v for k, v in zoo.items() if getattr(k, "value", k) == dataset), None)
     if table is None:
         raise DardError(f"{what}: RobustBench has no models for dataset '{dataset}' (CIFAR-10/100 and ImageNet)")
-    models = next((v for k, v in table.items() if getattr(k, "value", k) == threat), {})
+    models: dict[str, Any] = next((v for k, v in table.items() if getattr(k, "value", k) == threat), {})
     if name not in models:
         close = difflib.get_close_matches(name, list(models), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""

@@ -41,7 +41,8 @@ def _describe(err: ValidationError) -> str:
 def parse_json(raw: str | bytes, kind: type[T], where: str) -> T:
     """Validate JSON text into ``kind`` (strict types); a DardError naming ``where`` if it does not fit."""
     try:
-        return _adapter(kind).validate_json(raw, strict=True)
+        key: type = kind  # a class is hashable (mypy does not see it through type[T])
+        return _adapter(key).validate_json(raw, strict=True)
     except ValidationError as e:
         raise DardError(f"{where}: {_describe(e)}") from None
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 
 from pydantic import BeforeValidator, Field
 
@@ -22,13 +22,18 @@ def _without_none(d: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if not (k in keys and v is None)}
 
 
+_R = TypeVar("_R", bound="_Record")
+
+
 class _Record:
     """``from_dict``/``to_dict`` for a dataclass whose optional fields in ``_OPTIONAL`` are left out when None."""
 
     _OPTIONAL: tuple[str, ...] = ()
+    if TYPE_CHECKING:  # every subclass is a dataclass (for asdict below)
+        __dataclass_fields__: ClassVar[dict[str, Any]]
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "record"):
+    def from_dict(cls: type[_R], data: Mapping[str, Any], where: str = "record") -> _R:
         """Strictly validated instance of ``data``; DardError naming ``where`` otherwise."""
         return from_plain(data, cls, where)
 

@@ -50,9 +50,10 @@ class ResumeChanges:
 
 
 def _value(d: Mapping[str, Any], dotted: str) -> Any:
+    v: Any = d
     for k in dotted.split("."):
-        d = d.get(k) if isinstance(d, Mapping) else None
-    return d
+        v = v.get(k) if isinstance(v, Mapping) else None
+    return v
 
 
 def _under(key: str, prefixes: tuple[str, ...]) -> bool:
@@ -117,7 +118,11 @@ def record_resume_changes(folder: RunDir, cfg: RunConfig, changes: ResumeChanges
     """Write the changed config, set the stale records aside and log the change in ``run.json``."""
     if not changes.changed:
         return
-    moved = {str(f.relative_to(folder.path)): str(folder.set_aside(f).relative_to(folder.path)) for f in changes.stale}
+    moved: dict[str, str] = {}
+    for f in changes.stale:
+        new = folder.set_aside(f)
+        assert new is not None  # stale holds files that exist
+        moved[str(f.relative_to(folder.path))] = str(new.relative_to(folder.path))
     folder.write_config(dump_config(cfg))
     info = changes.info or RunInfo()
     entry = {
