@@ -89,7 +89,7 @@ class DataSizes:
     @classmethod
     def of(cls, data: Data) -> DataSizes:
         b = data.bundle
-        return cls(len(data.train), len(data.val), len(data.test), b.num_classes, tuple(b.image_shape))
+        return cls(len(data.train), len(data.val), len(data.test), b.num_classes, b.image_shape)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ def eval_attacks(cfg: RunConfig) -> EvalAttacks:
             "eval.autoattack_subset",
             lambda: build_suite(AUTOATTACK_SUBSET_SUITE, cfg.eps, seed=cfg.seed, norm=cfg.norm),
         )
-    sweep = [(eps, at_key("eval.eps_sweep", lambda eps=eps: _sweep_attack(cfg, eps))) for eps in cfg.eval.eps_sweep]
+    sweep = [(eps, at_key("eval.eps_sweep", functools.partial(_sweep_attack, cfg, eps))) for eps in cfg.eval.eps_sweep]
     return EvalAttacks(suite=suite, autoattack_subset=subset, eps_sweep=sweep)
 
 
@@ -113,6 +114,7 @@ def _autoattack_subset(
     bounded by."""
     if attacks.autoattack_subset is None:
         return None
+    assert cfg.eval.autoattack_subset is not None  # eval_attacks builds the subset's attacks only when it is set
     k = min(cfg.eval.autoattack_subset, x.shape[0])
     return evaluate(
         model,

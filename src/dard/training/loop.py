@@ -4,7 +4,7 @@ from, then the final evaluation (:mod:`dard.training.final_eval`)."""
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from dard.training.step_sums import StepSums, read_back
 from dard.training.validation import selection_score, validate
 
 
-def _amp(cfg: RunConfig, device: torch.device):
+def _amp(cfg: RunConfig, device: torch.device) -> AbstractContextManager[None]:
     if cfg.speed.amp == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
@@ -224,6 +224,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[dict[str, Any], float, bool]:
     """One epoch of training steps (from the step a resumed snapshot stopped at); returns this rank's running
     sums (loss, correct, seen), the epoch's start time, and whether it stopped at the deadline (with a snapshot)."""
     cfg, progress = run.cfg, run.progress
+    assert progress.train_seconds is not None  # _set_up and _start_or_resume make it a number
     run.loader.set_epoch(epoch)
     run.model.train()
     # resumed mid-epoch: rank 0 saved the global sums so far
@@ -287,6 +288,7 @@ def _step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, to
 def _end_epoch(run: _Run, epoch: int, sums: dict[str, Any], t0: float) -> None:
     """The epoch's metrics row (summed over ranks), validation and checkpoints on rank 0, then a snapshot."""
     progress = run.progress
+    assert progress.train_seconds is not None  # _set_up and _start_or_resume make it a number
     total = dist.sum_over_ranks(sums, run.dist_info, run.device)
     row = EpochMetrics(
         epoch=epoch + 1,
@@ -314,7 +316,7 @@ def _validate_and_checkpoint(run: _Run, row: EpochMetrics) -> None:
     if epoch % cfg.val.every == 0 or epoch == cfg.optim.epochs:
         val = validate(run.student, run.data.val, run.val_attack, cfg.val.batch_size, run.device)
         row.val_clean, row.val_robust = val.clean, val.robust
-        score = selection_score(row, cfg.val.select_by)
+        score = selection_score(val, cfg.val.select_by)
         if progress.best_score is None or score > progress.best_score:
             progress.best_score, progress.best_epoch = score, epoch
             meta = {"epoch": epoch, "metrics": row.to_dict(), "selected_by": f"val_{cfg.val.select_by}"}

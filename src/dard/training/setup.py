@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import nn
@@ -115,17 +115,20 @@ def prepare_models(
     sync) still run the compiled graph.
     """
     if cfg.speed.channels_last:
-        student.to(memory_format=torch.channels_last)
+        # Module.to(memory_format=...) works at runtime but is missing from torch's stubs
+        student.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if teacher is not None:
-            teacher.to(memory_format=torch.channels_last)
+            teacher.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if dist_info.enabled and cfg.speed.sync_bn and device.type == "cuda":
         student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
     model = student
     if cfg.speed.compile:
         # mode only when not the default: other backends than inductor take none
-        kw = {} if cfg.speed.compile_mode == "default" else {"mode": cfg.speed.compile_mode}
-        model = torch.compile(student, backend=cfg.speed.compile_backend, **kw)
-        teacher = torch.compile(teacher, backend=cfg.speed.compile_backend, **kw) if teacher is not None else None
+        kw: dict[str, Any] = {} if cfg.speed.compile_mode == "default" else {"mode": cfg.speed.compile_mode}
+        # a Module compiles to an OptimizedModule, itself a Module (the stubs say only Callable)
+        model = cast(nn.Module, torch.compile(student, backend=cfg.speed.compile_backend, **kw))
+        if teacher is not None:
+            teacher = cast(nn.Module, torch.compile(teacher, backend=cfg.speed.compile_backend, **kw))
     if dist_info.enabled:
         from torch.nn.parallel import DistributedDataParallel
 

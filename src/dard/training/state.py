@@ -14,7 +14,7 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 
@@ -107,7 +107,7 @@ def _tensor_problem(t: Any, like: torch.Tensor) -> str | None:
     return None
 
 
-def _real(v: Any) -> bool:
+def _real(v: Any) -> TypeGuard[float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 

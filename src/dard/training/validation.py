@@ -12,7 +12,6 @@ from dard.attacks import Attack
 from dard.data import ImageSet
 from dard.evaluation.record import Count
 from dard.evaluation.suite import evaluate
-from dard.run_dir import EpochMetrics
 from dard.training.setup import float_tensors
 
 
@@ -37,10 +36,10 @@ def _float32_share(count: Count) -> float:
     return (torch.tensor(count.correct, dtype=torch.float32) / count.total).item()
 
 
-def selection_score(row: EpochMetrics, select_by: str) -> float:
+def selection_score(val: ValScores, select_by: str) -> float:
     """The number the best checkpoint maximises (validation split only)."""
     if select_by == "clean":
-        return row.val_clean
+        return val.clean
     if select_by == "sum":
-        return row.val_clean + row.val_robust
-    return row.val_robust
+        return val.clean + val.robust
+    return val.robust
