@@ -6,9 +6,9 @@ from __future__ import annotations
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
-from dard.experiment.spec import Experiment
+from dard.experiment.spec import CompareAttacksSpec, Experiment, LabelGapSpec, PlotParamSpec
 from dard.io import write_text
 from dard.report import (
     DASH,
@@ -34,7 +34,7 @@ _GAP_COLUMNS = {
 def attack_comparison(runs: Sequence[RunRecord], checkpoint: str = "best") -> dict[str, Any]:
     """Attack success rate (fooled / clean-correct) per run group and attack, mean ± std over seeds; each group's
     method (``methods``) and its value per seed (``by_seed``: seed -> label -> rate), for the plot's averages."""
-    per_group: dict[str, dict[str, list[float]]] = {}
+    per_group: dict[str, dict[str, list[float | None]]] = {}  # None: rate unknown (summarize skips it)
     by_seed: dict[str, dict[str, dict[str, float]]] = {}
     methods: dict[str, str] = {}
     labels: list[str] = []
@@ -80,7 +80,15 @@ def _family_steps(label: str) -> tuple[str, int] | None:
 _NOT_AVERAGED = "natural"
 
 
-def attack_averages(table: Mapping[str, Any]) -> dict[str, dict[int, dict[str, float | None]]]:
+class StepAverage(TypedDict):
+    """An attack family's success rate at one step count, averaged over the models (:func:`attack_averages`)."""
+
+    mean: float  # an entry exists only for a step count with at least one value
+    std: float | None  # sample std over seeds; None below 2 seeds
+    n: int  # seeds
+
+
+def attack_averages(table: Mapping[str, Any]) -> dict[str, dict[int, StepAverage]]:
     """Per attack family (``pgd``, ``dpgd``, ... from labels ``<family>-<steps>``) and step count: the success rate
     averaged over the models (every group but the natural ones), ``mean`` over seeds with its sample ``std``.
 
@@ -90,7 +98,7 @@ def attack_averages(table: Mapping[str, Any]) -> dict[str, dict[int, dict[str, f
     groups = [g for g, m in table.get("methods", {}).items() if m != _NOT_AVERAGED]
     by_seed = table.get("by_seed", {})
     seeds = sorted({s for g in groups for s in by_seed.get(g, {})}, key=lambda s: (len(s), s))
-    out: dict[str, dict[int, dict[str, float | None]]] = {}
+    out: dict[str, dict[int, StepAverage]] = {}
     for label in table["labels"]:
         fs = _family_steps(label)
         if fs is None:
@@ -219,8 +227,7 @@ def _preamble(
     return lines + list(notes)
 
 
-def _sweep_section(exp: Experiment, runs: Sequence[RunRecord], results_dir: Path, extra: dict[str, Any]) -> str:
-    plot = exp.spec.plot_param
+def _sweep_section(plot: PlotParamSpec, runs: Sequence[RunRecord], results_dir: Path, extra: dict[str, Any]) -> str:
     label = plot.label or plot.param
     sweep = _param_sweep(runs, plot.param)
     extra["sweep"] = {"param": plot.param, "points": sweep}
@@ -230,8 +237,9 @@ def _sweep_section(exp: Experiment, runs: Sequence[RunRecord], results_dir: Path
     return "\n".join([f"## Sweep over {label}", "", *table, "", f"![accuracy vs {label}](sweep.png)"])
 
 
-def _attack_section(exp: Experiment, runs: Sequence[RunRecord], results_dir: Path, extra: dict[str, Any]) -> str:
-    compare = exp.spec.compare_attacks
+def _attack_section(
+    compare: CompareAttacksSpec, runs: Sequence[RunRecord], results_dir: Path, extra: dict[str, Any]
+) -> str:
     table = attack_comparison(runs, compare.checkpoint)
     extra["attack_comparison"] = table
     table["averages"] = _plot_attack_comparison(table, results_dir / "attack_success.png")
@@ -263,8 +271,7 @@ def _attack_section(exp: Experiment, runs: Sequence[RunRecord], results_dir: Pat
     return "\n".join(lines)
 
 
-def _label_gap_section(exp: Experiment, runs: Sequence[RunRecord], extra: dict[str, Any]) -> str:
-    spec = exp.spec.label_gap
+def _label_gap_section(spec: LabelGapSpec, runs: Sequence[RunRecord], extra: dict[str, Any]) -> str:
     gaps = label_gap_table(runs, spec.checkpoint)
     extra["label_gap"] = gaps
     rows = [[g, *(format_summary(row[k]) for k in _GAP_COLUMNS)] for g, row in gaps.items()]
@@ -305,11 +312,11 @@ def write_experiment_report(
     }
     sections: list[str] = []
     if spec.plot_param is not None:
-        sections.append(_sweep_section(exp, runs, results_dir, extra))
+        sections.append(_sweep_section(spec.plot_param, runs, results_dir, extra))
     if spec.compare_attacks is not None:
-        sections.append(_attack_section(exp, runs, results_dir, extra))
+        sections.append(_attack_section(spec.compare_attacks, runs, results_dir, extra))
     if spec.label_gap is not None:
-        sections.append(_label_gap_section(exp, runs, extra))
+        sections.append(_label_gap_section(spec.label_gap, runs, extra))
     preamble = _preamble(exp, runs, command, seconds, notes)
     report = build_report(
         runs, results_dir, title=spec.title, preamble=preamble, sections=sections, extra=extra, pairs=spec.pairs

@@ -16,7 +16,7 @@ across-seed interval excludes 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -100,7 +100,7 @@ def t_interval(values: Sequence[float], level: float = 1 - ALPHA) -> tuple[float
     return mean, mean - half, mean + half
 
 
-def discordant(a: Sequence[bool], b: Sequence[bool]) -> tuple[int, int]:
+def discordant(a: Collection[bool], b: Collection[bool]) -> tuple[int, int]:
     """``(b, c)`` of two per-image outcome sequences of one length: images right for ``a`` only, right for ``b``
     only."""
     if len(a) != len(b):
@@ -178,7 +178,7 @@ class PairedComparison:
 
 
 def paired_comparison(
-    a: str, b: str, metric: str, per_seed: Sequence[tuple[int | None, Sequence[bool], Sequence[bool]]]
+    a: str, b: str, metric: str, per_seed: Sequence[tuple[int | None, Collection[bool], Collection[bool]]]
 ) -> PairedComparison:
     """Compare rows ``a`` and ``b`` on ``metric`` from ``(seed, outcomes of a, outcomes of b)`` per paired seed
     (each pair over the same images, in the same order)."""

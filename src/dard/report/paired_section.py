@@ -135,12 +135,12 @@ def paired_section(
         if ref is not None:
             section.references[mark] = ref.name
             todo += [(ref, g) for g in groups if g is not ref]
-    for a, b in pairs:
-        missing = [n for n in (a, b) if n not in by_name]
+    for name_a, name_b in pairs:
+        missing = [n for n in (name_a, name_b) if n not in by_name]
         if missing:
-            section.notes.append(f"pair {a} vs {b}: no row named {', '.join(missing)} in this report")
+            section.notes.append(f"pair {name_a} vs {name_b}: no row named {', '.join(missing)} in this report")
         else:
-            todo.append((by_name[a], by_name[b]))
+            todo.append((by_name[name_a], by_name[name_b]))
     done: set[tuple[str, str]] = set()
     keys = [c.key for c in columns if c.key != AA_CLEAN]
     for a, b in todo:

@@ -150,7 +150,7 @@ def record_stages(rec: EvalFile | None) -> dict[str, float]:
     return {k: v / max(res.total, 1) for k, v in (res.stages or {}).items()} if res is not None else {}
 
 
-def summarize(values: Sequence[float], points: int | None = None) -> dict[str, Any]:
+def summarize(values: Sequence[float | None], points: int | None = None) -> dict[str, Any]:
     """``{"mean", "std" (sample; None below 2 values), "n", "values"}`` of the numeric entries of ``values``; with
     ``points`` (the test points behind each value, for accuracies) also ``"points"``."""
     vals = [float(v) for v in values if isinstance(v, (int, float))]
