@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 
 from dard.errors import DardError, shown
 
-T = TypeVar("T")
+T = TypeVar("T", bound=Callable[..., Any])  # functions and classes: what `register` names
 
 __all__ = [
     "ATTACKS",
@@ -66,7 +66,7 @@ class Registry(Generic[T]):
 
     def params(self, name: str) -> list[str]:
         """The keyword parameters ``create(name, ...)`` accepts, in signature order."""
-        return param_names(self.get(name))  # type: ignore[arg-type]
+        return param_names(self.get(name))
 
     def create(self, name: str, **params: Any) -> Any:
         """Call the factory registered as ``name`` with keyword ``params``.

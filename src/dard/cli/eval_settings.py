@@ -58,8 +58,7 @@ def eval_settings(request: EvalRequest) -> EvalSettings:
     data = request.data or (cfg.data.name if cfg else DEFAULT_DATA)
     if cfg is not None and request.data and request.data != cfg.data.name:
         notes.append(f"--data {request.data} differs from the run's dataset {cfg.data.name}")
-    same_data = cfg is not None and data == cfg.data.name
-    data_dir = request.data_dir or (cfg.data.dir if same_data else None)
+    data_dir = request.data_dir or (cfg.data.dir if cfg is not None and data == cfg.data.name else None)
     eps = parse_eps(request.eps) if request.eps is not None else (cfg.eps if cfg else DEFAULT_EPS)
     if cfg is not None and request.eps is not None and not math.isclose(eps, cfg.eps, rel_tol=1e-9, abs_tol=1e-12):
         notes.append(f"--eps {request.eps} differs from the run's eps {cfg.eps:.6g} ({cfg.eps * 255:.2f}/255)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard, TypeVar
 
 from pydantic import BaseModel
 
@@ -22,8 +22,10 @@ from dard.run_dir import CompareFile, LabelGapFile, RunDir
 from dard.training.cost import attack_passes
 from dard.training.setup import build_method
 
+_Cached = TypeVar("_Cached", CompareFile, LabelGapFile)
 
-def _fresh(cached: CompareFile | LabelGapFile | None, spec: BaseModel) -> bool:
+
+def _fresh(cached: _Cached | None, spec: BaseModel) -> TypeGuard[_Cached]:
     """Whether a cached result was computed for this ``spec`` (a changed spec recomputes it)."""
     return cached is not None and cached.spec == spec.model_dump()
 
@@ -168,7 +170,7 @@ def extras_passes(spec: ExperimentSpec, cfg: RunConfig, test_images: int) -> flo
 
     passes = 0.0
     if spec.compare_attacks is not None:
-        attacks = [DEFAULT_SUITE.get(a.get("name"), a) | a for a in spec.compare_attacks.attacks.values()]
+        attacks = [DEFAULT_SUITE.get(a.get("name", ""), a) | a for a in spec.compare_attacks.attacks.values()]
         passes += min(spec.compare_attacks.n, test_images) * (1 + sum(attack_passes(a) for a in attacks))
     if spec.label_gap is not None:
         passes += min(spec.label_gap.n, test_images) * training_attack_passes(build_method(cfg).config())
