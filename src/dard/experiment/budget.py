@@ -114,7 +114,7 @@ def _teacher_not_ready(cfg: RunConfig) -> str | None:
         return missing_teacher_weights(cfg) or f"its teacher {teacher.path.name} is not trained"
     if teacher.is_run() and not teacher.is_evaluated():
         progress = teacher.read_progress()
-        epochs = int((teacher.read_config().get("optim") or {}).get("epochs", 0))
+        epochs = teacher.read_run_config().optim.epochs
         if progress is None or progress.epoch < epochs:
             return f"its teacher {teacher.path.name} is not trained yet"
     return None

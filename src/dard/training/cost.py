@@ -200,7 +200,7 @@ def measured_rate(folder: RunDir, train_macs: float) -> tuple[float, float] | No
     progress = folder.read_progress()
     if progress is None or not progress.train_seconds or not progress.global_step:
         return None
-    cfg_batch = int((folder.read_config().get("optim") or {}).get("batch_size", 0))
+    cfg_batch = folder.read_run_config().optim.batch_size
     ips = progress.global_step * cfg_batch / progress.train_seconds
     return (ips * train_macs, ips) if ips > 0 else None
 
