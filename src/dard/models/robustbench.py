@@ -27,6 +27,7 @@ import importlib.util
 import os
 import pickle
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,8 +88,12 @@ def import_robustbench(what: str) -> tuple[Any, Any]:
     imports them (:func:`_alias_autoattack` first), or a one-line DardError naming ``what`` and how to install it."""
     _alias_autoattack()
     try:
-        from robustbench import utils
-        from robustbench.model_zoo import model_dicts
+        with warnings.catch_warnings():
+            # importing robustbench 1.1.1 (and the timm it brings) warns about its own dependencies (pkg_resources'
+            # and torch.jit's deprecations): stderr lines beside dard's one-line answer that the user cannot act on
+            warnings.simplefilter("ignore")
+            from robustbench import utils
+            from robustbench.model_zoo import model_dicts
     except ModuleNotFoundError as exc:
         if exc.name not in (None, "robustbench") and not str(exc.name).startswith("robustbench."):
             raise DardError(f"{what}: importing robustbench failed ({one_line(exc, 160)}); {_INSTALL}") from None
