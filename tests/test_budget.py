@@ -18,7 +18,7 @@ from dard.durations import parse_duration
 from dard.errors import DardError
 from dard.experiment import load_experiment, run_experiment, run_status
 from dard.experiment.budget import BudgetOptions
-from dard.experiment.estimate import Estimate, Estimator
+from dard.experiment.estimate import Estimate, Estimator, estimator_for
 from dard.methods import create_method
 from dard.methods.base import StepPasses
 from dard.run_dir import RunDir
@@ -162,6 +162,38 @@ def test_a_run_starts_when_it_fits_or_may_stop_part_way():
     assert _decide(est, 79.0, BudgetOptions(100, partial_under=15)) == "partial"  # small enough to travel
     assert _decide(est, 79.0, BudgetOptions(100, partial_under=10)) == "no"
     assert _decide(est, 9.0, BudgetOptions(100, partial_under=15)) == "no"  # not even its start-up fits
+
+
+@pytest.mark.parametrize("fits", [True, False])
+def test_a_fitting_run_whose_training_overruns_trains_on_to_the_deadline(tmp_path, monkeypatch, fits):
+    """Training that runs past the deadline less the evaluation's reservation goes on to the deadline itself (the
+    evaluation is then pending): stopping at the reservation would leave the time idle when every later run waits
+    for this one (a teacher). A run that was never meant to fit stops at the deadline, once."""
+    import dard.training
+    from dard.experiment.budget import _Job
+    from dard.experiment.plan import PlannedRun
+
+    est = Estimate(train_s=100.0, eval_s=600.0, startup_s=5.0, basis="test", weights_mib=1.0)
+    options = BudgetOptions(3600, margin_s=0)
+    calls: list[tuple[float, bool, bool]] = []
+
+    def train(cfg, run_dir, *, resume, final_eval, stop_at, announce):
+        calls.append((stop_at, resume, final_eval))
+        raise TrainingStopped(run_dir, 0, 3)  # slower than estimated: its deadline comes first
+
+    monkeypatch.setattr(dard.training, "train", train)
+    job = _Job(_experiment(tmp_path, runs=("sat",)), tmp_path / "runs", options, estimator_for(tmp_path, "cpu"), "cpu")
+    monkeypatch.setattr(job, "estimate", lambda run: est)
+    run = PlannedRun(name="teacher-s0", role="teacher", seed=0, config=_cfg())
+    with pytest.raises(TrainingStopped) as stop:
+        job.train_and_evaluate(run, est, fits=fits)
+    assert not stop.value.evaluation_pending
+    deadlines = [c[0] for c in calls]
+    if fits:
+        assert deadlines == [options.deadline - est.eval_s, options.deadline]
+        assert [c[1:] for c in calls] == [(False, False), (True, False)]  # the second call resumes the snapshot
+    else:
+        assert deadlines == [options.deadline]
 
 
 @pytest.mark.slow

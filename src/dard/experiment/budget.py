@@ -7,10 +7,11 @@ run starts, its remaining cost (training, validation, test evaluation and a fixe
 conservative default), and the basis is printed with the decision. A run that would not finish is not started,
 unless its weights and resume state are small enough to travel to the next job (``partial_under`` MiB): then it
 trains until the budget ends and stops with a snapshot. A run that fits trains until the deadline less its
-evaluation's estimate; the test evaluation then runs only if it still fits (otherwise "trained; test evaluation
-pending"). Each run's records are exported to ``export_dir`` (``<run>.tar.gz``, :mod:`dard.run_dir.archive`)
-as soon as it stops or finishes, after the experiment's per-run extras (:mod:`dard.experiment.extras`) while
-its weights are there; the report covers the finished runs. A later invocation continues where this one stopped.
+evaluation's estimate (on to the deadline itself if its training runs past that); the test evaluation then runs
+only if it still fits (otherwise "trained; test evaluation pending"). Each run's records are exported to
+``export_dir`` (``<run>.tar.gz``, :mod:`dard.run_dir.archive`) as soon as it stops or finishes, after the
+experiment's per-run extras (:mod:`dard.experiment.extras`) while its weights are there; the report covers the
+finished runs. A later invocation continues where this one stopped.
 """
 
 from __future__ import annotations
@@ -168,14 +169,28 @@ class _Job:
         return self.estimator.estimate(run.name, run.config, run.teacher_arch)
 
     def train_and_evaluate(self, run: PlannedRun, est: Estimate, fits: bool) -> None:
-        """Train until the deadline (less the evaluation's estimate when the whole run fits), then evaluate if the
-        evaluation, estimated again at the run's own rate, still fits; TrainingStopped otherwise."""
+        """Train until the deadline (less the evaluation's estimate when the whole run fits, unless training runs
+        past that), then evaluate if the evaluation, estimated again at the run's own rate, still fits;
+        TrainingStopped otherwise."""
         from dard.training import train
 
         folder, cfg = RunDir(self.runs_root / run.name), run.config
         if est.train_s > 0:
-            stop_at = self.budget.deadline - (est.eval_s if fits else 0.0)
-            train(cfg, folder.path, resume=folder.is_run(), final_eval=False, stop_at=stop_at, announce=cfg.progress)
+            reserved = est.eval_s if fits else 0.0
+            try:
+                stop_at = self.budget.deadline - reserved
+                train(
+                    cfg, folder.path, resume=folder.is_run(), final_eval=False, stop_at=stop_at, announce=cfg.progress
+                )
+            except TrainingStopped:
+                if reserved <= 0 or self.budget.left() <= est.startup_s:
+                    raise
+                # Training ran past its estimate, so the evaluation no longer fits. Training on to the deadline
+                # leaves one run part-way (this one, further on) rather than two, and the time is not idle when
+                # every later run waits for this one (a teacher).
+                _say(run.name, "training ran past its estimate: it trains on to the deadline; evaluation later")
+                stop_at = self.budget.deadline
+                train(cfg, folder.path, resume=True, final_eval=False, stop_at=stop_at, announce=cfg.progress)
         est = self.estimate(run)
         if est.eval_s + est.startup_s > self.budget.left():
             raise TrainingStopped(folder.path, cfg.optim.epochs, 0, evaluation_pending=True)
