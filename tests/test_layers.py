@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, ...]] = [
         "dard.durations",
         "dard.runtime",
         "dard.crash",
+        "dard.interrupts",
     ),
     ("dard.models", "dard.data", "dard.model_checks", "dard.weights"),
     ("dard.attacks",),

@@ -7,6 +7,7 @@ one line naming the command and the error type, exit status 1, the traceback in 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
@@ -23,6 +24,7 @@ from dard.cli.checks import check_args
 from dard.cli.common import DEBUG_HELP, stderr_line
 from dard.crash import crash_line, debug_wanted
 from dard.errors import DardError, one_line
+from dard.interrupts import INTERRUPTED, LINE, raise_on_interrupt
 
 __all__ = ["COMMANDS", "ERROR_CHARS", "build_parser", "main"]
 
@@ -63,12 +65,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
+    """Entry point; returns the exit status (130 for Ctrl-C, :mod:`dard.interrupts`)."""
+    words = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(argv)  # imports torch (the suite's labels): Ctrl-C may come here
+        args = build_parser().parse_args(words)  # imports torch (the suite's labels): Ctrl-C may come here
     except KeyboardInterrupt:
-        stderr_line("dard: interrupted")
-        return 130
+        stderr_line(LINE)
+        return INTERRUPTED
+    except Exception as e:  # a broken install (an import failing): the net, as for a command
+        if debug_wanted("--debug" in words):
+            raise
+        stderr_line(crash_line(next((w for w in words if not w.startswith("-")), ""), e))
+        return 1
+    raise_on_interrupt()  # the imports are done: Ctrl-C is a KeyboardInterrupt again, caught below
     debug = debug_wanted(args.debug)
     try:
         check_args(args)
@@ -77,8 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stderr_line(f"dard: error: {one_line(e, ERROR_CHARS)}")
         return 2
     except KeyboardInterrupt:
-        stderr_line("dard: interrupted")
-        return 130
+        stderr_line(LINE)
+        return INTERRUPTED
     except Exception as e:  # the net: a bug, not the input (each input error has its own DardError line)
         if debug:
             raise
