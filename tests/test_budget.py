@@ -141,14 +141,14 @@ def test_rate_comes_from_the_run_itself_then_earlier_runs_then_the_default(runs)
 STEP = {"attack": {"steps": 2, "step_size": 0.025}}
 
 
-def _experiment(tmp_path: Path, runs: tuple[str, ...] = ("sat", "dard")):
-    """experiments/tiny/cpu.yaml in ``tmp_path``: a SAT teacher and the given students (sat, dard), seed 0."""
+def _experiment(tmp_path: Path, runs: tuple[str, ...] = ("sat", "dard"), seeds: tuple[int, ...] = (0,)):
+    """experiments/tiny/cpu.yaml in ``tmp_path``: a SAT teacher and the given students (sat, dard), ``seeds``."""
     from tests.test_experiment import SPEC, _write
 
     spec = copy.deepcopy(SPEC)
     for key in ("compare_attacks", "label_gap", "plot_param"):
         spec.pop(key)
-    spec["seeds"] = [0]
+    spec["seeds"] = list(seeds)
     spec["runs"] = {name: {"method": {"name": name, "params": STEP}} for name in runs}
     return load_experiment(str(_write(tmp_path, spec)))
 
@@ -162,6 +162,23 @@ def test_a_run_starts_when_it_fits_or_may_stop_part_way():
     assert _decide(est, 79.0, BudgetOptions(100, partial_under=15)) == "partial"  # small enough to travel
     assert _decide(est, 79.0, BudgetOptions(100, partial_under=10)) == "no"
     assert _decide(est, 9.0, BudgetOptions(100, partial_under=15)) == "no"  # not even its start-up fits
+
+
+def test_a_budgeted_report_lists_the_runs_in_the_order_an_unbudgeted_one_does(tmp_path, monkeypatch):
+    """The campaign takes the runs seed by seed, but its report lists them as the experiment file does (method by
+    method), like `dard experiment` without a budget: the same runs give the same report either way."""
+    import dard.experiment.budget as budget
+    from dard.experiment.plan import campaign_order, read_plan
+
+    exp, root = _experiment(tmp_path, seeds=(0, 1)), tmp_path / "runs"
+    reported: list[list[str]] = []
+    monkeypatch.setattr(budget._Job, "run", lambda self, run: None)
+    monkeypatch.setattr(RunDir, "is_evaluated", lambda self: True)
+    monkeypatch.setattr(budget, "write_status", lambda *a: None)
+    monkeypatch.setattr(budget, "write_experiment_report", lambda e, dirs, *a, **k: reported.append(dirs))
+    budget.run_within_budget(exp, root, tmp_path / "results", BudgetOptions(0), device="cpu")
+    plan = [r.name for r in read_plan(exp, root, "cpu")]
+    assert [p.name for p in reported[0]] == plan != [r.name for r in campaign_order(read_plan(exp, root, "cpu"))]
 
 
 @pytest.mark.parametrize("fits", [True, False])

@@ -87,9 +87,9 @@ def run_within_budget(
 ) -> Path | None:
     """Run what fits of ``exp`` within ``budget`` (module docstring); returns report.md (None: nothing finished)."""
     estimator = estimator_for(runs_root, device)
-    runs = campaign_order(read_plan(exp, runs_root, device))
+    runs = read_plan(exp, runs_root, device)  # the report lists them in this order, as without a budget
     job = _Job(exp, runs_root, budget, estimator, device)
-    for run in runs:
+    for run in campaign_order(runs):
         job.run(run)
     finished = [runs_root / r.name for r in runs if RunDir(runs_root / r.name).is_evaluated()]
     if not finished:
