@@ -79,14 +79,15 @@ def test_deadline_stops_at_a_step_with_a_snapshot_and_the_resume_is_exact(runs, 
 
 @pytest.mark.slow
 def test_evaluation_that_does_not_fit_is_left_pending(tmp_path, monkeypatch):
-    import dard.training.loop as loop
+    import dard.training.final_eval as final_eval
 
-    monkeypatch.setattr(loop, "evaluation_fits", lambda *a: False)
+    monkeypatch.setattr(final_eval, "evaluation_rate", lambda *a: 1.0)  # 1 MAC/s: not one attack fits in an hour
     cfg = parse_config(tiny_config(name="pending", eval={"attacks": ["fgsm"], "checkpoints": ["best"]}))
     with pytest.raises(TrainingStopped) as stop:
         train(cfg, tmp_path / "pending", stop_at=time.time() + 3600)
     assert stop.value.evaluation_pending and "test evaluation pending" in str(stop.value)
     assert run_status(tmp_path / "pending", 1) == "trained; test evaluation pending"
+    assert not RunDir(tmp_path / "pending").eval_progress_file("best").exists()  # no attack started
     monkeypatch.undo()
     train(cfg, tmp_path / "pending", resume=True)  # evaluation only
     assert RunDir(tmp_path / "pending").is_evaluated()
@@ -162,6 +163,22 @@ def test_a_run_starts_when_it_fits_or_may_stop_part_way():
     assert _decide(est, 79.0, BudgetOptions(100, partial_under=15)) == "partial"  # small enough to travel
     assert _decide(est, 79.0, BudgetOptions(100, partial_under=10)) == "no"
     assert _decide(est, 9.0, BudgetOptions(100, partial_under=15)) == "no"  # not even its start-up fits
+    trained = Estimate(train_s=0.0, eval_s=20.0, startup_s=10.0, basis="test", weights_mib=13.0)
+    assert _decide(trained, 29.0, BudgetOptions(100)) == "partial"  # evaluation alone: kept attack by attack
+    assert _decide(trained, 10.0, BudgetOptions(100)) == "no"
+
+
+def test_a_student_waits_for_its_teacher_to_be_trained_and_evaluated(run: Path):
+    """A campaign checks its teacher's robustness (the test evaluation) before any student learns from it."""
+    from dard.experiment.budget import _teacher_not_ready
+
+    student = parse_config(tiny_config(teacher={"checkpoint": str(run / "best.safetensors")}))
+    assert _teacher_not_ready(student) is None  # trained and evaluated
+    shutil.rmtree(run / "eval")
+    assert RunDir(run).read_progress().epoch == 1  # trained: the last snapshot is at its last epoch
+    assert _teacher_not_ready(student) == "its teacher R is not evaluated yet"
+    (run / "best.safetensors").unlink()
+    assert _teacher_not_ready(student) == "its teacher R is not trained"
 
 
 def test_a_budgeted_report_lists_the_runs_in_the_order_an_unbudgeted_one_does(tmp_path, monkeypatch):

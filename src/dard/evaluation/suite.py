@@ -18,6 +18,7 @@ from dard.errors import SHOWN_CHARS, DardError, one_line, shown
 from dard.evaluation.outcomes import encode_outcomes
 from dard.evaluation.record import LEGACY_LABELS, AttackResult, Count, canonical_label
 from dard.evaluation.record import EvalRecord as EvalRecord  # re-exported: other modules import it from here
+from dard.evaluation.resume import EvalResume, EvaluationStopped, reusable
 from dard.models import check_logits
 from dard.module_utils import eval_mode
 from dard.progress import progress_bar
@@ -194,12 +195,15 @@ def evaluate(
     data_info: Mapping[str, Any] | None = None,
     seed: int | None = None,
     environment: Mapping[str, Any] | None = None,
+    resume: EvalResume | None = None,
 ) -> EvalRecord:
     """Clean and robust accuracy of ``model`` on ``(x, y)`` (x float in [0,1]) under every attack.
 
     Robust accuracy counts the points the model classifies correctly both clean and after the attack (for every
     attack, targeted ones included). ``worst_case`` counts points that survive every threat-model attack (and are
-    correct clean). The model is evaluated in eval mode and its mode is restored afterwards.
+    correct clean). The model is evaluated in eval mode and its mode is restored afterwards. ``resume``: continue
+    an evaluation of the same model and images that stopped part-way, and report each attack as it finishes
+    (:class:`EvalResume`); every attack is seeded, so a continued evaluation equals an uninterrupted one.
     """
     if x.numel() == 0:
         raise DardError("no images to evaluate")
@@ -212,13 +216,25 @@ def evaluate(
         for a, b in batches:
             clean_ok[a:b] = (_predict(model, x[a:b].to(device)) == y[a:b].to(device)).cpu()
         survive = clean_ok.clone()
+        clean = Count.of(clean_ok)
         results: dict[str, AttackResult] = {}
         threat = {k: a for k, a in attacks.items() if k not in SANITY}
+        plan = resume or EvalResume()
+        earlier = plan.done if plan.clean == clean else {}  # other clean outcomes: another model or other images
+        reused_s = 0.0
         for label, attack in attacks.items():
-            results[label], ok = _run_attack(model, attack, x, y, batches, clean_ok, device, label, progress)
+            result = reusable(earlier.get(label), attack, n)
+            if result is not None:
+                ok, reused_s = torch.from_numpy(result.count.outcome_array()), reused_s + result.seconds
+            else:
+                if plan.stop_before is not None and plan.stop_before(attack, n):
+                    raise EvaluationStopped(label)
+                result, ok = _run_attack(model, attack, x, y, batches, clean_ok, device, label, progress)
+                if plan.on_attack is not None:
+                    plan.on_attack(clean, {**results, label: result})
+            results[label] = result
             if label in threat:
                 survive &= ok
-        clean = Count.of(clean_ok)
         worst = Count.of(survive) if threat else None
         norms = {str(a.config().get("norm", "linf")).lower() for a in threat.values()}
         record = EvalRecord(
@@ -234,7 +250,7 @@ def evaluate(
             flags=[],
             seed=seed,
             environment=dict(environment or {}),
-            seconds=round(time.time() - start, 3),
+            seconds=round(time.time() - start + reused_s, 3),
         )
         record.flags = sanity_flags(record)
         return record

@@ -7,11 +7,12 @@ run starts, its remaining cost (training, validation, test evaluation and a fixe
 conservative default), and the basis is printed with the decision. A run that would not finish is not started,
 unless its weights and resume state are small enough to travel to the next job (``partial_under`` MiB): then it
 trains until the budget ends and stops with a snapshot. A run that fits trains until the deadline less its
-evaluation's estimate (on to the deadline itself if its training runs past that); the test evaluation then runs
-only if it still fits (otherwise "trained; test evaluation pending"). Each run's records are exported to
-``export_dir`` (``<run>.tar.gz``, :mod:`dard.run_dir.archive`) as soon as it stops or finishes, after the
-experiment's per-run extras (:mod:`dard.experiment.extras`) while its weights are there; the report covers the
-finished runs. A later invocation continues where this one stopped.
+evaluation's estimate (on to the deadline itself if its training runs past that). The test evaluation then runs
+attack by attack, each only if it fits before the deadline and each kept as it finishes; the rest is left
+"trained; test evaluation pending" for a later budget (a trained run may always evaluate part-way). Each
+run's records are exported to ``export_dir`` (``<run>.tar.gz``, :mod:`dard.run_dir.archive`) as soon as it stops
+or finishes, after the experiment's per-run extras (:mod:`dard.experiment.extras`) while its weights are there;
+the report covers the finished runs. A later invocation continues where this one stopped.
 """
 
 from __future__ import annotations
@@ -75,11 +76,14 @@ _DECISIONS = {"fits": "fits", "partial": "would start and stop part-way", "no": 
 
 
 def _decide(est: Estimate, left: float, budget: BudgetOptions) -> str:
-    """``fits`` (the whole run), ``partial`` (starts, stops at the deadline: small enough to travel) or ``no``."""
+    """``fits`` (the whole run), ``partial`` (starts, stops at the deadline: its training small enough to travel,
+    or its evaluation alone, which keeps each attack as it finishes) or ``no``."""
     if est.total <= left:
         return "fits"
+    if left <= est.startup_s:
+        return "no"
     small = budget.partial_under is not None and est.weights_mib <= budget.partial_under
-    return "partial" if small and est.train_s > 0 and left > est.startup_s else "no"
+    return "partial" if small or est.train_s == 0 else "no"
 
 
 def run_within_budget(
@@ -106,7 +110,8 @@ def run_within_budget(
 
 def _teacher_not_ready(cfg: RunConfig) -> str | None:
     """Why a student cannot start yet: its teacher's weights are absent, or its teacher run has not finished
-    training (a teacher stopped part-way has a best checkpoint already); None when it can."""
+    training (a teacher stopped part-way has a best checkpoint already) or its test evaluation, which says
+    whether the teacher is robust enough to learn from; None when it can."""
     if not cfg.teacher.checkpoint or library_prefix(cfg.teacher.checkpoint):  # none, or a zoo model by name
         return None
     ckpt = Path(cfg.teacher.checkpoint)
@@ -118,6 +123,7 @@ def _teacher_not_ready(cfg: RunConfig) -> str | None:
         epochs = teacher.read_run_config().optim.epochs
         if progress is None or progress.epoch < epochs:
             return f"its teacher {teacher.path.name} is not trained yet"
+        return f"its teacher {teacher.path.name} is not evaluated yet"
     return None
 
 
@@ -170,8 +176,8 @@ class _Job:
 
     def train_and_evaluate(self, run: PlannedRun, est: Estimate, fits: bool) -> None:
         """Train until the deadline (less the evaluation's estimate when the whole run fits, unless training runs
-        past that), then evaluate if the evaluation, estimated again at the run's own rate, still fits;
-        TrainingStopped otherwise."""
+        past that), then evaluate attack by attack while each attack fits before the deadline; TrainingStopped
+        when the budget ends first."""
         from dard.training import train
 
         folder, cfg = RunDir(self.runs_root / run.name), run.config
@@ -191,10 +197,10 @@ class _Job:
                 _say(run.name, "training ran past its estimate: it trains on to the deadline; evaluation later")
                 stop_at = self.budget.deadline
                 train(cfg, folder.path, resume=True, final_eval=False, stop_at=stop_at, announce=cfg.progress)
-        est = self.estimate(run)
-        if est.eval_s + est.startup_s > self.budget.left():
+        if self.estimate(run).startup_s >= self.budget.left():
             raise TrainingStopped(folder.path, cfg.optim.epochs, 0, evaluation_pending=True)
-        train(cfg, folder.path, resume=True, final_eval=True, announce=cfg.progress)
+        # attack by attack while each fits (each kept as it finishes): what does not fit waits for the next budget
+        train(cfg, folder.path, resume=True, final_eval=True, stop_at=self.budget.deadline, announce=cfg.progress)
 
     def extras(self, run: PlannedRun) -> None:
         """The experiment's per-run extras for this run, while its weights are here, when they fit."""

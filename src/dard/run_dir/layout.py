@@ -11,6 +11,7 @@
     <run>/resume.json                  ResumePointer: the last complete snapshot
     <run>/eval/<checkpoint>.json       EvalFile: the test-split evaluation of a checkpoint
     <run>/eval/compare-<checkpoint>.json, eval/label-gap-<checkpoint>.json   experiment extras (cached)
+    <run>/eval/progress-<checkpoint>.json   EvalProgress: an unfinished test evaluation's finished attacks
     <run>/.dard.lock                   the exclusive lock, while a process writes the folder (dard.run_dir.lock)
 """
 
@@ -34,6 +35,7 @@ from dard.run_dir.records import (
     CompareFile,
     EpochMetrics,
     EvalFile,
+    EvalProgress,
     LabelGapFile,
     Progress,
     ResumePointer,
@@ -115,6 +117,9 @@ class RunDir:
     def label_gap_file(self, checkpoint: str) -> Path:
         return self.eval_dir / f"label-gap-{checkpoint}.json"
 
+    def eval_progress_file(self, checkpoint: str) -> Path:
+        return self.eval_dir / f"progress-{checkpoint}.json"
+
     def checkpoint(self, which: str) -> Path:
         """The checkpoint ``which`` (best/last) without suffix, as :func:`dard.checkpoint.save_checkpoint` takes it."""
         return self.path / which
@@ -180,7 +185,7 @@ class RunDir:
         paths = [self.config, self.run_info, self.metrics, self.pointer, self.lock_file]
         for c in CHECKPOINTS:
             paths += [self.weights(c), self.checkpoint_meta(c), self.eval_file(c)]
-            paths += [self.compare_file(c), self.label_gap_file(c)]
+            paths += [self.compare_file(c), self.label_gap_file(c), self.eval_progress_file(c)]
         for snap in self.snapshots():
             paths += [snap.weights, snap.optimizer, snap.progress]
         return paths
@@ -231,6 +236,11 @@ class RunDir:
         """The cached teacher soft-label gap of ``checkpoint``, None if there is none."""
         path = self.label_gap_file(checkpoint)
         return read_json_file(path, LabelGapFile, "label gap") if path.exists() else None
+
+    def read_eval_progress(self, checkpoint: str) -> EvalProgress | None:
+        """The unfinished test evaluation of ``checkpoint``, None if there is none."""
+        path = self.eval_progress_file(checkpoint)
+        return read_json_file(path, EvalProgress, "evaluation progress") if path.exists() else None
 
     def resume_snapshot(self) -> Snapshot:
         """The snapshot ``resume.json`` points at (DardError if there is no pointer or it is malformed)."""
@@ -288,6 +298,13 @@ class RunDir:
 
     def write_eval(self, checkpoint: str, record: EvalFile) -> Path:
         return write_json(self.eval_file(checkpoint), record.to_dict(), root=self.path)
+
+    def write_eval_progress(self, checkpoint: str, progress: EvalProgress) -> Path:
+        return write_json(self.eval_progress_file(checkpoint), progress.to_dict(), root=self.path)
+
+    def remove_eval_progress(self, checkpoint: str) -> None:
+        """Remove the progress file once the evaluation it led to is written (a link is removed, not followed)."""
+        self.eval_progress_file(checkpoint).unlink(missing_ok=True)
 
     def write_compare(self, checkpoint: str, cached: CompareFile) -> Path:
         return write_json(self.compare_file(checkpoint), cached.to_dict(), root=self.path)

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 from pydantic import BeforeValidator, Field
 
 from dard.errors import DardError, shown
-from dard.evaluation.record import EvalRecord
+from dard.evaluation.record import AttackResult, EvalRecord
+from dard.evaluation.record import Count as ImageCount
 from dard.run_dir.files import from_plain
 
 
@@ -115,6 +116,51 @@ class EvalFile(_Record, EvalRecord):
         """An eval file holding ``record`` and the given extras."""
         base = {f.name: getattr(record, f.name) for f in fields(EvalRecord)}
         return cls(**base, autoattack_subset=autoattack_subset, eps_sweep=eps_sweep)
+
+
+@dataclass
+class EvalPart:
+    """One evaluation's progress (:class:`EvalProgress`): its clean count and the attacks finished, by label."""
+
+    clean: ImageCount
+    attacks: dict[str, AttackResult]
+
+    def counts(self) -> dict[str, ImageCount]:
+        return {"clean": self.clean, **{k: a.count for k, a in self.attacks.items()}}
+
+
+@dataclass
+class EvalProgress(_Record):
+    """``eval/progress-<checkpoint>.json``: the part of a checkpoint's test evaluation done so far, so that an
+    evaluation stopped between attacks (a deadline, a killed process) continues there. It holds for the weights
+    (``weights_digest``), images (``data``) and ``seed`` it names, and its attacks only for the clean outcomes
+    beside them (:class:`dard.evaluation.resume.EvalResume`); removed once ``eval/<checkpoint>.json`` is written.
+    ``suite``: the checkpoint's suite; ``autoattack_subset``: the AutoAttack subset's (clean count and attacks)."""
+
+    weights_digest: str
+    data: dict[str, Any]
+    seed: int | None
+    suite: EvalPart | None = None
+    autoattack_subset: EvalPart | None = None
+
+    _OPTIONAL = ("suite", "autoattack_subset")
+
+    def check_values(self, where: str) -> None:
+        """DardError naming ``where`` unless every count is one of its own per-image outcomes (a damaged file
+        would otherwise be reused as a result)."""
+        for name, part in (("suite", self.suite), ("autoattack_subset", self.autoattack_subset)):
+            for key, count in part.counts().items() if part is not None else ():
+                if not 0 <= count.correct <= count.total:
+                    raise DardError(f"{where}: {name}.{key} is {count.correct} of {count.total} images, not a count")
+                try:
+                    outcomes = count.outcome_array()
+                except DardError as e:
+                    raise DardError(f"{where}: {name}.{key}: {e}") from None
+                if outcomes is None:
+                    raise DardError(f"{where}: {name}.{key} has no per-image outcomes")
+                marked = int(outcomes.sum())
+                if marked != count.correct:
+                    raise DardError(f"{where}: {name}.{key} counts {count.correct} images, its outcomes {marked}")
 
 
 @dataclass

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,13 +24,13 @@ from dard.attacks import ATTACKS
 from dard.checkpoint import checkpoint_meta
 from dard.config import RunConfig
 from dard.errors import DardError
-from dard.evaluation.record import canonical_label
+from dard.evaluation.record import AttackResult, canonical_label
 from dard.evaluation.suite import AUTOATTACK_SUBSET_SUITE, DEFAULT_SUITE
 from dard.methods import METHODS
 from dard.methods.base import StepPasses
 from dard.models import create_model, library_prefix
 from dard.models.cost import macs_per_image
-from dard.run_dir import RunDir
+from dard.run_dir import CHECKPOINTS, RunDir
 from dard.training.setup import Data, build_method
 
 #: Conservative device rates (MACs/s) when no run has been measured on the device (docs/gpu.md): CUDA with bf16,
@@ -142,6 +141,7 @@ def run_cost(
     subset = min(cfg.eval.autoattack_subset or 0, sizes.test)
     extras = subset * sum(attack_passes(a) for a in _suite(AUTOATTACK_SUBSET_SUITE)) if first else 0.0
     extras += len(cfg.eval.eps_sweep) * sizes.test * attack_passes(EPS_SWEEP_ATTACK) if first else 0.0
+    extras -= sum(_attacks_passes(r) for c in evals for r in _progress_results(folder, c))  # already measured
     batches = sizes.train // cfg.optim.batch_size
     return RunCost(
         train_macs=train_passes(method).macs(s_macs, t_macs),
@@ -149,10 +149,26 @@ def run_cost(
         epochs=cfg.optim.epochs,
         val_macs=sizes.val * (1 + attack_passes(cfg.val.attack)) * s_macs,
         val_every=cfg.val.every,
-        eval_macs=(len(evals) * test + extras) * s_macs,
+        eval_macs=max(len(evals) * test + extras, 0.0) * s_macs,
         amp=cfg.speed.amp == "bf16",
         compile=cfg.speed.compile,
     )
+
+
+def _progress_results(folder: RunDir | None, checkpoint: str) -> list[AttackResult]:
+    """The attacks an unfinished evaluation of ``checkpoint`` has finished (eval/progress-<checkpoint>.json)."""
+    progress = folder.read_eval_progress(checkpoint) if folder is not None and folder.eval_dir.is_dir() else None
+    parts = (progress.suite, progress.autoattack_subset) if progress is not None else ()
+    return [r for part in parts if part is not None for r in part.attacks.values()]
+
+
+def _attacks_passes(result: AttackResult) -> float:
+    """Image-passes (as :func:`attack_passes` counts them) an attack's result cost; 0 for an attack this version
+    does not know."""
+    try:
+        return result.total * attack_passes(result.config)
+    except DardError:
+        return 0.0
 
 
 def _suite(names: list[str]) -> list[Mapping[str, Any]]:
@@ -210,6 +226,12 @@ def measured_eval_rate(folder: RunDir, sizes: DataSizes) -> float | None:
     :func:`run_cost` counts them), None when it has none."""
     evals = folder.read_evals() if folder.eval_dir.is_dir() else {}
     macs, seconds = 0.0, 0.0
+    if folder.run_info.is_file():  # the attacks an unfinished evaluation has finished, timed one by one
+        student = folder.read_info().student or {}
+        arch = student.get("arch")
+        m = arch_macs(str(arch), sizes.classes, sizes.shape, student.get("kwargs")) if arch else 0
+        for result in (r for c in CHECKPOINTS for r in _progress_results(folder, c)):
+            macs, seconds = macs + _attacks_passes(result) * m, seconds + result.seconds
     for rec in evals.values():
         arch = rec.model.get("arch")
         if not arch or rec.model.get("num_classes") != sizes.classes:
@@ -243,9 +265,10 @@ def compile_seconds(cfg: RunConfig) -> float:
     return COMPILE_S if cfg.speed.compile else 0.0
 
 
-def evaluation_fits(cfg: RunConfig, folder: RunDir, sizes: DataSizes, device_type: str, stop_at: float) -> bool:
-    """Whether the test evaluation still to do fits before ``stop_at``, at the run's own measured rate."""
+def evaluation_rate(cfg: RunConfig, folder: RunDir, sizes: DataSizes, device_type: str) -> float:
+    """The run's test-evaluation MACs/s: as its evaluations so far measured it, else derived from its training
+    rate (else the device's default)."""
     cost = run_cost(cfg, sizes, teacher_arch(cfg, folder), folder)
     measured = measured_rate(folder, cost.train_macs)
     rate = measured[0] if measured else default_rate(cfg, device_type)
-    return time.time() + cost.eval_seconds(rate, measured_eval_rate(folder, sizes)) <= stop_at
+    return measured_eval_rate(folder, sizes) or cost.eval_rate(rate)

@@ -2,8 +2,9 @@
 
 ``train(..., stop_at=T)`` stops at the first step boundary after the time ``T`` (``time.time()``), writes a resume
 snapshot and raises :class:`TrainingStopped`; ``dard train --resume`` or a later ``dard experiment`` continues
-from the snapshot. Its test evaluation runs only when its estimate (:mod:`dard.training.cost`) fits before ``T``;
-otherwise the run is left "trained; test evaluation pending".
+from the snapshot. Its test evaluation then runs attack by attack, each only when its estimate
+(:mod:`dard.training.cost`) fits before ``T``, each kept as it finishes; what does not fit is left "trained; test
+evaluation pending", and a resume continues it.
 """
 
 from __future__ import annotations

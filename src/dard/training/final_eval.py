@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import json
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -15,13 +17,18 @@ from dard.attacks import Attack
 from dard.checkpoint import load_checkpoint, weights_digest
 from dard.config import RunConfig
 from dard.data.fingerprint import data_provenance
-from dard.evaluation.record import test_data_info
+from dard.evaluation.record import AttackResult, Count, test_data_info
+from dard.evaluation.resume import EvalResume, EvaluationStopped
 from dard.evaluation.suite import AUTOATTACK_SUBSET_SUITE, EvalRecord, build_suite, evaluate
-from dard.run_dir import EpsSweep, EvalFile, RunDir
+from dard.run_dir import EpsSweep, EvalFile, EvalPart, EvalProgress, RunDir
 from dard.runtime import environment
+from dard.training.cost import DataSizes, arch_macs, attack_passes, evaluation_rate
+from dard.training.deadline import TrainingStopped
 from dard.training.setup import Data, at_key, float_tensors
 
 SWEEP_ATTACK = "pgd20"
+#: asked before each attack of an evaluation: whether it would end past the deadline (attack, images)
+StopBefore = Callable[[Attack, int], bool]
 
 
 @dataclass
@@ -52,7 +59,12 @@ def _sweep_attack(cfg: RunConfig, eps: float) -> Attack:
 
 
 def final_evaluation(
-    cfg: RunConfig, run_dir: Path, data: Data, device: torch.device, attacks: EvalAttacks | None = None
+    cfg: RunConfig,
+    run_dir: Path,
+    data: Data,
+    device: torch.device,
+    attacks: EvalAttacks | None = None,
+    stop_at: float | None = None,
 ) -> None:
     """Evaluate the configured checkpoints on the test split; writes ``eval/<checkpoint>.json``.
 
@@ -61,6 +73,10 @@ def final_evaluation(
     weights (:func:`~dard.checkpoint.weights_digest`: ``best`` is ``last`` when the last epoch was the best) are
     evaluated once; the record names them all (``model.checkpoints``) and is written under each name.
     ``attacks``: those :func:`eval_attacks` built for ``cfg`` (built here when not given).
+
+    Each attack's result is kept in ``eval/progress-<checkpoint>.json`` as it finishes, and a later call continues
+    from there (a killed evaluation loses one attack at most). ``stop_at`` (a ``time.time()`` deadline): an attack
+    starts only if its estimate fits before it; otherwise :class:`TrainingStopped` with ``evaluation_pending``.
     """
     attacks = attacks if attacks is not None else eval_attacks(cfg)
     folder = RunDir(run_dir)
@@ -68,6 +84,7 @@ def final_evaluation(
     env = environment(device)
     data_info = test_data_info(data.bundle.name, int(x.shape[0]), data_provenance(data.bundle))
     digests = {w: weights_digest(folder.weights(w)) for w in cfg.eval.checkpoints}
+    stop_before = _deadline(cfg, folder, DataSizes.of(data), device, stop_at)
     for which in cfg.eval.checkpoints:
         if folder.eval_file(which).exists():
             continue
@@ -80,23 +97,75 @@ def final_evaluation(
         info = {**meta["model"], "checkpoint": f"{which}", "epoch": meta.get("epoch"), "weights_digest": digests[which]}
         if len(twins) > 1:
             info["checkpoints"] = twins
-        record = evaluate(
-            model,
-            x,
-            y,
-            attacks.suite,
-            batch_size=cfg.eval.batch_size,
-            device=device,
-            progress=cfg.progress,
-            model_info=info,
-            data_info=data_info,
-            seed=cfg.seed,
-            environment=env,
-        )
+        kept = _KeptProgress.load(folder, which, EvalProgress(digests[which], data_info, cfg.seed))
         first = which == cfg.eval.checkpoints[0]
-        subset = _autoattack_subset(cfg, attacks, model, x, y, info, data_info, env) if first else None
+        try:
+            record = evaluate(
+                model,
+                x,
+                y,
+                attacks.suite,
+                batch_size=cfg.eval.batch_size,
+                device=device,
+                progress=cfg.progress,
+                model_info=info,
+                data_info=data_info,
+                seed=cfg.seed,
+                environment=env,
+                resume=kept.resume("suite", stop_before),
+            )
+            resume = kept.resume("autoattack_subset", stop_before)
+            subset = _autoattack_subset(cfg, attacks, model, x, y, info, data_info, env, resume) if first else None
+        except EvaluationStopped:
+            raise TrainingStopped(folder.path, cfg.optim.epochs, 0, evaluation_pending=True) from None
         sweep = _eps_sweep(cfg, attacks, model, x, y) if first else None
         folder.write_eval(which, EvalFile.of(record, autoattack_subset=subset, eps_sweep=sweep))
+        folder.remove_eval_progress(which)
+
+
+@dataclass
+class _KeptProgress:
+    """A checkpoint's evaluation progress (``eval/progress-<checkpoint>.json``), written as each attack finishes."""
+
+    folder: RunDir
+    which: str
+    state: EvalProgress
+
+    @classmethod
+    def load(cls, folder: RunDir, which: str, fresh: EvalProgress) -> _KeptProgress:
+        """The progress on disk if it is of the same weights, images and seed as ``fresh`` (else ``fresh``)."""
+        old = folder.read_eval_progress(which)
+        return cls(folder, which, old if old is not None and _identity(old) == _identity(fresh) else fresh)
+
+    def resume(self, part: Literal["suite", "autoattack_subset"], stop_before: StopBefore | None) -> EvalResume:
+        """How :func:`evaluate` continues ``part`` and keeps its progress."""
+        earlier: EvalPart | None = getattr(self.state, part)
+
+        def keep(clean: Count, results: dict[str, AttackResult]) -> None:
+            setattr(self.state, part, EvalPart(clean, results))
+            self.folder.write_eval_progress(self.which, self.state)
+
+        done = earlier.attacks if earlier is not None else {}
+        return EvalResume(earlier.clean if earlier else None, done, on_attack=keep, stop_before=stop_before)
+
+
+def _identity(progress: EvalProgress) -> Any:
+    """What an evaluation's progress holds for, as stored: the weights, the images (by name, count and files'
+    fingerprint; not the folder they were read from, which another machine names otherwise) and the seed."""
+    data = {k: v for k, v in progress.data.items() if k != "folder"}
+    return json.loads(json.dumps([progress.weights_digest, data, progress.seed]))
+
+
+def _deadline(
+    cfg: RunConfig, folder: RunDir, sizes: DataSizes, device: torch.device, stop_at: float | None
+) -> StopBefore | None:
+    """Whether an attack on ``n`` images would still end before ``stop_at``, at the run's evaluation rate
+    (None without a deadline)."""
+    if stop_at is None:
+        return None
+    rate = evaluation_rate(cfg, folder, sizes, device.type)  # MACs/s
+    macs = arch_macs(cfg.model.arch, sizes.classes, sizes.shape, cfg.model.kwargs)  # per image and pass
+    return lambda attack, n: time.time() + n * attack_passes(attack.config()) * macs / rate > stop_at
 
 
 def _autoattack_subset(
@@ -108,6 +177,7 @@ def _autoattack_subset(
     info: Mapping[str, Any],
     data_info: Mapping[str, Any],
     env: Mapping[str, Any],
+    resume: EvalResume,
 ) -> EvalRecord | None:
     """AutoAttack on the first ``eval.autoattack_subset`` test images (None when not configured), with the clean
     and PGD-20 counts of the same images, so that every AutoAttack number stands beside the clean number it is
@@ -128,6 +198,7 @@ def _autoattack_subset(
         data_info={**data_info, "n": k, "first_n": k},
         seed=cfg.seed,
         environment=env,
+        resume=resume,
     )
 
 

@@ -24,7 +24,7 @@ from dard.progress import progress_bar
 from dard.run_dir import EpochMetrics, Progress, RunDir, RunInfo, kept_epoch_name
 from dard.runtime import configure_threads, environment, resolve_device
 from dard.training.announce import Announcer, say
-from dard.training.cost import DataSizes, evaluation_fits
+from dard.training.cost import DataSizes
 from dard.training.deadline import TrainingStopped, past_deadline
 from dard.training.final_eval import final_evaluation
 from dard.training.preflight import RunParts, open_run
@@ -53,8 +53,8 @@ def train(
 
     With ``final_eval=False`` the test evaluation is left out; resuming the finished run later does only that.
     ``stop_at`` (a ``time.time()`` deadline): stop at the first step boundary after it with a resume snapshot
-    (:class:`TrainingStopped`), and evaluate only if the evaluation's estimate fits before it (otherwise
-    :class:`TrainingStopped` with ``evaluation_pending``).
+    (:class:`TrainingStopped`); then evaluate attack by attack while each attack's estimate fits before it, keeping
+    each finished attack (otherwise :class:`TrainingStopped` with ``evaluation_pending``; a resume continues).
     ``announce``: print the run's header and a line per epoch (:mod:`dard.training.announce`).
     Launched by ``torchrun``, every rank calls this; rank 0 alone writes files and evaluates.
     """
@@ -78,10 +78,8 @@ def train(
             # Rank 0 evaluates alone once every rank has left the process group (they leave together, after the
             # last snapshot's barrier): no collective can time out during a long AutoAttack, and no rank shuts the
             # group down while another still holds it.
-            if final_eval and dist_info.is_main:
-                if stop_at is not None and not evaluation_fits(cfg, folder, DataSizes.of(data), device.type, stop_at):
-                    raise TrainingStopped(folder.path, cfg.optim.epochs, 0, evaluation_pending=True)
-                final_evaluation(cfg, folder.path, data, device, parts.eval_attacks)
+            if final_eval and dist_info.is_main:  # attack by attack, as far as stop_at allows
+                final_evaluation(cfg, folder.path, data, device, parts.eval_attacks, stop_at=stop_at)
     except BaseException:
         dist.teardown(dist_info)  # the checks failed before training: leave the group too (a no-op if left)
         raise
