@@ -96,6 +96,32 @@ def test_an_unfinished_run_travels_with_its_resume_state_and_replaces_an_older_c
     assert RunDir(fresh / "part").is_evaluated() and not RunDir(fresh / "part").has_snapshot()
 
 
+@pytest.mark.slow
+def test_an_unfinished_evaluation_travels_and_the_copy_with_more_attacks_kept_wins(tmp_path, monkeypatch):
+    import dard.training.final_eval as final_eval
+
+    cfg = parse_config(tiny_config(name="part", eval={"checkpoints": ["best"]}))  # fgsm, pgd20
+    train(cfg, tmp_path / "a" / "part", final_eval=False)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # trained, nothing evaluated
+    asked: list[str] = []
+
+    def after_one_attack(attack, n) -> bool:  # the deadline allows the first attack only
+        asked.append(attack.name)
+        return len(asked) > 1
+
+    monkeypatch.setattr(final_eval, "_deadline", lambda *a: after_one_attack)
+    with pytest.raises(TrainingStopped):
+        train(cfg, tmp_path / "a" / "part", resume=True, stop_at=time.time() + 3600)  # fgsm only
+    monkeypatch.undo()
+    archive = export_runs([tmp_path / "a" / "part"], tmp_path / "part.tar.gz")
+    assert [r.action for r in import_runs(archive, tmp_path / "b")] == ["replaced"]  # one attack further
+    kept = RunDir(tmp_path / "b" / "part").read_eval_progress("best")
+    assert kept is not None and list(kept.suite.attacks) == ["fgsm"]
+    train(cfg, tmp_path / "b" / "part", resume=True)  # the evaluation continues with pgd20
+    record = RunDir(tmp_path / "b" / "part").read_eval("best")
+    assert record.attacks["fgsm"] == kept.suite.attacks["fgsm"] and list(record.attacks) == ["fgsm", "pgd20"]
+
+
 def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
     with tarfile.open(path, "w:gz") as tar:
         for info, data in members:

@@ -252,7 +252,11 @@ def test_experiment_budget_starts_nothing_that_cannot_finish_stops_part_way_then
     report = run_experiment(exp, root, results, device="cpu", budget=BudgetOptions(3600, margin_s=0))
     names = ("teacher-s0", "dard-s0")
     assert report is not None and all(RunDir(root / n).is_evaluated() for n in names)
-    assert "Not finished yet" not in report.read_text()
+    text = report.read_text()
+    assert "Not finished yet" not in text
+    # a later invocation that trains nothing writes the same report from the same runs, whatever its budget
+    assert run_experiment(exp, root, results, device="cpu", budget=BudgetOptions(0)) == report
+    assert report.read_text() == text and "--time-budget 0` rewrites this report" in text
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from dard.checkpoint import FORMAT, weights_digest
 from dard.config import parse_config
 from dard.errors import DardError
 from dard.evaluation.table import format_evaluations
+from dard.experiment.reuse import run_status
 from dard.run_dir import RunDir
 from dard.training.cost import DataSizes, run_cost
 from dard.training.deadline import TrainingStopped
@@ -102,6 +103,7 @@ def test_an_evaluation_stopped_between_attacks_continues_to_the_uninterrupted_re
             final_eval.final_evaluation(cfg, stopped, data, cpu, stop_at=0.0)
         assert stop.value.evaluation_pending and not folder.eval_file("best").exists()
         assert list(folder.read_eval_progress("best").suite.attacks) == ATTACKS[:k]
+        assert run_status(stopped, 1) == f"trained; test evaluation pending ({k} attack(s) of it done)"
     sizes, kept = DataSizes.of(data), folder.eval_progress_file("best")  # what is kept is not counted again
     with_progress = run_cost(cfg, sizes, None, folder).eval_macs
     kept.rename(tmp_path / "aside.json")

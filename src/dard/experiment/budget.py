@@ -87,7 +87,7 @@ def _decide(est: Estimate, left: float, budget: BudgetOptions) -> str:
 
 
 def run_within_budget(
-    exp: Experiment, runs_root: Path, results_dir: Path, budget: BudgetOptions, *, device: str, command: str = ""
+    exp: Experiment, runs_root: Path, results_dir: Path, budget: BudgetOptions, *, device: str
 ) -> Path | None:
     """Run what fits of ``exp`` within ``budget`` (module docstring); returns report.md (None: nothing finished)."""
     estimator = estimator_for(runs_root, device)
@@ -103,6 +103,11 @@ def run_within_budget(
     pending = [f"{r.name}: {run_status(runs_root / r.name, r.config.optim.epochs)}"
                for r in runs if not RunDir(runs_root / r.name).is_evaluated()]  # fmt: skip
     notes = [f"- Not finished yet ({len(pending)}): " + "; ".join(pending) + "."] if pending else []
+    # Not this invocation's command line: the report is the runs' alone, whichever stretches made them, so that
+    # any later invocation (`--time-budget 0` trains nothing) writes the same report from the same runs.
+    command = f"dard experiment {exp.name} --scale {exp.scale}"
+    notes = [f"- Made in budgeted stretches (`{command} --time-budget T`), each continuing the last; "
+             f"`{command} --time-budget 0` rewrites this report from the runs alone.", *notes]  # fmt: skip
     path = write_experiment_report(exp, finished, results_dir, command=command, notes=notes)
     write_status(exp, runs_root, results_dir, device)
     return path

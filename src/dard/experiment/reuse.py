@@ -45,7 +45,9 @@ def run_status(run_dir: Path, epochs: int) -> str:
         return "resume state unreadable: training would stop with an error"
     epoch, batch = progress.epoch, progress.batch
     if epoch >= epochs:
-        return "trained; test evaluation pending"
+        kept = folder.read_eval_progress("best")
+        attacks = sum(len(p.attacks) for p in (kept.suite, kept.autoattack_subset) if p) if kept is not None else 0
+        return "trained; test evaluation pending" + (f" ({attacks} attack(s) of it done)" if attacks else "")
     return f"resumes at epoch {epoch + 1}/{epochs}" + (f", step {batch + 1}" if batch else "")
 
 

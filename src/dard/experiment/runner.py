@@ -39,13 +39,14 @@ def run_experiment(
     On a CPU, runs go ``jobs`` at a time in separate processes with one thread each (small models are bound by
     per-call overhead, so processes beat threads); on a GPU they run one after another. With a ``budget`` the
     runs go one at a time within it (None: nothing finished). The runs folder and the results folder are locked
-    for the whole experiment (each run folder too, while it trains or evaluates).
+    for the whole experiment (each run folder too, while it trains or evaluates). ``command``: the invocation, which
+    an unbudgeted report names; a budgeted report, made over many invocations, names the experiment's command.
     """
     for folder, what in ((runs_root, "runs folder"), (results_dir, "results folder")):
         check_writable(folder, folder=True, what=what)
     with FolderLock(runs_root, "runs folder"), FolderLock(results_dir, "results folder"):
         if budget is not None:
-            return run_within_budget(exp, runs_root, results_dir, budget, device=device, command=command)
+            return run_within_budget(exp, runs_root, results_dir, budget, device=device)
         return _run_all(exp, runs_root, results_dir, device=device, jobs=jobs, command=command)
 
 

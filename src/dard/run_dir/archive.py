@@ -83,6 +83,7 @@ def record_names(run: RunDir) -> list[str]:
     paths = [run.config, run.run_info, run.metrics]
     for c in CHECKPOINTS:
         paths += [run.checkpoint_meta(c), run.eval_file(c), run.compare_file(c), run.label_gap_file(c)]
+        paths.append(run.eval_progress_file(c))  # an unfinished evaluation's finished attacks travel too
     return [p.relative_to(run.path).as_posix() for p in paths]
 
 

@@ -5,10 +5,10 @@ readers, and only then placed, all or none:
 - no folder of that name yet: the run moves into place;
 - a folder holding another run (its config differs in more than where it ran, :mod:`dard.config.identity`): the
   import is refused and nothing changes;
-- the same run: the copy further along wins (finished, then more epochs, then a later snapshot). An import that
-  is further along takes the folder's place, and the local copy is set aside whole beside it
-  (``<name>.local-<k>``, with the user's own files in it); one just as far adds the files the folder lacks (its
-  weights, say) and keeps the folder's own; one behind it changes nothing.
+- the same run: the copy further along wins (finished, then more epochs, then a later snapshot, then more attacks
+  of an unfinished test evaluation kept). An import that is further along takes the folder's place, and the local
+  copy is set aside whole beside it (``<name>.local-<k>``, with the user's own files in it); one just as far adds
+  the files the folder lacks (its weights, say) and keeps the folder's own; one behind it changes nothing.
 
 Import never deletes a file it did not bring, and it holds each existing target folder's lock (:mod:`.lock`) while
 it compares and places, so it never writes into a run that `dard train` is writing. A source that is neither a
@@ -107,16 +107,22 @@ def _read_all(run: RunDir) -> None:
     run.read_metrics()
     run.read_evals()
     for c in CHECKPOINTS:
-        run.read_compare(c), run.read_label_gap(c)
+        run.read_compare(c), run.read_label_gap(c), run.read_eval_progress(c)
     if run.has_snapshot():
         run.resume_snapshot().read_progress()
 
 
-def _stage_key(run: RunDir) -> tuple[int, int, int]:
-    """How far a run is: finished, epochs recorded, and (unfinished) the snapshot's step."""
+def _stage_key(run: RunDir) -> tuple[int, int, int, int]:
+    """How far a run is: finished, epochs recorded, (unfinished) the snapshot's step, and the attacks its unfinished
+    test evaluation has kept."""
     done = run.is_evaluated()
     progress = None if done else run.read_progress()
-    return int(done), len(run.read_metrics()), progress.global_step if progress else 0
+    kept = 0
+    for c in () if done else CHECKPOINTS:
+        evaluation = run.read_eval_progress(c)
+        parts = (evaluation.suite, evaluation.autoattack_subset) if evaluation is not None else ()
+        kept += sum(len(part.attacks) for part in parts if part is not None)
+    return int(done), len(run.read_metrics()), progress.global_step if progress else 0, kept
 
 
 def _plan(source: Path, staged: Path, dest: Path) -> str:
