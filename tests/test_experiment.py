@@ -12,7 +12,7 @@ from tests.conftest import assert_one_line_error, run_cli
 
 from dard.attacks import Attack
 from dard.evaluation.suite import evaluate
-from dard.experiment import deep_merge, run_experiment
+from dard.experiment import deep_merge, load_experiment, run_experiment
 from dard.run_dir import CompareFile, EvalFile, LabelGapFile, Progress, RunDir, RunInfo
 
 BASE = {
@@ -350,3 +350,10 @@ def test_experiment_says_each_run_as_it_starts_and_ends_with_the_time_left(finis
     assert len(ends) == 1
     left = [ln for ln in lines if "runs finished" in ln]
     assert left[-1] == "[experiment] 7/7 runs finished" and any(" 3/7 runs finished; ~" in ln for ln in left)
+
+
+def test_a_report_names_a_packaged_experiment_file_the_same_from_any_folder(tmp_path, monkeypatch):
+    from dard.experiment.report import _experiment_file
+
+    monkeypatch.chdir(tmp_path)  # the committed reports are written from the repository's root; this is not it
+    assert _experiment_file(load_experiment("precision", "cpu")) == "src/dard/experiments/precision/cpu.yaml"

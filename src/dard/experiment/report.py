@@ -10,6 +10,7 @@ from typing import Any, TypedDict
 
 from dard.experiment.spec import CompareAttacksSpec, Experiment, LabelGapSpec, PlotParamSpec
 from dard.io import write_text
+from dard.packaged import EXPERIMENTS_DIR
 from dard.report import (
     DASH,
     build_report,
@@ -212,7 +213,7 @@ def _preamble(
     lines += [
         "",
         f"- Command: `{command or f'dard experiment {exp.name} --scale {exp.scale}'}`",
-        f"- Experiment file: `{exp.source.as_posix()}`, base run config `{spec.base}`; seeds "
+        f"- Experiment file: `{_experiment_file(exp)}`, base run config `{spec.base}`; seeds "
         f"{', '.join(map(str, spec.seeds))}.",
         _environment_line(runs),
     ]
@@ -225,6 +226,15 @@ def _preamble(
     if spec.caveat.strip():
         lines += [f"- Caveat: {spec.caveat.strip()}"]
     return lines + list(notes)
+
+
+def _experiment_file(exp: Experiment) -> str:
+    """The experiment file as dard's repository names it when it is a packaged one (``src/dard/experiments/...``),
+    so that a report reads the same whichever folder it was written from; any other file as it was given."""
+    try:
+        return "src/dard/experiments/" + exp.source.resolve().relative_to(EXPERIMENTS_DIR).as_posix()
+    except ValueError:
+        return exp.source.as_posix()
 
 
 def _sweep_section(plot: PlotParamSpec, runs: Sequence[RunRecord], results_dir: Path, extra: dict[str, Any]) -> str:
