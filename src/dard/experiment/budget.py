@@ -214,9 +214,7 @@ class _Job:
             return
         sizes = self.estimator.sizes(cfg)
         est = self.estimate(run)
-        macs = extras_passes(spec, cfg, sizes.test) * arch_macs(
-            cfg.model.arch, sizes.classes, sizes.shape, cfg.model.kwargs
-        )
+        macs = extras_passes(spec, cfg, sizes) * arch_macs(cfg.model.arch, sizes.classes, sizes.shape, cfg.model.kwargs)
         need = macs / est.eval_rate + est.startup_s
         if need > self.budget.left() and not extras_cached(spec, folder):  # (cached results are checked, and cheap)
             return _say(folder.path.name, f"extras not run: need ~{need:.0f} s, {self.budget.left():.0f} s left")

@@ -1,7 +1,8 @@
 """An experiment's per-run extras, computed once its runs are trained: the attack comparison
-(``compare_attacks``: a run's checkpoint under several attacks) and the teacher's soft-label gap (``label_gap``,
-distilled runs), each cached in the run folder and recomputed when its spec changes. (``plot_param`` needs no
-computation: the report draws it from the runs' records.)"""
+(``compare_attacks``: a run's checkpoint under several attacks), the teacher's soft-label gap (``label_gap``,
+distilled runs) and the teacher on its own (``teacher_quality``, distilled runs: the teacher-quality ladder), each
+cached in the run folder and recomputed when its spec (or teacher) changes. (``plot_param`` needs no computation:
+the report draws it from the runs' records.)"""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from dard.config import RunConfig
 from dard.experiment.plan import PlannedRun
 from dard.experiment.pool import pool_map
 from dard.experiment.reuse import distils, missing_teacher_weights
-from dard.experiment.spec import CompareAttacksSpec, ExperimentSpec, LabelGapSpec
+from dard.experiment.spec import CompareAttacksSpec, ExperimentSpec, LabelGapSpec, TeacherQualitySpec
 from dard.methods.base import training_attack_passes
-from dard.run_dir import CompareFile, LabelGapFile, RunDir
-from dard.training.cost import attack_passes
+from dard.models import library_prefix
+from dard.run_dir import CompareFile, LabelGapFile, RunDir, TeacherQualityFile
+from dard.training.cost import DataSizes, arch_macs, attack_passes, recorded_teacher_kwargs, teacher_arch
 from dard.training.setup import build_method
 
 _Cached = TypeVar("_Cached", CompareFile, LabelGapFile)
@@ -109,6 +111,55 @@ def label_gap(
     return result
 
 
+#: the attack a teacher is measured with (a suite label), beside its clean accuracy
+TEACHER_ATTACK = "pgd20"
+
+
+def teacher_quality(
+    run_dir: Path, cfg: RunConfig, spec: TeacherQualitySpec, *, threads: int | None = None, device: str = "auto"
+) -> TeacherQualityFile:
+    """A distilled run's teacher on its own: the checkpoint ``cfg`` names (the run's planned config), clean and
+    under PGD-20 on the first ``spec.n`` test images. Cached in ``eval/teacher.json``; measured again when the spec
+    or the teacher's weights change."""
+    from dard.checkpoint import checkpoint_meta, weights_digest
+    from dard.evaluation.suite import build_suite, evaluate
+    from dard.runtime import environment
+    from dard.training.setup import load_teacher
+
+    folder, checkpoint = RunDir(run_dir), Path(str(cfg.teacher.checkpoint))
+    digest = weights_digest(checkpoint)
+    cached = folder.read_teacher_quality()
+    if cached is not None and cached.spec == spec.model_dump() and cached.teacher.get("weights_digest") == digest:
+        return cached
+    data, x, y, dev = _first_test_images(cfg, spec.n, device, threads)
+    teacher, info = load_teacher(cfg.teacher, data.bundle, dev)
+    epoch = checkpoint_meta(checkpoint)[1].get("epoch")
+    about = {**info, "checkpoint": checkpoint.as_posix(), "epoch": epoch, "weights_digest": digest}
+    rec = evaluate(
+        teacher,
+        x,
+        y,
+        build_suite([TEACHER_ATTACK], cfg.eps, seed=cfg.seed, norm=cfg.norm),
+        batch_size=cfg.eval.batch_size,
+        device=dev,
+        progress=False,
+        model_info=about,
+        data_info={"name": data.bundle.name, "split": "test", "n": int(x.shape[0]), "first_n": int(x.shape[0])},
+        seed=cfg.seed,
+        environment=environment(dev),
+    )
+    result = TeacherQualityFile(spec=spec.model_dump(), teacher=about, record=rec)
+    with folder.lock():
+        folder.write_teacher_quality(result)
+    return result
+
+
+def _has_own_teacher(cfg: RunConfig) -> bool:
+    """Whether a planned run distils from a dard checkpoint file that is there (not a zoo model by name)."""
+    named = str(cfg.teacher.checkpoint or "")
+    return distils(cfg) and bool(named) and not library_prefix(named) and Path(named).is_file()
+
+
 @dataclass(frozen=True)
 class _CompareTask:
     run_dir: Path
@@ -124,6 +175,20 @@ class _LabelGapTask:
     spec: LabelGapSpec
     threads: int | None
     device: str
+
+
+@dataclass(frozen=True)
+class _TeacherQualityTask:
+    run_dir: Path
+    config: RunConfig
+    spec: TeacherQualitySpec
+    threads: int | None
+    device: str
+
+
+def _teacher_quality_task(task: _TeacherQualityTask) -> str:
+    teacher_quality(task.run_dir, task.config, task.spec, threads=task.threads, device=task.device)
+    return str(task.run_dir)
 
 
 def _compare_task(task: _CompareTask) -> str:
@@ -161,25 +226,43 @@ def run_extras(
             and missing_teacher_weights(r.config) is None
         ]
         pool_map(_label_gap_task, distilled, jobs)
+    quality = spec.teacher_quality
+    if quality is not None:
+        tasks = [
+            _TeacherQualityTask(runs_root / r.name, r.config, quality, threads, device)
+            for r in runs
+            if RunDir(runs_root / r.name).is_evaluated() and _has_own_teacher(r.config)
+        ]
+        pool_map(_teacher_quality_task, tasks, jobs)
 
 
-def extras_passes(spec: ExperimentSpec, cfg: RunConfig, test_images: int) -> float:
+def extras_passes(spec: ExperimentSpec, cfg: RunConfig, sizes: DataSizes) -> float:
     """Passes of the run's network that its extras take (the budget's estimate of them): every compared attack
-    (and its scoring forward) and the label gap's training attack on their first test images."""
+    (and its scoring forward) and the label gap's training attack on their first test images, and the teacher's
+    own measurement counted in passes of the student (scaled by their multiply-adds)."""
     from dard.evaluation.suite import DEFAULT_SUITE
 
-    passes = 0.0
+    passes, test = 0.0, sizes.test
     if spec.compare_attacks is not None:
         attacks = [DEFAULT_SUITE.get(a.get("name", ""), a) | a for a in spec.compare_attacks.attacks.values()]
-        passes += min(spec.compare_attacks.n, test_images) * (1 + sum(attack_passes(a) for a in attacks))
+        passes += min(spec.compare_attacks.n, test) * (1 + sum(attack_passes(a) for a in attacks))
     if spec.label_gap is not None:
-        passes += min(spec.label_gap.n, test_images) * training_attack_passes(build_method(cfg).config())
+        passes += min(spec.label_gap.n, test) * training_attack_passes(build_method(cfg).config())
+    t_arch = teacher_arch(cfg) if spec.teacher_quality is not None and _has_own_teacher(cfg) else None
+    if spec.teacher_quality is not None and t_arch:
+        kwargs = recorded_teacher_kwargs(cfg)
+        scale = arch_macs(t_arch, sizes.classes, sizes.shape, kwargs) / arch_macs(
+            cfg.model.arch, sizes.classes, sizes.shape, cfg.model.kwargs
+        )
+        passes += min(spec.teacher_quality.n, test) * (1 + attack_passes(DEFAULT_SUITE[TEACHER_ATTACK])) * scale
     return passes
 
 
 def extras_cached(spec: ExperimentSpec, folder: RunDir) -> bool:
     """Whether every extra of the run has a cached result (checked against the spec when it runs, and cheap)."""
-    compare, gap = spec.compare_attacks, spec.label_gap
-    return (compare is None or folder.read_compare(compare.checkpoint) is not None) and (
-        gap is None or folder.read_label_gap(gap.checkpoint) is not None
+    compare, gap, quality = spec.compare_attacks, spec.label_gap, spec.teacher_quality
+    return (
+        (compare is None or folder.read_compare(compare.checkpoint) is not None)
+        and (gap is None or folder.read_label_gap(gap.checkpoint) is not None)
+        and (quality is None or folder.read_teacher_quality() is not None)
     )

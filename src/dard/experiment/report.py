@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from dard.experiment.spec import CompareAttacksSpec, Experiment, LabelGapSpec, PlotParamSpec
+from dard.experiment.teacher_section import teacher_quality_section
 from dard.io import write_text
 from dard.packaged import EXPERIMENTS_DIR
 from dard.report import (
@@ -327,6 +328,8 @@ def write_experiment_report(
         sections.append(_attack_section(spec.compare_attacks, runs, results_dir, extra))
     if spec.label_gap is not None:
         sections.append(_label_gap_section(spec.label_gap, runs, extra))
+    if spec.teacher_quality is not None:
+        sections.append(teacher_quality_section(spec.teacher_quality, runs, results_dir, extra))
     preamble = _preamble(exp, runs, command, seconds, notes)
     report = build_report(
         runs, results_dir, title=spec.title, preamble=preamble, sections=sections, extra=extra, pairs=spec.pairs

@@ -56,6 +56,13 @@ class LabelGapSpec(_Strict):
     checkpoint: str = "best"
 
 
+class TeacherQualitySpec(_Strict):
+    """Each distilled run's teacher measured on its own (the teacher-quality ladder): the checkpoint it learned
+    from, clean and under PGD-20, on the first ``n`` test images."""
+
+    n: int = Field(10000, ge=1, description="first N test images")
+
+
 class ExperimentSpec(_Strict):
     title: str
     about: str = ""
@@ -67,6 +74,7 @@ class ExperimentSpec(_Strict):
     compare_attacks: CompareAttacksSpec | None = None
     plot_param: PlotParamSpec | None = None
     label_gap: LabelGapSpec | None = None
+    teacher_quality: TeacherQualitySpec | None = None
     runs_dir: str | None = Field(
         None,
         description="default --runs, relative to the working folder: a runs folder committed with the repository, "

@@ -5,7 +5,7 @@ package; no other module spells its file names. Readers are strict about types a
 non-UTF-8 or wrongly typed file into one :class:`dard.errors.DardError` line naming the file.
 """
 
-from dard.run_dir.layout import CHECKPOINTS, RunDir, Snapshot, enclosing_run, kept_epoch_name
+from dard.run_dir.layout import CHECKPOINTS, RunDir, enclosing_run, kept_epoch_name
 from dard.run_dir.lock import FolderLock
 from dard.run_dir.records import (
     CompareFile,
@@ -18,8 +18,10 @@ from dard.run_dir.records import (
     Progress,
     ResumePointer,
     RunInfo,
+    TeacherQualityFile,
 )
 from dard.run_dir.run_record import RunRecord
+from dard.run_dir.snapshot import Snapshot
 
 __all__ = [
     "CHECKPOINTS",
@@ -37,6 +39,7 @@ __all__ = [
     "RunInfo",
     "RunRecord",
     "Snapshot",
+    "TeacherQualityFile",
     "enclosing_run",
     "kept_epoch_name",
 ]

@@ -12,6 +12,7 @@
     <run>/eval/<checkpoint>.json       EvalFile: the test-split evaluation of a checkpoint
     <run>/eval/compare-<checkpoint>.json, eval/label-gap-<checkpoint>.json   experiment extras (cached)
     <run>/eval/progress-<checkpoint>.json   EvalProgress: an unfinished test evaluation's finished attacks
+    <run>/eval/teacher.json            TeacherQualityFile: the run's teacher on its own (experiment extra, cached)
     <run>/.dard.lock                   the exclusive lock, while a process writes the folder (dard.run_dir.lock)
 """
 
@@ -22,9 +23,8 @@ import json
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dard.config import RunConfig, parse_config
 from dard.errors import DardError
@@ -40,40 +40,13 @@ from dard.run_dir.records import (
     Progress,
     ResumePointer,
     RunInfo,
+    TeacherQualityFile,
 )
+from dard.run_dir.snapshot import Snapshot
 
 CHECKPOINTS = ("best", "last")
+T = TypeVar("T")
 _SNAPSHOT = re.compile(r"state-\d+")
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One resume snapshot folder ``state-<global_step>/`` (its tensors are read and written by
-    :mod:`dard.training.state`)."""
-
-    path: Path
-
-    @property
-    def weights(self) -> Path:
-        return self.path / "student.safetensors"
-
-    @property
-    def optimizer(self) -> Path:
-        """Optimizer, scheduler and RNG states (``torch.save`` of tensors and plain containers)."""
-        return self.path / "optim.pt"
-
-    @property
-    def progress(self) -> Path:
-        return self.path / "progress.json"
-
-    def read_progress(self) -> Progress:
-        """The snapshot's progress (strict: a DardError naming the file if it is missing or malformed)."""
-        return read_json_file(
-            self.progress, Progress, "resume progress", required=("epoch", "batch", "global_step", "history")
-        )
-
-    def write_progress(self, progress: Progress) -> Path:
-        return write_json(self.progress, progress.to_dict(), root=self.path.parent)
 
 
 class RunDir:
@@ -119,6 +92,10 @@ class RunDir:
 
     def eval_progress_file(self, checkpoint: str) -> Path:
         return self.eval_dir / f"progress-{checkpoint}.json"
+
+    @property
+    def teacher_quality_file(self) -> Path:
+        return self.eval_dir / "teacher.json"
 
     def checkpoint(self, which: str) -> Path:
         """The checkpoint ``which`` (best/last) without suffix, as :func:`dard.checkpoint.save_checkpoint` takes it."""
@@ -182,7 +159,7 @@ class RunDir:
 
     def files(self) -> list[Path]:
         """Every file path this layout defines that is present or may be written (snapshots: those present)."""
-        paths = [self.config, self.run_info, self.metrics, self.pointer, self.lock_file]
+        paths = [self.config, self.run_info, self.metrics, self.pointer, self.lock_file, self.teacher_quality_file]
         for c in CHECKPOINTS:
             paths += [self.weights(c), self.checkpoint_meta(c), self.eval_file(c)]
             paths += [self.compare_file(c), self.label_gap_file(c), self.eval_progress_file(c)]
@@ -227,20 +204,22 @@ class RunDir:
         """The evaluation records present, by checkpoint (best first)."""
         return {w: self.read_eval(w) for w in CHECKPOINTS if self.eval_file(w).is_file()}
 
+    # the optional files: None when absent
     def read_compare(self, checkpoint: str) -> CompareFile | None:
-        """The cached attack comparison of ``checkpoint``, None if there is none."""
-        path = self.compare_file(checkpoint)
-        return read_json_file(path, CompareFile, "attack comparison") if path.exists() else None
+        """The cached attack comparison of ``checkpoint``."""
+        return _optional(self.compare_file(checkpoint), CompareFile, "attack comparison")
 
     def read_label_gap(self, checkpoint: str) -> LabelGapFile | None:
-        """The cached teacher soft-label gap of ``checkpoint``, None if there is none."""
-        path = self.label_gap_file(checkpoint)
-        return read_json_file(path, LabelGapFile, "label gap") if path.exists() else None
+        """The cached teacher soft-label gap of ``checkpoint``."""
+        return _optional(self.label_gap_file(checkpoint), LabelGapFile, "label gap")
 
     def read_eval_progress(self, checkpoint: str) -> EvalProgress | None:
-        """The unfinished test evaluation of ``checkpoint``, None if there is none."""
-        path = self.eval_progress_file(checkpoint)
-        return read_json_file(path, EvalProgress, "evaluation progress") if path.exists() else None
+        """The unfinished test evaluation of ``checkpoint``."""
+        return _optional(self.eval_progress_file(checkpoint), EvalProgress, "evaluation progress")
+
+    def read_teacher_quality(self) -> TeacherQualityFile | None:
+        """The cached measurement of the run's teacher on its own."""
+        return _optional(self.teacher_quality_file, TeacherQualityFile, "teacher quality")
 
     def resume_snapshot(self) -> Snapshot:
         """The snapshot ``resume.json`` points at (DardError if there is no pointer or it is malformed)."""
@@ -312,6 +291,9 @@ class RunDir:
     def write_label_gap(self, checkpoint: str, cached: LabelGapFile) -> Path:
         return write_json(self.label_gap_file(checkpoint), cached.to_dict(), root=self.path)
 
+    def write_teacher_quality(self, cached: TeacherQualityFile) -> Path:
+        return write_json(self.teacher_quality_file, cached.to_dict(), root=self.path)
+
     def set_aside(self, path: Path) -> Path | None:
         """Keep a file that no longer describes the run under a new name (``best.json`` -> ``best.superseded-1.json``,
         the first number free) instead of overwriting it; returns the new path (None if ``path`` is absent)."""
@@ -327,6 +309,11 @@ class RunDir:
     def point_at(self, snapshot: Snapshot) -> Path:
         """Make ``snapshot`` (complete by now) the one a resume starts from."""
         return write_json(self.pointer, ResumePointer(snapshot.path.name).to_dict(), root=self.path)
+
+
+def _optional(path: Path, kind: type[T], what: str) -> T | None:
+    """``path`` read as ``kind`` (strictly), None when it is absent."""
+    return read_json_file(path, kind, what) if path.exists() else None
 
 
 def kept_epoch_name(epoch: int) -> str:

@@ -183,6 +183,16 @@ class LabelGapFile(_Record):
 # ------------------------------------------------------------------------------------------------ run.json
 
 
+@dataclass
+class TeacherQualityFile(_Record):
+    """``eval/teacher.json``: the run's teacher on its own (clean and PGD-20 on the first test images), for the
+    experiment spec and the teacher weights (``teacher["weights_digest"]``) it was measured with."""
+
+    spec: dict[str, Any]
+    teacher: dict[str, Any]
+    record: EvalRecord
+
+
 def _empty_if_null(value: Any) -> Any:
     return {} if value is None else value
 

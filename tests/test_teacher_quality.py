@@ -1,0 +1,77 @@
+"""The teacher-quality extra (an experiment's ``teacher_quality``, the teacher-quality ladder): a distilled run's
+teacher measured on its own, cached in the run folder and measured again when its weights change, and the report
+section that sets each student beside its teacher."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file, save_file
+from tests.conftest import tiny_run_config
+
+import dard.evaluation.suite as suite
+from dard.checkpoint import FORMAT
+from dard.config import parse_config
+from dard.evaluation.suite import DEFAULT_SUITE
+from dard.experiment.extras import extras_passes, teacher_quality
+from dard.experiment.spec import ExperimentSpec, TeacherQualitySpec
+from dard.experiment.teacher_section import teacher_quality_section
+from dard.run_dir import RunDir, RunRecord
+from dard.training.cost import DataSizes, attack_passes
+
+
+def _student(finished_run: Path, tmp_path: Path) -> tuple[Path, Path, object]:
+    """(a student folder to cache in, its teacher's weights, the student's planned DARD config)."""
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    shutil.copytree(finished_run, teacher)
+    shutil.copytree(finished_run, student)
+    weights = teacher / "best.safetensors"
+    cfg = parse_config(tiny_run_config(method={"name": "dard", "params": {}}, teacher={"checkpoint": str(weights)}))
+    return student, weights, cfg
+
+
+def test_the_teacher_is_measured_on_the_students_test_images_and_cached(finished_run, tmp_path, monkeypatch):
+    student, weights, cfg = _student(finished_run, tmp_path)
+    spec = TeacherQualitySpec(n=32)
+    measured = teacher_quality(student, cfg, spec, device="cpu")
+    own = RunDir(weights.parent).read_eval("best")  # the teacher run's own evaluation: the same 32 images
+    assert measured.record.clean == own.clean  # count and per-image outcomes
+    assert measured.record.attacks["pgd20"].total == 32 and measured.teacher["epoch"] == 1
+    assert RunDir(student).read_teacher_quality() == measured
+    monkeypatch.setattr(suite, "evaluate", lambda *a, **k: pytest.fail("measured again"))
+    assert teacher_quality(student, cfg, spec, device="cpu") == measured  # cached
+    monkeypatch.undo()
+    tensors = load_file(weights)
+    first = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[first] = tensors[first] * 0
+    save_file(tensors, weights, metadata={"format": FORMAT, "arch": "small_cnn"})
+    again = teacher_quality(student, cfg, spec, device="cpu")  # other weights: measured again
+    assert again.teacher["weights_digest"] != measured.teacher["weights_digest"]
+
+
+def test_the_section_sets_each_student_beside_its_teacher(finished_run, tmp_path):
+    student, _, cfg = _student(finished_run, tmp_path)
+    spec = TeacherQualitySpec(n=32)
+    teacher_quality(student, cfg, spec, device="cpu")
+    extra: dict = {}
+    record = RunRecord.load(student)
+    text = teacher_quality_section(spec, [record], tmp_path / "results", extra)
+    row = next(line for line in text.splitlines() if line.startswith(f"| {record.name} |"))
+    best = RunDir(student).read_eval("best")
+    assert f"| best.safetensors (epoch 1) | {100 * best.clean.accuracy:.2f} |" in row  # the teacher is this run
+    assert (tmp_path / "results" / "teacher_quality.png").stat().st_size > 0
+    assert extra["teacher_quality"][0]["run"] == record.name
+    none = teacher_quality_section(spec, [RunRecord.load(finished_run)], tmp_path / "other", {})
+    assert "No run has its teacher measured yet." in none and not (tmp_path / "other").exists()
+
+
+def test_the_budget_counts_the_teachers_passes(finished_run, tmp_path):
+    _, _, cfg = _student(finished_run, tmp_path)
+    base = {"title": "t", "base": "x.yaml", "seeds": [0], "runs": {"dard": {}}}
+    sizes = DataSizes(train=128, val=64, test=32, classes=10, shape=(1, 8, 8))
+    without = extras_passes(ExperimentSpec.model_validate(base), cfg, sizes)
+    spec = ExperimentSpec.model_validate({**base, "teacher_quality": {"n": 16}})
+    # clean and PGD-20 (as the cost model counts it) on 16 images, of a teacher as large as the student (the same run)
+    assert extras_passes(spec, cfg, sizes) == without + 16 * (1 + attack_passes(DEFAULT_SUITE["pgd20"]))
