@@ -182,6 +182,23 @@ def test_absurd_sizes_in_checkpoint_metadata_are_bounded(key, value, run, tmp_pa
     fails_cleanly(capsys, tmp_path, ["eval", str(run), "--data", "digits", "--n", "4"], "best.json", key)
 
 
+DEEP_JSON = "[" * 5000 + "]" * 5000  # deeper than Python's JSON parser recurses
+
+
+def test_json_nested_too_deep_is_malformed_json(run, tmp_path, capsys):
+    # the parser's RecursionError slipped past the callers' ValueError: an internal error instead of their answer
+    (run / ".dard.lock").write_text(DEEP_JSON[:4096])  # a lock file left with no owner dard can read: taken over
+    argv = ["eval", str(run), "--data", "digits", "--n", "4", "--attacks", "fgsm", "--no-progress"]
+    assert main([*argv, "--out", str(run / "eval" / "mine.json")]) == 0, capsys.readouterr().err
+    assert not (run / ".dard.lock").exists()
+    (run / "best.json").write_text(DEEP_JSON)
+    fails_cleanly(capsys, tmp_path, argv, "best.json", "not a dard checkpoint")
+    report = tmp_path / "rep"
+    report.mkdir()
+    (report / "results.json").write_text(DEEP_JSON)
+    fails_cleanly(capsys, tmp_path, ["report", str(run), "--out", str(report)], "results.json", "did not write")
+
+
 # ----------------------------------------------------------------------------------- 9: images too small for it
 
 

@@ -8,7 +8,6 @@ state dict from other code) load through :func:`dard.weights.load_weights` with 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,7 +153,7 @@ def read_checkpoint_meta(weights: Path, raw_hint: str = RAW_WEIGHTS_HINT) -> dic
         raise DardError(f"{weights} has no metadata file {meta_path.name}; {raw_hint}")
     try:
         meta = read_json(meta_path)
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+    except (ValueError, OSError) as e:  # JSONDecodeError, UnicodeDecodeError, nesting too deep
         raise DardError(f"{meta_path} is not a dard checkpoint metadata file ({type(e).__name__})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
         raise DardError(f"{meta_path} is not a dard checkpoint metadata file")

@@ -203,10 +203,20 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def loads_json(text: str | bytes) -> Any:
+    """``json.loads``, where JSON nested too deeply for Python's parser (``[[[[...``) is a ``ValueError`` like any
+    other malformed JSON: the parser recurses, so a hostile file gave a RecursionError that callers catching
+    ``ValueError`` let through."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def read_json(path: str | Path) -> Any:
-    """Read a JSON file."""
+    """Read a JSON file (malformed JSON, however deep, is a ``ValueError``)."""
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        return loads_json(f.read())
 
 
 MAX_YAML_BYTES = 1 << 20  # a config or experiment file is a few KB; larger is not one
