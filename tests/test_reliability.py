@@ -63,6 +63,17 @@ def test_eval_out_writes_eval_records_only_where_allowed(run, tmp_path, capsys):
         (["--method", "sat", "--teacher", "{run}"], ["takes no teacher"]),
         (["--method", "dard"], ["needs a teacher", "--teacher RUN"]),
         (["--model", "nosuchnet"], ["model.arch: unknown model 'nosuchnet'"]),
+        # configs the schema took that failed later, as internal errors: at the optimizer, the cost estimate, the
+        # model's construction, the first torch.compile
+        (["--set", "optim.nesterov=true", "--set", "optim.momentum=0"], ["optim", "nesterov needs a momentum"]),
+        (["--set", "eval.checkpoints=[]"], ["eval.checkpoints", "at least 1"]),
+        (["--set", "model.kwargs={num_classes: 3}"], ["model.kwargs", "num_classes comes from the dataset"]),
+        (["--set", "model.kwargs={std: [1]}"], ["model.kwargs", "normalisation comes from the dataset"]),
+        pytest.param(  # slow: imports torch._dynamo
+            ["--set", "speed.compile=true", "--set", "speed.compile_backend=nope"],
+            ["speed.compile_backend", "no backend 'nope'", "inductor"],
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_new_run_is_checked_before_any_work(extra, needles, run, tmp_path, capsys):

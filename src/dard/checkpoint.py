@@ -19,7 +19,7 @@ from torch import nn
 from dard.errors import DardError
 from dard.io import read_json, save_tensors, write_json
 from dard.model_checks import check_input, check_spec
-from dard.models import create_model, is_import_spec, library_prefix
+from dard.models import check_model_kwargs, create_model, is_import_spec, library_prefix
 from dard.module_utils import unwrap_model
 from dard.run_dir import CHECKPOINTS, RunDir
 from dard.weights import load_weights
@@ -61,6 +61,7 @@ def build_model(spec: Mapping[str, Any], where: str | None = None) -> nn.Module:
     if not all(isinstance(k, str) for k in kwargs):
         raise DardError(f"{where or 'model spec'}: bad model spec (kwargs keys must be strings)")
     try:
+        check_model_kwargs(kwargs, arch)
         return create_model(
             arch, num_classes=classes, in_channels=channels, mean=spec.get("mean"), std=spec.get("std"), **kwargs
         )

@@ -21,6 +21,7 @@ from dard.errors import DardError, shown
 from dard.evaluation.record import canonical_label
 from dard.evaluation.suite import QUICK_SUITE, quick_suite
 from dard.io import read_yaml_mapping
+from dard.models import check_model_kwargs
 from dard.packaged import find_config
 
 #: seeds are within what every RNG dard seeds accepts (NumPy's legacy seeding takes 32 bits)
@@ -57,6 +58,15 @@ class ModelConfig(_Strict):
         default_factory=dict,
         description="keyword arguments for the model's factory, e.g. {img_size: 32, patch_size: 4} for a timm ViT",
     )
+
+    @field_validator("kwargs", mode="after")
+    @classmethod
+    def _kwargs_not_reserved(cls, v: dict[str, Any]) -> dict[str, Any]:
+        try:
+            check_model_kwargs(v)
+        except DardError as e:  # as pydantic's error, so that the message names the key
+            raise ValueError(str(e)) from None
+        return v
 
     @model_serializer(mode="wrap")
     def _without_empty_kwargs(self, handler: Any) -> Any:
@@ -105,6 +115,13 @@ class OptimConfig(_Strict):
     gamma: float = Field(0.1, gt=0, le=1)
     warmup_epochs: int = Field(0, ge=0, le=EPOCHS_MAX)
 
+    @model_validator(mode="after")
+    def _nesterov_has_momentum(self) -> OptimConfig:
+        # torch's SGD refuses Nesterov without momentum, but only when the optimizer is built, after the checks
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs a momentum above 0 (optim.momentum)")
+        return self
+
 
 class ValConfig(_Strict):
     every: int = Field(1, ge=1, le=EPOCHS_MAX, description="validate every N epochs (and always at the last)")
@@ -129,7 +146,11 @@ class EvalConfig(_Strict):
         default_factory=list, description="eps values for the PGD-20 robustness curve (first listed checkpoint)"
     )
     batch_size: int = Field(256, ge=1, le=BIG)
-    checkpoints: list[Literal["best", "last"]] = Field(default_factory=_both_checkpoints)
+    checkpoints: list[Literal["best", "last"]] = Field(
+        default_factory=_both_checkpoints,
+        min_length=1,
+        description="the checkpoints the final evaluation tests (at least one: the run's result is its record)",
+    )
 
     @field_validator("attacks", mode="after")
     @classmethod
