@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
+from tests.cli_checks import config_file, fails_cleanly
 from tests.conftest import tiny_config
 from torch import nn
 
@@ -156,6 +158,70 @@ def test_module_that_fails_to_import_is_one_line_error(user_module, source, frag
     with pytest.raises(DardError, match=r"importing module '" + m + "' failed") as info:
         create_model(f"{m}:make")
     assert fragment in str(info.value)
+
+
+UNUSABLE = """
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, out=None, trainable=True):
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+        self.fc.requires_grad_(trainable)
+        self.out = out
+
+    def forward(self, x):
+        logits = self.fc(x.flatten(1))
+        return self.out(logits, x) if self.out else logits
+
+
+def frozen():
+    return Net(trainable=False)
+
+
+def detached():
+    return Net(lambda logits, x: logits.detach())
+
+
+def no_parameters():
+    return nn.Sequential(nn.Flatten(), nn.Unflatten(1, (64,)), nn.AdaptiveAvgPool1d(10))
+
+
+def changes_its_input(num_classes):
+    return Net(lambda logits, x: (x.mul_(0.5), logits)[1])
+
+
+def on_the_meta_device():
+    return Net().to("meta")
+"""
+
+
+@pytest.mark.parametrize(
+    "factory, needles",
+    [
+        ("frozen", ["has no trainable parameters"]),
+        ("no_parameters", ["has no trainable parameters"]),
+        ("detached", ["returns logits without a gradient"]),
+        ("changes_its_input", ["gradient cannot be computed", "in place"]),
+        ("on_the_meta_device", ["the meta device", "tensor 'fc.weight'"]),
+    ],
+)
+def test_models_dard_cannot_train_or_attack_are_refused_before_any_work(
+    factory, needles, user_module, tmp_path, capsys
+):
+    # each reached the net as an internal error: at the optimizer, the first backward or attack, the move to the device
+    spec = f"{user_module(UNUSABLE)}:{factory}"
+    work = tmp_path / "work"  # not the module's folder, where the import writes __pycache__
+    work.mkdir()
+    cfg = config_file(work, model={"arch": spec})
+    fails_cleanly(capsys, work, ["train", "--config", cfg, "--out", str(work / "run")], spec, *needles)
+    if factory in ("changes_its_input", "on_the_meta_device"):  # the others evaluate: attacks need no parameters
+        weights = work / "w.safetensors"
+        save_file({"fc.weight": torch.zeros(10, 64), "fc.bias": torch.zeros(10)}, str(weights))
+        argv = ["eval", "--model", spec, "--weights", str(weights), "--normalization", "none", "--data", "digits"]
+        fails_cleanly(capsys, work, argv, *needles)
 
 
 # -- train, checkpoints and eval -----------------------------------------------------------------------------------

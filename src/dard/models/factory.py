@@ -178,4 +178,10 @@ def build_from_factory(
         model = factory(**call)
     if not isinstance(model, nn.Module):
         raise DardError(f"model '{name}': the factory returned a {type(model).__name__}, not an nn.Module")
+    meta = next((k for k, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta), None)
+    if meta is not None:  # no data to move, load into or compute with: torch fails later, deep in a load or a step
+        raise DardError(
+            f"model '{name}': the factory returned a model on the meta device (tensor '{meta}' has no data); "
+            "build it on the CPU (dard moves it to the run's device)"
+        )
     return model

@@ -162,7 +162,7 @@ def build_models(cfg: RunConfig, checked: Checked, device: torch.device, resume_
     with _rng_untouched(device):
         if resume_from is not None and resume_from.has_snapshot():
             check_state(read_state(resume_from), student, *build_optimizer(cfg, student, 1))
-        check_input(student, probe, data.bundle.num_classes, f"model '{cfg.model.arch}'")
+        check_input(student, probe, data.bundle.num_classes, f"model '{cfg.model.arch}'", trained=True)
     teacher, teacher_info = None, None
     if checked.method.needs_teacher:  # load_teacher checks its classes, channels, image size and finite weights
         teacher, teacher_info = load_teacher(cfg.teacher, data.bundle, device)
