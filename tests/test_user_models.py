@@ -107,6 +107,34 @@ def test_plain_model_checkpoint_saves_and_loads(tmp_path):
     assert meta["model"] == spec and torch.equal(loaded(x), model(x))
 
 
+class TiedMLP(nn.Module):
+    """Two names for one layer, applied twice: two keys, one weight (tied weights)."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.body, self.head = (
+            nn.Sequential(nn.Flatten(), nn.Linear(12, num_classes)),
+            nn.Linear(num_classes, num_classes),
+        )
+        self.again = self.head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.again(self.head(self.body(x)))
+
+
+register_model("test_tied_mlp")(TiedMLP)
+
+
+def test_tied_weights_checkpoint_saves_and_loads(tmp_path):
+    # safetensors refuses tensors that share memory, so the first checkpoint of a CPU run of such a model failed
+    # after its first epoch (on a GPU the copy to the CPU separated them)
+    model = create_model("test_tied_mlp", num_classes=4, in_channels=3).eval()
+    spec = {"arch": "test_tied_mlp", "num_classes": 4, "in_channels": 3, "mean": None, "std": None}
+    loaded, _ = load_checkpoint(save_checkpoint(tmp_path / "m", model, spec))
+    x = torch.rand(4, 3, 2, 2)
+    assert torch.equal(loaded(x), model(x)) and loaded.net.again is loaded.net.head
+
+
 def test_factory_ignoring_num_classes_is_caught_at_the_first_forward():
     register_model("test_plain_ignores_classes")(lambda: plain_mlp(7))
     model = create_model("test_plain_ignores_classes", num_classes=10)

@@ -289,10 +289,21 @@ def save_tensors(
     *,
     root: str | Path | None = None,
 ) -> Path:
-    """Atomically write a safetensors file (tensors are made contiguous and moved to the CPU)."""
+    """Atomically write a safetensors file (tensors are made contiguous and moved to the CPU; a tensor sharing its
+    memory with one written before it, as tied weights do, is written as a copy of its own)."""
     from safetensors.torch import save
 
-    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    flat: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for k, v in tensors.items():
+        t = v.detach().to("cpu").contiguous()
+        # safetensors refuses tensors that share memory (a model whose layers share weights); on a GPU the move to
+        # the CPU copies them apart anyway, so a CPU run must too, or its first checkpoint fails after an epoch
+        ptr = t.untyped_storage().data_ptr()
+        if ptr in seen and t.numel():
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        flat[k] = t
     return write_bytes(path, save(flat, metadata=dict(metadata or {})), root=root)
 
 
