@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import difflib
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -29,6 +31,35 @@ SEED_MAX = 2**32 - 1
 # Upper bounds of counts: far above any real run, low enough that a typo (or 2**70) is an error, not an overflow.
 BIG = 10**9
 EPOCHS_MAX = 100_000
+
+
+def _plain_data(value: Any, where: str = "") -> Any:
+    """``value`` if it is plain data, what a run records as JSON (its config, run.json, checkpoints): text, finite
+    numbers, true/false, null, and lists and string-keyed mappings of them. A free-form section (``model.kwargs``,
+    ``method.params``, ``val.attack``) holds what YAML reads, and YAML also reads dates, sets and bytes
+    (``2020-01-01``, ``!!set``, ``!!binary``), which failed only when the run wrote its records."""
+    at = f"{where}: " if where else ""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{at}a number must be finite, got {value}")
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain_data(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        bad = next((k for k in value if not isinstance(k, str)), None)
+        if bad is not None:
+            raise ValueError(f"{at}keys must be strings, got {shown(bad)}")
+        return {k: _plain_data(v, f"{where}.{k}" if where else k) for k, v in value.items()}
+    raise ValueError(
+        f"{at}must be plain data (text, numbers, true/false, null, lists, mappings), got a "
+        f"{type(value).__name__}: {shown(value)}"
+    )
+
+
+#: a free-form mapping of a config (model.kwargs, method.params, val.attack): plain data only (:func:`_plain_data`)
+PlainMapping = Annotated[dict[str, Any], AfterValidator(_plain_data)]
 
 
 class _Strict(BaseModel):
@@ -54,7 +85,7 @@ class DataConfig(_Strict):
 class ModelConfig(_Strict):
     arch: str = "small_cnn"
     normalize: bool = True
-    kwargs: dict[str, Any] = Field(
+    kwargs: PlainMapping = Field(
         default_factory=dict,
         description="keyword arguments for the model's factory, e.g. {img_size: 32, patch_size: 4} for a timm ViT",
     )
@@ -98,7 +129,7 @@ class TeacherConfig(_Strict):
 
 class MethodConfig(_Strict):
     name: str = "dard"
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: PlainMapping = Field(default_factory=dict)
 
 
 class OptimConfig(_Strict):
@@ -125,7 +156,7 @@ class OptimConfig(_Strict):
 
 class ValConfig(_Strict):
     every: int = Field(1, ge=1, le=EPOCHS_MAX, description="validate every N epochs (and always at the last)")
-    attack: dict[str, Any] = Field(default_factory=lambda: {"name": "pgd", "steps": 10, "step_ratio": 0.25})
+    attack: PlainMapping = Field(default_factory=lambda: {"name": "pgd", "steps": 10, "step_ratio": 0.25})
     select_by: Literal["robust", "clean", "sum"] = "robust"
     batch_size: int = Field(256, ge=1, le=BIG)
 
