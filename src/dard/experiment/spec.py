@@ -150,9 +150,9 @@ def check_sections(spec: ExperimentSpec, configs: Sequence[RunConfig], where: Pa
     from dard.evaluation.suite import attack_from_spec
     from dard.training.setup import build_method
 
-    compare = spec.compare_attacks
-    for cfg in configs if compare is not None else []:
-        for label, attack in compare.attacks.items():
+    compare = spec.compare_attacks.attacks if spec.compare_attacks is not None else {}
+    for cfg in configs if compare else []:
+        for label, attack in compare.items():
             try:
                 attack_from_spec(attack, cfg.eps, cfg.seed, cfg.norm)
             except DardError as e:
