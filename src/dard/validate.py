@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from dard.errors import DardError, shown
 
-__all__ = ["check_bool", "check_choice", "check_float", "check_int", "check_seed"]
+__all__ = ["check_bool", "check_choice", "check_float", "check_int", "check_plain_data", "check_seed"]
 
 C = TypeVar("C")
 
@@ -75,3 +75,29 @@ def check_seed(value: Any, *, owner: str) -> int | None:
     if value is None:
         return None
     return check_int("seed", value, owner=owner, lo=0)
+
+
+def check_plain_data(value: Any, where: str = "") -> Any:
+    """``value`` (a list copied from any tuple in it) if it is plain data, what a run records as JSON (its config,
+    run.json, checkpoints): text, finite numbers, true/false, null, and lists and string-keyed mappings of them;
+    else a DardError naming the item at fault by its path below ``where``. A config's free-form sections
+    (``model.kwargs``, ``method.params``, ``val.attack``) hold what YAML reads, and YAML also reads dates, sets and
+    bytes (``2020-01-01``, ``!!set``, ``!!binary``), which failed only when the run wrote its records."""
+    at = f"{where}: " if where else ""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise DardError(f"{at}a number must be finite, got {value}")
+        return value
+    if isinstance(value, (list, tuple)):
+        return [check_plain_data(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        bad = next((k for k in value if not isinstance(k, str)), None)
+        if bad is not None:
+            raise DardError(f"{at}keys must be strings, got {shown(bad)}")
+        return {k: check_plain_data(v, f"{where}.{k}" if where else k) for k, v in value.items()}
+    raise DardError(
+        f"{at}must be plain data (text, numbers, true/false, null, lists, mappings), got a "
+        f"{type(value).__name__}: {shown(value)}"
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,6 +24,7 @@ from dard.evaluation.suite import QUICK_SUITE, quick_suite
 from dard.io import read_yaml_mapping
 from dard.models import check_model_kwargs
 from dard.packaged import find_config
+from dard.validate import check_plain_data
 
 #: seeds are within what every RNG dard seeds accepts (NumPy's legacy seeding takes 32 bits)
 SEED_MAX = 2**32 - 1
@@ -33,33 +33,16 @@ BIG = 10**9
 EPOCHS_MAX = 100_000
 
 
-def _plain_data(value: Any, where: str = "") -> Any:
-    """``value`` if it is plain data, what a run records as JSON (its config, run.json, checkpoints): text, finite
-    numbers, true/false, null, and lists and string-keyed mappings of them. A free-form section (``model.kwargs``,
-    ``method.params``, ``val.attack``) holds what YAML reads, and YAML also reads dates, sets and bytes
-    (``2020-01-01``, ``!!set``, ``!!binary``), which failed only when the run wrote its records."""
-    at = f"{where}: " if where else ""
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{at}a number must be finite, got {value}")
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_plain_data(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        bad = next((k for k in value if not isinstance(k, str)), None)
-        if bad is not None:
-            raise ValueError(f"{at}keys must be strings, got {shown(bad)}")
-        return {k: _plain_data(v, f"{where}.{k}" if where else k) for k, v in value.items()}
-    raise ValueError(
-        f"{at}must be plain data (text, numbers, true/false, null, lists, mappings), got a "
-        f"{type(value).__name__}: {shown(value)}"
-    )
+#: a free-form mapping of a config (model.kwargs, method.params, val.attack): plain data only (check_plain_data)
+PlainMapping = Annotated[dict[str, Any], AfterValidator(lambda v: _as_value_error(check_plain_data, v))]
 
 
-#: a free-form mapping of a config (model.kwargs, method.params, val.attack): plain data only (:func:`_plain_data`)
-PlainMapping = Annotated[dict[str, Any], AfterValidator(_plain_data)]
+def _as_value_error(check: Any, value: Any) -> Any:
+    """``check(value)``, its DardError as pydantic's ValueError (whose message then names the key)."""
+    try:
+        return check(value)
+    except DardError as e:
+        raise ValueError(str(e)) from None
 
 
 class _Strict(BaseModel):
@@ -85,19 +68,11 @@ class DataConfig(_Strict):
 class ModelConfig(_Strict):
     arch: str = "small_cnn"
     normalize: bool = True
-    kwargs: PlainMapping = Field(
+    # without the keys dard sets itself (check_model_kwargs): a TypeError from create_model otherwise
+    kwargs: Annotated[PlainMapping, AfterValidator(lambda v: _as_value_error(check_model_kwargs, v))] = Field(
         default_factory=dict,
         description="keyword arguments for the model's factory, e.g. {img_size: 32, patch_size: 4} for a timm ViT",
     )
-
-    @field_validator("kwargs", mode="after")
-    @classmethod
-    def _kwargs_not_reserved(cls, v: dict[str, Any]) -> dict[str, Any]:
-        try:
-            check_model_kwargs(v)
-        except DardError as e:  # as pydantic's error, so that the message names the key
-            raise ValueError(str(e)) from None
-        return v
 
     @model_serializer(mode="wrap")
     def _without_empty_kwargs(self, handler: Any) -> Any:
@@ -177,11 +152,8 @@ class EvalConfig(_Strict):
         default_factory=list, description="eps values for the PGD-20 robustness curve (first listed checkpoint)"
     )
     batch_size: int = Field(256, ge=1, le=BIG)
-    checkpoints: list[Literal["best", "last"]] = Field(
-        default_factory=_both_checkpoints,
-        min_length=1,
-        description="the checkpoints the final evaluation tests (at least one: the run's result is its record)",
-    )
+    # at least one: the run's result is its record (an empty list failed in the cost estimate, as an IndexError)
+    checkpoints: list[Literal["best", "last"]] = Field(default_factory=_both_checkpoints, min_length=1)
 
     @field_validator("attacks", mode="after")
     @classmethod

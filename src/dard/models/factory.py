@@ -116,15 +116,16 @@ def _import_failed(name: str, module_name: str, exc: BaseException) -> DardError
     return DardError(f"model '{name}': importing module '{module_name}' failed ({reason})")
 
 
-def check_model_kwargs(kwargs: Mapping[str, Any], name: str | None = None) -> None:
+def check_model_kwargs(kwargs: Mapping[str, Any], name: str | None = None) -> Mapping[str, Any]:
     """A DardError (naming model ``name`` if given) if a model's factory kwargs (a config's ``model.kwargs``, a
     checkpoint's) set what dard sets itself: the class and channel counts (the dataset's), the normalisation
     (``model.normalize``) or the name. ``create_model`` takes those as its own arguments, so such a key would reach
-    Python as a TypeError."""
+    Python as a TypeError. Returns ``kwargs``."""
     clash = sorted(k for k in kwargs if k in _RESERVED)
     if clash:
         where = f"model '{name}': " if name is not None else ""
         raise DardError(f"{where}{_RESERVED[clash[0]]}, not from the model's kwargs ({', '.join(clash)})")
+    return kwargs
 
 
 def build_from_factory(
