@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 from tests.cli_checks import config_file, edit_json, fails_cleanly, image_folder
 from tests.conftest import assert_one_line_error, run_cli
 
+import dard
 from dard.cli import main
 
 # --------------------------------------------------------------------------------------------------- 2: eval --out
@@ -164,6 +166,25 @@ def read_only_dir(tmp_path):
         pytest.skip("cannot mount a tmpfs here (not root)")
     yield mnt
     subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_runs_and_reports_never_land_inside_a_run_folder(run, tmp_path, capsys):
+    # `dard import --runs RUN` put the runs (and its staging folder) among the run's own files, a link to a run
+    # folder too; `dard experiment --runs/--results` inside a run trained and reported there
+    (tmp_path / "link").symlink_to(run)
+    for target in (run, run / "eval", tmp_path / "link"):
+        fails_cleanly(capsys, tmp_path, ["import", str(run), "--runs", str(target)], "lies inside run folder")
+    base = Path(dard.__file__).parent / "experiments" / "_scales" / "digits.yaml"
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(
+        yaml.safe_dump(
+            {"title": "t", "base": str(base), "seeds": [0], "runs": {"nat": {"method": {"name": "natural"}}}}
+        )
+    )
+    outside = str(tmp_path / "elsewhere")
+    for runs, results in ((run / "runs", outside), (outside, run / "report")):
+        argv = ["experiment", str(exp), "--runs", str(runs), "--results", str(results)]
+        fails_cleanly(capsys, tmp_path, argv, "lies inside run folder")
 
 
 def test_read_only_output_is_one_line(read_only_dir, run, tmp_path, capsys):
