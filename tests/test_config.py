@@ -68,6 +68,7 @@ def test_yaml_errors(tmp_path):
         ("!!binary aGVsbG8=", "got a bytes"),
         ("[1, {y: .nan}]", "x[1].y: a number must be finite"),
         ("{1: 2}", "x: keys must be strings"),
+        ("&a [1, *a]", "x[1]: a list or mapping inside itself"),  # json.dumps: "Circular reference detected"
     ],
 )
 def test_free_form_sections_hold_plain_data(section, value, needle, tmp_path):
