@@ -76,6 +76,24 @@ def test_train_device_and_download_flags_set_the_config(tmp_path, monkeypatch):
     assert seen["cfg"].device == "cpu" and seen["cfg"].data.download is True
 
 
+@pytest.mark.parametrize("device", ["meta", "xpu", "vulkan", "privateuseone", "mps", "cuda:-1", "CPU"])
+def test_devices_dard_cannot_run_on_are_one_line(device, tmp_path, capsys, monkeypatch):
+    # torch.device() parses many names; meta, xpu, vulkan, ... failed inside the run as internal errors
+    import torch
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)  # as on every machine but a Mac's
+    root = tmp_path / "w"
+    root.mkdir()
+    cfg = config_file(root)
+    fails_cleanly(capsys, root, ["train", "--config", cfg, "--device", device, "--out", str(root / "r")], device)
+    fails_cleanly(
+        capsys,
+        root,
+        ["eval", "--model", "small_cnn", "--weights", cfg, "--normalization", "none", "--device", device],
+        device,
+    )
+
+
 def test_list_shows_suite_labels_and_attack_classes(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out

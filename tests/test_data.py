@@ -641,6 +641,17 @@ def test_image_folder_bad_layouts(tmp_path):
     _save(r / "test" / "cat" / "big.png", np.zeros((20, 16, 3), np.uint8))
     expect(r, "big.png")
 
+    # names that are not UTF-8: the data's fingerprint (records, reports) failed on them as an internal error
+    r = tmp_path / "bytes_name"
+    _make_folder(r)
+    os.rename(r / "train" / "dog" / "0.png", os.fsencode(r / "train" / "dog") + b"/\xff.png")
+    expect(r, "image file")
+    r = tmp_path / "bytes_class"
+    _make_folder(r)
+    for split in ("train", "test"):
+        os.rename(r / split / "dog", os.fsencode(r / split) + b"/d\xffg")
+    expect(r, "class folder")
+
 
 # --------------------------------------------------------------------------------------------------------
 # CIFAR-10 in the official layout: $DARD_DATA_DIR's copy (CI: its development copy), else the synthetic set

@@ -206,6 +206,14 @@ def test_run_folder_with_another_config_is_refused_and_left_alone(finished, tmp_
         ({**SPEC, "seeds": []}, "seeds"),
         ({**SPEC, "runs": {"x": {"optim": {"epochs": 0}}}}, "run 'x-s0'"),
         ({**SPEC, "runs": {"x": {"method": {"name": "dard"}}}, "teacher": None}, "needs a teacher"),
+        # the extra sections, once found out only after the training (or never: an empty section)
+        ({**SPEC, "compare_attacks": {"attacks": {"x": {"name": "nosuch"}}}}, "compare_attacks.attacks.x"),
+        ({**SPEC, "compare_attacks": {"attacks": {"x": {"name": "pgd", "norm": "l1"}}}}, "compare_attacks.attacks.x"),
+        ({**SPEC, "compare_attacks": {"attacks": {}}}, "compare_attacks.attacks"),
+        ({**SPEC, "compare_attacks": {**SPEC["compare_attacks"], "checkpoint": "worst"}}, "compare_attacks.checkpoint"),
+        ({**SPEC, "label_gap": {"checkpoint": "../../x"}}, "label_gap.checkpoint"),
+        ({**SPEC, "plot_param": {"param": "nosuch"}}, "plot_param.param 'nosuch' is no numeric parameter"),
+        ({**SPEC, "pairs": [["sat", "sat"]]}, "compares a row with itself"),
     ],
 )
 def test_bad_experiment_files_are_one_line_errors(tmp_path, spec, needle):

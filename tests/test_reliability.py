@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 from tests.cli_checks import config_file, edit_json, fails_cleanly, image_folder
 from tests.conftest import assert_one_line_error, run_cli
 
+import dard
 from dard.cli import main
 
 # --------------------------------------------------------------------------------------------------- 2: eval --out
@@ -63,6 +65,17 @@ def test_eval_out_writes_eval_records_only_where_allowed(run, tmp_path, capsys):
         (["--method", "sat", "--teacher", "{run}"], ["takes no teacher"]),
         (["--method", "dard"], ["needs a teacher", "--teacher RUN"]),
         (["--model", "nosuchnet"], ["model.arch: unknown model 'nosuchnet'"]),
+        # configs the schema took that failed later, as internal errors: at the optimizer, the cost estimate, the
+        # model's construction, the first torch.compile
+        (["--set", "optim.nesterov=true", "--set", "optim.momentum=0"], ["optim", "nesterov needs a momentum"]),
+        (["--set", "eval.checkpoints=[]"], ["eval.checkpoints", "at least 1"]),
+        (["--set", "model.kwargs={num_classes: 3}"], ["model.kwargs", "num_classes comes from the dataset"]),
+        (["--set", "model.kwargs={std: [1]}"], ["model.kwargs", "normalisation comes from the dataset"]),
+        pytest.param(  # slow: imports torch._dynamo
+            ["--set", "speed.compile=true", "--set", "speed.compile_backend=nope"],
+            ["speed.compile_backend", "no backend 'nope'", "inductor"],
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_new_run_is_checked_before_any_work(extra, needles, run, tmp_path, capsys):
@@ -155,6 +168,25 @@ def read_only_dir(tmp_path):
     subprocess.run(["umount", str(mnt)], check=True)
 
 
+def test_runs_and_reports_never_land_inside_a_run_folder(run, tmp_path, capsys):
+    # `dard import --runs RUN` put the runs (and its staging folder) among the run's own files, a link to a run
+    # folder too; `dard experiment --runs/--results` inside a run trained and reported there
+    (tmp_path / "link").symlink_to(run)
+    for target in (run, run / "eval", tmp_path / "link"):
+        fails_cleanly(capsys, tmp_path, ["import", str(run), "--runs", str(target)], "lies inside run folder")
+    base = Path(dard.__file__).parent / "experiments" / "_scales" / "digits.yaml"
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(
+        yaml.safe_dump(
+            {"title": "t", "base": str(base), "seeds": [0], "runs": {"nat": {"method": {"name": "natural"}}}}
+        )
+    )
+    outside = str(tmp_path / "elsewhere")
+    for runs, results in ((run / "runs", outside), (outside, run / "report")):
+        argv = ["experiment", str(exp), "--runs", str(runs), "--results", str(results)]
+        fails_cleanly(capsys, tmp_path, argv, "lies inside run folder")
+
+
 def test_read_only_output_is_one_line(read_only_dir, run, tmp_path, capsys):
     cfg = config_file(tmp_path)
     fails_cleanly(
@@ -180,6 +212,23 @@ def test_report_on_malformed_eval_record(edit, needles, run, tmp_path, capsys):
 def test_absurd_sizes_in_checkpoint_metadata_are_bounded(key, value, run, tmp_path, capsys):
     edit_json(run / "best.json", lambda d: d["model"].update({key: value}))
     fails_cleanly(capsys, tmp_path, ["eval", str(run), "--data", "digits", "--n", "4"], "best.json", key)
+
+
+DEEP_JSON = "[" * 5000 + "]" * 5000  # deeper than Python's JSON parser recurses
+
+
+def test_json_nested_too_deep_is_malformed_json(run, tmp_path, capsys):
+    # the parser's RecursionError slipped past the callers' ValueError: an internal error instead of their answer
+    (run / ".dard.lock").write_text(DEEP_JSON[:4096])  # a lock file left with no owner dard can read: taken over
+    argv = ["eval", str(run), "--data", "digits", "--n", "4", "--attacks", "fgsm", "--no-progress"]
+    assert main([*argv, "--out", str(run / "eval" / "mine.json")]) == 0, capsys.readouterr().err
+    assert not (run / ".dard.lock").exists()
+    (run / "best.json").write_text(DEEP_JSON)
+    fails_cleanly(capsys, tmp_path, argv, "best.json", "not a dard checkpoint")
+    report = tmp_path / "rep"
+    report.mkdir()
+    (report / "results.json").write_text(DEEP_JSON)
+    fails_cleanly(capsys, tmp_path, ["report", str(run), "--out", str(report)], "results.json", "did not write")
 
 
 # ----------------------------------------------------------------------------------- 9: images too small for it

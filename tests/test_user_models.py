@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
+from tests.cli_checks import config_file, fails_cleanly
 from tests.conftest import tiny_config
 from torch import nn
 
@@ -105,6 +107,34 @@ def test_plain_model_checkpoint_saves_and_loads(tmp_path):
     assert meta["model"] == spec and torch.equal(loaded(x), model(x))
 
 
+class TiedMLP(nn.Module):
+    """Two names for one layer, applied twice: two keys, one weight (tied weights)."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.body, self.head = (
+            nn.Sequential(nn.Flatten(), nn.Linear(12, num_classes)),
+            nn.Linear(num_classes, num_classes),
+        )
+        self.again = self.head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.again(self.head(self.body(x)))
+
+
+register_model("test_tied_mlp")(TiedMLP)
+
+
+def test_tied_weights_checkpoint_saves_and_loads(tmp_path):
+    # safetensors refuses tensors that share memory, so the first checkpoint of a CPU run of such a model failed
+    # after its first epoch (on a GPU the copy to the CPU separated them)
+    model = create_model("test_tied_mlp", num_classes=4, in_channels=3).eval()
+    spec = {"arch": "test_tied_mlp", "num_classes": 4, "in_channels": 3, "mean": None, "std": None}
+    loaded, _ = load_checkpoint(save_checkpoint(tmp_path / "m", model, spec))
+    x = torch.rand(4, 3, 2, 2)
+    assert torch.equal(loaded(x), model(x)) and loaded.net.again is loaded.net.head
+
+
 def test_factory_ignoring_num_classes_is_caught_at_the_first_forward():
     register_model("test_plain_ignores_classes")(lambda: plain_mlp(7))
     model = create_model("test_plain_ignores_classes", num_classes=10)
@@ -156,6 +186,70 @@ def test_module_that_fails_to_import_is_one_line_error(user_module, source, frag
     with pytest.raises(DardError, match=r"importing module '" + m + "' failed") as info:
         create_model(f"{m}:make")
     assert fragment in str(info.value)
+
+
+UNUSABLE = """
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, out=None, trainable=True):
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+        self.fc.requires_grad_(trainable)
+        self.out = out
+
+    def forward(self, x):
+        logits = self.fc(x.flatten(1))
+        return self.out(logits, x) if self.out else logits
+
+
+def frozen():
+    return Net(trainable=False)
+
+
+def detached():
+    return Net(lambda logits, x: logits.detach())
+
+
+def no_parameters():
+    return nn.Sequential(nn.Flatten(), nn.Unflatten(1, (64,)), nn.AdaptiveAvgPool1d(10))
+
+
+def changes_its_input(num_classes):
+    return Net(lambda logits, x: (x.mul_(0.5), logits)[1])
+
+
+def on_the_meta_device():
+    return Net().to("meta")
+"""
+
+
+@pytest.mark.parametrize(
+    "factory, needles",
+    [
+        ("frozen", ["has no trainable parameters"]),
+        ("no_parameters", ["has no trainable parameters"]),
+        ("detached", ["returns logits without a gradient"]),
+        ("changes_its_input", ["gradient cannot be computed", "in place"]),
+        ("on_the_meta_device", ["the meta device", "tensor 'fc.weight'"]),
+    ],
+)
+def test_models_dard_cannot_train_or_attack_are_refused_before_any_work(
+    factory, needles, user_module, tmp_path, capsys
+):
+    # each reached the net as an internal error: at the optimizer, the first backward or attack, the move to the device
+    spec = f"{user_module(UNUSABLE)}:{factory}"
+    work = tmp_path / "work"  # not the module's folder, where the import writes __pycache__
+    work.mkdir()
+    cfg = config_file(work, model={"arch": spec})
+    fails_cleanly(capsys, work, ["train", "--config", cfg, "--out", str(work / "run")], spec, *needles)
+    if factory in ("changes_its_input", "on_the_meta_device"):  # the others evaluate: attacks need no parameters
+        weights = work / "w.safetensors"
+        save_file({"fc.weight": torch.zeros(10, 64), "fc.bias": torch.zeros(10)}, str(weights))
+        argv = ["eval", "--model", spec, "--weights", str(weights), "--normalization", "none", "--data", "digits"]
+        fails_cleanly(capsys, work, argv, *needles)
 
 
 # -- train, checkpoints and eval -----------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ state dict from other code) load through :func:`dard.weights.load_weights` with 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from torch import nn
 from dard.errors import DardError
 from dard.io import read_json, save_tensors, write_json
 from dard.model_checks import check_input, check_spec
-from dard.models import create_model, is_import_spec, library_prefix
+from dard.models import check_model_kwargs, create_model, is_import_spec, library_prefix
 from dard.module_utils import unwrap_model
 from dard.run_dir import CHECKPOINTS, RunDir
 from dard.weights import load_weights
@@ -62,6 +61,7 @@ def build_model(spec: Mapping[str, Any], where: str | None = None) -> nn.Module:
     if not all(isinstance(k, str) for k in kwargs):
         raise DardError(f"{where or 'model spec'}: bad model spec (kwargs keys must be strings)")
     try:
+        check_model_kwargs(kwargs, arch)
         return create_model(
             arch, num_classes=classes, in_channels=channels, mean=spec.get("mean"), std=spec.get("std"), **kwargs
         )
@@ -154,7 +154,7 @@ def read_checkpoint_meta(weights: Path, raw_hint: str = RAW_WEIGHTS_HINT) -> dic
         raise DardError(f"{weights} has no metadata file {meta_path.name}; {raw_hint}")
     try:
         meta = read_json(meta_path)
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+    except (ValueError, OSError) as e:  # JSONDecodeError, UnicodeDecodeError, nesting too deep
         raise DardError(f"{meta_path} is not a dard checkpoint metadata file ({type(e).__name__})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
         raise DardError(f"{meta_path} is not a dard checkpoint metadata file")

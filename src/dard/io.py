@@ -203,10 +203,20 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def loads_json(text: str | bytes) -> Any:
+    """``json.loads``, where JSON nested too deeply for Python's parser (``[[[[...``) is a ``ValueError`` like any
+    other malformed JSON: the parser recurses, so a hostile file gave a RecursionError that callers catching
+    ``ValueError`` let through."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def read_json(path: str | Path) -> Any:
-    """Read a JSON file."""
+    """Read a JSON file (malformed JSON, however deep, is a ``ValueError``)."""
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        return loads_json(f.read())
 
 
 MAX_YAML_BYTES = 1 << 20  # a config or experiment file is a few KB; larger is not one
@@ -279,10 +289,21 @@ def save_tensors(
     *,
     root: str | Path | None = None,
 ) -> Path:
-    """Atomically write a safetensors file (tensors are made contiguous and moved to the CPU)."""
+    """Atomically write a safetensors file (tensors are made contiguous and moved to the CPU; a tensor sharing its
+    memory with one written before it, as tied weights do, is written as a copy of its own)."""
     from safetensors.torch import save
 
-    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    flat: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for k, v in tensors.items():
+        t = v.detach().to("cpu").contiguous()
+        # safetensors refuses tensors that share memory (a model whose layers share weights); on a GPU the move to
+        # the CPU copies them apart anyway, so a CPU run must too, or its first checkpoint fails after an epoch
+        ptr = t.untyped_storage().data_ptr()
+        if ptr in seen and t.numel():
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        flat[k] = t
     return write_bytes(path, save(flat, metadata=dict(metadata or {})), root=root)
 
 

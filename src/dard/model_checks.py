@@ -84,10 +84,11 @@ def min_input_size(model: nn.Module, channels: int, device: torch.device) -> int
 
 
 @torch.no_grad()
-def check_input(model: nn.Module, x: Tensor, num_classes: int, what: str) -> None:
+def check_input(model: nn.Module, x: Tensor, num_classes: int, what: str, trained: bool = False) -> None:
     """``model`` (in eval mode) takes the images ``x`` (a few of the dataset's, float in [0, 1]) and returns
-    logits of shape (N, num_classes); else a DardError naming ``what`` and, for images too small, the model's
-    minimum input size. Run before training or evaluating, so that a misfit costs a second, not an epoch."""
+    logits of shape (N, num_classes) whose gradients can be taken (:func:`check_gradients`; ``trained``: the
+    parameters' too); else a DardError naming ``what`` and, for images too small, the model's minimum input size.
+    Run before training or evaluating, so that a misfit costs a second, not an epoch."""
     c, h, w = x.shape[1:]
     with eval_mode(model):
         try:
@@ -104,3 +105,35 @@ def check_input(model: nn.Module, x: Tensor, num_classes: int, what: str) -> Non
         check_logits(out, x.shape[0], num_classes)
     except DardError as e:
         raise DardError(f"{what}: {e}") from None
+    check_gradients(model, x, what, trained)
+
+
+def check_gradients(model: nn.Module, x: Tensor, what: str, trained: bool = False) -> None:
+    """The gradients dard takes through ``model`` (in eval mode) on the images ``x`` can be computed: the input's,
+    which every attack takes, and with ``trained`` the parameters' (the student), which need at least one parameter
+    with ``requires_grad`` and logits that depend on them. Otherwise a DardError naming ``what``: a model that
+    changes a tensor in place that autograd needs, that detaches its output or has nothing to train would fail at
+    its first attack or training step, after the data and the other models are loaded, as an internal error.
+    ``model`` gets no ``.grad`` (the gradients are returned, not accumulated) and no BatchNorm update."""
+    params = [p for p in model.parameters() if p.requires_grad] if trained else []
+    if trained and not params:
+        raise DardError(f"{what} has no trainable parameters (none with requires_grad), so it cannot be trained")
+    x = x.detach().clone().requires_grad_(True)
+    with eval_mode(model), torch.enable_grad():
+        try:
+            logits = model(x)
+            if not logits.requires_grad:
+                if trained:
+                    raise DardError(
+                        f"{what} returns logits without a gradient (a detached output, or one made under no_grad), "
+                        "so it cannot be trained"
+                    )
+                return  # no input gradient: gradient attacks find nothing to follow and leave the images as they are
+            torch.autograd.grad(logits.float().sum(), [x, *params], allow_unused=True)
+        except DardError:
+            raise
+        except Exception as e:  # autograd's own refusal: in-place changes, non-differentiable operations
+            reason = f"{type(e).__name__}: {one_line(e, 160)}"
+            raise DardError(
+                f"{what}: its gradient cannot be computed ({reason}); does its forward change a tensor in place?"
+            ) from None

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from dard._git import BUILD_COMMIT_FILE, source_commit
-from dard.errors import DardError
+from dard.errors import DardError, shown
 
 
 def seed_everything(seed: int) -> None:
@@ -25,15 +25,28 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when available, else the CPU; an unavailable explicit device is a DardError."""
+    """``auto`` picks CUDA when available, else the CPU; an unavailable explicit device is a DardError.
+
+    Only the CPU and CUDA devices (and Apple's ``mps`` where this torch has it) are taken: torch parses many more
+    names (``meta``, ``xpu``, ``vulkan``, ...), which failed later, inside the run, or on ``meta`` computed nothing.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise DardError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise DardError(f"unknown device {shown(name)}; use auto, cpu, cuda or cuda:N")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise DardError(f"device '{name}' requested but this PyTorch has no MPS (Apple GPU) support here")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DardError(f"device '{name}' requested but CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise DardError(
+            f"device '{name}' requested but this machine has {count} CUDA device(s) (cuda:0 to cuda:{count - 1})"
+        )
     return dev
 
 

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from dard.errors import DardError, shown
 
-__all__ = ["check_bool", "check_choice", "check_float", "check_int", "check_seed"]
+__all__ = ["check_bool", "check_choice", "check_float", "check_int", "check_plain_data", "check_seed"]
 
 C = TypeVar("C")
 
@@ -75,3 +75,46 @@ def check_seed(value: Any, *, owner: str) -> int | None:
     if value is None:
         return None
     return check_int("seed", value, owner=owner, lo=0)
+
+
+def check_plain_data(value: Any, where: str = "") -> Any:
+    """``value`` if it is plain data, what a run records as JSON (its config, run.json, checkpoints): text, finite
+    numbers, true/false, null, and lists (or tuples) and string-keyed mappings of them, with no list or mapping
+    inside itself; else a DardError naming the item at fault by its path below ``where``. A config's free-form
+    sections (``model.kwargs``, ``method.params``, ``val.attack``) hold what YAML reads, and YAML also reads dates,
+    sets, bytes and self-referring aliases (``2020-01-01``, ``!!set``, ``!!binary``, ``&a [*a]``), which failed only
+    when the run wrote its records. A list or mapping shared through aliases is checked once, so a chain of aliases
+    that expands to billions of items takes as long as its text."""
+    _check_plain(value, where, checked=set(), open_=set())
+    return value
+
+
+def _check_plain(value: Any, where: str, checked: set[int], open_: set[int]) -> None:
+    at = f"{where}: " if where else ""
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise DardError(f"{at}a number must be finite, got {value}")
+        return
+    if not isinstance(value, (list, tuple, dict)):
+        raise DardError(
+            f"{at}must be plain data (text, numbers, true/false, null, lists, mappings), got a "
+            f"{type(value).__name__}: {shown(value)}"
+        )
+    if id(value) in open_:
+        raise DardError(f"{at}a list or mapping inside itself (a YAML alias to its own anchor)")
+    if id(value) in checked:
+        return
+    open_.add(id(value))
+    if isinstance(value, dict):
+        bad = next((k for k in value if not isinstance(k, str)), None)
+        if bad is not None:
+            raise DardError(f"{at}keys must be strings, got {shown(bad)}")
+        for k, v in value.items():
+            _check_plain(v, f"{where}.{k}" if where else k, checked, open_)
+    else:
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]", checked, open_)
+    open_.discard(id(value))
+    checked.add(id(value))

@@ -9,7 +9,6 @@ report already. Both are checked before the work starts, so a bad path costs a s
 
 from __future__ import annotations
 
-import json
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from dard.errors import DardError
 from dard.evaluation.record import EvalRecord
-from dard.io import check_target, check_writable, write_json
+from dard.io import check_target, check_writable, loads_json, write_json
 from dard.run_dir import CHECKPOINTS, EvalFile, RunDir, enclosing_run
 from dard.run_dir.files import read_json_file
 
@@ -100,7 +99,7 @@ class EvalOutput:
 def _is_report_folder(folder: Path) -> bool:
     """Whether ``folder`` holds a report dard wrote (its results.json, with dard's keys)."""
     try:
-        results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+        results = loads_json((folder / "results.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return isinstance(results, dict) and _RESULTS_KEYS <= set(results)

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -21,13 +22,27 @@ from dard.errors import DardError, shown
 from dard.evaluation.record import canonical_label
 from dard.evaluation.suite import QUICK_SUITE, quick_suite
 from dard.io import read_yaml_mapping
+from dard.models import check_model_kwargs
 from dard.packaged import find_config
+from dard.validate import check_plain_data
 
 #: seeds are within what every RNG dard seeds accepts (NumPy's legacy seeding takes 32 bits)
 SEED_MAX = 2**32 - 1
 # Upper bounds of counts: far above any real run, low enough that a typo (or 2**70) is an error, not an overflow.
 BIG = 10**9
 EPOCHS_MAX = 100_000
+
+
+#: a free-form mapping of a config (model.kwargs, method.params, val.attack): plain data only (check_plain_data)
+PlainMapping = Annotated[dict[str, Any], AfterValidator(lambda v: _as_value_error(check_plain_data, v))]
+
+
+def _as_value_error(check: Any, value: Any) -> Any:
+    """``check(value)``, its DardError as pydantic's ValueError (whose message then names the key)."""
+    try:
+        return check(value)
+    except DardError as e:
+        raise ValueError(str(e)) from None
 
 
 class _Strict(BaseModel):
@@ -53,7 +68,8 @@ class DataConfig(_Strict):
 class ModelConfig(_Strict):
     arch: str = "small_cnn"
     normalize: bool = True
-    kwargs: dict[str, Any] = Field(
+    # without the keys dard sets itself (check_model_kwargs): a TypeError from create_model otherwise
+    kwargs: Annotated[PlainMapping, AfterValidator(lambda v: _as_value_error(check_model_kwargs, v))] = Field(
         default_factory=dict,
         description="keyword arguments for the model's factory, e.g. {img_size: 32, patch_size: 4} for a timm ViT",
     )
@@ -88,7 +104,7 @@ class TeacherConfig(_Strict):
 
 class MethodConfig(_Strict):
     name: str = "dard"
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: PlainMapping = Field(default_factory=dict)
 
 
 class OptimConfig(_Strict):
@@ -105,10 +121,17 @@ class OptimConfig(_Strict):
     gamma: float = Field(0.1, gt=0, le=1)
     warmup_epochs: int = Field(0, ge=0, le=EPOCHS_MAX)
 
+    @model_validator(mode="after")
+    def _nesterov_has_momentum(self) -> OptimConfig:
+        # torch's SGD refuses Nesterov without momentum, but only when the optimizer is built, after the checks
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs a momentum above 0 (optim.momentum)")
+        return self
+
 
 class ValConfig(_Strict):
     every: int = Field(1, ge=1, le=EPOCHS_MAX, description="validate every N epochs (and always at the last)")
-    attack: dict[str, Any] = Field(default_factory=lambda: {"name": "pgd", "steps": 10, "step_ratio": 0.25})
+    attack: PlainMapping = Field(default_factory=lambda: {"name": "pgd", "steps": 10, "step_ratio": 0.25})
     select_by: Literal["robust", "clean", "sum"] = "robust"
     batch_size: int = Field(256, ge=1, le=BIG)
 
@@ -129,7 +152,8 @@ class EvalConfig(_Strict):
         default_factory=list, description="eps values for the PGD-20 robustness curve (first listed checkpoint)"
     )
     batch_size: int = Field(256, ge=1, le=BIG)
-    checkpoints: list[Literal["best", "last"]] = Field(default_factory=_both_checkpoints)
+    # at least one: the run's result is its record (an empty list failed in the cost estimate, as an IndexError)
+    checkpoints: list[Literal["best", "last"]] = Field(default_factory=_both_checkpoints, min_length=1)
 
     @field_validator("attacks", mode="after")
     @classmethod

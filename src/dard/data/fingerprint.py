@@ -15,7 +15,6 @@ only costs the hashing again.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 from dard.data.base import DatasetBundle, DataSource
 from dard.errors import DardError
-from dard.io import write_json
+from dard.io import loads_json, write_json
 
 __all__ = ["DataProvenance", "data_provenance"]
 
@@ -70,7 +69,7 @@ def _file_digests(source: DataSource) -> dict[str, tuple[str, str]]:
     """``{name: (sha256, md5)}`` of every file of ``source``, from the cache where size and mtime still match."""
     cache_path = _cache_file()
     try:
-        cache = json.loads(cache_path.read_text(encoding="utf-8"))
+        cache = loads_json(cache_path.read_text(encoding="utf-8"))
         cache = cache if isinstance(cache, dict) else {}
     except (OSError, ValueError):
         cache = {}

@@ -16,21 +16,28 @@ import torch
 
 from dard.data.base import DatasetBundle, DataSource, ImageSet, channel_stats
 from dard.errors import DardError
+from dard.io import check_path
 from dard.registry import register_dataset
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def _class_dirs(split_dir: Path) -> list[str]:
-    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    names = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for name in names:  # class names go into records and reports, which are UTF-8 JSON
+        check_path(split_dir / name, "class folder", components=False)
+    return names
 
 
 def _image_files(class_dir: Path) -> list[Path]:
-    return sorted(
+    files = sorted(
         p
         for p in class_dir.iterdir()
         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
     )
+    for path in files:  # the data's fingerprint hashes every name as UTF-8 (a name that is not failed there)
+        check_path(path, "image file", components=False)
+    return files
 
 
 def _read(path: Path) -> np.ndarray:

@@ -20,7 +20,7 @@ from dard.experiment.report import write_experiment_report
 from dard.experiment.reuse import missing_teacher_weights, run_status
 from dard.experiment.spec import Experiment
 from dard.io import check_writable
-from dard.run_dir import FolderLock, RunDir
+from dard.run_dir import FolderLock, RunDir, enclosing_run
 from dard.training.announce import duration
 
 
@@ -44,6 +44,9 @@ def run_experiment(
     """
     for folder, what in ((runs_root, "runs folder"), (results_dir, "results folder")):
         check_writable(folder, folder=True, what=what)
+        inside = enclosing_run(folder / "x")  # runs or a report among a run's own files, under its lock file
+        if inside is not None:
+            raise DardError(f"{what} {folder} lies inside run folder {inside.path}; choose a folder outside runs")
     with FolderLock(runs_root, "runs folder"), FolderLock(results_dir, "results folder"):
         if budget is not None:
             return run_within_budget(exp, runs_root, results_dir, budget, device=device)

@@ -4,16 +4,16 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dard.config import RunConfig, parse_config
 from dard.config.schema import SEED_MAX
-from dard.errors import DardError
+from dard.errors import DardError, shown
 from dard.io import check_name
 
 
@@ -42,8 +42,8 @@ class TeacherSpec(_Strict):
 
 class CompareAttacksSpec(_Strict):
     n: int = Field(500, ge=1, description="first N test images")
-    checkpoint: str = "best"
-    attacks: dict[str, dict[str, Any]]
+    checkpoint: Literal["best", "last"] = "best"  # any other name found no weights, and the section stayed empty
+    attacks: dict[str, dict[str, Any]] = Field(min_length=1)
 
 
 class PlotParamSpec(_Strict):
@@ -53,7 +53,7 @@ class PlotParamSpec(_Strict):
 
 class LabelGapSpec(_Strict):
     n: int = Field(500, ge=1, description="first N test images")
-    checkpoint: str = "best"
+    checkpoint: Literal["best", "last"] = "best"
 
 
 class TeacherQualitySpec(_Strict):
@@ -93,6 +93,8 @@ class ExperimentSpec(_Strict):
             unknown = [n for n in (a, b) if n not in rows]
             if unknown:
                 raise ValueError(f"pairs: {', '.join(unknown)} is not a run of this experiment ({', '.join(rows)})")
+            if a == b:
+                raise ValueError(f"pairs: [{a}, {b}] compares a row with itself")
         return self
 
     @field_validator("seeds")
@@ -146,6 +148,37 @@ def parse_run_config(cfg: dict[str, Any], where: str) -> RunConfig:
         return parse_config(cfg)
     except DardError as e:
         raise DardError(f"{where}: {e}") from None
+
+
+def check_sections(spec: ExperimentSpec, configs: Sequence[RunConfig], where: Path) -> None:
+    """The extra sections fit the runs they apply to, checked when the experiment is loaded (``--plan`` included):
+    every ``compare_attacks`` attack builds under each run's eps and norm, and ``plot_param`` is a numeric parameter
+    of some run's method. Both were found out only after the training (an unknown attack stopped the campaign; an
+    unknown parameter gave an empty plot and matplotlib's warnings on stderr)."""
+    from dard.evaluation.suite import attack_from_spec
+    from dard.training.setup import build_method
+
+    compare = spec.compare_attacks.attacks if spec.compare_attacks is not None else {}
+    for cfg in configs if compare else []:
+        for label, attack in compare.items():
+            try:
+                attack_from_spec(attack, cfg.eps, cfg.seed, cfg.norm)
+            except DardError as e:
+                raise DardError(f"{where}: compare_attacks.attacks.{label} (run '{cfg.name}'): {e}") from None
+    if spec.plot_param is not None:
+        param = spec.plot_param.param
+        methods = []
+        for cfg in configs:
+            try:
+                methods.append(build_method(cfg).config())
+            except DardError as e:
+                raise DardError(f"{where}: run '{cfg.name}': method: {e}") from None
+        if not any(isinstance(m.get(param), (int, float)) for m in methods):
+            numeric = sorted({k for m in methods for k, v in m.items() if isinstance(v, (int, float))})
+            raise DardError(
+                f"{where}: plot_param.param {shown(param)} is no numeric parameter of the runs' methods "
+                f"(they have: {', '.join(numeric) or 'none'})"
+            )
 
 
 def needs_teacher(cfg: Mapping[str, Any]) -> bool:

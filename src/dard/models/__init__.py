@@ -19,7 +19,13 @@ from dard.errors import DardError
 # each module registers its architectures on import (dard.registry)
 from dard.models import cifar_resnet, mobilenetv2, resnet, small_cnn, wide_resnet  # noqa: F401
 from dard.models.base import ImageClassifier, PlainClassifier, check_logits
-from dard.models.factory import build_from_factory, is_import_spec, library_prefix, model_factory
+from dard.models.factory import (
+    build_from_factory,
+    check_model_kwargs,
+    is_import_spec,
+    library_prefix,
+    model_factory,
+)
 from dard.registry import MODELS, register_model
 
 ModelFactory = Callable[..., nn.Module]
@@ -30,6 +36,7 @@ __all__ = [
     "PlainClassifier",
     "build_from_factory",
     "check_logits",
+    "check_model_kwargs",
     "create_model",
     "is_import_spec",
     "library_prefix",

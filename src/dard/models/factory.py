@@ -23,10 +23,25 @@ from torch import nn
 from dard.errors import DardError, one_line
 from dard.registry import MODELS
 
-__all__ = ["LIBRARY_PREFIXES", "build_from_factory", "is_import_spec", "library_prefix", "model_factory"]
+__all__ = [
+    "LIBRARY_PREFIXES",
+    "build_from_factory",
+    "check_model_kwargs",
+    "is_import_spec",
+    "library_prefix",
+    "model_factory",
+]
 
 _REASON_CHARS = 160  # an import error's text is cut to this many characters in a message
 _OFFERED = ("num_classes", "in_channels")  # what a factory may take, by keyword
+# create_model's own arguments, which a model's kwargs cannot set: where each comes from
+_RESERVED = {
+    "num_classes": "num_classes comes from the dataset",
+    "in_channels": "in_channels comes from the dataset",
+    "mean": "the normalisation comes from the dataset (model.normalize)",
+    "std": "the normalisation comes from the dataset (model.normalize)",
+    "name": "the name comes from model.arch",
+}
 #: model names of other libraries: ``<prefix><the library's own model name>``
 LIBRARY_PREFIXES = ("timm:", "robustbench:")
 
@@ -101,6 +116,18 @@ def _import_failed(name: str, module_name: str, exc: BaseException) -> DardError
     return DardError(f"model '{name}': importing module '{module_name}' failed ({reason})")
 
 
+def check_model_kwargs(kwargs: Mapping[str, Any], name: str | None = None) -> Mapping[str, Any]:
+    """A DardError (naming model ``name`` if given) if a model's factory kwargs (a config's ``model.kwargs``, a
+    checkpoint's) set what dard sets itself: the class and channel counts (the dataset's), the normalisation
+    (``model.normalize``) or the name. ``create_model`` takes those as its own arguments, so such a key would reach
+    Python as a TypeError. Returns ``kwargs``."""
+    clash = sorted(k for k in kwargs if k in _RESERVED)
+    if clash:
+        where = f"model '{name}': " if name is not None else ""
+        raise DardError(f"{where}{_RESERVED[clash[0]]}, not from the model's kwargs ({', '.join(clash)})")
+    return kwargs
+
+
 def build_from_factory(
     factory: Callable[..., Any],
     name: str,
@@ -116,9 +143,7 @@ def build_from_factory(
     if it had finished) is a DardError naming the factory and the error; one in a registered factory is dard's own.
     """
     extra = dict(kwargs or {})
-    clash = sorted(set(extra) & set(_OFFERED))
-    if clash:
-        raise DardError(f"model '{name}': {', '.join(clash)} comes from the dataset, not from the model's kwargs")
+    check_model_kwargs(extra, name)
     offered = {"num_classes": num_classes, "in_channels": in_channels}
     try:
         params = list(inspect.signature(factory).parameters.values())
@@ -154,4 +179,10 @@ def build_from_factory(
         model = factory(**call)
     if not isinstance(model, nn.Module):
         raise DardError(f"model '{name}': the factory returned a {type(model).__name__}, not an nn.Module")
+    meta = next((k for k, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta), None)
+    if meta is not None:  # no data to move, load into or compute with: torch fails later, deep in a load or a step
+        raise DardError(
+            f"model '{name}': the factory returned a model on the meta device (tensor '{meta}' has no data); "
+            "build it on the CPU (dard moves it to the run's device)"
+        )
     return model

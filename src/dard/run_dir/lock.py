@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dard.errors import DardError, one_line
-from dard.io import file_kind
+from dard.io import file_kind, loads_json
 
 LOCK_NAME = ".dard.lock"
 _NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
@@ -53,7 +53,7 @@ def _read_owner(fd: int) -> LockOwner | None:
     os.lseek(fd, 0, os.SEEK_SET)
     raw = os.read(fd, 4096)
     try:
-        d = json.loads(raw.decode("utf-8"))
+        d = loads_json(raw.decode("utf-8"))
         pid = d.get("pid")
         return LockOwner(
             pid if isinstance(pid, int) else None, str(d.get("host", ""))[:100], str(d.get("since", ""))[:40], ""

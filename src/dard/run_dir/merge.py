@@ -32,7 +32,7 @@ from dard.config.identity import config_diff, config_identity
 from dard.errors import DardError
 from dard.io import check_target, file_kind
 from dard.run_dir.archive import RUN_NAME, allowed, extract_archive
-from dard.run_dir.layout import CHECKPOINTS, RunDir
+from dard.run_dir.layout import CHECKPOINTS, RunDir, enclosing_run
 from dard.run_dir.lock import LOCK_NAME
 
 
@@ -58,6 +58,11 @@ def import_runs(source: str | Path, runs_root: str | Path) -> list[Imported]:
         raise DardError(f"cannot read {source}: {e.strerror or e}") from None
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         raise DardError(f"cannot import {source}: it is {file_kind(mode)}, not an archive or a run folder")
+    inside = enclosing_run(root / "x")  # as written and resolved: a link to a run folder is one too
+    if inside is not None:  # the runs (and the staging folder) would land inside that run, beside its own files
+        raise DardError(
+            f"--runs {root} lies inside run folder {inside.path}; import into the folder that holds the runs"
+        )
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:

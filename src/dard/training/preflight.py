@@ -27,7 +27,7 @@ import dard.training.distributed as dist
 from dard.attacks import Attack
 from dard.checkpoint import build_model, model_spec
 from dard.config import RunConfig
-from dard.errors import DardError
+from dard.errors import DardError, shown
 from dard.evaluation.suite import attack_from_spec
 from dard.io import check_writable
 from dard.methods import Method
@@ -95,12 +95,24 @@ def check_config(
         )
     val_attack = at_key("val.attack", lambda: attack_from_spec(cfg.val.attack, cfg.eps, cfg.seed, cfg.norm))
     final = eval_attacks(cfg)  # after val.attack: the order the checks have always reported in
+    if cfg.speed.compile:
+        check_compile_backend(cfg.speed.compile_backend)
     if cfg.optim.batch_size % world_size:
         raise DardError(
             f"optim.batch_size {cfg.optim.batch_size} (the global batch) must be divisible by the "
             f"{world_size} processes"
         )
     return Checked(method=method, val_attack=val_attack, eval_attacks=final)
+
+
+def check_compile_backend(name: str) -> None:
+    """``name`` is a backend ``torch.compile`` knows (its own, and those installed packages register); torch names
+    an unknown one only when it compiles, after the data and the models are loaded."""
+    import torch.compiler  # imports torch._dynamo: only for a run that compiles anyway
+
+    if name not in torch.compiler.list_backends(exclude_tags=()):  # the debugging backends (aot_eager) included
+        usual = ", ".join(["aot_eager", "eager", *torch.compiler.list_backends()])
+        raise DardError(f"speed.compile_backend: torch.compile has no backend {shown(name)}; e.g. {usual}")
 
 
 def check_folder(cfg: RunConfig, folder: RunDir, resume: bool) -> ResumeChanges:
@@ -150,7 +162,7 @@ def build_models(cfg: RunConfig, checked: Checked, device: torch.device, resume_
     with _rng_untouched(device):
         if resume_from is not None and resume_from.has_snapshot():
             check_state(read_state(resume_from), student, *build_optimizer(cfg, student, 1))
-        check_input(student, probe, data.bundle.num_classes, f"model '{cfg.model.arch}'")
+        check_input(student, probe, data.bundle.num_classes, f"model '{cfg.model.arch}'", trained=True)
     teacher, teacher_info = None, None
     if checked.method.needs_teacher:  # load_teacher checks its classes, channels, image size and finite weights
         teacher, teacher_info = load_teacher(cfg.teacher, data.bundle, device)
