@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 from tests.cli_checks import config_file, fails_cleanly
@@ -450,12 +450,19 @@ def test_experiment_seeds_are_distinct_and_in_range_at_plan_time(seeds, tmp_path
 
 
 @FEW
-@given(value=st.sampled_from([-1, "over", 2.5, True]), where=st.sampled_from(["clean", "attack"]))
+@given(
+    value=st.sampled_from([-1, "over", 2.5, True]),
+    where=st.sampled_from(["clean", "attack", "fooled", "clean_correct", "corrected"]),
+)
+@example(value=-1, where="fooled")  # each bookkeeping count at least once, whatever the draw
+@example(value="over", where="clean_correct")
+@example(value=-1, where="corrected")
 def test_eval_records_with_impossible_counts_are_refused(value, where, finished_run, tmp_path, capsys):
     with case(finished_run, tmp_path) as (root, run):
         d = json.loads((run / "eval" / "best.json").read_text())
         target = d["clean"] if where == "clean" else next(iter(d["attacks"].values()))
-        target["correct"] = target["total"] + 1 if value == "over" else value  # more correct than images, ...
+        key = where if where in ("fooled", "clean_correct", "corrected") else "correct"  # an attack's bookkeeping
+        target[key] = target["total"] + 1 if value == "over" else value  # more correct than images, ...
         (run / "eval" / "best.json").write_text(json.dumps(d))
         fails_cleanly(capsys, root, ["report", str(run), "--out", str(root / "rep")], "best.json")
 

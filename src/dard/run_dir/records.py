@@ -99,6 +99,12 @@ class EvalFile(_Record, EvalRecord):
         for p, r in records:
             counts.append((f"{p}clean", r.clean.correct, r.clean.total))
             counts += [(f"{p}{k}", a.correct, a.total) for k, a in r.attacks.items()]
+            counts += [  # an attack's bookkeeping: counts of the same images (absent in older records)
+                (f"{p}{k}.{f}", v, a.total)
+                for k, a in r.attacks.items()
+                for f, v in (("fooled", a.fooled), ("clean_correct", a.clean_correct), ("corrected", a.corrected))
+                if v is not None
+            ]
             if r.worst_case is not None:
                 counts.append((f"{p}worst_case", r.worst_case.correct, r.worst_case.total))
         for key, correct, total in counts:
