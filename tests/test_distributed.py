@@ -135,7 +135,9 @@ def test_every_rank_leaves_the_process_group_before_the_test_evaluation(tmp_path
     calls = []
     real_teardown, real_eval = loop.dist.teardown, loop.final_evaluation
     monkeypatch.setattr(loop.dist, "teardown", lambda info: (calls.append("teardown"), real_teardown(info)))
-    monkeypatch.setattr(loop, "final_evaluation", lambda *a: (calls.append("final_evaluation"), real_eval(*a)))
+    monkeypatch.setattr(
+        loop, "final_evaluation", lambda *a, **kw: (calls.append("final_evaluation"), real_eval(*a, **kw))
+    )
     run = loop.train(parse_config(tiny_config(eval={"attacks": ["fgsm"]})), tmp_path / "run")
     assert calls == ["teardown", "final_evaluation"]
     assert (run / "eval" / "best.json").exists()
