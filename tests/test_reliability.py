@@ -214,6 +214,15 @@ def test_absurd_sizes_in_checkpoint_metadata_are_bounded(key, value, run, tmp_pa
     fails_cleanly(capsys, tmp_path, ["eval", str(run), "--data", "digits", "--n", "4"], "best.json", key)
 
 
+@pytest.mark.parametrize(
+    "key, value", [("epoch", "abc"), ("epoch", -1), ("selected_by", [1]), ("metrics", {"epoch": 1, "lr": "x"})]
+)
+def test_checkpoint_provenance_is_typed_not_echoed(key, value, run, tmp_path, capsys):
+    # eval records and the ladder's teacher table quote a checkpoint's epoch: it was copied in unchecked
+    edit_json(run / "best.json", lambda d: d.update({key: value}))
+    fails_cleanly(capsys, tmp_path, ["eval", str(run), "--data", "digits", "--n", "4"], "best.json", key)
+
+
 DEEP_JSON = "[" * 5000 + "]" * 5000  # deeper than Python's JSON parser recurses
 
 

@@ -34,7 +34,7 @@ from tests.test_run_safety import hold_lock
 import dard
 import dard.cli
 from dard.cli import main
-from dard.io import PLAIN_NAME
+from dard.names import PLAIN_NAME
 from dard.run_dir import RunDir
 
 # Few examples, always the same ones: each runs the CLI on a copy of a run.

@@ -20,7 +20,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from tests.cli_checks import fails_cleanly
+from tests.cli_checks import config_file, fails_cleanly
 from tests.conftest import REPO, tiny_run_config, tree_bytes
 
 from dard.cli import main
@@ -70,6 +70,27 @@ def test_locked_folders_refuse_every_writer(run, tmp_path, capsys):
     finally:
         os.close(fd)
         os.close(fd_runs)
+
+
+@pytest.mark.parametrize("out", ["newdir/", "newdir/.", "."])
+def test_a_file_output_named_as_a_folder_is_refused(out, run, tmp_path, capsys, monkeypatch):
+    # `--out newdir/` wrote a file named newdir: the trailing separator is lost once the text is a Path
+    monkeypatch.chdir(tmp_path)
+    evaluate = ["eval", str(run), "--data", "digits", "--n", "4", "--attacks", "fgsm", "--out", out]
+    fails_cleanly(capsys, tmp_path, evaluate, "names a folder, not a file", "record.json")
+    fails_cleanly(capsys, tmp_path, ["export", str(run), "--out", out], "names a folder, not a file", "runs.tar.gz")
+
+
+def test_run_names_that_break_lines_and_plots_are_refused(run, tmp_path, capsys):
+    # a control character in a run's name reached matplotlib's glyphs, Markdown rows and the one-line messages
+    cfg = config_file(tmp_path, name="bell\x07run")
+    fails_cleanly(capsys, tmp_path, ["train", "--config", cfg, "--out", str(tmp_path / "r")], "run name", "control")
+    cfg = config_file(tmp_path, name="λ 0.5 (seed 0)")  # any printable name is fine beside an --out folder
+    named = tmp_path / "tab\trun"
+    fails_cleanly(capsys, tmp_path, ["train", "--config", cfg, "--out", str(named)], "run name", "control")
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "name": "\x1b[31mred"}))
+    fails_cleanly(capsys, tmp_path, ["report", str(run), "--out", str(tmp_path / "rep")], "run.json", "control")
 
 
 def test_stale_lock_is_taken_over_with_a_message(run, tmp_path, capsys):

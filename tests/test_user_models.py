@@ -252,6 +252,38 @@ def test_models_dard_cannot_train_or_attack_are_refused_before_any_work(
         fails_cleanly(capsys, work, argv, *needles)
 
 
+ONLY_SMALL_BATCHES = """
+import torch
+from torch import nn
+
+
+class OnlySmallBatches(nn.Module):
+    def __init__(self, num_classes=10, in_channels=1):
+        super().__init__()
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(4), nn.Linear(in_channels * 16, num_classes)
+
+    def forward(self, x):
+        if x.shape[0] > 2:  # dard's checks probe 2 images; a real batch breaks it
+            x = x.reshape(3, -1)
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def make(num_classes=10, in_channels=1):
+    return OnlySmallBatches(num_classes, in_channels)
+"""
+
+
+def test_a_failure_in_the_users_forward_names_their_code_not_a_dard_bug(user_module, tmp_path, monkeypatch, capsys):
+    # it passed the checks and failed on the first real batch: the net called it an internal error of dard's
+    monkeypatch.setenv("DARD_LOG_DIR", str(tmp_path / "logs"))
+    spec = f"{user_module(ONLY_SMALL_BATCHES)}:make"
+    weights = tmp_path / "w.safetensors"
+    save_file(create_model(spec, num_classes=10, in_channels=1).net.state_dict(), str(weights))
+    argv = ["eval", "--model", spec, "--weights", str(weights), "--normalization", "none", "--data", "digits"]
+    line = fails_cleanly(capsys, None, [*argv, "--n", "8", "--attacks", "fgsm", "--no-progress"], "RuntimeError")
+    assert line.startswith(f"dard: error: your code failed at {tmp_path / spec.split(':')[0]}.py:") and "logs" in line
+
+
 # -- train, checkpoints and eval -----------------------------------------------------------------------------------
 
 

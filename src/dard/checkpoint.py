@@ -21,13 +21,14 @@ from dard.io import read_json, save_tensors, write_json
 from dard.model_checks import check_input, check_spec
 from dard.models import check_model_kwargs, create_model, is_import_spec, library_prefix
 from dard.module_utils import unwrap_model
-from dard.run_dir import CHECKPOINTS, RunDir
+from dard.run_dir import CHECKPOINTS, CheckpointProvenance, RunDir
 from dard.weights import load_weights
 
 if TYPE_CHECKING:
     from dard.data import DatasetBundle
 
 FORMAT = "dard-checkpoint"
+PROVENANCE_KEYS = ("epoch", "metrics", "selected_by")  # beside "format" and "model" (CheckpointProvenance)
 
 
 def model_spec(
@@ -158,6 +159,9 @@ def read_checkpoint_meta(weights: Path, raw_hint: str = RAW_WEIGHTS_HINT) -> dic
         raise DardError(f"{meta_path} is not a dard checkpoint metadata file ({type(e).__name__})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
         raise DardError(f"{meta_path} is not a dard checkpoint metadata file")
+    check_spec(meta["model"], str(meta_path))
+    # the provenance is quoted into eval records and reports: typed here, not echoed
+    CheckpointProvenance.from_dict({k: meta[k] for k in PROVENANCE_KEYS if k in meta}, str(meta_path))
     return meta
 
 

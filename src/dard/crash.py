@@ -2,7 +2,9 @@
 the command and the error type, and the full traceback goes to a log file whose path that line gives. With
 ``--debug`` (or ``DARD_DEBUG=1``) the traceback is printed instead.
 
-This is a net, not the fix: every input a user can get wrong has its own :class:`dard.errors.DardError` line.
+This is a net, not the fix: every input a user can get wrong has its own :class:`dard.errors.DardError` line. One
+case is told apart: an exception raised in the user's own code (a ``module:function`` model that fails on a batch
+the checks did not probe) is bad input, not a dard bug, and its line names the user's file and line (exit 2).
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+import sysconfig
 import time
 import traceback
 from pathlib import Path
 
 from dard.errors import one_line
+from dard.user_code import is_user_file
 
 DEBUG_ENV = "DARD_DEBUG"
 LOG_DIR_ENV = "DARD_LOG_DIR"  # where crash logs go (default: the user's cache folder, dard/logs in it)
@@ -62,4 +66,40 @@ def crash_line(command: str, exc: BaseException) -> str:
     return (
         f"dard: error: internal error in `dard {command}`: {type(exc).__name__}: {one_line(exc, 200)} "
         f"({where}; --debug prints it; please report it)"
+    )
+
+
+def user_code_frame(exc: BaseException) -> traceback.FrameSummary | None:
+    """The innermost frame outside the libraries where ``exc`` arose, when the user's own code (a module dard
+    imported for a ``module:function`` name, :mod:`dard.user_code`) ran after dard's: None when dard's code was the
+    last to run (a bug of dard's, for the net).
+
+    From the innermost frame outwards, the first frame in either the user's modules or dard's package decides;
+    frames of the libraries and of other code (the helpers a user module imports) are passed over, but the
+    innermost of those outside the libraries is the one named (where the user's code failed or passed a library
+    something it refused, such as ``x.view(5, -1)`` on a larger batch than the checks probed).
+    """
+    own = os.path.realpath(os.path.dirname(__file__)) + os.sep
+    paths = sysconfig.get_paths()
+    libraries = tuple({os.path.realpath(paths[k]) + os.sep for k in ("stdlib", "platstdlib", "purelib", "platlib")})
+    named = None
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if is_user_file(frame.filename):
+            return named or frame
+        path = os.path.realpath(frame.filename)
+        if path.startswith(own):
+            return None
+        if named is None and not frame.filename.startswith("<") and not path.startswith(libraries):
+            named = frame
+    return None
+
+
+def user_code_line(exc: BaseException, frame: traceback.FrameSummary) -> str:
+    """The one line for an exception raised in the user's own code (writes the traceback to a log, as the net
+    does): bad input to dard, so the line says where to look rather than asking for a dard bug report."""
+    log = write_crash_log(exc)
+    where = f"traceback in {log}" if log is not None else "no log could be written"
+    return (
+        f"dard: error: your code failed at {frame.filename}:{frame.lineno} (in {frame.name}): "
+        f"{type(exc).__name__}: {one_line(exc, 200)} ({where}; --debug prints it)"
     )

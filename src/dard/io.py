@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import stat
 import tempfile
 from collections.abc import Callable, Mapping
@@ -25,41 +24,6 @@ from dard.errors import DardError, one_line, shown
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-
-
-#: a name that dard turns into a folder (a run, an experiment's run key, a teacher): one plain path component
-PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-MAX_COMPONENT_BYTES = 255  # the longest file name most file systems take
-
-
-def check_name(value: object, what: str) -> str:
-    """``value`` if it is a plain name (:data:`PLAIN_NAME`: letters, digits, ``.``, ``_``, ``-``, at most 128
-    characters, not starting with a dot; so no separator and no ``..``); a one-line DardError otherwise."""
-    if not isinstance(value, str) or not PLAIN_NAME.fullmatch(value):
-        raise DardError(
-            f"{what} {shown(value, 80)} is not a plain name (1-128 letters, digits, '.', '_' or '-', not starting "
-            "with '.' or '-'): it names a folder"
-        )
-    return value
-
-
-def check_path(path: str | Path, what: str, *, components: bool = True) -> Path:
-    """``path`` as a Path if the file system can take it: UTF-8 text and (``components``) no component over 255
-    bytes; a one-line DardError otherwise (before any work, not as an OS error after it)."""
-    text = os.fspath(path)
-    try:
-        raw = text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise DardError(f"{what} {shown(text, 80)} is not UTF-8 text; rename it") from None
-    if b"\0" in raw:
-        raise DardError(f"{what} {shown(text, 80)} holds a NUL character")
-    long = [c for c in raw.split(b"/") if len(c) > MAX_COMPONENT_BYTES] if components else []
-    if long:
-        raise DardError(
-            f"{what} {shown(text, 80)}: a name in it is {len(long[0])} bytes long, over the "
-            f"{MAX_COMPONENT_BYTES} a file system takes"
-        )
-    return Path(text)
 
 
 def file_kind(mode: int) -> str:

@@ -22,7 +22,7 @@ import dard.cli.report as report_command
 import dard.cli.train as train_command
 from dard.cli.checks import check_args
 from dard.cli.common import DEBUG_HELP, stderr_line
-from dard.crash import crash_line, debug_wanted
+from dard.crash import crash_line, debug_wanted, user_code_frame, user_code_line
 from dard.errors import DardError, one_line
 from dard.interrupts import INTERRUPTED, LINE, raise_on_interrupt
 
@@ -91,5 +91,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # the net: a bug, not the input (each input error has its own DardError line)
         if debug:
             raise
-        stderr_line(crash_line(args.command, e))
-        return 1
+        frame = user_code_frame(e)  # unless the user's own code raised it: bad input after all
+        stderr_line(user_code_line(e, frame) if frame is not None else crash_line(args.command, e))
+        return 2 if frame is not None else 1

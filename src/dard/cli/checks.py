@@ -24,7 +24,7 @@ _NUMBER_ARGS = {
 
 def check_args(args: argparse.Namespace) -> None:
     """Paths a file system can take (UTF-8, names of at most 255 bytes) and numbers in range, before any work."""
-    from dard.io import check_path
+    from dard.names import check_path
 
     for key in (*_PATH_ARGS, "sources", "overrides", "name"):
         values = getattr(args, key, None)

@@ -17,6 +17,7 @@ from pathlib import Path
 from dard.errors import DardError
 from dard.evaluation.record import EvalRecord
 from dard.io import check_target, check_writable, loads_json, write_json
+from dard.names import file_target
 from dard.run_dir import CHECKPOINTS, EvalFile, RunDir, enclosing_run
 from dard.run_dir.files import read_json_file
 
@@ -57,7 +58,8 @@ class EvalOutput:
     def check(cls, path: str | Path, source: str | Path | None = None) -> EvalOutput:
         """``path`` if `dard eval` of ``source`` (a checkpoint or run folder; None for external weights) may write
         its record there; a one-line DardError otherwise."""
-        p = Path(os.path.abspath(path))  # as written (not resolved: a link inside a run must not take it out)
+        # as written (not resolved: a link inside a run must not take it out)
+        p = Path(os.path.abspath(file_target(path, "--out", "record.json")))
         run = enclosing_run(p)
         if run is not None:
             if p.resolve().parent != run.eval_dir.resolve():

@@ -23,6 +23,7 @@ from dard.evaluation.record import canonical_label
 from dard.evaluation.suite import QUICK_SUITE, quick_suite
 from dard.io import read_yaml_mapping
 from dard.models import check_model_kwargs
+from dard.names import check_label
 from dard.packaged import find_config
 from dard.validate import check_plain_data
 
@@ -187,7 +188,7 @@ class SpeedConfig(_Strict):
 class RunConfig(_Strict):
     """A whole training run."""
 
-    name: str = "run"
+    name: Annotated[str, AfterValidator(lambda v: _as_value_error(lambda n: check_label(n, "run name"), v))] = "run"
     seed: int = Field(0, ge=0, le=SEED_MAX)
     device: str = "auto"
     eps: float = Field(8 / 255, ge=0, le=1, description="threat model for training attacks and evaluation")

@@ -16,7 +16,7 @@ import torch
 
 from dard.data.base import DatasetBundle, DataSource, ImageSet, channel_stats
 from dard.errors import DardError
-from dard.io import check_path
+from dard.names import check_path
 from dard.registry import register_dataset
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from dard.config import RunConfig, parse_config
 from dard.config.schema import SEED_MAX
 from dard.errors import DardError, shown
-from dard.io import check_name
+from dard.names import check_name
 
 
 class _Strict(BaseModel):
@@ -22,7 +22,7 @@ class _Strict(BaseModel):
 
 
 def _plain_name(value: str, what: str) -> str:
-    """:func:`dard.io.check_name`'s rule as a validation error (pydantic names the key)."""
+    """:func:`dard.names.check_name`'s rule as a validation error (pydantic names the key)."""
     try:
         return check_name(value, what)
     except DardError as e:

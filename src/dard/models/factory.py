@@ -22,6 +22,7 @@ from torch import nn
 
 from dard.errors import DardError, one_line
 from dard.registry import MODELS
+from dard.user_code import note_user_module
 
 __all__ = [
     "LIBRARY_PREFIXES",
@@ -98,7 +99,7 @@ def _import(module_name: str, name: str) -> Any:
     if "" not in sys.path and cwd not in sys.path:  # the `dard` script's path lacks the current folder
         sys.path.append(cwd)  # appended: an installed package of the same name wins, as it would anyway
     try:
-        return importlib.import_module(module_name)
+        module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         parts = module_name.split(".")
         if exc.name not in {".".join(parts[: i + 1]) for i in range(len(parts))}:
@@ -109,6 +110,8 @@ def _import(module_name: str, name: str) -> Any:
         ) from None
     except (Exception, SystemExit) as exc:  # the module failed while importing (syntax error, its imports, exit())
         raise _import_failed(name, module_name, exc) from None
+    note_user_module(module)  # a failure in it later is the user's code failing, not dard (dard.crash)
+    return module
 
 
 def _import_failed(name: str, module_name: str, exc: BaseException) -> DardError:

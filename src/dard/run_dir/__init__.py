@@ -8,6 +8,7 @@ non-UTF-8 or wrongly typed file into one :class:`dard.errors.DardError` line nam
 from dard.run_dir.layout import CHECKPOINTS, RunDir, enclosing_run, kept_epoch_name
 from dard.run_dir.lock import FolderLock
 from dard.run_dir.records import (
+    CheckpointProvenance,
     CompareFile,
     EpochMetrics,
     EpsSweep,
@@ -25,6 +26,7 @@ from dard.run_dir.snapshot import Snapshot
 
 __all__ = [
     "CHECKPOINTS",
+    "CheckpointProvenance",
     "CompareFile",
     "EpochMetrics",
     "EpsSweep",

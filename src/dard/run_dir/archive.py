@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from dard.errors import DardError
-from dard.io import PLAIN_NAME, atomic_write, check_target, sha256_file
+from dard.io import atomic_write, check_target, sha256_file
+from dard.names import PLAIN_NAME, file_target
 from dard.run_dir.files import parse_json
 from dard.run_dir.layout import CHECKPOINTS, RunDir, enclosing_run
 
@@ -152,7 +153,7 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path, options: Export
     archive ``out``, atomically; returns its path."""
     from dard._version import __version__
 
-    out = Path(out)
+    out = file_target(out, "--out", "runs.tar.gz")
     runs = [RunDir(p) for p in run_dirs]
     names = [r.path.name for r in runs]
     check_out(out, names)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from dard.errors import DardError, shown
 from dard.evaluation.record import AttackResult, EvalRecord
 from dard.evaluation.record import Count as ImageCount
+from dard.names import check_label
 from dard.run_dir.files import from_plain
 
 
@@ -208,11 +209,18 @@ def _method_dict(value: Any) -> Any:
     return {"name": value} if isinstance(value, str) else _empty_if_null(value)
 
 
+def _run_label(value: str) -> str:
+    try:
+        return check_label(value, "run name")
+    except DardError as e:  # as pydantic's ValueError, whose message then names the file and key
+        raise ValueError(str(e)) from None
+
+
 @dataclass
 class RunInfo(_Record):
     """``run.json``: what a run is, written once when it starts (every field defaults, for older folders)."""
 
-    name: str | None = None
+    name: Annotated[str, AfterValidator(_run_label)] | None = None
     seed: int | None = None
     method: Annotated[dict[str, Any], BeforeValidator(_method_dict)] = field(default_factory=dict)
     student: dict[str, Any] | None = None  # the model spec (arch, num_classes, in_channels, mean, std)
@@ -277,6 +285,17 @@ class Progress(_Record):
         out = super().to_dict()
         out["history"] = [row.to_dict() for row in self.history]
         return out
+
+
+@dataclass
+class CheckpointProvenance(_Record):
+    """What a dard checkpoint's JSON (``best.json``, ``last.json``, ``epoch-NNN.json``) records beside its model
+    spec: the epochs finished when it was saved, that epoch's metrics row and, for ``best``, the validation score
+    that selected it. Eval records and teacher tables quote these, so a file's word is checked before it is."""
+
+    epoch: Count | None = None
+    metrics: EpochMetrics | None = None
+    selected_by: Literal["val_robust", "val_clean", "val_sum"] | None = None
 
 
 @dataclass

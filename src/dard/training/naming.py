@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dard.config import RunConfig
-from dard.io import check_name
+from dard.names import check_label, check_name
 
 __all__ = ["default_run_name", "name_run"]
 
@@ -35,6 +35,7 @@ def name_run(cfg: RunConfig, base: RunConfig, out: str | Path | None, name_given
         name = Path(out).resolve().name
     else:
         name = default_run_name(cfg, base)
+    check_label(name, "run name")  # reports, plots and messages show it
     if out is None:
         check_name(name, "run name")  # it names the folder runs/<name>
     return cfg.model_copy(update={"name": name}), Path(out) if out is not None else Path("runs") / name
