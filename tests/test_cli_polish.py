@@ -4,10 +4,12 @@ shortcuts, suite labels in `dard list`, and a teacher that does not fit the data
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from tests.cli_checks import config_file, fails_cleanly, image_folder
 
 import dard.cli
@@ -136,3 +138,21 @@ def test_build_outputs_are_ignored_by_git():
     for path in ("build/lib/dard/cli.py", "dist/dard-0.1.0-py3-none-any.whl"):
         done = subprocess.run(["git", "check-ignore", "-q", path], cwd=root, check=False)
         assert done.returncode == 0, f"{path} is not ignored"
+
+
+def test_more_threads_than_cores_are_kept_and_said_once(monkeypatch, capsys):
+    # speed.threads up to 4096 was taken in silence: a config from a bigger machine made every step slower here
+    from dard.runtime import configure_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        configure_threads(3)
+        configure_threads(3)
+        assert torch.get_num_threads() == 3
+        configure_threads(None)  # the default: every core the process may use
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert capsys.readouterr().err.count("speed.threads 3 is more than the 1 core(s)") == 1

@@ -102,13 +102,20 @@ def environment(device: torch.device | None = None) -> dict[str, Any]:
 
 
 def configure_threads(threads: int | None) -> None:
-    """Set intra-op threads (default: all cores the process may use) for CPU runs."""
-    if threads is None:
-        try:
-            threads = len(os.sched_getaffinity(0))
-        except AttributeError:
-            threads = os.cpu_count() or 1
-    torch.set_num_threads(max(1, threads))
+    """Set intra-op threads (default: all cores the process may use) for CPU runs. More threads than cores are
+    kept, since a config travels between machines and its reductions follow the thread count, but said once:
+    oversubscribed cores make every step slower."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    if threads is not None and threads > cores and threads != torch.get_num_threads():
+        print(
+            f"dard: note: speed.threads {threads} is more than the {cores} core(s) this process may use; "
+            "each step will be slower",
+            file=sys.stderr,
+        )
+    torch.set_num_threads(max(1, threads if threads is not None else cores))
 
 
 def die_with_parent(parent: int) -> None:
