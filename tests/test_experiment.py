@@ -214,6 +214,11 @@ def test_run_folder_with_another_config_is_refused_and_left_alone(finished, tmp_
         ({**SPEC, "label_gap": {"checkpoint": "../../x"}}, "label_gap.checkpoint"),
         ({**SPEC, "plot_param": {"param": "nosuch"}}, "plot_param.param 'nosuch' is no numeric parameter"),
         ({**SPEC, "pairs": [["sat", "sat"]]}, "compares a row with itself"),
+        # a run's own seeds are some of the experiment's, each once
+        ({**SPEC, "runs": {"sat": {"seeds": [2]}}}, "runs.sat.seeds must be distinct seeds of the experiment's (0, 1)"),
+        ({**SPEC, "runs": {"sat": {"seeds": [0, 0]}}}, "runs.sat.seeds"),
+        ({**SPEC, "runs": {"sat": {"seeds": []}}}, "runs.sat.seeds"),
+        ({**SPEC, "runs": {"sat": {"seeds": 0}}}, "runs.sat.seeds"),
     ],
 )
 def test_bad_experiment_files_are_one_line_errors(tmp_path, spec, needle):
@@ -239,6 +244,20 @@ def test_plan_reports_every_run_and_trains_nothing(finished, tmp_path):
     proc = run_cli("experiment", "tiny", "--runs", str(tmp_path / "runs"), "--plan", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count(" new\n") == 7 and not (tmp_path / "runs").exists()
+
+
+def test_a_run_may_take_fewer_of_the_experiments_seeds(tmp_path):
+    # rows that can wait (TRADES, AdaAD, natural at the small scale) run seed 0 first; seeds added later reuse them
+    from dard.experiment.plan import campaign_order, plan_runs
+    from dard.experiment.report import _fewer_seeds
+
+    lam1 = {**SPEC["runs"]["dard-lam1"], "seeds": [1]}
+    runs = {**SPEC["runs"], "dard-lam1": lam1, "nat": {"method": {"name": "natural"}, "seeds": [0]}}
+    exp = load_experiment(str(_write(tmp_path, spec={**SPEC, "runs": runs})))
+    planned = campaign_order(plan_runs(exp, tmp_path / "runs"))
+    names = ["teacher-s0", "sat-s0", "dard-s0", "nat-s0", "sat-s1", "dard-s1", "dard-lam1-s1"]
+    assert [r.name for r in planned] == names and planned[-1].config.method.params["lam"] == 1.0
+    assert _fewer_seeds(exp.spec) == " (dard-lam1: seed 1; nat: seed 0)"
 
 
 def test_plan_checks_the_data_before_anything_runs(tmp_path):

@@ -54,8 +54,9 @@ def plan_runs(exp: Experiment, runs_root: Path, device: str | None = None) -> li
     # a student's estimate before its teacher exists: the planned teacher's architecture, by checkpoint
     archs = {_best(runs_root, t.name): t.config.model.arch for t in teachers.values()}
     students = []
-    for key, overrides in exp.spec.runs.items():
-        for seed in exp.spec.seeds:
+    for key in exp.spec.runs:
+        overrides = exp.spec.run_overrides(key)
+        for seed in exp.spec.run_seeds(key):
             name = f"{key}-s{seed}"
             raw = deep_merge(exp.base, {**overrides, "name": name, "seed": seed, **over})
             if needs_teacher(raw) and not (raw.get("teacher") or {}):

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
-from dard.experiment.spec import CompareAttacksSpec, Experiment, LabelGapSpec, PlotParamSpec
+from dard.experiment.spec import CompareAttacksSpec, Experiment, ExperimentSpec, LabelGapSpec, PlotParamSpec
 from dard.experiment.teacher_section import teacher_quality_section
 from dard.io import write_text
 from dard.packaged import EXPERIMENTS_DIR
@@ -206,6 +206,16 @@ def _environment_line(runs: Sequence[RunRecord]) -> str:
     )
 
 
+def _fewer_seeds(spec: ExperimentSpec) -> str:
+    """`` (trades, natural: seed 0)``: the rows that take fewer of the experiment's seeds, with theirs."""
+    fewer = {k: spec.run_seeds(k) for k in spec.runs if spec.run_seeds(k) != spec.seeds}
+    by_seeds: dict[str, list[str]] = {}
+    for key, seeds in fewer.items():
+        by_seeds.setdefault(", ".join(map(str, seeds)), []).append(key)
+    parts = [f"{', '.join(keys)}: seed{'s' if ',' in s else ''} {s}" for s, keys in by_seeds.items()]
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
 def _preamble(
     exp: Experiment, runs: Sequence[RunRecord], command: str, seconds: float | None, notes: Sequence[str] = ()
 ) -> list[str]:
@@ -215,7 +225,7 @@ def _preamble(
         "",
         f"- Command: `{command or f'dard experiment {exp.name} --scale {exp.scale}'}`",
         f"- Experiment file: `{_experiment_file(exp)}`, base run config `{spec.base}`; seeds "
-        f"{', '.join(map(str, spec.seeds))}.",
+        f"{', '.join(map(str, spec.seeds))}{_fewer_seeds(spec)}.",
         _environment_line(runs),
     ]
     if seconds:

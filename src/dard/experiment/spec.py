@@ -16,6 +16,9 @@ from dard.config.schema import SEED_MAX
 from dard.errors import DardError, shown
 from dard.names import check_name
 
+#: the one key of a run entry that is not a config override: the experiment's seeds that run takes
+RUN_SEEDS = "seeds"
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -96,6 +99,32 @@ class ExperimentSpec(_Strict):
             if a == b:
                 raise ValueError(f"pairs: [{a}, {b}] compares a row with itself")
         return self
+
+    @model_validator(mode="after")
+    def _run_seeds_are_the_experiments(self) -> ExperimentSpec:
+        for key, entry in self.runs.items():
+            own = entry.get(RUN_SEEDS, self.seeds)
+            if not (
+                isinstance(own, list)
+                and own
+                and all(type(s) is int and s in self.seeds for s in own)
+                and len(set(own)) == len(own)
+            ):
+                raise ValueError(
+                    f"runs.{key}.{RUN_SEEDS} must be distinct seeds of the experiment's "
+                    f"({', '.join(map(str, self.seeds))}), got {shown(own)}"
+                )
+        return self
+
+    def run_seeds(self, key: str) -> list[int]:
+        """The seeds run ``key`` takes, in the experiment's order: its own ``seeds`` (some of the experiment's; a
+        row that can wait for more seeds runs fewer first, and adding them later reuses what is done), else all."""
+        own = self.runs[key].get(RUN_SEEDS)
+        return [s for s in self.seeds if own is None or s in own]
+
+    def run_overrides(self, key: str) -> dict[str, Any]:
+        """Run ``key``'s config overrides (its entry less ``seeds``)."""
+        return {k: v for k, v in self.runs[key].items() if k != RUN_SEEDS}
 
     @field_validator("seeds")
     @classmethod
