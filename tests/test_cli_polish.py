@@ -156,3 +156,23 @@ def test_more_threads_than_cores_are_kept_and_said_once(monkeypatch, capsys):
     finally:
         torch.set_num_threads(before)
     assert capsys.readouterr().err.count("speed.threads 3 is more than the 1 core(s)") == 1
+
+
+@pytest.mark.parametrize(
+    "argv, needle, help_of",
+    [
+        (["eval", "--n", "abc"], "argument --n: invalid int value: 'abc'", "dard eval"),
+        (["eval", "--n", "1\x1b[2J"], "\\x1b[2J", "dard eval"),  # a terminal escape is shown, not acted on
+        (["trian"], "invalid choice: 'trian'", "dard"),
+        (["eval", "--bogus"], "unrecognized arguments: --bogus", "dard eval"),
+        (["export", "run"], "the following arguments are required: --out", "dard export"),
+        ([], "the following arguments are required: command", "dard"),
+    ],
+)
+def test_usage_errors_are_one_line_naming_the_commands_help(argv, needle, help_of, capsys):
+    # argparse printed its usage block, then `dard eval: error: ...`: not the one `dard: error:` line of bad input
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and err.startswith("dard: error: "), err
+    assert needle in err and f"(`{help_of} --help` lists the options)" in err

@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
+from typing import NoReturn
 
 import dard.cli.config as config_command
 import dard.cli.demo as demo_command
@@ -48,11 +49,22 @@ _MODULES: dict[str, ModuleType] = {
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {name: m.run for name, m in _MODULES.items()}
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Parser(argparse.ArgumentParser):
+    """argparse with dard's manner for bad input: a usage error (an unknown flag, a value of the wrong type, a missing
+    argument) is one line ``dard: error: ...`` naming the command's help, exit status 2, not the usage block and a
+    ``dard eval: error:`` line after it. Subcommand parsers are of this class too (argparse makes them so)."""
+
+    def error(self, message: str, prog: str | None = None) -> NoReturn:
+        """Exit 2 with ``message`` on one line, naming ``prog``'s help (default: this parser's)."""
+        text = one_line(message, ERROR_CHARS - 100)
+        self.exit(2, f"dard: error: {text} (`{prog or self.prog} --help` lists the options)\n")
+
+
+def build_parser() -> _Parser:
     """The argument parser for every subcommand."""
     from dard._version import __version__
 
-    parser = argparse.ArgumentParser(prog="dard", description="Adversarially robust knowledge distillation (DARD).")
+    parser = _Parser(prog="dard", description="Adversarially robust knowledge distillation (DARD).")
     parser.add_argument("--version", action="version", version=f"dard {__version__}")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -68,7 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (130 for Ctrl-C, :mod:`dard.interrupts`)."""
     words = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(words)  # imports torch (the suite's labels): Ctrl-C may come here
+        parser = build_parser()  # imports torch (the suite's labels): Ctrl-C may come here
+        args, unknown = parser.parse_known_args(words)
+        if unknown:  # said by the command's parser, whose help lists what it takes (not the top level's)
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}", f"dard {args.command}")
     except KeyboardInterrupt:
         stderr_line(LINE)
         return INTERRUPTED
