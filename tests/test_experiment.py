@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 
@@ -89,6 +90,14 @@ def test_experiment_trains_teacher_once_then_students_and_reports(finished):
     assert "- Caveat: digits only" in report and "- Command: `dard experiment tiny" in report
     for f in ["curves.png", "sweep.png", "attack_success.png", "results.json", "experiment.yaml"]:
         assert (tmp / "results" / f).stat().st_size > 0
+    # the paper tables come with every experiment report, and say the numbers of results.json
+    groups = json.loads((tmp / "results" / "results.json").read_text())["groups"]
+    rows = {r["run"]: r for r in csv.DictReader((tmp / "results" / "results.csv").open(encoding="utf-8"))}
+    tex = (tmp / "results" / "results.tex").read_text(encoding="utf-8")
+    for g in groups:
+        clean = g["best"]["clean"]["mean"]
+        assert float(rows[g["name"]]["clean_pct"]) == pytest.approx(100 * clean, abs=1e-4)
+        assert f"{100 * clean:.1f}" in tex
 
 
 @pytest.mark.slow

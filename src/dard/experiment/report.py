@@ -14,6 +14,7 @@ from dard.io import write_text
 from dard.packaged import EXPERIMENTS_DIR
 from dard.report import (
     DASH,
+    FORMATS,
     build_report,
     format_summary,
     markdown_table,
@@ -319,8 +320,8 @@ def write_experiment_report(
     seconds: float | None = None,
     notes: Sequence[str] = (),
 ) -> Path:
-    """The experiment's ``report.md``, ``results.json`` and plots (teacher rows first); ``notes``: more preamble
-    lines (Markdown list items)."""
+    """The experiment's ``report.md``, ``results.json``, the paper tables ``results.csv`` and ``results.tex``, and
+    plots (teacher rows first); ``notes``: more preamble lines (Markdown list items)."""
     runs = [RunRecord.load(p) for p in run_dirs]  # each run folder read once
     results_dir.mkdir(parents=True, exist_ok=True)
     spec = exp.spec
@@ -342,7 +343,14 @@ def write_experiment_report(
         sections.append(teacher_quality_section(spec.teacher_quality, runs, results_dir, extra))
     preamble = _preamble(exp, runs, command, seconds, notes)
     report = build_report(
-        runs, results_dir, title=spec.title, preamble=preamble, sections=sections, extra=extra, pairs=spec.pairs
+        runs,
+        results_dir,
+        title=spec.title,
+        preamble=preamble,
+        sections=sections,
+        extra=extra,
+        pairs=spec.pairs,
+        formats=FORMATS,  # an experiment's tables are the ones a paper quotes: every format, always
     )
     write_text(results_dir / "experiment.yaml", exp.source.read_text(encoding="utf-8"))
     return report
