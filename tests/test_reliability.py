@@ -199,9 +199,23 @@ def test_read_only_output_is_one_line(read_only_dir, run, tmp_path, capsys):
 # ------------------------------------------------------------------------------- 7, 8: malformed and absurd files
 
 
+def _count_off_by_one(count: dict) -> None:
+    count["correct"] = (count["correct"] + 1) % (count["total"] + 1)  # still a count, no longer its outcomes
+
+
 @pytest.mark.parametrize(
     "edit, needles",
-    [(lambda d: [], ["eval/best.json", "object"]), (lambda d: d.update(attacks=5), ["eval/best.json", "attacks"])],
+    [
+        (lambda d: [], ["eval/best.json", "object"]),
+        (lambda d: d.update(attacks=5), ["eval/best.json", "attacks"]),
+        # per-image outcomes that are not the record's images or counts: reports pair (McNemar) on the outcomes
+        # and print the counts, so a pair's numbers were not the table's (or the pairing failed as a bare line)
+        (lambda d: d["clean"].update(outcomes="AAAAAAAAAAAA"), ["eval/best.json", "clean", "9 bytes"]),
+        (lambda d: _count_off_by_one(d["clean"]), ["eval/best.json", "clean", "per-image outcomes"]),
+        (lambda d: _count_off_by_one(d["attacks"]["fgsm"]), ["eval/best.json", "fgsm", "per-image outcomes"]),
+        (lambda d: d["worst_case"].update(outcomes="@@@@"), ["eval/best.json", "worst_case", "base64"]),
+        (lambda d: d["data"].update(first_n=7), ["eval/best.json", "data.first_n"]),
+    ],
 )
 def test_report_on_malformed_eval_record(edit, needles, run, tmp_path, capsys):
     edit_json(run / "eval" / "best.json", edit)

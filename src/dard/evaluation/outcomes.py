@@ -19,7 +19,7 @@ import torch
 
 from dard.errors import DardError
 
-__all__ = ["OUTCOME_ENCODING", "decode_outcomes", "encode_outcomes"]
+__all__ = ["OUTCOME_ENCODING", "check_outcomes", "decode_outcomes", "encode_outcomes"]
 
 #: how the strings are made, in words (stated in the docs and in tests)
 OUTCOME_ENCODING = 'base64 of numpy.packbits(correct, bitorder="little")'
@@ -47,3 +47,11 @@ def decode_outcomes(text: str, n: int) -> np.ndarray:
     if len(raw) != (n + 7) // 8:
         raise DardError(f"per-image outcomes hold {len(raw)} bytes, but {n} images need {(n + 7) // 8}")
     return np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=n, bitorder="little").astype(bool)
+
+
+def check_outcomes(text: str, correct: int, total: int) -> None:
+    """A one-line DardError unless ``text`` holds ``total`` outcomes of which ``correct`` are marked: a record whose
+    outcomes disagree with its count would pair (McNemar, paired differences) on other numbers than its table."""
+    marked = int(decode_outcomes(text, total).sum())
+    if marked != correct:
+        raise DardError(f"counts {correct} images correct, its per-image outcomes {marked}")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from dard.errors import DardError, shown
+from dard.evaluation.outcomes import check_outcomes
 from dard.evaluation.record import AttackResult, EvalRecord
 from dard.evaluation.record import Count as ImageCount
 from dard.names import check_label
@@ -112,6 +113,8 @@ class EvalFile(_Record, EvalRecord):
             ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (correct, total))
             if not ints or not 0 <= correct <= total:
                 raise DardError(f"{where}: {key} is {shown(correct, 40)} of {shown(total, 40)} images, not a count")
+        for p, r in records:
+            _check_images(r, where, p)
         for eps, acc in self.eps_sweep.accuracies().items() if self.eps_sweep else []:
             if not (isinstance(acc, (int, float)) and 0 <= acc <= 1):  # NaN fails the comparison too
                 raise DardError(f"{where}: eps_sweep accuracy at {eps} is {shown(acc, 40)}, not in [0, 1]")
@@ -123,6 +126,25 @@ class EvalFile(_Record, EvalRecord):
         """An eval file holding ``record`` and the given extras."""
         base = {f.name: getattr(record, f.name) for f in fields(EvalRecord)}
         return cls(**base, autoattack_subset=autoattack_subset, eps_sweep=eps_sweep)
+
+
+def _check_images(rec: EvalRecord, where: str, prefix: str) -> None:
+    """DardError naming ``where`` unless every count with per-image outcomes holds one outcome per image of the
+    record (``data.first_n``) and marks exactly its correct images: reports pair records image by image on
+    ``first_n`` and the outcomes, and print the counts (older records without outcomes are not checked)."""
+    first_n = rec.data.get("first_n", rec.data.get("n"))
+    for key, count in rec.counts().items():
+        if count.outcomes is None:
+            continue
+        if first_n is not None and first_n != count.total:
+            raise DardError(
+                f"{where}: {prefix}{key} counts {count.total} images but its data says {shown(first_n, 40)} "
+                "(data.first_n)"
+            )
+        try:
+            check_outcomes(count.outcomes, count.correct, count.total)
+        except DardError as e:
+            raise DardError(f"{where}: {prefix}{key} {e}") from None
 
 
 @dataclass
@@ -159,15 +181,12 @@ class EvalProgress(_Record):
             for key, count in part.counts().items() if part is not None else ():
                 if not 0 <= count.correct <= count.total:
                     raise DardError(f"{where}: {name}.{key} is {count.correct} of {count.total} images, not a count")
-                try:
-                    outcomes = count.outcome_array()
-                except DardError as e:
-                    raise DardError(f"{where}: {name}.{key}: {e}") from None
-                if outcomes is None:
+                if count.outcomes is None:
                     raise DardError(f"{where}: {name}.{key} has no per-image outcomes")
-                marked = int(outcomes.sum())
-                if marked != count.correct:
-                    raise DardError(f"{where}: {name}.{key} counts {count.correct} images, its outcomes {marked}")
+                try:
+                    check_outcomes(count.outcomes, count.correct, count.total)
+                except DardError as e:
+                    raise DardError(f"{where}: {name}.{key} {e}") from None
 
 
 @dataclass
