@@ -130,6 +130,23 @@ def test_csv_and_tex_tables_parse(tmp_path: Path) -> None:
         build_report(runs, out, formats=("md", "pdf"))
 
 
+def test_csv_and_tex_say_when_a_mean_stands_on_fewer_seeds_than_its_row(tmp_path: Path) -> None:
+    # report.md said "(2 of 3 seeds)" for an attack one seed had not run; results.csv gave the 2-seed mean beside
+    # seeds=3 and results.tex the bare number, read in a paper as a mean over the row's three seeds
+    paths = [_make_run(tmp_path, f"sat-s{s}", s, "sat", 0.8 + 0.01 * s, 0.4, teacher=None, aa=0.3) for s in range(3)]
+    rec = RunDir(paths[2]).read_eval("best")
+    del rec.attacks["pgd20"]
+    RunDir(paths[2]).write_eval("best", rec)
+    out = tmp_path / "report"
+    md = build_report([RunRecord.load(p) for p in paths], out, formats=("md", "csv", "tex")).read_text()
+    assert "(2 of 3 seeds)" in md
+    (row,) = csv.DictReader((out / "results.csv").open(encoding="utf-8"))
+    assert row["seeds"] == "3" and row["pgd20_seeds"] == "2" and row["clean_seeds"] == "3"
+    (tex_row,) = _tex_rows((out / "results.tex").read_text(encoding="utf-8"))
+    cells = tex_row.removesuffix(" \\\\").split(" & ")
+    assert "(2 of 3 seeds)" in cells[2] and "seeds" not in cells[1]
+
+
 def test_markdown_cells_carry_wilson_intervals_below_10000_points(tmp_path: Path) -> None:
     run = RunRecord.load(_make_run(tmp_path, "sat-s0", 0, "sat", 0.85, 0.4, teacher=None, aa=0.35))
     md = build_report([run], tmp_path / "r").read_text()

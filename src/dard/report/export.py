@@ -2,7 +2,8 @@
 (``model_info/<dataset>/<threat>/<name>.json`` fields) per run.
 
 CSV cells are plain numbers in percent (mean, sample std over seeds, the Wilson 95% interval at the mean for fewer
-than 10,000 test points, and the test points); TeX cells read ``mean $\\pm$ std`` with the interval in small type.
+than 10,000 test points, the test points, and the seeds behind the number); TeX cells read ``mean $\\pm$ std`` with
+``(k of n seeds)`` in small type where only some of the row's seeds have the number, as ``report.md`` says it.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def write_csv(rep: ReportContent, path: Path) -> Path:
     header = ["run", "method", "student", "teacher", "seeds"]
     for key, _ in cols:
         header += [f"{key}_pct", f"{key}_std_pct", f"{key}_ci95_low_pct", f"{key}_ci95_high_pct", f"{key}_points"]
+        header += [f"{key}_seeds"]  # a row's mean may stand on fewer seeds than the row has (a pending attack)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
@@ -71,6 +73,7 @@ def write_csv(rep: ReportContent, path: Path) -> Path:
             s = g[rep.checkpoint].get(key) or {}
             ci = _interval(s) or (None, None)
             row += [_pct(s.get("mean")), _pct(s.get("std")), _pct(ci[0]), _pct(ci[1]), s.get("points") or ""]
+            row += [s.get("n") or ""]
         writer.writerow(row)
     return write_text(path, buf.getvalue())
 
@@ -80,14 +83,17 @@ def tex_escape(text: Any) -> str:
     return "".join(_TEX_SPECIAL.get(c, c) for c in str(text))
 
 
-def _tex_cell(s: Mapping[str, Any] | None, marks: str = "") -> str:
+def _tex_cell(s: Mapping[str, Any] | None, seeds: int, marks: str = "") -> str:
+    """``mean $\\pm$ std`` of a summary, its significance marks, and ``(k of n seeds)`` when it stands on fewer
+    than the row's ``seeds``."""
     if not s or s.get("mean") is None:
         return "--"
     text = f"{100 * s['mean']:.1f}"
     if s.get("n", 0) >= 2 and s.get("std") is not None:
         text += f"{{\\scriptsize $\\pm${100 * s['std']:.1f}}}"
     sup = "".join(_TEX_MARKS.get(m, "") for m in marks)
-    return text + (f"$^{{{sup}}}$" if sup else "")
+    text += f"$^{{{sup}}}$" if sup else ""
+    return text + (f"{{\\scriptsize\\ ({s['n']} of {seeds} seeds)}}" if 0 < s.get("n", 0) < seeds else "")
 
 
 _TEX_MARKS = {"†": "\\dagger", "‡": "\\ddagger"}
@@ -129,7 +135,7 @@ def write_tex(rep: ReportContent, path: Path) -> Path:
     ]
     for g in rep.group_rows:
         marks = [rep.paired.mark(g["name"], c.key) if rep.paired else "" for c in cols]
-        cells = [_tex_cell(g[rep.checkpoint].get(c.key), m) for c, m in zip(cols, marks)]
+        cells = [_tex_cell(g[rep.checkpoint].get(c.key), g["n"], m) for c, m in zip(cols, marks)]
         lines.append(" & ".join([tex_escape(g["name"]), *cells]) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", ""]
     return write_text(path, "\n".join(lines))
