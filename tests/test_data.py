@@ -636,6 +636,19 @@ def test_image_folder_bad_layouts(tmp_path):
     (r / "train" / "dog" / "broken.png").write_bytes(b"not an image")
     expect(r, "broken.png")
 
+    # a 16-bit grayscale PNG: Pillow's convert() clipped it to 0..255, a saturated image loaded in silence
+    r = tmp_path / "sixteen_bit"
+    _make_folder(r, gray=True)
+    wide = (np.arange(256, dtype=np.uint16).reshape(16, 16) * 257).astype(np.uint16)
+    _save(r / "train" / "dog" / "0.png", wide)
+    expect(r, "more than 8 bits")
+
+    # content of a format the folder does not take, under an image's name (Pillow picks decoders by content)
+    r = tmp_path / "gif_as_png"
+    _make_folder(r)
+    _save(r / "train" / "dog" / "0.png", np.zeros((16, 16, 3), np.uint8), fmt="GIF")
+    expect(r, "0.png")
+
     r = tmp_path / "odd_size"
     _make_folder(r)
     _save(r / "test" / "cat" / "big.png", np.zeros((20, 16, 3), np.uint8))

@@ -1,9 +1,10 @@
 """Dataset ``folder``: your own images in ``data_dir/train/<class>/*`` and ``data_dir/test/<class>/*``.
 
-Images (.png, .jpg, .jpeg, .bmp, any case) are read with Pillow and must all have the same size; they are
-not resized. If every image is grayscale ('L') they stay single-channel, otherwise all are converted to
-RGB. Classes are the sorted sub-folder names of ``train/``; ``test/`` must have the same ones.
-Normalisation statistics are computed from the training images.
+Images (.png, .jpg, .jpeg, .bmp, any case) are read with Pillow's PNG, JPEG and BMP decoders only, must have 8
+bits per channel (a 16-bit image is refused, not clipped) and must all have the same size; they are not resized.
+If every image is grayscale ('L') they stay single-channel, otherwise all are converted to RGB. Classes are the
+sorted sub-folder names of ``train/``; ``test/`` must have the same ones. Normalisation statistics are computed
+from the training images.
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ from dard.names import check_path
 from dard.registry import register_dataset
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+# The decoders Pillow may use: those of the extensions above, whatever a file's content claims (Pillow picks a
+# decoder by content; its EPS decoder runs Ghostscript on the file, others are rarely used and rarely audited).
+_FORMATS = ("PNG", "JPEG", "BMP")
+# Pillow modes of more than 8 bits per pixel (16-bit grayscale PNG: I;16; 32-bit int: I; float: F): convert()
+# clips them to 0..255 instead of scaling, so a 16-bit image would load as a silently saturated one.
+_WIDE_MODES = ("I", "F")
 
 
 def _class_dirs(split_dir: Path) -> list[str]:
@@ -49,7 +56,12 @@ def _read(path: Path) -> np.ndarray:
         # lines around dard's own output; a file it cannot read is the one-line error below
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as img:
+            with Image.open(path, formats=_FORMATS) as img:
+                if img.mode.startswith(_WIDE_MODES):
+                    raise DardError(
+                        f"image {path} has more than 8 bits per pixel (Pillow mode {img.mode}); dard reads 8-bit "
+                        "images: convert it to 8 bits (e.g. mode L or RGB) first"
+                    )
                 img.load()
                 pixels: Image.Image = img if img.mode == "L" else img.convert("RGB")
                 return np.asarray(pixels, dtype=np.uint8).copy()
