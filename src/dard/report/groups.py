@@ -4,7 +4,8 @@ Runs are grouped by their seedless name and a hash of their recorded config with
 that do not change the numbers (:mod:`dard.config.identity`, the definition `dard experiment` reuses runs by), so
 two runs that differ in anything else (``method.params.lam``, epochs, the teacher's architecture) are two rows
 even when they share a name. Rows that share a name get the differing keys appended, so every row's (and plot
-legend's) name is unique. A table never mixes datasets or threat models, and a group never holds one seed twice.
+legend's) name is unique. A table never mixes datasets, copies of one dataset's files (the records' data
+fingerprints) or threat models, and a group never holds one seed twice.
 """
 
 from __future__ import annotations
@@ -101,11 +102,14 @@ def _value(identity: Mapping[str, Any], dotted: str) -> str:
 
 
 def check_one_table(runs: Sequence[RunRecord], checkpoint: str) -> None:
-    """A one-line DardError unless every run was evaluated on one dataset under one threat model."""
-    for what, value in (("datasets", _dataset), ("threat models", _threat)):
+    """A one-line DardError unless every run was evaluated on one dataset, one copy of its files (where the records
+    have a data fingerprint) and one threat model."""
+    for what, value in (("datasets", _dataset), ("copies of the data", _data_copy), ("threat models", _threat)):
         seen: dict[str, list[str]] = {}
         for r in runs:
-            seen.setdefault(value(r, checkpoint), []).append(r.name)
+            v = value(r, checkpoint)
+            if v is not None:
+                seen.setdefault(v, []).append(r.name)
         if len(seen) > 1:
             parts = "; ".join(
                 f"{v} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})" for v, names in seen.items()
@@ -116,6 +120,17 @@ def check_one_table(runs: Sequence[RunRecord], checkpoint: str) -> None:
 def _dataset(run: RunRecord, checkpoint: str) -> str:
     rec = run.evals[checkpoint]
     return str(rec.data.get("name") or run.data.get("name") or "?")
+
+
+def _data_copy(run: RunRecord, checkpoint: str) -> str | None:
+    """The fingerprint of the files the record's images came from (None in older records and built-in data): a
+    development copy (CIFAR-10 rebuilt from JPEGs) loads under the official name, and a row's mean or a column
+    over both would mix two test sets."""
+    data = run.evals[checkpoint].data
+    fingerprint = data.get("fingerprint")
+    if not isinstance(fingerprint, str):
+        return None
+    return f"{fingerprint[:12]} (official: {data.get('official', '?')})"
 
 
 def _threat(run: RunRecord, checkpoint: str) -> str:
