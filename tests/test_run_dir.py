@@ -155,6 +155,35 @@ def test_a_malformed_file_is_one_error_line_naming_it(small_run: RunDir, which: 
     assert "\n" not in message and str(path) in message, message
 
 
+def test_the_experiment_extras_hold_counts_and_fractions(small_run: RunDir) -> None:
+    # the cached extras were typed but not range-checked: a compare file's fooled 50 of clean_correct -3 was a
+    # success rate of -1667% in the experiment report, a label gap without top1_agreement a KeyError (exit 1)
+    from dard.run_dir.records import CompareFile, LabelGapFile, TeacherQualityFile
+
+    gap = {"tv": 0.1, "top1_agreement": 0.9, "teacher_top_prob_clean": 0.8, "teacher_top_prob_adv": 0.7, "n": 4}
+    small_run.write_compare("best", CompareFile({}, _record()))
+    small_run.write_label_gap("best", LabelGapFile({}, {}, gap))
+    small_run.write_teacher_quality(TeacherQualityFile({}, {}, _record()))
+    assert small_run.read_compare("best") and small_run.read_label_gap("best") and small_run.read_teacher_quality()
+    damaged = {
+        small_run.compare_file("best"): lambda d: d["record"]["attacks"]["fgsm"].update(fooled=50, clean_correct=-3),
+        small_run.teacher_quality_file: lambda d: d["record"]["clean"].update(correct=9),
+        small_run.label_gap_file("best"): lambda d: d["gap"].pop("top1_agreement"),
+    }
+    for path, edit in damaged.items():
+        data = json.loads(path.read_text())
+        edit(data)
+        path.write_text(json.dumps(data))
+    for read, needle in (
+        (lambda: small_run.read_compare("best"), "record.fgsm.fooled is 50 of 4"),
+        (lambda: small_run.read_teacher_quality(), "record.clean is 9 of 4"),
+        (lambda: small_run.read_label_gap("best"), "gap.top1_agreement"),
+    ):
+        with pytest.raises(DardError, match=needle) as err:
+            read()
+        assert "\n" not in str(err.value) and str(small_run.path) in str(err.value)
+
+
 def test_a_missing_file_is_named(small_run: RunDir) -> None:
     small_run.resume_snapshot().progress.unlink()
     with pytest.raises(DardError, match="resume progress not found: .*progress.json"):

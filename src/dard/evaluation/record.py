@@ -20,9 +20,18 @@ import torch
 from pydantic import TypeAdapter
 
 from dard.data.fingerprint import DataProvenance
-from dard.evaluation.outcomes import decode_outcomes, encode_outcomes
+from dard.errors import DardError, shown
+from dard.evaluation.outcomes import check_outcomes, decode_outcomes, encode_outcomes
 
-__all__ = ["LEGACY_LABELS", "AttackResult", "Count", "EvalRecord", "canonical_label", "test_data_info"]
+__all__ = [
+    "LEGACY_LABELS",
+    "AttackResult",
+    "Count",
+    "EvalRecord",
+    "canonical_label",
+    "check_counts",
+    "test_data_info",
+]
 
 #: suite labels renamed so that they cannot be read as another library's attack of the same name: ``tpgd`` (here
 #: targeted least-likely PGD; in torchattacks TRADES' KL attack) and ``cw`` (here Linf margin PGD; elsewhere CW-L2)
@@ -160,3 +169,38 @@ class EvalRecord:
     def accuracies(self) -> dict[str, float]:
         """``{'clean': acc, label: acc, ...}`` in evaluation order, derived from the counts."""
         return {k: c.accuracy for k, c in self.counts().items()}
+
+
+def check_counts(rec: EvalRecord, where: str, prefix: str = "") -> None:
+    """DardError naming ``where`` (and the key, after ``prefix``) unless every count of a record read from a file is
+    an integer from 0 to its total (an attack's bookkeeping included), and every count with per-image outcomes has
+    one per image of the record (``data.first_n``) marking exactly its correct images. An impossible count comes
+    only from a damaged or hand-made file, and a report would print it as a result; reports pair records image by
+    image on the outcomes and print the counts (older records without outcomes are not paired)."""
+    counts: list[tuple[str, Any, Any]] = [("clean", rec.clean.correct, rec.clean.total)]
+    counts += [(k, a.correct, a.total) for k, a in rec.attacks.items()]
+    counts += [  # an attack's bookkeeping: counts of the same images (absent in older records)
+        (f"{k}.{f}", v, a.total)
+        for k, a in rec.attacks.items()
+        for f, v in (("fooled", a.fooled), ("clean_correct", a.clean_correct), ("corrected", a.corrected))
+        if v is not None
+    ]
+    if rec.worst_case is not None:
+        counts.append(("worst_case", rec.worst_case.correct, rec.worst_case.total))
+    for key, correct, total in counts:
+        ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (correct, total))
+        if not ints or not 0 <= correct <= total:
+            raise DardError(f"{where}: {prefix}{key} is {shown(correct, 40)} of {shown(total, 40)} images, not a count")
+    first_n = rec.data.get("first_n", rec.data.get("n"))
+    for key, count in rec.counts().items():
+        if count.outcomes is None:
+            continue
+        if first_n is not None and first_n != count.total:
+            raise DardError(
+                f"{where}: {prefix}{key} counts {count.total} images but its data says {shown(first_n, 40)} "
+                "(data.first_n)"
+            )
+        try:
+            check_outcomes(count.outcomes, count.correct, count.total)
+        except DardError as e:
+            raise DardError(f"{where}: {prefix}{key} {e}") from None

@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BeforeValidator, Field
 
 from dard.errors import DardError, shown
 from dard.evaluation.outcomes import check_outcomes
-from dard.evaluation.record import AttackResult, EvalRecord
+from dard.evaluation.record import AttackResult, EvalRecord, check_counts
 from dard.evaluation.record import Count as ImageCount
 from dard.names import check_label
 from dard.run_dir.files import from_plain
@@ -93,28 +93,11 @@ class EvalFile(_Record, EvalRecord):
             self.eps_sweep = self.eps_sweep.with_counts(self.clean.total)
 
     def check_values(self, where: str) -> None:
-        """DardError naming ``where`` unless every count is an integer from 0 to its total and the sweep's
-        accuracies lie in [0, 1] (an impossible count comes only from a damaged or hand-made file, and a report
-        would print it as a result)."""
-        records = [("", self)] + ([("autoattack_subset.", self.autoattack_subset)] if self.autoattack_subset else [])
-        counts: list[tuple[str, Any, Any]] = []
-        for p, r in records:
-            counts.append((f"{p}clean", r.clean.correct, r.clean.total))
-            counts += [(f"{p}{k}", a.correct, a.total) for k, a in r.attacks.items()]
-            counts += [  # an attack's bookkeeping: counts of the same images (absent in older records)
-                (f"{p}{k}.{f}", v, a.total)
-                for k, a in r.attacks.items()
-                for f, v in (("fooled", a.fooled), ("clean_correct", a.clean_correct), ("corrected", a.corrected))
-                if v is not None
-            ]
-            if r.worst_case is not None:
-                counts.append((f"{p}worst_case", r.worst_case.correct, r.worst_case.total))
-        for key, correct, total in counts:
-            ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (correct, total))
-            if not ints or not 0 <= correct <= total:
-                raise DardError(f"{where}: {key} is {shown(correct, 40)} of {shown(total, 40)} images, not a count")
-        for p, r in records:
-            _check_images(r, where, p)
+        """DardError naming ``where`` unless every count is one of its images (:func:`check_counts`), in the
+        record and its AutoAttack subset, and the sweep's accuracies lie in [0, 1]."""
+        check_counts(self, where)
+        if self.autoattack_subset is not None:
+            check_counts(self.autoattack_subset, where, "autoattack_subset.")
         for eps, acc in self.eps_sweep.accuracies().items() if self.eps_sweep else []:
             if not (isinstance(acc, (int, float)) and 0 <= acc <= 1):  # NaN fails the comparison too
                 raise DardError(f"{where}: eps_sweep accuracy at {eps} is {shown(acc, 40)}, not in [0, 1]")
@@ -126,25 +109,6 @@ class EvalFile(_Record, EvalRecord):
         """An eval file holding ``record`` and the given extras."""
         base = {f.name: getattr(record, f.name) for f in fields(EvalRecord)}
         return cls(**base, autoattack_subset=autoattack_subset, eps_sweep=eps_sweep)
-
-
-def _check_images(rec: EvalRecord, where: str, prefix: str) -> None:
-    """DardError naming ``where`` unless every count with per-image outcomes holds one outcome per image of the
-    record (``data.first_n``) and marks exactly its correct images: reports pair records image by image on
-    ``first_n`` and the outcomes, and print the counts (older records without outcomes are not checked)."""
-    first_n = rec.data.get("first_n", rec.data.get("n"))
-    for key, count in rec.counts().items():
-        if count.outcomes is None:
-            continue
-        if first_n is not None and first_n != count.total:
-            raise DardError(
-                f"{where}: {prefix}{key} counts {count.total} images but its data says {shown(first_n, 40)} "
-                "(data.first_n)"
-            )
-        try:
-            check_outcomes(count.outcomes, count.correct, count.total)
-        except DardError as e:
-            raise DardError(f"{where}: {prefix}{key} {e}") from None
 
 
 @dataclass
@@ -196,6 +160,14 @@ class CompareFile(_Record):
     spec: dict[str, Any]
     record: EvalRecord
 
+    def check_values(self, where: str) -> None:
+        """Its record's counts are counts of its images (:func:`check_counts`): the report prints success rates."""
+        check_counts(self.record, where, "record.")
+
+
+#: the numbers of a label gap file: fractions (mean TV distance, agreement, top probabilities) over ``n`` images
+LABEL_GAP_FRACTIONS = ("tv", "top1_agreement", "teacher_top_prob_clean", "teacher_top_prob_adv")
+
 
 @dataclass
 class LabelGapFile(_Record):
@@ -204,6 +176,13 @@ class LabelGapFile(_Record):
     spec: dict[str, Any]
     attack: dict[str, Any]
     gap: dict[str, float | int]
+
+    def check_values(self, where: str) -> None:
+        """Every fraction the report shows is there and in [0, 1] (a missing one failed as an internal error)."""
+        for key in LABEL_GAP_FRACTIONS:
+            value = self.gap.get(key)
+            if not (isinstance(value, (int, float)) and 0 <= value <= 1):  # NaN fails the comparison too
+                raise DardError(f"{where}: gap.{key} is {shown(value, 40)}, not a fraction in [0, 1]")
 
 
 # ------------------------------------------------------------------------------------------------ run.json
@@ -217,6 +196,10 @@ class TeacherQualityFile(_Record):
     spec: dict[str, Any]
     teacher: dict[str, Any]
     record: EvalRecord
+
+    def check_values(self, where: str) -> None:
+        """Its record's counts are counts of its images (:func:`check_counts`): the report prints them."""
+        check_counts(self.record, where, "record.")
 
 
 def _empty_if_null(value: Any) -> Any:
