@@ -184,6 +184,15 @@ def test_the_experiment_extras_hold_counts_and_fractions(small_run: RunDir) -> N
         assert "\n" not in str(err.value) and str(small_run.path) in str(err.value)
 
 
+def test_metrics_rows_are_one_per_epoch_in_order(small_run: RunDir) -> None:
+    # dard writes one row per epoch, in order; a repeated row was a second seed in a report's curves and made an
+    # imported copy look further along (import judges by the rows)
+    row = small_run.metrics.read_text()
+    small_run.metrics.write_text(row + row)
+    with pytest.raises(DardError, match="metrics.jsonl: row 2 is epoch 1, after epoch 1"):
+        RunRecord.load(small_run.path)
+
+
 def test_a_missing_file_is_named(small_run: RunDir) -> None:
     small_run.resume_snapshot().progress.unlink()
     with pytest.raises(DardError, match="resume progress not found: .*progress.json"):

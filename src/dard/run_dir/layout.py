@@ -194,8 +194,13 @@ class RunDir:
         return read_json_file(self.run_info, RunInfo, "run record")
 
     def read_metrics(self) -> list[EpochMetrics]:
-        """The rows of metrics.jsonl ([] when absent)."""
-        return read_jsonl_file(self.metrics, EpochMetrics, "metrics") if self.metrics.is_file() else []
+        """The rows of metrics.jsonl ([] when absent), one per epoch in increasing order: dard writes them so, and a
+        repeated row would count twice in a report's curves and in how far along an import judges the run."""
+        rows = read_jsonl_file(self.metrics, EpochMetrics, "metrics") if self.metrics.is_file() else []
+        for i, (before, row) in enumerate(zip(rows, rows[1:]), start=2):
+            if row.epoch <= before.epoch:
+                raise DardError(f"{self.metrics}: row {i} is epoch {row.epoch}, after epoch {before.epoch}")
+        return rows
 
     def read_eval(self, checkpoint: str) -> EvalFile:
         return read_json_file(self.eval_file(checkpoint), EvalFile, "evaluation record")
