@@ -231,3 +231,28 @@ def test_outcomes_are_read_from_the_record(tmp_path) -> None:
     assert "sat & 80.0 & 30.0$^{\\dagger}$ & 90.0 & 40.0 & 45.0 \\\\" in tex
     assert "% marks: significantly different from (\\dagger dard, \\ddagger sat)" in tex
     assert "| dard | sat | PGD-20 | s0: 20/0, p=1.9e-06 | +20.00 | — | yes |" in md
+
+
+def test_worst_cases_over_other_attacks_are_not_paired_and_are_said(tmp_path) -> None:
+    # a worst case over FGSM alone against one over the whole suite: McNemar marked the suite's difference as the
+    # models', and the main table's Worst case column put the two side by side without a word
+    import numpy as np
+    from tests.test_report import _make_run
+
+    from dard.evaluation.outcomes import encode_outcomes
+    from dard.report import build_report
+    from dard.run_dir import RunDir, RunRecord
+
+    paths = [_make_run(tmp_path, f"{m}-s0", 0, m, 0.8, 0.5, teacher=None, aa=0.4) for m in ("dard", "sat")]
+    for path, worst in zip(paths, _bits(0, 40, 10)):  # sat's weaker suite leaves 40 more images standing
+        run = RunDir(path)
+        rec = run.read_eval("best")
+        rec.clean.outcomes = encode_outcomes(np.array([True] * 80 + [False] * 20))
+        rec.worst_case.correct, rec.worst_case.outcomes = sum(worst), encode_outcomes(np.array(worst))
+        if path.name == "sat-s0":
+            rec.attacks = {k: v for k, v in rec.attacks.items() if k in ("fgsm", "pgd-large")}
+        run.write_eval("best", rec)
+    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r").read_text()
+    assert "seed 0: worst case over other attacks (bim, cw-linf, dpgd, fgsm, pgd-ll, pgd20 | fgsm)" in md
+    assert "**The worst case is over different attacks in different rows**" in md
+    assert "sat: fgsm." in md and "| dard | sat | Worst case |" not in md

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dard.evaluation.record import EvalRecord
+from dard.evaluation.suite import SANITY
 from dard.report.columns import AA_CLEAN, AA_KEY, Column
 from dard.report.groups import RunGroup
 from dard.report.paired import ALPHA, PairedComparison, paired_comparison
-from dard.run_dir import EvalFile
+from dard.run_dir import EvalFile, RunRecord
 
-__all__ = ["REFERENCES", "SECTION_KEYS", "PairedSection", "paired_section", "record_outcomes"]
+__all__ = ["REFERENCES", "SECTION_KEYS", "PairedSection", "paired_section", "record_outcomes", "worst_case_attacks"]
 
 #: the rows every other row is compared with, by method, and the mark of a significant difference from each
 REFERENCES = {"dard": "†", "sat": "‡"}
@@ -32,7 +33,7 @@ def record_outcomes(rec: EvalFile, key: str) -> tuple[tuple[object, ...], np.nda
 
     Which images: the dataset, split and ``first_n`` (the first N test images, in order) of the record, or of its
     AutoAttack subset for the AutoAttack columns, and the data fingerprint when the record has one; two outcome
-    arrays are paired only when these are equal."""
+    arrays are paired only when these are equal (and worst cases only over the same attacks, :func:`_compare`)."""
     source: EvalRecord | None = rec
     if key in (AA_KEY, AA_CLEAN):
         source = rec.autoattack_subset
@@ -45,6 +46,18 @@ def record_outcomes(rec: EvalFile, key: str) -> tuple[tuple[object, ...], np.nda
         return None
     data = source.data
     return (data.get("name"), data.get("split"), source.first_n, data.get("fingerprint")), bits
+
+
+def _worst_over(a: RunRecord, b: RunRecord, checkpoint: str) -> str:
+    """The attacks of the two runs' worst cases where they differ ("fgsm | fgsm, pgd20"), else empty."""
+    over = [worst_case_attacks(r.evals[checkpoint]) for r in (a, b)]
+    return "" if over[0] == over[1] else " | ".join(", ".join(o) for o in over)
+
+
+def worst_case_attacks(rec: EvalRecord) -> tuple[str, ...]:
+    """The attacks a record's worst case is taken over (the suite's threat-model attacks, as the suite counts it):
+    a worst case over FGSM alone and one over seven attacks differ by the suite, not by the models."""
+    return tuple(sorted(label for label in rec.attacks if label not in SANITY))
 
 
 @dataclass
@@ -110,6 +123,8 @@ def _compare(a: RunGroup, b: RunGroup, key: str, checkpoint: str, unrecorded: li
             unrecorded += missing if key == "clean" else []
         elif oa[0] != ob[0]:
             notes.append(f"seed {m.seed}: evaluated on other images")
+        elif key == "worst_case" and (over := _worst_over(m, other, checkpoint)):
+            notes.append(f"seed {m.seed}: worst case over other attacks ({over})")
         else:
             per_seed.append((m.seed, oa[1], ob[1]))
     out = paired_comparison(a.name, b.name, key, per_seed)

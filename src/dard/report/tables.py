@@ -7,6 +7,7 @@ from typing import Any
 
 from dard.report.columns import AA_CLEAN, AA_KEY, eps_text
 from dard.report.markdown import ReportContent, markdown_table
+from dard.report.paired_section import worst_case_attacks
 from dard.report.stats import DASH, format_summary, ordered_union
 from dard.run_dir import CHECKPOINTS
 
@@ -51,6 +52,7 @@ def main_table(rep: ReportContent) -> list[str]:
         ]
     if rep.paired and rep.paired.legend:
         lines += [rep.paired.legend, ""]
+    lines += _worst_case_note(rep)
     header = ["Run", "Method", "Student", "Teacher", "Seeds (n)", *(c.header for c in rep.columns)]
     rows = []
     for g in rep.group_rows:
@@ -58,6 +60,18 @@ def main_table(rep: ReportContent) -> list[str]:
         cells = [cell_text(g, rep.checkpoint, c.key, m) for c, m in zip(rep.columns, marks)]
         rows.append([*_identity_cells(g), str(g["n"]), *cells])
     return lines + markdown_table(header, rows) + [""]
+
+
+def _worst_case_note(rep: ReportContent) -> list[str]:
+    """A line above the main table when rows' worst cases are taken over different attacks (their suites differ):
+    the column would otherwise compare a worst case over FGSM alone with one over seven attacks."""
+    over: dict[str, set[tuple[str, ...]]] = {}
+    for run, row in zip(rep.runs, rep.run_rows):
+        over.setdefault(row["group"], set()).add(worst_case_attacks(run.evals[rep.checkpoint]))
+    if len(set().union(*over.values())) < 2:
+        return []
+    parts = "; ".join(f"{name}: {' / '.join(', '.join(a) for a in sorted(sets))}" for name, sets in over.items())
+    return [f"**The worst case is over different attacks in different rows** (their suites differ): {parts}.", ""]
 
 
 def sanity_table(rep: ReportContent) -> list[str]:
