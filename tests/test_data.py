@@ -385,6 +385,23 @@ def test_cifar_missing_folder_names_path(tmp_path):
     assert "cifar-100-python" in _one_line(err)
 
 
+def test_data_dir_that_is_not_a_folder_is_one_line(tmp_path):
+    # --download on a file or FIFO given as --data-dir (or a folder under a file) was an internal error: mkdir's
+    # FileExistsError / NotADirectoryError; an image folder that is a FIFO was said not to exist
+    afile, fifo = tmp_path / "file", tmp_path / "fifo"
+    afile.write_text("x")
+    os.mkfifo(fifo)
+    for where in (afile, fifo, afile / "sub"):
+        with pytest.raises(DardError) as err:
+            load_dataset("cifar10", data_dir=where, download=True)
+        msg = _one_line(err)
+        assert str(where.parent if where.name == "sub" else where) in msg and "not a folder" in msg
+        with pytest.raises(DardError) as err:
+            load_dataset("folder", data_dir=where)
+        assert ("not a folder" if where.exists() else "does not exist") in _one_line(err)
+    assert afile.read_text() == "x" and not (afile.parent / "sub").exists()
+
+
 def test_cifar_incomplete_folder(tmp_path):
     _write_fake_cifar10(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "data_batch_4").unlink()

@@ -23,6 +23,7 @@ import torch
 from dard.data.base import DatasetBundle, DataSource, ImageSet
 from dard.data.download import default_data_dir, download_archive, extract_folder
 from dard.errors import DardError, one_line
+from dard.io import check_writable
 from dard.registry import register_dataset
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -209,6 +210,9 @@ def _read_split(folder: Path, files: tuple[str, ...], spec: _Spec) -> ImageSet:
 
 def download_cifar(spec: _Spec, root: Path) -> Path:
     """Fetch, verify and extract ``spec``'s archive into ``root``; returns the extracted folder."""
+    # a file, FIFO or read-only file system there is the user's to fix: one line before any download, not an
+    # OSError from mkdir or the temporary file (an internal error)
+    check_writable(root, folder=True, what=f"{spec.title} data folder (--data-dir)")
     created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     try:

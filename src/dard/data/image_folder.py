@@ -112,7 +112,8 @@ def image_folder(data_dir: Path | None = None, download: bool = False) -> Datase
         raise DardError(f"dataset 'folder' needs a data folder (--data-dir); {hint}")
     root = Path(data_dir)
     if not root.is_dir():
-        raise DardError(f"image folder {root} does not exist; {hint}")
+        what = "is not a folder" if root.exists() else "does not exist"  # a file or FIFO given as --data-dir
+        raise DardError(f"image folder {root} {what}; {hint}")
     train_dir, test_dir = root / "train", root / "test"
     for split_dir in (train_dir, test_dir):
         if not split_dir.is_dir():
