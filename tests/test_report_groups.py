@@ -221,3 +221,16 @@ def test_eval_records_written_before_the_new_fields_still_parse(tmp_path: Path) 
     assert rec.attacks["pgd20"].corrected is None and rec.autoattack_subset.attacks["autoattack"].stages is None
     md = build_report([RunRecord.load(path)], tmp_path / "r").read_text()
     assert "## AutoAttack stages" not in md and "| sat |" in md
+
+
+def test_an_attack_recorded_with_other_settings_is_said_above_the_table(tmp_path: Path) -> None:
+    # one label's column is headed by the first run's settings: a PGD-50 recorded as pgd20 (another dard version,
+    # a hand-made record) sat in the PGD-20 column without a word
+    paths = [_make_run(tmp_path, f"{m}-s0", 0, m, 0.8, 0.4, teacher=None, aa=0.3) for m in ("sat", "trades")]
+    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r1").read_text()
+    assert "other settings" not in md  # seeds differ, settings do not
+    rec = RunDir(paths[1]).read_eval("best")
+    rec.attacks["pgd20"].config.update(steps=50, seed=7)
+    RunDir(paths[1]).write_eval("best", rec)
+    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r2").read_text()
+    assert "**Attacks recorded with other settings in some runs** (their column holds both): pgd20 (steps)." in md

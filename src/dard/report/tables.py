@@ -52,7 +52,7 @@ def main_table(rep: ReportContent) -> list[str]:
         ]
     if rep.paired and rep.paired.legend:
         lines += [rep.paired.legend, ""]
-    lines += _worst_case_note(rep)
+    lines += _worst_case_note(rep) + _settings_note(rep)
     header = ["Run", "Method", "Student", "Teacher", "Seeds (n)", *(c.header for c in rep.columns)]
     rows = []
     for g in rep.group_rows:
@@ -72,6 +72,30 @@ def _worst_case_note(rep: ReportContent) -> list[str]:
         return []
     parts = "; ".join(f"{name}: {' / '.join(', '.join(a) for a in sorted(sets))}" for name, sets in over.items())
     return [f"**The worst case is over different attacks in different rows** (their suites differ): {parts}.", ""]
+
+
+#: attack config keys that say where or how an attack ran, not what it measures (eps and norm: the threat model,
+#: checked for the whole table)
+_RUN_KEYS = ("seed", "batch_size", "eps", "norm")
+
+
+def _settings_note(rep: ReportContent) -> list[str]:
+    """A line above the main table when one attack label was recorded with other settings in another run (a
+    record of another dard version, a hand-made one): its column, headed by the first run's settings, holds both.
+    Only keys both configs record are compared, so an older record without a key added since is not flagged."""
+    first: dict[str, dict[str, Any]] = {}
+    differ: dict[str, set[str]] = {}
+    for run in rep.runs:
+        for label, res in run.evals[rep.checkpoint].attacks.items():
+            config = {k: v for k, v in res.config.items() if k not in _RUN_KEYS}
+            seen = first.setdefault(label, config)
+            keys = {k for k in config.keys() & seen.keys() if config[k] != seen[k]}
+            if keys:
+                differ.setdefault(label, set()).update(keys)
+    if not differ:
+        return []
+    parts = "; ".join(f"{label} ({', '.join(sorted(keys))})" for label, keys in differ.items())
+    return [f"**Attacks recorded with other settings in some runs** (their column holds both): {parts}.", ""]
 
 
 def sanity_table(rep: ReportContent) -> list[str]:
