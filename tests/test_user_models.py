@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import save_file
 from tests.cli_checks import config_file, fails_cleanly
-from tests.conftest import tiny_config
+from tests.conftest import assert_one_line_error, run_cli, tiny_config
 from torch import nn
 
 from dard.checkpoint import checkpoint_meta, load_checkpoint, load_model, save_checkpoint
@@ -282,6 +283,24 @@ def test_a_failure_in_the_users_forward_names_their_code_not_a_dard_bug(user_mod
     argv = ["eval", "--model", spec, "--weights", str(weights), "--normalization", "none", "--data", "digits"]
     line = fails_cleanly(capsys, None, [*argv, "--n", "8", "--attacks", "fgsm", "--no-progress"], "RuntimeError")
     assert line.startswith(f"dard: error: your code failed at {tmp_path / spec.split(':')[0]}.py:") and "logs" in line
+
+
+@pytest.mark.slow
+def test_a_failure_in_the_users_forward_in_an_experiment_worker_is_the_same_line(user_module, tmp_path, monkeypatch):
+    # `--jobs 2` trains in spawned workers: the exception reached the parent pickled, its traceback as text, and the
+    # net called it an internal error of dard's (exit 1) where `--jobs 1` named the user's file (exit 2)
+    monkeypatch.setenv("DARD_LOG_DIR", str(tmp_path / "logs"))
+    spec = f"{user_module(ONLY_SMALL_BATCHES)}:make"
+    folder = tmp_path / "experiments" / "tiny"
+    folder.mkdir(parents=True)
+    base = tiny_config(model={"arch": spec}, eval={"attacks": ["fgsm"]}, speed={"threads": 1})
+    (folder / "base.yaml").write_text(yaml.safe_dump(base))
+    runs = {"nat": {"method": {"name": "natural", "params": {}}}}
+    exp = {"title": "t", "about": "a", "caveat": "c", "base": "base.yaml", "seeds": [0, 1], "runs": runs}
+    (folder / "cpu.yaml").write_text(yaml.safe_dump(exp))
+    argv = ["experiment", "tiny", "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "res"), "--jobs", "2"]
+    proc = run_cli(*argv, cwd=tmp_path)
+    assert_one_line_error(proc, f"your code failed at {tmp_path / spec.split(':')[0]}.py:", "RuntimeError", "logs")
 
 
 # -- train, checkpoints and eval -----------------------------------------------------------------------------------

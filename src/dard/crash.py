@@ -17,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-from dard.errors import one_line
+from dard.errors import DardError, one_line
 from dard.user_code import is_user_file
 
 DEBUG_ENV = "DARD_DEBUG"
@@ -94,12 +94,30 @@ def user_code_frame(exc: BaseException) -> traceback.FrameSummary | None:
     return None
 
 
-def user_code_line(exc: BaseException, frame: traceback.FrameSummary) -> str:
-    """The one line for an exception raised in the user's own code (writes the traceback to a log, as the net
-    does): bad input to dard, so the line says where to look rather than asking for a dard bug report."""
+def user_code_message(exc: BaseException, frame: traceback.FrameSummary) -> str:
+    """What :func:`user_code_line` says after ``dard: error:`` (writes the traceback to a log, as the net does)."""
     log = write_crash_log(exc)
     where = f"traceback in {log}" if log is not None else "no log could be written"
     return (
-        f"dard: error: your code failed at {frame.filename}:{frame.lineno} (in {frame.name}): "
+        f"your code failed at {frame.filename}:{frame.lineno} (in {frame.name}): "
         f"{type(exc).__name__}: {one_line(exc, 200)} ({where}; --debug prints it)"
     )
+
+
+def user_code_line(exc: BaseException, frame: traceback.FrameSummary) -> str:
+    """The one line for an exception raised in the user's own code (writes the traceback to a log, as the net
+    does): bad input to dard, so the line says where to look rather than asking for a dard bug report."""
+    return f"dard: error: {user_code_message(exc, frame)}"
+
+
+def as_user_error(exc: Exception) -> DardError | None:
+    """``exc`` as the :class:`DardError` the command line would make of it, when the user's own code raised it
+    (:func:`user_code_frame`); None when it is dard's (or ``$DARD_DEBUG`` asks for the traceback itself).
+
+    For a worker process (``dard experiment --jobs N``): only the worker's own traceback shows where an exception
+    arose, and the parent receives it as text, so the worker decides and sends a DardError, which pickles.
+    """
+    if isinstance(exc, DardError) or debug_wanted(False):
+        return None
+    frame = user_code_frame(exc)
+    return None if frame is None else DardError(user_code_message(exc, frame))

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import TypeVar
 
+from dard.crash import as_user_error
 from dard.runtime import die_with_parent
 
 T = TypeVar("T")
@@ -17,11 +18,12 @@ def pool_map(
     fn: Callable[[T], str], tasks: Sequence[T], jobs: int, on_done: Callable[[str], None] | None = None
 ) -> list[str]:
     """``fn`` over ``tasks`` (``jobs`` spawned processes at a time; ``fn`` and the tasks must pickle), results in
-    task order; ``on_done`` gets each result as its task ends."""
+    task order; ``on_done`` gets each result as its task ends. A failure in the user's own code in a worker reaches
+    the caller as the one-line :class:`dard.errors.DardError` it is in this process (:func:`_in_worker`)."""
     if jobs > 1 and len(tasks) > 1:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(jobs, context, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
-            futures = [pool.submit(fn, t) for t in tasks]
+            futures = [pool.submit(_in_worker, fn, t) for t in tasks]
             for future in as_completed(futures):
                 if on_done is not None:
                     on_done(future.result())
@@ -32,3 +34,15 @@ def pool_map(
         if on_done is not None:
             on_done(results[-1])
     return results
+
+
+def _in_worker(fn: Callable[[T], str], task: T) -> str:
+    # The parent gets a worker's exception pickled, its traceback as text only (concurrent.futures'
+    # _RemoteTraceback), so whose code raised it can only be told here, from the live traceback.
+    try:
+        return fn(task)
+    except Exception as exc:
+        error = as_user_error(exc)
+        if error is None:
+            raise
+        raise error from None
