@@ -303,6 +303,46 @@ def test_a_failure_in_the_users_forward_in_an_experiment_worker_is_the_same_line
     assert_one_line_error(proc, f"your code failed at {tmp_path / spec.split(':')[0]}.py:", "RuntimeError", "logs")
 
 
+GLOBAL_STATE = """
+import torch
+from torch import nn
+
+torch.set_grad_enabled(False)  # an inference script's habit, at import
+
+
+def make(num_classes=10, in_channels=1):
+    torch.set_default_dtype(torch.float64)  # the model is built in float64
+    torch.set_num_threads(1)
+    torch.set_grad_enabled(False)
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * 64, num_classes))
+
+
+def bf16(num_classes=10, in_channels=1):
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * 64, num_classes)).to(torch.bfloat16)
+"""
+
+
+def test_a_users_factory_leaves_torchs_global_settings_as_they_were(user_module, tmp_path, capsys):
+    # set_grad_enabled(False) in the user's module ended `dard train` at its first step as an internal error; a
+    # default dtype or thread count set there went on into the whole run
+    threads, name = torch.get_num_threads(), user_module(GLOBAL_STATE)
+    model = create_model(f"{name}:make", num_classes=10, in_channels=1)
+    assert torch.is_grad_enabled() and torch.get_default_dtype() == torch.float32
+    assert torch.get_num_threads() == threads
+    # what the factory built keeps its dtype; it gets the images in it and gives float32 logits
+    x = torch.rand(3, 1, 8, 8)
+    assert model.net[1].weight.dtype == torch.float64 and model(x).dtype == torch.float32
+    assert torch.equal(model(x), model.net(x.double()).float())
+    work = tmp_path / "work"
+    work.mkdir()
+    for factory in ("make", "bf16"):  # the students train; a model of another dtype was refused before
+        out = work / factory
+        assert (
+            main(["train", "--config", config_file(work, model={"arch": f"{name}:{factory}"}), "--out", str(out)]) == 0
+        )
+        assert load_checkpoint(out, arch=f"{name}:{factory}")[0](x).dtype == torch.float32
+
+
 # -- train, checkpoints and eval -----------------------------------------------------------------------------------
 
 

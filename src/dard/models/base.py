@@ -135,7 +135,9 @@ class PlainClassifier(ImageClassifier):
     ``create_model`` wraps what a factory returns in this when it is not an :class:`ImageClassifier` already. The
     state dict is the wrapped module's own, key for key (no ``net.`` prefix): external weights for the plain
     module load into the wrapper, and a dard checkpoint of it loads into the plain module. ``forward`` checks the
-    output with :func:`check_logits`, the class count included.
+    output with :func:`check_logits`, the class count included. A module whose parameters are of another floating
+    dtype than the images (float64, bfloat16) gets the images in its dtype and gives its logits in theirs: it
+    computes as it was built, and dard's losses and attacks meet the float32 logits every other model gives.
     """
 
     def __init__(self, net: nn.Module, num_classes: int, in_channels: int) -> None:
@@ -143,7 +145,9 @@ class PlainClassifier(ImageClassifier):
         self.net = net
 
     def forward(self, x: Tensor) -> Tensor:
-        return check_logits(self.net(self.normalize(x)), x.shape[0], self.num_classes)
+        dtype = next((p.dtype for p in self.net.parameters() if p.is_floating_point()), x.dtype)
+        logits = check_logits(self.net(self.normalize(x).to(dtype)), x.shape[0], self.num_classes)
+        return logits.to(x.dtype)
 
     def state_dict(self, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False) -> Any:
         # The wrapper holds no persistent state (mean/std are non-persistent buffers), so its dict is the net's,

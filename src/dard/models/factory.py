@@ -21,6 +21,7 @@ from typing import Any
 from torch import nn
 
 from dard.errors import DardError, one_line
+from dard.models.user_state import torch_settings_kept
 from dard.registry import MODELS
 from dard.user_code import note_user_module
 
@@ -99,7 +100,8 @@ def _import(module_name: str, name: str) -> Any:
     if "" not in sys.path and cwd not in sys.path:  # the `dard` script's path lacks the current folder
         sys.path.append(cwd)  # appended: an installed package of the same name wins, as it would anyway
     try:
-        module = importlib.import_module(module_name)
+        with torch_settings_kept():  # its top level runs in dard's process
+            module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         parts = module_name.split(".")
         if exc.name not in {".".join(parts[: i + 1]) for i in range(len(parts))}:
@@ -171,7 +173,8 @@ def build_from_factory(
         )
     if is_import_spec(name):
         try:
-            model = factory(**call)
+            with torch_settings_kept():
+                model = factory(**call)
         except (DardError, KeyboardInterrupt):
             raise
         except BaseException as exc:  # the user's code, not dard: say whose error it is
