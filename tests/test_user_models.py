@@ -21,6 +21,7 @@ from dard.cli import main
 from dard.config import TeacherConfig, load_config, parse_config
 from dard.data import load_dataset
 from dard.errors import DardError
+from dard.model_checks import check_batch_independent
 from dard.models import ImageClassifier, PlainClassifier, create_model, register_model
 from dard.training import train
 from dard.training.setup import load_teacher
@@ -224,6 +225,10 @@ def changes_its_input(num_classes):
 
 def on_the_meta_device():
     return Net().to("meta")
+
+
+def batch_statistics():
+    return Net(lambda logits, x: logits - logits.mean(0))
 """
 
 
@@ -235,6 +240,8 @@ def on_the_meta_device():
         ("detached", ["returns logits without a gradient"]),
         ("changes_its_input", ["gradient cannot be computed", "in place"]),
         ("on_the_meta_device", ["the meta device", "tensor 'fc.weight'"]),
+        # trained and evaluated: its accuracy depended on the evaluation's batch size and AutoAttack's order
+        ("batch_statistics", ["depend on the other images in the batch"]),
     ],
 )
 def test_models_dard_cannot_train_or_attack_are_refused_before_any_work(
@@ -251,6 +258,19 @@ def test_models_dard_cannot_train_or_attack_are_refused_before_any_work(
         save_file({"fc.weight": torch.zeros(10, 64), "fc.bias": torch.zeros(10)}, str(weights))
         argv = ["eval", "--model", spec, "--weights", str(weights), "--normalization", "none", "--data", "digits"]
         fails_cleanly(capsys, work, argv, *needles)
+
+
+def test_a_randomised_model_is_not_taken_for_one_that_depends_on_its_batch():
+    # noise in forward (evaluated with EOT) makes two calls differ; it is not judged, and draws from a forked stream
+    class Noisy(nn.Module):
+        def forward(self, x):
+            return x.flatten(1) + torch.randn(x.shape[0], 64)
+
+    x, rng = torch.rand(2, 1, 8, 8), torch.get_rng_state()
+    check_batch_independent(Noisy(), x, "model 'noisy'")
+    assert torch.equal(torch.get_rng_state(), rng)
+    with pytest.raises(DardError, match="m fails on a single image"):  # batch statistics of one image
+        check_batch_independent(nn.Sequential(nn.Flatten(), nn.BatchNorm1d(64, track_running_stats=False)), x, "m")
 
 
 ONLY_SMALL_BATCHES = """

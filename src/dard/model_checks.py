@@ -106,6 +106,36 @@ def check_input(model: nn.Module, x: Tensor, num_classes: int, what: str, traine
     except DardError as e:
         raise DardError(f"{what}: {e}") from None
     check_gradients(model, x, what, trained)
+    check_batch_independent(model, x, what)
+
+
+@torch.no_grad()
+def check_batch_independent(model: nn.Module, x: Tensor, what: str) -> None:
+    """``model``'s logits (in eval mode) for the first of the images ``x`` are the same alone and in their batch;
+    else a DardError naming ``what``. A model that normalises with the batch's own statistics in eval mode
+    (BatchNorm with ``track_running_stats=False``) gives accuracies that depend on how the images are batched (the
+    evaluation batch size; AutoAttack's later stages see only the points still robust), and an attack can move
+    one image through the others. A randomised model (noise in ``forward``, two calls differ) is not judged here,
+    and its draws do not come from the run's random stream."""
+    if x.shape[0] < 2:
+        return
+    devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    with eval_mode(model), torch.random.fork_rng(devices=devices):
+        together = model(x)[:1].float()
+        try:
+            alone, again = model(x[:1]).float(), model(x[:1]).float()
+        except Exception as e:  # statistics over a batch of one (BatchNorm1d): a last batch of one fails alike
+            reason = f"{type(e).__name__}: {one_line(e, 160)}"
+            raise DardError(f"{what} fails on a single image ({reason}); make its eval-mode output per image") from None
+    if not torch.equal(alone, again):
+        return
+    scale = 1.0 + float(alone.abs().max())  # TF32 and per-batch-size kernels differ by far less than this
+    if not torch.allclose(together, alone, rtol=1e-2, atol=1e-2 * scale):
+        raise DardError(
+            f"{what}: its logits for an image depend on the other images in the batch (in eval mode; e.g. "
+            "BatchNorm with track_running_stats=False), so its accuracy would depend on how images are batched; "
+            "make its eval-mode output per image"
+        )
 
 
 def check_gradients(model: nn.Module, x: Tensor, what: str, trained: bool = False) -> None:
