@@ -65,7 +65,7 @@ def test_two_gloo_processes_with_kill_and_resume_match_one_process(tmp_path):
         name="ddp",
         model={"arch": "mlp"},
         optim={"epochs": 2, "batch_size": 64, "lr": 0.05},
-        teacher={"arch": "mlp", "weights": str(teacher)},
+        teacher={"arch": "mlp", "weights": str(teacher), "normalize": True},
         checkpoint_every_steps=3,
         method={"name": "dard", "params": {"attack": {"steps": 3, "step_size": 0.025, "reduction": "sample"}}},
         eval={"attacks": ["fgsm"], "checkpoints": ["last"]},

@@ -336,6 +336,12 @@ def test_long_names_are_capped(run, tmp_path, capsys):
         (["--set", "optim.lr=.inf"], ["optim.lr", "finite"], None),
         (["--set", "eps=.nan"], ["eps", "finite"], None),
         (["--method", "dard", "--teacher", "{tmp}/x.pt"], ["teacher.arch", "teacher.weights"], "--model ARCH"),
+        # external weights whose normalisation nobody stated: the default normalised a teacher twice without an error
+        (
+            ["--method", "dard", "--set", "teacher.arch=small_cnn", "--set", "teacher.weights={tmp}/x.pt"],
+            ["teacher.normalize", "raw [0, 1]"],
+            None,
+        ),
     ],
 )
 def test_small_ones(extra, needles, absent, tmp_path, capsys):

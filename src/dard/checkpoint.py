@@ -143,8 +143,8 @@ def _load_zoo_model(
 RAW_WEIGHTS_HINT = "pass --model ARCH to load raw weights"
 #: what a teacher given as raw weights needs instead (the config's keys, and how to set them on the command line)
 TEACHER_RAW_HINT = (
-    "a teacher from raw weights needs teacher.arch + teacher.weights "
-    "(--set teacher.arch=ARCH --set teacher.weights=FILE)"
+    "a teacher from raw weights needs teacher.arch + teacher.weights + teacher.normalize "
+    "(--set teacher.arch=ARCH --set teacher.weights=FILE --set teacher.normalize=true|false)"
 )
 
 

@@ -52,7 +52,11 @@ T = TypeVar("T")
 
 TEACHER_HINT = (
     "pass --teacher RUN (a dard run folder or checkpoint, or robustbench:NAME), or set teacher.arch + "
-    "teacher.weights for external weights"
+    "teacher.weights (and teacher.normalize) for external weights"
+)
+TEACHER_NORMALIZE = (
+    "true if the teacher was trained on inputs normalised with the dataset's mean/std (dard then normalises inside "
+    "it), false if on raw [0, 1] pixels (--set teacher.normalize=true|false)"
 )
 
 
@@ -93,6 +97,11 @@ def check_config(
         raise DardError(
             f"method '{cfg.method.name}' takes no teacher, but one is given ({given}); drop --teacher / teacher.*"
         )
+    if cfg.teacher.weights and "normalize" not in cfg.teacher.model_fields_set:
+        # external weights do not say how their inputs were normalised, and either default is wrong for some
+        # teachers: normalised twice, or not at all, a teacher falls far below its accuracy without an error (dard eval
+        # --weights asks the same)
+        raise DardError(f"teacher.weights needs teacher.normalize: {TEACHER_NORMALIZE}")
     val_attack = at_key("val.attack", lambda: attack_from_spec(cfg.val.attack, cfg.eps, cfg.seed, cfg.norm))
     final = eval_attacks(cfg)  # after val.attack: the order the checks have always reported in
     if cfg.speed.compile:
