@@ -229,6 +229,10 @@ def on_the_meta_device():
 
 def batch_statistics():
     return Net(lambda logits, x: logits - logits.mean(0))
+
+
+def logits_and_features():
+    return Net(lambda logits, x: (logits, x.flatten(1)))
 """
 
 
@@ -242,6 +246,8 @@ def batch_statistics():
         ("on_the_meta_device", ["the meta device", "tensor 'fc.weight'"]),
         # trained and evaluated: its accuracy depended on the evaluation's batch size and AutoAttack's order
         ("batch_statistics", ["depend on the other images in the batch"]),
+        # was "cannot take the dataset's images (DardError: ...)" with the hint cut, after probing image sizes to 1024
+        ("logits_and_features", ["returned a tuple of 2", "output[0] or output['logits']"]),
     ],
 )
 def test_models_dard_cannot_train_or_attack_are_refused_before_any_work(

@@ -93,6 +93,8 @@ def check_input(model: nn.Module, x: Tensor, num_classes: int, what: str, traine
     with eval_mode(model):
         try:
             out = model(x)
+        except DardError as e:  # a wrapper's own check (PlainClassifier: a tuple, dict or other class count)
+            raise DardError(f"{what}: {e}") from None
         except Exception as e:  # a shape error deep inside the model: say what does not fit
             side = min_input_size(model, c, x.device) if min(h, w) < _LARGEST_PROBE else None
             if side is not None and min(h, w) < side:
