@@ -311,6 +311,24 @@ def test_a_failure_in_the_users_forward_names_their_code_not_a_dard_bug(user_mod
     assert line.startswith(f"dard: error: your code failed at {tmp_path / spec.split(':')[0]}.py:") and "logs" in line
 
 
+LIBRARY_LAYERS_ONLY = """
+from torch import nn
+
+
+def make(num_classes=10, in_channels=1):
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * 64, 16), nn.BatchNorm1d(16), nn.Linear(16, num_classes))
+"""
+
+
+def test_a_failure_in_a_users_model_of_library_layers_alone_is_theirs(user_module, tmp_path, monkeypatch, capsys):
+    # BatchNorm1d cannot train on a batch of one: no frame of the user's file is in the traceback, only torch's below
+    # dard's PlainClassifier.forward, and the net called it an internal error of dard's (exit 1)
+    monkeypatch.setenv("DARD_LOG_DIR", str(tmp_path / "logs"))
+    cfg = config_file(tmp_path, model={"arch": f"{user_module(LIBRARY_LAYERS_ONLY)}:make"}, optim={"batch_size": 1})
+    line = fails_cleanly(capsys, None, ["train", "--config", cfg, "--out", str(tmp_path / "run")], "ValueError")
+    assert line.startswith("dard: error: your code failed at ") and "torch" in line and "per channel" in line
+
+
 @pytest.mark.slow
 def test_a_failure_in_the_users_forward_in_an_experiment_worker_is_the_same_line(user_module, tmp_path, monkeypatch):
     # `--jobs 2` trains in spawned workers: the exception reached the parent pickled, its traceback as text, and the

@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 
 from dard.errors import DardError, one_line
-from dard.user_code import is_user_file
+from dard.user_code import is_user_entry, is_user_file
 
 DEBUG_ENV = "DARD_DEBUG"
 LOG_DIR_ENV = "DARD_LOG_DIR"  # where crash logs go (default: the user's cache folder, dard/logs in it)
@@ -82,13 +82,18 @@ def user_code_frame(exc: BaseException) -> traceback.FrameSummary | None:
     own = os.path.realpath(os.path.dirname(__file__)) + os.sep
     paths = sysconfig.get_paths()
     libraries = tuple({os.path.realpath(paths[k]) + os.sep for k in ("stdlib", "platstdlib", "purelib", "platlib")})
-    named = None
-    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+    named = innermost = None
+    for live, lineno in reversed(list(traceback.walk_tb(exc.__traceback__))):
+        code = live.f_code
+        frame = traceback.FrameSummary(code.co_filename, lineno, code.co_name, lookup_line=False)
+        innermost = innermost or frame
         if is_user_file(frame.filename):
             return named or frame
         path = os.path.realpath(frame.filename)
         if path.startswith(own):
-            return None
+            # dard's call of a module the user brought (one built of library layers alone, nn.Sequential) with
+            # frames inside it: that module failed, named by its innermost frame
+            return (named or innermost) if is_user_entry(code) and innermost is not frame else None
         if named is None and not frame.filename.startswith("<") and not path.startswith(libraries):
             named = frame
     return None
