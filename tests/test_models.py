@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -253,6 +254,21 @@ def test_load_shape_mismatch() -> None:
     assert "linear.weight" in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(DardError, match="architecture mismatch"):
         load_weights(create_model("resnet20"), create_model("resnet20", in_channels=1).state_dict(), strict=False)
+
+
+def test_load_with_numpy_metadata_beside_the_weights(tmp_path: Path) -> None:
+    # training scripts store their metrics as NumPy scalars beside the weights: torch's weights-only load refused the
+    # whole file as "pickled objects"
+    src = create_model("resnet8")
+    meta = {"best_acc": np.float64(0.9), "epoch": np.int64(3), "mean": np.array([0.49, 0.48, 0.45])}
+    torch.save({"net": src.state_dict(), **meta}, tmp_path / "w.pth")
+    dst = create_model("resnet8")
+    load_weights(dst, tmp_path / "w.pth")
+    assert _outputs_equal(src, dst)
+    # still data alone: an object array's items go through the same restricted unpickler
+    torch.save({"net": src.state_dict(), "args": np.array([Path("x")], dtype=object)}, tmp_path / "o.pth")
+    with pytest.raises(DardError, match="pickled objects are refused"):
+        load_weights(dst, tmp_path / "o.pth")
 
 
 def test_load_not_a_checkpoint(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ run code when loaded.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -107,7 +108,7 @@ def _read_weights_file(path: Path) -> Any:
             return load_file(str(path), device="cpu")
         # weights_only=True: a checkpoint must never be able to run code when loaded. Its warnings (e.g. about a
         # pickle protocol) are not for the user: a refusal is our one error line, a success needs no comment.
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _numpy_data_allowed():
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any failure means "not a checkpoint we can read"
@@ -118,6 +119,26 @@ def _read_weights_file(path: Path) -> Any:
         else:
             reason = f"{type(exc).__name__}: {one_line(text, _REASON_CHARS)}"
         raise DardError(f"{path} is not a weights file ({reason})") from None
+
+
+def _numpy_data_allowed() -> Any:
+    """torch.load's weights-only unpickler, also taking NumPy scalars, arrays and dtypes: training scripts store
+    their metadata beside the weights that way (``{"net": ..., "best_acc": np.float64(...)}``), and torch refuses
+    those by default. They are data, not code: an array's items go through the same restricted unpickler. Files
+    from NumPy 1 name the module ``numpy.core``, NumPy 2 ``numpy._core``: both names are allowed."""
+    safe_globals = getattr(torch.serialization, "safe_globals", None)
+    if safe_globals is None:  # torch before 2.5: NumPy data stays refused
+        return contextlib.nullcontext()
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    kinds: list[Any] = [np.ndarray, np.dtype]
+    kinds += [getattr(np.dtypes, n) for n in dir(getattr(np, "dtypes", None)) if n.endswith("DType")]
+    aliases = torch.__version__ >= "2.6"  # (object, name) entries: torch 2.6 on
+    for obj in (core.multiarray.scalar, core.multiarray._reconstruct):
+        kinds.append(obj)
+        kinds += [(obj, f"numpy.{m}.multiarray.{obj.__name__}") for m in ("core", "_core")] if aliases else []
+    return safe_globals(kinds)
 
 
 def _is_state_dict(obj: Any) -> bool:
