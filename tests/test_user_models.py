@@ -53,6 +53,13 @@ def not_a_module():
     return 3
 
 
+SHARED = make_net()
+
+
+def shared():  # one instance for every call, as `MODEL = torch.hub.load(...)`; `def get(): return MODEL` gives
+    return SHARED
+
+
 NOT_CALLABLE = 5
 """
 _names = itertools.count()
@@ -173,6 +180,15 @@ def test_bad_module_function_is_one_line_error(user_module, spec, fragment):
     with pytest.raises(DardError) as info:
         create_model(spec.format(m=m))
     assert fragment.format(m=m) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_factory_returning_one_instance_twice_is_refused(user_module):
+    # the student and a teacher of the same spec were one module (the teacher's weights loaded over the student,
+    # which then froze), and in `dard experiment --jobs 1` each run's student began where the previous one ended
+    spec = f"{user_module()}:shared"
+    create_model(spec, num_classes=10, in_channels=1)
+    with pytest.raises(DardError, match="returned a module it had returned before"):
+        create_model(spec, num_classes=10, in_channels=1)
 
 
 @pytest.mark.parametrize(

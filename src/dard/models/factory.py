@@ -15,6 +15,7 @@ import importlib
 import inspect
 import os
 import sys
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -44,6 +45,8 @@ _RESERVED = {
     "std": "the normalisation comes from the dataset (model.normalize)",
     "name": "the name comes from model.arch",
 }
+# every module a factory returned, so that one returned twice is caught (weak: a model dropped is forgotten)
+_BUILT: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 #: model names of other libraries: ``<prefix><the library's own model name>``
 LIBRARY_PREFIXES = ("timm:", "robustbench:")
 
@@ -185,6 +188,12 @@ def build_from_factory(
         model = factory(**call)
     if not isinstance(model, nn.Module):
         raise DardError(f"model '{name}': the factory returned a {type(model).__name__}, not an nn.Module")
+    if model in _BUILT:  # one module as student and teacher, or as every run's student: trained over, frozen
+        raise DardError(
+            f"model '{name}': the factory returned a module it had returned before (one shared instance); the "
+            "student, the teacher and each run need their own: build a new module in each call"
+        )
+    _BUILT.add(model)
     meta = next((k for k, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta), None)
     if meta is not None:  # no data to move, load into or compute with: torch fails later, deep in a load or a step
         raise DardError(
