@@ -191,6 +191,39 @@ def test_a_factory_returning_one_instance_twice_is_refused(user_module):
         create_model(spec, num_classes=10, in_channels=1)
 
 
+OWN_NORMALISATION = """
+from torch import nn
+from dard.models import ImageClassifier
+
+
+class Own(ImageClassifier):
+    def __init__(self, num_classes, in_channels):
+        super().__init__(num_classes, in_channels)
+        self.fc = nn.Linear(in_channels * 64, num_classes)
+
+    def forward_features(self, x):
+        return x.flatten(1)
+
+    def forward_head(self, features):
+        return self.fc(features)
+
+
+def make(num_classes=10, in_channels=1):
+    model = Own(num_classes, in_channels)
+    model.set_normalization([0.5], [0.25])  # how it was trained
+    return model
+"""
+
+
+def test_a_factorys_image_classifier_keeps_its_own_normalisation(user_module):
+    # "--normalization none" (the model takes raw pixels and normalises itself) reset it to none: wrong accuracies
+    spec = f"{user_module(OWN_NORMALISATION)}:make"
+    assert create_model(spec, num_classes=10, in_channels=1).normalization == ([0.5], [0.25])
+    assert create_model(spec, num_classes=10, in_channels=1, mean=[0.3], std=[0.2]).normalization[0] == [
+        pytest.approx(0.3)
+    ]
+
+
 @pytest.mark.parametrize(
     "source, fragment",
     [

@@ -91,7 +91,10 @@ def create_model(
         model = PlainClassifier(model, num_classes, in_channels)
     elif model.num_classes != num_classes:
         raise DardError(f"model '{name}' was asked for {num_classes} classes but has {model.num_classes}")
-    model.set_normalization(mean, std)
+    if mean is not None or std is not None or isinstance(model, PlainClassifier):
+        # an ImageClassifier its factory gave a normalisation of its own keeps it when none is asked for, as an
+        # instance does (_wrap_instance): setting "none" would erase it (registered models are built without one)
+        model.set_normalization(mean, std)
     return model
 
 
