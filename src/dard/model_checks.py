@@ -121,7 +121,8 @@ def check_batch_independent(model: nn.Module, x: Tensor, what: str) -> None:
     and its draws do not come from the run's random stream."""
     if x.shape[0] < 2:
         return
-    devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    cuda = x.device.type == "cuda"
+    devices = [x.device.index if x.device.index is not None else torch.cuda.current_device()] if cuda else []
     with eval_mode(model), torch.random.fork_rng(devices=devices):
         together = model(x)[:1].float()
         try:
