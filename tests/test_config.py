@@ -45,6 +45,18 @@ def test_eps_fraction_and_overrides(tmp_path):
     assert cfg.optim.epochs == 5 and cfg.method.params == {"lam": 0.25} and cfg.data.name == "cifar10"
 
 
+def test_numbers_with_an_exponent_are_numbers(tmp_path):
+    # PyYAML reads YAML 1.1, where 1e-3 (no dot) and 1.0e3 (no sign) are text: `lr: 1e-3` was "Input should be a
+    # valid number (got '1e-3')", in a file, a method's parameters and --set alike
+    p = tmp_path / "c.yaml"
+    p.write_text("optim: {lr: 1e-3, weight_decay: 5E-4, gamma: 1.0e-1}\nmethod: {params: {tau: 2e0}}\nname: '1e5'\n")
+    cfg = load_config(p, ["optim.momentum=9e-1", "eps=3.1e-2", "val.attack={name: pgd, step_size: .5e-2}"])
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.gamma, cfg.optim.momentum) == (1e-3, 5e-4, 0.1, 0.9)
+    assert cfg.method.params == {"tau": 2.0} and cfg.eps == 3.1e-2 and cfg.val.attack["step_size"] == 0.005
+    assert cfg.name == "1e5"  # quoted: text
+    assert yaml.safe_load("x: 1e-3") == {"x": "1e-3"}  # PyYAML's own loader is left as it is
+
+
 def test_yaml_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim: {epochs: [1,\n")

@@ -187,9 +187,17 @@ MAX_YAML_BYTES = 1 << 20  # a config or experiment file is a few KB; larger is n
 MAX_YAML_ALIASES = 64  # a few anchors are handy; thousands expand to gigabytes (an alias bomb)
 
 
-def _yaml_loader(where: Path) -> type:
-    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently) and more than
-    :data:`MAX_YAML_ALIASES` aliases, each a one-line DardError naming ``where`` and the line."""
+#: the floats YAML 1.2 reads and PyYAML's YAML 1.1 reads as text: an exponent without a dot or without a sign
+#: (``1e-3``, ``5e-4``, ``1.0e3``), as the field writes learning rates and weight decays
+_FLOAT_WITH_EXPONENT = r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"
+
+
+def _yaml_loader(where: str | Path) -> type:
+    """yaml.SafeLoader that reads ``1e-3`` as a number (:data:`_FLOAT_WITH_EXPONENT`), and refuses a key given twice
+    in one mapping (PyYAML keeps the last silently) and more than :data:`MAX_YAML_ALIASES` aliases, each a
+    one-line DardError naming ``where`` and the line."""
+    import re
+
     import yaml
 
     class Loader(yaml.SafeLoader):
@@ -216,7 +224,17 @@ def _yaml_loader(where: Path) -> type:
                     seen.add(k)
             return super().construct_mapping(node, deep=deep)
 
+    # on this class only (PyYAML copies the resolver table on the first addition): yaml.safe_load is unchanged
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(_FLOAT_WITH_EXPONENT), list("-+0123456789."))
     return Loader
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """``text`` read as YAML as dard reads its files (:func:`_yaml_loader`: ``1e-3`` is a number, a key given twice
+    is a DardError naming ``where``); a YAML error is PyYAML's."""
+    import yaml
+
+    return yaml.load(text, Loader=_yaml_loader(where))
 
 
 def read_yaml_mapping(path: str | Path, what: str = "file") -> dict[str, Any]:

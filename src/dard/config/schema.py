@@ -21,7 +21,7 @@ from pydantic import (
 from dard.errors import DardError, shown
 from dard.evaluation.record import canonical_label
 from dard.evaluation.suite import QUICK_SUITE, quick_suite
-from dard.io import read_yaml_mapping
+from dard.io import parse_yaml, read_yaml_mapping
 from dard.models import check_model_kwargs
 from dard.names import check_label
 from dard.packaged import find_config
@@ -338,7 +338,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
             raise DardError(f"override {shown(item)} must look like key.sub=value")
         key, _, raw = item.partition("=")
         try:
-            value = yaml.safe_load(raw)
+            value = parse_yaml(raw, f"--set {key}")  # as the config file's own values are read (1e-3 a number)
         except (yaml.YAMLError, RecursionError):
             value = raw
         set_dotted(data, key.strip(), value)
