@@ -228,6 +228,18 @@ def test_run_folder_with_another_config_is_refused_and_left_alone(finished, tmp_
         ({**SPEC, "runs": {"sat": {"seeds": [0, 0]}}}, "runs.sat.seeds"),
         ({**SPEC, "runs": {"sat": {"seeds": []}}}, "runs.sat.seeds"),
         ({**SPEC, "runs": {"sat": {"seeds": 0}}}, "runs.sat.seeds"),
+        # what a run builds is checked for every run at load, named by file and run: a method parameter was found by
+        # --plan's estimate after its lines, by a campaign only when the run started (after the teacher)
+        ({**SPEC, "runs": {"x": {"method": {"name": "dard", "params": {"lamda": 0.5}}}}}, "run 'x-s0': method:"),
+        ({**SPEC, "runs": {"x": {"method": {"name": "dardd"}}}}, "run 'x-s0': method: unknown method 'dardd'"),
+        ({**SPEC, "runs": {"x": {"eval": {"attacks": ["pgd-20"]}}}}, "run 'x-s0': eval.attacks: unknown attack"),
+        ({**SPEC, "runs": {"x": {"val": {"attack": {"name": "nosuch"}}}}}, "run 'x-s0': val.attack: unknown attack"),
+        ({**SPEC, "teacher": {**SPEC["teacher"], "config": {"method": {"name": "dard"}}}}, "its method must take no"),
+        # a teacher named like a run shared its folder; a run's own seed or name was dropped in silence
+        ({**SPEC, "teacher": {**SPEC["teacher"], "name": "sat"}}, "would share the run folder sat-s0"),
+        ({**SPEC, "runs": {"sat": {"seed": 5}}}, "runs.sat.seed: the experiment sets each run's seed"),
+        ({**SPEC, "runs": {"sat": {"name": "mine"}}}, "runs.sat.name: the experiment sets each run's name"),
+        ({**SPEC, "teacher": {**SPEC["teacher"], "config": {"seed": 3}}}, "teacher.config.seed: the experiment sets"),
     ],
 )
 def test_bad_experiment_files_are_one_line_errors(tmp_path, spec, needle):

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from dard.config import validation_message
 from dard.errors import DardError
-from dard.experiment.plan import plan_runs
+from dard.experiment.plan import check_runs, plan_runs
 from dard.experiment.spec import Experiment, ExperimentSpec, check_sections
 from dard.io import read_yaml_mapping
 from dard.packaged import EXPERIMENTS_DIR
@@ -64,6 +64,7 @@ def load_experiment(name: str, scale: str = "cpu", root: Path | None = None) -> 
     base = read_yaml_mapping((path.parent / spec.base).resolve(), "base run config")
     exp = Experiment(name=name, scale=scale, spec=spec, base=base, source=path)
     planned = plan_runs(exp, Path("runs"))  # validates every run config before any training
+    check_runs(planned, path)
     check_sections(spec, [run.config for run in planned], path)
     return exp
 

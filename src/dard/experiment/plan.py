@@ -18,7 +18,7 @@ from dard.config import RunConfig
 from dard.errors import DardError
 from dard.experiment.estimate import Estimate, Estimator
 from dard.experiment.reuse import RUN_DONE, check_reusable, run_status
-from dard.experiment.spec import Experiment, deep_merge, needs_teacher, parse_run_config
+from dard.experiment.spec import RUN_SEEDS, Experiment, deep_merge, needs_teacher, parse_run_config
 from dard.run_dir import RunDir
 
 Role = Literal["teacher", "student"]
@@ -56,6 +56,7 @@ def plan_runs(exp: Experiment, runs_root: Path, device: str | None = None) -> li
     students = []
     for key in exp.spec.runs:
         overrides = exp.spec.run_overrides(key)
+        _check_own_keys(exp, f"runs.{key}", overrides, f"runs.{key}.{RUN_SEEDS}")
         for seed in exp.spec.run_seeds(key):
             name = f"{key}-s{seed}"
             raw = deep_merge(exp.base, {**overrides, "name": name, "seed": seed, **over})
@@ -67,7 +68,43 @@ def plan_runs(exp: Experiment, runs_root: Path, device: str | None = None) -> li
             students.append(
                 PlannedRun(name, "student", seed, config, teacher_arch=archs.get(str(config.teacher.checkpoint)))
             )
-    return [*{t.name: t for t in teachers.values()}.values(), *students]
+    runs = [*{t.name: t for t in teachers.values()}.values(), *students]
+    names = [run.name for run in runs]
+    twice = next((name for name in names if names.count(name) > 1), None)
+    if twice is not None:  # a teacher named like a run: both would train, and be taken for each other, in one folder
+        raise DardError(
+            f"{exp.source}: the teacher and run '{twice.rsplit('-s', 1)[0]}' would share the run folder {twice}; "
+            "rename teacher.name or the run"
+        )
+    return runs
+
+
+#: the keys of a run config the experiment sets itself for each run (its folder name and seed)
+_EXPERIMENTS_KEYS = ("name", "seed")
+
+
+def _check_own_keys(exp: Experiment, where: str, overrides: dict[str, Any], instead: str) -> None:
+    """A run entry (or the teacher's config) that sets ``name`` or ``seed`` is refused: the experiment sets both
+    for every run, and the value given was dropped in silence (``seed: 5`` trained seeds 0, 1, 2)."""
+    for key in _EXPERIMENTS_KEYS:
+        if key in overrides:
+            how = "a run is named after its key and seed" if key == "name" else f"set the seeds with {instead}"
+            raise DardError(f"{exp.source}: {where}.{key}: the experiment sets each run's {key}; {how}")
+
+
+def check_runs(runs: Sequence[PlannedRun], source: Path) -> None:
+    """Every object each run's config names builds, and the teacher rules hold
+    (:func:`dard.training.preflight.check_config`: the model's name, the method with its parameters and training
+    attack, the validation and evaluation attacks), checked when the experiment is loaded: a run's bad method
+    parameter was found by ``--plan``'s estimate after its lines, naming neither the file nor the run, and by a
+    campaign only when that run started, hours after its teacher."""
+    from dard.training.preflight import check_config
+
+    for run in runs:
+        try:
+            check_config(run.config)
+        except DardError as e:
+            raise DardError(f"{source}: run '{run.name}': {e}") from None
 
 
 def _teachers(exp: Experiment, over: dict[str, Any]) -> dict[int, PlannedRun]:
@@ -80,8 +117,14 @@ def _teachers(exp: Experiment, over: dict[str, Any]) -> dict[int, PlannedRun]:
         tseed = seed if t.seed is None else t.seed
         shared = next((run for run in out.values() if run.seed == tseed), None)
         if shared is None:
+            _check_own_keys(exp, "teacher.config", t.config, "teacher.seed")
             name = f"{t.name}-s{tseed}"
             raw = deep_merge(exp.base, {**t.config, "name": name, "seed": tseed, **over})
+            if needs_teacher(raw) and not (raw.get("teacher") or {}):  # the experiment trains no teacher's teacher
+                raise DardError(
+                    f"{exp.source}: teacher.config: the teacher trains first, so its method must take no teacher "
+                    "(sat, trades, natural) unless teacher.config.teacher gives it one"
+                )
             shared = PlannedRun(name, "teacher", tseed, parse_run_config(raw, f"{exp.source}: run '{name}'"))
         out[seed] = shared
     return out

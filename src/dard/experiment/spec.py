@@ -211,7 +211,11 @@ def check_sections(spec: ExperimentSpec, configs: Sequence[RunConfig], where: Pa
 
 
 def needs_teacher(cfg: Mapping[str, Any]) -> bool:
-    """Whether the run config's method distils from a teacher."""
+    """Whether the run config's method distils from a teacher (False for an unknown method, which
+    :func:`dard.experiment.plan.check_runs` refuses naming the file and the run)."""
     from dard.methods import METHODS
 
-    return bool(METHODS.get(str((cfg.get("method") or {}).get("name", "dard"))).needs_teacher)
+    try:
+        return bool(METHODS.get(str((cfg.get("method") or {}).get("name", "dard"))).needs_teacher)
+    except DardError:
+        return False
