@@ -152,6 +152,14 @@ def test_config_is_json_and_round_trips(name):
         ("kl_pgd", {"init": "gauss"}, "init"),
         ("kl_pgd", {"norm": "l1"}, "norm"),
         ("kl_pgd", {"eps": 1.5}, "eps"),
+        # iteration counts are bounded: `steps: 100000000000` in a method's attack started a run that never ended
+        ("pgd", {"steps": 10**11}, "steps must be <= 100,000"),
+        ("pgd", {"restarts": 10**6}, "restarts must be <= 100,000"),
+        ("dpgd", {"steps": 10**6}, "steps must be <= 100,000"),
+        ("kl_pgd", {"steps": 10**6}, "steps must be <= 100,000"),
+        ("apgd-ce", {"steps": 10**6}, "steps must be <= 100,000"),
+        ("apgd-ce", {"eot_iter": 10**6}, "eot_iter must be <= 100,000"),
+        ("square", {"queries": 10**6}, "queries must be <= 100,000"),
     ],
 )
 def test_bad_params_raise_one_line_dard_error(name, params, fragment):

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from dard.errors import DardError, shown
 
-__all__ = ["check_bool", "check_choice", "check_float", "check_int", "check_plain_data", "check_seed"]
+__all__ = ["MAX_ITERATIONS", "check_bool", "check_choice", "check_float", "check_int", "check_plain_data", "check_seed"]
 
 C = TypeVar("C")
 
@@ -47,12 +47,20 @@ def _range(lo: float | None, hi: float | None, lo_open: bool) -> str:
     return f"<= {hi:g}"
 
 
-def check_int(name: str, value: Any, *, owner: str, lo: int | None = None) -> int:
-    """``value`` as an int, or a DardError unless it is an integer >= ``lo``."""
+#: the most iterations an attack takes (steps, restarts, queries, EOT draws, each): far above any real attack
+#: (AutoAttack's Square: 5,000 queries; PGD-1,000 evaluations), low enough that a typo is an error, not a run that
+#: never ends (`steps: 100000000000` started training)
+MAX_ITERATIONS = 100_000
+
+
+def check_int(name: str, value: Any, *, owner: str, lo: int | None = None, hi: int | None = None) -> int:
+    """``value`` as an int, or a DardError unless it is an integer in [``lo``, ``hi``]."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise DardError(f"{owner}: {name} must be an integer, got {shown(value)}")
     if lo is not None and value < lo:
         raise DardError(f"{owner}: {name} must be >= {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise DardError(f"{owner}: {name} must be <= {hi:,}, got {shown(value)}")
     return int(value)
 
 

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 from dard.attacks.autoattack import AutoAttackWrapper
 from dard.attacks.base import setting
 from dard.registry import register_attack
-from dard.validate import check_float, check_int
+from dard.validate import MAX_ITERATIONS, check_float, check_int
 
 __all__ = ["APGDCE", "APGDDLR", "APGDT", "FABT", "PARTS", "Square"]
 
@@ -57,9 +57,9 @@ class _APGD(_Part):
         seed: int | None = None,
     ) -> None:
         super().__init__(eps=eps, norm=norm, batch_size=batch_size, seed=seed)
-        self.steps = check_int("steps", steps, lo=1, owner=self.name)
-        self.restarts = check_int("restarts", restarts, lo=1, owner=self.name)
-        self.eot_iter = check_int("eot_iter", eot_iter, lo=1, owner=self.name)
+        self.steps = check_int("steps", steps, lo=1, hi=MAX_ITERATIONS, owner=self.name)
+        self.restarts = check_int("restarts", restarts, lo=1, hi=MAX_ITERATIONS, owner=self.name)
+        self.eot_iter = check_int("eot_iter", eot_iter, lo=1, hi=MAX_ITERATIONS, owner=self.name)
 
     @classmethod
     def passes(cls, params: Mapping[str, Any]) -> float:
@@ -173,7 +173,7 @@ class FABT(_Part):
         seed: int | None = None,
     ) -> None:
         super().__init__(eps=eps, norm=norm, batch_size=batch_size, seed=seed)
-        self.steps = check_int("steps", steps, lo=1, owner=self.name)
+        self.steps = check_int("steps", steps, lo=1, hi=MAX_ITERATIONS, owner=self.name)
         self.target_classes = check_int("target_classes", target_classes, lo=1, owner=self.name)
 
     @classmethod
@@ -210,9 +210,9 @@ class Square(_Part):
         seed: int | None = None,
     ) -> None:
         super().__init__(eps=eps, norm=norm, batch_size=batch_size, seed=seed)
-        self.queries = check_int("queries", queries, lo=1, owner=self.name)
+        self.queries = check_int("queries", queries, lo=1, hi=MAX_ITERATIONS, owner=self.name)
         self.p_init = check_float("p_init", p_init, lo=0.0, hi=1.0, lo_open=True, owner=self.name)
-        self.restarts = check_int("restarts", restarts, lo=1, owner=self.name)
+        self.restarts = check_int("restarts", restarts, lo=1, hi=MAX_ITERATIONS, owner=self.name)
 
     @classmethod
     def passes(cls, params: Mapping[str, Any]) -> float:

@@ -39,7 +39,7 @@ from torch import nn
 from dard.errors import DardError
 from dard.module_utils import eval_mode, local_module
 from dard.registry import param_names
-from dard.validate import check_bool, check_choice, check_float, check_int, check_seed
+from dard.validate import MAX_ITERATIONS, check_bool, check_choice, check_float, check_int, check_seed
 
 __all__ = ["NORMS", "Attack", "IterativeAttack", "attack_norms", "check_norm", "perturbation_norms", "preset"]
 
@@ -279,9 +279,9 @@ class IterativeAttack(Attack):
     ) -> None:
         super().__init__(eps=eps, seed=seed)
         self.step_size = check_float("step_size", step_size, lo=0.0, owner=self.name)
-        self.steps = check_int("steps", steps, lo=1, owner=self.name)
+        self.steps = check_int("steps", steps, lo=1, hi=MAX_ITERATIONS, owner=self.name)
         self.random_start = check_bool("random_start", random_start, owner=self.name)
-        self.restarts = check_int("restarts", restarts, lo=1, owner=self.name)
+        self.restarts = check_int("restarts", restarts, lo=1, hi=MAX_ITERATIONS, owner=self.name)
         if self.restarts > 1 and not self.random_start:
             raise DardError(f"{self.name}: restarts > 1 needs random_start=true (restarts would be identical)")
 

@@ -24,7 +24,7 @@ from dard.attacks.base import IterativeAttack, check_norm, preset
 from dard.errors import DardError
 from dard.models import check_logits
 from dard.registry import register_attack
-from dard.validate import check_choice, check_float, check_int
+from dard.validate import MAX_ITERATIONS, check_choice, check_float, check_int
 
 __all__ = ["BIM", "CW", "FGSM", "PGD", "ce_loss", "margin_loss", "pgd_ascent", "project"]
 
@@ -122,7 +122,7 @@ def pgd_ascent(
     init = check_choice("init", init, _INITS, owner="pgd_ascent")
     eps = check_float("eps", eps, lo=0.0, owner="pgd_ascent")
     step_size = check_float("step_size", step_size, lo=0.0, owner="pgd_ascent")
-    steps = check_int("steps", steps, lo=0, owner="pgd_ascent")
+    steps = check_int("steps", steps, lo=0, hi=MAX_ITERATIONS, owner="pgd_ascent")
 
     x = x.detach()
     if eps == 0.0:
