@@ -240,6 +240,12 @@ def test_run_folder_with_another_config_is_refused_and_left_alone(finished, tmp_
         ({**SPEC, "runs": {"sat": {"seed": 5}}}, "runs.sat.seed: the experiment sets each run's seed"),
         ({**SPEC, "runs": {"sat": {"name": "mine"}}}, "runs.sat.name: the experiment sets each run's name"),
         ({**SPEC, "teacher": {**SPEC["teacher"], "config": {"seed": 3}}}, "teacher.config.seed: the experiment sets"),
+        # strict as a run config: a seed or count of another type was taken as a number (seeds: ["1"] ran seed 1)
+        ({**SPEC, "seeds": ["0", 1]}, "seeds.0: Input should be a valid integer"),
+        ({**SPEC, "seeds": [True, 2]}, "seeds.0: Input should be a valid integer"),
+        ({**SPEC, "teacher": {**SPEC["teacher"], "seed": "0"}}, "teacher.seed: Input should be a valid integer"),
+        ({**SPEC, "compare_attacks": {**SPEC["compare_attacks"], "n": 10**20}}, "compare_attacks.n"),
+        ({**SPEC, "label_gap": {"n": 4.0}}, "label_gap.n: Input should be a valid integer"),
     ],
 )
 def test_bad_experiment_files_are_one_line_errors(tmp_path, spec, needle):

@@ -7,12 +7,12 @@ import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 from dard.config import RunConfig, parse_config
-from dard.config.schema import SEED_MAX
+from dard.config.schema import BIG, SEED_MAX
 from dard.errors import DardError, shown
 from dard.names import check_name
 
@@ -21,7 +21,8 @@ RUN_SEEDS = "seeds"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict as the run config is (dard.config.schema): `seeds: ["1"]` or `[true]` is an error, not seed 1
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 def _plain_name(value: str, what: str) -> str:
@@ -34,7 +35,9 @@ def _plain_name(value: str, what: str) -> str:
 
 class TeacherSpec(_Strict):
     name: str
-    seed: int | None = Field(0, description="seed of the single shared teacher; null trains one per student seed")
+    seed: int | None = Field(
+        0, ge=0, le=SEED_MAX, description="seed of the single shared teacher; null trains one per student seed"
+    )
     config: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("name")
@@ -44,7 +47,7 @@ class TeacherSpec(_Strict):
 
 
 class CompareAttacksSpec(_Strict):
-    n: int = Field(500, ge=1, description="first N test images")
+    n: int = Field(500, ge=1, le=BIG, description="first N test images")
     checkpoint: Literal["best", "last"] = "best"  # any other name found no weights, and the section stayed empty
     attacks: dict[str, dict[str, Any]] = Field(min_length=1)
 
@@ -55,7 +58,7 @@ class PlotParamSpec(_Strict):
 
 
 class LabelGapSpec(_Strict):
-    n: int = Field(500, ge=1, description="first N test images")
+    n: int = Field(500, ge=1, le=BIG, description="first N test images")
     checkpoint: Literal["best", "last"] = "best"
 
 
@@ -63,7 +66,7 @@ class TeacherQualitySpec(_Strict):
     """Each distilled run's teacher measured on its own (the teacher-quality ladder): the checkpoint it learned
     from, clean and under PGD-20, on the first ``n`` test images."""
 
-    n: int = Field(10000, ge=1, description="first N test images")
+    n: int = Field(10000, ge=1, le=BIG, description="first N test images")
 
 
 class ExperimentSpec(_Strict):
@@ -83,7 +86,8 @@ class ExperimentSpec(_Strict):
         description="default --runs, relative to the working folder: a runs folder committed with the repository, "
         "so that a campaign longer than one machine's stretch continues from a fresh clone",
     )
-    pairs: list[tuple[str, str]] = Field(
+    # a YAML pair is a list, which strict mode takes for no tuple
+    pairs: list[Annotated[tuple[str, str], Strict(False)]] = Field(
         default_factory=list,
         description="report rows to compare on the same images (run names without seed, or the teacher's), e.g. "
         "[[dard, pgdard], [dard-lam0, dard]]: per-seed McNemar tests and the across-seed paired difference",
