@@ -62,6 +62,15 @@ def test_yaml_errors(tmp_path):
     bad.write_text("optim: {epochs: [1,\n")
     with pytest.raises(DardError, match="not valid YAML"):
         load_config(bad)
+    # the line says what PyYAML found: a tab where YAML takes spaces, a second document after `---`
+    for text, found in [
+        ("optim:\n\tlr: 0.1\n", "found character '\\t' that cannot start any token"),
+        ("seed: 1\n---\nseed: 2\n", "expected a single document in the stream, but found another"),
+    ]:
+        bad.write_text(text)
+        with pytest.raises(DardError, match="not valid YAML at line 2 ") as e:
+            load_config(bad)
+        assert found in str(e.value), str(e.value)
     listy = tmp_path / "list.yaml"
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(DardError, match="mapping"):

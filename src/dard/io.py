@@ -258,7 +258,10 @@ def read_yaml_mapping(path: str | Path, what: str = "file") -> dict[str, Any]:
         raise DardError(f"{p}: nested too deeply to read as YAML") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        raise DardError(f"{p}: not valid YAML{f' at line {mark.line + 1}' if mark else ''}") from None
+        # what PyYAML found, so the line says what to change: a tab indenting a key, a second document after `---`
+        found = ", ".join(str(part) for part in (getattr(e, "context", None), getattr(e, "problem", None)) if part)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise DardError(f"{p}: not valid YAML{where}{f' ({found[:160]})' if found else ''}") from None
     if not isinstance(data, dict):
         raise DardError(f"{p}: a {what} must hold a mapping of keys to values")
     return data
