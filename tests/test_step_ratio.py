@@ -66,6 +66,18 @@ def test_inconsistent_step_specs_are_one_line_errors(attack, needle) -> None:
     assert str(exc.value).startswith("method 'dard': attack: ") and "\n" not in str(exc.value)
 
 
+def test_attack_budgets_may_be_fractions_as_the_runs_eps() -> None:
+    # `eps: 8/255` is the run's eps; in a method's or the validation's attack it was "eps must be a number"
+    method = build_method(parse_config(tiny_config(method={"name": "sat", "params": {"attack": {"eps": "16/255"}}})))
+    assert method.attack.eps == 16 / 255 and method.attack.step_size == 4 / 255
+    absolute = create_method("dard", attack={"eps": "8/255", "step_size": " 1/255"}).attack
+    assert (absolute.eps, absolute.step_size) == (8 / 255, 1 / 255)
+    assert attack_from_spec({"name": "pgd", "step_size": "2/255"}, 0.1, 0).step_size == 2 / 255
+    for bad in ("8/0", "8//255", "eight/255"):  # still the attack's own one-line error
+        with pytest.raises(DardError, match="eps must be a number"):
+            create_method("sat", attack={"eps": bad})
+
+
 def test_validation_and_evaluation_attacks_follow_eps() -> None:
     assert attack_from_spec({"name": "pgd", "steps": 10}, 0.1, 0).step_size == 0.025  # default ratio
     assert attack_from_spec({"name": "pgd", "step_ratio": 0.1}, 0.5, 0).step_size == 0.05

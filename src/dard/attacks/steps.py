@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Mapping
+from fractions import Fraction
 from typing import Any, cast
 
 from dard.errors import DardError
@@ -33,15 +34,31 @@ def merge_step(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
+#: the keys of an attack spec in the image's units, which the field writes as fractions of 255 (8/255, 2/255)
+_BUDGETS = ("eps", "step_size")
+
+
+def _fraction(value: Any) -> Any:
+    """``"8/255"`` as the float it writes (as the run's ``eps`` takes it); anything else as it is, for the attack's
+    own validation to name."""
+    if not (isinstance(value, str) and "/" in value and len(value) <= 40):
+        return value
+    try:
+        return float(Fraction(value.strip()))
+    except (ValueError, ZeroDivisionError):
+        return value
+
+
 def resolve_step(spec: Mapping[str, Any]) -> tuple[dict[str, Any], float | None]:
     """``(params, ratio)``: ``spec`` (``{"name": ..., **params}``) with its step resolved for ``create_attack``, and
     the ratio used (None when the step is absolute or the attack takes no step).
 
-    ``step_ratio`` is removed; ``step_size`` is set to ``step_ratio * eps`` when absent (eps: the spec's, else the
+    ``eps`` and ``step_size`` may be fractions (``"8/255"``, as the run's eps); ``step_ratio`` is removed;
+    ``step_size`` is set to ``step_ratio * eps`` when absent (eps: the spec's, else the
     attack's default). A spec giving both must agree (as a recorded config does); a ``step_ratio`` for an attack
     without a step size (``fgsm``, ``autoattack``) is an error. Errors are one-line :class:`DardError`\\ s.
     """
-    params = dict(spec)
+    params = {k: _fraction(v) if k in _BUDGETS else v for k, v in spec.items()}
     ratio = params.pop("step_ratio", None)
     name = params.get("name")
     cls = ATTACKS.get(cast(str, name))  # no name: Registry.get's unknown-name error
