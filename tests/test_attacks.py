@@ -160,6 +160,12 @@ def test_config_is_json_and_round_trips(name):
         ("apgd-ce", {"steps": 10**6}, "steps must be <= 100,000"),
         ("apgd-ce", {"eot_iter": 10**6}, "eot_iter must be <= 100,000"),
         ("square", {"queries": 10**6}, "queries must be <= 100,000"),
+        # a step of 0 never moves (a training against it is natural training); one of 2 is 2/255 in pixel levels
+        ("pgd", {"step_size": 0.0}, "step_size must be above 0 when eps is"),
+        ("dpgd", {"step_size": 0}, "step_size must be above 0 when eps is"),
+        ("kl_pgd", {"step_size": 0.0}, "step_size must be above 0 when eps is"),
+        ("pgd", {"step_size": 2}, "step_size must be in [0, 1], got 2"),
+        ("kl_pgd", {"step_size": 2.0}, "step_size must be in [0, 1], got 2"),
     ],
 )
 def test_bad_params_raise_one_line_dard_error(name, params, fragment):

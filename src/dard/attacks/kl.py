@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dard.attacks.base import Attack, check_norm, setting
+from dard.attacks.base import Attack, check_norm, check_step, setting
 from dard.attacks.pgd import pgd_ascent
 from dard.models import check_logits
 from dard.module_utils import eval_mode, local_module
 from dard.registry import register_attack
-from dard.validate import MAX_ITERATIONS, check_choice, check_float, check_int
+from dard.validate import MAX_ITERATIONS, check_choice, check_int
 
 __all__ = ["KLPGD", "TradesPGD", "kl_sum", "loss_precision"]
 
@@ -67,8 +67,8 @@ class KLPGD(Attack):
         seed: int | None = None,
     ) -> None:
         super().__init__(eps=eps, seed=seed)
-        self.step_size = check_float("step_size", step_size, lo=0.0, owner=self.name)
         self.steps = check_int("steps", steps, lo=0, hi=MAX_ITERATIONS, owner=self.name)  # 0: the random start alone
+        self.step_size = check_step(step_size, self.eps if self.steps else 0.0, owner=self.name)  # steps 0: no step
         self.norm = check_norm(norm, owner=self.name)
         self.init = check_choice("init", init, ("zero", "uniform", "normal"), owner=self.name)
 
