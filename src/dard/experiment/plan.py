@@ -103,8 +103,24 @@ def check_runs(runs: Sequence[PlannedRun], source: Path) -> None:
     for run in runs:
         try:
             check_config(run.config)
+            _check_given_teacher(run)
         except DardError as e:
             raise DardError(f"{source}: run '{run.name}': {e}") from None
+
+
+def _check_given_teacher(run: PlannedRun) -> None:
+    """A teacher the file gives a run (not the one it trains) is there: a missing one stopped a campaign only when
+    that run began. A RobustBench name is left to the run (its weights may still be downloaded)."""
+    from dard.checkpoint import resolve_checkpoint
+    from dard.models import library_prefix
+
+    teacher = run.config.teacher
+    if run.teacher_arch is not None:  # the experiment's own teacher, trained before the run
+        return
+    if teacher.checkpoint and library_prefix(teacher.checkpoint) != "robustbench:":
+        resolve_checkpoint(teacher.checkpoint)
+    if teacher.weights and not Path(teacher.weights).is_file():
+        raise DardError(f"teacher.weights not found: {teacher.weights}")
 
 
 def _teachers(exp: Experiment, over: dict[str, Any]) -> dict[int, PlannedRun]:
