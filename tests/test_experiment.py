@@ -290,6 +290,15 @@ def test_a_run_may_take_fewer_of_the_experiments_seeds(tmp_path):
     assert _fewer_seeds(exp.spec) == " (dard-lam1: seed 1; nat: seed 0)"
 
 
+def test_plan_checks_the_runs_folder_as_the_experiment_does(tmp_path):
+    # --plan printed a plan for a runs folder that is a file, which the experiment itself refuses at once
+    _write(tmp_path)
+    (tmp_path / "afile").write_text("mine\n")
+    proc = run_cli("experiment", "tiny", "--runs", str(tmp_path / "afile"), "--plan", cwd=tmp_path)
+    assert_one_line_error(proc, f"runs folder {tmp_path / 'afile'} is a file, not a folder")
+    assert (tmp_path / "afile").read_text() == "mine\n"
+
+
 def test_plan_checks_the_data_before_anything_runs(tmp_path):
     _write(tmp_path, base=deep_merge(BASE, {"data": {"name": "cifar10", "dir": str(tmp_path / "no-data")}}))
     proc = run_cli("experiment", "tiny", "--runs", str(tmp_path / "runs"), "--plan", cwd=tmp_path)

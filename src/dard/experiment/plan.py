@@ -19,7 +19,8 @@ from dard.errors import DardError
 from dard.experiment.estimate import Estimate, Estimator
 from dard.experiment.reuse import RUN_DONE, check_reusable, run_status
 from dard.experiment.spec import RUN_SEEDS, Experiment, deep_merge, needs_teacher, parse_run_config
-from dard.run_dir import RunDir
+from dard.io import check_writable
+from dard.run_dir import RunDir, enclosing_run
 
 Role = Literal["teacher", "student"]
 
@@ -184,12 +185,22 @@ def seconds_left(runs: Sequence[PlannedRun]) -> float:
     return sum(r.estimate.total for r in runs if r.estimate is not None)
 
 
+def check_output_folder(folder: Path, what: str) -> None:
+    """``folder`` can take an experiment's runs or report: a folder (or none yet) that can be written, and not
+    inside a run folder (runs or a report among a run's own files, under its lock file)."""
+    check_writable(folder, folder=True, what=what)
+    inside = enclosing_run(folder / "x")
+    if inside is not None:
+        raise DardError(f"{what} {folder} lies inside run folder {inside.path}; choose a folder outside runs")
+
+
 def plan_experiment(exp: Experiment, runs_root: Path) -> list[PlannedRun]:
     """Check an experiment without training anything: every run's config, the run folders it would reuse and the
     datasets still needed (loaded once each, downloaded if the config allows). Returns every run, teachers first,
     with its status."""
     from dard.data import load_dataset
 
+    check_output_folder(runs_root, "runs folder")  # as the experiment itself checks it first
     runs = read_plan(exp, runs_root)
     needed = {(r.config.data.name, r.config.data.dir, r.config.data.download) for r in runs if not r.done}
     for name, folder, download in sorted(needed, key=str):

@@ -14,13 +14,12 @@ from dard.experiment.budget import BudgetOptions, run_within_budget
 from dard.experiment.clock import PlanClock, say
 from dard.experiment.estimate import estimator_for
 from dard.experiment.extras import run_extras
-from dard.experiment.plan import read_plan
+from dard.experiment.plan import check_output_folder, read_plan
 from dard.experiment.pool import pool_map
 from dard.experiment.report import write_experiment_report
 from dard.experiment.reuse import missing_teacher_weights, run_status
 from dard.experiment.spec import Experiment
-from dard.io import check_writable
-from dard.run_dir import FolderLock, RunDir, enclosing_run
+from dard.run_dir import FolderLock, RunDir
 from dard.training.announce import duration
 
 
@@ -43,10 +42,7 @@ def run_experiment(
     an unbudgeted report names; a budgeted report, made over many invocations, names the experiment's command.
     """
     for folder, what in ((runs_root, "runs folder"), (results_dir, "results folder")):
-        check_writable(folder, folder=True, what=what)
-        inside = enclosing_run(folder / "x")  # runs or a report among a run's own files, under its lock file
-        if inside is not None:
-            raise DardError(f"{what} {folder} lies inside run folder {inside.path}; choose a folder outside runs")
+        check_output_folder(folder, what)
     with FolderLock(runs_root, "runs folder"), FolderLock(results_dir, "results folder"):
         if budget is not None:
             return run_within_budget(exp, runs_root, results_dir, budget, device=device)
