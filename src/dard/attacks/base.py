@@ -36,21 +36,13 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import nn
 
+from dard.attacks.steps import check_step
 from dard.errors import DardError
 from dard.module_utils import eval_mode, local_module
 from dard.registry import param_names
 from dard.validate import MAX_ITERATIONS, check_bool, check_choice, check_float, check_int, check_seed
 
-__all__ = [
-    "NORMS",
-    "Attack",
-    "IterativeAttack",
-    "attack_norms",
-    "check_norm",
-    "check_step",
-    "perturbation_norms",
-    "preset",
-]
+__all__ = ["NORMS", "Attack", "IterativeAttack", "attack_norms", "check_norm", "perturbation_norms", "preset"]
 
 A = TypeVar("A", bound="Attack")
 TARGET_KINDS = ("labels", "probs", "targets")
@@ -70,16 +62,6 @@ def attack_norms(cls: type[Attack]) -> tuple[str, ...]:
     if "norm" in param_names(cls):
         return NORMS
     return (str(cls.norm).lower(),)
-
-
-def check_step(step_size: Any, eps: float, *, owner: str) -> float:
-    """An iterative attack's step: in [0, 1], the image's range (as eps), and above 0 when eps is: a step of 0 never
-    leaves the start (the attack and a training against it do nothing), and one of 2 is 2/255 in pixel levels (every
-    step lands on the ball's corners)."""
-    step = check_float("step_size", step_size, lo=0.0, hi=1.0, owner=owner)
-    if step == 0 and eps > 0:
-        raise DardError(f"{owner}: step_size must be above 0 when eps is ({eps:g}); a step of 0 never moves")
-    return step
 
 
 def perturbation_norms(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:

@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dard.attacks.base import Attack, check_norm, check_step, setting
+from dard.attacks.base import Attack, check_norm, setting
 from dard.attacks.pgd import pgd_ascent
+from dard.attacks.steps import check_step
 from dard.models import check_logits
 from dard.module_utils import eval_mode, local_module
 from dard.registry import register_attack

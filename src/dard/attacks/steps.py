@@ -17,11 +17,22 @@ from typing import Any, cast
 
 from dard.errors import DardError
 from dard.registry import ATTACKS
+from dard.validate import check_float
 
-__all__ = ["DEFAULT_STEP_RATIO", "merge_step", "resolve_step"]
+__all__ = ["DEFAULT_STEP_RATIO", "check_step", "merge_step", "resolve_step"]
 
 #: step = 0.25 * eps unless a spec says otherwise (2/255 at 8/255, as Madry et al. and the suite use it)
 DEFAULT_STEP_RATIO = 0.25
+
+
+def check_step(step_size: Any, eps: float, *, owner: str) -> float:
+    """An iterative attack's step: in [0, 1], the image's range (as eps), and above 0 when eps is: a step of 0 never
+    leaves the start (the attack and a training against it do nothing), and one of 2 is 2/255 in pixel levels (every
+    step lands on the ball's corners)."""
+    step = check_float("step_size", step_size, lo=0.0, hi=1.0, owner=owner)
+    if step == 0 and eps > 0:
+        raise DardError(f"{owner}: step_size must be above 0 when eps is ({eps:g}); a step of 0 never moves")
+    return step
 
 
 def merge_step(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
