@@ -242,7 +242,15 @@ def test_run_folder_with_another_config_is_refused_and_left_alone(finished, tmp_
         ({**SPEC, "teacher": {**SPEC["teacher"], "config": {"seed": 3}}}, "teacher.config.seed: the experiment sets"),
         # a teacher the file gives a run must be there (the campaign stopped when that run began)
         ({**SPEC, "runs": {"x": {"method": {"name": "dard"}, "teacher": {"checkpoint": "no/run"}}}}, "'x-s0': checkp"),
-        ({**SPEC, "runs": {"x": {"method": {"name": "ard"}, "teacher": {"arch": "mlp", "weights": "w.pt"}}}}, "w.pt"),
+        (
+            {
+                **SPEC,
+                "runs": {
+                    "x": {"method": {"name": "ard"}, "teacher": {"arch": "mlp", "weights": "w.pt", "normalize": True}}
+                },
+            },
+            "w.pt",
+        ),
         # strict as a run config: a seed or count of another type was taken as a number (seeds: ["1"] ran seed 1)
         ({**SPEC, "seeds": ["0", 1]}, "seeds.0: Input should be a valid integer"),
         ({**SPEC, "seeds": [True, 2]}, "seeds.0: Input should be a valid integer"),

@@ -172,14 +172,8 @@ def _plot_sweep(sweep: Mapping[str, Any], label: str, path: Path) -> None:
     for metric in _SWEEP_METRICS:
         pts = [(x, sweep[v][metric]) for x, v in zip(xs, sweep) if metric in sweep[v]]
         if pts:
-            ax.errorbar(
-                [x for x, _ in pts],
-                [100 * s["mean"] for _, s in pts],
-                yerr=[100 * (s["std"] or 0.0) for _, s in pts],
-                marker="o",
-                capsize=3,
-                label=metric,
-            )
+            means, errs = [100 * s["mean"] for _, s in pts], [100 * (s["std"] or 0.0) for _, s in pts]
+            ax.errorbar([x for x, _ in pts], means, yerr=errs, marker="o", capsize=3, label=metric)
     ax.set_xlabel(label)
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
@@ -320,8 +314,8 @@ def write_experiment_report(
     seconds: float | None = None,
     notes: Sequence[str] = (),
 ) -> Path:
-    """The experiment's ``report.md``, ``results.json``, the paper tables ``results.csv`` and ``results.tex``, and
-    plots (teacher rows first); ``notes``: more preamble lines (Markdown list items)."""
+    """The experiment's report.md, results.json, paper tables (results.csv, results.tex) and plots, teacher rows
+    first; ``notes``: more preamble lines (Markdown list items)."""
     runs = [RunRecord.load(p) for p in run_dirs]  # each run folder read once
     results_dir.mkdir(parents=True, exist_ok=True)
     spec = exp.spec
