@@ -57,6 +57,27 @@ def test_numbers_with_an_exponent_are_numbers(tmp_path):
     assert yaml.safe_load("x: 1e-3") == {"x": "1e-3"}  # PyYAML's own loader is left as it is
 
 
+def test_a_section_with_its_keys_commented_out_takes_its_defaults(tmp_path):
+    # YAML reads `optim:` alone on its line as null; it was "Input should be a valid dictionary (got None)"
+    p = tmp_path / "c.yaml"
+    p.write_text("optim:\n  # lr: 0.2\nmethod:\n  name: dard\n  params:\n    # lam: 0.25\nmodel:\n  kwargs:\neval:\n")
+    cfg = load_config(p)
+    defaults = parse_config({"method": {"name": "dard"}})
+    assert cfg == defaults and cfg.method.params == {} and cfg.optim == defaults.optim
+    # a null where a value belongs stays a value: an error where the key takes none, a value where it does
+    with pytest.raises(DardError, match="optim.lr"):
+        parse_config({"optim": {"lr": None}})
+    assert parse_config({"data": {"dir": None}}).data.dir is None
+
+
+@pytest.mark.parametrize("override", ["=5", ".lr=1", "optim..lr=1", "optim.=1", " =1"])
+def test_an_override_with_an_empty_key_part_names_the_override(override):
+    # `--set =5` was "config: unknown key" and `--set .lr=1` "config..lr: ...", naming no override
+    with pytest.raises(DardError, match="must look like key.sub=value") as e:
+        load_config(None, [override])
+    assert "\n" not in str(e.value)
+
+
 def test_yaml_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim: {epochs: [1,\n")

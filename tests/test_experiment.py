@@ -12,6 +12,7 @@ import yaml
 from tests.conftest import assert_one_line_error, run_cli
 
 from dard.attacks import Attack
+from dard.config import parse_config
 from dard.evaluation.suite import evaluate
 from dard.experiment import deep_merge, load_experiment, run_experiment
 from dard.run_dir import CompareFile, EvalFile, LabelGapFile, Progress, RunDir, RunInfo
@@ -296,6 +297,21 @@ def test_a_run_may_take_fewer_of_the_experiments_seeds(tmp_path):
     names = ["teacher-s0", "sat-s0", "dard-s0", "nat-s0", "sat-s1", "dard-s1", "dard-lam1-s1"]
     assert [r.name for r in planned] == names and planned[-1].config.method.params["lam"] == 1.0
     assert _fewer_seeds(exp.spec) == " (dard-lam1: seed 1; nat: seed 0)"
+
+
+def test_an_empty_run_entry_or_section_is_the_base_config(tmp_path):
+    # YAML reads `plain:` alone on its line (or `method:` with its keys commented out) as null: it was "Input should
+    # be a valid dictionary"; it is the base config as it is, and an empty section overrides nothing
+    from dard.experiment.plan import plan_runs
+
+    spec = {**SPEC, "runs": {**SPEC["runs"], "plain": None, "kept": {"method": None}}}
+    spec["teacher"] = {**SPEC["teacher"], "config": None}
+    base = {**BASE, "method": {"name": "sat", "params": STEP}}
+    exp = load_experiment(str(_write(tmp_path, spec=spec, base=base)))
+    planned = {r.name: r.config for r in plan_runs(exp, tmp_path / "runs")}
+    base_method = parse_config(base).method
+    assert planned["plain-s0"].method == planned["kept-s0"].method == planned["teacher-s0"].method == base_method
+    assert planned["dard-s0"].method.name == "dard"
 
 
 def test_plan_checks_the_runs_folder_as_the_experiment_does(tmp_path):

@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_origin
+
+from pydantic import BaseModel
 
 from dard.errors import DardError, shown
 
-__all__ = ["MAX_ITERATIONS", "check_bool", "check_choice", "check_float", "check_int", "check_plain_data", "check_seed"]
+__all__ = [
+    "MAX_ITERATIONS",
+    "check_bool",
+    "check_choice",
+    "check_float",
+    "check_int",
+    "check_plain_data",
+    "check_seed",
+    "without_empty_sections",
+]
 
 C = TypeVar("C")
 
@@ -126,3 +137,19 @@ def _check_plain(value: Any, where: str, checked: set[int], open_: set[int]) -> 
             _check_plain(v, f"{where}[{i}]", checked, open_)
     open_.discard(id(value))
     checked.add(id(value))
+
+
+def without_empty_sections(model: type[BaseModel], data: Any) -> Any:
+    """``data`` (a mapping about to be validated as ``model``) less the sections given as null. YAML reads a section
+    whose keys are all commented out (``optim:`` alone on its line) as null: the user meant an empty section, which
+    takes its defaults, not a type error. A section is a field holding a model or a mapping; a null anywhere else
+    (``dir: null``) is a value and stays."""
+    if not isinstance(data, dict):
+        return data
+    return {k: v for k, v in data.items() if v is not None or not _is_section(model, k)}
+
+
+def _is_section(model: type[BaseModel], key: Any) -> bool:
+    field = model.model_fields.get(key) if isinstance(key, str) else None
+    ann = field.annotation if field is not None else None
+    return (isinstance(ann, type) and issubclass(ann, BaseModel)) or get_origin(ann) is dict

@@ -3,6 +3,7 @@ are one-line errors) and what makes two configs the same run (``identity``: expe
 rows)."""
 
 from dard.config.identity import NOT_IDENTITY, SEEDLESS, config_diff, config_identity, identity_hash, without_keys
+from dard.config.messages import validation_message
 from dard.config.schema import (
     RunConfig,
     TeacherConfig,
@@ -11,7 +12,6 @@ from dard.config.schema import (
     load_config,
     parse_config,
     set_dotted,
-    validation_message,
 )
 
 __all__ = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from dard.config.messages import validation_message
 from dard.errors import DardError, shown
 from dard.evaluation.record import canonical_label
 from dard.evaluation.suite import QUICK_SUITE, quick_suite
@@ -25,7 +25,7 @@ from dard.io import parse_yaml, read_yaml_mapping
 from dard.models import check_model_kwargs
 from dard.names import check_label
 from dard.packaged import find_config
-from dard.validate import check_plain_data
+from dard.validate import check_plain_data, without_empty_sections
 
 #: seeds are within what every RNG dard seeds accepts (NumPy's legacy seeding takes 32 bits)
 SEED_MAX = 2**32 - 1
@@ -50,6 +50,11 @@ class _Strict(BaseModel):
     # allow_inf_nan=False: `optim.lr: .inf` or `eps: .nan` is a config error, not a run that diverges later;
     # strict: `optim.epochs: true` or `seed: 1.5` is an error, not 1 (an int still passes where a float is asked)
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:  # `optim:` with its keys commented out is YAML's null
+        return without_empty_sections(cls, data)
 
 
 class DataConfig(_Strict):
@@ -247,63 +252,6 @@ class RunConfig(_Strict):
         return self
 
 
-def validation_message(err: ValidationError, model: type[BaseModel] | None = None) -> str:
-    """Every error of a pydantic validation as ``key.path: message (got value)``, joined by '; '. With the
-    validated ``model``, an unknown key names the nearest valid keys and the keys of its section."""
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "config"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = unknown_key_message(model, [str(p) for p in e["loc"]]) if model else "unknown key"
-        got = (
-            f" (got {shown(e['input'])})"
-            if e["type"] != "extra_forbidden" and not isinstance(e.get("input"), dict)
-            else ""
-        )
-        parts.append(f"{loc}: {msg}{got}")
-    return "; ".join(parts)
-
-
-def section_model(model: type[BaseModel], path: list[str]) -> type[BaseModel] | None:
-    """The pydantic model of the config section at ``path`` (``["optim"]``: OptimConfig), None when ``path`` does not
-    lead to one (a free-form mapping such as ``method.params``)."""
-    for key in path:
-        field = model.model_fields.get(key)
-        annotation = field.annotation if field is not None else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return None
-        model = annotation
-    return model
-
-
-def config_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-    """Every dotted key of ``model``, sections included (``optim``, ``optim.lr``, ...), in declaration order."""
-    keys = []
-    for name in model.model_fields:
-        keys.append(prefix + name)
-        sub = section_model(model, [name])
-        if sub is not None:
-            keys += config_keys(sub, f"{prefix}{name}.")
-    return keys
-
-
-def unknown_key_message(model: type[BaseModel], loc: list[str]) -> str:
-    """``unknown key`` with the nearest valid keys of its section (difflib), the same name in other sections, and
-    the section's keys: ``unknown key; did you mean optim.lr? (optim has: epochs, batch_size, lr, ...)``."""
-    section, key = loc[:-1], loc[-1]
-    parent = section_model(model, section)
-    if parent is None:
-        return "unknown key"
-    siblings = list(parent.model_fields)
-    prefix = "".join(f"{p}." for p in section)
-    near = [prefix + k for k in difflib.get_close_matches(key, siblings, n=3, cutoff=0.6)]
-    # the same name in another section (``--set optim.eps=...`` for the top-level ``eps``)
-    near += [k for k in config_keys(model) if k.rsplit(".", 1)[-1] == key and k not in near]
-    hint = f"; did you mean {' or '.join(near)}?" if near else ""
-    return f"unknown key{hint} ({'.'.join(section) or 'the top level'} has: {', '.join(siblings)})"
-
-
 def parse_config(data: dict[str, Any] | None) -> RunConfig:
     """Validate a plain dict into a RunConfig (DardError naming the key on failure)."""
     try:
@@ -337,6 +285,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
         if "=" not in item:
             raise DardError(f"override {shown(item)} must look like key.sub=value")
         key, _, raw = item.partition("=")
+        if not all(key.strip().split(".")):  # `=5`, `.lr=1`, `optim..lr=1`: a config has no key named ''
+            raise DardError(f"override {shown(item)} must look like key.sub=value (a key part is empty)")
         try:
             value = parse_yaml(raw, f"--set {key}")  # as the config file's own values are read (1e-3 a number)
         except (yaml.YAMLError, RecursionError):

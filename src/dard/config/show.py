@@ -13,7 +13,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from dard.config.schema import RunConfig, section_model
+from dard.config.messages import section_model
+from dard.config.schema import RunConfig
 
 _INDENT = "  "
 

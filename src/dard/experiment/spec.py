@@ -15,6 +15,7 @@ from dard.config import RunConfig, parse_config
 from dard.config.schema import BIG, SEED_MAX
 from dard.errors import DardError, shown
 from dard.names import check_name
+from dard.validate import without_empty_sections
 
 #: the one key of a run entry that is not a config override: the experiment's seeds that run takes
 RUN_SEEDS = "seeds"
@@ -23,6 +24,11 @@ RUN_SEEDS = "seeds"
 class _Strict(BaseModel):
     # strict as the run config is (dard.config.schema): `seeds: ["1"]` or `[true]` is an error, not seed 1
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:  # `config:` with its keys commented out is YAML's null
+        return without_empty_sections(cls, data)
 
 
 def _plain_name(value: str, what: str) -> str:
@@ -137,6 +143,11 @@ class ExperimentSpec(_Strict):
             raise ValueError(f"seeds must be distinct integers from 0 to {SEED_MAX}")
         return v
 
+    @field_validator("runs", mode="before")
+    @classmethod
+    def _empty_entries(cls, v: Any) -> Any:  # `natural:` alone: a run of the base config as it is
+        return {k: {} if e is None else e for k, e in v.items()} if isinstance(v, dict) else v
+
     @field_validator("runs")
     @classmethod
     def _plain_keys(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:  # they name run folders
@@ -166,9 +177,11 @@ class Experiment:
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` updated by ``over``, recursing into nested mappings (``over`` wins)."""
+    """``base`` updated by ``over``, recursing into nested mappings (``over`` wins; a null section adds nothing)."""
     out = copy.deepcopy(dict(base))
     for k, v in over.items():
+        if v is None and isinstance(out.get(k), Mapping):
+            continue  # an empty section (`method:` with its keys commented out) overrides nothing
         out[k] = (
             deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else copy.deepcopy(v)
         )
