@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.test_report import _make_run
+from tests.test_report import _make_run, _record
 
 from dard.config import dump_config, parse_config
 from dard.errors import DardError
@@ -234,3 +234,13 @@ def test_an_attack_recorded_with_other_settings_is_said_above_the_table(tmp_path
     RunDir(paths[1]).write_eval("best", rec)
     md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r2").read_text()
     assert "**Attacks recorded with other settings in some runs** (their column holds both): pgd20 (steps)." in md
+
+
+def test_rows_measured_on_different_numbers_of_images_are_said_above_the_table(tmp_path: Path) -> None:
+    # a row evaluated with `dard eval --n 50` sat beside rows on 100 images in one column without a word
+    paths = [_make_run(tmp_path, f"{m}-s0", 0, m, 0.8, 0.4, teacher=None, aa=0.3) for m in ("sat", "trades")]
+    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r1").read_text()
+    assert "different numbers of test images" not in md
+    RunDir(paths[1]).write_eval("best", EvalFile.of(_record("best", 2, 0.8, 0.4, seed=0, n=50)))
+    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r2").read_text()
+    assert "**Rows measured on different numbers of test images**: 100 (sat); 50 (trades)." in md

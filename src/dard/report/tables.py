@@ -52,7 +52,7 @@ def main_table(rep: ReportContent) -> list[str]:
         ]
     if rep.paired and rep.paired.legend:
         lines += [rep.paired.legend, ""]
-    lines += _worst_case_note(rep) + _settings_note(rep)
+    lines += _images_note(rep) + _worst_case_note(rep) + _settings_note(rep)
     header = ["Run", "Method", "Student", "Teacher", "Seeds (n)", *(c.header for c in rep.columns)]
     rows = []
     for g in rep.group_rows:
@@ -60,6 +60,19 @@ def main_table(rep: ReportContent) -> list[str]:
         cells = [cell_text(g, rep.checkpoint, c.key, m) for c, m in zip(rep.columns, marks)]
         rows.append([*_identity_cells(g), str(g["n"]), *cells])
     return lines + markdown_table(header, rows) + [""]
+
+
+def _images_note(rep: ReportContent) -> list[str]:
+    """A line above the main table when its rows were measured on different numbers of test images: a column then
+    sets a number on 1,000 images beside one on 10,000 (the intervals say so only below 10,000 points)."""
+    rows_by_total: dict[int, list[str]] = {}
+    for run, row in zip(rep.runs, rep.run_rows):
+        names = rows_by_total.setdefault(run.evals[rep.checkpoint].clean.total, [])
+        names += [] if row["group"] in names else [row["group"]]
+    if len(rows_by_total) < 2:
+        return []
+    parts = "; ".join(f"{total:,} ({', '.join(names)})" for total, names in sorted(rows_by_total.items())[::-1])
+    return [f"**Rows measured on different numbers of test images**: {parts}.", ""]
 
 
 def _worst_case_note(rep: ReportContent) -> list[str]:
