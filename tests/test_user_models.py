@@ -4,6 +4,7 @@ wrapper and state-dict keys, checkpoints, and `dard train` / `dard eval` with th
 from __future__ import annotations
 
 import itertools
+import json
 import sys
 import textwrap
 from pathlib import Path
@@ -502,3 +503,33 @@ def test_teacher_from_user_code_weights_or_checkpoint(user_run, tmp_path):
     assert all(not p.requires_grad for p in from_weights.parameters())
     with pytest.raises(DardError, match="teacher.arch="):
         load_model(bundle, "cpu", checkpoint=run, what="teacher")
+
+
+WIDTH_OF_ITS_ARGUMENT = """
+from torch import nn
+
+
+def make(num_classes=10, in_channels=1, hidden=16):
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * 64, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+"""
+
+
+def test_eval_passes_model_args_to_the_factory_of_external_weights(user_module, tmp_path, capsys):
+    # external weights of a factory built with other arguments (a timm ViT's img_size, a net's width) could not be
+    # evaluated: dard eval had no way to give the factory its keyword arguments, as a config's model.kwargs does
+    spec = f"{user_module(WIDTH_OF_ITS_ARGUMENT)}:make"
+    weights = tmp_path / "w.safetensors"
+    save_file(create_model(spec, num_classes=10, in_channels=1, hidden=32).net.state_dict(), str(weights))
+    out = tmp_path / "r.json"
+    argv = ["eval", "--model", spec, "--weights", str(weights), "--normalization", "none", "--data", "digits"]
+    argv += ["--n", "16", "--attacks", "fgsm", "--no-progress"]
+    fails_cleanly(capsys, None, argv, "architecture mismatch")  # the factory's default width: the weights do not fit
+    assert main([*argv, "--model-arg", "hidden=32", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["model"]["kwargs"] == {"hidden": 32}
+    for bad, needle in [
+        (["--model-arg", "hidden"], "must look like KEY=VALUE"),
+        (["--model-arg", "hidden=32", "--model-arg", "hidden=8"], "given twice"),
+        (["--model-arg", "num_classes=3"], "num_classes"),
+        (["--model-arg", "hidden=2020-01-01"], "got a date"),
+    ]:
+        fails_cleanly(capsys, None, [*argv, *bad], needle)

@@ -224,6 +224,7 @@ def load_model(
     what: str = "model",
     model_dir: str | Path | None = None,
     threat_model: str = "Linf",
+    kwargs: Mapping[str, Any] | None = None,
 ) -> LoadedModel:
     """A model for ``bundle``'s images: a dard ``checkpoint`` (whose recorded architecture ``arch``, if given, must
     be), or architecture ``arch`` with external ``weights`` (a file or a state dict already read) and, if
@@ -245,7 +246,7 @@ def load_model(
     else:
         if arch is None or weights is None:
             raise DardError(f"{what}: give a dard checkpoint or an architecture with its weights")
-        spec = model_spec(arch, bundle, normalize)
+        spec = model_spec(arch, bundle, normalize, kwargs)  # kwargs: the factory's, for ``weights`` alone
         model = build_model(spec)
         load_weights(model, weights if isinstance(weights, Mapping) else str(weights))
         source = "state dict" if isinstance(weights, Mapping) else str(weights)

@@ -20,6 +20,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--weights", help="external weights file (.pt/.pth/.safetensors state dict), loaded weights-only")
     p.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword argument of the --model factory for --weights (a value read as YAML; repeatable), e.g. "
+        "img_size=32 for a timm ViT: as a config's model.kwargs",
+    )
+    p.add_argument(
         "--model-dir",
         help="RobustBench's model folder for --model robustbench:NAME (default $DARD_MODEL_DIR, else "
         "~/.cache/dard/robustbench); offline, put <dataset>/<threat>/<NAME>.pt there",

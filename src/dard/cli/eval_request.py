@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from typing import Any
+
+from dard.errors import DardError, shown
 
 __all__ = ["EvalRequest"]
 
@@ -15,6 +18,7 @@ class EvalRequest:
     checkpoint: str | None = None  # a dard checkpoint or a run folder
     model: str | None = None  # the architecture of --weights (or of user code), or robustbench:NAME
     weights: str | None = None  # an external weights file
+    model_args: tuple[str, ...] = ()  # KEY=VALUE keyword arguments of the --model factory, for --weights
     model_dir: str | None = None  # RobustBench's model folder
     normalization: str | None = None  # "dataset" or "none", for --weights
     data: str | None = None
@@ -37,6 +41,7 @@ class EvalRequest:
             checkpoint=args.checkpoint,
             model=args.model,
             weights=args.weights,
+            model_args=tuple(args.model_arg),
             model_dir=args.model_dir,
             normalization=args.normalization,
             data=args.data,
@@ -52,3 +57,29 @@ class EvalRequest:
             out=args.out,
             progress=not args.no_progress,
         )
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """The ``--model-arg KEY=VALUE`` keyword arguments of the --weights' factory, each value read as YAML (as a
+        config's ``model.kwargs``); a DardError names a malformed, repeated, reserved or non-plain one."""
+        import yaml
+
+        from dard.io import parse_yaml
+        from dard.models import check_model_kwargs
+        from dard.validate import check_plain_data
+
+        if self.model_args and not self.weights:
+            raise DardError("--model-arg is for --model ARCH --weights FILE (a dard checkpoint records its own)")
+        kwargs: dict[str, Any] = {}
+        for item in self.model_args:
+            key, eq, raw = item.partition("=")
+            key = key.strip()
+            if not eq or not key.isidentifier():
+                raise DardError(f"--model-arg {shown(item)} must look like KEY=VALUE, KEY a Python name")
+            if key in kwargs:
+                raise DardError(f"--model-arg {key} is given twice")
+            try:
+                kwargs[key] = parse_yaml(raw, f"--model-arg {key}")
+            except (yaml.YAMLError, RecursionError):
+                kwargs[key] = raw
+        check_plain_data(kwargs, "--model-arg")
+        return dict(check_model_kwargs(kwargs, self.model))

@@ -28,6 +28,7 @@ def _load_model_and_data(
     """The model to evaluate, its provenance for the record, and the dataset; the checkpoint or weights file is
     checked before the (possibly large) data is loaded."""
     state = None
+    kwargs = request.model_kwargs()
     if request.checkpoint:
         checkpoint_meta(request.checkpoint, request.model)
     elif not request.model:
@@ -45,6 +46,7 @@ def _load_model_and_data(
         weights=state,
         normalize=request.normalization == "dataset",
         model_dir=request.model_dir,
+        kwargs=kwargs,
     )
     if _is_zoo_model(request):
         return loaded.model, loaded.info, bundle
@@ -58,6 +60,7 @@ def _load_model_and_data(
             "arch": request.model,
             "num_classes": bundle.num_classes,
             "normalization": request.normalization,
+            **({"kwargs": kwargs} if kwargs else {}),
         }
     return loaded.model, info, bundle
 
@@ -77,6 +80,7 @@ def run_eval(request: EvalRequest) -> EvalRecord:
         raise DardError("give either a dard checkpoint, --model ARCH --weights FILE, or --model robustbench:NAME")
     if _is_zoo_model(request) and request.normalization:
         raise DardError("--normalization is for --weights: a RobustBench model normalises its inputs itself")
+    request.model_kwargs()  # a malformed --model-arg is said before any work
     out = EvalOutput.check(request.out, request.checkpoint) if request.out else None
     settings = eval_settings(request)
     eps = settings.eps
