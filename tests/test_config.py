@@ -28,6 +28,11 @@ def test_defaults_round_trip():
         ({"eps": "8/0"}, "8/0"),
         ({"optim": {"schedule": "linear"}}, "optim.schedule"),
         ({"teacher": {"weights": "x.pt"}}, "weights needs arch"),
+        # a second entry ran the same evaluation again (hours at the small scale) and the record kept one
+        ({"eval": {"attacks": ["pgd20", "fgsm", "pgd20"]}}, "eval.attacks: Value error, pgd20 is listed twice"),
+        ({"eval": {"attacks": ["cw", "cw-linf"]}}, "cw-linf is listed twice"),  # the old label and the new one
+        ({"eval": {"eps_sweep": [0.01, 0.02, 0.01]}}, "eval.eps_sweep: Value error, 0.01 is listed twice"),
+        ({"eval": {"checkpoints": ["best", "best"]}}, "eval.checkpoints: Value error, best is listed twice"),
     ],
 )
 def test_bad_values_name_the_key(data, needle):

@@ -165,7 +165,23 @@ class EvalConfig(_Strict):
     @classmethod
     def _current_labels(cls, v: list[str]) -> list[str]:
         # old labels (tpgd, cw) under their current names, so a config written with them has the same identity
-        return [canonical_label(label) for label in v]
+        return _distinct([canonical_label(label) for label in v])
+
+    @field_validator("eps_sweep", "checkpoints", mode="after")
+    @classmethod
+    def _distinct_entries(cls, v: list[Any]) -> list[Any]:
+        return _distinct(v)
+
+
+def _distinct(values: list[Any]) -> list[Any]:
+    """``values``, or a ValueError naming the one given twice: a second `pgd20` (or eps, or checkpoint) would run the
+    same evaluation again, for hours, and its record keep one of them."""
+    seen: set[Any] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{value} is listed twice")
+        seen.add(value)
+    return values
 
 
 class SpeedConfig(_Strict):
