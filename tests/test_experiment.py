@@ -314,13 +314,18 @@ def test_an_empty_run_entry_or_section_is_the_base_config(tmp_path):
     assert planned["dard-s0"].method.name == "dard"
 
 
-def test_plan_checks_the_runs_folder_as_the_experiment_does(tmp_path):
+def test_plan_checks_the_output_folders_as_the_experiment_does(tmp_path):
     # --plan printed a plan for a runs folder that is a file, which the experiment itself refuses at once
     _write(tmp_path)
     (tmp_path / "afile").write_text("mine\n")
     proc = run_cli("experiment", "tiny", "--runs", str(tmp_path / "afile"), "--plan", cwd=tmp_path)
     assert_one_line_error(proc, f"runs folder {tmp_path / 'afile'} is a file, not a folder")
     assert (tmp_path / "afile").read_text() == "mine\n"
+    # and the results folder likewise
+    argv = ["experiment", "tiny", "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "afile"), "--plan"]
+    proc = run_cli(*argv, cwd=tmp_path)
+    assert_one_line_error(proc, f"results folder {tmp_path / 'afile'} is a file, not a folder")
+    assert (tmp_path / "afile").read_text() == "mine\n" and not (tmp_path / "runs").exists()
 
 
 def test_plan_checks_the_data_before_anything_runs(tmp_path):

@@ -63,10 +63,13 @@ def run(args: argparse.Namespace) -> int:
     exp = load_experiment(args.name, args.scale)
     runs = Path(args.runs or exp.spec.runs_dir or Path("runs") / "experiments" / exp.scale)
     exp.use_data(args.data_dir, args.download)
+    results = Path(args.results or Path("results") / exp.name / exp.scale)
     if args.plan:
+        from dard.experiment.plan import check_output_folder
+
+        check_output_folder(results, "results folder")  # as the experiment itself checks it first
         _print_plan(args, exp, runs)
         return 0
-    results = Path(args.results or Path("results") / exp.name / exp.scale)
     command = "dard experiment " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
     budget = _budget_options(args)
     path = run_experiment(exp, runs, results, device=args.device, jobs=args.jobs, command=command, budget=budget)
