@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -23,12 +25,11 @@ __all__ = ["run_eval"]
 
 
 def _load_model_and_data(
-    request: EvalRequest, settings: EvalSettings, device: torch.device
+    request: EvalRequest, settings: EvalSettings, device: torch.device, kwargs: dict[str, Any]
 ) -> tuple[nn.Module, dict, DatasetBundle]:
     """The model to evaluate, its provenance for the record, and the dataset; the checkpoint or weights file is
     checked before the (possibly large) data is loaded."""
     state = None
-    kwargs = request.model_kwargs()
     if request.checkpoint:
         checkpoint_meta(request.checkpoint, request.model)
     elif not request.model:
@@ -80,7 +81,7 @@ def run_eval(request: EvalRequest) -> EvalRecord:
         raise DardError("give either a dard checkpoint, --model ARCH --weights FILE, or --model robustbench:NAME")
     if _is_zoo_model(request) and request.normalization:
         raise DardError("--normalization is for --weights: a RobustBench model normalises its inputs itself")
-    request.model_kwargs()  # a malformed --model-arg is said before any work
+    kwargs = request.model_kwargs()  # a malformed --model-arg is said before any work
     out = EvalOutput.check(request.out, request.checkpoint) if request.out else None
     settings = eval_settings(request)
     eps = settings.eps
@@ -93,7 +94,7 @@ def run_eval(request: EvalRequest) -> EvalRecord:
     labels = [a.strip() for a in given.split(",") if a.strip()]
     attacks = build_suite(labels, eps, seed=request.seed, norm=settings.norm)
 
-    model, info, bundle = _load_model_and_data(request, settings, device)
+    model, info, bundle = _load_model_and_data(request, settings, device, kwargs)
     test = bundle.test
     n = len(test) if request.n is None else min(request.n, len(test))
     x = test.x[:n].float().div(255)
