@@ -78,6 +78,24 @@ def test_train_device_and_download_flags_set_the_config(tmp_path, monkeypatch):
     assert seen["cfg"].device == "cpu" and seen["cfg"].data.download is True
 
 
+def test_train_shortcut_options_take_their_value_as_given(tmp_path, monkeypatch, capsys):
+    # shortcuts were turned into `--set key=value` text and read as YAML: `--teacher "runs/t #1"` named the folder
+    # runs/t (a comment cut off: another run's teacher, in silence), `--data-dir yes` was the boolean true
+    seen = {}
+
+    def fake_train(cfg, out, **kw):
+        seen["cfg"] = cfg
+        return Path(out)
+
+    monkeypatch.setattr("dard.training.train", fake_train)
+    argv = ["train", "--config", config_file(tmp_path), "--out", str(tmp_path / "r")]
+    assert main([*argv, "--data-dir", "yes", "--model", "null", "--teacher", "runs/t #1", "--device", "cpu"]) == 0
+    cfg = seen["cfg"]
+    assert (cfg.data.dir, cfg.model.arch, cfg.teacher.checkpoint) == ("yes", "null", "runs/t #1")
+    # a key given by its shortcut and by --set: one line naming both, not the one applied last
+    fails_cleanly(capsys, tmp_path, [*argv, "--epochs", "2", "--set", "optim.epochs=3"], "--epochs and --set")
+
+
 @pytest.mark.parametrize("device", ["meta", "xpu", "vulkan", "privateuseone", "mps", "cuda:-1", "CPU"])
 def test_devices_dard_cannot_run_on_are_one_line(device, tmp_path, capsys, monkeypatch):
     # torch.device() parses many names; meta, xpu, vulkan, ... failed inside the run as internal errors

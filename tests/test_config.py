@@ -6,7 +6,7 @@ import pytest
 import yaml
 from tests.conftest import assert_one_line_error, run_cli
 
-from dard.config import dump_config, load_config, parse_config
+from dard.config import dump_config, load_config, parse_config, read_assignments
 from dard.errors import DardError
 
 
@@ -81,6 +81,25 @@ def test_an_override_with_an_empty_key_part_names_the_override(override):
     with pytest.raises(DardError, match="must look like key.sub=value") as e:
         load_config(None, [override])
     assert "\n" not in str(e.value)
+
+
+def test_set_and_model_arg_are_read_by_one_reader():
+    # `--set seed=1 --set seed=2` ran with seed 2 in silence while `--model-arg` refused a key given twice: two
+    # readers of KEY=VALUE (dard.config.options.read_assignments is now the one)
+    with pytest.raises(DardError, match="--set 'seed' is given twice"):
+        load_config(None, ["seed=1", "seed=2"])
+    with pytest.raises(DardError, match="--model-arg 'hidden' is given twice"):
+        read_assignments(["hidden=1", "hidden=2"], "--model-arg", dotted=False)
+    for dotted in (True, False):
+        for item in ("nokey", "=5"):
+            with pytest.raises(DardError, match=f"{item!r} must look like"):
+                read_assignments([item], "--x", dotted=dotted)
+    # values as a config file's (1e-3 a number), raw text where the YAML is broken
+    assert read_assignments(["lr=1e-3", "name=a: b: c", "d={x: 1}"], "--set", dotted=True) == {
+        "lr": 1e-3,
+        "name": "a: b: c",
+        "d": {"x": 1},
+    }
 
 
 def test_yaml_errors(tmp_path):

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
-from dard.errors import DardError, shown
+from dard.errors import DardError
 
 __all__ = ["EvalRequest"]
 
@@ -61,25 +61,12 @@ class EvalRequest:
     def model_kwargs(self) -> dict[str, Any]:
         """The ``--model-arg KEY=VALUE`` keyword arguments of the --weights' factory, each value read as YAML (as a
         config's ``model.kwargs``); a DardError names a malformed, repeated, reserved or non-plain one."""
-        import yaml
-
-        from dard.io import parse_yaml
+        from dard.config import read_assignments
         from dard.models import check_model_kwargs
         from dard.validate import check_plain_data
 
         if self.model_args and not self.weights:
             raise DardError("--model-arg is for --model ARCH --weights FILE (a dard checkpoint records its own)")
-        kwargs: dict[str, Any] = {}
-        for item in self.model_args:
-            key, eq, raw = item.partition("=")
-            key = key.strip()
-            if not eq or not key.isidentifier():
-                raise DardError(f"--model-arg {shown(item)} must look like KEY=VALUE, KEY a Python name")
-            if key in kwargs:
-                raise DardError(f"--model-arg {key} is given twice")
-            try:
-                kwargs[key] = parse_yaml(raw, f"--model-arg {key}")
-            except (yaml.YAMLError, RecursionError):
-                kwargs[key] = raw
+        kwargs = read_assignments(self.model_args, "--model-arg", dotted=False)
         check_plain_data(kwargs, "--model-arg")
         return dict(check_model_kwargs(kwargs, self.model))

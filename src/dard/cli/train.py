@@ -119,13 +119,14 @@ def run(args: argparse.Namespace) -> int:
 
     stop_at = None if args.time_budget is None else time.time() + parse_duration(args.time_budget)
     overrides = list(args.overrides)
-    overrides += [f"{key}={getattr(args, flag)}" for flag, key in _TRAIN_SHORTCUTS if _given(getattr(args, flag))]
+    # the options' own values, typed by argparse: read as YAML text, `--teacher "runs/t #1"` lost its ` #1`
+    shortcuts = {key: (_option(f), getattr(args, f)) for f, key in _TRAIN_SHORTCUTS if _given(getattr(args, f))}
     if args.resume:
         _check_resume(args)
-        cfg = resume_config(args.resume, overrides)
+        cfg = resume_config(args.resume, overrides, shortcuts)
         run_dir = _train_until(cfg, args.resume, True, stop_at)
     else:
-        cfg = load_config(args.config, overrides)
+        cfg = load_config(args.config, overrides, shortcuts)
         name_given = any(o.partition("=")[0].strip() == "name" for o in overrides)
         cfg, folder = name_run(cfg, load_config(args.config), args.out, name_given)
         run_dir = _train_until(cfg, folder, False, stop_at)

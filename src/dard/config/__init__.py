@@ -4,15 +4,8 @@ rows)."""
 
 from dard.config.identity import NOT_IDENTITY, SEEDLESS, config_diff, config_identity, identity_hash, without_keys
 from dard.config.messages import validation_message
-from dard.config.schema import (
-    RunConfig,
-    TeacherConfig,
-    apply_overrides,
-    dump_config,
-    load_config,
-    parse_config,
-    set_dotted,
-)
+from dard.config.options import apply_overrides, read_assignments, set_dotted
+from dard.config.schema import RunConfig, TeacherConfig, dump_config, load_config, parse_config
 
 __all__ = [
     "NOT_IDENTITY",
@@ -26,6 +19,7 @@ __all__ = [
     "identity_hash",
     "load_config",
     "parse_config",
+    "read_assignments",
     "set_dotted",
     "validation_message",
     "without_keys",

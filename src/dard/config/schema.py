@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,10 +19,11 @@ from pydantic import (
 )
 
 from dard.config.messages import validation_message
-from dard.errors import DardError, shown
+from dard.config.options import apply_overrides
+from dard.errors import DardError
 from dard.evaluation.record import canonical_label
 from dard.evaluation.suite import QUICK_SUITE, quick_suite
-from dard.io import parse_yaml, read_yaml_mapping
+from dard.io import read_yaml_mapping
 from dard.models import check_model_kwargs
 from dard.names import check_label
 from dard.packaged import find_config
@@ -276,38 +278,14 @@ def parse_config(data: dict[str, Any] | None) -> RunConfig:
         raise DardError(f"config error: {validation_message(e, RunConfig)}") from None
 
 
-def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Apply a command-line override ``a.b.c=value`` (value parsed as YAML) to a nested dict."""
-    keys = dotted.split(".")
-    node = data
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-        if not isinstance(node, dict):
-            raise DardError(f"override {shown(dotted)}: {shown(k)} is not a section")
-    node[keys[-1]] = value
-
-
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+def load_config(
+    path: str | Path | None, overrides: list[str] | None = None, shortcuts: Mapping[str, tuple[str, Any]] | None = None
+) -> RunConfig:
     """Load a YAML config (a file, or a packaged config's name such as ``cifar10/dard_resnet18``; defaults when
-    ``path`` is None) and apply ``key.sub=value`` overrides."""
+    ``path`` is None) and apply ``key.sub=value`` overrides and shortcut options' values (:func:`apply_overrides`)."""
     data: dict[str, Any] = read_yaml_mapping(find_config(path), "config file") if path is not None else {}
-    apply_overrides(data, overrides or [])
+    apply_overrides(data, overrides or [], shortcuts)
     return parse_config(data)
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
-    """Apply command-line overrides ``key.sub=value`` (each value parsed as YAML) to a config dict in place."""
-    for item in overrides:
-        if "=" not in item:
-            raise DardError(f"override {shown(item)} must look like key.sub=value")
-        key, _, raw = item.partition("=")
-        if not all(key.strip().split(".")):  # `=5`, `.lr=1`, `optim..lr=1`: a config has no key named ''
-            raise DardError(f"override {shown(item)} must look like key.sub=value (a key part is empty)")
-        try:
-            value = parse_yaml(raw, f"--set {key}")  # as the config file's own values are read (1e-3 a number)
-        except (yaml.YAMLError, RecursionError):
-            value = raw
-        set_dotted(data, key.strip(), value)
 
 
 def dump_config(cfg: RunConfig) -> str:

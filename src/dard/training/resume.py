@@ -70,12 +70,14 @@ def shortcut_may_change(key: str) -> bool:
     return may_change(key) and key not in NO_SHORTCUT_ON_RESUME
 
 
-def resume_config(run_dir: str | Path, overrides: list[str]) -> RunConfig:
-    """The recorded config of ``run_dir`` with ``key=value`` overrides applied (checked later by
-    :func:`resume_changes`: only the keys above may differ)."""
+def resume_config(
+    run_dir: str | Path, overrides: list[str], shortcuts: Mapping[str, tuple[str, Any]] | None = None
+) -> RunConfig:
+    """The recorded config of ``run_dir`` with ``key=value`` overrides and shortcut options applied
+    (:func:`dard.config.apply_overrides`; checked later by :func:`resume_changes`: only the keys above may differ)."""
     folder = RunDir(run_dir)
     data = folder.read_run_config().model_dump(mode="json")
-    apply_overrides(data, overrides)
+    apply_overrides(data, overrides, shortcuts)
     return parse_config(data)
 
 

@@ -1,0 +1,65 @@
+"""The command line's ``KEY=VALUE`` options: ``--set key.sub=value`` (a run config's overrides) and ``dard eval
+--model-arg KEY=VALUE`` (a factory's keyword arguments). One reader, so both refuse a malformed item with the same
+words and read a value the same way: as YAML, as dard reads its files (``1e-3`` a number), or as the raw text where
+it is no valid YAML (``--set name=a: b`` keeps its text)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from dard.errors import DardError, shown
+from dard.io import parse_yaml
+
+__all__ = ["apply_overrides", "read_assignments", "set_dotted"]
+
+
+def read_assignments(items: Sequence[str], flag: str, *, dotted: bool) -> dict[str, Any]:
+    """``KEY=VALUE`` items of option ``flag`` as {key: value}, in order; a DardError naming ``flag`` and the item for
+    one without ``=``, with an empty key (or, ``dotted``, an empty part: ``.lr``, ``optim..lr``) or one that is not a
+    Python name (not ``dotted``: a keyword argument), and for a key given twice (a later value silently won)."""
+    import yaml
+
+    form = "key.sub=value" if dotted else "KEY=VALUE, KEY a Python name"
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, raw = item.partition("=")
+        key = key.strip()
+        parts = key.split(".") if dotted else [key]
+        if not eq or not all(p.strip() for p in parts) or (not dotted and not key.isidentifier()):
+            why = " (a key part is empty)" if eq and dotted else ""
+            raise DardError(f"{flag} {shown(item)} must look like {form}{why}")
+        if key in out:
+            raise DardError(f"{flag} {shown(key)} is given twice")
+        try:
+            out[key] = parse_yaml(raw, f"{flag} {key}")
+        except (yaml.YAMLError, RecursionError):
+            out[key] = raw
+    return out
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Apply a command-line override ``a.b.c=value`` (value parsed as YAML) to a nested dict."""
+    keys = dotted.split(".")
+    node = data
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise DardError(f"override {shown(dotted)}: {shown(k)} is not a section")
+    node[keys[-1]] = value
+
+
+def apply_overrides(
+    data: dict[str, Any], overrides: Sequence[str], shortcuts: Mapping[str, tuple[str, Any]] | None = None
+) -> None:
+    """Apply command-line overrides ``key.sub=value`` (:func:`read_assignments`) to a config dict in place, then
+    ``shortcuts``, {key: (option, value)} of options that set one key each (`dard train --teacher`, ``--epochs``):
+    their values as given, not read as YAML (``--teacher "runs/t #1"`` was the folder ``runs/t``, a comment cut
+    off). A key set by both is a DardError naming the two."""
+    values = read_assignments(overrides, "--set", dotted=True)
+    for key, (option, value) in (shortcuts or {}).items():
+        if key in values:
+            raise DardError(f"{option} and --set {key} both set {key}: give one of them")
+        values[key] = value
+    for key, value in values.items():
+        set_dotted(data, key, value)
