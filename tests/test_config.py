@@ -102,6 +102,30 @@ def test_set_and_model_arg_are_read_by_one_reader():
     }
 
 
+@pytest.mark.parametrize(
+    "data, dumped, identity",
+    [
+        ({}, "d428610daf66b846", "904912541ac1"),
+        ({"teacher": {"arch": "small_cnn", "weights": "t.pt", "normalize": False}}, "8244f00eb1589cf1", "2df0a98eca4a"),
+        (
+            {"teacher": {"checkpoint": "runs/t"}, "model": {"arch": "timm:vit_tiny_patch16_224", "kwargs": {"a": 3}}},
+            "c49c28690003b04e",
+            "9072c9510fa6",
+        ),
+    ],
+)
+def test_a_config_without_teacher_kwargs_dumps_and_hashes_as_before(data, dumped, identity):
+    # runs already trained are known by their dumped config.yaml and its identity: teacher.kwargs (like an empty
+    # model.kwargs) stays out of both unless set. The values are those of dard before teacher.kwargs existed.
+    import hashlib
+
+    from dard.config import config_identity, identity_hash
+
+    data = {"method": {"name": "dard"}, **data}
+    assert hashlib.sha256(dump_config(parse_config(data)).encode()).hexdigest()[:16] == dumped
+    assert identity_hash(config_identity(data)) == identity
+
+
 def test_yaml_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim: {epochs: [1,\n")

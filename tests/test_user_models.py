@@ -533,3 +533,35 @@ def test_eval_passes_model_args_to_the_factory_of_external_weights(user_module, 
         (["--model-arg", "hidden=2020-01-01"], "got a date"),
     ]:
         fails_cleanly(capsys, None, [*argv, *bad], needle)
+
+
+def test_a_teacher_from_weights_takes_its_factorys_kwargs(user_module, tmp_path, capsys):
+    # teacher: {arch, weights} built the factory with its defaults: weights of another width (a timm ViT's img_size)
+    # could not teach, while the student had model.kwargs and dard eval --model-arg
+    spec = f"{user_module(WIDTH_OF_ITS_ARGUMENT)}:make"
+    weights = tmp_path / "w.safetensors"
+    save_file(create_model(spec, num_classes=10, in_channels=1, hidden=32).net.state_dict(), str(weights))
+    teacher = {"arch": spec, "weights": str(weights), "normalize": False}
+    bundle = load_dataset("digits")
+    model, info = load_teacher(TeacherConfig(**teacher, kwargs={"hidden": 32}), bundle, torch.device("cpu"))
+    assert info["kwargs"] == {"hidden": 32} and model.net[1].out_features == 32
+    with pytest.raises(DardError, match="architecture mismatch"):
+        load_teacher(TeacherConfig(**teacher), bundle, torch.device("cpu"))
+    # the checks of model.kwargs: plain data, not what dard sets, and only where they reach a factory
+    for kwargs, needle in [
+        ({"num_classes": 3}, "num_classes comes from the dataset"),
+        ({"when": yaml.safe_load("2020-01-01")}, "got a date"),
+    ]:
+        with pytest.raises(DardError, match=needle):
+            parse_config({"teacher": {**teacher, "kwargs": kwargs}})
+    with pytest.raises(DardError, match="kwargs is for arch . weights"):
+        parse_config({"teacher": {"checkpoint": "runs/t", "kwargs": {"hidden": 32}}})
+    # through dard train: the teacher is checked before any work, and run.json records what built it
+    root = tmp_path / "w"
+    root.mkdir()
+    cfg = config_file(root, method={"name": "dard", "params": {}}, teacher=teacher)
+    argv = ["train", "--config", cfg, "--out", str(root / "run")]
+    fails_cleanly(capsys, root, argv, "architecture mismatch")
+    assert main([*argv, "--set", "teacher.kwargs={hidden: 32}"]) == 0
+    assert json.loads((root / "run" / "run.json").read_text())["teacher"]["kwargs"] == {"hidden": 32}
+    assert yaml.safe_load((root / "run" / "config.yaml").read_text())["teacher"]["kwargs"] == {"hidden": 32}

@@ -73,14 +73,13 @@ class DataConfig(_Strict):
     augment: bool = True
 
 
-class ModelConfig(_Strict):
-    arch: str = "small_cnn"
-    normalize: bool = True
-    # without the keys dard sets itself (check_model_kwargs): a TypeError from create_model otherwise
-    kwargs: Annotated[PlainMapping, AfterValidator(lambda v: _as_value_error(check_model_kwargs, v))] = Field(
-        default_factory=dict,
-        description="keyword arguments for the model's factory, e.g. {img_size: 32, patch_size: 4} for a timm ViT",
-    )
+#: a factory's keyword arguments (model.kwargs, teacher.kwargs): plain data, without the keys dard sets itself
+#: (check_model_kwargs; a TypeError from create_model otherwise)
+FactoryKwargs = Annotated[PlainMapping, AfterValidator(lambda v: _as_value_error(check_model_kwargs, v))]
+
+
+class _WithKwargs(_Strict):
+    """A section with a factory's ``kwargs`` (each declares its own, in its place among its keys)."""
 
     @model_serializer(mode="wrap")
     def _without_empty_kwargs(self, handler: Any) -> Any:
@@ -91,11 +90,23 @@ class ModelConfig(_Strict):
         return data
 
 
-class TeacherConfig(_Strict):
+class ModelConfig(_WithKwargs):
+    arch: str = "small_cnn"
+    normalize: bool = True
+    kwargs: FactoryKwargs = Field(
+        default_factory=dict,
+        description="keyword arguments for the model's factory, e.g. {img_size: 32, patch_size: 4} for a timm ViT",
+    )
+
+
+class TeacherConfig(_WithKwargs):
     checkpoint: str | None = Field(None, description="dard checkpoint (.safetensors + .json) or run folder")
     arch: str | None = Field(None, description="with `weights`: architecture of an external state dict")
     weights: str | None = None
     normalize: bool = True
+    kwargs: FactoryKwargs = Field(
+        default_factory=dict, description="with `weights`: keyword arguments for the architecture's factory"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> TeacherConfig:
@@ -103,6 +114,8 @@ class TeacherConfig(_Strict):
             raise ValueError("give either checkpoint or arch + weights, not both")
         if self.weights and not self.arch:
             raise ValueError("weights needs arch")
+        if self.kwargs and not self.weights:  # a checkpoint records its own; without weights they reach nothing
+            raise ValueError("kwargs is for arch + weights (a dard checkpoint records its own)")
         return self
 
     @property

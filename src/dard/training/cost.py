@@ -194,8 +194,8 @@ def teacher_arch(cfg: RunConfig, folder: RunDir | None = None) -> str | None:
 
 def recorded_teacher_kwargs(cfg: RunConfig, folder: RunDir | None = None) -> dict[str, Any]:
     """The factory arguments the teacher was built with (a ``timm:`` ViT's ``img_size``, ...), as
-    :func:`teacher_arch` finds its architecture: from the run's run.json, else its checkpoint's metadata; ``{}``
-    when none are recorded (a teacher given as ``teacher.arch`` + ``teacher.weights`` has none)."""
+    :func:`teacher_arch` finds its architecture: from the run's run.json, else its checkpoint's metadata, else
+    ``teacher.kwargs`` (a teacher given as ``teacher.arch`` + ``teacher.weights``)."""
     if folder is not None and folder.run_info.is_file():
         recorded = folder.read_info().teacher
         if recorded:
@@ -205,7 +205,7 @@ def recorded_teacher_kwargs(cfg: RunConfig, folder: RunDir | None = None) -> dic
             return dict(checkpoint_meta(cfg.teacher.checkpoint)[1]["model"].get("kwargs") or {})
         except DardError:
             return {}
-    return {}
+    return dict(cfg.teacher.kwargs)
 
 
 def measured_rate(folder: RunDir, train_macs: float) -> tuple[float, float] | None:

@@ -96,6 +96,7 @@ def load_teacher(
         arch=tcfg.arch,
         weights=tcfg.weights,
         normalize=tcfg.normalize,
+        kwargs=tcfg.kwargs,
         what="teacher",
         threat_model=threat_model,
     )
