@@ -22,7 +22,7 @@ from dard.cli import main
 from dard.config import TeacherConfig, load_config, parse_config
 from dard.data import load_dataset
 from dard.errors import DardError
-from dard.model_checks import check_batch_independent
+from dard.model_checks import check_batch_independent, check_input
 from dard.models import ImageClassifier, PlainClassifier, create_model, register_model
 from dard.training import train
 from dard.training.setup import load_teacher
@@ -533,6 +533,39 @@ def test_eval_passes_model_args_to_the_factory_of_external_weights(user_module, 
         (["--model-arg", "hidden=2020-01-01"], "got a date"),
     ]:
         fails_cleanly(capsys, None, [*argv, *bad], needle)
+
+
+FAILS_WHATEVER_THE_SIZE = """
+import torch
+from torch import nn
+
+CALLS = []
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.fc = nn.Linear(1, num_classes)
+
+    def forward(self, x):
+        CALLS.append(tuple(x.shape))
+        return self.fc(undefined_name)
+
+
+def make(num_classes=10):
+    return Net(num_classes)
+"""
+
+
+def test_a_model_failing_for_another_reason_than_the_size_is_not_probed_at_every_size(user_module):
+    # after a failure that is not about the image size (here a NameError), the minimum-size probe still ran the
+    # model on every size up to 1024x1024 (minutes for a large model on a CPU) and then gave the first error anyway
+    name = user_module(FAILS_WHATEVER_THE_SIZE)
+    model = create_model(f"{name}:make", num_classes=10, in_channels=1)
+    x = load_dataset("digits").test.x[:2].float() / 255
+    with pytest.raises(DardError, match=r"cannot take the dataset's 1x8x8 images \(NameError: name 'undefined_name'"):
+        check_input(model, x, 10, "model")
+    assert sys.modules[name].CALLS == [(2, 1, 8, 8)]
 
 
 def test_a_teacher_from_weights_takes_its_factorys_kwargs(user_module, tmp_path, capsys):

@@ -59,27 +59,45 @@ def check_finite(tensors: nn.Module | Mapping[str, Tensor], where: str) -> None:
             )
 
 
-def _runs(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> bool:
+# words of torch's and timm's messages about a tensor's spatial size ("Output size is too small", "mat1 and mat2
+# shapes cannot be multiplied", "Kernel size can't be greater", "Input height (8) doesn't match model (224)")
+_SIZE_WORDS = ("size", "shape", "dim", "height", "width", "match", "small", "kernel", "pixel", "resolution")
+
+
+def _about_size(exc: BaseException) -> bool:
+    """Whether a model's failure may be about the image size (an empty message may be: a bare assert)."""
+    text = str(exc).lower()
+    return not text or any(word in text for word in _SIZE_WORDS)
+
+
+def _runs(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> Exception | None:
+    """None if ``model`` takes zeros of ``shape``, else its exception."""
     try:
         model(torch.zeros(shape, device=device))
-        return True
-    except Exception:  # any failure counts: we only look for the size from which it works
-        return False
+        return None
+    except Exception as e:  # any failure counts: we only look for the size from which it works
+        return e
 
 
 @torch.no_grad()
 def min_input_size(model: nn.Module, channels: int, device: torch.device) -> int | None:
-    """The smallest square image side ``model`` accepts (in eval mode), None if none up to 1024 pixels does."""
+    """The smallest square image side ``model`` accepts (in eval mode), None if none up to 1024 pixels does or a
+    failure is not about the size (a probe of every size up to 1024 took minutes for a large model on a CPU)."""
     with eval_mode(model):
         side = 1
-        while side <= _LARGEST_PROBE and not _runs(model, (1, channels, side, side), device):
+        while side <= _LARGEST_PROBE:
+            failure = _runs(model, (1, channels, side, side), device)
+            if failure is None:
+                break
+            if not _about_size(failure):
+                return None
             side *= 2
         if side > _LARGEST_PROBE:
             return None
         lo, hi = side // 2 + 1, side  # hi works, everything below lo failed (sizes are assumed monotone)
         while lo < hi:
             mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if _runs(model, (1, channels, mid, mid), device) else (mid + 1, hi)
+            lo, hi = (lo, mid) if _runs(model, (1, channels, mid, mid), device) is None else (mid + 1, hi)
         return hi
 
 
@@ -96,7 +114,8 @@ def check_input(model: nn.Module, x: Tensor, num_classes: int, what: str, traine
         except DardError as e:  # a wrapper's own check (PlainClassifier: a tuple, dict or other class count)
             raise DardError(f"{what}: {e}") from None
         except Exception as e:  # a shape error deep inside the model: say what does not fit
-            side = min_input_size(model, c, x.device) if min(h, w) < _LARGEST_PROBE else None
+            probe = min(h, w) < _LARGEST_PROBE and _about_size(e)  # else the error itself is what to say
+            side = min_input_size(model, c, x.device) if probe else None
             if side is not None and min(h, w) < side:
                 raise DardError(
                     f"{what} needs images of at least {side}x{side} pixels; the dataset's are {w}x{h}"
