@@ -26,6 +26,7 @@ from dard.cli.common import DEBUG_HELP, stderr_line
 from dard.crash import crash_line, debug_wanted, user_code_frame, user_code_line
 from dard.errors import DardError, one_line
 from dard.interrupts import INTERRUPTED, LINE, raise_on_interrupt
+from dard.user_code import warnings_held
 
 __all__ = ["COMMANDS", "ERROR_CHARS", "build_parser", "main"]
 
@@ -96,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = debug_wanted(args.debug)
     try:
         check_args(args)
-        return COMMANDS[args.command](args)
+        with warnings_held():  # a user's model's warnings: shown once it loads, never before an error line
+            return COMMANDS[args.command](args)
     except DardError as e:  # bad input: one line and exit 2, with --debug too (it only unmasks unexpected errors)
         stderr_line(f"dard: error: {one_line(e, ERROR_CHARS)}")
         return 2

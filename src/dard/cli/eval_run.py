@@ -19,6 +19,7 @@ from dard.evaluation.suite import build_suite, evaluate, quick_suite
 from dard.evaluation.table import format_table, threat_text
 from dard.models import library_prefix, model_factory
 from dard.runtime import configure_threads, environment, resolve_device, seed_everything
+from dard.user_code import release_warnings
 from dard.weights import read_state_dict
 
 __all__ = ["run_eval"]
@@ -95,6 +96,7 @@ def run_eval(request: EvalRequest) -> EvalRecord:
     attacks = build_suite(labels, eps, seed=request.seed, norm=settings.norm)
 
     model, info, bundle = _load_model_and_data(request, settings, device, kwargs)
+    release_warnings()  # the model is loaded and checked: its code's warnings may be shown now
     test = bundle.test
     n = len(test) if request.n is None else min(request.n, len(test))
     x = test.x[:n].float().div(255)

@@ -24,7 +24,7 @@ from torch import nn
 from dard.errors import DardError, one_line
 from dard.models.user_state import torch_settings_kept
 from dard.registry import MODELS
-from dard.user_code import note_user_module
+from dard.user_code import note_user_module, user_warnings
 
 __all__ = [
     "LIBRARY_PREFIXES",
@@ -103,7 +103,7 @@ def _import(module_name: str, name: str) -> Any:
     if "" not in sys.path and cwd not in sys.path:  # the `dard` script's path lacks the current folder
         sys.path.append(cwd)  # appended: an installed package of the same name wins, as it would anyway
     try:
-        with torch_settings_kept():  # its top level runs in dard's process
+        with torch_settings_kept(), user_warnings():  # its top level runs in dard's process
             module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         parts = module_name.split(".")
@@ -176,7 +176,7 @@ def build_from_factory(
         )
     if is_import_spec(name):
         try:
-            with torch_settings_kept():
+            with torch_settings_kept(), user_warnings():
                 model = factory(**call)
         except (DardError, KeyboardInterrupt):
             raise
@@ -184,6 +184,9 @@ def build_from_factory(
             raise DardError(
                 f"model '{name}': the user's factory raised {type(exc).__name__}: {one_line(exc, _REASON_CHARS)}"
             ) from None
+    elif library_prefix(name):
+        with user_warnings():  # a library's (timm's) deprecations: the user's model, not dard's
+            model = factory(**call)
     else:
         model = factory(**call)
     if not isinstance(model, nn.Module):

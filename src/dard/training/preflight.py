@@ -47,6 +47,7 @@ from dard.training.setup import (
     prepare_data,
 )
 from dard.training.state import check_state, read_state
+from dard.user_code import release_warnings
 
 T = TypeVar("T")
 
@@ -231,6 +232,7 @@ def open_run(
         resume_from = folder if resume else None
         parts = _agreed(lambda: build_models(cfg, checked, device, resume_from), dist_info, device)
         assert parts is not None
+        release_warnings()  # the models are loaded and checked: their code's warnings may be shown now
         if lock is not None and changes is not None and changes.changed:
             record_resume_changes(folder, cfg, changes)
         yield parts
