@@ -23,6 +23,7 @@ from dard.cli import main
 from dard.config import TeacherConfig, load_config, parse_config
 from dard.data import load_dataset
 from dard.errors import DardError
+from dard.evaluation import build_suite, evaluate
 from dard.model_checks import check_batch_independent, check_input
 from dard.models import ImageClassifier, PlainClassifier, create_model, register_model
 from dard.training import train
@@ -567,6 +568,50 @@ def test_a_users_warnings_never_come_before_the_error_line(user_module, tmp_path
     assert (
         "UserWarning: this module is old" in loaded.stderr and "FutureWarning: the factory says hello" in loaded.stderr
     )
+
+
+NAN_LOGITS = """
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes=10, in_channels=1, brightest=0.0):
+        super().__init__()
+        self.fc = nn.Linear(in_channels * 64, num_classes)
+        self.brightest = brightest  # images brighter than this on average get NaN logits
+
+    def forward(self, x):
+        out = self.fc(x.flatten(1))
+        bad = (x.flatten(1).mean(1) > self.brightest)[:, None]
+        return torch.where(bad, torch.full_like(out, float("nan")), out)
+
+
+def make(num_classes=10, in_channels=1):
+    return Net(num_classes, in_channels)
+"""
+
+
+def test_a_model_with_nan_logits_is_refused_not_measured(user_module, tmp_path, capsys):
+    # NaN logits (finite weights) were argmax'ed into a class, usually 0: `dard eval` printed an accuracy for them
+    # and a teacher taught them; now the load refuses them, and the evaluation for images the probe did not see
+    name = user_module(NAN_LOGITS)
+    weights = tmp_path / "w.safetensors"
+    save_file(create_model(f"{name}:make", num_classes=10, in_channels=1).state_dict(), str(weights))
+    root = tmp_path / "w"
+    root.mkdir()
+    argv = ["eval", "--model", f"{name}:make", "--weights", str(weights), "--normalization", "none"]
+    fails_cleanly(capsys, root, [*argv, "--data", "digits", "--n", "8"], "returns NaN or infinite logits")
+    teacher = {"arch": f"{name}:make", "weights": str(weights), "normalize": False}
+    cfg = config_file(root, method={"name": "dard", "params": {}}, teacher=teacher)
+    fails_cleanly(capsys, root, ["train", "--config", cfg, "--out", str(root / "r")], "teacher", "NaN")
+    model = sys.modules[name].Net(brightest=0.3)
+    test = load_dataset("digits").test
+    x, y = test.x[:64].float() / 255, test.y[:64]
+    bright = int((x.flatten(1).mean(1) > 0.3).sum())
+    assert 0 < bright < 64
+    with pytest.raises(DardError, match=f"NaN or infinite logits for {bright} of 64 clean images"):
+        evaluate(create_model(model, in_channels=1), x, y, build_suite(["fgsm"], eps=0.1))
 
 
 FAILS_WHATEVER_THE_SIZE = """

@@ -126,6 +126,8 @@ def check_input(model: nn.Module, x: Tensor, num_classes: int, what: str, traine
         check_logits(out, x.shape[0], num_classes)
     except DardError as e:
         raise DardError(f"{what}: {e}") from None
+    if not bool(torch.isfinite(out).all()):  # its accuracy, and a teacher's soft labels, would be NaN's argmax
+        raise DardError(f"{what} returns NaN or infinite logits for the dataset's images (with finite weights)")
     check_gradients(model, x, what, trained)
     check_batch_independent(model, x, what)
 

@@ -128,8 +128,17 @@ def attack_from_spec(spec: Mapping[str, Any], eps: float, seed: int | None, norm
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return check_logits(model(x), x.shape[0]).argmax(dim=1)
+def _predict(model: nn.Module, x: torch.Tensor, which: str) -> torch.Tensor:
+    """The model's classes for ``x``; a DardError naming ``which`` images if a logit is NaN or infinite: argmax
+    then picks a class (often 0) that counted as an answer, an accuracy that looked like a result."""
+    logits = check_logits(model(x), x.shape[0])
+    bad = ~torch.isfinite(logits).all(dim=1)
+    if bool(bad.any()):
+        raise DardError(
+            f"the model returned NaN or infinite logits for {int(bad.sum())} of {x.shape[0]} {which}; its accuracy "
+            "would count a class picked from them, so dard measures only models whose logits are finite"
+        )
+    return logits.argmax(dim=1)
 
 
 def _run_attack(
@@ -154,7 +163,7 @@ def _run_attack(
     for a, b in progress_bar(batches, desc=label, enabled=progress):
         xb, yb = x[a:b].to(device), y[a:b].to(device)
         x_adv = attack(model, xb, yb)
-        ok[a:b] = (_predict(model, x_adv) == yb).cpu()
+        ok[a:b] = (_predict(model, x_adv, f"images ({a}-{b - 1}) under {label}") == yb).cpu()
         max_pert = max(max_pert, perturbation_norms(x_adv, xb, norm).max().item())
         warnings.extend(getattr(attack, "last_warnings", None) or [])
         stages = _add_stages(stages, getattr(attack, "last_stage_correct", None))
@@ -214,7 +223,9 @@ def evaluate(
     with eval_mode(model):
         clean_ok = torch.zeros(n, dtype=torch.bool)
         for a, b in batches:
-            clean_ok[a:b] = (_predict(model, x[a:b].to(device)) == y[a:b].to(device)).cpu()
+            clean_ok[a:b] = (
+                _predict(model, x[a:b].to(device), f"clean images ({a}-{b - 1})") == y[a:b].to(device)
+            ).cpu()
         survive = clean_ok.clone()
         clean = Count.of(clean_ok)
         results: dict[str, AttackResult] = {}
