@@ -260,6 +260,20 @@ def test_load_shape_mismatch() -> None:
         load_weights(create_model("resnet20"), create_model("resnet20", in_channels=1).state_dict(), strict=False)
 
 
+def test_weights_that_do_not_fit_name_their_file_and_cut_long_keys(tmp_path: Path, capsys) -> None:
+    # dard eval read the file first and then said "cannot load the given checkpoint", naming no file; a key of 5000
+    # characters filled the line's 1000 and hid the rest of the message
+    from tests.cli_checks import fails_cleanly
+
+    sd = dict(create_model("small_cnn", in_channels=1).state_dict())
+    sd.pop("fc.bias")
+    weights = tmp_path / "their-net.pt"
+    torch.save({"state_dict": {**sd, "k" * 5000: torch.zeros(1)}}, weights)
+    argv = ["eval", "--model", "small_cnn", "--weights", str(weights), "--normalization", "none", "--data", "digits"]
+    line = fails_cleanly(capsys, tmp_path, argv, f"cannot load {weights} into", "1 missing key(s) [fc.bias]")
+    assert "k" * 57 + "..." in line and "k" * 61 not in line
+
+
 def test_load_with_numpy_metadata_beside_the_weights(tmp_path: Path) -> None:
     # training scripts store their metrics as NumPy scalars beside the weights: torch's weights-only load refused the
     # whole file as "pickled objects"

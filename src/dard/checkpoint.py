@@ -225,6 +225,7 @@ def load_model(
     model_dir: str | Path | None = None,
     threat_model: str = "Linf",
     kwargs: Mapping[str, Any] | None = None,
+    source: str | None = None,
 ) -> LoadedModel:
     """A model for ``bundle``'s images: a dard ``checkpoint`` (whose recorded architecture ``arch``, if given, must
     be), or architecture ``arch`` with external ``weights`` (a file or a state dict already read) and, if
@@ -233,7 +234,8 @@ def load_model(
     ``threat_model``, its weights from robustbench's loader and ``model_dir``; :mod:`dard.models.robustbench`).
 
     A class or channel count that does not match the dataset, or an image size the model cannot take, is a
-    DardError naming ``what``.
+    DardError naming ``what``. ``source``: where a state dict given as ``weights`` came from (its file), for
+    messages and the record.
     """
     if library_prefix(str(checkpoint)) == "robustbench:":  # a teacher named by its zoo name
         loaded = _load_zoo_model(str(checkpoint), bundle, device, model_dir, threat_model)
@@ -248,8 +250,8 @@ def load_model(
             raise DardError(f"{what}: give a dard checkpoint or an architecture with its weights")
         spec = model_spec(arch, bundle, normalize, kwargs)  # kwargs: the factory's, for ``weights`` alone
         model = build_model(spec)
-        load_weights(model, weights if isinstance(weights, Mapping) else str(weights))
-        source = "state dict" if isinstance(weights, Mapping) else str(weights)
+        source = (source or "state dict") if isinstance(weights, Mapping) else str(weights)
+        load_weights(model, weights if isinstance(weights, Mapping) else str(weights), where=source)
         loaded = LoadedModel(model.to(device).eval(), {"source": source, **spec})
     classes, channels = loaded.info.get("num_classes"), loaded.info.get("in_channels", bundle.image_shape[0])
     if classes != bundle.num_classes:

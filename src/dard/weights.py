@@ -27,6 +27,7 @@ _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "student")
 # Prefixes added by nn.DataParallel / DistributedDataParallel, wrapper modules and torch.compile.
 _STRIP_PREFIXES = ("module.", "model.", "_orig_mod.")
 _SHOW = 5  # how many key names an error message lists
+_KEY_CHARS = 60  # each cut to this many characters
 _REASON_CHARS = 160  # a library's exception text is cut to this many characters in a message
 
 
@@ -35,20 +36,22 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     return _unwrap(_read_weights_file(Path(path)), str(path))
 
 
-def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], strict: bool = True) -> None:
+def load_weights(
+    model: nn.Module, source: str | Path | Mapping[str, Any], strict: bool = True, where: str | None = None
+) -> None:
     """Load weights into ``model`` from a state dict or a ``.pt``/``.pth``/``.safetensors`` file.
 
     Checkpoints that nest the state dict (``{"state_dict": ...}``, ``{"model": ...}``, ``{"net": ...}``)
     are unwrapped, and ``module.``/``model.`` prefixes are stripped (repeatedly, e.g. ``module.model.``).
     With ``strict`` every model key must be present and no extra key allowed. Shapes must always match.
-    Problems raise :class:`DardError` with a one-line message naming the offending keys; so do NaN or infinite
-    values among the loaded parameters and buffers.
+    Problems raise :class:`DardError` with a one-line message naming the offending keys and ``where`` (default:
+    the file, or "the given checkpoint"); so do NaN or infinite values among the loaded parameters and buffers.
     """
     if isinstance(source, (str, Path)):
-        where = str(source)
+        where = where or str(source)
         raw = _read_weights_file(Path(source))
     elif isinstance(source, Mapping):
-        where = "the given checkpoint"
+        where = where or "the given checkpoint"
         raw = source
     else:
         raise DardError(f"weights must be a file path or a state dict, got {type(source).__name__}")
@@ -81,11 +84,14 @@ def _key_problems(state: Mapping[str, Tensor], target: Mapping[str, Tensor], str
     problems: list[str] = []
     if kinds:
         k = kinds[0]
-        problems.append(f"tensor {k} is {state[k].dtype}, where the model holds floating-point {target[k].dtype}")
+        problems.append(
+            f"tensor {one_line(k, _KEY_CHARS)} is {state[k].dtype}, where the model holds floating-point "
+            f"{target[k].dtype}"
+        )
     if mismatched:
         k = mismatched[0]
         problems.append(
-            f"architecture mismatch: {len(mismatched)} tensor(s) differ in shape, e.g. {k}: "
+            f"architecture mismatch: {len(mismatched)} tensor(s) differ in shape, e.g. {one_line(k, _KEY_CHARS)}: "
             f"checkpoint {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
         )
     if strict and (missing or unexpected):
@@ -184,5 +190,5 @@ def _strip_prefixes(state: dict[str, Tensor], model_keys: set[str]) -> dict[str,
 
 
 def _names(keys: list[str]) -> str:
-    shown = ", ".join(keys[:_SHOW])
+    shown = ", ".join(one_line(k, _KEY_CHARS) for k in keys[:_SHOW])  # a 5000-character key must not fill the line
     return shown + (", ..." if len(keys) > _SHOW else "")

@@ -49,6 +49,7 @@ def _load_model_and_data(
         normalize=request.normalization == "dataset",
         model_dir=request.model_dir,
         kwargs=kwargs,
+        source=request.weights,
     )
     if _is_zoo_model(request):
         return loaded.model, loaded.info, bundle
