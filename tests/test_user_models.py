@@ -614,6 +614,34 @@ def test_a_model_with_nan_logits_is_refused_not_measured(user_module, tmp_path, 
         evaluate(create_model(model, in_channels=1), x, y, build_suite(["fgsm"], eps=0.1))
 
 
+class _NanOffTheImages(nn.Module):
+    """Finite logits for the images it was shown, NaN for any other input: a model an attack breaks."""
+
+    def __init__(self, seen: torch.Tensor) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+        self.register_buffer("seen", seen.flatten(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.fc(x.flatten(1))
+        known = (x.flatten(1)[:, None, :] == self.seen[None]).all(-1).any(1)[:, None]
+        return torch.where(known, out, torch.full_like(out, float("nan")))
+
+
+def test_nan_logits_under_attack_count_as_wrong_with_a_warning():
+    # an attack that drives the model to NaN has beaten it: argmax of a NaN row picked class 0, which counted as
+    # an answer for the images of class 0; now the image counts as misclassified and the record says why
+    test = load_dataset("digits").test
+    x, y = test.x[:64].float() / 255, test.y[:64]
+    torch.manual_seed(0)
+    model = create_model(_NanOffTheImages(x), in_channels=1)
+    record = evaluate(model, x, y, build_suite(["fgsm"], eps=0.1))
+    assert record.clean.correct > 0
+    fgsm = next(iter(record.attacks.values()))
+    assert fgsm.correct == 0
+    assert any("NaN or infinite logits for 64 attacked image(s)" in w for w in fgsm.warnings)
+
+
 FAILS_WHATEVER_THE_SIZE = """
 import torch
 from torch import nn

@@ -128,17 +128,23 @@ def attack_from_spec(spec: Mapping[str, Any], eps: float, seed: int | None, norm
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor, which: str) -> torch.Tensor:
-    """The model's classes for ``x``; a DardError naming ``which`` images if a logit is NaN or infinite: argmax
-    then picks a class (often 0) that counted as an answer, an accuracy that looked like a result."""
+def _predict(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's classes for ``x`` and which of its images had only finite logits (bool): argmax of a NaN row
+    picks a class (often 0), which must not count as an answer."""
     logits = check_logits(model(x), x.shape[0])
-    bad = ~torch.isfinite(logits).all(dim=1)
-    if bool(bad.any()):
+    return logits.argmax(dim=1), torch.isfinite(logits).all(dim=1)
+
+
+def _clean_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, which: str) -> torch.Tensor:
+    """Which clean images ``model`` classifies correctly; a DardError naming ``which`` images if a logit is NaN
+    or infinite (before any attack: such a model's accuracy is not a measurement)."""
+    pred, finite = _predict(model, x)
+    if not bool(finite.all()):
         raise DardError(
-            f"the model returned NaN or infinite logits for {int(bad.sum())} of {x.shape[0]} {which}; its accuracy "
-            "would count a class picked from them, so dard measures only models whose logits are finite"
+            f"the model returned NaN or infinite logits for {int((~finite).sum())} of {x.shape[0]} {which}; its "
+            "accuracy would count a class picked from them, so dard measures only models whose logits are finite"
         )
-    return logits.argmax(dim=1)
+    return pred == y
 
 
 def _run_attack(
@@ -158,16 +164,23 @@ def _run_attack(
     ok = torch.zeros(x.shape[0], dtype=torch.bool)
     max_pert = 0.0
     warnings: list[str] = []
+    non_finite = 0
     stages: dict[str, int] | None = {}
     norm = str(attack.config().get("norm", "linf")).lower()
     for a, b in progress_bar(batches, desc=label, enabled=progress):
         xb, yb = x[a:b].to(device), y[a:b].to(device)
         x_adv = attack(model, xb, yb)
-        ok[a:b] = (_predict(model, x_adv, f"images ({a}-{b - 1}) under {label}") == yb).cpu()
+        pred, finite = _predict(model, x_adv)
+        ok[a:b] = ((pred == yb) & finite).cpu()  # a non-finite answer is a wrong one: the attack broke the model
+        non_finite += int((~finite).sum())
         max_pert = max(max_pert, perturbation_norms(x_adv, xb, norm).max().item())
         warnings.extend(getattr(attack, "last_warnings", None) or [])
         stages = _add_stages(stages, getattr(attack, "last_stage_correct", None))
     robust = ok & clean_ok
+    if non_finite:
+        warnings.append(
+            f"the model returned NaN or infinite logits for {non_finite} attacked image(s): counted as misclassified"
+        )
     result = AttackResult(
         config=attack.config(),
         correct=int(robust.sum()),
@@ -223,8 +236,8 @@ def evaluate(
     with eval_mode(model):
         clean_ok = torch.zeros(n, dtype=torch.bool)
         for a, b in batches:
-            clean_ok[a:b] = (
-                _predict(model, x[a:b].to(device), f"clean images ({a}-{b - 1})") == y[a:b].to(device)
+            clean_ok[a:b] = _clean_correct(
+                model, x[a:b].to(device), y[a:b].to(device), f"clean images ({a}-{b - 1})"
             ).cpu()
         survive = clean_ok.clone()
         clean = Count.of(clean_ok)
