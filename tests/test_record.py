@@ -14,9 +14,10 @@ from dard.attacks import create_attack
 from dard.config import config_identity, parse_config
 from dard.errors import DardError
 from dard.evaluation.outcomes import decode_outcomes, encode_outcomes
-from dard.evaluation.record import AttackResult, Count, EvalRecord
+from dard.evaluation.record import AttackResult, Count, EvalRecord, check_counts
 from dard.evaluation.suite import QUICK_SUITE, build_suite, evaluate, sanity_flags
 from dard.run_dir import EvalFile
+from dard.run_dir.files import read_json_file
 
 
 def test_outcomes_encoding_by_hand():
@@ -147,3 +148,88 @@ def test_tpgd_kl_is_the_kl_attack_against_the_models_own_clean_prediction():
     probs = torch.softmax(model(x), dim=1).detach()
     want = create_attack("kl_pgd", eps=0.1, step_size=0.025, steps=10, seed=3)(model, x, probs)
     assert torch.equal(got, want) and (got - x).abs().max() > 0.05
+
+
+def _suite_record() -> EvalRecord:
+    """A real record (the suite's) with images of every kind: wrong clean, fooled by one attack, surviving all."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand((40, 1, 4, 4), generator=gen), (torch.arange(40) % 2).long()
+    return evaluate(Threshold(), x, y, build_suite(["fgsm", "pgd20", "pgd-large"], eps=0.05), progress=False)
+
+
+def _set(count: Count | AttackResult, bits: np.ndarray) -> None:
+    count.correct, count.outcomes = int(bits.sum()), encode_outcomes(bits)
+
+
+def _marks_a_fooled_image(rec: EvalRecord) -> None:  # correct in the worst case although fgsm fooled it (count kept)
+    worst, fgsm = rec.worst_case.outcome_array(), rec.attacks["fgsm"].count.outcome_array()
+    worst[int(worst.argmax())] = False
+    worst[int((rec.clean.outcome_array() & ~fgsm).argmax())] = True
+    _set(rec.worst_case, worst)
+
+
+def _misses_a_survivor(rec: EvalRecord) -> None:  # wrong in the worst case although correct under every attack
+    worst = rec.worst_case.outcome_array()
+    worst[int(worst.argmax())] = False
+    _set(rec.worst_case, worst)
+
+
+def _over_the_sanity_attack(rec: EvalRecord) -> None:  # the worst case taken over pgd-large too (none survive it)
+    _set(rec.worst_case, rec.attacks["pgd-large"].count.outcome_array())
+
+
+def _robust_but_wrong_clean(rec: EvalRecord) -> None:
+    pgd = rec.attacks["pgd20"].count.outcome_array()
+    pgd[int((~rec.clean.outcome_array()).argmax())] = True
+    _set(rec.attacks["pgd20"], pgd)
+
+
+def _counts_above_an_attack(rec: EvalRecord) -> None:  # an older record without outcomes: its counts still say
+    for c in (rec.clean, rec.worst_case, *rec.attacks.values()):
+        c.outcomes = None
+    rec.worst_case.correct = rec.attacks["fgsm"].correct + 1
+
+
+def _no_attack_to_be_worst_over(rec: EvalRecord) -> None:
+    rec.attacks = {"pgd-large": rec.attacks["pgd-large"]}
+
+
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        (_marks_a_fooled_image, "worst_case marks image .* correct, but fgsm marks it wrong"),
+        (_misses_a_survivor, "worst_case marks image .* wrong, but it is correct clean and under every attack .*"
+         r"\(fgsm, pgd20\)"),
+        (_over_the_sanity_attack, "worst_case marks image .* wrong, but it is correct clean"),
+        (_robust_but_wrong_clean, "pgd20 marks image .* correct, but clean marks it wrong"),
+        (_counts_above_an_attack, "worst_case counts .* more than fgsm"),
+        (_no_attack_to_be_worst_over, "worst_case is recorded but the record has no attack"),
+    ],
+)  # fmt: skip
+def test_the_worst_case_is_what_its_attacks_outcomes_say(damage, needle, tmp_path):
+    # the worst case's outcomes were checked against its own count only: one marking an image fgsm fooled (or
+    # missing one that survived every attack) was printed and paired image by image as if measured
+    rec = _suite_record()
+    counts = {k: c.correct for k, c in rec.counts().items()}
+    assert 0 < counts["worst_case"] and counts["fgsm"] < counts["clean"] < 40  # images of every kind
+    check_counts(rec, "best.json")
+    damage(rec)
+    with pytest.raises(DardError, match=f"best.json: {needle}"):
+        check_counts(rec, "best.json")
+    path = tmp_path / "best.json"
+    path.write_text(json.dumps(EvalFile.of(rec).to_dict()))
+    with pytest.raises(DardError, match=needle):
+        read_json_file(path, EvalFile, "evaluation record")  # where records are read
+
+
+def test_the_worst_case_is_checked_on_its_own_images_only():
+    # the AutoAttack subset is a record of its own images (its worst case over pgd20 and autoattack); an attack of
+    # another image count in an older record is left out of the worst case's comparison, not refused
+    rec = _suite_record()
+    subset = _suite_record()
+    for c in (subset.clean, subset.worst_case, *subset.attacks.values()):
+        c.total, c.outcomes = 20, None
+    subset.data = {"n": 20}
+    check_counts(EvalFile.of(rec, autoattack_subset=subset), "best.json")
+    rec.attacks["fgsm"].total, rec.attacks["fgsm"].outcomes, rec.data = 400, None, {}
+    check_counts(rec, "best.json")

@@ -78,8 +78,8 @@ def test_a_run_folder_holds_only_the_files_run_dir_names(real_run: RunDir) -> No
 def _record() -> EvalRecord:
     acc = Count(2, 4)
     attacks = {"fgsm": AttackResult({"name": "fgsm", "eps": 0.1}, 1, 4, 0.1, 0.1, [], 1, 2)}
-    return EvalRecord({"arch": "mlp"}, {"name": "digits", "n": 4}, {"norm": "linf", "eps": 0.1}, acc, attacks, acc,
-                      [], 0, {}, 0.5)  # fmt: skip
+    return EvalRecord({"arch": "mlp"}, {"name": "digits", "n": 4}, {"norm": "linf", "eps": 0.1}, acc, attacks,
+                      Count(1, 4), [], 0, {}, 0.5)  # fmt: skip
 
 
 @pytest.fixture

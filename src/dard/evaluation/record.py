@@ -25,17 +25,22 @@ from dard.evaluation.outcomes import check_outcomes, decode_outcomes, encode_out
 
 __all__ = [
     "LEGACY_LABELS",
+    "SANITY",
     "AttackResult",
     "Count",
     "EvalRecord",
     "canonical_label",
     "check_counts",
     "test_data_info",
+    "worst_case_attacks",
 ]
 
 #: suite labels renamed so that they cannot be read as another library's attack of the same name: ``tpgd`` (here
 #: targeted least-likely PGD; in torchattacks TRADES' KL attack) and ``cw`` (here Linf margin PGD; elsewhere CW-L2)
 LEGACY_LABELS: dict[str, str] = {"tpgd": "pgd-ll", "cw": "cw-linf"}
+#: Sanity attacks of the suite: reported and flagged, but left out of the worst case and of the recorded
+#: threat-model eps (:mod:`dard.evaluation.suite`).
+SANITY = frozenset({"pgd-large"})
 
 
 def canonical_label(label: str) -> str:
@@ -171,6 +176,13 @@ class EvalRecord:
         return {k: c.accuracy for k, c in self.counts().items()}
 
 
+def worst_case_attacks(rec: EvalRecord) -> tuple[str, ...]:
+    """The attacks a record's worst case is taken over, as the suite counts it: every attack of the record but the
+    sanity checks (:data:`SANITY`), all run on the record's images (an AutoAttack subset is a record of its own). A
+    worst case over FGSM alone and one over seven attacks differ by the suite, not by the models."""
+    return tuple(sorted(label for label in rec.attacks if label not in SANITY))
+
+
 def check_counts(rec: EvalRecord, where: str, prefix: str = "") -> None:
     """DardError naming ``where`` (and the key, after ``prefix``) unless every count of a record read from a file is
     an integer from 0 to its total (an attack's bookkeeping included), and every count with per-image outcomes has
@@ -204,3 +216,47 @@ def check_counts(rec: EvalRecord, where: str, prefix: str = "") -> None:
             check_outcomes(count.outcomes, count.correct, count.total)
         except DardError as e:
             raise DardError(f"{where}: {prefix}{key} {e}") from None
+    _check_worst_case(rec, where, prefix)
+
+
+def _check_worst_case(rec: EvalRecord, where: str, prefix: str) -> None:
+    """DardError unless the worst case is what the suite makes of the record's other outcomes: the images correct
+    clean and under every attack of :func:`worst_case_attacks`, all of the record's images (and an attack's correct
+    images are correct clean). Reports print the worst case and pair it image by image, so one that disagrees
+    would be a silent wrong number. Counts of another total are not compared; where the worst case or an attack
+    has no outcomes (older records), its count must not exceed the attack's."""
+    worst, labels = rec.worst_case, worst_case_attacks(rec)
+    if worst is not None and not labels:
+        raise DardError(f"{where}: {prefix}worst_case is recorded but the record has no attack it is taken over")
+    clean = rec.clean.outcome_array()
+    for label, result in rec.attacks.items():  # robust means correct clean and under the attack
+        bits = result.count.outcome_array()
+        if bits is not None and clean is not None and len(bits) == len(clean) and (bits & ~clean).any():
+            i = int((bits & ~clean).argmax())
+            raise DardError(f"{where}: {prefix}{label} marks image {i} correct, but clean marks it wrong")
+    if worst is None:
+        return
+    over = [(label, rec.attacks[label].count) for label in labels if rec.attacks[label].total == worst.total]
+    for label, c in over:
+        if worst.correct > c.correct:
+            raise DardError(
+                f"{where}: {prefix}worst_case counts {worst.correct} images correct, more than {label} "
+                f"({c.correct} of the same {c.total})"
+            )
+    have = worst.outcome_array()
+    if have is None:
+        return
+    known = [(key, bits) for key, c in [("clean", rec.clean), *over] if (bits := c.outcome_array()) is not None]
+    known = [(key, bits) for key, bits in known if len(bits) == len(have)]
+    for key, bits in known:  # correct in the worst case: correct under each of them
+        if (wrong := have & ~bits).any():
+            raise DardError(
+                f"{where}: {prefix}worst_case marks image {int(wrong.argmax())} correct, but {key} marks it wrong"
+            )
+    if len(known) == len(labels) + 1:  # and the reverse, where every one of them says
+        missed = np.logical_and.reduce([bits for _, bits in known]) & ~have
+        if missed.any():
+            raise DardError(
+                f"{where}: {prefix}worst_case marks image {int(missed.argmax())} wrong, but it is correct clean and "
+                f"under every attack it is taken over ({', '.join(labels)})"
+            )

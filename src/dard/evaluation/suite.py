@@ -16,7 +16,7 @@ from dard.attacks.steps import merge_step, resolve_step
 from dard.attacks.threat import apply_norm
 from dard.errors import SHOWN_CHARS, DardError, one_line, shown
 from dard.evaluation.outcomes import encode_outcomes
-from dard.evaluation.record import LEGACY_LABELS, AttackResult, Count, canonical_label
+from dard.evaluation.record import LEGACY_LABELS, SANITY, AttackResult, Count, canonical_label
 from dard.evaluation.record import EvalRecord as EvalRecord  # re-exported: other modules import it from here
 from dard.evaluation.resume import EvalResume, EvaluationStopped, reusable
 from dard.models import check_logits
@@ -47,8 +47,6 @@ DEFAULT_SUITE: dict[str, dict[str, Any]] = {
 MAY_REPAIR = {"pgd-ll", "tpgd-kl"}
 #: how many images more than expected an attack may leave correct before it is flagged (docs/evaluation.md)
 TOLERANCE_POINTS = 1
-# Sanity attacks: reported and flagged, but left out of the worst case and of the recorded threat-model eps.
-SANITY = {"pgd-large"}
 #: accuracy above which a sanity attack is flagged (and above one test point)
 SANITY_MAX_ACCURACY = 0.01
 #: The suite of a run's AutoAttack subset (``eval.autoattack_subset``): PGD-20 beside AutoAttack on the same images.

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dard.evaluation.suite import SANITY
+from dard.evaluation.record import SANITY
 from dard.run_dir import EvalFile
 
 __all__ = [

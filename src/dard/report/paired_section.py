@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dard.evaluation.record import EvalRecord
-from dard.evaluation.suite import SANITY
+from dard.evaluation.record import EvalRecord, worst_case_attacks
 from dard.report.columns import AA_CLEAN, AA_KEY, Column
 from dard.report.groups import RunGroup
 from dard.report.paired import ALPHA, PairedComparison, paired_comparison
@@ -52,12 +51,6 @@ def _worst_over(a: RunRecord, b: RunRecord, checkpoint: str) -> str:
     """The attacks of the two runs' worst cases where they differ ("fgsm | fgsm, pgd20"), else empty."""
     over = [worst_case_attacks(r.evals[checkpoint]) for r in (a, b)]
     return "" if over[0] == over[1] else " | ".join(", ".join(o) for o in over)
-
-
-def worst_case_attacks(rec: EvalRecord) -> tuple[str, ...]:
-    """The attacks a record's worst case is taken over (the suite's threat-model attacks, as the suite counts it):
-    a worst case over FGSM alone and one over seven attacks differ by the suite, not by the models."""
-    return tuple(sorted(label for label in rec.attacks if label not in SANITY))
 
 
 @dataclass
