@@ -16,8 +16,9 @@ from tests.conftest import tiny_config
 
 from dard.config import parse_config
 from dard.errors import DardError
+from dard.io import MAX_TAR_HEADER_BYTES
 from dard.run_dir import RunDir
-from dard.run_dir.archive import MANIFEST, MAX_HEADER_BYTES, ExportOptions, archived_runs, export_runs
+from dard.run_dir.archive import MANIFEST, ExportOptions, archived_runs, export_runs
 from dard.run_dir.merge import import_runs
 from dard.training import train
 from dard.training.deadline import TrainingStopped
@@ -180,7 +181,7 @@ def test_an_oversized_extended_header_is_refused_before_it_is_read(tmp_path):
     # tarfile read a pax header whole into memory and parsed it slowly: a 200 KB archive of a gzipped 200 MB header
     # held 440 MB and a core for minutes in `dard import` (and in `dard export --out`'s look at an existing file)
     info, data = _manifest({"config.yaml": CFG})
-    info.pax_headers = {"comment": "x" * MAX_HEADER_BYTES}
+    info.pax_headers = {"comment": "x" * MAX_TAR_HEADER_BYTES}
     archive = _tar(tmp_path / "evil.tar.gz", [(info, data), _file("evil/config.yaml", CFG)])
     with pytest.raises(DardError, match="extended header") as err:
         import_runs(archive, tmp_path / "runs")

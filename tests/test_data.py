@@ -548,6 +548,28 @@ def test_cifar_download_rejects_escaping_paths(tmp_path, monkeypatch, evil):
     assert not dest.exists() or list(dest.iterdir()) == []  # no partial file left
 
 
+def test_cifar_download_bounds_extended_headers(tmp_path, monkeypatch):
+    # the download's tar open read a pax header whole, however large (its MD5 is of whatever the URL gives): the
+    # bound of dard's own archive reader (dard.io.open_tar_gz) applies, before any member is read
+    from dard.io import MAX_TAR_HEADER_BYTES
+
+    src = tmp_path / "src"
+    _write_fake_cifar10(src)
+    archive = tmp_path / "a.tar.gz"
+    with tarfile.open(archive, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        info = tar.gettarinfo(src / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+        info.pax_headers = {"comment": "x" * MAX_TAR_HEADER_BYTES}
+        tar.addfile(info)
+        tar.add(src / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    monkeypatch.setattr(cifar, "CIFAR10_URL", archive.as_uri())
+    monkeypatch.setattr(cifar, "CIFAR10_MD5", _md5(archive))
+    dest = tmp_path / "data"
+    with pytest.raises(DardError) as err:
+        load_dataset("cifar10", data_dir=dest, download=True)
+    assert "cannot extract the CIFAR-10 archive" in _one_line(err) and "extended header" in _one_line(err)
+    assert not dest.exists() or list(dest.iterdir()) == []
+
+
 def test_cifar_download_rejects_symlinks(tmp_path, monkeypatch):
     src = tmp_path / "src"
     _write_fake_cifar10(src)

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import stat
+import tarfile
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -181,6 +182,28 @@ def read_json(path: str | Path) -> Any:
     """Read a JSON file (malformed JSON, however deep, is a ``ValueError``)."""
     with open(path, encoding="utf-8") as f:
         return loads_json(f.read())
+
+
+MAX_TAR_HEADER_BYTES = 1 << 20  # a pax or GNU long-name header; dard's exports and CIFAR's hold a name or two
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A tar header whose extended headers (pax, GNU long names) are refused above :data:`MAX_TAR_HEADER_BYTES`
+    before they are read: tarfile reads one whole into memory, and parses it slowly, so a 200 KB archive of a
+    gzipped gigabyte header held the memory and a core for minutes before any member could be checked."""
+
+    _EXTENDED = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME)
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in (*self._EXTENDED, tarfile.GNUTYPE_LONGLINK) and self.size > MAX_TAR_HEADER_BYTES:
+            raise tarfile.HeaderError(f"an extended header of {self.size} bytes (over {MAX_TAR_HEADER_BYTES})")
+        return super()._proc_member(tar)  # type: ignore[misc]
+
+
+def open_tar_gz(path: str | Path) -> tarfile.TarFile:
+    """``path`` opened as a .tar.gz for reading, with extended headers bounded (:class:`_BoundedTarInfo`): the one
+    way dard opens an archive it did not write (``dard import``, a dataset download)."""
+    return tarfile.open(path, "r:gz", tarinfo=_BoundedTarInfo)
 
 
 MAX_YAML_BYTES = 1 << 20  # a config or experiment file is a few KB; larger is not one

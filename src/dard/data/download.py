@@ -18,6 +18,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from dard.errors import DardError, one_line
+from dard.io import open_tar_gz
 
 #: the environment variable naming the data folder used when none is given
 DEFAULT_DATA_DIR_ENV = "DARD_DATA_DIR"
@@ -113,7 +114,7 @@ def extract_folder(archive: Path, dest_dir: Path, folder: str, title: str) -> No
     staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest_dir)).resolve()
     try:
         try:
-            with tarfile.open(archive, "r:gz") as tar:
+            with open_tar_gz(archive) as tar:  # extended headers bounded before they are read
                 members = tar.getmembers()
                 for member in members:
                     check_member(member, staging)

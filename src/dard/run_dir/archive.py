@@ -11,9 +11,9 @@ their own and gzip no name or time, so the same runs give the same bytes.
 An archive is hostile input. Import reads it member by member and refuses the whole archive (one DardError line,
 nothing written to the runs folder) on anything but regular files, on absolute paths, ``..``, links, a file name
 that :class:`dard.run_dir.RunDir` does not define, a size or checksum that differs from the manifest, or sizes
-over :data:`MAX_FILE_BYTES` / :data:`MAX_TOTAL_BYTES` (and extended headers over :data:`MAX_HEADER_BYTES`). The
-records are then read back with the strict readers. How an imported run joins an existing runs folder is
-:mod:`dard.run_dir.merge`'s.
+over :data:`MAX_FILE_BYTES` / :data:`MAX_TOTAL_BYTES` (and extended headers over
+:data:`dard.io.MAX_TAR_HEADER_BYTES`). The records are then read back with the strict readers. How an imported run
+joins an existing runs folder is :mod:`dard.run_dir.merge`'s.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from dard.errors import DardError
-from dard.io import atomic_write, check_target, sha256_file
+from dard.io import atomic_write, check_target, open_tar_gz, sha256_file
 from dard.names import PLAIN_NAME, file_target
 from dard.run_dir.files import parse_json
 from dard.run_dir.layout import CHECKPOINTS, RunDir, enclosing_run
@@ -41,7 +41,6 @@ MAX_FILE_BYTES = 1 << 30  # 1 GiB: a WRN-34-10 checkpoint is 185 MB
 MAX_TOTAL_BYTES = 4 << 30
 MAX_MEMBERS = 10_000
 MAX_MANIFEST_BYTES = 4 << 20
-MAX_HEADER_BYTES = 1 << 20  # a pax or GNU long-name header; dard's hold a name or two
 RUN_NAME = PLAIN_NAME  # an archive carries run folders by their plain names
 WEIGHTS = ("auto", "all", "best", "none")
 
@@ -182,28 +181,10 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path, options: Export
     return atomic_write(out, write)
 
 
-class _BoundedTarInfo(tarfile.TarInfo):
-    """A tar header whose extended headers (pax, GNU long names) are refused above :data:`MAX_HEADER_BYTES` before
-    they are read: tarfile reads one whole into memory, and parses it slowly, so a 200 KB archive of a gzipped
-    gigabyte header held the memory and a core for minutes before any member could be checked."""
-
-    _EXTENDED = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME)
-
-    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
-        if self.type in (*self._EXTENDED, tarfile.GNUTYPE_LONGLINK) and self.size > MAX_HEADER_BYTES:
-            raise tarfile.HeaderError(f"an extended header of {self.size} bytes (over {MAX_HEADER_BYTES})")
-        return super()._proc_member(tar)  # type: ignore[misc]
-
-
-def open_archive(path: Path) -> tarfile.TarFile:
-    """``path`` opened as a .tar.gz for reading, with extended headers bounded (:class:`_BoundedTarInfo`)."""
-    return tarfile.open(path, "r:gz", tarinfo=_BoundedTarInfo)
-
-
 def archived_runs(path: Path) -> list[str] | None:
     """The run names of the dard export ``path`` (from its manifest), None if it is not one."""
     try:
-        with open_archive(path) as tar:
+        with open_tar_gz(path) as tar:
             return [r.name for r in _read_manifest(path, tar).runs]
     except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile, DardError):
         return None
@@ -263,7 +244,7 @@ def extract_archive(source: Path, staging: Path) -> Manifest:
     """Extract the archive ``source`` into the empty folder ``staging`` after every check (module docstring)."""
     expected = {}
     try:
-        with open_archive(source) as tar:
+        with open_tar_gz(source) as tar:
             manifest = _read_manifest(source, tar)
             expected = {f"{r.name}/{f.path}": f for r in manifest.runs for f in r.files}
             if sum(f.bytes for f in expected.values()) > MAX_TOTAL_BYTES or len(expected) > MAX_MEMBERS:
