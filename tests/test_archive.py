@@ -18,7 +18,7 @@ from dard.config import parse_config
 from dard.errors import DardError
 from dard.io import MAX_TAR_HEADER_BYTES
 from dard.run_dir import RunDir
-from dard.run_dir.archive import MANIFEST, ExportOptions, archived_runs, export_runs
+from dard.run_dir.archive import MANIFEST, ExportOptions, allowed, archived_runs, export_runs
 from dard.run_dir.merge import import_runs
 from dard.training import train
 from dard.training.deadline import TrainingStopped
@@ -137,6 +137,9 @@ def _file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
 
 
 def _manifest(files: dict[str, bytes], run: str = "evil") -> tuple[tarfile.TarInfo, bytes]:
+    """A manifest of a finished run: ``files`` and the rest of what one carries (placeholders), so that an archive
+    is refused for what its case is about, not for lacking them."""
+    files = {**dict.fromkeys(["run.json", "metrics.jsonl", "best.json", "eval/best.json"], b"{}"), **files}
     rows = [{"path": k, "bytes": len(v), "sha256": hashlib.sha256(v).hexdigest()} for k, v in files.items()]
     body = {"format": "dard-runs", "version": 1, "runs": [{"name": run, "finished": True, "files": rows}]}
     return _file(MANIFEST, json.dumps(body).encode())
@@ -152,25 +155,39 @@ def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tuple[tarfil
 
 
 HOSTILE = {
-    "absolute path": [_manifest({"config.yaml": CFG}), _file("/etc/evil/config.yaml", CFG)],
-    "dot-dot": [_manifest({"config.yaml": CFG}), _file("evil/../../config.yaml", CFG)],
-    "symlink": [_manifest({"config.yaml": CFG}), _link("evil/config.yaml", "/etc/passwd")],
-    "hard link": [_manifest({"config.yaml": CFG}), _link("evil/config.yaml", "evil/run.json", tarfile.LNKTYPE)],
-    "unknown file": [_manifest({"config.yaml": CFG}), _file("evil/config.yaml", CFG), _file("evil/x.sh", b"rm")],
-    "size differs": [_manifest({"config.yaml": CFG}), _file("evil/config.yaml", CFG + b"more: 1\n")],
-    "checksum differs": [_manifest({"config.yaml": CFG}), _file("evil/config.yaml", CFG.upper())],
-    "no manifest": [_file("evil/config.yaml", CFG)],
-    "missing file": [_manifest({"config.yaml": CFG, "run.json": b"{}"}), _file("evil/config.yaml", CFG)],
-    "bad run name": [_manifest({"config.yaml": CFG}, run="../up"), _file("../up/config.yaml", CFG)],
-    "bad record": [_manifest({"config.yaml": b"[1, 2]\n"}), _file("evil/config.yaml", b"[1, 2]\n")],
+    "absolute path": ([_manifest({"config.yaml": CFG}), _file("/etc/evil/config.yaml", CFG)], "unsafe member name"),
+    "dot-dot": ([_manifest({"config.yaml": CFG}), _file("evil/../../config.yaml", CFG)], "unsafe member name"),
+    "symlink": ([_manifest({"config.yaml": CFG}), _link("evil/config.yaml", "/etc/passwd")], "not a regular file"),
+    "hard link": (
+        [_manifest({"config.yaml": CFG}), _link("evil/config.yaml", "evil/run.json", tarfile.LNKTYPE)],
+        "not a regular file",
+    ),
+    "unknown file": (
+        [_manifest({"config.yaml": CFG}), _file("evil/config.yaml", CFG), _file("evil/x.sh", b"rm")],
+        "not a file of a dard run folder",
+    ),
+    "size differs": ([_manifest({"config.yaml": CFG}), _file("evil/config.yaml", CFG + b"more: 1\n")], "this size"),
+    "checksum differs": ([_manifest({"config.yaml": CFG}), _file("evil/config.yaml", CFG.upper())], "checksum"),
+    "no manifest": ([_file("evil/config.yaml", CFG)], "not a dard export"),
+    "missing file": ([_manifest({"config.yaml": CFG}), _file("evil/config.yaml", CFG)], "are missing"),
+    "bad run name": (
+        [_manifest({"config.yaml": CFG}, run="../up"), _file("../up/config.yaml", CFG)],
+        "not distinct plain folder names",
+    ),
+    "bad record": (
+        [_manifest({"config.yaml": b"[1, 2]\n"}), _file("evil/config.yaml", b"[1, 2]\n")]
+        + [_file(f"evil/{name}", b"{}") for name in ("run.json", "metrics.jsonl", "best.json", "eval/best.json")],
+        "config.yaml",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_hostile_archives_are_refused_and_nothing_is_written(case, tmp_path):
-    archive = _tar(tmp_path / "evil.tar.gz", HOSTILE[case])
+    members, needle = HOSTILE[case]
+    archive = _tar(tmp_path / "evil.tar.gz", members)
     root = tmp_path / "runs"
-    with pytest.raises(DardError) as err:
+    with pytest.raises(DardError, match=needle) as err:
         import_runs(archive, root)
     assert "\n" not in str(err.value) and str(archive) in str(err.value)
     assert list(root.iterdir()) == []  # the staging folder is gone too
@@ -187,6 +204,102 @@ def test_an_oversized_extended_header_is_refused_before_it_is_read(tmp_path):
         import_runs(archive, tmp_path / "runs")
     assert "\n" not in str(err.value) and list((tmp_path / "runs").iterdir()) == []
     assert archived_runs(archive) is None
+
+
+def _rebuild(archive: Path, out: Path, edit) -> Path:
+    """``archive`` written again after ``edit(run, files)`` (its manifest's run entry, member bytes by path), with
+    the manifest's sizes and hashes made to fit: an archive that is well formed and claims what ``edit`` left."""
+    with tarfile.open(archive) as tar:
+        manifest = json.load(tar.extractfile(MANIFEST))
+        run = manifest["runs"][0]
+        files = {m.name.split("/", 1)[1]: tar.extractfile(m).read() for m in tar.getmembers()[1:]}
+    edit(run, files)
+    run["files"] = [{"path": k, "bytes": len(v), "sha256": hashlib.sha256(v).hexdigest()} for k, v in files.items()]
+    members = [_file(MANIFEST, json.dumps(manifest).encode())]
+    return _tar(out, members + [_file(f"{run['name']}/{k}", v) for k, v in files.items()])
+
+
+def _only(*keep: str):
+    return lambda run, files: [files.pop(k) for k in list(files) if k not in keep]
+
+
+def _unfinished(drop: str = ""):
+    def edit(run, files):  # the finished run's snapshot, claimed as an unfinished run's
+        files.pop("eval/best.json")
+        run["finished"] = False
+        files.pop(next(k for k in files if k.startswith("state-") and k.endswith(drop)), None) if drop else None
+
+    return edit
+
+
+def _points_elsewhere(run, files):
+    _unfinished()(run, files)
+    files["resume.json"] = b'{"snapshot": "state-000000001"}\n'
+
+
+CLAIMS = {
+    "finished, config.yaml alone": (_only("config.yaml"), "finished but lacks run.json, metrics.jsonl, best.json, "),
+    "finished without its evaluation": (lambda run, files: files.pop("eval/best.json"), "finished but lacks eval/best"),
+    "unfinished with an evaluation": (
+        lambda run, files: run.update(finished=False),
+        "is not finished by its manifest but has eval/best.json",
+    ),
+    "unfinished without optimizer state": (_unfinished("optim.pt"), "unfinished but lacks a whole resume snapshot"),
+    "unfinished without snapshot weights": (
+        _unfinished("student.safetensors"),
+        "unfinished but lacks a whole resume snapshot",
+    ),
+    "unfinished without a resume pointer": (
+        lambda run, files: (_unfinished()(run, files), files.pop("resume.json")),
+        "unfinished but lacks resume.json",
+    ),
+    "a pointer at a snapshot it does not carry": (_points_elsewhere, "resume progress not found"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(CLAIMS))
+def test_an_archive_carries_what_its_manifest_claims(case, finished, tmp_path):
+    # an archive whose manifest called the run finished but that held only its config.yaml was placed, and the
+    # report refused the run later; an unfinished one without its snapshot's weights replaced a resumable copy
+    edit, needle = CLAIMS[case]
+    full = tmp_path / "full"
+    shutil.copytree(finished, full / "run-s0")
+    assert RunDir(full / "run-s0").has_snapshot()  # a finished run keeps its last snapshot: material for the cases
+    archive = export_runs([full / "run-s0"], tmp_path / "all.tar.gz", ExportOptions(weights="all"))
+    with tarfile.open(archive) as tar:  # export leaves a finished run's snapshot behind: put it in by hand
+        names = set(tar.getnames())
+    extra = [p for p in (full / "run-s0").rglob("*") if p.is_file() and f"run-s0/{p.relative_to(full / 'run-s0')}"
+             not in names and allowed(p.relative_to(full / "run-s0").as_posix())]  # fmt: skip
+
+    def with_snapshot(run, files):
+        files.update({p.relative_to(full / "run-s0").as_posix(): p.read_bytes() for p in extra})
+        edit(run, files)
+
+    hostile = _rebuild(archive, tmp_path / "claims.tar.gz", with_snapshot)
+    root = tmp_path / "runs"
+    with pytest.raises(DardError, match=needle) as err:
+        import_runs(hostile, root)
+    assert "\n" not in str(err.value) and str(hostile) in str(err.value)
+    assert list(root.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_only_whole_runs_are_exported_or_imported_from_folders(finished, tmp_path):
+    # an unfinished run whose snapshot weights were over --max-weights-mib travelled with state-N/progress.json
+    # alone (no weights, no optimizer state): the import judged it further along and set the resumable copy aside
+    part = tmp_path / "part" / "run-s0"
+    shutil.copytree(finished, part)
+    (part / "eval" / "best.json").unlink()  # trained, its snapshot kept, not evaluated
+    with pytest.raises(DardError, match="not finished and its resume state cannot travel .*MiB"):
+        export_runs([part], tmp_path / "p.tar.gz", ExportOptions(max_weights_mib=0.001))
+    assert not (tmp_path / "p.tar.gz").exists()
+    bare = tmp_path / "bare" / "run-s0"  # a folder holding a config alone, as a source
+    bare.mkdir(parents=True)
+    shutil.copy(finished / "config.yaml", bare)
+    with pytest.raises(DardError, match="unfinished but lacks run.json, resume.json, a whole resume snapshot"):
+        import_runs(bare, tmp_path / "runs")
+    assert list((tmp_path / "runs").iterdir()) == []
 
 
 @pytest.mark.slow

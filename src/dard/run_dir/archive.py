@@ -10,10 +10,10 @@ their own and gzip no name or time, so the same runs give the same bytes.
 
 An archive is hostile input. Import reads it member by member and refuses the whole archive (one DardError line,
 nothing written to the runs folder) on anything but regular files, on absolute paths, ``..``, links, a file name
-that :class:`dard.run_dir.RunDir` does not define, a size or checksum that differs from the manifest, or sizes
-over :data:`MAX_FILE_BYTES` / :data:`MAX_TOTAL_BYTES` (and extended headers over
-:data:`dard.io.MAX_TAR_HEADER_BYTES`). The records are then read back with the strict readers. How an imported run
-joins an existing runs folder is :mod:`dard.run_dir.merge`'s.
+that :class:`dard.run_dir.RunDir` does not define, a size or checksum that differs from the manifest, sizes over
+:data:`MAX_FILE_BYTES` / :data:`MAX_TOTAL_BYTES`, extended headers over :data:`dard.io.MAX_TAR_HEADER_BYTES`, or a
+run that lacks what its manifest claims it is (:func:`check_carried`). The records are then read back with the
+strict readers. How an imported run joins an existing runs folder is :mod:`dard.run_dir.merge`'s.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import io
 import json
 import re
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -102,6 +102,41 @@ def _snapshot_names(run: RunDir) -> list[str]:
     return [p.relative_to(run.path).as_posix() for p in (run.pointer, snap.weights, snap.optimizer, snap.progress)]
 
 
+def missing_files(finished: bool, files: Collection[str]) -> list[str]:
+    """What a run carrying ``files`` (relative to its folder) lacks to be what it claims: a finished run its config,
+    run.json, metrics, best checkpoint's metadata and evaluation record (its weights may stay behind); an
+    unfinished one its config, run.json, resume pointer and a whole snapshot (weights, optimizer, progress), the
+    only thing it can be continued from. Export and import alike: a run with only its config.yaml was placed as
+    finished and refused by the report later."""
+    probe = RunDir("r")
+
+    def rel(path: Path) -> str:
+        return path.relative_to(probe.path).as_posix()
+
+    if finished:
+        need = [probe.config, probe.run_info, probe.metrics, probe.checkpoint_meta("best"), probe.eval_file("best")]
+        return [rel(p) for p in need if rel(p) not in files]
+    lacking = [rel(p) for p in (probe.config, probe.run_info, probe.pointer) if rel(p) not in files]
+    snap = probe.snapshot(0)
+    parts = [p.name for p in (snap.weights, snap.optimizer, snap.progress)]
+    folders = {name.split("/")[0] for name in files if name.startswith("state-")}
+    if not any(all(f"{folder}/{part}" in files for part in parts) for folder in folders):
+        lacking.append(f"a whole resume snapshot (state-<step>/{', '.join(parts)})")
+    return lacking
+
+
+def check_carried(where: str, finished: bool, files: Collection[str]) -> None:
+    """DardError naming ``where`` if :func:`missing_files` finds anything lacking, or if an unfinished run carries
+    a test evaluation record (whose presence makes a run folder finished)."""
+    lacking = missing_files(finished, files)
+    if lacking:
+        state = "finished" if finished else "unfinished"
+        raise DardError(f"{where} is {state} but lacks {', '.join(lacking)}: nothing usable to carry")
+    evaluated = RunDir("r").eval_file("best").relative_to("r").as_posix()
+    if not finished and evaluated in files:
+        raise DardError(f"{where} is not finished by its manifest but has {evaluated}")
+
+
 def allowed(rel: str) -> bool:
     """Whether ``rel`` names a file a run folder may hold (records, weights, one snapshot's files)."""
     probe = RunDir("r")
@@ -137,9 +172,12 @@ def _selected(run: RunDir, options: ExportOptions) -> tuple[list[str], list[str]
             left_out.append(f"{name} ({size / 2**20:.1f} MiB > {options.max_weights_mib:g} MiB)")
         else:
             files.append(name)
-    if not run.is_evaluated() and not any(n.startswith("state-") for n in files):
+    lacking = missing_files(run.is_evaluated(), files)
+    if lacking and not run.is_evaluated():  # a snapshot without its weights or optimizer state continues nothing
         why = "; ".join(n for n in left_out if n.startswith(("state-", "resume"))) or "it has no resume snapshot"
         raise DardError(f"{run.path} is not finished and its resume state cannot travel ({why}): nothing to carry")
+    if lacking:
+        raise DardError(f"{run.path} is finished but lacks {', '.join(lacking)}: an import would refuse it")
     return sorted(files), left_out
 
 
@@ -237,6 +275,10 @@ def _read_manifest(source: Path, tar: tarfile.TarFile) -> Manifest:
     for run in manifest.runs:
         for f in run.files:
             _member_path(source, f"{run.name}/{f.path}")
+        paths = [f.path for f in run.files]
+        if len(set(paths)) != len(paths):
+            raise DardError(f"{source}: {MANIFEST} lists a file of run {run.name} twice")
+        check_carried(f"{source}: run {run.name}", run.finished, set(paths))
     return manifest
 
 

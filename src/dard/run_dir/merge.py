@@ -31,7 +31,7 @@ from pathlib import Path
 from dard.config.identity import config_diff, config_identity
 from dard.errors import DardError
 from dard.io import check_target, file_kind
-from dard.run_dir.archive import RUN_NAME, allowed, extract_archive
+from dard.run_dir.archive import RUN_NAME, allowed, check_carried, extract_archive
 from dard.run_dir.layout import CHECKPOINTS, RunDir, enclosing_run
 from dard.run_dir.lock import LOCK_NAME
 
@@ -86,12 +86,15 @@ def _stage(source: Path, staging: Path) -> list[str]:
         run = RunDir(source)
         if not RUN_NAME.fullmatch(source.name) or not run.is_run():
             raise DardError(f"{source} is not a dard run folder (no config.yaml) or has an unusual name")
+        copied = []
         for path in sorted(source.rglob("*")):
             rel = path.relative_to(source).as_posix()
             real = Path(os.path.realpath(path)) == source.resolve() / rel  # no link on the way (file or folder)
             if real and path.is_file() and allowed(rel):  # other files are not records
                 (staging / source.name / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, staging / source.name / rel)
+                copied.append(rel)
+        check_carried(str(source), run.is_evaluated(), copied)
         names = [source.name]
     else:
         names = [r.name for r in extract_archive(source, staging).runs]
@@ -114,7 +117,11 @@ def _read_all(run: RunDir) -> None:
     for c in CHECKPOINTS:
         run.read_compare(c), run.read_label_gap(c), run.read_eval_progress(c)
     if run.has_snapshot():
-        run.resume_snapshot().read_progress()
+        snap = run.resume_snapshot()
+        snap.read_progress()
+        for path in (snap.weights, snap.optimizer):  # the snapshot resume.json points at, whole
+            if not path.is_file():
+                raise DardError(f"{run.pointer} points at {snap.path.name}, which lacks {path.name}")
 
 
 def _stage_key(run: RunDir) -> tuple[int, int, int, int]:
