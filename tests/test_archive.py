@@ -3,9 +3,11 @@ and into an experiment's report without retraining."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
+import random
 import shutil
 import tarfile
 import time
@@ -192,6 +194,26 @@ def test_hostile_archives_are_refused_and_nothing_is_written(case, tmp_path):
     assert "\n" not in str(err.value) and str(archive) in str(err.value)
     assert list(root.iterdir()) == []  # the staging folder is gone too
     assert not (tmp_path / "etc").exists() and not (tmp_path / "config.yaml").exists()
+
+
+def test_a_damaged_gzip_stream_is_one_line_wherever_it_is_damaged(tmp_path):
+    # a byte flipped inside the deflate data raised zlib.error, which neither the import nor export's look at an
+    # existing --out caught: an internal error (exit 1) for a file that is not a readable archive
+    big = CFG + b"# " + base64.b64encode(random.Random(0).randbytes(6000)) + b"\n"  # deflate data to damage
+    members = [_manifest({"config.yaml": big}), _file("evil/config.yaml", big)]
+    good = _tar(tmp_path / "good.tar.gz", members).read_bytes()
+    seen = set()
+    for at in range(10, len(good) - 8, 7):  # past the gzip header, before its CRC and size
+        damaged = tmp_path / f"d{at}.tar.gz"
+        damaged.write_bytes(good[:at] + bytes([good[at] ^ 0x55]) + good[at + 1 :])
+        with pytest.raises(DardError) as err:
+            import_runs(damaged, tmp_path / "runs")
+        assert "\n" not in str(err.value) and list((tmp_path / "runs").iterdir()) == []
+        seen.add(str(err.value).split(" (", 1)[-1].split(":", 1)[0])
+        if archived_runs(damaged) is None:
+            with pytest.raises(DardError, match="not a dard export archive"):
+                export_runs([tmp_path / "nowhere"], damaged)
+    assert "error" in seen  # zlib's own error was among them
 
 
 def test_an_oversized_extended_header_is_refused_before_it_is_read(tmp_path):

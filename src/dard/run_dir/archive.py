@@ -24,6 +24,7 @@ import io
 import json
 import re
 import tarfile
+import zlib
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -41,6 +42,9 @@ MAX_FILE_BYTES = 1 << 30  # 1 GiB: a WRN-34-10 checkpoint is 185 MB
 MAX_TOTAL_BYTES = 4 << 30
 MAX_MEMBERS = 10_000
 MAX_MANIFEST_BYTES = 4 << 20
+#: what reading a damaged .tar.gz raises: tarfile's errors, a truncated stream, a bad gzip header or CRC (OSError),
+#: and zlib's own error for damaged deflate data, which neither tarfile nor gzip turns into theirs
+UNREADABLE = (tarfile.TarError, EOFError, OSError, zlib.error)
 RUN_NAME = PLAIN_NAME  # an archive carries run folders by their plain names
 WEIGHTS = ("auto", "all", "best", "none")
 
@@ -224,7 +228,7 @@ def archived_runs(path: Path) -> list[str] | None:
     try:
         with open_tar_gz(path) as tar:
             return [r.name for r in _read_manifest(path, tar).runs]
-    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile, DardError):
+    except (*UNREADABLE, DardError):
         return None
 
 
@@ -293,7 +297,7 @@ def extract_archive(source: Path, staging: Path) -> Manifest:
                 raise DardError(f"{source}: over the import limits ({MAX_TOTAL_BYTES >> 30} GiB, {MAX_MEMBERS} files)")
             while (member := tar.next()) is not None:  # the members after the manifest, once each
                 _extract_member(source, tar, member, expected, staging)
-    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as e:
+    except UNREADABLE as e:
         raise DardError(f"{source}: not a readable .tar.gz ({type(e).__name__}: {e})") from None
     if expected:
         raise DardError(f"{source}: files listed in {MANIFEST} are missing: {', '.join(sorted(expected)[:3])}")
