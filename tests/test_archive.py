@@ -7,6 +7,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import random
 import shutil
 import tarfile
@@ -322,6 +323,36 @@ def test_only_whole_runs_are_exported_or_imported_from_folders(finished, tmp_pat
     with pytest.raises(DardError, match="unfinished but lacks run.json, resume.json, a whole resume snapshot"):
         import_runs(bare, tmp_path / "runs")
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+def _link_to(target: Path):
+    def make(path: Path) -> None:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        path.symlink_to(target)
+
+    return make
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "where, make, needle",
+    [
+        ("run.json", _link_to(Path("/etc/hostname")), "run.json: it is a symbolic link"),
+        ("best.safetensors", _link_to(Path("/etc/hostname")), "best.safetensors: it is a symbolic link"),
+        ("eval", lambda p: _link_to(p.parent.parent / "other" / "eval")(p), "eval is a symbolic link, not a folder"),
+        ("metrics.jsonl", lambda p: (p.unlink(), os.mkfifo(p)), "metrics.jsonl: it is a FIFO"),
+    ],
+)
+def test_export_never_reads_through_a_link_in_the_run(where, make, needle, finished, tmp_path):
+    # a run.json linked to another file, or an eval/ folder linked to another run's, was exported as this run's
+    # records (the import then placed them as its own)
+    run, other = tmp_path / "runs" / "run-s0", tmp_path / "runs" / "other"
+    shutil.copytree(finished, run)
+    shutil.copytree(finished, other)
+    make(run / where)
+    with pytest.raises(DardError, match=f"cannot export .*{needle}") as err:
+        export_runs([run], tmp_path / "out.tar.gz")
+    assert "\n" not in str(err.value) and not (tmp_path / "out.tar.gz").exists()
 
 
 @pytest.mark.slow

@@ -160,6 +160,10 @@ def allowed(rel: str) -> bool:
 def _selected(run: RunDir, options: ExportOptions) -> tuple[list[str], list[str]]:
     """(files to export, what is left out and why) of one run folder."""
     run.require_run()
+    try:  # a link where a run's file or folder belongs would export another file (another run's) as this run's
+        run.check_files()
+    except DardError as e:
+        raise DardError(f"cannot export {run.path}: {e}") from None
     if options.weights not in WEIGHTS:
         raise DardError(f"--weights must be one of {', '.join(WEIGHTS)}; got {options.weights!r}")
     files = [n for n in record_names(run) if (run.path / n).is_file()]
