@@ -214,3 +214,28 @@ def test_the_cli_reports_a_malformed_run_in_one_line(small_run: RunDir, tmp_path
     shutil.copytree(small_run.path, resumable)
     RunDir(resumable).config.write_bytes(b"name: \xff\n")
     assert_one_line_error(run_cli("train", "--resume", str(resumable)), "config.yaml", "UTF-8")
+
+
+def test_a_huge_file_or_a_fifo_is_one_line_and_read_no_further(small_run: RunDir) -> None:
+    # a run.json of gigabytes was read and parsed whole (memory and minutes, from an archive or a runs folder), and
+    # a FIFO where resume.json belongs blocked the reader until something wrote to it
+    import os
+    import threading
+
+    from dard.run_dir.files import MAX_RECORD_BYTES
+
+    with open(small_run.run_info, "r+b") as fh:
+        fh.truncate(MAX_RECORD_BYTES + 1)  # sparse: no disk, and nothing of it is read
+    with pytest.raises(DardError, match="run.json: over 64 MiB, not a run record file"):
+        RunRecord.load(small_run.path)
+    small_run.pointer.unlink()
+    os.mkfifo(small_run.pointer)
+    got: list[BaseException] = []
+    reader = threading.Thread(target=lambda: got.append(pytest.raises(DardError, small_run.resume_snapshot).value))
+    reader.start()
+    reader.join(20)
+    if reader.is_alive():  # blocked on the FIFO: let it go before failing
+        with open(small_run.pointer, "w") as fh:
+            fh.write("{}")
+        reader.join()
+    assert got and "resume.json: it is a FIFO" in str(got[0])

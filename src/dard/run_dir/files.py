@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
 from dard.errors import DardError
+from dard.io import file_kind
 
 T = TypeVar("T")
 
@@ -52,13 +55,27 @@ def from_plain(data: Any, kind: type[T], where: str) -> T:
     return parse_json(json.dumps(data), kind, where)
 
 
+#: the most a run's JSON file may hold: dard's are kilobytes (an evaluation record of 10,000 images about 20 KB,
+#: metrics of 1,000 epochs 300 KB); a larger one is not a record, and parsing it whole held gigabytes
+MAX_RECORD_BYTES = 64 << 20
+
+
 def _read_bytes(path: Path, what: str) -> bytes:
+    """The bytes of ``path``: a regular file (a FIFO there blocked the reader for good) of at most
+    :data:`MAX_RECORD_BYTES`."""
     try:
-        return path.read_bytes()
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise DardError(f"cannot read {path}: it is {file_kind(mode)}, not a {what} file")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_RECORD_BYTES + 1)
     except FileNotFoundError:
         raise DardError(f"{what} not found: {path}") from None
     except OSError as e:
         raise DardError(f"cannot read {path}: {e.strerror or e}") from None
+    if len(raw) > MAX_RECORD_BYTES:
+        raise DardError(f"{path}: over {MAX_RECORD_BYTES >> 20} MiB, not a {what} file dard wrote")
+    return raw
 
 
 def read_json_file(path: Path, kind: type[T], what: str, required: tuple[str, ...] = ()) -> T:
