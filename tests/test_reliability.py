@@ -362,3 +362,27 @@ def test_checkpoint_files_get_the_usual_permissions(finished_run):
     modes = {p.name: p.stat().st_mode & 0o777 for p in finished_run.iterdir() if p.is_file()}
     assert modes["best.safetensors"] == modes["best.json"] == modes["config.yaml"]
     assert modes["best.safetensors"] & 0o044  # readable by group and others under the usual umask
+
+
+def test_checkpoint_metadata_that_is_a_fifo_is_one_line(run, tmp_path, capsys):
+    # a checkpoint's metadata was read with open(): a FIFO at RUN/best.json (`dard eval`, a teacher's checkpoint)
+    # blocked the command until something wrote to it
+    import os
+    import threading
+
+    from dard.checkpoint import checkpoint_meta
+    from dard.errors import DardError
+
+    meta = run / "best.json"
+    meta.unlink()
+    os.mkfifo(meta)
+    got: list[BaseException] = []
+    reader = threading.Thread(target=lambda: got.append(pytest.raises(DardError, checkpoint_meta, meta).value))
+    reader.start()
+    reader.join(20)
+    if reader.is_alive():  # blocked on the FIFO: let it go before failing
+        with open(meta, "w") as fh:
+            fh.write("{}")
+        reader.join()
+    assert got and "best.json: it is a FIFO" in str(got[0])
+    fails_cleanly(capsys, tmp_path, ["eval", str(meta), "--data", "digits", "--n", "4"], "best.json", "FIFO")

@@ -17,11 +17,12 @@ import torch
 from torch import nn
 
 from dard.errors import DardError
-from dard.io import read_json, save_tensors, write_json
+from dard.io import loads_json, save_tensors, write_json
 from dard.model_checks import check_input, check_spec
 from dard.models import check_model_kwargs, create_model, is_import_spec, library_prefix
 from dard.module_utils import unwrap_model
 from dard.run_dir import CHECKPOINTS, CheckpointProvenance, RunDir
+from dard.run_dir.files import read_bytes
 from dard.weights import load_weights
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ def read_checkpoint_meta(weights: Path, raw_hint: str = RAW_WEIGHTS_HINT) -> dic
     if not meta_path.exists():
         raise DardError(f"{weights} has no metadata file {meta_path.name}; {raw_hint}")
     try:
-        meta = read_json(meta_path)
+        meta = loads_json(read_bytes(meta_path, "checkpoint metadata"))  # a regular file, bounded: not a FIFO
     except (ValueError, OSError) as e:  # JSONDecodeError, UnicodeDecodeError, nesting too deep
         raise DardError(f"{meta_path} is not a dard checkpoint metadata file ({type(e).__name__})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:

@@ -60,9 +60,9 @@ def from_plain(data: Any, kind: type[T], where: str) -> T:
 MAX_RECORD_BYTES = 64 << 20
 
 
-def _read_bytes(path: Path, what: str) -> bytes:
-    """The bytes of ``path``: a regular file (a FIFO there blocked the reader for good) of at most
-    :data:`MAX_RECORD_BYTES`."""
+def read_bytes(path: Path, what: str) -> bytes:
+    """The bytes of ``path`` (a run's JSON file, a checkpoint's metadata): a regular file (a FIFO there blocked the
+    reader for good) of at most :data:`MAX_RECORD_BYTES`."""
     try:
         mode = os.stat(path).st_mode
         if not stat.S_ISREG(mode):
@@ -84,7 +84,7 @@ def read_json_file(path: Path, kind: type[T], what: str, required: tuple[str, ..
     ``required`` names keys the file must hold even where ``kind`` has a default (a resume state without its
     step counters must not silently restart at zero).
     """
-    raw = _read_bytes(path, what)
+    raw = read_bytes(path, what)
     value = parse_json(raw, kind, str(path))
     check = getattr(value, "check_values", None)  # ranges the types alone do not say (records.EvalFile)
     if check is not None:
@@ -97,7 +97,7 @@ def read_json_file(path: Path, kind: type[T], what: str, required: tuple[str, ..
 
 def read_jsonl_file(path: Path, kind: type[T], what: str) -> list[T]:
     """Read a JSON-lines file (one ``kind`` per non-blank line); a bad line is an error naming its number."""
-    raw = _read_bytes(path, what)
+    raw = read_bytes(path, what)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
