@@ -139,11 +139,13 @@ def _file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
     return info, data
 
 
-def _manifest(files: dict[str, bytes], run: str = "evil") -> tuple[tarfile.TarInfo, bytes]:
+def _manifest(files: dict[str, bytes], run: str = "evil", sizes: dict | None = None) -> tuple[tarfile.TarInfo, bytes]:
     """A manifest of a finished run: ``files`` and the rest of what one carries (placeholders), so that an archive
     is refused for what its case is about, not for lacking them."""
     files = {**dict.fromkeys(["run.json", "metrics.jsonl", "best.json", "eval/best.json"], b"{}"), **files}
     rows = [{"path": k, "bytes": len(v), "sha256": hashlib.sha256(v).hexdigest()} for k, v in files.items()]
+    for row in rows:
+        row["bytes"] = (sizes or {}).get(row["path"], row["bytes"])
     body = {"format": "dard-runs", "version": 1, "runs": [{"name": run, "finished": True, "files": rows}]}
     return _file(MANIFEST, json.dumps(body).encode())
 
@@ -172,6 +174,10 @@ HOSTILE = {
     "size differs": ([_manifest({"config.yaml": CFG}), _file("evil/config.yaml", CFG + b"more: 1\n")], "this size"),
     "checksum differs": ([_manifest({"config.yaml": CFG}), _file("evil/config.yaml", CFG.upper())], "checksum"),
     "no manifest": ([_file("evil/config.yaml", CFG)], "not a dard export"),
+    "negative size": (  # the other files' sizes were summed past the 4 GiB limit (extracted, then refused)
+        [_manifest({"config.yaml": CFG, "best.safetensors": b"x"}, sizes={"best.safetensors": -(5 << 30)})],
+        "gives evil/best.safetensors -5368709120 bytes",
+    ),
     "missing file": ([_manifest({"config.yaml": CFG}), _file("evil/config.yaml", CFG)], "are missing"),
     "bad run name": (
         [_manifest({"config.yaml": CFG}, run="../up"), _file("../up/config.yaml", CFG)],

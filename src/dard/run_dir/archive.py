@@ -283,6 +283,8 @@ def _read_manifest(source: Path, tar: tarfile.TarFile) -> Manifest:
     for run in manifest.runs:
         for f in run.files:
             _member_path(source, f"{run.name}/{f.path}")
+            if not 0 <= f.bytes <= MAX_FILE_BYTES:  # a negative size let the others past the total's limit
+                raise DardError(f"{source}: {MANIFEST} gives {run.name}/{f.path} {f.bytes} bytes")
         paths = [f.path for f in run.files]
         if len(set(paths)) != len(paths):
             raise DardError(f"{source}: {MANIFEST} lists a file of run {run.name} twice")
