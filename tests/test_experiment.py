@@ -267,6 +267,31 @@ def test_bad_experiment_files_are_one_line_errors(tmp_path, spec, needle):
     assert not (tmp_path / "runs").exists()
 
 
+FOLDER_TEACHER = {"data": {"name": "folder", "dir": "imgs", "val_size": 3}, "optim": {"batch_size": 4}}
+
+
+@pytest.mark.parametrize(
+    "runs, teacher_config, needle",
+    [
+        ({"x": {"data": {"val_size": 5000}}}, {}, "run 'x-s0': val_size 5000 leaves no training"),
+        ({"x": {"data": {"train_subset": 32}}}, {}, "run 'x-s0': optim.batch_size 64 exceeds the 32 training images"),
+        ({"dard": SPEC["runs"]["dard"]}, FOLDER_TEACHER, "run 'dard-s0': its teacher teacher-s0 learns 3 classes"),
+    ],
+)
+def test_runs_that_do_not_fit_their_data_are_refused_before_any_training(tmp_path, runs, teacher_config, needle):
+    # found out only when the run started, after the teacher and the runs before it had trained (and without the
+    # run's name); --plan said nothing
+    from tests.cli_checks import image_folder
+
+    image_folder(tmp_path / "imgs", side=8, classes=3)
+    teacher = {**SPEC["teacher"], "config": {**SPEC["teacher"]["config"], **teacher_config}}
+    _write(tmp_path, spec={**SPEC, "runs": {"sat": SPEC["runs"]["sat"], **runs}, "teacher": teacher})
+    for plan in (["--plan"], []):
+        proc = run_cli("experiment", "tiny", "--runs", str(tmp_path / "runs"), *plan, cwd=tmp_path)
+        assert_one_line_error(proc, "cpu.yaml: " + needle)
+        assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.slow
 def test_plan_reports_every_run_and_trains_nothing(finished, tmp_path):
     tmp, _ = finished

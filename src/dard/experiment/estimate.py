@@ -74,7 +74,8 @@ class Estimator:
 
         key = (cfg.data.model_dump_json(), cfg.seed)
         if key not in self._sizes:
-            self._sizes[key] = DataSizes.of(prepare_data(cfg, _bundle(cfg.data.name, cfg.data.dir, cfg.data.download)))
+            bundle = dataset_bundle(cfg.data.name, cfg.data.dir, cfg.data.download)
+            self._sizes[key] = DataSizes.of(prepare_data(cfg, bundle))
         return self._sizes[key]
 
     def estimate(self, name: str, cfg: RunConfig, teacher: str | None) -> Estimate:
@@ -160,7 +161,8 @@ def _device_key(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _bundle(name: str, folder: str | None, download: bool) -> Any:
+def dataset_bundle(name: str, folder: str | None, download: bool) -> Any:
+    """The dataset, loaded once per process for every run that names it (estimates, the plan's data checks)."""
     from dard.data import load_dataset
 
     return load_dataset(name, folder, download=download)

@@ -16,11 +16,12 @@ from typing import Any, Literal
 
 from dard.config import RunConfig
 from dard.errors import DardError
-from dard.experiment.estimate import Estimate, Estimator
+from dard.experiment.estimate import Estimate, Estimator, dataset_bundle
 from dard.experiment.reuse import RUN_DONE, check_reusable, run_status
 from dard.experiment.spec import RUN_SEEDS, Experiment, deep_merge, needs_teacher, parse_run_config
 from dard.io import check_writable
 from dard.run_dir import RunDir, enclosing_run
+from dard.training.cost import DataSizes
 
 Role = Literal["teacher", "student"]
 
@@ -166,7 +167,38 @@ def read_plan(exp: Experiment, runs_root: Path, device: str | None = None) -> li
     runs = plan_runs(exp, runs_root, device)
     for run in runs:
         check_reusable(runs_root / run.name, run.config)
-    return [dataclasses.replace(r, status=run_status(runs_root / r.name, r.config.optim.epochs)) for r in runs]
+    runs = [dataclasses.replace(r, status=run_status(runs_root / r.name, r.config.optim.epochs)) for r in runs]
+    check_data(runs, runs_root, exp.source)
+    return runs
+
+
+def check_data(runs: Sequence[PlannedRun], runs_root: Path, source: Path) -> None:
+    """Each run still to train fits its data (:func:`dard.training.setup.prepare_data`: the validation split, the
+    batch against the training images) and a student its planned teacher's (classes, channels): found out only when
+    that run started, after the teacher and the runs before it had trained for hours, and without the run's name."""
+    from dard.training.setup import prepare_data
+
+    sizes: dict[str, DataSizes] = {}
+    for run in runs:
+        if run.done:
+            continue
+        data = run.config.data
+        try:
+            sizes[run.name] = DataSizes.of(prepare_data(run.config, dataset_bundle(data.name, data.dir, data.download)))
+        except DardError as e:
+            raise DardError(f"{source}: run '{run.name}': {e}") from None
+    teachers = {_best(runs_root, r.name): r for r in runs if r.role == "teacher"}
+    for run in runs:
+        teacher = teachers.get(str(run.config.teacher.checkpoint))
+        if teacher is None or run.name not in sizes or teacher.name not in sizes:
+            continue
+        mine, its = sizes[run.name], sizes[teacher.name]
+        if (mine.classes, mine.shape[0]) != (its.classes, its.shape[0]):
+            raise DardError(
+                f"{source}: run '{run.name}': its teacher {teacher.name} learns {its.classes} classes of "
+                f"{its.shape[0]}-channel images ({teacher.config.data.name}), the run {mine.classes} of "
+                f"{mine.shape[0]}-channel ones ({run.config.data.name}); give the teacher the run's data"
+            )
 
 
 def with_estimates(runs: Sequence[PlannedRun], estimator: Estimator) -> list[PlannedRun]:
@@ -198,11 +230,5 @@ def plan_experiment(exp: Experiment, runs_root: Path) -> list[PlannedRun]:
     """Check an experiment without training anything: every run's config, the run folders it would reuse and the
     datasets still needed (loaded once each, downloaded if the config allows). Returns every run, teachers first,
     with its status."""
-    from dard.data import load_dataset
-
     check_output_folder(runs_root, "runs folder")  # as the experiment itself checks it first
-    runs = read_plan(exp, runs_root)
-    needed = {(r.config.data.name, r.config.data.dir, r.config.data.download) for r in runs if not r.done}
-    for name, folder, download in sorted(needed, key=str):
-        load_dataset(name, folder, download=download)  # a one-line DardError if missing or corrupt
-    return runs
+    return read_plan(exp, runs_root)  # which loads the data of every run still to train (check_data)

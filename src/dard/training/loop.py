@@ -17,7 +17,6 @@ from dard.attacks import Attack
 from dard.checkpoint import save_checkpoint
 from dard.config import RunConfig, dump_config
 from dard.data import DeviceLoader
-from dard.errors import DardError
 from dard.methods import Method
 from dard.module_utils import unwrap_model
 from dard.progress import progress_bar
@@ -170,8 +169,7 @@ def _set_up(cfg: RunConfig, folder: RunDir, device: torch.device, dist_info: dis
         rank=dist_info.rank,
         world_size=dist_info.world_size,
     )
-    if len(loader) == 0:
-        raise DardError(f"batch size {cfg.optim.batch_size} exceeds the {len(data.train)} training images")
+    assert len(loader) > 0  # prepare_data refused a batch larger than the training images
     optimizer, scheduler = build_optimizer(cfg, student, len(loader))
     return _Run(
         cfg=cfg,

@@ -58,6 +58,11 @@ def prepare_data(cfg: RunConfig, bundle: DatasetBundle | None = None) -> Data:
         test = test.subset(torch.arange(min(cfg.data.test_subset, len(test))))
     if len(val) == 0:
         raise DardError("data.val_size leaves no validation images; checkpoint selection needs a held-out split")
+    if cfg.optim.batch_size > len(train):  # every epoch drops its last, partial batch: no step would be taken
+        raise DardError(
+            f"optim.batch_size {cfg.optim.batch_size} exceeds the {len(train)} training images (after data.val_size"
+            f"{' and data.train_subset' if cfg.data.train_subset is not None else ''})"
+        )
     return Data(bundle, train, val, test)
 
 
