@@ -75,6 +75,24 @@ def test_a_section_with_its_keys_commented_out_takes_its_defaults(tmp_path):
     assert parse_config({"data": {"dir": None}}).data.dir is None
 
 
+def test_an_override_into_an_empty_section_or_of_a_whole_section_keeps_the_files_other_keys(tmp_path):
+    # `--epochs 1` on a config whose `optim:` had its keys commented out was "'optim' is not a section"
+    p = tmp_path / "c.yaml"
+    p.write_text("optim:\n  # lr: 0.2\nmethod: {name: sat, params: {attack: {steps: 3}}}\n")
+    assert load_config(p, ["optim.epochs=1"]).optim.epochs == 1
+    # a section given as a mapping replaced the file's section whole: its other keys fell back to the defaults in
+    # silence (`optim={lr: 0.01}` trained cifar10/dard_resnet18 for 10 epochs, not 50); now key by key, as its keys
+    cfg = load_config("cifar10/dard_resnet18", ["optim={lr: 0.01}", "eval={batch_size: 64}"])
+    assert (cfg.optim.lr, cfg.optim.epochs, cfg.optim.milestones) == (0.01, 50, [30, 40])
+    assert cfg.eval.batch_size == 64 and cfg.eval.autoattack_subset == 1000
+    cfg = load_config(p, ["method={params: {attack: {name: fgsm}}}", "val={attack: {name: fgsm}}"])
+    assert cfg.method.name == "sat"  # kept: method is a section
+    assert cfg.method.params == {"attack": {"name": "fgsm"}} and cfg.val.attack == {"name": "fgsm"}  # one value each
+    assert load_config(p, ["optim=null"]).optim == parse_config({}).optim  # null: the empty section, its defaults
+    with pytest.raises(DardError, match="optim.nope: unknown key"):
+        load_config(p, ["optim={nope: 1}"])
+
+
 @pytest.mark.parametrize("override", ["=5", ".lr=1", "optim..lr=1", "optim.=1", " =1"])
 def test_an_override_with_an_empty_key_part_names_the_override(override):
     # `--set =5` was "config: unknown key" and `--set .lr=1` "config..lr: ...", naming no override

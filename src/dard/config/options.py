@@ -39,14 +39,42 @@ def read_assignments(items: Sequence[str], flag: str, *, dotted: bool) -> dict[s
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Apply a command-line override ``a.b.c=value`` (value parsed as YAML) to a nested dict."""
-    keys = dotted.split(".")
+    """Apply a command-line override ``a.b.c=value`` (value parsed as YAML) to a nested dict. A mapping given for a
+    section of the schema (``optim={lr: 0.01}``) sets its keys one by one: the keys it leaves out keep the config's
+    values (replaced whole, the section's other keys fell back to their defaults: 10 epochs instead of the file's
+    50, in silence). A free-form value (``val.attack``, ``method.params``, ``model.kwargs``) is one value, replaced
+    whole."""
+    _set_keys(data, dotted.split("."), value, dotted)
+
+
+def _set_keys(data: dict[str, Any], keys: list[str], value: Any, dotted: str) -> None:
+    if isinstance(value, dict) and _is_schema_section(keys):
+        for k, v in value.items():
+            _set_keys(data, [*keys, str(k)], v, dotted)
+        return
     node = data
     for k in keys[:-1]:
-        node = node.setdefault(k, {})
+        if node.get(k) is None:  # absent, or an empty section (`optim:` with its keys commented out): its defaults
+            node[k] = {}
+        node = node[k]
         if not isinstance(node, dict):
             raise DardError(f"override {shown(dotted)}: {shown(k)} is not a section")
     node[keys[-1]] = value
+
+
+def _is_schema_section(keys: list[str]) -> bool:
+    """Whether ``keys`` name a section of the run config's schema (a model of its own: ``optim``, ``speed``)."""
+    from pydantic import BaseModel
+
+    from dard.config.schema import RunConfig  # (here: the schema reads its overrides with this module)
+
+    model: type[BaseModel] = RunConfig
+    for k in keys:
+        field = model.model_fields.get(k)
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return False
+        model = field.annotation
+    return True
 
 
 def apply_overrides(
