@@ -72,6 +72,13 @@ class DataConfig(_Strict):
     test_subset: int | None = Field(None, ge=1, le=BIG, description="final test evaluation on the first N test images")
     augment: bool = True
 
+    @field_validator("val_size", mode="after")
+    @classmethod
+    def _whole_count(cls, v: float) -> float:
+        if v >= 1 and v != int(v):  # 1.5 held out 1 image, 100.5 held out 100, in silence
+            raise ValueError(f"a count of images (1 or more) is a whole number; a fraction lies below 1 (got {v})")
+        return v
+
 
 #: a factory's keyword arguments (model.kwargs, teacher.kwargs): plain data, without the keys dard sets itself
 #: (check_model_kwargs; a TypeError from create_model otherwise)
