@@ -96,7 +96,7 @@ def test_train_shortcut_options_take_their_value_as_given(tmp_path, monkeypatch,
     fails_cleanly(capsys, tmp_path, [*argv, "--epochs", "2", "--set", "optim.epochs=3"], "--epochs and --set")
 
 
-@pytest.mark.parametrize("device", ["meta", "xpu", "vulkan", "privateuseone", "mps", "cuda:-1", "CPU"])
+@pytest.mark.parametrize("device", ["meta", "xpu", "vulkan", "privateuseone", "mps", "cuda:-1", "CPU", "cpu:1"])
 def test_devices_dard_cannot_run_on_are_one_line(device, tmp_path, capsys, monkeypatch):
     # torch.device() parses many names; meta, xpu, vulkan, ... failed inside the run as internal errors
     import torch

@@ -38,6 +38,8 @@ def resolve_device(name: str = "auto") -> torch.device:
         dev = None
     if dev is None or dev.type not in ("cpu", "cuda", "mps"):
         raise DardError(f"unknown device {shown(name)}; use auto, cpu, cuda or cuda:N")
+    if dev.type == "cpu" and dev.index not in (None, 0):  # torch takes cpu:1, and runs on the one CPU device
+        raise DardError(f"unknown device {shown(name)}: the CPU is one device (cpu); use auto, cpu, cuda or cuda:N")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise DardError(f"device '{name}' requested but this PyTorch has no MPS (Apple GPU) support here")
     if dev.type == "cuda" and not torch.cuda.is_available():
