@@ -62,6 +62,20 @@ def test_external_weights_need_their_normalisation(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
 
 
+def test_an_l2_evaluation_needs_its_eps(tmp_path: Path, finished_run: Path) -> None:
+    # the default 8/255 (or a Linf run's eps) is an Linf budget: at L2 it is a radius of 0.03, next to no perturbation,
+    # and the evaluation measured that in silence
+    weights = tmp_path / "w.pt"
+    torch.save(create_model("small_cnn", num_classes=10, in_channels=1).state_dict(), weights)
+    argv = ["--weights", str(weights), "--normalization", "none", "--model", "small_cnn", "--data", "digits"]
+    proc = run_cli("eval", *argv, "--norm", "l2", "--attacks", "fgsm", "--n", "4")
+    assert_one_line_error(proc, "--norm l2 needs --eps: the default 8/255 is an Linf budget")
+    proc = run_cli("eval", str(finished_run), "--norm", "l2", "--attacks", "fgsm", "--n", "4")
+    assert_one_line_error(proc, "--norm l2 needs --eps: the run's eps 0.1 is its Linf budget")
+    ok = run_cli("eval", *argv, "--norm", "l2", "--eps", "0.5", "--attacks", "fgsm", "--n", "4", "--no-progress")
+    assert ok.returncode == 0 and "L2 eps=0.5" in ok.stdout, ok.stderr
+
+
 @pytest.mark.slow
 def test_train_prints_its_test_table_and_keeps_a_piped_log_short(tmp_path: Path) -> None:
     """The demo's base config with progress on, output piped (not a terminal): one summary line per epoch, no

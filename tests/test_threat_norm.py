@@ -64,10 +64,10 @@ def test_the_run_norm_reaches_the_training_attack():
     assert linf.attack.norm == "linf"
     l2 = build_method(parse_config({"method": {"name": "dard"}, "norm": "L2", "eps": 0.5}))
     assert l2.attack.norm == "l2" and l2.config()["attack"]["norm"] == "l2" and l2.attack.eps == 0.5
-    assert build_method(parse_config({"method": {"name": "trades"}, "norm": "l2"})).attack.norm == "l2"
+    assert build_method(parse_config({"method": {"name": "trades"}, "norm": "l2", "eps": 0.5})).attack.norm == "l2"
     # an L2 run's default suite leaves out the Linf-only attack; one given explicitly is checked at the start
-    assert parse_config({"norm": "l2"}).eval.attacks == [a for a in QUICK_SUITE if a != "cw-linf"]
-    assert parse_config({"norm": "l2", "eval": {"attacks": ["cw"]}}).eval.attacks == ["cw-linf"]
+    assert parse_config({"norm": "l2", "eps": 0.5}).eval.attacks == [a for a in QUICK_SUITE if a != "cw-linf"]
+    assert parse_config({"norm": "l2", "eps": 0.5, "eval": {"attacks": ["cw"]}}).eval.attacks == ["cw-linf"]
 
 
 def test_an_l2_run_with_a_linf_only_attack_is_refused_before_it_starts(tmp_path):

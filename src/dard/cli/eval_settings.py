@@ -63,6 +63,10 @@ def eval_settings(request: EvalRequest) -> EvalSettings:
     if cfg is not None and request.eps is not None and not math.isclose(eps, cfg.eps, rel_tol=1e-9, abs_tol=1e-12):
         notes.append(f"--eps {request.eps} differs from the run's eps {cfg.eps:.6g} ({cfg.eps * 255:.2f}/255)")
     norm = request.norm or (cfg.norm if cfg else DEFAULT_NORM)
+    if norm != "linf" and request.eps is None and (cfg is None or cfg.norm == "linf"):
+        # an L2 evaluation at an Linf budget (8/255: a radius of 0.03) measured next to no perturbation, in silence
+        budget = f"the run's eps {cfg.eps:.6g} is its Linf budget" if cfg else "the default 8/255 is an Linf budget"
+        raise DardError(f"--norm {norm} needs --eps: {budget} (L2 evaluations take e.g. 0.5)")
     if cfg is not None and request.norm and request.norm != cfg.norm:
         notes.append(f"--norm {request.norm} differs from the run's norm {cfg.norm}")
     return EvalSettings(data=data, data_dir=data_dir, eps=eps, norm=norm, run=run, checkpoint=which, notes=notes)

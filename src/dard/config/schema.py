@@ -266,6 +266,11 @@ class RunConfig(_Strict):
         # run starts, so an attack of the wrong norm is refused there in one line
         if self.norm != "linf" and "attacks" not in self.eval.model_fields_set:
             self.eval.attacks = quick_suite(self.norm)
+        # 8/255 is an Linf budget: an L2 run without eps trained and was evaluated at a radius of 0.03, in silence
+        if self.norm != "linf" and "eps" not in self.model_fields_set:
+            raise ValueError(
+                f"norm {self.norm} needs eps: the default 8/255 is the Linf budget (L2 runs take e.g. 0.5)"
+            )
         return self
 
     @field_validator("eps", mode="before")
