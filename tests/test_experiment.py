@@ -241,6 +241,9 @@ def test_run_folder_with_another_config_is_refused_and_left_alone(finished, tmp_
         ({**SPEC, "runs": {"sat": {"seed": 5}}}, "runs.sat.seed: the experiment sets each run's seed"),
         ({**SPEC, "runs": {"sat": {"name": "mine"}}}, "runs.sat.name: the experiment sets each run's name"),
         ({**SPEC, "teacher": {**SPEC["teacher"], "config": {"seed": 3}}}, "teacher.config.seed: the experiment sets"),
+        # a run's own device was dropped for --device (default auto) in silence, and --plan passed `device: xla`
+        ({**SPEC, "runs": {"sat": {"device": "xla"}}}, "runs.sat.device: the experiment sets each run's device"),
+        ({**SPEC, "teacher": {**SPEC["teacher"], "config": {"device": "cpu"}}}, "teacher.config.device: the exp"),
         # a teacher the file gives a run must be there (the campaign stopped when that run began)
         ({**SPEC, "runs": {"x": {"method": {"name": "dard"}, "teacher": {"checkpoint": "no/run"}}}}, "'x-s0': checkp"),
         (

@@ -81,17 +81,22 @@ def plan_runs(exp: Experiment, runs_root: Path, device: str | None = None) -> li
     return runs
 
 
-#: the keys of a run config the experiment sets itself for each run (its folder name and seed)
-_EXPERIMENTS_KEYS = ("name", "seed")
+#: the keys of a run config the experiment sets itself for each run (its folder name, seed and device)
+_EXPERIMENTS_KEYS = ("name", "seed", "device")
 
 
 def _check_own_keys(exp: Experiment, where: str, overrides: dict[str, Any], instead: str) -> None:
-    """A run entry (or the teacher's config) that sets ``name`` or ``seed`` is refused: the experiment sets both
-    for every run, and the value given was dropped in silence (``seed: 5`` trained seeds 0, 1, 2)."""
+    """A run entry (or the teacher's config) that sets ``name``, ``seed`` or ``device`` is refused: the experiment
+    sets them for every run, and the value given was dropped in silence (``seed: 5`` trained seeds 0, 1, 2;
+    ``device: cpu`` ran on the GPU that `--device auto` took, and `--plan` passed ``device: xla``)."""
+    how = {
+        "name": "a run is named after its key and seed",
+        "seed": f"set the seeds with {instead}",
+        "device": "every run takes dard experiment's --device (default auto)",
+    }
     for key in _EXPERIMENTS_KEYS:
         if key in overrides:
-            how = "a run is named after its key and seed" if key == "name" else f"set the seeds with {instead}"
-            raise DardError(f"{exp.source}: {where}.{key}: the experiment sets each run's {key}; {how}")
+            raise DardError(f"{exp.source}: {where}.{key}: the experiment sets each run's {key}; {how[key]}")
 
 
 def check_runs(runs: Sequence[PlannedRun], source: Path) -> None:
