@@ -70,6 +70,9 @@ def test_eval_out_writes_eval_records_only_where_allowed(run, tmp_path, capsys):
         (["--set", "optim.nesterov=true", "--set", "optim.momentum=0"], ["optim", "nesterov needs a momentum"]),
         (["--set", "eval.checkpoints=[]"], ["eval.checkpoints", "at least 1"]),
         (["--set", "optim.batch_size=1000"], ["optim.batch_size 1000 exceeds the 128 training images"]),
+        # `attack: pgd` (a name, not a mapping) was an internal error (ValueError from dict())
+        (["--method", "sat", "--set", "method.params.attack=pgd"], ["method 'sat': attack must be a mapping"]),
+        (["--method", "trades", "--set", "method.params.attack=[1]"], ["method 'trades': attack must be a mapping"]),
         (["--set", "model.kwargs={num_classes: 3}"], ["model.kwargs", "num_classes comes from the dataset"]),
         (["--set", "model.kwargs={std: [1]}"], ["model.kwargs", "normalisation comes from the dataset"]),
         pytest.param(  # slow: imports torch._dynamo

@@ -75,8 +75,8 @@ def build_method(cfg: RunConfig) -> Method:
     """The configured loss object; the run's eps is the default budget of its training attack and the run's norm
     its norm (an attack that names another norm, or cannot run in the run's, is a one-line DardError)."""
     params = dict(cfg.method.params)
-    if "attack" not in method_params(cfg.method.name):
-        return create_method(cfg.method.name, **params)
+    if "attack" not in method_params(cfg.method.name) or not isinstance(params.get("attack", {}), dict | None):
+        return create_method(cfg.method.name, **params)  # an attack that is no mapping (`attack: pgd`): its error
     attack = dict(params.get("attack") or {})
     attack.setdefault("eps", cfg.eps)
     method = create_method(cfg.method.name, **{**params, "attack": attack})
