@@ -89,7 +89,7 @@ class Estimator:
         train_s = 0.0 if trained else cost.train_seconds(rate, epoch, batch * cfg.optim.batch_size)
         train_s += compile_seconds(cfg) if train_s else 0.0
         # what an unfinished run carries: best, the snapshot's weights and its momentum, 4 float32 bytes each
-        mib = 12 * _params(cfg.model.arch, sizes.classes, sizes.shape[0], json.dumps(cfg.model.kwargs)) / 2**20
+        mib = 12 * parameter_count(cfg, sizes) / 2**20
         eval_rate = eval_rate or cost.eval_rate(rate)
         return Estimate(train_s, cost.eval_macs / eval_rate, startup_seconds(self.device_type), basis, mib, eval_rate)
 
@@ -166,6 +166,11 @@ def dataset_bundle(name: str, folder: str | None, download: bool) -> Any:
     from dard.data import load_dataset
 
     return load_dataset(name, folder, download=download)
+
+
+def parameter_count(cfg: RunConfig, sizes: DataSizes) -> int:
+    """The parameters of the run's model for its data (built once per architecture, data shape and kwargs)."""
+    return _params(cfg.model.arch, sizes.classes, sizes.shape[0], json.dumps(cfg.model.kwargs))
 
 
 @functools.lru_cache(maxsize=32)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from dard.config import RunConfig
 from dard.errors import DardError
-from dard.experiment.estimate import Estimate, Estimator, dataset_bundle
+from dard.experiment.estimate import Estimate, Estimator, dataset_bundle, parameter_count
 from dard.experiment.reuse import RUN_DONE, check_reusable, run_status
 from dard.experiment.spec import RUN_SEEDS, Experiment, deep_merge, needs_teacher, parse_run_config
 from dard.io import check_writable
@@ -179,8 +179,9 @@ def read_plan(exp: Experiment, runs_root: Path, device: str | None = None) -> li
 
 def check_data(runs: Sequence[PlannedRun], runs_root: Path, source: Path) -> None:
     """Each run still to train fits its data (:func:`dard.training.setup.prepare_data`: the validation split, the
-    batch against the training images) and a student its planned teacher's (classes, channels): found out only when
-    that run started, after the teacher and the runs before it had trained for hours, and without the run's name."""
+    batch against the training images), its model builds for it (``model.kwargs``) and a student's data is its
+    planned teacher's (classes, channels): found out only when that run started, after the teacher and the runs
+    before it had trained for hours, or by the estimate after --plan's lines, without the run's name."""
     from dard.training.setup import prepare_data
 
     sizes: dict[str, DataSizes] = {}
@@ -190,6 +191,7 @@ def check_data(runs: Sequence[PlannedRun], runs_root: Path, source: Path) -> Non
         data = run.config.data
         try:
             sizes[run.name] = DataSizes.of(prepare_data(run.config, dataset_bundle(data.name, data.dir, data.download)))
+            parameter_count(run.config, sizes[run.name])  # the model builds for the data, with its model.kwargs
         except DardError as e:
             raise DardError(f"{source}: run '{run.name}': {e}") from None
     teachers = {_best(runs_root, r.name): r for r in runs if r.role == "teacher"}
