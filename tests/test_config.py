@@ -66,6 +66,22 @@ def test_numbers_with_an_exponent_are_numbers(tmp_path):
     assert yaml.safe_load("x: 1e-3") == {"x": "1e-3"}  # PyYAML's own loader is left as it is
 
 
+@pytest.mark.parametrize("text", ["1:10", "010", "1:30.5", "-007"])
+def test_base_60_and_octal_numbers_are_refused_not_misread(text, tmp_path):
+    # PyYAML's YAML 1.1 read `val_size: 1:10` as 70 (base 60) and `seed: 010` as 8 (octal), in silence; YAML 1.2 and
+    # every other reader of the file read text and 10
+    p = tmp_path / "c.yaml"
+    p.write_text(f"data: {{val_size: {text}}}\n")
+    with pytest.raises(DardError, match=f"c.yaml: '{text}' \\(line 1\\) is a YAML 1.1 base-60 or octal number") as e:
+        load_config(p)
+    assert "\n" not in str(e.value)
+    with pytest.raises(DardError, match=f"--set seed: '{text}'"):
+        load_config(None, [f"seed={text}"])
+    p.write_text("seed: 10\nname: '010'\ndata: {val_size: 0.05}\noptim: {lr: 0x1}\n")  # quoted text and the rest
+    cfg = load_config(p)
+    assert (cfg.seed, cfg.name, cfg.data.val_size, cfg.optim.lr) == (10, "010", 0.05, 1)
+
+
 def test_a_section_with_its_keys_commented_out_takes_its_defaults(tmp_path):
     # YAML reads `optim:` alone on its line as null; it was "Input should be a valid dictionary (got None)"
     p = tmp_path / "c.yaml"

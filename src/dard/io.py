@@ -247,9 +247,29 @@ def _yaml_loader(where: str | Path) -> type:
                     seen.add(k)
             return super().construct_mapping(node, deep=deep)
 
-    # on this class only (PyYAML copies the resolver table on the first addition): yaml.safe_load is unchanged
+    def checked(read: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        return lambda loader, node: _plain_number(node, read(loader, node), where)
+
+    # on this class only (PyYAML copies its tables on the first addition): yaml.safe_load is unchanged
     Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(_FLOAT_WITH_EXPONENT), list("-+0123456789."))
+    Loader.add_constructor("tag:yaml.org,2002:int", checked(yaml.SafeLoader.construct_yaml_int))
+    Loader.add_constructor("tag:yaml.org,2002:float", checked(yaml.SafeLoader.construct_yaml_float))
     return Loader
+
+
+def _plain_number(node: Any, value: Any, where: str | Path) -> Any:
+    """``value``, unless the number was written in base 60 (``1:30``) or as a YAML 1.1 octal (``010``): PyYAML reads
+    them as 90 and 8, YAML 1.2 and every other reader of the file as text and 10 (``val_size: 1:10`` held out 70
+    images, ``seed: 010`` ran seed 8, in silence)."""
+    import re
+
+    text = str(node.value).replace("_", "")
+    if ":" in text or re.fullmatch(r"[-+]?0[0-7]+", text):
+        raise DardError(
+            f"{where}: {shown(node.value, 40)} (line {node.start_mark.line + 1}) is a YAML 1.1 base-60 or octal "
+            f"number ({value}); write it without ':' or leading zeros, or quote it as text"
+        )
+    return value
 
 
 def parse_yaml(text: str, where: str) -> Any:
