@@ -298,6 +298,31 @@ def test_load_not_a_checkpoint(tmp_path: Path) -> None:
         assert "\n" not in str(info.value)
 
 
+def test_load_reads_the_format_from_the_content_not_the_name(tmp_path: Path) -> None:
+    # safetensors saved as model.pt (or with no suffix) was read by torch.load and refused as "pickled objects";
+    # a FIFO was "a directory"; an EMA-only checkpoint (timm's state_dict_ema) held "no state dict"
+    import os
+
+    from safetensors.torch import save_file
+
+    src = create_model("resnet8")
+    sd = {k: v.contiguous() for k, v in src.state_dict().items()}
+    save_file(sd, str(tmp_path / "model.pt"))
+    save_file(sd, str(tmp_path / "weights"))
+    torch.save(sd, tmp_path / "torch.safetensors")
+    torch.save({"state_dict_ema": sd, "epoch": 3}, tmp_path / "ema.pth.tar")
+    for name in ("model.pt", "weights", "torch.safetensors", "ema.pth.tar"):
+        dst = create_model("resnet8")
+        load_weights(dst, tmp_path / name)
+        assert _outputs_equal(src, dst), name
+    (tmp_path / "zeros.bin").write_bytes(bytes(64))
+    with pytest.raises(DardError, match="neither safetensors nor a PyTorch checkpoint"):
+        load_weights(create_model("resnet8"), tmp_path / "zeros.bin")
+    os.mkfifo(tmp_path / "fifo.pt")
+    with pytest.raises(DardError, match="it is not a regular file"):
+        load_weights(create_model("resnet8"), tmp_path / "fifo.pt")
+
+
 def test_load_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DardError, match="not found") as info:
         load_weights(create_model("resnet8"), tmp_path / "nope.pt")

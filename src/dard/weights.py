@@ -23,7 +23,8 @@ from dard.model_checks import check_finite
 __all__ = ["load_weights", "read_state_dict"]
 
 # Keys under which training scripts commonly nest the state dict inside a checkpoint.
-_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "student")
+# The EMA copies (timm's, and others') come last: a file holding only those is still a model's weights.
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "student", "state_dict_ema", "model_ema", "ema")
 # Prefixes added by nn.DataParallel / DistributedDataParallel, wrapper modules and torch.compile.
 _STRIP_PREFIXES = ("module.", "model.", "_orig_mod.")
 _SHOW = 5  # how many key names an error message lists
@@ -41,8 +42,9 @@ def load_weights(
 ) -> None:
     """Load weights into ``model`` from a state dict or a ``.pt``/``.pth``/``.safetensors`` file.
 
-    Checkpoints that nest the state dict (``{"state_dict": ...}``, ``{"model": ...}``, ``{"net": ...}``)
-    are unwrapped, and ``module.``/``model.`` prefixes are stripped (repeatedly, e.g. ``module.model.``).
+    The file's format is told by its first bytes (safetensors or torch.save's), not its name. Checkpoints that nest
+    the state dict (``{"state_dict": ...}``, ``{"model": ...}``, ``{"net": ...}``, an EMA copy) are unwrapped, and
+    ``module.``/``model.`` prefixes are stripped (repeatedly, e.g. ``module.model.``).
     With ``strict`` every model key must be present and no extra key allowed. Shapes must always match.
     Problems raise :class:`DardError` with a one-line message naming the offending keys and ``where`` (default:
     the file, or "the given checkpoint"); so do NaN or infinite values among the loaded parameters and buffers.
@@ -102,21 +104,40 @@ def _key_problems(state: Mapping[str, Tensor], target: Mapping[str, Tensor], str
     return problems
 
 
+def _format(path: Path) -> str | None:
+    """``"safetensors"`` or ``"torch"`` by the file's first bytes, None for neither: a file's name does not say
+    (safetensors saved as ``model.pt``, a checkpoint named ``.ckpt``, ``.bin`` or nothing)."""
+    with path.open("rb") as f:
+        head = f.read(9)
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # torch.save's zip archive, or its older pickle stream
+        return "torch"
+    if len(head) == 9 and head[8:9] == b"{":  # safetensors: the header's 8-byte length, then its JSON
+        return "safetensors"
+    return None
+
+
 def _read_weights_file(path: Path) -> Any:
     if not path.exists():
         raise DardError(f"weights file not found: {path}")
-    if not path.is_file():
-        raise DardError(f"{path} is not a weights file (it is a directory)")
+    if not path.is_file():  # a FIFO would block the read
+        what = "a directory" if path.is_dir() else "not a regular file"
+        raise DardError(f"{path} is not a weights file (it is {what})")
     try:
-        if path.suffix.lower() == ".safetensors":
+        kind = _format(path)
+        if kind is None:
+            raise DardError(f"{path} is not a weights file (neither safetensors nor a PyTorch checkpoint)")
+        if kind == "safetensors":
             from safetensors.torch import load_file
 
             return load_file(str(path), device="cpu")
         # weights_only=True: a checkpoint must never be able to run code when loaded. Its warnings (e.g. about a
         # pickle protocol) are not for the user: a refusal is our one error line, a success needs no comment.
-        with warnings.catch_warnings(), _numpy_data_allowed():
+        # an open file, not its name: torch.load reads a name ending in .safetensors as safetensors
+        with warnings.catch_warnings(), _numpy_data_allowed(), path.open("rb") as f:
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(f, map_location="cpu", weights_only=True)
+    except DardError:
+        raise
     except Exception as exc:  # any failure means "not a checkpoint we can read"
         text = str(exc)
         if "Weights only load failed" in text:
