@@ -90,6 +90,26 @@ def test_new_run_is_checked_before_any_work(extra, needles, run, tmp_path, capsy
 
 
 @pytest.mark.parametrize(
+    "teacher, needles",
+    [
+        ({"arch": "resnet81"}, ["teacher.arch: unknown model 'resnet81'"]),
+        ({"weights": "{tmp}/missing.pt"}, ["teacher.weights: weights file not found"]),
+        ({"weights": "{tmp}/notes.pt"}, ["teacher.weights:", "neither safetensors nor a PyTorch checkpoint"]),
+    ],
+)
+def test_a_teacher_from_weights_is_checked_before_the_data_loads(teacher, needles, tmp_path, capsys):
+    # teacher.arch and teacher.weights were first looked at after the data had loaded (CIFAR: seconds, a download)
+    # and the student was built: here the data is missing, and the teacher's own error still comes first
+    (tmp_path / "notes.pt").write_text("not weights\n")
+    save_file(dard.create_model("small_cnn", in_channels=1).state_dict(), str(tmp_path / "t.safetensors"))
+    given = {"arch": "small_cnn", "weights": str(tmp_path / "t.safetensors"), "normalize": False, **teacher}
+    given = {k: v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else v for k, v in given.items()}
+    data = {"name": "cifar10", "dir": str(tmp_path / "no-data")}
+    cfg = config_file(tmp_path, method={"name": "dard", "params": {}}, teacher=given, data=data)
+    fails_cleanly(capsys, tmp_path, ["train", "--config", cfg, "--out", str(tmp_path / "new")], *needles)
+
+
+@pytest.mark.parametrize(
     "extra, needles",
     [
         (["--method", "sat"], ["--method cannot change"]),

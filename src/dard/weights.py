@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from dard.errors import DardError, one_line
 from dard.model_checks import check_finite
 
-__all__ = ["load_weights", "read_state_dict"]
+__all__ = ["check_weights_file", "load_weights", "read_state_dict"]
 
 # Keys under which training scripts commonly nest the state dict inside a checkpoint.
 # The EMA copies (timm's, and others') come last: a file holding only those is still a model's weights.
@@ -116,7 +116,11 @@ def _format(path: Path) -> str | None:
     return None
 
 
-def _read_weights_file(path: Path) -> Any:
+def check_weights_file(path: str | Path) -> str:
+    """The format of weights file ``path`` (``"safetensors"`` or ``"torch"``) by its first bytes, without reading
+    the rest: a missing file, a folder, a FIFO or a file of neither kind is a DardError. Cheap, so it runs before
+    the data loads (a teacher's weights)."""
+    path = Path(path)
     if not path.exists():
         raise DardError(f"weights file not found: {path}")
     if not path.is_file():  # a FIFO would block the read
@@ -124,8 +128,16 @@ def _read_weights_file(path: Path) -> Any:
         raise DardError(f"{path} is not a weights file (it is {what})")
     try:
         kind = _format(path)
-        if kind is None:
-            raise DardError(f"{path} is not a weights file (neither safetensors nor a PyTorch checkpoint)")
+    except OSError as e:
+        raise DardError(f"cannot read {path}: {e.strerror or one_line(e, _REASON_CHARS)}") from None
+    if kind is None:
+        raise DardError(f"{path} is not a weights file (neither safetensors nor a PyTorch checkpoint)")
+    return kind
+
+
+def _read_weights_file(path: Path) -> Any:
+    kind = check_weights_file(path)
+    try:
         if kind == "safetensors":
             from safetensors.torch import load_file
 
@@ -136,8 +148,6 @@ def _read_weights_file(path: Path) -> Any:
         with warnings.catch_warnings(), _numpy_data_allowed(), path.open("rb") as f:
             warnings.simplefilter("ignore")
             return torch.load(f, map_location="cpu", weights_only=True)
-    except DardError:
-        raise
     except Exception as exc:  # any failure means "not a checkpoint we can read"
         text = str(exc)
         if "Weights only load failed" in text:

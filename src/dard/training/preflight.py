@@ -48,6 +48,7 @@ from dard.training.setup import (
 )
 from dard.training.state import check_state, read_state
 from dard.user_code import release_warnings
+from dard.weights import check_weights_file
 
 T = TypeVar("T")
 
@@ -103,6 +104,9 @@ def check_config(
         # teachers: normalised twice, or not at all, a teacher falls far below its accuracy without an error (dard eval
         # --weights asks the same)
         raise DardError(f"teacher.weights needs teacher.normalize: {TEACHER_NORMALIZE}")
+    if cfg.teacher.weights and cfg.teacher.arch:  # before the data loads: a typo there cost a data load, a student
+        at_key("teacher.arch", lambda: model_factory(str(cfg.teacher.arch)))
+        at_key("teacher.weights", lambda: check_weights_file(str(cfg.teacher.weights)))
     val_attack = at_key("val.attack", lambda: attack_from_spec(cfg.val.attack, cfg.eps, cfg.seed, cfg.norm))
     final = eval_attacks(cfg)  # after val.attack: the order the checks have always reported in
     if cfg.speed.compile:
