@@ -642,6 +642,23 @@ def test_nan_logits_under_attack_count_as_wrong_with_a_warning():
     assert any("NaN or infinite logits for 64 attacked image(s)" in w for w in fgsm.warnings)
 
 
+def _build_then_fail(spec: str) -> str:
+    create_model(spec, num_classes=10, in_channels=1)
+    raise DardError("the weights do not fit")
+
+
+def test_a_users_warnings_in_an_experiment_worker_wait_for_the_load_too(user_module):
+    # a worker of `dard experiment --jobs N` runs outside the command's hold: the warnings of a model whose load
+    # then failed reached stderr beside the one line the parent prints
+    from dard.experiment.pool import _in_worker
+
+    spec = f"{user_module(WARNS_AT_IMPORT_AND_IN_ITS_FACTORY)}:make"
+    with warnings.catch_warnings(record=True) as shown, pytest.raises(DardError, match="do not fit"):
+        warnings.simplefilter("always")
+        _in_worker(_build_then_fail, spec)
+    assert shown == []
+
+
 FAILS_WHATEVER_THE_SIZE = """
 import torch
 from torch import nn

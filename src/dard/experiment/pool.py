@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from dard.crash import as_user_error
 from dard.runtime import die_with_parent
+from dard.user_code import warnings_held
 
 T = TypeVar("T")
 
@@ -40,7 +41,8 @@ def _in_worker(fn: Callable[[T], str], task: T) -> str:
     # The parent gets a worker's exception pickled, its traceback as text only (concurrent.futures'
     # _RemoteTraceback), so whose code raised it can only be told here, from the live traceback.
     try:
-        return fn(task)
+        with warnings_held():  # as in the parent's command (dard.cli.app): a user's model's warnings wait for its load
+            return fn(task)
     except Exception as exc:
         error = as_user_error(exc)
         if error is None:
