@@ -362,6 +362,20 @@ def test_export_never_reads_through_a_link_in_the_run(where, make, needle, finis
 
 
 @pytest.mark.slow
+def test_import_never_places_a_run_through_a_link(finished, tmp_path):
+    # runs/run-s0 as a link to an empty folder elsewhere: the import "added" the run there (and merged into a run
+    # folder elsewhere), through the link
+    archive = export_runs([finished], tmp_path / "a.tar.gz")
+    elsewhere, root = tmp_path / "elsewhere", tmp_path / "runs"
+    elsewhere.mkdir()
+    root.mkdir()
+    (root / "run-s0").symlink_to(elsewhere)
+    with pytest.raises(DardError, match="run-s0 is a symbolic link; dard import never writes through links"):
+        import_runs(archive, root)
+    assert list(elsewhere.iterdir()) == [] and [p.name for p in root.iterdir()] == ["run-s0"]
+
+
+@pytest.mark.slow
 def test_not_an_archive_and_the_cli(finished, tmp_path, capsys):
     from dard.cli import main
 

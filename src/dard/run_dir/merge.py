@@ -70,6 +70,12 @@ def import_runs(source: str | Path, runs_root: str | Path) -> list[Imported]:
     staging = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
     try:
         names = _stage(source, staging)
+        for n in names:  # a link where a run goes would add or merge the run wherever it leads
+            if os.path.islink(root / n):
+                raise DardError(
+                    f"{root / n} is a symbolic link; dard import never writes through links: remove it or import "
+                    "into another --runs"
+                )
         with ExitStack() as held:
             for n in names:  # every target locked before any is compared or changed
                 held.enter_context(RunDir(root / n).lock())
