@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from dard.errors import DardError, one_line, shown
+from dard.errors import DardError, one_line
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -204,110 +204,6 @@ def open_tar_gz(path: str | Path) -> tarfile.TarFile:
     """``path`` opened as a .tar.gz for reading, with extended headers bounded (:class:`_BoundedTarInfo`): the one
     way dard opens an archive it did not write (``dard import``, a dataset download)."""
     return tarfile.open(path, "r:gz", tarinfo=_BoundedTarInfo)
-
-
-MAX_YAML_BYTES = 1 << 20  # a config or experiment file is a few KB; larger is not one
-MAX_YAML_ALIASES = 64  # a few anchors are handy; thousands expand to gigabytes (an alias bomb)
-
-
-#: the floats YAML 1.2 reads and PyYAML's YAML 1.1 reads as text: an exponent without a dot or without a sign
-#: (``1e-3``, ``5e-4``, ``1.0e3``), as the field writes learning rates and weight decays
-_FLOAT_WITH_EXPONENT = r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"
-
-
-def _yaml_loader(where: str | Path) -> type:
-    """yaml.SafeLoader that reads ``1e-3`` as a number (:data:`_FLOAT_WITH_EXPONENT`), and refuses a key given twice
-    in one mapping (PyYAML keeps the last silently) and more than :data:`MAX_YAML_ALIASES` aliases, each a
-    one-line DardError naming ``where`` and the line."""
-    import re
-
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        aliases = 0
-
-        def compose_node(self, parent: Any, index: Any) -> Any:
-            if self.check_event(yaml.AliasEvent):
-                self.aliases += 1
-                if self.aliases > MAX_YAML_ALIASES:
-                    line = self.peek_event().start_mark.line + 1
-                    raise DardError(f"{where}: more than {MAX_YAML_ALIASES} YAML aliases (line {line})")
-            return super().compose_node(parent, index)
-
-        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-            seen: set[Any] = set()
-            for key, _ in node.value:
-                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
-                    k = (key.tag, key.value)
-                    if k in seen:
-                        raise DardError(
-                            f"{where}: key {shown(key.value, 80)} given twice in one mapping "
-                            f"(line {key.start_mark.line + 1})"
-                        )
-                    seen.add(k)
-            return super().construct_mapping(node, deep=deep)
-
-    def checked(read: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-        return lambda loader, node: _plain_number(node, read(loader, node), where)
-
-    # on this class only (PyYAML copies its tables on the first addition): yaml.safe_load is unchanged
-    Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(_FLOAT_WITH_EXPONENT), list("-+0123456789."))
-    Loader.add_constructor("tag:yaml.org,2002:int", checked(yaml.SafeLoader.construct_yaml_int))
-    Loader.add_constructor("tag:yaml.org,2002:float", checked(yaml.SafeLoader.construct_yaml_float))
-    return Loader
-
-
-def _plain_number(node: Any, value: Any, where: str | Path) -> Any:
-    """``value``, unless the number was written in base 60 (``1:30``) or as a YAML 1.1 octal (``010``): PyYAML reads
-    them as 90 and 8, YAML 1.2 and every other reader of the file as text and 10 (``val_size: 1:10`` held out 70
-    images, ``seed: 010`` ran seed 8, in silence)."""
-    import re
-
-    text = str(node.value).replace("_", "")
-    if ":" in text or re.fullmatch(r"[-+]?0[0-7]+", text):
-        raise DardError(
-            f"{where}: {shown(node.value, 40)} (line {node.start_mark.line + 1}) is a YAML 1.1 base-60 or octal "
-            f"number ({value}); write it without ':' or leading zeros, or quote it as text"
-        )
-    return value
-
-
-def parse_yaml(text: str, where: str) -> Any:
-    """``text`` read as YAML as dard reads its files (:func:`_yaml_loader`: ``1e-3`` is a number, a key given twice
-    is a DardError naming ``where``); a YAML error is PyYAML's."""
-    import yaml
-
-    return yaml.load(text, Loader=_yaml_loader(where))
-
-
-def read_yaml_mapping(path: str | Path, what: str = "file") -> dict[str, Any]:
-    """Read a YAML file that must hold a mapping; a missing file, a file over :data:`MAX_YAML_BYTES`, bad YAML, a key
-    given twice, an alias bomb or another top-level type is a one-line DardError naming the file (and the line of a
-    YAML error)."""
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise DardError(f"{what} not found: {p}")
-    try:
-        if p.stat().st_size > MAX_YAML_BYTES:
-            raise DardError(f"{p}: {p.stat().st_size} bytes, over the {MAX_YAML_BYTES} a {what} may have")
-        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_yaml_loader(p)) or {}
-    except UnicodeDecodeError as e:
-        raise DardError(f"{p}: not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise DardError(f"cannot read {p}: {e.strerror or one_line(e, 160)}") from None
-    except RecursionError:  # deeply nested flow collections
-        raise DardError(f"{p}: nested too deeply to read as YAML") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        # what PyYAML found, so the line says what to change: a tab indenting a key, a second document after `---`
-        found = ", ".join(str(part) for part in (getattr(e, "context", None), getattr(e, "problem", None)) if part)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise DardError(f"{p}: not valid YAML{where}{f' ({found[:160]})' if found else ''}") from None
-    if not isinstance(data, dict):
-        raise DardError(f"{p}: a {what} must hold a mapping of keys to values")
-    return data
 
 
 def save_tensors(

@@ -23,7 +23,7 @@ def add_arguments(c: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the resolved config as commented YAML (a run folder: what it recorded, with --set applied)."""
-    from dard.config import apply_overrides, load_config, parse_config
+    from dard.config import RunConfig, apply_overrides, load_config, parse_config
     from dard.config.show import show_config
     from dard.run_dir import RunDir
     from dard.training.setup import build_method
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     folder = RunDir(args.source) if args.source else None
     if folder is not None and folder.path.is_dir() and folder.config.is_file():  # a run folder: what it recorded
         data = folder.read_config()
-        apply_overrides(data, args.overrides)
+        apply_overrides(data, args.overrides, schema=RunConfig)
         cfg = parse_config(data)
     else:
         cfg = load_config(args.source, args.overrides)

@@ -23,11 +23,11 @@ from dard.config.options import apply_overrides
 from dard.errors import DardError
 from dard.evaluation.record import canonical_label
 from dard.evaluation.suite import QUICK_SUITE, quick_suite
-from dard.io import read_yaml_mapping
 from dard.models import check_model_kwargs
 from dard.names import check_label
 from dard.packaged import find_config
 from dard.validate import check_plain_data, without_empty_sections
+from dard.yaml_files import read_yaml_mapping
 
 #: seeds are within what every RNG dard seeds accepts (NumPy's legacy seeding takes 32 bits)
 SEED_MAX = 2**32 - 1
@@ -309,7 +309,7 @@ def load_config(
     """Load a YAML config (a file, or a packaged config's name such as ``cifar10/dard_resnet18``; defaults when
     ``path`` is None) and apply ``key.sub=value`` overrides and shortcut options' values (:func:`apply_overrides`)."""
     data: dict[str, Any] = read_yaml_mapping(find_config(path), "config file") if path is not None else {}
-    apply_overrides(data, overrides or [], shortcuts)
+    apply_overrides(data, overrides or [], shortcuts, schema=RunConfig)
     return parse_config(data)
 
 

@@ -10,8 +10,8 @@ from dard.config import validation_message
 from dard.errors import DardError
 from dard.experiment.plan import check_runs, plan_runs
 from dard.experiment.spec import Experiment, ExperimentSpec, check_sections
-from dard.io import read_yaml_mapping
 from dard.packaged import EXPERIMENTS_DIR
+from dard.yaml_files import read_yaml_mapping
 
 
 def experiments_root() -> Path:

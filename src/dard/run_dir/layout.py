@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from dard.config import RunConfig, parse_config
 from dard.errors import DardError
-from dard.io import check_target, read_yaml_mapping, write_bytes, write_json, write_text
+from dard.io import check_target, write_bytes, write_json, write_text
 from dard.run_dir.files import read_json_file, read_jsonl_file
 from dard.run_dir.lock import LOCK_NAME, FolderLock
 from dard.run_dir.records import (
@@ -43,6 +43,7 @@ from dard.run_dir.records import (
     TeacherQualityFile,
 )
 from dard.run_dir.snapshot import Snapshot
+from dard.yaml_files import read_yaml_mapping
 
 CHECKPOINTS = ("best", "last")
 T = TypeVar("T")

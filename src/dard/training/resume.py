@@ -77,7 +77,7 @@ def resume_config(
     (:func:`dard.config.apply_overrides`; checked later by :func:`resume_changes`: only the keys above may differ)."""
     folder = RunDir(run_dir)
     data = folder.read_run_config().model_dump(mode="json")
-    apply_overrides(data, overrides, shortcuts)
+    apply_overrides(data, overrides, shortcuts, schema=RunConfig)
     return parse_config(data)
 
 
