@@ -15,7 +15,7 @@ from dard.models.cifar_resnet import cifar_resnet
 from dard.models.cost import count_parameters, macs_per_image
 from dard.models.wide_resnet import wide_resnet
 from dard.registry import MODELS
-from dard.weights import load_weights
+from dard.weights import load_weights, read_state_dict
 
 # pyautoattack (a dependency) ships the weights of its example CIFAR-10 ResNet-18 inside the package.
 AUTOATTACK_MODEL = Path(str(files("pyautoattack") / "examples" / "model_test.pt"))
@@ -315,6 +315,13 @@ def test_load_reads_the_format_from_the_content_not_the_name(tmp_path: Path) -> 
         dst = create_model("resnet8")
         load_weights(dst, tmp_path / name)
         assert _outputs_equal(src, dst), name
+    # a safetensors header of 128 + 256k bytes starts with 0x80, a pickle stream's first byte: read as safetensors
+    for pad in range(1, 400):
+        save_file({"w": torch.ones(1)}, str(tmp_path / "padded.safetensors"), metadata={"pad": "x" * pad})
+        if (tmp_path / "padded.safetensors").read_bytes()[:1] == b"\x80":
+            break
+    assert (tmp_path / "padded.safetensors").read_bytes()[:1] == b"\x80"
+    assert read_state_dict(tmp_path / "padded.safetensors")["w"].tolist() == [1.0]
     (tmp_path / "zeros.bin").write_bytes(bytes(64))
     with pytest.raises(DardError, match="neither safetensors nor a PyTorch checkpoint"):
         load_weights(create_model("resnet8"), tmp_path / "zeros.bin")

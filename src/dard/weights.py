@@ -109,10 +109,12 @@ def _format(path: Path) -> str | None:
     (safetensors saved as ``model.pt``, a checkpoint named ``.ckpt``, ``.bin`` or nothing)."""
     with path.open("rb") as f:
         head = f.read(9)
+    # safetensors first: its header's 8-byte little-endian length, then its JSON; that length's first byte can be
+    # 0x80 (a 384-byte header), the first byte of a pickle stream
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return "safetensors"
     if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # torch.save's zip archive, or its older pickle stream
         return "torch"
-    if len(head) == 9 and head[8:9] == b"{":  # safetensors: the header's 8-byte length, then its JSON
-        return "safetensors"
     return None
 
 
