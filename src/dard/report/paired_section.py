@@ -19,7 +19,7 @@ from dard.report.groups import RunGroup
 from dard.report.paired import ALPHA, PairedComparison, paired_comparison
 from dard.run_dir import EvalFile, RunRecord
 
-__all__ = ["REFERENCES", "SECTION_KEYS", "PairedSection", "paired_section", "record_outcomes", "worst_case_attacks"]
+__all__ = ["REFERENCES", "SECTION_KEYS", "PairedSection", "paired_section", "record_outcomes"]
 
 #: the rows every other row is compared with, by method, and the mark of a significant difference from each
 REFERENCES = {"dard": "†", "sat": "‡"}

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from dard.evaluation.record import worst_case_attacks
 from dard.report.columns import AA_CLEAN, AA_KEY, eps_text
 from dard.report.markdown import ReportContent, markdown_table
-from dard.report.paired_section import worst_case_attacks
 from dard.report.stats import DASH, format_summary, ordered_union
 from dard.run_dir import CHECKPOINTS
 
