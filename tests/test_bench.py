@@ -63,3 +63,44 @@ def test_eval_n_zero_leaves_out_the_pgd20_timing(tmp_path):
     r = _result(tmp_path)
     assert r["complete"] and [s.split(" (")[0] for s in r["skipped"]] == ["train@8: plain,bf16"]
     assert "PGD-20" not in next(tmp_path.glob("*.md")).read_text()
+
+
+def _record(train: dict[str, list[float]], pgd: list[float] | None) -> dict:
+    rows = {k: {"rounds": r, "images_per_s": bench.stats(r)} for k, r in train.items()}
+    return {"train": rows, "pgd20_eval": {"images_per_s": {"dard": bench.stats(pgd)}} if pgd else None}
+
+
+def test_processes_side_by_side_are_summed_per_loop_against_the_one_process():
+    import bench_processes
+
+    one = _record({"bf16@128": [230.0, 237.0, 250.0]}, [400.0])
+    side = [_record({"bf16@128": [130.0, 137.0, 140.0]}, [250.0]), _record({"bf16@128": [134.5]}, None)]
+    rows = bench_processes.compare(one, side)
+    assert list(rows) == ["train bf16@128"]  # PGD-20 only in one of the two: no sum to compare
+    assert rows["train bf16@128"] == {
+        "one_process": 237.0,
+        "processes": [137.0, 134.5],
+        "sum": 271.5,
+        "ratio": pytest.approx(271.5 / 237.0),
+    }
+
+
+@pytest.mark.slow
+def test_bench_processes_writes_both_settings_and_their_ratio(tmp_path):
+    import bench_processes
+
+    args = ["--smoke", "--no-reference", "--aa-n", "0", "--eval-n", "4", "--rounds", "1", "--variants", "plain"]
+    assert bench_processes.main(["--processes", "2", "--out", str(tmp_path), "--", *args]) == 0
+    r = json.loads((tmp_path / "cpu-processes.json").read_text())
+    assert r["threads"] == 2 and len(r["records"]["processes"]) == 2
+    assert set(r["loops"]) == {"train plain@8", "pgd20"}
+    for row in r["loops"].values():
+        assert row["ratio"] == pytest.approx(sum(row["processes"]) / row["one_process"])
+    assert [x["environment"]["cpu_threads"] for x in (r["records"]["one_process"], *r["records"]["processes"])] == [
+        2,
+        1,
+        1,
+    ]
+    assert "| train plain@8 |" in (tmp_path / "cpu-processes.md").read_text()
+    with pytest.raises(SystemExit):
+        bench_processes.main(["--processes", "2", "--", "--threads", "4"])

@@ -231,27 +231,46 @@ def test_a_fitting_run_whose_training_overruns_trains_on_to_the_deadline(tmp_pat
 
 
 @pytest.mark.slow
-def test_experiment_budget_starts_nothing_that_cannot_finish_stops_part_way_then_continues(tmp_path, monkeypatch):
-    import dard.experiment.budget as budget
+def test_experiment_budget_starts_nothing_that_cannot_finish_stops_part_way_then_continues(
+    tmp_path, monkeypatch, capfd
+):
+    import torch
 
-    exp, root, results = _experiment(tmp_path, runs=("dard",)), tmp_path / "runs", tmp_path / "results"
+    import dard.experiment.budget as budget
+    from dard.runtime import device_name
+
+    exp, root, results = _experiment(tmp_path), tmp_path / "runs", tmp_path / "results"
     big = Estimate(train_s=1e6, eval_s=1.0, startup_s=0.0, basis="test", weights_mib=1.0)
     monkeypatch.setattr(Estimator, "estimate", lambda self, name, cfg, teacher: big)
-    assert run_experiment(exp, root, results, device="cpu", budget=BudgetOptions(30, margin_s=0)) is None
+    # (one at a time while this process's patches must hold: worker processes would not see them)
+    assert run_experiment(exp, root, results, device="cpu", jobs=1, budget=BudgetOptions(30, margin_s=0)) is None
     assert not root.exists() or not any(root.iterdir())  # nothing fits: nothing started
     # a budget already spent, every run allowed to stop part-way: each run that can start stops after one step
     monkeypatch.setattr(budget, "_decide", lambda est, left, options: "partial")
     spent = BudgetOptions(0, partial_under=2.0, export_dir=tmp_path / "out", margin_s=0)
     spent.left = lambda: 1.0  # a second left at each decision, yet the deadline (when training stops) has passed
-    assert run_experiment(exp, root, results, device="cpu", budget=spent) is None
+    assert run_experiment(exp, root, results, device="cpu", jobs=1, budget=spent) is None
     teacher = RunDir(root / "teacher-s0")
     assert teacher.read_progress().global_step == 1 and not teacher.is_evaluated()
+    assert RunDir(root / "sat-s0").read_progress().global_step == 1  # SAT needs no teacher
     assert not (root / "dard-s0").exists()  # its teacher is not trained
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["teacher-s0.tar.gz"]  # its resume state travels
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["sat-s0.tar.gz", "teacher-s0.tar.gz"]
     monkeypatch.undo()
-    report = run_experiment(exp, root, results, device="cpu", budget=BudgetOptions(3600, margin_s=0))
-    names = ("teacher-s0", "dard-s0")
+    capfd.readouterr()
+    # the teacher alone on every thread, then the two students side by side in workers, on one thread each, each
+    # deciding as it takes its run
+    report = run_experiment(exp, root, results, device="cpu", jobs=2, budget=BudgetOptions(3600, margin_s=0))
+    names = ("teacher-s0", "sat-s0", "dard-s0")
     assert report is not None and all(RunDir(root / n).is_evaluated() for n in names)
+    threads = [RunDir(root / n).read_info().environment["cpu_threads"] for n in names]
+    assert threads == [torch.get_num_threads()] * 2 + [1]  # (run.json keeps sat-s0's first start, in this process)
+    out = capfd.readouterr().out  # the workers' lines too
+    assert out.count("[budget] sat-s0: starting") == out.count("[budget] dard-s0: starting") == 1
+    # dard-s0's rate: an earlier run's, on the threads it was measured on, scaled to the one thread it has
+    assert f"on {device_name(torch.device('cpu'))} (" in out
+    assert torch.get_num_threads() == 1 or f"x1/{torch.get_num_threads()} for 1 thread of its" in out
+    status = (results / "status.md").read_text()
+    assert "3 of 3 runs done" in status and "students 2 at a time (one thread each), teachers alone" in status
     text = report.read_text()
     assert "Not finished yet" not in text
     # a later invocation that trains nothing writes the same report from the same runs, whatever its budget
@@ -273,3 +292,54 @@ def test_train_cli_time_budget_stops_with_exit_3(tmp_path, capsys):
     assert RunDir(tmp_path / "cli").read_progress().global_step == 1
     assert main(["train", "--config", str(path), "--out", str(tmp_path / "x"), "--time-budget", "soon"]) == 2
     assert "not a duration" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_rate_measured_on_more_threads_is_scaled_down_to_a_runs_threads_never_up(runs, tmp_path):
+    """Two runs at a time get one thread each: a rate measured on four threads counts a quarter for one thread,
+    and a rate measured on fewer threads than a run has is not raised (two threads are rarely twice one)."""
+    root = tmp_path / "runs"
+    shutil.copytree(runs / "sat-s0", root / "sat-s0")
+    info = json.loads((root / "sat-s0" / "run.json").read_text())
+    info["environment"]["cpu_threads"] = 4
+    (root / "sat-s0" / "run.json").write_text(json.dumps(info))
+    label = str(info["environment"]["device_name"])
+    cfg = _cfg("sat-s1")
+
+    def estimate(threads: int) -> Estimate:
+        return Estimator(root, "cpu", label, threads).estimate("sat-s1", cfg, None)
+
+    one, four, eight = estimate(1), estimate(4), estimate(8)
+    assert one.train_s == pytest.approx(4 * four.train_s) and one.eval_s == pytest.approx(4 * four.eval_s)
+    assert (eight.train_s, eight.eval_s) == (four.train_s, four.eval_s)
+    assert "x1/4 for 1 thread of its 4" in one.basis and "thread" not in four.basis.split("(", 2)[2]
+    assert "thread of its" not in Estimator(root, "cuda", label, 1).estimate("sat-s1", cfg, None).basis  # CPUs only
+
+
+def test_a_budget_plan_puts_students_jobs_at_a_time_and_a_teacher_alone(tmp_path, monkeypatch):
+    """Each run of 100 s in 250 s: a teacher alone (0-100), then two students side by side (100-200); one at a
+    time the second student would not fit. Estimates are made on the threads each run would have."""
+    from dard.experiment.budget import plan_budget
+
+    exp, root = _experiment(tmp_path), tmp_path / "runs"
+    threads: list[tuple[str, int | None]] = []
+
+    def estimate(self, name, cfg, teacher):
+        threads.append((name, self.threads))
+        return Estimate(train_s=80.0, eval_s=15.0, startup_s=5.0, basis="test", weights_mib=1.0)
+
+    monkeypatch.setattr(Estimator, "estimate", estimate)
+    two = plan_budget(exp, root, BudgetOptions(250, margin_s=0), "cpu", jobs=2)
+    assert [line.split(" ")[0] for line in two] == ["teacher-s0", "sat-s0", "dard-s0"]
+    assert all(line.endswith("; fits") for line in two)
+    assert threads == [("teacher-s0", None), ("sat-s0", 1), ("dard-s0", 1)]
+    one = plan_budget(exp, root, BudgetOptions(250, margin_s=0), "cpu", jobs=1)
+    assert [line.rsplit("; ", 1)[1] for line in one] == ["fits", "fits", "would not start"]
+    # 150 s, runs allowed to stop part-way: both students start at 100 s beside each other; one at a time the
+    # first holds the rest of the budget
+    short = BudgetOptions(150, partial_under=2, margin_s=0)
+    ends = [[line.rsplit("; ", 1)[1] for line in plan_budget(exp, root, short, "cpu", jobs=j)] for j in (2, 1)]
+    assert ends == [
+        ["fits", *["would start and stop part-way"] * 2],
+        ["fits", "would start and stop part-way", "would not start"],
+    ]

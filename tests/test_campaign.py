@@ -54,7 +54,7 @@ def _tiny(tmp_path, **over):
 
 def test_runs_dir_of_an_experiment_is_its_default_runs_folder(tmp_path):
     _tiny(tmp_path, runs_dir="campaign/tiny")
-    proc = run_cli("experiment", "tiny", "--plan", cwd=tmp_path)
+    proc = run_cli("experiment", "tiny", "--plan", "--jobs", "1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "2 runs in campaign/tiny: 0 done, 2 to train or evaluate" in proc.stdout
     assert "estimated compute left on this device, one run at a time:" in proc.stdout

@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
 def _print_plan(args: argparse.Namespace, exp: Experiment, runs: Path) -> None:
     """--plan: each run's status, the compute left, and what fits a --time-budget; trains nothing."""
     from dard.experiment import plan_experiment
+    from dard.experiment.pool import jobs_for
 
     rows = plan_experiment(exp, runs)
     width = max(len(r.name) for r in rows)
@@ -91,18 +92,19 @@ def _print_plan(args: argparse.Namespace, exp: Experiment, runs: Path) -> None:
         )
     todo = sum(not r.done for r in rows)
     print(f"{len(rows)} runs in {runs}: {len(rows) - todo} done, {todo} to train or evaluate")
+    jobs = jobs_for(args.device, args.jobs)
     if todo:
-        from dard.experiment.status import campaign_status, hours_left
+        from dard.experiment.status import at_a_time, campaign_status, hours_left
 
-        hours = hours_left(campaign_status(exp, runs, args.device))
-        print(f"estimated compute left on this device, one run at a time: {hours:.1f} h")
+        hours = hours_left(campaign_status(exp, runs, args.device, jobs), jobs)
+        print(f"estimated compute left on this device, {at_a_time(jobs)}: {hours:.1f} h")
     if args.time_budget is not None:
         from dard.experiment.budget import plan_budget
 
         budget = _budget_options(args)
         assert budget is not None  # --time-budget was given
         print(f"within --time-budget {args.time_budget} ({budget.seconds:.0f} s), in the order it takes them:")
-        for line in plan_budget(exp, runs, budget, args.device):
+        for line in plan_budget(exp, runs, budget, args.device, jobs):
             print(f"  {line}")
 
 

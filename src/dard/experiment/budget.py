@@ -1,22 +1,25 @@
-"""`dard experiment --time-budget`: the planned runs, one at a time, within a wall-clock budget.
+"""`dard experiment --time-budget`: the planned runs within a wall-clock budget.
 
-Teachers first, then the students seed by seed (every student of the first seed before any of the second), so
-that a budget that runs out leaves one whole comparison rather than three seeds of its first method. Before a
-run starts, its remaining cost (training, validation, test evaluation and a fixed start-up) is estimated
+Teachers first, alone with every thread (their students wait for them), then the students seed by seed (every
+student of the first seed before any of the second), so that a budget that runs out leaves one whole comparison
+rather than three seeds of its first method. On a CPU the students go ``jobs`` at a time, each in its own process
+with one thread (:func:`dard.experiment.pool.jobs_for`); each takes the next run in that order as it frees. Before
+a run starts, its remaining cost (training, validation, test evaluation and a fixed start-up) is estimated
 (:mod:`dard.experiment.estimate`: from the run's own throughput, an earlier run's on the same device, or a
-conservative default), and the basis is printed with the decision. A run that would not finish is not started,
-unless its weights and resume state are small enough to travel to the next job (``partial_under`` MiB): then it
-trains until the budget ends and stops with a snapshot. A run that fits trains until the deadline less its
-evaluation's estimate (on to the deadline itself if its training runs past that). The test evaluation then runs
-attack by attack, each only if it fits before the deadline and each kept as it finishes; the rest is left
-"trained; test evaluation pending" for a later budget (a trained run may always evaluate part-way). Each
-run's records are exported to ``export_dir`` (``<run>.tar.gz``, :mod:`dard.run_dir.archive`) as soon as it stops
-or finishes, after the experiment's per-run extras (:mod:`dard.experiment.extras`) while its weights are there;
-the report covers the finished runs. A later invocation continues where this one stopped.
+conservative default; scaled to the run's threads), and the basis is printed with the decision. A run that would
+not finish is not started, unless its weights and resume state are small enough to travel to the next job
+(``partial_under`` MiB): then it trains until the budget ends and stops with a snapshot. A run that fits trains
+until the deadline less its evaluation's estimate (on to the deadline itself if its training runs past that). The
+test evaluation then runs attack by attack, each only if it fits before the deadline and each kept as it finishes;
+the rest is left "trained; test evaluation pending" for a later budget (a trained run may always evaluate
+part-way). Each run's records are exported to ``export_dir`` (``<run>.tar.gz``, :mod:`dard.run_dir.archive`) as
+soon as it stops or finishes, after the experiment's per-run extras (:mod:`dard.experiment.extras`) while its
+weights are there; the report covers the finished runs. A later invocation continues where this one stopped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +28,12 @@ from dard.config import RunConfig
 from dard.errors import DardError
 from dard.experiment.estimate import Estimate, Estimator, estimator_for
 from dard.experiment.extras import extras_cached, extras_passes, run_extras
-from dard.experiment.plan import PlannedRun, campaign_order, read_plan, with_estimates
+from dard.experiment.plan import PlannedRun, campaign_order, read_plan
+from dard.experiment.pool import pool_map, threads_for, with_threads
 from dard.experiment.report import write_experiment_report
 from dard.experiment.reuse import missing_teacher_weights, run_status
 from dard.experiment.spec import Experiment
-from dard.experiment.status import write_status
+from dard.experiment.status import role_estimates, write_status
 from dard.models import library_prefix
 from dard.run_dir import RunDir
 from dard.training.cost import arch_macs
@@ -57,17 +61,21 @@ class BudgetOptions:
         return self.deadline - time.time()
 
 
-def plan_budget(exp: Experiment, runs_root: Path, budget: BudgetOptions, device: str) -> list[str]:
+def plan_budget(exp: Experiment, runs_root: Path, budget: BudgetOptions, device: str, jobs: int = 1) -> list[str]:
     """One line per run: its status, estimate and what a budgeted invocation would do with it, in the order it
-    takes the runs (assuming each run that fits finishes in its estimate)."""
-    estimator = estimator_for(runs_root, device)
-    lines, left = [], budget.seconds - budget.margin_s
-    for run in with_estimates(campaign_order(read_plan(exp, runs_root, device)), estimator):
+    takes the runs (assuming each run that fits finishes in its estimate), students ``jobs`` at a time."""
+    total, free = budget.seconds - budget.margin_s, [0.0] * max(jobs, 1)  # when each place frees (s from the start)
+    lines = []
+    for run in role_estimates(campaign_order(read_plan(exp, runs_root, device)), runs_root, device, jobs):
         if run.estimate is None:
             lines.append(f"{run.name}: {run.status}")
             continue
-        what = _decide(run.estimate, left, budget)
-        left -= run.estimate.total if what == "fits" else max(left, 0.0) if what == "partial" else 0.0
+        teacher = run.role == "teacher"  # alone: after every place frees, and holding them all
+        place = free.index(max(free) if teacher else min(free))
+        start = free[place]
+        what = _decide(run.estimate, total - start, budget)
+        end = start + run.estimate.total if what == "fits" else max(total, start) if what == "partial" else start
+        free = [end] * len(free) if teacher else [*free[:place], end, *free[place + 1 :]]
         lines.append(f"{run.name} ({run.role}): {run.status}; needs {run.estimate.text()}; {_DECISIONS[what]}")
     return lines
 
@@ -87,18 +95,27 @@ def _decide(est: Estimate, left: float, budget: BudgetOptions) -> str:
 
 
 def run_within_budget(
-    exp: Experiment, runs_root: Path, results_dir: Path, budget: BudgetOptions, *, device: str
+    exp: Experiment, runs_root: Path, results_dir: Path, budget: BudgetOptions, *, device: str, jobs: int = 1
 ) -> Path | None:
-    """Run what fits of ``exp`` within ``budget`` (module docstring); returns report.md (None: nothing finished)."""
-    estimator = estimator_for(runs_root, device)
+    """Run what fits of ``exp`` within ``budget``, students ``jobs`` at a time (module docstring); returns
+    report.md (None: nothing finished)."""
     runs = read_plan(exp, runs_root, device)  # the report lists them in this order, as without a budget
-    job = _Job(exp, runs_root, budget, estimator, device)
-    for run in campaign_order(runs):
+    order = campaign_order(runs)
+    job = _Job(exp, runs_root, budget, estimator_for(runs_root, device), device)
+    for run in (r for r in order if r.role == "teacher"):
         job.run(run)
+    students = [r for r in order if r.role != "teacher"]
+    if jobs > 1 and len(students) > 1 and budget.left() > 0:  # (no time left: nothing to start, no workers)
+        # Each worker decides when it takes a run, from the time left then: the pool hands the runs out in order.
+        tasks = [_StudentTask(exp, runs_root, budget, device, r, threads_for(jobs)) for r in students]
+        pool_map(_run_student, tasks, jobs)
+    else:
+        for run in students:
+            job.run(run)
     finished = [runs_root / r.name for r in runs if RunDir(runs_root / r.name).is_evaluated()]
     if not finished:
         print("[budget] no run has finished yet: no report", flush=True)
-        write_status(exp, runs_root, results_dir, device)
+        write_status(exp, runs_root, results_dir, device, jobs)
         return None
     pending = [f"{r.name}: {run_status(runs_root / r.name, r.config.optim.epochs)}"
                for r in runs if not RunDir(runs_root / r.name).is_evaluated()]  # fmt: skip
@@ -109,7 +126,7 @@ def run_within_budget(
     notes = [f"- Made in budgeted stretches (`{command} --time-budget T`), each continuing the last; "
              f"`{command} --time-budget 0` rewrites this report from the runs alone.", *notes]  # fmt: skip
     path = write_experiment_report(exp, finished, results_dir, command=command, notes=notes)
-    write_status(exp, runs_root, results_dir, device)
+    write_status(exp, runs_root, results_dir, device, jobs)
     return path
 
 
@@ -136,9 +153,32 @@ def _say(name: str, text: str) -> None:
     print(f"[budget] {name}: {text}", flush=True)
 
 
+@dataclass(frozen=True)
+class _StudentTask:
+    """One student for a worker process: what :class:`_Job` needs, and the run's CPU threads there."""
+
+    exp: Experiment
+    runs_root: Path
+    budget: BudgetOptions
+    device: str
+    run: PlannedRun
+    threads: int | None
+
+
+def _run_student(task: _StudentTask) -> str:
+    """:meth:`_Job.run` for one student in a worker, on ``task.threads`` threads (its estimate scaled to them)."""
+    from dard.runtime import configure_threads
+
+    configure_threads(task.threads)  # its extras run on these threads too
+    run = dataclasses.replace(task.run, config=with_threads(task.run.config, task.threads))
+    estimator = estimator_for(task.runs_root, task.device, task.threads)
+    _Job(task.exp, task.runs_root, task.budget, estimator, task.device).run(run)
+    return run.name
+
+
 @dataclass
 class _Job:
-    """One budgeted invocation: takes the runs one at a time."""
+    """One budgeted invocation's way with a run (in this process, or in a worker beside another)."""
 
     exp: Experiment
     runs_root: Path

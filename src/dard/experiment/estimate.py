@@ -7,6 +7,10 @@
    below it: MACs undercount a wide network's efficiency against a narrow one's),
 3. the conservative default for the device type (:data:`dard.training.cost.DEFAULT_MACS_PER_S`).
 
+On a CPU a rate measured on more threads than a run has now (two runs at a time, one thread each) is scaled down
+in proportion; one measured on fewer threads is not scaled up. Both err long: two threads ran a DARD step 1.7
+times as fast as one, not twice (``benchmarks/bench.py --threads``), so a budget starts no run it cannot finish.
+
 The test evaluation's rate comes from recorded evaluations the same way (their attack times), else from the
 training rate (:data:`dard.training.cost.EVAL_SPEED_FACTOR`).
 """
@@ -62,10 +66,11 @@ class Estimate:
 
 class Estimator:
     """Estimates for the runs of one runs folder on one device (``label``: its name as run.json records it; None
-    when planning for a device type this machine does not have)."""
+    when planning for a device type this machine does not have), each run on ``threads`` CPU threads (None: as
+    many as this process has now)."""
 
-    def __init__(self, runs_root: Path, device_type: str, label: str | None) -> None:
-        self.runs_root, self.device_type, self.label = runs_root, device_type, label
+    def __init__(self, runs_root: Path, device_type: str, label: str | None, threads: int | None = None) -> None:
+        self.runs_root, self.device_type, self.label, self.threads = runs_root, device_type, label, threads
         self._sizes: dict[tuple, DataSizes] = {}
 
     def sizes(self, cfg: RunConfig) -> DataSizes:
@@ -101,9 +106,11 @@ class Estimator:
         architecture is scaled by MACs per image, which undercounts wide networks' efficiency, so it is raised to
         the default when below it."""
         own = measured_rate(folder, train_macs) if folder.is_run() and self._same_device(folder) else None
-        own_eval = measured_eval_rate(folder, sizes) if own else None
         if own:
-            return own[0], own_eval, f"its own throughput so far ({own[1]:.0f} images/s)"
+            scale, note = self._thread_scale(folder)
+            own_eval = measured_eval_rate(folder, sizes)
+            own_eval = own_eval * scale if own_eval else None
+            return own[0] * scale, own_eval, f"its own throughput so far ({own[1]:.0f} images/s{note})"
         found = sorted(self._earlier_runs(folder, cfg, sizes))
         default = default_rate(cfg, self.device_type)
         if not found:
@@ -114,12 +121,15 @@ class Estimator:
             )
         rank, other, rate, ips, _ = found[0]
         how = ["same architecture and method", "same architecture", "another architecture, scaled by MACs"][rank]
+        measured = RunDir(self.runs_root / other)
+        how += self._thread_scale(measured)[1]
+        on = measured.read_info().environment.get("device_name") or self.label  # its threads, not this process's
         if rank == 2 and rate < default:
             how, rate = f"{how}; raised to the default {default / 1e12:.3g} TMAC/s", default
         eval_rank, eval_rate = next(((r, e) for r, *_, e in found if e), (0, None))
         if eval_rate and eval_rank == 2:
             eval_rate = max(eval_rate, rate * EVAL_SPEED_FACTOR)
-        return rate, eval_rate, f"earlier run {other} on {self.label} ({ips:.0f} images/s; {how})"
+        return rate, eval_rate, f"earlier run {other} on {on} ({ips:.0f} images/s; {how})"
 
     def _earlier_runs(
         self, folder: RunDir, cfg: RunConfig, sizes: DataSizes
@@ -147,8 +157,18 @@ class Estimator:
             if got:
                 same_arch = student["arch"] == cfg.model.arch
                 rank = 0 if same_arch and info.method.get("name") == cfg.method.name else 1 if same_arch else 2
-                found.append((rank, other.name, got[0], got[1], measured_eval_rate(run, sizes)))
+                scale, evals = self._thread_scale(run)[0], measured_eval_rate(run, sizes)
+                found.append((rank, other.name, got[0] * scale, got[1], evals * scale if evals else None))
         return found
+
+    def _thread_scale(self, run: RunDir) -> tuple[float, str]:
+        """(the factor a rate ``run`` measured takes for a run on this estimator's threads, a note for the basis):
+        fewer threads now than it had scale its rate down in proportion, more leave it (module docstring)."""
+        then = run.read_info().environment.get("cpu_threads")
+        now = self.threads or torch_threads()
+        if self.device_type != "cpu" or not isinstance(then, int) or then <= now:
+            return 1.0, ""
+        return now / then, f"; x{now}/{then} for {now} thread{'s' if now > 1 else ''} of its {then}"
 
     def _same_device(self, run: RunDir) -> bool:
         recorded = run.read_info().environment.get("device_name")
@@ -182,10 +202,11 @@ def _params(arch: str, classes: int, channels: int, kwargs_json: str = "{}") -> 
     return count_parameters(create_model(arch, num_classes=classes, in_channels=channels, **kwargs))
 
 
-def estimator_for(runs_root: Path, device: str) -> Estimator:
-    """The estimator for ``device`` (a device string as runs get it). Planning for CUDA on a machine without it
-    (``--plan --device cuda``) takes the rates of the CUDA runs already in the runs folder (imported from a GPU
-    job; the first device name found), else the CUDA defaults."""
+def estimator_for(runs_root: Path, device: str, threads: int | None = None) -> Estimator:
+    """The estimator for ``device`` (a device string as runs get it), each run on ``threads`` CPU threads (None:
+    this process's). Planning for CUDA on a machine without it (``--plan --device cuda``) takes the rates of the
+    CUDA runs already in the runs folder (imported from a GPU job; the first device name found), else the CUDA
+    defaults."""
     import torch
 
     from dard.runtime import device_name, resolve_device
@@ -193,7 +214,14 @@ def estimator_for(runs_root: Path, device: str) -> Estimator:
     if device.startswith("cuda") and not torch.cuda.is_available():
         return Estimator(runs_root, "cuda", _recorded_cuda_device(runs_root))
     dev = resolve_device(device)
-    return Estimator(runs_root, dev.type, device_name(dev))
+    return Estimator(runs_root, dev.type, device_name(dev), threads)
+
+
+def torch_threads() -> int:
+    """This process's intra-op CPU threads."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _recorded_cuda_device(runs_root: Path) -> str | None:

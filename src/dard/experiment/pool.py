@@ -8,11 +8,35 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import TypeVar
 
+from dard.config import RunConfig
 from dard.crash import as_user_error
 from dard.runtime import die_with_parent
 from dard.user_code import warnings_held
 
 T = TypeVar("T")
+
+
+def jobs_for(device: str, jobs: int | None) -> int:
+    """How many runs go at once: ``jobs`` (default: one per core, at most 2) on a CPU, one on a GPU. Small models
+    are bound by per-call overhead on a CPU, so two one-thread processes beat one two-thread process (a DARD step:
+    about 14% more images/s on 2 cores, ``benchmarks/bench.py --threads``)."""
+    from dard.runtime import resolve_device
+
+    if resolve_device(device).type != "cpu":
+        return 1
+    return jobs or min(2, os.cpu_count() or 1)
+
+
+def threads_for(jobs: int) -> int | None:
+    """Each run's CPU threads when ``jobs`` go at once: one each beside others, else all (None)."""
+    return 1 if jobs > 1 else None
+
+
+def with_threads(cfg: RunConfig, threads: int | None) -> RunConfig:
+    """``cfg`` with ``speed.threads`` set (validated; None: the run's default), the rest unchanged."""
+    out = cfg.model_copy(deep=True)
+    out.speed.threads = threads
+    return out
 
 
 def pool_map(

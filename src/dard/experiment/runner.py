@@ -1,9 +1,8 @@
-"""Running an experiment: train and evaluate every planned run (in parallel on a CPU, or one at a time within a
-time budget: :mod:`.budget`), add the per-run extras (:mod:`.extras`), then write the report."""
+"""Running an experiment: train and evaluate every planned run (in parallel on a CPU, also within a time budget:
+:mod:`.budget`), add the per-run extras (:mod:`.extras`), then write the report."""
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from dard.experiment.clock import PlanClock, say
 from dard.experiment.estimate import estimator_for
 from dard.experiment.extras import run_extras
 from dard.experiment.plan import check_output_folder, read_plan
-from dard.experiment.pool import pool_map
+from dard.experiment.pool import jobs_for, pool_map, threads_for, with_threads
 from dard.experiment.report import write_experiment_report
 from dard.experiment.reuse import missing_teacher_weights, run_status
 from dard.experiment.spec import Experiment
@@ -36,8 +35,8 @@ def run_experiment(
     """Train (or reuse) every run of ``exp``, evaluate, and write the report; returns the path of report.md.
 
     On a CPU, runs go ``jobs`` at a time in separate processes with one thread each (small models are bound by
-    per-call overhead, so processes beat threads); on a GPU they run one after another. With a ``budget`` the
-    runs go one at a time within it (None: nothing finished). The runs folder and the results folder are locked
+    per-call overhead, so processes beat threads); on a GPU they run one after another. With a ``budget`` too,
+    within it, teachers alone (None: nothing finished). The runs folder and the results folder are locked
     for the whole experiment (each run folder too, while it trains or evaluates). ``command``: the invocation, which
     an unbudgeted report names; a budgeted report, made over many invocations, names the experiment's command.
     """
@@ -45,7 +44,7 @@ def run_experiment(
         check_output_folder(folder, what)
     with FolderLock(runs_root, "runs folder"), FolderLock(results_dir, "results folder"):
         if budget is not None:
-            return run_within_budget(exp, runs_root, results_dir, budget, device=device)
+            return run_within_budget(exp, runs_root, results_dir, budget, device=device, jobs=jobs_for(device, jobs))
         return _run_all(exp, runs_root, results_dir, device=device, jobs=jobs, command=command)
 
 
@@ -59,13 +58,6 @@ class _TrainTask:
     threads: int | None
 
 
-def _with_threads(cfg: RunConfig, threads: int | None) -> RunConfig:
-    """``cfg`` with ``speed.threads`` set (validated; None: the run's default), the rest unchanged."""
-    out = cfg.model_copy(deep=True)
-    out.speed.threads = threads
-    return out
-
-
 def _train_task(task: _TrainTask) -> str:
     from dard.training import train
 
@@ -75,7 +67,7 @@ def _train_task(task: _TrainTask) -> str:
     if (done or folder.is_evaluated()) and not folder.has_snapshot():  # imported (dard import): nothing to resume
         say(f"{folder.path.name}: reused (imported)")
         return str(task.run_dir)
-    cfg = _with_threads(task.config, task.threads)
+    cfg = with_threads(task.config, task.threads)
     if not done:
         status = run_status(folder.path, cfg.optim.epochs)
         say(f"{folder.path.name}: starting ({status}{'' if task.final_eval else ', training only'})")
@@ -91,12 +83,9 @@ def _train_task(task: _TrainTask) -> str:
 def _run_all(
     exp: Experiment, runs_root: Path, results_dir: Path, *, device: str, jobs: int | None, command: str
 ) -> Path:
-    from dard.runtime import resolve_device
-
     t_start = time.time()
-    on_cpu = resolve_device(device).type == "cpu"
-    jobs = (jobs or min(2, os.cpu_count() or 1)) if on_cpu else 1
-    threads = 1 if jobs > 1 else None
+    jobs = jobs_for(device, jobs)
+    threads = threads_for(jobs)
     runs = read_plan(exp, runs_root, device)
     for run in runs:
         if run.role == "student" and not run.done and (why := missing_teacher_weights(run.config)):

@@ -1,6 +1,8 @@
 """A campaign's status: which runs of an experiment are done, which are left, and the compute they are estimated to
-need on this device. ``dard experiment --plan`` prints the total; a budgeted invocation writes ``status.md`` into the
-experiment's results folder, so that the repository says how far a campaign spread over several machines has got.
+need on this device, teachers alone and students ``jobs`` at a time as a budgeted invocation takes them
+(:mod:`dard.experiment.budget`). ``dard experiment --plan`` prints the total; a budgeted invocation writes
+``status.md`` into the experiment's results folder, so that the repository says how far a campaign spread over
+several machines has got.
 """
 
 from __future__ import annotations
@@ -10,33 +12,48 @@ from pathlib import Path
 
 from dard.experiment.estimate import estimator_for
 from dard.experiment.plan import PlannedRun, campaign_order, read_plan, seconds_left, with_estimates
+from dard.experiment.pool import threads_for
 from dard.experiment.spec import Experiment
 from dard.io import atomic_write
 
 STATUS_FILE = "status.md"
 
 
-def campaign_status(exp: Experiment, runs_root: Path, device: str) -> list[PlannedRun]:
+def campaign_status(exp: Experiment, runs_root: Path, device: str, jobs: int = 1) -> list[PlannedRun]:
     """Every run of ``exp`` in the order a budgeted campaign takes them, with its status and, unless it is done,
-    what it still needs, one run at a time on ``device``."""
-    estimator = estimator_for(runs_root, device)
-    return with_estimates(campaign_order(read_plan(exp, runs_root, device)), estimator)
+    what it still needs on ``device``: teachers alone, students ``jobs`` at a time."""
+    return role_estimates(campaign_order(read_plan(exp, runs_root, device)), runs_root, device, jobs)
 
 
-def hours_left(rows: list[PlannedRun]) -> float:
-    """The estimated compute left, in hours."""
-    return seconds_left(rows) / 3600
+def role_estimates(runs: list[PlannedRun], runs_root: Path, device: str, jobs: int) -> list[PlannedRun]:
+    """``runs`` (in their order) with their estimates: teachers on every thread, students on the threads each has
+    when ``jobs`` go at once."""
+    teachers = estimator_for(runs_root, device)
+    students = estimator_for(runs_root, device, threads_for(jobs)) if jobs > 1 else teachers
+    return [with_estimates([r], teachers if r.role == "teacher" else students)[0] for r in runs]
 
 
-def status_markdown(exp: Experiment, rows: list[PlannedRun], runs_root: Path) -> str:
+def hours_left(rows: list[PlannedRun], jobs: int = 1) -> float:
+    """The estimated wall-clock hours left: the teachers' estimates one after another, then the students'
+    ``jobs`` at a time."""
+    teachers = seconds_left([r for r in rows if r.role == "teacher"])
+    return (teachers + seconds_left([r for r in rows if r.role != "teacher"]) / max(jobs, 1)) / 3600
+
+
+def at_a_time(jobs: int) -> str:
+    """How the runs go, in words."""
+    return "one run at a time" if jobs <= 1 else f"students {jobs} at a time (one thread each), teachers alone"
+
+
+def status_markdown(exp: Experiment, rows: list[PlannedRun], runs_root: Path, jobs: int = 1) -> str:
     """``status.md``: a summary line and one table row per run."""
     done = sum(r.done for r in rows)
     lines = [
         f"# Status: {exp.name} at the {exp.scale} scale",
         "",
         f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from the runs in `{runs_root}`: "
-        f"{done} of {len(rows)} runs done, {len(rows) - done} left, an estimated **{hours_left(rows):.1f} h** of "
-        "compute left on this device, one run at a time (each estimate from the run's own measured rate, else an "
+        f"{done} of {len(rows)} runs done, {len(rows) - done} left, an estimated **{hours_left(rows, jobs):.1f} h** "
+        f"of compute left on this device, {at_a_time(jobs)} (each estimate from the run's own measured rate, else an "
         "earlier run's, else a conservative default: see the basis).",
         "",
         "| run | role | status | hours left | basis of the estimate |",
@@ -48,9 +65,9 @@ def status_markdown(exp: Experiment, rows: list[PlannedRun], runs_root: Path) ->
     return "\n".join(lines) + "\n"
 
 
-def write_status(exp: Experiment, runs_root: Path, results_dir: Path, device: str) -> Path:
+def write_status(exp: Experiment, runs_root: Path, results_dir: Path, device: str, jobs: int = 1) -> Path:
     """Write ``status.md`` into ``results_dir`` (atomically) and return its path."""
-    rows = campaign_status(exp, runs_root, device)
+    rows = campaign_status(exp, runs_root, device, jobs)
     results_dir.mkdir(parents=True, exist_ok=True)
-    text = status_markdown(exp, rows, runs_root)
+    text = status_markdown(exp, rows, runs_root, jobs)
     return atomic_write(results_dir / STATUS_FILE, lambda p: p.write_text(text, encoding="utf-8"))
