@@ -262,8 +262,12 @@ def test_experiment_budget_starts_nothing_that_cannot_finish_stops_part_way_then
     report = run_experiment(exp, root, results, device="cpu", jobs=2, budget=BudgetOptions(3600, margin_s=0))
     names = ("teacher-s0", "sat-s0", "dard-s0")
     assert report is not None and all(RunDir(root / n).is_evaluated() for n in names)
-    threads = [RunDir(root / n).read_info().environment["cpu_threads"] for n in names]
-    assert threads == [torch.get_num_threads()] * 2 + [1]  # (run.json keeps sat-s0's first start, in this process)
+    threads = [RunDir(root / n).read_info().latest_environment()["cpu_threads"] for n in names]
+    assert threads == [torch.get_num_threads(), 1, 1]
+    sat = RunDir(root / "sat-s0").read_info()  # started here on every thread, resumed at step 1 in a worker
+    assert sat.environment["cpu_threads"] == torch.get_num_threads()
+    stretches = [(s["step"], s["environment"]["cpu_threads"]) for s in sat.stretches or []]
+    assert stretches[0] == (1, 1) and {t for _, t in stretches} == {1}  # (then its evaluation, a second call)
     out = capfd.readouterr().out  # the workers' lines too
     assert out.count("[budget] sat-s0: starting") == out.count("[budget] dard-s0: starting") == 1
     # dard-s0's rate: an earlier run's, on the threads it was measured on, scaled to the one thread it has

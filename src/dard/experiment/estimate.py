@@ -123,7 +123,7 @@ class Estimator:
         how = ["same architecture and method", "same architecture", "another architecture, scaled by MACs"][rank]
         measured = RunDir(self.runs_root / other)
         how += self._thread_scale(measured)[1]
-        on = measured.read_info().environment.get("device_name") or self.label  # its threads, not this process's
+        on = measured.read_info().latest_environment().get("device_name") or self.label  # its threads, not ours
         if rank == 2 and rate < default:
             how, rate = f"{how}; raised to the default {default / 1e12:.3g} TMAC/s", default
         eval_rank, eval_rate = next(((r, e) for r, *_, e in found if e), (0, None))
@@ -164,14 +164,14 @@ class Estimator:
     def _thread_scale(self, run: RunDir) -> tuple[float, str]:
         """(the factor a rate ``run`` measured takes for a run on this estimator's threads, a note for the basis):
         fewer threads now than it had scale its rate down in proportion, more leave it (module docstring)."""
-        then = run.read_info().environment.get("cpu_threads")
+        then = run.read_info().latest_environment().get("cpu_threads")  # its last metrics were measured then
         now = self.threads or torch_threads()
         if self.device_type != "cpu" or not isinstance(then, int) or then <= now:
             return 1.0, ""
         return now / then, f"; x{now}/{then} for {now} thread{'s' if now > 1 else ''} of its {then}"
 
     def _same_device(self, run: RunDir) -> bool:
-        recorded = run.read_info().environment.get("device_name")
+        recorded = run.read_info().latest_environment().get("device_name")  # where its last rates were measured
         return self.label is not None and _device_key(str(recorded)) == _device_key(self.label)
 
 

@@ -3,7 +3,8 @@
 ::
 
     <run>/config.yaml                  the resolved run config (YAML), written when the run starts
-    <run>/run.json                     RunInfo: name, seed, method config, student/teacher, environment, data sizes
+    <run>/run.json                     RunInfo: name, seed, method config, student/teacher, environment, data sizes,
+                                       each resume's environment (stretches)
     <run>/metrics.jsonl                one EpochMetrics per finished epoch
     <run>/best.safetensors, best.json  the checkpoint selected on the validation split (dard.checkpoint format)
     <run>/last.safetensors, last.json  the last epoch's checkpoint

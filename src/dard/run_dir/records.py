@@ -234,8 +234,16 @@ class RunInfo(_Record):
     # SHA-256 of config.yaml's bytes as dard last wrote them (a resume refuses a config edited by hand); absent in
     # older run folders, which resume as before
     config_sha256: str | None = None
+    # one entry per resume from a snapshot: when, the global step it resumed at and the environment it ran in
+    # (commit, device, threads), which may differ from the first start's `environment`
+    stretches: list[dict[str, Any]] | None = None
 
-    _OPTIONAL = ("changes", "config_sha256")
+    _OPTIONAL = ("changes", "config_sha256", "stretches")
+
+    def latest_environment(self) -> dict[str, Any]:
+        """The environment of the run's latest stretch (its first start's when it never resumed)."""
+        latest = (self.stretches or [{}])[-1].get("environment")
+        return latest if isinstance(latest, dict) else self.environment
 
 
 # ------------------------------------------------------------------------------------------------ progress

@@ -197,6 +197,12 @@ def _start_or_resume(run: _Run, resume: bool) -> None:
         run.progress = load_state(run.folder, model=run.student, optimizer=run.optimizer, scheduler=run.scheduler)
         if run.progress.train_seconds is None:  # snapshots of older versions did not count it
             run.progress.train_seconds = 0.0
+        if run.main and run.folder.run_info.is_file():  # where this stretch runs: run.json's environment is the first's
+            info = run.folder.read_info()
+            env = {**environment(run.device), "world_size": run.dist_info.world_size}
+            stretch = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "step": run.progress.global_step, "environment": env}
+            info.stretches = [*(info.stretches or []), stretch]
+            run.folder.write_info(info)
     elif run.main:
         run.folder.path.mkdir(parents=True, exist_ok=True)
         run.folder.write_config(dump_config(run.cfg))
