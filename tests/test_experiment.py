@@ -280,7 +280,7 @@ FOLDER_TEACHER = {"data": {"name": "folder", "dir": "imgs", "val_size": 3}, "opt
         ({"x": {"data": {"train_subset": 32}}}, {}, "run 'x-s0': optim.batch_size 64 exceeds the 32 training images"),
         ({"dard": SPEC["runs"]["dard"]}, FOLDER_TEACHER, "run 'dard-s0': its teacher teacher-s0 learns 3 classes"),
         # a model kwarg its factory does not take: refused by the estimate after --plan's lines, naming no run
-        ({"x": {"model": {"kwargs": {"width": 2}}}}, {}, "run 'x-s0': model 'small_cnn': its factory takes no"),
+        ({"x": {"model": {"kwargs": {"width": 2}}}}, {}, "run 'x-s0': model.kwargs: model 'small_cnn': its factory"),
     ],
 )
 def test_runs_that_do_not_fit_their_data_are_refused_before_any_training(tmp_path, runs, teacher_config, needle):

@@ -95,6 +95,8 @@ def test_new_run_is_checked_before_any_work(extra, needles, run, tmp_path, capsy
         ({"arch": "resnet81"}, ["teacher.arch: unknown model 'resnet81'"]),
         ({"weights": "{tmp}/missing.pt"}, ["teacher.weights: weights file not found"]),
         ({"weights": "{tmp}/notes.pt"}, ["teacher.weights:", "neither safetensors nor a PyTorch checkpoint"]),
+        # a misspelt factory argument was found when the teacher was built, after the data and the student
+        ({"kwargs": {"widht": 2}}, ["teacher.kwargs: model 'small_cnn': its factory takes no argument 'widht'"]),
     ],
 )
 def test_a_teacher_from_weights_is_checked_before_the_data_loads(teacher, needles, tmp_path, capsys):
@@ -107,6 +109,14 @@ def test_a_teacher_from_weights_is_checked_before_the_data_loads(teacher, needle
     data = {"name": "cifar10", "dir": str(tmp_path / "no-data")}
     cfg = config_file(tmp_path, method={"name": "dard", "params": {}}, teacher=given, data=data)
     fails_cleanly(capsys, tmp_path, ["train", "--config", cfg, "--out", str(tmp_path / "new")], *needles)
+
+
+def test_model_kwargs_are_checked_before_the_data_loads(tmp_path, capsys):
+    # model.kwargs met the factory's signature when the student was built, after the data had loaded
+    data = {"name": "cifar10", "dir": str(tmp_path / "no-data")}
+    cfg = config_file(tmp_path, model={"arch": "small_cnn", "kwargs": {"widht": 2}}, data=data)
+    argv = ["train", "--config", cfg, "--out", str(tmp_path / "new")]
+    fails_cleanly(capsys, tmp_path, argv, "model.kwargs: model 'small_cnn': its factory takes no argument 'widht'")
 
 
 @pytest.mark.parametrize(

@@ -533,6 +533,8 @@ def test_eval_passes_model_args_to_the_factory_of_external_weights(user_module, 
         (["--model-arg", "hidden=32", "--model-arg", "hidden=8"], "given twice"),
         (["--model-arg", "num_classes=3"], "num_classes"),
         (["--model-arg", "hidden=2020-01-01"], "got a date"),
+        # a misspelt argument was found when the model was built, after the data had loaded: here it is missing
+        (["--model-arg", "hiden=32", "--data", "cifar10", "--data-dir", str(tmp_path)], "takes no argument 'hiden'"),
     ]:
         fails_cleanly(capsys, None, [*argv, *bad], needle)
 

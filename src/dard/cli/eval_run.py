@@ -17,7 +17,7 @@ from dard.errors import DardError
 from dard.evaluation.record import EvalRecord, test_data_info
 from dard.evaluation.suite import build_suite, evaluate, quick_suite
 from dard.evaluation.table import format_table, threat_text
-from dard.models import library_prefix, model_factory
+from dard.models import check_factory_kwargs, library_prefix, model_factory
 from dard.runtime import configure_threads, environment, resolve_device, seed_everything
 from dard.user_code import release_warnings
 from dard.weights import read_state_dict
@@ -37,6 +37,8 @@ def _load_model_and_data(
         raise DardError("--weights needs --model ARCH (see `dard list`)")
     if request.model:
         model_factory(request.model)  # a registered name, or user code module:function (imported here)
+        if request.weights:  # --model-arg names the factory takes (a misspelt one was found after the data loaded)
+            check_factory_kwargs(request.model, kwargs)
     if request.weights:
         state = read_state_dict(request.weights)
     bundle = load_dataset(settings.data, settings.data_dir, download=request.download)

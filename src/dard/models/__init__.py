@@ -21,6 +21,7 @@ from dard.models import cifar_resnet, mobilenetv2, resnet, small_cnn, wide_resne
 from dard.models.base import ImageClassifier, PlainClassifier, check_logits
 from dard.models.factory import (
     build_from_factory,
+    check_factory_kwargs,
     check_model_kwargs,
     is_import_spec,
     library_prefix,
@@ -35,6 +36,7 @@ __all__ = [
     "ImageClassifier",
     "PlainClassifier",
     "build_from_factory",
+    "check_factory_kwargs",
     "check_logits",
     "check_model_kwargs",
     "create_model",

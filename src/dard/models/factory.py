@@ -29,6 +29,7 @@ from dard.user_code import note_user_module, user_warnings
 __all__ = [
     "LIBRARY_PREFIXES",
     "build_from_factory",
+    "check_factory_kwargs",
     "check_model_kwargs",
     "is_import_spec",
     "library_prefix",
@@ -136,23 +137,20 @@ def check_model_kwargs(kwargs: Mapping[str, Any], name: str | None = None) -> Ma
     return kwargs
 
 
-def build_from_factory(
-    factory: Callable[..., Any],
-    name: str,
-    num_classes: int,
-    in_channels: int,
-    kwargs: Mapping[str, Any] | None = None,
-) -> nn.Module:
-    """Call ``factory`` with those of ``num_classes`` / ``in_channels`` it takes (both if it takes ``**kwargs``),
-    and every one of ``kwargs`` (a config's ``model.kwargs``: ``img_size``, ``patch_size``, ...).
+def check_factory_kwargs(name: str, kwargs: Mapping[str, Any] | None) -> None:
+    """Model ``name``'s factory takes every one of ``kwargs`` (a config's ``model.kwargs`` or ``teacher.kwargs``)
+    and needs no argument dard cannot give, checked by its signature without building it: a misspelt key was
+    found when the model was built, after the data had loaded (a CIFAR load, a download)."""
+    _factory_call(model_factory(name), name, dict.fromkeys(_OFFERED, 0), kwargs)
 
-    A factory needing any other argument, or returning something other than an ``nn.Module``, is a DardError. An
-    exception raised inside a user's factory (``module:function``; SystemExit included, which must not end dard as
-    if it had finished) is a DardError naming the factory and the error; one in a registered factory is dard's own.
-    """
+
+def _factory_call(
+    factory: Callable[..., Any], name: str, offered: Mapping[str, Any], kwargs: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The keyword arguments to call ``factory`` with: those of ``offered`` it takes (all if it takes
+    ``**kwargs``) and every one of ``kwargs``; a DardError for a key it does not take or an argument it needs."""
     extra = dict(kwargs or {})
     check_model_kwargs(extra, name)
-    offered = {"num_classes": num_classes, "in_channels": in_channels}
     try:
         params = list(inspect.signature(factory).parameters.values())
     except (TypeError, ValueError):  # no introspectable signature (some builtins): offer both
@@ -174,6 +172,24 @@ def build_from_factory(
             f"model '{name}': its factory needs {', '.join(map(repr, needed))}; a model factory may take only "
             f"{' and '.join(_OFFERED)} (keywords, both optional) and the config's model.kwargs"
         )
+    return call
+
+
+def build_from_factory(
+    factory: Callable[..., Any],
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    kwargs: Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """Call ``factory`` with those of ``num_classes`` / ``in_channels`` it takes (both if it takes ``**kwargs``),
+    and every one of ``kwargs`` (a config's ``model.kwargs``: ``img_size``, ``patch_size``, ...).
+
+    A factory needing any other argument, or returning something other than an ``nn.Module``, is a DardError. An
+    exception raised inside a user's factory (``module:function``; SystemExit included, which must not end dard as
+    if it had finished) is a DardError naming the factory and the error; one in a registered factory is dard's own.
+    """
+    call = _factory_call(factory, name, {"num_classes": num_classes, "in_channels": in_channels}, kwargs)
     if is_import_spec(name):
         try:
             with torch_settings_kept(), user_warnings():

@@ -32,7 +32,7 @@ from dard.evaluation.suite import attack_from_spec
 from dard.io import check_writable
 from dard.methods import Method
 from dard.model_checks import check_input
-from dard.models import model_factory
+from dard.models import check_factory_kwargs, model_factory
 from dard.run_dir import RunDir
 from dard.runtime import seed_everything
 from dard.training.final_eval import EvalAttacks, eval_attacks
@@ -91,6 +91,7 @@ def check_config(
     """Build every object the config names (no data, no files, no models): the method (with ``make_method``) and
     every attack."""
     at_key("model.arch", lambda: model_factory(cfg.model.arch))
+    at_key("model.kwargs", lambda: check_factory_kwargs(cfg.model.arch, cfg.model.kwargs))
     method = at_key("method", lambda: make_method(cfg))
     if method.needs_teacher and not cfg.teacher.given:
         raise DardError(f"method '{cfg.method.name}' needs a teacher: {TEACHER_HINT}")
@@ -106,6 +107,7 @@ def check_config(
         raise DardError(f"teacher.weights needs teacher.normalize: {TEACHER_NORMALIZE}")
     if cfg.teacher.weights and cfg.teacher.arch:  # before the data loads: a typo there cost a data load, a student
         at_key("teacher.arch", lambda: model_factory(str(cfg.teacher.arch)))
+        at_key("teacher.kwargs", lambda: check_factory_kwargs(str(cfg.teacher.arch), cfg.teacher.kwargs))
         at_key("teacher.weights", lambda: check_weights_file(str(cfg.teacher.weights)))
     val_attack = at_key("val.attack", lambda: attack_from_spec(cfg.val.attack, cfg.eps, cfg.seed, cfg.norm))
     final = eval_attacks(cfg)  # after val.attack: the order the checks have always reported in
