@@ -111,6 +111,24 @@ def test_a_teacher_from_weights_is_checked_before_the_data_loads(teacher, needle
     fails_cleanly(capsys, tmp_path, ["train", "--config", cfg, "--out", str(tmp_path / "new")], *needles)
 
 
+def test_a_teacher_run_without_its_best_checkpoint_is_refused_not_taken_at_its_last(run, tmp_path, capsys):
+    # `--teacher RUN` whose best.safetensors was gone distilled from last.safetensors in silence, run.json naming
+    # only the folder: another teacher than the one meant, and results that changed without a word
+    (run / "best.safetensors").unlink()
+    data = {"name": "cifar10", "dir": str(tmp_path / "no-data")}  # refused before the data loads
+    cfg = config_file(tmp_path, method={"name": "dard", "params": {}}, data=data)
+    argv = ["train", "--config", cfg, "--out", str(tmp_path / "new")]
+    fails_cleanly(
+        capsys, tmp_path, [*argv, "--teacher", str(run)], f"best checkpoint {run}/best.safetensors is missing",
+        f"name it: {run}/last.safetensors",
+    )  # fmt: skip
+    # named, the last checkpoint is taken, and run.json says which file and epoch the student learned from
+    cfg = config_file(tmp_path, method={"name": "dard", "params": {}})
+    assert main(["train", "--config", cfg, "--out", str(tmp_path / "new"), "--teacher", f"{run}/last.json"]) == 0
+    teacher = json.loads((tmp_path / "new" / "run.json").read_text())["teacher"]
+    assert teacher["source"] == f"{run}/last.safetensors" and teacher["epoch"] == 1
+
+
 def test_model_kwargs_are_checked_before_the_data_loads(tmp_path, capsys):
     # model.kwargs met the factory's signature when the student was built, after the data had loaded
     data = {"name": "cifar10", "dir": str(tmp_path / "no-data")}

@@ -72,6 +72,39 @@ def test_locked_folders_refuse_every_writer(run, tmp_path, capsys):
         os.close(fd_runs)
 
 
+def test_a_teacher_whose_run_is_in_use_is_refused_before_the_data_loads(run, tmp_path, capsys, monkeypatch):
+    # a teacher run still training was distilled from while it replaced its checkpoints (found, if at all, after
+    # the data had loaded); its lock is only looked at (no lock file written into the teacher's folder)
+    fd = hold_lock(run)
+    try:
+        data = {"name": "cifar10", "dir": str(tmp_path / "no-data")}
+        cfg = config_file(tmp_path, method={"name": "dard", "params": {}}, data=data)
+        who = f"in use by pid 4242 on host {socket.gethostname()}"
+        for teacher in (run, run / "best.safetensors", run / "last.json"):
+            argv = ["train", "--config", cfg, "--teacher", str(teacher), "--out", str(tmp_path / "new")]
+            fails_cleanly(capsys, tmp_path, argv, f"teacher {teacher}: its run folder {run} is {who}", "wait for it")
+        # an experiment given that teacher: refused when its plan is read, before any run trains
+        exp = tmp_path / "experiments" / "tiny"
+        exp.mkdir(parents=True)
+        (exp / "base.yaml").write_text(yaml.safe_dump(tiny_run_config()))
+        runs = {"dard": {"method": {"name": "dard", "params": {}}, "teacher": {"checkpoint": str(run)}}}
+        (exp / "cpu.yaml").write_text(yaml.safe_dump({"title": "t", "base": "base.yaml", "seeds": [0], "runs": runs}))
+        monkeypatch.chdir(tmp_path)
+        for plan in (["--plan"], []):
+            fails_cleanly(capsys, tmp_path, ["experiment", "tiny", "--runs", "runs", *plan], "run 'dard-s0'", who)
+        # the experiment's own teacher, trained first: its test evaluation holds its lock beside the students
+        from dard.checkpoint import teacher_checkpoint
+
+        assert teacher_checkpoint(run, in_use_ok=True) == run / "best.safetensors"
+        student = tiny_run_config(method={"name": "dard", "params": {}}, teacher={"checkpoint": str(run)})
+        train(parse_config(student), tmp_path / "student", own_teacher=True)
+    finally:
+        os.close(fd)
+    assert teacher_checkpoint(run) == run / "best.safetensors"
+    with FolderLock(run):  # held by this process (an experiment in one process): not another's training
+        assert teacher_checkpoint(run) == run / "best.safetensors"
+
+
 @pytest.mark.parametrize("out", ["newdir/", "newdir/.", "."])
 def test_a_file_output_named_as_a_folder_is_refused(out, run, tmp_path, capsys, monkeypatch):
     # `--out newdir/` wrote a file named newdir: the trailing separator is lost once the text is a Path

@@ -8,6 +8,7 @@ state dict from other code) load through :func:`dard.weights.load_weights` with 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,9 @@ from dard.io import loads_json, save_tensors, write_json
 from dard.model_checks import check_input, check_spec
 from dard.models import check_model_kwargs, create_model, is_import_spec, library_prefix
 from dard.module_utils import unwrap_model
-from dard.run_dir import CHECKPOINTS, CheckpointProvenance, RunDir
+from dard.run_dir import CHECKPOINTS, CheckpointProvenance, RunDir, enclosing_run
 from dard.run_dir.files import read_bytes
+from dard.run_dir.lock import held_elsewhere
 from dard.weights import load_weights
 
 if TYPE_CHECKING:
@@ -123,6 +125,30 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not p.exists():
         raise DardError(f"checkpoint not found: {p}")
     return p
+
+
+def teacher_checkpoint(path: str | Path, *, in_use_ok: bool = False) -> Path:
+    """The weights file of a teacher given as a dard checkpoint (a run folder, or a checkpoint's file), checked
+    before anything loads: a run folder's best checkpoint, never its last in silence (a student distilled from
+    another teacher than the one named, its results changed without a word: the last one is taken when named), and
+    not one in a run folder another process holds (a training replaces its checkpoints while the student reads
+    them). ``in_use_ok``: the caller's own teacher, whose training it finished (an experiment evaluates it
+    meanwhile)."""
+    p = Path(path)
+    if p.is_dir() and RunDir(p).is_run() and not os.path.lexists(RunDir(p).weights("best")):
+        last = RunDir(p).weights("last")
+        hint = f"; to distil from its last checkpoint instead, name it: {last}" if last.is_file() else ""
+        raise DardError(f"teacher {p}: the run's best checkpoint {RunDir(p).weights('best')} is missing{hint}")
+    weights = resolve_checkpoint(p)
+    run = enclosing_run(weights)
+    owner = None if run is None or in_use_ok else held_elsewhere(run.path)
+    if run is not None and owner is not None:
+        raise DardError(
+            f"teacher {p}: its run folder {run.path} is in use by {owner.describe()} (lock file {run.lock_file}), "
+            "and a training there replaces its checkpoints; wait for it to end, or copy the checkpoint you want "
+            "(its .safetensors and .json) out of the folder and give the copy"
+        )
+    return weights
 
 
 def _load_zoo_model(

@@ -103,7 +103,8 @@ def label_gap(
     attack = create_attack(**params)
     data, x, y, dev = _first_test_images(cfg, spec.n, device, threads)
     student, _ = load_checkpoint(folder.weights(spec.checkpoint), dev, arch=cfg.model.arch)
-    teacher, _ = load_teacher(cfg.teacher, data.bundle, dev)
+    # the experiment's teacher (or one checked with its plan): its own run's extras may hold its folder's lock
+    teacher, _ = load_teacher(cfg.teacher, data.bundle, dev, in_use_ok=True)
     gap = teacher_label_gap(teacher, student, x, y, attack, tau=float(method.get("tau", 1.0)))
     result = LabelGapFile(spec=spec.model_dump(), attack=attack.config(), gap=gap)
     with folder.lock():
@@ -132,7 +133,8 @@ def teacher_quality(
     if cached is not None and cached.spec == spec.model_dump() and cached.teacher.get("weights_digest") == digest:
         return cached
     data, x, y, dev = _first_test_images(cfg, spec.n, device, threads)
-    teacher, info = load_teacher(cfg.teacher, data.bundle, dev)
+    # the experiment's teacher (or one checked with its plan): its own run's extras may hold its folder's lock
+    teacher, info = load_teacher(cfg.teacher, data.bundle, dev, in_use_ok=True)
     epoch = checkpoint_meta(checkpoint)[1].get("epoch")
     about = {**info, "checkpoint": checkpoint.as_posix(), "epoch": epoch, "weights_digest": digest}
     rec = evaluate(

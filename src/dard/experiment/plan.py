@@ -116,16 +116,15 @@ def check_runs(runs: Sequence[PlannedRun], source: Path) -> None:
 
 
 def _check_given_teacher(run: PlannedRun) -> None:
-    """A teacher the file gives a run (not the one it trains) is there: a missing one stopped a campaign only when
-    that run began. A RobustBench name is left to the run (its weights may still be downloaded)."""
-    from dard.checkpoint import resolve_checkpoint
-    from dard.models import library_prefix
+    """A teacher the file gives a run (not the one it trains) is there, the checkpoint meant and not in a run that
+    is training (:func:`dard.training.preflight.check_teacher`): a missing one stopped a campaign only when that
+    run began. A RobustBench name is left to the run (its weights may still be downloaded)."""
+    from dard.training.preflight import check_teacher
 
     teacher = run.config.teacher
     if run.teacher_arch is not None:  # the experiment's own teacher, trained before the run
         return
-    if teacher.checkpoint and library_prefix(teacher.checkpoint) != "robustbench:":
-        resolve_checkpoint(teacher.checkpoint)
+    check_teacher(run.config)  # check_config let a teacher be given only to a method that distils
     if teacher.weights and not Path(teacher.weights).is_file():
         raise DardError(f"teacher.weights not found: {teacher.weights}")
 

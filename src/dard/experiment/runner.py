@@ -56,6 +56,7 @@ class _TrainTask:
     run_dir: Path
     final_eval: bool
     threads: int | None
+    own_teacher: bool = False  # the experiment's teacher, trained first (its evaluation may hold its folder's lock)
 
 
 def _train_task(task: _TrainTask) -> str:
@@ -71,7 +72,8 @@ def _train_task(task: _TrainTask) -> str:
     if not done:
         status = run_status(folder.path, cfg.optim.epochs)
         say(f"{folder.path.name}: starting ({status}{'' if task.final_eval else ', training only'})")
-    train(cfg, folder.path, resume=folder.is_run(), final_eval=task.final_eval, announce=cfg.progress)
+    resume, own = folder.is_run(), task.own_teacher
+    train(cfg, folder.path, resume=resume, final_eval=task.final_eval, announce=cfg.progress, own_teacher=own)
     if task.final_eval:
         what = "reused" if done else f"done in {duration(time.time() - t0)}"
     else:
@@ -98,7 +100,7 @@ def _run_all(
     for run in teachers:
         _train_task(_TrainTask(run.config, runs_root / run.name, False, None))
         say(clock.status())
-    tasks = [_TrainTask(r.config, runs_root / r.name, True, threads) for r in runs]
+    tasks = [_TrainTask(r.config, runs_root / r.name, True, threads, r.teacher_arch is not None) for r in runs]
     done = pool_map(_train_task, tasks, jobs, on_done=lambda p: clock.finish(Path(p).name))
 
     run_extras(exp.spec, runs_root, runs, device=device, jobs=jobs, threads=threads)

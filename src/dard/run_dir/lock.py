@@ -72,6 +72,33 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def held_elsewhere(folder: str | Path) -> LockOwner | None:
+    """Who holds ``folder``'s lock now, if another process does (None: free, absent, or held by this process).
+    Read only: the lock file is neither created nor written (a teacher's folder may be read-only), and a shared
+    flock taken for an instant and dropped tells a live holder from a file a killed one left."""
+    file = Path(folder) / LOCK_NAME
+    if _held.get(str(file.resolve())):
+        return None
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:  # absent; a link or what cannot be opened: no writer can hold it (FolderLock refuses those)
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return None
+        except BlockingIOError:
+            return _read_owner(fd) or LockOwner(None, "", "", "")
+        except OSError as e:
+            owner = _read_owner(fd) if e.errno in _NO_FLOCK else None  # no flock here: a live owner holds it
+            alive = owner is not None and owner.pid and (owner.host != socket.gethostname() or _alive(owner.pid))
+            return owner if alive else None
+    finally:
+        os.close(fd)  # drops the shared flock
+
+
 class FolderLock:
     """The exclusive lock of ``folder`` (``what`` names it in messages: "run folder", "runs folder", ...).
 

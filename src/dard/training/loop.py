@@ -47,6 +47,7 @@ def train(
     final_eval: bool = True,
     stop_at: float | None = None,
     announce: bool = True,
+    own_teacher: bool = False,
 ) -> Path:
     """Train (or resume) a run in ``run_dir`` and evaluate its best and last checkpoints on the test split.
 
@@ -55,6 +56,7 @@ def train(
     (:class:`TrainingStopped`); then evaluate attack by attack while each attack's estimate fits before it, keeping
     each finished attack (otherwise :class:`TrainingStopped` with ``evaluation_pending``; a resume continues).
     ``announce``: print the run's header and a line per epoch (:mod:`dard.training.announce`).
+    ``own_teacher``: the teacher is the caller's, trained to the end (its run folder may be locked meanwhile).
     Launched by ``torchrun``, every rank calls this; rank 0 alone writes files and evaluates.
     """
     device = resolve_device(cfg.device)
@@ -66,7 +68,15 @@ def train(
     try:
         # everything checked first; rank 0 holds the run folder's lock until the final evaluation is written
         # make_method: this module's build_method, looked up at each call (a wrapper set on it wraps the method trained)
-        opened = open_run(cfg, folder, resume=resume, device=device, dist_info=dist_info, make_method=build_method)
+        opened = open_run(
+            cfg,
+            folder,
+            resume=resume,
+            device=device,
+            dist_info=dist_info,
+            make_method=build_method,
+            own_teacher=own_teacher,
+        )
         with opened as parts:
             data = parts.data
             try:

@@ -25,14 +25,14 @@ from torch import nn
 
 import dard.training.distributed as dist
 from dard.attacks import Attack
-from dard.checkpoint import build_model, model_spec
+from dard.checkpoint import TEACHER_RAW_HINT, build_model, checkpoint_meta, model_spec, teacher_checkpoint
 from dard.config import RunConfig
 from dard.errors import DardError, shown
 from dard.evaluation.suite import attack_from_spec
 from dard.io import check_writable
 from dard.methods import Method
 from dard.model_checks import check_input
-from dard.models import check_factory_kwargs, model_factory
+from dard.models import check_factory_kwargs, library_prefix, model_factory
 from dard.run_dir import RunDir
 from dard.runtime import seed_everything
 from dard.training.final_eval import EvalAttacks, eval_attacks
@@ -121,6 +121,15 @@ def check_config(
     return Checked(method=method, val_attack=val_attack, eval_attacks=final)
 
 
+def check_teacher(cfg: RunConfig, *, in_use_ok: bool = False) -> None:
+    """A teacher given as a dard checkpoint is the one meant, there, with metadata that reads, and not in a run
+    that is training (:func:`dard.checkpoint.teacher_checkpoint`; ``in_use_ok``: the caller's own teacher), before
+    the data loads: it was first looked at after the data had loaded and the student was built."""
+    named = cfg.teacher.checkpoint
+    if named and library_prefix(named) is None:
+        checkpoint_meta(teacher_checkpoint(named, in_use_ok=in_use_ok), cfg.teacher.arch, TEACHER_RAW_HINT)
+
+
 def check_compile_backend(name: str) -> None:
     """``name`` is a backend ``torch.compile`` knows (its own, and those installed packages register); torch names
     an unknown one only when it compiles, after the data and the models are loaded."""
@@ -164,10 +173,17 @@ def _rng_untouched(device: torch.device) -> Iterator[None]:
         yield
 
 
-def build_models(cfg: RunConfig, checked: Checked, device: torch.device, resume_from: RunDir | None = None) -> RunParts:
+def build_models(
+    cfg: RunConfig,
+    checked: Checked,
+    device: torch.device,
+    resume_from: RunDir | None = None,
+    *,
+    own_teacher: bool = False,
+) -> RunParts:
     """Load the data, seed the run's RNG, build the student and the teacher; both must take the data's images and
     give one logit per class, and the snapshot of ``resume_from`` (if any) must fit the student and its optimizer
-    exactly."""
+    exactly. ``own_teacher``: the teacher's run folder may be locked (:func:`open_run`)."""
     data = prepare_data(cfg)
     probe, _ = float_tensors(data.val.subset(range(min(2, len(data.val)))), device)
     # The run's stream starts here: the student's initialisation, then the teacher's (replaced by its weights, but
@@ -181,7 +197,7 @@ def build_models(cfg: RunConfig, checked: Checked, device: torch.device, resume_
         check_input(student, probe, data.bundle.num_classes, f"model '{cfg.model.arch}'", trained=True)
     teacher, teacher_info = None, None
     if checked.method.needs_teacher:  # load_teacher checks its classes, channels, image size and finite weights
-        teacher, teacher_info = load_teacher(cfg.teacher, data.bundle, device)
+        teacher, teacher_info = load_teacher(cfg.teacher, data.bundle, device, in_use_ok=own_teacher)
     return RunParts(
         data=data,
         spec=spec,
@@ -214,14 +230,19 @@ def open_run(
     device: torch.device,
     dist_info: dist.DistInfo,
     make_method: Callable[[RunConfig], Method] = build_method,
+    own_teacher: bool = False,
 ) -> Iterator[RunParts]:
     """Check everything, hold the run folder's lock (rank 0) while the body trains and evaluates, and give what the
     checks built. A new folder the checks created is removed again if they fail. ``make_method`` builds the loss
-    from the config (the loop passes its own, the one a caller may wrap)."""
+    from the config (the loop passes its own, the one a caller may wrap). ``own_teacher``: the teacher is the
+    caller's, whose training it finished (an experiment's, whose evaluation may hold its folder's lock meanwhile);
+    any other teacher's run must not be in use."""
     lock = folder.lock() if dist_info.is_main else None
 
     def first() -> Checked:
         checked = check_config(cfg, dist_info.world_size, make_method)
+        if checked.method.needs_teacher:
+            check_teacher(cfg, in_use_ok=own_teacher)
         if resume:
             folder.require_run()
             folder.check_files()  # links, FIFOs or devices where the run's files belong: refused before the lock
@@ -236,7 +257,9 @@ def open_run(
         assert checked is not None  # _agreed raised on every rank otherwise
         changes = _agreed(lambda: check_folder(cfg, folder, resume), dist_info, device)
         resume_from = folder if resume else None
-        parts = _agreed(lambda: build_models(cfg, checked, device, resume_from), dist_info, device)
+        parts = _agreed(
+            lambda: build_models(cfg, checked, device, resume_from, own_teacher=own_teacher), dist_info, device
+        )
         assert parts is not None
         release_warnings()  # the models are loaded and checked: their code's warnings may be shown now
         if lock is not None and changes is not None and changes.changed:

@@ -17,11 +17,12 @@ from torch import nn
 
 import dard.training.distributed as dist
 from dard.attacks.threat import apply_norm
-from dard.checkpoint import load_model
+from dard.checkpoint import load_model, teacher_checkpoint
 from dard.config import RunConfig, TeacherConfig
 from dard.data import DatasetBundle, ImageSet, load_dataset, split_train_val
 from dard.errors import DardError
 from dard.methods import Method, create_method, method_params
+from dard.models import library_prefix
 from dard.run_dir import RunDir
 
 T = TypeVar("T")
@@ -88,16 +89,25 @@ def build_method(cfg: RunConfig) -> Method:
 
 
 def load_teacher(
-    tcfg: TeacherConfig, bundle: DatasetBundle, device: torch.device, threat_model: str = "Linf"
+    tcfg: TeacherConfig,
+    bundle: DatasetBundle,
+    device: torch.device,
+    threat_model: str = "Linf",
+    *,
+    in_use_ok: bool = False,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """A frozen teacher in eval mode with no parameter gradients, from a dard checkpoint, external weights or a
     RobustBench zoo name (``--teacher robustbench:<name>``: the trained model for the dataset and ``threat_model``,
     its weights from robustbench's loader in ``$DARD_MODEL_DIR`` or the cache folder); returns it with its
-    provenance (recorded in run.json)."""
+    provenance (recorded in run.json: the checkpoint file read and its epoch, not the folder named). A dard
+    checkpoint is :func:`dard.checkpoint.teacher_checkpoint`'s (``in_use_ok``: its run folder may be locked)."""
+    checkpoint: str | Path | None = tcfg.checkpoint or None
+    if checkpoint is not None and library_prefix(str(checkpoint)) is None:
+        checkpoint = teacher_checkpoint(checkpoint, in_use_ok=in_use_ok)
     loaded = load_model(
         bundle,
         device,
-        checkpoint=tcfg.checkpoint or None,
+        checkpoint=checkpoint,
         arch=tcfg.arch,
         weights=tcfg.weights,
         normalize=tcfg.normalize,
@@ -108,7 +118,7 @@ def load_teacher(
     teacher = loaded.model.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    return teacher, loaded.info
+    return teacher, loaded.info if loaded.epoch is None else {**loaded.info, "epoch": loaded.epoch}
 
 
 def prepare_models(
