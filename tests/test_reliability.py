@@ -274,6 +274,41 @@ def test_report_on_malformed_eval_record(edit, needles, run, tmp_path, capsys):
     fails_cleanly(capsys, tmp_path, ["report", str(run), "--out", str(tmp_path / "rep")], *needles)
 
 
+def _not_its_own(run: Path, name: str, how: str) -> None:
+    """Put a link to another run's file (or folder), or a FIFO, where the run's file ``name`` belongs."""
+    import os
+    import shutil
+
+    other = Path(shutil.copytree(run, run.parent / "other"))
+    path = run / name
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+    os.symlink(other / name, path) if how == "link" else os.mkfifo(path)
+
+
+RUN_FILES = ("run.json", "config.yaml", "metrics.jsonl", "eval/best.json", "eval/last.json")
+
+
+@pytest.mark.parametrize("name, how", [(n, h) for n in RUN_FILES for h in ("link", "fifo")] + [("eval", "link")])
+def test_report_reads_only_the_runs_own_files(name, how, run, tmp_path, capsys):
+    # a report read through a link inside the run (metrics.jsonl -> /elsewhere, eval/best.json -> another run's)
+    # and took a FIFO metrics.jsonl or run.json for absent: numbers that are not the run's, without a word
+    _not_its_own(run, name, how)
+    kind = {"link": "a symbolic link", "fifo": "a FIFO"}[how]
+    needle = f"{run}/eval is {kind}, not a folder" if name == "eval" else f"{run}/{name}: it is {kind}, not the"
+    fails_cleanly(capsys, tmp_path, ["report", str(run), "--out", str(tmp_path / "rep")], needle)
+
+
+@pytest.mark.parametrize("name", ["best.safetensors", "best.json"])
+def test_a_runs_checkpoint_is_read_only_as_its_own(name, run, tmp_path, capsys):
+    # RUN/best.safetensors -> another run's weights was evaluated (and distilled from) as this run's best
+    _not_its_own(run, name, "link")
+    needle = f"{run}/{name}: it is a symbolic link"
+    fails_cleanly(capsys, tmp_path, ["eval", str(run), "--data", "digits", "--n", "4"], needle)
+    cfg = config_file(tmp_path, method={"name": "dard", "params": {}})
+    argv = ["train", "--config", cfg, "--teacher", str(run), "--out", str(tmp_path / "s")]
+    fails_cleanly(capsys, tmp_path, argv, needle)
+
+
 @pytest.mark.parametrize("key, value", [("num_classes", 10**12), ("in_channels", 10**9), ("num_classes", "10")])
 def test_absurd_sizes_in_checkpoint_metadata_are_bounded(key, value, run, tmp_path, capsys):
     edit_json(run / "best.json", lambda d: d["model"].update({key: value}))

@@ -117,13 +117,14 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if p.is_dir():
         # a run folder's checkpoints, else a folder holding one plain model
         for weights in [*(RunDir(p).weights(w) for w in CHECKPOINTS), p / "model.safetensors"]:
-            if weights.exists():
+            if os.path.lexists(weights):  # a dangling link is refused where it is, not passed over for the next
                 return weights
         raise DardError(f"{p} holds no checkpoint (expected best.safetensors or last.safetensors)")
     if p.suffix == ".json":
         p = p.with_suffix(".safetensors")
     if not p.exists():
-        raise DardError(f"checkpoint not found: {p}")
+        link = f" (a symbolic link to {os.readlink(p)}, which is not there)" if p.is_symlink() else ""
+        raise DardError(f"checkpoint not found: {p}{link}")
     return p
 
 
@@ -135,11 +136,11 @@ def teacher_checkpoint(path: str | Path, *, in_use_ok: bool = False) -> Path:
     them). ``in_use_ok``: the caller's own teacher, whose training it finished (an experiment evaluates it
     meanwhile)."""
     p = Path(path)
-    if p.is_dir() and RunDir(p).is_run() and not os.path.lexists(RunDir(p).weights("best")):
+    weights = RunDir(p).weights("best") if p.is_dir() and RunDir(p).is_run() else resolve_checkpoint(p)
+    if not os.path.lexists(weights):  # a run folder without its best
         last = RunDir(p).weights("last")
         hint = f"; to distil from its last checkpoint instead, name it: {last}" if last.is_file() else ""
-        raise DardError(f"teacher {p}: the run's best checkpoint {RunDir(p).weights('best')} is missing{hint}")
-    weights = resolve_checkpoint(p)
+        raise DardError(f"teacher {p}: the run's best checkpoint {weights} is missing{hint}")
     run = enclosing_run(weights)
     owner = None if run is None or in_use_ok else held_elsewhere(run.path)
     if run is not None and owner is not None:
@@ -204,6 +205,10 @@ def checkpoint_meta(
     weights = resolve_checkpoint(path)
     if weights.suffix != ".safetensors":
         raise DardError(f"{weights} is not a dard checkpoint (.safetensors + .json); {raw_hint}")
+    run = RunDir(weights.parent)
+    if run.is_run():  # a run's checkpoint is its own: a link there (to another run's weights) was read as the run's
+        run.holds(weights, "checkpoint weights")
+        run.holds(weights.with_suffix(".json"), "checkpoint metadata")
     meta = read_checkpoint_meta(weights, raw_hint)
     recorded = meta["model"].get("arch") if isinstance(meta["model"], Mapping) else None
     where = weights.with_suffix(".json")

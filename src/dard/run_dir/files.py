@@ -60,6 +60,29 @@ def from_plain(data: Any, kind: type[T], where: str) -> T:
 MAX_RECORD_BYTES = 64 << 20
 
 
+def own_file(path: Path, root: Path, what: str) -> bool:
+    """Whether the run's file ``path`` is there (False: absent), to be read only as dard wrote it: a regular file
+    reached through real folders of the run ``root``. A link there (to a file elsewhere, to another run's record),
+    a FIFO, a device or a folder is a one-line DardError naming it: a report read through it, or took it for absent."""
+    here = root
+    for part in [*path.relative_to(root).parts[:-1], None]:
+        here = here / part if part is not None else path
+        try:
+            mode = os.lstat(here).st_mode
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise DardError(f"cannot read {path}: {e.strerror or e}") from None
+        if part is None and not stat.S_ISREG(mode):
+            raise DardError(
+                f"cannot read {path}: it is {file_kind(mode)}, not the {what} file dard wrote (a run's files are read "
+                "only as written, never through a link); put the file itself there"
+            )
+        if part is not None and not stat.S_ISDIR(mode):
+            raise DardError(f"cannot read {path}: {here} is {file_kind(mode)}, not a folder of the run {root}")
+    return True
+
+
 def read_bytes(path: Path, what: str) -> bytes:
     """The bytes of ``path`` (a run's JSON file, a checkpoint's metadata): a regular file (a FIFO there blocked the
     reader for good) of at most :data:`MAX_RECORD_BYTES`."""

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from dard.config import RunConfig, parse_config
 from dard.errors import DardError
 from dard.io import check_target, write_bytes, write_json, write_text
-from dard.run_dir.files import read_json_file, read_jsonl_file
+from dard.run_dir.files import own_file, read_json_file, read_jsonl_file
 from dard.run_dir.lock import LOCK_NAME, FolderLock
 from dard.run_dir.records import (
     CompareFile,
@@ -177,9 +177,14 @@ class RunDir:
 
     # ------------------------------------------------------------------------------------------- reading
 
+    def holds(self, path: Path, what: str) -> bool:
+        """Whether the run's file ``path`` is there, a regular file of the run (:func:`files.own_file`)."""
+        return own_file(path, self.path, what)
+
     def read_config(self) -> dict[str, Any]:
         """The recorded run config as a plain mapping, as written (:meth:`read_run_config` validates it)."""
-        self.require_run()
+        if not self.holds(self.config, "run config"):
+            self.require_run()
         return read_yaml_mapping(self.config, "run config")
 
     def read_run_config(self) -> RunConfig:
@@ -193,40 +198,46 @@ class RunDir:
             raise DardError(f"{self.config}: {e}") from None
 
     def read_info(self) -> RunInfo:
+        self.holds(self.run_info, "run record")
         return read_json_file(self.run_info, RunInfo, "run record")
 
     def read_metrics(self) -> list[EpochMetrics]:
         """The rows of metrics.jsonl ([] when absent), one per epoch in increasing order: dard writes them so, and a
         repeated row would count twice in a report's curves and in how far along an import judges the run."""
-        rows = read_jsonl_file(self.metrics, EpochMetrics, "metrics") if self.metrics.is_file() else []
+        rows = read_jsonl_file(self.metrics, EpochMetrics, "metrics") if self.holds(self.metrics, "metrics") else []
         for i, (before, row) in enumerate(zip(rows, rows[1:]), start=2):
             if row.epoch <= before.epoch:
                 raise DardError(f"{self.metrics}: row {i} is epoch {row.epoch}, after epoch {before.epoch}")
         return rows
 
     def read_eval(self, checkpoint: str) -> EvalFile:
+        self.holds(self.eval_file(checkpoint), "evaluation record")
         return read_json_file(self.eval_file(checkpoint), EvalFile, "evaluation record")
 
     def read_evals(self) -> dict[str, EvalFile]:
         """The evaluation records present, by checkpoint (best first)."""
-        return {w: self.read_eval(w) for w in CHECKPOINTS if self.eval_file(w).is_file()}
+        return {w: self.read_eval(w) for w in CHECKPOINTS if self.holds(self.eval_file(w), "evaluation record")}
 
     # the optional files: None when absent
     def read_compare(self, checkpoint: str) -> CompareFile | None:
         """The cached attack comparison of ``checkpoint``."""
-        return _optional(self.compare_file(checkpoint), CompareFile, "attack comparison")
+        return self._optional(self.compare_file(checkpoint), CompareFile, "attack comparison")
 
     def read_label_gap(self, checkpoint: str) -> LabelGapFile | None:
         """The cached teacher soft-label gap of ``checkpoint``."""
-        return _optional(self.label_gap_file(checkpoint), LabelGapFile, "label gap")
+        return self._optional(self.label_gap_file(checkpoint), LabelGapFile, "label gap")
 
     def read_eval_progress(self, checkpoint: str) -> EvalProgress | None:
         """The unfinished test evaluation of ``checkpoint``."""
-        return _optional(self.eval_progress_file(checkpoint), EvalProgress, "evaluation progress")
+        return self._optional(self.eval_progress_file(checkpoint), EvalProgress, "evaluation progress")
 
     def read_teacher_quality(self) -> TeacherQualityFile | None:
         """The cached measurement of the run's teacher on its own."""
-        return _optional(self.teacher_quality_file, TeacherQualityFile, "teacher quality")
+        return self._optional(self.teacher_quality_file, TeacherQualityFile, "teacher quality")
+
+    def _optional(self, path: Path, kind: type[T], what: str) -> T | None:
+        """``path`` read as ``kind`` (strictly), None when it is absent."""
+        return read_json_file(path, kind, what) if self.holds(path, what) else None
 
     def resume_snapshot(self) -> Snapshot:
         """The snapshot ``resume.json`` points at (DardError if there is no pointer or it is malformed)."""
@@ -234,6 +245,7 @@ class RunDir:
             raise DardError(
                 f"{self.path} has no {self.pointer.name}: nothing to resume (was it started by `dard train`?)"
             )
+        self.holds(self.pointer, "resume pointer")
         name = read_json_file(self.pointer, ResumePointer, "resume pointer").snapshot
         if not _SNAPSHOT.fullmatch(name):
             raise DardError(f"{self.pointer}: snapshot {name!r} is not a snapshot folder name (state-<step>)")
@@ -316,11 +328,6 @@ class RunDir:
     def point_at(self, snapshot: Snapshot) -> Path:
         """Make ``snapshot`` (complete by now) the one a resume starts from."""
         return write_json(self.pointer, ResumePointer(snapshot.path.name).to_dict(), root=self.path)
-
-
-def _optional(path: Path, kind: type[T], what: str) -> T | None:
-    """``path`` read as ``kind`` (strictly), None when it is absent."""
-    return read_json_file(path, kind, what) if path.exists() else None
 
 
 def kept_epoch_name(epoch: int) -> str:

@@ -45,7 +45,7 @@ class RunRecord:
         evals = run.read_evals()
         if not evals:
             raise DardError(f"{run.path} is not a finished dard run (no {run.eval_file('best').relative_to(run.path)})")
-        info = run.read_info() if run.run_info.is_file() else RunInfo()
+        info = run.read_info() if run.holds(run.run_info, "run record") else RunInfo()  # a FIFO is not absent
         first = next(iter(evals.values()))
         student = info.student or {k: v for k, v in first.model.items() if k not in ("checkpoint", "epoch")}
         metrics = run.read_metrics()
@@ -64,7 +64,7 @@ class RunRecord:
             train_seconds=train_seconds,
             train_images_per_s=_train_throughput(train_seconds, info.data, metrics),
             device=_device_text(info),
-            config=run.read_config() if run.is_run() else None,
+            config=run.read_config() if run.holds(run.config, "run config") else None,
         )
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dard.io import write_json
-from dard.run_dir.files import read_json_file
+from dard.run_dir.files import own_file, read_json_file
 from dard.run_dir.records import Progress
 
 
@@ -31,7 +31,9 @@ class Snapshot:
         return self.path / "progress.json"
 
     def read_progress(self) -> Progress:
-        """The snapshot's progress (strict: a DardError naming the file if it is missing or malformed)."""
+        """The snapshot's progress (strict: a DardError naming the file if it is missing or malformed, or not a
+        regular file of the run: :func:`own_file`)."""
+        own_file(self.progress, self.path.parent, "resume progress")
         return read_json_file(
             self.progress, Progress, "resume progress", required=("epoch", "batch", "global_step", "history")
         )
