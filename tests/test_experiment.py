@@ -238,6 +238,9 @@ def test_run_folder_with_another_config_is_refused_and_left_alone(finished, tmp_
         ({**SPEC, "teacher": {**SPEC["teacher"], "config": {"method": {"name": "dard"}}}}, "its method must take no"),
         # a teacher named like a run shared its folder; a run's own seed or name was dropped in silence
         ({**SPEC, "teacher": {**SPEC["teacher"], "name": "sat"}}, "would share the run folder sat-s0"),
+        # one folder on macOS and Windows: the second run resumed, or was reused as, the first
+        ({**SPEC, "teacher": {**SPEC["teacher"], "name": "SAT"}}, "runs SAT-s0 and sat-s0 differ only in case"),
+        ({**SPEC, "runs": {**SPEC["runs"], "Dard": {"method": {"name": "sat"}}}}, "dard-s0 and Dard-s0 differ only"),
         ({**SPEC, "runs": {"sat": {"seed": 5}}}, "runs.sat.seed: the experiment sets each run's seed"),
         ({**SPEC, "runs": {"sat": {"name": "mine"}}}, "runs.sat.name: the experiment sets each run's name"),
         ({**SPEC, "teacher": {**SPEC["teacher"], "config": {"seed": 3}}}, "teacher.config.seed: the experiment sets"),

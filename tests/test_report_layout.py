@@ -66,6 +66,17 @@ def test_robust_above_its_clean_is_never_printed(tmp_path: Path) -> None:
     assert entry["clean_acc"] == "30.00" and entry["n_clean"] == 20
 
 
+def test_robustbench_entries_of_names_differing_in_case_are_two_files(tmp_path: Path) -> None:
+    # SAT-s0.json and sat-s0.json are one file on a case-insensitive file system: the second replaced the first
+    runs = [
+        RunRecord.load(_make_run(tmp_path / d, name, seed, "sat", 0.85, 0.40, teacher=None, aa=0.35))
+        for d, name, seed in (("a", "SAT-s0", 0), ("b", "sat-s1", 1), ("c", "sat-s0", 2))
+    ]
+    build_report(runs, tmp_path / "r")
+    names = sorted(p.name.casefold() for p in (tmp_path / "r" / "robustbench").iterdir())
+    assert names == ["sat-s0-2.json", "sat-s0.json", "sat-s1.json"]
+
+
 def test_a_tie_between_robust_and_clean_is_printed(tmp_path: Path) -> None:
     path = _make_run(tmp_path, "sat-s0", 0, "sat", 0.40, 0.35, teacher=None, aa=0.35)  # FGSM 40 of 100 = clean
     md = build_report([RunRecord.load(path)], tmp_path / "r").read_text()

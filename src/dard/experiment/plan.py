@@ -78,7 +78,21 @@ def plan_runs(exp: Experiment, runs_root: Path, device: str | None = None) -> li
             f"{exp.source}: the teacher and run '{twice.rsplit('-s', 1)[0]}' would share the run folder {twice}; "
             "rename teacher.name or the run"
         )
+    check_case_distinct(names, f"{exp.source}: runs")
     return runs
+
+
+def check_case_distinct(names: Sequence[str], where: str) -> None:
+    """No two run names differ only in case: on a case-insensitive file system (macOS, Windows) they are one run
+    folder, where the second run would resume, or be taken for, the first."""
+    seen: dict[str, str] = {}
+    for name in names:
+        first = seen.setdefault(name.casefold(), name)
+        if first != name:
+            raise DardError(
+                f"{where} {first} and {name} differ only in case: one folder on a case-insensitive file system "
+                "(macOS, Windows), where one would be taken for the other; rename one"
+            )
 
 
 #: the keys of a run config the experiment sets itself for each run (its folder name, seed and device)

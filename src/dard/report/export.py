@@ -204,9 +204,9 @@ def write_robustbench(runs: Sequence[RunRecord], folder: Path, checkpoint: str) 
     for run in runs:
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", run.name).strip("._") or "run"
         name, i = stem, 1
-        while name in used:
+        while name.casefold() in used:  # SAT-s0 and sat-s0: one file on macOS and Windows, the second over the first
             i += 1
             name = f"{stem}-{i}"
-        used.add(name)
+        used.add(name.casefold())
         paths.append(write_json(folder / f"{name}.json", robustbench_entry(run, checkpoint)))
     return paths
