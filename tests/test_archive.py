@@ -375,6 +375,20 @@ def test_import_never_places_a_run_through_a_link(finished, tmp_path):
     assert list(elsewhere.iterdir()) == [] and [p.name for p in root.iterdir()] == ["run-s0"]
 
 
+def test_import_refuses_a_run_named_like_one_there_but_for_case(finished, tmp_path):
+    # runs/RUN-S0 beside an imported run-s0: one folder on macOS and Windows, where the import merged into (or set
+    # aside) another run, and two folders here that cannot be carried there
+    archive = export_runs([finished], tmp_path / "a.tar.gz")
+    root = tmp_path / "runs"
+    (root / "RUN-S0").mkdir(parents=True)
+    with pytest.raises(DardError, match="runs run-s0 and RUN-S0 differ only in case"):
+        import_runs(archive, root)
+    assert [p.name for p in root.iterdir()] == ["RUN-S0"]
+    (root / "RUN-S0").rmdir()
+    assert [r.action for r in import_runs(archive, root)] == ["added"]
+    assert [r.action for r in import_runs(archive, root)] == ["unchanged"]  # the same name again: compared
+
+
 @pytest.mark.slow
 def test_not_an_archive_and_the_cli(finished, tmp_path, capsys):
     from dard.cli import main

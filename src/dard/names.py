@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from dard.errors import DardError, shown
@@ -68,3 +69,17 @@ def file_target(path: str | Path, what: str, example: str) -> Path:
         folder = Path(text or ".")
         raise DardError(f"{what} {text!r} names a folder, not a file; give a file path such as {folder / example}")
     return Path(text)
+
+
+def check_case_distinct(names: Sequence[str], where: str, others: Sequence[str] = ()) -> None:
+    """No two of ``names`` (nor one of them and one of ``others``, the folders already there) differ only in case: on
+    a case-insensitive file system (macOS, Windows) they are one folder, where one run would resume, be reused as or
+    be merged into the other."""
+    seen: dict[str, str] = {}
+    for name in [*names, *(o for o in others if o not in names)]:
+        first = seen.setdefault(name.casefold(), name)
+        if first != name and (name in names or first in names):
+            raise DardError(
+                f"{where} {first} and {name} differ only in case: one folder on a case-insensitive file system "
+                "(macOS, Windows), where one would be taken for the other; rename one"
+            )

@@ -20,6 +20,7 @@ from dard.experiment.estimate import Estimate, Estimator, dataset_bundle, parame
 from dard.experiment.reuse import RUN_DONE, check_reusable, run_status
 from dard.experiment.spec import RUN_SEEDS, Experiment, deep_merge, needs_teacher, parse_run_config
 from dard.io import check_writable
+from dard.names import check_case_distinct
 from dard.run_dir import RunDir, enclosing_run
 from dard.training.cost import DataSizes
 
@@ -80,19 +81,6 @@ def plan_runs(exp: Experiment, runs_root: Path, device: str | None = None) -> li
         )
     check_case_distinct(names, f"{exp.source}: runs")
     return runs
-
-
-def check_case_distinct(names: Sequence[str], where: str) -> None:
-    """No two run names differ only in case: on a case-insensitive file system (macOS, Windows) they are one run
-    folder, where the second run would resume, or be taken for, the first."""
-    seen: dict[str, str] = {}
-    for name in names:
-        first = seen.setdefault(name.casefold(), name)
-        if first != name:
-            raise DardError(
-                f"{where} {first} and {name} differ only in case: one folder on a case-insensitive file system "
-                "(macOS, Windows), where one would be taken for the other; rename one"
-            )
 
 
 #: the keys of a run config the experiment sets itself for each run (its folder name, seed and device)

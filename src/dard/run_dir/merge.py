@@ -31,6 +31,7 @@ from pathlib import Path
 from dard.config.identity import config_diff, config_identity
 from dard.errors import DardError
 from dard.io import check_target, file_kind
+from dard.names import check_case_distinct
 from dard.run_dir.archive import RUN_NAME, allowed, check_carried, extract_archive
 from dard.run_dir.layout import CHECKPOINTS, RunDir, enclosing_run
 from dard.run_dir.lock import LOCK_NAME
@@ -70,6 +71,8 @@ def import_runs(source: str | Path, runs_root: str | Path) -> list[Imported]:
     staging = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
     try:
         names = _stage(source, staging)
+        there = [p.name for p in root.iterdir() if not p.name.startswith(".")]
+        check_case_distinct(names, f"cannot import {source} into {root}: runs", there)
         for n in names:  # a link where a run goes would add or merge the run wherever it leads
             if os.path.islink(root / n):
                 raise DardError(
