@@ -129,6 +129,24 @@ def test_a_teacher_run_without_its_best_checkpoint_is_refused_not_taken_at_its_l
     assert teacher["source"] == f"{run}/last.safetensors" and teacher["epoch"] == 1
 
 
+@pytest.mark.parametrize(
+    "damage, needle",
+    [("folder", "best.safetensors: it is a folder, not"), ("empty", "best.safetensors is not a weights file")],
+)
+def test_a_checkpoint_that_is_no_weights_file_is_refused_before_the_data_loads(damage, needle, run, tmp_path, capsys):
+    # a folder named best.safetensors was looked into for checkpoints ("holds no checkpoint"), and an empty one
+    # was found only when the weights loaded, after the data (a teacher's and dard eval RUN's alike)
+    weights = run / "best.safetensors"
+    weights.unlink()
+    weights.mkdir() if damage == "folder" else weights.write_bytes(b"")
+    data = {"name": "cifar10", "dir": str(tmp_path / "no-data")}
+    cfg = config_file(tmp_path, method={"name": "dard", "params": {}}, data=data)
+    for teacher in (run, weights):
+        argv = ["train", "--config", cfg, "--teacher", str(teacher), "--out", str(tmp_path / "new")]
+        fails_cleanly(capsys, tmp_path, argv, needle)
+    fails_cleanly(capsys, tmp_path, ["eval", str(run), "--data", "cifar10", "--data-dir", data["dir"]], needle)
+
+
 def test_model_kwargs_are_checked_before_the_data_loads(tmp_path, capsys):
     # model.kwargs met the factory's signature when the student was built, after the data had loaded
     data = {"name": "cifar10", "dir": str(tmp_path / "no-data")}

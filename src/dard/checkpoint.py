@@ -25,7 +25,7 @@ from dard.module_utils import unwrap_model
 from dard.run_dir import CHECKPOINTS, CheckpointProvenance, RunDir, enclosing_run
 from dard.run_dir.files import read_bytes
 from dard.run_dir.lock import held_elsewhere
-from dard.weights import load_weights
+from dard.weights import check_weights_file, load_weights
 
 if TYPE_CHECKING:
     from dard.data import DatasetBundle
@@ -114,7 +114,7 @@ def weights_digest(path: str | Path) -> str:
 def resolve_checkpoint(path: str | Path) -> Path:
     """Map a run folder, a ``.json`` or a ``.safetensors`` path to the weights file of a dard checkpoint."""
     p = Path(path)
-    if p.is_dir():
+    if p.is_dir() and p.suffix not in (".safetensors", ".json"):  # a folder named as a checkpoint's file is refused
         # a run folder's checkpoints, else a folder holding one plain model
         for weights in [*(RunDir(p).weights(w) for w in CHECKPOINTS), p / "model.safetensors"]:
             if os.path.lexists(weights):  # a dangling link is refused where it is, not passed over for the next
@@ -209,6 +209,7 @@ def checkpoint_meta(
     if run.is_run():  # a run's checkpoint is its own: a link there (to another run's weights) was read as the run's
         run.holds(weights, "checkpoint weights")
         run.holds(weights.with_suffix(".json"), "checkpoint metadata")
+    check_weights_file(weights)  # its first bytes, before the data loads: an empty or foreign file was found after
     meta = read_checkpoint_meta(weights, raw_hint)
     recorded = meta["model"].get("arch") if isinstance(meta["model"], Mapping) else None
     where = weights.with_suffix(".json")

@@ -74,9 +74,10 @@ def own_file(path: Path, root: Path, what: str) -> bool:
         except OSError as e:
             raise DardError(f"cannot read {path}: {e.strerror or e}") from None
         if part is None and not stat.S_ISREG(mode):
+            link = " (a run's files are read only as written, never through a link)" if stat.S_ISLNK(mode) else ""
             raise DardError(
-                f"cannot read {path}: it is {file_kind(mode)}, not the {what} file dard wrote (a run's files are read "
-                "only as written, never through a link); put the file itself there"
+                f"cannot read {path}: it is {file_kind(mode)}, not the {what} file dard wrote{link}; put the file "
+                "itself there"
             )
         if part is not None and not stat.S_ISDIR(mode):
             raise DardError(f"cannot read {path}: {here} is {file_kind(mode)}, not a folder of the run {root}")
