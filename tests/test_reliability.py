@@ -127,6 +127,11 @@ def test_a_teacher_run_without_its_best_checkpoint_is_refused_not_taken_at_its_l
     assert main(["train", "--config", cfg, "--out", str(tmp_path / "new"), "--teacher", f"{run}/last.json"]) == 0
     teacher = json.loads((tmp_path / "new" / "run.json").read_text())["teacher"]
     assert teacher["source"] == f"{run}/last.safetensors" and teacher["epoch"] == 1
+    # a resume may say where its teacher lies now, but not in the student's own folder: it distilled from its own
+    # best checkpoint, which its training replaced
+    student = tmp_path / "new"
+    argv = ["train", "--resume", str(student), "--epochs", "2", "--set", f"teacher.checkpoint={student}/best.json"]
+    fails_cleanly(capsys, tmp_path, argv, f"is a checkpoint of the run being trained ({student})")
 
 
 @pytest.mark.parametrize(

@@ -121,13 +121,17 @@ def check_config(
     return Checked(method=method, val_attack=val_attack, eval_attacks=final)
 
 
-def check_teacher(cfg: RunConfig, *, in_use_ok: bool = False) -> None:
+def check_teacher(cfg: RunConfig, *, in_use_ok: bool = False, student: RunDir | None = None) -> None:
     """A teacher given as a dard checkpoint is the one meant, there, with metadata that reads, and not in a run
-    that is training (:func:`dard.checkpoint.teacher_checkpoint`; ``in_use_ok``: the caller's own teacher), before
-    the data loads: it was first looked at after the data had loaded and the student was built."""
+    that is training (:func:`dard.checkpoint.teacher_checkpoint`; ``in_use_ok``: the caller's own teacher), nor in
+    the ``student``'s own folder, before the data loads: it was first looked at after the data had loaded."""
     named = cfg.teacher.checkpoint
     if named and library_prefix(named) is None:
-        checkpoint_meta(teacher_checkpoint(named, in_use_ok=in_use_ok), cfg.teacher.arch, TEACHER_RAW_HINT)
+        weights = teacher_checkpoint(named, in_use_ok=in_use_ok)
+        if student is not None and weights.resolve().parent == student.path.resolve():
+            # `--resume S --set teacher.checkpoint=S`: a student distilling from its own best, which it replaces
+            raise DardError(f"teacher {named} is a checkpoint of the run being trained ({student.path}), not a teacher")
+        checkpoint_meta(weights, cfg.teacher.arch, TEACHER_RAW_HINT)
 
 
 def check_compile_backend(name: str) -> None:
@@ -242,7 +246,7 @@ def open_run(
     def first() -> Checked:
         checked = check_config(cfg, dist_info.world_size, make_method)
         if checked.method.needs_teacher:
-            check_teacher(cfg, in_use_ok=own_teacher)
+            check_teacher(cfg, in_use_ok=own_teacher, student=folder)
         if resume:
             folder.require_run()
             folder.check_files()  # links, FIFOs or devices where the run's files belong: refused before the lock
