@@ -83,6 +83,10 @@ def test_a_teacher_whose_run_is_in_use_is_refused_before_the_data_loads(run, tmp
         for teacher in (run, run / "best.safetensors", run / "last.json"):
             argv = ["train", "--config", cfg, "--teacher", str(teacher), "--out", str(tmp_path / "new")]
             fails_cleanly(capsys, tmp_path, argv, f"teacher {teacher}: its run folder {run} is {who}", "wait for it")
+        # its weights given as external weights: the same files, replaced the same way
+        weights = ["--set", f"teacher.weights={run}/best.safetensors", "--set", "teacher.arch=small_cnn"]
+        weights += ["--set", "teacher.normalize=true", "--out", str(tmp_path / "new")]
+        fails_cleanly(capsys, tmp_path, ["train", "--config", cfg, *weights], f"its run folder {run} is {who}")
         # an experiment given that teacher: refused when its plan is read, before any run trains
         exp = tmp_path / "experiments" / "tiny"
         exp.mkdir(parents=True)

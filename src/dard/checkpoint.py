@@ -141,15 +141,22 @@ def teacher_checkpoint(path: str | Path, *, in_use_ok: bool = False) -> Path:
         last = RunDir(p).weights("last")
         hint = f"; to distil from its last checkpoint instead, name it: {last}" if last.is_file() else ""
         raise DardError(f"teacher {p}: the run's best checkpoint {weights} is missing{hint}")
+    if not in_use_ok:
+        check_not_training(p, weights)
+    return weights
+
+
+def check_not_training(given: str | Path, weights: Path) -> None:
+    """A DardError if the teacher's ``weights`` (``given`` so) lie in a run folder another process holds: a
+    training there replaces them while the student reads them (a teacher from external weights too)."""
     run = enclosing_run(weights)
-    owner = None if run is None or in_use_ok else held_elsewhere(run.path)
+    owner = None if run is None else held_elsewhere(run.path)
     if run is not None and owner is not None:
         raise DardError(
-            f"teacher {p}: its run folder {run.path} is in use by {owner.describe()} (lock file {run.lock_file}), "
+            f"teacher {given}: its run folder {run.path} is in use by {owner.describe()} (lock file {run.lock_file}), "
             "and a training there replaces its checkpoints; wait for it to end, or copy the checkpoint you want "
             "(its .safetensors and .json) out of the folder and give the copy"
         )
-    return weights
 
 
 def _load_zoo_model(

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -25,7 +26,14 @@ from torch import nn
 
 import dard.training.distributed as dist
 from dard.attacks import Attack
-from dard.checkpoint import TEACHER_RAW_HINT, build_model, checkpoint_meta, model_spec, teacher_checkpoint
+from dard.checkpoint import (
+    TEACHER_RAW_HINT,
+    build_model,
+    check_not_training,
+    checkpoint_meta,
+    model_spec,
+    teacher_checkpoint,
+)
 from dard.config import RunConfig
 from dard.errors import DardError, shown
 from dard.evaluation.suite import attack_from_spec
@@ -109,6 +117,7 @@ def check_config(
         at_key("teacher.arch", lambda: model_factory(str(cfg.teacher.arch)))
         at_key("teacher.kwargs", lambda: check_factory_kwargs(str(cfg.teacher.arch), cfg.teacher.kwargs))
         at_key("teacher.weights", lambda: check_weights_file(str(cfg.teacher.weights)))
+        check_not_training(cfg.teacher.weights, Path(cfg.teacher.weights))
     val_attack = at_key("val.attack", lambda: attack_from_spec(cfg.val.attack, cfg.eps, cfg.seed, cfg.norm))
     final = eval_attacks(cfg)  # after val.attack: the order the checks have always reported in
     if cfg.speed.compile:
