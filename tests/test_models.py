@@ -326,8 +326,11 @@ def test_load_reads_the_format_from_the_content_not_the_name(tmp_path: Path) -> 
     with pytest.raises(DardError, match="neither safetensors nor a PyTorch checkpoint"):
         load_weights(create_model("resnet8"), tmp_path / "zeros.bin")
     os.mkfifo(tmp_path / "fifo.pt")
-    with pytest.raises(DardError, match="it is not a regular file"):
+    with pytest.raises(DardError, match=r"fifo.pt is not a weights file \(it is a FIFO\)"):
         load_weights(create_model("resnet8"), tmp_path / "fifo.pt")
+    (tmp_path / "folder.pt").mkdir()
+    with pytest.raises(DardError, match=r"folder.pt is not a weights file \(it is a folder\)"):
+        load_weights(create_model("resnet8"), tmp_path / "folder.pt")
 
 
 def test_load_missing_file(tmp_path: Path) -> None:
