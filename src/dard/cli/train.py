@@ -111,7 +111,7 @@ def _check_resume(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Carry out `dard train`; exit status 3 when stopped by --time-budget."""
-    from dard.config import load_config
+    from dard.config import load_config, read_assignments
     from dard.durations import parse_duration
     from dard.training.distributed import from_environment
     from dard.training.naming import name_run
@@ -127,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
         run_dir = _train_until(cfg, args.resume, True, stop_at)
     else:
         cfg = load_config(args.config, overrides, shortcuts)
-        name_given = any(o.partition("=")[0].strip() == "name" for o in overrides)
+        # the reader load_config used: a `--set name=...` as it read it, not a second split by hand
+        name_given = "name" in read_assignments(overrides, "--set", dotted=True)
         cfg, folder = name_run(cfg, load_config(args.config), args.out, name_given)
         run_dir = _train_until(cfg, folder, False, stop_at)
     if run_dir is None:
