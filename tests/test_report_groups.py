@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.test_report import _make_run, _record
+from tests.test_report import _make_run, _record, _table
 
 from dard.config import dump_config, parse_config
 from dard.errors import DardError
@@ -244,3 +244,36 @@ def test_rows_measured_on_different_numbers_of_images_are_said_above_the_table(t
     RunDir(paths[1]).write_eval("best", EvalFile.of(_record("best", 2, 0.8, 0.4, seed=0, n=50)))
     md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r2").read_text()
     assert "**Rows measured on different numbers of test images**: 100 (sat); 50 (trades)." in md
+
+
+def test_every_table_rounds_a_number_the_same_way(tmp_path: Path) -> None:
+    # 4001 of 20,000 images is 20.005%: report.md and `dard eval` said 20.00 (the float 100 * 0.20005 lies below)
+    # beside results.csv's 20.0050, while 4801 (24.005%) went up to 24.01; two seeds at 20.03% and 29.00% on 10,000
+    # images (mean 24.515%) were 24.51, fmean's float a hair below the half
+    from dard.evaluation.table import format_table
+
+    def evaluated(path: Path, clean: float, pgd: float, n: int) -> Path:
+        rec = _record("best", 2, clean, pgd, seed=0, n=n)
+        RunDir(path).write_eval("best", EvalFile.of(rec))
+        return path
+
+    sat = evaluated(_make_run(tmp_path, "sat-s0", 0, "sat", 0.8, 0.4, teacher=None, aa=0.3), 0.29995, 0.20005, 20_000)
+    dard = [_make_run(tmp_path, f"dard-s{s}", s, "dard", 0.8, 0.4, teacher=None, aa=0.3) for s in (0, 1)]
+    evaluated(dard[0], 0.2003, 0.15, 10_000)
+    evaluated(dard[1], 0.29, 0.15, 10_000)
+    out = tmp_path / "r"
+    md = build_report([RunRecord.load(p) for p in (sat, *dard)], out, formats=("md", "csv", "tex")).read_text()
+    table = _table(md)
+    assert (table["sat"]["Clean"], table["sat"]["FGSM"], table["sat"]["PGD-20"]) == ("30.00", "25.01", "20.01")
+    assert table["dard"]["Clean"] == "24.52 ± 6.34"
+    rows = {r["run"]: r for r in csv.DictReader((out / "results.csv").open(encoding="utf-8"))}
+    assert (rows["sat"]["clean_pct"], rows["sat"]["pgd20_pct"], rows["dard"]["clean_pct"]) == (
+        "29.9950",
+        "20.0050",
+        "24.5150",
+    )
+    tex = _tex_rows((out / "results.tex").read_text(encoding="utf-8"))
+    assert tex[0].startswith("sat & 30.0 & 20.0 &") and tex[1].startswith("dard & 24.5{")
+    assert json.loads((out / "robustbench" / "sat-s0.json").read_text())["clean_acc"] == "30.00"
+    table = format_table(RunDir(sat).read_eval("best"))
+    assert re.search(r"^clean +30\.00% ", table, re.M) and re.search(r"^pgd20 +20\.01% ", table, re.M)

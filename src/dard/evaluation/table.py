@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from dard.attacks.threat import NORM_NAMES
 from dard.evaluation.intervals import CI_BELOW, wilson_interval
+from dard.evaluation.rounding import percent
 from dard.evaluation.suite import EvalRecord
 
 __all__ = ["ci_text", "format_evaluations", "format_table", "threat_text"]
@@ -20,7 +21,7 @@ def ci_text(accuracy: float, n: int, *, digits: int = 1) -> str:
     if n >= CI_BELOW or n < 1:
         return ""
     lo, hi = wilson_interval(accuracy, n)
-    return f"[{100 * lo:.{digits}f}, {100 * hi:.{digits}f}]"
+    return f"[{percent(lo, digits)}, {percent(hi, digits)}]"
 
 
 def threat_text(norm: str, eps: float) -> str:
@@ -41,7 +42,7 @@ def format_table(record: EvalRecord) -> str:
         rows.append(("worst-case", w.accuracy, w.correct, w.total, "", ""))
     lines = [f"{'attack':<12} {'accuracy':>9} {'95% CI':>14} {'correct':>11} {'max |d|':>10} {'seconds':>8}"]
     for label, acc, c, n, pert, sec in rows:
-        lines.append(f"{label:<12} {acc * 100:>8.2f}% {ci_text(acc, n):>14} {f'{c}/{n}':>11} {pert:>10} {sec:>8}")
+        lines.append(f"{label:<12} {percent(acc):>8}% {ci_text(acc, n):>14} {f'{c}/{n}':>11} {pert:>10} {sec:>8}")
     return "\n".join(lines)
 
 

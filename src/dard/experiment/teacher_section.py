@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dard.evaluation.record import Count, EvalRecord
+from dard.evaluation.rounding import percent
 from dard.experiment.extras import TEACHER_ATTACK
 from dard.experiment.spec import TeacherQualitySpec
 from dard.report import markdown_table, save_png
@@ -20,7 +21,7 @@ _COLUMNS = ["Run", "Teacher", "Teacher clean", "Teacher PGD-20", "Clean", "PGD-2
 
 
 def _pct(count: Count | None) -> str:
-    return f"{100 * count.accuracy:.2f}" if count is not None and count.total else DASH
+    return percent(count.accuracy) if count is not None and count.total else DASH
 
 
 def _robust(record: EvalRecord | None) -> Count | None:

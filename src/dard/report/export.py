@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dard.evaluation.intervals import CI_BELOW, wilson_interval
+from dard.evaluation.rounding import percent
 from dard.io import write_json, write_text
 from dard.report.columns import AA_CLEAN, AA_KEY, Column, eps_text
 from dard.report.markdown import ReportContent
@@ -53,7 +54,7 @@ def _interval(summary: Mapping[str, Any]) -> tuple[float, float] | None:
 
 
 def _pct(value: float | None) -> str:
-    return "" if value is None else f"{100 * value:.4f}"
+    return "" if value is None else percent(value, 4)
 
 
 def write_csv(rep: ReportContent, path: Path) -> Path:
@@ -88,9 +89,9 @@ def _tex_cell(s: Mapping[str, Any] | None, seeds: int, marks: str = "") -> str:
     than the row's ``seeds``."""
     if not s or s.get("mean") is None:
         return "--"
-    text = f"{100 * s['mean']:.1f}"
+    text = percent(s["mean"], 1)
     if s.get("n", 0) >= 2 and s.get("std") is not None:
-        text += f"{{\\scriptsize $\\pm${100 * s['std']:.1f}}}"
+        text += f"{{\\scriptsize $\\pm${percent(s['std'], 1)}}}"
     sup = "".join(_TEX_MARKS.get(m, "") for m in marks)
     text += f"$^{{{sup}}}$" if sup else ""
     return text + (f"{{\\scriptsize\\ ({s['n']} of {seeds} seeds)}}" if 0 < s.get("n", 0) < seeds else "")
@@ -151,13 +152,13 @@ def robustbench_entry(run: RunRecord, checkpoint: str) -> dict[str, Any]:
     accuracy of its images (an old record) is left out (null), and the footnote says why."""
     rec = run.evals[checkpoint]
     n_all = rec.clean.total
-    clean_all = f"{100 * rec.clean.accuracy:.2f}"
+    clean_all = percent(rec.clean.accuracy)
     aa_res = rec.attacks.get("autoattack")
     sub = autoattack_result(rec) if aa_res is None else None
     if aa_res is not None:
         aa_acc, n, clean, subset = aa_res.accuracy, aa_res.total, clean_all, False
     elif sub is not None:
-        aa_acc, n, clean, subset = sub["accuracy"], int(sub["n"]), f"{100 * sub['clean']:.2f}", True
+        aa_acc, n, clean, subset = sub["accuracy"], int(sub["n"]), percent(sub["clean"]), True
     else:
         aa_acc, n, clean, subset = None, n_all, clean_all, False
     bad = above_clean(rec).get("autoattack" if aa_res is not None else AA_KEY)
@@ -181,7 +182,7 @@ def robustbench_entry(run: RunRecord, checkpoint: str) -> dict[str, Any]:
         "eps": eps_text(eps, 1e-6),
         "clean_acc": clean,
         "reported": "",
-        "autoattack_acc": f"{100 * aa_acc:.2f}" if aa_acc is not None else None,
+        "autoattack_acc": percent(aa_acc) if aa_acc is not None else None,
         "footnote": f"dard run, {checkpoint} checkpoint: {aa_text}.",
         "threat_model": {"linf": "Linf", "l2": "L2"}.get(str(rec.threat_model.get("norm")), "Linf"),
         "subset": subset,

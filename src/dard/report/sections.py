@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dard.evaluation.rounding import percent
 from dard.report.columns import AA_CLEAN, AA_PGD
 from dard.report.markdown import ReportContent, markdown_table
 from dard.report.paired import ALPHA
@@ -183,7 +184,7 @@ def _flags_section(run_rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _pct(x: float) -> str:
-    return f"{100 * x:+.2f}"
+    return percent(x, sign=True)
 
 
 def _p_text(p: float) -> str:
