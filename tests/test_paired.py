@@ -254,6 +254,6 @@ def test_worst_cases_over_other_attacks_are_not_paired_and_are_said(tmp_path) ->
             rec.attacks = {k: v for k, v in rec.attacks.items() if k in ("fgsm", "pgd-large")}
         run.write_eval("best", rec)
     md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r").read_text()
-    assert "seed 0: worst case over other attacks (bim, cw-linf, dpgd, fgsm, pgd-ll, pgd20 | fgsm)" in md
+    assert "seed 0: worst case over other attacks (bim, cw-linf, dpgd, fgsm, pgd-ll, pgd20 \\| fgsm)" in md
     assert "**The worst case is over different attacks in different rows**" in md
     assert "sat: fgsm." in md and "| dard | sat | Worst case |" not in md

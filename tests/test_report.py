@@ -17,6 +17,7 @@ from dard.errors import DardError
 from dard.evaluation.record import AttackResult, Count, EvalRecord
 from dard.evaluation.suite import sanity_flags
 from dard.report import build_report, markdown_table
+from dard.report.markdown import md_code
 from dard.run_dir import EpochMetrics, EpsSweep, EvalFile, Progress, RunDir, RunInfo, RunRecord
 
 EPS = 8 / 255
@@ -126,9 +127,28 @@ def _table(md: str, heading: str | None = None, *, intervals: bool = False) -> d
     trailing 95% interval ``[lo, hi]`` unless ``intervals``)."""
     part = md.split(heading, 1)[1] if heading else md
     lines = [ln for ln in part.split("\n\n## ", 1)[0].splitlines() if ln.startswith("|")]
-    cols = [c.strip() for c in lines[0].strip("|").split("|")]
-    rows = [[c.strip() if intervals else _no_ci(c) for c in ln.strip("|").split("|")] for ln in lines[2:]]
+    cols = [_plain(c) for c in md_cells(lines[0])]
+    rows = [[_plain(c) if intervals else _no_ci(_plain(c)) for c in md_cells(ln)] for ln in lines[2:]]
     return {r[0]: dict(zip(cols, r)) for r in rows}
+
+
+def md_cells(line: str) -> list[str]:
+    """The raw cells of a Markdown table row as GitHub splits them: at each ``|`` that no backslash escapes."""
+    cells, cell, i = [], "", 1  # past the leading "|"
+    body = line.rstrip()
+    while i < len(body):
+        if body[i] == "\\" and i + 1 < len(body):
+            cell, i = cell + body[i : i + 2], i + 2
+        elif body[i] == "|":
+            cells, cell, i = [*cells, cell.strip()], "", i + 1
+        else:
+            cell, i = cell + body[i], i + 1
+    return cells
+
+
+def _plain(text: str) -> str:
+    """Markdown text with its backslash escapes resolved: what a reader sees."""
+    return re.sub(r"\\(.)", r"\1", text)
 
 
 def _no_ci(cell: str) -> str:
@@ -288,3 +308,67 @@ def test_unfinished_or_missing_runs_are_errors(runs: list[RunRecord], tmp_path: 
 def test_markdown_table_escapes_pipes_and_right_aligns_numbers() -> None:
     lines = markdown_table(["Run", "a|b"], [["x|y", "1.00"], ["two\nlines", "2"]], text_columns=1)
     assert lines == ["| Run | a\\|b |", "|---|---:|", "| x\\|y | 1.00 |", "| two lines | 2 |"]
+
+
+#: names a run, a method, a model or an attack may have (any printable text): Markdown, LaTeX and spreadsheet markup
+HOSTILE = [
+    "a|b",
+    "x\\|y",
+    "*bold* _it_ ~~del~~",
+    "`code` ``two``",
+    "<img src=x onerror=alert(1)>",
+    "[link](javascript:alert(1)) ![i](x.png)",
+    "$x^2$ & 50% #1 {a} \\textbf{b} ~c",
+    "# heading",
+    "1. list",
+    '=HYPERLINK("http://x")',
+    "+1",
+    "-2",
+    "@SUM(A1)",
+    "üñí 𝛼 中文",
+    "x" * 128,
+]
+_MARKUP = re.compile(r"[\\`*_\[\]<>|~&$^]")
+
+
+def _hostile_runs(tmp_path: Path) -> list[RunRecord]:
+    """A run per hostile name (as its name, method, student and teacher), with an attack and a flag named after it."""
+    paths = []
+    for i, name in enumerate(HOSTILE):
+        path = _make_run(tmp_path, f"run{i}", 0, "sat", 0.85, 0.40, teacher=None, aa=0.35)
+        run = RunDir(path)
+        info = run.read_info()
+        info.name, info.method["name"], info.student["arch"] = name, name, name
+        info.teacher = {"arch": name}
+        run.write_info(info)
+        rec = run.read_eval("best")
+        rec.attacks[name] = AttackResult({"name": name, "eps": EPS}, 40, 100, EPS, 0.1)
+        rec.flags = [f"flag {name}"]
+        run.write_eval("best", rec)
+        paths.append(path)
+    return [RunRecord.load(p) for p in paths]
+
+
+def test_names_with_markup_are_shown_as_they_are_in_report_md(tmp_path: Path) -> None:
+    # a run named `a|b` added a cell to its row, `x\|y` escaped its backslash and split the cell, backticks, `*`,
+    # `<img ...>` and `[..](javascript:..)` became code, emphasis, HTML and links, `# heading` in the runs list a
+    # heading: a record's text was pasted into report.md as Markdown
+    md = build_report(_hostile_runs(tmp_path), tmp_path / "r").read_text(encoding="utf-8")
+    lines = [ln for ln in md.splitlines() if ln.startswith("|")]
+    widths = {len(md_cells(ln)) for ln in lines if not ln.startswith("|---")}
+    header = next(ln for ln in lines if ln.startswith("| Run | Method |"))
+    for name in HOSTILE:
+        rows = [md_cells(ln) for ln in lines if _plain(md_cells(ln)[0]) == name]
+        assert rows, name  # the main, sanity, last-checkpoint, time tables: the name whole in its first cell
+        for row in rows:
+            assert _plain(row[0]) == name and not _MARKUP.search(re.sub(r"\\.", "", row[0])), row[0]
+        main = next(r for r in rows if len(r) == len(md_cells(header)))
+        assert [_plain(c) for c in main[1:4]] == [name, name, name]  # method, student, teacher
+        assert name in [_plain(c) for c in md_cells(header)]  # the attack's column
+    assert len(widths) <= 8  # one width per table, never one more for a row with a `|` in a name
+    listed = [ln for ln in md.splitlines() if ln.startswith("- ")]
+    for name in HOSTILE:
+        shown = [_plain(ln[2:]) for ln in listed if _plain(ln[2:]).startswith(f"{name} (seed 0")]
+        assert len(shown) == 2 and f"{name} (seed 0, best): flag {name}" in shown  # the flag and the runs list
+    assert not [ln for ln in md.splitlines() if ln.startswith("#") and not ln.startswith(("# dard report", "## "))]
+    assert md_code("a`b") == "``a`b``" and md_code("`x") == "`` `x ``" and md_code("p\nq") == "`p q`"

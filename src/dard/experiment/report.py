@@ -1,5 +1,4 @@
-"""The experiment report: the common run report (:mod:`dard.report`) plus the experiment's own
-sections (parameter sweep, attack success rates, teacher soft-label gap) and plots."""
+"""The experiment report: :mod:`dard.report`'s, plus sections (sweep, attack success, soft-label gap) and plots."""
 
 from __future__ import annotations
 
@@ -23,6 +22,7 @@ from dard.report import (
     seedless_name,
     summarize,
 )
+from dard.report.markdown import md_text
 from dard.run_dir import RunDir, RunRecord
 
 _SWEEP_METRICS = ("clean", "pgd20", "autoattack_subset")
@@ -189,9 +189,9 @@ def _environment_line(runs: Sequence[RunRecord]) -> str:
     commits: dict[str, list[str]] = {}
     for run in runs:
         env = run.info.environment
-        devices[str(env.get("device_name", env.get("device", "?")))] = None
-        torches[str(env.get("torch", "?"))] = None
-        commits.setdefault(str(env.get("git_commit") or "?")[:7], []).append(run.path.name)
+        devices[md_text(env.get("device_name", env.get("device", "?")))] = None
+        torches[md_text(env.get("torch", "?"))] = None
+        commits.setdefault(md_text(str(env.get("git_commit") or "?")[:7]), []).append(md_text(run.path.name))
     commit_text = "; ".join(
         f"{c} ({', '.join(names) if len(names) <= 3 else f'{len(names)} runs'})" for c, names in commits.items()
     )
@@ -249,7 +249,7 @@ def _sweep_section(plot: PlotParamSpec, runs: Sequence[RunRecord], results_dir: 
     extra["sweep"] = {"param": plot.param, "points": sweep}
     _plot_sweep(sweep, label, results_dir / "sweep.png")
     rows = [[v, *(format_summary(row[m]) if m in row else DASH for m in _SWEEP_METRICS)] for v, row in sweep.items()]
-    table = markdown_table([label, *_SWEEP_METRICS], rows, text_columns=len(_SWEEP_METRICS) + 1)
+    table = markdown_table([label, *_SWEEP_METRICS], rows, text_columns=1)
     return "\n".join([f"## Sweep over {label}", "", *table, "", f"![accuracy vs {label}](sweep.png)"])
 
 
@@ -268,7 +268,7 @@ def _attack_section(
         f"each attack turns wrong (`{compare.checkpoint}` checkpoint; mean ± std over seeds). "
         "Higher is a stronger attack.",
         "",
-        *markdown_table(["Models", *labels], rows, text_columns=len(labels) + 1),
+        *markdown_table(["Models", *labels], rows, text_columns=1),
     ]
     attack_lines = [f"- `{label}`: {a}" for label, a in compare.attacks.items()]
     lines += ["", "Attacks:", "", *attack_lines, ""]

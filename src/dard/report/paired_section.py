@@ -16,7 +16,7 @@ import numpy as np
 from dard.evaluation.record import EvalRecord, worst_case_attacks
 from dard.report.columns import AA_CLEAN, AA_KEY, Column
 from dard.report.groups import RunGroup
-from dard.report.paired import ALPHA, PairedComparison, paired_comparison
+from dard.report.paired import PairedComparison, paired_comparison
 from dard.run_dir import EvalFile, RunRecord
 
 __all__ = ["REFERENCES", "SECTION_KEYS", "PairedSection", "paired_section", "record_outcomes"]
@@ -70,17 +70,6 @@ class PairedSection:
             for m, ref in self.references.items()
             for c in self.comparisons
             if c.significant and c.metric == key and {c.a, c.b} == {ref, row}
-        )
-
-    @property
-    def legend(self) -> str:
-        if not self.references or not any(c.seeds for c in self.comparisons):
-            return ""
-        refs = ", ".join(f"{m} from `{name}`" for m, name in self.references.items())
-        return (
-            f"Marks: a significant difference ({refs}) on the same images: p < {ALPHA:g} by the exact McNemar test "
-            f"in every seed both rows have, or a 95% t interval of the mean paired difference across seeds that "
-            "excludes 0 (section Paired comparisons)."
         )
 
     def to_dict(self) -> dict[str, object]:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dard.errors import one_line
 from dard.evaluation.rounding import percent
 from dard.report.columns import AA_CLEAN, AA_PGD
-from dard.report.markdown import ReportContent, markdown_table
+from dard.report.markdown import ReportContent, markdown_table, md_code, md_text
 from dard.report.paired import ALPHA
 from dard.report.paired_section import SECTION_KEYS, PairedSection
 from dard.report.stats import DASH, format_summary, ordered_union
@@ -17,7 +18,7 @@ from dard.report.tables import cell_text, main_table, other_checkpoint_table, sa
 
 def render(rep: ReportContent) -> str:
     """The whole ``report.md``."""
-    lines = [f"# {rep.title}", "", *rep.preamble]
+    lines = [f"# {one_line(rep.title)}", "", *rep.preamble]  # the title is the author's Markdown, on one line
     if rep.preamble:
         lines.append("")
     lines += main_table(rep)
@@ -35,7 +36,7 @@ def render(rep: ReportContent) -> str:
     for caption, fname in rep.plots:
         lines += [f"![{caption}]({fname})", ""]
     lines += ["## Runs", ""]
-    lines += [f"- {rr['name']} (seed {rr['seed']}): `{rr['path']}`" for rr in rep.run_rows]
+    lines += [f"- {md_text(rr['name'])} (seed {rr['seed']}): {md_code(rr['path'])}" for rr in rep.run_rows]
     lines.append("")
     return "\n".join(lines)
 
@@ -142,12 +143,13 @@ def _eps_text(eps: Any) -> str:
 def _setup_section(rep: ReportContent) -> list[str]:
     records = [(r, r.evals[rep.checkpoint]) for r in rep.runs]
     threat_models = ordered_union(
-        [f"{rec.threat_model.get('norm', '?')}, eps = {_eps_text(rec.threat_model.get('eps'))}"] for _, rec in records
+        [f"{md_text(rec.threat_model.get('norm', '?'))}, eps = {md_text(_eps_text(rec.threat_model.get('eps')))}"]
+        for _, rec in records
     )
     datas = ordered_union(
         [
-            f"{rec.data.get('name', r.data.get('name', '?'))}, "
-            f"{rec.data.get('split', 'test')} n = {rec.data.get('n', r.data.get('test', '?'))}"
+            f"{md_text(rec.data.get('name', r.data.get('name', '?')))}, "
+            f"{md_text(rec.data.get('split', 'test'))} n = {md_text(rec.data.get('n', r.data.get('test', '?')))}"
         ]
         for r, rec in records
     )
@@ -179,7 +181,9 @@ def _flags_section(run_rows: Sequence[Mapping[str, Any]]) -> list[str]:
         for w, fl in rr["flags"].items():
             for f in fl:
                 where.setdefault(f, []).append(w)
-        flag_lines += [f"- {rr['name']} (seed {rr['seed']}, {', '.join(ws)}): {f}" for f, ws in where.items()]
+        flag_lines += [
+            f"- {md_text(rr['name'])} (seed {rr['seed']}, {', '.join(ws)}): {md_text(f)}" for f, ws in where.items()
+        ]
     return ["## Flags", "", *(flag_lines or ["none"]), ""]
 
 
@@ -227,7 +231,7 @@ def paired_lines(section: PairedSection) -> list[str]:
         header = ["A", "B", "Accuracy", "Per seed (b/c, p)", "Mean A − B", "95% interval", "Significant"]
         lines += [*markdown_table(header, rows, text_columns=4), ""]
     if notes:
-        lines += ["Not paired:" if shown else "Nothing paired:", "", *(f"- {n}" for n in notes[:20])]
+        lines += ["Not paired:" if shown else "Nothing paired:", "", *(f"- {md_text(n)}" for n in notes[:20])]
         lines += [f"- ... and {len(notes) - 20} more (results.json)"] if len(notes) > 20 else []
         lines.append("")
     return lines

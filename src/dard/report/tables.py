@@ -7,7 +7,9 @@ from typing import Any
 
 from dard.evaluation.record import worst_case_attacks
 from dard.report.columns import AA_CLEAN, AA_KEY, eps_text
-from dard.report.markdown import ReportContent, markdown_table
+from dard.report.markdown import ReportContent, markdown_table, md_code, md_text
+from dard.report.paired import ALPHA
+from dard.report.paired_section import PairedSection
 from dard.report.stats import DASH, format_summary, ordered_union
 from dard.run_dir import CHECKPOINTS
 
@@ -50,8 +52,8 @@ def main_table(rep: ReportContent) -> list[str]:
             "attacks and is an upper bound that AutoAttack may lower.",
             "",
         ]
-    if rep.paired and rep.paired.legend:
-        lines += [rep.paired.legend, ""]
+    if rep.paired and (legend := _marks_legend(rep.paired)):
+        lines += [legend, ""]
     lines += _images_note(rep) + _worst_case_note(rep) + _settings_note(rep)
     header = ["Run", "Method", "Student", "Teacher", "Seeds (n)", *(c.header for c in rep.columns)]
     rows = []
@@ -60,6 +62,19 @@ def main_table(rep: ReportContent) -> list[str]:
         cells = [cell_text(g, rep.checkpoint, c.key, m) for c, m in zip(rep.columns, marks)]
         rows.append([*_identity_cells(g), str(g["n"]), *cells])
     return lines + markdown_table(header, rows) + [""]
+
+
+def _marks_legend(paired: PairedSection) -> str:
+    """What the marks in the main table mean: the test, its level and the images each column pairs."""
+    if not paired.references or not any(c.seeds for c in paired.comparisons):
+        return ""
+    refs = ", ".join(f"{m} from {md_code(name)}" for m, name in paired.references.items())
+    return (
+        f"Marks: a significant difference ({refs}) on the same images: p < {ALPHA:g} by the exact McNemar test "
+        f"in every seed both rows have, or a 95% t interval of the mean paired difference across seeds that "
+        "excludes 0 (section Paired comparisons, which gives the images of each seed). Each column pairs its own "
+        "images: every test image of `Clean` for the attacks and the worst case, the first images for AutoAttack."
+    )
 
 
 def _images_note(rep: ReportContent) -> list[str]:
@@ -71,7 +86,9 @@ def _images_note(rep: ReportContent) -> list[str]:
         names += [] if row["group"] in names else [row["group"]]
     if len(rows_by_total) < 2:
         return []
-    parts = "; ".join(f"{total:,} ({', '.join(names)})" for total, names in sorted(rows_by_total.items())[::-1])
+    parts = "; ".join(
+        f"{total:,} ({', '.join(map(md_text, names))})" for total, names in sorted(rows_by_total.items())[::-1]
+    )
     return [f"**Rows measured on different numbers of test images**: {parts}.", ""]
 
 
@@ -83,7 +100,9 @@ def _worst_case_note(rep: ReportContent) -> list[str]:
         over.setdefault(row["group"], set()).add(worst_case_attacks(run.evals[rep.checkpoint]))
     if len(set().union(*over.values())) < 2:
         return []
-    parts = "; ".join(f"{name}: {' / '.join(', '.join(a) for a in sorted(sets))}" for name, sets in over.items())
+    parts = "; ".join(
+        f"{md_text(name)}: {' / '.join(md_text(', '.join(a)) for a in sorted(sets))}" for name, sets in over.items()
+    )
     return [f"**The worst case is over different attacks in different rows** (their suites differ): {parts}.", ""]
 
 
@@ -107,7 +126,7 @@ def _settings_note(rep: ReportContent) -> list[str]:
                 differ.setdefault(label, set()).update(keys)
     if not differ:
         return []
-    parts = "; ".join(f"{label} ({', '.join(sorted(keys))})" for label, keys in differ.items())
+    parts = "; ".join(f"{md_text(label)} ({md_text(', '.join(sorted(keys)))})" for label, keys in differ.items())
     return [f"**Attacks recorded with other settings in some runs** (their column holds both): {parts}.", ""]
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dard.errors import DardError
 from dard.report.groups import check_one_table
+from dard.report.markdown import md_code, md_text
 from dard.run_dir import RunDir, RunRecord, enclosing_run
 
 __all__ = ["FoundTeachers", "find_teachers", "teacher_folder"]
@@ -30,7 +31,8 @@ class FoundTeachers:
     def lines(self) -> list[str]:
         """Preamble lines (Markdown list items) saying which teacher rows were added and which were not found."""
         out = [
-            f"- Teacher row `{t.name}`: the teacher named in the students' run.json (`{t.path}`)." for t in self.added
+            f"- Teacher row {md_code(t.name)}: the teacher named in the students' run.json ({md_code(t.path)})."
+            for t in self.added
         ]
         return out + [f"- {n}" for n in self.notes]
 
@@ -61,7 +63,9 @@ def find_teachers(runs: Sequence[RunRecord], checkpoint: str) -> FoundTeachers:
             continue
         folder = teacher_folder(run)
         if folder is None:
-            out.notes.append(f"The teacher `{source}` named in the students' run.json was not found: no teacher row.")
+            out.notes.append(
+                f"The teacher {md_code(source)} named in the students' run.json was not found: no teacher row."
+            )
             continue
         # a given run of the same folder name is that teacher (a copy of the campaign), not a second row of it
         same = next((p for p, r in given.items() if r.path.name == folder.path.name), None)
@@ -77,7 +81,9 @@ def find_teachers(runs: Sequence[RunRecord], checkpoint: str) -> FoundTeachers:
                 raise DardError(f"it has no `{checkpoint}` evaluation")
             check_one_table([run, teacher], checkpoint)
         except DardError as e:
-            out.notes.append(f"The teacher `{folder.path}` named in the students' run.json is not shown: {e}")
+            out.notes.append(
+                f"The teacher {md_code(folder.path)} named in the students' run.json is not shown: {md_text(e)}"
+            )
             continue
         out.added.append(teacher)
     out.notes = list(dict.fromkeys(out.notes))
