@@ -326,6 +326,9 @@ HOSTILE = [
     "-2",
     "@SUM(A1)",
     "üñí 𝛼 中文",
+    "[0pt] row",
+    "*star",
+    "en--dash---em",
     "x" * 128,
 ]
 _MARKUP = re.compile(r"[\\`*_\[\]<>|~&$^]")

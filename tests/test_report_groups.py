@@ -277,3 +277,51 @@ def test_every_table_rounds_a_number_the_same_way(tmp_path: Path) -> None:
     assert json.loads((out / "robustbench" / "sat-s0.json").read_text())["clean_acc"] == "30.00"
     table = format_table(RunDir(sat).read_eval("best"))
     assert re.search(r"^clean +30\.00% ", table, re.M) and re.search(r"^pgd20 +20\.01% ", table, re.M)
+
+
+# what results.tex writes for a character LaTeX would read as markup, and what it then prints
+_TEX_TOKEN = re.compile(
+    r"\\text(?:backslash|asciitilde|asciicircum|less|greater|bar|asciigrave)\{\}|\\[&%$#_{}]|-\{\}|."
+)
+_TEX_CHAR = {
+    "\\textbackslash{}": "\\",
+    "\\textasciitilde{}": "~",
+    "\\textasciicircum{}": "^",
+    "\\textless{}": "<",
+    "\\textgreater{}": ">",
+    "\\textbar{}": "|",
+    "\\textasciigrave{}": "`",
+    "-{}": "-",
+}
+
+
+def _tex_plain(cell: str) -> str:
+    """What LaTeX prints for a cell of dard's escaped text; an AssertionError where it would read markup."""
+    out, tokens = [], _TEX_TOKEN.findall(cell.removeprefix("{}"))
+    for token, after in zip(tokens, [*tokens[1:], ""]):
+        assert token not in "&%$#_{}~^\\<>|`" and (token, after) != ("-", "-"), (token, cell)  # "--": a dash
+        out.append(_TEX_CHAR.get(token, token[-1]))
+    return "".join(out)
+
+
+def test_names_with_markup_are_text_in_csv_and_tex(tmp_path: Path) -> None:
+    # results.csv wrote a run named =HYPERLINK(...), +1, -2 or @SUM(A1) as a cell a spreadsheet runs as a formula;
+    # results.tex left < > | ` to OT1's other glyphs, -- to an en dash, and a row named [0pt] or *star to the \\
+    # before it (its optional argument and star form)
+    from tests.test_report import HOSTILE, _hostile_runs
+
+    out = tmp_path / "r"
+    build_report(_hostile_runs(tmp_path), out, formats=("md", "csv", "tex"))
+    with (out / "results.csv").open(encoding="utf-8", newline="") as f:
+        header, *rows = list(csv.reader(f))
+    cells = [*header, *(c for r in rows for c in r)]
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))]
+    quoted = {n: ("'" + n if n.startswith(("=", "+", "-", "@")) else n) for n in HOSTILE}
+    assert [r[:4] for r in rows] == [[quoted[n]] * 4 for n in HOSTILE]  # run, method, student, teacher
+    assert all(len(r) == len(header) for r in rows)
+    assert [f"{quoted[n]}_pct" in header for n in HOSTILE] == [True] * len(HOSTILE)  # each attack's columns
+    tex = (out / "results.tex").read_text(encoding="utf-8")
+    body = _tex_rows(tex)
+    assert len(body) == len(HOSTILE) and all(r.endswith(" \\\\") and r.count(" & ") == 5 for r in body)
+    assert [_tex_plain(r.split(" & ", 1)[0]) for r in body] == HOSTILE
+    assert all(ln.startswith(("%", "\\", "Method & ")) for ln in tex.splitlines() if ln and ln not in body)

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dard.errors import one_line
 from dard.evaluation.intervals import CI_BELOW, wilson_interval
 from dard.evaluation.rounding import percent
 from dard.io import write_json, write_text
@@ -23,11 +24,31 @@ from dard.report.markdown import ReportContent
 from dard.report.stats import above_clean, autoattack_result
 from dard.run_dir import RunRecord
 
-__all__ = ["FORMATS", "robustbench_entry", "table_columns", "write_csv", "write_robustbench", "write_tex"]
+__all__ = [
+    "FORMATS",
+    "csv_text",
+    "robustbench_entry",
+    "table_columns",
+    "tex_escape",
+    "write_csv",
+    "write_robustbench",
+    "write_tex",
+]
 
 #: what `dard report --format` accepts (md is always written)
 FORMATS = ("md", "csv", "tex")
-_TEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {"\\": r"\textbackslash{}", "~": r"\~{}", "^": r"\^{}"}
+# LaTeX's special characters, and those its default (OT1) fonts show as other glyphs: < > | as ¡ ¿ —, ` as ‘
+_TEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {
+    "\\": r"\textbackslash{}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
+    "`": r"\textasciigrave{}",
+}
+# CSV cells a spreadsheet reads as a formula (OWASP's list): shown as text, behind a quote
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def table_columns(rep: ReportContent) -> list[tuple[str, str]]:
@@ -65,11 +86,13 @@ def write_csv(rep: ReportContent, path: Path) -> Path:
     for key, _ in cols:
         header += [f"{key}_pct", f"{key}_std_pct", f"{key}_ci95_low_pct", f"{key}_ci95_high_pct", f"{key}_points"]
         header += [f"{key}_seeds"]  # a row's mean may stand on fewer seeds than the row has (a pending attack)
+    header = [csv_text(h) for h in header]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     for g in rep.group_rows:
-        row: list[Any] = [g["name"], g["method"] or "", g["student"] or "", g["teacher"] or "", g["n"]]
+        names = [g["name"], g["method"] or "", g["student"] or "", g["teacher"] or ""]
+        row: list[Any] = [*map(csv_text, names), g["n"]]
         for key, _ in cols:
             s = g[rep.checkpoint].get(key) or {}
             ci = _interval(s) or (None, None)
@@ -80,8 +103,21 @@ def write_csv(rep: ReportContent, path: Path) -> Path:
 
 
 def tex_escape(text: Any) -> str:
-    """``text`` with LaTeX's special characters escaped."""
-    return "".join(_TEX_SPECIAL.get(c, c) for c in str(text))
+    """``text`` as literal text in a LaTeX table or comment: one line (a line break ended a ``%`` comment and a
+    blank line a ``tabular``), LaTeX's special characters escaped, ``--`` kept as two hyphens (not a dash), and a
+    leading ``[`` or ``*`` kept from the ``\\\\`` before its row (its optional argument and star form)."""
+    line = one_line(text)
+    out = "".join(
+        _TEX_SPECIAL.get(c, "-{}" if c == "-" and line[i + 1 : i + 2] == "-" else c) for i, c in enumerate(line)
+    )
+    return "{}" + out if out.startswith(("[", "*")) else out
+
+
+def csv_text(text: Any) -> str:
+    """A text cell of ``results.csv``: ``'`` before one that a spreadsheet would run as a formula (``=``, ``+``,
+    ``-``, ``@``, a tab or carriage return first: a run named ``=HYPERLINK(...)``)."""
+    value = str(text)
+    return "'" + value if value.startswith(_FORMULA_START) else value
 
 
 def _tex_cell(s: Mapping[str, Any] | None, seeds: int, marks: str = "") -> str:
