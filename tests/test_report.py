@@ -375,3 +375,27 @@ def test_names_with_markup_are_shown_as_they_are_in_report_md(tmp_path: Path) ->
         assert len(shown) == 2 and f"{name} (seed 0, best): flag {name}" in shown  # the flag and the runs list
     assert not [ln for ln in md.splitlines() if ln.startswith("#") and not ln.startswith(("# dard report", "## "))]
     assert md_code("a`b") == "``a`b``" and md_code("`x") == "`` `x ``" and md_code("p\nq") == "`p q`"
+
+
+def test_names_are_plain_text_in_the_plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a run named $\frac{$ ended `dard report` with matplotlib's mathtext parse error (an internal error), a$b$c was
+    # set as math, and _under was left out of the legend (matplotlib skips labels that start with "_")
+    import dard.report.plots as plots
+
+    names = ["$\\frac{$", "a$b$c", "_under"]
+    paths = [_make_run(tmp_path, f"run{i}", 0, f"m{i}", 0.85, 0.40, teacher=None, aa=0.35) for i in range(3)]
+    for path, name in zip(paths, names):
+        info = RunDir(path).read_info()
+        info.name = name
+        RunDir(path).write_info(info)
+    legends: dict[str, list[str]] = {}
+    save = plots.save_png
+
+    def keep_legend(fig, path, **kw):
+        fig.canvas.draw()  # mathtext is parsed when drawn
+        legends[path.name] = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        return save(fig, path, **kw)
+
+    monkeypatch.setattr(plots, "save_png", keep_legend)
+    build_report([RunRecord.load(p) for p in paths], tmp_path / "r")
+    assert legends["curves.png"] == legends["eps_curve.png"] == ["\\$\\frac{\\$", "a\\$b\\$c", " _under"]

@@ -14,6 +14,7 @@ from dard.evaluation.rounding import percent
 from dard.experiment.extras import TEACHER_ATTACK
 from dard.experiment.spec import TeacherQualitySpec
 from dard.report import markdown_table, save_png
+from dard.report.plots import plot_text
 from dard.run_dir import RunDir, RunRecord
 
 DASH = "—"
@@ -97,9 +98,8 @@ def _plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
         ax.plot([x for x, _ in with_aa], [100 * r["autoattack"].accuracy for _, r in with_aa], marker="s",
                 label="student AutoAttack (first images)")  # fmt: skip
     for x, r in zip(xs, points):
-        ax.annotate(
-            r["teacher"], (x, 100 * r["robust"].accuracy), fontsize=7, textcoords="offset points", xytext=(4, 4)
-        )
+        point = (x, 100 * r["robust"].accuracy)
+        ax.annotate(plot_text(r["teacher"]), point, fontsize=7, textcoords="offset points", xytext=(4, 4))
     ax.set_xlabel("teacher PGD-20 accuracy (%)")
     ax.set_ylabel("student robust accuracy (%)")
     ax.grid(alpha=0.3)

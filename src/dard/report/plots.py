@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from dard.errors import one_line
 from dard.io import atomic_write
 from dard.report.groups import RunGroup
 
@@ -31,9 +32,17 @@ def mean_by_x(points: Iterable[tuple[float, float]]) -> tuple[list[float], list[
     return xs, [statistics.fmean(by_x[x]) for x in xs], stds
 
 
+def plot_text(text: object) -> str:
+    """A record's text (a run name, a file name) as matplotlib shows it literally: one line, ``$`` escaped (two of
+    them began mathtext: ``a$b$c`` was set as math and ``$\\frac{$`` ended the report with a parse error), and a
+    space before a leading ``_`` (a legend leaves such labels out)."""
+    line = one_line(text).replace("$", "\\$")
+    return " " + line if line.startswith("_") else line
+
+
 def _label(group: RunGroup) -> str:
     n = len(group.members)
-    return group.name + (f" (n={n}, band: ± std)" if n > 1 else "")
+    return plot_text(group.name) + (f" (n={n}, band: ± std)" if n > 1 else "")
 
 
 def _plot_band(ax: Any, points: list[tuple[float, float]], label: str, **style: Any) -> None:
