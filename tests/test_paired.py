@@ -157,11 +157,11 @@ def test_report_marks_and_lists_paired_differences(tmp_path, monkeypatch) -> Non
         ln for ln in md.split("## Paired comparisons", 1)[1].split("\n## ", 1)[0].splitlines() if ln.startswith("| ")
     ]
     dard_sat = next(r for r in rows if r.startswith("| dard | sat | PGD-20 |"))
-    assert "s0: 9/1, p=0.0215; s1: 10/0, p=0.00195" in dard_sat and "| +9.00 |" in dard_sat
+    assert "s0: 9/1 of 100, p=0.0215; s1: 10/0 of 100, p=0.00195" in dard_sat and "| +9.00 |" in dard_sat
     half = 12.706205 * (0.10 - 0.08) / math.sqrt(2) / math.sqrt(2)  # t_{0.975,1} * sd / sqrt(2), sd = 0.01*sqrt(2)
     assert f"[{100 * (0.09 - half):+.2f}, {100 * (0.09 + half):+.2f}]" in dard_sat and dard_sat.endswith("| yes |")
     dard_pgdard = next(r for r in rows if r.startswith("| dard | pgdard | PGD-20 |"))
-    assert "s0: 2/1, p=1; s1: 1/2, p=1" in dard_pgdard and "| +0.00 |" in dard_pgdard
+    assert "s0: 2/1 of 100, p=1; s1: 1/2 of 100, p=1" in dard_pgdard and "| +0.00 |" in dard_pgdard
     assert dard_pgdard.endswith("| no |")
     assert any(r.startswith("| sat | pgdard | PGD-20 |") for r in rows)  # the named pair
     res = json.loads((out / "results.json").read_text())["paired"]
@@ -231,7 +231,8 @@ def test_outcomes_are_read_from_the_record(tmp_path) -> None:
     tex = (tmp_path / "r" / "results.tex").read_text()
     assert "sat & 80.0 & 30.0$^{\\dagger}$ & 90.0 & 40.0 & 30.0 \\\\" in tex
     assert "% marks: significantly different from (\\dagger dard, \\ddagger sat)" in tex
-    assert "| dard | sat | PGD-20 | s0: 20/0, p=1.9e-06 | +20.00 | — | yes |" in md
+    assert "on the same images: exact McNemar p < 0.05 in every seed" in tex  # the test the marks stand for
+    assert "| dard | sat | PGD-20 | s0: 20/0 of 100, p=1.9e-06 | +20.00 | — | yes |" in md
 
 
 def test_worst_cases_over_other_attacks_are_not_paired_and_are_said(tmp_path) -> None:
@@ -257,3 +258,18 @@ def test_worst_cases_over_other_attacks_are_not_paired_and_are_said(tmp_path) ->
     assert "seed 0: worst case over other attacks (bim, cw-linf, dpgd, fgsm, pgd-ll, pgd20 \\| fgsm)" in md
     assert "**The worst case is over different attacks in different rows**" in md
     assert "sat: fgsm." in md and "| dard | sat | Worst case |" not in md
+
+
+def test_printed_p_values_and_bounds_keep_their_side_of_the_threshold() -> None:
+    # a p-value of 0.04996 was printed p=0.05 beside "yes" (p < 0.05), and an interval bound of +0.004 points (the
+    # interval excludes 0: "yes") as +0.00, the same text as a bound of -0.004 ("no"); the seeds' image counts
+    # were not said
+    from dard.report.paired import SeedTest
+    from dard.report.paired_section import PairedSection
+    from dard.report.sections import _pct, paired_lines
+
+    cmp = PairedComparison("dard", "sat", "pgd20", [SeedTest(0, 30, 14, 10_000, 0.04996)])
+    lines = paired_lines(PairedSection(comparisons=[cmp], headers={"pgd20": "PGD-20"}))
+    row = next(ln for ln in lines if ln.startswith("| dard | sat |"))
+    assert "s0: 30/14 of 10,000, p=0.04996 |" in row and row.endswith("| yes |")
+    assert (_pct(0.00004), _pct(-0.00004), _pct(0.0), _pct(0.09)) == ("+0.004", "-0.004", "+0.00", "+9.00")

@@ -21,6 +21,7 @@ from dard.evaluation.rounding import percent
 from dard.io import write_json, write_text
 from dard.report.columns import AA_CLEAN, AA_KEY, Column, eps_text
 from dard.report.markdown import ReportContent
+from dard.report.paired import ALPHA
 from dard.report.stats import above_clean, autoattack_result
 from dard.run_dir import RunRecord
 
@@ -160,9 +161,11 @@ def write_tex(rep: ReportContent, path: Path) -> Path:
         f"% {aa}; Worst: images that survive every attack of the suite",
     ]
     if rep.paired and rep.paired.references:
-        refs = ", ".join(f"{_TEX_MARKS[m]} {name}" for m, name in rep.paired.references.items())
+        refs = ", ".join(f"{_TEX_MARKS[m]} {tex_escape(name)}" for m, name in rep.paired.references.items())
         lines.append(
-            f"% marks: significantly different from ({refs}) on the same images (report.md, Paired comparisons)"
+            f"% marks: significantly different from ({refs}) on the same images: exact McNemar p < {ALPHA:g} in "
+            "every seed, or a 95% t interval of the mean paired difference that excludes 0 (report.md, Paired "
+            "comparisons, gives the images and p-values)"
         )
     lines += [
         "\\begin{tabular}{l" + "r" * len(cols) + "}",

@@ -188,11 +188,23 @@ def _flags_section(run_rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _pct(x: float) -> str:
-    return percent(x, sign=True)
+    """A difference in accuracy points, signed; with more decimals where 2 would show a difference that is not 0
+    as 0 (an interval's bound of +0.004 points, which excludes 0, read as +0.00 beside one of -0.004 that does not)."""
+    for digits in range(2, 9):
+        text = percent(x, digits, sign=True)
+        if x == 0 or float(text) != 0:
+            return text
+    return percent(x, 8, sign=True)
 
 
 def _p_text(p: float) -> str:
-    return f"{p:.3g}" if p >= 1e-4 else f"{p:.1e}"
+    """A p-value in 3 significant digits, more where 3 would round it across ``ALPHA`` (0.04996 shown as 0.05
+    beside "significant")."""
+    for digits in range(3, 18):
+        text = f"{p:.{digits}g}" if p >= 1e-4 else f"{p:.{digits - 2}e}"
+        if (float(text) < ALPHA) == (p < ALPHA):
+            return text
+    return repr(p)
 
 
 def paired_lines(section: PairedSection) -> list[str]:
@@ -210,8 +222,10 @@ def paired_lines(section: PairedSection) -> list[str]:
     if shown:
         lines += [
             "A minus B on the same test images, in accuracy points. Per seed: `b` images right for A only, `c` "
-            "right for B only, and the two-sided exact McNemar p-value (a binomial test of b against b + c at "
-            "1/2). Across seeds: the mean paired difference and its 95% t interval (two seeds or more). "
+            "right for B only, of the `n` images both were evaluated on (the column's: every test image of `Clean` "
+            "for the attacks and the worst case, AutoAttack's first images for AutoAttack), and the two-sided exact "
+            "McNemar p-value (a binomial test of b against b + c at 1/2). Across seeds: the mean paired difference "
+            "and its 95% t interval (two seeds or more). "
             f"Significant: p < {ALPHA:g} in every seed, or an interval that excludes 0. results.json holds every "
             "column.",
             "",
@@ -221,14 +235,14 @@ def paired_lines(section: PairedSection) -> list[str]:
                 c.a,
                 c.b,
                 section.headers.get(c.metric, c.metric),
-                "; ".join(f"s{s.seed}: {s.b}/{s.c}, p={_p_text(s.p)}" for s in c.seeds),
+                "; ".join(f"s{s.seed}: {s.b}/{s.c} of {s.n:,}, p={_p_text(s.p)}" for s in c.seeds),
                 _pct(c.mean) if c.mean is not None else "",
                 f"[{_pct(ci[0])}, {_pct(ci[1])}]" if (ci := c.interval) else DASH,
                 "yes" if c.significant else "no",
             ]
             for c in shown
         ]
-        header = ["A", "B", "Accuracy", "Per seed (b/c, p)", "Mean A − B", "95% interval", "Significant"]
+        header = ["A", "B", "Accuracy", "Per seed (b/c of n, p)", "Mean A − B", "95% interval", "Significant"]
         lines += [*markdown_table(header, rows, text_columns=4), ""]
     if notes:
         lines += ["Not paired:" if shown else "Nothing paired:", "", *(f"- {md_text(n)}" for n in notes[:20])]
