@@ -72,13 +72,15 @@ def test_a_seed_twice_in_a_row_is_refused(tmp_path: Path) -> None:
         build_report([RunRecord.load(a), RunRecord.load(copy)], tmp_path / "r")
 
 
-@pytest.mark.parametrize("what", ["data", "copy", "threat"])
+@pytest.mark.parametrize("what", ["data", "split", "copy", "threat"])
 def test_runs_on_other_datasets_or_threat_models_are_refused(tmp_path: Path, what: str) -> None:
     a = _make_run(tmp_path, "sat-s0", 0, "sat", 0.8, 0.4, teacher=None, aa=0.3)
     b = _make_run(tmp_path, "trades-s0", 0, "trades", 0.8, 0.4, teacher=None, aa=0.3)
     rec = RunDir(b).read_eval("best")
     if what == "data":
         rec.data["name"] = "digits"
+    elif what == "split":  # a record of the validation images beside test accuracies: another test set, same name
+        rec.data["split"] = "val"
     elif what == "copy":  # CIFAR-10's official files beside the development copy rebuilt from JPEGs: one name
         for run, fingerprint, official in ((a, "a" * 64, "yes"), (b, "b" * 64, "no")):
             r = rec if run == b else RunDir(a).read_eval("best")
@@ -87,7 +89,12 @@ def test_runs_on_other_datasets_or_threat_models_are_refused(tmp_path: Path, wha
     else:
         rec.threat_model["eps"] = 0.1
     RunDir(b).write_eval("best", rec)
-    needle = {"data": "different datasets", "copy": "different copies of the data", "threat": "threat models"}[what]
+    needle = {
+        "data": "different datasets",
+        "split": "different splits",
+        "copy": "different copies of the data",
+        "threat": "threat models",
+    }[what]
     with pytest.raises(DardError, match=needle) as exc:
         build_report([RunRecord.load(a), RunRecord.load(b)], tmp_path / "r")
     assert "\n" not in str(exc.value) and "sat-s0" in str(exc.value) and "trades-s0" in str(exc.value)

@@ -102,9 +102,15 @@ def _value(identity: Mapping[str, Any], dotted: str) -> str:
 
 
 def check_one_table(runs: Sequence[RunRecord], checkpoint: str) -> None:
-    """A one-line DardError unless every run was evaluated on one dataset, one copy of its files (where the records
-    have a data fingerprint) and one threat model."""
-    for what, value in (("datasets", _dataset), ("copies of the data", _data_copy), ("threat models", _threat)):
+    """A one-line DardError unless every run was evaluated on one dataset, one split of it (where the records say),
+    one copy of its files (where the records have a data fingerprint) and one threat model."""
+    checks = (
+        ("datasets", _dataset),
+        ("splits", _split),
+        ("copies of the data", _data_copy),
+        ("threat models", _threat),
+    )
+    for what, value in checks:
         seen: dict[str, list[str]] = {}
         for r in runs:
             v = value(r, checkpoint)
@@ -120,6 +126,13 @@ def check_one_table(runs: Sequence[RunRecord], checkpoint: str) -> None:
 def _dataset(run: RunRecord, checkpoint: str) -> str:
     rec = run.evals[checkpoint]
     return str(rec.data.get("name") or run.data.get("name") or "?")
+
+
+def _split(run: RunRecord, checkpoint: str) -> str | None:
+    """The split the record's images came from (dard's records say ``test``; a record of a validation split in a
+    column of test accuracies is another test set)."""
+    split = run.evals[checkpoint].data.get("split")
+    return None if split is None else str(split)
 
 
 def _data_copy(run: RunRecord, checkpoint: str) -> str | None:
