@@ -239,8 +239,10 @@ def test_an_attack_recorded_with_other_settings_is_said_above_the_table(tmp_path
     rec = RunDir(paths[1]).read_eval("best")
     rec.attacks["pgd20"].config.update(steps=50, seed=7)
     RunDir(paths[1]).write_eval("best", rec)
-    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r2").read_text()
+    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r2", formats=("md", "tex")).read_text()
     assert "**Attacks recorded with other settings in some runs** (their column holds both): pgd20 (steps)." in md
+    tex = (tmp_path / "r2" / "results.tex").read_text(encoding="utf-8")
+    assert "% Attacks recorded with other settings in some runs (their column holds both): pgd20 (steps)." in tex
 
 
 def test_rows_measured_on_different_numbers_of_images_are_said_above_the_table(tmp_path: Path) -> None:
@@ -249,8 +251,12 @@ def test_rows_measured_on_different_numbers_of_images_are_said_above_the_table(t
     md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r1").read_text()
     assert "different numbers of test images" not in md
     RunDir(paths[1]).write_eval("best", EvalFile.of(_record("best", 2, 0.8, 0.4, seed=0, n=50)))
-    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r2").read_text()
+    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r2", formats=("md", "tex")).read_text()
     assert "**Rows measured on different numbers of test images**: 100 (sat); 50 (trades)." in md
+    # results.tex, the table a paper takes, said none of it
+    assert "% Rows measured on different numbers of test images: 100 (sat); 50 (trades)." in (
+        tmp_path / "r2" / "results.tex"
+    ).read_text(encoding="utf-8")
 
 
 def test_every_table_rounds_a_number_the_same_way(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from dard.report.columns import AA_CLEAN, AA_KEY, Column, eps_text
 from dard.report.markdown import ReportContent
 from dard.report.paired import ALPHA
 from dard.report.stats import above_clean, autoattack_result
+from dard.report.tables import table_notes
 from dard.run_dir import RunRecord
 
 __all__ = [
@@ -159,6 +160,7 @@ def write_tex(rep: ReportContent, path: Path) -> Path:
         f"% dard report: {tex_escape(rep.title)}; test accuracy in %, `{rep.checkpoint}' checkpoint; mean $\\pm$ "
         "sample std over seeds (intervals and every attack: report.md, results.csv)",
         f"% {aa}; Worst: images that survive every attack of the suite",
+        *(f"% {what}{detail}." for what, detail in table_notes(rep, tex_escape)),  # what report.md says above it
     ]
     if rep.paired and rep.paired.references:
         refs = ", ".join(f"{_TEX_MARKS[m]} {tex_escape(name)}" for m, name in rep.paired.references.items())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dard.evaluation.record import worst_case_attacks
@@ -54,7 +54,8 @@ def main_table(rep: ReportContent) -> list[str]:
         ]
     if rep.paired and (legend := _marks_legend(rep.paired)):
         lines += [legend, ""]
-    lines += _images_note(rep) + _worst_case_note(rep) + _settings_note(rep)
+    for what, detail in table_notes(rep):
+        lines += [f"**{what}**{detail}.", ""]
     header = ["Run", "Method", "Student", "Teacher", "Seeds (n)", *(c.header for c in rep.columns)]
     rows = []
     for g in rep.group_rows:
@@ -77,7 +78,18 @@ def _marks_legend(paired: PairedSection) -> str:
     )
 
 
-def _images_note(rep: ReportContent) -> list[str]:
+#: a note's text: names and labels as literal text of the output (Markdown by default, TeX for results.tex)
+Text = Callable[[Any], str]
+
+
+def table_notes(rep: ReportContent, text: Text = md_text) -> list[tuple[str, str]]:
+    """The caveats said above the main table (and in results.tex's comments), each ``(what, detail)``: rows on
+    different numbers of test images, worst cases over different attacks, one attack label with other settings."""
+    notes = (_images_note(rep, text), _worst_case_note(rep, text), _settings_note(rep, text))
+    return [n for n in notes if n is not None]
+
+
+def _images_note(rep: ReportContent, text: Text) -> tuple[str, str] | None:
     """A line above the main table when its rows were measured on different numbers of test images: a column then
     sets a number on 1,000 images beside one on 10,000 (the intervals say so only below 10,000 points)."""
     rows_by_total: dict[int, list[str]] = {}
@@ -85,25 +97,25 @@ def _images_note(rep: ReportContent) -> list[str]:
         names = rows_by_total.setdefault(run.evals[rep.checkpoint].clean.total, [])
         names += [] if row["group"] in names else [row["group"]]
     if len(rows_by_total) < 2:
-        return []
+        return None
     parts = "; ".join(
-        f"{total:,} ({', '.join(map(md_text, names))})" for total, names in sorted(rows_by_total.items())[::-1]
+        f"{total:,} ({', '.join(map(text, names))})" for total, names in sorted(rows_by_total.items())[::-1]
     )
-    return [f"**Rows measured on different numbers of test images**: {parts}.", ""]
+    return "Rows measured on different numbers of test images", f": {parts}"
 
 
-def _worst_case_note(rep: ReportContent) -> list[str]:
+def _worst_case_note(rep: ReportContent, text: Text) -> tuple[str, str] | None:
     """A line above the main table when rows' worst cases are taken over different attacks (their suites differ):
     the column would otherwise compare a worst case over FGSM alone with one over seven attacks."""
     over: dict[str, set[tuple[str, ...]]] = {}
     for run, row in zip(rep.runs, rep.run_rows):
         over.setdefault(row["group"], set()).add(worst_case_attacks(run.evals[rep.checkpoint]))
     if len(set().union(*over.values())) < 2:
-        return []
+        return None
     parts = "; ".join(
-        f"{md_text(name)}: {' / '.join(md_text(', '.join(a)) for a in sorted(sets))}" for name, sets in over.items()
+        f"{text(name)}: {' / '.join(text(', '.join(a)) for a in sorted(sets))}" for name, sets in over.items()
     )
-    return [f"**The worst case is over different attacks in different rows** (their suites differ): {parts}.", ""]
+    return "The worst case is over different attacks in different rows", f" (their suites differ): {parts}"
 
 
 #: attack config keys that say where or how an attack ran, not what it measures (eps and norm: the threat model,
@@ -111,7 +123,7 @@ def _worst_case_note(rep: ReportContent) -> list[str]:
 _RUN_KEYS = ("seed", "batch_size", "eps", "norm")
 
 
-def _settings_note(rep: ReportContent) -> list[str]:
+def _settings_note(rep: ReportContent, text: Text) -> tuple[str, str] | None:
     """A line above the main table when one attack label was recorded with other settings in another run (a
     record of another dard version, a hand-made one): its column, headed by the first run's settings, holds both.
     Only keys both configs record are compared, so an older record without a key added since is not flagged."""
@@ -125,9 +137,9 @@ def _settings_note(rep: ReportContent) -> list[str]:
             if keys:
                 differ.setdefault(label, set()).update(keys)
     if not differ:
-        return []
-    parts = "; ".join(f"{md_text(label)} ({md_text(', '.join(sorted(keys)))})" for label, keys in differ.items())
-    return [f"**Attacks recorded with other settings in some runs** (their column holds both): {parts}.", ""]
+        return None
+    parts = "; ".join(f"{text(label)} ({text(', '.join(sorted(keys)))})" for label, keys in differ.items())
+    return "Attacks recorded with other settings in some runs", f" (their column holds both): {parts}"
 
 
 def sanity_table(rep: ReportContent) -> list[str]:
