@@ -48,6 +48,17 @@ def test_eval_out_writes_eval_records_only_where_allowed(run, tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path / "rec.json")]) == 0
     assert main([*argv, "--out", str(tmp_path / "rec.json")]) == 0  # an eval record may be replaced
     assert json.loads((run / "eval" / "mine.json").read_text())["clean"]["total"] == 4
+    assert [p.name for p in tmp_path.glob("rec*")] == ["rec.json"]  # by the same evaluation, run again
+    # ... but not by another one: the record of 4 images under FGSM was lost to one of 6 under PGD-20
+    capsys.readouterr()
+    other = [*argv[:-5], "--n", "6", "--attacks", "pgd20", "--no-progress", "--out", str(tmp_path / "rec.json")]
+    assert main(other) == 0
+    kept = tmp_path / "rec.superseded-1.json"
+    assert f"note: {tmp_path / 'rec.json'} held the record of another evaluation; it is kept as {kept}" in (
+        capsys.readouterr().out
+    )
+    assert list(json.loads(kept.read_text())["attacks"]) == ["fgsm"]
+    assert list(json.loads((tmp_path / "rec.json").read_text())["attacks"]) == ["pgd20"]
     assert not (run / ".dard.lock").exists()  # the run's lock is given back
 
 

@@ -117,6 +117,24 @@ def atomic_write(path: str | Path, write: Callable[[Path], object], *, root: str
     return path
 
 
+def set_aside(path: str | Path, root: str | Path | None = None) -> Path | None:
+    """Keep a file that no longer describes what is written there under a new name (``best.json`` ->
+    ``best.superseded-1.json``, the first number free) instead of overwriting it; returns the new path (None if
+    ``path`` is absent). ``root``: as for :func:`check_target`."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    k = 1
+    while (new := path.with_name(f"{path.stem}.superseded-{k}{path.suffix}")).exists():
+        k += 1
+    check_target(path, root)
+    check_target(new, root)
+    try:
+        return path.rename(new)
+    except OSError as e:
+        raise write_error(new, e) from None
+
+
 def write_error(path: str | Path, err: OSError) -> DardError:
     """The one-line error for an OS error while writing ``path``: the path and the OS reason."""
     return DardError(f"cannot write {path}: {err.strerror or one_line(err, 160)}")

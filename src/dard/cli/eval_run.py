@@ -128,6 +128,8 @@ def run_eval(request: EvalRequest) -> EvalRecord:
     for flag in record.flags:
         print(f"WARNING: {flag}")
     if out is not None:
-        out.write(record)
+        kept = out.write(record)
+        if kept is not None:
+            print(f"note: {out.path} held the record of another evaluation; it is kept as {kept}")
         print(f"record written: {out.path}")
     return record

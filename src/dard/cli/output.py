@@ -16,7 +16,7 @@ from pathlib import Path
 
 from dard.errors import DardError
 from dard.evaluation.record import EvalRecord
-from dard.io import check_target, check_writable, loads_json, write_json
+from dard.io import check_target, check_writable, loads_json, set_aside, write_json
 from dard.names import file_target
 from dard.run_dir import CHECKPOINTS, EvalFile, RunDir, enclosing_run
 from dard.run_dir.files import read_json_file
@@ -27,13 +27,21 @@ REPORT_SUBFOLDER = "robustbench"
 _RESULTS_KEYS = {"title", "checkpoint", "runs", "groups"}  # what dard's results.json holds
 
 
-def _require_eval_record(path: Path) -> None:
+def _require_eval_record(path: Path) -> EvalFile:
     try:
-        read_json_file(path, EvalFile, "evaluation record")
+        return read_json_file(path, EvalFile, "evaluation record")
     except DardError:
         raise DardError(
             f"--out {path} exists and is not a dard eval record; refusing to overwrite it (choose another path)"
         ) from None
+
+
+def _evaluation(record: EvalRecord) -> dict[str, object]:
+    """What a record measured: the model (its weights' digest where recorded), the images (not the folder they
+    were read from), the threat model and every attack's config. Two records that differ in it are two results."""
+    data = {k: v for k, v in record.data.items() if k != "folder"}
+    attacks = {label: res.config for label, res in record.attacks.items()}
+    return {"model": record.model, "data": data, "threat": record.threat_model, "attacks": attacks}
 
 
 def _own_records(run: RunDir) -> set[str]:
@@ -88,14 +96,18 @@ class EvalOutput:
                 pass
         return cls(Path(path), run)
 
-    def write(self, record: EvalRecord) -> Path:
-        """Write ``record`` atomically (holding the run folder's lock when inside a run)."""
+    def write(self, record: EvalRecord) -> Path | None:
+        """Write ``record`` atomically (holding the run folder's lock when inside a run). A record there of another
+        evaluation (another model, other images, threat model or attacks) is kept under a new name, never
+        replaced: returns that name (None when there was none, or it was this evaluation's, run again)."""
         with self.run.lock() if self.run is not None else nullcontext():
-            if self.path.exists():  # checked again: it may have appeared during the evaluation
-                _require_eval_record(self.path)
             root = self.run.path if self.run is not None else None
+            kept = None
+            if self.path.exists():  # checked again: it may have appeared during the evaluation
+                if _evaluation(_require_eval_record(self.path)) != _evaluation(record):
+                    kept = set_aside(os.path.abspath(self.path), root)
             write_json(os.path.abspath(self.path), record.to_dict(), root=root)
-            return self.path
+            return kept
 
 
 def _is_report_folder(folder: Path) -> bool:

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from dard.config import RunConfig, parse_config
 from dard.errors import DardError
-from dard.io import check_target, write_bytes, write_json, write_text
+from dard.io import check_target, set_aside, write_bytes, write_json, write_text
 from dard.run_dir.files import own_file, read_json_file, read_jsonl_file
 from dard.run_dir.lock import LOCK_NAME, FolderLock
 from dard.run_dir.records import (
@@ -316,14 +316,7 @@ class RunDir:
     def set_aside(self, path: Path) -> Path | None:
         """Keep a file that no longer describes the run under a new name (``best.json`` -> ``best.superseded-1.json``,
         the first number free) instead of overwriting it; returns the new path (None if ``path`` is absent)."""
-        if not path.exists():
-            return None
-        k = 1
-        while (new := path.with_name(f"{path.stem}.superseded-{k}{path.suffix}")).exists():
-            k += 1
-        check_target(path, self.path)
-        check_target(new, self.path)
-        return path.rename(new)
+        return set_aside(path, self.path)
 
     def point_at(self, snapshot: Snapshot) -> Path:
         """Make ``snapshot`` (complete by now) the one a resume starts from."""
