@@ -338,3 +338,16 @@ def test_names_with_markup_are_text_in_csv_and_tex(tmp_path: Path) -> None:
     assert len(body) == len(HOSTILE) and all(r.endswith(" \\\\") and r.count(" & ") == 5 for r in body)
     assert [_tex_plain(r.split(" & ", 1)[0]) for r in body] == HOSTILE
     assert all(ln.startswith(("%", "\\", "Method & ")) for ln in tex.splitlines() if ln and ln not in body)
+
+
+def test_a_column_no_seed_of_a_row_has_says_0_seeds(tmp_path: Path) -> None:
+    # results.csv left <column>_seeds blank where none of the row's seeds has the attack, as for a count it never took
+    paths = [_make_run(tmp_path, f"{m}-s0", 0, m, 0.8, 0.4, teacher=None, aa=0.3) for m in ("sat", "trades")]
+    rec = RunDir(paths[1]).read_eval("best")
+    del rec.attacks["bim"]
+    RunDir(paths[1]).write_eval("best", rec)
+    out = tmp_path / "r"
+    md = build_report([RunRecord.load(p) for p in paths], out, formats=("md", "csv")).read_text()
+    assert _table(md)["trades"]["BIM-10"] == "—"
+    rows = {r["run"]: r for r in csv.DictReader((out / "results.csv").open(encoding="utf-8"))}
+    assert (rows["trades"]["bim_pct"], rows["trades"]["bim_seeds"], rows["sat"]["bim_seeds"]) == ("", "0", "1")

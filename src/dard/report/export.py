@@ -99,7 +99,7 @@ def write_csv(rep: ReportContent, path: Path) -> Path:
             s = g[rep.checkpoint].get(key) or {}
             ci = _interval(s) or (None, None)
             row += [_pct(s.get("mean")), _pct(s.get("std")), _pct(ci[0]), _pct(ci[1]), s.get("points") or ""]
-            row += [s.get("n") or ""]
+            row += [s.get("n", 0)]  # 0: no seed of the row has it (blank read as "not counted")
         writer.writerow(row)
     return write_text(path, buf.getvalue())
 
