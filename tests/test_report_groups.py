@@ -351,3 +351,24 @@ def test_a_column_no_seed_of_a_row_has_says_0_seeds(tmp_path: Path) -> None:
     assert _table(md)["trades"]["BIM-10"] == "—"
     rows = {r["run"]: r for r in csv.DictReader((out / "results.csv").open(encoding="utf-8"))}
     assert (rows["trades"]["bim_pct"], rows["trades"]["bim_seeds"], rows["sat"]["bim_seeds"]) == ("", "0", "1")
+
+
+def test_autoattack_headers_name_the_subset_of_their_own_checkpoint(tmp_path: Path) -> None:
+    # AutoAttack on the first 40 images at `best` and the first 20 at `last`: both tables, and results.tex, said
+    # "first 40/20", as if the best checkpoint's rows mixed the two subsets
+    from tests.test_report import _autoattack
+
+    path = _make_run(tmp_path, "sat-s0", 0, "sat", 0.8, 0.4, teacher=None, aa=0.3)
+    best = _record("best", 2, 0.8, 0.4, seed=0)
+    RunDir(path).write_eval("best", EvalFile.of(best, autoattack_subset=_autoattack(best, 0.3, k=40)))
+    out = tmp_path / "r"
+    md = build_report([RunRecord.load(path)], out, formats=("md", "tex")).read_text()
+    assert "AutoAttack (first 40)" in _table(md)["sat"] and "AutoAttack (first 20)" in _table(md, "## `last`")["sat"]
+    assert "40/20" not in md and "on the first 40 test images" in (out / "results.tex").read_text()
+    rec = RunDir(path).read_eval("best")
+    rec.autoattack_subset = None  # AutoAttack at `last` only: its table still shows it
+    RunDir(path).write_eval("best", rec)
+    md = build_report([RunRecord.load(path)], tmp_path / "r2").read_text()
+    assert _table(md)["sat"]["AutoAttack"] == "not run"
+    last = _table(md, "## `last`")["sat"]
+    assert (last["Clean (first 20)"], last["AutoAttack (first 20)"]) == ("90.00", "20.00")

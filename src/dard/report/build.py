@@ -8,7 +8,7 @@ from typing import Any
 
 from dard.errors import DardError
 from dard.io import write_json, write_text
-from dard.report.columns import AA_PGD, attack_columns, main_columns
+from dard.report.columns import AA_CLEAN, AA_KEY, AA_PGD, attack_columns, main_columns
 from dard.report.export import FORMATS, write_csv, write_robustbench, write_tex
 from dard.report.groups import RunGroup, check_one_table, group_runs
 from dard.report.markdown import ReportContent
@@ -59,10 +59,12 @@ def build_report(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     records = [r.evals[checkpoint] for r in runs]
-    aa_ns = ordered_union([str(a["n"])] for r in runs for rec in r.evals.values() if (a := autoattack_result(rec)))
+    # the subset sizes of this checkpoint's records: the other checkpoint's table says its own
+    aa_ns = ordered_union([str(a["n"])] for r in runs if (a := autoattack_result(r.evals[checkpoint])))
     columns = main_columns(records, aa_ns)
     sanity = attack_columns(records, sanity=True)
-    metric_keys = [*(c.key for c in columns), *(c.key for c in sanity), AA_PGD]
+    # AutoAttack's pair always: the other checkpoint may have run it where this one did not
+    metric_keys = ordered_union([[c.key for c in columns], [AA_CLEAN, AA_KEY], [c.key for c in sanity], [AA_PGD]])
     row_name = {id(m): g.name for g in groups for m in g.members}
     run_rows = [run_row(r, checkpoint, row_name[id(r)]) for r in runs]
     group_rows = [group_row(g.name, g.key, g.members, metric_keys, checkpoint) for g in groups]

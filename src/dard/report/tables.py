@@ -6,11 +6,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from dard.evaluation.record import worst_case_attacks
-from dard.report.columns import AA_CLEAN, AA_KEY, eps_text
+from dard.report.columns import AA_CLEAN, AA_KEY, Column, eps_text
 from dard.report.markdown import ReportContent, markdown_table, md_code, md_text
 from dard.report.paired import ALPHA
 from dard.report.paired_section import PairedSection
-from dard.report.stats import DASH, format_summary, ordered_union
+from dard.report.stats import DASH, autoattack_result, format_summary, ordered_union
 from dard.run_dir import CHECKPOINTS
 
 
@@ -191,12 +191,11 @@ def other_checkpoint_table(rep: ReportContent) -> list[str]:
         f"and `last` (final epoch) can be compared.",
         "",
     ]
-    show_aa = any(g[other][AA_KEY]["n"] for g in present)
-    show = [
-        c
-        for c in rep.columns
-        if c.key == "pgd20" and any(g[other][c.key]["n"] for g in present) or (show_aa and c.key in (AA_CLEAN, AA_KEY))
-    ]
+    show = [c for c in rep.columns if c.key == "pgd20" and any(g[other][c.key]["n"] for g in present)]
+    if any(g[other][AA_KEY]["n"] for g in present):  # headed by this checkpoint's own subset sizes
+        subsets = [autoattack_result(r.evals[other]) for r in rep.runs if other in r.evals]
+        ns = "/".join(ordered_union([str(a["n"])] for a in subsets if a))
+        show += [Column(AA_CLEAN, f"Clean (first {ns})"), Column(AA_KEY, f"AutoAttack (first {ns})", AA_CLEAN)]
     header = ["Run", "Method", "Student", "Teacher", "Seeds (n)", "Epoch (best / last)", "Clean"]
     header += [c.header for c in show]
     rows = []
