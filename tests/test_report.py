@@ -377,6 +377,22 @@ def test_names_with_markup_are_shown_as_they_are_in_report_md(tmp_path: Path) ->
     assert md_code("a`b") == "``a`b``" and md_code("`x") == "`` `x ``" and md_code("p\nq") == "`p q`"
 
 
+def test_a_character_the_font_lacks_adds_no_warning_line(tmp_path: Path) -> None:
+    # matplotlib warned once per character its font lacks (a run named with U+1D6FC), a line beside the command's
+    import warnings
+
+    from matplotlib.figure import Figure
+
+    from dard.report.plots import save_png
+
+    fig = Figure()
+    fig.add_subplot().set_title("run \U0001d6fc")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        save_png(fig, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 0
+
+
 def test_names_are_plain_text_in_the_plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # a run named $\frac{$ ended `dard report` with matplotlib's mathtext parse error (an internal error), a$b$c was
     # set as math, and _under was left out of the legend (matplotlib skips labels that start with "_")

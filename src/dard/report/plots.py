@@ -7,6 +7,7 @@ backend is needed, no global backend is switched and no figure is left open.
 from __future__ import annotations
 
 import statistics
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,11 @@ from dard.report.groups import RunGroup
 def save_png(fig: Any, path: Path, *, tight: bool = True) -> Path:
     """Write a matplotlib figure as a PNG (120 dpi) atomically; ``tight`` crops it to its content."""
     extra = {"bbox_inches": "tight"} if tight else {}
-    return atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=120, **extra))
+    with warnings.catch_warnings():
+        # a run name's character the font lacks is drawn as a box; report.md and the tables show it as it is, so
+        # matplotlib's warning would only add a line per character to the command's output
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
+        return atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=120, **extra))
 
 
 def mean_by_x(points: Iterable[tuple[float, float]]) -> tuple[list[float], list[float], list[float]]:
