@@ -30,6 +30,7 @@ from dard.training.preflight import RunParts, open_run
 from dard.training.setup import Data, build_method, build_optimizer, prepare_models
 from dard.training.state import load_state, save_state
 from dard.training.step_sums import StepSums, read_back
+from dard.training.stretch import PendingStretch
 from dard.training.validation import selection_score, validate
 
 
@@ -79,16 +80,23 @@ def train(
         )
         with opened as parts:
             data = parts.data
+            # logged at its first snapshot, else when it stops or ends: a resume that fails changes nothing
+            stretch = PendingStretch.of(folder, resume, device, dist_info.world_size, dist_info.is_main)
             try:
-                speak = announce and dist_info.is_main
-                _train(cfg, folder, resume, device, dist_info, parts, stop_at, speak, final_eval)
-            finally:
-                dist.teardown(dist_info)
-            # Rank 0 evaluates alone once every rank has left the process group (they leave together, after the
-            # last snapshot's barrier): no collective can time out during a long AutoAttack, and no rank shuts the
-            # group down while another still holds it.
-            if final_eval and dist_info.is_main:  # attack by attack, as far as stop_at allows
-                final_evaluation(cfg, folder.path, data, device, parts.eval_attacks, stop_at=stop_at)
+                try:
+                    speak = announce and dist_info.is_main
+                    _train(cfg, folder, resume, device, dist_info, parts, stop_at, speak, final_eval, stretch)
+                finally:
+                    dist.teardown(dist_info)
+                # Rank 0 evaluates alone once every rank has left the process group (they leave together, after
+                # the last snapshot's barrier): no collective can time out during a long AutoAttack, and no rank
+                # shuts the group down while another still holds it.
+                if final_eval and dist_info.is_main:  # attack by attack, as far as stop_at allows
+                    final_evaluation(cfg, folder.path, data, device, parts.eval_attacks, stop_at=stop_at)
+            except TrainingStopped:
+                stretch.log()
+                raise
+            stretch.log()
     except BaseException:
         dist.teardown(dist_info)  # the checks failed before training: leave the group too (a no-op if left)
         raise
@@ -117,6 +125,7 @@ class _Run:
     progress: Progress
     stop_at: float | None = None  # wall-clock deadline (time.time())
     announcer: Announcer | None = None  # the header and epoch lines (rank 0, when announced)
+    stretch: PendingStretch | None = None  # a resume's entry for run.json, logged with the first snapshot
 
     @property
     def main(self) -> bool:
@@ -125,6 +134,8 @@ class _Run:
     def snapshot(self) -> None:
         """Rank 0 writes a resume snapshot; every rank waits for it."""
         if self.main:
+            if self.stretch is not None:
+                self.stretch.log()
             save_state(
                 self.folder,
                 model=self.student,
@@ -145,9 +156,10 @@ def _train(
     stop_at: float | None = None,
     announce: bool = False,
     final_eval: bool = True,
+    stretch: PendingStretch | None = None,
 ) -> None:
     run = _set_up(cfg, folder, device, dist_info, parts)
-    run.stop_at = stop_at
+    run.stop_at, run.stretch = stop_at, stretch
     _start_or_resume(run, resume)
     if announce:
         sizes = DataSizes.of(parts.data)
@@ -207,12 +219,6 @@ def _start_or_resume(run: _Run, resume: bool) -> None:
         run.progress = load_state(run.folder, model=run.student, optimizer=run.optimizer, scheduler=run.scheduler)
         if run.progress.train_seconds is None:  # snapshots of older versions did not count it
             run.progress.train_seconds = 0.0
-        if run.main and run.folder.run_info.is_file():  # where this stretch runs: run.json's environment is the first's
-            info = run.folder.read_info()
-            env = {**environment(run.device), "world_size": run.dist_info.world_size}
-            stretch = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "step": run.progress.global_step, "environment": env}
-            info.stretches = [*(info.stretches or []), stretch]
-            run.folder.write_info(info)
     elif run.main:
         run.folder.path.mkdir(parents=True, exist_ok=True)
         run.folder.write_config(dump_config(run.cfg))
