@@ -8,8 +8,9 @@
 3. the conservative default for the device type (:data:`dard.training.cost.DEFAULT_MACS_PER_S`).
 
 On a CPU a rate measured on more threads than a run has now (two runs at a time, one thread each) is scaled down
-in proportion; one measured on fewer threads is not scaled up. Both err long: two threads ran a DARD step 1.7
-times as fast as one, not twice (``benchmarks/bench.py --threads``), so a budget starts no run it cannot finish.
+in proportion; one measured on fewer threads is not scaled up. Both err long: one of two one-thread processes side
+by side ran a DARD step at 0.64 times the rate of one process on both threads, not 0.5
+(``benchmarks/bench_processes.py``), so a budget starts no run it cannot finish.
 
 The test evaluation's rate comes from recorded evaluations the same way (their attack times), else from the
 training rate (:data:`dard.training.cost.EVAL_SPEED_FACTOR`).

@@ -18,8 +18,8 @@ T = TypeVar("T")
 
 def jobs_for(device: str, jobs: int | None) -> int:
     """How many runs go at once: ``jobs`` (default: one per core, at most 2) on a CPU, one on a GPU. Small models
-    are bound by per-call overhead on a CPU, so two one-thread processes beat one two-thread process (a DARD step:
-    about 14% more images/s on 2 cores, ``benchmarks/bench.py --threads``)."""
+    are bound by per-call overhead on a CPU, so two one-thread processes beat one two-thread process (on 2 cores,
+    1.27x the DARD step's images/s and 1.17x PGD-20's: ``benchmarks/bench_processes.py``)."""
     from dard.runtime import resolve_device
 
     if resolve_device(device).type != "cpu":
