@@ -27,7 +27,7 @@ from typing import Any
 
 from dard.config import RunConfig
 from dard.errors import DardError
-from dard.run_dir import RunDir
+from dard.run_dir import RunDir, RunInfo
 from dard.training.cost import (
     EVAL_SPEED_FACTOR,
     DataSizes,
@@ -108,7 +108,7 @@ class Estimator:
         the default when below it."""
         own = measured_rate(folder, train_macs) if folder.is_run() and self._same_device(folder) else None
         if own:
-            scale, note = self._thread_scale(folder)
+            scale, note = self._thread_scale(folder.read_info())
             own_eval = measured_eval_rate(folder, sizes)
             own_eval = own_eval * scale if own_eval else None
             return own[0] * scale, own_eval, f"its own throughput so far ({own[1]:.0f} images/s{note})"
@@ -122,9 +122,9 @@ class Estimator:
             )
         rank, other, rate, ips, _ = found[0]
         how = ["same architecture and method", "same architecture", "another architecture, scaled by MACs"][rank]
-        measured = RunDir(self.runs_root / other)
+        measured = RunDir(self.runs_root / other).read_info()
         how += self._thread_scale(measured)[1]
-        on = measured.read_info().latest_environment().get("device_name") or self.label  # its threads, not ours
+        on = measured.latest_environment().get("device_name") or self.label  # its threads, not ours
         if rank == 2 and rate < default:
             how, rate = f"{how}; raised to the default {default / 1e12:.3g} TMAC/s", default
         eval_rank, eval_rate = next(((r, e) for r, *_, e in found if e), (0, None))
@@ -158,14 +158,15 @@ class Estimator:
             if got:
                 same_arch = student["arch"] == cfg.model.arch
                 rank = 0 if same_arch and info.method.get("name") == cfg.method.name else 1 if same_arch else 2
-                scale, evals = self._thread_scale(run)[0], measured_eval_rate(run, sizes)
+                scale, evals = self._thread_scale(info)[0], measured_eval_rate(run, sizes)
                 found.append((rank, other.name, got[0] * scale, got[1], evals * scale if evals else None))
         return found
 
-    def _thread_scale(self, run: RunDir) -> tuple[float, str]:
-        """(the factor a rate ``run`` measured takes for a run on this estimator's threads, a note for the basis):
-        fewer threads now than it had scale its rate down in proportion, more leave it (module docstring)."""
-        then = run.read_info().latest_environment().get("cpu_threads")  # its last metrics were measured then
+    def _thread_scale(self, info: RunInfo) -> tuple[float, str]:
+        """(the factor a rate the run of ``info`` measured takes for a run on this estimator's threads, a note for
+        the basis): fewer threads now than it had scale its rate down in proportion, more leave it (module
+        docstring)."""
+        then = info.latest_environment().get("cpu_threads")  # its last metrics were measured then
         now = self.threads or torch_threads()
         if self.device_type != "cpu" or not isinstance(then, int) or then <= now:
             return 1.0, ""
