@@ -20,11 +20,12 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/dard demo --out runs/demo
 
+# --durations: the slowest tests, printed by every run, so that growth past the suite's ~4 minutes on 2 cores shows
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/ruff format --check src tests benchmarks tools
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # The real timm and robustbench (tests marked `ecosystem`, docs/ecosystem.md) in a venv of their own: both import
 # torchvision, and PyPI's torchvision does not import beside the CPU torch 2.13.0 of $(VENV) ("operator

@@ -133,10 +133,35 @@ def test_rate_comes_from_the_run_itself_then_earlier_runs_then_the_default(runs)
     own = est.estimate("stopped", _cfg("stopped"), None)
     assert own.basis.startswith("its own throughput") and own.train_s > 0
     other = est.estimate("dard-new", _cfg("dard-new"), None)
-    assert other.basis.startswith("earlier run sat-s0 on cpu") and "same architecture and method" in other.basis
+    assert other.basis.startswith("earlier run ") and " on cpu " in other.basis  # sat-s0 or stopped: SAT both
+    assert "same architecture and method; the median of 2 such runs" in other.basis
     assert Estimator(runs, "cpu", "some other device").estimate("x", _cfg("x"), None).basis.startswith("the default")
     done = est.estimate("sat-s0", _cfg(), None)
     assert done.train_s == 0 and done.eval_s == 0  # trained and evaluated: nothing left
+
+
+@pytest.mark.slow
+def test_a_method_not_measured_yet_takes_the_median_of_its_architectures_runs(runs, tmp_path):
+    """Not the first run by name: one slow neighbour (AdaAD's rate for a natural run) decided every estimate."""
+    import torch
+
+    from dard.runtime import device_name
+
+    for name, ips in (("a-slow", 10.0), ("b-mid", 200.0), ("c-fast", 900.0)):
+        shutil.copytree(runs / "sat-s0", tmp_path / name)
+        rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        rows[-1]["images_per_s"] = ips
+        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from dard.config.schema import MethodConfig
+
+    natural = _cfg("natural-s0").model_copy(update={"method": MethodConfig(name="natural")})
+    est = Estimator(tmp_path, "cpu", device_name(torch.device("cpu"))).estimate("natural-s0", natural, None)
+    assert est.basis.startswith("earlier run b-mid on cpu")
+    assert "(200 images/s; same architecture; the median of 3 such runs" in est.basis
+    shutil.rmtree(tmp_path / "c-fast")  # two: the lower one, so that an estimate errs long
+    est = Estimator(tmp_path, "cpu", device_name(torch.device("cpu"))).estimate("natural-s0", natural, None)
+    assert est.basis.startswith("earlier run a-slow on cpu")
+    assert "(10 images/s; same architecture; the median of 2 such runs" in est.basis
 
 
 STEP = {"attack": {"steps": 2, "step_size": 0.025}}

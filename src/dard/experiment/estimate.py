@@ -4,7 +4,8 @@
 1. the run's own measured throughput (a run resumed from a snapshot),
 2. an earlier run in the same runs folder on the same device: the same architecture and method first, then the
    same architecture, then any (scaled by their multiply-accumulates per image, and raised to the default when
-   below it: MACs undercount a wide network's efficiency against a narrow one's),
+   below it: MACs undercount a wide network's efficiency against a narrow one's); of several that match equally
+   well, the run at their (lower) median rate,
 3. the conservative default for the device type (:data:`dard.training.cost.DEFAULT_MACS_PER_S`).
 
 On a CPU a rate measured on more threads than a run has now (two runs at a time, one thread each) is scaled down
@@ -21,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,10 @@ class Estimate:
             f"~{self.total:.0f} s (start {self.startup_s:.0f} + train {self.train_s:.0f} + "
             f"test evaluation {self.eval_s:.0f}; rate from {self.basis})"
         )
+
+
+# an earlier run measured on this device: (match rank, name, training MACs/s, images/s, evaluation MACs/s or None)
+_Found = tuple[int, str, float, float, float | None]
 
 
 class Estimator:
@@ -112,7 +118,7 @@ class Estimator:
             own_eval = measured_eval_rate(folder, sizes)
             own_eval = own_eval * scale if own_eval else None
             return own[0] * scale, own_eval, f"its own throughput so far ({own[1]:.0f} images/s{note})"
-        found = sorted(self._earlier_runs(folder, cfg, sizes))
+        found = self._earlier_runs(folder, cfg, sizes)
         default = default_rate(cfg, self.device_type)
         if not found:
             return (
@@ -120,22 +126,28 @@ class Estimator:
                 None,
                 f"the default for {self.device_type} ({default / 1e12:.3g} TMAC/s; nothing measured here yet)",
             )
-        rank, other, rate, ips, _ = found[0]
+        # The median run of the best-matching group, not the first by name: one slow or fast neighbour (AdaAD's
+        # rate for a natural run) would otherwise decide every estimate of a method not measured yet.
+        rank, other, rate, ips, _ = _median_of([f for f in found if f[0] == min(found)[0]], key=lambda f: f[2])
         how = ["same architecture and method", "same architecture", "another architecture, scaled by MACs"][rank]
+        peers = sum(f[0] == rank for f in found)
+        how += f"; the median of {peers} such runs" if peers > 1 else ""
         measured = RunDir(self.runs_root / other).read_info()
         how += self._thread_scale(measured)[1]
         on = measured.latest_environment().get("device_name") or self.label  # its threads, not ours
         if rank == 2 and rate < default:
             how, rate = f"{how}; raised to the default {default / 1e12:.3g} TMAC/s", default
-        eval_rank, eval_rate = next(((r, e) for r, *_, e in found if e), (0, None))
-        if eval_rate and eval_rank == 2:
-            eval_rate = max(eval_rate, rate * EVAL_SPEED_FACTOR)
+        evaluated = [f for f in found if f[4]]
+        eval_rate = None
+        if evaluated:
+            eval_rank = min(evaluated)[0]
+            eval_rate = _median_of([f for f in evaluated if f[0] == eval_rank], key=lambda f: f[4] or 0.0)[4]
+            eval_rate = max(eval_rate or 0.0, rate * EVAL_SPEED_FACTOR) if eval_rank == 2 else eval_rate
         return rate, eval_rate, f"earlier run {other} on {on} ({ips:.0f} images/s; {how})"
 
-    def _earlier_runs(
-        self, folder: RunDir, cfg: RunConfig, sizes: DataSizes
-    ) -> list[tuple[int, str, float, float, float | None]]:
-        """(rank, name, training MACs/s, images/s, evaluation MACs/s) of the measured runs on this device."""
+    def _earlier_runs(self, folder: RunDir, cfg: RunConfig, sizes: DataSizes) -> list[_Found]:
+        """The measured runs on this device (:data:`_Found`; rank 0 same architecture and method, 1 same
+        architecture, 2 another)."""
         found = []
         for other in sorted(p for p in self.runs_root.glob("*") if p.is_dir() and p != folder.path):
             run = RunDir(other)
@@ -175,6 +187,12 @@ class Estimator:
     def _same_device(self, run: RunDir) -> bool:
         recorded = run.read_info().latest_environment().get("device_name")  # where its last rates were measured
         return self.label is not None and _device_key(str(recorded)) == _device_key(self.label)
+
+
+def _median_of(rows: list[_Found], key: Callable[[_Found], Any]) -> _Found:
+    """The row of ``rows`` (in name order) at the lower median of ``key``: an actual run, to name as the basis."""
+    ordered = sorted(sorted(rows, key=lambda f: f[1]), key=key)
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def _device_key(name: str) -> str:
