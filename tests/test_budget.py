@@ -255,6 +255,40 @@ def test_a_fitting_run_whose_training_overruns_trains_on_to_the_deadline(tmp_pat
         assert deadlines == [options.deadline]
 
 
+def _pool_task(task: tuple[str, Path]) -> str:
+    """For the test below, in a worker: ``train`` a long run in the folder; ``fail`` once that run is under way;
+    ``never`` marks that it ran (it must not: it is queued behind them)."""
+    kind, folder = task
+    if kind == "train":
+        cfg = _cfg("long")
+        cfg.optim.epochs = 2000
+        train(cfg, folder)
+    elif kind == "fail":
+        for _ in range(600):  # until the other worker's run has done an epoch (at most a minute)
+            if (folder / "metrics.jsonl").is_file() and (folder / "metrics.jsonl").stat().st_size:
+                break
+            time.sleep(0.1)
+        raise DardError("this task failed on purpose")
+    else:
+        folder.mkdir()
+    return kind
+
+
+@pytest.mark.slow
+def test_a_failure_in_one_worker_stops_the_others_at_a_step_and_starts_nothing_more(tmp_path):
+    """The error is said at once, not after every other run has trained; what was under way can resume."""
+    from dard.experiment.pool import pool_map
+
+    long_run = tmp_path / "long"
+    tasks = [("train", long_run), ("fail", long_run), ("never", tmp_path / "never")]
+    with pytest.raises(DardError, match="this task failed on purpose"):
+        pool_map(_pool_task, tasks, jobs=2)
+    assert not (tmp_path / "never").exists()
+    progress = RunDir(long_run).read_progress()
+    assert progress is not None and 1 <= progress.epoch < 2000  # stopped early, with a snapshot to resume from
+    assert run_status(long_run, 2000).startswith("resumes at epoch")
+
+
 @pytest.mark.slow
 def test_experiment_budget_starts_nothing_that_cannot_finish_stops_part_way_then_continues(
     tmp_path, monkeypatch, capfd

@@ -212,7 +212,7 @@ class _Job:
             _say(name, f"done; {max(self.budget.left(), 0):.0f} s of the budget left")
             self.extras(run)
         except TrainingStopped as stop:
-            _say(name, f"stopped at the budget: {run_status(folder.path, cfg.optim.epochs)} ({stop})")
+            _say(name, f"stopped: {run_status(folder.path, cfg.optim.epochs)} ({stop})")
         self.export(folder)
 
     def estimate(self, run: PlannedRun) -> Estimate:

@@ -6,7 +6,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from dard.config import RunConfig
 from dard.crash import as_user_error
@@ -44,14 +44,27 @@ def pool_map(
 ) -> list[str]:
     """``fn`` over ``tasks`` (``jobs`` spawned processes at a time; ``fn`` and the tasks must pickle), results in
     task order; ``on_done`` gets each result as its task ends. A failure in the user's own code in a worker reaches
-    the caller as the one-line :class:`dard.errors.DardError` it is in this process (:func:`_in_worker`)."""
+    the caller as the one-line :class:`dard.errors.DardError` it is in this process (:func:`_in_worker`).
+
+    The first failure ends the map: no further task starts, and the tasks under way stop at their next training
+    step (or before their next attack) with a resume snapshot (:func:`dard.training.deadline.watch_stop_event`);
+    then it is raised. Without this the command would say its error only after every other task had run, hours on.
+    """
     if jobs > 1 and len(tasks) > 1:
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, context, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
+        stop = context.Event()
+        with ProcessPoolExecutor(jobs, context, initializer=_start_worker, initargs=(os.getpid(), stop)) as pool:
             futures = [pool.submit(_in_worker, fn, t) for t in tasks]
-            for future in as_completed(futures):
-                if on_done is not None:
-                    on_done(future.result())
+            try:
+                for future in as_completed(futures):
+                    result = future.result()  # raises the task's error here, as it ends, not after the others
+                    if on_done is not None:
+                        on_done(result)
+            except BaseException:
+                stop.set()
+                for future in futures:
+                    future.cancel()  # those not queued yet; queued ones see the event and return at once
+                raise
             return [f.result() for f in futures]
     results = []
     for t in tasks:
@@ -61,13 +74,28 @@ def pool_map(
     return results
 
 
+def _start_worker(parent: int, stop: Any) -> None:
+    from dard.training.deadline import watch_stop_event
+
+    die_with_parent(parent)
+    watch_stop_event(stop)
+
+
 def _in_worker(fn: Callable[[T], str], task: T) -> str:
     # The parent gets a worker's exception pickled, its traceback as text only (concurrent.futures'
     # _RemoteTraceback), so whose code raised it can only be told here, from the live traceback.
+    from dard.training.deadline import request_stop, stop_requested
+
+    if stop_requested():  # another task failed after this one was queued: the caller raises that, not this
+        raise RuntimeError("not started: another task failed")
     try:
         with warnings_held():  # as in the parent's command (dard.cli.app): a user's model's warnings wait for its load
             return fn(task)
-    except Exception as exc:
+    except BaseException as exc:
+        # at once, from here: this worker's next queued task must not start before the parent hears of it
+        request_stop()
+        if not isinstance(exc, Exception):
+            raise
         error = as_user_error(exc)
         if error is None:
             raise

@@ -23,7 +23,7 @@ from dard.evaluation.suite import AUTOATTACK_SUBSET_SUITE, EvalRecord, build_sui
 from dard.run_dir import EpsSweep, EvalFile, EvalPart, EvalProgress, RunDir
 from dard.runtime import environment
 from dard.training.cost import DataSizes, arch_macs, attack_passes, evaluation_rate
-from dard.training.deadline import TrainingStopped
+from dard.training.deadline import TrainingStopped, stop_requested, watching_stop_event
 from dard.training.setup import Data, at_key, float_tensors
 
 SWEEP_ATTACK = "pgd20"
@@ -159,13 +159,15 @@ def _identity(progress: EvalProgress) -> Any:
 def _deadline(
     cfg: RunConfig, folder: RunDir, sizes: DataSizes, device: torch.device, stop_at: float | None
 ) -> StopBefore | None:
-    """Whether an attack on ``n`` images would still end before ``stop_at``, at the run's evaluation rate
-    (None without a deadline)."""
+    """Whether an attack on ``n`` images would not end before ``stop_at``, at the run's evaluation rate, or a stop
+    is requested (:func:`dard.training.deadline.stop_requested`); None when neither can happen."""
     if stop_at is None:
-        return None
+        return (lambda attack, n: stop_requested()) if watching_stop_event() else None
     rate = evaluation_rate(cfg, folder, sizes, device.type)  # MACs/s
     macs = arch_macs(cfg.model.arch, sizes.classes, sizes.shape, cfg.model.kwargs)  # per image and pass
-    return lambda attack, n: time.time() + n * attack_passes(attack.config()) * macs / rate > stop_at
+    return lambda attack, n: (
+        stop_requested() or time.time() + n * attack_passes(attack.config()) * macs / rate > stop_at
+    )
 
 
 def _autoattack_subset(
