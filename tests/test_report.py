@@ -17,7 +17,7 @@ from dard.errors import DardError
 from dard.evaluation.record import AttackResult, Count, EvalRecord
 from dard.evaluation.suite import sanity_flags
 from dard.report import build_report, markdown_table
-from dard.report.markdown import md_code
+from dard.report.markdown import md_code, md_text
 from dard.run_dir import EpochMetrics, EpsSweep, EvalFile, Progress, RunDir, RunInfo, RunRecord
 
 EPS = 8 / 255
@@ -147,8 +147,9 @@ def md_cells(line: str) -> list[str]:
 
 
 def _plain(text: str) -> str:
-    """Markdown text with its backslash escapes resolved: what a reader sees."""
-    return re.sub(r"\\(.)", r"\1", text)
+    """Markdown text with its backslash escapes resolved (CommonMark's: a backslash before ASCII punctuation): what a
+    reader sees."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", text)
 
 
 def _no_ci(cell: str) -> str:
@@ -331,7 +332,9 @@ HOSTILE = [
     "en--dash---em",
     "x" * 128,
 ]
-_MARKUP = re.compile(r"[\\`*_\[\]<>|~&$^]")
+#: what Markdown reads as markup inside a line once the escapes are taken out: code, emphasis (``_`` but inside a
+#: word), links, HTML, cells, strikethrough, math, an entity, a backslash escape
+_MARKUP = re.compile(r"[`*\[\]<|~$]|(?<![^\W_])_|_(?![^\W_])|&#?\w+;|\\[!-/:-@\[-`{-~]|\\$")
 
 
 def _hostile_runs(tmp_path: Path) -> list[RunRecord]:
@@ -364,7 +367,7 @@ def test_names_with_markup_are_shown_as_they_are_in_report_md(tmp_path: Path) ->
         rows = [md_cells(ln) for ln in lines if _plain(md_cells(ln)[0]) == name]
         assert rows, name  # the main, sanity, last-checkpoint, time tables: the name whole in its first cell
         for row in rows:
-            assert _plain(row[0]) == name and not _MARKUP.search(re.sub(r"\\.", "", row[0])), row[0]
+            assert _plain(row[0]) == name and not _MARKUP.search(re.sub(r"\\[!-/:-@\[-`{-~]", "", row[0])), row[0]
         main = next(r for r in rows if len(r) == len(md_cells(header)))
         assert [_plain(c) for c in main[1:4]] == [name, name, name]  # method, student, teacher
         assert name in [_plain(c) for c in md_cells(header)]  # the attack's column
@@ -375,6 +378,22 @@ def test_names_with_markup_are_shown_as_they_are_in_report_md(tmp_path: Path) ->
         assert len(shown) == 2 and f"{name} (seed 0, best): flag {name}" in shown  # the flag and the runs list
     assert not [ln for ln in md.splitlines() if ln.startswith("#") and not ln.startswith(("# dard report", "## "))]
     assert md_code("a`b") == "``a`b``" and md_code("`x") == "`` `x ``" and md_code("p\nq") == "`p q`"
+
+
+def test_text_is_escaped_only_where_markdown_would_read_it() -> None:
+    # report.md showed `torch 2\.13.0+cpu` and `x86\_64`: every character Markdown can read as markup somewhere was
+    # escaped everywhere, so the raw file read wrong (and `\&`, `\^` are shown with their backslash by some viewers)
+    same = ["torch 2.13.0+cpu", "2.13.0", "x86_64", "batch_size_2", "R&D & co", "a > b", "2^10", "C:\\data x", "#1"]
+    assert [md_text(t) for t in same] == same
+    assert md_text("_x_ *y* a_ &amp; &#60; `z` [l](u) <b> |~$ end\\") == (
+        "\\_x\\_ \\*y\\* a\\_ \\&amp; \\&#60; \\`z\\` \\[l\\](u) \\<b> \\|\\~\\$ end\\\\"
+    )
+    assert md_text("a\\*b") == "a\\\\\\*b"  # a backslash before punctuation is an escape: doubled
+    starts = {"# h": "\\# h", "- x": "\\- x", "+1": "\\+1", "> q": "\\> q", "12. x": "12\\. x", "3) y": "3\\) y"}
+    assert {t: md_text(t, start=True) for t in starts} == starts
+    assert [md_text(t) for t in starts] == list(starts)  # inside a line or a table cell they start no block
+    for name in [*HOSTILE, *same]:
+        assert _plain(md_text(name)) == name == _plain(md_text(name, start=True))
 
 
 def test_a_character_the_font_lacks_adds_no_warning_line(tmp_path: Path) -> None:

@@ -14,20 +14,41 @@ from dard.report.columns import Column
 from dard.report.paired_section import PairedSection
 from dard.run_dir import RunRecord
 
-#: characters with a meaning inside a line of Markdown (GitHub's ``~`` strikethrough and ``$`` math included, ``&``
-#: entities, ``<`` HTML and autolinks, ``|`` a table's cells): escaped wherever a record's text is shown
-_INLINE = frozenset("\\`*_[]<>|~&$^")
+#: characters that are markup wherever they stand in a line: code spans, emphasis (``*`` also inside a word), links,
+#: HTML and autolinks, a table's cells, GitHub's ``~`` strikethrough and ``$`` math
+_INLINE = frozenset("`*[]<|~$")
+#: CommonMark's backslash escapes: a backslash before one of these is an escape, before anything else a backslash
+_PUNCT = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+#: ``&`` that starts an entity or a character reference (``&amp;``, ``&#60;``): anywhere else it is an ampersand
+_ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]*);")
 #: a first character that starts a block (heading, list, quote, setext line) at the start of a line or list item
 _BLOCK = frozenset("#+-=>")
 _ORDERED = re.compile(r"(\d+)([.)])")
 
 
-def md_text(value: Any) -> str:
+def _markup(line: str, i: int) -> bool:
+    """Whether ``line[i]`` would be read as Markdown where it stands (outside a block's first character)."""
+    c, before, after = line[i], line[i - 1 : i], line[i + 1 : i + 2]
+    if c == "\\":  # an escape before punctuation; at the end, before whatever the report puts after the text
+        return not after or after in _PUNCT
+    if c == "_":  # emphasis, except inside a word (``x86_64``, ``batch_size``)
+        return not (before.isalnum() and after.isalnum())
+    if c == "&":
+        return _ENTITY.match(line, i) is not None
+    return c in _INLINE
+
+
+def md_text(value: Any, *, start: bool = False) -> str:
     """``value`` (a run name, an attack label, a path, a message) as literal text in a line of ``report.md``: one
     line (:func:`dard.errors.one_line`: line breaks become spaces, control characters and bidirectional overrides
-    are shown escaped) with every character that Markdown reads as markup backslash-escaped, so a name such as
-    ``a|b``, ``*x*``, ``<b>`` or one with backticks is shown as it is and never adds a table cell or markup."""
-    text = "".join("\\" + c if c in _INLINE else c for c in one_line(value))
+    are shown escaped) with a backslash before each character Markdown would read as markup where it stands, and
+    before no other (``torch 2.13.0``, ``x86_64`` and ``R&D`` read the same raw and rendered), so a name such as
+    ``a|b``, ``*x*``, ``<b>`` or one with backticks is shown as it is and never adds a table cell or markup.
+    ``start``: the text begins a line or a list item, where ``# ``, ``- ``, ``> `` or ``1.`` would start a block."""
+    line = one_line(value)
+    text = "".join("\\" + c if _markup(line, i) else c for i, c in enumerate(line))
+    if not start:
+        return text
     if text[:1] in _BLOCK:
         return "\\" + text
     return _ORDERED.sub(r"\1\\\2", text, count=1) if _ORDERED.match(text) else text

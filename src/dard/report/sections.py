@@ -36,7 +36,7 @@ def render(rep: ReportContent) -> str:
     for caption, fname in rep.plots:
         lines += [f"![{caption}]({fname})", ""]
     lines += ["## Runs", ""]
-    lines += [f"- {md_text(rr['name'])} (seed {rr['seed']}): {md_code(rr['path'])}" for rr in rep.run_rows]
+    lines += [f"- {md_text(rr['name'], start=True)} (seed {rr['seed']}): {md_code(rr['path'])}" for rr in rep.run_rows]
     lines.append("")
     return "\n".join(lines)
 
@@ -182,7 +182,8 @@ def _flags_section(run_rows: Sequence[Mapping[str, Any]]) -> list[str]:
             for f in fl:
                 where.setdefault(f, []).append(w)
         flag_lines += [
-            f"- {md_text(rr['name'])} (seed {rr['seed']}, {', '.join(ws)}): {md_text(f)}" for f, ws in where.items()
+            f"- {md_text(rr['name'], start=True)} (seed {rr['seed']}, {', '.join(ws)}): {md_text(f)}"
+            for f, ws in where.items()
         ]
     return ["## Flags", "", *(flag_lines or ["none"]), ""]
 
@@ -245,7 +246,8 @@ def paired_lines(section: PairedSection) -> list[str]:
         header = ["A", "B", "Accuracy", "Per seed (b/c of n, p)", "Mean A − B", "95% interval", "Significant"]
         lines += [*markdown_table(header, rows, text_columns=4), ""]
     if notes:
-        lines += ["Not paired:" if shown else "Nothing paired:", "", *(f"- {md_text(n)}" for n in notes[:20])]
+        lines += ["Not paired:" if shown else "Nothing paired:", ""]
+        lines += [f"- {md_text(n, start=True)}" for n in notes[:20]]
         lines += [f"- ... and {len(notes) - 20} more (results.json)"] if len(notes) > 20 else []
         lines.append("")
     return lines
