@@ -111,13 +111,12 @@ def _bits(right_a: int, right_b: int, both: int, n: int = 100) -> tuple[list[boo
     return a + [False] * (n - len(a)), b + [False] * (n - len(b))
 
 
-def test_report_marks_and_lists_paired_differences(tmp_path, monkeypatch) -> None:
-    import json
-
+def _three_rows(tmp_path, monkeypatch) -> list:
+    """dard, sat and pgdard runs of seeds 0 and 1 whose PGD-20 outcomes differ as said below."""
     import numpy as np
-    from tests.test_report import _make_run, _table
+    from tests.test_report import _make_run
 
-    from dard.report import build_report, paired_section
+    from dard.report import paired_section
     from dard.run_dir import RunRecord
 
     runs = {
@@ -146,8 +145,18 @@ def test_report_marks_and_lists_paired_differences(tmp_path, monkeypatch) -> Non
         return (idx, np.array(pgd[s][m])) if key == "pgd20" else None
 
     monkeypatch.setattr(paired_section, "record_outcomes", outcomes)
+    return list(runs.values())
+
+
+def test_report_marks_and_lists_paired_differences(tmp_path, monkeypatch) -> None:
+    import json
+
+    from tests.test_report import _table
+
+    from dard.report import build_report
+
     out = tmp_path / "r"
-    md = build_report(list(runs.values()), out, pairs=[("sat", "pgdard")]).read_text()
+    md = build_report(_three_rows(tmp_path, monkeypatch), out, pairs=[("sat", "pgdard")]).read_text()
     main = _table(md)
     assert main["sat"]["PGD-20"].endswith(" †") and main["dard"]["PGD-20"].endswith(" ‡")
     assert not main["pgdard"]["PGD-20"].endswith("†") and main["pgdard"]["PGD-20"].endswith(" ‡")
@@ -169,6 +178,27 @@ def test_report_marks_and_lists_paired_differences(tmp_path, monkeypatch) -> Non
     entry = next(c for c in res["comparisons"] if (c["a"], c["b"], c["metric"]) == ("dard", "sat", "pgd20"))
     assert [(s["b"], s["c"]) for s in entry["seeds"]] == [(9, 1), (10, 0)] and entry["significant"] is True
     assert entry["seeds"][0]["p"] == pytest.approx(22 / 1024) and entry["mean_difference"] == pytest.approx(0.09)
+
+
+def test_results_csv_carries_the_significance_marks(tmp_path, monkeypatch) -> None:
+    # report.md and results.tex marked a row significantly different from DARD (†) or SAT (‡); results.csv, which
+    # a spreadsheet or a plotting script reads, had no trace of the comparison
+    import csv
+
+    from dard.report import build_report
+
+    out = tmp_path / "r"
+    build_report(_three_rows(tmp_path, monkeypatch), out, formats=("md", "csv"))
+    rows = {r["run"]: r for r in csv.DictReader((out / "results.csv").open(encoding="utf-8"))}
+    assert rows["sat"]["pgd20_significant_vs_dard"] == "yes" and rows["dard"]["pgd20_significant_vs_sat"] == "yes"
+    assert float(rows["sat"]["pgd20_p_vs_dard"]) == pytest.approx(22 / 1024)  # the larger of 22/1024 and 2/1024
+    assert rows["pgdard"]["pgd20_significant_vs_dard"] == "no" and rows["pgdard"]["pgd20_p_vs_dard"] == "1.0"
+    assert rows["pgdard"]["pgd20_significant_vs_sat"] == "yes"
+    assert rows["sat"]["clean_significant_vs_dard"] == "no" and rows["sat"]["clean_p_vs_dard"] == "1.0"
+    # the reference row against itself, and a column with no outcomes: blank, not "no"
+    assert rows["dard"]["pgd20_significant_vs_dard"] == rows["dard"]["pgd20_p_vs_dard"] == ""
+    assert rows["sat"]["worst_case_significant_vs_dard"] == rows["sat"]["fgsm_p_vs_dard"] == ""
+    assert "autoattack_clean_significant_vs_dard" not in rows["sat"]  # its robust column is the one compared
 
 
 def test_rows_on_other_images_are_not_paired(tmp_path, monkeypatch) -> None:

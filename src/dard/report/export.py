@@ -22,6 +22,7 @@ from dard.io import write_json, write_text
 from dard.report.columns import AA_CLEAN, AA_KEY, Column, eps_text
 from dard.report.markdown import ReportContent
 from dard.report.paired import ALPHA
+from dard.report.paired_section import REFERENCES
 from dard.report.stats import above_clean, autoattack_result
 from dard.report.tables import table_notes
 from dard.run_dir import RunRecord
@@ -80,14 +81,34 @@ def _pct(value: float | None) -> str:
     return "" if value is None else percent(value, 4)
 
 
+def _versus(rep: ReportContent) -> list[str]:
+    """The reference methods the rows are compared with (``dard``, ``sat``: the marks of report.md and TeX)."""
+    if rep.paired is None:
+        return []
+    return [method for method, mark in REFERENCES.items() if mark in rep.paired.references]
+
+
+def _compared(rep: ReportContent, name: str, method: str, key: str) -> list[Any]:
+    """``[significant, largest p]`` of row ``name`` against ``method``'s row on ``key``: ``yes``/``no`` and the
+    largest per-seed McNemar p-value (what "p < 0.05 in every seed" reads), blank where nothing was paired."""
+    cmp = rep.paired.against(name, method, key) if rep.paired else None
+    if cmp is None:
+        return ["", ""]
+    return ["yes" if cmp.significant else "no", repr(max(s.p for s in cmp.seeds))]
+
+
 def write_csv(rep: ReportContent, path: Path) -> Path:
-    """The main table, one row per group: identity columns, then per accuracy its mean, std, 95% interval (%) and
-    the test points per run."""
+    """The main table, one row per group: identity columns, then per accuracy its mean, std, 95% interval (%),
+    the test points per run and the seeds behind the mean, and per reference row (DARD, SAT: report.md's ``†``,
+    ``‡``) whether the row differs from it significantly on the same images and the largest per-seed p-value."""
     cols = table_columns(rep)
+    versus = _versus(rep)
     header = ["run", "method", "student", "teacher", "seeds"]
     for key, _ in cols:
         header += [f"{key}_pct", f"{key}_std_pct", f"{key}_ci95_low_pct", f"{key}_ci95_high_pct", f"{key}_points"]
         header += [f"{key}_seeds"]  # a row's mean may stand on fewer seeds than the row has (a pending attack)
+        if key != AA_CLEAN:  # the clean accuracy of AutoAttack's subset is not compared (its robust one is)
+            header += [f"{key}_{what}_vs_{m}" for m in versus for what in ("significant", "p")]
     header = [csv_text(h) for h in header]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -100,6 +121,8 @@ def write_csv(rep: ReportContent, path: Path) -> Path:
             ci = _interval(s) or (None, None)
             row += [_pct(s.get("mean")), _pct(s.get("std")), _pct(ci[0]), _pct(ci[1]), s.get("points") or ""]
             row += [s.get("n", 0)]  # 0: no seed of the row has it (blank read as "not counted")
+            if key != AA_CLEAN:
+                row += [cell for m in versus for cell in _compared(rep, g["name"], m, key)]
         writer.writerow(row)
     return write_text(path, buf.getvalue())
 

@@ -72,6 +72,15 @@ class PairedSection:
             if c.significant and c.metric == key and {c.a, c.b} == {ref, row}
         )
 
+    def against(self, row: str, method: str, key: str) -> PairedComparison | None:
+        """``row``'s comparison with the reference row of ``method`` (``dard``, ``sat``) on ``key``, where some seed
+        was paired; None for the reference row itself, a report without that reference, or nothing paired."""
+        ref = self.references.get(REFERENCES[method])
+        return next(
+            (c for c in self.comparisons if c.seeds and c.metric == key and ref != row and {c.a, c.b} == {ref, row}),
+            None,
+        )
+
     def to_dict(self) -> dict[str, object]:
         """The ``paired`` entry of ``results.json``."""
         return {
