@@ -10,6 +10,7 @@ import json
 import math
 import re
 import shutil
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -294,8 +295,30 @@ def test_every_table_rounds_a_number_the_same_way(tmp_path: Path) -> None:
 
 # what results.tex writes for a character LaTeX would read as markup, and what it then prints
 _TEX_TOKEN = re.compile(
-    r"\\text(?:backslash|asciitilde|asciicircum|less|greater|bar|asciigrave)\{\}|\\[&%$#_{}]|-\{\}|."
+    r"\\text(?:backslash|asciitilde|asciicircum|less|greater|bar|asciigrave)\{\}|\\[&%$#_{}]|-\{\}|\{\}"
+    r"|\\[`'^\"~=.uvHrcdb]\{(?:\\[ij]\{\}|[A-Za-z])\}|\\(?:ss|ae|AE|oe|OE|o|O|l|L|i|j)\{\}|\$[^$]+\$|\[U\+[0-9A-F]+\]|."
 )
+# how LaTeX prints the accent commands, letters and math of dard's ASCII TeX (a few, enough for the names tested)
+_TEX_ACCENT = {"`": "\u0300", "'": "\u0301", "^": "\u0302", '"': "\u0308", "~": "\u0303", "c": "\u0327", "r": "\u030a"}
+_TEX_LETTER = {"ss": "ß", "ae": "æ", "AE": "Æ", "oe": "œ", "OE": "Œ", "o": "ø", "O": "Ø", "l": "ł", "L": "Ł"}
+_TEX_MATH = {"\\rightarrow": "→", "\\alpha": "α", "\\pm": "±", "\\Omega": "Ω"}
+
+
+def _tex_token(token: str) -> str:
+    """What LaTeX prints for one token of :data:`_TEX_TOKEN` beyond :data:`_TEX_CHAR`."""
+    if token.startswith("[U+"):
+        return chr(int(token[3:-1], 16))
+    if token.startswith("$"):
+        return _TEX_MATH[token.strip("$")]
+    if token == "{}":
+        return ""
+    name = token[1:].removesuffix("{}")
+    if name in _TEX_LETTER or name in ("i", "j"):
+        return _TEX_LETTER.get(name, name)
+    base = token[3:-1].replace("\\i{}", "i").replace("\\j{}", "j")
+    return unicodedata.normalize("NFC", base + _TEX_ACCENT[token[1]])
+
+
 _TEX_CHAR = {
     "\\textbackslash{}": "\\",
     "\\textasciitilde{}": "~",
@@ -313,7 +336,7 @@ def _tex_plain(cell: str) -> str:
     out, tokens = [], _TEX_TOKEN.findall(cell.removeprefix("{}"))
     for token, after in zip(tokens, [*tokens[1:], ""]):
         assert token not in "&%$#_{}~^\\<>|`" and (token, after) != ("-", "-"), (token, cell)  # "--": a dash
-        out.append(_TEX_CHAR.get(token, token[-1]))
+        out.append(_TEX_CHAR[token] if token in _TEX_CHAR else token[-1] if len(token) <= 2 else _tex_token(token))
     return "".join(out)
 
 
@@ -336,8 +359,34 @@ def test_names_with_markup_are_text_in_csv_and_tex(tmp_path: Path) -> None:
     tex = (out / "results.tex").read_text(encoding="utf-8")
     body = _tex_rows(tex)
     assert len(body) == len(HOSTILE) and all(r.endswith(" \\\\") and r.count(" & ") == 5 for r in body)
-    assert [_tex_plain(r.split(" & ", 1)[0]) for r in body] == HOSTILE
+    assert [_tex_plain(r.split(" & ", 1)[0]) for r in body] == [unicodedata.normalize("NFKC", n) for n in HOSTILE]
     assert all(ln.startswith(("%", "\\", "Method & ")) for ln in tex.splitlines() if ln and ln not in body)
+
+
+#: names outside ASCII: accented Latin, letters of their own, symbols, Greek, CJK, emoji, a decomposed accent
+UNICODE_NAMES = ["café-über", "Straße Łódź Ørsted", "naïve→dard ±", "α-Ω", "中文模型", "🚀run", "e\u0301x", "ångström"]
+
+
+def test_results_tex_is_ascii_whatever_the_names(tmp_path: Path) -> None:
+    # results.tex wrote names as UTF-8: a plain pdflatex stops at → or 中 ("Unicode character not set up for use
+    # with LaTeX") and one without inputenc prints é's two bytes as two other glyphs
+    from dard.report.export import tex_escape
+
+    paths = [_make_run(tmp_path, f"run{i}", 0, "sat", 0.85, 0.4, teacher=None, aa=0.35) for i in range(8)]
+    for path, name in zip(paths, UNICODE_NAMES):
+        info = RunDir(path).read_info()
+        info.name = name
+        RunDir(path).write_info(info)
+    out = tmp_path / "r"
+    build_report([RunRecord.load(p) for p in paths], out, title="Résumé — DARD → SAT 🚀", formats=("md", "tex"))
+    tex = (out / "results.tex").read_text(encoding="utf-8")
+    assert tex.isascii() and "% dard report: R\\'{e}sum\\'{e} --- DARD $\\rightarrow$ SAT [U+1F680];" in tex
+    names = [_tex_plain(r.split(" & ", 1)[0]) for r in _tex_rows(tex)]
+    assert names == [unicodedata.normalize("NFC", n) for n in UNICODE_NAMES]
+    assert tex_escape("café") == "caf\\'{e}" and tex_escape("ï") == '\\"{\\i{}}' and tex_escape("ß") == "\\ss{}"
+    assert tex_escape("a→b") == "a$\\rightarrow$b" and tex_escape("𝛼") == "$\\alpha$"  # 𝛼: α's compatibility form
+    assert tex_escape("中") == "{}[U+4E2D]" and tex_escape("x🚀") == "x[U+1F680]"  # a code point: two names stay two
+    assert tex_escape("–-") == "--{}-" and tex_escape("it''s") == "it'{}'s"  # no ligature across two characters
 
 
 def test_a_column_no_seed_of_a_row_has_says_0_seeds(tmp_path: Path) -> None:

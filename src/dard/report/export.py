@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dard.errors import one_line
 from dard.evaluation.intervals import CI_BELOW, wilson_interval
 from dard.evaluation.rounding import percent
 from dard.io import write_json, write_text
@@ -25,6 +24,7 @@ from dard.report.paired import ALPHA
 from dard.report.paired_section import REFERENCES
 from dard.report.stats import above_clean, autoattack_result
 from dard.report.tables import table_notes
+from dard.report.tex import tex_escape
 from dard.run_dir import RunRecord
 
 __all__ = [
@@ -40,16 +40,6 @@ __all__ = [
 
 #: what `dard report --format` accepts (md is always written)
 FORMATS = ("md", "csv", "tex")
-# LaTeX's special characters, and those its default (OT1) fonts show as other glyphs: < > | as ¡ ¿ —, ` as ‘
-_TEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {
-    "\\": r"\textbackslash{}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-    "<": r"\textless{}",
-    ">": r"\textgreater{}",
-    "|": r"\textbar{}",
-    "`": r"\textasciigrave{}",
-}
 # CSV cells a spreadsheet reads as a formula (OWASP's list): shown as text, behind a quote
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -125,17 +115,6 @@ def write_csv(rep: ReportContent, path: Path) -> Path:
                 row += [cell for m in versus for cell in _compared(rep, g["name"], m, key)]
         writer.writerow(row)
     return write_text(path, buf.getvalue())
-
-
-def tex_escape(text: Any) -> str:
-    """``text`` as literal text in a LaTeX table or comment: one line (a line break ended a ``%`` comment and a
-    blank line a ``tabular``), LaTeX's special characters escaped, ``--`` kept as two hyphens (not a dash), and a
-    leading ``[`` or ``*`` kept from the ``\\\\`` before its row (its optional argument and star form)."""
-    line = one_line(text)
-    out = "".join(
-        _TEX_SPECIAL.get(c, "-{}" if c == "-" and line[i + 1 : i + 2] == "-" else c) for i, c in enumerate(line)
-    )
-    return "{}" + out if out.startswith(("[", "*")) else out
 
 
 def csv_text(text: Any) -> str:
