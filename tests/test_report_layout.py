@@ -1,20 +1,26 @@
 """The paper-ready report: headers from the attack configs, sanity checks apart, robust never above its clean, the
-teacher's row from run.json, a report without AutoAttack saying so, each flag once, the attack plot's averages."""
+teacher's row from run.json, a report without AutoAttack saying so, each flag once, the attack plot's averages, and
+report.md, results.csv and results.tex saying the same numbers."""
 
 from __future__ import annotations
 
+import csv
 import json
+import re
+import shutil
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
 from tests.test_report import _make_run, _table
 
 from dard.errors import DardError
+from dard.evaluation.intervals import wilson_interval
 from dard.evaluation.record import Count
 from dard.experiment.report import attack_averages
 from dard.experiment.spec import ExperimentSpec
 from dard.report import build_report
-from dard.report.columns import attack_title
+from dard.report.columns import AA_CLEAN, AA_KEY, attack_title
 from dard.run_dir import RunDir, RunInfo, RunRecord
 
 
@@ -201,3 +207,122 @@ def test_bad_teacher_folder_is_a_note_not_a_crash(tmp_path: Path) -> None:
         RunDir(student).write_info(RunInfo(name="x"))
         RunDir(student).eval_file("best").write_text("[]")
         RunRecord.load(student)
+
+
+# --- report.md, results.csv and results.tex say the same numbers -------------------------------------------------
+
+_MD_CELL = re.compile(
+    r"(?P<mean>\d+\.\d\d)(?: ± (?P<std>\d+\.\d\d))?(?: (?P<marks>[†‡]+))?(?: \[(?P<lo>[\d.]+), (?P<hi>[\d.]+)\])?"
+    r"(?: \((?P<k>\d+) of (?P<n>\d+) seeds\))?"
+)
+_TEX_CELL = re.compile(
+    r"(?P<mean>\d+\.\d)(?:\{\\scriptsize \$\\pm\$(?P<std>\d+\.\d)\})?(?:\$\^\{(?P<marks>[^}]*)\}\$)?"
+    r"(?:\{\\scriptsize\\ \((?P<k>\d+) of (?P<n>\d+) seeds\)\})?"
+)
+_TEX_HEADERS = {"Clean": "clean", "Clean$_{\\mathrm{AA}}$": AA_CLEAN, "AA": AA_KEY, "Worst": "worst_case"}
+
+
+def _half_up(value: float | None, digits: int) -> str:
+    """``value`` (a fraction) in percent, rounded half up from its decimal form: the one rounding of the tables."""
+    if value is None:
+        return ""
+    return str((Decimal(repr(value)) * 100).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+
+
+def _check_formats_agree(out: Path) -> int:
+    """Every number, row and mark that report.md's main table, results.csv and results.tex share agree, and each
+    is results.json's value rounded the tables' way; returns the number of TeX cells compared."""
+    from tests.test_report import _plain, md_cells
+    from tests.test_report_groups import _tex_plain, _tex_rows
+
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    groups, checkpoint = results["groups"], results["checkpoint"]
+    md = (out / "report.md").read_text(encoding="utf-8")
+    lines = [ln for ln in md.split(" group(s); ", 1)[1].split("\n## ", 1)[0].splitlines() if ln.startswith("|")]
+    md_header = [_plain(c) for c in md_cells(lines[0])]
+    md_rows = [[_plain(c) for c in md_cells(ln)] for ln in lines[2:]]
+    csv_rows = list(csv.DictReader((out / "results.csv").open(encoding="utf-8")))
+    tex = (out / "results.tex").read_text(encoding="utf-8")
+    tex_header = tex.split("\\midrule", 1)[0].splitlines()[-1].removesuffix(" \\\\").split(" & ")
+    tex_rows = [r.removesuffix(" \\\\").split(" & ") for r in _tex_rows(tex)]
+    names = [g["name"] for g in groups]  # one order everywhere
+    assert [r[0] for r in md_rows] == [r["run"].removeprefix("'") for r in csv_rows] == names
+    assert [_tex_plain(r[0]) for r in tex_rows] == names
+    keys = [k.removesuffix("_pct") for k in csv_rows[0] if k.endswith("_pct") and not k.endswith("_std_pct")]
+    keys = [k for k in keys if not k.endswith(("_ci95_low", "_ci95_high"))]
+    md_keys = dict(zip(md_header[5:], keys))  # report.md's columns are results.csv's, in its order
+    assert len(md_header) - 5 == len(keys)
+    tex_keys = {h: _TEX_HEADERS.get(h) or md_keys[h] for h in tex_header[1:]}
+    assert tex_header[0] == "Method" and {"clean", "worst_case"} <= set(tex_keys.values())
+    compared = 0
+    for g, md_row, row, tex_row in zip(groups, md_rows, csv_rows, tex_rows):
+        md_cell = dict(zip(md_header, md_row))
+        tex_cell = dict(zip([tex_keys[h] for h in tex_header[1:]], tex_row[1:]))
+        assert md_cell["Seeds (n)"] == row["seeds"] == str(g["n"])
+        for header, key in md_keys.items():
+            s = g[checkpoint][key]
+            marks = "".join(
+                m for m, ref in (("†", "dard"), ("‡", "sat")) if row.get(f"{key}_significant_vs_{ref}") == "yes"
+            )
+            assert row[f"{key}_pct"] == _half_up(s["mean"], 4) and row[f"{key}_seeds"] == str(s["n"])
+            assert row[f"{key}_std_pct"] == (_half_up(s["std"], 4) if s["std"] is not None else "")
+            if s["mean"] is None:
+                assert md_cell[header] in ("—", "not run") and tex_cell.get(key, "--") == "--"
+                continue
+            cell = _MD_CELL.fullmatch(md_cell[header])
+            assert cell, (header, md_cell[header])
+            assert cell["mean"] == _half_up(s["mean"], 2) and (cell["std"] or "") == _half_up(s["std"], 2)
+            assert (cell["marks"] or "") == (marks if key != AA_CLEAN else "")
+            ci = wilson_interval(s["mean"], s["points"]) if s["points"] < 10_000 else (None, None)
+            assert [cell["lo"] or "", cell["hi"] or ""] == [_half_up(b, 1) for b in ci]  # on a run's test points
+            assert [row[f"{key}_ci95_low_pct"], row[f"{key}_ci95_high_pct"]] == [_half_up(b, 4) for b in ci]
+            assert (cell["k"] or str(g["n"])) == row[f"{key}_seeds"]
+            if key in tex_cell:
+                t = _TEX_CELL.fullmatch(tex_cell[key])
+                assert t, (key, tex_cell[key])
+                assert t["mean"] == _half_up(s["mean"], 1) and (t["std"] or "") == _half_up(s["std"], 1)
+                tex_marks = (t["marks"] or "").replace("\\dagger", "†").replace("\\ddagger", "‡")
+                assert tex_marks == (cell["marks"] or "") and (t["k"] or str(g["n"])) == row[f"{key}_seeds"]
+        compared += len(tex_cell)  # every TeX cell of the row was checked
+    return compared
+
+
+def test_report_md_csv_and_tex_agree_on_the_campaigns_records(tmp_path: Path) -> None:
+    # the committed CIFAR-10 runs (real records: 10,000 test images, AutoAttack on the first 1,000, per-image
+    # outcomes and so real marks): every shared number, row and mark of the three paper outputs is the same
+    root = Path(__file__).resolve().parents[1] / "campaign" / "small"
+    folders = sorted(p.parent.parent for p in root.glob("*/eval/best.json"))
+    assert len(folders) >= 3
+    for folder in folders:
+        for rel in ("config.yaml", "run.json", "metrics.jsonl", "best.json", "last.json", "eval/best.json"):
+            if (folder / rel).is_file():
+                (tmp_path / folder.name / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(folder / rel, tmp_path / folder.name / rel)
+    out = tmp_path / "report"
+    build_report([RunRecord.load(tmp_path / f.name) for f in folders], out, formats=("md", "csv", "tex"))
+    assert _check_formats_agree(out) == 5 * len(folders)  # clean, PGD-20, AutoAttack's pair, worst
+    assert "†" in (out / "report.md").read_text(encoding="utf-8")  # the comparison of real outcomes is checked too
+
+
+def test_report_md_csv_and_tex_agree_with_seeds_and_pending_attacks(tmp_path: Path, monkeypatch) -> None:
+    # three seeds of spread accuracies (std), an attack one seed has not run yet ("2 of 3 seeds"), 20-image
+    # AutoAttack subsets (intervals), and paired rows marked † and ‡
+    from tests.test_paired import _three_rows
+
+    from dard.report import paired_section
+
+    paired = _three_rows(tmp_path / "paired", monkeypatch)
+    known, outcomes = {id(r.evals["best"]) for r in paired}, paired_section.record_outcomes
+    monkeypatch.setattr(paired_section, "record_outcomes", lambda r, k: outcomes(r, k) if id(r) in known else None)
+    paths = [
+        _make_run(tmp_path, f"trades-s{s}", s, "trades", 0.8 + 0.013 * s, 0.4 + 0.0071 * s, teacher=None, aa=0.3)
+        for s in range(3)
+    ]
+    rec = RunDir(paths[2]).read_eval("best")
+    del rec.attacks["bim"]
+    RunDir(paths[2]).write_eval("best", rec)
+    out = tmp_path / "report"
+    build_report([*paired, *(RunRecord.load(p) for p in paths)], out, formats=("md", "csv", "tex"))
+    assert _check_formats_agree(out) == 5 * 4
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "(2 of 3 seeds)" in md and " ± " in md and "†" in md and "‡" in md
