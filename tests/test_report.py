@@ -428,9 +428,45 @@ def test_names_are_plain_text_in_the_plots(tmp_path: Path, monkeypatch: pytest.M
 
     def keep_legend(fig, path, **kw):
         fig.canvas.draw()  # mathtext is parsed when drawn
-        legends[path.name] = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        legends[path.name] = [t.get_text() for t in fig.legends[0].get_texts()]
         return save(fig, path, **kw)
 
     monkeypatch.setattr(plots, "save_png", keep_legend)
     build_report([RunRecord.load(p) for p in paths], tmp_path / "r")
     assert legends["curves.png"] == legends["eps_curve.png"] == ["\\$\\frac{\\$", "a\\$b\\$c", " _under"]
+
+
+def test_many_runs_with_long_names_make_a_legible_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 30 runs named with 128 characters: each axis drew its own legend over its lines, wider than the plots, and the
+    # 11th row had the 1st row's colour and line (matplotlib's 10-colour cycle), so two rows read as one
+    import warnings
+
+    import dard.report.plots as plots
+
+    paths = []
+    for i in range(24):
+        path = _make_run(tmp_path, f"r{i}", 0, f"m{i}", 0.5 + 0.01 * i, 0.3, teacher=None, aa=0.2)
+        info = RunDir(path).read_info()
+        info.name = (f"run{i:02d}-" + "x" * 130)[:127] + "abc"[i % 3]  # the same middle, different ends
+        RunDir(path).write_info(info)
+        paths.append(path)
+    seen: dict[str, tuple[list[str], list[tuple], list, list]] = {}
+    save = plots.save_png
+
+    def keep(fig, path, **kw):
+        fig.canvas.draw()
+        (legend,) = fig.legends
+        lines = [(ln.get_color(), ln.get_linestyle(), ln.get_marker()) for ln in fig.axes[0].get_lines()]
+        boxes = [ax.get_window_extent() for ax in fig.axes]
+        seen[path.name] = ([t.get_text() for t in legend.get_texts()], lines, boxes, [legend.get_window_extent()])
+        return save(fig, path, **kw)
+
+    monkeypatch.setattr(plots, "save_png", keep)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a layout warning would be a line beside the command's
+        build_report([RunRecord.load(p) for p in paths], tmp_path / "r")
+    for labels, lines, boxes, (legend,) in seen.values():
+        assert len(labels) == len(set(labels)) == 24 and max(map(len, labels)) <= 48
+        assert labels[0].startswith("run00-x") and labels[0].endswith("xa")  # cut in the middle, its end kept
+        assert len(set(lines)) == 24  # no two rows drawn alike
+        assert all(legend.y1 <= box.y0 for box in boxes)  # below the plots, never over a line

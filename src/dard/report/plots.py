@@ -45,9 +45,50 @@ def plot_text(text: object) -> str:
     return " " + line if line.startswith("_") else line
 
 
-def _label(group: RunGroup) -> str:
-    n = len(group.members)
-    return plot_text(group.name) + (f" (n={n}, band: ± std)" if n > 1 else "")
+#: a legend label longer than this is cut in the middle: a 128-character run name made a legend wider than the plots
+_LABEL_MAX = 48
+#: line styles and markers taken in turn after each 10 colours: the 11th row had the 1st row's line
+_STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))
+
+
+def _labels(groups: list[RunGroup]) -> list[str]:
+    """A distinct legend label per group: its name (cut in the middle past :data:`_LABEL_MAX` characters, keeping
+    its end, where names differ by seed or setting) and its seed count."""
+    out: list[str] = []
+    for group in groups:
+        name = plot_text(group.name)
+        if len(name) > _LABEL_MAX:
+            name = name[: _LABEL_MAX - 17] + "…" + name[-16:]
+        n = len(group.members)
+        label = name + (f" (n={n}, band: ± std)" if n > 1 else "")
+        k = 1
+        while label in out:  # two names cut to one label: numbered
+            k += 1
+            label = f"{name} ({k})" + (f" (n={n}, band: ± std)" if n > 1 else "")
+        out.append(label)
+    return out
+
+
+def _style(index: int) -> dict[str, Any]:
+    """The line of the ``index``-th group: one of 10 colours, then another line style and marker for the next 10."""
+    linestyle, marker = _STYLES[index // 10 % len(_STYLES)]
+    return {"color": f"C{index % 10}", "linestyle": linestyle, "marker": marker}
+
+
+def _legend(fig: Any, axes: Iterable[Any]) -> None:
+    """One legend for the figure, below its plots, in as many columns as fit: a legend inside the axes covered the
+    lines (30 runs) and was drawn twice; every group any axis shows, once."""
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if not entries:
+        return
+    longest = max(len(label) for label in entries)
+    ncol = max(1, min(len(entries), int(fig.get_figwidth() * 14 // (longest + 6))))
+    fig.legend(
+        list(entries.values()), list(entries), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol, fontsize=8
+    )
 
 
 def _plot_band(ax: Any, points: list[tuple[float, float]], label: str, **style: Any) -> None:
@@ -65,10 +106,10 @@ def write_curves(groups: Iterable[RunGroup], path: Path) -> Path:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(11, 4))
+    groups = list(groups)
+    fig = Figure(figsize=(11, 4), layout="constrained")
     axes = fig.subplots(1, 2)
-    plotted = False
-    for group in groups:
+    for i, (group, label) in enumerate(zip(groups, _labels(groups))):
         for ax, key in zip(axes, ("val_clean", "val_robust")):
             pts = [
                 (float(row.epoch), 100 * float(getattr(row, key)))
@@ -77,18 +118,16 @@ def write_curves(groups: Iterable[RunGroup], path: Path) -> Path:
                 if getattr(row, key) is not None
             ]
             if pts:
-                _plot_band(ax, pts, _label(group), marker="o", markersize=3)
-                plotted = True
+                _plot_band(ax, pts, label, markersize=3, **_style(i))
     for ax, t in zip(axes, ("Validation clean accuracy", "Validation robust accuracy")):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(t)
         ax.set_xlabel("epoch")
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)
-        if plotted:
-            ax.legend(fontsize=8)
-        else:
+        if not ax.get_legend_handles_labels()[0]:
             ax.text(0.5, 0.5, "no validation metrics", ha="center", va="center", transform=ax.transAxes)
+    _legend(fig, axes)
     return save_png(fig, path)
 
 
@@ -96,9 +135,10 @@ def write_eps_curve(groups: Iterable[RunGroup], path: Path, *, checkpoint: str =
     """PGD-20 test accuracy vs eps (x in units of 1/255), one line per group (mean over its seeds, ± std band)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6, 4))
+    groups = list(groups)
+    fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()
-    for group in groups:
+    for i, (group, label) in enumerate(zip(groups, _labels(groups))):
         pts = []
         for m in group.members:
             rec = m.evals.get(checkpoint)
@@ -109,11 +149,10 @@ def write_eps_curve(groups: Iterable[RunGroup], path: Path, *, checkpoint: str =
                 except ValueError:
                     continue
         if pts:
-            _plot_band(ax, pts, _label(group), marker="o")
+            _plot_band(ax, pts, label, **_style(i))  # the same line as in the curves
     ax.set_title("PGD-20 accuracy vs eps")
     ax.set_xlabel("eps (/255)")
     ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+    _legend(fig, [ax])
     return save_png(fig, path)
