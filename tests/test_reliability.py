@@ -301,6 +301,9 @@ def _count_off_by_one(count: dict) -> None:
         (lambda d: _count_off_by_one(d["attacks"]["fgsm"]), ["eval/best.json", "fgsm", "per-image outcomes"]),
         (lambda d: d["worst_case"].update(outcomes="@@@@"), ["eval/best.json", "worst_case", "base64"]),
         (lambda d: d["data"].update(first_n=7), ["eval/best.json", "data.first_n"]),
+        # a count of no images: 0 of 0 was printed as an accuracy of 0.00% in every table
+        (lambda d: d["clean"].update(correct=0, total=0, outcomes=None), ["eval/best.json", "clean", "on 0 images"]),
+        (lambda d: d["attacks"]["fgsm"].update(correct=0, total=0), ["eval/best.json", "fgsm", "no accuracy"]),
     ],
 )
 def test_report_on_malformed_eval_record(edit, needles, run, tmp_path, capsys):

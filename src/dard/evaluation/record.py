@@ -185,10 +185,11 @@ def worst_case_attacks(rec: EvalRecord) -> tuple[str, ...]:
 
 def check_counts(rec: EvalRecord, where: str, prefix: str = "") -> None:
     """DardError naming ``where`` (and the key, after ``prefix``) unless every count of a record read from a file is
-    an integer from 0 to its total (an attack's bookkeeping included), and every count with per-image outcomes has
-    one per image of the record (``data.first_n``) marking exactly its correct images. An impossible count comes
-    only from a damaged or hand-made file, and a report would print it as a result; reports pair records image by
-    image on the outcomes and print the counts (older records without outcomes are not paired)."""
+    an integer from 0 to its total of at least one image (an attack's bookkeeping included), and every count with
+    per-image outcomes has one per image of the record (``data.first_n``) marking exactly its correct images. An
+    impossible count comes only from a damaged or hand-made file, and a report would print it as a result; reports
+    pair records image by image on the outcomes and print the counts (older records without outcomes are not
+    paired)."""
     counts: list[tuple[str, Any, Any]] = [("clean", rec.clean.correct, rec.clean.total)]
     counts += [(k, a.correct, a.total) for k, a in rec.attacks.items()]
     counts += [  # an attack's bookkeeping: counts of the same images (absent in older records)
@@ -203,6 +204,8 @@ def check_counts(rec: EvalRecord, where: str, prefix: str = "") -> None:
         ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (correct, total))
         if not ints or not 0 <= correct <= total:
             raise DardError(f"{where}: {prefix}{key} is {shown(correct, 40)} of {shown(total, 40)} images, not a count")
+        if total == 0:  # correct / total was shown as an accuracy of 0.00%
+            raise DardError(f"{where}: {prefix}{key} is measured on 0 images: a record of no images has no accuracy")
     first_n = rec.data.get("first_n", rec.data.get("n"))
     for key, count in rec.counts().items():
         if count.outcomes is None:
