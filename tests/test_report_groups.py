@@ -14,7 +14,7 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-from tests.test_report import _make_run, _record, _table
+from tests.test_report import _autoattack, _make_run, _record, _table
 
 from dard.config import dump_config, parse_config
 from dard.errors import DardError
@@ -258,6 +258,22 @@ def test_rows_measured_on_different_numbers_of_images_are_said_above_the_table(t
     assert "% Rows measured on different numbers of test images: 100 (sat); 50 (trades)." in (
         tmp_path / "r2" / "results.tex"
     ).read_text(encoding="utf-8")
+
+
+def test_autoattack_on_different_first_images_is_said_above_the_table(tmp_path: Path) -> None:
+    # seeds whose AutoAttack ran on the first 20 and the first 50 images were one mean under "first 20/50", and
+    # nothing said which row (or seed) was measured on which
+    paths = [_make_run(tmp_path, f"sat-s{s}", s, "sat", 0.8, 0.4, teacher=None, aa=0.3) for s in (0, 1)]
+    paths.append(_make_run(tmp_path, "dard-s0", 0, "dard", 0.8, 0.4, teacher=None, aa=0.3))
+    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r1").read_text()
+    assert "different numbers of first test images" not in md  # all on the first 20
+    for path in paths[1:]:
+        rec = _record("best", 2, 0.8, 0.4, seed=0)
+        RunDir(path).write_eval("best", EvalFile.of(rec, autoattack_subset=_autoattack(rec, 0.3, 50)))
+    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r2", formats=("md", "tex")).read_text()
+    assert "**AutoAttack measured on different numbers of first test images**: 50 (sat, dard); 20 (sat)." in md
+    tex = (tmp_path / "r2" / "results.tex").read_text(encoding="utf-8")
+    assert "% AutoAttack measured on different numbers of first test images: 50 (sat, dard); 20 (sat)." in tex
 
 
 def test_every_table_rounds_a_number_the_same_way(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from dard.evaluation.record import worst_case_attacks
@@ -84,24 +84,40 @@ Text = Callable[[Any], str]
 
 def table_notes(rep: ReportContent, text: Text = md_text) -> list[tuple[str, str]]:
     """The caveats said above the main table (and in results.tex's comments), each ``(what, detail)``: rows on
-    different numbers of test images, worst cases over different attacks, one attack label with other settings."""
-    notes = (_images_note(rep, text), _worst_case_note(rep, text), _settings_note(rep, text))
+    different numbers of test images or AutoAttack subsets, worst cases over different attacks, one attack label
+    with other settings."""
+    notes = [_images_note(rep, text), _autoattack_note(rep, text)]
+    notes += [_worst_case_note(rep, text), _settings_note(rep, text)]
     return [n for n in notes if n is not None]
 
 
 def _images_note(rep: ReportContent, text: Text) -> tuple[str, str] | None:
     """A line above the main table when its rows were measured on different numbers of test images: a column then
     sets a number on 1,000 images beside one on 10,000 (the intervals say so only below 10,000 points)."""
-    rows_by_total: dict[int, list[str]] = {}
-    for run, row in zip(rep.runs, rep.run_rows):
-        names = rows_by_total.setdefault(run.evals[rep.checkpoint].clean.total, [])
-        names += [] if row["group"] in names else [row["group"]]
-    if len(rows_by_total) < 2:
-        return None
-    parts = "; ".join(
-        f"{total:,} ({', '.join(map(text, names))})" for total, names in sorted(rows_by_total.items())[::-1]
-    )
-    return "Rows measured on different numbers of test images", f": {parts}"
+    totals = [run.evals[rep.checkpoint].clean.total for run in rep.runs]
+    parts = _rows_by(rep, totals, text)
+    return ("Rows measured on different numbers of test images", f": {parts}") if parts else None
+
+
+def _autoattack_note(rep: ReportContent, text: Text) -> tuple[str, str] | None:
+    """A line above the main table when AutoAttack ran on different first images in different runs: its header
+    said "first 20/50" without saying which row (or which seed of a row) was measured on which."""
+    subsets = [autoattack_result(run.evals[rep.checkpoint]) for run in rep.runs]
+    parts = _rows_by(rep, [int(a["n"]) if a else None for a in subsets], text)
+    return ("AutoAttack measured on different numbers of first test images", f": {parts}") if parts else None
+
+
+def _rows_by(rep: ReportContent, sizes: Sequence[int | None], text: Text) -> str:
+    """``"10,000 (a, b); 1,000 (c)"``: the rows of each size, largest first, when the runs' sizes differ (a row
+    whose seeds differ is under each of its sizes); empty when they do not. None: the run has no such number."""
+    rows_by_size: dict[int, list[str]] = {}
+    for size, row in zip(sizes, rep.run_rows):
+        if size is not None:
+            names = rows_by_size.setdefault(size, [])
+            names += [] if row["group"] in names else [row["group"]]
+    if len(rows_by_size) < 2:
+        return ""
+    return "; ".join(f"{size:,} ({', '.join(map(text, names))})" for size, names in sorted(rows_by_size.items())[::-1])
 
 
 def _worst_case_note(rep: ReportContent, text: Text) -> tuple[str, str] | None:
