@@ -470,3 +470,23 @@ def test_many_runs_with_long_names_make_a_legible_plot(tmp_path: Path, monkeypat
         assert labels[0].startswith("run00-x") and labels[0].endswith("xa")  # cut in the middle, its end kept
         assert len(set(lines)) == 24  # no two rows drawn alike
         assert all(legend.y1 <= box.y0 for box in boxes)  # below the plots, never over a line
+
+
+def test_a_report_over_an_earlier_one_leaves_none_of_its_files(tmp_path: Path) -> None:
+    # `dard report A B --format md,csv,tex --out r`, then `dard report A --out r`: the first report's results.csv,
+    # results.tex, eps_curve.png and B's RobustBench entry stayed beside the new report.md with other numbers
+    paths = [_make_run(tmp_path, f"{m}-s0", 0, m, 0.8, 0.4, teacher=None, aa=0.3) for m in ("sat", "dard")]
+    out = tmp_path / "r"
+    build_report([RunRecord.load(p) for p in paths], out, formats=("md", "csv", "tex"))
+    assert {p.name for p in out.iterdir()} >= {"results.csv", "results.tex", "eps_curve.png"}
+    (out / "robustbench" / "mine.json").write_text('{"footnote": "my own entry"}')  # not dard's: kept
+    (out / "notes.txt").write_text("mine")
+    rec = RunDir(paths[0]).read_eval("best")
+    rec.eps_sweep = None  # no eps_curve.png this time
+    RunDir(paths[0]).write_eval("best", rec)
+    build_report([RunRecord.load(paths[0])], out)
+    names = ["curves.png", "notes.txt", "report.md", "results.json", "robustbench"]
+    assert sorted(p.name for p in out.iterdir()) == names
+    assert sorted(p.name for p in (out / "robustbench").iterdir()) == ["mine.json", "sat-s0.json"]
+    build_report([RunRecord.load(paths[0])], out, formats=("md", "csv"))  # what it writes again, it replaces
+    assert (out / "results.csv").read_text().startswith("run,method,")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from dard.report.sections import render
 from dard.report.stats import autoattack_result, group_row, ordered_union, run_row
 from dard.report.teachers import find_teachers
 from dard.run_dir import CHECKPOINTS, RunDir, RunRecord
+from dard.run_dir.files import MAX_RECORD_BYTES
 
 
 def build_report(
@@ -92,12 +94,41 @@ def build_report(
     if extra:
         results["extra"] = dict(extra)
     write_json(out_dir / "results.json", results)
-    write_robustbench(runs, out_dir / "robustbench", checkpoint)
+    written = {*write_robustbench(runs, out_dir / "robustbench", checkpoint), *(path for _, path in plots)}
     if "csv" in formats:
-        write_csv(content, out_dir / "results.csv")
+        written.add(write_csv(content, out_dir / "results.csv"))
     if "tex" in formats:
-        write_tex(content, out_dir / "results.tex")
+        written.add(write_tex(content, out_dir / "results.tex"))
+    _remove_stale(out_dir, written)
     return write_text(out_dir / "report.md", render(content))
+
+
+# the first bytes of each file an earlier report may have left that this one does not write
+_STALE = {"results.csv": b"run,method,", "results.tex": b"% dard report: ", "eps_curve.png": b"\x89PNG"}
+
+
+def _remove_stale(out_dir: Path, written: set[Path]) -> None:
+    """Remove what an earlier report wrote into ``out_dir`` and this one did not: its ``results.csv`` or
+    ``results.tex`` (another ``--format``), ``eps_curve.png``, the RobustBench entries of runs no longer in it.
+    They stayed beside the new report.md with the old report's numbers. Only dard's own files go: a regular file
+    that starts as dard writes it, a RobustBench entry whose footnote says it is a dard run's."""
+    stale = [out_dir / name for name in _STALE]
+    stale += sorted((out_dir / "robustbench").glob("*.json"))
+    for path in stale:
+        if path in written or path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_RECORD_BYTES:
+            continue
+        data = path.read_bytes()
+        if data.startswith(_STALE.get(path.name, b"{")) and (path.name in _STALE or _is_entry(data)):
+            path.unlink()
+
+
+def _is_entry(data: bytes) -> bool:
+    """Whether ``data`` is a RobustBench entry dard wrote (:func:`dard.report.export.robustbench_entry`)."""
+    try:
+        entry = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(entry, dict) and str(entry.get("footnote", "")).startswith("dard run, ") and "run" in entry
 
 
 def _check_request(runs: Sequence[RunRecord], checkpoint: str, formats: Sequence[str]) -> None:
