@@ -490,3 +490,17 @@ def test_a_report_over_an_earlier_one_leaves_none_of_its_files(tmp_path: Path) -
     assert sorted(p.name for p in (out / "robustbench").iterdir()) == ["mine.json", "sat-s0.json"]
     build_report([RunRecord.load(paths[0])], out, formats=("md", "csv"))  # what it writes again, it replaces
     assert (out / "results.csv").read_text().startswith("run,method,")
+
+
+def test_a_report_never_lands_inside_one_of_its_runs(runs: list[RunRecord], tmp_path: Path, capsys) -> None:
+    # a run dard reads without a config.yaml (hand-made, or one whose config was left behind) was no run folder to
+    # the --out check: `dard report RUN --out RUN` wrote report.md, results.json and the plots among its files
+    from tests.cli_checks import fails_cleanly
+
+    run = runs[0].path
+    assert not (run / "config.yaml").exists()
+    (tmp_path / "link").symlink_to(run)
+    for out in (run, run / "eval", run / "new", tmp_path / "link" / "r"):
+        fails_cleanly(capsys, tmp_path, ["report", str(run), "--out", str(out)], "lies inside run folder")
+    with pytest.raises(DardError, match="lies inside run folder"):
+        build_report(runs, runs[1].path / "r")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ def build_report(
     hand and not among ``runs`` (a preamble line says so, or that it was not found). Every row is compared with
     the DARD and SAT rows on the same images (:mod:`.paired_section`), and so are the ``pairs`` of row names.
     """
-    _check_request(runs, checkpoint, formats)
+    _check_request(runs, checkpoint, formats, Path(out_dir))
     found = find_teachers(runs, checkpoint) if teachers else None
     if found is not None:
         runs = [*found.added, *runs]
@@ -131,9 +132,9 @@ def _is_entry(data: bytes) -> bool:
     return isinstance(entry, dict) and str(entry.get("footnote", "")).startswith("dard run, ") and "run" in entry
 
 
-def _check_request(runs: Sequence[RunRecord], checkpoint: str, formats: Sequence[str]) -> None:
+def _check_request(runs: Sequence[RunRecord], checkpoint: str, formats: Sequence[str], out_dir: Path) -> None:
     """A one-line DardError for an unknown format or checkpoint, no runs, a run without the checkpoint's record,
-    or runs that do not fit one table."""
+    an output folder inside one of the runs, or runs that do not fit one table."""
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise DardError(f"unknown report format {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
@@ -141,7 +142,12 @@ def _check_request(runs: Sequence[RunRecord], checkpoint: str, formats: Sequence
         raise DardError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, not '{checkpoint}'")
     if not runs:
         raise DardError("no run folders given to report on")
+    outs = [Path(os.path.abspath(out_dir)), Path(out_dir).resolve()]  # as written and once resolved
     for r in runs:
+        # a run dard reads without a config.yaml is no run folder to enclosing_run: its own check is here
+        run_paths = {Path(os.path.abspath(r.path)), Path(r.path).resolve()}
+        if any(out == p or p in out.parents for out in outs for p in run_paths):
+            raise DardError(f"--out {out_dir} lies inside run folder {r.path}; write the report outside run folders")
         if checkpoint not in r.evals:
             raise DardError(f"{r.path} has no {RunDir(r.path).eval_file(checkpoint).relative_to(r.path)}")
     check_one_table(runs, checkpoint)
