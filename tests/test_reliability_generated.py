@@ -485,6 +485,25 @@ def test_paths_a_file_system_cannot_take_are_one_line(finished_run, tmp_path, ca
     fails_cleanly(capsys, tmp_path, ["export", str(finished_run), "--out", str(tmp_path / bad)], "not UTF-8")
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["report", "{run}", "--out", ""],
+        ["export", "{run}", "--out", ""],
+        ["eval", "{run}", "--out", ""],
+        ["report", ""],
+        ["train", "--config", ""],
+        ["experiment", "main", "--runs", "", "--plan"],
+    ],
+)
+def test_an_empty_path_is_one_line_not_the_current_folder(argv, finished_run, tmp_path, monkeypatch, capsys):
+    """`--out "$UNSET"` named the current folder: a report or an archive landed among the user's files."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.txt").write_text("the user's")
+    argv = [a.replace("{run}", str(finished_run)) for a in argv]
+    fails_cleanly(capsys, tmp_path, argv, "is empty; give a path")
+
+
 # ------------------------------------------------------------------------ 6-8: processes, user code, messages
 
 
