@@ -46,7 +46,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("dard.methods", "dard.evaluation"),  # losses and the measuring core, side by side on the attacks
     ("dard.config",),
     ("dard.run_dir",),
-    ("dard.checkpoint",),
+    ("dard.checkpoint", "dard.model_fit"),
     ("dard.training", "dard.report"),
     ("dard.experiment",),
     ("dard.cli", "dard.__main__", "dard"),

@@ -122,6 +122,45 @@ def test_a_teacher_from_weights_is_checked_before_the_data_loads(teacher, needle
     fails_cleanly(capsys, tmp_path, ["train", "--config", cfg, "--out", str(tmp_path / "new")], *needles)
 
 
+def _small_cnn_weights(path: Path, *, classes: int = 10, poison: bool = False) -> str:
+    state = dard.create_model("small_cnn", num_classes=classes, in_channels=3).state_dict()
+    if poison:
+        state["conv1.weight"].view(-1)[3] = float("nan")
+    save_file(state, str(path))
+    return str(path)
+
+
+def test_weights_that_do_not_fit_are_refused_before_the_data_loads(run, tmp_path, capsys):
+    # another architecture's tensors, NaN values or another class count (a teacher's external weights or dard
+    # checkpoint, `dard eval --weights` or a checkpoint) were found only after the data had loaded: here the data is
+    # missing, and the weights' own error still comes first
+    resnet8 = tmp_path / "r8.safetensors"
+    save_file(dard.create_model("resnet8", num_classes=10).state_dict(), str(resnet8))
+    cases = [
+        ("resnet20", str(resnet8), ["r8.safetensors into CifarResNet", "missing key(s) [layer1.1.conv1.weight"]),
+        ("small_cnn", _small_cnn_weights(tmp_path / "nan.safetensors", poison=True), ["'conv1.weight' holds 1 NaN"]),
+        ("small_cnn", _small_cnn_weights(tmp_path / "c5.safetensors", classes=5), ["fc.bias: checkpoint (5,) vs"]),
+    ]
+    data = {"name": "cifar10", "dir": str(tmp_path / "no-data")}
+    for arch, weights, needles in cases:
+        given = {"arch": arch, "weights": weights, "normalize": False}
+        cfg = config_file(tmp_path, method={"name": "dard", "params": {}}, teacher=given, data=data)
+        fails_cleanly(capsys, tmp_path, ["train", "--config", cfg, "--out", str(tmp_path / "new")], *needles)
+        argv = ["eval", "--model", arch, "--weights", weights, "--normalization", "none", "--data-dir", data["dir"]]
+        fails_cleanly(capsys, tmp_path, argv, *needles)
+    # a dard checkpoint as teacher or evaluated: its class count against the dataset's, its weights finite
+    data = {"name": "cifar100", "dir": str(tmp_path / "no-data")}
+    cfg = config_file(tmp_path, method={"name": "dard", "params": {}}, data=data)
+    argv = ["train", "--config", cfg, "--teacher", str(run), "--out", str(tmp_path / "new")]
+    fails_cleanly(capsys, tmp_path, argv, "teacher has 10 classes but dataset 'cifar100' has 100")
+    argv = ["eval", str(run), "--data", "cifar100", "--data-dir", data["dir"]]
+    fails_cleanly(capsys, tmp_path, argv, "has 10 classes but dataset 'cifar100' has 100")
+    _poison(run / "best.safetensors", float("nan"))
+    argv = ["train", "--config", config_file(tmp_path, method={"name": "dard", "params": {}}, data=data)]
+    fails_cleanly(capsys, tmp_path, [*argv, "--teacher", str(run), "--out", str(tmp_path / "new")], "conv1.weight")
+    fails_cleanly(capsys, tmp_path, ["eval", str(run), "--data", "cifar100", "--data-dir", data["dir"]], "conv1.weight")
+
+
 def test_a_teacher_run_without_its_best_checkpoint_is_refused_not_taken_at_its_last(run, tmp_path, capsys):
     # `--teacher RUN` whose best.safetensors was gone distilled from last.safetensors in silence, run.json naming
     # only the folder: another teacher than the one meant, and results that changed without a word

@@ -244,6 +244,17 @@ def load_checkpoint(
     return model.to(device).eval(), meta
 
 
+def check_sizes(
+    what: str, classes: Any, channels: Any, dataset: str, data_classes: int | None, data_channels: int | None
+) -> None:
+    """A DardError if a model of ``classes`` classes taking ``channels`` channels cannot take dataset ``dataset``'s
+    images (a count the dataset has not told yet, None, is not compared)."""
+    if data_classes is not None and classes != data_classes:
+        raise DardError(f"{what} has {classes} classes but dataset '{dataset}' has {data_classes}")
+    if data_channels is not None and channels != data_channels:
+        raise DardError(f"{what} takes {channels} channels but dataset '{dataset}' has {data_channels}")
+
+
 @dataclass
 class LoadedModel:
     """A model ready to evaluate or distil from, and where it came from."""
@@ -294,10 +305,7 @@ def load_model(
         load_weights(model, weights if isinstance(weights, Mapping) else str(weights), where=source)
         loaded = LoadedModel(model.to(device).eval(), {"source": source, **spec})
     classes, channels = loaded.info.get("num_classes"), loaded.info.get("in_channels", bundle.image_shape[0])
-    if classes != bundle.num_classes:
-        raise DardError(f"{what} has {classes} classes but dataset '{bundle.name}' has {bundle.num_classes}")
-    if channels != bundle.image_shape[0]:
-        raise DardError(f"{what} takes {channels} channels but dataset '{bundle.name}' has {bundle.image_shape[0]}")
+    check_sizes(what, classes, channels, bundle.name, bundle.num_classes, bundle.image_shape[0])
     probe = bundle.test.x[:2].to(device).float().div_(255)
     check_input(loaded.model, probe, bundle.num_classes, f"{what} ({loaded.info.get('arch')})")
     return loaded

@@ -17,6 +17,7 @@ from dard.errors import DardError
 from dard.evaluation.record import EvalRecord, test_data_info
 from dard.evaluation.suite import build_suite, evaluate, quick_suite
 from dard.evaluation.table import format_table, threat_text
+from dard.model_fit import check_fits
 from dard.models import check_factory_kwargs, library_prefix, model_factory
 from dard.runtime import configure_threads, environment, resolve_device, seed_everything
 from dard.user_code import release_warnings
@@ -41,6 +42,17 @@ def _load_model_and_data(
             check_factory_kwargs(request.model, kwargs)
     if request.weights:
         state = read_state_dict(request.weights)
+    # the weights load and fit the model and the dataset (another model's tensors, NaN, another class count): found
+    # after the data had loaded
+    check_fits(
+        settings.data,
+        settings.data_dir,
+        checkpoint=request.checkpoint or None,
+        arch=request.model,
+        weights=state,
+        kwargs=kwargs,
+        source=request.weights,
+    )
     bundle = load_dataset(settings.data, settings.data_dir, download=request.download)
     loaded = load_model(
         bundle,

@@ -31,6 +31,23 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     return bundle
 
 
+def known_sizes(name: str, data_dir: str | Path | None = None) -> tuple[int | None, int | None]:
+    """The class and channel counts dataset ``name``'s images will have, where known without reading them (None
+    where not: a dataset registered by the user, a folder's channels, which its images decide), so that a model's
+    weights are matched against them before the data loads."""
+    if name in (cifar.CIFAR10.name, cifar.CIFAR100.name):
+        return (cifar.CIFAR10 if name == cifar.CIFAR10.name else cifar.CIFAR100).num_classes, 3
+    if name == "digits":
+        return digits.NUM_CLASSES, 1
+    if name == "folder" and data_dir is not None:
+        train = Path(data_dir).expanduser() / "train"
+        try:
+            return (len(image_folder.class_dirs(train)) or None) if train.is_dir() else None, None
+        except (DardError, OSError):  # the data load says what is wrong with the folder
+            return None, None
+    return None, None
+
+
 def list_datasets() -> list[str]:
     """Names of the registered datasets."""
     return DATASETS.names()
@@ -46,6 +63,7 @@ __all__ = [
     "augment_batch",
     "channel_stats",
     "default_data_dir",
+    "known_sizes",
     "list_datasets",
     "load_dataset",
     "register_dataset",

@@ -29,7 +29,7 @@ _FORMATS = ("PNG", "JPEG", "BMP")
 _WIDE_MODES = ("I", "F")
 
 
-def _class_dirs(split_dir: Path) -> list[str]:
+def class_dirs(split_dir: Path) -> list[str]:
     names = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     for name in names:  # class names go into records and reports, which are UTF-8 JSON
         check_path(split_dir / name, "class folder", components=False)
@@ -118,10 +118,10 @@ def image_folder(data_dir: Path | None = None, download: bool = False) -> Datase
     for split_dir in (train_dir, test_dir):
         if not split_dir.is_dir():
             raise DardError(f"image folder {root} has no '{split_dir.name}/' sub-folder; {hint}")
-    classes = _class_dirs(train_dir)
+    classes = class_dirs(train_dir)
     if not classes:
         raise DardError(f"{train_dir} has no class sub-folders; {hint}")
-    test_classes = _class_dirs(test_dir)
+    test_classes = class_dirs(test_dir)
     if test_classes != classes:
         missing = sorted(set(classes) - set(test_classes))
         extra = sorted(set(test_classes) - set(classes))

@@ -40,6 +40,7 @@ from dard.evaluation.suite import attack_from_spec
 from dard.io import check_writable
 from dard.methods import Method
 from dard.model_checks import check_input
+from dard.model_fit import check_fits
 from dard.models import check_factory_kwargs, library_prefix, model_factory
 from dard.run_dir import RunDir
 from dard.runtime import seed_everything
@@ -118,6 +119,14 @@ def check_config(
         at_key("teacher.kwargs", lambda: check_factory_kwargs(str(cfg.teacher.arch), cfg.teacher.kwargs))
         at_key("teacher.weights", lambda: check_weights_file(str(cfg.teacher.weights)))
         check_not_training(cfg.teacher.weights, Path(cfg.teacher.weights))
+        # the weights fit the architecture and the dataset: another model's were found after the data had loaded
+        t = cfg.teacher
+        at_key(
+            "teacher.weights",
+            lambda: check_fits(
+                cfg.data.name, cfg.data.dir, arch=t.arch, weights=t.weights, kwargs=t.kwargs, what="teacher"
+            ),
+        )
     val_attack = at_key("val.attack", lambda: attack_from_spec(cfg.val.attack, cfg.eps, cfg.seed, cfg.norm))
     final = eval_attacks(cfg)  # after val.attack: the order the checks have always reported in
     if cfg.speed.compile:
@@ -141,6 +150,12 @@ def check_teacher(cfg: RunConfig, *, in_use_ok: bool = False, student: RunDir | 
             # `--resume S --set teacher.checkpoint=S`: a student distilling from its own best, which it replaces
             raise DardError(f"teacher {named} is a checkpoint of the run being trained ({student.path}), not a teacher")
         checkpoint_meta(weights, cfg.teacher.arch, TEACHER_RAW_HINT)
+        # its weights load and fit the dataset (NaN, another model's tensors, another class count): found after the
+        # data had loaded
+        data = cfg.data
+        check_fits(
+            data.name, data.dir, checkpoint=weights, arch=cfg.teacher.arch, what="teacher", raw_hint=TEACHER_RAW_HINT
+        )
 
 
 def check_compile_backend(name: str) -> None:
