@@ -18,6 +18,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from safetensors.torch import save_file
+from tests.cli_checks import config_file, fails_cleanly
 from tests.conftest import tiny_run_config
 from torch import nn
 
@@ -105,6 +107,34 @@ def _failing_import(real: Any, name: str) -> Any:
         return real(module, *args, **kwargs)
 
     return fake
+
+
+def test_timm_kwargs_are_checked_before_the_data_loads(stand_in_timm, tmp_path, capsys) -> None:
+    # timm's factory takes any keyword, so a misspelt model.kwargs key (or a value the model refuses) passed the
+    # signature check and was found when the model was built, after the data had loaded; a value timm refuses with
+    # another exception than TypeError was an internal error
+    data = {"name": "cifar10", "dir": str(tmp_path / "no-data")}
+    weights = tmp_path / "w.safetensors"
+    save_file(create_model(f"timm:{VIT}", img_size=32, patch_size=4).state_dict(), str(weights))
+    for kwargs, needle in [
+        ({"img_sise": 32}, "unexpected keyword argument 'img_sise' (model.kwargs)"),
+        ({"dim": -1}, "RuntimeError: Trying to create tensor with negative dimension"),
+        ({"pretrained": True}, "pretrained is not supported"),
+    ]:
+        model = {"arch": f"timm:{VIT}", "kwargs": kwargs}
+        cfg = config_file(tmp_path, model=model, data=data)
+        fails_cleanly(
+            capsys, tmp_path, ["train", "--config", cfg, "--out", str(tmp_path / "r")], "model.kwargs:", needle
+        )
+        teacher = {"arch": f"timm:{VIT}", "weights": str(weights), "normalize": False, "kwargs": kwargs}
+        cfg = config_file(tmp_path, method={"name": "dard", "params": {}}, teacher=teacher, data=data)
+        fails_cleanly(
+            capsys, tmp_path, ["train", "--config", cfg, "--out", str(tmp_path / "r")], "teacher.kwargs:", needle
+        )
+        args = [f"--model-arg={k}={v}" for k, v in kwargs.items()]
+        argv = ["eval", "--model", f"timm:{VIT}", *args, "--weights", str(weights), "--normalization", "none"]
+        fails_cleanly(capsys, tmp_path, [*argv, "--data-dir", data["dir"]], needle)
+    assert all(call.get("pretrained") is False for call in stand_in_timm)
 
 
 @pytest.mark.slow

@@ -65,8 +65,11 @@ def timm_factory(name: str) -> Callable[..., nn.Module]:
             )
         try:
             return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)
-        except TypeError as exc:  # an argument the model class does not take
-            raise DardError(f"{what}: {one_line(exc, 200)} (model.kwargs)") from None
+        except (DardError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # an argument the model class does not take, or a value it refuses (the user's)
+            reason = one_line(exc, 200) if isinstance(exc, TypeError) else f"{type(exc).__name__}: {one_line(exc, 200)}"
+            raise DardError(f"{what}: {reason}{' (model.kwargs)' if kwargs else ''}") from None
 
     build.__name__ = build.__qualname__ = f"timm_{name}"
     return build
