@@ -109,6 +109,31 @@ def test_a_teacher_whose_run_is_in_use_is_refused_before_the_data_loads(run, tmp
         assert teacher_checkpoint(run) == run / "best.safetensors"
 
 
+def test_eval_of_a_run_in_use_is_refused_before_the_data_loads(run, tmp_path, capsys):
+    # `dard eval RUN` of a run still training evaluated its half-trained checkpoint in silence (its `last`, or a
+    # `best` replaced while read), as if it were the run's result; refused as a teacher there is, however named
+    fd = hold_lock(run)
+    try:
+        who = f"in use by pid 4242 on host {socket.gethostname()}"
+        no_data = ["--data", "cifar10", "--data-dir", str(tmp_path / "no-data")]
+        for given in (run, run / "last.json", run / "best.safetensors"):
+            argv = ["eval", str(given), *no_data]
+            fails_cleanly(capsys, tmp_path, argv, f"checkpoint {given}: its run folder {run} is {who}", "copy")
+        argv = ["eval", "--model", "small_cnn", "--weights", str(run / "last.safetensors"), "--normalization", "none"]
+        fails_cleanly(capsys, tmp_path, [*argv, *no_data], f"its run folder {run} is {who}")
+    finally:
+        os.close(fd)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(run / f"last{suffix}", copy / f"last{suffix}")
+    fd = hold_lock(run)
+    try:  # the copy the message asks for is evaluated
+        assert main(["eval", str(copy / "last.json"), "--data", "digits", "--n", "4", "--attacks", "fgsm"]) == 0
+    finally:
+        os.close(fd)
+
+
 @pytest.mark.parametrize("out", ["newdir/", "newdir/.", "."])
 def test_a_file_output_named_as_a_folder_is_refused(out, run, tmp_path, capsys, monkeypatch):
     # `--out newdir/` wrote a file named newdir: the trailing separator is lost once the text is a Path

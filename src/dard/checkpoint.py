@@ -146,14 +146,15 @@ def teacher_checkpoint(path: str | Path, *, in_use_ok: bool = False) -> Path:
     return weights
 
 
-def check_not_training(given: str | Path, weights: Path) -> None:
-    """A DardError if the teacher's ``weights`` (``given`` so) lie in a run folder another process holds: a
-    training there replaces them while the student reads them (a teacher from external weights too)."""
+def check_not_training(given: str | Path, weights: Path, what: str = "teacher") -> None:
+    """A DardError if the ``what``'s ``weights`` (``given`` so) lie in a run folder another process holds: a
+    training there replaces them while a student reads them (a teacher from external weights too), and `dard eval`
+    of them measured a half-trained model as if it were the run's."""
     run = enclosing_run(weights)
     owner = None if run is None else held_elsewhere(run.path)
     if run is not None and owner is not None:
         raise DardError(
-            f"teacher {given}: its run folder {run.path} is in use by {owner.describe()} (lock file {run.lock_file}), "
+            f"{what} {given}: its run folder {run.path} is in use by {owner.describe()} (lock file {run.lock_file}), "
             "and a training there replaces its checkpoints; wait for it to end, or copy the checkpoint you want "
             "(its .safetensors and .json) out of the folder and give the copy"
         )

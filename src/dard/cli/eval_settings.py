@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dard.checkpoint import checkpoint_meta
+from dard.checkpoint import check_not_training, checkpoint_meta
 from dard.cli.eval_request import EvalRequest
 from dard.config import RunConfig
 from dard.errors import DardError
@@ -48,8 +48,13 @@ def eval_settings(request: EvalRequest) -> EvalSettings:
     if request.weights and not request.normalization:
         raise DardError(f"--weights needs --normalization dataset|none: {NORMALIZATION_HELP}")
     cfg, run, which = None, None, None
+    if request.weights:  # a run's checkpoint given as external weights: the same files, replaced the same way
+        check_not_training(request.weights, Path(request.weights), "weights")
     if request.checkpoint:
         weights, meta = checkpoint_meta(request.checkpoint, request.model)
+        # a run another process holds (a training) replaces its checkpoints: its `last` is half-trained, its `best`
+        # may be replaced while read; refused as a teacher there is
+        check_not_training(request.checkpoint, weights, "checkpoint")
         _check_normalization(request.normalization, meta["model"])
         if RunDir(weights.parent).is_run():
             run, cfg = weights.parent, _run_config(weights.parent)
