@@ -8,7 +8,9 @@ either). The few cases whose point is what reaches a real stderr (torch's warnin
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -182,6 +184,32 @@ def test_a_teacher_run_without_its_best_checkpoint_is_refused_not_taken_at_its_l
     student = tmp_path / "new"
     argv = ["train", "--resume", str(student), "--epochs", "2", "--set", f"teacher.checkpoint={student}/best.json"]
     fails_cleanly(capsys, tmp_path, argv, f"is a checkpoint of the run being trained ({student})")
+
+
+def test_run_json_records_the_teachers_sha256_and_a_resume_keeps_that_teacher(run, tmp_path, capsys):
+    # run.json named the teacher's file by its path alone: two students of teachers with one name but other weights
+    # could not be told apart, and `--resume --set teacher.checkpoint=` of other weights continued in silence
+    other = Path(shutil.copytree(run, tmp_path / "other"))
+    _poison(other / "best.safetensors", 0.5)  # another teacher, same layout and name
+    cfg = config_file(tmp_path, method={"name": "dard", "params": {}})
+    student = tmp_path / "student"
+    assert main(["train", "--config", cfg, "--teacher", str(run), "--out", str(student)]) == 0
+    info = json.loads((student / "run.json").read_text())
+    assert info["teacher_sha256"] == hashlib.sha256((run / "best.safetensors").read_bytes()).hexdigest()
+    argv = ["train", "--resume", str(student), "--epochs", "2", "--set", f"teacher.checkpoint={other}"]
+    fails_cleanly(capsys, tmp_path, argv, f"teacher {other} is not the one this run started with", "SHA-256")
+    # the same teacher where it lies now is followed
+    moved = Path(shutil.move(str(run), tmp_path / "moved"))
+    assert main(["train", "--resume", str(student), "--epochs", "2", "--set", f"teacher.checkpoint={moved}"]) == 0
+    # external weights: the file given
+    given = {"arch": "small_cnn", "weights": str(other / "best.safetensors"), "normalize": True}
+    cfg = config_file(tmp_path, method={"name": "dard", "params": {}}, teacher=given)
+    assert main(["train", "--config", cfg, "--out", str(tmp_path / "s2")]) == 0
+    info = json.loads((tmp_path / "s2" / "run.json").read_text())
+    assert info["teacher_sha256"] == hashlib.sha256((other / "best.safetensors").read_bytes()).hexdigest()
+    # a value that is no SHA-256 is refused when read
+    edit_json(tmp_path / "s2" / "run.json", lambda d: d.update(teacher_sha256="abc"))
+    fails_cleanly(capsys, None, ["report", str(tmp_path / "s2"), "--out", str(tmp_path / "rep")], "teacher_sha256")
 
 
 @pytest.mark.parametrize(

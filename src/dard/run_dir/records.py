@@ -237,8 +237,11 @@ class RunInfo(_Record):
     # one entry per resume from a snapshot: when, the global step it resumed at and the environment it ran in
     # (commit, device, threads), which may differ from the first start's `environment`
     stretches: list[dict[str, Any]] | None = None
+    # SHA-256 of the teacher's weights file as read (`sha256sum` of it; :func:`dard.training.setup.teacher_sha256`):
+    # two students of teachers with one name but other weights are told apart; absent in older run folders
+    teacher_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
 
-    _OPTIONAL = ("changes", "config_sha256", "stretches")
+    _OPTIONAL = ("changes", "config_sha256", "stretches", "teacher_sha256")
 
     def latest_environment(self) -> dict[str, Any]:
         """The environment of the run's latest stretch (its first start's when it never resumed)."""

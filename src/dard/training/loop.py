@@ -117,6 +117,7 @@ class _Run:
     model: nn.Module  # what a training step calls (compiled and/or DDP-wrapped student)
     teacher: nn.Module | None
     teacher_info: dict[str, Any] | None
+    teacher_sha256: str | None
     method: Method
     val_attack: Attack
     loader: DeviceLoader
@@ -204,6 +205,7 @@ def _set_up(cfg: RunConfig, folder: RunDir, device: torch.device, dist_info: dis
         model=model,
         teacher=teacher_fn,
         teacher_info=parts.teacher_info,
+        teacher_sha256=parts.teacher_sha256,
         method=parts.method,
         val_attack=parts.val_attack,
         loader=loader,
@@ -230,6 +232,7 @@ def _start_or_resume(run: _Run, resume: bool) -> None:
                 method=run.method.config(),
                 student=run.spec,
                 teacher=run.teacher_info,
+                teacher_sha256=run.teacher_sha256,
                 environment={**environment(run.device), "world_size": run.dist_info.world_size},
                 data={"name": data.bundle.name, "train": len(data.train), "val": len(data.val), "test": len(data.test)},
             )

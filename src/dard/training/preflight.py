@@ -54,6 +54,7 @@ from dard.training.setup import (
     float_tensors,
     load_teacher,
     prepare_data,
+    teacher_sha256,
 )
 from dard.training.state import check_state, read_state
 from dard.user_code import release_warnings
@@ -78,6 +79,7 @@ class Checked:
     method: Method  # with its training attack
     val_attack: Attack  # validation's (seeded: the same attack at every validation)
     eval_attacks: EvalAttacks  # the final evaluation's
+    teacher_sha256: str | None = None  # of the teacher's weights file (run.json), once the teacher is checked
 
 
 @dataclass
@@ -89,6 +91,7 @@ class RunParts:
     student: nn.Module  # on the device, freshly initialised from the run's seed
     teacher: nn.Module | None  # frozen, in eval mode; None when the method takes none
     teacher_info: dict[str, Any] | None  # the teacher's provenance (run.json)
+    teacher_sha256: str | None  # of its weights file (run.json)
     method: Method
     val_attack: Attack
     eval_attacks: EvalAttacks
@@ -168,9 +171,10 @@ def check_compile_backend(name: str) -> None:
         raise DardError(f"speed.compile_backend: torch.compile has no backend {shown(name)}; e.g. {usual}")
 
 
-def check_folder(cfg: RunConfig, folder: RunDir, resume: bool) -> ResumeChanges:
+def check_folder(cfg: RunConfig, folder: RunDir, resume: bool, teacher_sha256: str | None = None) -> ResumeChanges:
     """The run folder is what the command needs (read only; under the folder's lock): empty for a new run, or for a
-    resume a run whose config, snapshot and evaluation records read back and whose changes are allowed."""
+    resume a run whose config, snapshot and evaluation records read back, whose changes are allowed, and whose
+    teacher's weights (``teacher_sha256``) are the ones it started with, where run.json records them."""
     if not resume:
         if not folder.is_empty():
             raise DardError(
@@ -179,6 +183,13 @@ def check_folder(cfg: RunConfig, folder: RunDir, resume: bool) -> ResumeChanges:
         return ResumeChanges()
     folder.require_run()
     folder.check_config_unchanged()
+    recorded = folder.read_info().teacher_sha256
+    if recorded and teacher_sha256 and recorded != teacher_sha256:  # `--set teacher.checkpoint=` of other weights
+        raise DardError(
+            f"teacher {cfg.teacher.checkpoint or cfg.teacher.weights} is not the one this run started with: its "
+            f"weights' SHA-256 is {teacher_sha256[:16]}..., {folder.run_info} records {recorded[:16]}...; give the "
+            "run's own teacher where it lies now (--set teacher.checkpoint=...)"
+        )
     if not folder.has_snapshot() and (folder.is_trained() or folder.read_metrics() or folder.read_evals()):
         raise DardError(
             f"{folder.path} holds a trained run but no {folder.pointer.name}, so it cannot be continued exactly "
@@ -223,15 +234,17 @@ def build_models(
         if resume_from is not None and resume_from.has_snapshot():
             check_state(read_state(resume_from), student, *build_optimizer(cfg, student, 1))
         check_input(student, probe, data.bundle.num_classes, f"model '{cfg.model.arch}'", trained=True)
-    teacher, teacher_info = None, None
+    teacher, teacher_info, sha = None, None, checked.teacher_sha256
     if checked.method.needs_teacher:  # load_teacher checks its classes, channels, image size and finite weights
         teacher, teacher_info = load_teacher(cfg.teacher, data.bundle, device, in_use_ok=own_teacher)
+        sha = sha or teacher_sha256(cfg.teacher, data.bundle.name, in_use_ok=own_teacher)  # a zoo model's, fetched
     return RunParts(
         data=data,
         spec=spec,
         student=student,
         teacher=teacher,
         teacher_info=teacher_info,
+        teacher_sha256=sha,
         method=checked.method,
         val_attack=checked.val_attack,
         eval_attacks=checked.eval_attacks,
@@ -271,6 +284,7 @@ def open_run(
         checked = check_config(cfg, dist_info.world_size, make_method)
         if checked.method.needs_teacher:
             check_teacher(cfg, in_use_ok=own_teacher, student=folder)
+            checked.teacher_sha256 = teacher_sha256(cfg.teacher, cfg.data.name, in_use_ok=own_teacher)
         if resume:
             folder.require_run()
             folder.check_files()  # links, FIFOs or devices where the run's files belong: refused before the lock
@@ -283,7 +297,7 @@ def open_run(
     try:
         checked = _agreed(first, dist_info, device)
         assert checked is not None  # _agreed raised on every rank otherwise
-        changes = _agreed(lambda: check_folder(cfg, folder, resume), dist_info, device)
+        changes = _agreed(lambda: check_folder(cfg, folder, resume, checked.teacher_sha256), dist_info, device)
         resume_from = folder if resume else None
         parts = _agreed(
             lambda: build_models(cfg, checked, device, resume_from, own_teacher=own_teacher), dist_info, device

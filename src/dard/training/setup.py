@@ -6,6 +6,7 @@ Shared by the training loop, the final evaluation and `dard experiment`'s per-ru
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from dard.checkpoint import load_model, teacher_checkpoint
 from dard.config import RunConfig, TeacherConfig
 from dard.data import DatasetBundle, ImageSet, load_dataset, split_train_val
 from dard.errors import DardError
+from dard.io import sha256_file
 from dard.methods import Method, create_method, method_params
 from dard.models import library_prefix
 from dard.run_dir import RunDir
@@ -119,6 +121,33 @@ def load_teacher(
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher, loaded.info if loaded.epoch is None else {**loaded.info, "epoch": loaded.epoch}
+
+
+def teacher_sha256(tcfg: TeacherConfig, dataset: str, *, in_use_ok: bool = False) -> str | None:
+    """SHA-256 of the teacher's weights file as it is read (a dard checkpoint's ``.safetensors``, ``teacher.weights``,
+    a zoo model's file; of the ``name digest`` lines of a zoo ensemble's files), for run.json: a path alone does not
+    say which weights a student learned from. None without a teacher, or for a zoo model whose weights are not (yet)
+    in dard's model folder."""
+    named = tcfg.checkpoint
+    if named and library_prefix(named) == "robustbench:":
+        from dard.models.robustbench import weight_paths
+
+        files = weight_paths(named.split(":", 1)[1], dataset, "Linf")  # load_teacher's threat model
+        if not files or not all(p.is_file() for p in files):
+            return None
+    elif named:
+        files = [teacher_checkpoint(named, in_use_ok=in_use_ok)]
+    elif tcfg.weights:
+        files = [Path(tcfg.weights)]
+    else:
+        return None
+    try:
+        digests = [sha256_file(p) for p in files]
+    except OSError as e:
+        raise DardError(f"cannot read the teacher's weights {files[0]}: {e.strerror or e}") from None
+    if len(files) == 1:
+        return digests[0]
+    return hashlib.sha256("".join(f"{p.name} {d}\n" for p, d in zip(files, digests, strict=True)).encode()).hexdigest()
 
 
 def prepare_models(
