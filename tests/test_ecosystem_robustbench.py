@@ -13,7 +13,9 @@ whole path runs offline in seconds. The real robustbench is tested in tests/test
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.cli_checks import config_file, fails_cleanly
 from tests.conftest import assert_one_line_error, run_cli, tiny_run_config
 
 from dard.checkpoint import load_model
@@ -229,8 +232,27 @@ def test_dard_distils_a_zoo_teacher_and_eval_attacks_it(zoo, tmp_path) -> None:
     train(parse_config(cfg), run)
     info = (run / "run.json").read_text()
     assert f'"arch": "robustbench:{NAME}"' in info and str(zoo) in info  # the teacher's provenance
+    weights = zoo / "digits" / "Linf" / f"{NAME}.pt"  # and the exact weights it read
+    assert json.loads(info)["teacher_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     proc = run_cli(
         "eval", "--model", f"robustbench:{NAME}", "--data", "digits", "--n", "16", "--attacks", "pgd20,apgd-ce"
     )
     assert proc.returncode == 0, proc.stderr
     assert f"robustbench:{NAME}" in proc.stdout and "apgd-ce" in proc.stdout
+
+
+def test_a_zoo_teacher_is_checked_before_the_data_loads(zoo, tmp_path, capsys) -> None:
+    # an unknown zoo name (odd characters included) or a dataset the zoo has no models for was found when the
+    # teacher loaded, after the data
+    work = tmp_path / "work"
+    work.mkdir()
+    for data, name, needle in [
+        ("cifar10", "Tiny2024", "RobustBench lists no cifar10 Linf model 'Tiny2024'; did you mean Tiny2024Zoo"),
+        ("cifar10", "../../Tiny2024Zoo", "lists no cifar10 Linf model '../../Tiny2024Zoo'"),
+        ("cifar10", "", "lists no cifar10 Linf model ''"),
+        ("folder", NAME, "RobustBench has no models for dataset 'folder'"),
+    ]:
+        given = {"name": data, "dir": str(tmp_path / "no-data")}
+        cfg = config_file(work, method={"name": "dard", "params": {}}, data=given)
+        argv = ["train", "--config", cfg, "--teacher", f"robustbench:{name}", "--out", str(work / "new")]
+        fails_cleanly(capsys, work, argv, needle)

@@ -77,6 +77,7 @@ def test_eval_out_writes_eval_records_only_where_allowed(run, tmp_path, capsys):
         (["--method", "dard", "--teacher", "{tmp}/nowhere"], ["not found"]),
         (["--method", "sat", "--teacher", "{run}"], ["takes no teacher"]),
         (["--method", "dard"], ["needs a teacher", "--teacher RUN"]),
+        (["--method", "dard", "--teacher", "timm:resnet18"], ["a timm model by name has no trained weights"]),
         (["--model", "nosuchnet"], ["model.arch: unknown model 'nosuchnet'"]),
         # configs the schema took that failed later, as internal errors: at the optimizer, the cost estimate, the
         # model's construction, the first torch.compile

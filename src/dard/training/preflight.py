@@ -147,6 +147,17 @@ def check_teacher(cfg: RunConfig, *, in_use_ok: bool = False, student: RunDir | 
     that is training (:func:`dard.checkpoint.teacher_checkpoint`; ``in_use_ok``: the caller's own teacher), nor in
     the ``student``'s own folder, before the data loads: it was first looked at after the data had loaded."""
     named = cfg.teacher.checkpoint
+    if named and library_prefix(named) == "robustbench:":
+        from dard.models.robustbench import weight_paths
+
+        # the zoo lists it for the dataset (an unknown name, or a dataset it has none for, was found after the data
+        # had loaded); load_teacher's threat model
+        weight_paths(named.split(":", 1)[1], cfg.data.name, "Linf")
+    elif named and library_prefix(named) == "timm:":  # timm's models are untrained: it was "checkpoint not found"
+        raise DardError(
+            f"teacher {named}: a timm model by name has no trained weights; give teacher.arch={named} with "
+            "teacher.weights=FILE and teacher.normalize (and its teacher.kwargs)"
+        )
     if named and library_prefix(named) is None:
         weights = teacher_checkpoint(named, in_use_ok=in_use_ok)
         if student is not None and weights.resolve().parent == student.path.resolve():
