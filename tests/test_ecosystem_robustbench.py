@@ -256,3 +256,8 @@ def test_a_zoo_teacher_is_checked_before_the_data_loads(zoo, tmp_path, capsys) -
         cfg = config_file(work, method={"name": "dard", "params": {}}, data=given)
         argv = ["train", "--config", cfg, "--teacher", f"robustbench:{name}", "--out", str(work / "new")]
         fails_cleanly(capsys, work, argv, needle)
+        argv = ["eval", "--model", f"robustbench:{name}", "--data", data, "--data-dir", given["dir"]]
+        fails_cleanly(capsys, work, argv, needle)
+    # `dard eval --norm l2` of a zoo model took the Linf table's model of that name and measured it under L2
+    argv = ["eval", "--model", f"robustbench:{NAME}", "--data", "digits", "--norm", "l2", "--eps", "0.5"]
+    fails_cleanly(capsys, work, argv, f"RobustBench lists no digits L2 model '{NAME}'")

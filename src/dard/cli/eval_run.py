@@ -19,6 +19,7 @@ from dard.evaluation.suite import build_suite, evaluate, quick_suite
 from dard.evaluation.table import format_table, threat_text
 from dard.model_fit import check_fits
 from dard.models import check_factory_kwargs, library_prefix, model_factory
+from dard.models.robustbench import THREAT_MODELS, weight_paths
 from dard.runtime import configure_threads, environment, resolve_device, seed_everything
 from dard.user_code import release_warnings
 from dard.weights import read_state_dict
@@ -42,6 +43,9 @@ def _load_model_and_data(
             check_factory_kwargs(request.model, kwargs)
     if request.weights:
         state = read_state_dict(request.weights)
+    threat = THREAT_MODELS[settings.norm]  # a zoo model of the evaluation's threat model: it took the Linf table's
+    if _is_zoo_model(request):  # the zoo lists it for the dataset: an unknown name was found after the data loaded
+        weight_paths(str(request.model).split(":", 1)[1], settings.data, threat, request.model_dir)
     # the weights load and fit the model and the dataset (another model's tensors, NaN, another class count): found
     # after the data had loaded
     check_fits(
@@ -62,6 +66,7 @@ def _load_model_and_data(
         weights=state,
         normalize=request.normalization == "dataset",
         model_dir=request.model_dir,
+        threat_model=threat,
         kwargs=kwargs,
         source=request.weights,
     )
