@@ -187,6 +187,22 @@ def test_a_teacher_run_without_its_best_checkpoint_is_refused_not_taken_at_its_l
     fails_cleanly(capsys, tmp_path, argv, f"is a checkpoint of the run being trained ({student})")
 
 
+def test_a_dard_checkpoint_given_as_external_weights_keeps_its_normalisation(run, tmp_path, capsys):
+    # a checkpoint's .safetensors given as teacher.weights or --weights with the other normalisation than its .json
+    # records was normalised twice or not at all: a teacher or an evaluation far below its accuracy, without a word
+    weights = run / "best.safetensors"
+    given = {"arch": "small_cnn", "weights": str(weights), "normalize": False}
+    data = {"name": "cifar10", "dir": str(tmp_path / "no-data")}
+    cfg = config_file(tmp_path, method={"name": "dard", "params": {}}, teacher=given, data=data)
+    needles = [f"{weights} is a dard checkpoint trained on inputs normalised with the dataset's mean/std (best.json)"]
+    argv = ["train", "--config", cfg, "--out", str(tmp_path / "new")]
+    fails_cleanly(capsys, tmp_path, argv, *needles, "teacher.normalize: false contradicts", f"--teacher {weights}")
+    argv = ["eval", "--model", "small_cnn", "--weights", str(weights), "--normalization", "none", "--data", "digits"]
+    fails_cleanly(capsys, tmp_path, argv, *needles, "--normalization none contradicts", f"dard eval {weights}")
+    argv = [*argv[:-3], "dataset", "--data", "digits", "--n", "4", "--attacks", "fgsm"]
+    assert main(argv) == 0  # as recorded: taken
+
+
 def test_run_json_records_the_teachers_sha256_and_a_resume_keeps_that_teacher(run, tmp_path, capsys):
     # run.json named the teacher's file by its path alone: two students of teachers with one name but other weights
     # could not be told apart, and `--resume --set teacher.checkpoint=` of other weights continued in silence

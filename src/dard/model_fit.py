@@ -17,13 +17,13 @@ from typing import Any
 
 import torch
 
-from dard.checkpoint import RAW_WEIGHTS_HINT, build_model, check_sizes, load_checkpoint
+from dard.checkpoint import RAW_WEIGHTS_HINT, build_model, check_sizes, load_checkpoint, read_checkpoint_meta
 from dard.data import known_sizes
 from dard.errors import DardError
 from dard.models import library_prefix
 from dard.weights import load_weights
 
-__all__ = ["check_fits"]
+__all__ = ["check_fits", "check_stated_normalization"]
 
 #: the channel counts an image folder's images may have (grey or RGB), tried in turn where the images decide
 _FOLDER_CHANNELS = (3, 1)
@@ -104,3 +104,23 @@ def _load_for(
             first = first or e
     assert first is not None
     raise first
+
+
+def check_stated_normalization(weights: str | Path, normalize: bool, stated: str, instead: str) -> None:
+    """External ``weights`` that are a dard checkpoint's file (its ``.json`` beside it) record how their inputs were
+    normalised: a DardError if ``normalize`` (``stated`` so) says otherwise, naming ``instead`` (how to give the
+    checkpoint, which keeps its own). Normalised twice, or not at all, the model lost its accuracy in silence."""
+    path = Path(weights)
+    if path.suffix != ".safetensors" or not path.with_suffix(".json").is_file():
+        return
+    try:
+        meta = read_checkpoint_meta(path)
+    except DardError:
+        return  # not a dard checkpoint's metadata: the weights say nothing of their inputs
+    recorded = meta["model"].get("mean") is not None
+    if recorded != normalize:
+        said = "inputs normalised with the dataset's mean/std" if recorded else "raw [0, 1] pixels"
+        raise DardError(
+            f"{path} is a dard checkpoint trained on {said} ({path.with_suffix('.json').name}), which {stated} "
+            f"contradicts; give it as a checkpoint, which keeps its own: {instead}"
+        )

@@ -17,7 +17,7 @@ from dard.errors import DardError
 from dard.evaluation.record import EvalRecord, test_data_info
 from dard.evaluation.suite import build_suite, evaluate, quick_suite
 from dard.evaluation.table import format_table, threat_text
-from dard.model_fit import check_fits
+from dard.model_fit import check_fits, check_stated_normalization
 from dard.models import check_factory_kwargs, library_prefix, model_factory
 from dard.models.robustbench import THREAT_MODELS, weight_paths
 from dard.runtime import configure_threads, environment, resolve_device, seed_everything
@@ -42,6 +42,10 @@ def _load_model_and_data(
         if request.weights:  # --model-arg names the factory takes (a misspelt one was found after the data loaded)
             check_factory_kwargs(request.model, kwargs)
     if request.weights:
+        stated = f"--normalization {request.normalization}"
+        check_stated_normalization(
+            request.weights, request.normalization == "dataset", stated, f"dard eval {request.weights}"
+        )
         state = read_state_dict(request.weights)
     threat = THREAT_MODELS[settings.norm]  # a zoo model of the evaluation's threat model: it took the Linf table's
     if _is_zoo_model(request):  # the zoo lists it for the dataset: an unknown name was found after the data loaded

@@ -40,7 +40,7 @@ from dard.evaluation.suite import attack_from_spec
 from dard.io import check_writable
 from dard.methods import Method
 from dard.model_checks import check_input
-from dard.model_fit import check_fits
+from dard.model_fit import check_fits, check_stated_normalization
 from dard.models import check_factory_kwargs, library_prefix, model_factory
 from dard.run_dir import RunDir
 from dard.runtime import seed_everything
@@ -124,6 +124,8 @@ def check_config(
         check_not_training(cfg.teacher.weights, Path(cfg.teacher.weights))
         # the weights fit the architecture and the dataset: another model's were found after the data had loaded
         t = cfg.teacher
+        stated = f"teacher.normalize: {str(t.normalize).lower()}"
+        check_stated_normalization(str(t.weights), t.normalize, stated, f"--teacher {t.weights}")
         at_key(
             "teacher.weights",
             lambda: check_fits(
