@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -34,6 +35,7 @@ from tests.test_run_safety import hold_lock
 import dard
 import dard.cli
 from dard.cli import main
+from dard.errors import DardError
 from dard.names import PLAIN_NAME
 from dard.run_dir import RunDir
 
@@ -274,7 +276,9 @@ PROGRESS_DAMAGE = st.sampled_from(["epoch", "batch", "global_step", "best_epoch"
 @FEW
 @given(damage=st.sampled_from(sorted(SNAPSHOT_DAMAGE)))
 def test_resume_refuses_a_snapshot_that_does_not_fit_exactly(damage, finished_run, tmp_path, capsys):
-    with case(finished_run, tmp_path) as (root, run):
+    # before the data loads (it was matched against the student built for the loaded data)
+    not_loaded = DardError("the data was loaded before the snapshot was checked")
+    with case(finished_run, tmp_path) as (root, run), patch("dard.training.setup.load_dataset", side_effect=not_loaded):
         SNAPSHOT_DAMAGE[damage](run)
         fails_cleanly(capsys, root, ["train", "--resume", str(run)], "cannot resume from")
 

@@ -35,6 +35,7 @@ from dard.checkpoint import (
     teacher_checkpoint,
 )
 from dard.config import RunConfig
+from dard.data import known_sizes
 from dard.errors import DardError, shown
 from dard.evaluation.suite import attack_from_spec
 from dard.io import check_writable
@@ -56,7 +57,7 @@ from dard.training.setup import (
     prepare_data,
     teacher_sha256,
 )
-from dard.training.state import check_state, read_state
+from dard.training.state import SavedState, check_state, read_state
 from dard.user_code import release_warnings
 from dard.weights import check_weights_file
 
@@ -209,9 +210,24 @@ def check_folder(cfg: RunConfig, folder: RunDir, resume: bool, teacher_sha256: s
             f"(it would train again over its weights); start over with `dard train --config {folder.config} "
             "--out NEW_FOLDER`, or move the folder away to train it again"
         )
-    epochs_done = read_state(folder).progress.epoch if folder.has_snapshot() else 0
+    state = read_state(folder) if folder.has_snapshot() else None
+    if state is not None:
+        _check_snapshot_fits(cfg, state)
     folder.read_evals()  # a damaged record would be kept as if the run were evaluated
-    return resume_changes(folder, cfg, epochs_done)
+    return resume_changes(folder, cfg, state.progress.epoch if state is not None else 0)
+
+
+def _check_snapshot_fits(cfg: RunConfig, state: SavedState) -> None:
+    """The resume snapshot fits a student built for the dataset's sizes, where known without loading the data
+    (:func:`dard.data.known_sizes`), and its optimizer: a snapshot of other tensors was found after the data had
+    loaded. The global RNG is left as it was; :func:`build_models` checks again against the data's student."""
+    classes, channels = known_sizes(cfg.data.name, cfg.data.dir)
+    if classes is None or channels is None:
+        return
+    spec = {"arch": cfg.model.arch, "num_classes": classes, "in_channels": channels, "mean": None, "std": None}
+    with torch.random.fork_rng(devices=[]):
+        student = build_model({**spec, **({"kwargs": dict(cfg.model.kwargs)} if cfg.model.kwargs else {})})
+        check_state(state, student, *build_optimizer(cfg, student, 1))
 
 
 @contextmanager
