@@ -247,6 +247,23 @@ def test_a_checkpoint_that_is_no_weights_file_is_refused_before_the_data_loads(d
     fails_cleanly(capsys, tmp_path, ["eval", str(run), "--data", "cifar10", "--data-dir", data["dir"]], needle)
 
 
+def test_a_checkpoint_named_by_an_eval_record_or_an_archive_says_what_it_is(run, tmp_path, capsys):
+    # --teacher R/eval/best.json was "checkpoint not found: R/eval/best.safetensors", and an export archive "not a dard
+    # checkpoint; a teacher from raw weights needs ...": neither said what the file was nor what to give
+    archive = tmp_path / "runs.tar.gz"
+    assert main(["export", str(run), "--out", str(archive)]) == 0
+    data = {"name": "cifar10", "dir": str(tmp_path / "no-data")}
+    cfg = config_file(tmp_path, method={"name": "dard", "params": {}}, data=data)
+    for given, needles in [
+        (run / "eval" / "best.json", ["no best.safetensors beside it, so no checkpoint", "a run folder"]),
+        (run / "run.json", ["no run.safetensors beside it, so no checkpoint"]),
+        (archive, ["is an archive, not a checkpoint", f"dard import {archive} --runs DIR"]),
+    ]:
+        argv = ["train", "--config", cfg, "--teacher", str(given), "--out", str(tmp_path / "new")]
+        fails_cleanly(capsys, tmp_path, argv, *needles)
+        fails_cleanly(capsys, tmp_path, ["eval", str(given), "--data-dir", data["dir"]], *needles)
+
+
 def test_model_kwargs_are_checked_before_the_data_loads(tmp_path, capsys):
     # model.kwargs met the factory's signature when the student was built, after the data had loaded
     data = {"name": "cifar10", "dir": str(tmp_path / "no-data")}

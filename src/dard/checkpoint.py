@@ -121,6 +121,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
                 return weights
         raise DardError(f"{p} holds no checkpoint (expected best.safetensors or last.safetensors)")
     if p.suffix == ".json":
+        if p.is_file() and not os.path.lexists(p.with_suffix(".safetensors")):  # an eval record, run.json: no weights
+            raise DardError(
+                f"{p}: no {p.with_suffix('.safetensors').name} beside it, so no checkpoint (an evaluation record or "
+                "run.json is none; a checkpoint is a run folder, or its best/last .json or .safetensors)"
+            )
         p = p.with_suffix(".safetensors")
     if not p.exists():
         link = f" (a symbolic link to {os.readlink(p)}, which is not there)" if p.is_symlink() else ""
@@ -201,6 +206,15 @@ def read_checkpoint_meta(weights: Path, raw_hint: str = RAW_WEIGHTS_HINT) -> dic
     return meta
 
 
+def _head(path: Path, n: int) -> bytes:
+    """The first ``n`` bytes of the regular file ``path`` (none where it cannot be read: the caller's error says)."""
+    try:
+        with path.open("rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+
 def checkpoint_meta(
     path: str | Path, arch: str | None = None, raw_hint: str = RAW_WEIGHTS_HINT
 ) -> tuple[Path, dict[str, Any]]:
@@ -212,6 +226,11 @@ def checkpoint_meta(
     """
     weights = resolve_checkpoint(path)
     if weights.suffix != ".safetensors":
+        if weights.is_file() and _head(weights, 2) == b"\x1f\x8b":  # gzip: `dard export`'s archive
+            raise DardError(
+                f"{weights} is an archive, not a checkpoint; unpack a `dard export` archive with `dard import "
+                f"{weights} --runs DIR` and give the run folder"
+            )
         raise DardError(f"{weights} is not a dard checkpoint (.safetensors + .json); {raw_hint}")
     run = RunDir(weights.parent)
     if run.is_run():  # a run's checkpoint is its own: a link there (to another run's weights) was read as the run's
