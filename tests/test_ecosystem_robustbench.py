@@ -261,3 +261,7 @@ def test_a_zoo_teacher_is_checked_before_the_data_loads(zoo, tmp_path, capsys) -
     # `dard eval --norm l2` of a zoo model took the Linf table's model of that name and measured it under L2
     argv = ["eval", "--model", f"robustbench:{NAME}", "--data", "digits", "--norm", "l2", "--eps", "0.5"]
     fails_cleanly(capsys, work, argv, f"RobustBench lists no digits L2 model '{NAME}'")
+    # and an L2 run's teacher likewise: it was the Linf table's model of that name, whatever the run's norm
+    cfg = config_file(work, method={"name": "dard", "params": {}}, data={"name": "digits"}, norm="l2")
+    argv = ["train", "--config", cfg, "--teacher", f"robustbench:{NAME}", "--out", str(work / "new")]
+    fails_cleanly(capsys, work, argv, f"RobustBench lists no digits L2 model '{NAME}'")

@@ -498,8 +498,12 @@ def test_teacher_from_user_code_weights_or_checkpoint(user_run, tmp_path):
     bundle = load_dataset("digits")
     weights = tmp_path / "teacher.pt"
     torch.save(load_checkpoint(run, arch=spec)[0].state_dict(), weights)
-    from_weights, info = load_teacher(TeacherConfig(arch=spec, weights=str(weights)), bundle, torch.device("cpu"))
-    from_checkpoint, _ = load_teacher(TeacherConfig(checkpoint=str(run), arch=spec), bundle, torch.device("cpu"))
+    from_weights, info = load_teacher(
+        TeacherConfig(arch=spec, weights=str(weights)), bundle, torch.device("cpu"), "Linf"
+    )
+    from_checkpoint, _ = load_teacher(
+        TeacherConfig(checkpoint=str(run), arch=spec), bundle, torch.device("cpu"), "Linf"
+    )
     x = bundle.test.x[:8].float() / 255
     assert info["arch"] == spec and torch.equal(from_weights(x), from_checkpoint(x))
     assert all(not p.requires_grad for p in from_weights.parameters())
@@ -702,10 +706,10 @@ def test_a_teacher_from_weights_takes_its_factorys_kwargs(user_module, tmp_path,
     save_file(create_model(spec, num_classes=10, in_channels=1, hidden=32).net.state_dict(), str(weights))
     teacher = {"arch": spec, "weights": str(weights), "normalize": False}
     bundle = load_dataset("digits")
-    model, info = load_teacher(TeacherConfig(**teacher, kwargs={"hidden": 32}), bundle, torch.device("cpu"))
+    model, info = load_teacher(TeacherConfig(**teacher, kwargs={"hidden": 32}), bundle, torch.device("cpu"), "Linf")
     assert info["kwargs"] == {"hidden": 32} and model.net[1].out_features == 32
     with pytest.raises(DardError, match="architecture mismatch"):
-        load_teacher(TeacherConfig(**teacher), bundle, torch.device("cpu"))
+        load_teacher(TeacherConfig(**teacher), bundle, torch.device("cpu"), "Linf")
     # the checks of model.kwargs: plain data, not what dard sets, and only where they reach a factory
     for kwargs, needle in [
         ({"num_classes": 3}, "num_classes comes from the dataset"),

@@ -13,6 +13,7 @@ from typing import Any, TypeGuard, TypeVar
 
 from pydantic import BaseModel
 
+from dard.attacks.threat import NORM_NAMES
 from dard.config import RunConfig
 from dard.experiment.plan import PlannedRun
 from dard.experiment.pool import pool_map
@@ -104,7 +105,7 @@ def label_gap(
     data, x, y, dev = _first_test_images(cfg, spec.n, device, threads)
     student, _ = load_checkpoint(folder.weights(spec.checkpoint), dev, arch=cfg.model.arch)
     # the experiment's teacher (or one checked with its plan): its own run's extras may hold its folder's lock
-    teacher, _ = load_teacher(cfg.teacher, data.bundle, dev, in_use_ok=True)
+    teacher, _ = load_teacher(cfg.teacher, data.bundle, dev, NORM_NAMES[cfg.norm], in_use_ok=True)
     gap = teacher_label_gap(teacher, student, x, y, attack, tau=float(method.get("tau", 1.0)))
     result = LabelGapFile(spec=spec.model_dump(), attack=attack.config(), gap=gap)
     with folder.lock():
@@ -134,7 +135,7 @@ def teacher_quality(
         return cached
     data, x, y, dev = _first_test_images(cfg, spec.n, device, threads)
     # the experiment's teacher (or one checked with its plan): its own run's extras may hold its folder's lock
-    teacher, info = load_teacher(cfg.teacher, data.bundle, dev, in_use_ok=True)
+    teacher, info = load_teacher(cfg.teacher, data.bundle, dev, NORM_NAMES[cfg.norm], in_use_ok=True)
     epoch = checkpoint_meta(checkpoint)[1].get("epoch")
     about = {**info, "checkpoint": checkpoint.as_posix(), "epoch": epoch, "weights_digest": digest}
     rec = evaluate(

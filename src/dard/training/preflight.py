@@ -26,6 +26,7 @@ from torch import nn
 
 import dard.training.distributed as dist
 from dard.attacks import Attack
+from dard.attacks.threat import NORM_NAMES
 from dard.checkpoint import (
     TEACHER_RAW_HINT,
     build_model,
@@ -154,8 +155,8 @@ def check_teacher(cfg: RunConfig, *, in_use_ok: bool = False, student: RunDir | 
         from dard.models.robustbench import weight_paths
 
         # the zoo lists it for the dataset (an unknown name, or a dataset it has none for, was found after the data
-        # had loaded); load_teacher's threat model
-        weight_paths(named.split(":", 1)[1], cfg.data.name, "Linf")
+        # had loaded), in the table of the run's norm, as load_teacher reads it
+        weight_paths(named.split(":", 1)[1], cfg.data.name, NORM_NAMES[cfg.norm])
     elif named and library_prefix(named) == "timm:":  # timm's models are untrained: it was "checkpoint not found"
         raise DardError(
             f"teacher {named}: a timm model by name has no trained weights; give teacher.arch={named} with "
@@ -265,8 +266,10 @@ def build_models(
         check_input(student, probe, data.bundle.num_classes, f"model '{cfg.model.arch}'", trained=True)
     teacher, teacher_info, sha = None, None, checked.teacher_sha256
     if checked.method.needs_teacher:  # load_teacher checks its classes, channels, image size and finite weights
-        teacher, teacher_info = load_teacher(cfg.teacher, data.bundle, device, in_use_ok=own_teacher)
-        sha = sha or teacher_sha256(cfg.teacher, data.bundle.name, in_use_ok=own_teacher)  # a zoo model's, fetched
+        threat = NORM_NAMES[cfg.norm]
+        teacher, teacher_info = load_teacher(cfg.teacher, data.bundle, device, threat, in_use_ok=own_teacher)
+        # a zoo model's, fetched by load_teacher
+        sha = sha or teacher_sha256(cfg.teacher, data.bundle.name, threat, in_use_ok=own_teacher)
     return RunParts(
         data=data,
         spec=spec,
@@ -313,7 +316,8 @@ def open_run(
         checked = check_config(cfg, dist_info.world_size, make_method)
         if checked.method.needs_teacher:
             check_teacher(cfg, in_use_ok=own_teacher, student=folder)
-            checked.teacher_sha256 = teacher_sha256(cfg.teacher, cfg.data.name, in_use_ok=own_teacher)
+            threat = NORM_NAMES[cfg.norm]
+            checked.teacher_sha256 = teacher_sha256(cfg.teacher, cfg.data.name, threat, in_use_ok=own_teacher)
         if resume:
             folder.require_run()
             folder.check_files()  # links, FIFOs or devices where the run's files belong: refused before the lock

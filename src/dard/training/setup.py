@@ -94,12 +94,13 @@ def load_teacher(
     tcfg: TeacherConfig,
     bundle: DatasetBundle,
     device: torch.device,
-    threat_model: str = "Linf",
+    threat_model: str,
     *,
     in_use_ok: bool = False,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """A frozen teacher in eval mode with no parameter gradients, from a dard checkpoint, external weights or a
-    RobustBench zoo name (``--teacher robustbench:<name>``: the trained model for the dataset and ``threat_model``,
+    RobustBench zoo name (``--teacher robustbench:<name>``: the trained model for the dataset and ``threat_model``
+    (the run's norm, ``"Linf"`` or ``"L2"``: one name may be in both of the zoo's tables),
     its weights from robustbench's loader in ``$DARD_MODEL_DIR`` or the cache folder); returns it with its
     provenance (recorded in run.json: the checkpoint file read and its epoch, not the folder named). A dard
     checkpoint is :func:`dard.checkpoint.teacher_checkpoint`'s (``in_use_ok``: its run folder may be locked)."""
@@ -123,7 +124,7 @@ def load_teacher(
     return teacher, loaded.info if loaded.epoch is None else {**loaded.info, "epoch": loaded.epoch}
 
 
-def teacher_sha256(tcfg: TeacherConfig, dataset: str, *, in_use_ok: bool = False) -> str | None:
+def teacher_sha256(tcfg: TeacherConfig, dataset: str, threat_model: str, *, in_use_ok: bool = False) -> str | None:
     """SHA-256 of the teacher's weights file as it is read (a dard checkpoint's ``.safetensors``, ``teacher.weights``,
     a zoo model's file; of the ``name digest`` lines of a zoo ensemble's files), for run.json: a path alone does not
     say which weights a student learned from. None without a teacher, or for a zoo model whose weights are not (yet)
@@ -132,7 +133,7 @@ def teacher_sha256(tcfg: TeacherConfig, dataset: str, *, in_use_ok: bool = False
     if named and library_prefix(named) == "robustbench:":
         from dard.models.robustbench import weight_paths
 
-        files = weight_paths(named.split(":", 1)[1], dataset, "Linf")  # load_teacher's threat model
+        files = weight_paths(named.split(":", 1)[1], dataset, threat_model)
         if not files or not all(p.is_file() for p in files):
             return None
     elif named:
