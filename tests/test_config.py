@@ -228,3 +228,15 @@ def test_shipped_configs_validate():
     assert len(files) > 10
     for f in files:
         load_config(f)
+
+
+def test_an_evaluation_attack_may_name_its_own_seed():
+    # `val.attack: {name: pgd, seed: 3}` passed seed twice to the attack: an internal error (TypeError) when the
+    # run's checks built it; a compare_attacks entry the same (tests/test_experiment.py)
+    from dard.training.preflight import check_config
+
+    attack, sat = {"name": "pgd", "steps": 2, "seed": 3}, {"name": "sat"}
+    assert check_config(parse_config({"seed": 7, "method": sat, "val": {"attack": attack}})).val_attack.seed == 3
+    assert check_config(parse_config({"seed": 7, "method": sat})).val_attack.seed == 7  # the run's, as before
+    with pytest.raises(DardError, match=r"val.attack: pgd: seed must be an integer .*got null"):
+        check_config(parse_config({"method": sat, "val": {"attack": {**attack, "seed": None}}}))

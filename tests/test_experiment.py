@@ -220,6 +220,8 @@ def test_run_folder_with_another_config_is_refused_and_left_alone(finished, tmp_
         ({**SPEC, "compare_attacks": {"attacks": {"x": {"name": "nosuch"}}}}, "compare_attacks.attacks.x"),
         ({**SPEC, "compare_attacks": {"attacks": {"x": {"name": "pgd", "norm": "l1"}}}}, "compare_attacks.attacks.x"),
         ({**SPEC, "compare_attacks": {"attacks": {}}}, "compare_attacks.attacks"),
+        # an attack's own seed was passed twice (an internal error at load); null would draw from the global stream
+        ({**SPEC, "compare_attacks": {"attacks": {"x": {"name": "pgd", "seed": None}}}}, "'teacher-s0'): pgd: seed"),
         ({**SPEC, "compare_attacks": {**SPEC["compare_attacks"], "checkpoint": "worst"}}, "compare_attacks.checkpoint"),
         ({**SPEC, "label_gap": {"checkpoint": "../../x"}}, "label_gap.checkpoint"),
         ({**SPEC, "plot_param": {"param": "nosuch"}}, "plot_param.param 'nosuch' is no numeric parameter"),
@@ -330,6 +332,16 @@ def test_a_run_may_take_fewer_of_the_experiments_seeds(tmp_path):
     names = ["teacher-s0", "sat-s0", "dard-s0", "nat-s0", "sat-s1", "dard-s1", "dard-lam1-s1"]
     assert [r.name for r in planned] == names and planned[-1].config.method.params["lam"] == 1.0
     assert _fewer_seeds(exp.spec) == " (dard-lam1: seed 1; nat: seed 0)"
+
+
+def test_a_compared_attack_may_name_its_seed(tmp_path):
+    # `seed: 5` in a compare_attacks entry was passed to the attack twice: an internal error when the file loaded
+    from dard.evaluation.suite import attack_from_spec
+
+    attacks = {"pgd-s5": {"name": "pgd", "steps": 2, "seed": 5}}
+    exp = load_experiment(str(_write(tmp_path, spec={**SPEC, "compare_attacks": {"n": 8, "attacks": attacks}})))
+    assert exp.spec.compare_attacks is not None
+    assert attack_from_spec(exp.spec.compare_attacks.attacks["pgd-s5"], 0.1, 0).seed == 5
 
 
 def test_an_empty_run_entry_or_section_is_the_base_config(tmp_path):

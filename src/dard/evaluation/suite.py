@@ -111,14 +111,18 @@ def attack_from_spec(spec: Mapping[str, Any], eps: float, seed: int | None, norm
     """Build an attack from ``{"name": ..., params}``; eps defaults to the threat model's, and the step is
     ``step_ratio`` (default 0.25) times eps unless an absolute ``step_size`` is given
     (:func:`dard.attacks.steps.resolve_step`). ``norm``: the threat model's (:func:`dard.attacks.threat.apply_norm`:
-    an attack of another norm is refused); None leaves the spec's own."""
+    an attack of another norm is refused); None leaves the spec's own. ``seed`` is the default of the spec's own
+    (``val.attack: {name: pgd, seed: 3}``, which was passed twice: a TypeError); an evaluation attack is seeded."""
     if not spec.get("name"):
         raise DardError(f"attack spec {dict(spec)} has no 'name'")
+    if spec.get("seed", seed) is None and seed is not None:
+        # null draws from the global stream: a validation would consume the training's, a record not reproduce
+        raise DardError(f"{spec['name']}: seed must be an integer (an evaluation attack is seeded), got null")
     if norm is not None:
         spec = apply_norm(spec, norm)
-    params, _ = resolve_step({"eps": eps, **spec})
+    params, _ = resolve_step({"eps": eps, "seed": seed, **spec})
     name = params.pop("name")
-    attack = create_attack(name, seed=seed, **params)
+    attack = create_attack(name, **params)
     if attack.target_kind != "labels":
         what = "target probabilities" if attack.target_kind == "probs" else "target classes"
         raise DardError(f"attack '{name}' takes {what}, not the true labels: the suite cannot evaluate with it")
