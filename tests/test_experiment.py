@@ -133,6 +133,17 @@ def test_label_gap_only_for_distilled_runs_and_cached(finished):
 
 
 @pytest.mark.slow
+def test_label_gap_leaves_out_runs_whose_training_attack_takes_no_labels(tmp_path):
+    # RSLAD's kl_pgd takes the teacher's probabilities: attacked with labels, the label gap stopped the experiment
+    # after every run had trained ("kl_pgd: target probabilities must be a float tensor"), and at every rerun
+    runs = {"dard": SPEC["runs"]["dard"], "rslad": {"method": {"name": "rslad", "params": STEP}}}
+    _write(tmp_path, spec={**SPEC, "seeds": [0], "runs": runs, "compare_attacks": None, "plot_param": None})
+    proc = run_cli("experiment", "tiny", "--runs", "runs", "--results", "res", "--jobs", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert set(json.loads((tmp_path / "res" / "results.json").read_text())["extra"]["label_gap"]) == {"dard"}
+
+
+@pytest.mark.slow
 def test_every_file_of_the_runs_round_trips_through_its_type(finished):
     tmp, _ = finished
     typed = {"compare-": CompareFile, "label-gap-": LabelGapFile}

@@ -157,6 +157,13 @@ def teacher_quality(
     return result
 
 
+def gap_measures(cfg: RunConfig) -> bool:
+    """Whether ``label_gap`` measures a planned run: it distils, and its training attack takes the true labels, as
+    the gap attacks the student (dard, pgdard, ard). RSLAD's and AdaAD's kl_pgd takes the teacher's probabilities or
+    the teacher itself: given labels, it failed after the whole experiment had trained, and at every rerun."""
+    return distils(cfg) and getattr(build_method(cfg).attack, "target_kind", "labels") == "labels"
+
+
 def _has_own_teacher(cfg: RunConfig) -> bool:
     """Whether a planned run distils from a dard checkpoint file that is there (not a zoo model by name)."""
     named = str(cfg.teacher.checkpoint or "")
@@ -225,7 +232,7 @@ def run_extras(
             _LabelGapTask(runs_root / r.name, r.config, gap, threads, device)
             for r in runs
             if RunDir(runs_root / r.name).weights(gap.checkpoint).exists()
-            and distils(r.config)
+            and gap_measures(r.config)
             and missing_teacher_weights(r.config) is None
         ]
         pool_map(_label_gap_task, distilled, jobs)
