@@ -35,6 +35,8 @@ def test_defaults_round_trip():
         ({"eval": {"checkpoints": ["best", "best"]}}, "eval.checkpoints: Value error, best is listed twice"),
         # a count of 1.5 held out one image, in silence (a fraction lies below 1)
         ({"data": {"val_size": 1.5}}, "data.val_size: Value error, a count of images (1 or more) is a whole number"),
+        # no validation image: found out only after the data had loaded, under the run folder's lock
+        ({"data": {"val_size": 0}}, "data.val_size: Input should be greater than 0"),
         # 8/255 is an Linf budget: an L2 run without eps trained and was evaluated at a radius of 0.03
         ({"norm": "l2"}, "norm l2 needs eps: the default 8/255 is the Linf budget"),
     ],

@@ -63,8 +63,8 @@ class DataConfig(_Strict):
     name: str = "digits"
     dir: str | None = None
     download: bool = False
-    val_size: float = Field(
-        0.1, ge=0.0, le=BIG, description="fraction (<1) or count (>=1) held out from train for selection"
+    val_size: float = Field(  # > 0: no validation image was found out only after the data had loaded
+        0.1, gt=0.0, le=BIG, description="fraction (<1) or count (>=1) held out from train for selection"
     )
     train_subset: int | None = Field(
         None, ge=1, le=BIG, description="use only the first N training images (after the split)"
