@@ -242,3 +242,25 @@ def test_an_evaluation_attack_may_name_its_own_seed():
     assert check_config(parse_config({"seed": 7, "method": sat})).val_attack.seed == 7  # the run's, as before
     with pytest.raises(DardError, match=r"val.attack: pgd: seed must be an integer .*got null"):
         check_config(parse_config({"method": sat, "val": {"attack": {**attack, "seed": None}}}))
+
+
+@pytest.mark.parametrize(
+    "method, teacher, needle",
+    [
+        # a dard checkpoint (or zoo model) brings its own normalisation: `normalize: false` beside it did nothing
+        ("dard", {"checkpoint": "runs/t", "normalize": False}, "teacher.normalize: false is for teacher.arch + "),
+        ("dard", {"checkpoint": "robustbench:Standard", "normalize": False}, "teacher.normalize: false is for"),
+        ("sat", {"normalize": False}, "teacher.normalize: false is for"),
+        # an architecture alone names no teacher: a run that takes none trained as if it were not there
+        ("sat", {"arch": "resnet18"}, "teacher.arch 'resnet18' names no teacher alone: give teacher.weights"),
+        ("dard", {"arch": "resnet18"}, "teacher.arch 'resnet18' names no teacher alone"),
+    ],
+)
+def test_a_teacher_key_that_would_do_nothing_is_refused(method, teacher, needle):
+    from dard.training.preflight import check_config
+
+    with pytest.raises(DardError) as e:
+        check_config(parse_config({"method": {"name": method}, "teacher": teacher}))
+    assert needle in str(e.value)
+    # with what it is for, each is taken (the files are looked at later, by check_teacher)
+    check_config(parse_config({"method": {"name": "dard"}, "teacher": {"checkpoint": "runs/t", "arch": "resnet18"}}))

@@ -107,6 +107,7 @@ def check_config(
     at_key("model.arch", lambda: model_factory(cfg.model.arch))
     at_key("model.kwargs", lambda: check_factory_kwargs(cfg.model.arch, cfg.model.kwargs))
     method = at_key("method", lambda: make_method(cfg))
+    check_teacher_keys(cfg)
     if method.needs_teacher and not cfg.teacher.given:
         raise DardError(f"method '{cfg.method.name}' needs a teacher: {TEACHER_HINT}")
     if cfg.teacher.given and not method.needs_teacher:
@@ -144,6 +145,23 @@ def check_config(
             f"{world_size} processes"
         )
     return Checked(method=method, val_attack=val_attack, eval_attacks=final)
+
+
+def check_teacher_keys(cfg: RunConfig) -> None:
+    """No teacher key that would do nothing: each was taken in silence, the run trained as if it were not there (a
+    dard checkpoint or zoo model brings its own normalisation; an architecture alone names no teacher). Here, not
+    in the schema: a recorded config is read as it was written."""
+    teacher = cfg.teacher
+    if not teacher.normalize and not teacher.weights:
+        raise DardError(
+            "teacher.normalize: false is for teacher.arch + teacher.weights (a dard checkpoint or zoo model "
+            "records its own normalisation)"
+        )
+    if teacher.arch and not teacher.given:
+        raise DardError(
+            f"teacher.arch {shown(teacher.arch)} names no teacher alone: give teacher.weights with it (or "
+            "teacher.checkpoint / --teacher, whose architecture it checks)"
+        )
 
 
 def check_teacher(cfg: RunConfig, *, in_use_ok: bool = False, student: RunDir | None = None) -> None:
