@@ -166,6 +166,21 @@ def test_a_config_without_teacher_kwargs_dumps_and_hashes_as_before(data, dumped
     assert identity_hash(config_identity(data)) == identity
 
 
+def test_a_key_from_two_merged_mappings_is_refused_not_taken_from_either(tmp_path):
+    # PyYAML tells merged keys apart by the identity of their text: `optim: {<<: [*fast, *paper]}` took the epochs of
+    # *paper (the last), where YAML and a one-letter key take the first's, in silence
+    anchors = "x-fast: &fast {epochs: 2, lr: 0.05}\nx-paper: &paper {epochs: 50, momentum: 0.9}\n"
+    p = tmp_path / "exp.yaml"
+    for optim in ["{<<: [*fast, *paper]}", "{<<: *fast, <<: *paper}"]:
+        p.write_text(f"{anchors}optim: {optim}\n")
+        with pytest.raises(DardError, match=r"exp.yaml: key 'epochs' comes from two of the mappings merged .*line 3"):
+            load_config(p)
+    # keys from one merged mapping each, a merged key set again beside them, one mapping merged twice: as YAML says
+    p.write_text("optim: {<<: [{epochs: 2}, {lr: 0.05}], epochs: 3}\nval: {<<: [&v {every: 2}, *v]}\n")
+    cfg = load_config(p)
+    assert (cfg.optim.epochs, cfg.optim.lr, cfg.val.every) == (3, 0.05, 2)
+
+
 def test_yaml_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim: {epochs: [1,\n")

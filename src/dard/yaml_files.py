@@ -51,6 +51,27 @@ def _yaml_loader(where: str | Path) -> type:
                     seen.add(k)
             return super().construct_mapping(node, deep=deep)
 
+        def flatten_mapping(self, node: Any) -> None:
+            # PyYAML tells merged keys apart by the identity of their text: of two merged mappings that share a key,
+            # the first wins for a one-letter key and the last for any other (YAML: the first), so refuse the clash
+            merged: dict[Any, int] = {}
+            for key, value in node.value:
+                if key.tag != "tag:yaml.org,2002:merge":
+                    continue
+                for source in value.value if isinstance(value, yaml.SequenceNode) else [value]:
+                    if not isinstance(source, yaml.MappingNode):
+                        continue  # PyYAML's own error names it
+                    self.flatten_mapping(source)
+                    for k, v in source.value:
+                        ident = (k.tag, k.value) if isinstance(k, yaml.ScalarNode) else id(k)
+                        if merged.get(ident, id(v)) != id(v):  # one value merged twice (`[*a, *a]`) is no clash
+                            raise DardError(
+                                f"{where}: key {shown(k.value, 80)} comes from two of the mappings merged with '<<' "
+                                f"(line {key.start_mark.line + 1}); YAML readers differ on which wins: set it once"
+                            )
+                        merged[ident] = id(v)
+            super().flatten_mapping(node)
+
     def checked(read: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
         return lambda loader, node: _plain_number(node, read(loader, node), where)
 
