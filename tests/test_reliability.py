@@ -79,6 +79,8 @@ def test_eval_out_writes_eval_records_only_where_allowed(run, tmp_path, capsys):
         (["--method", "dard"], ["needs a teacher", "--teacher RUN"]),
         (["--method", "dard", "--teacher", "timm:resnet18"], ["a timm model by name has no trained weights"]),
         (["--model", "nosuchnet"], ["model.arch: unknown model 'nosuchnet'"]),
+        # found only when the data loaded, after the run folder was made and locked (an experiment: naming no key)
+        (["--data", "mnist"], ["data.name: unknown dataset 'mnist'; valid: cifar10, cifar100, digits, folder"]),
         # configs the schema took that failed later, as internal errors: at the optimizer, the cost estimate, the
         # model's construction, the first torch.compile
         (["--set", "optim.nesterov=true", "--set", "optim.momentum=0"], ["optim", "nesterov needs a momentum"]),

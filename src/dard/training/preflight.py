@@ -36,7 +36,7 @@ from dard.checkpoint import (
     teacher_checkpoint,
 )
 from dard.config import RunConfig
-from dard.data import known_sizes
+from dard.data import DATASETS, known_sizes
 from dard.errors import DardError, shown
 from dard.evaluation.suite import attack_from_spec
 from dard.io import check_writable
@@ -104,6 +104,7 @@ def check_config(
 ) -> Checked:
     """Build every object the config names (no data, no files, no models): the method (with ``make_method``) and
     every attack."""
+    at_key("data.name", lambda: DATASETS.get(cfg.data.name))  # was found when the data loaded, under the lock
     at_key("model.arch", lambda: model_factory(cfg.model.arch))
     at_key("model.kwargs", lambda: check_factory_kwargs(cfg.model.arch, cfg.model.kwargs))
     method = at_key("method", lambda: make_method(cfg))
