@@ -370,6 +370,25 @@ def test_an_empty_run_entry_or_section_is_the_base_config(tmp_path):
     assert planned["dard-s0"].method.name == "dard"
 
 
+def test_a_run_of_another_method_takes_only_the_base_params_its_method_has(tmp_path):
+    # a base's method.params (sat's attack and attack_mode) made a natural run an error ("method 'natural' has no
+    # parameter 'attack'") that no run entry could undo: a null section overrides nothing
+    from dard.experiment.plan import plan_runs
+
+    base = {**BASE, "method": {"name": "sat", "params": {**STEP, "attack_mode": "train"}}}
+    runs = {
+        "nat": {"method": {"name": "natural"}},
+        "trades": {"method": {"name": "trades", "params": {"beta": 1.0}}},
+        "sat": {"method": {"params": {"attack": {"steps": 3}}}},
+    }
+    exp = load_experiment(str(_write(tmp_path, spec={**SPEC, "runs": runs, "plot_param": None}, base=base)))
+    planned = {r.name: r.config.method for r in plan_runs(exp, tmp_path / "runs")}
+    assert planned["nat-s0"].params == {}
+    assert planned["trades-s0"].params == {**STEP, "beta": 1.0}  # the attack budget carries over; attack_mode not
+    assert planned["sat-s0"].params == {"attack": {"steps": 3, "step_size": 0.025}, "attack_mode": "train"}
+    assert planned["teacher-s0"].params == {**STEP, "attack_mode": "train"}  # the same method: merged as before
+
+
 def test_plan_checks_the_output_folders_as_the_experiment_does(tmp_path):
     # --plan printed a plan for a runs folder that is a file, which the experiment itself refuses at once
     _write(tmp_path)

@@ -18,7 +18,7 @@ from dard.config import RunConfig
 from dard.errors import DardError
 from dard.experiment.estimate import Estimate, Estimator, dataset_bundle, parameter_count
 from dard.experiment.reuse import RUN_DONE, check_reusable, run_status
-from dard.experiment.spec import RUN_SEEDS, Experiment, deep_merge, needs_teacher, parse_run_config
+from dard.experiment.spec import RUN_SEEDS, Experiment, merge_run, needs_teacher, parse_run_config
 from dard.io import check_writable
 from dard.names import check_case_distinct
 from dard.run_dir import RunDir, enclosing_run
@@ -62,7 +62,7 @@ def plan_runs(exp: Experiment, runs_root: Path, device: str | None = None) -> li
         _check_own_keys(exp, f"runs.{key}", overrides, f"runs.{key}.{RUN_SEEDS}")
         for seed in exp.spec.run_seeds(key):
             name = f"{key}-s{seed}"
-            raw = deep_merge(exp.base, {**overrides, "name": name, "seed": seed, **over})
+            raw = merge_run(exp.base, {**overrides, "name": name, "seed": seed, **over})
             if needs_teacher(raw) and not (raw.get("teacher") or {}):
                 if seed not in teachers:
                     raise DardError(f"{exp.source}: run '{key}' needs a teacher but the experiment has none")
@@ -143,7 +143,7 @@ def _teachers(exp: Experiment, over: dict[str, Any]) -> dict[int, PlannedRun]:
         if shared is None:
             _check_own_keys(exp, "teacher.config", t.config, "teacher.seed")
             name = f"{t.name}-s{tseed}"
-            raw = deep_merge(exp.base, {**t.config, "name": name, "seed": tseed, **over})
+            raw = merge_run(exp.base, {**t.config, "name": name, "seed": tseed, **over})
             if needs_teacher(raw) and not (raw.get("teacher") or {}):  # the experiment trains no teacher's teacher
                 raise DardError(
                     f"{exp.source}: teacher.config: the teacher trains first, so its method must take no teacher "

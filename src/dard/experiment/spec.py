@@ -188,6 +188,23 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
     return out
 
 
+def merge_run(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's config: ``base`` updated by the run's overrides (:func:`deep_merge`), except that a run naming another
+    method than the base's takes only those of the base's ``method.params`` its method has: a base's
+    ``params: {attack: ...}`` made a ``natural`` run, and its ``lam`` a ``sat`` one, an error that no run entry could
+    undo (a null section overrides nothing)."""
+    method, mine = base.get("method"), over.get("method")
+    if isinstance(method, Mapping) and isinstance(mine, Mapping) and isinstance(method.get("params"), Mapping):
+        from dard.methods import METHODS
+
+        name = mine.get("name", method.get("name", "dard"))
+        if name != method.get("name", "dard") and isinstance(name, str) and name in METHODS:
+            takes = METHODS.params(name)
+            params = {k: v for k, v in method["params"].items() if k in takes}
+            base = {**base, "method": {**method, "params": params}}
+    return deep_merge(base, over)
+
+
 def parse_run_config(cfg: dict[str, Any], where: str) -> RunConfig:
     """Validate a run config dict; an error names ``where`` (the experiment file and run, or the run folder)."""
     try:
