@@ -237,6 +237,9 @@ def test_run_folder_with_another_config_is_refused_and_left_alone(finished, tmp_
         ({**SPEC, "label_gap": {"checkpoint": "../../x"}}, "label_gap.checkpoint"),
         ({**SPEC, "plot_param": {"param": "nosuch"}}, "plot_param.param 'nosuch' is no numeric parameter"),
         ({**SPEC, "pairs": [["sat", "sat"]]}, "compares a row with itself"),
+        # one report table takes one threat model: the report refused it after every run had trained
+        ({**SPEC, "runs": {**SPEC["runs"], "x": {"eps": 0.2}}}, "linf eps 0.2 (x-s0, x-s1): set data.name, norm and"),
+        ({**SPEC, "teacher": {**SPEC["teacher"], "config": {**SPEC["teacher"]["config"], "eps": 0.2}}}, "0.2 (teacher"),
         # a run's own seeds are some of the experiment's, each once
         ({**SPEC, "runs": {"sat": {"seeds": [2]}}}, "runs.sat.seeds must be distinct seeds of the experiment's (0, 1)"),
         ({**SPEC, "runs": {"sat": {"seeds": [0, 0]}}}, "runs.sat.seeds"),

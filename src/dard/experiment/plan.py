@@ -115,6 +115,22 @@ def check_runs(runs: Sequence[PlannedRun], source: Path) -> None:
             _check_given_teacher(run)
         except DardError as e:
             raise DardError(f"{source}: run '{run.name}': {e}") from None
+    _one_table(runs, source)
+
+
+def _one_table(runs: Sequence[PlannedRun], source: Path) -> None:
+    """The runs share one dataset and threat model, as the report's table takes them (``check_one_table``): a run
+    with its own ``eps`` (or a teacher's) was refused by the report after every run had trained, at every rerun."""
+    seen: dict[str, list[str]] = {}
+    for run in runs:
+        cfg = run.config
+        seen.setdefault(f"{cfg.data.name}, {cfg.norm} eps {cfg.eps:.8g}", []).append(run.name)
+    if len(seen) > 1:
+        parts = "; ".join(f"{k} ({', '.join(v[:3])}{', ...' if len(v) > 3 else ''})" for k, v in seen.items())
+        raise DardError(
+            f"{source}: the runs of an experiment share one report table, of one dataset and threat model; these "
+            f"have {parts}: set data.name, norm and eps in the base only, or make two experiments"
+        )
 
 
 def _check_given_teacher(run: PlannedRun) -> None:
