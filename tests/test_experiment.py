@@ -392,6 +392,27 @@ def test_a_run_of_another_method_takes_only_the_base_params_its_method_has(tmp_p
     assert planned["teacher-s0"].params == {**STEP, "attack_mode": "train"}  # the same method: merged as before
 
 
+def test_an_experiment_of_your_own_may_extend_a_packaged_scale_or_config(tmp_path):
+    # a copy of a packaged experiment (`base: ../_scales/digits.yaml`), or one written anywhere, reached a scale only
+    # by its installed path: "base run config not found"; a packaged run config's name is taken as --config takes it
+    from dard.errors import DardError
+
+    runs = {"sat": {"method": {"name": "sat"}}}
+    for base, name in [("../_scales/digits.yaml", "demo"), ("cifar10/sat_resnet18", "sat-resnet56-to-resnet18")]:
+        path = tmp_path / "mine.yaml"
+        path.write_text(yaml.safe_dump({"title": "mine", "base": base, "seeds": [0], "runs": runs}))
+        assert load_experiment(str(path)).base["name"] == name
+    (tmp_path / "_scales").mkdir()  # a file of your own beside it comes first
+    (tmp_path / "_scales" / "digits.yaml").write_text(yaml.safe_dump({**BASE, "name": "own"}))
+    path = tmp_path / "sub" / "mine.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump({"title": "mine", "base": "../_scales/digits.yaml", "seeds": [0], "runs": runs}))
+    assert load_experiment(str(path)).base["name"] == "own"
+    path.write_text(yaml.safe_dump({"title": "mine", "base": "../_scales/nope.yaml", "seeds": [0], "runs": runs}))
+    with pytest.raises(DardError, match=r"base run config not found: .*nope.yaml \(nor a packaged scale, .*small.yaml"):
+        load_experiment(str(path))
+
+
 def test_plan_checks_the_output_folders_as_the_experiment_does(tmp_path):
     # --plan printed a plan for a runs folder that is a file, which the experiment itself refuses at once
     _write(tmp_path)

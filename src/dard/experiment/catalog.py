@@ -10,7 +10,7 @@ from dard.config import validation_message
 from dard.errors import DardError
 from dard.experiment.plan import check_runs, plan_runs
 from dard.experiment.spec import Experiment, ExperimentSpec, check_sections
-from dard.packaged import EXPERIMENTS_DIR
+from dard.packaged import CONFIGS_DIR, EXPERIMENTS_DIR, list_configs
 from dard.yaml_files import read_yaml_mapping
 
 
@@ -61,12 +61,32 @@ def load_experiment(name: str, scale: str = "cpu", root: Path | None = None) -> 
         spec = ExperimentSpec.model_validate(read_yaml_mapping(path, "experiment file"))
     except ValidationError as e:
         raise DardError(f"{path}: {validation_message(e)}") from None
-    base = read_yaml_mapping((path.parent / spec.base).resolve(), "base run config")
+    base = read_yaml_mapping(base_file(path, spec.base), "base run config")
     exp = Experiment(name=name, scale=scale, spec=spec, base=base, source=path)
     planned = plan_runs(exp, Path("runs"))  # validates every run config before any training
     check_runs(planned, path)
     check_sections(spec, [run.config for run in planned], path)
     return exp
+
+
+def base_file(path: Path, base: str) -> Path:
+    """The base run config experiment file ``path`` names: a file relative to it; else the packaged one it names as
+    if it lay among the packaged experiments (``../_scales/cpu.yaml`` in a copy of one, or a file of your own) or a
+    packaged run config's name (``cifar10/sat_resnet18``, as ``--config`` takes it). A scale was out of reach of an
+    experiment outside the package but by its installed path."""
+    own = path.parent / base
+    if own.is_file():
+        return own.resolve()
+    packaged = (EXPERIMENTS_DIR / "_" / base).resolve()
+    if packaged.is_relative_to(EXPERIMENTS_DIR.resolve()) and packaged.is_file():
+        return packaged
+    name = base.removeprefix("./").removeprefix("configs/").removesuffix(".yaml")
+    if name in list_configs():
+        return CONFIGS_DIR / f"{name}.yaml"
+    scales = ", ".join(f"../_scales/{p.name}" for p in sorted((EXPERIMENTS_DIR / "_scales").glob("*.yaml")))
+    raise DardError(
+        f"{path}: base run config not found: {own} (nor a packaged scale, {scales}, or run config, `dard list`)"
+    )
 
 
 def _shown(path: Path) -> Path:
