@@ -237,6 +237,9 @@ def test_run_folder_with_another_config_is_refused_and_left_alone(finished, tmp_
         ({**SPEC, "label_gap": {"checkpoint": "../../x"}}, "label_gap.checkpoint"),
         ({**SPEC, "plot_param": {"param": "nosuch"}}, "plot_param.param 'nosuch' is no numeric parameter"),
         ({**SPEC, "pairs": [["sat", "sat"]]}, "compares a row with itself"),
+        # a method that is no mapping was an internal error (AttributeError) before the run's parse could name it
+        ({**SPEC, "runs": {"x": {"method": "dard"}}}, "run 'x-s0': config error: method: Input should be a valid dict"),
+        ({**SPEC, "teacher": {**SPEC["teacher"], "config": {"method": ["sat"]}}}, "run 'teacher-s0': config error: me"),
         # one report table takes one threat model: the report refused it after every run had trained
         ({**SPEC, "runs": {**SPEC["runs"], "x": {"eps": 0.2}}}, "linf eps 0.2 (x-s0, x-s1): set data.name, norm and"),
         ({**SPEC, "teacher": {**SPEC["teacher"], "config": {**SPEC["teacher"]["config"], "eps": 0.2}}}, "0.2 (teacher"),
@@ -411,6 +414,13 @@ def test_an_experiment_of_your_own_may_extend_a_packaged_scale_or_config(tmp_pat
     path.write_text(yaml.safe_dump({"title": "mine", "base": "../_scales/nope.yaml", "seeds": [0], "runs": runs}))
     with pytest.raises(DardError, match=r"base run config not found: .*nope.yaml \(nor a packaged scale, .*small.yaml"):
         load_experiment(str(path))
+
+
+def test_a_base_section_that_is_no_mapping_is_refused_not_replaced(tmp_path):
+    # `data: cifar10` in the base: a run's own data section replaced it, and the run trained on digits in silence
+    _write(tmp_path, spec={**SPEC, "runs": {"x": {"data": {"val_size": 0.3}}}}, base={**BASE, "data": "cifar10"})
+    proc = run_cli("experiment", "tiny", "--runs", str(tmp_path / "runs"), "--plan", cwd=tmp_path)
+    assert_one_line_error(proc, "base.yaml: data is a section of keys, not 'cifar10'")
 
 
 def test_plan_checks_the_output_folders_as_the_experiment_does(tmp_path):

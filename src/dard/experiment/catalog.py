@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from dard.config import validation_message
 from dard.errors import DardError
 from dard.experiment.plan import check_runs, plan_runs
-from dard.experiment.spec import Experiment, ExperimentSpec, check_sections
+from dard.experiment.spec import Experiment, ExperimentSpec, check_base_sections, check_sections
 from dard.packaged import CONFIGS_DIR, EXPERIMENTS_DIR, list_configs
 from dard.yaml_files import read_yaml_mapping
 
@@ -61,7 +61,9 @@ def load_experiment(name: str, scale: str = "cpu", root: Path | None = None) -> 
         spec = ExperimentSpec.model_validate(read_yaml_mapping(path, "experiment file"))
     except ValidationError as e:
         raise DardError(f"{path}: {validation_message(e)}") from None
-    base = read_yaml_mapping(base_file(path, spec.base), "base run config")
+    base_path = base_file(path, spec.base)
+    base = read_yaml_mapping(base_path, "base run config")
+    check_base_sections(base, base_path)
     exp = Experiment(name=name, scale=scale, spec=spec, base=base, source=path)
     planned = plan_runs(exp, Path("runs"))  # validates every run config before any training
     check_runs(planned, path)

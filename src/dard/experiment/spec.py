@@ -188,6 +188,17 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
     return out
 
 
+def check_base_sections(base: Mapping[str, Any], where: Path) -> None:
+    """Each section of an experiment's base run config is a mapping (or empty): a run's own section replaced one
+    that was not (``data: cifar10``), and the run trained on the defaults' dataset without a word."""
+    from dard.config import RunConfig
+    from dard.config.messages import section_model
+
+    for key, value in base.items():
+        if value is not None and not isinstance(value, Mapping) and section_model(RunConfig, [str(key)]) is not None:
+            raise DardError(f"{where}: {key} is a section of keys, not {shown(value)} (e.g. {key}: {{name: ...}})")
+
+
 def merge_run(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     """A run's config: ``base`` updated by the run's overrides (:func:`deep_merge`), except that a run naming another
     method than the base's takes only those of the base's ``method.params`` its method has: a base's
@@ -249,7 +260,10 @@ def needs_teacher(cfg: Mapping[str, Any]) -> bool:
     :func:`dard.experiment.plan.check_runs` refuses naming the file and the run)."""
     from dard.methods import METHODS
 
+    method = cfg.get("method") or {}  # null: the section's defaults
+    if not isinstance(method, Mapping):  # `method: dard`: the run's parse names it (it was an AttributeError)
+        return False
     try:
-        return bool(METHODS.get(str((cfg.get("method") or {}).get("name", "dard"))).needs_teacher)
+        return bool(METHODS.get(str(method.get("name", "dard"))).needs_teacher)
     except DardError:
         return False
