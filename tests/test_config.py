@@ -279,3 +279,24 @@ def test_a_teacher_key_that_would_do_nothing_is_refused(method, teacher, needle)
     assert needle in str(e.value)
     # with what it is for, each is taken (the files are looked at later, by check_teacher)
     check_config(parse_config({"method": {"name": "dard"}, "teacher": {"checkpoint": "runs/t", "arch": "resnet18"}}))
+
+
+@pytest.mark.parametrize(
+    "data, needle",
+    [
+        # each was taken and the run went on without it: a cosine schedule has no milestones, an uncompiled model no
+        # compile mode
+        ({"optim": {"schedule": "cosine", "milestones": [5, 8]}}, "optim.milestones applies to optim.schedule step"),
+        ({"optim": {"schedule": "onecycle", "gamma": 0.5}}, "optim.gamma applies to optim.schedule step only"),
+        ({"speed": {"compile_mode": "max-autotune"}}, "speed.compile_mode applies with speed.compile: true only"),
+        ({"speed": {"compile_backend": "aot_eager"}}, "speed.compile_backend applies with speed.compile: true"),
+    ],
+)
+def test_a_setting_that_another_switches_off_is_refused(data, needle):
+    from dard.training.preflight import check_config
+
+    with pytest.raises(DardError, match=needle):
+        check_config(parse_config({"method": {"name": "sat"}, **data}))
+    # at their defaults (as every recorded config writes them), or with what they are for, they are taken
+    check_config(parse_config({"method": {"name": "sat"}, "optim": {"schedule": "cosine", "milestones": [30, 40]}}))
+    check_config(parse_config({"method": {"name": "sat"}, "optim": {"schedule": "step", "milestones": [5, 8]}}))

@@ -109,6 +109,7 @@ def check_config(
     at_key("model.kwargs", lambda: check_factory_kwargs(cfg.model.arch, cfg.model.kwargs))
     method = at_key("method", lambda: make_method(cfg))
     check_teacher_keys(cfg)
+    check_switches_in_use(cfg)
     if method.needs_teacher and not cfg.teacher.given:
         raise DardError(f"method '{cfg.method.name}' needs a teacher: {TEACHER_HINT}")
     if cfg.teacher.given and not method.needs_teacher:
@@ -163,6 +164,22 @@ def check_teacher_keys(cfg: RunConfig) -> None:
             f"teacher.arch {shown(teacher.arch)} names no teacher alone: give teacher.weights with it (or "
             "teacher.checkpoint / --teacher, whose architecture it checks)"
         )
+
+
+def check_switches_in_use(cfg: RunConfig) -> None:
+    """No setting another one switches off, set away from its default: ``optim.milestones`` and ``optim.gamma`` under
+    a schedule other than ``step``, ``speed.compile_backend`` and ``speed.compile_mode`` without ``speed.compile``
+    (each was taken, and the run went on without it)."""
+    unused = {"milestones": "step", "gamma": "step"} if cfg.optim.schedule != "step" else {}
+    for key, schedule in unused.items():
+        if getattr(cfg.optim, key) != type(cfg.optim).model_fields[key].get_default(call_default_factory=True):
+            raise DardError(
+                f"optim.{key} applies to optim.schedule {schedule} only, and the schedule is {cfg.optim.schedule}: "
+                f"drop optim.{key} or set optim.schedule: {schedule}"
+            )
+    for key in ("compile_backend", "compile_mode") if not cfg.speed.compile else ():
+        if getattr(cfg.speed, key) != type(cfg.speed).model_fields[key].get_default():
+            raise DardError(f"speed.{key} applies with speed.compile: true only; set it, or drop speed.{key}")
 
 
 def check_teacher(cfg: RunConfig, *, in_use_ok: bool = False, student: RunDir | None = None) -> None:
