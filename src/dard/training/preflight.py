@@ -172,10 +172,11 @@ def check_switches_in_use(cfg: RunConfig) -> None:
     (each was taken, and the run went on without it)."""
     unused = {"milestones": "step", "gamma": "step"} if cfg.optim.schedule != "step" else {}
     for key, schedule in unused.items():
-        if getattr(cfg.optim, key) != type(cfg.optim).model_fields[key].get_default(call_default_factory=True):
+        default = type(cfg.optim).model_fields[key].get_default(call_default_factory=True)
+        if getattr(cfg.optim, key) != default:  # an experiment's run under its base's: the default undoes it
             raise DardError(
                 f"optim.{key} applies to optim.schedule {schedule} only, and the schedule is {cfg.optim.schedule}: "
-                f"drop optim.{key} or set optim.schedule: {schedule}"
+                f"drop optim.{key} (or set its default, {default}) or set optim.schedule: {schedule}"
             )
     for key in ("compile_backend", "compile_mode") if not cfg.speed.compile else ():
         if getattr(cfg.speed, key) != type(cfg.speed).model_fields[key].get_default():
