@@ -300,7 +300,9 @@ FOLDER_TEACHER = {"data": {"name": "folder", "dir": "imgs", "val_size": 3}, "opt
     [
         ({"x": {"data": {"val_size": 5000}}}, {}, "run 'x-s0': val_size 5000 leaves no training"),
         ({"x": {"data": {"train_subset": 32}}}, {}, "run 'x-s0': optim.batch_size 64 exceeds the 32 training images"),
-        ({"dard": SPEC["runs"]["dard"]}, FOLDER_TEACHER, "run 'dard-s0': its teacher teacher-s0 learns 3 classes"),
+        # a teacher of another dataset: refused with the rest of one report table's runs, when the file loads (its
+        # classes against a run's, by check_data, where both name one dataset in other folders)
+        ({"dard": SPEC["runs"]["dard"]}, FOLDER_TEACHER, "the runs of an experiment share one report table"),
         # a model kwarg its factory does not take: refused by the estimate after --plan's lines, naming no run
         ({"x": {"model": {"kwargs": {"width": 2}}}}, {}, "run 'x-s0': model.kwargs: model 'small_cnn': its factory"),
     ],
