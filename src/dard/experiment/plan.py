@@ -135,9 +135,9 @@ def _one_table(runs: Sequence[PlannedRun], source: Path) -> None:
 
 def _check_given_teacher(run: PlannedRun) -> None:
     """A teacher the file gives a run (not the one it trains) is there, the checkpoint meant and not in a run that
-    is training (:func:`dard.training.preflight.check_teacher`): a missing one stopped a campaign only when that
+    is training (:func:`dard.training.teacher_checks.check_teacher`): a missing one stopped a campaign only when that
     run began. A RobustBench name is left to the run (its weights may still be downloaded)."""
-    from dard.training.preflight import check_teacher
+    from dard.training.teacher_checks import check_teacher
 
     teacher = run.config.teacher
     if run.teacher_arch is not None:  # the experiment's own teacher, trained before the run
