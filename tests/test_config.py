@@ -300,3 +300,19 @@ def test_a_setting_that_another_switches_off_is_refused(data, needle):
     # at their defaults (as every recorded config writes them), or with what they are for, they are taken
     check_config(parse_config({"method": {"name": "sat"}, "optim": {"schedule": "cosine", "milestones": [30, 40]}}))
     check_config(parse_config({"method": {"name": "sat"}, "optim": {"schedule": "step", "milestones": [5, 8]}}))
+
+
+def test_a_method_that_trains_on_no_attack_selects_its_best_checkpoint_by_clean_accuracy():
+    """A natural run's validation robust accuracy is about 0 at every epoch: selected by it, the campaign's natural
+    student kept epoch 1 (31.7% clean on the test set, where its last epoch had 78.6% on validation)."""
+    from dard.training.preflight import check_config
+
+    assert parse_config({"method": {"name": "natural"}}).val.select_by == "clean"
+    assert parse_config({"method": {"name": "sat"}}).val.select_by == "robust"
+    assert parse_config({"method": {"name": "natural"}, "val": {"select_by": "sum"}}).val.select_by == "sum"
+    # asked for outright (a base config's robust under a natural run): one line, before any work
+    with pytest.raises(DardError, match="val.select_by: robust picks method 'natural''s best checkpoint"):
+        check_config(parse_config({"method": {"name": "natural"}, "val": {"select_by": "robust"}}))
+    # a recorded config (every value written) reads as it was made
+    recorded = parse_config({"method": {"name": "natural"}}).model_dump(mode="json")
+    assert parse_config(recorded).val.select_by == "clean"

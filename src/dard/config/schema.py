@@ -261,6 +261,18 @@ class RunConfig(_Strict):
         return v.lower() if isinstance(v, str) else v  # Linf / L2, as AutoAttack writes them
 
     @model_validator(mode="after")
+    def _select_a_non_robust_method_by_clean(self) -> RunConfig:
+        # a naturally trained model's validation robust accuracy is about 0 at every epoch: selected by it, the best
+        # checkpoint was an early epoch's (31% clean where the last had 79%); an explicit robust is refused when
+        # the run starts (dard.training.preflight.check_config)
+        from dard.methods import METHODS
+
+        known = self.method.name in METHODS  # (an unknown name is refused, naming the valid ones, when checked)
+        if known and not METHODS.get(self.method.name).robust and "select_by" not in self.val.model_fields_set:
+            self.val.select_by = "clean"
+        return self
+
+    @model_validator(mode="after")
     def _suite_of_the_norm(self) -> RunConfig:
         # an L2 run's default suite leaves out the Linf-only attacks; a suite given explicitly is checked when the
         # run starts, so an attack of the wrong norm is refused there in one line

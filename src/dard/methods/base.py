@@ -200,6 +200,9 @@ class Method:
 
     name: ClassVar[str] = ""
     needs_teacher: ClassVar[bool] = False
+    # False for a method that never trains on attacked inputs (natural): its robust accuracy is about 0 at every
+    # epoch, so its best checkpoint is chosen by clean accuracy (dard.config.schema, dard.training.preflight)
+    robust: ClassVar[bool] = True
     attack: Callable[..., Tensor] | None = None
 
     @property

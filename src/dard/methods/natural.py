@@ -24,6 +24,7 @@ class Natural(Method):
 
     name = "natural"
     needs_teacher = False
+    robust = False
 
     def __init__(self) -> None:
         self.attack = None

@@ -94,6 +94,11 @@ def check_config(
     at_key("model.kwargs", lambda: check_factory_kwargs(cfg.model.arch, cfg.model.kwargs))
     method = at_key("method", lambda: make_method(cfg))
     check_teacher_config(cfg, method.needs_teacher)
+    if not method.robust and cfg.val.select_by == "robust":
+        raise DardError(
+            f"val.select_by: robust picks method '{cfg.method.name}''s best checkpoint by a robust accuracy that is "
+            "about 0 at every epoch (an early epoch wins); set val.select_by: clean"
+        )
     check_switches_in_use(cfg)
     val_attack = at_key("val.attack", lambda: attack_from_spec(cfg.val.attack, cfg.eps, cfg.seed, cfg.norm))
     final = eval_attacks(cfg)  # after val.attack: the order the checks have always reported in
