@@ -136,11 +136,41 @@ def test_label_gap_only_for_distilled_runs_and_cached(finished):
 def test_label_gap_leaves_out_runs_whose_training_attack_takes_no_labels(tmp_path):
     # RSLAD's kl_pgd takes the teacher's probabilities: attacked with labels, the label gap stopped the experiment
     # after every run had trained ("kl_pgd: target probabilities must be a float tensor"), and at every rerun
-    runs = {"dard": SPEC["runs"]["dard"], "rslad": {"method": {"name": "rslad", "params": STEP}}}
+    # ... and the report said nothing of the runs it left out; a DARD run whose training attack was crafted against
+    # the teacher (attack_target: teacher) had its gap measured with the attack on the student instead
+    runs = {
+        "dard": SPEC["runs"]["dard"],
+        "rslad": {"method": {"name": "rslad", "params": STEP}},
+        "dard-t": {"method": {"name": "dard", "params": {"attack_target": "teacher", **STEP}}},
+    }
     _write(tmp_path, spec={**SPEC, "seeds": [0], "runs": runs, "compare_attacks": None, "plot_param": None})
     proc = run_cli("experiment", "tiny", "--runs", "runs", "--results", "res", "--jobs", "1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert set(json.loads((tmp_path / "res" / "results.json").read_text())["extra"]["label_gap"]) == {"dard"}
+    assert set(json.loads((tmp_path / "res" / "results.json").read_text())["extra"]["label_gap"]) == {"dard", "dard-t"}
+    against = {
+        r: RunDir(tmp_path / "runs" / f"{r}-s0").read_label_gap("best").attack["against"] for r in ("dard", "dard-t")
+    }
+    assert against == {"dard": "student", "dard-t": "teacher"}
+    section = (tmp_path / "res" / "report.md").read_text().split("## Teacher soft-label gap")[1].split("\n## ")[0]
+    assert "Attacked against the teacher, as their training was: dard-t-s0." in section
+    left = next(line for line in section.splitlines() if line.startswith("Left out: "))
+    assert "rslad-s0 (its training attack (kl_pgd) takes no labels)" in left
+    assert "teacher-s0 (it distils from no teacher)" in left and "dard-s0" not in left
+
+
+def test_attack_comparison_names_the_runs_it_left_out(finished_run, tmp_path):
+    # a run without the compared checkpoint's weights (imported without them) was missing from the table in silence
+    from dard.experiment.report import _attack_section
+    from dard.experiment.spec import CompareAttacksSpec
+    from dard.run_dir import RunRecord
+
+    shutil.copytree(finished_run, tmp_path / "bare")
+    (tmp_path / "bare" / "best.safetensors").unlink()
+    spec = CompareAttacksSpec.model_validate(SPEC["compare_attacks"])
+    runs = [RunRecord.load(finished_run), RunRecord.load(tmp_path / "bare")]
+    text = _attack_section(spec, runs, tmp_path / "res", {})
+    left = next(line for line in text.splitlines() if line.startswith("Left out: "))
+    assert left == f"Left out: {finished_run.name} (not measured yet); bare (its folder holds no best weights)."
 
 
 @pytest.mark.slow

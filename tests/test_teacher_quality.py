@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from safetensors.torch import load_file, save_file
 from tests.conftest import tiny_run_config
 
@@ -75,3 +76,40 @@ def test_the_budget_counts_the_teachers_passes(finished_run, tmp_path):
     spec = ExperimentSpec.model_validate({**base, "teacher_quality": {"n": 16}})
     # clean and PGD-20 (as the cost model counts it) on 16 images, of a teacher as large as the student (the same run)
     assert extras_passes(spec, cfg, sizes) == without + 16 * (1 + attack_passes(DEFAULT_SUITE["pgd20"]))
+
+
+def test_the_section_names_the_runs_it_left_out_and_why(finished_run, tmp_path):
+    # a run distilled from external weights or a zoo model was left out of the table in silence: a reader could
+    # not tell it from a run that was never there
+    weights = finished_run / "best.safetensors"
+    teachers = {
+        "weights": {"weights": str(weights), "arch": "small_cnn", "normalize": False},
+        "zoo": {"checkpoint": "robustbench:Standard"},
+        "gone": {"checkpoint": str(tmp_path / "nowhere" / "best.safetensors")},
+    }
+    records = [RunRecord.load(finished_run)]  # natural: no teacher
+    for name, teacher in teachers.items():
+        shutil.copytree(finished_run, tmp_path / name)
+        raw = tiny_run_config(method={"name": "dard", "params": {}}, teacher=teacher)
+        (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(raw))
+        records.append(RunRecord.load(tmp_path / name))
+    spec = TeacherQualitySpec(n=32)
+    text = teacher_quality_section(spec, records, tmp_path / "results", {})
+    left = next(line for line in text.splitlines() if line.startswith("Left out: "))
+    assert f"{finished_run.name} (it distils from no teacher)" in left
+    assert "weights (its teacher is external weights, not a dard checkpoint)" in left
+    assert "zoo (its teacher is a zoo model, not a dard checkpoint)" in left
+    assert "gone (its teacher's checkpoint is not there)" in left
+
+
+def test_the_budget_counts_the_label_gap_only_where_it_measures(finished_run, tmp_path):
+    # RSLAD's kl_pgd takes no labels: label_gap leaves the run out, but the budget counted its passes
+    cfg = parse_config(
+        tiny_run_config(method={"name": "rslad", "params": {}}, teacher={"checkpoint": str(tmp_path / "t.safetensors")})
+    )
+    base = {"title": "t", "base": "x.yaml", "seeds": [0], "runs": {"rslad": {}}}
+    sizes = DataSizes(train=128, val=64, test=32, classes=10, shape=(1, 8, 8))
+    without = extras_passes(ExperimentSpec.model_validate(base), cfg, sizes)
+    assert extras_passes(ExperimentSpec.model_validate({**base, "label_gap": {"n": 16}}), cfg, sizes) == without
+    dard = parse_config(tiny_run_config(method={"name": "dard", "params": {}}, teacher={"checkpoint": "t"}))
+    assert extras_passes(ExperimentSpec.model_validate({**base, "label_gap": {"n": 16}}), dard, sizes) > without

@@ -6,8 +6,9 @@ loads it (:mod:`.spec`: its schema), :mod:`.plan` makes its runs (:class:`Planne
 
 from dard.experiment.catalog import experiments_root, list_experiments, load_experiment
 from dard.experiment.extras import compare_attacks, label_gap
+from dard.experiment.gap_section import label_gap_table
 from dard.experiment.plan import PlannedRun, plan_experiment, plan_runs
-from dard.experiment.report import attack_comparison, label_gap_table, write_experiment_report
+from dard.experiment.report import attack_comparison, write_experiment_report
 from dard.experiment.reuse import RUN_DONE, check_reusable, run_status
 from dard.experiment.runner import run_experiment
 from dard.experiment.spec import Experiment, ExperimentSpec, deep_merge

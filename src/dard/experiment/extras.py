@@ -15,12 +15,11 @@ from pydantic import BaseModel
 
 from dard.attacks.threat import NORM_NAMES
 from dard.config import RunConfig
+from dard.experiment.left_out import compare_skip, gap_measures, label_gap_skip, own_teacher, teacher_quality_skip
 from dard.experiment.plan import PlannedRun
 from dard.experiment.pool import pool_map
-from dard.experiment.reuse import distils, missing_teacher_weights
 from dard.experiment.spec import CompareAttacksSpec, ExperimentSpec, LabelGapSpec, TeacherQualitySpec
 from dard.methods.base import training_attack_passes
-from dard.models import library_prefix
 from dard.run_dir import CompareFile, LabelGapFile, RunDir, TeacherQualityFile
 from dard.training.cost import DataSizes, arch_macs, attack_passes, recorded_teacher_kwargs, teacher_arch
 from dard.training.setup import build_method
@@ -86,9 +85,10 @@ def label_gap(
     run_dir: Path, cfg: RunConfig, spec: LabelGapSpec, *, threads: int | None = None, device: str = "auto"
 ) -> LabelGapFile:
     """The teacher's soft-label gap for a distilled run (:func:`dard.evaluation.soft_labels.teacher_label_gap`):
-    its ``spec.checkpoint`` student attacked with its own training attack and temperature on the first ``spec.n``
-    test images. ``cfg`` is the run's planned config (its teacher entry points at this invocation's teacher).
-    Cached in ``eval/label-gap-<checkpoint>.json``."""
+    its own training attack and temperature on the first ``spec.n`` test images, crafted against the model its
+    training attacked (the ``spec.checkpoint`` student, or the teacher under DARD's ``attack_target: teacher``;
+    ``attack["against"]`` says which). ``cfg`` is the run's planned config (its teacher entry points at this
+    invocation's teacher). Cached in ``eval/label-gap-<checkpoint>.json``."""
     from dard.attacks import create_attack
     from dard.attacks.steps import resolve_step
     from dard.checkpoint import load_checkpoint
@@ -96,18 +96,20 @@ def label_gap(
     from dard.training.setup import load_teacher
 
     folder = RunDir(run_dir)
-    cached = folder.read_label_gap(spec.checkpoint)
-    if _fresh(cached, spec):
-        return cached
     method = folder.read_info().method
-    params, _ = resolve_step(method["attack"])  # the student's own training attack, as recorded
+    against = str(method.get("attack_target", "student"))
+    cached = folder.read_label_gap(spec.checkpoint)
+    if _fresh(cached, spec) and cached.attack.get("against", "student") == against:  # older files: the student
+        return cached
+    params, _ = resolve_step(method["attack"])  # the run's own training attack, as recorded
     attack = create_attack(**params)
     data, x, y, dev = _first_test_images(cfg, spec.n, device, threads)
     student, _ = load_checkpoint(folder.weights(spec.checkpoint), dev, arch=cfg.model.arch)
     # the experiment's teacher (or one checked with its plan): its own run's extras may hold its folder's lock
     teacher, _ = load_teacher(cfg.teacher, data.bundle, dev, NORM_NAMES[cfg.norm], in_use_ok=True)
-    gap = teacher_label_gap(teacher, student, x, y, attack, tau=float(method.get("tau", 1.0)))
-    result = LabelGapFile(spec=spec.model_dump(), attack=attack.config(), gap=gap)
+    target = teacher if against == "teacher" else student
+    gap = teacher_label_gap(teacher, target, x, y, attack, tau=float(method.get("tau", 1.0)))
+    result = LabelGapFile(spec=spec.model_dump(), attack={**attack.config(), "against": against}, gap=gap)
     with folder.lock():
         folder.write_label_gap(spec.checkpoint, result)
     return result
@@ -155,19 +157,6 @@ def teacher_quality(
     with folder.lock():
         folder.write_teacher_quality(result)
     return result
-
-
-def gap_measures(cfg: RunConfig) -> bool:
-    """Whether ``label_gap`` measures a planned run: it distils, and its training attack takes the true labels, as
-    the gap attacks the student (dard, pgdard, ard). RSLAD's and AdaAD's kl_pgd takes the teacher's probabilities or
-    the teacher itself: given labels, it failed after the whole experiment had trained, and at every rerun."""
-    return distils(cfg) and getattr(build_method(cfg).attack, "target_kind", "labels") == "labels"
-
-
-def _has_own_teacher(cfg: RunConfig) -> bool:
-    """Whether a planned run distils from a dard checkpoint file that is there (not a zoo model by name)."""
-    named = str(cfg.teacher.checkpoint or "")
-    return distils(cfg) and bool(named) and not library_prefix(named) and Path(named).is_file()
 
 
 @dataclass(frozen=True)
@@ -224,16 +213,16 @@ def run_extras(
     without them keeps the results it was exported with."""
     compare = spec.compare_attacks
     if compare is not None:
-        have = [runs_root / r.name for r in runs if RunDir(runs_root / r.name).weights(compare.checkpoint).exists()]
+        have = [
+            runs_root / r.name for r in runs if compare_skip(RunDir(runs_root / r.name), compare.checkpoint) is None
+        ]
         pool_map(_compare_task, [_CompareTask(p, compare, threads, device) for p in have], jobs)
     gap = spec.label_gap
     if gap is not None:
         distilled = [
             _LabelGapTask(runs_root / r.name, r.config, gap, threads, device)
             for r in runs
-            if RunDir(runs_root / r.name).weights(gap.checkpoint).exists()
-            and gap_measures(r.config)
-            and missing_teacher_weights(r.config) is None
+            if label_gap_skip(r.config, RunDir(runs_root / r.name), gap.checkpoint) is None
         ]
         pool_map(_label_gap_task, distilled, jobs)
     quality = spec.teacher_quality
@@ -241,7 +230,7 @@ def run_extras(
         tasks = [
             _TeacherQualityTask(runs_root / r.name, r.config, quality, threads, device)
             for r in runs
-            if RunDir(runs_root / r.name).is_evaluated() and _has_own_teacher(r.config)
+            if teacher_quality_skip(r.config, RunDir(runs_root / r.name)) is None
         ]
         pool_map(_teacher_quality_task, tasks, jobs)
 
@@ -256,9 +245,9 @@ def extras_passes(spec: ExperimentSpec, cfg: RunConfig, sizes: DataSizes) -> flo
     if spec.compare_attacks is not None:
         attacks = [DEFAULT_SUITE.get(a.get("name", ""), a) | a for a in spec.compare_attacks.attacks.values()]
         passes += min(spec.compare_attacks.n, test) * (1 + sum(attack_passes(a) for a in attacks))
-    if spec.label_gap is not None:
+    if spec.label_gap is not None and gap_measures(cfg):  # the runs it leaves out cost nothing
         passes += min(spec.label_gap.n, test) * training_attack_passes(build_method(cfg).config())
-    t_arch = teacher_arch(cfg) if spec.teacher_quality is not None and _has_own_teacher(cfg) else None
+    t_arch = teacher_arch(cfg) if spec.teacher_quality is not None and own_teacher(cfg) else None
     if spec.teacher_quality is not None and t_arch:
         kwargs = recorded_teacher_kwargs(cfg)
         scale = arch_macs(t_arch, sizes.classes, sizes.shape, kwargs) / arch_macs(

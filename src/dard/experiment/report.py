@@ -7,7 +7,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
-from dard.experiment.spec import CompareAttacksSpec, Experiment, ExperimentSpec, LabelGapSpec, PlotParamSpec
+from dard.experiment.gap_section import label_gap_section
+from dard.experiment.left_out import compare_skip, left_out_lines
+from dard.experiment.spec import CompareAttacksSpec, Experiment, ExperimentSpec, PlotParamSpec
 from dard.experiment.teacher_section import teacher_quality_section
 from dard.io import write_text
 from dard.packaged import EXPERIMENTS_DIR
@@ -26,12 +28,6 @@ from dard.report.markdown import md_text
 from dard.run_dir import RunDir, RunRecord
 
 _SWEEP_METRICS = ("clean", "pgd20", "autoattack_subset")
-_GAP_COLUMNS = {
-    "tv": "TV(teacher(x), teacher(x_adv))",
-    "top1_agreement": "same teacher top-1",
-    "teacher_top_prob_clean": "teacher top prob, x",
-    "teacher_top_prob_adv": "teacher top prob, x_adv",
-}
 
 
 def attack_comparison(runs: Sequence[RunRecord], checkpoint: str = "best") -> dict[str, Any]:
@@ -59,18 +55,6 @@ def attack_comparison(runs: Sequence[RunRecord], checkpoint: str = "best") -> di
         "methods": methods,
         "by_seed": by_seed,
     }
-
-
-def label_gap_table(runs: Sequence[RunRecord], checkpoint: str = "best") -> dict[str, dict[str, Any]]:
-    """Teacher soft-label gap per run group, mean ± std over seeds (runs without a cached gap are skipped)."""
-    per_group: dict[str, dict[str, list[float]]] = {}
-    for run in runs:
-        cached = RunDir(run.path).read_label_gap(checkpoint)
-        if cached is not None:
-            g = per_group.setdefault(seedless_name(run.path.name), {})
-            for key in _GAP_COLUMNS:
-                g.setdefault(key, []).append(float(cached.gap[key]))
-    return {g: {k: summarize(v) for k, v in cols.items()} for g, cols in per_group.items()}
 
 
 def _family_steps(label: str) -> tuple[str, int] | None:
@@ -269,6 +253,11 @@ def _attack_section(
         "Higher is a stronger attack.",
         "",
         *markdown_table(["Models", *labels], rows, text_columns=1),
+        *left_out_lines(
+            runs,
+            lambda f: f.read_compare(compare.checkpoint) is not None,
+            lambda _, f: compare_skip(f, compare.checkpoint),
+        ),
     ]
     attack_lines = [f"- `{label}`: {a}" for label, a in compare.attacks.items()]
     lines += ["", "Attacks:", "", *attack_lines, ""]
@@ -283,24 +272,6 @@ def _attack_section(
         *markdown_table(["steps", *averages], rows, text_columns=1),
         "",
         "![attack success vs steps](attack_success.png)",
-    ]
-    return "\n".join(lines)
-
-
-def _label_gap_section(spec: LabelGapSpec, runs: Sequence[RunRecord], extra: dict[str, Any]) -> str:
-    gaps = label_gap_table(runs, spec.checkpoint)
-    extra["label_gap"] = gaps
-    rows = [[g, *(format_summary(row[k]) for k in _GAP_COLUMNS)] for g, row in gaps.items()]
-    lines = [
-        "## Teacher soft-label gap",
-        "",
-        f"How far the teacher's soft labels move between a test image and the student's own training "
-        f"attack on it (first {spec.n} test images, `{spec.checkpoint}` student "
-        "checkpoint; mean ± std over seeds, all in %, total variation distance between the two softmax outputs). "
-        "The targets of two lambdas differ "
-        "by |d lambda| x TV, so a small TV means lambda cannot change the target much.",
-        "",
-        *markdown_table(["Run", *_GAP_COLUMNS.values()], rows, text_columns=1),
     ]
     return "\n".join(lines)
 
@@ -332,7 +303,7 @@ def write_experiment_report(
     if spec.compare_attacks is not None:
         sections.append(_attack_section(spec.compare_attacks, runs, results_dir, extra))
     if spec.label_gap is not None:
-        sections.append(_label_gap_section(spec.label_gap, runs, extra))
+        sections.append(label_gap_section(spec.label_gap, runs, extra))
     if spec.teacher_quality is not None:
         sections.append(teacher_quality_section(spec.teacher_quality, runs, results_dir, extra))
     preamble = _preamble(exp, runs, command, seconds, notes)

@@ -12,6 +12,7 @@ from typing import Any
 from dard.evaluation.record import Count, EvalRecord
 from dard.evaluation.rounding import percent
 from dard.experiment.extras import TEACHER_ATTACK
+from dard.experiment.left_out import left_out_lines, teacher_quality_skip
 from dard.experiment.spec import TeacherQualitySpec
 from dard.report import markdown_table, save_png
 from dard.report.plots import plot_text
@@ -78,6 +79,7 @@ def teacher_quality_section(
         "on the first images). Test accuracy in %, weakest teacher first.",
         "",
         *(markdown_table(_COLUMNS, cells, text_columns=2) if rows else ["No run has its teacher measured yet."]),
+        *left_out_lines(runs, lambda f: f.read_teacher_quality() is not None, teacher_quality_skip),
     ]
     if rows:
         _plot(rows, results_dir / "teacher_quality.png")
