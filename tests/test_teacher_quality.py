@@ -113,3 +113,16 @@ def test_the_budget_counts_the_label_gap_only_where_it_measures(finished_run, tm
     assert extras_passes(ExperimentSpec.model_validate({**base, "label_gap": {"n": 16}}), cfg, sizes) == without
     dard = parse_config(tiny_run_config(method={"name": "dard", "params": {}}, teacher={"checkpoint": "t"}))
     assert extras_passes(ExperimentSpec.model_validate({**base, "label_gap": {"n": 16}}), dard, sizes) > without
+
+
+def test_a_measured_run_without_a_best_evaluation_is_named_not_dropped(finished_run, tmp_path):
+    # a run whose teacher was measured but whose final evaluation (eval/best.json) is gone was missing from the
+    # table in silence: the table sets the teacher beside the student's best evaluation
+    student, weights, cfg = _student(finished_run, tmp_path)
+    raw = tiny_run_config(method={"name": "dard", "params": {}}, teacher={"checkpoint": str(weights)})
+    (student / "config.yaml").write_text(yaml.safe_dump(raw))
+    spec = TeacherQualitySpec(n=32)
+    teacher_quality(student, cfg, spec, device="cpu")
+    (student / "eval" / "best.json").unlink()
+    text = teacher_quality_section(spec, [RunRecord.load(student)], tmp_path / "results", {})
+    assert "Left out: student (it has no final evaluation)." in text.splitlines()

@@ -45,6 +45,7 @@ def _rows(runs: Sequence[RunRecord]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "run": run.name,
+                "path": run.path,
                 "teacher": Path(str(measured.teacher.get("checkpoint", ""))).name
                 + (f" (epoch {epoch})" if epoch else ""),
                 "teacher_clean": measured.record.clean,
@@ -62,7 +63,9 @@ def teacher_quality_section(
 ) -> str:
     """The section's Markdown (and ``teacher_quality.png`` when a run has its teacher measured)."""
     rows = _rows(runs)
-    extra["teacher_quality"] = [{k: (asdict(v) if isinstance(v, Count) else v) for k, v in row.items()} for row in rows]
+    extra["teacher_quality"] = [
+        {k: (asdict(v) if isinstance(v, Count) else v) for k, v in row.items() if k != "path"} for row in rows
+    ]
     cells = [
         [
             r["run"],
@@ -79,7 +82,8 @@ def teacher_quality_section(
         "on the first images). Test accuracy in %, weakest teacher first.",
         "",
         *(markdown_table(_COLUMNS, cells, text_columns=2) if rows else ["No run has its teacher measured yet."]),
-        *left_out_lines(runs, lambda f: f.read_teacher_quality() is not None, teacher_quality_skip),
+        # a run is named by its row: one measured whose best evaluation is gone has none
+        *left_out_lines(runs, lambda f: any(r["path"] == f.path for r in rows), teacher_quality_skip),
     ]
     if rows:
         _plot(rows, results_dir / "teacher_quality.png")
