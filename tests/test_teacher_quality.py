@@ -126,3 +126,24 @@ def test_a_measured_run_without_a_best_evaluation_is_named_not_dropped(finished_
     (student / "eval" / "best.json").unlink()
     text = teacher_quality_section(spec, [RunRecord.load(student)], tmp_path / "results", {})
     assert "Left out: student (it has no final evaluation)." in text.splitlines()
+
+
+def test_a_budget_measures_the_teacher_when_that_is_the_only_extra(finished_run, monkeypatch):
+    """The ladder's one extra: `dard experiment ladder --time-budget` never ran it, its table left empty."""
+    from types import SimpleNamespace
+
+    import dard.experiment.budget as budget
+    from dard.experiment.estimate import Estimate
+
+    measured: list[str] = []
+    monkeypatch.setattr(budget, "run_extras", lambda spec, root, runs, device: measured.extend(r.name for r in runs))
+    sizes = DataSizes(train=128, val=64, test=32, classes=10, shape=(1, 8, 8))
+    free = Estimate(train_s=0.0, eval_s=0.0, startup_s=1.0, basis="test", weights_mib=1.0, eval_rate=1e12)
+    estimator = SimpleNamespace(sizes=lambda cfg: sizes, estimate=lambda *a: free)
+    spec = ExperimentSpec.model_validate(
+        {"title": "t", "base": "x.yaml", "seeds": [0], "runs": {"r": {}}, "teacher_quality": {"n": 16}}
+    )
+    job = budget._Job(SimpleNamespace(spec=spec), finished_run.parent, budget.BudgetOptions(3600), estimator, "cpu")
+    run = SimpleNamespace(name=finished_run.name, config=RunDir(finished_run).read_run_config(), teacher_arch=None)
+    job.extras(run)
+    assert measured == [finished_run.name]

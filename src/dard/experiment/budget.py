@@ -250,8 +250,10 @@ class _Job:
     def extras(self, run: PlannedRun) -> None:
         """The experiment's per-run extras for this run, while its weights are here, when they fit."""
         spec, folder, cfg = self.exp.spec, RunDir(self.runs_root / run.name), run.config
-        if spec.compare_attacks is None and spec.label_gap is None or not folder.is_trained():
-            return
+        if not folder.is_trained() or all(
+            x is None for x in (spec.compare_attacks, spec.label_gap, spec.teacher_quality)
+        ):
+            return  # (teacher_quality alone, the ladder's one extra, was never run under a budget)
         sizes = self.estimator.sizes(cfg)
         est = self.estimate(run)
         macs = extras_passes(spec, cfg, sizes) * arch_macs(cfg.model.arch, sizes.classes, sizes.shape, cfg.model.kwargs)
