@@ -4,6 +4,7 @@ time) and one line per epoch, with progress bars off and stdout not a terminal (
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from tests.cli_checks import config_file
@@ -77,3 +78,25 @@ def test_a_run_whose_cost_cannot_be_estimated_says_why_and_trains(tmp_path, monk
     assert said.header(Progress(epoch=0, batch=0))[-1] == "estimate unavailable (model 'x' cannot be built here)"
     row = EpochMetrics(epoch=1, lr=0.1, train_loss=0.5, train_acc=0.5, images_per_s=100.0)
     assert said.epoch_line(row, started=0.0).endswith("~0 s left)")
+
+
+def test_an_l2_budget_is_a_plain_number_not_pixel_levels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An L2 eps of 0.5 was announced as "eps 127.5/255", which means nothing for an L2 radius; Linf keeps 8/255."""
+    import torch
+    from tests.conftest import tiny_config
+
+    import dard.training.announce as announce
+    from dard.config import parse_config
+    from dard.errors import DardError
+    from dard.run_dir import Progress, RunDir
+    from dard.training.cost import DataSizes
+
+    def no_cost(*args: object, **kwargs: object) -> None:
+        raise DardError("not measured here")
+
+    monkeypatch.setattr(announce, "run_cost", no_cost)
+    sizes = DataSizes(train=128, val=64, test=32, classes=10, shape=(1, 8, 8))
+    for norm, eps, said in (("l2", 0.5, "eps 0.5 (L2)"), ("linf", 8 / 255, "eps 8/255")):
+        cfg = parse_config({**tiny_config(), "norm": norm, "eps": eps})
+        header = announce.Announcer(cfg, RunDir(tmp_path / norm), sizes, torch.device("cpu")).header(Progress())
+        assert header[2].endswith(f"test 32 images; {said}"), header[2]

@@ -28,6 +28,10 @@ def test_config_show_lists_every_key_with_its_description(capsys):
     (line,) = [x for x in lines if x.strip().startswith("autoattack_subset:")]
     assert line.startswith("  autoattack_subset: null  # run AutoAttack on the first N test images")
     assert "8/255" in next(x for x in lines if x.startswith("eps:"))
+    # an L2 radius in pixel levels ("127.5/255") meant nothing
+    l2 = _shown(capsys, "--set", "norm=l2", "--set", "eps=0.5").splitlines()
+    (eps_line,) = [x for x in l2 if x.startswith("eps:")]
+    assert "/255" not in eps_line and "0.5 (L2)" in eps_line, eps_line
     # the method's own defaults, which the config leaves implicit, as a comment
     assert any("with the method's defaults" in x and "lam: 0.5" in x for x in lines)
 

@@ -4,6 +4,7 @@ normalisation; `dard train` ends with the test table and keeps a redirected log 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,9 @@ def test_an_l2_evaluation_needs_its_eps(tmp_path: Path, finished_run: Path) -> N
     assert_one_line_error(proc, "--norm l2 needs --eps: the run's eps 0.1 is its Linf budget")
     ok = run_cli("eval", *argv, "--norm", "l2", "--eps", "0.5", "--attacks", "fgsm", "--n", "4", "--no-progress")
     assert ok.returncode == 0 and "L2 eps=0.5" in ok.stdout, ok.stderr
+    # an L2 radius and perturbation size are plain norms: "127.50/255" meant nothing
+    assert "/255" not in ok.stdout, ok.stdout
+    assert re.search(r"^fgsm .* 0\.\d+ +\d+\.\d$", ok.stdout, re.M), ok.stdout  # max |d|, an L2 norm
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from dard.attacks.base import attack_norms, check_norm
 from dard.errors import DardError, shown
 from dard.registry import ATTACKS, param_names
 
-__all__ = ["NORM_NAMES", "apply_norm"]
+__all__ = ["NORM_NAMES", "apply_norm", "budget_text"]
 
 #: how a norm is written for people (and AutoAttack)
 NORM_NAMES = {"linf": "Linf", "l2": "L2"}
@@ -36,3 +36,12 @@ def apply_norm(spec: Mapping[str, Any], norm: str) -> dict[str, Any]:
     if norm not in allowed:
         raise DardError(f"attack '{name}' is {NORM_NAMES[allowed[0]]} only, but the threat model is {NORM_NAMES[norm]}")
     return {**spec, "norm": norm} if "norm" in param_names(cls) else dict(spec)
+
+
+def budget_text(size: float, norm: str, *, levels: str = ".4g", named: bool = False) -> str:
+    """A budget or perturbation size as people read it: Linf in pixel levels (``8/255``, ``levels`` its format), L2
+    as the plain norm of [0, 1] pixels (``0.5``; ``0.5 (L2)`` when ``named``): an L2 radius in /255 (``127.5/255``)
+    meant nothing."""
+    if str(norm).lower() == "l2":
+        return f"{size:.4g}" + (" (L2)" if named else "")
+    return f"{size * 255:{levels}}/255"

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dard.attacks.threat import budget_text
 from dard.checkpoint import check_not_training, checkpoint_meta
 from dard.cli.eval_request import EvalRequest
 from dard.config import RunConfig
@@ -66,7 +67,8 @@ def eval_settings(request: EvalRequest) -> EvalSettings:
     data_dir = request.data_dir or (cfg.data.dir if cfg is not None and data == cfg.data.name else None)
     eps = parse_eps(request.eps) if request.eps is not None else (cfg.eps if cfg else DEFAULT_EPS)
     if cfg is not None and request.eps is not None and not math.isclose(eps, cfg.eps, rel_tol=1e-9, abs_tol=1e-12):
-        notes.append(f"--eps {request.eps} differs from the run's eps {cfg.eps:.6g} ({cfg.eps * 255:.2f}/255)")
+        levels = "" if cfg.norm == "l2" else f" ({budget_text(cfg.eps, cfg.norm, levels='.2f')})"
+        notes.append(f"--eps {request.eps} differs from the run's eps {cfg.eps:.6g}{levels}")
     norm = request.norm or (cfg.norm if cfg else DEFAULT_NORM)
     if norm != "linf" and request.eps is None and (cfg is None or cfg.norm == "linf"):
         # an L2 evaluation at an Linf budget (8/255: a radius of 0.03) measured next to no perturbation, in silence

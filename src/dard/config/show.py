@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from dard.attacks.threat import budget_text
 from dard.config.messages import section_model
 from dard.config.schema import RunConfig
 
@@ -51,7 +52,7 @@ def _section(values: BaseModel, model: type[BaseModel], depth: int) -> list[str]
         dumped = value if not isinstance(value, BaseModel) else value.model_dump(mode="json")
         notes = [field.description] if field.description else []
         if name == "eps" and isinstance(value, float):
-            notes.append(f"{value * 255:.4g}/255")
+            notes.append(budget_text(value, getattr(values, "norm", "linf"), named=True))
         default = field.get_default(call_default_factory=True)
         if default != value:
             notes.append(f"default {inline_yaml(default)}")

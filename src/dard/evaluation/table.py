@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from dard.attacks.threat import NORM_NAMES
+from dard.attacks.threat import NORM_NAMES, budget_text
 from dard.evaluation.intervals import CI_BELOW, wilson_interval
 from dard.evaluation.rounding import percent
 from dard.evaluation.suite import EvalRecord
@@ -25,8 +25,11 @@ def ci_text(accuracy: float, n: int, *, digits: int = 1) -> str:
 
 
 def threat_text(norm: str, eps: float) -> str:
-    """``Linf eps=0.03137 (8.00/255)``: the threat model as the tables head it."""
-    return f"{NORM_NAMES.get(norm.lower(), norm)} eps={eps:.5f} ({eps * 255:.2f}/255)"
+    """``Linf eps=0.03137 (8.00/255)``, ``L2 eps=0.5``: the threat model as the tables head it."""
+    name = NORM_NAMES.get(norm.lower(), norm)
+    if norm.lower() == "l2":
+        return f"{name} eps={budget_text(eps, norm)}"
+    return f"{name} eps={eps:.5f} ({budget_text(eps, norm, levels='.2f')})"
 
 
 def format_table(record: EvalRecord) -> str:
@@ -34,7 +37,8 @@ def format_table(record: EvalRecord) -> str:
     (AutoAttack's stages indented under it), then the worst case."""
     rows = [("clean", record.clean.accuracy, record.clean.correct, record.clean.total, "", "")]
     for label, r in record.attacks.items():
-        rows.append((label, r.accuracy, r.correct, r.total, f"{r.max_perturbation * 255:.2f}/255", f"{r.seconds:.1f}"))
+        size = budget_text(r.max_perturbation, str(r.config.get("norm", "linf")), levels=".2f")  # in the attack's norm
+        rows.append((label, r.accuracy, r.correct, r.total, size, f"{r.seconds:.1f}"))
         for stage, correct in (r.stages or {}).items():
             rows.append((f"  {STAGE_NAMES.get(stage, stage)}", correct / max(r.total, 1), correct, r.total, "", ""))
     if record.worst_case is not None:

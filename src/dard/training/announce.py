@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from dard.attacks.threat import budget_text
 from dard.config import RunConfig
 from dard.errors import DardError, one_line
 from dard.run_dir import EpochMetrics, Progress, RunDir
@@ -87,7 +88,7 @@ class Announcer:
             f"device {self._device()}{ranks}; "
             f"precision {amp}; channels_last {'on' if cfg.speed.channels_last else 'off'}; compile {compiled}",
             f"data {cfg.data.name}: train {s.train}{subset}, val {s.val}, test {s.test} images; "
-            f"eps {cfg.eps * 255:.4g}/255",
+            f"eps {budget_text(cfg.eps, cfg.norm, named=True)}",
             f"estimate {self._estimate(progress)}",
         ]
 
