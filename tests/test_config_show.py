@@ -3,6 +3,9 @@ names the nearest valid ones and its section's keys in the one error line."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import yaml
 from tests.cli_checks import fails_cleanly
 
@@ -72,3 +75,24 @@ def test_unknown_key_suggestions(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("data: {name: digits, train_subst: 10}\n")
     fails_cleanly(capsys, tmp_path, ["train", "--config", str(config)], "data.train_subst", "data.train_subset")
+
+
+def test_a_key_one_level_up_names_where_it_belongs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``method.lam`` was refused listing method's keys (name, params) alone: a parameter of the named method, the
+    validation attack or a model factory given one level up now names its place (``method.params.lam``)."""
+    cases = {
+        ("method.lam=0.25",): "method.lam: unknown key; did you mean method.params.lam?",
+        ("lam=0.25",): "did you mean method.params.lam?",  # two levels up
+        ("method.lamm=0.25",): "did you mean method.params.lam?",  # misspelt too
+        ("method.name=trades", "method.beta=6"): "did you mean method.params.beta?",  # the named method's, not dard's
+        ("method.attack={name: pgd}",): "did you mean method.params.attack or val.attack?",
+        ("val.steps=5",): "val.steps: unknown key; did you mean val.attack.steps?",
+    }
+    for overrides, needle in cases.items():
+        argv = [a for o in overrides for a in ("--set", o)]
+        fails_cleanly(capsys, tmp_path, ["train", *argv], needle)
+    line = fails_cleanly(capsys, tmp_path, ["train", "--set", "method.name=sat", "--set", "method.lam=1"], "method.lam")
+    assert "did you mean" not in line  # sat has no lam
+    config = tmp_path / "c.yaml"
+    config.write_text("method: {name: trades, beta: 6}\n")
+    fails_cleanly(capsys, tmp_path, ["train", "--config", str(config)], "did you mean method.params.beta?")

@@ -312,7 +312,7 @@ def parse_config(data: dict[str, Any] | None) -> RunConfig:
     try:
         return RunConfig.model_validate(data or {})
     except ValidationError as e:
-        raise DardError(f"config error: {validation_message(e, RunConfig)}") from None
+        raise DardError(f"config error: {validation_message(e, RunConfig, data)}") from None
 
 
 def load_config(

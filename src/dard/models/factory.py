@@ -28,6 +28,7 @@ from dard.user_code import note_user_module, user_warnings
 
 __all__ = [
     "LIBRARY_PREFIXES",
+    "RESERVED_KWARGS",
     "build_from_factory",
     "check_factory_kwargs",
     "check_model_kwargs",
@@ -46,6 +47,8 @@ _RESERVED = {
     "std": "the normalisation comes from the dataset (model.normalize)",
     "name": "the name comes from model.arch",
 }
+#: the keys a model's kwargs cannot set
+RESERVED_KWARGS = frozenset(_RESERVED)
 # every module a factory returned, so that one returned twice is caught (weak: a model dropped is forgotten)
 _BUILT: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 #: model names of other libraries: ``<prefix><the library's own model name>``
