@@ -316,3 +316,20 @@ def test_a_method_that_trains_on_no_attack_selects_its_best_checkpoint_by_clean_
     # a recorded config (every value written) reads as it was made
     recorded = parse_config({"method": {"name": "natural"}}).model_dump(mode="json")
     assert parse_config(recorded).val.select_by == "clean"
+
+
+def test_a_warm_up_as_long_as_the_run_is_refused() -> None:
+    """``optim.warmup_epochs`` of ``optim.epochs`` or more was taken: the learning rate rose to the last step (or
+    never reached optim.lr) and the schedule never began. Checked on the epochs the run will have, so a resume that
+    adds epochs past the warm-up is taken."""
+    from dard.training.preflight import check_config
+
+    def checked(**optim: object) -> None:
+        check_config(parse_config({"method": {"name": "sat"}, "optim": optim}))
+
+    with pytest.raises(DardError, match=r"optim.warmup_epochs 5 is not below optim.epochs 5: .* rise until the last"):
+        checked(epochs=5, warmup_epochs=5)
+    with pytest.raises(DardError, match=r"end at 2/5 of optim.lr, never reaching it, and the cosine schedule"):
+        checked(epochs=2, warmup_epochs=5, schedule="cosine")
+    checked(epochs=6, warmup_epochs=5)  # one epoch after the warm-up (a resume's --epochs 6 included)
+    checked(epochs=1, warmup_epochs=0)

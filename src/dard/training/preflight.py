@@ -100,6 +100,7 @@ def check_config(
             "about 0 at every epoch (an early epoch wins); set val.select_by: clean"
         )
     check_switches_in_use(cfg)
+    check_warmup(cfg)
     val_attack = at_key("val.attack", lambda: attack_from_spec(cfg.val.attack, cfg.eps, cfg.seed, cfg.norm))
     final = eval_attacks(cfg)  # after val.attack: the order the checks have always reported in
     if cfg.speed.compile:
@@ -127,6 +128,19 @@ def check_switches_in_use(cfg: RunConfig) -> None:
     for key in ("compile_backend", "compile_mode") if not cfg.speed.compile else ():
         if getattr(cfg.speed, key) != type(cfg.speed).model_fields[key].get_default():
             raise DardError(f"speed.{key} applies with speed.compile: true only; set it, or drop speed.{key}")
+
+
+def check_warmup(cfg: RunConfig) -> None:
+    """A warm-up that ends before the run does (checked on the epochs a resume gives, which may add some): one of
+    ``optim.epochs`` or more left the learning rate rising to the last step, or below ``optim.lr`` throughout, and
+    the schedule never began, in silence (:func:`dard.training.setup.lr_lambda`)."""
+    warm, epochs = cfg.optim.warmup_epochs, cfg.optim.epochs
+    if warm and warm >= epochs:
+        ends = f"end at {epochs}/{warm} of optim.lr, never reaching it" if warm > epochs else "rise until the last step"
+        raise DardError(
+            f"optim.warmup_epochs {warm} is not below optim.epochs {epochs}: the learning rate would {ends}, and the "
+            f"{cfg.optim.schedule} schedule would never begin; set fewer warm-up epochs or more epochs (--epochs)"
+        )
 
 
 def check_compile_backend(name: str) -> None:
