@@ -326,3 +326,16 @@ def test_report_md_csv_and_tex_agree_with_seeds_and_pending_attacks(tmp_path: Pa
     assert _check_formats_agree(out) == 5 * 4
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "(2 of 3 seeds)" in md and " ± " in md and "†" in md and "‡" in md
+
+
+def test_an_l2_radius_is_written_as_a_number_not_in_pixel_levels():
+    """An L2 eps of 0.2 was written "51/255" in the setup line, the sweep's headers and the RobustBench entry."""
+    from dard.report.columns import attack_title, eps_text
+    from dard.report.sections import _threat_text
+
+    assert eps_text(0.2, norm="l2") == "0.2" and eps_text(1.0, norm="l2") == "1"
+    assert eps_text(8 / 255) == "8/255" and eps_text(0.2) == "51/255"  # Linf keeps its pixel levels
+    assert _threat_text({"norm": "l2", "eps": 0.2}) == "l2, eps = 0.2"
+    assert _threat_text({"norm": "linf", "eps": 8 / 255}).startswith("linf, eps = 8/255")
+    pgd = {"name": "pgd", "steps": 20, "eps": 1.0, "norm": "l2"}
+    assert attack_title(pgd, threat_eps=0.5) == "PGD-20 (eps 1)"

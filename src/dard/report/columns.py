@@ -58,10 +58,13 @@ class Column:
     clean_key: str | None = None
 
 
-def eps_text(eps: float, tol: float = 1e-4) -> str:
-    """``eps`` as ``k/255`` when it is a whole number of pixel levels (within ``tol`` levels), else as a number."""
+def eps_text(eps: float, tol: float = 1e-4, norm: str = "linf") -> str:
+    """``eps`` as ``k/255`` when it is a whole number of pixel levels (within ``tol`` levels), else as a number; an
+    L2 radius always as a number (0.2 read "51/255", a pixel level that means nothing for L2)."""
     if eps == 0:
         return "0"
+    if str(norm).lower() == "l2":
+        return f"{eps:g}"
     k = eps * 255
     return f"{round(k)}/255" if abs(k - round(k)) < tol else f"{eps:g}"
 
@@ -88,7 +91,7 @@ def attack_title(config: Mapping[str, Any], threat_eps: float | None = None) -> 
         extras.append(str(config["version"]))
     eps = config.get("eps")
     if threat_eps is not None and isinstance(eps, (int, float)) and abs(eps - threat_eps) > _EPS_TOL:
-        extras.append(f"eps {eps_text(float(eps))}")
+        extras.append(f"eps {eps_text(float(eps), norm=str(config.get('norm', 'linf')))}")
     return f"{text} ({', '.join(extras)})" if extras else text
 
 

@@ -222,7 +222,7 @@ def robustbench_entry(run: RunRecord, checkpoint: str) -> dict[str, Any]:
         "dataset": str(rec.data.get("name") or run.data.get("name") or ""),
         "venue": "",
         "architecture": str(run.student.get("arch", "")),
-        "eps": eps_text(eps, 1e-6),
+        "eps": eps_text(eps, 1e-6, str(rec.threat_model.get("norm", "linf"))),
         "clean_acc": clean,
         "reported": "",
         "autoattack_acc": percent(aa_acc) if aa_acc is not None else None,

@@ -132,12 +132,15 @@ def write_curves(groups: Iterable[RunGroup], path: Path) -> Path:
 
 
 def write_eps_curve(groups: Iterable[RunGroup], path: Path, *, checkpoint: str = "best") -> Path:
-    """PGD-20 test accuracy vs eps (x in units of 1/255), one line per group (mean over its seeds, ± std band)."""
+    """PGD-20 test accuracy vs eps (x in units of 1/255; an L2 radius as it is), one line per group (mean over its
+    seeds, ± std band)."""
     from matplotlib.figure import Figure
 
     groups = list(groups)
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()
+    records = [r for g in groups for m in g.members if (r := m.evals.get(checkpoint)) is not None]
+    l2 = bool(records) and all(str(r.threat_model.get("norm", "linf")).lower() == "l2" for r in records)
     for i, (group, label) in enumerate(zip(groups, _labels(groups))):
         pts = []
         for m in group.members:
@@ -145,13 +148,13 @@ def write_eps_curve(groups: Iterable[RunGroup], path: Path, *, checkpoint: str =
             sweep = rec.eps_sweep.accuracies() if rec is not None and rec.eps_sweep else {}
             for k, v in sweep.items():
                 try:
-                    pts.append((round(float(k) * 255, 4), 100 * float(v)))
+                    pts.append((round(float(k) * (1 if l2 else 255), 4), 100 * float(v)))
                 except ValueError:
                     continue
         if pts:
             _plot_band(ax, pts, label, **_style(i))  # the same line as in the curves
     ax.set_title("PGD-20 accuracy vs eps")
-    ax.set_xlabel("eps (/255)")
+    ax.set_xlabel("eps (L2)" if l2 else "eps (/255)")
     ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3)
     _legend(fig, [ax])

@@ -131,8 +131,8 @@ def _attack_time_section(rep: ReportContent) -> list[str]:
     return lines + markdown_table(header, rows, text_columns=2) + [""]
 
 
-def _eps_text(eps: Any) -> str:
-    if not isinstance(eps, (int, float)):
+def _eps_text(eps: Any, norm: Any) -> str:
+    if not isinstance(eps, (int, float)) or str(norm).lower() == "l2":  # an L2 radius in pixel levels means nothing
         return str(eps)
     k = eps * 255
     if abs(k - round(k)) < 1e-4:
@@ -140,12 +140,13 @@ def _eps_text(eps: Any) -> str:
     return f"{eps:.6f}"
 
 
+def _threat_text(tm: Mapping[str, Any]) -> str:
+    return f"{md_text(tm.get('norm', '?'))}, eps = {md_text(_eps_text(tm.get('eps'), tm.get('norm')))}"
+
+
 def _setup_section(rep: ReportContent) -> list[str]:
     records = [(r, r.evals[rep.checkpoint]) for r in rep.runs]
-    threat_models = ordered_union(
-        [f"{md_text(rec.threat_model.get('norm', '?'))}, eps = {md_text(_eps_text(rec.threat_model.get('eps')))}"]
-        for _, rec in records
-    )
+    threat_models = ordered_union([_threat_text(rec.threat_model)] for _, rec in records)
     datas = ordered_union(
         [
             f"{md_text(rec.data.get('name', r.data.get('name', '?')))}, "

@@ -176,7 +176,7 @@ def sanity_table(rep: ReportContent) -> list[str]:
         "Run",
         "Seeds (n)",
         *(c.header for c in rep.sanity),
-        *(f"PGD-20 at eps {_eps_short(e)}" for e in eps_keys),
+        *(f"PGD-20 at eps {_eps_short(e, _norm_of(rep))}" for e in eps_keys),
     ]
     rows = []
     for g in rep.group_rows:
@@ -186,12 +186,18 @@ def sanity_table(rep: ReportContent) -> list[str]:
     return lines + markdown_table(header, rows, text_columns=1) + [""]
 
 
-def _eps_short(key: str) -> str:
+def _norm_of(rep: ReportContent) -> str:
+    """The runs' threat-model norm (the first run's: a report of several norms warns above its tables)."""
+    records = [r.evals[rep.checkpoint] for r in rep.runs if rep.checkpoint in r.evals]
+    return str(records[0].threat_model.get("norm", "linf")) if records else "linf"
+
+
+def _eps_short(key: str, norm: str) -> str:
     try:
         eps = float(key)
     except ValueError:
         return key
-    return eps_text(eps, 2e-3)  # the sweep's keys have 6 decimals: 8/255 is 0.031373, 255 times which is 8.0001
+    return eps_text(eps, 2e-3, norm)  # the sweep's keys have 6 decimals: 8/255 is 0.031373, 255 times which is 8.0001
 
 
 def other_checkpoint_table(rep: ReportContent) -> list[str]:
