@@ -437,3 +437,47 @@ def test_autoattack_headers_name_the_subset_of_their_own_checkpoint(tmp_path: Pa
     assert _table(md)["sat"]["AutoAttack"] == "not run"
     last = _table(md, "## `last`")["sat"]
     assert (last["Clean (first 20)"], last["AutoAttack (first 20)"]) == ("90.00", "20.00")
+
+
+def _with_teacher_sha(path: Path, sha: str | None) -> Path:
+    run = RunDir(path)
+    info = run.read_info()
+    info.teacher_sha256 = sha
+    run.write_info(info)
+    return path
+
+
+def test_which_teacher_file_each_row_learned_from_is_shown_and_a_mix_is_said_above_the_table(tmp_path: Path) -> None:
+    # run.json records the SHA-256 of the teacher's weights, but a report showed only the teacher's name: students
+    # of two teacher files named resnet20 (a teacher trained again in place) shared a table and a row without a word
+    a, b = "a" * 64, "b" * 64
+    specs = [("dard-s0", 0, "dard"), ("dard-s1", 1, "dard"), ("trades-s0", 0, "trades")]
+    paths = [_make_run(tmp_path, n, s, m, 0.8, 0.4, teacher="resnet20", aa=0.3) for n, s, m in specs]
+    for p in paths:
+        _with_teacher_sha(p, a)
+    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r1").read_text()
+    assert "different teacher files" not in md and "cannot be told" not in md
+    section = _table(md, "## Teachers")
+    assert section["dard"]["SHA-256"] == a[:12] and section["dard"]["Seeds"] == "0, 1"
+    assert section["trades"]["Weights file (as recorded)"] == "t.safetensors"
+    assert section["trades"]["Teacher"] == "resnet20"
+    runs = json.loads((tmp_path / "r1" / "results.json").read_text())["runs"]
+    assert [r["teacher_sha256"] for r in runs] == [a, a, a]
+
+    _with_teacher_sha(paths[1], b)  # seed 1 of dard learned from another file of the same name
+    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r2", formats=("md", "tex")).read_text()
+    note = (
+        "Rows distilled from different teacher files** (SHA-256 of the weights): resnet20 aaaaaaaaaaaa (dard (seed 0), "
+        "trades); resnet20 bbbbbbbbbbbb (dard (seed 1))."
+    )
+    assert f"**{note}" in md
+    tex = (tmp_path / "r2" / "results.tex").read_text(encoding="utf-8")
+    assert f"% {note.replace('**', '')}" in tex
+
+    _with_teacher_sha(paths[1], a)
+    _with_teacher_sha(paths[2], None)  # an older run.json: which file it learned from cannot be told
+    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r3", formats=("md", "tex")).read_text()
+    note = "Which teacher file some rows learned from cannot be told** (their run.json records no teacher SHA-256, "
+    assert f"**{note}from before dard recorded it): trades." in md
+    assert "% " + note.replace("**", "") in (tmp_path / "r3" / "results.tex").read_text(encoding="utf-8")
+    assert _table(md, "## Teachers")["trades"]["SHA-256"] == "not recorded"

@@ -14,6 +14,7 @@ from dard.report.paired import ALPHA
 from dard.report.paired_section import SECTION_KEYS, PairedSection
 from dard.report.stats import DASH, format_summary, ordered_union
 from dard.report.tables import cell_text, main_table, other_checkpoint_table, sanity_table
+from dard.report.teachers import teachers_section
 
 
 def render(rep: ReportContent) -> str:
@@ -30,6 +31,7 @@ def render(rep: ReportContent) -> str:
     lines += _attack_time_section(rep)
     for section in rep.sections:
         lines += [section.rstrip(), ""]
+    lines += teachers_section(rep)
     lines += _setup_section(rep)
     lines += _flags_section(rep.run_rows)
     lines += ["## Plots", ""]

@@ -211,6 +211,9 @@ def run_row(run: RunRecord, checkpoint: str, group: str | None = None) -> dict[s
         "method": run.method,
         "student": run.student.get("arch"),
         "teacher": teacher_arch(run),
+        # which teacher file it learned from (the SHA-256 of its weights: None in older run.json files)
+        "teacher_source": run.teacher.get("source") if isinstance(run.teacher, Mapping) else None,
+        "teacher_sha256": run.info.teacher_sha256,
         "data": run.data,
         "threat_model": rec.threat_model,
         **{w: record_accuracies(run.evals.get(w)) or None for w in CHECKPOINTS},

@@ -11,6 +11,7 @@ from dard.report.markdown import ReportContent, markdown_table, md_code, md_text
 from dard.report.paired import ALPHA
 from dard.report.paired_section import PairedSection
 from dard.report.stats import DASH, autoattack_result, format_summary, ordered_union
+from dard.report.teachers import teacher_note
 from dard.run_dir import CHECKPOINTS
 
 
@@ -85,10 +86,10 @@ Text = Callable[[Any], str]
 def table_notes(rep: ReportContent, text: Text = md_text) -> list[tuple[str, str]]:
     """The caveats said above the main table (and in results.tex's comments), each ``(what, detail)``: rows on
     different numbers of test images or AutoAttack subsets, worst cases over different attacks, one attack label
-    with other settings."""
+    with other settings, rows distilled from different teacher files (:func:`dard.report.teachers.teacher_note`)."""
     notes = [_images_note(rep, text), _autoattack_note(rep, text)]
     notes += [_worst_case_note(rep, text), _settings_note(rep, text)]
-    return [n for n in notes if n is not None]
+    return [n for n in notes if n is not None] + teacher_note(rep, text)
 
 
 def _images_note(rep: ReportContent, text: Text) -> tuple[str, str] | None:

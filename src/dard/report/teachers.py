@@ -1,4 +1,6 @@
-"""The teacher's row of a report: the run folder each student's run.json names as its teacher, when it is at hand.
+"""The teachers of a report: the teacher's row (the run folder each student's run.json names as its teacher, when
+it is at hand), which teacher file each distilled row learned from (:func:`teachers_section`) and the warning when
+the rows of one table learned from different ones (:func:`teacher_note`).
 
 A student records its teacher's checkpoint path (``teacher.source`` in run.json, as given when it was trained:
 relative to the working folder of that time). The teacher's run folder is the one enclosing that path, looked up
@@ -8,16 +10,21 @@ with the teacher folder's name is taken to be it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dard.errors import DardError
 from dard.report.groups import check_one_table
-from dard.report.markdown import md_code, md_text
+from dard.report.markdown import ReportContent, markdown_table, md_code, md_text
+from dard.report.stats import DASH
 from dard.run_dir import RunDir, RunRecord, enclosing_run
 
-__all__ = ["FoundTeachers", "find_teachers", "teacher_folder"]
+__all__ = ["FoundTeachers", "find_teachers", "teacher_folder", "teacher_note", "teachers_section"]
+
+#: hex digits of a teacher's SHA-256 shown (as git shows a commit): enough to tell two files apart by eye
+SHORT_SHA = 12
 
 
 @dataclass
@@ -88,3 +95,85 @@ def find_teachers(runs: Sequence[RunRecord], checkpoint: str) -> FoundTeachers:
         out.added.append(teacher)
     out.notes = list(dict.fromkeys(out.notes))
     return out
+
+
+def _distilled(run: RunRecord) -> bool:
+    return isinstance(run.teacher, dict) and bool(run.teacher)
+
+
+def _seed_text(seeds: Sequence[int | None]) -> str:
+    return ", ".join(str(s) for s in seeds)
+
+
+def _row_names(entries: Sequence[tuple[str, int | None]], split: set[str], text: Callable[[Any], str]) -> str:
+    """``a, b (seed 1)``: the rows of ``entries`` (row name, seed) once each, with the seeds of a row in ``split``
+    (one whose seeds learned from different teachers)."""
+    rows: dict[str, list[int | None]] = {}
+    for name, seed in entries:
+        rows.setdefault(name, []).append(seed)
+    return ", ".join(
+        text(name) + (f" (seed{'s' * (len(seeds) > 1)} {_seed_text(seeds)})" if name in split else "")
+        for name, seeds in rows.items()
+    )
+
+
+def teacher_note(rep: ReportContent, text: Callable[[Any], str] = md_text) -> list[tuple[str, str]]:
+    """The caveats about teachers said above the main table (and in results.tex's comments), each ``(what,
+    detail)``: rows (or seeds of one row) distilled from teacher files of different SHA-256, whatever the teacher's
+    name, and rows whose teacher cannot be told (run.json from before the hash was recorded) beside rows whose
+    teacher is known or named by another file. Comparing distillation methods is comparing them under one teacher."""
+    runs = [(run, row["group"]) for run, row in zip(rep.runs, rep.run_rows) if _distilled(run)]
+    hashed: dict[str, list[tuple[str, int | None]]] = {}
+    unknown: list[tuple[str, int | None]] = []
+    for run, name in runs:
+        sha = run.info.teacher_sha256
+        (hashed.setdefault(sha, []) if sha else unknown).append((name, run.seed))
+    notes = []
+    if len(hashed) > 1:
+        by_row: dict[str, set[str]] = {}
+        for sha, entries in hashed.items():
+            for name, _ in entries:
+                by_row.setdefault(name, set()).add(sha)
+        split = {name for name, shas in by_row.items() if len(shas) > 1}
+        arch = {run.info.teacher_sha256: run.teacher.get("arch") for run, _ in runs if run.teacher}
+        parts = "; ".join(
+            f"{text(arch.get(sha) or '?')} {sha[:SHORT_SHA]} ({_row_names(entries, split, text)})"
+            for sha, entries in hashed.items()
+        )
+        notes.append(("Rows distilled from different teacher files", f" (SHA-256 of the weights): {parts}"))
+    sources = {str((run.teacher or {}).get("source")) for run, _ in runs if not run.info.teacher_sha256}
+    if unknown and (hashed or len(sources) > 1):
+        names = _row_names(unknown, set(), text)
+        notes.append(
+            (
+                "Which teacher file some rows learned from cannot be told",
+                f" (their run.json records no teacher SHA-256, from before dard recorded it): {names}",
+            )
+        )
+    return notes
+
+
+def teachers_section(rep: ReportContent) -> list[str]:
+    """The "Teachers" section of ``report.md``: for each distilled row, the teacher it learned from (name, file as
+    recorded, epoch, short SHA-256 of the weights), one line per teacher file and the row's seeds of it; empty
+    when no row was distilled."""
+    lines: dict[tuple[Any, ...], list[int | None]] = {}
+    for run, row in zip(rep.runs, rep.run_rows):
+        if not _distilled(run):
+            continue
+        t = run.teacher or {}
+        sha = run.info.teacher_sha256
+        key = (row["group"], t.get("arch"), t.get("source"), t.get("epoch"), sha[:SHORT_SHA] if sha else None)
+        lines.setdefault(key, []).append(run.seed)
+    if not lines:
+        return []
+    rows = [
+        [name, arch or DASH, source or DASH, DASH if epoch is None else epoch, sha or "not recorded", _seed_text(seeds)]
+        for (name, arch, source, epoch, sha), seeds in lines.items()
+    ]
+    header = ["Run", "Teacher", "Weights file (as recorded)", "Epoch", "SHA-256", "Seeds"]
+    intro = (
+        "The teacher each distilled row learned from, as its run.json records it: the file read, its epoch and the "
+        f"first {SHORT_SHA} hex digits of the SHA-256 of its weights (`sha256sum`; not recorded by older runs)."
+    )
+    return ["## Teachers", "", intro, "", *markdown_table(header, rows, text_columns=5), ""]
