@@ -481,3 +481,9 @@ def test_which_teacher_file_each_row_learned_from_is_shown_and_a_mix_is_said_abo
     assert f"**{note}from before dard recorded it): trades." in md
     assert "% " + note.replace("**", "") in (tmp_path / "r3" / "results.tex").read_text(encoding="utf-8")
     assert _table(md, "## Teachers")["trades"]["SHA-256"] == "not recorded"
+    run = RunDir(paths[2])  # a hand-made run.json's teacher of other types is shown as text, not an internal error
+    info = run.read_info()
+    info.teacher = {"source": ["t", 1], "arch": {"a": 1}, "epoch": [2]}
+    run.write_info(info)
+    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r4", formats=("md", "tex")).read_text()
+    assert _table(md, "## Teachers")["trades"]["Epoch"] == "[2]"

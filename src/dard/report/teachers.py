@@ -135,9 +135,9 @@ def teacher_note(rep: ReportContent, text: Callable[[Any], str] = md_text) -> li
             for name, _ in entries:
                 by_row.setdefault(name, set()).add(sha)
         split = {name for name, shas in by_row.items() if len(shas) > 1}
-        arch = {run.info.teacher_sha256: run.teacher.get("arch") for run, _ in runs if run.teacher}
+        arch = {run.info.teacher_sha256: str((run.teacher or {}).get("arch") or "?") for run, _ in runs}
         parts = "; ".join(
-            f"{text(arch.get(sha) or '?')} {sha[:SHORT_SHA]} ({_row_names(entries, split, text)})"
+            f"{text(arch.get(sha, '?'))} {sha[:SHORT_SHA]} ({_row_names(entries, split, text)})"
             for sha, entries in hashed.items()
         )
         notes.append(("Rows distilled from different teacher files", f" (SHA-256 of the weights): {parts}"))
@@ -163,7 +163,9 @@ def teachers_section(rep: ReportContent) -> list[str]:
             continue
         t = run.teacher or {}
         sha = run.info.teacher_sha256
-        key = (row["group"], t.get("arch"), t.get("source"), t.get("epoch"), sha[:SHORT_SHA] if sha else None)
+        # as text: run.json's teacher is free-form (a hand-made list there is no key of a dict)
+        arch, source, epoch = (None if t.get(k) is None else str(t.get(k)) for k in ("arch", "source", "epoch"))
+        key = (row["group"], arch, source, epoch, sha[:SHORT_SHA] if sha else None)
         lines.setdefault(key, []).append(run.seed)
     if not lines:
         return []
