@@ -5,6 +5,7 @@ report.md, results.csv and results.tex saying the same numbers."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import re
 import shutil
@@ -138,6 +139,24 @@ def test_the_teachers_row_comes_from_run_json(tmp_path: Path) -> None:
         p.rename(moved / p.name)
     md = build_report([RunRecord.load(moved / "dard-s0")], tmp_path / "r3").read_text()
     assert list(_table(md)) == ["teacher", "dard"]
+
+
+def test_a_teacher_row_of_other_weights_than_the_students_learned_from_is_said(tmp_path: Path) -> None:
+    # the teacher row was the teacher folder as it is now: one trained again in place after its students was shown
+    # as the teacher they learned from, though run.json's teacher_sha256 says otherwise
+    teacher, student = _teacher_and_student(tmp_path)
+    (teacher / "best.safetensors").write_bytes(b"the weights the student learned from")
+    info = RunDir(student).read_info()
+    info.teacher_sha256 = hashlib.sha256(b"the weights the student learned from").hexdigest()
+    RunDir(student).write_info(info)
+    md = build_report([RunRecord.load(student)], tmp_path / "r").read_text()
+    assert list(_table(md)) == ["teacher", "dard"] and "is not the teacher" not in md
+    (teacher / "best.safetensors").write_bytes(b"weights trained again")
+    md = build_report([RunRecord.load(student)], tmp_path / "r2").read_text()
+    assert (
+        "- The teacher row `teacher-s0` is not the teacher dard-s0 learned from: its `best.safetensors` has another "
+        "SHA-256 than their run.json records (trained again since?)."
+    ) in md
 
 
 def test_a_missing_teacher_is_said_once(tmp_path: Path) -> None:

@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from dard.errors import DardError
+from dard.io import sha256_file
 from dard.report.groups import check_one_table
 from dard.report.markdown import ReportContent, markdown_table, md_code, md_text
 from dard.report.stats import DASH
 from dard.run_dir import RunDir, RunRecord, enclosing_run
+from dard.run_dir.files import own_file
 
 __all__ = ["FoundTeachers", "find_teachers", "teacher_folder", "teacher_note", "teachers_section"]
 
@@ -64,6 +66,8 @@ def find_teachers(runs: Sequence[RunRecord], checkpoint: str) -> FoundTeachers:
     dataset and threat model as the runs; a note for each teacher that is not found or cannot share the table."""
     out = FoundTeachers()
     given = {r.path.resolve(): r for r in runs}
+    digests: dict[Path, str | None] = {}  # each teacher file hashed once
+    other: dict[Path, list[str]] = {}  # teacher file -> the students whose run.json records another SHA-256
     for run in runs:
         source = (run.teacher or {}).get("source") if isinstance(run.teacher, dict) else None
         if not source:
@@ -77,6 +81,7 @@ def find_teachers(runs: Sequence[RunRecord], checkpoint: str) -> FoundTeachers:
         # a given run of the same folder name is that teacher (a copy of the campaign), not a second row of it
         same = next((p for p, r in given.items() if r.path.name == folder.path.name), None)
         path = same or folder.path.resolve()
+        _compare_weights(run, path, str(source), digests, other)
         if path in out.paths:
             continue
         out.paths.add(path)
@@ -93,8 +98,32 @@ def find_teachers(runs: Sequence[RunRecord], checkpoint: str) -> FoundTeachers:
             )
             continue
         out.added.append(teacher)
+    out.notes += [
+        f"The teacher row {md_code(file.parent.name)} is not the teacher {md_text(', '.join(names))} learned from: "
+        f"its {md_code(file.name)} has another SHA-256 than their run.json records (trained again since?)."
+        for file, names in other.items()
+    ]
     out.notes = list(dict.fromkeys(out.notes))
     return out
+
+
+def _compare_weights(
+    run: RunRecord, folder: Path, source: str, digests: dict[Path, str | None], other: dict[Path, list[str]]
+) -> None:
+    """Add ``run`` to ``other`` under its teacher's file in ``folder`` when that file's SHA-256 is not the one its
+    run.json records: the teacher row shown would be another model than the one the student learned from. A file
+    that is not there or not the run's own (a link) is not compared (the teacher row's own checks say so)."""
+    sha = run.info.teacher_sha256
+    file = folder / Path(source).name
+    if not sha:
+        return
+    if file not in digests:
+        try:
+            digests[file] = sha256_file(file) if own_file(file, folder, "teacher weights") else None
+        except (DardError, OSError):
+            digests[file] = None
+    if digests[file] is not None and digests[file] != sha:
+        other.setdefault(file, []).append(run.name)
 
 
 def _distilled(run: RunRecord) -> bool:
