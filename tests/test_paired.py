@@ -242,7 +242,8 @@ def test_outcomes_are_read_from_the_record(tmp_path) -> None:
         rec.attacks["pgd20"].correct, rec.attacks["pgd20"].outcomes = sum(pgd), encode_outcomes(np.array(pgd))
         rec.worst_case.correct = min(rec.worst_case.correct, sum(pgd))  # it is taken over pgd20 too
         sub = rec.autoattack_subset
-        sub.clean.outcomes = encode_outcomes(np.array([True] * 18 + [False] * 2))
+        # the subset is the record's first 20 images: its clean outcomes are the record's there
+        sub.clean.correct, sub.clean.outcomes = 20, encode_outcomes(np.array([True] * 20))
         run.write_eval("best", rec)
 
     a, b = _bits(20, 0, 30)  # dard 50 right, sat 30, sat's all among dard's: b = 20, c = 0, p = 2^-19
@@ -259,7 +260,7 @@ def test_outcomes_are_read_from_the_record(tmp_path) -> None:
     main = _table(md)
     assert main["sat"]["PGD-20"] == "30.00 †" and main["dard"]["PGD-20"] == "50.00 ‡"
     tex = (tmp_path / "r" / "results.tex").read_text()
-    assert "sat & 80.0 & 30.0$^{\\dagger}$ & 90.0 & 40.0 & 30.0 \\\\" in tex
+    assert "sat & 80.0 & 30.0$^{\\dagger}$ & 100.0 & 40.0 & 30.0 \\\\" in tex
     assert "% marks: significantly different from (\\dagger dard, \\ddagger sat)" in tex
     assert "on the same images: exact McNemar p < 0.05 in every seed" in tex  # the test the marks stand for
     assert "| dard | sat | PGD-20 | s0: 20/0 of 100, p=1.9e-06 | +20.00 | — | yes |" in md
@@ -280,6 +281,7 @@ def test_worst_cases_over_other_attacks_are_not_paired_and_are_said(tmp_path) ->
         run = RunDir(path)
         rec = run.read_eval("best")
         rec.clean.outcomes = encode_outcomes(np.array([True] * 80 + [False] * 20))
+        rec.autoattack_subset.clean.correct = 20  # the record's first 20 images, all correct clean
         rec.worst_case.correct, rec.worst_case.outcomes = sum(worst), encode_outcomes(np.array(worst))
         if path.name == "sat-s0":
             rec.attacks = {k: v for k, v in rec.attacks.items() if k in ("fgsm", "pgd-large")}
