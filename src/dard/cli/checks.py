@@ -31,9 +31,10 @@ def check_args(args: argparse.Namespace) -> None:
         for value in values if isinstance(values, list) else [values]:
             if isinstance(value, str):
                 what = "a run folder argument" if key == "sources" else f"--{key.replace('_', '-')}"
-                if not value and key not in ("overrides", "name"):  # '' is the current folder to the OS
+                is_path = key not in ("overrides", "name")
+                if not value and is_path:  # '' is the current folder to the OS
                     raise DardError(f"{what} is empty; give a path (an unset shell variable?)")
-                check_path(value, what, components=key not in ("overrides", "name"))
+                check_path(value, what, components=is_path)
     for key, (least, most) in _NUMBER_ARGS.items():
         value = getattr(args, key, None)
         if value is not None and not (math.isfinite(value) and least <= value <= most):

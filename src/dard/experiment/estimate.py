@@ -128,20 +128,19 @@ class Estimator:
             )
         # The median run of the best-matching group, not the first by name: one slow or fast neighbour (AdaAD's
         # rate for a natural run) would otherwise decide every estimate of a method not measured yet.
-        rank, other, rate, ips, _ = _median_of([f for f in found if f[0] == min(found)[0]], key=lambda f: f[2])
+        best = _best_matches(found)
+        rank, other, rate, ips, _ = _median_of(best, key=lambda f: f[2])
         how = ["same architecture and method", "same architecture", "another architecture, scaled by MACs"][rank]
-        peers = sum(f[0] == rank for f in found)
-        how += f"; the median of {peers} such runs" if peers > 1 else ""
+        how += f"; the median of {len(best)} such runs" if len(best) > 1 else ""
         measured = RunDir(self.runs_root / other).read_info()
         how += self._thread_scale(measured)[1]
         on = measured.latest_environment().get("device_name") or self.label  # its threads, not ours
         if rank == 2 and rate < default:
             how, rate = f"{how}; raised to the default {default / 1e12:.3g} TMAC/s", default
-        evaluated = [f for f in found if f[4]]
+        evaluated = _best_matches([f for f in found if f[4]])
         eval_rate = None
         if evaluated:
-            eval_rank = min(evaluated)[0]
-            eval_rate = _median_of([f for f in evaluated if f[0] == eval_rank], key=lambda f: f[4] or 0.0)[4]
+            eval_rank, _, _, _, eval_rate = _median_of(evaluated, key=lambda f: f[4] or 0.0)
             eval_rate = max(eval_rate or 0.0, rate * EVAL_SPEED_FACTOR) if eval_rank == 2 else eval_rate
         return rate, eval_rate, f"earlier run {other} on {on} ({ips:.0f} images/s; {how})"
 
@@ -187,6 +186,12 @@ class Estimator:
     def _same_device(self, run: RunDir) -> bool:
         recorded = run.read_info().latest_environment().get("device_name")  # where its last rates were measured
         return self.label is not None and _device_key(str(recorded)) == _device_key(self.label)
+
+
+def _best_matches(rows: list[_Found]) -> list[_Found]:
+    """The rows of the best (lowest) match rank among ``rows`` (empty for none)."""
+    lowest = min((r[0] for r in rows), default=None)
+    return [r for r in rows if r[0] == lowest]
 
 
 def _median_of(rows: list[_Found], key: Callable[[_Found], Any]) -> _Found:
