@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -184,3 +185,40 @@ def test_a_damaged_progress_file_is_one_line_naming_it(finished_run: Path, tmp_p
     with pytest.raises(DardError, match=says) as err:
         folder.read_eval_progress("best")
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+class _OtherKernelsFor(torch.nn.Module):
+    """A model whose answers change for batches of ``size`` images: what other kernels (a GPU's, for a last batch
+    of another shape) may do to an image on the decision boundary, made certain."""
+
+    def __init__(self, model: torch.nn.Module, size: int) -> None:
+        super().__init__()
+        self.model, self.size = model, size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        return logits.roll(1, dims=1) if x.shape[0] == self.size else logits
+
+
+def test_the_autoattack_subset_takes_its_clean_outcomes_from_the_main_pass(
+    finished_run: Path, tmp_path: Path, monkeypatch
+):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    main_clean = RunDir(run).read_eval("best").clean.outcome_array()
+    shutil.rmtree(run / "eval")
+    # the first image the model gets right whose subset ends a batch of its own size (16 per batch; main: 16, 16)
+    k = next(i + 1 for i in range(len(main_clean)) if main_clean[i] and (i + 1) % 16)
+    cfg = _cfg_with(run, ["fgsm"])
+    cfg.eval.batch_size, cfg.eval.autoattack_subset, cfg.eval.checkpoints = 16, k, ["best"]
+    real = final_eval.load_checkpoint
+    monkeypatch.setattr(
+        final_eval, "load_checkpoint", lambda *a, **kw: (_OtherKernelsFor(real(*a, **kw)[0], k % 16), real(*a, **kw)[1])
+    )
+    final_eval.final_evaluation(cfg, run, prepare_data(cfg), torch.device("cpu"))
+    saved = RunDir(run).read_eval("best")
+    assert np.array_equal(saved.clean.outcome_array(), main_clean)  # batches of 16: the model unchanged
+    subset = saved.autoattack_subset
+    assert subset.clean.total == k and np.array_equal(subset.clean.outcome_array(), main_clean[:k])
+    for label, result in subset.attacks.items():  # robust only where correct clean, in the main pass's outcomes
+        assert not (result.count.outcome_array() & ~main_clean[:k]).any(), label

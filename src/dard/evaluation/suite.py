@@ -149,6 +149,16 @@ def _clean_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, which: st
     return pred == y
 
 
+def _clean_pass(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batches: list[tuple[int, int]], device: torch.device
+) -> torch.Tensor:
+    """Which images ``model`` classifies correctly clean, batch by batch (bool, CPU)."""
+    clean_ok = torch.zeros(x.shape[0], dtype=torch.bool)
+    for a, b in batches:
+        clean_ok[a:b] = _clean_correct(model, x[a:b].to(device), y[a:b].to(device), f"clean images ({a}-{b - 1})").cpu()
+    return clean_ok
+
+
 def _run_attack(
     model: nn.Module,
     attack: Attack,
@@ -220,6 +230,7 @@ def evaluate(
     seed: int | None = None,
     environment: Mapping[str, Any] | None = None,
     resume: EvalResume | None = None,
+    clean_outcomes: torch.Tensor | None = None,
 ) -> EvalRecord:
     """Clean and robust accuracy of ``model`` on ``(x, y)`` (x float in [0,1]) under every attack.
 
@@ -228,6 +239,10 @@ def evaluate(
     correct clean). The model is evaluated in eval mode and its mode is restored afterwards. ``resume``: continue
     an evaluation of the same model and images that stopped part-way, and report each attack as it finishes
     (:class:`EvalResume`); every attack is seeded, so a continued evaluation equals an uninterrupted one.
+    ``clean_outcomes`` (bool, one per image): which images ``model`` classified correctly clean in an earlier pass
+    over the same images, taken instead of a new clean pass, so that two records of one image set agree on clean
+    (a run's AutoAttack subset takes its first images' outcomes from the main pass: on a GPU the subset's last
+    batch, of another shape, may run other kernels and flip an image on the boundary).
     """
     if x.numel() == 0:
         raise DardError("no images to evaluate")
@@ -236,11 +251,9 @@ def evaluate(
     n = x.shape[0]
     batches = [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
     with eval_mode(model):
-        clean_ok = torch.zeros(n, dtype=torch.bool)
-        for a, b in batches:
-            clean_ok[a:b] = _clean_correct(
-                model, x[a:b].to(device), y[a:b].to(device), f"clean images ({a}-{b - 1})"
-            ).cpu()
+        clean_ok = _clean_pass(model, x, y, batches, device) if clean_outcomes is None else clean_outcomes.cpu()
+        if clean_ok.shape != (n,) or clean_ok.dtype != torch.bool:
+            raise ValueError(f"clean_outcomes must be {n} bools, got {clean_ok.dtype} of shape {tuple(clean_ok.shape)}")
         survive = clean_ok.clone()
         clean = Count.of(clean_ok)
         results: dict[str, AttackResult] = {}

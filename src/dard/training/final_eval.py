@@ -115,7 +115,9 @@ def final_evaluation(
                 resume=kept.resume("suite", stop_before),
             )
             resume = kept.resume("autoattack_subset", stop_before)
-            subset = _autoattack_subset(cfg, attacks, model, x, y, info, data_info, env, resume) if first else None
+            subset = None
+            if first:
+                subset = _autoattack_subset(cfg, attacks, model, (x, y), record.clean, info, data_info, env, resume)
         except EvaluationStopped:
             raise TrainingStopped(folder.path, cfg.optim.epochs, 0, evaluation_pending=True) from None
         sweep = _eps_sweep(cfg, attacks, model, x, y) if first else None
@@ -174,8 +176,8 @@ def _autoattack_subset(
     cfg: RunConfig,
     attacks: EvalAttacks,
     model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    test: tuple[torch.Tensor, torch.Tensor],
+    clean: Count,
     info: Mapping[str, Any],
     data_info: Mapping[str, Any],
     env: Mapping[str, Any],
@@ -183,11 +185,15 @@ def _autoattack_subset(
 ) -> EvalRecord | None:
     """AutoAttack on the first ``eval.autoattack_subset`` test images (None when not configured), with the clean
     and PGD-20 counts of the same images, so that every AutoAttack number stands beside the clean number it is
-    bounded by."""
+    bounded by. The clean outcomes are the main pass's (``clean``, of every test image) on those images: one image
+    is never correct clean in one record of the run and wrong in the other."""
+    x, y = test
     if attacks.autoattack_subset is None:
         return None
     assert cfg.eval.autoattack_subset is not None  # eval_attacks builds the subset's attacks only when it is set
     k = min(cfg.eval.autoattack_subset, x.shape[0])
+    outcomes = clean.outcome_array()
+    assert outcomes is not None  # evaluate() always records them
     return evaluate(
         model,
         x[:k],
@@ -201,6 +207,7 @@ def _autoattack_subset(
         seed=cfg.seed,
         environment=env,
         resume=resume,
+        clean_outcomes=torch.from_numpy(outcomes[:k]),
     )
 
 
