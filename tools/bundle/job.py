@@ -39,7 +39,7 @@ LOG_CAP = 2 * MIB  # log.txt stops growing here; each step's full output is in i
 JSON_RESERVE = MIB  # bytes kept back for job.json
 GRACE_S = 5.0  # SIGTERM -> SIGKILL
 PACK_RESERVE_S = 10.0  # kept back from a step's time for packing it
-MIN_STEP_S = 10.0  # a step with less time left is skipped
+MIN_STEP_S = 10.0  # a step with less of the budget left is skipped
 NO_LIMIT_S = 10**9  # the {budget} of a step without a time limit
 
 
@@ -178,11 +178,11 @@ class Job:
 
     def run_step(self, k: int, step: Step, rec: StepRecord, remaining: int) -> None:
         left = self.deadline - time.monotonic() - PACK_RESERVE_S - GRACE_S
-        limit = left if step.limit is None else min(step.limit, left)
-        if limit < MIN_STEP_S:
+        if left < MIN_STEP_S:  # the budget's remainder; a step's own limit (an option) may be shorter
             rec.status, rec.reason = "skipped", f"only {max(left, 0):.0f} s of the budget left"
             self.say(f"== step {step.name}: skipped ({rec.reason})\n")
             return
+        limit = left if step.limit is None else min(step.limit, left)
         folder = self.out / f"{k}-{step.name}"
         folder.mkdir(parents=True, exist_ok=True)
         if step.template:
