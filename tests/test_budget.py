@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.conftest import tiny_config
+from tests.conftest import run_cli, tiny_config
 
 from dard.attacks import AutoAttackWrapper
 from dard.config import parse_config
@@ -191,6 +191,33 @@ def test_a_run_starts_when_it_fits_or_may_stop_part_way():
     trained = Estimate(train_s=0.0, eval_s=20.0, startup_s=10.0, basis="test", weights_mib=13.0)
     assert _decide(trained, 29.0, BudgetOptions(100)) == "partial"  # evaluation alone: kept attack by attack
     assert _decide(trained, 10.0, BudgetOptions(100)) == "no"
+    # --no-training: a run that needs training never starts, however much time is left; a trained one evaluates
+    assert _decide(est, 1e9, BudgetOptions(100, partial_under=15, train=False)) == "untrained"
+    assert _decide(trained, 29.0, BudgetOptions(100, train=False)) == "partial"
+    assert _decide(trained, 31.0, BudgetOptions(100, train=False)) == "fits"
+
+
+def test_no_training_starts_no_run_that_needs_training(tmp_path, monkeypatch, capsys):
+    from dard.experiment.budget import plan_budget
+
+    exp, root = _experiment(tmp_path), tmp_path / "runs"
+    small = Estimate(train_s=5.0, eval_s=1.0, startup_s=0.0, basis="test", weights_mib=1.0)
+    monkeypatch.setattr(Estimator, "estimate", lambda self, name, cfg, teacher: small)
+    options = BudgetOptions(3600, margin_s=0, train=False)
+    lines = plan_budget(exp, root, options, "cpu", jobs=1)
+    assert lines[0] == (
+        "teacher-s0 (teacher): new; needs ~6 s (start 0 + train 5 + test evaluation 1; rate from test); "
+        "would not start: it needs training (--no-training)"
+    )
+    assert run_experiment(exp, root, tmp_path / "results", device="cpu", jobs=1, budget=options) is None
+    assert not root.exists() or not any(root.iterdir())  # nothing trained, not even a folder made
+    assert "[budget] teacher-s0: not started: it needs training, and --no-training trains nothing" in (
+        capsys.readouterr().out
+    )
+    proc = run_cli("experiment", "main", "--no-training", "--runs", str(root), "--results", str(tmp_path / "r"))
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [
+        "dard: error: --partial-under, --export and --no-training go with --time-budget"
+    ]
 
 
 def test_a_student_waits_for_its_teacher_to_be_trained_and_evaluated(run: Path):

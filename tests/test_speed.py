@@ -109,3 +109,31 @@ def test_bf16_keeps_batchnorm_statistics_fp32(setup):
     assert bns and all(m.running_mean.dtype == torch.float32 and m.weight.dtype == torch.float32 for m in bns)
     if before is not None:
         assert not torch.equal(before, student.bn1.running_mean)  # statistics were updated, in fp32
+
+
+@pytest.mark.parametrize(
+    "cpuinfo, native",
+    [
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n", False),  # an AVX2-only x86 (this workplace's EPYC)
+        ("flags\t\t: avx2 avx512f avx512_bf16\nflags\t\t: avx2 avx512f avx512_bf16\n", True),
+        ("flags\t\t: avx2 amx_tile amx_bf16\n", True),
+        ("Features\t: fp asimd bf16 i8mm\n", True),  # Arm
+        ("processor\t: 0\nmodel name\t: something\n", None),  # no flags: cannot tell
+        (None, None),  # no cpuinfo (macOS, Windows)
+    ],
+)
+def test_native_bf16_is_read_from_the_cpu_flags_and_emulated_bf16_is_noted(
+    tmp_path, monkeypatch, capsys, cpuinfo, native
+):
+    import dard.runtime as runtime
+
+    path = tmp_path / "cpuinfo"
+    if cpuinfo is not None:
+        path.write_text(cpuinfo)
+    assert runtime.cpu_native_bf16(path) is native
+    monkeypatch.setattr(runtime, "cpu_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert runtime.note_emulated_bf16("bf16", cpu) is (native is False)
+    assert not runtime.note_emulated_bf16("none", cpu) and not runtime.note_emulated_bf16("bf16", torch.device("meta"))
+    err = capsys.readouterr().err
+    assert err.count("dard: note: speed.amp bf16 on a CPU without native bf16") == (native is False)

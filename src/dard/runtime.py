@@ -120,6 +120,40 @@ def configure_threads(threads: int | None) -> None:
     torch.set_num_threads(max(1, threads if threads is not None else cores))
 
 
+#: CPU flags (x86: /proc/cpuinfo "flags"; Arm: "Features") of native bf16 arithmetic
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def cpu_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
+    """Whether this CPU computes bf16 natively (:data:`BF16_FLAGS`); None where it cannot tell (no cpuinfo)."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return None
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return bool(flags & BF16_FLAGS) if flags else None
+
+
+def note_emulated_bf16(amp: str, device: torch.device) -> bool:
+    """Say on stderr when ``speed.amp: bf16`` runs emulated on this CPU; returns whether it did. Without native
+    bf16, torch's CPU autocast was 10 times slower than fp32 (a ResNet-8 step on an AVX2-only AMD EPYC,
+    docs/results.md)."""
+    if amp != "bf16" or device.type != "cpu" or cpu_native_bf16() is not False:
+        return False
+    print(
+        "dard: note: speed.amp bf16 on a CPU without native bf16 (no avx512_bf16, amx_bf16 or bf16 flag): autocast "
+        "is emulated here, about 10 times slower than fp32; speed.amp none trains in fp32 (a different run: bf16 "
+        "changes the numbers)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return True
+
+
 def die_with_parent(parent: int) -> None:
     """Make this worker process end when ``parent`` (the pid that started it) does, however the parent ends (a
     worker of a killed `dard demo` or `dard experiment` must not keep training and holding a run's lock). Linux:

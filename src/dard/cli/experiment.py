@@ -54,6 +54,11 @@ def add_arguments(x: argparse.ArgumentParser) -> None:
         help="with --time-budget: a run whose weights and resume state fit in MIB may start and stop part-way",
     )
     x.add_argument("--export", metavar="DIR", help="with --time-budget: write each run's archive here as it ends")
+    x.add_argument(
+        "--no-training",
+        action="store_true",
+        help="with --time-budget: train nothing, only finish the test evaluations and extras of trained runs",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,8 +119,8 @@ def _budget_options(args: argparse.Namespace) -> BudgetOptions | None:
     from dard.experiment.budget import BudgetOptions
 
     if args.time_budget is None:
-        if args.partial_under is not None or args.export:
-            raise DardError("--partial-under and --export go with --time-budget")
+        if args.partial_under is not None or args.export or args.no_training:
+            raise DardError("--partial-under, --export and --no-training go with --time-budget")
         return None
     export = Path(args.export) if args.export else None
-    return BudgetOptions(parse_duration(args.time_budget), args.partial_under, export)
+    return BudgetOptions(parse_duration(args.time_budget), args.partial_under, export, train=not args.no_training)

@@ -50,6 +50,9 @@ class BudgetOptions:
     partial_under: float | None = None  # MiB: runs whose weights + resume state fit may stop mid-way
     export_dir: Path | None = None  # each run's archive, written as it stops or finishes
     margin_s: float = MARGIN_S  # kept back at the end
+    # False: start or continue no training, only the test evaluations and extras of trained runs (a machine
+    # where training is slow: a CPU without native bf16 under speed.amp bf16 trains about 10 times slower)
+    train: bool = True
     started: float = field(default_factory=time.time)
 
     @property
@@ -80,12 +83,20 @@ def plan_budget(exp: Experiment, runs_root: Path, budget: BudgetOptions, device:
     return lines
 
 
-_DECISIONS = {"fits": "fits", "partial": "would start and stop part-way", "no": "would not start"}
+_DECISIONS = {
+    "fits": "fits",
+    "partial": "would start and stop part-way",
+    "no": "would not start",
+    "untrained": "would not start: it needs training (--no-training)",
+}
 
 
 def _decide(est: Estimate, left: float, budget: BudgetOptions) -> str:
     """``fits`` (the whole run), ``partial`` (starts, stops at the deadline: its training small enough to travel,
-    or its evaluation alone, which keeps each attack as it finishes) or ``no``."""
+    or its evaluation alone, which keeps each attack as it finishes), ``no``, or ``untrained`` (it needs training
+    and the budget trains nothing)."""
+    if est.train_s > 0 and not budget.train:
+        return "untrained"
     if est.total <= left:
         return "fits"
     if left <= est.startup_s:
@@ -204,6 +215,8 @@ class _Job:
         what = _decide(est, left, self.budget)
         if what == "no":
             return _say(name, f"not started: needs {est.text()}, {max(left, 0):.0f} s left")
+        if what == "untrained":
+            return _say(name, "not started: it needs training, and --no-training trains nothing")
         _say(
             name, f"starting{'' if what == 'fits' else ' (will stop part-way)'}: needs {est.text()}, {left:.0f} s left"
         )

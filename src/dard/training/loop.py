@@ -21,7 +21,7 @@ from dard.methods import Method
 from dard.module_utils import unwrap_model
 from dard.progress import progress_bar
 from dard.run_dir import EpochMetrics, Progress, RunDir, RunInfo, kept_epoch_name
-from dard.runtime import configure_threads, environment, resolve_device
+from dard.runtime import configure_threads, environment, note_emulated_bf16, resolve_device
 from dard.training.announce import Announcer, say
 from dard.training.cost import DataSizes
 from dard.training.deadline import TrainingStopped, past_deadline
@@ -80,6 +80,8 @@ def train(
         )
         with opened as parts:
             data = parts.data
+            if dist_info.is_main:  # after the checks: a note never comes before an error line
+                note_emulated_bf16(cfg.speed.amp, device)
             # logged at its first snapshot, else when it stops or ends: a resume that fails changes nothing
             stretch = PendingStretch.of(folder, resume, device, dist_info.world_size, dist_info.is_main)
             try:
