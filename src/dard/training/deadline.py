@@ -26,7 +26,7 @@ class _Event(Protocol):
     def set(self) -> None: ...
 
 
-_stop_event: _Event | None = None  # this process's: set when another run of its experiment failed
+_stop_event: _Event | None = None  # this process's: set when its experiment stops (a failure, an interrupt)
 
 
 def watch_stop_event(event: _Event | None) -> None:
@@ -47,7 +47,8 @@ def request_stop() -> None:
 
 
 def stop_requested() -> bool:
-    """Whether the watched stop event is set (another run of this process's experiment failed)."""
+    """Whether the watched stop event is set (this process's experiment is stopping: a run failed, or the command
+    was interrupted)."""
     return _stop_event is not None and _stop_event.is_set()
 
 
@@ -59,7 +60,8 @@ class TrainingStopped(Exception):
         self.run_dir, self.epoch, self.batch, self.evaluation_pending = Path(run_dir), epoch, batch, evaluation_pending
         where = f"in epoch {epoch + 1} after step {batch}" if batch else f"after epoch {epoch}"
         where = "trained; test evaluation pending" if evaluation_pending else where
-        why = "because another run of its experiment failed" if stop_requested() else "at its time budget"
+        why = "because its experiment is stopping (another run failed, or it was interrupted)"
+        why = why if stop_requested() else "at its time budget"
         super().__init__(f"{self.run_dir}: stopped {why} ({where})")
 
 
