@@ -80,8 +80,6 @@ def train(
         )
         with opened as parts:
             data = parts.data
-            if dist_info.is_main:  # after the checks: a note never comes before an error line
-                note_emulated_bf16(cfg.speed.amp, device)
             # logged at its first snapshot, else when it stops or ends: a resume that fails changes nothing
             stretch = PendingStretch.of(folder, resume, device, dist_info.world_size, dist_info.is_main)
             try:
@@ -164,6 +162,8 @@ def _train(
     run = _set_up(cfg, folder, device, dist_info, parts)
     run.stop_at, run.stretch = stop_at, stretch
     _start_or_resume(run, resume)
+    if run.main and run.progress.epoch < cfg.optim.epochs:  # training left (after the checks: never before an error)
+        note_emulated_bf16(cfg.speed.amp, device)
     if announce:
         sizes = DataSizes.of(parts.data)
         run.announcer = Announcer(cfg, folder, sizes, device, dist_info.world_size, final_eval)
