@@ -243,6 +243,18 @@ def test_load_missing_and_unexpected_keys() -> None:
     load_weights(create_model("resnet8"), sd, strict=False)  # tolerated when not strict
 
 
+def test_two_keys_for_one_tensor_once_prefixes_are_stripped_are_refused(tmp_path: Path) -> None:
+    # a model saved beside its DataParallel copy: `fc.weight` and `module.fc.weight` both became `fc.weight`, and
+    # the one listed last was loaded in silence
+    sd = dict(create_model("small_cnn").state_dict())
+    both = {**sd, **{f"module.{k}": v * 2 for k, v in sd.items()}}
+    torch.save(both, tmp_path / "both.pt")
+    for source in (both, tmp_path / "both.pt"):
+        with pytest.raises(DardError, match=r"keys conv1.weight and module.conv1.weight both name tensor conv1.weight"):
+            load_weights(create_model("small_cnn"), source)
+    load_weights(create_model("small_cnn"), {f"module.{k}": v for k, v in sd.items()})  # one copy: stripped
+
+
 def test_load_deeper_model_names_missing_keys() -> None:
     # ResNet-20 weights lack ResNet-56's extra blocks; at most 5 names are listed, plus the count.
     with pytest.raises(DardError) as info:

@@ -62,7 +62,7 @@ def load_weights(
         raise DardError(f"weights must be a file path or a state dict, got {type(source).__name__}")
 
     target = model.state_dict()
-    state = _strip_prefixes(_unwrap(raw, where), set(target))
+    state = _strip_prefixes(_unwrap(raw, where), set(target), where)
     problems = _key_problems(state, target, strict)
     if problems:
         raise DardError(f"cannot load {where} into {type(model).__name__}: " + "; ".join(problems))
@@ -207,14 +207,19 @@ def _unwrap(obj: Any, where: str) -> dict[str, Tensor]:
     raise DardError(f"{where} holds no state dict (found {type(obj).__name__})")
 
 
-def _strip_prefixes(state: dict[str, Tensor], model_keys: set[str]) -> dict[str, Tensor]:
+def _strip_prefixes(state: dict[str, Tensor], model_keys: set[str], where: str) -> dict[str, Tensor]:
     """Remove wrapper prefixes such as ``module.`` or ``module.model.`` from every key.
 
     A prefix is only stripped if the model itself has no key starting with it, so a model that really
     has a submodule called ``model`` keeps its keys.
+
+    A file whose keys name one tensor twice once stripped (``fc.weight`` beside ``module.fc.weight``: a model and
+    its wrapped copy saved together) is a DardError naming both: which of the two is meant cannot be told (the one
+    listed last was loaded, in silence).
     """
     prefixes = [p for p in _STRIP_PREFIXES if not any(k.startswith(p) for k in model_keys)]
     out: dict[str, Tensor] = {}
+    source: dict[str, str] = {}
     for key, value in state.items():
         new = key
         changed = True
@@ -224,7 +229,14 @@ def _strip_prefixes(state: dict[str, Tensor], model_keys: set[str]) -> dict[str,
                 if new.startswith(p):
                     new = new[len(p) :]
                     changed = True
-        out[new] = value
+        if new in out:
+            first, second = (one_line(k, _KEY_CHARS) for k in (source[new], key))
+            raise DardError(
+                f"{where}: keys {first} and {second} both name tensor {one_line(new, _KEY_CHARS)} once the "
+                f"wrapper prefixes ({', '.join(_STRIP_PREFIXES)}) are stripped, so which one to load cannot be "
+                "told; save the state dict of the one model you mean"
+            )
+        out[new], source[new] = value, key
     return out
 
 
