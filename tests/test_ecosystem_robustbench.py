@@ -30,6 +30,7 @@ from dard.checkpoint import load_model
 from dard.config import parse_config
 from dard.data import load_dataset
 from dard.errors import DardError
+from dard.model_fit import check_stated_normalization
 from dard.models import create_model
 
 NAME = "Tiny2024Zoo"
@@ -265,3 +266,25 @@ def test_a_zoo_teacher_is_checked_before_the_data_loads(zoo, tmp_path, capsys) -
     cfg = config_file(work, method={"name": "dard", "params": {}}, data={"name": "digits"}, norm="l2")
     argv = ["train", "--config", cfg, "--teacher", f"robustbench:{NAME}", "--out", str(work / "new")]
     fails_cleanly(capsys, work, argv, f"RobustBench lists no digits L2 model '{NAME}'")
+
+
+def test_a_zoo_architecture_with_external_weights_refuses_a_normalisation_it_would_drop(
+    zoo, tmp_path, capsys, synthetic_cifar10_dir
+) -> None:
+    # `--normalization dataset` (or `teacher.normalize: true`) beside a robustbench: architecture was dropped in
+    # silence (the zoo's models take raw pixels): dard eval measured the model unnormalised and its record said
+    # `normalization: dataset`
+    work = tmp_path / "work"
+    work.mkdir()
+    weights = str(tmp_path / "w.pt")
+    torch.save(_save_weights(zoo, "cifar10"), weights)
+    arch, data = f"robustbench:{NAME}", {"name": "cifar10", "dir": str(synthetic_cifar10_dir)}
+    needle = f"does nothing for {arch}: RobustBench's architectures take raw [0, 1] pixels"
+    argv = ["eval", "--model", arch, "--weights", weights, "--normalization", "dataset", "--data", data["name"]]
+    argv += ["--data-dir", data["dir"], "--n", "4", "--attacks", "fgsm"]
+    fails_cleanly(capsys, work, argv, f"--normalization dataset {needle}")
+    teacher = {"arch": arch, "weights": weights, "normalize": True}
+    cfg = config_file(work, method={"name": "dard", "params": {}}, teacher=teacher, data=data)
+    argv = ["train", "--config", cfg, "--out", str(work / "new")]
+    fails_cleanly(capsys, work, argv, f"teacher.normalize: true {needle}")
+    check_stated_normalization(weights, False, "teacher.normalize: false", "", arch)  # raw pixels: as it loads

@@ -106,10 +106,23 @@ def _load_for(
     raise first
 
 
-def check_stated_normalization(weights: str | Path, normalize: bool, stated: str, instead: str) -> None:
+def check_stated_normalization(
+    weights: str | Path, normalize: bool, stated: str, instead: str, arch: str | None = None
+) -> None:
     """External ``weights`` that are a dard checkpoint's file (its ``.json`` beside it) record how their inputs were
     normalised: a DardError if ``normalize`` (``stated`` so) says otherwise, naming ``instead`` (how to give the
-    checkpoint, which keeps its own). Normalised twice, or not at all, the model lost its accuracy in silence."""
+    checkpoint, which keeps its own). Normalised twice, or not at all, the model lost its accuracy in silence.
+
+    A ``robustbench:`` architecture ``arch`` takes raw pixels whatever is stated (:func:`dard.checkpoint.model_spec`:
+    the zoo's models normalise inside where their weights need it), so ``normalize`` true is a DardError: it was
+    dropped in silence, and ``dard eval``'s record said ``normalization: dataset``."""
+    if normalize and library_prefix(arch) == "robustbench:":
+        raise DardError(
+            f"{stated} does nothing for {arch}: RobustBench's architectures take raw [0, 1] pixels and normalise "
+            "inside themselves where their weights need it, so dard adds no normalisation; state the weights' "
+            "inputs as raw pixels, or give weights trained on normalised inputs an architecture of your own "
+            "(module:function) that normalises"
+        )
     path = Path(weights)
     if path.suffix != ".safetensors" or not path.with_suffix(".json").is_file():
         return

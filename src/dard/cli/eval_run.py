@@ -44,7 +44,7 @@ def _load_model_and_data(
     if request.weights:
         stated = f"--normalization {request.normalization}"
         check_stated_normalization(
-            request.weights, request.normalization == "dataset", stated, f"dard eval {request.weights}"
+            request.weights, request.normalization == "dataset", stated, f"dard eval {request.weights}", request.model
         )
         state = read_state_dict(request.weights)
     threat = THREAT_MODELS[settings.norm]  # a zoo model of the evaluation's threat model: it took the Linf table's

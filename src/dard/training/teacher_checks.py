@@ -52,7 +52,7 @@ def check_teacher_config(cfg: RunConfig, needs_teacher: bool) -> None:
         # the weights fit the architecture and the dataset: another model's were found after the data had loaded
         t = cfg.teacher
         stated = f"teacher.normalize: {str(t.normalize).lower()}"
-        check_stated_normalization(str(t.weights), t.normalize, stated, f"--teacher {t.weights}")
+        check_stated_normalization(str(t.weights), t.normalize, stated, f"--teacher {t.weights}", t.arch)
         at_key(
             "teacher.weights",
             lambda: check_fits(
