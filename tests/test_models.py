@@ -255,6 +255,18 @@ def test_two_keys_for_one_tensor_once_prefixes_are_stripped_are_refused(tmp_path
     load_weights(create_model("small_cnn"), {f"module.{k}": v for k, v in sd.items()})  # one copy: stripped
 
 
+def test_a_checkpoint_holding_a_model_and_its_ema_copy_is_refused(tmp_path: Path) -> None:
+    # {"state_dict": ..., "state_dict_ema": ...}: the first key's weights were loaded in silence (timm's own loader
+    # prefers the EMA); one copy under two keys is still one state dict
+    sd = dict(create_model("small_cnn").state_dict())
+    ema = {k: v * 2 for k, v in sd.items()}
+    torch.save({"state_dict": sd, "state_dict_ema": ema, "epoch": 3}, tmp_path / "both.pth.tar")
+    for source in ({"model": sd, "model_ema": ema}, tmp_path / "both.pth.tar"):
+        with pytest.raises(DardError, match=r"holds 2 state dicts \((state_dict, state_dict_ema|model, model_ema)\)"):
+            load_weights(create_model("small_cnn"), source)
+    load_weights(create_model("small_cnn"), {"model": sd, "state_dict": dict(sd)})
+
+
 def test_load_deeper_model_names_missing_keys() -> None:
     # ResNet-20 weights lack ResNet-56's extra blocks; at most 5 names are listed, plus the count.
     with pytest.raises(DardError) as info:

@@ -190,17 +190,31 @@ def _is_state_dict(obj: Any) -> bool:
     return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, Tensor) for v in obj.values())
 
 
+def _one_state_dict(candidates: list[Mapping[str, Tensor]]) -> bool:
+    """Whether ``candidates`` (the state dicts under a checkpoint's wrapper keys) are at most one, or copies of one."""
+    first = candidates[0] if candidates else {}
+    return all(c.keys() == first.keys() and all(torch.equal(c[k], first[k]) for k in first) for c in candidates[1:])
+
+
 def _unwrap(obj: Any, where: str) -> dict[str, Tensor]:
-    """Find the state dict inside a checkpoint that may nest it under e.g. ``state_dict`` or ``model``."""
+    """Find the state dict inside a checkpoint that may nest it under e.g. ``state_dict`` or ``model``; two
+    different ones side by side (a model and its EMA copy) are a DardError naming their keys."""
     for _ in range(4):  # a few levels of nesting at most
         if _is_state_dict(obj):
             return {str(k): v for k, v in obj.items()}
         if not isinstance(obj, Mapping):
             break
-        inner = next((obj[k] for k in _WRAPPER_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
-        if inner is None:
+        found = [k for k in _WRAPPER_KEYS if k in obj and isinstance(obj[k], Mapping)]
+        if not _one_state_dict([obj[k] for k in found if _is_state_dict(obj[k])]):
+            # a model beside its EMA copy (or a student beside it): the first was loaded in silence, where
+            # timm's own loader prefers the EMA
+            raise DardError(
+                f"{where} holds {len(found)} state dicts ({', '.join(found)}), so which one to load cannot be told; "
+                f"save the one you mean alone, e.g. torch.save(checkpoint[{found[-1]!r}], 'weights.pt')"
+            )
+        if not found:
             break
-        obj = inner
+        obj = obj[found[0]]
     if isinstance(obj, Mapping):
         keys = ", ".join(map(str, list(obj)[:_SHOW]))
         raise DardError(f"{where} holds no state dict (top-level keys: {keys or 'none'})")
