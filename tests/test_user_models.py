@@ -279,6 +279,12 @@ def on_the_meta_device():
     return Net().to("meta")
 
 
+def lazy():
+    net = Net()
+    net.fc = nn.LazyLinear(10)
+    return net
+
+
 def batch_statistics():
     return Net(lambda logits, x: logits - logits.mean(0))
 
@@ -296,6 +302,8 @@ def logits_and_features():
         ("detached", ["returns logits without a gradient"]),
         ("changes_its_input", ["gradient cannot be computed", "in place"]),
         ("on_the_meta_device", ["the meta device", "tensor 'fc.weight'"]),
+        # trained for the whole run, then an internal error when its checkpoint was loaded for the final evaluation
+        ("lazy", ["uninitialised lazy parameters", "tensor 'fc.weight'"]),
         # trained and evaluated: its accuracy depended on the evaluation's batch size and AutoAttack's order
         ("batch_statistics", ["depend on the other images in the batch"]),
         # was "cannot take the dataset's images (DardError: ...)" with the hint cut, after probing image sizes to 1024
@@ -311,7 +319,7 @@ def test_models_dard_cannot_train_or_attack_are_refused_before_any_work(
     work.mkdir()
     cfg = config_file(work, model={"arch": spec})
     fails_cleanly(capsys, work, ["train", "--config", cfg, "--out", str(work / "run")], spec, *needles)
-    if factory in ("changes_its_input", "on_the_meta_device"):  # the others evaluate: attacks need no parameters
+    if factory in ("changes_its_input", "on_the_meta_device", "lazy"):  # the others evaluate: attacks need no weights
         weights = work / "w.safetensors"
         save_file({"fc.weight": torch.zeros(10, 64), "fc.bias": torch.zeros(10)}, str(weights))
         argv = ["eval", "--model", spec, "--weights", str(weights), "--normalization", "none", "--data", "digits"]

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from dard.errors import DardError, one_line
 from dard.models.user_state import torch_settings_kept
@@ -224,6 +225,12 @@ def build_from_factory(
             "student, the teacher and each run need their own: build a new module in each call"
         )
     _BUILT.add(model)
+    lazy = next((k for k, t in [*model.named_parameters(), *model.named_buffers()] if is_lazy(t)), None)
+    if lazy is not None:  # a fresh copy to load a checkpoint into has no shapes yet: the run crashed once trained
+        raise DardError(
+            f"model '{name}': the factory returned a model with uninitialised lazy parameters (tensor '{lazy}', "
+            "e.g. nn.LazyLinear); give their sizes (nn.Linear(in, out)), so that its weights can be saved and loaded"
+        )
     meta = next((k for k, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta), None)
     if meta is not None:  # no data to move, load into or compute with: torch fails later, deep in a load or a step
         raise DardError(
