@@ -243,11 +243,37 @@ def test_a_budgeted_report_lists_the_runs_in_the_order_an_unbudgeted_one_does(tm
     reported: list[list[str]] = []
     monkeypatch.setattr(budget._Job, "run", lambda self, run: None)
     monkeypatch.setattr(RunDir, "is_evaluated", lambda self: True)
-    monkeypatch.setattr(budget, "write_status", lambda *a: None)
+    monkeypatch.setattr(budget, "write_status", lambda *a, **k: None)
     monkeypatch.setattr(budget, "write_experiment_report", lambda e, dirs, *a, **k: reported.append(dirs))
     budget.run_within_budget(exp, root, tmp_path / "results", BudgetOptions(0), device="cpu")
     plan = [r.name for r in read_plan(exp, root, "cpu")]
     assert [p.name for p in reported[0]] == plan != [r.name for r in campaign_order(read_plan(exp, root, "cpu"))]
+
+
+def test_a_budget_of_0_rewrites_the_report_and_the_status_without_the_data(tmp_path, monkeypatch):
+    """`--time-budget 0` starts nothing, so it needs no data: it stopped on the dataset of a run still to train
+    (CIFAR-10 not found) although the report is the finished runs' records alone; status.md says why it has no
+    estimate. A budget that may start a run still checks every run's data first."""
+    import dard.experiment.budget as budget
+    import dard.experiment.estimate as estimate
+    import dard.experiment.plan as plan
+
+    def absent(*args, **kwargs):
+        raise DardError("CIFAR-10 not found: expected the official python version at data/cifar-10-batches-py")
+
+    monkeypatch.setattr(plan, "dataset_bundle", absent)
+    monkeypatch.setattr(estimate, "dataset_bundle", absent)
+    exp, root, results = _experiment(tmp_path), tmp_path / "runs", tmp_path / "results"
+    monkeypatch.setattr(RunDir, "is_evaluated", lambda self: self.path.name == "teacher-s0")
+    reported: list[list[Path]] = []
+    monkeypatch.setattr(budget, "write_experiment_report", lambda e, dirs, *a, **k: reported.append(dirs) or dirs[0])
+    budget.run_within_budget(exp, root, results, BudgetOptions(0), device="cpu")
+    assert [p.name for p in reported[0]] == ["teacher-s0"]
+    status = (results / "status.md").read_text()
+    assert "1 of 3 runs done, 2 left, no estimate of the compute left (CIFAR-10 not found" in status
+    assert "| sat-s0 | student | new |  |  |" in status
+    with pytest.raises(DardError, match="run 'sat-s0': CIFAR-10 not found"):
+        budget.run_within_budget(exp, root, results, BudgetOptions(3600), device="cpu")
 
 
 @pytest.mark.parametrize("fits", [True, False])

@@ -110,7 +110,10 @@ def run_within_budget(
 ) -> Path | None:
     """Run what fits of ``exp`` within ``budget``, students ``jobs`` at a time (module docstring); returns
     report.md (None: nothing finished)."""
-    runs = read_plan(exp, runs_root, device)  # the report lists them in this order, as without a budget
+    # the report lists them in this order, as without a budget; their data only when one may start (a budget of 0
+    # rewrites the report from the runs alone: it stopped on a dataset that is not at hand)
+    data = budget.left() > 0
+    runs = read_plan(exp, runs_root, device, data=data)
     order = campaign_order(runs)
     job = _Job(exp, runs_root, budget, estimator_for(runs_root, device), device)
     for run in (r for r in order if r.role == "teacher"):
@@ -126,7 +129,7 @@ def run_within_budget(
     finished = [runs_root / r.name for r in runs if RunDir(runs_root / r.name).is_evaluated()]
     if not finished:
         print("[budget] no run has finished yet: no report", flush=True)
-        write_status(exp, runs_root, results_dir, device, jobs)
+        write_status(exp, runs_root, results_dir, device, jobs, data=data)
         return None
     pending = [f"{r.name}: {run_status(runs_root / r.name, r.config.optim.epochs)}"
                for r in runs if not RunDir(runs_root / r.name).is_evaluated()]  # fmt: skip
@@ -137,7 +140,7 @@ def run_within_budget(
     notes = [f"- Made in budgeted stretches (`{command} --time-budget T`), each continuing the last; "
              f"`{command} --time-budget 0` rewrites this report from the runs alone.", *notes]  # fmt: skip
     path = write_experiment_report(exp, finished, results_dir, command=command, notes=notes)
-    write_status(exp, runs_root, results_dir, device, jobs)
+    write_status(exp, runs_root, results_dir, device, jobs, data=data)
     return path
 
 
@@ -267,12 +270,16 @@ class _Job:
             x is None for x in (spec.compare_attacks, spec.label_gap, spec.teacher_quality)
         ):
             return  # (teacher_quality alone, the ladder's one extra, was never run under a budget)
-        sizes = self.estimator.sizes(cfg)
-        est = self.estimate(run)
-        macs = extras_passes(spec, cfg, sizes) * arch_macs(cfg.model.arch, sizes.classes, sizes.shape, cfg.model.kwargs)
-        need = macs / est.eval_rate + est.startup_s
-        if need > self.budget.left() and not extras_cached(spec, folder):  # (cached results are checked, and cheap)
-            return _say(folder.path.name, f"extras not run: need ~{need:.0f} s, {self.budget.left():.0f} s left")
+        if not extras_cached(spec, folder):  # (cached results are checked, and cheap: no estimate, no data)
+            if self.budget.left() <= 0:
+                return _say(folder.path.name, "extras not run: no time left")
+            sizes = self.estimator.sizes(cfg)
+            est = self.estimate(run)
+            passes = extras_passes(spec, cfg, sizes)
+            need = passes * arch_macs(cfg.model.arch, sizes.classes, sizes.shape, cfg.model.kwargs) / est.eval_rate
+            if need + est.startup_s > self.budget.left():
+                left = self.budget.left()
+                return _say(folder.path.name, f"extras not run: need ~{need + est.startup_s:.0f} s, {left:.0f} s left")
         run_extras(spec, self.runs_root, [run], device=self.device)
 
     def export(self, folder: RunDir) -> None:

@@ -183,14 +183,16 @@ def campaign_order(runs: Sequence[PlannedRun]) -> list[PlannedRun]:
     return teachers + sorted((r for r in runs if r.role == "student"), key=lambda r: seeds.index(r.seed))
 
 
-def read_plan(exp: Experiment, runs_root: Path, device: str | None = None) -> list[PlannedRun]:
+def read_plan(exp: Experiment, runs_root: Path, device: str | None = None, *, data: bool = True) -> list[PlannedRun]:
     """:func:`plan_runs` with each run's status, after every existing run folder has been checked to hold the run
-    it plans (:func:`check_reusable`)."""
+    it plans (:func:`check_reusable`) and, with ``data``, every run still to train its data (:func:`check_data`;
+    without: nothing will train, as under ``--time-budget 0``, which rewrites the report from the runs alone)."""
     runs = plan_runs(exp, runs_root, device)
     for run in runs:
         check_reusable(runs_root / run.name, run.config)
     runs = [dataclasses.replace(r, status=run_status(runs_root / r.name, r.config.optim.epochs)) for r in runs]
-    check_data(runs, runs_root, exp.source)
+    if data:
+        check_data(runs, runs_root, exp.source)
     return runs
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from dard.errors import DardError, one_line
 from dard.experiment.estimate import estimator_for
 from dard.experiment.plan import PlannedRun, campaign_order, read_plan, seconds_left, with_estimates
 from dard.experiment.pool import threads_for
@@ -45,16 +46,22 @@ def at_a_time(jobs: int) -> str:
     return "one run at a time" if jobs <= 1 else f"students {jobs} at a time (one thread each), teachers alone"
 
 
-def status_markdown(exp: Experiment, rows: list[PlannedRun], runs_root: Path, jobs: int = 1) -> str:
-    """``status.md``: a summary line and one table row per run."""
+def status_markdown(
+    exp: Experiment, rows: list[PlannedRun], runs_root: Path, jobs: int = 1, unestimated: str | None = None
+) -> str:
+    """``status.md``: a summary line and one table row per run; ``unestimated``: why the rows have no estimate."""
     done = sum(r.done for r in rows)
+    left = (
+        f"no estimate of the compute left ({unestimated})"
+        if unestimated
+        else f"an estimated **{hours_left(rows, jobs):.1f} h** of compute left on this device, {at_a_time(jobs)} (each "
+        "estimate from the run's own measured rate, else an earlier run's, else a conservative default: see the basis)"
+    )
     lines = [
         f"# Status: {exp.name} at the {exp.scale} scale",
         "",
         f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from the runs in `{runs_root}`: "
-        f"{done} of {len(rows)} runs done, {len(rows) - done} left, an estimated **{hours_left(rows, jobs):.1f} h** "
-        f"of compute left on this device, {at_a_time(jobs)} (each estimate from the run's own measured rate, else an "
-        "earlier run's, else a conservative default: see the basis).",
+        f"{done} of {len(rows)} runs done, {len(rows) - done} left, {left}.",
         "",
         "| run | role | status | hours left | basis of the estimate |",
         "|---|---|---|---:|---|",
@@ -65,9 +72,19 @@ def status_markdown(exp: Experiment, rows: list[PlannedRun], runs_root: Path, jo
     return "\n".join(lines) + "\n"
 
 
-def write_status(exp: Experiment, runs_root: Path, results_dir: Path, device: str, jobs: int = 1) -> Path:
-    """Write ``status.md`` into ``results_dir`` (atomically) and return its path."""
-    rows = campaign_status(exp, runs_root, device, jobs)
+def write_status(
+    exp: Experiment, runs_root: Path, results_dir: Path, device: str, jobs: int = 1, *, data: bool = True
+) -> Path:
+    """Write ``status.md`` into ``results_dir`` (atomically) and return its path. Without ``data`` (nothing was to
+    train: ``--time-budget 0``), a dataset that does not load leaves the runs without estimates, which need its
+    split sizes, instead of stopping a report that needs no data."""
+    rows, why = campaign_order(read_plan(exp, runs_root, device, data=data)), None
+    try:
+        rows = role_estimates(rows, runs_root, device, jobs)
+    except DardError as e:
+        if data:
+            raise
+        why = one_line(str(e))
     results_dir.mkdir(parents=True, exist_ok=True)
-    text = status_markdown(exp, rows, runs_root, jobs)
+    text = status_markdown(exp, rows, runs_root, jobs, unestimated=why)
     return atomic_write(results_dir / STATUS_FILE, lambda p: p.write_text(text, encoding="utf-8"))
