@@ -313,6 +313,13 @@ def test_run_folder_with_another_config_is_refused_and_left_alone(finished, tmp_
         ({**SPEC, "teacher": {**SPEC["teacher"], "seed": "0"}}, "teacher.seed: Input should be a valid integer"),
         ({**SPEC, "compare_attacks": {**SPEC["compare_attacks"], "n": 10**20}}, "compare_attacks.n"),
         ({**SPEC, "label_gap": {"n": 4.0}}, "label_gap.n: Input should be a valid integer"),
+        # a misspelt key of the file names the nearest one, as a run config's does (it said "unknown key" alone)
+        ({**SPEC, "sedds": [0]}, "sedds: unknown key; did you mean seeds? (the top level has: title, about,"),
+        ({**SPEC, "teacher": {**SPEC["teacher"], "sede": 1}}, "teacher.sede: unknown key; did you mean teacher.seed?"),
+        (
+            {**SPEC, "compare_attacks": {**SPEC["compare_attacks"], "chekpoint": "best"}},
+            "compare_attacks.chekpoint: unknown key; did you mean compare_attacks.checkpoint? (compare_attacks has: n",
+        ),
     ],
 )
 def test_bad_experiment_files_are_one_line_errors(tmp_path, spec, needle):

@@ -1,9 +1,10 @@
-"""What a failed validation of a config says: every error as ``key.path: message (got value)``, an unknown key with
-the nearest valid keys of its section."""
+"""What a failed validation of a config (or an experiment file) says: every error as ``key.path: message (got
+value)``, an unknown key with the nearest valid keys of its section."""
 
 from __future__ import annotations
 
 import difflib
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,9 +42,12 @@ def section_model(model: type[BaseModel], path: list[str]) -> type[BaseModel] | 
     for key in path:
         field = model.model_fields.get(key)
         annotation = field.annotation if field is not None else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        # an optional section (an experiment file's ``teacher: TeacherSpec | None``) is its model
+        options = [a for a in (*typing.get_args(annotation), annotation) if a is not type(None)]
+        found = [a for a in options if isinstance(a, type) and issubclass(a, BaseModel)]
+        if len(found) != 1:
             return None
-        model = annotation
+        model = found[0]
     return model
 
 

@@ -60,7 +60,7 @@ def load_experiment(name: str, scale: str = "cpu", root: Path | None = None) -> 
     try:
         spec = ExperimentSpec.model_validate(read_yaml_mapping(path, "experiment file"))
     except ValidationError as e:
-        raise DardError(f"{path}: {validation_message(e)}") from None
+        raise DardError(f"{path}: {validation_message(e, ExperimentSpec)}") from None
     base_path = base_file(path, spec.base)
     base = read_yaml_mapping(base_path, "base run config")
     check_base_sections(base, base_path)
