@@ -465,7 +465,7 @@ def test_which_teacher_file_each_row_learned_from_is_shown_and_a_mix_is_said_abo
     assert [r["teacher_sha256"] for r in runs] == [a, a, a]
 
     _with_teacher_sha(paths[1], b)  # seed 1 of dard learned from another file of the same name
-    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r2", formats=("md", "tex")).read_text()
+    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r2", formats=("md", "tex", "csv")).read_text()
     note = (
         "Rows distilled from different teacher files** (SHA-256 of the weights): resnet20 aaaaaaaaaaaa (dard (seed 0), "
         "trades); resnet20 bbbbbbbbbbbb (dard (seed 1))."
@@ -473,14 +473,19 @@ def test_which_teacher_file_each_row_learned_from_is_shown_and_a_mix_is_said_abo
     assert f"**{note}" in md
     tex = (tmp_path / "r2" / "results.tex").read_text(encoding="utf-8")
     assert f"% {note.replace('**', '')}" in tex
+    # results.csv names the teacher file too: it had the teacher's name alone, which two files shared
+    rows = {r["run"]: r for r in csv.DictReader((tmp_path / "r2" / "results.csv").open(encoding="utf-8"))}
+    assert rows["dard"]["teacher_sha256"] == f"{a}; {b}" and rows["trades"]["teacher_sha256"] == a
 
     _with_teacher_sha(paths[1], a)
     _with_teacher_sha(paths[2], None)  # an older run.json: which file it learned from cannot be told
-    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r3", formats=("md", "tex")).read_text()
+    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r3", formats=("md", "tex", "csv")).read_text()
     note = "Which teacher file some rows learned from cannot be told** (their run.json records no teacher SHA-256, "
     assert f"**{note}from before dard recorded it): trades." in md
     assert "% " + note.replace("**", "") in (tmp_path / "r3" / "results.tex").read_text(encoding="utf-8")
     assert _table(md, "## Teachers")["trades"]["SHA-256"] == "not recorded"
+    rows = {r["run"]: r for r in csv.DictReader((tmp_path / "r3" / "results.csv").open(encoding="utf-8"))}
+    assert rows["trades"]["teacher_sha256"] == "not recorded" and rows["dard"]["teacher_sha256"] == a
     run = RunDir(paths[2])  # a hand-made run.json's teacher of other types is shown as text, not an internal error
     info = run.read_info()
     info.teacher = {"source": ["t", 1], "arch": {"a": 1}, "epoch": [2]}

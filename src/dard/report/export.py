@@ -24,6 +24,7 @@ from dard.report.paired import ALPHA
 from dard.report.paired_section import REFERENCES
 from dard.report.stats import above_clean, autoattack_result
 from dard.report.tables import table_notes
+from dard.report.teachers import row_teacher_sha256
 from dard.report.tex import tex_escape
 from dard.run_dir import RunRecord
 
@@ -88,12 +89,13 @@ def _compared(rep: ReportContent, name: str, method: str, key: str) -> list[Any]
 
 
 def write_csv(rep: ReportContent, path: Path) -> Path:
-    """The main table, one row per group: identity columns, then per accuracy its mean, std, 95% interval (%),
-    the test points per run and the seeds behind the mean, and per reference row (DARD, SAT: report.md's ``†``,
+    """The main table, one row per group: identity columns (the teacher's name and the SHA-256 of the weights file
+    its seeds learned from, as report.md's Teachers section gives it), then per accuracy its mean, std, 95% interval
+    (%), the test points per run and the seeds behind the mean, and per reference row (DARD, SAT: report.md's ``†``,
     ``‡``) whether the row differs from it significantly on the same images and the largest per-seed p-value."""
     cols = table_columns(rep)
     versus = _versus(rep)
-    header = ["run", "method", "student", "teacher", "seeds"]
+    header = ["run", "method", "student", "teacher", "teacher_sha256", "seeds"]
     for key, _ in cols:
         header += [f"{key}_pct", f"{key}_std_pct", f"{key}_ci95_low_pct", f"{key}_ci95_high_pct", f"{key}_points"]
         header += [f"{key}_seeds"]  # a row's mean may stand on fewer seeds than the row has (a pending attack)
@@ -104,7 +106,8 @@ def write_csv(rep: ReportContent, path: Path) -> Path:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     for g in rep.group_rows:
-        names = [g["name"], g["method"] or "", g["student"] or "", g["teacher"] or ""]
+        sha = row_teacher_sha256(rep, g["name"])
+        names = [g["name"], g["method"] or "", g["student"] or "", g["teacher"] or "", sha]
         row: list[Any] = [*map(csv_text, names), g["n"]]
         for key, _ in cols:
             s = g[rep.checkpoint].get(key) or {}

@@ -23,7 +23,7 @@ from dard.report.stats import DASH
 from dard.run_dir import RunDir, RunRecord, enclosing_run
 from dard.run_dir.files import own_file
 
-__all__ = ["FoundTeachers", "find_teachers", "teacher_folder", "teacher_note", "teachers_section"]
+__all__ = ["FoundTeachers", "find_teachers", "row_teacher_sha256", "teacher_folder", "teacher_note", "teachers_section"]
 
 #: hex digits of a teacher's SHA-256 shown (as git shows a commit): enough to tell two files apart by eye
 SHORT_SHA = 12
@@ -128,6 +128,18 @@ def _compare_weights(
 
 def _distilled(run: RunRecord) -> bool:
     return isinstance(run.teacher, dict) and bool(run.teacher)
+
+
+def row_teacher_sha256(rep: ReportContent, name: str) -> str:
+    """The SHA-256 of the teacher weights row ``name``'s seeds learned from, as their run.json records it (what
+    results.csv says beside the teacher's name): one hash, or each once separated by ``; `` where the seeds learned
+    from different files (``not recorded`` for an older run.json); empty for a row that distils from no teacher."""
+    shas = [
+        run.info.teacher_sha256 or "not recorded"
+        for run, row in zip(rep.runs, rep.run_rows)
+        if row["group"] == name and _distilled(run)
+    ]
+    return "; ".join(dict.fromkeys(shas))
 
 
 def _seed_text(seeds: Sequence[int | None]) -> str:
