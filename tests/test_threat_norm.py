@@ -96,3 +96,18 @@ def test_an_l2_sat_run_trains_and_is_evaluated_at_l2(tmp_path):
     assert ev.returncode == 0 and "threat: L2 eps=0.5" in ev.stdout, ev.stderr
     ev = run_cli("eval", str(run), "--attacks", "fgsm", "--norm", "linf", "--no-progress")
     assert "note: --norm linf differs from the run's norm l2" in ev.stdout and "threat: Linf" in ev.stdout
+
+
+def test_a_record_without_a_threat_model_attack_states_the_runs_threat_model():
+    # a suite of sanity checks alone (`dard eval RUN --attacks pgd-large`) or none (`eval.attacks: []`, which the
+    # schema takes) recorded Linf eps 0, so `dard report` refused the run beside others of its own threat model
+    # ("linf eps 0 (run)"); the final evaluation and `dard eval` pass the run's (norm, eps)
+    from dard.evaluation.suite import build_suite, evaluate
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    x, y = torch.rand(4, 1, 2, 2), torch.tensor([0, 1, 2, 0])
+    assert evaluate(model, x, y, {}, progress=False).threat_model == {"norm": "linf", "eps": 0.0}  # none given
+    rec = evaluate(model, x, y, {}, progress=False, threat_model=("l2", 0.5))
+    assert rec.threat_model == {"norm": "l2", "eps": 0.5}
+    sanity = build_suite(["pgd-large"], eps=0.5, norm="l2")
+    assert evaluate(model, x, y, sanity, progress=False, threat_model=("l2", 0.5)).threat_model["norm"] == "l2"

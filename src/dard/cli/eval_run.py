@@ -137,6 +137,7 @@ def run_eval(request: EvalRequest) -> EvalRecord:
         data_info=test_data_info(bundle.name, n, data_provenance(bundle)),
         seed=request.seed,
         environment=environment(device),
+        threat_model=(settings.norm, eps),
     )
     for note in settings.notes:
         print(f"note: {note}")

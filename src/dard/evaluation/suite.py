@@ -231,6 +231,7 @@ def evaluate(
     environment: Mapping[str, Any] | None = None,
     resume: EvalResume | None = None,
     clean_outcomes: torch.Tensor | None = None,
+    threat_model: tuple[str, float] | None = None,
 ) -> EvalRecord:
     """Clean and robust accuracy of ``model`` on ``(x, y)`` (x float in [0,1]) under every attack.
 
@@ -242,7 +243,8 @@ def evaluate(
     ``clean_outcomes`` (bool, one per image): which images ``model`` classified correctly clean in an earlier pass
     over the same images, taken instead of a new clean pass, so that two records of one image set agree on clean
     (a run's AutoAttack subset takes its first images' outcomes from the main pass: on a GPU the subset's last
-    batch, of another shape, may run other kernels and flip an image on the boundary).
+    batch, of another shape, may run other kernels and flip an image on the boundary). ``threat_model`` (norm, eps):
+    the run's, recorded where no threat-model attack states it (sanity checks alone, or no attack: it said Linf 0).
     """
     if x.numel() == 0:
         raise DardError("no images to evaluate")
@@ -280,8 +282,8 @@ def evaluate(
             model=dict(model_info or {}),
             data=dict(data_info or {}),
             threat_model={
-                "norm": "/".join(sorted(norms)) or "linf",
-                "eps": max((a.eps for a in threat.values()), default=0.0),
+                "norm": "/".join(sorted(norms)) or (threat_model or ("linf", 0.0))[0],
+                "eps": max((a.eps for a in threat.values()), default=(threat_model or ("linf", 0.0))[1]),
             },
             clean=clean,
             attacks=results,

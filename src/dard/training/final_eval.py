@@ -113,6 +113,7 @@ def final_evaluation(
                 seed=cfg.seed,
                 environment=env,
                 resume=kept.resume("suite", stop_before),
+                threat_model=(cfg.norm, cfg.eps),
             )
             resume = kept.resume("autoattack_subset", stop_before)
             subset = None
