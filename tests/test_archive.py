@@ -375,6 +375,21 @@ def test_import_never_places_a_run_through_a_link(finished, tmp_path):
     assert list(elsewhere.iterdir()) == [] and [p.name for p in root.iterdir()] == ["run-s0"]
 
 
+def test_a_merge_is_checked_whole_before_any_file_is_placed(finished, tmp_path):
+    # the local copy lacks best.safetensors and keeps last.safetensors as a link: the merge added best.safetensors,
+    # then refused the link, so the error came after a file was placed (and after any other run of the archive)
+    archive = export_runs([finished], tmp_path / "a.tar.gz", ExportOptions(weights="all"))
+    root, elsewhere = tmp_path / "runs", tmp_path / "last.safetensors"
+    local = Path(shutil.copytree(finished, root / "run-s0"))
+    (local / "best.safetensors").unlink()
+    (local / "last.safetensors").rename(elsewhere)
+    (local / "last.safetensors").symlink_to(elsewhere)
+    before = sorted(p.name for p in local.iterdir())
+    with pytest.raises(DardError, match="last.safetensors: it is a symbolic link"):
+        import_runs(archive, root)
+    assert sorted(p.name for p in local.iterdir()) == before and [p.name for p in root.iterdir()] == ["run-s0"]
+
+
 def test_import_refuses_a_run_named_like_one_there_but_for_case(finished, tmp_path):
     # runs/RUN-S0 beside an imported run-s0: one folder on macOS and Windows, where the import merged into (or set
     # aside) another run, and two folders here that cannot be carried there

@@ -17,6 +17,7 @@ regular file nor a folder (a FIFO, a device) is refused before it is opened.
 
 from __future__ import annotations
 
+import filecmp
 import os
 import shutil
 import signal
@@ -157,7 +158,24 @@ def _plan(source: Path, staged: Path, dest: Path) -> str:
     if diff:
         raise DardError(f"{dest} holds another run than {source} ({', '.join(diff[:4])} differ); nothing imported")
     new, old = _stage_key(RunDir(staged)), _stage_key(here)
+    if new == old:
+        _check_merge(staged, dest)
     return "replaced" if new > old else "merged" if new == old else "kept"
+
+
+def _check_merge(staged: Path, dest: Path) -> None:
+    """Every file a merge of ``staged`` into ``dest`` adds or compares, checked before any run is placed: a link
+    where one goes (the write rule) or a local file that cannot be read was found part-way through the merge, with
+    files already added and the other runs placed, while the error said nothing was imported."""
+    for path in sorted(p for p in staged.rglob("*") if p.is_file()):
+        target = dest / path.relative_to(staged)
+        check_target(target, dest)
+        if os.path.lexists(target):
+            try:
+                with open(target, "rb"):
+                    pass
+            except OSError as e:
+                raise DardError(f"cannot read {target}: {e.strerror or e}; nothing imported") from None
 
 
 @contextmanager
@@ -203,7 +221,7 @@ def _place(staged: Path, dest: Path, action: str) -> Imported:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, target)
             added += 1
-        elif target.read_bytes() != path.read_bytes():
+        elif not filecmp.cmp(target, path, shallow=False):  # in chunks: two weights files are not held whole
             differ += 1
     what = ", ".join(
         ([f"{added} file(s) added"] if added else [])
