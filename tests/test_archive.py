@@ -4,6 +4,7 @@ and into an experiment's report without retraining."""
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import io
 import json
@@ -388,6 +389,23 @@ def test_a_merge_is_checked_whole_before_any_file_is_placed(finished, tmp_path):
     with pytest.raises(DardError, match="last.safetensors: it is a symbolic link"):
         import_runs(archive, root)
     assert sorted(p.name for p in local.iterdir()) == before and [p.name for p in root.iterdir()] == ["run-s0"]
+
+
+def test_a_run_in_use_is_neither_exported_nor_imported_from_its_folder(finished, tmp_path):
+    # a training replaces checkpoints and snapshots while they are read: the manifest's sizes and SHA-256 were taken
+    # before the members were copied, so the export said it had written an archive no import could read
+    run = Path(shutil.copytree(finished, tmp_path / "src" / "run-s0"))
+    fd = os.open(run / ".dard.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another open file: refused as another process would be
+    try:
+        with pytest.raises(DardError, match=f"cannot export {run}: it is in use by another process"):
+            export_runs([run], tmp_path / "a.tar.gz")
+        with pytest.raises(DardError, match=f"cannot import {run}: it is in use by another process"):
+            import_runs(run, tmp_path / "runs")
+    finally:
+        os.close(fd)
+    assert not (tmp_path / "a.tar.gz").exists() and not any((tmp_path / "runs").iterdir())
+    assert [r.action for r in import_runs(run, tmp_path / "runs")] == ["added"]  # once the lock is free
 
 
 def test_import_refuses_a_run_named_like_one_there_but_for_case(finished, tmp_path):

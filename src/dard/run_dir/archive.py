@@ -34,6 +34,7 @@ from dard.io import atomic_write, check_target, open_tar_gz, sha256_file
 from dard.names import PLAIN_NAME, file_target
 from dard.run_dir.files import parse_json
 from dard.run_dir.layout import CHECKPOINTS, RunDir, enclosing_run
+from dard.run_dir.lock import check_not_held
 
 MANIFEST = "dard-export.json"
 FORMAT = "dard-runs"
@@ -160,6 +161,7 @@ def allowed(rel: str) -> bool:
 def _selected(run: RunDir, options: ExportOptions) -> tuple[list[str], list[str]]:
     """(files to export, what is left out and why) of one run folder."""
     run.require_run()
+    check_not_held(run.path, "export")
     try:  # a link where a run's file or folder belongs would export another file (another run's) as this run's
         run.check_files()
     except DardError as e:

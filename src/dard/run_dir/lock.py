@@ -99,6 +99,18 @@ def held_elsewhere(folder: str | Path) -> LockOwner | None:
         os.close(fd)  # drops the shared flock
 
 
+def check_not_held(folder: str | Path, doing: str) -> None:
+    """A one-line DardError if another process holds ``folder``'s lock (:func:`held_elsewhere`), for a reader that
+    takes a run's files as one whole (``doing``: "export", "import"): a training there replaces its checkpoints and
+    snapshots while they are read, so the archive's manifest and members, or a copy's pointer and snapshot, disagree."""
+    owner = held_elsewhere(folder)
+    if owner is not None:
+        raise DardError(
+            f"cannot {doing} {folder}: it is in use by {owner.describe()} (lock file {Path(folder) / LOCK_NAME}), "
+            "and a training there replaces its files as they are read; wait for it to end"
+        )
+
+
 class FolderLock:
     """The exclusive lock of ``folder`` (``what`` names it in messages: "run folder", "runs folder", ...).
 

@@ -35,7 +35,7 @@ from dard.io import check_target, file_kind
 from dard.names import check_case_distinct
 from dard.run_dir.archive import RUN_NAME, allowed, check_carried, extract_archive
 from dard.run_dir.layout import CHECKPOINTS, RunDir, enclosing_run
-from dard.run_dir.lock import LOCK_NAME
+from dard.run_dir.lock import LOCK_NAME, check_not_held
 
 
 @dataclass
@@ -96,6 +96,7 @@ def _stage(source: Path, staging: Path) -> list[str]:
         run = RunDir(source)
         if not RUN_NAME.fullmatch(source.name) or not run.is_run():
             raise DardError(f"{source} is not a dard run folder (no config.yaml) or has an unusual name")
+        check_not_held(source, "import")
         copied = []
         for path in sorted(source.rglob("*")):
             rel = path.relative_to(source).as_posix()
