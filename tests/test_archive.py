@@ -4,6 +4,7 @@ and into an experiment's report without retraining."""
 from __future__ import annotations
 
 import base64
+import errno
 import fcntl
 import hashlib
 import io
@@ -13,6 +14,7 @@ import random
 import shutil
 import tarfile
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -406,6 +408,34 @@ def test_a_run_in_use_is_neither_exported_nor_imported_from_its_folder(finished,
         os.close(fd)
     assert not (tmp_path / "a.tar.gz").exists() and not any((tmp_path / "runs").iterdir())
     assert [r.action for r in import_runs(run, tmp_path / "runs")] == ["added"]  # once the lock is free
+
+
+def test_a_full_disk_or_a_read_only_runs_folder_is_one_line_naming_it(finished, tmp_path, monkeypatch):
+    # staging a run is writing: a full disk while extracting said the archive was "not a readable .tar.gz", and
+    # while copying a run folder, or a runs folder where no staging folder can be made, was an internal error
+    import dard.run_dir.archive as archive
+    import dard.run_dir.merge as merge
+
+    source, root = export_runs([finished], tmp_path / "a.tar.gz"), tmp_path / "runs"
+
+    def full(*_, code=errno.ENOSPC, **__):
+        raise OSError(code, os.strerror(code))
+
+    class Full(io.BytesIO):
+        write = full
+
+    real_open = open
+    monkeypatch.setattr(archive, "open", lambda p, mode="r": Full() if mode == "xb" else real_open(p, mode), False)
+    with pytest.raises(DardError, match=r"cannot write .*runs/\.import-.*: No space left on device"):
+        import_runs(source, root)
+    monkeypatch.setattr(merge.shutil, "copyfile", full)
+    with pytest.raises(DardError, match=f"cannot copy {finished}/.* into {root}: No space left on device"):
+        import_runs(finished, root)
+
+    monkeypatch.setattr(merge.tempfile, "mkdtemp", partial(full, code=errno.EROFS))
+    with pytest.raises(DardError, match=f"cannot import into {root}: Read-only file system"):
+        import_runs(source, root)
+    assert list(root.iterdir()) == []
 
 
 def test_import_refuses_a_run_named_like_one_there_but_for_case(finished, tmp_path):

@@ -25,12 +25,14 @@ import json
 import re
 import tarfile
 import zlib
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
 
 from dard.errors import DardError
-from dard.io import atomic_write, check_target, open_tar_gz, sha256_file
+from dard.io import atomic_write, check_target, open_tar_gz, sha256_file, write_error
 from dard.names import PLAIN_NAME, file_target
 from dard.run_dir.files import parse_json
 from dard.run_dir.layout import CHECKPOINTS, RunDir, enclosing_run
@@ -43,8 +45,7 @@ MAX_FILE_BYTES = 1 << 30  # 1 GiB: a WRN-34-10 checkpoint is 185 MB
 MAX_TOTAL_BYTES = 4 << 30
 MAX_MEMBERS = 10_000
 MAX_MANIFEST_BYTES = 4 << 20
-#: what reading a damaged .tar.gz raises: tarfile's errors, a truncated stream, a bad gzip header or CRC (OSError),
-#: and zlib's own error for damaged deflate data, which neither tarfile nor gzip turns into theirs
+#: what reading a damaged .tar.gz raises: tarfile's, a truncated stream, a bad gzip header or CRC (OSError), zlib's
 UNREADABLE = (tarfile.TarError, EOFError, OSError, zlib.error)
 RUN_NAME = PLAIN_NAME  # an archive carries run folders by their plain names
 WEIGHTS = ("auto", "all", "best", "none")
@@ -322,15 +323,28 @@ def _extract_member(
     if entry is None or member.size != entry.bytes or member.size > MAX_FILE_BYTES:
         raise DardError(f"{source}: {member.name!r} is not listed in {MANIFEST} with this size (or is repeated)")
     target = staging / run / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
     h, left = hashlib.sha256(), member.size
-    with tar.extractfile(member) as src, open(target, "xb") as dst:  # type: ignore[union-attr]
-        while left > 0:
-            chunk = src.read(min(left, 1 << 20))
-            if not chunk:
-                break
-            h.update(chunk)
-            dst.write(chunk)
-            left -= len(chunk)
+    # the writes' OS errors (a full disk) are the target's: taken for the reads', they blamed the archive
+    _write_step(target, partial(target.parent.mkdir, parents=True, exist_ok=True))
+    dst: BinaryIO = _write_step(target, partial(open, target, "xb"))
+    try:
+        with tar.extractfile(member) as src:  # type: ignore[union-attr]
+            while left > 0:
+                chunk = src.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                h.update(chunk)
+                _write_step(target, partial(dst.write, chunk))
+                left -= len(chunk)
+    finally:
+        _write_step(target, dst.close)  # a buffered write's full disk may show only here
     if left or h.hexdigest() != entry.sha256:
         raise DardError(f"{source}: {member.name!r} does not match its checksum in {MANIFEST}")
+
+
+def _write_step(target: Path, step: Callable[[], Any]) -> Any:
+    """``step()``, its OS error a one-line DardError naming the staged file ``target`` it writes."""
+    try:
+        return step()
+    except OSError as e:
+        raise write_error(target, e) from None

@@ -69,7 +69,10 @@ def import_runs(source: str | Path, runs_root: str | Path) -> list[Imported]:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DardError(f"cannot create runs folder {root}: {e.strerror or e}") from None
-    staging = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
+    except OSError as e:  # a read-only runs folder
+        raise DardError(f"cannot import into {root}: {e.strerror or e}") from None
     try:
         names = _stage(source, staging)
         there = [p.name for p in root.iterdir() if not p.name.startswith(".")]
@@ -102,8 +105,11 @@ def _stage(source: Path, staging: Path) -> list[str]:
             rel = path.relative_to(source).as_posix()
             real = Path(os.path.realpath(path)) == source.resolve() / rel  # no link on the way (file or folder)
             if real and path.is_file() and allowed(rel):  # other files are not records
-                (staging / source.name / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, staging / source.name / rel)
+                try:
+                    (staging / source.name / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(path, staging / source.name / rel)
+                except OSError as e:  # a full disk, a file that cannot be read
+                    raise DardError(f"cannot copy {path} into {staging.parent}: {e.strerror or e}") from None
                 copied.append(rel)
         check_carried(str(source), run.is_evaluated(), copied)
         names = [source.name]
