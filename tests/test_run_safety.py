@@ -72,6 +72,26 @@ def test_locked_folders_refuse_every_writer(run, tmp_path, capsys):
         os.close(fd_runs)
 
 
+def test_a_lock_file_whose_pid_no_process_has_is_stale_where_there_is_no_flock(tmp_path, monkeypatch):
+    # without flock (NFS without its lock daemon) the recorded pid decides: a pid over a C int was an internal error
+    # (os.kill's OverflowError) for every writer and `dard eval`, and -1 (every process, so "alive") or true (pid
+    # 1) kept the folder in use for good
+    import dard.run_dir.lock as lock
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(lock.fcntl, "flock", no_flock)
+    host = socket.gethostname()
+    for pid in (2**70, 2**31, -1, True, "7"):
+        (tmp_path / ".dard.lock").write_text(json.dumps({"pid": pid, "host": host, "since": "x"}))
+        assert lock.held_elsewhere(tmp_path) is None
+        with FolderLock(tmp_path):
+            pass
+    (tmp_path / ".dard.lock").write_text(json.dumps({"pid": os.getppid(), "host": host, "since": "x"}))
+    assert lock.held_elsewhere(tmp_path).pid == os.getppid()  # a live process's pid still holds it
+
+
 def test_a_teacher_whose_run_is_in_use_is_refused_before_the_data_loads(run, tmp_path, capsys, monkeypatch):
     # a teacher run still training was distilled from while it replaced its checkpoints (found, if at all, after
     # the data had loaded); its lock is only looked at (no lock file written into the teacher's folder)

@@ -49,15 +49,16 @@ def _me() -> LockOwner:
 
 
 def _read_owner(fd: int) -> LockOwner | None:
-    """The owner recorded in an open lock file, None if it records none (empty, or not ours)."""
+    """The owner recorded in an open lock file, None if it records none (empty, or not ours: a pid no process can
+    have, which ``os.kill`` refused with an OverflowError, or read as -1, every process, so always alive)."""
     os.lseek(fd, 0, os.SEEK_SET)
     raw = os.read(fd, 4096)
     try:
         d = loads_json(raw.decode("utf-8"))
         pid = d.get("pid")
-        return LockOwner(
-            pid if isinstance(pid, int) else None, str(d.get("host", ""))[:100], str(d.get("since", ""))[:40], ""
-        )
+        if pid is not None and not (type(pid) is int and 0 < pid < 2**31):
+            return None
+        return LockOwner(pid, str(d.get("host", ""))[:100], str(d.get("since", ""))[:40], "")
     except (ValueError, AttributeError):
         return None
 
