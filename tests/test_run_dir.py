@@ -239,3 +239,21 @@ def test_a_huge_file_or_a_fifo_is_one_line_and_read_no_further(small_run: RunDir
             fh.write("{}")
         reader.join()
     assert got and "resume.json: it is a FIFO" in str(got[0])
+
+
+@pytest.mark.parametrize(
+    "edit, key",
+    [
+        ({"data": {"train": 10**30}}, "data.train"),
+        ({"data": {"test": -1}}, "data.test"),
+        ({"environment": {"world_size": "x"}}, "environment.world_size"),
+        ({"stretches": [{"environment": {"world_size": 0}}]}, "environment.world_size"),
+    ],
+)
+def test_the_counts_a_report_reads_from_run_json_are_counts(small_run: RunDir, edit, key) -> None:
+    # the free-form data and environment sections were passed on as they were: "world_size": "x" and a 30-digit
+    # training set size were internal errors of `dard report` (a str compared with 1, Decimal's InvalidOperation)
+    info = json.loads(small_run.run_info.read_text())
+    small_run.run_info.write_text(json.dumps({**info, **edit}))
+    with pytest.raises(DardError, match=f"run.json: {key} is .*, not a count"):
+        RunRecord.load(small_run.path)

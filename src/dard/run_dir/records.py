@@ -243,6 +243,17 @@ class RunInfo(_Record):
 
     _OPTIONAL = ("changes", "config_sha256", "stretches", "teacher_sha256")
 
+    def check_values(self, where: str) -> None:
+        """DardError naming ``where`` unless the numbers a report reads from the free-form sections are counts: the
+        data's split sizes and each environment's process count (``"world_size": "x"`` or a 30-digit image count
+        was an internal error of `dard report`)."""
+        envs = [self.environment, *(s.get("environment") for s in self.stretches or [] if isinstance(s, dict))]
+        fields = [(f"data.{k}", self.data.get(k), 0) for k in ("train", "val", "test")]
+        fields += [("environment.world_size", e.get("world_size"), 1) for e in envs if isinstance(e, dict)]
+        for key, value, low in fields:
+            if value is not None and not (type(value) is int and low <= value <= 10**12):
+                raise DardError(f"{where}: {key} is {shown(value, 40)}, not a count of at least {low}")
+
     def latest_environment(self) -> dict[str, Any]:
         """The environment of the run's latest stretch (its first start's when it never resumed)."""
         latest = (self.stretches or [{}])[-1].get("environment")
