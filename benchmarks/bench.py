@@ -48,8 +48,9 @@ PRESETS = {
     "cuda": dict(student="resnet18", teacher="resnet56", batch_sizes="128,512",
                  variants="plain,bf16,compile,cudagraphs", steps=10, rounds=5, eval_n=1000, aa_n=1000, attack_steps=10,
                  budget=230.0),
+    # matmul_n: a small matmul, since a CPU without native bf16 emulates it (1024^3 took about 30 s there)
     "smoke": dict(student="resnet8", teacher="resnet8", batch_sizes="8", variants="plain,bf16", steps=1, rounds=2,
-                  eval_n=8, aa_n=2, attack_steps=2),
+                  eval_n=8, aa_n=2, attack_steps=2, matmul_n=256),
 }  # fmt: skip
 # Seconds of budget a phase needs before it is started (compilation dominates the compiled loops).
 NEEDS = {"eager": 20.0, "compiled": 90.0, "pgd20": 10.0, "autoattack": 30.0}
@@ -154,7 +155,7 @@ class Bench:
     def peaks(self) -> None:
         for name, dtype in (("measured_fp32_matmul", torch.float32), ("measured_bf16_matmul", torch.bfloat16)):
             try:
-                self.r["peak_flops"][name] = bl.matmul_rate(self.device, dtype)
+                self.r["peak_flops"][name] = bl.matmul_rate(self.device, dtype, self.args.matmul_n)
             except Exception as exc:  # noqa: BLE001 - a benchmark records every failure and goes on
                 self.r["peak_flops"][name] = None
                 self.r["skipped"].append(f"{name}: {first_line(exc)}")
@@ -291,6 +292,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, torch.device]:
     p.add_argument("--data-dir", help="CIFAR-10 folder (default: random images)")
     p.add_argument("--eval-checkpoint", help="dard checkpoint for the evaluation timings (default: random student)")
     p.add_argument("--threads", type=int)
+    p.add_argument("--matmul-n", type=int, help="side of the reference matmul (default 8192 on CUDA, 1024 on CPU)")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = p.parse_args(argv)
     device = resolve_device(args.device)

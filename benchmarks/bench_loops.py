@@ -38,9 +38,10 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_rate(device: torch.device, dtype: torch.dtype) -> float:
-    """FLOP/s of a large square matmul in ``dtype`` on this device (the practical peak the loops are compared to)."""
-    n = 8192 if device.type == "cuda" else 1024
+def matmul_rate(device: torch.device, dtype: torch.dtype, n: int | None = None) -> float:
+    """FLOP/s of a large square matmul in ``dtype`` on this device (the practical peak the loops are compared to);
+    ``n``: its side (default 8192 on CUDA, 1024 on a CPU)."""
+    n = n or (8192 if device.type == "cuda" else 1024)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
