@@ -51,7 +51,7 @@ class BudgetOptions:
     export_dir: Path | None = None  # each run's archive, written as it stops or finishes
     margin_s: float = MARGIN_S  # kept back at the end
     # False: start or continue no training, only the test evaluations and extras of trained runs (a machine
-    # where training is slow: a CPU without native bf16 under speed.amp bf16 trains about 10 times slower)
+    # where training is slow: a CPU without native bf16 emulates speed.amp bf16, benchmarks/results/cpu-avx2-1thread.md)
     train: bool = True
     started: float = field(default_factory=time.time)
 

@@ -115,9 +115,9 @@ def final_evaluation(
                 resume=kept.resume("suite", stop_before),
                 threat_model=(cfg.norm, cfg.eps),
             )
-            resume = kept.resume("autoattack_subset", stop_before)
             subset = None
             if first:
+                resume = kept.resume("autoattack_subset", stop_before)
                 subset = _autoattack_subset(cfg, attacks, model, (x, y), record.clean, info, data_info, env, resume)
         except EvaluationStopped:
             raise TrainingStopped(folder.path, cfg.optim.epochs, 0, evaluation_pending=True) from None
