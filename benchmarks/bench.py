@@ -281,7 +281,11 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, torch.device]:
     p.add_argument("--teacher")
     p.add_argument("--attack-steps", type=int, help="DPGD steps per training batch (K)")
     p.add_argument("--batch-sizes", help="comma-separated training batch sizes")
-    p.add_argument("--variants", help="comma-separated dard variants: plain, cl, bf16, compile, cudagraphs")
+    p.add_argument(
+        "--variants",
+        help="comma-separated dard variants: plain, cl, bf16, bf16-torch (bf16 on torch's own CPU kernels), compile, "
+        "cudagraphs",
+    )
     p.add_argument("--no-reference", action="store_true", help="leave out the peer-style reference loop")
     p.add_argument("--steps", type=int, help="timed training steps per round")
     p.add_argument("--rounds", type=int, help="alternating rounds (min / median / max reported)")

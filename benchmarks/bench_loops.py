@@ -7,6 +7,7 @@ import copy
 import resource
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 
 import torch
 from torch import nn
@@ -16,8 +17,9 @@ from dard.config import parse_config
 from dard.data import DeviceLoader, ImageSet
 from dard.evaluation.suite import build_suite
 from dard.methods import create_method
+from dard.training import precision
 from dard.training.distributed import DistInfo
-from dard.training.loop import _amp, prepare_models
+from dard.training.loop import prepare_models
 
 EPS, STEP = 8 / 255, 2 / 255
 Loop = Callable[[int], int]
@@ -27,10 +29,14 @@ VARIANTS: dict[str, dict] = {
     "plain": {"channels_last": False},
     "cl": {"channels_last": True},
     "bf16": {"amp": "bf16", "channels_last": True},
+    # bf16 on torch's own CPU kernels, also where the loop would run its products on fp32 kernels (a CPU without
+    # native bf16: dard.training.precision), to show the two side by side
+    "bf16-torch": {"amp": "bf16", "channels_last": True},
     "compile": {"amp": "bf16", "channels_last": True, "compile": True},
     "cudagraphs": {"amp": "bf16", "channels_last": True},
 }
 COMPILED = {"compile", "cudagraphs"}
+TORCH_BF16_KERNELS = {"bf16-torch"}
 
 
 def sync(device: torch.device) -> None:
@@ -113,10 +119,11 @@ def dard_loop(variant: str, student0: nn.Module, teacher0: nn.Module, data: Imag
             if cfg.speed.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             mark_step()
-            with _amp(cfg, device):
-                out = method(model, teacher_fn, x, y)
-            opt.zero_grad(set_to_none=True)
-            out.loss.float().backward()
+            with nullcontext() if variant in TORCH_BF16_KERNELS else precision.product_kernels(cfg, device):
+                with precision.autocast(cfg, device):
+                    out = method(model, teacher_fn, x, y)
+                opt.zero_grad(set_to_none=True)
+                out.loss.float().backward()
             opt.step()
         return n * batch
 

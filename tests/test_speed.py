@@ -25,8 +25,8 @@ import torch
 from dard.config import parse_config
 from dard.methods import create_method
 from dard.models import create_model
+from dard.training import precision
 from dard.training.distributed import DistInfo
-from dard.training.loop import _amp
 from dard.training.setup import prepare_models
 
 METHODS = {
@@ -70,9 +70,10 @@ def _step(setup, method_name: str, speed: dict, device: str = "cpu") -> tuple[fl
     method = create_method(method_name, **METHODS[method_name])
     model.train()
     torch.manual_seed(123)  # same random starts for every variant
-    with _amp(cfg, dev):
-        out = method(model, teacher_fn, x, y)
-    out.loss.float().backward()
+    with precision.product_kernels(cfg, dev):  # as the loop's step: fp32 kernels where this CPU lacks bf16
+        with precision.autocast(cfg, dev):
+            out = method(model, teacher_fn, x, y)
+        out.loss.float().backward()
     grad = torch.cat([p.grad.flatten() for p in student.parameters()]).cpu()
     assert all(p.grad is None for p in teacher.parameters())
     return out.loss.item(), grad
@@ -102,7 +103,7 @@ def test_bf16_keeps_batchnorm_statistics_fp32(setup):
     cfg = parse_config({"device": "cpu", "speed": {"amp": "bf16"}})
     student = copy.deepcopy(student0).train()
     before = student.bn1.running_mean.clone() if hasattr(student, "bn1") else None
-    with _amp(cfg, torch.device("cpu")):
+    with precision.autocast(cfg, torch.device("cpu")), precision.product_kernels(cfg, torch.device("cpu")):
         logits = student(x)
     assert logits.dtype == torch.bfloat16  # autocast really ran in bf16
     bns = [m for m in student.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -122,18 +123,10 @@ def test_bf16_keeps_batchnorm_statistics_fp32(setup):
         (None, None),  # no cpuinfo (macOS, Windows)
     ],
 )
-def test_native_bf16_is_read_from_the_cpu_flags_and_emulated_bf16_is_noted(
-    tmp_path, monkeypatch, capsys, cpuinfo, native
-):
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, cpuinfo, native):
     import dard.runtime as runtime
 
     path = tmp_path / "cpuinfo"
     if cpuinfo is not None:
         path.write_text(cpuinfo)
     assert runtime.cpu_native_bf16(path) is native
-    monkeypatch.setattr(runtime, "cpu_native_bf16", lambda: native)
-    cpu = torch.device("cpu")
-    assert runtime.note_emulated_bf16("bf16", cpu) is (native is False)
-    assert not runtime.note_emulated_bf16("none", cpu) and not runtime.note_emulated_bf16("bf16", torch.device("meta"))
-    err = capsys.readouterr().err
-    assert err.count("dard: note: speed.amp bf16 on a CPU without native bf16") == (native is False)

@@ -138,22 +138,6 @@ def cpu_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
     return bool(flags & BF16_FLAGS) if flags else None
 
 
-def note_emulated_bf16(amp: str, device: torch.device) -> bool:
-    """Say on stderr when ``speed.amp: bf16`` runs emulated on this CPU; returns whether it did. Without native
-    bf16, torch's CPU autocast ran a DARD step 35 times slower than fp32 on an AVX2-only AMD EPYC
-    (benchmarks/results/cpu-avx2-1thread.md)."""
-    if amp != "bf16" or device.type != "cpu" or cpu_native_bf16() is not False:
-        return False
-    print(
-        "dard: note: speed.amp bf16 on a CPU without native bf16 (no avx512_bf16, amx_bf16 or bf16 flag): autocast "
-        "is emulated here, many times slower than fp32 (35 times for a DARD step on an AVX2 CPU); speed.amp none "
-        "trains in fp32 (a different run: bf16 changes the numbers)",
-        file=sys.stderr,
-        flush=True,
-    )
-    return True
-
-
 def die_with_parent(parent: int) -> None:
     """Make this worker process end when ``parent`` (the pid that started it) does, however the parent ends (a
     worker of a killed `dard demo` or `dard experiment` must not keep training and holding a run's lock). Linux:

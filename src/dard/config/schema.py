@@ -209,7 +209,8 @@ def _distinct(values: list[Any]) -> list[Any]:
 class SpeedConfig(_Strict):
     """Speed switches; each leaves the maths unchanged up to rounding (tests/test_speed.py checks losses and
     gradients against the plain fp32 path). ``amp: bf16`` autocasts attacks, teacher and student (weights and
-    BatchNorm statistics stay fp32); ``channels_last`` is the NHWC layout fast convolutions prefer;
+    BatchNorm statistics stay fp32; on a CPU without native bf16 the products run on fp32 kernels with bf16
+    operands and results: dard.training.precision); ``channels_last`` is the NHWC layout fast convolutions prefer;
     ``compile`` wraps student and teacher in ``torch.compile``; ``sync_bn`` makes BatchNorm statistics global
     in multi-GPU runs (CUDA only)."""
 

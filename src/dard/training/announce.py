@@ -31,6 +31,7 @@ from dard.training.cost import (
     run_cost,
     teacher_arch,
 )
+from dard.training.precision import bf16_on_fp32_kernels
 
 
 def duration(seconds: float) -> str:
@@ -78,6 +79,8 @@ class Announcer:
         """The lines printed before the first step (or the first step after a resume)."""
         cfg, s = self.cfg, self.sizes
         amp = "bf16 autocast (weights fp32)" if cfg.speed.amp == "bf16" else "fp32"
+        if bf16_on_fp32_kernels(cfg, self.device):
+            amp = "bf16 autocast (weights fp32; products on fp32 kernels, rounded to bf16: no native bf16 here)"
         compiled = f"on ({cfg.speed.compile_backend}, {cfg.speed.compile_mode})" if cfg.speed.compile else "off"
         where = f"resumes at epoch {progress.epoch + 1}" if progress.epoch or progress.batch else "new"
         ranks = f"; {self.world_size} processes" if self.world_size > 1 else ""

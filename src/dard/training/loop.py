@@ -4,7 +4,6 @@ from, then the final evaluation (:mod:`dard.training.final_eval`)."""
 from __future__ import annotations
 
 import time
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 import dard.training.distributed as dist
+import dard.training.precision as precision
 from dard.attacks import Attack
 from dard.checkpoint import save_checkpoint
 from dard.config import RunConfig, dump_config
@@ -21,7 +21,7 @@ from dard.methods import Method
 from dard.module_utils import unwrap_model
 from dard.progress import progress_bar
 from dard.run_dir import EpochMetrics, Progress, RunDir, RunInfo, kept_epoch_name
-from dard.runtime import configure_threads, environment, note_emulated_bf16, resolve_device
+from dard.runtime import configure_threads, environment, resolve_device
 from dard.training.announce import Announcer, say
 from dard.training.cost import DataSizes
 from dard.training.deadline import TrainingStopped, past_deadline
@@ -32,12 +32,6 @@ from dard.training.state import load_state, save_state
 from dard.training.step_sums import StepSums, read_back
 from dard.training.stretch import PendingStretch
 from dard.training.validation import selection_score, validate
-
-
-def _amp(cfg: RunConfig, device: torch.device) -> AbstractContextManager[None]:
-    if cfg.speed.amp == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def train(
@@ -162,8 +156,6 @@ def _train(
     run = _set_up(cfg, folder, device, dist_info, parts)
     run.stop_at, run.stretch = stop_at, stretch
     _start_or_resume(run, resume)
-    if run.main and run.progress.epoch < cfg.optim.epochs:  # training left (after the checks: never before an error)
-        note_emulated_bf16(cfg.speed.amp, device)
     if announce:
         sizes = DataSizes.of(parts.data)
         run.announcer = Announcer(cfg, folder, sizes, device, dist_info.world_size, final_eval)
@@ -298,11 +290,12 @@ def _step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, to
         x = x.contiguous(memory_format=torch.channels_last)
     if run.cfg.speed.compile and run.device.type == "cuda":
         torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs (compile_mode reduce-overhead): a new iteration
-    with _amp(run.cfg, run.device):
-        out = run.method(run.model, run.teacher, x, y)
-    loss = out.loss.float()
-    run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    with precision.product_kernels(run.cfg, run.device):
+        with precision.autocast(run.cfg, run.device):
+            out = run.method(run.model, run.teacher, x, y)
+        loss = out.loss.float()
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
     run.optimizer.step()
     run.scheduler.step()
     return loss, out.logits
