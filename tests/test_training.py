@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.conftest import REPO, tiny_config
+from tests.conftest import REPO, tiny_config, tiny_run_config
 
 from dard.checkpoint import load_checkpoint
 from dard.config import parse_config
@@ -194,3 +194,31 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     model, meta = load_checkpoint(run / "last.safetensors")
     assert meta["epoch"] == 1
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_resumed_epochs_rate_counts_only_the_images_of_its_own_stretch(tmp_path, monkeypatch):
+    """The epoch row's images_per_s of an epoch resumed part-way: the images trained since the resume over the time
+    since. It counted the whole epoch's, so a run resumed near an epoch's end recorded a rate many times too high
+    (3684 images/s for a CPU run of 280), which the campaign's estimates then took as its measured rate."""
+    import types
+
+    import dard.training.loop as loop
+    from dard.run_dir import RunDir
+    from dard.training.deadline import TrainingStopped
+
+    clock = [1000.0]  # the loop's clock: one second per training step, nothing else takes time
+    step = loop._step
+
+    def timed_step(*args):
+        clock[0] += 1.0
+        return step(*args)
+
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(time=lambda: clock[0]))
+    monkeypatch.setattr(loop, "_step", timed_step)
+    cfg = parse_config(tiny_run_config(optim={"epochs": 1, "batch_size": 32}))  # 128 images: 4 full steps
+    with pytest.raises(TrainingStopped):
+        train(cfg, tmp_path / "r", stop_at=0.0, final_eval=False)  # a deadline already past: one step, a snapshot
+    assert RunDir(tmp_path / "r").read_progress().batch == 1
+    train(cfg, tmp_path / "r", resume=True, final_eval=False)
+    (row,) = RunDir(tmp_path / "r").read_metrics()
+    assert row.images_per_s == 32.0  # 3 steps of 32 images in 3 seconds (the whole epoch's 128 gave 42.7)

@@ -161,9 +161,11 @@ def _train(
         run.announcer = Announcer(cfg, folder, sizes, device, dist_info.world_size, final_eval)
         say(run.announcer.header(run.progress), cfg.name)
     for epoch in range(run.progress.epoch, cfg.optim.epochs):
+        # images of this epoch trained before a resume (a global count): not this stretch's, so not in its rate
+        resumed = float(run.progress.partial["seen"]) if run.progress.batch and run.progress.partial else 0.0
         sums, t0, stopped = _train_epoch(run, epoch)
         if not stopped:
-            _end_epoch(run, epoch, sums, t0)
+            _end_epoch(run, epoch, sums, t0, resumed)
         if stopped or (epoch + 1 < cfg.optim.epochs and past_deadline(run.stop_at, dist_info, device, True)):
             raise TrainingStopped(folder.path, run.progress.epoch, run.progress.batch)
 
@@ -244,6 +246,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[dict[str, Any], float, bool]:
     run.model.train()
     # resumed mid-epoch: rank 0 saved the global sums so far
     sums = StepSums(progress.partial if progress.batch and run.main else None, first_step=progress.batch)
+    resumed = sums.host["seen"]  # (rank 0's resumed global count: the bar's rate is this stretch's)
     t0 = mark = time.time()  # t0: this epoch's throughput; mark: training time not yet added to progress
     steps = len(run.loader)
     bar = progress_bar(
@@ -269,7 +272,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[dict[str, Any], float, bool]:
             bar.set_postfix(
                 loss=f"{sums.host['loss'] / max(sums.host['seen'], 1):.3f}",
                 acc=f"{sums.host['correct'] / max(sums.host['seen'], 1):.3f}",
-                img_s=f"{sums.host['seen'] * run.dist_info.world_size / max(time.time() - t0, 1e-9):.0f}",
+                img_s=f"{(sums.host['seen'] - resumed) * run.dist_info.world_size / max(time.time() - t0, 1e-9):.0f}",
             )
         if snapshot or stopped:
             progress.partial = dist.sum_over_ranks(sums.host, run.dist_info, run.device)
@@ -301,8 +304,9 @@ def _step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, to
     return loss, out.logits
 
 
-def _end_epoch(run: _Run, epoch: int, sums: dict[str, Any], t0: float) -> None:
-    """The epoch's metrics row (summed over ranks), validation and checkpoints on rank 0, then a snapshot."""
+def _end_epoch(run: _Run, epoch: int, sums: dict[str, Any], t0: float, resumed: float = 0.0) -> None:
+    """The epoch's metrics row (summed over ranks), validation and checkpoints on rank 0, then a snapshot.
+    ``resumed``: the epoch's images trained before a resume, left out of the rate of this stretch since ``t0``."""
     progress = run.progress
     assert progress.train_seconds is not None  # _set_up and _start_or_resume make it a number
     total = dist.sum_over_ranks(sums, run.dist_info, run.device)
@@ -311,7 +315,7 @@ def _end_epoch(run: _Run, epoch: int, sums: dict[str, Any], t0: float) -> None:
         lr=run.optimizer.param_groups[0]["lr"],
         train_loss=total["loss"] / max(total["seen"], 1),
         train_acc=total["correct"] / max(total["seen"], 1),
-        images_per_s=total["seen"] / max(time.time() - t0, 1e-9),
+        images_per_s=(total["seen"] - resumed) / max(time.time() - t0, 1e-9),
         train_seconds=round(progress.train_seconds, 3),  # cumulative, no validation
     )
     if run.main:
