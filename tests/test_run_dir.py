@@ -155,6 +155,34 @@ def test_a_malformed_file_is_one_error_line_naming_it(small_run: RunDir, which: 
     assert "\n" not in message and str(path) in message, message
 
 
+def _key_twice(text: str, lines: bool) -> str:
+    """The JSON object ``text`` (JSON lines: its first line) with its first key given a second time, first."""
+    first, _, rest = text.partition("\n") if lines else (text, "", "")
+    data = json.loads(first)
+    key = next(iter(data))
+    return "{" + json.dumps(key) + ": " + json.dumps(data[key]) + ", " + json.dumps(data)[1:] + "\n" + rest
+
+
+@pytest.mark.parametrize("which", [w for w in READERS if w != "config"] + ["checkpoint"])
+def test_a_json_key_given_twice_is_one_line_naming_the_file(small_run: RunDir, which: str) -> None:
+    # {"a": 1, "a": 2} was read as the last value in silence (json.loads and pydantic alike): a hand-edited record
+    # said one thing to a reader and another to dard
+    from dard.checkpoint import read_checkpoint_meta
+
+    if which == "checkpoint":
+        path = small_run.checkpoint_meta("best")
+        path.write_text('{"format": "x", "model": {}, "epoch": 1, "epoch": 2}')
+        read = lambda r: read_checkpoint_meta(r.weights("best"))  # noqa: E731
+    else:
+        locate, read = READERS[which]
+        path = locate(small_run)
+        path.write_text(_key_twice(path.read_text(), lines=which == "metrics"))
+        json.loads(path.read_text().splitlines()[0])  # still JSON: only the repeated key is wrong
+    with pytest.raises(DardError, match=r"is given twice in one object") as err:
+        read(small_run)
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
 def test_the_experiment_extras_hold_counts_and_fractions(small_run: RunDir) -> None:
     # the cached extras were typed but not range-checked: a compare file's fooled 50 of clean_correct -3 was a
     # success rate of -1667% in the experiment report, a label gap without top1_agreement a KeyError (exit 1)

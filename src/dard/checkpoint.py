@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from dard.errors import DardError
-from dard.io import loads_json, save_tensors, write_json
+from dard.io import DuplicateKeyError, loads_json, save_tensors, write_json
 from dard.model_checks import check_input, check_spec
 from dard.models import check_model_kwargs, create_model, is_import_spec, library_prefix
 from dard.module_utils import unwrap_model
@@ -196,6 +196,8 @@ def read_checkpoint_meta(weights: Path, raw_hint: str = RAW_WEIGHTS_HINT) -> dic
         raise DardError(f"{weights} has no metadata file {meta_path.name}; {raw_hint}")
     try:
         meta = loads_json(read_bytes(meta_path, "checkpoint metadata"))  # a regular file, bounded: not a FIFO
+    except DuplicateKeyError as e:
+        raise DardError(f"{meta_path}: {e}, so not a file dard wrote") from None
     except (ValueError, OSError) as e:  # JSONDecodeError, UnicodeDecodeError, nesting too deep
         raise DardError(f"{meta_path} is not a dard checkpoint metadata file ({type(e).__name__})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:

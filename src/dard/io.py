@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from dard.errors import DardError, one_line
+from dard.errors import DardError, one_line, shown
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -186,14 +186,41 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object that gives one key twice (``{"a": 1, "a": 2}``): a file dard did not write so."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's pairs as a dict, refusing a key given twice: ``json.loads`` keeps the last value in silence, and
+    pydantic's JSON parser likewise, so an edited record read as something other than either line says."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise DuplicateKeyError(f"key {shown(key)!r} is given twice in one object")
+        obj[key] = value
+    return obj
+
+
 def loads_json(text: str | bytes) -> Any:
-    """``json.loads``, where JSON nested too deeply for Python's parser (``[[[[...``) is a ``ValueError`` like any
-    other malformed JSON: the parser recurses, so a hostile file gave a RecursionError that callers catching
-    ``ValueError`` let through."""
+    """``json.loads`` as dard reads every JSON file: a key given twice in one object is a
+    :class:`DuplicateKeyError`, and JSON nested too deeply for Python's parser (``[[[[...``) a ``ValueError`` like
+    any other malformed JSON (the parser recurses, so a hostile file gave a RecursionError that callers catching
+    ``ValueError`` let through)."""
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+
+
+def check_unique_keys(raw: str | bytes, where: str) -> None:
+    """A one-line DardError naming ``where`` if the JSON ``raw`` gives a key twice in one object; other malformed
+    JSON passes (the caller's parser says what is wrong with it, in its words)."""
+    try:
+        loads_json(raw)
+    except DuplicateKeyError as e:
+        raise DardError(f"{where}: {e} (which value holds is not for dard to guess)") from None
+    except ValueError:
+        pass
 
 
 def read_json(path: str | Path) -> Any:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from dard.errors import DardError
-from dard.io import write_json, write_text
+from dard.io import loads_json, write_json, write_text
 from dard.report.columns import AA_CLEAN, AA_KEY, AA_PGD, attack_columns, main_columns
 from dard.report.export import FORMATS, write_csv, write_robustbench, write_tex
 from dard.report.groups import RunGroup, check_one_table, group_runs
@@ -126,7 +125,7 @@ def _remove_stale(out_dir: Path, written: set[Path]) -> None:
 def _is_entry(data: bytes) -> bool:
     """Whether ``data`` is a RobustBench entry dard wrote (:func:`dard.report.export.robustbench_entry`)."""
     try:
-        entry = json.loads(data)
+        entry = loads_json(data)
     except ValueError:
         return False
     return isinstance(entry, dict) and str(entry.get("footnote", "")).startswith("dard run, ") and "run" in entry

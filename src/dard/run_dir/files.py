@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from pydantic import TypeAdapter, ValidationError
 
 from dard.errors import DardError
-from dard.io import file_kind
+from dard.io import check_unique_keys, file_kind, loads_json
 
 T = TypeVar("T")
 
@@ -42,7 +42,9 @@ def _describe(err: ValidationError) -> str:
 
 
 def parse_json(raw: str | bytes, kind: type[T], where: str) -> T:
-    """Validate JSON text into ``kind`` (strict types); a DardError naming ``where`` if it does not fit."""
+    """Validate JSON text into ``kind`` (strict types); a DardError naming ``where`` if it does not fit or gives a
+    key twice in one object."""
+    check_unique_keys(raw, where)  # pydantic's parser keeps a repeated key's last value in silence
     try:
         key: type = kind  # a class is hashable (mypy does not see it through type[T])
         return _adapter(key).validate_json(raw, strict=True)
@@ -113,7 +115,7 @@ def read_json_file(path: Path, kind: type[T], what: str, required: tuple[str, ..
     check = getattr(value, "check_values", None)  # ranges the types alone do not say (records.EvalFile)
     if check is not None:
         check(str(path))
-    missing = [key for key in required if key not in json.loads(raw)] if required else []
+    missing = [key for key in required if key not in loads_json(raw)] if required else []
     if missing:
         raise DardError(f"{path}: missing key{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
     return value
