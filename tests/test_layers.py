@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
         "dard._git",
         "dard.registry",
         "dard.io",
+        "dard.reading",
         "dard.yaml_files",
         "dard.names",
         "dard.validate",

@@ -350,10 +350,10 @@ def test_load_reads_the_format_from_the_content_not_the_name(tmp_path: Path) -> 
     with pytest.raises(DardError, match="neither safetensors nor a PyTorch checkpoint"):
         load_weights(create_model("resnet8"), tmp_path / "zeros.bin")
     os.mkfifo(tmp_path / "fifo.pt")
-    with pytest.raises(DardError, match=r"fifo.pt is not a weights file \(it is a FIFO\)"):
+    with pytest.raises(DardError, match=r"fifo.pt: it is a FIFO, not a weights file"):
         load_weights(create_model("resnet8"), tmp_path / "fifo.pt")
     (tmp_path / "folder.pt").mkdir()
-    with pytest.raises(DardError, match=r"folder.pt is not a weights file \(it is a folder\)"):
+    with pytest.raises(DardError, match=r"folder.pt: it is a folder, not a weights file"):
         load_weights(create_model("resnet8"), tmp_path / "folder.pt")
 
 

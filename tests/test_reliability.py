@@ -613,3 +613,30 @@ def test_checkpoint_metadata_that_is_a_fifo_is_one_line(run, tmp_path, capsys):
         reader.join()
     assert got and "best.json: it is a FIFO" in str(got[0])
     fails_cleanly(capsys, tmp_path, ["eval", str(meta), "--data", "digits", "--n", "4"], "best.json", "FIFO")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["config", "show", "{p}.yaml"],
+        ["train", "--config", "{p}.yaml", "--out", "{tmp}/r"],
+        ["experiment", "{p}.yaml", "--results", "{tmp}/res"],
+        ["eval", "{p}.pt"],
+        ["eval", "{p}.json"],
+        ["eval", "--weights", "{p}.pt", "--model", "small_cnn", "--normalization", "none", "--data", "digits"],
+        ["report", "{p}.json", "--out", "{tmp}/rep"],
+    ],
+    ids=["config-show", "train-config", "experiment", "eval", "eval-json", "eval-weights", "report"],
+)
+def test_a_fifo_named_as_a_file_is_said_to_be_one(tmp_path: Path, argv: list[str]) -> None:
+    # `dard config show FIFO` said "config file not found" (find_config and the YAML reader asked is_file), as did an
+    # experiment's scale or base file, `dard report FIFO` "folder not found": every reader of a named file now says
+    # what the path is (dard.reading.check_regular_file), and none blocks on it
+    import os
+
+    for suffix in (".yaml", ".pt", ".json"):
+        os.mkfifo(tmp_path / f"f{suffix}")
+    args = [a.format(p=tmp_path / "f", tmp=tmp_path) for a in argv]
+    proc = run_cli(*args)
+    assert_one_line_error(proc, "it is a FIFO")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.json", "f.pt", "f.yaml"]

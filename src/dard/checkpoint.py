@@ -22,6 +22,7 @@ from dard.io import DuplicateKeyError, loads_json, save_tensors, write_json
 from dard.model_checks import check_input, check_spec
 from dard.models import check_model_kwargs, create_model, is_import_spec, library_prefix
 from dard.module_utils import unwrap_model
+from dard.reading import check_regular_file
 from dard.run_dir import CHECKPOINTS, CheckpointProvenance, RunDir, enclosing_run
 from dard.run_dir.files import read_bytes
 from dard.run_dir.lock import held_elsewhere
@@ -121,15 +122,14 @@ def resolve_checkpoint(path: str | Path) -> Path:
                 return weights
         raise DardError(f"{p} holds no checkpoint (expected best.safetensors or last.safetensors)")
     if p.suffix == ".json":
-        if p.is_file() and not os.path.lexists(p.with_suffix(".safetensors")):  # an eval record, run.json: no weights
+        if os.path.lexists(p) and not os.path.lexists(p.with_suffix(".safetensors")):  # an eval record, run.json
+            check_regular_file(p, "checkpoint metadata")  # a FIFO or a folder is said as what it is
             raise DardError(
                 f"{p}: no {p.with_suffix('.safetensors').name} beside it, so no checkpoint (an evaluation record or "
                 "run.json is none; a checkpoint is a run folder, or its best/last .json or .safetensors)"
             )
         p = p.with_suffix(".safetensors")
-    if not p.exists():
-        link = f" (a symbolic link to {os.readlink(p)}, which is not there)" if p.is_symlink() else ""
-        raise DardError(f"checkpoint not found: {p}{link}")
+    check_regular_file(p, "checkpoint")  # absent (a link to nothing said so), or a FIFO or a device said as such
     return p
 
 

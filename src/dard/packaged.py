@@ -6,6 +6,7 @@ They are package data, so every install (``pip install .``, from a git URL, or e
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from dard.errors import DardError
@@ -29,7 +30,7 @@ def find_config(path: str | Path) -> Path:
     ``configs/cifar10/dard_resnet18.yaml`` (the checkout's path) and ``cifar10/dard_resnet18`` both work anywhere.
     """
     p = Path(path)
-    if p.is_file():
+    if os.path.lexists(p):  # a FIFO, a folder or a dangling link is the user's, said as what it is when read
         return p
     name = p.as_posix().removeprefix("./").removeprefix("configs/").removesuffix(".yaml")
     known = list_configs()

@@ -9,8 +9,6 @@ run code when loaded.
 from __future__ import annotations
 
 import contextlib
-import os
-import stat
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,8 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from dard.errors import DardError, one_line
-from dard.io import file_kind
 from dard.model_checks import check_finite
+from dard.reading import check_regular_file
 
 __all__ = ["check_weights_file", "load_weights", "read_state_dict"]
 
@@ -126,14 +124,7 @@ def check_weights_file(path: str | Path) -> str:
     the rest: a missing file, a folder, a FIFO or a file of neither kind is a DardError. Cheap, so it runs before
     the data loads (a teacher's weights)."""
     path = Path(path)
-    try:
-        mode = os.stat(path).st_mode  # through a link: a link to a weights file is that file
-    except (FileNotFoundError, NotADirectoryError):
-        raise DardError(f"weights file not found: {path}") from None
-    except OSError as e:
-        raise DardError(f"cannot read {path}: {e.strerror or one_line(e, _REASON_CHARS)}") from None
-    if not stat.S_ISREG(mode):  # a FIFO would block the read
-        raise DardError(f"{path} is not a weights file (it is {file_kind(mode)})")
+    check_regular_file(path, "weights file")  # through a link (a link to a weights file is that file); a FIFO blocks
     try:
         kind = _format(path)
     except OSError as e:

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dard.errors import DardError, one_line, shown
+from dard.errors import DardError, shown
+from dard.reading import read_file_bytes
 
 MAX_YAML_BYTES = 1 << 20  # a config or experiment file is a few KB; larger is not one
 MAX_YAML_ALIASES = 64  # a few anchors are handy; thousands expand to gigabytes (an alias bomb)
@@ -112,16 +113,12 @@ def read_yaml_mapping(path: str | Path, what: str = "file") -> dict[str, Any]:
     import yaml
 
     p = Path(path)
-    if not p.is_file():
-        raise DardError(f"{what} not found: {p}")
+    # a FIFO or a folder is said as what it is (it was "not found"), a file over the limit is not read past it
+    raw = read_file_bytes(p, what, MAX_YAML_BYTES, f" (a {what} may have {MAX_YAML_BYTES} bytes)")
     try:
-        if p.stat().st_size > MAX_YAML_BYTES:
-            raise DardError(f"{p}: {p.stat().st_size} bytes, over the {MAX_YAML_BYTES} a {what} may have")
-        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_yaml_loader(p)) or {}
+        data = yaml.load(raw.decode("utf-8"), Loader=_yaml_loader(p)) or {}
     except UnicodeDecodeError as e:
         raise DardError(f"{p}: not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise DardError(f"cannot read {p}: {e.strerror or one_line(e, 160)}") from None
     except RecursionError:  # deeply nested flow collections
         raise DardError(f"{p}: nested too deeply to read as YAML") from None
     except yaml.YAMLError as e:

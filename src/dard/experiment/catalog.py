@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -52,7 +53,7 @@ def load_experiment(name: str, scale: str = "cpu", root: Path | None = None) -> 
             where = ", ".join(str(r) for r in roots)
             raise DardError(f"unknown experiment '{name}'; known: {', '.join(known) or 'none'} (in {where})")
         path = _shown(folder / f"{scale}.yaml")
-        if not path.is_file():
+        if not os.path.lexists(path):  # a FIFO or a folder there is said as what it is when read
             scales = sorted(p.stem for p in folder.glob("*.yaml"))
             raise DardError(f"experiment '{name}' has no scale '{scale}'; available: {', '.join(scales)}")
     else:
@@ -79,6 +80,8 @@ def base_file(path: Path, base: str) -> Path:
     own = path.parent / base
     if own.is_file():
         return own.resolve()
+    if os.path.lexists(own):  # a FIFO, a folder or a dangling link: said as what it is when read, not "not found"
+        return own
     packaged = (EXPERIMENTS_DIR / "_" / base).resolve()
     if packaged.is_relative_to(EXPERIMENTS_DIR.resolve()) and packaged.is_file():
         return packaged

@@ -19,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from dard.errors import DardError
 from dard.io import check_unique_keys, file_kind, loads_json
+from dard.reading import read_file_bytes
 
 T = TypeVar("T")
 
@@ -88,20 +89,8 @@ def own_file(path: Path, root: Path, what: str) -> bool:
 
 def read_bytes(path: Path, what: str) -> bytes:
     """The bytes of ``path`` (a run's JSON file, a checkpoint's metadata): a regular file (a FIFO there blocked the
-    reader for good) of at most :data:`MAX_RECORD_BYTES`."""
-    try:
-        mode = os.stat(path).st_mode
-        if not stat.S_ISREG(mode):
-            raise DardError(f"cannot read {path}: it is {file_kind(mode)}, not a {what} file")
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_RECORD_BYTES + 1)
-    except FileNotFoundError:
-        raise DardError(f"{what} not found: {path}") from None
-    except OSError as e:
-        raise DardError(f"cannot read {path}: {e.strerror or e}") from None
-    if len(raw) > MAX_RECORD_BYTES:
-        raise DardError(f"{path}: over {MAX_RECORD_BYTES >> 20} MiB, not a {what} file dard wrote")
-    return raw
+    reader for good) of at most :data:`MAX_RECORD_BYTES` (:func:`dard.reading.read_file_bytes`)."""
+    return read_file_bytes(path, what, MAX_RECORD_BYTES, " dard wrote")
 
 
 def read_json_file(path: Path, kind: type[T], what: str, required: tuple[str, ...] = ()) -> T:

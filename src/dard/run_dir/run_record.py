@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dard.errors import DardError
+from dard.io import file_kind
 from dard.run_dir.layout import RunDir
 from dard.run_dir.records import EpochMetrics, EvalFile, RunInfo
 
@@ -41,7 +43,9 @@ class RunRecord:
         """Read a finished run folder; DardError if it is missing, holds no evaluation record or a malformed file."""
         run = RunDir(path)
         if not run.path.is_dir():
-            raise DardError(f"{run.path} is not a finished dard run (folder not found)")
+            there = os.path.lexists(run.path)  # a FIFO or a file is said as what it is, not "not found"
+            what = f"it is {file_kind(os.lstat(run.path).st_mode)}, not a folder" if there else "folder not found"
+            raise DardError(f"{run.path} is not a finished dard run ({what})")
         evals = run.read_evals()
         if not evals:
             raise DardError(f"{run.path} is not a finished dard run (no {run.eval_file('best').relative_to(run.path)})")
