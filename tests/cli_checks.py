@@ -47,6 +47,15 @@ def edit_json(path: Path, edit: Callable[[dict], object]) -> None:
     path.write_text(json.dumps(d if out is None else out))
 
 
+def rehash_checkpoint(weights: Path) -> None:
+    """Record the weights file's new SHA-256 in the checkpoint's JSON beside it, as dard's save does: a test that
+    edits a checkpoint's weights in place means a checkpoint of those weights, not one cut between its two writes
+    (which readers refuse: dard.run_dir.pair)."""
+    from dard.io import sha256_file
+
+    edit_json(weights.with_suffix(".json"), lambda d: d.update(weights_sha256=sha256_file(weights)))
+
+
 def image_folder(root: Path, side: int, mode: str = "L", classes: int = 10) -> Path:
     """An image-folder dataset of ``classes`` classes, three ``side`` x ``side`` images each per split."""
     from PIL import Image

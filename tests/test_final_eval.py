@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from tests.cli_checks import rehash_checkpoint
 
 import dard.training.final_eval as final_eval
 from dard.checkpoint import FORMAT, weights_digest
@@ -61,6 +62,7 @@ def test_different_weights_are_evaluated_each(finished_run: Path, tmp_path: Path
     first = next(k for k, v in tensors.items() if v.is_floating_point())
     tensors[first] = tensors[first] + 0.01  # last now differs from best
     save_file(tensors, folder.weights("last"), metadata={"format": FORMAT, "arch": "small_cnn"})
+    rehash_checkpoint(folder.weights("last"))
     assert _evaluate_again(run, monkeypatch) == ["best", "last"]
     assert "checkpoints" not in folder.read_eval("last").model
 

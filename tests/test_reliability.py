@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
-from tests.cli_checks import config_file, edit_json, fails_cleanly, image_folder
+from tests.cli_checks import config_file, edit_json, fails_cleanly, image_folder, rehash_checkpoint
 from tests.conftest import assert_one_line_error, run_cli
 
 import dard
@@ -521,6 +521,7 @@ def _poison(weights: Path, value: float) -> None:
     tensors = load_file(str(weights))
     tensors["conv1.weight"].view(-1)[3] = value
     save_file(tensors, str(weights))
+    rehash_checkpoint(weights)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])

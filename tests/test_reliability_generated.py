@@ -28,7 +28,7 @@ import yaml
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
-from tests.cli_checks import config_file, fails_cleanly
+from tests.cli_checks import config_file, fails_cleanly, rehash_checkpoint
 from tests.conftest import assert_one_line_error, run_cli
 from tests.test_run_safety import hold_lock
 
@@ -479,6 +479,7 @@ def test_weights_of_a_non_float_dtype_are_refused(dtype, finished_run, tmp_path,
         name = _first(tensors)
         tensors[name] = tensors[name].to(dtype)
         save_file(tensors, run / "best.safetensors")
+        rehash_checkpoint(run / "best.safetensors")
         argv = ["eval", str(run), "--attacks", "fgsm", "--n", "8", "--no-progress"]
         fails_cleanly(capsys, root, argv, str(dtype))
 

@@ -4,6 +4,7 @@ the middle of a snapshot, corrupted files in a finished run, and the changes `--
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -362,3 +363,54 @@ def test_resume_applies_and_records_the_safe_changes(run, two_epochs, capsys):
     assert same_weights(run / "last.safetensors", two_epochs / "last.safetensors")  # as if trained for 2 at once
     assert main(["train", "--resume", str(run)]) == 0  # nothing changed: nothing recorded
     assert len(json.loads((run / "run.json").read_text())["changes"]) == 1
+
+
+# ------------------------------------------------------------------------------ a checkpoint's two files, one save
+
+
+class _Killed(Exception):
+    """A kill between a checkpoint's two writes (SIGKILL there leaves the same files)."""
+
+
+def _save_cut(monkeypatch, run: Path, which: str, epoch: int, *, cut: bool = True) -> None:
+    """save_checkpoint of fresh weights as ``run``'s checkpoint ``which`` of ``epoch``; with ``cut``, killed after
+    the weights are written and before their metadata."""
+    import dard.checkpoint as checkpoint
+
+    meta = checkpoint.read_checkpoint_meta(run / f"{which}.safetensors")
+    torch.manual_seed(epoch)
+    model = checkpoint.build_model(meta["model"])
+    with monkeypatch.context() as m:
+        if cut:
+            m.setattr(checkpoint, "write_json", lambda *a, **k: (_ for _ in ()).throw(_Killed()))
+        with pytest.raises(_Killed) if cut else contextlib.nullcontext():
+            checkpoint.save_checkpoint(run / which, model, meta["model"], {"epoch": epoch})
+
+
+def test_a_checkpoint_whose_metadata_is_of_another_save_is_refused(run, tmp_path, capsys, monkeypatch):
+    # a training killed between best.safetensors and best.json left new weights beside the old metadata: `dard eval`
+    # measured them as the epoch and selection the metadata names, and a student distilled from them so
+    _save_cut(monkeypatch, run, "best", epoch=2)
+    said = "best.json does not describe best.safetensors beside it"
+    fails_cleanly(capsys, tmp_path, ["eval", str(run), "--data", "digits", "--n", "4"], said, "--resume")
+    teacher = ["train", "--config", config_file(tmp_path, method={"name": "ard"}), "--teacher", str(run)]
+    fails_cleanly(capsys, tmp_path, [*teacher, "--out", str(tmp_path / "s")], said)
+
+
+def test_a_resume_sets_aside_a_checkpoint_its_snapshot_does_not_record(run, monkeypatch):
+    # a run killed between its checkpoints and the snapshot recording their epoch kept them as the run's when the
+    # resumed epoch was not chosen again: best.* of an epoch metrics.jsonl never had, or half of one save
+    from dard.training.state import settle_checkpoints
+
+    folder = RunDir(run)
+    progress = folder.read_progress()
+    assert (progress.epoch, progress.best_epoch) == (1, 1)
+    assert settle_checkpoints(folder, progress) == [] and progress.best_epoch == 1  # one save's pair: kept
+    _save_cut(monkeypatch, run, "best", epoch=2)  # new weights, the old metadata
+    _save_cut(monkeypatch, run, "last", epoch=2, cut=False)  # a whole save of an epoch the snapshot does not know
+    said = settle_checkpoints(folder, progress)
+    assert [line.split(" is not")[0] for line in said] == ["checkpoint best", "checkpoint last"]
+    assert "chosen again" in said[0] and progress.best_epoch is None and progress.best_score is None
+    names = sorted(p.name for p in run.iterdir() if "superseded" in p.name)
+    assert names == [f"{w}.superseded-1.{s}" for w in ("best", "last") for s in ("json", "safetensors")]
+    assert not (run / "best.safetensors").exists() and not (run / "last.json").exists()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from safetensors.torch import load_file, save_file
+from tests.cli_checks import rehash_checkpoint
 from tests.conftest import tiny_run_config
 
 import dard.evaluation.suite as suite
@@ -48,6 +49,7 @@ def test_the_teacher_is_measured_on_the_students_test_images_and_cached(finished
     first = next(k for k, v in tensors.items() if v.is_floating_point())
     tensors[first] = tensors[first] * 0
     save_file(tensors, weights, metadata={"format": FORMAT, "arch": "small_cnn"})
+    rehash_checkpoint(weights)
     again = teacher_quality(student, cfg, spec, device="cpu")  # other weights: measured again
     assert again.teacher["weights_digest"] != measured.teacher["weights_digest"]
 

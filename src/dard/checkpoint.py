@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from dard.errors import DardError
-from dard.io import DuplicateKeyError, loads_json, save_tensors, write_json
+from dard.io import DuplicateKeyError, loads_json, save_tensors, sha256_file, write_json
 from dard.model_checks import check_input, check_spec
 from dard.models import check_model_kwargs, create_model, is_import_spec, library_prefix
 from dard.module_utils import unwrap_model
@@ -26,6 +26,7 @@ from dard.reading import check_regular_file
 from dard.run_dir import CHECKPOINTS, CheckpointProvenance, RunDir, enclosing_run
 from dard.run_dir.files import read_bytes
 from dard.run_dir.lock import held_elsewhere
+from dard.run_dir.pair import WEIGHTS_SHA256, check_pair
 from dard.weights import check_weights_file, load_weights
 
 if TYPE_CHECKING:
@@ -82,12 +83,14 @@ def save_checkpoint(
     """Write ``path`` (.safetensors) and its sibling .json atomically; returns the weights path.
 
     ``spec`` describes how to rebuild the model: ``arch``, ``num_classes``, ``in_channels``, ``mean``, ``std``.
-    The JSON is written last, so a weights file without metadata is an incomplete save.
+    The JSON is written last and records the weights file's SHA-256 (``weights_sha256``), so a kill between the two
+    writes (new weights beside the old metadata) is told from one save's pair when read (:func:`read_checkpoint_meta`).
     """
     weights = Path(path).with_suffix(".safetensors")
     model = unwrap_model(model)
     save_tensors(weights, model.state_dict(), metadata={"format": FORMAT, "arch": str(spec["arch"])})
-    write_json(weights.with_suffix(".json"), {"format": FORMAT, "model": spec, **(extra or {})})
+    meta = {"format": FORMAT, "model": spec, **(extra or {}), WEIGHTS_SHA256: sha256_file(weights)}
+    write_json(weights.with_suffix(".json"), meta)
     return weights
 
 
@@ -205,6 +208,7 @@ def read_checkpoint_meta(weights: Path, raw_hint: str = RAW_WEIGHTS_HINT) -> dic
     check_spec(meta["model"], str(meta_path))
     # the provenance is quoted into eval records and reports: typed here, not echoed
     CheckpointProvenance.from_dict({k: meta[k] for k in PROVENANCE_KEYS if k in meta}, str(meta_path))
+    check_pair(weights, meta, meta_path)
     return meta
 
 

@@ -28,7 +28,7 @@ from dard.training.deadline import TrainingStopped, past_deadline
 from dard.training.final_eval import final_evaluation
 from dard.training.preflight import RunParts, open_run
 from dard.training.setup import Data, build_method, build_optimizer, prepare_models
-from dard.training.state import load_state, save_state
+from dard.training.state import load_state, save_state, settle_checkpoints
 from dard.training.step_sums import StepSums, read_back
 from dard.training.stretch import PendingStretch
 from dard.training.validation import selection_score, validate
@@ -215,8 +215,8 @@ def _start_or_resume(run: _Run, resume: bool) -> None:
     """Restore the last snapshot, or record the new run (config.yaml, run.json); then metrics.jsonl so far."""
     if resume and run.folder.has_snapshot():
         run.progress = load_state(run.folder, model=run.student, optimizer=run.optimizer, scheduler=run.scheduler)
-        if run.progress.train_seconds is None:  # snapshots of older versions did not count it
-            run.progress.train_seconds = 0.0
+        if run.main and run.progress.epoch < run.cfg.optim.epochs:  # epochs to train: their checkpoints written again
+            say(settle_checkpoints(run.folder, run.progress), run.cfg.name)
     elif run.main:
         run.folder.path.mkdir(parents=True, exist_ok=True)
         run.folder.write_config(dump_config(run.cfg))

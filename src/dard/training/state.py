@@ -10,6 +10,7 @@ whole, and the pointer keeps naming the previous one.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from dard.errors import DardError, one_line, shown
 from dard.io import check_target, save_tensors, torch_save, write_error
 from dard.model_checks import check_finite
 from dard.run_dir import Progress, RunDir, Snapshot
+from dard.run_dir.pair import saved_epoch
 from dard.weights import read_state_dict
 
 _OPTIM_KEYS = ("optimizer", "scheduler", "rng_cpu", "rng_cuda")
@@ -198,4 +200,55 @@ def load_state(folder: RunDir, *, model: torch.nn.Module, optimizer: torch.optim
         raise DardError(f"cannot resume from {snap.optimizer}: {type(e).__name__}: {one_line(e, 160)}") from None
     if state.optim["rng_cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state.optim["rng_cuda"])
-    return state.progress
+    progress = state.progress
+    if progress.train_seconds is None:  # snapshots of older versions did not count it
+        progress.train_seconds = 0.0
+    return progress
+
+
+def settle_checkpoints(folder: RunDir, progress: Progress) -> list[str]:
+    """Set aside the ``best`` or ``last`` checkpoint the resume snapshot ``progress`` does not record; returns what
+    was done, to say. A checkpoint's files are written before the snapshot that records its epoch (weights, then
+    metadata, then the snapshot), so a run killed between them left ``best.*`` of an epoch its records do not know,
+    or new weights beside the metadata of the save before (:mod:`dard.run_dir.pair`): the resume trained that epoch
+    again and kept those files as the run's where it did not choose that epoch again. They are kept aside
+    (``best.superseded-<k>.*``), never read as the run's; a best set aside or missing had overwritten the one the
+    snapshot's score belongs to, so the best is chosen again from the epochs still to train. Only for a resume with
+    epochs to train (which write the checkpoints again): a finished run's damaged checkpoint is left to its readers,
+    which refuse it in one line."""
+    said = []
+    for which, epoch in (("best", progress.best_epoch), ("last", progress.epoch or None)):
+        weights, meta = folder.weights(which), folder.checkpoint_meta(which)
+        paths = [p for p in (weights, meta) if os.path.lexists(p)]
+        if (not paths and epoch is None) or (epoch is not None and saved_epoch(weights, meta) == epoch):
+            continue
+        recorded = f"epoch {epoch}" if epoch is not None else "none yet"
+        if paths:
+            kept = ", ".join(p.name for p in _set_aside_together(folder, paths))
+            line = f"checkpoint {which} is not the one the resume snapshot records ({recorded}), as a run killed "
+            line += f"between writing it and the snapshot leaves it; kept aside as {kept}"
+        else:
+            line = f"checkpoint {which} of the resume snapshot ({recorded}) is missing"
+        if which == "best" and epoch is not None:
+            progress.best_score = progress.best_epoch = None
+            line += "; the best checkpoint is chosen again from the epochs still to train"
+        said.append(line)
+    return said
+
+
+def _set_aside_together(folder: RunDir, paths: list[Path]) -> list[Path]:
+    """Rename ``paths`` (one checkpoint's files) to ``<stem>.superseded-<k><suffix>``, one ``k`` free for all."""
+    k = 1
+    while any(os.path.lexists(p.with_name(f"{p.stem}.superseded-{k}{p.suffix}")) for p in paths):
+        k += 1
+    kept = []
+    for path in paths:
+        new = path.with_name(f"{path.stem}.superseded-{k}{path.suffix}")
+        check_target(path, folder.path)
+        check_target(new, folder.path)
+        try:
+            path.rename(new)
+        except OSError as e:
+            raise write_error(new, e) from None
+        kept.append(new)
+    return kept
