@@ -4,6 +4,7 @@ release (by the published MD5 of each file), and the cache that spares hashing t
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -49,13 +50,38 @@ def test_the_fingerprint_and_official_status(tmp_path, monkeypatch):
 def test_digests_are_cached_by_path_size_and_time(tmp_path, monkeypatch):
     bundle = _bundle(tmp_path, {"a": b"first"}, None)
     first = data_provenance(bundle)
-    assert fingerprint._cache_file().is_file()
+    assert fingerprint._cache_file(tmp_path.resolve()).is_file()
     calls = []
     real = fingerprint._hash
     monkeypatch.setattr(fingerprint, "_hash", lambda p: calls.append(p) or real(p))
     assert data_provenance(bundle) == first and calls == []  # from the cache
     (tmp_path / "a").write_bytes(b"other content")  # size and time change: hashed again
     assert data_provenance(bundle) != first and len(calls) == 1
+
+
+def test_the_digest_cache_is_bounded_and_keeps_what_is_there(tmp_path):
+    # one cache file held the digests of every file ever hashed (every dataset copy, every edit, every test's
+    # folder), read and written whole by every run; a cache file of gigabytes was read whole
+    import os
+
+    cache = fingerprint._cache_dir()
+    cache.mkdir(parents=True)
+    for i in range(fingerprint.MAX_CACHED_FOLDERS + 3):  # other folders' caches, older than this one's
+        (cache / f"{i:032x}.json").write_text("{}")
+        os.utime(cache / f"{i:032x}.json", ns=(10**9 * (i + 1), 10**9 * (i + 1)))
+    data = tmp_path / "data"
+    data.mkdir()
+    mine = fingerprint._cache_file(data.resolve())
+    with open(mine, "wb") as fh:
+        fh.truncate(fingerprint.MAX_ENTRY_BYTES * 3 + 1)  # sparse, over the bound for two files: not read
+    first = data_provenance(_bundle(data, {"a": b"first", "b": b"second"}, None))
+    kept = sorted(cache.glob("*.json"))
+    assert len(kept) == fingerprint.MAX_CACHED_FOLDERS and mine in kept and cache / f"{0:032x}.json" not in kept
+    assert len(json.loads(mine.read_text())) == 2
+    assert data_provenance(_bundle(data, {"a": b"first", "b": b"second"}, None)) == first
+    (data / "b").unlink()  # a file no longer read: its entry goes
+    data_provenance(_bundle(data, {"a": b"first"}, None))
+    assert [key.split("|")[0] for key in json.loads(mine.read_text())] == [str((data / "a").resolve())]
 
 
 def test_the_official_cifar_checksums_cover_every_file():

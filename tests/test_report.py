@@ -492,6 +492,20 @@ def test_a_report_over_an_earlier_one_leaves_none_of_its_files(tmp_path: Path) -
     assert (out / "results.csv").read_text().startswith("run,method,")
 
 
+def test_a_results_json_too_large_for_a_report_is_read_no_further(tmp_path: Path) -> None:
+    # `--out DIR`'s results.json was read whole to tell whether DIR holds a report dard wrote: a file of gigabytes
+    # was loaded into memory before the answer
+    from dard.cli.output import check_report_out
+    from dard.run_dir.files import MAX_RECORD_BYTES
+
+    out = tmp_path / "r"
+    out.mkdir()
+    with open(out / "results.json", "wb") as fh:
+        fh.truncate(MAX_RECORD_BYTES + 1)  # sparse: no disk, and nothing past the bound is read
+    with pytest.raises(DardError, match=r"r/results.json: over 64 MiB, not a report results file dard wrote"):
+        check_report_out(out)
+
+
 def test_a_report_never_lands_inside_one_of_its_runs(runs: list[RunRecord], tmp_path: Path, capsys) -> None:
     # a run dard reads without a config.yaml (hand-made, or one whose config was left behind) was no run folder to
     # the --out check: `dard report RUN --out RUN` wrote report.md, results.json and the plots among its files

@@ -19,7 +19,7 @@ from dard.evaluation.record import EvalRecord
 from dard.io import check_target, check_writable, loads_json, set_aside, write_json
 from dard.names import file_target
 from dard.run_dir import CHECKPOINTS, EvalFile, RunDir, enclosing_run
-from dard.run_dir.files import read_json_file
+from dard.run_dir.files import read_bytes, read_json_file
 
 #: the files `dard report` writes into its folder (``robustbench/`` holds one JSON file per run)
 REPORT_FILES = ("report.md", "results.json", "results.csv", "results.tex", "curves.png", "eps_curve.png")
@@ -111,10 +111,14 @@ class EvalOutput:
 
 
 def _is_report_folder(folder: Path) -> bool:
-    """Whether ``folder`` holds a report dard wrote (its results.json, with dard's keys)."""
+    """Whether ``folder`` holds a report dard wrote (its results.json, with dard's keys). A results.json over
+    :data:`MAX_RECORD_BYTES` (a report's is kilobytes) is a one-line DardError, read no further: it was read whole."""
+    path = folder / "results.json"
+    if not path.is_file():
+        return False
     try:
-        results = loads_json((folder / "results.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        results = loads_json(read_bytes(path, "report results"))
+    except ValueError:
         return False
     return isinstance(results, dict) and _RESULTS_KEYS <= set(results)
 

@@ -8,8 +8,9 @@ with the published one of the official release (CIFAR's python version, the chec
 when every file matches, "no" when one differs, "unknown" for data without published checksums.
 
 Hashing CIFAR-10 reads 180 MB, so each file's digests are cached by path, size and modification time in
-``<cache>/dard/file-digests.json`` (``$XDG_CACHE_HOME`` or ``~/.cache``); a cache that cannot be read or written
-only costs the hashing again.
+``<cache>/dard/file-digests/<folder hash>.json`` (``$XDG_CACHE_HOME`` or ``~/.cache``), one file per dataset folder
+holding its files as they are now, for the :data:`MAX_CACHED_FOLDERS` folders read last; a cache that cannot be
+read or written only costs the hashing again.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from dard.data.base import DatasetBundle, DataSource
 from dard.errors import DardError
 from dard.io import loads_json, write_json
+from dard.reading import read_file_bytes
 
 __all__ = ["DataProvenance", "data_provenance"]
 
@@ -60,21 +62,38 @@ def _official(source: DataSource, digests: dict[str, tuple[str, str]]) -> str:
     return "yes" if same else "no"
 
 
-def _cache_file() -> Path:
+#: the dataset folders whose digests are kept (those read last), one cache file each
+MAX_CACHED_FOLDERS = 64
+#: the most a cache file may hold per file of its folder (a path of up to 4096 bytes, its size, time and digests):
+#: a larger cache file is none dard wrote, hashed again and written anew, not read whole
+MAX_ENTRY_BYTES = 4608
+
+
+def _cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "dard" / "file-digests.json"
+    return Path(base) / "dard" / "file-digests"
+
+
+def _cache_file(folder: Path) -> Path:
+    """The cache of the files of the dataset folder ``folder`` (resolved): one file per folder."""
+    return _cache_dir() / f"{hashlib.sha256(os.fsencode(folder)).hexdigest()[:32]}.json"
 
 
 def _file_digests(source: DataSource) -> dict[str, tuple[str, str]]:
-    """``{name: (sha256, md5)}`` of every file of ``source``, from the cache where size and mtime still match."""
-    cache_path = _cache_file()
-    try:
-        cache = loads_json(cache_path.read_text(encoding="utf-8"))
+    """``{name: (sha256, md5)}`` of every file of ``source``, from the cache where size and mtime still match.
+
+    The cache holds the source's files alone, as they are now (an edited or removed file's entry goes), and only the
+    :data:`MAX_CACHED_FOLDERS` folders read last keep theirs: one file held every entry ever made (each dataset
+    copy, each edit), read and written whole by every run."""
+    cache_path = _cache_file(source.folder.resolve())
+    try:  # absent, a FIFO, over the bound, not JSON: hashed again and written anew
+        raw = read_file_bytes(cache_path, "file digests cache", MAX_ENTRY_BYTES * (len(source.files) + 1))
+        cache = loads_json(raw)
         cache = cache if isinstance(cache, dict) else {}
-    except (OSError, ValueError):
+    except (DardError, ValueError):
         cache = {}
     out: dict[str, tuple[str, str]] = {}
-    changed = False
+    kept: dict[str, list[str]] = {}
     for name in source.files:
         path = (source.folder / name).resolve()
         stat = path.stat()
@@ -82,16 +101,23 @@ def _file_digests(source: DataSource) -> dict[str, tuple[str, str]]:
         hit = cache.get(key)
         if not (isinstance(hit, list) and len(hit) == 2 and all(isinstance(h, str) for h in hit)):
             hit = list(_hash(path))
-            cache = {k: v for k, v in cache.items() if not k.startswith(f"{path}|")}  # the file's stale entries
-            cache[key] = hit
-            changed = True
+        kept[key] = hit
         out[name] = (hit[0], hit[1])
-    if changed:
+    if kept != cache:
         try:
-            write_json(cache_path, cache)
-        except DardError:
+            write_json(cache_path, kept)
+            _drop_oldest(cache_path)
+        except (DardError, OSError):
             pass  # a cache that cannot be written only costs the hashing next time
     return out
+
+
+def _drop_oldest(written: Path) -> None:
+    """Remove the cache files of all but the :data:`MAX_CACHED_FOLDERS` folders read last (``written`` is kept)."""
+    files = [p for p in written.parent.glob("*.json") if len(p.stem) == 32 and p != written]
+    files.sort(key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for old in files[MAX_CACHED_FOLDERS - 1 :]:
+        old.unlink(missing_ok=True)
 
 
 def _hash(path: Path) -> tuple[str, str]:
