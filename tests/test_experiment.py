@@ -600,3 +600,22 @@ def test_a_report_names_a_packaged_experiment_file_the_same_from_any_folder(tmp_
 
     monkeypatch.chdir(tmp_path)  # the committed reports are written from the repository's root; this is not it
     assert _experiment_file(load_experiment("precision", "cpu")) == "src/dard/experiments/precision/cpu.yaml"
+
+
+@pytest.mark.parametrize("mine", ["status.md", "experiment.yaml", "report.md", "sweep.png"])
+def test_a_results_folder_holding_the_users_files_is_refused(tmp_path, capsys, mine):
+    # `dard experiment --results DIR` replaced DIR's status.md (the user's notes) at its first step, even under
+    # --time-budget 0 with nothing to train, and report.md, experiment.yaml and the plots once a run finished:
+    # `dard report --out` refused such a folder, the experiment checked only that it could write there
+    from tests.cli_checks import fails_cleanly
+
+    from dard.experiment.status import check_results_folder
+
+    results = tmp_path / "res"
+    results.mkdir()
+    (results / mine).write_text("# my notes\n")
+    argv = ["experiment", "demo", "--scale", "digits", "--plan", "--runs", str(tmp_path / "runs"), "--results"]
+    fails_cleanly(capsys, tmp_path, [*argv, str(results)], f"--results {results} holds {mine}, which dard did not")
+    (results / mine).unlink()
+    (results / "status.md").write_text("# Status: demo at the digits scale\n\nWritten ...\n")  # dard's: replaced
+    check_results_folder(results)

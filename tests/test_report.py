@@ -495,7 +495,7 @@ def test_a_report_over_an_earlier_one_leaves_none_of_its_files(tmp_path: Path) -
 def test_a_results_json_too_large_for_a_report_is_read_no_further(tmp_path: Path) -> None:
     # `--out DIR`'s results.json was read whole to tell whether DIR holds a report dard wrote: a file of gigabytes
     # was loaded into memory before the answer
-    from dard.cli.output import check_report_out
+    from dard.report.out import check_report_out
     from dard.run_dir.files import MAX_RECORD_BYTES
 
     out = tmp_path / "r"

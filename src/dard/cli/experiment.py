@@ -70,9 +70,9 @@ def run(args: argparse.Namespace) -> int:
     exp.use_data(args.data_dir, args.download)
     results = Path(args.results or Path("results") / exp.name / exp.scale)
     if args.plan:
-        from dard.experiment.plan import check_output_folder
+        from dard.experiment.status import check_results_folder
 
-        check_output_folder(results, "results folder")  # as the experiment itself checks it first
+        check_results_folder(results)  # as the experiment itself checks it first
         _print_plan(args, exp, runs)
         return 0
     command = "dard experiment " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""

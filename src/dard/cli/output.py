@@ -16,15 +16,10 @@ from pathlib import Path
 
 from dard.errors import DardError
 from dard.evaluation.record import EvalRecord
-from dard.io import check_target, check_writable, loads_json, set_aside, write_json
+from dard.io import check_target, check_writable, set_aside, write_json
 from dard.names import file_target
 from dard.run_dir import CHECKPOINTS, EvalFile, RunDir, enclosing_run
-from dard.run_dir.files import read_bytes, read_json_file
-
-#: the files `dard report` writes into its folder (``robustbench/`` holds one JSON file per run)
-REPORT_FILES = ("report.md", "results.json", "results.csv", "results.tex", "curves.png", "eps_curve.png")
-REPORT_SUBFOLDER = "robustbench"
-_RESULTS_KEYS = {"title", "checkpoint", "runs", "groups"}  # what dard's results.json holds
+from dard.run_dir.files import read_json_file
 
 
 def _require_eval_record(path: Path) -> EvalFile:
@@ -108,39 +103,3 @@ class EvalOutput:
                     kept = set_aside(os.path.abspath(self.path), root)
             write_json(os.path.abspath(self.path), record.to_dict(), root=root)
             return kept
-
-
-def _is_report_folder(folder: Path) -> bool:
-    """Whether ``folder`` holds a report dard wrote (its results.json, with dard's keys). A results.json over
-    :data:`MAX_RECORD_BYTES` (a report's is kilobytes) is a one-line DardError, read no further: it was read whole."""
-    path = folder / "results.json"
-    if not path.is_file():
-        return False
-    try:
-        results = loads_json(read_bytes(path, "report results"))
-    except ValueError:
-        return False
-    return isinstance(results, dict) and _RESULTS_KEYS <= set(results)
-
-
-def check_report_out(folder: str | Path) -> None:
-    """A one-line DardError unless `dard report` may write into ``folder``: absent, or a folder where none of the
-    files a report writes exists, or one holding a dard report already (whose files it replaces); never through a
-    link, FIFO or device where a report file or ``robustbench/`` belongs, and never inside a run folder."""
-    folder = Path(folder)
-    check_writable(folder, folder=True, what="--out")
-    run = enclosing_run(folder / "x")
-    if run is not None:
-        raise DardError(f"--out {folder} lies inside run folder {run.path}; write the report outside run folders")
-    targets = [folder / name for name in REPORT_FILES]
-    for path in [*targets, folder / REPORT_SUBFOLDER / "x.json"]:
-        check_target(path, folder)
-    sub = folder / REPORT_SUBFOLDER
-    present = [p for p in targets if p.exists()] + (sorted(sub.glob("*.json")) if sub.is_dir() else [])
-    for path in present:
-        check_target(path)
-    if present and not _is_report_folder(folder):
-        raise DardError(
-            f"--out {folder} holds {present[0].name}, which dard did not write (no dard results.json beside it); "
-            "refusing to overwrite it: choose another --out"
-        )

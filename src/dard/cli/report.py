@@ -26,8 +26,8 @@ def add_arguments(r: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check --out, read the runs, write the report."""
-    from dard.cli.output import check_report_out
     from dard.report import build_report
+    from dard.report.out import check_report_out
     from dard.run_dir import RunRecord
 
     check_report_out(args.out)

@@ -18,6 +18,7 @@ from dard.experiment.pool import jobs_for, pool_map, threads_for, with_threads
 from dard.experiment.report import write_experiment_report
 from dard.experiment.reuse import missing_teacher_weights, run_status
 from dard.experiment.spec import Experiment
+from dard.experiment.status import check_results_folder
 from dard.run_dir import FolderLock, RunDir
 from dard.training.announce import duration
 
@@ -40,8 +41,8 @@ def run_experiment(
     for the whole experiment (each run folder too, while it trains or evaluates). ``command``: the invocation, which
     an unbudgeted report names; a budgeted report, made over many invocations, names the experiment's command.
     """
-    for folder, what in ((runs_root, "runs folder"), (results_dir, "results folder")):
-        check_output_folder(folder, what)
+    check_output_folder(runs_root, "runs folder")
+    check_results_folder(results_dir)
     with FolderLock(runs_root, "runs folder"), FolderLock(results_dir, "results folder"):
         if budget is not None:
             return run_within_budget(exp, runs_root, results_dir, budget, device=device, jobs=jobs_for(device, jobs))

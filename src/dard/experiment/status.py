@@ -7,17 +7,48 @@ several machines has got.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 from dard.errors import DardError, one_line
 from dard.experiment.estimate import estimator_for
-from dard.experiment.plan import PlannedRun, campaign_order, read_plan, seconds_left, with_estimates
+from dard.experiment.plan import (
+    PlannedRun,
+    campaign_order,
+    check_output_folder,
+    read_plan,
+    seconds_left,
+    with_estimates,
+)
 from dard.experiment.pool import threads_for
 from dard.experiment.spec import Experiment
 from dard.io import atomic_write
+from dard.report.out import check_report_out
 
 STATUS_FILE = "status.md"
+#: what `dard experiment` writes into its results folder beside a report's files (dard.report.out.REPORT_FILES)
+EXPERIMENT_FILES = (STATUS_FILE, "experiment.yaml", "sweep.png", "attack_success.png", "teacher_quality.png")
+_STATUS_TITLE = re.compile(rb"# Status: [^\n]+ at the [^\n]+ scale\n")
+
+
+def check_results_folder(folder: Path) -> None:
+    """A one-line DardError unless ``folder`` can take the experiment's report and status: a folder (or none yet)
+    that can be written, outside run folders, where none of the files it writes exists or dard wrote them (a report's
+    results.json, or the status.md of a campaign with no report yet). A user's status.md or report.md there was
+    replaced, the status at the first step of even ``--time-budget 0``."""
+    check_output_folder(folder, "results folder")
+    check_report_out(folder, flag="--results", more=EXPERIMENT_FILES, ours=_holds_status)
+
+
+def _holds_status(folder: Path) -> bool:
+    """Whether ``folder``'s status.md is one dard wrote (its title line, as :func:`write_status` writes it)."""
+    path = folder / STATUS_FILE
+    try:
+        with open(path, "rb") as fh:  # a regular file by now (check_report_out's write rule)
+            return bool(_STATUS_TITLE.match(fh.read(512)))
+    except OSError:
+        return False
 
 
 def campaign_status(exp: Experiment, runs_root: Path, device: str, jobs: int = 1) -> list[PlannedRun]:
