@@ -414,3 +414,13 @@ def test_a_resume_sets_aside_a_checkpoint_its_snapshot_does_not_record(run, monk
     names = sorted(p.name for p in run.iterdir() if "superseded" in p.name)
     assert names == [f"{w}.superseded-1.{s}" for w in ("best", "last") for s in ("json", "safetensors")]
     assert not (run / "best.safetensors").exists() and not (run / "last.json").exists()
+
+
+def test_a_resume_with_no_epoch_left_refuses_a_checkpoint_its_snapshot_does_not_record(
+    run, tmp_path, capsys, monkeypatch
+):
+    # resumed with no epoch left to train (`--epochs` the epochs trained, or a finished run), nothing wrote the ghost
+    # best again: the final evaluation measured it as the run's best
+    _save_cut(monkeypatch, run, "best", epoch=2, cut=False)  # a whole save of an epoch the snapshot does not know
+    said = "checkpoint best is not the one its resume snapshot records (epoch 1)"
+    fails_cleanly(capsys, tmp_path, ["train", "--resume", str(run)], said, "--epochs above 1")

@@ -52,7 +52,7 @@ from dard.training.setup import (
     prepare_data,
     teacher_sha256,
 )
-from dard.training.state import SavedState, check_state, read_state
+from dard.training.state import SavedState, check_checkpoints_recorded, check_state, read_state
 from dard.training.teacher_checks import check_teacher, check_teacher_config
 from dard.user_code import release_warnings
 
@@ -181,6 +181,8 @@ def check_folder(cfg: RunConfig, folder: RunDir, resume: bool, teacher_sha256: s
     state = read_state(folder) if folder.has_snapshot() else None
     if state is not None:
         _check_snapshot_fits(cfg, state)
+        if state.progress.epoch >= cfg.optim.epochs:  # no epoch left to write the checkpoints again
+            check_checkpoints_recorded(folder, state.progress)
     folder.read_evals()  # a damaged record would be kept as if the run were evaluated
     return resume_changes(folder, cfg, state.progress.epoch if state is not None else 0)
 

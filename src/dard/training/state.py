@@ -206,22 +206,43 @@ def load_state(folder: RunDir, *, model: torch.nn.Module, optimizer: torch.optim
     return progress
 
 
-def settle_checkpoints(folder: RunDir, progress: Progress) -> list[str]:
-    """Set aside the ``best`` or ``last`` checkpoint the resume snapshot ``progress`` does not record; returns what
-    was done, to say. A checkpoint's files are written before the snapshot that records its epoch (weights, then
-    metadata, then the snapshot), so a run killed between them left ``best.*`` of an epoch its records do not know,
-    or new weights beside the metadata of the save before (:mod:`dard.run_dir.pair`): the resume trained that epoch
-    again and kept those files as the run's where it did not choose that epoch again. They are kept aside
-    (``best.superseded-<k>.*``), never read as the run's; a best set aside or missing had overwritten the one the
-    snapshot's score belongs to, so the best is chosen again from the epochs still to train. Only for a resume with
-    epochs to train (which write the checkpoints again): a finished run's damaged checkpoint is left to its readers,
-    which refuse it in one line."""
-    said = []
+def unrecorded_checkpoints(folder: RunDir, progress: Progress) -> list[tuple[str, int | None, list[Path]]]:
+    """The ``best`` and ``last`` checkpoints the resume snapshot ``progress`` does not record, each as (which, the
+    epoch the snapshot records for it or None, its files present). A checkpoint's files are written before the
+    snapshot that records its epoch (weights, then metadata, then the snapshot), so a run killed between them left
+    ``best.*`` of an epoch its records do not know, or new weights beside the metadata of the save before
+    (:mod:`dard.run_dir.pair`)."""
+    out = []
     for which, epoch in (("best", progress.best_epoch), ("last", progress.epoch or None)):
         weights, meta = folder.weights(which), folder.checkpoint_meta(which)
         paths = [p for p in (weights, meta) if os.path.lexists(p)]
-        if (not paths and epoch is None) or (epoch is not None and saved_epoch(weights, meta) == epoch):
-            continue
+        if (paths or epoch is not None) and (epoch is None or saved_epoch(weights, meta) != epoch):
+            out.append((which, epoch, paths))
+    return out
+
+
+def check_checkpoints_recorded(folder: RunDir, progress: Progress) -> None:
+    """For a resume with no epoch left to train, before anything changes: a DardError if a checkpoint is not the one
+    its snapshot records (:func:`unrecorded_checkpoints`). Nothing would write it again, and the final evaluation
+    measured the ghost as the run's best. Weights that are missing are no ghost (they are written first): left to
+    their readers (a finished run's may have stayed behind)."""
+    ghosts = [(w, e) for w, e, paths in unrecorded_checkpoints(folder, progress) if folder.weights(w) in paths]
+    for which, epoch in ghosts[:1]:
+        raise DardError(
+            f"{folder.path}: checkpoint {which} is not the one its resume snapshot records "
+            f"({f'epoch {epoch}' if epoch is not None else 'none yet'}), as a run killed between writing it and the "
+            f"snapshot leaves it, and no epoch is left to train it again; resume with --epochs above {progress.epoch}"
+        )
+
+
+def settle_checkpoints(folder: RunDir, progress: Progress) -> list[str]:
+    """For a resume with epochs to train (which write the checkpoints again): set aside each checkpoint the snapshot
+    ``progress`` does not record (:func:`unrecorded_checkpoints`), as ``best.superseded-<k>.*``, never read as the
+    run's (it was kept as the run's where the resumed epoch was not chosen again); returns what was done, to say. A
+    best set aside or missing had overwritten the one the snapshot's score belongs to, so the best is chosen again
+    from the epochs still to train."""
+    said = []
+    for which, epoch, paths in unrecorded_checkpoints(folder, progress):
         recorded = f"epoch {epoch}" if epoch is not None else "none yet"
         if paths:
             kept = ", ".join(p.name for p in _set_aside_together(folder, paths))
