@@ -38,7 +38,8 @@ def check_pair(weights: Path, meta: Mapping[str, Any], meta_path: Path) -> None:
         raise DardError(f"cannot read {weights}: {e.strerror or e}") from None
     if have != want:
         run = enclosing_run(weights)
-        fix = f"; `dard train --resume {run.path}` writes it again" if run is not None else ""
+        # a resume with epochs to train sets the pair aside and writes it again (dard.training.state)
+        fix = f"; `dard train --resume {run.path}` (with epochs left to train) writes it again" if run else ""
         raise DardError(
             f"{meta_path} does not describe {weights.name} beside it (the weights' SHA-256 is not the one it "
             f"records): the two files are of different saves, as a training killed between them leaves{fix}"
