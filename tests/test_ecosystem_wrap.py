@@ -59,6 +59,20 @@ def test_wrapped_instance_errors_are_one_line() -> None:
         wrapped(torch.rand(2, 3, 8, 8))
 
 
+def test_an_instance_with_lazy_or_meta_tensors_is_refused_as_a_factorys_model_is() -> None:
+    # a factory's model with nn.LazyLinear is refused (it trained, then its checkpoint could not be loaded into a
+    # fresh copy); an instance passed to create_model was wrapped as it was, ImageClassifier or plain module
+    lazy = nn.Sequential(nn.Flatten(), nn.LazyLinear(10))
+    with pytest.raises(DardError, match=r"create_model was given a model with uninitialised lazy .*tensor '1.weight'"):
+        create_model(lazy)
+    classifier = create_model("small_cnn")
+    classifier.fc = nn.LazyLinear(10)
+    with pytest.raises(DardError, match="uninitialised lazy parameters .tensor 'fc.weight'"):
+        create_model(classifier, mean=MEAN, std=STD)
+    with pytest.raises(DardError, match="create_model was given a model on the meta device .tensor '1.weight'"):
+        create_model(_net().to("meta"))
+
+
 def test_factory_kwargs_reach_the_factory_and_unknown_ones_are_named() -> None:
     @dard.register_model("_wrap_sized")
     def sized(num_classes: int = 10, width: int = 4) -> nn.Module:

@@ -22,6 +22,7 @@ from dard.models.base import ImageClassifier, PlainClassifier, check_logits
 from dard.models.factory import (
     build_from_factory,
     check_factory_kwargs,
+    check_materialised,
     check_model_kwargs,
     is_import_spec,
     library_prefix,
@@ -116,7 +117,8 @@ def _wrap_instance(
 ) -> ImageClassifier:
     """``net`` with the normalisation a registered factory's model gets: an :class:`ImageClassifier` is given
     ``mean``/``std`` itself when either is passed (no second layer of normalisation; none passed keeps its own),
-    anything else is wrapped in a PlainClassifier."""
+    anything else is wrapped in a PlainClassifier. Lazy or meta tensors are refused, as a factory's are."""
+    check_materialised(net, "create_model was given")  # the same hole as a factory's model: found once trained
     if isinstance(net, ImageClassifier):
         if num_classes is not None and num_classes != net.num_classes:
             raise DardError(f"the model has {net.num_classes} classes, not {num_classes}")

@@ -32,6 +32,7 @@ __all__ = [
     "RESERVED_KWARGS",
     "build_from_factory",
     "check_factory_kwargs",
+    "check_materialised",
     "check_model_kwargs",
     "is_import_spec",
     "library_prefix",
@@ -225,16 +226,24 @@ def build_from_factory(
             "student, the teacher and each run need their own: build a new module in each call"
         )
     _BUILT.add(model)
-    lazy = next((k for k, t in [*model.named_parameters(), *model.named_buffers()] if is_lazy(t)), None)
+    check_materialised(model, f"model '{name}': the factory returned")
+    return model
+
+
+def check_materialised(model: nn.Module, what: str) -> None:
+    """A DardError (``what`` first, e.g. "model 'x': the factory returned") if ``model`` has a tensor with no data
+    yet: an uninitialised lazy parameter (``nn.LazyLinear``) or one on the ``meta`` device. A factory's model and
+    a model instance given to ``create_model`` are checked alike."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    lazy = next((k for k, t in tensors if is_lazy(t)), None)
     if lazy is not None:  # a fresh copy to load a checkpoint into has no shapes yet: the run crashed once trained
         raise DardError(
-            f"model '{name}': the factory returned a model with uninitialised lazy parameters (tensor '{lazy}', "
-            "e.g. nn.LazyLinear); give their sizes (nn.Linear(in, out)), so that its weights can be saved and loaded"
+            f"{what} a model with uninitialised lazy parameters (tensor '{lazy}', e.g. nn.LazyLinear); give their "
+            "sizes (nn.Linear(in, out)), so that its weights can be saved and loaded"
         )
-    meta = next((k for k, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta), None)
+    meta = next((k for k, t in tensors if t.is_meta), None)
     if meta is not None:  # no data to move, load into or compute with: torch fails later, deep in a load or a step
         raise DardError(
-            f"model '{name}': the factory returned a model on the meta device (tensor '{meta}' has no data); "
-            "build it on the CPU (dard moves it to the run's device)"
+            f"{what} a model on the meta device (tensor '{meta}' has no data); build it on the CPU (dard moves it "
+            "to the run's device)"
         )
-    return model
