@@ -288,3 +288,23 @@ def test_a_zoo_architecture_with_external_weights_refuses_a_normalisation_it_wou
     argv = ["train", "--config", cfg, "--out", str(work / "new")]
     fails_cleanly(capsys, work, argv, f"teacher.normalize: true {needle}")
     check_stated_normalization(weights, False, "teacher.normalize: false", "", arch)  # raw pixels: as it loads
+
+
+def test_load_model_refuses_a_normalisation_it_would_not_apply(zoo, tmp_path, synthetic_cifar10_dir) -> None:
+    # the Python path beside the config's and dard eval's refusals: load_model(arch="robustbench:...", weights=...)
+    # took normalize (True by default) and dropped it in silence, as it did for a zoo model by name and a checkpoint
+    from dard.checkpoint import model_spec, save_checkpoint
+
+    cifar, bundle = load_dataset("cifar10", synthetic_cifar10_dir), load_dataset("digits")
+    state, _ = _save_weights(zoo, "cifar10"), _save_weights(zoo)
+    arch = f"robustbench:{NAME}"
+    with pytest.raises(DardError, match=f"normalize=True does nothing for {arch}: RobustBench's architectures take"):
+        load_model(cifar, "cpu", arch=arch, weights=state, normalize=True)
+    with pytest.raises(DardError, match=f"normalize=True does nothing for {arch}"):
+        load_model(bundle, "cpu", arch=arch, normalize=True)  # the zoo's trained model by name
+    assert load_model(cifar, "cpu", arch=arch, weights=state).info["mean"] is None  # unstated: raw pixels, as it is
+    small = create_model("small_cnn", in_channels=1)
+    raw = save_checkpoint(tmp_path / "raw", small, model_spec("small_cnn", bundle, False))
+    with pytest.raises(DardError, match=r"normalize=True contradicts .*raw \[0, 1\] pixels.*leave it out"):
+        load_model(bundle, "cpu", checkpoint=raw, normalize=True)
+    assert load_model(bundle, "cpu", checkpoint=raw, normalize=False).info["mean"] is None  # as recorded

@@ -21,6 +21,7 @@ from dard.errors import DardError
 from dard.io import DuplicateKeyError, loads_json, save_tensors, sha256_file, write_json
 from dard.model_checks import check_input, check_spec
 from dard.models import check_model_kwargs, create_model, is_import_spec, library_prefix
+from dard.models.robustbench import check_zoo_normalization
 from dard.module_utils import unwrap_model
 from dard.reading import check_regular_file
 from dard.run_dir import CHECKPOINTS, CheckpointProvenance, RunDir, enclosing_run
@@ -297,7 +298,7 @@ def load_model(
     checkpoint: str | Path | None = None,
     arch: str | None = None,
     weights: str | Path | Mapping[str, Any] | None = None,
-    normalize: bool = True,
+    normalize: bool | None = None,
     what: str = "model",
     model_dir: str | Path | None = None,
     threat_model: str = "Linf",
@@ -306,14 +307,19 @@ def load_model(
 ) -> LoadedModel:
     """A model for ``bundle``'s images: a dard ``checkpoint`` (whose recorded architecture ``arch``, if given, must
     be), or architecture ``arch`` with external ``weights`` (a file or a state dict already read) and, if
-    ``normalize``, the dataset's mean/std inside the model, or a RobustBench zoo model by name (``arch`` or
-    ``checkpoint`` ``robustbench:<name>`` without ``weights``: the trained model for ``bundle``'s dataset and
-    ``threat_model``, its weights from robustbench's loader and ``model_dir``; :mod:`dard.models.robustbench`).
+    ``normalize`` (None: true, but false for a ``robustbench:`` architecture), the dataset's mean/std inside the
+    model, or a RobustBench zoo model by name (``arch`` or ``checkpoint`` ``robustbench:<name>`` without ``weights``:
+    the trained model for ``bundle``'s dataset and ``threat_model``, its weights from robustbench's loader and
+    ``model_dir``; :mod:`dard.models.robustbench`).
 
     A class or channel count that does not match the dataset, or an image size the model cannot take, is a
-    DardError naming ``what``. ``source``: where a state dict given as ``weights`` came from (its file), for
-    messages and the record.
+    DardError naming ``what``; so is a ``normalize`` the model would not apply (true for a zoo model or
+    architecture, which take raw pixels; either value contradicting a checkpoint's own). ``source``: where a state
+    dict given as ``weights`` came from (its file), for messages and the record.
     """
+    zoo = library_prefix(str(checkpoint)) == "robustbench:" or library_prefix(arch) == "robustbench:"
+    if zoo and normalize:  # a zoo model takes raw pixels whatever is stated: it was dropped in silence
+        check_zoo_normalization(str(checkpoint if checkpoint is not None else arch), normalize, "normalize=True")
     if library_prefix(str(checkpoint)) == "robustbench:":  # a teacher named by its zoo name
         loaded = _load_zoo_model(str(checkpoint), bundle, device, model_dir, threat_model)
     elif checkpoint is None and weights is None and library_prefix(arch) == "robustbench:":
@@ -321,11 +327,18 @@ def load_model(
     elif checkpoint is not None:
         hint = TEACHER_RAW_HINT if what == "teacher" else RAW_WEIGHTS_HINT
         model, meta = load_checkpoint(checkpoint, device, arch=arch, raw_hint=hint)
+        recorded = meta["model"].get("mean") is not None
+        if normalize is not None and normalize != recorded:  # the checkpoint's own was kept in silence
+            said = "inputs normalised with the dataset's mean/std" if recorded else "raw [0, 1] pixels"
+            raise DardError(
+                f"{what}: normalize={normalize} contradicts {checkpoint}, which records its own normalisation "
+                f"({said}); normalize is for external weights: leave it out for a checkpoint"
+            )
         loaded = LoadedModel(model, {"source": str(checkpoint), **meta["model"]}, meta.get("epoch"))
     else:
         if arch is None or weights is None:
             raise DardError(f"{what}: give a dard checkpoint or an architecture with its weights")
-        spec = model_spec(arch, bundle, normalize, kwargs)  # kwargs: the factory's, for ``weights`` alone
+        spec = model_spec(arch, bundle, normalize is not False, kwargs)  # kwargs: the factory's, for weights alone
         model = build_model(spec)
         source = (source or "state dict") if isinstance(weights, Mapping) else str(weights)
         load_weights(model, weights if isinstance(weights, Mapping) else str(weights), where=source)

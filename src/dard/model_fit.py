@@ -21,6 +21,7 @@ from dard.checkpoint import RAW_WEIGHTS_HINT, build_model, check_sizes, load_che
 from dard.data import known_sizes
 from dard.errors import DardError
 from dard.models import library_prefix
+from dard.models.robustbench import check_zoo_normalization
 from dard.weights import load_weights
 
 __all__ = ["check_fits", "check_stated_normalization"]
@@ -116,13 +117,7 @@ def check_stated_normalization(
     A ``robustbench:`` architecture ``arch`` takes raw pixels whatever is stated (:func:`dard.checkpoint.model_spec`:
     the zoo's models normalise inside where their weights need it), so ``normalize`` true is a DardError: it was
     dropped in silence, and ``dard eval``'s record said ``normalization: dataset``."""
-    if normalize and library_prefix(arch) == "robustbench:":
-        raise DardError(
-            f"{stated} does nothing for {arch}: RobustBench's architectures take raw [0, 1] pixels and normalise "
-            "inside themselves where their weights need it, so dard adds no normalisation; state the weights' "
-            "inputs as raw pixels, or give weights trained on normalised inputs an architecture of your own "
-            "(module:function) that normalises"
-        )
+    check_zoo_normalization(arch, normalize, stated)
     path = Path(weights)
     if path.suffix != ".safetensors" or not path.with_suffix(".json").is_file():
         return

@@ -68,7 +68,7 @@ def _load_model_and_data(
         checkpoint=request.checkpoint or None,
         arch=request.model,
         weights=state,
-        normalize=request.normalization == "dataset",
+        normalize=None if request.normalization is None else request.normalization == "dataset",
         model_dir=request.model_dir,
         threat_model=threat,
         kwargs=kwargs,

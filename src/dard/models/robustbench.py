@@ -40,6 +40,7 @@ from dard.errors import DardError, one_line
 
 __all__ = [
     "THREAT_MODELS",
+    "check_zoo_normalization",
     "default_model_dir",
     "import_robustbench",
     "load_robustbench",
@@ -139,6 +140,19 @@ def robustbench_factory(name: str) -> Callable[..., nn.Module]:
 
     build.__name__ = build.__qualname__ = f"robustbench_{name}"
     return build
+
+
+def check_zoo_normalization(arch: str | None, normalize: bool, stated: str) -> None:
+    """A DardError if ``normalize`` (``stated`` so: a flag, a config key, an argument) asks for the dataset's
+    normalisation of a ``robustbench:`` model or architecture ``arch``: :func:`dard.checkpoint.model_spec` gives
+    those none (the zoo's models normalise inside where their weights need it), so it was dropped in silence."""
+    if normalize and isinstance(arch, str) and arch.startswith("robustbench:"):
+        raise DardError(
+            f"{stated} does nothing for {arch}: RobustBench's architectures take raw [0, 1] pixels and normalise "
+            "inside themselves where their weights need it, so dard adds no normalisation; state the weights' "
+            "inputs as raw pixels, or give weights trained on normalised inputs an architecture of your own "
+            "(module:function) that normalises"
+        )
 
 
 def weight_paths(name: str, dataset: str, threat_model: str, model_dir: str | Path | None = None) -> list[Path]:

@@ -113,7 +113,7 @@ def load_teacher(
         checkpoint=checkpoint,
         arch=tcfg.arch,
         weights=tcfg.weights,
-        normalize=tcfg.normalize,
+        normalize=tcfg.normalize if tcfg.weights else None,  # a checkpoint's or zoo model's own: never stated
         kwargs=tcfg.kwargs,
         what="teacher",
         threat_model=threat_model,
