@@ -26,7 +26,7 @@ from torch import nn
 from dard.checkpoint import load_checkpoint
 from dard.config import parse_config
 from dard.errors import DardError
-from dard.models import PlainClassifier, create_model
+from dard.models import PlainClassifier, check_factory_kwargs, create_model
 from dard.models.cost import macs_per_image
 
 VIT = "vit_tiny_patch16_224"
@@ -135,6 +135,56 @@ def test_timm_kwargs_are_checked_before_the_data_loads(stand_in_timm, tmp_path, 
         argv = ["eval", "--model", f"timm:{VIT}", *args, "--weights", str(weights), "--normalization", "none"]
         fails_cleanly(capsys, tmp_path, [*argv, "--data-dir", data["dir"]], needle)
     assert all(call.get("pretrained") is False for call in stand_in_timm)
+
+
+class Swallowing(nn.Module):
+    """As timm's SwinTransformer or StarNet: a keyword its __init__ does not name goes into **kwargs, unused."""
+
+    def __init__(self, num_classes: int, in_chans: int, drop_rate: float = 0.0, **kwargs: Any) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(in_chans * 64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(F.adaptive_avg_pool2d(x, 8).flatten(1)))
+
+
+class PassingOn(Swallowing):
+    """As timm's MaxxVit or RegNet: the keywords its __init__ does not name go on to its layers."""
+
+    def __init__(self, num_classes: int, in_chans: int, **kwargs: Any) -> None:
+        super().__init__(num_classes, in_chans)
+        self.head = nn.Linear(in_chans * 64, num_classes, **kwargs)
+
+
+@pytest.fixture
+def swallowing_timm(stand_in_timm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stand-in timm knowing two more models, whose keywords it prunes of None values as timm.create_model does."""
+    timm, classes = sys.modules["timm"], {"swallowing": Swallowing, "passing_on": PassingOn}
+
+    def create(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        return classes[name](**kwargs) if name in classes else TinyViT(**kwargs)
+
+    monkeypatch.setattr(timm, "is_model", lambda name: name in (VIT, *classes))
+    monkeypatch.setattr(timm, "create_model", create)
+
+
+def test_a_timm_keyword_the_model_drops_is_refused(swallowing_timm, tmp_path, capsys) -> None:
+    # a keyword the model's class takes into **kwargs and never uses (a misspelt dropout) built the model without it,
+    # and one set to null timm prunes: the user trained a model other than the one they thought they had set
+    with pytest.raises(DardError, match=r"timm:swallowing': dropout=0.5 changes nothing .* Swallowing takes "):
+        check_factory_kwargs("timm:swallowing", {"dropout": 0.5})
+    with pytest.raises(DardError, match=r"drop_rat=0.5 changes nothing .*; did you mean drop_rate\?"):
+        check_factory_kwargs("timm:swallowing", {"drop_rat": 0.5})
+    with pytest.raises(DardError, match=r"drop_rate=None changes nothing .* timm drops keyword arguments set to null"):
+        check_factory_kwargs("timm:swallowing", {"drop_rate": None})
+    check_factory_kwargs("timm:swallowing", {"drop_rate": 0.5})  # named: used
+    check_factory_kwargs("timm:passing_on", {"bias": False})  # not named, but it changes the model: passed on
+    check_factory_kwargs(f"timm:{VIT}", {"img_size": 8, "patch_size": 2})  # no **kwargs: built once, as before
+    cfg = config_file(tmp_path, model={"arch": "timm:swallowing", "kwargs": {"dropout": 0.5}}, data={"name": "digits"})
+    argv = ["train", "--config", cfg, "--out", str(tmp_path / "r")]
+    fails_cleanly(capsys, tmp_path, argv, "model.kwargs: model 'timm:swallowing': dropout=0.5 changes nothing")
 
 
 @pytest.mark.slow

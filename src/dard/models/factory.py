@@ -146,15 +146,15 @@ def check_factory_kwargs(name: str, kwargs: Mapping[str, Any] | None) -> None:
     """Model ``name``'s factory takes every one of ``kwargs`` (a config's ``model.kwargs`` or ``teacher.kwargs``)
     and needs no argument dard cannot give, checked by its signature without building it: a misspelt key was
     found when the model was built, after the data had loaded (a CIFAR load, a download). A ``timm:`` factory takes
-    any keyword (``timm.create_model`` hands them to the model's class), so one with ``kwargs`` is built once here,
-    the global RNG untouched: building is cheap, and a misspelt key or a value the model refuses is its error."""
+    any keyword (``timm.create_model`` hands them to the model's class), so one with ``kwargs`` is built here, the
+    global RNG untouched: building is cheap, a misspelt key or a value the model refuses is its error, and a key
+    its class takes into ``**kwargs`` and drops is refused (:func:`dard.models.timm_models.check_kwargs_used`)."""
     factory = model_factory(name)
     _factory_call(factory, name, dict.fromkeys(_OFFERED, 0), kwargs)
     if kwargs and library_prefix(name) == "timm:":
-        import torch
+        from dard.models.timm_models import check_kwargs_used
 
-        with torch.random.fork_rng(devices=[]):
-            build_from_factory(factory, name, 10, 3, kwargs)
+        check_kwargs_used(name[len("timm:") :], kwargs, lambda kw: build_from_factory(factory, name, 10, 3, kw))
 
 
 def _factory_call(

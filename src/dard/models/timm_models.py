@@ -16,18 +16,23 @@ Example config (``configs/cifar10/dard_vit_tiny.yaml``)::
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+import functools
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
 from dard.errors import DardError, one_line
 
-__all__ = ["import_timm", "timm_factory"]
+__all__ = ["check_kwargs_used", "import_timm", "timm_factory"]
 
 #: timm arguments that fetch or read weights (pickled files among them) outside dard's weights-only loader
 _REFUSED = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path")
 _INSTALL = "pip install 'dard[timm]'"
+#: timm.create_model's own arguments (layer configuration, download cache), which no model class names
+_CREATE_MODEL_OWN = ("scriptable", "exportable", "no_jit", "cache_dir")
 
 
 def import_timm(what: str) -> Any:
@@ -73,3 +78,83 @@ def timm_factory(name: str) -> Callable[..., nn.Module]:
 
     build.__name__ = build.__qualname__ = f"timm_{name}"
     return build
+
+
+def check_kwargs_used(name: str, kwargs: Mapping[str, Any], build: Callable[[Mapping[str, Any]], nn.Module]) -> None:
+    """A DardError for a keyword of ``kwargs`` that timm model ``name`` drops in silence: one set to None (which
+    ``timm.create_model`` prunes), or one its class's ``__init__`` (or a base class's) does not name but takes
+    into ``**kwargs``, where building without it gives the same model (modules, their settings, and weights drawn
+    from one seed). ``build(kwargs)`` builds the model; a keyword that was used, named or passed on to the layers
+    (MaxxVit's config overlay) changes the model and passes, as does any keyword of a class without ``**kwargs``
+    (timm's builder took it, or the class would have refused it)."""
+    with torch.random.fork_rng(devices=[]):
+        cls = type(build(kwargs))
+        named, swallows = _init_names(cls)
+        suspects = [k for k, v in kwargs.items() if v is None or (swallows and k not in named)]
+        suspects = [k for k in suspects if k not in _CREATE_MODEL_OWN]
+        if not suspects:
+            return
+        torch.manual_seed(0)
+        full = build(kwargs)
+        for key in suspects:
+            torch.manual_seed(0)
+            if _same(full, build({k: v for k, v in kwargs.items() if k != key})):
+                why = (
+                    "timm drops keyword arguments set to null (the model's default is used)"
+                    if kwargs[key] is None
+                    else f"timm's {cls.__name__} takes keywords it does not name into **kwargs, and without this one "
+                    "it builds the same model"
+                )
+                close = difflib.get_close_matches(key, sorted(named), n=3, cutoff=0.6)
+                hint = f"; did you mean {', '.join(close)}?" if close else f"; drop it ({cls.__name__} names its own)"
+                raise DardError(f"model 'timm:{name}': {key}={kwargs[key]!r} changes nothing in the model: {why}{hint}")
+
+
+def _init_names(cls: type) -> tuple[set[str], bool]:
+    """The keyword names the ``__init__`` of ``cls`` and its base classes take, and whether any takes ``**kwargs``."""
+    named: set[str] = set()
+    swallows = False
+    for base in cls.__mro__:
+        if base in (object, nn.Module) or "__init__" not in vars(base):
+            continue
+        try:
+            params = inspect.signature(vars(base)["__init__"]).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        named |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        swallows = swallows or any(p.kind is p.VAR_KEYWORD for p in params)
+    return named, swallows
+
+
+def _same(a: nn.Module, b: nn.Module) -> bool:
+    """Whether two models are one: each module's name, class and public settings, and every weight, bit for bit."""
+    if _settings(a) != _settings(b):
+        return False
+    sa, sb = a.state_dict(), b.state_dict()
+    return list(sa) == list(sb) and all(sa[k].dtype == sb[k].dtype and torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def _settings(model: nn.Module) -> list[Any]:
+    return [
+        (path, type(m).__qualname__, sorted((k, _plain(v)) for k, v in vars(m).items() if not k.startswith("_")))
+        for path, m in model.named_modules()
+    ]
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain data to compare: no object addresses (a layer class or a partial of one by its name)."""
+    if isinstance(value, (bool, int, str, type(None))):
+        return value
+    if isinstance(value, float):
+        return repr(value)  # nan equals nan
+    if isinstance(value, (list, tuple)):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _plain(v)) for k, v in value.items()))
+    if isinstance(value, torch.Tensor):
+        return ("tensor", str(value.dtype), tuple(value.shape))
+    if isinstance(value, functools.partial):
+        return ("partial", _plain(value.func), _plain(value.args), _plain(value.keywords))
+    if isinstance(value, type) or callable(value):
+        return (getattr(value, "__module__", None), getattr(value, "__qualname__", type(value).__qualname__))
+    return type(value).__qualname__
