@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import shutil
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -308,3 +309,27 @@ def test_load_model_refuses_a_normalisation_it_would_not_apply(zoo, tmp_path, sy
     with pytest.raises(DardError, match=r"normalize=True contradicts .*raw \[0, 1\] pixels.*leave it out"):
         load_model(bundle, "cpu", checkpoint=raw, normalize=True)
     assert load_model(bundle, "cpu", checkpoint=raw, normalize=False).info["mean"] is None  # as recorded
+
+
+def test_a_zoo_teacher_is_measured_and_cached_on_its_weights_sha256(zoo, finished_run, tmp_path, monkeypatch) -> None:
+    # teacher_quality left a zoo teacher out ("not a dard checkpoint"): measured now, cached on its file's SHA-256
+    import dard.evaluation.suite as suite
+    from dard.experiment.extras import teacher_quality
+    from dard.experiment.spec import TeacherQualitySpec
+
+    _save_weights(zoo)
+    student = tmp_path / "student"
+    shutil.copytree(finished_run, student)
+    cfg = parse_config(
+        tiny_run_config(method={"name": "dard", "params": {}}, teacher={"checkpoint": f"robustbench:{NAME}"})
+    )
+    spec = TeacherQualitySpec(n=16)
+    measured = teacher_quality(student, cfg, spec, device="cpu")
+    path = zoo / "digits" / "Linf" / f"{NAME}.pt"
+    assert measured.teacher["weights_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert measured.teacher["arch"] == f"robustbench:{NAME}" and measured.record.attacks["pgd20"].total == 16
+    monkeypatch.setattr(suite, "evaluate", lambda *a, **k: pytest.fail("measured again"))
+    assert teacher_quality(student, cfg, spec, device="cpu") == measured  # cached
+    torch.save({"state_dict": {}}, path)  # other weights in its place: measured again (here, refused as they load)
+    with pytest.raises(DardError, match="robustbench could not load it"):
+        teacher_quality(student, cfg, spec, device="cpu")

@@ -4,6 +4,7 @@ section that sets each student beside its teacher."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -88,6 +89,7 @@ def test_the_section_names_the_runs_it_left_out_and_why(finished_run, tmp_path):
         "weights": {"weights": str(weights), "arch": "small_cnn", "normalize": False},
         "zoo": {"checkpoint": "robustbench:Standard"},
         "gone": {"checkpoint": str(tmp_path / "nowhere" / "best.safetensors")},
+        "gone-weights": {"weights": str(tmp_path / "nowhere.pt"), "arch": "small_cnn", "normalize": False},
     }
     records = [RunRecord.load(finished_run)]  # natural: no teacher
     for name, teacher in teachers.items():
@@ -99,9 +101,34 @@ def test_the_section_names_the_runs_it_left_out_and_why(finished_run, tmp_path):
     text = teacher_quality_section(spec, records, tmp_path / "results", {})
     left = next(line for line in text.splitlines() if line.startswith("Left out: "))
     assert f"{finished_run.name} (it distils from no teacher)" in left
-    assert "weights (its teacher is external weights, not a dard checkpoint)" in left
-    assert "zoo (its teacher is a zoo model, not a dard checkpoint)" in left
+    assert "weights (not measured yet)" in left  # its file is there: measured, as a zoo model's is where found
+    assert "zoo (its zoo teacher cannot be looked up here: model 'robustbench:Standard' needs the robustbench" in left
     assert "gone (its teacher's checkpoint is not there)" in left
+    assert "gone-weights (its teacher's weights file is not there)" in left
+
+
+def test_an_external_weights_teacher_is_measured_and_cached_on_its_sha256(finished_run, tmp_path, monkeypatch):
+    # a teacher given as teacher.arch + teacher.weights was left out ("not a dard checkpoint"), a ladder of such
+    # teachers had an empty table; now measured as it loads for the run, cached on its file's SHA-256 and how it is
+    # built (a changed normalisation is another teacher)
+    student, weights = tmp_path / "student", tmp_path / "teacher.safetensors"
+    shutil.copytree(finished_run, student)
+    shutil.copyfile(finished_run / "best.safetensors", weights)  # a checkpoint's tensors, without its metadata
+    teacher = {"arch": "small_cnn", "weights": str(weights), "normalize": True}
+    raw = tiny_run_config(method={"name": "dard", "params": {}}, teacher=teacher)
+    (student / "config.yaml").write_text(yaml.safe_dump(raw))
+    spec = TeacherQualitySpec(n=32)
+    measured = teacher_quality(student, parse_config(raw), spec, device="cpu")
+    assert measured.record.clean == RunDir(finished_run).read_eval("best").clean  # the same model, the same images
+    assert measured.teacher["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    monkeypatch.setattr(suite, "evaluate", lambda *a, **k: pytest.fail("measured again"))
+    assert teacher_quality(student, parse_config(raw), spec, device="cpu") == measured  # cached
+    raw["teacher"]["normalize"] = False
+    with pytest.raises(pytest.fail.Exception, match="measured again"):  # built otherwise: another teacher
+        teacher_quality(student, parse_config(raw), spec, device="cpu")
+    monkeypatch.undo()
+    text = teacher_quality_section(spec, [RunRecord.load(student)], tmp_path / "results", {})
+    assert "| teacher.safetensors (small_cnn) |" in text  # the file and its architecture
 
 
 def test_the_budget_counts_the_label_gap_only_where_it_measures(finished_run, tmp_path):

@@ -15,11 +15,12 @@ from pydantic import BaseModel
 
 from dard.attacks.threat import NORM_NAMES
 from dard.config import RunConfig
-from dard.experiment.left_out import compare_skip, gap_measures, label_gap_skip, own_teacher, teacher_quality_skip
+from dard.experiment.left_out import compare_skip, gap_measures, label_gap_skip, measured_teacher, teacher_quality_skip
 from dard.experiment.plan import PlannedRun
 from dard.experiment.pool import pool_map
 from dard.experiment.spec import CompareAttacksSpec, ExperimentSpec, LabelGapSpec, TeacherQualitySpec
 from dard.methods.base import training_attack_passes
+from dard.models import library_prefix
 from dard.run_dir import CompareFile, LabelGapFile, RunDir, TeacherQualityFile
 from dard.training.cost import DataSizes, arch_macs, attack_passes, recorded_teacher_kwargs, teacher_arch
 from dard.training.setup import build_method
@@ -122,24 +123,29 @@ TEACHER_ATTACK = "pgd20"
 def teacher_quality(
     run_dir: Path, cfg: RunConfig, spec: TeacherQualitySpec, *, threads: int | None = None, device: str = "auto"
 ) -> TeacherQualityFile:
-    """A distilled run's teacher on its own: the checkpoint ``cfg`` names (the run's planned config), clean and
-    under PGD-20 on the first ``spec.n`` test images. Cached in ``eval/teacher.json``; measured again when the spec
-    or the teacher's weights change."""
-    from dard.checkpoint import checkpoint_meta, weights_digest
+    """A distilled run's teacher on its own: the one ``cfg`` names (the run's planned config: a dard checkpoint,
+    external weights or a zoo model), clean and under PGD-20 on the first ``spec.n`` test images. Cached in
+    ``eval/teacher.json``; measured again when the spec or the teacher changes (:func:`_teacher_key`)."""
+    from dard.checkpoint import checkpoint_meta
     from dard.evaluation.suite import build_suite, evaluate
     from dard.runtime import environment
     from dard.training.setup import load_teacher
 
-    folder, checkpoint = RunDir(run_dir), Path(str(cfg.teacher.checkpoint))
-    digest = weights_digest(checkpoint)
+    folder, key = RunDir(run_dir), _teacher_key(cfg)
     cached = folder.read_teacher_quality()
-    if cached is not None and cached.spec == spec.model_dump() and cached.teacher.get("weights_digest") == digest:
+    if (
+        cached is not None
+        and cached.spec == spec.model_dump()
+        and all(cached.teacher.get(k) == v for k, v in key.items())
+    ):
         return cached
     data, x, y, dev = _first_test_images(cfg, spec.n, device, threads)
     # the experiment's teacher (or one checked with its plan): its own run's extras may hold its folder's lock
     teacher, info = load_teacher(cfg.teacher, data.bundle, dev, NORM_NAMES[cfg.norm], in_use_ok=True)
-    epoch = checkpoint_meta(checkpoint)[1].get("epoch")
-    about = {**info, "checkpoint": checkpoint.as_posix(), "epoch": epoch, "weights_digest": digest}
+    about = {**info, **key}
+    if "weights_digest" in key:  # a dard checkpoint: the file and its epoch, for the report's column
+        checkpoint = Path(str(cfg.teacher.checkpoint))
+        about.update(checkpoint=checkpoint.as_posix(), epoch=checkpoint_meta(checkpoint)[1].get("epoch"))
     rec = evaluate(
         teacher,
         x,
@@ -157,6 +163,23 @@ def teacher_quality(
     with folder.lock():
         folder.write_teacher_quality(result)
     return result
+
+
+def _teacher_key(cfg: RunConfig) -> dict[str, Any]:
+    """What makes the teacher the one measured, beside its cached result: a dard checkpoint's tensor digest (what
+    the cache has always held), or for external weights and a zoo model the SHA-256 of the files read (run.json's
+    ``teacher_sha256``) and how they are built (the architecture, its normalisation and factory arguments; the zoo
+    name and threat model)."""
+    from dard.checkpoint import weights_digest
+    from dard.training.setup import teacher_sha256
+
+    t = cfg.teacher
+    if t.weights is None and not library_prefix(t.checkpoint):
+        return {"weights_digest": weights_digest(Path(str(t.checkpoint)))}
+    sha = teacher_sha256(t, cfg.data.name, NORM_NAMES[cfg.norm])
+    if t.weights is not None:
+        return {"weights_sha256": sha, "arch": t.arch, "normalize": t.normalize, "kwargs": dict(t.kwargs)}
+    return {"weights_sha256": sha, "arch": t.checkpoint, "threat_model": NORM_NAMES[cfg.norm]}
 
 
 @dataclass(frozen=True)
@@ -247,7 +270,7 @@ def extras_passes(spec: ExperimentSpec, cfg: RunConfig, sizes: DataSizes) -> flo
         passes += min(spec.compare_attacks.n, test) * (1 + sum(attack_passes(a) for a in attacks))
     if spec.label_gap is not None and gap_measures(cfg):  # the runs it leaves out cost nothing
         passes += min(spec.label_gap.n, test) * training_attack_passes(build_method(cfg).config())
-    t_arch = teacher_arch(cfg) if spec.teacher_quality is not None and own_teacher(cfg) else None
+    t_arch = teacher_arch(cfg) if spec.teacher_quality is not None and measured_teacher(cfg) else None
     if spec.teacher_quality is not None and t_arch:
         kwargs = recorded_teacher_kwargs(cfg)
         scale = arch_macs(t_arch, sizes.classes, sizes.shape, kwargs) / arch_macs(

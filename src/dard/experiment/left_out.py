@@ -7,10 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from dard.attacks.threat import NORM_NAMES
 from dard.config import RunConfig
 from dard.errors import DardError
 from dard.experiment.reuse import distils, missing_teacher_weights
 from dard.models import library_prefix
+from dard.models.robustbench import weight_paths
 from dard.report.markdown import md_text
 from dard.run_dir import RunDir, RunRecord
 from dard.training.setup import build_method
@@ -39,19 +41,40 @@ def label_gap_skip(cfg: RunConfig, folder: RunDir, checkpoint: str) -> str | Non
 
 
 def teacher_quality_skip(cfg: RunConfig, folder: RunDir) -> str | None:
-    """Why ``teacher_quality`` leaves the run out; None when it measures it (a dard checkpoint that is there)."""
-    named = str(cfg.teacher.checkpoint or "")
+    """Why ``teacher_quality`` leaves the run out; None when it measures it (a teacher whose weights are there: a
+    dard checkpoint, external weights or a zoo model's files)."""
     if not distils(cfg):
         return NO_TEACHER
-    if cfg.teacher.weights is not None:
-        return "its teacher is external weights, not a dard checkpoint"
-    if library_prefix(named):
-        return "its teacher is a zoo model, not a dard checkpoint"
-    if not own_teacher(cfg):
-        return "its teacher's checkpoint is not there"
+    why = _teacher_weights_missing(cfg)
+    if why is not None:
+        return why
     if not folder.is_evaluated():
         return "it has no final evaluation"
     return None
+
+
+def measured_teacher(cfg: RunConfig) -> bool:
+    """Whether ``teacher_quality`` can measure a planned run's teacher: it distils, and the teacher's weights are
+    there (for the budget's estimate, before the run has trained)."""
+    return distils(cfg) and _teacher_weights_missing(cfg) is None
+
+
+def _teacher_weights_missing(cfg: RunConfig) -> str | None:
+    """Why the teacher's weights cannot be read here; None when they can."""
+    named = str(cfg.teacher.checkpoint or "")
+    if cfg.teacher.weights is not None:
+        return None if Path(cfg.teacher.weights).is_file() else "its teacher's weights file is not there"
+    if library_prefix(named) == "robustbench:":
+        try:
+            files = weight_paths(named.split(":", 1)[1], cfg.data.name, NORM_NAMES[cfg.norm])
+        except DardError as e:  # robustbench not installed here, say
+            return f"its zoo teacher cannot be looked up here: {e}"
+        return (
+            None
+            if files and all(p.is_file() for p in files)
+            else "its zoo teacher's weights are not in the model folder"
+        )
+    return None if own_teacher(cfg) else "its teacher's checkpoint is not there"
 
 
 def own_teacher(cfg: RunConfig) -> bool:

@@ -14,6 +14,7 @@ from dard.evaluation.rounding import percent
 from dard.experiment.extras import TEACHER_ATTACK
 from dard.experiment.left_out import left_out_lines, teacher_quality_skip
 from dard.experiment.spec import TeacherQualitySpec
+from dard.models import library_prefix
 from dard.report import markdown_table, save_png
 from dard.report.plots import plot_text
 from dard.run_dir import RunDir, RunRecord
@@ -41,13 +42,11 @@ def _rows(runs: Sequence[RunRecord]) -> list[dict[str, Any]]:
             continue
         subset = student.autoattack_subset
         aa = subset.attacks.get("autoattack") if subset is not None else None
-        epoch = measured.teacher.get("epoch")
         rows.append(
             {
                 "run": run.name,
                 "path": run.path,
-                "teacher": Path(str(measured.teacher.get("checkpoint", ""))).name
-                + (f" (epoch {epoch})" if epoch else ""),
+                "teacher": _teacher_name(measured.teacher),
                 "teacher_clean": measured.record.clean,
                 "teacher_robust": _robust(measured.record),
                 "clean": student.clean,
@@ -56,6 +55,16 @@ def _rows(runs: Sequence[RunRecord]) -> list[dict[str, Any]]:
             }
         )
     return sorted(rows, key=lambda r: (r["teacher_robust"].accuracy if r["teacher_robust"] else -1.0, r["run"]))
+
+
+def _teacher_name(teacher: dict[str, Any]) -> str:
+    """The teacher's column: a dard checkpoint's file and epoch, a zoo model's name, external weights' file."""
+    if teacher.get("checkpoint"):
+        epoch = teacher.get("epoch")
+        return Path(str(teacher["checkpoint"])).name + (f" (epoch {epoch})" if epoch else "")
+    if library_prefix(teacher.get("arch")) == "robustbench:":
+        return str(teacher["arch"])
+    return f"{Path(str(teacher.get('source', ''))).name} ({teacher.get('arch')})"
 
 
 def teacher_quality_section(
@@ -77,7 +86,7 @@ def teacher_quality_section(
     lines = [
         "## Student against teacher quality",
         "",
-        f"Each distilled run beside the teacher checkpoint it learned from, measured on its own (clean and PGD-20 on "
+        f"Each distilled run beside the teacher it learned from, measured on its own (clean and PGD-20 on "
         f"the first {spec.n} test images); the student's numbers are its `best` checkpoint's (the suite, AutoAttack "
         "on the first images). Test accuracy in %, weakest teacher first.",
         "",
