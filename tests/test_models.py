@@ -267,6 +267,26 @@ def test_a_checkpoint_holding_a_model_and_its_ema_copy_is_refused(tmp_path: Path
     load_weights(create_model("small_cnn"), {"model": sd, "state_dict": dict(sd)})
 
 
+def test_the_one_state_dict_of_a_checkpoint_loads_under_any_key_and_two_are_refused(tmp_path: Path) -> None:
+    # a state dict under a key not in the wrapper list ({"model_state": ..., "optimizer_state": ...}, {"module": ...})
+    # was "no state dict", though it was the only one; and a distillation checkpoint {"student": ..., "teacher": ...}
+    # loaded the student in silence, "student" being a known key and "teacher" not
+    src = create_model("small_cnn")
+    sd = dict(src.state_dict())
+    optim = torch.optim.SGD(src.parameters(), lr=0.1, momentum=0.9)
+    src(torch.rand(2, 3, 8, 8)).sum().backward()
+    optim.step()  # its state holds momentum buffers: a mapping, but not a state dict
+    for case in ({"model_state": sd, "optimizer_state": optim.state_dict(), "epoch": 4}, {"module": sd}):
+        dst = create_model("small_cnn")
+        load_weights(dst, case)
+        assert _outputs_equal(src, dst)
+    both = {"student": sd, "teacher": {k: v * 2 for k, v in sd.items()}}
+    torch.save(both, tmp_path / "kd.pt")
+    for source in (both, tmp_path / "kd.pt"):
+        with pytest.raises(DardError, match=r"holds 2 state dicts \(student, teacher\), so which one to load"):
+            load_weights(create_model("small_cnn"), source)
+
+
 def test_load_deeper_model_names_missing_keys() -> None:
     # ResNet-20 weights lack ResNet-56's extra blocks; at most 5 names are listed, plus the count.
     with pytest.raises(DardError) as info:

@@ -1,9 +1,9 @@
 """Reading weight files and loading state dicts into models, with one-line errors.
 
 Accepts this project's ``.safetensors`` and the ``.pt``/``.pth`` files of other training code: the state dict may be
-nested in a checkpoint (``{"state_dict": ...}``, ``{"model": ...}``) and its keys prefixed by wrappers
-(``module.``, ``model.``, ``_orig_mod.``). Files are read tensors-only (``weights_only=True``): a checkpoint can never
-run code when loaded.
+nested in a checkpoint (``{"state_dict": ...}``, ``{"model": ...}``, any key where it is the only one) and its keys
+prefixed by wrappers (``module.``, ``model.``, ``_orig_mod.``). Files are read tensors-only (``weights_only=True``): a
+checkpoint can never run code when loaded.
 """
 
 from __future__ import annotations
@@ -188,27 +188,33 @@ def _one_state_dict(candidates: list[Mapping[str, Tensor]]) -> bool:
 
 
 def _unwrap(obj: Any, where: str) -> dict[str, Tensor]:
-    """Find the state dict inside a checkpoint that may nest it under e.g. ``state_dict`` or ``model``; two
-    different ones side by side (a model and its EMA copy) are a DardError naming their keys."""
+    """Find the state dict inside a checkpoint that nests it: under any key of a level where it is the one state
+    dict (``{"model_state": ..., "optimizer": ...}``), or deeper under a known wrapper key (``state_dict``,
+    ``model``, ...). Two different ones side by side (a model and its EMA copy, a student beside its teacher) are
+    a DardError naming their keys."""
     for _ in range(4):  # a few levels of nesting at most
         if _is_state_dict(obj):
             return {str(k): v for k, v in obj.items()}
         if not isinstance(obj, Mapping):
             break
-        found = [k for k in _WRAPPER_KEYS if k in obj and isinstance(obj[k], Mapping)]
-        if not _one_state_dict([obj[k] for k in found if _is_state_dict(obj[k])]):
-            # a model beside its EMA copy (or a student beside it): the first was loaded in silence, where
-            # timm's own loader prefers the EMA
+        held = [k for k, v in obj.items() if _is_state_dict(v)]
+        if not _one_state_dict([obj[k] for k in held]):
+            # a model beside its EMA copy, a student beside its teacher: the first known key's was loaded in
+            # silence (timm's own loader prefers the EMA), another key's was not found at all
+            names = ", ".join(map(str, held))
             raise DardError(
-                f"{where} holds {len(found)} state dicts ({', '.join(found)}), so which one to load cannot be told; "
-                f"save the one you mean alone, e.g. torch.save(checkpoint[{found[-1]!r}], 'weights.pt')"
+                f"{where} holds {len(held)} state dicts ({names}), so which one to load cannot be told; "
+                f"save the one you mean alone, e.g. torch.save(checkpoint[{held[-1]!r}], 'weights.pt')"
             )
+        if held:
+            return {str(k): v for k, v in obj[held[0]].items()}
+        found = [k for k in _WRAPPER_KEYS if k in obj and isinstance(obj[k], Mapping)]
         if not found:
             break
         obj = obj[found[0]]
     if isinstance(obj, Mapping):
         keys = ", ".join(map(str, list(obj)[:_SHOW]))
-        raise DardError(f"{where} holds no state dict (top-level keys: {keys or 'none'})")
+        raise DardError(f"{where} holds no state dict (keys: {keys or 'none'})")
     raise DardError(f"{where} holds no state dict (found {type(obj).__name__})")
 
 
