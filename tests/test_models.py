@@ -287,6 +287,21 @@ def test_the_one_state_dict_of_a_checkpoint_loads_under_any_key_and_two_are_refu
             load_weights(create_model("small_cnn"), source)
 
 
+def test_keys_behind_a_prefix_the_model_lacks_are_named(tmp_path: Path) -> None:
+    # a distillation wrapper's state dict (student.*, teacher.*) or a backbone's listed five keys of each side, and
+    # the reader had to see for themselves that every missing key was there behind a prefix
+    sd = dict(create_model("small_cnn").state_dict())
+    kd = {**{f"student.{k}": v for k, v in sd.items()}, **{f"teacher.{k}": v for k, v in sd.items()}}
+    with pytest.raises(DardError, match=r"the file's keys are the model's behind 'student.', 'teacher.': save the"):
+        load_weights(create_model("small_cnn"), kd)
+    with pytest.raises(DardError, match=r"the model's behind 'backbone.encoder.': save the state dict"):
+        load_weights(create_model("small_cnn"), {f"backbone.encoder.{k}": v for k, v in sd.items()})
+    sd.pop("fc.bias")
+    with pytest.raises(DardError) as info:  # keys of another model: no prefix to name
+        load_weights(create_model("small_cnn"), {f"backbone.{k}": v for k, v in sd.items()})
+    assert "behind" not in str(info.value)
+
+
 def test_load_deeper_model_names_missing_keys() -> None:
     # ResNet-20 weights lack ResNet-56's extra blocks; at most 5 names are listed, plus the count.
     with pytest.raises(DardError) as info:

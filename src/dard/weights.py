@@ -100,9 +100,30 @@ def _key_problems(state: Mapping[str, Tensor], target: Mapping[str, Tensor], str
     if strict and (missing or unexpected):
         problems.append(
             f"{len(missing)} missing key(s) [{_names(missing)}] and "
-            f"{len(unexpected)} unexpected key(s) [{_names(unexpected)}]"
+            f"{len(unexpected)} unexpected key(s) [{_names(unexpected)}]{_prefix_hint(missing, unexpected)}"
         )
     return problems
+
+
+def _prefix_hint(missing: list[str], unexpected: list[str]) -> str:
+    """What the file's keys put before every missing one, where some prefix does (``backbone.``, or ``student.``
+    and ``teacher.`` of a distillation wrapper's state dict): the list of keys alone did not say it. Not stripped:
+    which model the file meant cannot be told from the keys."""
+    if not missing:
+        return ""
+    wanted, covers = set(missing), dict[str, set[str]]()
+    for key in unexpected:
+        for i, c in enumerate(key):
+            if c == "." and key[i + 1 :] in wanted:
+                covers.setdefault(key[: i + 1], set()).add(key[i + 1 :])
+    full = sorted(p for p, keys in covers.items() if keys == wanted)
+    if not full:
+        return ""
+    shown = ", ".join(repr(one_line(p, _KEY_CHARS)) for p in full[:3]) + (", ..." if len(full) > 3 else "")
+    return (
+        f"; the file's keys are the model's behind {shown}: save the state dict of the one model you mean "
+        "(model.state_dict()), or strip the prefix"
+    )
 
 
 def _format(path: Path) -> str | None:
