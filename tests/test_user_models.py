@@ -147,6 +147,23 @@ def test_tied_weights_checkpoint_saves_and_loads(tmp_path):
     assert torch.equal(loaded(x), model(x)) and loaded.net.again is loaded.net.head
 
 
+def test_tied_weights_saved_under_one_name_load_and_two_differing_names_are_refused(tmp_path):
+    # safetensors' save_model (as Hugging Face saves) keeps one name of tied tensors: the model's other name was a
+    # "missing key"; and a file whose two names of one tied tensor differ loaded the last listed in silence
+    from safetensors.torch import save_model
+
+    model = create_model("test_tied_mlp", num_classes=4, in_channels=3).eval()
+    save_model(model.net, str(tmp_path / "one-name.safetensors"))
+    loaded = create_model("test_tied_mlp", num_classes=4, in_channels=3).eval()
+    load_weights(loaded, tmp_path / "one-name.safetensors")
+    x = torch.rand(4, 3, 2, 2)
+    assert torch.equal(loaded(x), model(x)) and loaded.net.again is loaded.net.head
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["again.weight"] += 1
+    with pytest.raises(DardError, match="tensors head.weight and again.weight differ, but the model ties them"):
+        load_weights(create_model("test_tied_mlp", num_classes=4, in_channels=3), state)
+
+
 def test_factory_ignoring_num_classes_is_caught_at_the_first_forward():
     register_model("test_plain_ignores_classes")(lambda: plain_mlp(7))
     model = create_model("test_plain_ignores_classes", num_classes=10)

@@ -60,7 +60,7 @@ def load_weights(
         raise DardError(f"weights must be a file path or a state dict, got {type(source).__name__}")
 
     target = model.state_dict()
-    state = _strip_prefixes(_unwrap(raw, where), set(target), where)
+    state = _tied_filled(_strip_prefixes(_unwrap(raw, where), set(target), where), target, where)
     problems = _key_problems(state, target, strict)
     if problems:
         raise DardError(f"cannot load {where} into {type(model).__name__}: " + "; ".join(problems))
@@ -73,6 +73,32 @@ def load_weights(
         reason = one_line(exc, _REASON_CHARS)
         raise DardError(f"cannot load {where} into {type(model).__name__}: {reason}") from None
     check_finite(model, where)
+
+
+def _tied_filled(state: dict[str, Tensor], target: Mapping[str, Tensor], where: str) -> dict[str, Tensor]:
+    """``state`` with each name of a tensor the model ties (one tensor under two names: a head tied to an embedding)
+    filled in from another of its names: safetensors' ``save_model`` and Hugging Face keep one name of tied tensors,
+    and the others were "missing keys". Two names of one tied tensor holding different values in the file are a
+    DardError: loaded into one tensor, the one listed last won in silence."""
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for key, tensor in target.items():
+        if tensor.numel() and not tensor.is_meta:
+            ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tensor.shape, tensor.stride())
+            groups.setdefault(ident, []).append(key)
+    out = dict(state)
+    for names in (g for g in groups.values() if len(g) > 1):
+        present = [k for k in names if k in state]
+        for other in present[1:]:
+            a, b = state[present[0]], state[other]
+            if a.shape != b.shape or not torch.equal(a, b.to(a.dtype)):
+                first, second = (one_line(k, _KEY_CHARS) for k in (present[0], other))
+                raise DardError(
+                    f"{where}: tensors {first} and {second} differ, but the model ties them (one tensor under both "
+                    "names), so which to load cannot be told; save the weights of a model that ties them"
+                )
+        for missing in (k for k in names if k not in state and present):
+            out[missing] = state[present[0]]
+    return out
 
 
 def _key_problems(state: Mapping[str, Tensor], target: Mapping[str, Tensor], strict: bool) -> list[str]:
