@@ -333,3 +333,19 @@ def test_a_zoo_teacher_is_measured_and_cached_on_its_weights_sha256(zoo, finishe
     torch.save({"state_dict": {}}, path)  # other weights in its place: measured again (here, refused as they load)
     with pytest.raises(DardError, match="robustbench could not load it"):
         teacher_quality(student, cfg, spec, device="cpu")
+
+
+def test_a_zoo_student_refuses_a_stated_normalisation_it_would_drop(zoo, tmp_path, capsys) -> None:
+    # model.normalize: true beside model.arch robustbench:... was dropped in silence (model_spec gives the zoo's
+    # architectures none), the run's config.yaml saying it was applied; a run folder's record, which states every
+    # key, is not a statement
+    from dard.training.preflight import check_config
+
+    work = tmp_path / "work"
+    work.mkdir()
+    model = {"arch": f"robustbench:{NAME}", "normalize": True}
+    cfg = config_file(work, model=model, data={"name": "digits"})
+    argv = ["train", "--config", cfg, "--out", str(work / "new")]
+    fails_cleanly(capsys, work, argv, f"model.normalize: true does nothing for robustbench:{NAME}", "drop model.norm")
+    check_config(parse_config(tiny_run_config(model=model)), new_run=False)  # a resume of a recorded config
+    check_config(parse_config(tiny_run_config(model={"arch": f"robustbench:{NAME}"})))  # unstated: as it always was

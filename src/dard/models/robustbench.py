@@ -142,16 +142,21 @@ def robustbench_factory(name: str) -> Callable[..., nn.Module]:
     return build
 
 
-def check_zoo_normalization(arch: str | None, normalize: bool, stated: str) -> None:
+_WEIGHTS_INSTEAD = (
+    "state the weights' inputs as raw pixels, or give weights trained on normalised inputs an architecture of your "
+    "own (module:function) that normalises"
+)
+
+
+def check_zoo_normalization(arch: str | None, normalize: bool, stated: str, instead: str = _WEIGHTS_INSTEAD) -> None:
     """A DardError if ``normalize`` (``stated`` so: a flag, a config key, an argument) asks for the dataset's
     normalisation of a ``robustbench:`` model or architecture ``arch``: :func:`dard.checkpoint.model_spec` gives
-    those none (the zoo's models normalise inside where their weights need it), so it was dropped in silence."""
+    those none (the zoo's models normalise inside where their weights need it), so it was dropped in silence.
+    ``instead``: what to do (default: for external weights)."""
     if normalize and isinstance(arch, str) and arch.startswith("robustbench:"):
         raise DardError(
             f"{stated} does nothing for {arch}: RobustBench's architectures take raw [0, 1] pixels and normalise "
-            "inside themselves where their weights need it, so dard adds no normalisation; state the weights' "
-            "inputs as raw pixels, or give weights trained on normalised inputs an architecture of your own "
-            "(module:function) that normalises"
+            f"inside themselves where their weights need it, so dard adds no normalisation; {instead}"
         )
 
 

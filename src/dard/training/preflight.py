@@ -38,6 +38,7 @@ from dard.io import check_writable
 from dard.methods import Method
 from dard.model_checks import check_input
 from dard.models import check_factory_kwargs, model_factory
+from dard.models.robustbench import check_zoo_normalization
 from dard.run_dir import RunDir
 from dard.runtime import seed_everything
 from dard.training.final_eval import EvalAttacks, eval_attacks
@@ -85,12 +86,19 @@ class RunParts:
 
 
 def check_config(
-    cfg: RunConfig, world_size: int = 1, make_method: Callable[[RunConfig], Method] = build_method
+    cfg: RunConfig,
+    world_size: int = 1,
+    make_method: Callable[[RunConfig], Method] = build_method,
+    *,
+    new_run: bool = True,
 ) -> Checked:
     """Build every object the config names (no data, no files, no models): the method (with ``make_method``) and
-    every attack."""
+    every attack. ``new_run``: the config is the user's, not a run folder's record (which states every key)."""
     at_key("data.name", lambda: DATASETS.get(cfg.data.name))  # was found when the data loaded, under the lock
     at_key("model.arch", lambda: model_factory(cfg.model.arch))
+    if new_run and "normalize" in cfg.model.model_fields_set:  # model_spec drops it for a zoo architecture
+        stated, instead = "model.normalize: true", "drop model.normalize (or set it false)"
+        check_zoo_normalization(cfg.model.arch, cfg.model.normalize, stated, instead)
     at_key("model.kwargs", lambda: check_factory_kwargs(cfg.model.arch, cfg.model.kwargs))
     method = at_key("method", lambda: make_method(cfg))
     check_teacher_config(cfg, method.needs_teacher)
@@ -282,7 +290,7 @@ def open_run(
     lock = folder.lock() if dist_info.is_main else None
 
     def first() -> Checked:
-        checked = check_config(cfg, dist_info.world_size, make_method)
+        checked = check_config(cfg, dist_info.world_size, make_method, new_run=not resume)
         if checked.method.needs_teacher:
             check_teacher(cfg, in_use_ok=own_teacher, student=folder)
             threat = NORM_NAMES[cfg.norm]
