@@ -404,6 +404,19 @@ def test_load_no_state_dict_inside(tmp_path: Path) -> None:
         load_weights(create_model("resnet8"), tmp_path / "meta.pt")
 
 
+def test_tensors_beside_other_values_are_named_as_such(tmp_path: Path) -> None:
+    # a state dict with an epoch written into it was "holds no state dict (keys: conv1.weight, bn1.weight, ...)",
+    # the names of its tensors given as the keys of something else
+    sd = dict(create_model("small_cnn").state_dict())
+    for case in ({**sd, "epoch": 5}, {"state_dict": {**sd, "best_acc": 0.5}}):
+        torch.save(case, tmp_path / "mixed.pt")
+        with pytest.raises(
+            DardError,
+            match=r"holds 20 tensors beside 1 value\(s\) that are not tensors \[(epoch \(int|best_acc \(float)",
+        ):
+            load_weights(create_model("small_cnn"), tmp_path / "mixed.pt")
+
+
 def test_loads_reference_cifar_resnet18_strictly() -> None:
     sd = torch.load(AUTOATTACK_MODEL, map_location="cpu", weights_only=True)
     assert len(sd) == 122

@@ -260,6 +260,14 @@ def _unwrap(obj: Any, where: str) -> dict[str, Tensor]:
             break
         obj = obj[found[0]]
     if isinstance(obj, Mapping):
+        others = [k for k, v in obj.items() if not isinstance(v, Tensor)]
+        if len(others) < len(obj) and not any(isinstance(obj[k], Mapping) for k in others):
+            # tensors beside a few other values ({..., "epoch": 5}): it listed the tensors' names as its keys
+            shown = ", ".join(f"{one_line(str(k), _KEY_CHARS)} ({type(obj[k]).__name__})" for k in others[:_SHOW])
+            raise DardError(
+                f"{where} holds {len(obj) - len(others)} tensors beside {len(others)} value(s) that are not tensors "
+                f"[{shown}], so it is not a state dict; save model.state_dict() alone"
+            )
         keys = ", ".join(map(str, list(obj)[:_SHOW]))
         raise DardError(f"{where} holds no state dict (keys: {keys or 'none'})")
     raise DardError(f"{where} holds no state dict (found {type(obj).__name__})")
