@@ -33,6 +33,9 @@ def test_defaults_round_trip():
         ({"eval": {"attacks": ["cw", "cw-linf"]}}, "cw-linf is listed twice"),  # the old label and the new one
         ({"eval": {"eps_sweep": [0.01, 0.02, 0.01]}}, "eval.eps_sweep: Value error, 0.01 is listed twice"),
         ({"eval": {"checkpoints": ["best", "best"]}}, "eval.checkpoints: Value error, best is listed twice"),
+        # an evaluation of no attack of the threat model: a record, and a report row, without robust accuracy
+        ({"eval": {"attacks": []}}, "eval.attacks: Value error, no attack of the threat model is listed"),
+        ({"eval": {"attacks": ["pgd-large"]}}, "no attack of the threat model is listed"),
         # a count of 1.5 held out one image, in silence (a fraction lies below 1)
         ({"data": {"val_size": 1.5}}, "data.val_size: Value error, a count of images (1 or more) is a whole number"),
         # no validation image: found out only after the data had loaded, under the run folder's lock

@@ -99,8 +99,8 @@ def test_an_l2_sat_run_trains_and_is_evaluated_at_l2(tmp_path):
 
 
 def test_a_record_without_a_threat_model_attack_states_the_runs_threat_model():
-    # a suite of sanity checks alone (`dard eval RUN --attacks pgd-large`) or none (`eval.attacks: []`, which the
-    # schema takes) recorded Linf eps 0, so `dard report` refused the run beside others of its own threat model
+    # a suite of sanity checks alone (`dard eval RUN --attacks pgd-large`; the schema refuses such an eval.attacks)
+    # or none recorded Linf eps 0, so `dard report` refused the run beside others of its own threat model
     # ("linf eps 0 (run)"); the final evaluation and `dard eval` pass the run's (norm, eps)
     from dard.evaluation.suite import build_suite, evaluate
 

@@ -21,7 +21,7 @@ from pydantic import (
 from dard.config.messages import validation_message
 from dard.config.options import apply_overrides
 from dard.errors import DardError
-from dard.evaluation.record import canonical_label
+from dard.evaluation.record import SANITY, canonical_label
 from dard.evaluation.suite import QUICK_SUITE, quick_suite
 from dard.models import check_model_kwargs
 from dard.names import check_label
@@ -187,7 +187,13 @@ class EvalConfig(_Strict):
     @classmethod
     def _current_labels(cls, v: list[str]) -> list[str]:
         # old labels (tpgd, cw) under their current names, so a config written with them has the same identity
-        return _distinct([canonical_label(label) for label in v])
+        labels = _distinct([canonical_label(label) for label in v])
+        if all(label in SANITY for label in labels):  # [] or [pgd-large]: a record and report without robust accuracy
+            raise ValueError(
+                "no attack of the threat model is listed, so the run's result would have no robust accuracy (pgd-large "
+                f"is a sanity check outside it); list one or more, e.g. [{', '.join(QUICK_SUITE[:2])}]"
+            )
+        return labels
 
     @field_validator("eps_sweep", "checkpoints", mode="after")
     @classmethod
