@@ -177,8 +177,12 @@ def test_bad_params_raise_one_line_dard_error(name, params, fragment):
 
 
 def test_unknown_param_names_valid_ones():
-    with pytest.raises(DardError, match=r"attack 'pgd' has no parameter 'stepz'; valid: eps, step_size, steps"):
+    # a typo gets the nearest names first (Registry.create; method parameters and model names likewise)
+    near = r"attack 'pgd' has no parameter 'stepz' \(did you mean 'steps' or 'step_size'\?\); valid: eps, step_size"
+    with pytest.raises(DardError, match=near):
         create_attack("pgd", stepz=3)
+    with pytest.raises(DardError, match=r"unknown attack 'pgdd' \(did you mean 'pgd' or 'tpgd'\?\); valid: apgd-ce"):
+        create_attack("pgdd")
     with pytest.raises(DardError, match=r"has no parameters 'a', 'b'; valid: eps, norm, seed$"):
         create_attack("fgsm", a=1, b=2)
 

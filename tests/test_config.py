@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from tests.cli_checks import fails_cleanly
 from tests.conftest import assert_one_line_error, run_cli
 
 from dard.config import dump_config, load_config, parse_config, read_assignments
@@ -227,6 +228,8 @@ def test_free_form_sections_hold_plain_data(section, value, needle, tmp_path):
     with pytest.raises(DardError) as e:
         load_config(p)
     assert section in str(e.value) and needle in str(e.value)
+    if section == "val.attack":  # its keys are an attack's parameters, checked as the config is read (below)
+        return
     p.write_text(f"{head}:\n  {key}:\n    x: [1, 2.5, a, true, {{y: null}}]\n")  # plain data is taken as it is
     sub = getattr(load_config(p), head)
     assert getattr(sub, key)["x"] == [1, 2.5, "a", True, {"y": None}]
@@ -336,3 +339,24 @@ def test_a_warm_up_as_long_as_the_run_is_refused() -> None:
         checked(epochs=2, warmup_epochs=5, schedule="cosine")
     checked(epochs=6, warmup_epochs=5)  # one epoch after the warm-up (a resume's --epochs 6 included)
     checked(epochs=1, warmup_epochs=0)
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        (
+            "val.attack={name: pgd, stepz: 10}",
+            "val.attack: attack 'pgd' has no parameter 'stepz' (did you mean 'steps'",
+        ),
+        ("val.attack={name: pgdd}", "val.attack: unknown attack 'pgdd' (did you mean 'pgd'"),
+        ("eval.attacks=[fgsm, pgd21]", "eval.attacks: unknown attack 'pgd21' (did you mean 'pgd20'"),
+        ("val.attack={name: cw, steps: -1}", "val.attack: cw: steps must be >= 1, got -1"),
+    ],
+)
+def test_attack_specs_are_checked_when_the_config_is_read(override, needle, capsys):
+    # a misspelt attack parameter was taken by `dard config show` (and any reader of the config) and refused only
+    # when `dard train` built the attack; now wherever the config is parsed, with the nearest names
+    with pytest.raises(DardError) as e:
+        load_config(None, [override])
+    assert needle in str(e.value) and "\n" not in str(e.value)
+    fails_cleanly(capsys, None, ["config", "show", "--set", override], needle)

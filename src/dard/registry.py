@@ -9,6 +9,7 @@ imports its own package's ``__init__``. timm keeps its model registry the same w
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -23,6 +24,7 @@ __all__ = [
     "METHODS",
     "MODELS",
     "Registry",
+    "did_you_mean",
     "param_names",
     "register_attack",
     "register_dataset",
@@ -62,7 +64,8 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise DardError(f"unknown {self.kind} {shown(name)}; valid: {', '.join(self.names())}") from None
+            hint = did_you_mean([name] if isinstance(name, str) else [], self.names())
+            raise DardError(f"unknown {self.kind} {shown(name)}{hint}; valid: {', '.join(self.names())}") from None
 
     def params(self, name: str) -> list[str]:
         """The keyword parameters ``create(name, ...)`` accepts, in signature order."""
@@ -81,8 +84,8 @@ class Registry(Generic[T]):
             unknown = [key for key in params if key not in valid]
             if unknown:
                 raise DardError(
-                    f"{self.kind} '{name}' has no parameter{'s' if len(unknown) > 1 else ''} {_quoted(unknown)}; "
-                    f"valid: {', '.join(valid) or 'none'}"
+                    f"{self.kind} '{name}' has no parameter{'s' if len(unknown) > 1 else ''} {_quoted(unknown)}"
+                    f"{did_you_mean(unknown, valid)}; valid: {', '.join(valid) or 'none'}"
                 )
         required = [p.name for p in signature if p.default is p.empty and p.kind in _NAMED]
         missing = [key for key in required if key not in params]
@@ -100,6 +103,12 @@ class Registry(Generic[T]):
 
 def _quoted(names: list[str]) -> str:
     return ", ".join(f"'{n}'" for n in names)
+
+
+def did_you_mean(given: list[str], valid: list[str]) -> str:
+    """``" (did you mean 'steps'?)"`` for the valid names closest to those given (a typo of one), else ``""``."""
+    near = dict.fromkeys(m for g in given for m in difflib.get_close_matches(g, valid, n=2, cutoff=0.6))
+    return f" (did you mean {' or '.join(map(repr, near))}?)" if near else ""
 
 
 # Typed loosely: naming the classes here would import the packages that register into these, which import this.

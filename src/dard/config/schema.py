@@ -22,7 +22,7 @@ from dard.config.messages import validation_message
 from dard.config.options import apply_overrides
 from dard.errors import DardError
 from dard.evaluation.record import SANITY, canonical_label
-from dard.evaluation.suite import QUICK_SUITE, quick_suite
+from dard.evaluation.suite import QUICK_SUITE, attack_from_spec, build_suite, quick_suite
 from dard.models import check_model_kwargs
 from dard.names import check_label
 from dard.packaged import find_config
@@ -281,8 +281,7 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _suite_of_the_norm(self) -> RunConfig:
-        # an L2 run's default suite leaves out the Linf-only attacks; a suite given explicitly is checked when the
-        # run starts, so an attack of the wrong norm is refused there in one line
+        # an L2 run's default suite leaves out the Linf-only attacks; one given explicitly is checked by parse_config
         if self.norm != "linf" and "attacks" not in self.eval.model_fields_set:
             self.eval.attacks = quick_suite(self.norm)
         # 8/255 is an Linf budget: an L2 run without eps trained and was evaluated at a radius of 0.03, in silence
@@ -317,9 +316,24 @@ class RunConfig(_Strict):
 def parse_config(data: dict[str, Any] | None) -> RunConfig:
     """Validate a plain dict into a RunConfig (DardError naming the key on failure)."""
     try:
-        return RunConfig.model_validate(data or {})
+        cfg = RunConfig.model_validate(data or {})
     except ValidationError as e:
         raise DardError(f"config error: {validation_message(e, RunConfig, data)}") from None
+    _check_attack_specs(cfg)
+    return cfg
+
+
+def _check_attack_specs(cfg: RunConfig) -> None:
+    """The validation and evaluation attacks build (milliseconds): ``val.attack: {name: pgd, stepz: 10}`` is refused
+    wherever a config is read, not first by ``dard train``'s checks (a method's attack is built with the method)."""
+    for key, build in (
+        ("val.attack", lambda: attack_from_spec(cfg.val.attack, cfg.eps, cfg.seed, cfg.norm)),
+        ("eval.attacks", lambda: build_suite(cfg.eval.attacks, cfg.eps, seed=cfg.seed, norm=cfg.norm)),
+    ):
+        try:
+            build()
+        except DardError as e:
+            raise DardError(f"{key}: {e}") from None  # as `dard train` said it (preflight.check_config)
 
 
 def load_config(

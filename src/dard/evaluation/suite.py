@@ -22,6 +22,7 @@ from dard.evaluation.resume import EvalResume, EvaluationStopped, reusable
 from dard.models import check_logits
 from dard.module_utils import eval_mode
 from dard.progress import progress_bar
+from dard.registry import did_you_mean
 
 # Named evaluation attacks with the parameters the field reports (docs/evaluation.md, "The suite").
 # eps comes from the threat model at build time; `step_ratio` sets step_size = step_ratio * eps, which is the
@@ -76,14 +77,13 @@ def build_suite(
 ) -> dict[str, Attack]:
     """Instantiate named attacks (keys of DEFAULT_SUITE, or any registered attack name) at one eps and ``norm``; the
     old labels ``tpgd`` and ``cw`` (:data:`~dard.evaluation.record.LEGACY_LABELS`) give ``pgd-ll`` and ``cw-linf``.
-
     Every threat-model attack runs in ``norm`` (an attack that cannot is a one-line DardError naming its label); the
     sanity attacks keep their own (``pgd-large``: Linf at 0.5, whatever the threat model).
     """
     attacks: dict[str, Attack] = {}
     for label in map(canonical_label, names):
         if label not in DEFAULT_SUITE and label not in ATTACKS:
-            raise DardError(f"unknown attack {shown(label)}; {attack_names()}")
+            raise DardError(f"unknown attack {shown(label)}{attack_names(str(label))}")
         spec = merge_step(DEFAULT_SUITE.get(label, {"name": label}), (overrides or {}).get(label, {}))
         try:
             attacks[label] = attack_from_spec(spec, eps, seed, None if label in SANITY else norm)
@@ -101,10 +101,11 @@ def _attack_class(label: str) -> type[Attack]:
     return ATTACKS.get(DEFAULT_SUITE.get(label, {"name": label})["name"])
 
 
-def attack_names() -> str:
-    """What an attack may be called: the suite labels people type and the registered attack classes."""
-    aliases = ", ".join(f"{old} = {new}" for old, new in LEGACY_LABELS.items())
-    return f"suite labels: {', '.join(DEFAULT_SUITE)} ({aliases}); attack classes: {', '.join(ATTACKS.names())}"
+def attack_names(given: str) -> str:
+    """What an attack may be called, the nearest to ``given`` first: the suite labels and the attack classes."""
+    aliases = ", ".join(f"{o} = {n}" for o, n in LEGACY_LABELS.items())
+    near = did_you_mean([given], [*DEFAULT_SUITE, *ATTACKS.names()])
+    return f"{near}; suite labels: {', '.join(DEFAULT_SUITE)} ({aliases}); attack classes: {', '.join(ATTACKS.names())}"
 
 
 def attack_from_spec(spec: Mapping[str, Any], eps: float, seed: int | None, norm: str | None = None) -> Attack:
@@ -170,8 +171,7 @@ def _run_attack(
     label: str,
     progress: bool,
 ) -> tuple[AttackResult, torch.Tensor]:
-    """One attack over every batch: its result, and which points are robust (correct clean and under the attack;
-    bool, CPU)."""
+    """One attack over every batch: its result, and which points are robust (clean and attacked; bool, CPU)."""
     t0 = time.time()
     ok = torch.zeros(x.shape[0], dtype=torch.bool)
     max_pert = 0.0
