@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.conftest import run_cli, tiny_config
+from tests.conftest import run_cli, tiny_config, tiny_run_config
 
 from dard.attacks import AutoAttackWrapper
 from dard.config import parse_config
@@ -459,3 +459,37 @@ def test_a_budget_plan_puts_students_jobs_at_a_time_and_a_teacher_alone(tmp_path
         ["fits", *["would start and stop part-way"] * 2],
         ["fits", "would start and stop part-way", "would not start"],
     ]
+
+
+def test_a_rate_measured_on_the_same_cpu_kind_is_preferred_and_another_kind_is_named(finished_run, tmp_path):
+    """Every CPU is `cpu (x86_64, N threads)`: a rate measured on an Intel CPU with native bf16 was taken for an AMD
+    one that emulates it (35 times slower for a bf16 DARD step), with nothing said. run.json records the CPU's
+    model and bf16; a rate of the same kind comes first, and another kind, or an older record's unknown one, is said."""
+    from dard.runtime import cpu_model, cpu_native_bf16, environment
+
+    here = ("AMD EPYC", False)
+    assert environment()["cpu_model"] == cpu_model() and environment()["cpu_native_bf16"] == cpu_native_bf16()
+    for name, ips, kind in (("a-intel", 10.0, ("Intel Xeon", True)), ("b-amd", 900.0, here), ("c-old", 10.0, None)):
+        run = Path(shutil.copytree(finished_run, tmp_path / name))
+        info = json.loads((run / "run.json").read_text())
+        for key in ("cpu_model", "cpu_native_bf16"):
+            info["environment"].pop(key, None)  # c-old: a record from before dard recorded them
+        if kind:
+            info["environment"].update(cpu_model=kind[0], cpu_native_bf16=kind[1])
+        (run / "run.json").write_text(json.dumps(info))
+        rows = _metrics(run)
+        rows[-1]["images_per_s"] = ips
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = parse_config(tiny_run_config(name="new"))
+    label = json.loads((finished_run / "run.json").read_text())["environment"]["device_name"]
+
+    def basis() -> str:
+        return Estimator(tmp_path, "cpu", label, cpu=here).estimate("new", cfg, None).basis
+
+    assert basis().startswith("earlier run b-amd on cpu") and "kind" not in basis()  # not the median of three
+    shutil.rmtree(tmp_path / "b-amd")
+    assert (
+        "; measured on another CPU kind, Intel Xeon with native bf16 (this one AMD EPYC with emulated bf16)" in basis()
+    )
+    shutil.rmtree(tmp_path / "a-intel")
+    assert "earlier run c-old" in basis() and "measured on a CPU of unknown kind" in basis()

@@ -100,6 +100,10 @@ def environment(device: torch.device | None = None) -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "platform": platform.platform(),
         "cpu_threads": torch.get_num_threads(),
+        # the CPU kind a rate was measured on (dard.experiment.estimate): one device_name on every CPU, and an
+        # emulated bf16 step is 35 times slower than a native one
+        "cpu_model": cpu_model(),
+        "cpu_native_bf16": cpu_native_bf16(),
     }
 
 
@@ -122,6 +126,20 @@ def configure_threads(threads: int | None) -> None:
 
 #: CPU flags (x86: /proc/cpuinfo "flags"; Arm: "Features") of native bf16 arithmetic
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """This CPU's model as the system names it (x86: cpuinfo's "model name", e.g. 'AMD EPYC'; else
+    ``platform.processor()``); None where it cannot tell."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+            return " ".join(value.split())[:200]
+    return platform.processor() or None
 
 
 def cpu_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:

@@ -2,10 +2,12 @@
 (:mod:`dard.experiment.budget`): the cost model of :mod:`dard.training.cost` at a rate taken, in this order, from
 
 1. the run's own measured throughput (a run resumed from a snapshot),
-2. an earlier run in the same runs folder on the same device: the same architecture and method first, then the
-   same architecture, then any (scaled by their multiply-accumulates per image, and raised to the default when
-   below it: MACs undercount a wide network's efficiency against a narrow one's); of several that match equally
-   well, the run at their (lower) median rate,
+2. an earlier run in the same runs folder on the same device, measured on the same CPU kind (model and native bf16,
+   as run.json records them; a run recorded without them is of unknown kind) before any other: an emulated bf16 step
+   runs 35 times slower than a native one, and every CPU has one device name; then the same architecture and
+   method first, then the same architecture, then any (scaled by their multiply-accumulates per image, and raised
+   to the default when below it: MACs undercount a wide network's efficiency against a narrow one's); of several
+   that match equally well, the run at their (lower) median rate,
 3. the conservative default for the device type (:data:`dard.training.cost.DEFAULT_MACS_PER_S`).
 
 On a CPU a rate measured on more threads than a run has now (two runs at a time, one thread each) is scaled down
@@ -67,17 +69,28 @@ class Estimate:
         )
 
 
-# an earlier run measured on this device: (match rank, name, training MACs/s, images/s, evaluation MACs/s or None)
-_Found = tuple[int, str, float, float, float | None]
+# an earlier run measured on this device: (match rank, name, training MACs/s, images/s, evaluation MACs/s or None,
+# measured on this CPU kind)
+_Found = tuple[int, str, float, float, float | None, bool]
+#: a CPU's kind as run.json records it: (its model, whether it computes bf16 natively)
+CpuKind = tuple[str, bool]
 
 
 class Estimator:
     """Estimates for the runs of one runs folder on one device (``label``: its name as run.json records it; None
     when planning for a device type this machine does not have), each run on ``threads`` CPU threads (None: as
-    many as this process has now)."""
+    many as this process has now); ``cpu``: this machine's CPU kind (:func:`cpu_kind`; None: unknown)."""
 
-    def __init__(self, runs_root: Path, device_type: str, label: str | None, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        runs_root: Path,
+        device_type: str,
+        label: str | None,
+        threads: int | None = None,
+        cpu: CpuKind | None = None,
+    ) -> None:
         self.runs_root, self.device_type, self.label, self.threads = runs_root, device_type, label, threads
+        self.cpu = cpu
         self._sizes: dict[tuple, DataSizes] = {}
 
     def sizes(self, cfg: RunConfig) -> DataSizes:
@@ -117,6 +130,7 @@ class Estimator:
             scale, note = self._thread_scale(folder.read_info())
             own_eval = measured_eval_rate(folder, sizes)
             own_eval = own_eval * scale if own_eval else None
+            note += self._kind_note(folder.read_info())
             return own[0] * scale, own_eval, f"its own throughput so far ({own[1]:.0f} images/s{note})"
         found = self._earlier_runs(folder, cfg, sizes)
         default = default_rate(cfg, self.device_type)
@@ -129,18 +143,18 @@ class Estimator:
         # The median run of the best-matching group, not the first by name: one slow or fast neighbour (AdaAD's
         # rate for a natural run) would otherwise decide every estimate of a method not measured yet.
         best = _best_matches(found)
-        rank, other, rate, ips, _ = _median_of(best, key=lambda f: f[2])
+        rank, other, rate, ips, _, _ = _median_of(best, key=lambda f: f[2])
         how = ["same architecture and method", "same architecture", "another architecture, scaled by MACs"][rank]
         how += f"; the median of {len(best)} such runs" if len(best) > 1 else ""
         measured = RunDir(self.runs_root / other).read_info()
-        how += self._thread_scale(measured)[1]
+        how += self._thread_scale(measured)[1] + self._kind_note(measured)
         on = measured.latest_environment().get("device_name") or self.label  # its threads, not ours
         if rank == 2 and rate < default:
             how, rate = f"{how}; raised to the default {default / 1e12:.3g} TMAC/s", default
         evaluated = _best_matches([f for f in found if f[4]])
         eval_rate = None
         if evaluated:
-            eval_rank, _, _, _, eval_rate = _median_of(evaluated, key=lambda f: f[4] or 0.0)
+            eval_rank, _, _, _, eval_rate, _ = _median_of(evaluated, key=lambda f: f[4] or 0.0)
             eval_rate = max(eval_rate or 0.0, rate * EVAL_SPEED_FACTOR) if eval_rank == 2 else eval_rate
         return rate, eval_rate, f"earlier run {other} on {on} ({ips:.0f} images/s; {how})"
 
@@ -170,7 +184,8 @@ class Estimator:
                 same_arch = student["arch"] == cfg.model.arch
                 rank = 0 if same_arch and info.method.get("name") == cfg.method.name else 1 if same_arch else 2
                 scale, evals = self._thread_scale(info)[0], measured_eval_rate(run, sizes)
-                found.append((rank, other.name, got[0] * scale, got[1], evals * scale if evals else None))
+                same_kind = not self._kind_note(info)
+                found.append((rank, other.name, got[0] * scale, got[1], evals * scale if evals else None, same_kind))
         return found
 
     def _thread_scale(self, info: RunInfo) -> tuple[float, str]:
@@ -183,15 +198,41 @@ class Estimator:
             return 1.0, ""
         return now / then, f"; x{now}/{then} for {now} thread{'s' if now > 1 else ''} of its {then}"
 
+    def _kind_note(self, info: RunInfo) -> str:
+        """For the basis, where the run of ``info`` measured its latest rates on a CPU of another kind than this one
+        (or of a kind unknown, there or here); empty on the same kind, and on other devices."""
+        if self.device_type != "cpu":
+            return ""
+        then = cpu_kind(info.latest_environment())
+        if then is not None and then == self.cpu:
+            return ""
+        if then is None:
+            return "; measured on a CPU of unknown kind (its run.json names no CPU model)"
+        here = f"this one {_kind_text(self.cpu)}" if self.cpu else "this one's unknown"
+        return f"; measured on another CPU kind, {_kind_text(then)} ({here})"
+
     def _same_device(self, run: RunDir) -> bool:
         recorded = run.read_info().latest_environment().get("device_name")  # where its last rates were measured
         return self.label is not None and _device_key(str(recorded)) == _device_key(self.label)
 
 
 def _best_matches(rows: list[_Found]) -> list[_Found]:
-    """The rows of the best (lowest) match rank among ``rows`` (empty for none)."""
+    """The rows of the best (lowest) match rank among ``rows`` (empty for none), of those measured on this CPU kind
+    where there are any."""
+    rows = [r for r in rows if r[5]] or rows
     lowest = min((r[0] for r in rows), default=None)
     return [r for r in rows if r[0] == lowest]
+
+
+def cpu_kind(env: dict[str, Any]) -> CpuKind | None:
+    """The CPU kind an environment (run.json's, :func:`dard.runtime.environment`) records; None where it does not
+    say (records from before dard recorded it are of unknown kind, never taken for this one)."""
+    model, native = env.get("cpu_model"), env.get("cpu_native_bf16")
+    return (model, native) if isinstance(model, str) and isinstance(native, bool) else None
+
+
+def _kind_text(kind: CpuKind) -> str:
+    return f"{kind[0]} with {'native' if kind[1] else 'emulated'} bf16"
 
 
 def _median_of(rows: list[_Found], key: Callable[[_Found], Any]) -> _Found:
@@ -234,12 +275,13 @@ def estimator_for(runs_root: Path, device: str, threads: int | None = None) -> E
     defaults."""
     import torch
 
-    from dard.runtime import device_name, resolve_device
+    from dard.runtime import cpu_model, cpu_native_bf16, device_name, resolve_device
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         return Estimator(runs_root, "cuda", _recorded_cuda_device(runs_root))
     dev = resolve_device(device)
-    return Estimator(runs_root, dev.type, device_name(dev), threads)
+    here = cpu_kind({"cpu_model": cpu_model(), "cpu_native_bf16": cpu_native_bf16()})  # as environment() records
+    return Estimator(runs_root, dev.type, device_name(dev), threads, here)
 
 
 def torch_threads() -> int:
