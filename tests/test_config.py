@@ -16,7 +16,7 @@ def test_defaults_round_trip():
     again = parse_config(yaml.safe_load(dump_config(cfg)))
     assert again == cfg
     assert cfg.eps == pytest.approx(8 / 255)
-    assert cfg.optim.milestones == [30, 40]
+    assert cfg.optim.milestones == [6, 8]  # the default [30, 40] scaled to the default 10 epochs
 
 
 @pytest.mark.parametrize(
@@ -165,7 +165,8 @@ def test_a_config_without_teacher_kwargs_dumps_and_hashes_as_before(data, dumped
 
     from dard.config import config_identity, identity_hash
 
-    data = {"method": {"name": "dard"}, **data}
+    # optim.milestones as a recorded config.yaml writes it (unset, the default now scales to the default 10 epochs)
+    data = {"method": {"name": "dard"}, "optim": {"milestones": [30, 40]}, **data}
     assert hashlib.sha256(dump_config(parse_config(data)).encode()).hexdigest()[:16] == dumped
     assert identity_hash(config_identity(data)) == identity
 
@@ -360,3 +361,27 @@ def test_attack_specs_are_checked_when_the_config_is_read(override, needle, caps
         load_config(None, [override])
     assert needle in str(e.value) and "\n" not in str(e.value)
     fails_cleanly(capsys, None, ["config", "show", "--set", override], needle)
+
+
+def test_step_milestones_lie_within_the_run(tmp_path, capsys):
+    """The default milestones [30, 40] (60% and 80% of 50 epochs) never came in the default 10 epochs: the step
+    schedule kept optim.lr throughout, in silence. Unset, they scale to the epochs; set past the end, a new run is
+    refused before any work; a recorded config (every value written) reads as it was made."""
+    from dard.training.preflight import check_milestones
+
+    def milestones(**optim: object) -> list[int]:
+        return parse_config({"optim": optim}).optim.milestones
+
+    assert milestones() == [6, 8] and milestones(epochs=5) == [3, 4] and milestones(epochs=1) == []
+    assert milestones(epochs=50) == [30, 40] and milestones(epochs=41) == [30, 40]
+    assert milestones(epochs=10, milestones=[2]) == [2] and milestones(epochs=10, schedule="cosine") == [30, 40]
+    recorded = parse_config({"optim": {"epochs": 50}}).model_dump(mode="json")
+    recorded["optim"]["epochs"] = 10  # a run made before: [30, 40] written out, and resumable as it was
+    assert parse_config(recorded).optim.milestones == [30, 40]
+    with pytest.raises(DardError, match=r"optim.milestones \[30, 40\] are not before optim.epochs 10: .* \[6, 8\]"):
+        check_milestones(parse_config(recorded))
+    check_milestones(parse_config({"optim": {"epochs": 10, "milestones": [9]}}))
+    out = tmp_path / "r"
+    argv = ["train", "--config", "cifar10/sat_resnet18", "--epochs", "10", "--out", str(out), "--device", "cpu"]
+    fails_cleanly(capsys, tmp_path, argv, "optim.milestones [30, 40] are not before optim.epochs 10")
+    assert not out.exists()

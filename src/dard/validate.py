@@ -96,6 +96,17 @@ def check_seed(value: Any, *, owner: str) -> int | None:
     return check_int("seed", value, owner=owner, lo=0)
 
 
+def distinct(values: list[Any]) -> list[Any]:
+    """``values``, or a ValueError naming the one given twice (a config's lists: a second `pgd20`, eps or checkpoint
+    would run the same evaluation again, for hours, and its record keep one of them)."""
+    seen: set[Any] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{value} is listed twice")
+        seen.add(value)
+    return values
+
+
 def check_plain_data(value: Any, where: str = "") -> Any:
     """``value`` if it is plain data, what a run records as JSON (its config, run.json, checkpoints): text, finite
     numbers, true/false, null, and lists (or tuples) and string-keyed mappings of them, with no list or mapping

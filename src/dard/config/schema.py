@@ -26,7 +26,7 @@ from dard.evaluation.suite import QUICK_SUITE, attack_from_spec, build_suite, qu
 from dard.models import check_model_kwargs
 from dard.names import check_label
 from dard.packaged import find_config
-from dard.validate import check_plain_data, without_empty_sections
+from dard.validate import check_plain_data, distinct, without_empty_sections
 from dard.yaml_files import read_yaml_mapping
 
 #: seeds are within what every RNG dard seeds accepts (NumPy's legacy seeding takes 32 bits)
@@ -145,15 +145,24 @@ class OptimConfig(_Strict):
     schedule: Literal["step", "cosine", "constant", "onecycle"] = Field(
         "step", description="onecycle: linear decay to 0 after the warm-up (with warmup_epochs: one-cycle)"
     )
-    milestones: list[Annotated[int, Field(ge=0, le=EPOCHS_MAX)]] = Field(default_factory=lambda: [30, 40])
+    milestones: list[Annotated[int, Field(ge=0, le=EPOCHS_MAX)]] = Field(
+        default_factory=lambda: [30, 40],
+        description="epochs where step multiplies lr by gamma; unset, in a run of 40 epochs or fewer: 60% and 80%",
+    )
     gamma: float = Field(0.1, gt=0, le=1)
     warmup_epochs: int = Field(0, ge=0, le=EPOCHS_MAX)
 
     @model_validator(mode="after")
-    def _nesterov_has_momentum(self) -> OptimConfig:
+    def _consistent(self) -> OptimConfig:
         # torch's SGD refuses Nesterov without momentum, but only when the optimizer is built, after the checks
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov needs a momentum above 0 (optim.momentum)")
+        # the default milestones, the field's 60% and 80% of 50 epochs, never came in a shorter run, which kept its
+        # learning rate throughout in silence: unset, they scale to its epochs (set: preflight.check_milestones)
+        if self.schedule == "step" and "milestones" not in self.model_fields_set and self.milestones[-1] >= self.epochs:
+            self.milestones = sorted(
+                {m for m in (round(0.6 * self.epochs), round(0.8 * self.epochs)) if m < self.epochs}
+            )
         return self
 
 
@@ -187,7 +196,7 @@ class EvalConfig(_Strict):
     @classmethod
     def _current_labels(cls, v: list[str]) -> list[str]:
         # old labels (tpgd, cw) under their current names, so a config written with them has the same identity
-        labels = _distinct([canonical_label(label) for label in v])
+        labels = distinct([canonical_label(label) for label in v])
         if all(label in SANITY for label in labels):  # [] or [pgd-large]: a record and report without robust accuracy
             raise ValueError(
                 "no attack of the threat model is listed, so the run's result would have no robust accuracy (pgd-large "
@@ -198,18 +207,7 @@ class EvalConfig(_Strict):
     @field_validator("eps_sweep", "checkpoints", mode="after")
     @classmethod
     def _distinct_entries(cls, v: list[Any]) -> list[Any]:
-        return _distinct(v)
-
-
-def _distinct(values: list[Any]) -> list[Any]:
-    """``values``, or a ValueError naming the one given twice: a second `pgd20` (or eps, or checkpoint) would run the
-    same evaluation again, for hours, and its record keep one of them."""
-    seen: set[Any] = set()
-    for value in values:
-        if value in seen:
-            raise ValueError(f"{value} is listed twice")
-        seen.add(value)
-    return values
+        return distinct(v)
 
 
 class SpeedConfig(_Strict):

@@ -151,6 +151,20 @@ def check_warmup(cfg: RunConfig) -> None:
         )
 
 
+def check_milestones(cfg: RunConfig) -> None:
+    """A new run's ``optim.milestones`` lie before its last epoch (a run that resumes keeps those it recorded): one at
+    or past ``optim.epochs`` never decays the learning rate, and ``--epochs 10`` on a config of 50 epochs at [30, 40]
+    trained at the full rate throughout, in silence (unset, the default milestones scale to the epochs: the schema)."""
+    late = [m for m in cfg.optim.milestones if m >= cfg.optim.epochs] if cfg.optim.schedule == "step" else []
+    if late:
+        e = cfg.optim.epochs
+        raise DardError(
+            f"optim.milestones {late} are not before optim.epochs {e}: the learning rate would never decay there; "
+            f"set milestones within the run (the field's 60% and 80%: [{round(0.6 * e)}, {round(0.8 * e)}]), or drop "
+            "optim.milestones to have them scaled to the epochs"
+        )
+
+
 def check_compile_backend(name: str) -> None:
     """``name`` is a backend ``torch.compile`` knows (its own, and those installed packages register); torch names
     an unknown one only when it compiles, after the data and the models are loaded."""
@@ -291,6 +305,8 @@ def open_run(
 
     def first() -> Checked:
         checked = check_config(cfg, dist_info.world_size, make_method, new_run=not resume)
+        if not resume:
+            check_milestones(cfg)
         if checked.method.needs_teacher:
             check_teacher(cfg, in_use_ok=own_teacher, student=folder)
             threat = NORM_NAMES[cfg.norm]
