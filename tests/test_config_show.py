@@ -99,3 +99,16 @@ def test_a_key_one_level_up_names_where_it_belongs(tmp_path: Path, capsys: pytes
     config = tmp_path / "c.yaml"
     config.write_text("method: {name: trades, beta: 6}\n")
     fails_cleanly(capsys, tmp_path, ["train", "--config", str(config)], "did you mean method.params.beta?")
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("model.arch=resnet21", "model.arch: unknown model 'resnet21' (did you mean 'resnet32' or 'resnet20'?)"),
+        ("data.name=mnist", "data.name: unknown dataset 'mnist'"),
+        ("model.kwargs={widthh: 2}", "model.kwargs: model 'small_cnn': its factory takes no argument 'widthh'"),
+    ],
+)
+def test_config_show_refuses_a_model_or_dataset_dard_train_would_refuse(override, needle, capsys):
+    # it showed them as a valid config (it built only the method), and dard train refused them in its first checks
+    fails_cleanly(capsys, None, ["config", "show", "--set", override], needle)

@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from dard.config import RunConfig, apply_overrides, load_config, parse_config
     from dard.config.show import show_config
     from dard.run_dir import RunDir
+    from dard.training.preflight import check_names
     from dard.training.setup import build_method
 
     folder = RunDir(args.source) if args.source else None
@@ -35,5 +36,6 @@ def run(args: argparse.Namespace) -> int:
         cfg = parse_config(data)
     else:
         cfg = load_config(args.source, args.overrides)
+    check_names(cfg)  # as dard train checks them first (the teacher rules aside: a config may leave the teacher out)
     sys.stdout.write(show_config(cfg, build_method(cfg).config(), args.source))
     return 0

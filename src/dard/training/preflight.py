@@ -94,12 +94,10 @@ def check_config(
 ) -> Checked:
     """Build every object the config names (no data, no files, no models): the method (with ``make_method``) and
     every attack. ``new_run``: the config is the user's, not a run folder's record (which states every key)."""
-    at_key("data.name", lambda: DATASETS.get(cfg.data.name))  # was found when the data loaded, under the lock
-    at_key("model.arch", lambda: model_factory(cfg.model.arch))
+    check_names(cfg)
     if new_run and "normalize" in cfg.model.model_fields_set:  # model_spec drops it for a zoo architecture
         stated, instead = "model.normalize: true", "drop model.normalize (or set it false)"
         check_zoo_normalization(cfg.model.arch, cfg.model.normalize, stated, instead)
-    at_key("model.kwargs", lambda: check_factory_kwargs(cfg.model.arch, cfg.model.kwargs))
     method = at_key("method", lambda: make_method(cfg))
     check_teacher_config(cfg, method.needs_teacher)
     if not method.robust and cfg.val.select_by == "robust":
@@ -119,6 +117,14 @@ def check_config(
             f"{world_size} processes"
         )
     return Checked(method=method, val_attack=val_attack, eval_attacks=final)
+
+
+def check_names(cfg: RunConfig) -> None:
+    """The dataset and the model the config names exist, and the model's factory takes ``model.kwargs`` (also what
+    ``dard config show`` checks, which showed ``model.arch: resnet21`` as a valid config)."""
+    at_key("data.name", lambda: DATASETS.get(cfg.data.name))  # was found when the data loaded, under the lock
+    at_key("model.arch", lambda: model_factory(cfg.model.arch))
+    at_key("model.kwargs", lambda: check_factory_kwargs(cfg.model.arch, cfg.model.kwargs))
 
 
 def check_switches_in_use(cfg: RunConfig) -> None:
