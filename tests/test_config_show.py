@@ -107,6 +107,8 @@ def test_a_key_one_level_up_names_where_it_belongs(tmp_path: Path, capsys: pytes
         ("model.arch=resnet21", "model.arch: unknown model 'resnet21' (did you mean 'resnet32' or 'resnet20'?)"),
         ("data.name=mnist", "data.name: unknown dataset 'mnist'"),
         ("model.kwargs={widthh: 2}", "model.kwargs: model 'small_cnn': its factory takes no argument 'widthh'"),
+        # the method's errors name its key, as dard train's do (an attack of another norm named no key at all)
+        ("method.params={attack: {name: pgd, norm: l2}}", "method: attack 'pgd' is set to norm 'l2'"),
     ],
 )
 def test_config_show_refuses_a_model_or_dataset_dard_train_would_refuse(override, needle, capsys):

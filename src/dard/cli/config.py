@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from dard.config.show import show_config
     from dard.run_dir import RunDir
     from dard.training.preflight import check_names
-    from dard.training.setup import build_method
+    from dard.training.setup import at_key, build_method
 
     folder = RunDir(args.source) if args.source else None
     if folder is not None and folder.path.is_dir() and folder.config.is_file():  # a run folder: what it recorded
@@ -37,5 +37,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.source, args.overrides)
     check_names(cfg)  # as dard train checks them first (the teacher rules aside: a config may leave the teacher out)
-    sys.stdout.write(show_config(cfg, build_method(cfg).config(), args.source))
+    method = at_key("method", lambda: build_method(cfg))  # its error named as dard train names it
+    sys.stdout.write(show_config(cfg, method.config(), args.source))
     return 0
