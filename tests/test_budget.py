@@ -381,7 +381,9 @@ def test_experiment_budget_starts_nothing_that_cannot_finish_stops_part_way_then
     stretches = [(s["step"], s["environment"]["cpu_threads"]) for s in sat.stretches or []]
     assert stretches[0] == (1, 1) and {t for _, t in stretches} == {1}  # (then its evaluation, a second call)
     out = capfd.readouterr().out  # the workers' lines too
-    assert out.count("[budget] sat-s0: starting") == out.count("[budget] dard-s0: starting") == 1
+    # (the output in the message: once, in a full suite under load, both workers' lines were missing, and nothing
+    # else was kept to tell why)
+    assert out.count("[budget] sat-s0: starting") == out.count("[budget] dard-s0: starting") == 1, out
     # dard-s0's rate: an earlier run's, on the threads it was measured on, scaled to the one thread it has
     assert f"on {device_name(torch.device('cpu'))} (" in out
     assert torch.get_num_threads() == 1 or f"x1/{torch.get_num_threads()} for 1 thread of its" in out
