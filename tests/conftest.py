@@ -28,11 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 # Read once and removed, so every other test sees dard's default data folder (./data) as in any clone; the tests
 # that need CIFAR-10 take it from the `cifar10` fixture. CI points it at the development copy it has.
 DATA_DIR = os.environ.pop("DARD_DATA_DIR", None)
-# `make test` runs the suite in pytest-xdist workers, one per core: each worker gets its share of the cores as torch
-# threads, since two workers of two threads each on two cores would only contend.
-if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    torch.set_num_threads(max(1, cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 
 def run_cli(*args: str, cwd: Path | None = None, isolated: bool = False, timeout: float = 600) -> CompletedProcess:
