@@ -161,9 +161,7 @@ def _train(
         run.announcer = Announcer(cfg, folder, sizes, device, dist_info.world_size, final_eval)
         say(run.announcer.header(run.progress), cfg.name)
     for epoch in range(run.progress.epoch, cfg.optim.epochs):
-        # images of this epoch trained before a resume (a global count): not this stretch's, so not in its rate
-        resumed = float(run.progress.partial["seen"]) if run.progress.batch and run.progress.partial else 0.0
-        sums, t0, stopped = _train_epoch(run, epoch)
+        sums, t0, resumed, stopped = _train_epoch(run, epoch)
         if not stopped:
             _end_epoch(run, epoch, sums, t0, resumed)
         if stopped or (epoch + 1 < cfg.optim.epochs and past_deadline(run.stop_at, dist_info, device, True)):
@@ -237,16 +235,18 @@ def _start_or_resume(run: _Run, resume: bool) -> None:
         run.folder.write_metrics(run.progress.history)
 
 
-def _train_epoch(run: _Run, epoch: int) -> tuple[dict[str, Any], float, bool]:
+def _train_epoch(run: _Run, epoch: int) -> tuple[dict[str, Any], float, float, bool]:
     """One epoch of training steps (from the step a resumed snapshot stopped at); returns this rank's running
-    sums (loss, correct, seen), the epoch's start time, and whether it stopped at the deadline (with a snapshot)."""
+    sums (loss, correct, seen), the epoch's start time, the images those sums held at the start (a resume's), and
+    whether it stopped at the deadline (with a snapshot)."""
     cfg, progress = run.cfg, run.progress
     assert progress.train_seconds is not None  # _set_up and _start_or_resume make it a number
     run.loader.set_epoch(epoch)
     run.model.train()
     # resumed mid-epoch: rank 0 saved the global sums so far
     sums = StepSums(progress.partial if progress.batch and run.main else None, first_step=progress.batch)
-    resumed = sums.host["seen"]  # (rank 0's resumed global count: the bar's rate is this stretch's)
+    # images of this epoch trained before a resume (rank 0 holds their global count): not in this stretch's rate
+    resumed = float(sums.host["seen"])
     t0 = mark = time.time()  # t0: this epoch's throughput; mark: training time not yet added to progress
     steps = len(run.loader)
     bar = progress_bar(
@@ -283,7 +283,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[dict[str, Any], float, bool]:
             break
     bar.close()
     progress.train_seconds += time.time() - mark
-    return sums.host, t0, stopped
+    return sums.host, t0, resumed, stopped
 
 
 def _step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
