@@ -15,7 +15,8 @@ from dard.config import config_identity, parse_config
 from dard.errors import DardError
 from dard.evaluation.outcomes import decode_outcomes, encode_outcomes
 from dard.evaluation.record import AttackResult, Count, EvalRecord, check_counts
-from dard.evaluation.suite import QUICK_SUITE, build_suite, evaluate, sanity_flags
+from dard.evaluation.sanity import sanity_flags
+from dard.evaluation.suite import QUICK_SUITE, build_suite, evaluate
 from dard.run_dir import EvalFile
 from dard.run_dir.files import read_json_file
 

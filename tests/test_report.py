@@ -15,7 +15,7 @@ import pytest
 
 from dard.errors import DardError
 from dard.evaluation.record import AttackResult, Count, EvalRecord
-from dard.evaluation.suite import sanity_flags
+from dard.evaluation.sanity import sanity_flags
 from dard.report import build_report, markdown_table
 from dard.report.markdown import md_code, md_text
 from dard.run_dir import EpochMetrics, EpsSweep, EvalFile, Progress, RunDir, RunInfo, RunRecord
