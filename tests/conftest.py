@@ -28,6 +28,12 @@ REPO = Path(__file__).resolve().parents[1]
 # Read once and removed, so every other test sees dard's default data folder (./data) as in any clone; the tests
 # that need CIFAR-10 take it from the `cifar10` fixture. CI points it at the development copy it has.
 DATA_DIR = os.environ.pop("DARD_DATA_DIR", None)
+# One intra-op thread for the tests' tiny models, here and in every dard the tests start (dard.runtime.default_threads
+# reads it): a second thread only adds synchronisation at these sizes, and on a busy machine each OpenMP barrier waits
+# for a descheduled thread (tests/test_attacks.py and test_method_losses.py beside a two-process campaign: 83 s of
+# pytest on one thread, over 900 s on two). Tests of thread handling set their own.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 
 def run_cli(*args: str, cwd: Path | None = None, isolated: bool = False, timeout: float = 600) -> CompletedProcess:

@@ -163,6 +163,7 @@ def test_more_threads_than_cores_are_kept_and_said_once(monkeypatch, capsys):
     from dard.runtime import configure_threads
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS")  # tests/conftest.py sets it
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -174,6 +175,32 @@ def test_more_threads_than_cores_are_kept_and_said_once(monkeypatch, capsys):
     finally:
         torch.set_num_threads(before)
     assert capsys.readouterr().err.count("speed.threads 3 is more than the 1 core(s)") == 1
+
+
+def test_unset_threads_follow_omp_num_threads_and_another_value_is_ignored_once(monkeypatch, capsys):
+    # speed.threads unset took every core whatever OMP_NUM_THREADS said: torchrun's 1 per process, a shared
+    # machine's share of a job
+    from dard import runtime
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(runtime, "_IGNORED_OMP", set())
+    cases = {"3": 3, " 1 ": 1, "0004": 4, "abc": 2, "0": 2, "4097": 2, "1" * 5000: 2, "-1": 2, "2.5": 2, "": 2}
+    for value, expected in [*cases.items(), ("abc", 2)]:
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+        assert runtime.default_threads() == expected, value
+    err = capsys.readouterr().err
+    assert err.count("OMP_NUM_THREADS='abc' is not an integer in 1-4096; ignored") == 1  # once, asked twice
+    assert err.count("dard: note: OMP_NUM_THREADS=") == 6 and max(map(len, err.splitlines())) < 300
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        runtime.configure_threads(None)
+        assert torch.get_num_threads() == 3
+        runtime.configure_threads(1)  # the config's own wins
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert "dard: note: OMP_NUM_THREADS 3 is more than the 2 core(s)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

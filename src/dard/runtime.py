@@ -107,21 +107,48 @@ def environment(device: torch.device | None = None) -> dict[str, Any]:
     }
 
 
+#: the most intra-op threads a config (speed.threads) or OMP_NUM_THREADS may ask for
+MAX_THREADS = 4096
+
+
 def configure_threads(threads: int | None) -> None:
-    """Set intra-op threads (default: all cores the process may use) for CPU runs. More threads than cores are
+    """Set intra-op threads for CPU runs: ``threads``, else :func:`default_threads`. More threads than cores are
     kept, since a config travels between machines and its reductions follow the thread count, but said once:
     oversubscribed cores make every step slower."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    if threads is not None and threads > cores and threads != torch.get_num_threads():
+    cores = _usable_cores()
+    chosen = threads if threads is not None else default_threads()
+    if chosen > cores and chosen != torch.get_num_threads():
+        where = "speed.threads" if threads is not None else "OMP_NUM_THREADS"
         print(
-            f"dard: note: speed.threads {threads} is more than the {cores} core(s) this process may use; "
+            f"dard: note: {where} {chosen} is more than the {cores} core(s) this process may use; "
             "each step will be slower",
             file=sys.stderr,
         )
-    torch.set_num_threads(max(1, threads if threads is not None else cores))
+    torch.set_num_threads(max(1, chosen))
+
+
+def default_threads() -> int:
+    """The threads of a run whose config leaves ``speed.threads`` unset: ``$OMP_NUM_THREADS`` where it is an
+    integer in 1-:data:`MAX_THREADS` (torch reads it the same way; torchrun sets 1 per process, and shared machines
+    set it to a job's share), else every core the process may use. Another value is ignored, with a note."""
+    given = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if given.isascii() and given.isdigit() and 1 <= int(given[:5]) <= MAX_THREADS:
+        return int(given)
+    if given and given not in _IGNORED_OMP:
+        _IGNORED_OMP.add(given)  # said once per process, not once per run of an experiment
+        what = f"OMP_NUM_THREADS={shown(given)}"
+        print(f"dard: note: {what} is not an integer in 1-{MAX_THREADS}; ignored", file=sys.stderr)
+    return _usable_cores()
+
+
+_IGNORED_OMP: set[str] = set()
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 #: CPU flags (x86: /proc/cpuinfo "flags"; Arm: "Features") of native bf16 arithmetic

@@ -26,6 +26,7 @@ from dard.evaluation.suite import QUICK_SUITE, attack_from_spec, build_suite, qu
 from dard.models import check_model_kwargs
 from dard.names import check_label
 from dard.packaged import find_config
+from dard.runtime import MAX_THREADS
 from dard.validate import check_plain_data, distinct, without_empty_sections
 from dard.yaml_files import read_yaml_mapping
 
@@ -230,7 +231,7 @@ class SpeedConfig(_Strict):
     )
     cudnn_benchmark: bool = True
     sync_bn: bool = True
-    threads: int | None = Field(None, ge=1, le=4096)
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS)
 
 
 class RunConfig(_Strict):
