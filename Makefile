@@ -20,12 +20,14 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/dard demo --out runs/demo
 
-# --durations: the slowest tests, printed by every run, so that growth past the suite's ~4 minutes on 2 cores shows
+# --durations: the slowest tests, printed by every run, so that growth past the suite's ~4 minutes on 2 cores shows.
+# -n auto: one pytest-xdist worker per core, each running dard on one thread (tests/conftest.py); worksteal, since a
+# few end-to-end tests take 10-30 s and the rest well under one
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/ruff format --check src tests benchmarks tools
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q --durations=15 -n auto --dist worksteal
 
 # The real timm and robustbench (tests marked `ecosystem`, docs/ecosystem.md) in a venv of their own: both import
 # torchvision, and PyPI's torchvision does not import beside the CPU torch 2.13.0 of $(VENV) ("operator

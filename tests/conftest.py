@@ -26,8 +26,12 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 # Read once and removed, so every other test sees dard's default data folder (./data) as in any clone; the tests
-# that need CIFAR-10 take it from the `cifar10` fixture. CI points it at the development copy it has.
-DATA_DIR = os.environ.pop("DARD_DATA_DIR", None)
+# that need CIFAR-10 take it from the `cifar10` fixture. CI points it at the development copy it has. The
+# pytest-xdist workers start from this process's environment, after this removal: they read it under a name dard
+# does not know.
+DATA_DIR = os.environ.pop("DARD_DATA_DIR", None) or os.environ.get("DARD_TESTS_DATA_DIR")
+if DATA_DIR:
+    os.environ["DARD_TESTS_DATA_DIR"] = DATA_DIR
 # One intra-op thread for the tests' tiny models, here and in every dard the tests start (dard.runtime.default_threads
 # reads it): a second thread only adds synchronisation at these sizes, and on a busy machine each OpenMP barrier waits
 # for a descheduled thread (tests/test_attacks.py and test_method_losses.py beside a two-process campaign: 83 s of
