@@ -485,3 +485,47 @@ def test_experiment_counts_imported_runs_as_done_and_needs_teacher_weights(tmp_p
     shutil.rmtree(root / "dard-s0")  # a student still to train, whose teacher came without weights
     with pytest.raises(DardError, match="dard-s0 cannot be trained: its teacher .*holds no weights"):
         run_experiment(exp, root, tmp_path / "results", device="cpu", jobs=1)
+
+
+def _another_save(run: Path, which: str = "best", describe: bool = False) -> None:
+    """``run``'s ``which`` weights replaced by other ones (a tensor changed), and its JSON made to describe them too
+    where ``describe``: a whole pair of another save, else half of one."""
+    from safetensors.torch import load_file, save_file
+
+    weights = run / f"{which}.safetensors"
+    tensors = load_file(weights)
+    first = next(iter(tensors))
+    tensors[first] = tensors[first] + 1
+    save_file(tensors, weights)
+    if describe:
+        meta = json.loads((run / f"{which}.json").read_text())
+        meta["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+        (run / f"{which}.json").write_text(json.dumps(meta))
+
+
+def test_a_checkpoint_of_two_saves_is_neither_exported_nor_imported(finished, tmp_path):
+    # best.json beside weights of another save (a training killed between the two writes) was exported and imported
+    # as a pair, though every other reader refuses it (dard.run_dir.pair.check_pair)
+    run = Path(shutil.copytree(finished, tmp_path / "src" / "run-s0"))
+    _another_save(run)
+    with pytest.raises(DardError, match=f"cannot export {run}: .*best.json does not describe best.safetensors"):
+        export_runs([run], tmp_path / "a.tar.gz")
+    assert not (tmp_path / "a.tar.gz").exists()
+    shutil.rmtree(run / "eval")  # unfinished: its resume sets the pair aside and writes it again, so it stays behind
+    with tarfile.open(export_runs([run], tmp_path / "u.tar.gz")) as tar:
+        names, left_out = tar.getnames(), json.load(tar.extractfile(MANIFEST))["runs"][0]["left_out"]
+    assert "run-s0/best.json" not in names and "best.json (of two saves: a resume writes it again)" in left_out
+    good = export_runs([finished], tmp_path / "g.tar.gz", ExportOptions(weights="all"))
+    swapped = _rebuild(good, tmp_path / "s.tar.gz", lambda r, files: files.update({"best.safetensors": b"x" * 9}))
+    with pytest.raises(DardError, match="best.json does not describe best.safetensors beside it"):
+        import_runs(swapped, tmp_path / "runs")
+    assert not any((tmp_path / "runs").iterdir())
+    # a merge adds the imported weights beside the local metadata: two copies of one run trained apart
+    other = Path(shutil.copytree(finished, tmp_path / "other" / "run-s0"))
+    _another_save(other, describe=True)
+    local = Path(shutil.copytree(finished, tmp_path / "runs" / "run-s0"))
+    (local / "best.safetensors").unlink()
+    before = _files(local)
+    with pytest.raises(DardError, match="the imported best.safetensors and the local best.json are of different"):
+        import_runs(export_runs([other], tmp_path / "o.tar.gz", ExportOptions(weights="all")), tmp_path / "runs")
+    assert _files(local) == before

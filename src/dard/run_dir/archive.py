@@ -3,17 +3,15 @@
 An archive is a ``.tar.gz`` whose first member is ``dard-export.json`` (:class:`Manifest`: each run's files with
 their size and SHA-256, and what was left out), followed by ``<run>/<file>`` for each run, in sorted order: its
 config, run.json, metrics.jsonl and evaluation records, its checkpoints' metadata, and the weights when allowed
-(:class:`ExportOptions`: by default each weights file of at most 8 MiB, so a ResNet-56 teacher travels with its
-weights and a ResNet-18 student as records only). A finished run travels without its resume state; an unfinished
-one only with it (otherwise there is nothing to continue from). Entries carry no time, owner or permissions of
-their own and gzip no name or time, so the same runs give the same bytes.
+(:class:`ExportOptions`: by default each weights file of at most 8 MiB). A finished run travels without its resume
+state, an unfinished one only with it, and neither with a checkpoint of two saves (:func:`.pair.stale_pairs`). No
+entry carries a time, owner or permissions, and gzip no name or time, so the same runs give the same bytes.
 
 An archive is hostile input. Import reads it member by member and refuses the whole archive (one DardError line,
-nothing written to the runs folder) on anything but regular files, on absolute paths, ``..``, links, a file name
-that :class:`dard.run_dir.RunDir` does not define, a size or checksum that differs from the manifest, sizes over
+nothing written to the runs folder) on anything but regular files, absolute paths, ``..``, links, a file name that
+:class:`dard.run_dir.RunDir` does not define, a size or checksum other than the manifest's, sizes over
 :data:`MAX_FILE_BYTES` / :data:`MAX_TOTAL_BYTES`, extended headers over :data:`dard.io.MAX_TAR_HEADER_BYTES`, or a
-run that lacks what its manifest claims it is (:func:`check_carried`). The records are then read back with the
-strict readers. How an imported run joins an existing runs folder is :mod:`dard.run_dir.merge`'s.
+run lacking what its manifest claims (:func:`check_carried`); :mod:`.merge` reads it back strictly and places it.
 """
 
 from __future__ import annotations
@@ -37,6 +35,7 @@ from dard.names import PLAIN_NAME, file_target
 from dard.run_dir.files import parse_json
 from dard.run_dir.layout import CHECKPOINTS, RunDir, enclosing_run
 from dard.run_dir.lock import check_not_held
+from dard.run_dir.pair import stale_pairs
 
 MANIFEST = "dard-export.json"
 FORMAT = "dard-runs"
@@ -169,12 +168,13 @@ def _selected(run: RunDir, options: ExportOptions) -> tuple[list[str], list[str]
         raise DardError(f"cannot export {run.path}: {e}") from None
     if options.weights not in WEIGHTS:
         raise DardError(f"--weights must be one of {', '.join(WEIGHTS)}; got {options.weights!r}")
-    files = [n for n in record_names(run) if (run.path / n).is_file()]
+    skip = stale_pairs(run, f"cannot export {run.path}")  # a finished run's refused, an unfinished one's left out
+    left_out = [f"{n} (of two saves: a resume writes it again)" for n in skip]
+    files = [n for n in record_names(run) if (run.path / n).is_file() and n not in skip]
     best = run.weights("best").relative_to(run.path).as_posix()
-    heavy = weight_names(run) if run.is_evaluated() else [best, *_snapshot_names(run)]
-    heavy = [n for n in heavy if (run.path / n).is_file()]  # unfinished: the next epoch rewrites last
+    heavy = weight_names(run) if run.is_evaluated() else [best, *_snapshot_names(run)]  # the next epoch rewrites last
+    heavy = [n for n in heavy if (run.path / n).is_file() and n not in skip]
     limit = options.max_weights_mib * 2**20
-    left_out = []
     for name in heavy:
         size = (run.path / name).stat().st_size
         if options.weights == "none" or (options.weights == "best" and name != best):

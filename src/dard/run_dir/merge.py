@@ -36,6 +36,7 @@ from dard.names import check_case_distinct
 from dard.run_dir.archive import RUN_NAME, allowed, check_carried, extract_archive
 from dard.run_dir.layout import CHECKPOINTS, RunDir, enclosing_run
 from dard.run_dir.lock import LOCK_NAME, check_not_held
+from dard.run_dir.pair import of_two_saves, two_saves
 
 
 @dataclass
@@ -133,6 +134,8 @@ def _read_all(run: RunDir) -> None:
     run.read_evals()
     for c in CHECKPOINTS:
         run.read_compare(c), run.read_label_gap(c), run.read_eval_progress(c)
+        if of_two_saves(run.weights(c), run.checkpoint_meta(c)):  # readers would refuse it, or a resume set it aside
+            raise DardError(two_saves(run.weights(c), run.checkpoint_meta(c)))
     if run.has_snapshot():
         snap = run.resume_snapshot()
         snap.read_progress()
@@ -183,6 +186,17 @@ def _check_merge(staged: Path, dest: Path) -> None:
                     pass
             except OSError as e:
                 raise DardError(f"cannot read {target}: {e.strerror or e}; nothing imported") from None
+    here = RunDir(dest)
+    for c in CHECKPOINTS:  # a file added beside the local one of its pair: two copies of one run may differ
+        pair = (here.weights(c), here.checkpoint_meta(c))
+        weights, meta = (p if os.path.lexists(p) else staged / p.name for p in pair)
+        if weights.parent != meta.parent and of_two_saves(weights, meta):
+            local, imported = (weights, meta) if weights.parent == dest else (meta, weights)
+            raise DardError(
+                f"{dest}: the imported {imported.name} and the local {local.name} are of different saves (the "
+                f"checkpoint's weights_sha256 is not the weights'), as two copies of one run trained apart are; "
+                "nothing imported: import into another --runs"
+            )
 
 
 @contextmanager
