@@ -84,6 +84,17 @@ def test_the_digest_cache_is_bounded_and_keeps_what_is_there(tmp_path):
     assert [key.split("|")[0] for key in json.loads(mine.read_text())] == [str((data / "a").resolve())]
 
 
+def test_the_digest_cache_of_older_versions_is_removed(tmp_path):
+    # dard before the per-folder cache kept every digest ever made in one file beside it, left behind for good
+    legacy = fingerprint._cache_dir().parent / "file-digests.json"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text('{"/gone/data_batch_1|1|1": ["a", "b"]}')
+    data = tmp_path / "data"
+    data.mkdir()
+    data_provenance(_bundle(data, {"a": b"first"}, None))
+    assert not legacy.exists() and fingerprint._cache_file(data.resolve()).is_file()
+
+
 def test_the_official_cifar_checksums_cover_every_file():
     for spec in (CIFAR10, CIFAR100):
         assert set(spec.official_md5) == set(spec.all_files)

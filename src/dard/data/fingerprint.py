@@ -10,7 +10,7 @@ when every file matches, "no" when one differs, "unknown" for data without publi
 Hashing CIFAR-10 reads 180 MB, so each file's digests are cached by path, size and modification time in
 ``<cache>/dard/file-digests/<folder hash>.json`` (``$XDG_CACHE_HOME`` or ``~/.cache``), one file per dataset folder
 holding its files as they are now, for the :data:`MAX_CACHED_FOLDERS` folders read last; a cache that cannot be
-read or written only costs the hashing again.
+read or written only costs the hashing again. The one file of older versions (:data:`LEGACY_CACHE`) goes.
 """
 
 from __future__ import annotations
@@ -69,6 +69,10 @@ MAX_CACHED_FOLDERS = 64
 MAX_ENTRY_BYTES = 4608
 
 
+#: the cache of older versions, beside ``file-digests/``: removed when this one is written
+LEGACY_CACHE = "file-digests.json"
+
+
 def _cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "dard" / "file-digests"
@@ -107,6 +111,8 @@ def _file_digests(source: DataSource) -> dict[str, tuple[str, str]]:
         try:
             write_json(cache_path, kept)
             _drop_oldest(cache_path)
+            # the one file of every digest ever made (dard before the per-folder cache): never read since, unbounded
+            (_cache_dir().parent / LEGACY_CACHE).unlink(missing_ok=True)
         except (DardError, OSError):
             pass  # a cache that cannot be written only costs the hashing next time
     return out
