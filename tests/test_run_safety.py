@@ -26,6 +26,7 @@ from tests.conftest import REPO, tiny_run_config, tree_bytes
 
 from dard.cli import main
 from dard.config import parse_config
+from dard.errors import DardError
 from dard.io import atomic_write
 from dard.run_dir import FolderLock, RunDir, RunRecord
 from dard.training import train
@@ -414,6 +415,34 @@ def test_a_resume_sets_aside_a_checkpoint_its_snapshot_does_not_record(run, monk
     names = sorted(p.name for p in run.iterdir() if "superseded" in p.name)
     assert names == [f"{w}.superseded-1.{s}" for w in ("best", "last") for s in ("json", "safetensors")]
     assert not (run / "best.safetensors").exists() and not (run / "last.json").exists()
+
+
+def test_a_resume_sets_aside_a_kept_epoch_its_snapshot_has_not_finished(run):
+    # keep_epochs' epoch-NNN of an epoch killed before its snapshot (whole, or its weights alone) stayed beside the
+    # resumed run's own, read as its checkpoint of that epoch (a ladder's teacher); a link there was written through
+    from dard.training.state import check_checkpoints_recorded, settle_checkpoints
+
+    folder = RunDir(run)
+    progress = folder.read_progress()
+    for name, suffixes in (("epoch-001", ("safetensors", "json")), ("epoch-002", ("safetensors", "json"))):
+        for suffix in suffixes:
+            shutil.copy(run / f"last.{suffix}", run / f"{name}.{suffix}")
+    shutil.copy(run / "last.safetensors", run / "epoch-003.safetensors")  # killed before its metadata
+    (run / "epoch-2.json").write_text("{}")  # not a name dard gives a kept epoch: not its file
+    with pytest.raises(DardError, match=r"checkpoint epoch-002 is not the one .*\(it has finished epoch 1\)"):
+        check_checkpoints_recorded(folder, progress)  # no epoch left to write it again
+    said = settle_checkpoints(folder, progress)
+    assert [line.split(" is not")[0] for line in said] == ["checkpoint epoch-002", "checkpoint epoch-003"]
+    kept = sorted(p.name for p in run.iterdir() if p.name.startswith("epoch-"))
+    assert kept == ["epoch-001.json", "epoch-001.safetensors", "epoch-002.superseded-1.json"] + [
+        "epoch-002.superseded-1.safetensors",
+        "epoch-003.superseded-1.safetensors",
+        "epoch-2.json",
+    ]
+    (run / "epoch-001.json").unlink()
+    (run / "epoch-001.json").symlink_to(run / "last.json")
+    with pytest.raises(DardError, match="epoch-001.json: it is a symbolic link"):
+        folder.check_files()
 
 
 def test_a_resume_with_no_epoch_left_refuses_a_checkpoint_its_snapshot_does_not_record(

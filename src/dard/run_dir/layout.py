@@ -8,6 +8,7 @@
     <run>/metrics.jsonl                one EpochMetrics per finished epoch
     <run>/best.safetensors, best.json  the checkpoint selected on the validation split (dard.checkpoint format)
     <run>/last.safetensors, last.json  the last epoch's checkpoint
+    <run>/epoch-<E>.safetensors, .json the checkpoint of epoch E (keep_epochs), epoch-005 (three digits at least)
     <run>/state-<step>/                a resume snapshot: student.safetensors, optim.pt, progress.json (Progress)
     <run>/resume.json                  ResumePointer: the last complete snapshot
     <run>/eval/<checkpoint>.json       EvalFile: the test-split evaluation of a checkpoint
@@ -49,6 +50,7 @@ from dard.yaml_files import read_yaml_mapping
 CHECKPOINTS = ("best", "last")
 T = TypeVar("T")
 _SNAPSHOT = re.compile(r"state-\d+")
+_KEPT = re.compile(r"epoch-(\d{3,18})")
 
 
 class RunDir:
@@ -165,9 +167,17 @@ class RunDir:
         for c in CHECKPOINTS:
             paths += [self.weights(c), self.checkpoint_meta(c), self.eval_file(c)]
             paths += [self.compare_file(c), self.label_gap_file(c), self.eval_progress_file(c)]
+        for name in self.kept_checkpoints():
+            paths += [self.weights(name), self.checkpoint_meta(name)]
         for snap in self.snapshots():
             paths += [snap.weights, snap.optimizer, snap.progress]
         return paths
+
+    def kept_checkpoints(self) -> list[str]:
+        """The checkpoints kept by ``keep_epochs`` present (either file), by name: ``epoch-005``, in epoch order."""
+        stems = {p.stem for p in self.path.glob("epoch-*") if p.suffix in (".safetensors", ".json")}
+        epochs = [int(m[1]) for s in stems if (m := _KEPT.fullmatch(s)) and kept_epoch_name(int(m[1])) == s]
+        return [kept_epoch_name(e) for e in sorted(epochs)]
 
     def check_files(self) -> None:
         """The write rule (:func:`dard.io.check_target`) over the whole folder, before a writer starts: a link,

@@ -22,7 +22,7 @@ import torch
 from dard.errors import DardError, one_line, shown
 from dard.io import check_target, save_tensors, torch_save, write_error
 from dard.model_checks import check_finite
-from dard.run_dir import Progress, RunDir, Snapshot
+from dard.run_dir import CHECKPOINTS, Progress, RunDir, Snapshot
 from dard.run_dir.pair import saved_epoch
 from dard.weights import read_state_dict
 
@@ -207,10 +207,11 @@ def load_state(folder: RunDir, *, model: torch.nn.Module, optimizer: torch.optim
 
 
 def unrecorded_checkpoints(folder: RunDir, progress: Progress) -> list[tuple[str, int | None, list[Path]]]:
-    """The ``best`` and ``last`` checkpoints the resume snapshot ``progress`` does not record, each as (which, the
-    epoch the snapshot records for it or None, its files present). A checkpoint's files are written before the
-    snapshot that records its epoch (weights, then metadata, then the snapshot), so a run killed between them left
-    ``best.*`` of an epoch its records do not know, or new weights beside the metadata of the save before
+    """The ``best`` and ``last`` checkpoints the resume snapshot ``progress`` does not record, and those kept by
+    ``keep_epochs`` (``epoch-005``) of an epoch it has not finished, each as (which, the epoch the snapshot records
+    for it or None, its files present). A checkpoint's files are written before the snapshot that records its epoch
+    (weights, then metadata, then the snapshot), so a run killed between them left ``best.*`` or ``epoch-005.*`` of
+    an epoch its records do not know, or new weights beside the metadata of the save before
     (:mod:`dard.run_dir.pair`)."""
     out = []
     for which, epoch in (("best", progress.best_epoch), ("last", progress.epoch or None)):
@@ -218,6 +219,10 @@ def unrecorded_checkpoints(folder: RunDir, progress: Progress) -> list[tuple[str
         paths = [p for p in (weights, meta) if os.path.lexists(p)]
         if (paths or epoch is not None) and (epoch is None or saved_epoch(weights, meta) != epoch):
             out.append((which, epoch, paths))
+    for name in folder.kept_checkpoints():  # keep_epochs' copy of an epoch the snapshot has not finished
+        paths = [p for p in (folder.weights(name), folder.checkpoint_meta(name)) if os.path.lexists(p)]
+        if int(name.removeprefix("epoch-")) > progress.epoch:
+            out.append((name, None, paths))
     return out
 
 
@@ -230,7 +235,7 @@ def check_checkpoints_recorded(folder: RunDir, progress: Progress) -> None:
     for which, epoch in ghosts[:1]:
         raise DardError(
             f"{folder.path}: checkpoint {which} is not the one its resume snapshot records "
-            f"({f'epoch {epoch}' if epoch is not None else 'none yet'}), as a run killed between writing it and the "
+            f"({_recorded(which, epoch, progress)}), as a run killed between writing it and the "
             f"snapshot leaves it, and no epoch is left to train it again; resume with --epochs above {progress.epoch}"
         )
 
@@ -243,7 +248,7 @@ def settle_checkpoints(folder: RunDir, progress: Progress) -> list[str]:
     from the epochs still to train."""
     said = []
     for which, epoch, paths in unrecorded_checkpoints(folder, progress):
-        recorded = f"epoch {epoch}" if epoch is not None else "none yet"
+        recorded = _recorded(which, epoch, progress)
         if paths:
             kept = ", ".join(p.name for p in _set_aside_together(folder, paths))
             line = f"checkpoint {which} is not the one the resume snapshot records ({recorded}), as a run killed "
@@ -255,6 +260,13 @@ def settle_checkpoints(folder: RunDir, progress: Progress) -> list[str]:
             line += "; the best checkpoint is chosen again from the epochs still to train"
         said.append(line)
     return said
+
+
+def _recorded(which: str, epoch: int | None, progress: Progress) -> str:
+    """What the snapshot ``progress`` records of the checkpoint ``which``, to say."""
+    if which not in CHECKPOINTS:  # a kept epoch's: the snapshot records how far the run got
+        return f"it has finished epoch {progress.epoch}"
+    return f"epoch {epoch}" if epoch is not None else "none yet"
 
 
 def _set_aside_together(folder: RunDir, paths: list[Path]) -> list[Path]:
