@@ -602,6 +602,21 @@ def test_a_report_names_a_packaged_experiment_file_the_same_from_any_folder(tmp_
     assert _experiment_file(load_experiment("precision", "cpu")) == "src/dard/experiments/precision/cpu.yaml"
 
 
+def test_the_results_keep_the_experiment_file_as_it_was_read(finished_run, tmp_path, monkeypatch):
+    # experiment.yaml was copied into the results by a second, unbounded read once the runs had finished: a file
+    # edited since was kept as the one the runs were planned from (a FIFO put there blocked the report)
+    from dard.experiment.report import write_experiment_report
+
+    monkeypatch.chdir(tmp_path)
+    spec = {"title": "t", "base": "base.yaml", "seeds": [0], "runs": {"natural": {"method": {"name": "natural"}}}}
+    source = _write(tmp_path, spec=spec)
+    read = source.read_text()
+    exp = load_experiment("tiny", "cpu")
+    source.write_text(read + "# edited after the plan\n")
+    write_experiment_report(exp, [finished_run], tmp_path / "res")
+    assert (tmp_path / "res" / "experiment.yaml").read_text() == read
+
+
 @pytest.mark.parametrize("mine", ["status.md", "experiment.yaml", "report.md", "sweep.png"])
 def test_a_results_folder_holding_the_users_files_is_refused(tmp_path, capsys, mine):
     # `dard experiment --results DIR` replaced DIR's status.md (the user's notes) at its first step, even under

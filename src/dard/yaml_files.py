@@ -110,13 +110,20 @@ def read_yaml_mapping(path: str | Path, what: str = "file") -> dict[str, Any]:
     """Read a YAML file that must hold a mapping; a missing file, a file over :data:`MAX_YAML_BYTES`, bad YAML, a key
     given twice, an alias bomb or another top-level type is a one-line DardError naming the file (and the line of a
     YAML error)."""
+    return read_yaml_file(path, what)[0]
+
+
+def read_yaml_file(path: str | Path, what: str = "file") -> tuple[dict[str, Any], str]:
+    """:func:`read_yaml_mapping`'s mapping and the text it was read from, for a caller that keeps a copy of the file
+    (an experiment's results): read once, so the copy is what was read, and bounded."""
     import yaml
 
     p = Path(path)
     # a FIFO or a folder is said as what it is (it was "not found"), a file over the limit is not read past it
     raw = read_file_bytes(p, what, MAX_YAML_BYTES, f" (a {what} may have {MAX_YAML_BYTES} bytes)")
     try:
-        data = yaml.load(raw.decode("utf-8"), Loader=_yaml_loader(p)) or {}
+        text = raw.decode("utf-8")
+        data = yaml.load(text, Loader=_yaml_loader(p)) or {}
     except UnicodeDecodeError as e:
         raise DardError(f"{p}: not UTF-8 text (byte {e.start})") from None
     except RecursionError:  # deeply nested flow collections
@@ -129,4 +136,4 @@ def read_yaml_mapping(path: str | Path, what: str = "file") -> dict[str, Any]:
         raise DardError(f"{p}: not valid YAML{where}{f' ({found[:160]})' if found else ''}") from None
     if not isinstance(data, dict):
         raise DardError(f"{p}: a {what} must hold a mapping of keys to values")
-    return data
+    return data, text

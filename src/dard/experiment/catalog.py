@@ -12,7 +12,7 @@ from dard.errors import DardError
 from dard.experiment.plan import check_runs, plan_runs
 from dard.experiment.spec import Experiment, ExperimentSpec, check_base_sections, check_sections
 from dard.packaged import CONFIGS_DIR, EXPERIMENTS_DIR, list_configs
-from dard.yaml_files import read_yaml_mapping
+from dard.yaml_files import read_yaml_file, read_yaml_mapping
 
 
 def experiments_root() -> Path:
@@ -58,14 +58,15 @@ def load_experiment(name: str, scale: str = "cpu", root: Path | None = None) -> 
             raise DardError(f"experiment '{name}' has no scale '{scale}'; available: {', '.join(scales)}")
     else:
         name, scale = path.parent.name, path.stem
+    data, text = read_yaml_file(path, "experiment file")
     try:
-        spec = ExperimentSpec.model_validate(read_yaml_mapping(path, "experiment file"))
+        spec = ExperimentSpec.model_validate(data)
     except ValidationError as e:
         raise DardError(f"{path}: {validation_message(e, ExperimentSpec)}") from None
     base_path = base_file(path, spec.base)
     base = read_yaml_mapping(base_path, "base run config")
     check_base_sections(base, base_path)
-    exp = Experiment(name=name, scale=scale, spec=spec, base=base, source=path)
+    exp = Experiment(name=name, scale=scale, spec=spec, base=base, source=path, text=text)
     planned = plan_runs(exp, Path("runs"))  # validates every run config before any training
     check_runs(planned, path)
     check_sections(spec, [run.config for run in planned], path)

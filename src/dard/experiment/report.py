@@ -317,5 +317,5 @@ def write_experiment_report(
         pairs=spec.pairs,
         formats=FORMATS,  # an experiment's tables are the ones a paper quotes: every format, always
     )
-    write_text(results_dir / "experiment.yaml", exp.source.read_text(encoding="utf-8"))
+    write_text(results_dir / "experiment.yaml", exp.text)
     return report

@@ -165,6 +165,7 @@ class Experiment:
     spec: ExperimentSpec
     base: dict[str, Any]
     source: Path
+    text: str  # the experiment file as read (the results keep a copy: read once, what the runs were planned from)
 
     def use_data(self, folder: str | None = None, download: bool = False) -> None:
         """Point every run at a data folder and/or allow downloading the official archives (command-line flags;
