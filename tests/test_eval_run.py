@@ -119,3 +119,18 @@ def test_a_run_is_named_after_its_folder_or_what_it_is() -> None:
     assert cfg.name == "t8" and folder == Path("out/t8")
     named = load_config("cifar10/teacher_resnet56_sat", ["model.arch=resnet8", "name=mine"])
     assert name_run(named, base, "out/t8", True)[0].name == "mine"  # an explicit --set name=... wins
+
+
+def test_a_run_folder_without_its_config_says_what_is_missing(run, tmp_path, capsys):
+    # a run folder without config.yaml was evaluated as a checkpoint on its own, on the default CIFAR-10, and the
+    # error said "model takes 1 channels but dataset 'cifar10' has 3"
+    from tests.cli_checks import fails_cleanly
+
+    (run / "config.yaml").unlink()
+    fails_cleanly(capsys, tmp_path, ["eval", str(run)], f"{run} holds a run's run.json", "but no config.yaml")
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    for suffix in ("safetensors", "json"):
+        (lone / f"best.{suffix}").write_bytes((run / f"best.{suffix}").read_bytes())
+    said = "dataset 'cifar10' has 3 (no --data given and no run config names one: dard eval took cifar10)"
+    fails_cleanly(capsys, tmp_path, ["eval", str(lone / "best.json")], said)

@@ -52,15 +52,20 @@ def _load_model_and_data(
         weight_paths(str(request.model).split(":", 1)[1], settings.data, threat, request.model_dir)
     # the weights load and fit the model and the dataset (another model's tensors, NaN, another class count): found
     # after the data had loaded
-    check_fits(
-        settings.data,
-        settings.data_dir,
-        checkpoint=request.checkpoint or None,
-        arch=request.model,
-        weights=state,
-        kwargs=kwargs,
-        source=request.weights,
-    )
+    try:
+        check_fits(
+            settings.data,
+            settings.data_dir,
+            checkpoint=request.checkpoint or None,
+            arch=request.model,
+            weights=state,
+            kwargs=kwargs,
+            source=request.weights,
+        )
+    except DardError as e:  # a dataset nobody named: "model takes 1 channels but dataset 'cifar10' has 3" said no why
+        if not (settings.data_defaulted and f"dataset '{settings.data}'" in str(e)):
+            raise
+        raise DardError(f"{e} (no --data given and no run config names one: dard eval took {settings.data})") from None
     bundle = load_dataset(settings.data, settings.data_dir, download=request.download)
     loaded = load_model(
         bundle,

@@ -9,6 +9,7 @@ weights must say how their inputs were normalised.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class EvalSettings:
     norm: str = "linf"
     run: Path | None = None  # the run folder the checkpoint belongs to
     checkpoint: str | None = None  # "best" / "last" when a run's checkpoint is evaluated
+    data_defaulted: bool = False  # no flag and no run config named the dataset: DEFAULT_DATA was taken
     notes: list[str] = field(default_factory=list)
 
 
@@ -60,6 +62,8 @@ def eval_settings(request: EvalRequest) -> EvalSettings:
         if RunDir(weights.parent).is_run():
             run, cfg = weights.parent, _run_config(weights.parent)
             which = weights.stem if weights.stem in CHECKPOINTS else None
+        elif not request.data:
+            _check_not_a_run_without_config(RunDir(weights.parent))
     notes: list[str] = []
     data = request.data or (cfg.data.name if cfg else DEFAULT_DATA)
     if cfg is not None and request.data and request.data != cfg.data.name:
@@ -76,7 +80,22 @@ def eval_settings(request: EvalRequest) -> EvalSettings:
         raise DardError(f"--norm {norm} needs --eps: {budget} (L2 evaluations take e.g. 0.5)")
     if cfg is not None and request.norm and request.norm != cfg.norm:
         notes.append(f"--norm {request.norm} differs from the run's norm {cfg.norm}")
-    return EvalSettings(data=data, data_dir=data_dir, eps=eps, norm=norm, run=run, checkpoint=which, notes=notes)
+    return EvalSettings(
+        data, data_dir, eps, norm, run=run, checkpoint=which, notes=notes, data_defaulted=not (request.data or cfg)
+    )
+
+
+def _check_not_a_run_without_config(folder: RunDir) -> None:
+    """A DardError if ``folder`` holds a run's records but no config.yaml, whose dataset, eps and norm dard eval
+    would take: the checkpoint was evaluated as one on its own, on CIFAR-10, and the error said the channels
+    differed."""
+    records = [p.name for p in (folder.run_info, folder.metrics, folder.pointer) if os.path.lexists(p)]
+    if records:
+        raise DardError(
+            f"{folder.path} holds a run's {', '.join(records)} but no {folder.config.name}, the run's config that "
+            "dard eval takes the dataset, eps and norm from: restore it, or give --data (with --eps and --norm) to "
+            "evaluate the checkpoint on its own"
+        )
 
 
 def _run_config(folder: Path) -> RunConfig:
