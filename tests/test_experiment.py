@@ -476,6 +476,20 @@ def test_plan_checks_the_output_folders_as_the_experiment_does(tmp_path):
     assert (tmp_path / "afile").read_text() == "mine\n" and not (tmp_path / "runs").exists()
 
 
+def test_a_run_folder_that_is_a_link_is_refused(tmp_path):
+    # runs/<name> a link to a folder elsewhere (another experiment's run, say) was trained into, evaluated and
+    # reported from as this experiment's run
+    _write(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "sat-s0").symlink_to(elsewhere)
+    for plan in (["--plan"], ["--time-budget", "0"]):
+        proc = run_cli("experiment", "tiny", "--runs", str(tmp_path / "runs"), *plan, cwd=tmp_path)
+        assert_one_line_error(proc, f"{tmp_path / 'runs' / 'sat-s0'} is a symbolic link (to '{elsewhere}')")
+    assert not any(elsewhere.iterdir()) and not (tmp_path / "results").exists()
+
+
 def test_plan_checks_the_data_before_anything_runs(tmp_path):
     _write(tmp_path, base=deep_merge(BASE, {"data": {"name": "cifar10", "dir": str(tmp_path / "no-data")}}))
     proc = run_cli("experiment", "tiny", "--runs", str(tmp_path / "runs"), "--plan", cwd=tmp_path)

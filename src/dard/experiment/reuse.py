@@ -3,11 +3,12 @@ got, and whether a distilled run's finished teacher holds the weights it needs."
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from dard.config import RunConfig
 from dard.config.identity import config_diff, config_identity
-from dard.errors import DardError
+from dard.errors import DardError, shown
 from dard.methods import METHODS
 from dard.run_dir import RunDir
 
@@ -16,7 +17,14 @@ RUN_DONE = "done (reused)"
 
 
 def check_reusable(run_dir: Path, cfg: RunConfig) -> None:
-    """Raise if ``run_dir`` holds a run made with a different config than ``cfg`` (ignoring device/threads/dir)."""
+    """Raise if ``run_dir`` holds a run made with a different config than ``cfg`` (ignoring device/threads/dir), or
+    is a symbolic link: the experiment trained, evaluated and reported a folder outside its runs folder, wherever
+    the link led (another experiment's run, say)."""
+    if os.path.islink(run_dir):
+        raise DardError(
+            f"{run_dir} is a symbolic link (to {shown(os.readlink(run_dir))}); an experiment's runs are folders of "
+            "its runs folder, never written or reported through a link: remove it, or move the run there"
+        )
     folder = RunDir(run_dir)
     if not folder.is_run():
         if not folder.is_empty():
