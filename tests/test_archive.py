@@ -510,11 +510,15 @@ def test_a_checkpoint_of_two_saves_is_neither_exported_nor_imported(finished, tm
     _another_save(run)
     with pytest.raises(DardError, match=f"cannot export {run}: .*best.json does not describe best.safetensors"):
         export_runs([run], tmp_path / "a.tar.gz")
-    assert not (tmp_path / "a.tar.gz").exists()
+    with pytest.raises(DardError, match=f"cannot import {run}: .*best.json does not describe best.safetensors"):
+        import_runs(run, tmp_path / "copy")
+    assert not (tmp_path / "a.tar.gz").exists() and not any((tmp_path / "copy").iterdir())
     shutil.rmtree(run / "eval")  # unfinished: its resume sets the pair aside and writes it again, so it stays behind
     with tarfile.open(export_runs([run], tmp_path / "u.tar.gz")) as tar:
         names, left_out = tar.getnames(), json.load(tar.extractfile(MANIFEST))["runs"][0]["left_out"]
     assert "run-s0/best.json" not in names and "best.json (of two saves: a resume writes it again)" in left_out
+    assert [r.action for r in import_runs(run, tmp_path / "copy")] == ["added"]  # from the folder: the same
+    assert not any((tmp_path / "copy" / "run-s0").glob("best.*"))
     good = export_runs([finished], tmp_path / "g.tar.gz", ExportOptions(weights="all"))
     swapped = _rebuild(good, tmp_path / "s.tar.gz", lambda r, files: files.update({"best.safetensors": b"x" * 9}))
     with pytest.raises(DardError, match="best.json does not describe best.safetensors beside it"):

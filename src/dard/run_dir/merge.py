@@ -36,7 +36,7 @@ from dard.names import check_case_distinct
 from dard.run_dir.archive import RUN_NAME, allowed, check_carried, extract_archive
 from dard.run_dir.layout import CHECKPOINTS, RunDir, enclosing_run
 from dard.run_dir.lock import LOCK_NAME, check_not_held
-from dard.run_dir.pair import of_two_saves, two_saves
+from dard.run_dir.pair import of_two_saves, stale_pairs, two_saves
 
 
 @dataclass
@@ -101,11 +101,11 @@ def _stage(source: Path, staging: Path) -> list[str]:
         if not RUN_NAME.fullmatch(source.name) or not run.is_run():
             raise DardError(f"{source} is not a dard run folder (no config.yaml) or has an unusual name")
         check_not_held(source, "import")
-        copied = []
+        copied, stale = [], stale_pairs(run, f"cannot import {source}")  # as an export leaves them out, or refuses
         for path in sorted(source.rglob("*")):
             rel = path.relative_to(source).as_posix()
             real = Path(os.path.realpath(path)) == source.resolve() / rel  # no link on the way (file or folder)
-            if real and path.is_file() and allowed(rel):  # other files are not records
+            if real and path.is_file() and allowed(rel) and rel not in stale:  # other files are not records
                 try:
                     (staging / source.name / rel).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(path, staging / source.name / rel)
