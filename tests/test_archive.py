@@ -76,6 +76,10 @@ def test_import_round_trips_then_merges_weights_and_refuses_another_run(finished
     other = tmp_path / "other" / "run-s0"
     shutil.copytree(finished, other)
     (other / "config.yaml").write_text((other / "config.yaml").read_text().replace("seed: 0", "seed: 5"))
+    with pytest.raises(DardError, match="run-s0/config.yaml was changed after dard wrote it"):
+        import_runs(other, root)  # not the config its records were made with
+    sha = hashlib.sha256((other / "config.yaml").read_bytes()).hexdigest()
+    (other / "run.json").write_text(json.dumps({**json.loads((other / "run.json").read_text()), "config_sha256": sha}))
     before = _files(root)
     with pytest.raises(DardError, match="holds another run .*seed"):
         import_runs(other, root)  # a run folder as the source
@@ -533,3 +537,19 @@ def test_a_checkpoint_of_two_saves_is_neither_exported_nor_imported(finished, tm
     with pytest.raises(DardError, match="the imported best.safetensors and the local best.json are of different"):
         import_runs(export_runs([other], tmp_path / "o.tar.gz", ExportOptions(weights="all")), tmp_path / "runs")
     assert _files(local) == before
+
+
+def test_a_run_whose_config_was_edited_after_dard_wrote_it_is_neither_exported_nor_imported(finished, tmp_path):
+    # run.json records the SHA-256 of the config.yaml dard wrote; a config edited since (another seed) was exported
+    # and imported as the run's, its records made with another config, and a resume of the copy refused it
+    run = Path(shutil.copytree(finished, tmp_path / "src" / "run-s0"))
+    archive = export_runs([run], tmp_path / "a.tar.gz")
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("seed: 0", "seed: 5"))
+    with pytest.raises(DardError, match=f"cannot export {run}: .*config.yaml was changed after dard wrote it"):
+        export_runs([run], tmp_path / "b.tar.gz")
+    with pytest.raises(DardError, match="run-s0/config.yaml was changed after dard wrote it"):
+        import_runs(run, tmp_path / "runs")
+    edited = _rebuild(archive, tmp_path / "e.tar.gz", lambda r, files: files.update({"config.yaml": b"seed: 5\n"}))
+    with pytest.raises(DardError, match="run-s0/config.yaml was changed after dard wrote it"):
+        import_runs(edited, tmp_path / "runs")
+    assert not (tmp_path / "b.tar.gz").exists() and not any((tmp_path / "runs").iterdir())

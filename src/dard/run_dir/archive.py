@@ -164,6 +164,7 @@ def _selected(run: RunDir, options: ExportOptions) -> tuple[list[str], list[str]
     check_not_held(run.path, "export")
     try:  # a link where a run's file or folder belongs would export another file (another run's) as this run's
         run.check_files()
+        run.check_config_unchanged()  # an edited config.yaml is not the one the run's records were made with
     except DardError as e:
         raise DardError(f"cannot export {run.path}: {e}") from None
     if options.weights not in WEIGHTS:
@@ -240,8 +241,7 @@ def archived_runs(path: Path) -> list[str] | None:
 
 
 def check_out(out: Path, names: Sequence[str]) -> None:
-    """``dard export --out`` of the runs ``names``: never inside a run folder, and never over anything but an
-    export of the same runs (an older export of them is replaced; another runs' archive is not)."""
+    """``dard export --out`` of the runs ``names``: never inside a run folder, nor over another runs' archive."""
     run = RunDir(out) if RunDir(out).is_run() else enclosing_run(out)
     if run is not None:
         raise DardError(f"--out {out} lies inside run folder {run.path}; write the archive outside run folders")

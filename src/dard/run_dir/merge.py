@@ -130,6 +130,13 @@ def _read_all(run: RunDir) -> None:
     run.read_config()
     if run.run_info.is_file():
         run.read_info()
+        try:  # an edited config is not the one the records were made with: a resume of the copy refused it
+            run.check_config_unchanged()
+        except DardError:
+            raise DardError(
+                f"{run.path.name}/{run.config.name} was changed after dard wrote it (its SHA-256 is not the one "
+                f"{run.run_info.name} records), so it is not the config the run's records were made with"
+            ) from None
     run.read_metrics()
     run.read_evals()
     for c in CHECKPOINTS:
