@@ -553,3 +553,18 @@ def test_a_run_whose_config_was_edited_after_dard_wrote_it_is_neither_exported_n
     with pytest.raises(DardError, match="run-s0/config.yaml was changed after dard wrote it"):
         import_runs(edited, tmp_path / "runs")
     assert not (tmp_path / "b.tar.gz").exists() and not any((tmp_path / "runs").iterdir())
+
+
+def test_a_file_or_fifo_where_an_imported_run_goes_is_named_as_such(finished, tmp_path):
+    # a FIFO or a file at runs/<name> was "cannot create run folder runs/run-s0: File exists", naming neither
+    archive = export_runs([finished], tmp_path / "a.tar.gz", ExportOptions(weights="none"))
+    root = tmp_path / "runs"
+    root.mkdir()
+    os.mkfifo(root / "run-s0")
+    with pytest.raises(DardError, match=f"{root / 'run-s0'} is a FIFO, not a run folder; move it away"):
+        import_runs(archive, root)
+    (root / "run-s0").unlink()
+    (root / "run-s0").write_text("mine\n")
+    with pytest.raises(DardError, match=f"{root / 'run-s0'} is a file, not a run folder"):
+        import_runs(archive, root)
+    assert sorted(p.name for p in root.iterdir()) == ["run-s0"] and (root / "run-s0").read_text() == "mine\n"

@@ -84,6 +84,10 @@ def import_runs(source: str | Path, runs_root: str | Path) -> list[Imported]:
                     f"{root / n} is a symbolic link; dard import never writes through links: remove it or import "
                     "into another --runs"
                 )
+            mode = os.lstat(root / n).st_mode if os.path.lexists(root / n) else stat.S_IFDIR
+            if not stat.S_ISDIR(mode):  # a file or a FIFO: the lock's mkdir said "File exists", naming neither
+                what = f"{root / n} is {file_kind(mode)}, not a run folder"
+                raise DardError(f"{what}; move it away or import into another --runs")
         with ExitStack() as held:
             for n in names:  # every target locked before any is compared or changed
                 held.enter_context(RunDir(root / n).lock())
