@@ -229,7 +229,7 @@ def test_free_form_sections_hold_plain_data(section, value, needle, tmp_path):
     with pytest.raises(DardError) as e:
         load_config(p)
     assert section in str(e.value) and needle in str(e.value)
-    if section == "val.attack":  # its keys are an attack's parameters, checked as the config is read (below)
+    if section != "model.kwargs":  # an attack's or a method's parameters, checked as the config is read (below)
         return
     p.write_text(f"{head}:\n  {key}:\n    x: [1, 2.5, a, true, {{y: null}}]\n")  # plain data is taken as it is
     sub = getattr(load_config(p), head)
@@ -352,11 +352,20 @@ def test_a_warm_up_as_long_as_the_run_is_refused() -> None:
         ("val.attack={name: pgdd}", "val.attack: unknown attack 'pgdd' (did you mean 'pgd'"),
         ("eval.attacks=[fgsm, pgd21]", "eval.attacks: unknown attack 'pgd21' (did you mean 'pgd20'"),
         ("val.attack={name: cw, steps: -1}", "val.attack: cw: steps must be >= 1, got -1"),
+        # the method and its training attack, built by dard train alone: now by every reader of a config
+        ("method.params.lamb=0.3", "method: method 'dard' has no parameter 'lamb' (did you mean 'lam'?)"),
+        (
+            "method.params.attack={name: dpgd, stepz: 3}",
+            "method: method 'dard': attack: attack 'dpgd' has no parameter 'stepz' (did you mean 'steps'",
+        ),
+        ("method={name: sat, params: {attack_mode: evall}}", "method: method 'sat': attack_mode must be one of"),
+        ("method.params.attack={steps: 0}", "method: method 'dard': attack: dpgd: steps must be >= 1, got 0"),
     ],
 )
 def test_attack_specs_are_checked_when_the_config_is_read(override, needle, capsys):
-    # a misspelt attack parameter was taken by `dard config show` (and any reader of the config) and refused only
-    # when `dard train` built the attack; now wherever the config is parsed, with the nearest names
+    # a misspelt attack or method parameter was taken by any reader of the config (parse_config: a run folder's
+    # record, an experiment file) and refused only when a run's checks built it; now wherever the config is parsed,
+    # with the nearest names
     with pytest.raises(DardError) as e:
         load_config(None, [override])
     assert needle in str(e.value) and "\n" not in str(e.value)

@@ -11,11 +11,11 @@ from tests.conftest import tiny_config
 from dard.attacks import create_attack
 from dard.attacks.steps import resolve_step
 from dard.config import parse_config
+from dard.config.read import build_method
 from dard.errors import DardError
 from dard.evaluation.suite import attack_from_spec
 from dard.experiment.reuse import check_reusable
 from dard.methods import create_method
-from dard.training.setup import build_method
 
 ATTACK_METHODS = ["adaad", "ard", "dard", "pgdard", "rslad", "sat", "trades"]
 

@@ -24,10 +24,11 @@ def add_arguments(c: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the resolved config as commented YAML (a run folder: what it recorded, with --set applied)."""
     from dard.config import RunConfig, apply_overrides, load_config, parse_config
+    from dard.config.read import build_method
     from dard.config.show import show_config
     from dard.run_dir import RunDir
     from dard.training.preflight import check_names
-    from dard.training.setup import at_key, build_method
+    from dard.training.setup import at_key
 
     folder = RunDir(args.source) if args.source else None
     if folder is not None and folder.path.is_dir() and folder.config.is_file():  # a run folder: what it recorded

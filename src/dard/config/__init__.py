@@ -5,7 +5,8 @@ rows)."""
 from dard.config.identity import NOT_IDENTITY, SEEDLESS, config_diff, config_identity, identity_hash, without_keys
 from dard.config.messages import validation_message
 from dard.config.options import apply_overrides, read_assignments, set_dotted
-from dard.config.schema import RunConfig, TeacherConfig, dump_config, load_config, parse_config
+from dard.config.read import load_config, parse_config
+from dard.config.schema import RunConfig, TeacherConfig, dump_config
 
 __all__ = [
     "NOT_IDENTITY",

@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from dard.config.schema import parse_config
+from dard.config.read import parse_config
 
 __all__ = ["NOT_IDENTITY", "SEEDLESS", "config_diff", "config_identity", "identity_hash", "without_keys"]
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -12,23 +10,18 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_serializer,
     model_validator,
 )
 
-from dard.config.messages import validation_message
-from dard.config.options import apply_overrides
 from dard.errors import DardError
 from dard.evaluation.record import SANITY, canonical_label
-from dard.evaluation.suite import QUICK_SUITE, attack_from_spec, build_suite, quick_suite
+from dard.evaluation.suite import QUICK_SUITE, quick_suite
 from dard.models import check_model_kwargs
 from dard.names import check_label
-from dard.packaged import find_config
 from dard.runtime import MAX_THREADS
 from dard.validate import check_plain_data, distinct, without_empty_sections
-from dard.yaml_files import read_yaml_mapping
 
 #: seeds are within what every RNG dard seeds accepts (NumPy's legacy seeding takes 32 bits)
 SEED_MAX = 2**32 - 1
@@ -310,39 +303,6 @@ class RunConfig(_Strict):
         if late:
             raise ValueError(f"keep_epochs {late} are past optim.epochs ({self.optim.epochs})")
         return self
-
-
-def parse_config(data: dict[str, Any] | None) -> RunConfig:
-    """Validate a plain dict into a RunConfig (DardError naming the key on failure)."""
-    try:
-        cfg = RunConfig.model_validate(data or {})
-    except ValidationError as e:
-        raise DardError(f"config error: {validation_message(e, RunConfig, data)}") from None
-    _check_attack_specs(cfg)
-    return cfg
-
-
-def _check_attack_specs(cfg: RunConfig) -> None:
-    """The validation and evaluation attacks build (milliseconds): ``val.attack: {name: pgd, stepz: 10}`` is refused
-    wherever a config is read, not first by ``dard train``'s checks (a method's attack is built with the method)."""
-    for key, build in (
-        ("val.attack", lambda: attack_from_spec(cfg.val.attack, cfg.eps, cfg.seed, cfg.norm)),
-        ("eval.attacks", lambda: build_suite(cfg.eval.attacks, cfg.eps, seed=cfg.seed, norm=cfg.norm)),
-    ):
-        try:
-            build()
-        except DardError as e:
-            raise DardError(f"{key}: {e}") from None  # as `dard train` said it (preflight.check_config)
-
-
-def load_config(
-    path: str | Path | None, overrides: list[str] | None = None, shortcuts: Mapping[str, tuple[str, Any]] | None = None
-) -> RunConfig:
-    """Load a YAML config (a file, or a packaged config's name such as ``cifar10/dard_resnet18``; defaults when
-    ``path`` is None) and apply ``key.sub=value`` overrides and shortcut options' values (:func:`apply_overrides`)."""
-    data: dict[str, Any] = read_yaml_mapping(find_config(path), "config file") if path is not None else {}
-    apply_overrides(data, overrides or [], shortcuts, schema=RunConfig)
-    return parse_config(data)
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from dard.attacks.threat import NORM_NAMES
 from dard.config import RunConfig
+from dard.config.read import build_method
 from dard.experiment.left_out import compare_skip, gap_measures, label_gap_skip, measured_teacher, teacher_quality_skip
 from dard.experiment.plan import PlannedRun
 from dard.experiment.pool import pool_map
@@ -23,7 +24,6 @@ from dard.methods.base import training_attack_passes
 from dard.models import library_prefix
 from dard.run_dir import CompareFile, LabelGapFile, RunDir, TeacherQualityFile
 from dard.training.cost import DataSizes, arch_macs, attack_passes, recorded_teacher_kwargs, teacher_arch
-from dard.training.setup import build_method
 
 _Cached = TypeVar("_Cached", CompareFile, LabelGapFile)
 

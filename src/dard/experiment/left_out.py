@@ -9,13 +9,13 @@ from pathlib import Path
 
 from dard.attacks.threat import NORM_NAMES
 from dard.config import RunConfig
+from dard.config.read import build_method
 from dard.errors import DardError
 from dard.experiment.reuse import distils, missing_teacher_weights
 from dard.models import library_prefix
 from dard.models.robustbench import weight_paths
 from dard.report.markdown import md_text
 from dard.run_dir import RunDir, RunRecord
-from dard.training.setup import build_method
 
 #: why a run distilling from no teacher has no teacher-side extra
 NO_TEACHER = "it distils from no teacher"

@@ -230,8 +230,8 @@ def check_sections(spec: ExperimentSpec, configs: Sequence[RunConfig], where: Pa
     every ``compare_attacks`` attack builds under each run's eps and norm, and ``plot_param`` is a numeric parameter
     of some run's method. Both were found out only after the training (an unknown attack stopped the campaign; an
     unknown parameter gave an empty plot and matplotlib's warnings on stderr)."""
+    from dard.config.read import build_method
     from dard.evaluation.suite import attack_from_spec
-    from dard.training.setup import build_method
 
     compare = spec.compare_attacks.attacks if spec.compare_attacks is not None else {}
     for cfg in configs if compare else []:

@@ -23,6 +23,7 @@ import torch
 from dard.attacks import ATTACKS
 from dard.checkpoint import checkpoint_meta
 from dard.config import RunConfig
+from dard.config.read import build_method
 from dard.errors import DardError
 from dard.evaluation.record import AttackResult, canonical_label
 from dard.evaluation.suite import AUTOATTACK_SUBSET_SUITE, DEFAULT_SUITE
@@ -31,7 +32,7 @@ from dard.methods.base import StepPasses
 from dard.models import create_model, library_prefix
 from dard.models.cost import macs_per_image
 from dard.run_dir import CHECKPOINTS, RunDir
-from dard.training.setup import Data, build_method
+from dard.training.setup import Data
 
 #: Conservative device rates (MACs/s) when no run has been measured on the device (docs/gpu.md): CUDA with bf16,
 #: 10% of the 798 TFLOP/s bf16 matmul measured on an H100 (40 TMAC/s = 80 TFLOP/s: 4.4x the ~70 s per PGD-10

@@ -16,6 +16,7 @@ import dard.training.precision as precision
 from dard.attacks import Attack
 from dard.checkpoint import save_checkpoint
 from dard.config import RunConfig, dump_config
+from dard.config.read import build_method
 from dard.data import DeviceLoader
 from dard.methods import Method
 from dard.module_utils import unwrap_model
@@ -27,7 +28,7 @@ from dard.training.cost import DataSizes
 from dard.training.deadline import TrainingStopped, past_deadline
 from dard.training.final_eval import final_evaluation
 from dard.training.preflight import RunParts, open_run
-from dard.training.setup import Data, build_method, build_optimizer, prepare_models
+from dard.training.setup import Data, build_optimizer, prepare_models
 from dard.training.state import load_state, save_state, settle_checkpoints
 from dard.training.step_sums import StepSums, read_back
 from dard.training.stretch import PendingStretch

@@ -31,9 +31,9 @@ from dard.checkpoint import (
     model_spec,
 )
 from dard.config import RunConfig
+from dard.config.read import build_method, build_val_attack
 from dard.data import DATASETS, known_sizes
 from dard.errors import DardError, shown
-from dard.evaluation.suite import attack_from_spec
 from dard.io import check_writable
 from dard.methods import Method
 from dard.model_checks import check_input
@@ -46,7 +46,6 @@ from dard.training.resume import ResumeChanges, record_resume_changes, resume_ch
 from dard.training.setup import (
     Data,
     at_key,
-    build_method,
     build_optimizer,
     float_tensors,
     load_teacher,
@@ -107,7 +106,7 @@ def check_config(
         )
     check_switches_in_use(cfg)
     check_warmup(cfg)
-    val_attack = at_key("val.attack", lambda: attack_from_spec(cfg.val.attack, cfg.eps, cfg.seed, cfg.norm))
+    val_attack = at_key("val.attack", lambda: build_val_attack(cfg))
     final = eval_attacks(cfg)  # after val.attack: the order the checks have always reported in
     if cfg.speed.compile:
         check_compile_backend(cfg.speed.compile_backend)

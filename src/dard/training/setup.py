@@ -17,13 +17,11 @@ import torch
 from torch import nn
 
 import dard.training.distributed as dist
-from dard.attacks.threat import apply_norm
 from dard.checkpoint import load_model, teacher_checkpoint
 from dard.config import RunConfig, TeacherConfig
 from dard.data import DatasetBundle, ImageSet, load_dataset, split_train_val
 from dard.errors import DardError
 from dard.io import sha256_file
-from dard.methods import Method, create_method, method_params
 from dard.models import library_prefix
 from dard.run_dir import RunDir
 
@@ -72,22 +70,6 @@ def prepare_data(cfg: RunConfig, bundle: DatasetBundle | None = None) -> Data:
 def float_tensors(images: ImageSet, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x, y)`` on ``device``: images as float in [0, 1], labels as int64."""
     return images.x.to(device).float().div_(255), images.y.to(device)
-
-
-def build_method(cfg: RunConfig) -> Method:
-    """The configured loss object; the run's eps is the default budget of its training attack and the run's norm
-    its norm (an attack that names another norm, or cannot run in the run's, is a one-line DardError)."""
-    params = dict(cfg.method.params)
-    if "attack" not in method_params(cfg.method.name) or not isinstance(params.get("attack", {}), dict | None):
-        return create_method(cfg.method.name, **params)  # an attack that is no mapping (`attack: pgd`): its error
-    attack = dict(params.get("attack") or {})
-    attack.setdefault("eps", cfg.eps)
-    method = create_method(cfg.method.name, **{**params, "attack": attack})
-    resolved = method.config()["attack"]  # the attack the method chose, with every parameter
-    apply_norm({"name": resolved["name"], **({"norm": attack["norm"]} if "norm" in attack else {})}, cfg.norm)
-    if str(resolved.get("norm", "linf")).lower() == cfg.norm:
-        return method  # a Linf run's attacks are built exactly as before the norm was a run setting
-    return create_method(cfg.method.name, **{**params, "attack": {**attack, "norm": cfg.norm}})
 
 
 def load_teacher(
