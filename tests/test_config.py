@@ -9,6 +9,7 @@ from tests.conftest import assert_one_line_error, run_cli
 
 from dard.config import dump_config, load_config, parse_config, read_assignments
 from dard.errors import DardError
+from dard.methods import create_method
 
 
 def test_defaults_round_trip():
@@ -360,6 +361,16 @@ def test_a_warm_up_as_long_as_the_run_is_refused() -> None:
         ),
         ("method={name: sat, params: {attack_mode: evall}}", "method: method 'sat': attack_mode must be one of"),
         ("method.params.attack={steps: 0}", "method: method 'dard': attack: dpgd: steps must be >= 1, got 0"),
+        # AutoAttack and its parts train on clean points (the official code attacks only those classified right)
+        ("method.params.attack={name: autoattack}", "method 'dard': attack 'autoattack' is for evaluation, not"),
+        (
+            "method={name: sat, params: {attack: {name: apgd-ce}}}",
+            "method 'sat': attack 'apgd-ce' is for evaluation, not training: the official AutoAttack code attacks "
+            "only the points the model classifies correctly (the others come back clean), always in eval mode; "
+            "train with 'pgd' (the default) or bim, cw, dpgd, fgsm",
+        ),
+        # and its whole cascade validates for hours per epoch; a part of it is taken
+        ("val.attack={name: autoattack}", "val.attack: attack 'autoattack' runs about 4,500 passes per image"),
     ],
 )
 def test_attack_specs_are_checked_when_the_config_is_read(override, needle, capsys):
@@ -370,6 +381,12 @@ def test_attack_specs_are_checked_when_the_config_is_read(override, needle, caps
         load_config(None, [override])
     assert needle in str(e.value) and "\n" not in str(e.value)
     fails_cleanly(capsys, None, ["config", "show", "--set", override], needle)
+
+
+def test_autoattacks_parts_validate_and_are_refused_as_a_training_attack_from_python_too():
+    assert parse_config({"val": {"attack": {"name": "apgd-ce", "steps": 5}}}).val.attack["name"] == "apgd-ce"
+    with pytest.raises(DardError, match=r"method 'trades': attack 'square' is for evaluation, not training"):
+        create_method("trades", attack={"name": "square"})
 
 
 def test_step_milestones_lie_within_the_run(tmp_path, capsys):

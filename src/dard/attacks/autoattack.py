@@ -170,6 +170,12 @@ class AutoAttackWrapper(Attack):
 
     name = "autoattack"
     _always_fork_rng = True
+    # the official code returns the points the model misclassifies clean, runs the model in eval mode whatever a
+    # method's attack_mode, and its standard cascade costs ~4,500 passes per image (so do its parts, in part)
+    not_for_training: ClassVar[str | None] = (
+        "the official AutoAttack code attacks only the points the model classifies correctly (the others come back "
+        "clean), always in eval mode"
+    )
     #: Passes per image of the standard cascade on a robust model, its scoring forward included: APGD-CE 100 steps,
     #: APGD-T 9 x 100, FAB-T 9 x 100 x ~3 and Square 5000 queries, each over the points still robust (about half):
     #: ~4,500 (docs/gpu.md).

@@ -108,6 +108,8 @@ class Attack:
     #: ``dard.methods.base.make_attack`` (``attack_mode: train``), never a constructor parameter, so evaluation
     #: attacks always run in eval mode and :meth:`config` is unchanged
     keep_model_mode: bool = False
+    #: why no training method may craft its batches with this attack (None: any may); ``make_attack`` refuses it
+    not_for_training: ClassVar[str | None] = None
 
     def __new__(cls, *args: Any, **params: Any) -> Attack:
         if args:  # torchattacks style, PGD(model, eps=...): say how dard's attacks are called

@@ -46,6 +46,11 @@ def load_config(
     return parse_config(data)
 
 
+#: attacks validation refuses: the whole AutoAttack cascade, about 4,500 passes per image (AutoAttackWrapper),
+#: over the validation split at every validation, hours per epoch where PGD-10 takes minutes
+_NOT_FOR_VALIDATION = ("autoattack",)
+
+
 def build_method(cfg: RunConfig) -> Method:
     """The configured loss object; the run's eps is the default budget of its training attack and the run's norm
     its norm (an attack that names another norm, or cannot run in the run's, is a one-line DardError)."""
@@ -63,7 +68,15 @@ def build_method(cfg: RunConfig) -> Method:
 
 
 def build_val_attack(cfg: RunConfig) -> Attack:
-    """The validation attack, seeded with the run's seed unless it names its own."""
+    """The validation attack (seeded with the run's seed unless it names its own); AutoAttack's whole cascade is
+    refused (:class:`dard.config.schema.ValConfig` says why), its parts (``apgd-ce``, ...) are not."""
+    name: Any = cfg.val.attack.get("name")
+    if name in _NOT_FOR_VALIDATION:
+        raise DardError(
+            f"attack '{name}' runs about 4,500 passes per image at every validation (hours per epoch where "
+            "pgd's 10 steps take minutes); validate with pgd (the default), or apgd-ce, its first stage, and keep "
+            "autoattack for the final evaluation (eval.autoattack_subset)"
+        )
     return attack_from_spec(cfg.val.attack, cfg.eps, cfg.seed, cfg.norm)
 
 

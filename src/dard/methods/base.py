@@ -93,6 +93,14 @@ def resolve_attack_spec(method_name: str, spec: Any, default: Mapping[str, Any])
         raise DardError(f"method '{method_name}': attack name must be a string, got {shown(name)}")
     if name == default["name"]:
         return merge_step(default, spec)
+    why = getattr(_attack_class(method_name, name), "not_for_training", None)
+    if why:  # AutoAttack and its parts: built and run, they trained on clean points for hours per epoch
+        kind = _target_kind(method_name, default["name"])
+        takes = [n for n in ATTACKS.names() if n != default["name"] and _trains(n) and _target_kind("", n) == kind]
+        raise DardError(
+            f"method '{method_name}': attack '{name}' is for evaluation, not training: {why}; train with "
+            f"'{default['name']}' (the default){' or ' + ', '.join(takes) if takes else ''}"
+        )
     _check_kind(method_name, name, _target_kind(method_name, name), default)
     return {"name": name, **{k: v for k, v in spec.items() if k != "name"}}
 
@@ -110,12 +118,19 @@ def _check_kind(method_name: str, name: str, kind: str, default: Mapping[str, An
         )
 
 
-def _target_kind(method_name: str, attack_name: str) -> str:
+def _attack_class(method_name: str, attack_name: str) -> Any:
     try:
-        cls = ATTACKS.get(attack_name)
+        return ATTACKS.get(attack_name)
     except DardError as exc:
         raise DardError(f"method '{method_name}': attack: {exc}") from None
-    return getattr(cls, "target_kind", "labels")
+
+
+def _trains(attack_name: str) -> bool:
+    return not getattr(ATTACKS.get(attack_name), "not_for_training", None)
+
+
+def _target_kind(method_name: str, attack_name: str) -> str:
+    return getattr(_attack_class(method_name, attack_name), "target_kind", "labels")
 
 
 def build_attack(method_name: str, spec: Mapping[str, Any]) -> Attack:
