@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from tests.cli_checks import fails_cleanly
-from tests.conftest import assert_one_line_error, run_cli
+from tests.cli_checks import config_file, fails_cleanly
+from tests.conftest import assert_one_line_error, run_cli, tiny_run_config
 
 from dard.config import dump_config, load_config, parse_config, read_assignments
 from dard.errors import DardError
@@ -387,6 +387,22 @@ def test_autoattacks_parts_validate_and_are_refused_as_a_training_attack_from_py
     assert parse_config({"val": {"attack": {"name": "apgd-ce", "steps": 5}}}).val.attack["name"] == "apgd-ce"
     with pytest.raises(DardError, match=r"method 'trades': attack 'square' is for evaluation, not training"):
         create_method("trades", attack={"name": "square"})
+
+
+def test_a_subset_larger_than_the_dataset_is_refused_not_cut(tmp_path, capsys, monkeypatch):
+    """data.train_subset or data.test_subset past the images there are was cut to them in silence: refused in one
+    line naming the size, before the data loads where it is known (digits), else once it has, before any step."""
+    from dard.training import preflight
+    from dard.training.setup import prepare_data
+
+    argv = ["train", "--config", config_file(tmp_path), "--method", "sat", "--out", str(tmp_path / "run")]
+    train = "data.train_subset 2000 exceeds the 1373 training images left after data.val_size 64 of dataset 'digits'"
+    fails_cleanly(capsys, tmp_path, [*argv, "--set", "data.train_subset=2000"], train)
+    fails_cleanly(capsys, tmp_path, [*argv, "--set", "data.test_subset=361"], "test_subset 361 exceeds the 360 test")
+    monkeypatch.setattr(preflight, "known_split_sizes", lambda *a: None)  # a dataset whose size only its files say
+    fails_cleanly(capsys, tmp_path, [*argv, "--set", "data.train_subset=2000"], train)
+    cfg = parse_config(tiny_run_config(data={"train_subset": 2000}))
+    assert len(prepare_data(cfg).train) == 1373  # a run's record, made when it was cut, reads as it was made
 
 
 def test_step_milestones_lie_within_the_run(tmp_path, capsys):

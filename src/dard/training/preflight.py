@@ -32,7 +32,7 @@ from dard.checkpoint import (
 )
 from dard.config import RunConfig
 from dard.config.read import build_method, build_val_attack
-from dard.data import DATASETS, known_sizes
+from dard.data import DATASETS, known_sizes, known_split_sizes
 from dard.errors import DardError, shown
 from dard.io import check_writable
 from dard.methods import Method
@@ -47,6 +47,7 @@ from dard.training.setup import (
     Data,
     at_key,
     build_optimizer,
+    check_subsets,
     float_tensors,
     load_teacher,
     prepare_data,
@@ -97,6 +98,9 @@ def check_config(
     if new_run and "normalize" in cfg.model.model_fields_set:  # model_spec drops it for a zoo architecture
         stated, instead = "model.normalize: true", "drop model.normalize (or set it false)"
         check_zoo_normalization(cfg.model.arch, cfg.model.normalize, stated, instead)
+    sizes = known_split_sizes(cfg.data.name, cfg.data.val_size) if new_run else None
+    if sizes is not None:  # the embedded digits: the subsets are checked before the data loads
+        check_subsets(cfg, *sizes)
     method = at_key("method", lambda: make_method(cfg))
     check_teacher_config(cfg, method.needs_teacher)
     if not method.robust and cfg.val.select_by == "robust":
@@ -249,7 +253,7 @@ def build_models(
     """Load the data, seed the run's RNG, build the student and the teacher; both must take the data's images and
     give one logit per class, and the snapshot of ``resume_from`` (if any) must fit the student and its optimizer
     exactly. ``own_teacher``: the teacher's run folder may be locked (:func:`open_run`)."""
-    data = prepare_data(cfg)
+    data = prepare_data(cfg, new_run=resume_from is None)
     probe, _ = float_tensors(data.val.subset(range(min(2, len(data.val)))), device)
     # The run's stream starts here: the student's initialisation, then the teacher's (replaced by its weights, but
     # drawn all the same), are its first draws; a resume replaces the stream with its snapshot's afterwards.

@@ -46,12 +46,15 @@ class Data:
     test: ImageSet
 
 
-def prepare_data(cfg: RunConfig, bundle: DatasetBundle | None = None) -> Data:
+def prepare_data(cfg: RunConfig, bundle: DatasetBundle | None = None, *, new_run: bool = False) -> Data:
     """Load the dataset (unless ``bundle`` is it, already loaded) and carve the fixed, seeded validation split out
-    of the training set."""
+    of the training set. ``new_run``: a subset larger than the images there are is refused (:func:`check_subsets`;
+    a run folder's record, made when it was cut to them, reads as it was made)."""
     bundle = bundle or load_dataset(cfg.data.name, cfg.data.dir, download=cfg.data.download)
     val_size = cfg.data.val_size if cfg.data.val_size < 1 else int(cfg.data.val_size)
     train, val = split_train_val(bundle.train, val_size, seed=cfg.seed)
+    if new_run:
+        check_subsets(cfg, len(train), len(bundle.test))
     if cfg.data.train_subset is not None:
         train = train.subset(torch.arange(min(cfg.data.train_subset, len(train))))
     test = bundle.test
@@ -65,6 +68,26 @@ def prepare_data(cfg: RunConfig, bundle: DatasetBundle | None = None) -> Data:
             f"{' and data.train_subset' if cfg.data.train_subset is not None else ''})"
         )
     return Data(bundle, train, val, test)
+
+
+def check_subsets(cfg: RunConfig, train: int, test: int) -> None:
+    """``data.train_subset`` and ``data.test_subset`` within the ``train`` images left after ``data.val_size`` and
+    the ``test`` images of the dataset: a larger one was cut to what there is, in silence, and the run trained and
+    was measured on fewer images than its config says."""
+    for key, n, there, what in (
+        (
+            "train_subset",
+            cfg.data.train_subset,
+            train,
+            f"training images left after data.val_size {cfg.data.val_size:g}",
+        ),
+        ("test_subset", cfg.data.test_subset, test, "test images"),
+    ):
+        if n is not None and n > there:
+            raise DardError(
+                f"data.{key} {n} exceeds the {there} {what} of dataset '{cfg.data.name}'; set it to {there} or "
+                "fewer, or leave it out to use them all"
+            )
 
 
 def float_tensors(images: ImageSet, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
