@@ -283,6 +283,32 @@ def test_run_record_reads_every_file(runs: list[RunRecord]) -> None:
     assert run.evals["best"].autoattack_subset.attacks["autoattack"].accuracy == pytest.approx(0.45)
 
 
+def test_a_cpus_model_is_named_beside_its_device_where_run_json_records_it(tmp_path: Path) -> None:
+    """Every CPU's device name reads 'cpu (x86_64, N threads)', while an AMD EPYC that emulates bf16 trains 30 times
+    slower than an Intel CPU with native bf16: the report's Device line and column name the model where run.json
+    records it (older records, without it, read as before)."""
+    path = _make_run(tmp_path, "sat-s0", 0, "sat", 0.85, 0.40, teacher=None, aa=0.35, train_seconds=60.0)
+    run = RunDir(path)
+    cpu = {"device": "cpu", "device_name": "cpu (x86_64, 2 threads)"}
+    for extra, shown in [
+        ({}, "cpu (x86_64, 2 threads)"),
+        (
+            {"cpu_model": "AMD EPYC 7B13", "cpu_native_bf16": False},
+            "cpu (x86_64, 2 threads; AMD EPYC 7B13, emulated bf16)",
+        ),
+        ({"cpu_model": "Intel Xeon", "cpu_native_bf16": None}, "cpu (x86_64, 2 threads; Intel Xeon)"),
+    ]:
+        info = run.read_info()
+        info.environment = {**cpu, **extra}
+        run.write_info(info)
+        assert RunRecord.load(path).device == shown
+    md = build_report([RunRecord.load(path)], tmp_path / "r").read_text()
+    assert _table(md, "## Training cost")["sat"]["Device"] == "cpu (x86_64, 2 threads; Intel Xeon)"
+    info.environment = {"device": "cuda:0", "device_name": "NVIDIA H100", "cpu_model": "AMD EPYC 7B13"}
+    run.write_info(info)
+    assert RunRecord.load(path).device == "NVIDIA H100"  # a GPU run's host CPU is not where it trained
+
+
 def test_training_time_not_recorded_is_none(tmp_path: Path) -> None:
     plain = _make_run(tmp_path, "plain-s0", 0, "sat", 0.8, 0.4, teacher=None, aa=0.3)
     assert RunRecord.load(plain).train_seconds is None  # recorded neither in metrics.jsonl nor in a snapshot

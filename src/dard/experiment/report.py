@@ -173,7 +173,7 @@ def _environment_line(runs: Sequence[RunRecord]) -> str:
     commits: dict[str, list[str]] = {}
     for run in runs:
         env = run.info.environment
-        devices[md_text(env.get("device_name", env.get("device", "?")))] = None
+        devices[md_text(run.device)] = None  # a CPU's model with it, where run.json records it
         torches[md_text(env.get("torch", "?"))] = None
         commits.setdefault(md_text(str(env.get("git_commit") or "?")[:7]), []).append(md_text(run.path.name))
     commit_text = "; ".join(

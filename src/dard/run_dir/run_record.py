@@ -95,8 +95,15 @@ def _train_throughput(seconds: float | None, data: dict[str, Any], metrics: Sequ
 
 
 def _device_text(info: RunInfo) -> str:
-    """Where a run trained, from its run.json environment (with the process count under torchrun)."""
+    """Where a run trained, from its run.json environment (with the process count under torchrun): a CPU's model
+    beside its device name where the record has it, ``cpu (x86_64, 2 threads; AMD EPYC 7B13, emulated bf16)``, as
+    every CPU's device name reads alike while their speeds differ 30-fold (records before ``cpu_model``: as they
+    were)."""
     env = info.environment
     text = str(env.get("device_name") or env.get("device") or "?")
+    model, native = env.get("cpu_model"), env.get("cpu_native_bf16")
+    if str(env.get("device", "")).startswith("cpu") and isinstance(model, str) and model.strip():
+        bf16 = f", {'native' if native else 'emulated'} bf16" if isinstance(native, bool) else ""
+        text = f"{text[:-1]}; {model.strip()}{bf16})" if text.endswith(")") else f"{text} ({model.strip()}{bf16})"
     world = env.get("world_size") or 1
     return f"{text} x {world} processes" if world > 1 else text
