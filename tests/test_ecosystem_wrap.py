@@ -73,6 +73,25 @@ def test_an_instance_with_lazy_or_meta_tensors_is_refused_as_a_factorys_model_is
         create_model(_net().to("meta"))
 
 
+def test_a_model_whose_parameters_mix_dtypes_is_refused_at_build() -> None:
+    # one fp64 layer among fp32 ones: torch's raw "mat1 and mat2 must have the same dtype" at the first forward
+    mixed = _net()
+    mixed[1].bias.data = mixed[1].bias.data.double()
+    with pytest.raises(DardError, match=r"given a model whose parameters mix dtypes: float32 \('1.weight'\), float64"):
+        create_model(mixed, mean=MEAN, std=STD)
+
+    @dard.register_model("_wrap_mixed")
+    def factory(num_classes: int = 10) -> nn.Module:
+        net = nn.Sequential(nn.Flatten(), nn.Linear(192, num_classes))
+        net[1].weight.data = net[1].weight.data.double()
+        return net
+
+    with pytest.raises(DardError, match=r"model '_wrap_mixed': the factory returned a model whose parameters mix"):
+        create_model("_wrap_mixed")
+    whole = create_model(_net().double(), mean=MEAN, std=STD)  # one dtype throughout runs as it did
+    assert whole(torch.rand(2, 3, 8, 8)).shape == (2, 10)
+
+
 def test_factory_kwargs_reach_the_factory_and_unknown_ones_are_named() -> None:
     @dard.register_model("_wrap_sized")
     def sized(num_classes: int = 10, width: int = 4) -> nn.Module:

@@ -19,6 +19,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 
@@ -232,14 +233,24 @@ def build_from_factory(
 
 def check_materialised(model: nn.Module, what: str) -> None:
     """A DardError (``what`` first, e.g. "model 'x': the factory returned") if ``model`` has a tensor with no data
-    yet: an uninitialised lazy parameter (``nn.LazyLinear``) or one on the ``meta`` device. A factory's model and
-    a model instance given to ``create_model`` are checked alike."""
+    yet: an uninitialised lazy parameter (``nn.LazyLinear``) or one on the ``meta`` device, or whose parameters
+    mix floating dtypes (one fp64 layer among fp32 ones). A factory's model and a model instance given to
+    ``create_model`` are checked alike."""
     tensors = [*model.named_parameters(), *model.named_buffers()]
     lazy = next((k for k, t in tensors if is_lazy(t)), None)
     if lazy is not None:  # a fresh copy to load a checkpoint into has no shapes yet: the run crashed once trained
         raise DardError(
             f"{what} a model with uninitialised lazy parameters (tensor '{lazy}', e.g. nn.LazyLinear); give their "
             "sizes (nn.Linear(in, out)), so that its weights can be saved and loaded"
+        )
+    dtypes: dict[torch.dtype, str] = {}
+    for k, t in model.named_parameters():  # the first parameter of each floating dtype
+        if t.is_floating_point():
+            dtypes.setdefault(t.dtype, k)
+    if len(dtypes) > 1:  # torch's "mat1 and mat2 must have the same dtype", raw, at the first forward
+        mixed = ", ".join(f"{str(d).removeprefix('torch.')} ('{k}')" for d, k in dtypes.items())
+        raise DardError(
+            f"{what} a model whose parameters mix dtypes: {mixed}; give it one (model.float(), or .double())"
         )
     meta = next((k for k, t in tensors if t.is_meta), None)
     if meta is not None:  # no data to move, load into or compute with: torch fails later, deep in a load or a step
