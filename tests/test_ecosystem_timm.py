@@ -181,6 +181,9 @@ def test_a_timm_keyword_the_model_drops_is_refused(swallowing_timm, tmp_path, ca
         check_factory_kwargs("timm:swallowing", {"drop_rate": None})
     check_factory_kwargs("timm:swallowing", {"drop_rate": 0.5})  # named: used
     check_factory_kwargs("timm:passing_on", {"bias": False})  # not named, but it changes the model: passed on
+    check_factory_kwargs("timm:passing_on", {"bias": True})  # passed on at its default: written out, not wrong
+    with pytest.raises(DardError, match=r"dropout=0.0 changes nothing"):  # dropped whatever its value
+        check_factory_kwargs("timm:swallowing", {"dropout": 0.0})
     check_factory_kwargs(f"timm:{VIT}", {"img_size": 8, "patch_size": 2})  # no **kwargs: built once, as before
     cfg = config_file(tmp_path, model={"arch": "timm:swallowing", "kwargs": {"dropout": 0.5}}, data={"name": "digits"})
     argv = ["train", "--config", cfg, "--out", str(tmp_path / "r")]

@@ -85,7 +85,8 @@ def check_kwargs_used(name: str, kwargs: Mapping[str, Any], build: Callable[[Map
     ``timm.create_model`` prunes), or one its class's ``__init__`` (or a base class's) does not name but takes
     into ``**kwargs``, where building without it gives the same model (modules, their settings, and weights drawn
     from one seed). ``build(kwargs)`` builds the model; a keyword that was used, named or passed on to the layers
-    (MaxxVit's config overlay) changes the model and passes, as does any keyword of a class without ``**kwargs``
+    (MaxxVit's config overlay) changes the model and passes (at its default value too, where another value changes
+    the model: :func:`_read_at_another_value`), as does any keyword of a class without ``**kwargs``
     (timm's builder took it, or the class would have refused it)."""
     with torch.random.fork_rng(devices=[]):
         cls = type(build(kwargs))
@@ -98,7 +99,9 @@ def check_kwargs_used(name: str, kwargs: Mapping[str, Any], build: Callable[[Map
         full = build(kwargs)
         for key in suspects:
             torch.manual_seed(0)
-            if _same(full, build({k: v for k, v in kwargs.items() if k != key})):
+            if _same(full, build({k: v for k, v in kwargs.items() if k != key})) and not _read(
+                build, kwargs, key, full
+            ):
                 why = (
                     "timm drops keyword arguments set to null (the model's default is used)"
                     if kwargs[key] is None
@@ -108,6 +111,28 @@ def check_kwargs_used(name: str, kwargs: Mapping[str, Any], build: Callable[[Map
                 close = difflib.get_close_matches(key, sorted(named), n=3, cutoff=0.6)
                 hint = f"; did you mean {', '.join(close)}?" if close else f"; drop it ({cls.__name__} names its own)"
                 raise DardError(f"model 'timm:{name}': {key}={kwargs[key]!r} changes nothing in the model: {why}{hint}")
+
+
+def _read(
+    build: Callable[[Mapping[str, Any]], nn.Module], kwargs: Mapping[str, Any], key: str, full: nn.Module
+) -> bool:
+    """Whether keyword ``key``, which changes nothing at its value, is read at another (a bool flipped, a number
+    plus 1, a text with a character added): one passed on and set to its default, which the user did nothing wrong
+    to write out (``bias: true`` for the layers of a MaxxVit), builds the same model as one dropped."""
+    value = kwargs[key]
+    if isinstance(value, bool):
+        other: Any = not value
+    elif isinstance(value, int | float):
+        other = value + 1
+    elif isinstance(value, str):
+        other = value + "_"
+    else:  # null (timm prunes it) or a list or mapping: no other value to try
+        return False
+    torch.manual_seed(0)
+    try:
+        return not _same(full, build({**kwargs, key: other}))
+    except DardError:  # the model refused the other value: it reads the keyword
+        return True
 
 
 def _init_names(cls: type) -> tuple[set[str], bool]:
