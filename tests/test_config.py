@@ -44,6 +44,8 @@ def test_defaults_round_trip():
         ({"data": {"val_size": 0}}, "data.val_size: Input should be greater than 0"),
         # 8/255 is an Linf budget: an L2 run without eps trained and was evaluated at a radius of 0.03
         ({"norm": "l2"}, "norm l2 needs eps: the default 8/255 is the Linf budget"),
+        # a milestone given twice multiplied the learning rate by gamma twice there (gamma ** milestones passed)
+        ({"optim": {"milestones": [3, 5, 3]}}, "optim.milestones: Value error, 3 is listed twice"),
     ],
 )
 def test_bad_values_name_the_key(data, needle):

@@ -146,6 +146,11 @@ class OptimConfig(_Strict):
     gamma: float = Field(0.1, gt=0, le=1)
     warmup_epochs: int = Field(0, ge=0, le=EPOCHS_MAX)
 
+    @field_validator("milestones", mode="after")
+    @classmethod
+    def _distinct_milestones(cls, v: list[int]) -> list[int]:
+        return distinct(v)  # the rate is multiplied by gamma once per milestone passed: [3, 3] twice at epoch 3
+
     @model_validator(mode="after")
     def _consistent(self) -> OptimConfig:
         # torch's SGD refuses Nesterov without momentum, but only when the optimizer is built, after the checks
