@@ -305,3 +305,20 @@ def test_printed_p_values_and_bounds_keep_their_side_of_the_threshold() -> None:
     row = next(ln for ln in lines if ln.startswith("| dard | sat |"))
     assert "s0: 30/14 of 10,000, p=0.04996 |" in row and row.endswith("| yes |")
     assert (_pct(0.00004), _pct(-0.00004), _pct(0.0), _pct(0.09)) == ("+0.004", "-0.004", "+0.00", "+9.00")
+
+
+def test_a_p_value_below_what_a_float_holds_is_printed_as_a_bound_never_as_zero() -> None:
+    # DARD against the natural student on 10,000 images, 3013 discordant images all one way: the exact p-value
+    # (2 / 2**3013) rounds to 0.0, and the report printed p=0.0e+00
+    from dard.report.paired_section import PairedSection
+    from dard.report.sections import paired_lines
+
+    p = mcnemar_p(3013, 0)
+    assert p == 0.0 and mcnemar_p(900, 0) == 2.0 / 2**900 > 0  # the float's limit, and a p printed as it is
+    cmp = PairedComparison(
+        "dard", "natural", "pgd20", [SeedTest(0, 3013, 0, 10_000, p), SeedTest(1, 900, 0, 10_000, mcnemar_p(900, 0))]
+    )
+    row = next(
+        ln for ln in paired_lines(PairedSection(comparisons=[cmp], headers={"pgd20": "PGD-20"})) if "| dard |" in ln
+    )
+    assert "s0: 3013/0 of 10,000, p below 1e-300; s1: 900/0 of 10,000, p=2.4e-271 |" in row and "p=0" not in row

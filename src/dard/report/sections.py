@@ -202,13 +202,15 @@ def _pct(x: float) -> str:
 
 
 def _p_text(p: float) -> str:
-    """A p-value in 3 significant digits, more where 3 would round it across ``ALPHA`` (0.04996 shown as 0.05
-    beside "significant")."""
+    """``p=`` a p-value in 3 significant digits, more where 3 would round it across ``ALPHA`` (0.04996 shown as
+    0.05 beside "significant"); ``p below 1e-300`` where it is below what a float holds (it read p=0.0e+00)."""
+    if p < 1e-300:  # mcnemar_p's exact value rounds to 0 below about 5e-324: never print a p-value of 0
+        return "p below 1e-300"
     for digits in range(3, 18):
         text = f"{p:.{digits}g}" if p >= 1e-4 else f"{p:.{digits - 2}e}"
         if (float(text) < ALPHA) == (p < ALPHA):
-            return text
-    return repr(p)
+            return f"p={text}"
+    return f"p={p!r}"
 
 
 def paired_lines(section: PairedSection) -> list[str]:
@@ -239,7 +241,7 @@ def paired_lines(section: PairedSection) -> list[str]:
                 c.a,
                 c.b,
                 section.headers.get(c.metric, c.metric),
-                "; ".join(f"s{s.seed}: {s.b}/{s.c} of {s.n:,}, p={_p_text(s.p)}" for s in c.seeds),
+                "; ".join(f"s{s.seed}: {s.b}/{s.c} of {s.n:,}, {_p_text(s.p)}" for s in c.seeds),
                 _pct(c.mean) if c.mean is not None else "",
                 f"[{_pct(ci[0])}, {_pct(ci[1])}]" if (ci := c.interval) else DASH,
                 "yes" if c.significant else "no",
