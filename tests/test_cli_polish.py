@@ -133,7 +133,9 @@ def test_teacher_that_does_not_fit_the_data_is_caught_before_training(data, need
     """A 1-channel, 10-class digits teacher with RGB images, 3 classes, or images too small for it."""
     teacher = Path(shutil.copytree(finished_run, tmp_path / "teacher"))
     folder = image_folder(tmp_path / "data", **data)
-    cfg = config_file(tmp_path, data={"name": "folder", "dir": str(folder), "train_subset": None, "val_size": 3})
+    cfg = config_file(
+        tmp_path, data={"name": "folder", "dir": str(folder), "train_subset": None, "test_subset": None, "val_size": 3}
+    )
     argv = ["train", "--config", cfg, "--method", "dard", "--teacher", str(teacher), "--model", "mlp"]
     fails_cleanly(capsys, tmp_path, [*argv, "--set", "optim.batch_size=4", "--out", str(tmp_path / "new")], needle)
 

@@ -486,7 +486,9 @@ def test_json_nested_too_deep_is_malformed_json(run, tmp_path, capsys):
 
 def test_images_too_small_for_the_model_name_its_minimum(run, tmp_path, capsys):
     folder = image_folder(tmp_path / "px1", side=1)
-    cfg = config_file(tmp_path, data={"name": "folder", "dir": str(folder), "train_subset": None, "val_size": 10})
+    cfg = config_file(
+        tmp_path, data={"name": "folder", "dir": str(folder), "train_subset": None, "test_subset": None, "val_size": 10}
+    )
     argv = ["train", "--config", cfg, "--set", "optim.batch_size=8", "--out", str(tmp_path / "new")]
     fails_cleanly(capsys, tmp_path, argv, "needs images of at least 2x2 pixels", "1x1")
     eval_argv = ["eval", str(run), "--data", "folder", "--data-dir", str(folder)]
