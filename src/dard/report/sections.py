@@ -232,8 +232,9 @@ def paired_lines(section: PairedSection) -> list[str]:
             "for the attacks and the worst case, AutoAttack's first images for AutoAttack), and the two-sided exact "
             "McNemar p-value (a binomial test of b against b + c at 1/2). Across seeds: the mean paired difference "
             "and its 95% t interval (two seeds or more). "
-            f"Significant: p < {ALPHA:g} in every seed, or an interval that excludes 0. results.json holds every "
-            "column.",
+            f"Significant: p < {ALPHA:g} in every seed, or an interval that excludes 0; each row is its own test, "
+            "not corrected for the number of rows (of many rows at p near 0.05, expect some by chance). results.json "
+            "holds every column.",
             "",
         ]
         rows = [
