@@ -24,7 +24,8 @@ from dard.config import parse_config
 from dard.errors import DardError
 from dard.io import MAX_TAR_HEADER_BYTES
 from dard.run_dir import RunDir
-from dard.run_dir.archive import MANIFEST, ExportOptions, allowed, archived_runs, export_runs
+from dard.run_dir.archive import MANIFEST, ExportOptions, archived_runs, export_runs
+from dard.run_dir.carried import allowed
 from dard.run_dir.merge import import_runs
 from dard.training import train
 from dard.training.deadline import TrainingStopped
@@ -568,3 +569,48 @@ def test_a_file_or_fifo_where_an_imported_run_goes_is_named_as_such(finished, tm
     with pytest.raises(DardError, match=f"{root / 'run-s0'} is a file, not a run folder"):
         import_runs(archive, root)
     assert sorted(p.name for p in root.iterdir()) == ["run-s0"] and (root / "run-s0").read_text() == "mine\n"
+
+
+def _keep(run: Path, epoch: int, *suffixes: str) -> None:
+    """A copy of ``run``'s best checkpoint files as the checkpoint keep_epochs kept at ``epoch`` (one save's)."""
+    for suffix in suffixes:
+        shutil.copyfile(run / f"best{suffix}", run / f"epoch-{epoch:03d}{suffix}")
+
+
+def test_kept_checkpoints_travel_whole_or_are_named_as_left_out(finished, tmp_path):
+    # keep_epochs' epoch-005 pairs (a teacher-quality ladder's teachers) stayed behind in silence: export and import
+    # from a folder took best/last only, and left_out did not name them
+    run = Path(shutil.copytree(finished, tmp_path / "src" / "run-s0"))
+    _keep(run, 1, ".safetensors", ".json")
+    _keep(run, 3, ".safetensors")  # its metadata never written (killed between the two): no use without it
+    archive = export_runs([run], tmp_path / "a.tar.gz")
+    with tarfile.open(archive) as tar:
+        names, left_out = tar.getnames(), json.load(tar.extractfile(MANIFEST))["runs"][0]["left_out"]
+    assert {"run-s0/epoch-001.safetensors", "run-s0/epoch-001.json"} <= set(names)
+    assert not any("epoch-003" in n for n in names) and "epoch-003 (epoch-003.json is missing)" in left_out
+    import_runs(archive, tmp_path / "runs")
+    for name in ("epoch-001.safetensors", "epoch-001.json"):
+        assert (tmp_path / "runs" / "run-s0" / name).read_bytes() == (run / name).read_bytes()
+    with tarfile.open(export_runs([run], tmp_path / "b.tar.gz", ExportOptions(weights="best"))) as tar:
+        names, left_out = tar.getnames(), json.load(tar.extractfile(MANIFEST))["runs"][0]["left_out"]
+    assert not any("epoch-" in n for n in names) and "epoch-001.safetensors (--weights best)" in left_out
+    # unfinished at epoch 1: a kept epoch 3 is past its snapshot, and a resume would set it aside
+    shutil.rmtree(run / "eval")
+    _keep(run, 3, ".json")
+    with tarfile.open(export_runs([run], tmp_path / "u.tar.gz")) as tar:
+        names, left_out = tar.getnames(), json.load(tar.extractfile(MANIFEST))["runs"][0]["left_out"]
+    assert "run-s0/epoch-001.json" in names and not any("epoch-003" in n for n in names)
+    assert any(n.startswith("epoch-003 (past epoch 1") for n in left_out)
+    import_runs(run, tmp_path / "folder")  # from the folder: the same choice
+    assert sorted(p.name for p in (tmp_path / "folder" / "run-s0").glob("epoch-*")) == [
+        "epoch-001.json",
+        "epoch-001.safetensors",
+    ]
+    half = _rebuild(archive, tmp_path / "h.tar.gz", lambda r, files: files.pop("epoch-001.json"))
+    with pytest.raises(DardError, match="carries one file of kept checkpoint epoch-001"):
+        import_runs(half, tmp_path / "other")
+    past = _rebuild(
+        archive, tmp_path / "p.tar.gz", lambda r, files: files.update({"epoch-009.json": files["epoch-001.json"]})
+    )
+    with pytest.raises(DardError, match="carries one file of kept checkpoint epoch-009"):
+        import_runs(past, tmp_path / "other")

@@ -3,15 +3,17 @@
 An archive is a ``.tar.gz`` whose first member is ``dard-export.json`` (:class:`Manifest`: each run's files with
 their size and SHA-256, and what was left out), followed by ``<run>/<file>`` for each run, in sorted order: its
 config, run.json, metrics.jsonl and evaluation records, its checkpoints' metadata, and the weights when allowed
-(:class:`ExportOptions`: by default each weights file of at most 8 MiB). A finished run travels without its resume
-state, an unfinished one only with it, and neither with a checkpoint of two saves (:func:`.pair.stale_pairs`). No
+(:class:`ExportOptions`: by default each weights file of at most 8 MiB), the checkpoints kept by ``keep_epochs``
+whole or not at all (:mod:`.carried`). A finished run travels without its resume state, an unfinished one only
+with it, and neither with a checkpoint of two saves (:func:`.pair.stale_pairs`). No
 entry carries a time, owner or permissions, and gzip no name or time, so the same runs give the same bytes.
 
 An archive is hostile input. Import reads it member by member and refuses the whole archive (one DardError line,
 nothing written to the runs folder) on anything but regular files, absolute paths, ``..``, links, a file name that
 :class:`dard.run_dir.RunDir` does not define, a size or checksum other than the manifest's, sizes over
 :data:`MAX_FILE_BYTES` / :data:`MAX_TOTAL_BYTES`, extended headers over :data:`dard.io.MAX_TAR_HEADER_BYTES`, or a
-run lacking what its manifest claims (:func:`check_carried`); :mod:`.merge` reads it back strictly and places it.
+run lacking what its manifest claims (:func:`.carried.check_carried`); :mod:`.merge` reads it back strictly and
+places it.
 """
 
 from __future__ import annotations
@@ -20,10 +22,9 @@ import gzip
 import hashlib
 import io
 import json
-import re
 import tarfile
 import zlib
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -32,8 +33,17 @@ from typing import Any, BinaryIO
 from dard.errors import DardError
 from dard.io import atomic_write, check_target, open_tar_gz, sha256_file, write_error
 from dard.names import PLAIN_NAME, file_target
+from dard.run_dir.carried import (
+    allowed,
+    check_carried,
+    kept_to_carry,
+    missing_files,
+    record_names,
+    snapshot_names,
+    weight_names,
+)
 from dard.run_dir.files import parse_json
-from dard.run_dir.layout import CHECKPOINTS, RunDir, enclosing_run
+from dard.run_dir.layout import RunDir, enclosing_run
 from dard.run_dir.lock import check_not_held
 from dard.run_dir.pair import stale_pairs
 
@@ -84,77 +94,6 @@ class ExportOptions:
     max_weights_mib: float = 8.0
 
 
-def record_names(run: RunDir) -> list[str]:
-    """The record files a run folder may hold, relative to it: config, run.json, metrics, evaluations and the
-    checkpoints' metadata (never weights)."""
-    paths = [run.config, run.run_info, run.metrics]
-    for c in CHECKPOINTS:
-        paths += [run.checkpoint_meta(c), run.eval_file(c), run.compare_file(c), run.label_gap_file(c)]
-        paths.append(run.eval_progress_file(c))  # an unfinished evaluation's finished attacks travel too
-    return [p.relative_to(run.path).as_posix() for p in paths]
-
-
-def weight_names(run: RunDir) -> list[str]:
-    """The checkpoints' weights files of a run folder, relative to it."""
-    return [run.weights(c).relative_to(run.path).as_posix() for c in CHECKPOINTS]
-
-
-def _snapshot_names(run: RunDir) -> list[str]:
-    """The resume pointer and the files of the snapshot it points at, relative to the run folder."""
-    if not run.has_snapshot():
-        return []
-    snap = run.resume_snapshot()
-    return [p.relative_to(run.path).as_posix() for p in (run.pointer, snap.weights, snap.optimizer, snap.progress)]
-
-
-def missing_files(finished: bool, files: Collection[str]) -> list[str]:
-    """What a run carrying ``files`` (relative to its folder) lacks to be what it claims: a finished run its config,
-    run.json, metrics, best checkpoint's metadata and evaluation record (its weights may stay behind); an
-    unfinished one its config, run.json, resume pointer and a whole snapshot (weights, optimizer, progress), the
-    only thing it can be continued from. Export and import alike: a run with only its config.yaml was placed as
-    finished and refused by the report later."""
-    probe = RunDir("r")
-
-    def rel(path: Path) -> str:
-        return path.relative_to(probe.path).as_posix()
-
-    if finished:
-        need = [probe.config, probe.run_info, probe.metrics, probe.checkpoint_meta("best"), probe.eval_file("best")]
-        return [rel(p) for p in need if rel(p) not in files]
-    lacking = [rel(p) for p in (probe.config, probe.run_info, probe.pointer) if rel(p) not in files]
-    snap = probe.snapshot(0)
-    parts = [p.name for p in (snap.weights, snap.optimizer, snap.progress)]
-    folders = {name.split("/")[0] for name in files if name.startswith("state-")}
-    if not any(all(f"{folder}/{part}" in files for part in parts) for folder in folders):
-        lacking.append(f"a whole resume snapshot (state-<step>/{', '.join(parts)})")
-    return lacking
-
-
-def check_carried(where: str, finished: bool, files: Collection[str]) -> None:
-    """DardError naming ``where`` if :func:`missing_files` finds anything lacking, or if an unfinished run carries
-    a test evaluation record (whose presence makes a run folder finished)."""
-    lacking = missing_files(finished, files)
-    if lacking:
-        state = "finished" if finished else "unfinished"
-        raise DardError(f"{where} is {state} but lacks {', '.join(lacking)}: nothing usable to carry")
-    evaluated = RunDir("r").eval_file("best").relative_to("r").as_posix()
-    if not finished and evaluated in files:
-        raise DardError(f"{where} is not finished by its manifest but has {evaluated}")
-
-
-def allowed(rel: str) -> bool:
-    """Whether ``rel`` names a file a run folder may hold (records, weights, one snapshot's files)."""
-    probe = RunDir("r")
-    if rel in record_names(probe) or rel in weight_names(probe) or rel == "resume.json":
-        return True
-    parts = rel.split("/")
-    if len(parts) != 2 or not re.fullmatch(r"state-\d{1,18}", parts[0]):
-        return False
-    snap = probe.snapshot(int(parts[0].removeprefix("state-")))
-    names = {p.relative_to(probe.path).as_posix() for p in (snap.weights, snap.optimizer, snap.progress)}
-    return rel in names
-
-
 # ------------------------------------------------------------------------------------------------ export
 
 
@@ -173,8 +112,12 @@ def _selected(run: RunDir, options: ExportOptions) -> tuple[list[str], list[str]
     left_out = [f"{n} (of two saves: a resume writes it again)" for n in skip]
     files = [n for n in record_names(run) if (run.path / n).is_file() and n not in skip]
     best = run.weights("best").relative_to(run.path).as_posix()
-    heavy = weight_names(run) if run.is_evaluated() else [best, *_snapshot_names(run)]  # the next epoch rewrites last
+    heavy = weight_names(run) if run.is_evaluated() else [best, *snapshot_names(run)]  # the next epoch rewrites last
     heavy = [n for n in heavy if (run.path / n).is_file() and n not in skip]
+    kept = kept_to_carry(run)
+    left_out += [f"{k.name} ({k.why_not})" for k in kept if k.why_not]
+    kept = [k for k in kept if not k.why_not]
+    heavy += [k.weights for k in kept]
     limit = options.max_weights_mib * 2**20
     for name in heavy:
         size = (run.path / name).stat().st_size
@@ -184,6 +127,7 @@ def _selected(run: RunDir, options: ExportOptions) -> tuple[list[str], list[str]
             left_out.append(f"{name} ({size / 2**20:.1f} MiB > {options.max_weights_mib:g} MiB)")
         else:
             files.append(name)
+    files += [k.meta for k in kept if k.weights in files]  # a kept checkpoint travels whole or not at all
     lacking = missing_files(run.is_evaluated(), files)
     if lacking and not run.is_evaluated():  # a snapshot without its weights or optimizer state continues nothing
         why = "; ".join(n for n in left_out if n.startswith(("state-", "resume"))) or "it has no resume snapshot"

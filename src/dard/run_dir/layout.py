@@ -68,7 +68,6 @@ class RunDir:
         return f"RunDir({str(self.path)!r})"
 
     # ------------------------------------------------------------------------------------------- paths
-
     @property
     def config(self) -> Path:
         return self.path / "config.yaml"
@@ -134,7 +133,6 @@ class RunDir:
         return FolderLock(self.path, "run folder")
 
     # ------------------------------------------------------------------------------------------- state
-
     def is_empty(self) -> bool:
         """Absent, or an empty folder: a fresh run may start here."""
         if not self.path.is_dir():
@@ -175,9 +173,8 @@ class RunDir:
 
     def kept_checkpoints(self) -> list[str]:
         """The checkpoints kept by ``keep_epochs`` present (either file), by name: ``epoch-005``, in epoch order."""
-        stems = {p.stem for p in self.path.glob("epoch-*") if p.suffix in (".safetensors", ".json")}
-        epochs = [int(m[1]) for s in stems if (m := _KEPT.fullmatch(s)) and kept_epoch_name(int(m[1])) == s]
-        return [kept_epoch_name(e) for e in sorted(epochs)]
+        epochs = {kept_epoch(p.stem) for p in self.path.glob("epoch-*") if p.suffix in (".safetensors", ".json")}
+        return [kept_epoch_name(e) for e in sorted(e for e in epochs if e is not None)]
 
     def check_files(self) -> None:
         """The write rule (:func:`dard.io.check_target`) over the whole folder, before a writer starts: a link,
@@ -186,7 +183,6 @@ class RunDir:
             check_target(path, self.path)
 
     # ------------------------------------------------------------------------------------------- reading
-
     def holds(self, path: Path, what: str) -> bool:
         """Whether the run's file ``path`` is there, a regular file of the run (:func:`files.own_file`)."""
         return own_file(path, self.path, what)
@@ -269,7 +265,6 @@ class RunDir:
             return None
 
     # ------------------------------------------------------------------------------------------- writing
-
     def write_config(self, text: str) -> Path:
         """Write config.yaml; the next :meth:`write_info` records the SHA-256 of exactly these bytes."""
         data = text.encode("utf-8")
@@ -336,6 +331,12 @@ class RunDir:
 def kept_epoch_name(epoch: int) -> str:
     """The checkpoint name of an epoch kept by ``keep_epochs`` (``epoch-010``), for :meth:`RunDir.checkpoint`."""
     return f"epoch-{int(epoch):03d}"
+
+
+def kept_epoch(name: str) -> int | None:
+    """The epoch of the kept checkpoint named ``name`` as :func:`kept_epoch_name` spells it, else None."""
+    m = _KEPT.fullmatch(name)
+    return int(m[1]) if m and kept_epoch_name(int(m[1])) == name else None
 
 
 def enclosing_run(path: str | Path) -> RunDir | None:

@@ -33,7 +33,8 @@ from dard.config.identity import config_diff, config_identity
 from dard.errors import DardError
 from dard.io import check_target, file_kind
 from dard.names import check_case_distinct
-from dard.run_dir.archive import RUN_NAME, allowed, check_carried, extract_archive
+from dard.run_dir.archive import RUN_NAME, extract_archive
+from dard.run_dir.carried import allowed, check_carried, kept_to_carry
 from dard.run_dir.layout import CHECKPOINTS, RunDir, enclosing_run
 from dard.run_dir.lock import LOCK_NAME, check_not_held
 from dard.run_dir.pair import of_two_saves, stale_pairs, two_saves
@@ -106,6 +107,7 @@ def _stage(source: Path, staging: Path) -> list[str]:
             raise DardError(f"{source} is not a dard run folder (no config.yaml) or has an unusual name")
         check_not_held(source, "import")
         copied, stale = [], stale_pairs(run, f"cannot import {source}")  # as an export leaves them out, or refuses
+        stale += [f for k in kept_to_carry(run) if k.why_not for f in (k.weights, k.meta)]
         for path in sorted(source.rglob("*")):
             rel = path.relative_to(source).as_posix()
             real = Path(os.path.realpath(path)) == source.resolve() / rel  # no link on the way (file or folder)
@@ -147,6 +149,9 @@ def _read_all(run: RunDir) -> None:
         run.read_compare(c), run.read_label_gap(c), run.read_eval_progress(c)
         if of_two_saves(run.weights(c), run.checkpoint_meta(c)):  # readers would refuse it, or a resume set it aside
             raise DardError(two_saves(run.weights(c), run.checkpoint_meta(c)))
+    for kept in kept_to_carry(run):  # as an export leaves it out: a resume would set it aside, a reader refuse it
+        if kept.why_not:
+            raise DardError(f"{run.path}: kept checkpoint {kept.name} cannot travel: {kept.why_not}")
     if run.has_snapshot():
         snap = run.resume_snapshot()
         snap.read_progress()
@@ -198,7 +203,8 @@ def _check_merge(staged: Path, dest: Path) -> None:
             except OSError as e:
                 raise DardError(f"cannot read {target}: {e.strerror or e}; nothing imported") from None
     here = RunDir(dest)
-    for c in CHECKPOINTS:  # a file added beside the local one of its pair: two copies of one run may differ
+    kept = {k.name for k in [*kept_to_carry(here), *kept_to_carry(RunDir(staged))]}
+    for c in [*CHECKPOINTS, *sorted(kept)]:  # a file added beside the local one of its pair: copies may differ
         pair = (here.weights(c), here.checkpoint_meta(c))
         weights, meta = (p if os.path.lexists(p) else staged / p.name for p in pair)
         if weights.parent != meta.parent and of_two_saves(weights, meta):
