@@ -614,3 +614,8 @@ def test_kept_checkpoints_travel_whole_or_are_named_as_left_out(finished, tmp_pa
     )
     with pytest.raises(DardError, match="carries one file of kept checkpoint epoch-009"):
         import_runs(past, tmp_path / "other")
+    whole = {f"epoch-003{s}": (run / f"epoch-001{s}").read_bytes() for s in (".safetensors", ".json")}
+    ahead = _rebuild(tmp_path / "u.tar.gz", tmp_path / "w.tar.gz", lambda r, files: files.update(whole))
+    with pytest.raises(DardError, match="kept checkpoint epoch-003 cannot travel: past epoch 1"):
+        import_runs(ahead, tmp_path / "other")  # an unfinished run's, past its snapshot: a resume sets it aside
+    assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
