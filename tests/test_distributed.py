@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 import yaml
-from tests.conftest import REPO, run_cli, tiny_config
+from tests.conftest import REPO, assert_one_line_error, run_cli, tiny_config
 
 from dard.checkpoint import load_checkpoint
 from dard.io import save_tensors
@@ -141,3 +141,27 @@ def test_every_rank_leaves_the_process_group_before_the_test_evaluation(tmp_path
     run = loop.train(parse_config(tiny_config(eval={"attacks": ["fgsm"]})), tmp_path / "run")
     assert calls == ["teardown", "final_evaluation"]
     assert (run / "eval" / "best.json").exists()
+
+
+def _as_rank(monkeypatch, rank: int) -> None:
+    """This process's environment as torchrun sets it for ``rank`` of 2."""
+    for name, value in (("WORLD_SIZE", "2"), ("RANK", str(rank)), ("LOCAL_RANK", str(rank))):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+
+
+def test_commands_other_than_train_and_a_stray_world_size_are_refused_in_one_line(tmp_path, monkeypatch):
+    # Under torchrun `dard report` (or export, eval, ...) ran once per process, each writing the same files; a
+    # WORLD_SIZE left in the environment without torchrun was an internal error of torch's rendezvous.
+    _as_rank(monkeypatch, 0)
+    proc = run_cli("report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep"))
+    assert_one_line_error(proc, "dard report runs in one process, and torchrun started 2")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config()))
+    monkeypatch.delenv("MASTER_ADDR")
+    proc = run_cli("train", "--config", str(cfg), "--out", str(tmp_path / "r"))
+    assert_one_line_error(proc, "WORLD_SIZE=2 in the environment with MASTER_ADDR unset", "unset WORLD_SIZE")
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    assert_one_line_error(run_cli("list"), "WORLD_SIZE='two' in the environment is not a process count")
+    assert not (tmp_path / "rep").exists() and not (tmp_path / "r").exists()

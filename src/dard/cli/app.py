@@ -21,7 +21,7 @@ import dard.cli.import_ as import_command
 import dard.cli.list as list_command
 import dard.cli.report as report_command
 import dard.cli.train as train_command
-from dard.cli.checks import check_args
+from dard.cli.checks import check_args, check_launch
 from dard.cli.common import DEBUG_HELP, stderr_line
 from dard.crash import crash_line, debug_wanted, user_code_frame, user_code_line
 from dard.errors import DardError, one_line
@@ -97,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = debug_wanted(args.debug)
     try:
         check_args(args)
+        check_launch(args.command)
         with warnings_held():  # a user's model's warnings: shown once it loads, never before an error line
             return COMMANDS[args.command](args)
     except DardError as e:  # bad input: one line and exit 2, with --debug too (it only unmasks unexpected errors)

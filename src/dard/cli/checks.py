@@ -7,7 +7,7 @@ import math
 
 from dard.errors import DardError
 
-__all__ = ["check_args"]
+__all__ = ["check_args", "check_launch"]
 
 # options naming files or folders: checked for what a file system takes before any command runs
 _PATH_ARGS = ("out", "runs", "results", "export", "resume", "config", "checkpoint", "weights", "data_dir", "teacher")
@@ -39,3 +39,17 @@ def check_args(args: argparse.Namespace) -> None:
         value = getattr(args, key, None)
         if value is not None and not (math.isfinite(value) and least <= value <= most):
             raise DardError(f"--{key.replace('_', '-')} must be a number from {least} to {most}; got {value}")
+
+
+def check_launch(command: str) -> None:
+    """Only `dard train` runs as one of torchrun's processes (:mod:`dard.training.distributed`): any other command
+    ran once per process, each writing the same report, archive or evaluation record."""
+    from dard.training.distributed import from_environment
+
+    info = from_environment()
+    if info.enabled and command != "train":
+        raise DardError(
+            f"dard {command} runs in one process, and torchrun started {info.world_size} (WORLD_SIZE): each would "
+            f"do all of its work and write the same files; run dard {command} without torchrun (dard train alone "
+            "shares its work among processes)"
+        )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from dard.errors import DardError
+from dard.errors import DardError, shown
 
 
 @dataclass(frozen=True)
@@ -33,16 +33,32 @@ class DistInfo:
 
 
 def from_environment() -> DistInfo:
-    """Read torchrun's environment variables (a plain ``python -m dard`` has none: single process)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    """Read torchrun's environment variables (a plain ``python -m dard`` has none: single process); a one-line
+    DardError for values torchrun would not set (a ``WORLD_SIZE`` left in a job script's environment, without
+    the rendezvous address torchrun sets beside it, ended in an internal error of torch's rendezvous)."""
+    world = _count("WORLD_SIZE", "1")
     if world <= 1:
         return DistInfo()
-    return DistInfo(
-        rank=int(os.environ.get("RANK", "0")),
-        world_size=world,
-        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
-        enabled=True,
-    )
+    missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    rank, local_rank = _count("RANK", "0"), _count("LOCAL_RANK", "0")
+    if missing or rank >= world:
+        why = f"{', '.join(missing)} unset" if missing else f"RANK={rank}"
+        raise DardError(
+            f"WORLD_SIZE={world} in the environment with {why}: several processes are started by torchrun "
+            "(torchrun --nproc_per_node=N -m dard train ...), which sets them all; unset WORLD_SIZE to run one process"
+        )
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, enabled=True)
+
+
+def _count(name: str, default: str) -> int:
+    """The environment variable ``name`` as a whole number of at least 0 (``default`` when unset or empty)."""
+    text = os.environ.get(name) or default
+    if not text.strip().isdigit():
+        raise DardError(
+            f"{name}={shown(text)} in the environment is not a process count or rank; torchrun sets it (torchrun "
+            "--nproc_per_node=N -m dard train ...); unset it to run one process"
+        )
+    return int(text)
 
 
 def setup(device: torch.device) -> tuple[DistInfo, torch.device]:
