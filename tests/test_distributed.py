@@ -17,7 +17,9 @@ import torch
 import yaml
 from tests.conftest import REPO, assert_one_line_error, run_cli, tiny_config
 
+import dard.training.distributed as ddist
 from dard.checkpoint import load_checkpoint
+from dard.errors import DardError
 from dard.io import save_tensors
 from dard.models import create_model
 
@@ -119,9 +121,11 @@ def test_global_batch_not_divisible_by_processes_is_a_one_line_error(tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     proc = _torchrun("-m", "dard", "train", "--config", str(path), "--out", str(tmp_path / "run"))
     assert proc.returncode != 0
-    # each rank says it in one line (torchrun then adds its own failure summary)
-    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("dard: error:")]
-    assert len(lines) == 2 and all("must be divisible by the 2 processes" in ln for ln in lines), proc.stderr
+    # rank 0 alone says it, first (torchrun then adds its own failure summary, which quotes the line)
+    lines = [ln for ln in proc.stderr.splitlines() if "dard: error:" in ln]
+    assert lines[0].startswith("dard: error:") and "must be divisible by the 2 processes" in lines[0], proc.stderr
+    assert [ln for ln in lines if ln.startswith("dard: error:")] == lines[:1], proc.stderr
+    assert any(ln.strip() == f"traceback : {lines[0]}" for ln in lines), proc.stderr
 
 
 @pytest.mark.slow
@@ -149,6 +153,36 @@ def _as_rank(monkeypatch, rank: int) -> None:
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", "29500")
+
+
+def test_under_torchrun_a_line_every_rank_has_is_said_by_rank_0_alone(tmp_path, monkeypatch):
+    # A bad flag or config, read alike by every rank, was said once per rank (and an error agreed after a check
+    # that failed on one rank only was "another process of this job failed its checks" on rank 0, which said it).
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(tiny_config(optim={"lr": "x"})))
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(tmp_path / "error.json"))
+    _as_rank(monkeypatch, 1)
+    for args in (["train", "--bogus"], ["train", "--config", str(bad), "--out", str(tmp_path / "r")]):
+        proc = run_cli(*args)
+        assert (proc.returncode, proc.stderr) == (2, ""), proc.stderr
+    _as_rank(monkeypatch, 0)
+    proc = run_cli("train", "--config", str(bad), "--out", str(tmp_path / "r"))
+    assert_one_line_error(proc, "optim.lr")
+    # torchrun's failure summary quotes the error file, which it read instead of "To enable traceback see: ..."
+    assert json.loads((tmp_path / "error.json").read_text())["message"] == proc.stderr.strip()
+    assert not (tmp_path / "r").exists()
+
+    # a check failed on rank 1 alone: every rank raises rank 1's words, which rank 0 alone says
+    monkeypatch.setitem(ddist._joining, "begun", True)
+    monkeypatch.setattr(ddist.dist, "all_reduce", lambda t, op: t.fill_(1))
+    monkeypatch.setattr(ddist.dist, "all_gather_object", lambda out, obj: out.__setitem__(slice(None), [obj, "R1"]))
+    info = ddist.DistInfo(rank=0, world_size=2, enabled=True)
+    with pytest.raises(DardError, match="^R1$") as agreed:
+        ddist.agree(True, "", info, torch.device("cpu"))
+    assert ddist.speaks(agreed.value)
+    _as_rank(monkeypatch, 1)
+    assert not ddist.speaks(agreed.value) and not ddist.speaks(None)
+    assert ddist.speaks(DardError("this rank's own, after it began to join the group"))
 
 
 def test_commands_other_than_train_and_a_stray_world_size_are_refused_in_one_line(tmp_path, monkeypatch):

@@ -22,6 +22,9 @@ _REPR.maxstring = _REPR.maxother = _REPR.maxlong = SHOWN_CHARS
 class DardError(Exception):
     """An error caused by user input, reported as one line by the CLI."""
 
+    #: raised alike by every process of a torchrun job (:func:`dard.training.distributed.agree`): rank 0 says it
+    every_rank: bool = False
+
 
 # Characters a terminal acts on rather than shows (controls, bidirectional overrides, anything Python does not
 # call printable): a message that echoes a file's or a lock's text must not move the cursor, recolour the terminal

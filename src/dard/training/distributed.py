@@ -17,6 +17,10 @@ import torch.distributed as dist
 
 from dard.errors import DardError, shown
 
+# Whether this process has begun to join its job's process group: what failed before came from the command line,
+# alike on every rank (rank 0 alone says it, :func:`speaks`); what fails from here on may be this rank's own.
+_joining = {"begun": False}
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -69,6 +73,7 @@ def setup(device: torch.device) -> tuple[DistInfo, torch.device]:
     info = from_environment()
     if not info.enabled:
         return info, device
+    _joining["begun"] = True
     if device.type == "cuda":
         if info.local_rank >= torch.cuda.device_count():
             raise DardError(f"LOCAL_RANK {info.local_rank} but only {torch.cuda.device_count()} CUDA device(s)")
@@ -106,13 +111,29 @@ def sum_over_ranks(values: dict[str, float], info: DistInfo, device: torch.devic
 
 
 def agree(ok: bool, message: str, info: DistInfo, device: torch.device) -> None:
-    """Raise ``DardError(message)`` on every rank if any rank says not ``ok`` (so no rank is left waiting)."""
-    if info.enabled:
-        t = torch.tensor([0 if ok else 1], device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        ok = int(t.item()) == 0
-    if not ok:
-        raise DardError(message)
+    """Raise a DardError on every rank if any rank says not ``ok`` (so no rank is left waiting): the ``message`` of
+    the first rank that failed, on every rank alike (``every_rank``: rank 0 alone says it)."""
+    if not any_rank(not ok, info, device):
+        return
+    said: list[str | None] = [message if not ok else None]
+    if info.enabled:  # the rare path: a failure; the rank that failed has the words for it
+        said = [None] * info.world_size
+        dist.all_gather_object(said, None if ok else message)
+    error = DardError(next(m for m in said if m is not None))
+    error.every_rank = info.enabled
+    raise error
+
+
+def speaks(error: BaseException | None = None) -> bool:
+    """Whether this process says ``error`` (``None``: a line every rank would say alike, an interrupt's) on stderr:
+    a plain process does, and under torchrun rank 0; another rank only an error of its own, raised once it began to
+    join the process group and not by every rank alike (:func:`agree`): N copies of one line buried it."""
+    try:
+        if from_environment().is_main:
+            return True
+    except DardError:  # no torchrun job after all: this process says its line
+        return True
+    return error is not None and _joining["begun"] and not (isinstance(error, DardError) and error.every_rank)
 
 
 def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:

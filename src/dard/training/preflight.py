@@ -290,7 +290,7 @@ def _agreed(step: Callable[[], T], dist_info: dist.DistInfo, device: torch.devic
         result = step()
     except DardError as e:
         error = str(e)
-    dist.agree(error is None, error or "another process of this job failed its checks", dist_info, device)
+    dist.agree(error is None, error or "", dist_info, device)  # every rank raises the first failing rank's error
     return result
 
 

@@ -88,11 +88,10 @@ def read_back(
     bad = sums.read_back()
     if bad is None and not info.enabled:
         return
-    last = "no checkpoint was written yet"
-    if folder.has_snapshot():
-        last = f"the last good checkpoint is kept in {folder.path}"
+    message = ""  # the rank whose loss is not finite says it, for every rank (dist.agree)
     if bad is not None:
-        what = f"loss is {bad.value} at epoch {epoch + 1} step {bad.step + 1}"
-    else:
-        what = f"loss is not finite on another process at epoch {epoch + 1} (read back at step {batch})"
-    dist.agree(bad is None, f"{what}; stopping ({last}); lower optim.lr?", info, device)
+        last = "no checkpoint was written yet"
+        if folder.has_snapshot():
+            last = f"the last good checkpoint is kept in {folder.path}"
+        message = f"loss is {bad.value} at epoch {epoch + 1} step {bad.step + 1}; stopping ({last}); lower optim.lr?"
+    dist.agree(bad is None, message, info, device)
