@@ -199,3 +199,21 @@ def test_commands_other_than_train_and_a_stray_world_size_are_refused_in_one_lin
     monkeypatch.setenv("WORLD_SIZE", "two")
     assert_one_line_error(run_cli("list"), "WORLD_SIZE='two' in the environment is not a process count")
     assert not (tmp_path / "rep").exists() and not (tmp_path / "r").exists()
+
+
+def test_a_resume_with_another_process_count_says_what_goes_on_and_what_does_not(run):
+    # A run trained by 2 processes and resumed by 1 (or the other way) went on in silence.
+    from dard.run_dir import RunDir
+    from dard.training.stretch import other_process_count
+
+    info = json.loads((run / "run.json").read_text())
+    assert other_process_count(RunDir(run), 1) == []
+    info["environment"]["world_size"] = 2
+    (run / "run.json").write_text(json.dumps(info))
+    (line,) = other_process_count(RunDir(run), 1)
+    assert line.startswith("resumed with 1 process where the run trained with 2 processes: the global batch")
+    assert other_process_count(RunDir(run), 2) == []
+    info["stretches"] = [{"time": "t", "step": 2, "environment": {"world_size": 3}}]  # the latest stretch counts
+    (run / "run.json").write_text(json.dumps(info))
+    assert other_process_count(RunDir(run), 2)[0].startswith("resumed with 2 processes where the run trained with 3")
+    assert other_process_count(RunDir(run), 3) == []

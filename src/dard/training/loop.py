@@ -31,7 +31,7 @@ from dard.training.preflight import RunParts, open_run
 from dard.training.setup import Data, build_optimizer, prepare_models
 from dard.training.state import load_state, save_state, settle_checkpoints
 from dard.training.step_sums import StepSums, read_back
-from dard.training.stretch import PendingStretch
+from dard.training.stretch import PendingStretch, other_process_count
 from dard.training.validation import selection_score, validate
 
 
@@ -215,7 +215,8 @@ def _start_or_resume(run: _Run, resume: bool) -> None:
     if resume and run.folder.has_snapshot():
         run.progress = load_state(run.folder, model=run.student, optimizer=run.optimizer, scheduler=run.scheduler)
         if run.main and run.progress.epoch < run.cfg.optim.epochs:  # epochs to train: their checkpoints written again
-            say(settle_checkpoints(run.folder, run.progress), run.cfg.name)
+            said = settle_checkpoints(run.folder, run.progress)
+            say(said + other_process_count(run.folder, run.dist_info.world_size), run.cfg.name)
     elif run.main:
         run.folder.path.mkdir(parents=True, exist_ok=True)
         run.folder.write_config(dump_config(run.cfg))

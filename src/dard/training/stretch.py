@@ -39,3 +39,18 @@ class PendingStretch:
         info.stretches = [*(info.stretches or []), self.entry]
         self.folder.write_info(info)
         self.entry = None
+
+
+def other_process_count(folder: RunDir, world_size: int) -> list[str]:
+    """The line a resume says when it runs with another process count (``world_size``) than the run's latest stretch
+    did (run.json): it went on in silence, and the global batch, learning rate and data order are the same, but the
+    terms that depend on a process's shard are not (docs/gpu.md)."""
+    before = folder.read_info().latest_environment().get("world_size") if folder.run_info.is_file() else None
+    if (before or 1) == world_size:
+        return []
+    count = lambda n: f"{n} process{'' if n == 1 else 'es'}"  # noqa: E731
+    return [
+        f"resumed with {count(world_size)} where the run trained with {count(before or 1)}: the global batch, the "
+        "learning rate and the data order go on as they were; what depends on each process's share of a batch "
+        "(set-reduced Dice, random attack starts, BatchNorm statistics on CPUs) does not (docs/gpu.md)"
+    ]
