@@ -22,6 +22,7 @@ from dard.checkpoint import load_checkpoint
 from dard.errors import DardError
 from dard.io import save_tensors
 from dard.models import create_model
+from dard.training.deadline import TrainingStopped
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 
@@ -162,9 +163,14 @@ def test_under_torchrun_a_line_every_rank_has_is_said_by_rank_0_alone(tmp_path, 
     bad.write_text(yaml.safe_dump(tiny_config(optim={"lr": "x"})))
     monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(tmp_path / "error.json"))
     _as_rank(monkeypatch, 1)
-    for args in (["train", "--bogus"], ["train", "--config", str(bad), "--out", str(tmp_path / "r")]):
+    for args, said in (
+        (["train", "--bogus"], "unrecognized arguments: --bogus"),
+        (["train", "--config", str(bad), "--out", str(tmp_path / "r")], "optim.lr"),
+    ):
         proc = run_cli(*args)
         assert (proc.returncode, proc.stderr) == (2, ""), proc.stderr
+        # in the error file all the same: torchrun's summary may name this rank's failure first
+        assert said in json.loads((tmp_path / "error.json").read_text())["message"]
     _as_rank(monkeypatch, 0)
     proc = run_cli("train", "--config", str(bad), "--out", str(tmp_path / "r"))
     assert_one_line_error(proc, "optim.lr")
@@ -183,6 +189,22 @@ def test_under_torchrun_a_line_every_rank_has_is_said_by_rank_0_alone(tmp_path, 
     _as_rank(monkeypatch, 1)
     assert not ddist.speaks(agreed.value) and not ddist.speaks(None)
     assert ddist.speaks(DardError("this rank's own, after it began to join the group"))
+
+    # --time-budget's stop (exit status 3 on every rank): rank 0 says it, and torchrun's summary quotes it
+    import dard.training
+
+    def stopped(*args, **kwargs):
+        raise TrainingStopped(tmp_path / "r", 0, 1)
+
+    monkeypatch.setattr(dard.training, "train", stopped)
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(tiny_config()))
+    for rank in (1, 0):
+        _as_rank(monkeypatch, rank)
+        proc = run_cli("train", "--config", str(good), "--out", str(tmp_path / "r"), "--time-budget", "1h")
+        line = json.loads((tmp_path / "error.json").read_text())["message"]
+        assert line.startswith("dard: ") and line.endswith(f"continue with: dard train --resume {tmp_path / 'r'}")
+        assert (proc.returncode, proc.stderr) == (3, "" if rank else line + "\n")
 
 
 def test_commands_other_than_train_and_a_stray_world_size_are_refused_in_one_line(tmp_path, monkeypatch):

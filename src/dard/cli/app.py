@@ -7,10 +7,7 @@ one line naming the command and the error type, exit status 1, the traceback in 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import NoReturn
@@ -25,7 +22,7 @@ import dard.cli.list as list_command
 import dard.cli.report as report_command
 import dard.cli.train as train_command
 from dard.cli.checks import check_args, check_launch
-from dard.cli.common import DEBUG_HELP, stderr_line
+from dard.cli.common import DEBUG_HELP, say_line, speaks, stderr_line
 from dard.crash import crash_line, debug_wanted, user_code_frame, user_code_line
 from dard.errors import DardError, one_line
 from dard.interrupts import INTERRUPTED, LINE, raise_on_interrupt
@@ -61,7 +58,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str, prog: str | None = None) -> NoReturn:
         """Exit 2 with ``message`` on one line, naming ``prog``'s help (default: this parser's)."""
         text = one_line(message, ERROR_CHARS - 100)
-        _say(f"dard: error: {text} (`{prog or self.prog} --help` lists the options)", None)
+        say_line(f"dard: error: {text} (`{prog or self.prog} --help` lists the options)", None)
         self.exit(2)
 
 
@@ -90,12 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:  # said by the command's parser, whose help lists what it takes (not the top level's)
             parser.error(f"unrecognized arguments: {' '.join(unknown)}", f"dard {args.command}")
     except KeyboardInterrupt:
-        _say(LINE, None)
+        say_line(LINE, None)
         return INTERRUPTED
     except Exception as e:  # a broken install (an import failing): the net, as for a command
         if debug_wanted("--debug" in words):
             raise
-        if _speaks(None):
+        if speaks(None):
             stderr_line(crash_line(next((w for w in words if not w.startswith("-")), ""), e))
         return 1
     raise_on_interrupt()  # the imports are done: Ctrl-C is a KeyboardInterrupt again, caught below
@@ -106,41 +103,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings_held():  # a user's model's warnings: shown once it loads, never before an error line
             return COMMANDS[args.command](args)
     except DardError as e:  # bad input: one line and exit 2, with --debug too (it only unmasks unexpected errors)
-        _say(f"dard: error: {one_line(e, ERROR_CHARS)}", e)
+        say_line(f"dard: error: {one_line(e, ERROR_CHARS)}", e)
         return 2
     except KeyboardInterrupt:
-        _say(LINE, None)  # under torchrun, Ctrl-C reaches every rank
+        say_line(LINE, None)  # under torchrun, Ctrl-C reaches every rank
         return INTERRUPTED
     except Exception as e:  # the net: a bug, not the input (each input error has its own DardError line)
         if debug:
             raise
-        if not _speaks(e):
+        if not speaks(e):
             return 1
         frame = user_code_frame(e)  # unless the user's own code raised it: bad input after all
-        _say(user_code_line(e, frame) if frame is not None else crash_line(args.command, e), e)
+        say_line(user_code_line(e, frame) if frame is not None else crash_line(args.command, e), e)
         return 2 if frame is not None else 1
-
-
-def _speaks(error: BaseException | None) -> bool:
-    """Whether this process says ``error``'s line: under torchrun, one rank for a line every rank has alike
-    (:func:`dard.training.distributed.speaks`; torch is imported by then, or the process is not torchrun's)."""
-    if "WORLD_SIZE" not in os.environ:
-        return True  # not a process of a torchrun job: nothing to import
-    from dard.training.distributed import speaks
-
-    return speaks(error)
-
-
-def _say(line: str, error: BaseException | None) -> None:
-    """Write ``line`` to stderr where this process speaks (:func:`_speaks`); under torchrun also to the error file
-    it reads, so that its failure summary quotes the line instead of pointing at how to get a traceback."""
-    if not _speaks(error):
-        return
-    stderr_line(line)
-    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
-    if error_file:
-        try:
-            with open(error_file, "w", encoding="utf-8") as f:
-                json.dump({"message": line, "timestamp": int(time.time())}, f)
-        except OSError:  # the summary then says what it would have said anyway
-            pass

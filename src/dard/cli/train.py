@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dard.cli.common import add_set_arg, stderr_line
+from dard.cli.common import add_set_arg, say_line
 from dard.errors import DardError
 
 if TYPE_CHECKING:
@@ -146,11 +146,9 @@ def _train_until(cfg: RunConfig, folder: str | Path, resume: bool, stop_at: floa
     """Train (or resume); None when stopped at ``stop_at`` (said on stderr, with how to continue)."""
     from dard.training import train
     from dard.training.deadline import TrainingStopped
-    from dard.training.distributed import from_environment
 
     try:
         return train(cfg, folder, resume=resume, stop_at=stop_at)
-    except TrainingStopped as stop:
-        if from_environment().is_main:
-            stderr_line(f"dard: {stop}; continue with: dard train --resume {stop.run_dir}")
+    except TrainingStopped as stop:  # exit status 3 on every rank: torchrun's summary quotes the line too
+        say_line(f"dard: {stop}; continue with: dard train --resume {stop.run_dir}")
         return None
