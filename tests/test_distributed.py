@@ -207,6 +207,29 @@ def test_under_torchrun_a_line_every_rank_has_is_said_by_rank_0_alone(tmp_path, 
         assert (proc.returncode, proc.stderr) == (3, "" if rank else line + "\n")
 
 
+def test_a_rank_left_waiting_for_a_process_that_failed_says_no_internal_error(tmp_path, monkeypatch):
+    # Rank 0's write failed (its own line); rank 1, waiting in DDP's broadcast, got gloo's "Connection closed by
+    # peer" and said "internal error in `dard train` ... please report it" beside it.
+    import dard.training.loop as loop
+
+    def gone(*args, **kwargs):
+        raise RuntimeError("[pair.cc:553] Connection closed by peer [127.0.0.1]:1. caused by a remote worker crashing")
+
+    monkeypatch.setattr(loop, "open_run", gone)
+    monkeypatch.setattr(ddist, "teardown", lambda info: None)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config()))
+    for rank in (1, 0):
+        info = ddist.DistInfo(rank=rank, world_size=2, enabled=True)
+        monkeypatch.setattr(ddist, "setup", lambda device, info=info: (info, device))
+        _as_rank(monkeypatch, rank)
+        proc = run_cli("train", "--config", str(cfg), "--out", str(tmp_path / "r"))
+        if rank:
+            assert (proc.returncode, proc.stderr) == (2, ""), proc.stderr
+    assert_one_line_error(proc, "another process of this torchrun job stopped while rank 0 waited for it")
+    assert "internal error" not in proc.stderr and not list(tmp_path.glob("r*"))
+
+
 def test_commands_other_than_train_and_a_stray_world_size_are_refused_in_one_line(tmp_path, monkeypatch):
     # Under torchrun `dard report` (or export, eval, ...) ran once per process, each writing the same files; a
     # WORLD_SIZE left in the environment without torchrun was an internal error of torch's rendezvous.

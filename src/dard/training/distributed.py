@@ -11,11 +11,13 @@ from __future__ import annotations
 import gc
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from dard.errors import DardError, shown
+from dard.errors import DardError, one_line, shown
+from dard.run_dir import RunDir
 
 # Whether this process has begun to join its job's process group: what failed before came from the command line,
 # alike on every rank (rank 0 alone says it, :func:`speaks`); what fails from here on may be this rank's own.
@@ -122,6 +124,31 @@ def agree(ok: bool, message: str, info: DistInfo, device: torch.device) -> None:
     error = DardError(next(m for m in said if m is not None))
     error.every_rank = info.enabled
     raise error
+
+
+# What a collective raises once another process of the job has gone (its own failure, said by itself, or a kill):
+# gloo's RuntimeError names the remote worker or the closed connection; NCCL and the store raise torch's DistError.
+_PEER_GONE = ("remote worker", "Connection closed by peer", "Connection reset by peer")
+
+
+def leave_after(error: BaseException, info: DistInfo, run_dir: Path) -> None:
+    """Leave the process group after ``error`` (:func:`teardown`); an error a collective raised because another process
+    of the job had gone becomes a DardError every rank has alike (rank 0 says it): rank 1 waiting for a rank 0
+    whose write failed said "internal error ... please report it" beside rank 0's own line."""
+    teardown(info)
+    gone = isinstance(error, dist.DistError) or (
+        isinstance(error, RuntimeError) and any(m in str(error) for m in _PEER_GONE)
+    )
+    if not (info.enabled and gone):
+        return
+    resume = RunDir(run_dir)
+    hint = f"; dard train --resume {resume.path} continues from its last snapshot" if resume.has_snapshot() else ""
+    lost = DardError(
+        f"another process of this torchrun job stopped while rank {info.rank} waited for it ({type(error).__name__}: "
+        f"{one_line(error, 160)}): its own line, or torchrun's summary after this one, says why{hint}"
+    )
+    lost.every_rank = True
+    raise lost from None
 
 
 def speaks(error: BaseException | None = None) -> bool:

@@ -92,8 +92,8 @@ def train(
                 stretch.log()
                 raise
             stretch.log()
-    except BaseException:
-        dist.teardown(dist_info)  # the checks failed before training: leave the group too (a no-op if left)
+    except BaseException as e:  # the checks failed before training: leave the group too (a no-op if left)
+        dist.leave_after(e, dist_info, folder.path)  # another rank gone: this one's line is not a dard bug's
         raise
     return folder.path
 
