@@ -371,6 +371,11 @@ def test_a_warm_up_as_long_as_the_run_is_refused() -> None:
             "only the points the model classifies correctly (the others come back clean), always in eval mode; "
             "train with 'pgd' (the default) or bim, cw, dpgd, fgsm",
         ),
+        # a seeded training attack reseeded its own stream at every batch: the same random start for the whole run
+        (
+            "method={name: sat, params: {attack: {seed: 3}}}",
+            "method: method 'sat': attack: seed 3 would give every batch the same random start",
+        ),
         # and its whole cascade validates for hours per epoch; a part of it is taken
         ("val.attack={name: autoattack}", "val.attack: attack 'autoattack' runs about 4,500 passes per image"),
     ],

@@ -136,11 +136,19 @@ def _target_kind(method_name: str, attack_name: str) -> str:
 def build_attack(method_name: str, spec: Mapping[str, Any]) -> Attack:
     """Create the training attack described by ``spec`` (``{"name": ..., **params}``).
 
-    Training attacks draw from the global torch RNG (seeded by the training loop), so ``seed`` defaults to None.
-    Errors are re-raised as one-line DardErrors prefixed with the method name.
+    Training attacks draw from the global torch RNG (seeded by the training loop): ``seed`` is None, and another
+    is refused (the same random start at every batch). Errors are re-raised as one-line DardErrors prefixed with
+    the method name.
     """
     params = {k: v for k, v in spec.items() if k != "name"}
-    params.setdefault("seed", None)
+    if params.setdefault("seed", None) is not None:
+        # a seeded attack reseeds a private stream at every call: every batch's random start (and a train-mode
+        # attack's dropout) was the same draw, for the whole run
+        raise DardError(
+            f"method '{method_name}': attack: seed {shown(params['seed'])} would give every batch the same random "
+            "start (a seeded attack draws the same numbers at each call); a training attack draws from the run's "
+            "seeded stream: drop attack.seed (the run's seed fixes the draws)"
+        )
     try:
         return ATTACKS.create(spec["name"], **params)
     except (DardError, TypeError, ValueError) as exc:
