@@ -245,13 +245,19 @@ def test_the_cli_reports_a_malformed_run_in_one_line(small_run: RunDir, tmp_path
 
 
 def test_a_huge_file_or_a_fifo_is_one_line_and_read_no_further(small_run: RunDir) -> None:
-    # a run.json of gigabytes was read and parsed whole (memory and minutes, from an archive or a runs folder), and
-    # a FIFO where resume.json belongs blocked the reader until something wrote to it
+    # a run.json of gigabytes was read and parsed whole (memory and minutes, from an archive or a runs folder), so
+    # was a config.yaml checked for an edit, and a FIFO where resume.json belongs blocked the reader until something
+    # wrote to it
     import os
     import threading
 
     from dard.run_dir.files import MAX_RECORD_BYTES
+    from dard.yaml_files import MAX_YAML_BYTES
 
+    with open(small_run.config, "r+b") as fh:  # dard export's and a resume's check of an edit read it whole
+        fh.truncate(MAX_YAML_BYTES + 1)
+    with pytest.raises(DardError, match="config.yaml: over 1 MiB, not a run config file"):
+        small_run.check_config_unchanged()
     with open(small_run.run_info, "r+b") as fh:
         fh.truncate(MAX_RECORD_BYTES + 1)  # sparse: no disk, and nothing of it is read
     with pytest.raises(DardError, match="run.json: over 64 MiB, not a run record file"):

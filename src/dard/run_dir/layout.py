@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from dard.config import RunConfig, parse_config
 from dard.errors import DardError
 from dard.io import check_target, set_aside, write_bytes, write_json, write_text
+from dard.reading import read_file_bytes
 from dard.run_dir.files import own_file, read_json_file, read_jsonl_file
 from dard.run_dir.lock import LOCK_NAME, FolderLock
 from dard.run_dir.records import (
@@ -45,7 +46,7 @@ from dard.run_dir.records import (
     TeacherQualityFile,
 )
 from dard.run_dir.snapshot import Snapshot
-from dard.yaml_files import read_yaml_mapping
+from dard.yaml_files import MAX_YAML_BYTES, read_yaml_mapping
 
 CHECKPOINTS = ("best", "last")
 T = TypeVar("T")
@@ -285,10 +286,11 @@ class RunDir:
         want = self.read_info().config_sha256
         if want is None:
             return
-        try:
-            have = hashlib.sha256(self.config.read_bytes()).hexdigest()
-        except OSError as e:
-            raise DardError(f"cannot read {self.config}: {e.strerror or e}") from None
+        # bounded as every reader of a config is (a FIFO there blocked, a huge file was read whole: dard export)
+        raw = read_file_bytes(
+            self.config, "run config", MAX_YAML_BYTES, f" (a run config may have {MAX_YAML_BYTES} bytes)"
+        )
+        have = hashlib.sha256(raw).hexdigest()
         if have != want:
             raise DardError(
                 f"{self.config} was changed after dard wrote it (its SHA-256 is not the one {self.run_info.name} "
