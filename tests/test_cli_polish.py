@@ -179,6 +179,17 @@ def test_more_threads_than_cores_are_kept_and_said_once(monkeypatch, capsys):
     assert capsys.readouterr().err.count("speed.threads 3 is more than the 1 core(s)") == 1
 
 
+def test_default_jobs_count_the_cores_the_process_may_use(monkeypatch):
+    # dard experiment's default --jobs took os.cpu_count(): two workers on a job given one core of a big machine
+    from dard.experiment.pool import jobs_for
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {5}, raising=False)
+    assert jobs_for("cpu", None) == 1 and jobs_for("cpu", 3) == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert jobs_for("cpu", None) == 2
+
+
 def test_unset_threads_follow_omp_num_threads_and_another_value_is_ignored_once(monkeypatch, capsys):
     # speed.threads unset took every core whatever OMP_NUM_THREADS said: torchrun's 1 per process, a shared
     # machine's share of a job

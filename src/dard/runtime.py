@@ -115,7 +115,7 @@ def configure_threads(threads: int | None) -> None:
     """Set intra-op threads for CPU runs: ``threads``, else :func:`default_threads`. More threads than cores are
     kept, since a config travels between machines and its reductions follow the thread count, but said once:
     oversubscribed cores make every step slower."""
-    cores = _usable_cores()
+    cores = usable_cores()
     chosen = threads if threads is not None else default_threads()
     if chosen > cores and chosen != torch.get_num_threads():
         where = "speed.threads" if threads is not None else "OMP_NUM_THREADS"
@@ -138,13 +138,15 @@ def default_threads() -> int:
         _IGNORED_OMP.add(given)  # said once per process, not once per run of an experiment
         what = f"OMP_NUM_THREADS={shown(given)}"
         print(f"dard: note: {what} is not an integer in 1-{MAX_THREADS}; ignored", file=sys.stderr)
-    return _usable_cores()
+    return usable_cores()
 
 
 _IGNORED_OMP: set[str] = set()
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a job's share of a shared machine, ``taskset``), not
+    every core the machine has (``os.cpu_count``); the one count of cores for threads and worker processes."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

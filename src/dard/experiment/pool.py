@@ -17,14 +17,15 @@ T = TypeVar("T")
 
 
 def jobs_for(device: str, jobs: int | None) -> int:
-    """How many runs go at once: ``jobs`` (default: one per core, at most 2) on a CPU, one on a GPU. Small models
+    """How many runs go at once: ``jobs`` (default: one per core the process may use, at most 2) on a CPU, one on a
+    GPU (:func:`dard.runtime.usable_cores`: two workers on one allowed core took turns on it). Small models
     are bound by per-call overhead on a CPU, so two one-thread processes beat one two-thread process (on 2 cores,
     1.27x the DARD step's images/s and 1.17x PGD-20's: ``benchmarks/bench_processes.py``)."""
-    from dard.runtime import resolve_device
+    from dard.runtime import resolve_device, usable_cores
 
     if resolve_device(device).type != "cpu":
         return 1
-    return jobs or min(2, os.cpu_count() or 1)
+    return jobs or min(2, usable_cores())
 
 
 def threads_for(jobs: int) -> int | None:
