@@ -246,6 +246,20 @@ def test_an_attack_recorded_with_other_settings_is_said_above_the_table(tmp_path
     assert "% Attacks recorded with other settings in some runs (their column holds both): pgd20 (steps)." in tex
 
 
+def test_a_row_trained_at_another_eps_than_it_is_measured_at_is_said_above_the_table(tmp_path: Path) -> None:
+    # method.params.attack.eps: 16/255 beside a threat model of 8/255 (a deliberate choice) is in run.json, and
+    # the report said nothing of it: the row read as trained at the eps it is measured at
+    paths = [_make_run(tmp_path, f"{m}-s0", 0, m, 0.8, 0.4, teacher=None, aa=0.3) for m in ("sat", "trades")]
+    for path, eps in zip(paths, (8 / 255, 16 / 255)):
+        info = RunDir(path).read_info()
+        info.method = {**info.method, "attack": {"name": "pgd", "eps": eps, "steps": 10}}
+        RunDir(path).write_info(info)
+    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r", formats=("md", "tex")).read_text()
+    what, detail = "Rows trained at another eps than the threat model's", ": trades at 16/255, measured at 8/255."
+    assert f"**{what}**{detail}" in md and "sat at" not in md
+    assert f"% {what}{detail}" in (tmp_path / "r" / "results.tex").read_text(encoding="utf-8")
+
+
 def test_rows_measured_on_different_numbers_of_images_are_said_above_the_table(tmp_path: Path) -> None:
     # a row evaluated with `dard eval --n 50` sat beside rows on 100 images in one column without a word
     paths = [_make_run(tmp_path, f"{m}-s0", 0, m, 0.8, 0.4, teacher=None, aa=0.3) for m in ("sat", "trades")]

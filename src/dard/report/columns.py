@@ -19,6 +19,7 @@ __all__ = [
     "AA_CLEAN",
     "AA_KEY",
     "AA_PGD",
+    "EPS_TOL",
     "Column",
     "attack_columns",
     "attack_title",
@@ -32,7 +33,8 @@ AA_KEY = "autoattack_subset"
 AA_CLEAN = "autoattack_clean"
 #: PGD-20 on the AutoAttack subset (records that ran it there): how much AutoAttack adds on the same images
 AA_PGD = "autoattack_pgd20"
-_EPS_TOL = 1e-6
+#: two eps closer than this are one (a budget read back from JSON, 8/255 computed two ways)
+EPS_TOL = 1e-6
 
 # How each registered attack is written in a header (an attack not listed is written by its registered name).
 _TITLES = {
@@ -90,7 +92,7 @@ def attack_title(config: Mapping[str, Any], threat_eps: float | None = None) -> 
     if name == "autoattack" and config.get("version"):
         extras.append(str(config["version"]))
     eps = config.get("eps")
-    if threat_eps is not None and isinstance(eps, (int, float)) and abs(eps - threat_eps) > _EPS_TOL:
+    if threat_eps is not None and isinstance(eps, (int, float)) and abs(eps - threat_eps) > EPS_TOL:
         extras.append(f"eps {eps_text(float(eps), norm=str(config.get('norm', 'linf')))}")
     return f"{text} ({', '.join(extras)})" if extras else text
 
@@ -98,7 +100,7 @@ def attack_title(config: Mapping[str, Any], threat_eps: float | None = None) -> 
 def is_sanity(label: str, config: Mapping[str, Any], threat_eps: float | None) -> bool:
     """Whether an attack is outside the threat model: a sanity check of the suite, or recorded at another eps."""
     eps = config.get("eps")
-    other_eps = threat_eps is not None and isinstance(eps, (int, float)) and abs(eps - threat_eps) > _EPS_TOL
+    other_eps = threat_eps is not None and isinstance(eps, (int, float)) and abs(eps - threat_eps) > EPS_TOL
     return label in SANITY or other_eps
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from dard.evaluation.record import worst_case_attacks
-from dard.report.columns import AA_CLEAN, AA_KEY, Column, eps_text
+from dard.report.columns import AA_CLEAN, AA_KEY, EPS_TOL, Column, eps_text
 from dard.report.markdown import ReportContent, markdown_table, md_code, md_text
 from dard.report.paired import ALPHA
 from dard.report.paired_section import PairedSection
@@ -88,8 +88,26 @@ def table_notes(rep: ReportContent, text: Text = md_text) -> list[tuple[str, str
     different numbers of test images or AutoAttack subsets, worst cases over different attacks, one attack label
     with other settings, rows distilled from different teacher files (:func:`dard.report.teachers.teacher_note`)."""
     notes = [_images_note(rep, text), _autoattack_note(rep, text)]
-    notes += [_worst_case_note(rep, text), _settings_note(rep, text)]
+    notes += [_worst_case_note(rep, text), _settings_note(rep, text), _training_eps_note(rep, text)]
     return [n for n in notes if n is not None] + teacher_note(rep, text)
+
+
+def _training_eps_note(rep: ReportContent, text: Text) -> tuple[str, str] | None:
+    """A line above the main table for rows whose training attack ran at another eps than the threat model's
+    (training at a larger eps than the evaluation's is a deliberate choice, ``method.params.attack.eps``): run.json
+    records it, and nothing in the report said it, so such a row read as trained at the eps it is measured at."""
+    parts: list[str] = []
+    for run, row in zip(rep.runs, rep.run_rows):
+        attack, threat = run.method.get("attack"), run.evals[rep.checkpoint].threat_model
+        trained = attack.get("eps") if isinstance(attack, Mapping) else None
+        measured, norm = threat.get("eps"), str(threat.get("norm", "linf"))
+        if not isinstance(trained, (int, float)) or not isinstance(measured, (int, float)):
+            continue  # no training attack (natural), or a record without the numbers
+        if abs(trained - measured) > EPS_TOL:
+            at, measured_at = eps_text(trained, norm=norm), eps_text(measured, norm=norm)
+            part = f"{text(row['group'])} at {at}, measured at {measured_at}"
+            parts += [] if part in parts else [part]
+    return ("Rows trained at another eps than the threat model's", f": {'; '.join(parts)}") if parts else None
 
 
 def _images_note(rep: ReportContent, text: Text) -> tuple[str, str] | None:
