@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 
@@ -13,6 +14,7 @@ from tests.conftest import assert_one_line_error, run_cli
 
 from dard.attacks import Attack
 from dard.config import parse_config
+from dard.errors import DardError
 from dard.evaluation.suite import evaluate
 from dard.experiment import deep_merge, load_experiment, run_experiment
 from dard.run_dir import CompareFile, EvalFile, LabelGapFile, Progress, RunDir, RunInfo
@@ -356,6 +358,22 @@ def test_runs_that_do_not_fit_their_data_are_refused_before_any_training(tmp_pat
         proc = run_cli("experiment", "tiny", "--runs", str(tmp_path / "runs"), *plan, cwd=tmp_path)
         assert_one_line_error(proc, "cpu.yaml: " + needle)
         assert not (tmp_path / "runs").exists()
+
+
+def test_a_subset_larger_than_a_folders_data_is_refused_by_the_plan(tmp_path):
+    # the image folder's sizes are known once it loads, which --plan's data check does: it took the run's subsets
+    # without the check, so a new run found it when it started, after the teacher and the runs before it
+    from tests.cli_checks import image_folder
+
+    from dard.experiment.plan import PlannedRun, check_data
+
+    image_folder(tmp_path / "imgs", side=8, classes=3)  # 9 training images, 9 test images
+    data = {"name": "folder", "dir": str(tmp_path / "imgs"), "val_size": 3}
+    cfg = parse_config({"data": {**data, "test_subset": 10}, "optim": {"batch_size": 2}, "method": {"name": "sat"}})
+    run = PlannedRun("x-s0", "student", 0, cfg, status="new")
+    with pytest.raises(DardError, match=r"e.yaml: run 'x-s0': data.test_subset 10 exceeds the 9 test images"):
+        check_data([run], tmp_path / "runs", tmp_path / "e.yaml")
+    check_data([dataclasses.replace(run, status="resumes at epoch 2/3")], tmp_path / "runs", tmp_path / "e.yaml")
 
 
 @pytest.mark.slow

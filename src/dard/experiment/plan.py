@@ -17,7 +17,7 @@ from typing import Any, Literal
 from dard.config import RunConfig
 from dard.errors import DardError
 from dard.experiment.estimate import Estimate, Estimator, dataset_bundle, parameter_count
-from dard.experiment.reuse import RUN_DONE, check_reusable, run_status
+from dard.experiment.reuse import RUN_DONE, RUN_NEW, check_reusable, run_status
 from dard.experiment.spec import RUN_SEEDS, Experiment, merge_run, needs_teacher, parse_run_config
 from dard.io import check_writable
 from dard.names import check_case_distinct
@@ -199,9 +199,10 @@ def read_plan(exp: Experiment, runs_root: Path, device: str | None = None, *, da
 
 def check_data(runs: Sequence[PlannedRun], runs_root: Path, source: Path) -> None:
     """Each run still to train fits its data (:func:`dard.training.setup.prepare_data`: the validation split, the
-    batch against the training images), its model builds for it (``model.kwargs``) and a student's data is its
-    planned teacher's (classes, channels): found out only when that run started, after the teacher and the runs
-    before it had trained for hours, or by the estimate after --plan's lines, without the run's name."""
+    batch against the training images, a new run's subsets within the images there are), its model builds for it
+    (``model.kwargs``) and a student's data is its planned teacher's (classes, channels): found out only when that
+    run started, after the teacher and the runs before it had trained for hours, or by the estimate after --plan's
+    lines, without the run's name."""
     from dard.training.setup import prepare_data
 
     sizes: dict[str, DataSizes] = {}
@@ -210,7 +211,10 @@ def check_data(runs: Sequence[PlannedRun], runs_root: Path, source: Path) -> Non
             continue
         data = run.config.data
         try:
-            sizes[run.name] = DataSizes.of(prepare_data(run.config, dataset_bundle(data.name, data.dir, data.download)))
+            bundle = dataset_bundle(data.name, data.dir, data.download)
+            # a run to start refuses a subset larger than its data (prepare_data, as `dard train` does once the
+            # data loads): a folder's or CIFAR's was found when the run started, hours into the experiment
+            sizes[run.name] = DataSizes.of(prepare_data(run.config, bundle, new_run=run.status == RUN_NEW))
             parameter_count(run.config, sizes[run.name])  # the model builds for the data, with its model.kwargs
         except DardError as e:
             raise DardError(f"{source}: run '{run.name}': {e}") from None

@@ -14,6 +14,8 @@ from dard.run_dir import RunDir
 
 #: the status of a run that is evaluated: reused as it is
 RUN_DONE = "done (reused)"
+#: the status of a run with nothing trained yet: it starts from scratch, as a new run
+RUN_NEW = "new"
 
 
 def check_reusable(run_dir: Path, cfg: RunConfig) -> None:
@@ -47,7 +49,7 @@ def run_status(run_dir: Path, epochs: int) -> str:
     if folder.is_evaluated():
         return RUN_DONE
     if not folder.has_snapshot():
-        return "new"
+        return RUN_NEW
     progress = folder.read_progress()
     if progress is None:
         return "resume state unreadable: training would stop with an error"
