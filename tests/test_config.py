@@ -410,6 +410,14 @@ def test_a_subset_larger_than_the_dataset_is_refused_not_cut(tmp_path, capsys, m
     fails_cleanly(capsys, tmp_path, [*argv, "--set", "data.train_subset=2000"], train)
     cfg = parse_config(tiny_run_config(data={"train_subset": 2000}))
     assert len(prepare_data(cfg).train) == 1373  # a run's record, made when it was cut, reads as it was made
+    # an image folder's sizes are its files, listed before any image is decoded (found once it had loaded)
+    from tests.cli_checks import image_folder
+
+    monkeypatch.undo()
+    folder = {"name": "folder", "dir": str(image_folder(tmp_path / "imgs", side=8, classes=3)), "val_size": 3}
+    with pytest.raises(DardError, match="data.train_subset 7 exceeds the 6 training images left after data.val_size 3"):
+        preflight.check_config(parse_config({"data": {**folder, "train_subset": 7}, "method": {"name": "sat"}}))
+    preflight.check_config(parse_config({"data": {**folder, "train_subset": 6}, "method": {"name": "sat"}}))
 
 
 def test_step_milestones_lie_within_the_run(tmp_path, capsys):

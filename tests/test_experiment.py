@@ -331,7 +331,9 @@ def test_bad_experiment_files_are_one_line_errors(tmp_path, spec, needle):
     assert not (tmp_path / "runs").exists()
 
 
-FOLDER_TEACHER = {"data": {"name": "folder", "dir": "imgs", "val_size": 3}, "optim": {"batch_size": 4}}
+# every image of the folder: the base's subsets (192 and 64 digits) are more than it has, refused before its data loads
+FOLDER_DATA = {"name": "folder", "dir": "imgs", "val_size": 3, "train_subset": None, "test_subset": None}
+FOLDER_TEACHER = {"data": FOLDER_DATA, "optim": {"batch_size": 4}}
 
 
 @pytest.mark.parametrize(

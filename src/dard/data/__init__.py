@@ -14,7 +14,7 @@ from pathlib import Path
 from dard.data import cifar, digits, image_folder  # noqa: F401
 from dard.data.base import DatasetBundle, ImageSet, channel_stats
 from dard.data.download import DEFAULT_DATA_DIR_ENV, default_data_dir
-from dard.data.loader import DeviceLoader, _val_count, augment_batch, split_train_val
+from dard.data.loader import DeviceLoader, augment_batch, split_train_val, val_count
 from dard.errors import DardError
 from dard.registry import DATASETS, register_dataset
 
@@ -48,17 +48,24 @@ def known_sizes(name: str, data_dir: str | Path | None = None) -> tuple[int | No
     return None, None
 
 
-def known_split_sizes(name: str, val_size: float) -> tuple[int, int] | None:
+def known_split_sizes(name: str, val_size: float, data_dir: str | Path | None = None) -> tuple[int, int] | None:
     """The training images left after holding ``val_size`` out (a fraction below 1, else a count), and the test
-    images, of dataset ``name`` where known without reading it (the embedded ``digits``; None for the others, whose
-    copies differ in size, and for a ``val_size`` that leaves none, which the data load says)."""
-    if name != "digits":
+    images, of dataset ``name`` where known without reading the images: the embedded ``digits``, and a ``folder``
+    in ``data_dir`` by its files (listed, none decoded); None for the others (CIFAR copies differ in size, a user's
+    dataset), for a folder whose layout the load refuses, and for a ``val_size`` that leaves none (the load says)."""
+    if name == "digits":
+        sizes: tuple[int, int] | None = (digits.TRAIN_SIZE, digits.TEST_SIZE)
+    elif name == "folder" and data_dir is not None:
+        sizes = image_folder.split_counts(Path(data_dir).expanduser())
+    else:
+        sizes = None
+    if sizes is None:
         return None
     try:
-        held_out = _val_count(digits.TRAIN_SIZE, val_size if val_size < 1 else int(val_size))
+        held_out = val_count(sizes[0], val_size if val_size < 1 else int(val_size))
     except DardError:
         return None
-    return digits.TRAIN_SIZE - held_out, digits.TEST_SIZE
+    return sizes[0] - held_out, sizes[1]
 
 
 def list_datasets() -> list[str]:

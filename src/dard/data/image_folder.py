@@ -47,6 +47,17 @@ def _image_files(class_dir: Path) -> list[Path]:
     return files
 
 
+def split_counts(root: Path) -> tuple[int, int] | None:
+    """The training and test images the loader would read from the folder ``root`` (the files it lists, none
+    decoded), or None where its layout is not one it reads (the load says what is wrong)."""
+    try:
+        classes = class_dirs(root / "train")
+        train, test = (sum(len(_image_files(root / split / c)) for c in classes) for split in ("train", "test"))
+    except (DardError, OSError):
+        return None
+    return train, test
+
+
 def _read(path: Path) -> np.ndarray:
     """Pixels as uint8 (H, W) for grayscale 'L' images, (H, W, 3) for everything else (converted to RGB)."""
     from PIL import Image, UnidentifiedImageError

@@ -33,7 +33,9 @@ def _cpu_generator(seed: int) -> torch.Generator:
     return g
 
 
-def _val_count(n: int, val_size: int | float) -> int:
+def val_count(n: int, val_size: int | float) -> int:
+    """The images of ``n`` that ``val_size`` holds out (a count, or a fraction in (0, 1)); a DardError when it
+    leaves none on either side."""
     if isinstance(val_size, bool) or not isinstance(val_size, (int, float)):
         raise DardError(f"val_size must be an int (count) or a float (fraction), got {val_size!r}")
     if isinstance(val_size, float):
@@ -55,7 +57,7 @@ def split_train_val(images: ImageSet, val_size: int | float, seed: int) -> tuple
     the original order of the images.
     """
     n = len(images)
-    n_val = _val_count(n, val_size)
+    n_val = val_count(n, val_size)
     g = _cpu_generator(_derive_seed("dard-split", seed))
     perm = torch.randperm(n, generator=g)
     labels = images.y.detach().cpu()[perm]

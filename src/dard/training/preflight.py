@@ -98,8 +98,9 @@ def check_config(
     if new_run and "normalize" in cfg.model.model_fields_set:  # model_spec drops it for a zoo architecture
         stated, instead = "model.normalize: true", "drop model.normalize (or set it false)"
         check_zoo_normalization(cfg.model.arch, cfg.model.normalize, stated, instead)
-    sizes = known_split_sizes(cfg.data.name, cfg.data.val_size) if new_run else None
-    if sizes is not None:  # the embedded digits: the subsets are checked before the data loads
+    subset = cfg.data.train_subset is not None or cfg.data.test_subset is not None
+    sizes = known_split_sizes(cfg.data.name, cfg.data.val_size, cfg.data.dir) if new_run and subset else None
+    if sizes is not None:  # the digits, a folder's files: the subsets are checked before the data loads
         check_subsets(cfg, *sizes)
     method = at_key("method", lambda: make_method(cfg))
     check_teacher_config(cfg, method.needs_teacher)
