@@ -10,6 +10,7 @@ imports its own package's ``__init__``. timm keeps its model registry the same w
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -30,14 +31,30 @@ __all__ = [
     "register_dataset",
     "register_method",
     "register_model",
+    "signature",
 ]
 
 _NAMED = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
+def signature(factory: Callable[..., Any]) -> inspect.Signature:
+    """``inspect.signature(factory)``, computed once per factory: every config read builds its method and attacks
+    (:mod:`dard.config.read`), and the signatures were most of that time (~20 ms a config: ``dard report`` and
+    ``dard experiment --plan`` read one per run)."""
+    try:
+        return _signature(factory)
+    except TypeError:  # an unhashable callable (a user's object defining __eq__ alone)
+        return inspect.signature(factory)
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature(factory: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(factory)
+
+
 def param_names(factory: Callable[..., Any]) -> list[str]:
     """The keyword parameters ``factory`` accepts, in signature order (a class: its constructor's, less ``self``)."""
-    return [p.name for p in inspect.signature(factory).parameters.values() if p.kind in _NAMED]
+    return [p.name for p in signature(factory).parameters.values() if p.kind in _NAMED]
 
 
 class Registry(Generic[T]):
@@ -78,8 +95,8 @@ class Registry(Generic[T]):
         valid ones; the factory validates the values itself. A factory taking ``**kwargs`` accepts any name.
         """
         factory: Any = self.get(name)
-        signature = inspect.signature(factory).parameters.values()
-        if not any(p.kind is p.VAR_KEYWORD for p in signature):
+        params_of = signature(factory).parameters.values()
+        if not any(p.kind is p.VAR_KEYWORD for p in params_of):
             valid = self.params(name)
             unknown = [key for key in params if key not in valid]
             if unknown:
@@ -87,7 +104,7 @@ class Registry(Generic[T]):
                     f"{self.kind} '{name}' has no parameter{'s' if len(unknown) > 1 else ''} {_quoted(unknown)}"
                     f"{did_you_mean(unknown, valid)}; valid: {', '.join(valid) or 'none'}"
                 )
-        required = [p.name for p in signature if p.default is p.empty and p.kind in _NAMED]
+        required = [p.name for p in params_of if p.default is p.empty and p.kind in _NAMED]
         missing = [key for key in required if key not in params]
         if missing:
             raise DardError(f"{self.kind} '{name}' needs parameter{'s' if len(missing) > 1 else ''} {_quoted(missing)}")

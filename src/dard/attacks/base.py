@@ -40,6 +40,7 @@ from dard.attacks.steps import check_step
 from dard.errors import DardError
 from dard.module_utils import eval_mode, local_module
 from dard.registry import param_names
+from dard.registry import signature as cached_signature
 from dard.validate import MAX_ITERATIONS, check_bool, check_choice, check_float, check_int, check_seed
 
 __all__ = ["NORMS", "Attack", "IterativeAttack", "attack_norms", "check_norm", "perturbation_norms", "preset"]
@@ -299,7 +300,7 @@ def setting(cls: type[Attack], params: Mapping[str, Any], key: str) -> int:
     no such parameter (an FGSM's single step, an attack without restarts)."""
     if key in params:
         return int(params[key])
-    param = inspect.signature(cls).parameters.get(key)
+    param = cached_signature(cls).parameters.get(key)
     return 1 if param is None or param.default is inspect.Parameter.empty else int(param.default)
 
 

@@ -9,7 +9,6 @@ scaling is exact in binary floating point), so runs made with an absolute 2/255 
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Mapping
 from fractions import Fraction
@@ -17,6 +16,7 @@ from typing import Any, cast
 
 from dard.errors import DardError
 from dard.registry import ATTACKS
+from dard.registry import signature as cached_signature
 from dard.validate import check_float
 
 __all__ = ["DEFAULT_STEP_RATIO", "check_step", "merge_step", "resolve_step"]
@@ -73,7 +73,7 @@ def resolve_step(spec: Mapping[str, Any]) -> tuple[dict[str, Any], float | None]
     ratio = params.pop("step_ratio", None)
     name = params.get("name")
     cls = ATTACKS.get(cast(str, name))  # no name: Registry.get's unknown-name error
-    signature = inspect.signature(cls)
+    signature = cached_signature(cls)
     if "step_size" not in signature.parameters:
         if ratio is not None:
             raise DardError(f"attack '{name}' has no step size, so step_ratio does not apply")
