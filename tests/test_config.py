@@ -355,6 +355,8 @@ def test_a_warm_up_as_long_as_the_run_is_refused() -> None:
         ("val.attack={name: pgdd}", "val.attack: unknown attack 'pgdd' (did you mean 'pgd'"),
         ("eval.attacks=[fgsm, pgd21]", "eval.attacks: unknown attack 'pgd21' (did you mean 'pgd20'"),
         ("val.attack={name: cw, steps: -1}", "val.attack: cw: steps must be >= 1, got -1"),
+        # a name that is a list or a mapping was looked up in the registry's dict: an internal error (unhashable)
+        ("val.attack={name: [pgd]}", "val.attack: unknown attack ['pgd']; valid: apgd-ce,"),
         # the method and its training attack, built by dard train alone: now by every reader of a config
         ("method.params.lamb=0.3", "method: method 'dard' has no parameter 'lamb' (did you mean 'lam'?)"),
         (

@@ -80,7 +80,7 @@ class Registry(Generic[T]):
         """Return the object registered as ``name``; unknown names raise a DardError listing valid ones."""
         try:
             return self._items[name]
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: a list or mapping given as the name (`{name: [pgd]}`)
             hint = did_you_mean([name] if isinstance(name, str) else [], self.names())
             raise DardError(f"unknown {self.kind} {shown(name)}{hint}; valid: {', '.join(self.names())}") from None
 
