@@ -426,6 +426,8 @@ def test_a_subset_larger_than_the_dataset_is_refused_not_cut(tmp_path, capsys, m
     fails_cleanly(capsys, tmp_path, [*argv, "--set", "data.train_subset=2000"], train)
     cfg = parse_config(tiny_run_config(data={"train_subset": 2000}))
     assert len(prepare_data(cfg).train) == 1373  # a run's record, made when it was cut, reads as it was made
+    with pytest.raises(DardError, match="^data.val_size 1437 leaves no training .* of 1437 of dataset 'digits'$"):
+        prepare_data(parse_config(tiny_run_config(data={"val_size": 1437})))  # said "val_size", not the key
     # an image folder's sizes are its files, listed before any image is decoded (found once it had loaded)
     from tests.cli_checks import image_folder
 

@@ -339,7 +339,7 @@ FOLDER_TEACHER = {"data": FOLDER_DATA, "optim": {"batch_size": 4}}
 @pytest.mark.parametrize(
     "runs, teacher_config, needle",
     [
-        ({"x": {"data": {"val_size": 5000}}}, {}, "run 'x-s0': val_size 5000 leaves no training"),
+        ({"x": {"data": {"val_size": 5000}}}, {}, "run 'x-s0': data.val_size 5000 leaves no training"),
         ({"x": {"data": {"train_subset": 32}}}, {}, "run 'x-s0': optim.batch_size 64 exceeds the 32 training images"),
         # a teacher of another dataset: refused with the rest of one report table's runs, when the file loads (its
         # classes against a run's, by check_data, where both name one dataset in other folders)

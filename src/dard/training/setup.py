@@ -52,7 +52,10 @@ def prepare_data(cfg: RunConfig, bundle: DatasetBundle | None = None, *, new_run
     a run folder's record, made when it was cut to them, reads as it was made)."""
     bundle = bundle or load_dataset(cfg.data.name, cfg.data.dir, download=cfg.data.download)
     val_size = cfg.data.val_size if cfg.data.val_size < 1 else int(cfg.data.val_size)
-    train, val = split_train_val(bundle.train, val_size, seed=cfg.seed)
+    try:
+        train, val = split_train_val(bundle.train, val_size, seed=cfg.seed)
+    except DardError as e:  # its one check, of val_size ("val_size 1437 leaves no training ..."): the config's key
+        raise DardError(f"data.{e} of dataset '{cfg.data.name}'") from None
     if new_run:
         check_subsets(cfg, len(train), len(bundle.test))
     if cfg.data.train_subset is not None:
