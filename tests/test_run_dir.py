@@ -291,3 +291,36 @@ def test_the_counts_a_report_reads_from_run_json_are_counts(small_run: RunDir, e
     small_run.run_info.write_text(json.dumps({**info, **edit}))
     with pytest.raises(DardError, match=f"run.json: {key} is .*, not a count"):
         RunRecord.load(small_run.path)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "refused"),
+    [
+        ("name: natural", "name: my_method", "unknown method"),  # registered from Python when the run was made
+        # refused by a later version: a seeded training attack
+        ("name: natural\n  params: {}", "name: sat\n  params: {attack: {name: pgd, seed: 3}}", "seed"),
+    ],
+)
+def test_a_recorded_config_is_read_without_building_what_it_names(run: Path, tmp_path, old, new, refused) -> None:
+    # read_run_config built the method and attacks a record names: a run made with a method registered from
+    # Python, or with a training attack a later version refuses, could no longer be evaluated, reported or imported
+    import hashlib
+
+    import yaml
+
+    from dard.config.identity import config_identity
+
+    text = (run / "config.yaml").read_text()
+    assert old in text
+    (run / "config.yaml").write_text(text.replace(old, new))
+    info = _json(run / "run.json")
+    info["config_sha256"] = hashlib.sha256((run / "config.yaml").read_bytes()).hexdigest()
+    (run / "run.json").write_text(json.dumps(info))
+    recorded = yaml.safe_load((run / "config.yaml").read_text())
+    with pytest.raises(DardError, match=refused):
+        parse_config(recorded)  # a new run's config is built, and refused
+    assert RunDir(run).read_run_config().model_dump(mode="json")["method"] == recorded["method"]
+    assert config_identity(recorded)["method"] == recorded["method"]
+    done = run_cli("eval", str(run), "--attacks", "fgsm", "--out", str(tmp_path / "e.json"))
+    assert done.returncode == 0, done.stderr
+    assert "fgsm" in (tmp_path / "e.json").read_text()

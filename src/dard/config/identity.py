@@ -43,8 +43,9 @@ SEEDLESS: tuple[tuple[str, ...], ...] = (("seed",), ("name",))
 
 def config_identity(cfg: Mapping[str, Any], drop: Iterable[tuple[str, ...]] = ()) -> dict[str, Any]:
     """``cfg`` (a run config mapping) parsed and dumped as JSON-ready data, without :data:`NOT_IDENTITY` and the
-    ``drop`` key paths. A config that does not parse is a one-line DardError."""
-    return without_keys(parse_config(dict(cfg)).model_dump(mode="json"), (*NOT_IDENTITY, *drop))
+    ``drop`` key paths. A config that does not parse is a one-line DardError (what it names is not built: a
+    recorded run's identity does not depend on what this version registers or refuses)."""
+    return without_keys(parse_config(dict(cfg), build=False).model_dump(mode="json"), (*NOT_IDENTITY, *drop))
 
 
 def without_keys(cfg: Mapping[str, Any], paths: Iterable[tuple[str, ...]]) -> dict[str, Any]:

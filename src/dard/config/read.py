@@ -26,13 +26,18 @@ from dard.yaml_files import read_yaml_mapping
 __all__ = ["build_method", "build_val_attack", "check_built", "load_config", "parse_config"]
 
 
-def parse_config(data: dict[str, Any] | None) -> RunConfig:
-    """Validate a plain dict into a RunConfig (DardError naming the key on failure)."""
+def parse_config(data: dict[str, Any] | None, *, build: bool = True) -> RunConfig:
+    """Validate a plain dict into a RunConfig (DardError naming the key on failure), and with ``build`` build what
+    it names (:func:`check_built`). A run folder's record is read without ``build``: it was built when the run was
+    made, and a method or attack registered from Python then, or one a later version refuses (a seeded training
+    attack), must not make the finished run unreadable by `dard eval RUN`, a report or an import; a run that trains
+    again builds it (its resume's checks)."""
     try:
         cfg = RunConfig.model_validate(data or {})
     except ValidationError as e:
         raise DardError(f"config error: {validation_message(e, RunConfig, data)}") from None
-    check_built(cfg)  # the method and the attacks it names
+    if build:
+        check_built(cfg)  # the method and the attacks it names
     return cfg
 
 

@@ -195,12 +195,11 @@ class RunDir:
         return read_yaml_mapping(self.config, "run config")
 
     def read_run_config(self) -> RunConfig:
-        """The recorded run config, validated: the one way to read a run's config. Parsed again each time, so options
-        added to dard since the run was made count at their defaults. A config that does not validate is a DardError
-        naming ``config.yaml`` (a missing or unreadable one names it already)."""
+        """The recorded run config, validated (not built: :func:`dard.config.parse_config`), the one way to read it;
+        options added since the run was made count at their defaults. A DardError names ``config.yaml``."""
         data = self.read_config()
         try:
-            return parse_config(data)
+            return parse_config(data, build=False)
         except DardError as e:
             raise DardError(f"{self.config}: {e}") from None
 
