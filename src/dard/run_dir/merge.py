@@ -203,7 +203,7 @@ def _check_merge(staged: Path, dest: Path) -> None:
             except OSError as e:
                 raise DardError(f"cannot read {target}: {e.strerror or e}; nothing imported") from None
     here = RunDir(dest)
-    kept = {k.name for k in [*kept_to_carry(here), *kept_to_carry(RunDir(staged))]}
+    kept = {*here.kept_checkpoints(), *RunDir(staged).kept_checkpoints()}  # names only: no weights hashed here
     for c in [*CHECKPOINTS, *sorted(kept)]:  # a file added beside the local one of its pair: copies may differ
         pair = (here.weights(c), here.checkpoint_meta(c))
         weights, meta = (p if os.path.lexists(p) else staged / p.name for p in pair)
