@@ -18,6 +18,7 @@ from pathlib import Path
 from dard.errors import DardError
 from dard.run_dir.layout import CHECKPOINTS, RunDir, kept_epoch
 from dard.run_dir.pair import of_two_saves
+from dard.run_dir.records import Progress
 
 
 def record_names(run: RunDir) -> list[str]:
@@ -67,10 +68,19 @@ def kept_to_carry(run: RunDir) -> list[KeptCheckpoint]:
             why = f"{(meta if weights.is_file() else weights).name} is missing"
         elif of_two_saves(weights, meta):
             why = "its two files are of two saves"
-        elif progress is not None and (kept_epoch(name) or 0) > progress.epoch:
+        elif progress is not None and set_aside_by_resume(name, progress):
             why = f"past epoch {progress.epoch}, where the resume snapshot is: a resume sets it aside"
         out.append(KeptCheckpoint(name, _rel(run, weights), _rel(run, meta), why))
     return out
+
+
+def set_aside_by_resume(name: str, progress: Progress) -> bool:
+    """Whether a resume from the snapshot ``progress`` sets aside the checkpoint ``name`` kept by ``keep_epochs``
+    (``epoch-005``): its epoch is past those the snapshot has finished, so it was written after the snapshot (a run
+    killed between the two) and training writes it again. The one rule behind what export and import carry and what
+    a resume sets aside (:func:`dard.training.state.unrecorded_checkpoints`)."""
+    epoch = kept_epoch(name)
+    return epoch is not None and epoch > progress.epoch
 
 
 def missing_files(finished: bool, files: Collection[str]) -> list[str]:

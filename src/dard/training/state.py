@@ -23,6 +23,7 @@ from dard.errors import DardError, one_line, shown
 from dard.io import check_target, save_tensors, torch_save, write_error
 from dard.model_checks import check_finite
 from dard.run_dir import CHECKPOINTS, Progress, RunDir, Snapshot
+from dard.run_dir.carried import set_aside_by_resume
 from dard.run_dir.pair import saved_epoch
 from dard.weights import read_state_dict
 
@@ -221,7 +222,7 @@ def unrecorded_checkpoints(folder: RunDir, progress: Progress) -> list[tuple[str
             out.append((which, epoch, paths))
     for name in folder.kept_checkpoints():  # keep_epochs' copy of an epoch the snapshot has not finished
         paths = [p for p in (folder.weights(name), folder.checkpoint_meta(name)) if os.path.lexists(p)]
-        if int(name.removeprefix("epoch-")) > progress.epoch:
+        if set_aside_by_resume(name, progress):
             out.append((name, None, paths))
     return out
 
