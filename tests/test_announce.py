@@ -100,3 +100,33 @@ def test_an_l2_budget_is_a_plain_number_not_pixel_levels(tmp_path: Path, monkeyp
         cfg = parse_config({**tiny_config(), "norm": norm, "eps": eps})
         header = announce.Announcer(cfg, RunDir(tmp_path / norm), sizes, torch.device("cpu")).header(Progress())
         assert header[2].endswith(f"test 32 images; {said}"), header[2]
+
+
+def test_a_training_attack_at_another_eps_is_named_in_the_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``method.params.attack.eps`` at 16/255 beside a threat model of 8/255 (deliberate in the field) was in run.json
+    and the report, but the header said "eps 8/255" alone; an attack at the run's eps adds nothing."""
+    import torch
+    from tests.conftest import tiny_config
+
+    import dard.training.announce as announce
+    from dard.config import parse_config
+    from dard.config.read import build_method
+    from dard.errors import DardError
+    from dard.run_dir import Progress, RunDir
+    from dard.training.cost import DataSizes
+
+    def no_cost(*args: object, **kwargs: object) -> None:
+        raise DardError("not measured here")
+
+    monkeypatch.setattr(announce, "run_cost", no_cost)
+    sizes = DataSizes(train=128, val=64, test=32, classes=10, shape=(1, 8, 8))
+    for given, said in ((16 / 255, "eps 8/255 (training attack at 16/255)"), (None, "eps 8/255")):
+        attack = {"name": "pgd", "steps": 2} | ({} if given is None else {"eps": given})
+        cfg = parse_config({**tiny_config(), "eps": 8 / 255, "method": {"name": "sat", "params": {"attack": attack}}})
+        folder = RunDir(tmp_path / str(given))
+        header = announce.Announcer(cfg, folder, sizes, torch.device("cpu"), method=build_method(cfg)).header(
+            Progress()
+        )
+        assert header[2].endswith(f"test 32 images; {said}"), header[2]

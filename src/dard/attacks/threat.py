@@ -14,10 +14,12 @@ from dard.attacks.base import attack_norms, check_norm
 from dard.errors import DardError, shown
 from dard.registry import ATTACKS, param_names
 
-__all__ = ["NORM_NAMES", "apply_norm", "budget_text"]
+__all__ = ["EPS_TOL", "NORM_NAMES", "apply_norm", "budget_text"]
 
 #: how a norm is written for people (and AutoAttack)
 NORM_NAMES = {"linf": "Linf", "l2": "L2"}
+#: two eps closer than this are one (a budget read back from JSON, 8/255 computed two ways)
+EPS_TOL = 1e-6
 
 
 def apply_norm(spec: Mapping[str, Any], norm: str) -> dict[str, Any]:

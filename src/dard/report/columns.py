@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dard.attacks.threat import EPS_TOL
 from dard.evaluation.record import SANITY
 from dard.run_dir import EvalFile
 
@@ -33,8 +34,6 @@ AA_KEY = "autoattack_subset"
 AA_CLEAN = "autoattack_clean"
 #: PGD-20 on the AutoAttack subset (records that ran it there): how much AutoAttack adds on the same images
 AA_PGD = "autoattack_pgd20"
-#: two eps closer than this are one (a budget read back from JSON, 8/255 computed two ways)
-EPS_TOL = 1e-6
 
 # How each registered attack is written in a header (an attack not listed is written by its registered name).
 _TITLES = {

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
-from dard.attacks.threat import budget_text
+from dard.attacks.threat import EPS_TOL, budget_text
 from dard.config import RunConfig
 from dard.errors import DardError, one_line
+from dard.methods import Method
 from dard.run_dir import EpochMetrics, Progress, RunDir
 from dard.runtime import device_name
 from dard.training.cost import (
@@ -69,6 +71,7 @@ class Announcer:
     device: torch.device
     world_size: int = 1
     final_eval: bool = True
+    method: Method | None = None  # to name a training attack at another eps than the threat model's
 
     cost: RunCost | CostUnavailable = field(init=False)
 
@@ -91,9 +94,18 @@ class Announcer:
             f"device {self._device()}{ranks}; "
             f"precision {amp}; channels_last {'on' if cfg.speed.channels_last else 'off'}; compile {compiled}",
             f"data {cfg.data.name}: train {s.train}{subset}, val {s.val}, test {s.test} images; "
-            f"eps {budget_text(cfg.eps, cfg.norm, named=True)}",
+            f"eps {budget_text(cfg.eps, cfg.norm, named=True)}{self._training_eps()}",
             f"estimate {self._estimate(progress)}",
         ]
+
+    def _training_eps(self) -> str:
+        """`` (training attack at 10/255)`` where the method's attack runs at another eps than the threat model's
+        (``method.params.attack.eps``, a deliberate choice the report also states); else empty."""
+        spec = self.method.config().get("attack") if self.method is not None else None
+        trained = spec.get("eps") if isinstance(spec, Mapping) else None
+        if not isinstance(trained, (int, float)) or abs(trained - self.cfg.eps) <= EPS_TOL:
+            return ""
+        return f" (training attack at {budget_text(trained, self.cfg.norm)})"
 
     def _device(self) -> str:
         if self.device.type == "cpu":

@@ -159,7 +159,7 @@ def _train(
     _start_or_resume(run, resume)
     if announce:
         sizes = DataSizes.of(parts.data)
-        run.announcer = Announcer(cfg, folder, sizes, device, dist_info.world_size, final_eval)
+        run.announcer = Announcer(cfg, folder, sizes, device, dist_info.world_size, final_eval, parts.method)
         say(run.announcer.header(run.progress), cfg.name)
     for epoch in range(run.progress.epoch, cfg.optim.epochs):
         sums, t0, resumed, stopped = _train_epoch(run, epoch)
