@@ -378,8 +378,12 @@ def test_a_warm_up_as_long_as_the_run_is_refused() -> None:
             "method={name: sat, params: {attack: {seed: 3}}}",
             "method: method 'sat': attack: seed 3 would give every batch the same random start",
         ),
-        # and its whole cascade validates for hours per epoch; a part of it is taken
-        ("val.attack={name: autoattack}", "val.attack: attack 'autoattack' runs about 4,500 passes per image"),
+        # and its whole cascade validates for hours per epoch, and so did Square, APGD-T and FAB-T at their
+        # defaults, or PGD with many restarts (refused by cost, not name); a cheaper part of it is taken
+        ("val.attack={name: autoattack}", "val.attack: attack 'autoattack' costs 4,499 passes per image at every"),
+        ("val.attack={name: square}", "val.attack: attack 'square' costs 5,000 passes per image at every validation"),
+        ("val.attack={name: fab-t}", "val.attack: attack 'fab-t' costs 2,700 passes per image"),
+        ("val.attack={name: pgd, steps: 100, restarts: 10}", "val.attack: attack 'pgd' costs 2,000 passes per image"),
     ],
 )
 def test_attack_specs_are_checked_when_the_config_is_read(override, needle, capsys):
@@ -408,6 +412,7 @@ def test_a_config_read_again_builds_its_method_and_attacks_without_inspecting_si
 
 def test_autoattacks_parts_validate_and_are_refused_as_a_training_attack_from_python_too():
     assert parse_config({"val": {"attack": {"name": "apgd-ce", "steps": 5}}}).val.attack["name"] == "apgd-ce"
+    assert parse_config({"val": {"attack": {"name": "square", "queries": 1000}}}).val.attack["queries"] == 1000
     with pytest.raises(DardError, match=r"method 'trades': attack 'square' is for evaluation, not training"):
         create_method("trades", attack={"name": "square"})
 

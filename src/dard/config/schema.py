@@ -166,9 +166,10 @@ class OptimConfig(_Strict):
 
 
 class ValConfig(_Strict):
-    """Validation: ``attack`` picks the best checkpoint at every validation. AutoAttack's whole cascade
-    (``autoattack``, ~4,500 passes per image: hours per epoch) is refused there, in one line when the config is read
-    (:func:`dard.config.read.build_val_attack`), not warned about: its parts (``apgd-ce``, ...) are accepted."""
+    """Validation: ``attack`` picks the best checkpoint at every validation. An attack that costs more than 1,000
+    passes per image at its settings (AutoAttack's cascade, ~4,500; Square's 5,000 queries; APGD-T, FAB-T; PGD
+    with many restarts: hours per epoch) is refused there, in one line when the config is read
+    (:func:`dard.config.read.build_val_attack`), not warned about; ``apgd-ce`` (200) is accepted."""
 
     every: int = Field(1, ge=1, le=EPOCHS_MAX, description="validate every N epochs (and always at the last)")
     attack: PlainMapping = Field(default_factory=lambda: {"name": "pgd", "steps": 10, "step_ratio": 0.25})
