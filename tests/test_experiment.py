@@ -554,6 +554,27 @@ def test_unknown_experiment_and_scale(tmp_path):
     assert_one_line_error(run_cli("experiment", "tiny", "--scale", "paper", cwd=tmp_path), "no scale 'paper'", "cpu")
 
 
+def test_a_name_or_scale_that_is_a_path_is_refused_and_a_files_name_is_its_folders(tmp_path, monkeypatch):
+    # `--scale ../other/cpu` (or an absolute path) loaded another experiment's file under this name, and the
+    # default runs and report folders (runs/experiments/<scale>, results/<name>/<scale>) went where it led
+    path = _write(tmp_path)
+    (tmp_path / "experiments" / "other").mkdir()
+    shutil.copy(path, tmp_path / "experiments" / "other" / "cpu.yaml")
+    for args, what in [
+        (("tiny", "--scale", "../other/cpu"), "scale '../other/cpu'"),
+        (("tiny", "--scale", str(path.with_suffix(""))), "is not a plain name"),
+        (("../experiments/tiny",), "experiment name '../experiments/tiny'"),  # a folder there
+    ]:
+        proc = run_cli("experiment", *args, "--plan", cwd=tmp_path)
+        assert_one_line_error(proc, what)
+    # a file given as ../cpu.yaml was the experiment '..', its report bound for results/../cpu
+    sub = tmp_path / "experiments" / "tiny" / "sub"
+    sub.mkdir()
+    monkeypatch.chdir(sub)
+    exp = load_experiment("../cpu.yaml")
+    assert (exp.name, exp.scale) == ("tiny", "cpu")
+
+
 def test_shipped_experiments_validate():
     from dard.experiment import experiments_root, load_experiment
 

@@ -11,6 +11,7 @@ from dard.config import validation_message
 from dard.errors import DardError
 from dard.experiment.plan import check_runs, plan_runs
 from dard.experiment.spec import Experiment, ExperimentSpec, check_base_sections, check_sections
+from dard.names import check_name
 from dard.packaged import CONFIGS_DIR, EXPERIMENTS_DIR, list_configs
 from dard.yaml_files import read_yaml_file, read_yaml_mapping
 
@@ -46,6 +47,10 @@ def load_experiment(name: str, scale: str = "cpu", root: Path | None = None) -> 
     """Load ``<root>/<name>/<scale>.yaml`` (or ``name`` itself when it is a YAML file) and validate it."""
     path = Path(name)
     if path.suffix not in (".yaml", ".yml"):
+        # name and scale are folder names, of the file looked up and of the default runs and report folders:
+        # `--scale ../lambda/cpu` (or an absolute path) loaded another file and wrote its runs and report there
+        check_name(name, "experiment name")
+        check_name(scale, "scale")
         roots = _roots(root)
         folder = next((r / name for r in roots if (r / name).is_dir()), None)
         if folder is None:
@@ -56,8 +61,8 @@ def load_experiment(name: str, scale: str = "cpu", root: Path | None = None) -> 
         if not os.path.lexists(path):  # a FIFO or a folder there is said as what it is when read
             scales = sorted(p.stem for p in folder.glob("*.yaml"))
             raise DardError(f"experiment '{name}' has no scale '{scale}'; available: {', '.join(scales)}")
-    else:
-        name, scale = path.parent.name, path.stem
+    else:  # the folder's own name: `../mine.yaml` named the experiment '..', whose report went to results/../mine
+        name, scale = path.resolve().parent.name or "experiment", path.stem
     data, text = read_yaml_file(path, "experiment file")
     try:
         spec = ExperimentSpec.model_validate(data)
