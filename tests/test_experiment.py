@@ -425,7 +425,9 @@ def test_an_empty_run_entry_or_section_is_the_base_config(tmp_path):
     # be a valid dictionary"; it is the base config as it is, and an empty section overrides nothing
     from dard.experiment.plan import plan_runs
 
-    spec = {**SPEC, "runs": {**SPEC["runs"], "plain": None, "kept": {"method": None}}}
+    # (sat's entry is the base's config, which `plain` is: one run twice; `kept` sets a learning rate of its own)
+    runs = {k: v for k, v in SPEC["runs"].items() if k != "sat"}
+    spec = {**SPEC, "runs": {**runs, "plain": None, "kept": {"method": None, "optim": {"lr": 0.04}}}}
     spec["teacher"] = {**SPEC["teacher"], "config": None}
     base = {**BASE, "method": {"name": "sat", "params": STEP}}
     exp = load_experiment(str(_write(tmp_path, spec=spec, base=base)))
@@ -573,6 +575,17 @@ def test_a_name_or_scale_that_is_a_path_is_refused_and_a_files_name_is_its_folde
     monkeypatch.chdir(sub)
     exp = load_experiment("../cpu.yaml")
     assert (exp.name, exp.scale) == ("tiny", "cpu")
+
+
+def test_two_entries_that_make_the_same_run_are_refused(tmp_path):
+    # `sat2` overrides the base to the very config of `sat` (lr 0.05 is the base's): both trained, twice the compute,
+    # and the report showed one run as two rows
+    same = {"method": {"name": "sat", "params": STEP}, "optim": {"lr": 0.05}}
+    spec = {**SPEC, "runs": {**SPEC["runs"], "sat2": same}}
+    with pytest.raises(DardError, match="runs sat-s0 and sat2-s0 have the same config"):
+        load_experiment(str(_write(tmp_path, spec=spec)))
+    spec["runs"]["sat2"] = {**same, "optim": {"lr": 0.04}}  # a setting of its own
+    assert "sat2" in load_experiment(str(_write(tmp_path, spec=spec))).spec.runs
 
 
 def test_shipped_experiments_validate():
