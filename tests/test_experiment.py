@@ -577,6 +577,23 @@ def test_a_name_or_scale_that_is_a_path_is_refused_and_a_files_name_is_its_folde
     assert (exp.name, exp.scale) == ("tiny", "cpu")
 
 
+def test_a_report_names_a_file_of_your_own_by_its_path(tmp_path, monkeypatch):
+    # the budgeted report's "`dard experiment tiny --scale cpu --time-budget 0` rewrites this report" named a file
+    # given by its path by its folder and stem: for `mine/my exp.yaml`, `dard experiment mine --scale my exp`
+    from dard.experiment.report import _preamble
+
+    _write(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert load_experiment("tiny").command() == "dard experiment tiny --scale cpu"
+    mine = tmp_path / "mine" / "my exp.yaml"
+    mine.parent.mkdir()
+    shutil.copy(tmp_path / "experiments" / "tiny" / "cpu.yaml", mine)
+    shutil.copy(tmp_path / "experiments" / "tiny" / "base.yaml", mine.parent)
+    exp = load_experiment("mine/my exp.yaml")
+    assert exp.command() == "dard experiment 'mine/my exp.yaml'"
+    assert "- Command: `dard experiment 'mine/my exp.yaml'`" in _preamble(exp, [], "", None)
+
+
 def test_two_entries_that_make_the_same_run_are_refused(tmp_path):
     # `sat2` overrides the base to the very config of `sat` (lr 0.05 is the base's): both trained, twice the compute,
     # and the report showed one run as two rows

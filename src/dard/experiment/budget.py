@@ -136,7 +136,7 @@ def run_within_budget(
     notes = [f"- Not finished yet ({len(pending)}): " + "; ".join(pending) + "."] if pending else []
     # Not this invocation's command line: the report is the runs' alone, whichever stretches made them, so that
     # any later invocation (`--time-budget 0` trains nothing) writes the same report from the same runs.
-    command = f"dard experiment {exp.name} --scale {exp.scale}"
+    command = exp.command()
     notes = [f"- Made in budgeted stretches (`{command} --time-budget T`), each continuing the last; "
              f"`{command} --time-budget 0` rewrites this report from the runs alone.", *notes]  # fmt: skip
     path = write_experiment_report(exp, finished, results_dir, command=command, notes=notes)

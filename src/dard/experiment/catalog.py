@@ -46,7 +46,8 @@ def list_experiments(root: Path | None = None) -> dict[str, list[str]]:
 def load_experiment(name: str, scale: str = "cpu", root: Path | None = None) -> Experiment:
     """Load ``<root>/<name>/<scale>.yaml`` (or ``name`` itself when it is a YAML file) and validate it."""
     path = Path(name)
-    if path.suffix not in (".yaml", ".yml"):
+    by_name = path.suffix not in (".yaml", ".yml")
+    if by_name:
         # name and scale are folder names, of the file looked up and of the default runs and report folders:
         # `--scale ../lambda/cpu` (or an absolute path) loaded another file and wrote its runs and report there
         check_name(name, "experiment name")
@@ -71,7 +72,7 @@ def load_experiment(name: str, scale: str = "cpu", root: Path | None = None) -> 
     base_path = base_file(path, spec.base)
     base = read_yaml_mapping(base_path, "base run config")
     check_base_sections(base, base_path)
-    exp = Experiment(name=name, scale=scale, spec=spec, base=base, source=path, text=text)
+    exp = Experiment(name=name, scale=scale, spec=spec, base=base, source=path, text=text, by_name=by_name)
     planned = plan_runs(exp, Path("runs"))  # validates every run config before any training
     check_runs(planned, path)
     check_sections(spec, [run.config for run in planned], path)

@@ -202,7 +202,7 @@ def _preamble(
     lines = [spec.about.strip()] if spec.about.strip() else []
     lines += [
         "",
-        f"- Command: `{command or f'dard experiment {exp.name} --scale {exp.scale}'}`",
+        f"- Command: `{command or exp.command()}`",
         f"- Experiment file: `{_experiment_file(exp)}`, base run config `{spec.base}`; seeds "
         f"{', '.join(map(str, spec.seeds))}{_fewer_seeds(spec)}.",
         _environment_line(runs),

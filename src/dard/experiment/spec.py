@@ -166,6 +166,16 @@ class Experiment:
     base: dict[str, Any]
     source: Path
     text: str  # the experiment file as read (the results keep a copy: read once, what the runs were planned from)
+    by_name: bool = False  # found by name and scale (`dard experiment main --scale cpu`), not given as a file
+
+    def command(self) -> str:
+        """The command that runs this experiment again, as a report names it: by name and scale, or by the file's
+        path (a file of your own by name and scale was `dard experiment FOLDER --scale STEM`, an unknown
+        experiment)."""
+        import shlex
+
+        how = f"{self.name} --scale {self.scale}" if self.by_name else shlex.quote(str(self.source))
+        return f"dard experiment {how}"
 
     def use_data(self, folder: str | None = None, download: bool = False) -> None:
         """Point every run at a data folder and/or allow downloading the official archives (command-line flags;
