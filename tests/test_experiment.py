@@ -288,7 +288,9 @@ def test_run_folder_with_another_config_is_refused_and_left_alone(finished, tmp_
         ({**SPEC, "runs": {"x": {"val": {"attack": {"name": "nosuch"}}}}}, "run 'x-s0': val.attack: unknown attack"),
         ({**SPEC, "teacher": {**SPEC["teacher"], "config": {"method": {"name": "dard"}}}}, "its method must take no"),
         # a teacher named like a run shared its folder; a run's own seed or name was dropped in silence
-        ({**SPEC, "teacher": {**SPEC["teacher"], "name": "sat"}}, "would share the run folder sat-s0"),
+        ({**SPEC, "teacher": {**SPEC["teacher"], "name": "sat"}}, "the teacher and run 'sat' share a name"),
+        # at a seed no run takes, two report rows 'sat': the pair [sat, dard] compared the teacher
+        ({**SPEC, "teacher": {**SPEC["teacher"], "name": "sat", "seed": 5}}, "the teacher and run 'sat' share a n"),
         # one folder on macOS and Windows: the second run resumed, or was reused as, the first
         ({**SPEC, "teacher": {**SPEC["teacher"], "name": "SAT"}}, "runs SAT-s0 and sat-s0 differ only in case"),
         ({**SPEC, "runs": {**SPEC["runs"], "Dard": {"method": {"name": "sat"}}}}, "dard-s0 and Dard-s0 differ only"),

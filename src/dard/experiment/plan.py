@@ -73,13 +73,15 @@ def plan_runs(exp: Experiment, runs_root: Path, device: str | None = None) -> li
                 PlannedRun(name, "student", seed, config, teacher_arch=archs.get(str(config.teacher.checkpoint)))
             )
     runs = [*{t.name: t for t in teachers.values()}.values(), *students]
-    names = [run.name for run in runs]
-    twice = next((name for name in names if names.count(name) > 1), None)
-    if twice is not None:  # a teacher named like a run: both would train, and be taken for each other, in one folder
+    teacher = exp.spec.teacher
+    if teacher is not None and teacher.name in exp.spec.runs:
+        # at a shared seed both trained, and were taken for each other, in one folder; at another (`seed: 5`) the
+        # report had two rows of that name, and a pair naming it compared the teacher
         raise DardError(
-            f"{exp.source}: the teacher and run '{twice.rsplit('-s', 1)[0]}' would share the run folder {twice}; "
-            "rename teacher.name or the run"
+            f"{exp.source}: the teacher and run '{teacher.name}' share a name: one report row (which pairs name) "
+            f"for two runs, and one run folder at a shared seed; rename teacher.name or the run"
         )
+    names = [run.name for run in runs]
     check_case_distinct(names, f"{exp.source}: runs")
     _check_distinct_configs(runs, exp.source)
     return runs
