@@ -596,6 +596,19 @@ def test_a_report_names_a_file_of_your_own_by_its_path(tmp_path, monkeypatch):
     assert "- Command: `dard experiment 'mine/my exp.yaml'`" in _preamble(exp, [], "", None)
 
 
+def test_a_teacher_per_seed_trains_only_for_the_seeds_runs_take(tmp_path):
+    # `teacher.seed: null` with every run at seed 1 of [0, 1]: teacher-s0 was planned and trained for no run
+    from dard.experiment.plan import plan_runs
+
+    runs = {key: {**entry, "seeds": [1]} for key, entry in SPEC["runs"].items()}
+    spec = {**SPEC, "teacher": {**SPEC["teacher"], "seed": None}, "runs": runs}
+    planned = plan_runs(load_experiment(str(_write(tmp_path, spec=spec))), tmp_path / "runs")
+    assert [r.name for r in planned if r.role == "teacher"] == ["teacher-s1"]
+    spec["runs"]["sat"] = SPEC["runs"]["sat"]  # a run at both seeds: a teacher for each
+    planned = plan_runs(load_experiment(str(_write(tmp_path, spec=spec))), tmp_path / "runs")
+    assert [r.name for r in planned if r.role == "teacher"] == ["teacher-s0", "teacher-s1"]
+
+
 def test_two_entries_that_make_the_same_run_are_refused(tmp_path):
     # `sat2` overrides the base to the very config of `sat` (lr 0.05 is the base's): both trained, twice the compute,
     # and the report showed one run as two rows

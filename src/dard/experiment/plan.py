@@ -177,7 +177,9 @@ def _teachers(exp: Experiment, over: dict[str, Any]) -> dict[int, PlannedRun]:
     if t is None:
         return {}
     out: dict[int, PlannedRun] = {}
-    for seed in exp.spec.seeds:
+    # the seeds some run takes: with runs' own `seeds` ([1] of [0, 1]), a per-seed teacher trained for seed 0 too
+    taken = [s for s in exp.spec.seeds if any(s in exp.spec.run_seeds(key) for key in exp.spec.runs)]
+    for seed in taken:
         tseed = seed if t.seed is None else t.seed
         shared = next((run for run in out.values() if run.seed == tseed), None)
         if shared is None:
