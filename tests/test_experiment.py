@@ -571,6 +571,9 @@ def test_a_name_or_scale_that_is_a_path_is_refused_and_a_files_name_is_its_folde
     ]:
         proc = run_cli("experiment", *args, "--plan", cwd=tmp_path)
         assert_one_line_error(proc, what)
+    # a file is run as it is: `--scale gpu` beside its path was ignored in silence
+    proc = run_cli("experiment", str(path), "--scale", "gpu", "--plan", cwd=tmp_path)
+    assert_one_line_error(proc, "is a file, run as it is: drop --scale")
     # a file given as ../cpu.yaml was the experiment '..', its report bound for results/../cpu
     sub = tmp_path / "experiments" / "tiny" / "sub"
     sub.mkdir()

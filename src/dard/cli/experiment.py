@@ -24,8 +24,8 @@ def add_arguments(x: argparse.ArgumentParser) -> None:
     x.add_argument("name", help="experiment name (main, lambda, attacks, ...) or the path of an experiment YAML")
     x.add_argument(
         "--scale",
-        default="cpu",
-        help="cpu (2 CPU cores, hours), gpu (short GPU jobs), paper (the authors' setup); `dard list` names each one's",
+        help="cpu (default: 2 CPU cores, hours), gpu (short GPU jobs), paper (the authors' setup); `dard list` names "
+        "each one's; not with a file's path",
     )
     x.add_argument(
         "--runs",
@@ -65,7 +65,10 @@ def run(args: argparse.Namespace) -> int:
     """Run the experiment (or print its plan) and say where its report is."""
     from dard.experiment import load_experiment, run_experiment
 
-    exp = load_experiment(args.name, args.scale)
+    if args.scale is not None and Path(args.name).suffix in (".yaml", ".yml"):
+        # a file is run as it is: `mine/e.yaml --scale gpu` ran e.yaml's settings under a scale it did not say
+        raise DardError(f"--scale picks a named experiment's file; {args.name} is a file, run as it is: drop --scale")
+    exp = load_experiment(args.name, args.scale or "cpu")
     runs = Path(args.runs or exp.spec.runs_dir or Path("runs") / "experiments" / exp.scale)
     exp.use_data(args.data_dir, args.download)
     results = Path(args.results or Path("results") / exp.name / exp.scale)
