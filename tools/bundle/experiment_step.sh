@@ -15,12 +15,13 @@ for src in teachers/*/ "$here"/imports/*.tar.gz; do
 done
 status=0
 for exp in "$@"; do
-    name=$exp
-    [[ $exp == *.yaml ]] && name=$(basename "$(dirname "$exp")")
+    name=$exp scale_args=(--scale "$scale")
+    # a file runs as it is: dard refuses --scale beside one
+    [[ $exp == *.yaml ]] && name=$(basename "$(dirname "$exp")") scale_args=()
     left=$((budget - SECONDS))
     ((left < 0)) && left=0
     echo "== experiment $exp: ${left} s left"
-    "$python" -m dard experiment "$exp" --scale "$scale" --runs "$runs" --results "$out/results/$name" \
+    "$python" -m dard experiment "$exp" ${scale_args[@]+"${scale_args[@]}"} --runs "$runs" --results "$out/results/$name" \
         --time-budget "${left}s" --partial-under 15 --export "$out/runs" || status=1
 done
 exit $status
