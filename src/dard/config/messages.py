@@ -24,7 +24,8 @@ def validation_message(
     parts = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "config"
-        msg = e["msg"]
+        # a validator's own words, without pydantic's "Value error, " before them
+        msg = e["msg"].removeprefix("Value error, ") if e["type"] == "value_error" else e["msg"]
         if e["type"] == "extra_forbidden":
             msg = unknown_key_message(model, [str(p) for p in e["loc"]], data) if model else "unknown key"
         got = (
