@@ -9,7 +9,6 @@ estimates or reports on the runs takes its :class:`PlannedRun` list.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,13 +90,13 @@ def _check_distinct_configs(runs: Sequence[PlannedRun], source: Path) -> None:
     """No two students are the same run under two names (entries whose overrides come to the same config): both
     trained, the compute spent twice, and the report showed one run as two rows. (A student that is the teacher's
     run again is let be: the teacher is a row of its own that pairs may name.)"""
-    from dard.config.identity import NOT_IDENTITY, without_keys
+    from dard.config.identity import NOT_IDENTITY, identity_hash, without_keys
 
     # what changes a run's numbers: its teacher's checkpoint counts here (a ladder's students differ by it alone)
     drop = [("name",), *(key for key in NOT_IDENTITY if key != ("teacher", "checkpoint"))]
     seen: dict[str, str] = {}
     for run in (r for r in runs if r.role == "student"):
-        key = json.dumps(without_keys(run.config.model_dump(mode="json"), drop), sort_keys=True)
+        key = identity_hash(without_keys(run.config.model_dump(mode="json"), drop))
         if key in seen:
             raise DardError(
                 f"{source}: runs {seen[key]} and {run.name} have the same config: one run would train twice and "
