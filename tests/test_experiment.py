@@ -268,7 +268,8 @@ def test_run_folder_with_another_config_is_refused_and_left_alone(finished, tmp_
         ({**SPEC, "compare_attacks": {**SPEC["compare_attacks"], "checkpoint": "worst"}}, "compare_attacks.checkpoint"),
         ({**SPEC, "label_gap": {"checkpoint": "../../x"}}, "label_gap.checkpoint"),
         ({**SPEC, "plot_param": {"param": "nosuch"}}, "plot_param.param 'nosuch' is no numeric parameter"),
-        ({**SPEC, "pairs": [["sat", "sat"]]}, "compares a row with itself"),
+        # a whole-file check's line named the key path "config" before its own key
+        ({**SPEC, "pairs": [["sat", "sat"]]}, ".yaml: pairs: [sat, sat] compares a row with itself"),
         # a method that is no mapping was an internal error (AttributeError) before the run's parse could name it
         ({**SPEC, "runs": {"x": {"method": "dard"}}}, "run 'x-s0': config error: method: Input should be a valid dict"),
         ({**SPEC, "teacher": {**SPEC["teacher"], "config": {"method": ["sat"]}}}, "run 'teacher-s0': config error: me"),
@@ -580,6 +581,11 @@ def test_a_name_or_scale_that_is_a_path_is_refused_and_a_files_name_is_its_folde
     monkeypatch.chdir(sub)
     exp = load_experiment("../cpu.yaml")
     assert (exp.name, exp.scale) == ("tiny", "cpu")
+    # `...yaml` had the scale '..': its runs went to runs/experiments/.., runs/ itself
+    for odd in ("..yaml", "...yaml"):
+        shutil.copy(path, sub / odd)
+        proc = run_cli("experiment", odd, "--plan", cwd=sub)
+        assert_one_line_error(proc, "which is no folder name")
 
 
 def test_a_report_names_a_file_of_your_own_by_its_path(tmp_path, monkeypatch):

@@ -23,7 +23,8 @@ def validation_message(
     ``data`` (a run config's), also the free-form key of that name (:func:`free_form_keys`)."""
     parts = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "config"
+        # a whole-file validator's error has no key path, and names its keys itself ("pairs: ...")
+        loc = "".join(f"{p}: " if i == len(e["loc"]) - 1 else f"{p}." for i, p in enumerate(e["loc"]))
         # a validator's own words, without pydantic's "Value error, " before them
         msg = e["msg"].removeprefix("Value error, ") if e["type"] == "value_error" else e["msg"]
         if e["type"] == "extra_forbidden":
@@ -33,7 +34,7 @@ def validation_message(
             if e["type"] != "extra_forbidden" and not isinstance(e.get("input"), dict)
             else ""
         )
-        parts.append(f"{loc}: {msg}{got}")
+        parts.append(f"{loc}{msg}{got}")
     return "; ".join(parts)
 
 

@@ -64,6 +64,8 @@ def load_experiment(name: str, scale: str = "cpu", root: Path | None = None) -> 
             raise DardError(f"experiment '{name}' has no scale '{scale}'; available: {', '.join(scales)}")
     else:  # the folder's own name: `../mine.yaml` named the experiment '..', whose report went to results/../mine
         name, scale = path.resolve().parent.name or "experiment", path.stem
+        if scale in (".", ".."):  # `...yaml`: the runs folder runs/experiments/.. was runs/ itself
+            raise DardError(f"{path}: the file's name makes its scale '{scale}', which is no folder name; rename it")
     data, text = read_yaml_file(path, "experiment file")
     try:
         spec = ExperimentSpec.model_validate(data)
