@@ -619,3 +619,24 @@ def test_kept_checkpoints_travel_whole_or_are_named_as_left_out(finished, tmp_pa
     with pytest.raises(DardError, match="kept checkpoint epoch-003 cannot travel: past epoch 1"):
         import_runs(ahead, tmp_path / "other")  # an unfinished run's, past its snapshot: a resume sets it aside
     assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
+
+
+def test_the_teacher_measured_on_its_own_travels_and_is_read_strictly(finished, tmp_path):
+    # eval/teacher.json (the teacher-quality extra's cache) was left out of an export: the report of the imported
+    # copy measured the teacher again (PGD-20 on a GPU job's ResNet-18 teacher, on the CPU)
+    from dard.run_dir.records import TeacherQualityFile
+
+    run = RunDir(shutil.copytree(finished, tmp_path / "src" / "run-s0"))
+    from dard.evaluation.record import EvalRecord
+
+    raw = json.loads(run.eval_file("best").read_text())
+    own = {k: v for k, v in raw.items() if k in EvalRecord.__dataclass_fields__}
+    run.write_teacher_quality(TeacherQualityFile({"n": 4}, {"weights_digest": "ab"}, EvalRecord.from_dict(own)))
+    out = export_runs([run.path], tmp_path / "r.tar.gz", ExportOptions(weights="none"))
+    import_runs(out, tmp_path / "runs")
+    assert RunDir(tmp_path / "runs" / "run-s0").read_teacher_quality() == run.read_teacher_quality()
+    raw = json.loads(run.teacher_quality_file.read_text())
+    raw["record"]["clean"]["correct"] = 10**6
+    run.teacher_quality_file.write_text(json.dumps(raw))
+    with pytest.raises(DardError, match="teacher.json"):
+        import_runs(run.path, tmp_path / "other")

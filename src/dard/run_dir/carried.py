@@ -22,9 +22,10 @@ from dard.run_dir.records import Progress
 
 
 def record_names(run: RunDir) -> list[str]:
-    """The record files a run folder may hold, relative to it: config, run.json, metrics, evaluations and the
-    checkpoints' metadata (never weights)."""
-    paths = [run.config, run.run_info, run.metrics]
+    """The record files a run folder may hold, relative to it: config, run.json, metrics, evaluations, the cached
+    extras (the teacher measured on its own too: a report on the copy measured it again) and the checkpoints'
+    metadata (never weights)."""
+    paths = [run.config, run.run_info, run.metrics, run.teacher_quality_file]
     for c in CHECKPOINTS:
         paths += [run.checkpoint_meta(c), run.eval_file(c), run.compare_file(c), run.label_gap_file(c)]
         paths.append(run.eval_progress_file(c))  # an unfinished evaluation's finished attacks travel too

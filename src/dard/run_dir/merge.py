@@ -145,6 +145,7 @@ def _read_all(run: RunDir) -> None:
             ) from None
     run.read_metrics()
     run.read_evals()
+    run.read_teacher_quality()
     for c in CHECKPOINTS:
         run.read_compare(c), run.read_label_gap(c), run.read_eval_progress(c)
         if of_two_saves(run.weights(c), run.checkpoint_meta(c)):  # readers would refuse it, or a resume set it aside
