@@ -23,7 +23,7 @@ from dard.methods import create_method
 from dard.methods.base import StepPasses
 from dard.run_dir import RunDir
 from dard.training import train
-from dard.training.cost import DataSizes, arch_macs, attack_passes, run_cost, train_passes
+from dard.training.cost import DataSizes, arch_macs, attack_passes, measured_eval_rate, run_cost, train_passes
 from dard.training.deadline import TrainingStopped
 
 AUTOATTACK_PASSES = AutoAttackWrapper.STANDARD_PASSES
@@ -135,6 +135,10 @@ def test_rate_comes_from_the_run_itself_then_earlier_runs_then_the_default(runs)
     other = est.estimate("dard-new", _cfg("dard-new"), None)
     assert other.basis.startswith("earlier run ") and " on cpu " in other.basis  # sat-s0 or stopped: SAT both
     assert "same architecture and method; the median of 2 such runs" in other.basis
+    # a run with its own training rate but no evaluation yet takes the evaluated run's measured evaluation rate: it
+    # took the training rate's factor, which put the campaign's evaluations at twice what they took
+    measured = measured_eval_rate(RunDir(runs / "sat-s0"), est.sizes(_cfg()))
+    assert measured and own.eval_rate == other.eval_rate == pytest.approx(measured)
     assert Estimator(runs, "cpu", "some other device").estimate("x", _cfg("x"), None).basis.startswith("the default")
     done = est.estimate("sat-s0", _cfg(), None)
     assert done.train_s == 0 and done.eval_s == 0  # trained and evaluated: nothing left

@@ -15,8 +15,9 @@ in proportion; one measured on fewer threads is not scaled up. Both err long: on
 by side ran a DARD step at 0.64 times the rate of one process on both threads, not 0.5
 (``benchmarks/bench_processes.py``), so a budget starts no run it cannot finish.
 
-The test evaluation's rate comes from recorded evaluations the same way (their attack times), else from the
-training rate (:data:`dard.training.cost.EVAL_SPEED_FACTOR`).
+The test evaluation's rate comes from recorded evaluations the same way (their attack times: the run's own, else
+the best-matching earlier runs', a run with its own training rate too), else from the training rate
+(:data:`dard.training.cost.EVAL_SPEED_FACTOR`).
 """
 
 from __future__ import annotations
@@ -131,6 +132,9 @@ class Estimator:
             own_eval = measured_eval_rate(folder, sizes)
             own_eval = own_eval * scale if own_eval else None
             note += self._kind_note(folder.read_info())
+            # a run not evaluated yet takes an earlier run's measured evaluation: the training rate's factor put
+            # a ResNet-8's suite and AutoAttack at twice what the campaign's evaluations took
+            own_eval = own_eval or _eval_rate(self._earlier_runs(folder, cfg, sizes), own[0] * scale)
             return own[0] * scale, own_eval, f"its own throughput so far ({own[1]:.0f} images/s{note})"
         found = self._earlier_runs(folder, cfg, sizes)
         default = default_rate(cfg, self.device_type)
@@ -151,12 +155,7 @@ class Estimator:
         on = measured.latest_environment().get("device_name") or self.label  # its threads, not ours
         if rank == 2 and rate < default:
             how, rate = f"{how}; raised to the default {default / 1e12:.3g} TMAC/s", default
-        evaluated = _best_matches([f for f in found if f[4]])
-        eval_rate = None
-        if evaluated:
-            eval_rank, _, _, _, eval_rate, _ = _median_of(evaluated, key=lambda f: f[4] or 0.0)
-            eval_rate = max(eval_rate or 0.0, rate * EVAL_SPEED_FACTOR) if eval_rank == 2 else eval_rate
-        return rate, eval_rate, f"earlier run {other} on {on} ({ips:.0f} images/s; {how})"
+        return rate, _eval_rate(found, rate), f"earlier run {other} on {on} ({ips:.0f} images/s; {how})"
 
     def _earlier_runs(self, folder: RunDir, cfg: RunConfig, sizes: DataSizes) -> list[_Found]:
         """The measured runs on this device (:data:`_Found`; rank 0 same architecture and method, 1 same
@@ -214,6 +213,16 @@ class Estimator:
     def _same_device(self, run: RunDir) -> bool:
         recorded = run.read_info().latest_environment().get("device_name")  # where its last rates were measured
         return self.label is not None and _device_key(str(recorded)) == _device_key(self.label)
+
+
+def _eval_rate(found: list[_Found], train_rate: float) -> float | None:
+    """The evaluation MACs/s of the best-matching earlier runs that were evaluated (their median), None if none was;
+    one of another architecture (scaled by MACs) no lower than the training rate's factor gives."""
+    evaluated = _best_matches([f for f in found if f[4]])
+    if not evaluated:
+        return None
+    rank, _, _, _, rate, _ = _median_of(evaluated, key=lambda f: f[4] or 0.0)
+    return max(rate or 0.0, train_rate * EVAL_SPEED_FACTOR) if rank == 2 else rate
 
 
 def _best_matches(rows: list[_Found]) -> list[_Found]:
