@@ -125,10 +125,14 @@ def test_repaired_points_are_not_robust_and_a_repairing_untargeted_attack_is_fla
         res = rec.attacks[label]
         assert (res.accuracy, res.correct, res.corrected, res.fooled) == (0.0, 0, 8, 0)
     assert rec.worst_case.accuracy == 0.0
-    # a targeted attack may legitimately move a wrong point to its true class: only pgd20 is flagged
+    # a targeted attack may legitimately move a wrong point to its true class: only pgd20 is flagged (and the model,
+    # which has no input gradient)
     assert rec.flags == [
+        "the model's logits have no gradient with respect to the input for 8 of the first 8 images (a detached "
+        "output, rounding or another step without a gradient): gradient attacks cannot move them, so their robust "
+        "accuracies are upper bounds (gradient masking); a gradient-free attack (square) measures them",
         "pgd20: the attack leaves 100.00%, 8/8, of points correct, more than clean accuracy 0.00%, 0/8, by more "
-        "than one image (points misclassified clean became correct): a broken attack"
+        "than one image (points misclassified clean became correct): a broken attack",
     ]
 
 
@@ -142,6 +146,43 @@ def test_targeted_pgd_never_exceeds_clean_accuracy():
     assert rec.clean.accuracy == 0.5
     assert res.accuracy <= rec.clean.accuracy and res.correct <= rec.clean.correct
     assert res.corrected == 4 and res.correct + res.fooled == res.clean_correct == 4
+
+
+class Noisy(MeanSign):
+    """MeanSign on a noisy copy of its input, in eval mode too: a randomised defence."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x + 0.05 * torch.randn_like(x))
+
+
+class Detached(MeanSign):
+    """MeanSign with its output detached: no attack finds a gradient, so every robust count equals the clean one."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).detach()
+
+
+def test_a_randomised_model_and_one_without_input_gradient_are_flagged():
+    """Their robust accuracies are upper bounds, and nothing else in the record said so: FGSM on the detached model
+    left every image where it was (max perturbation 0) and its robust count equal to clean."""
+    x, y = _data()
+    suite = build_suite(["fgsm"], eps=0.02)
+    state = torch.get_rng_state()
+    noisy = evaluate(Noisy(), x, y, suite, progress=False, batch_size=16)
+    assert noisy.flags[0].startswith("the model is randomised (two passes over the same images gave different")
+    detached = evaluate(Detached(), x, y, suite, progress=False, batch_size=16)
+    assert detached.attacks["fgsm"].correct == detached.clean.correct and detached.attacks["fgsm"].max_perturbation == 0
+    assert detached.flags == [
+        "the model's logits have no gradient with respect to the input for 16 of the first 16 images (a detached "
+        "output, rounding or another step without a gradient): gradient attacks cannot move them, so their robust "
+        "accuracies are upper bounds (gradient masking); a gradient-free attack (square) measures them"
+    ]
+    assert not evaluate(MeanSign(), x, y, suite, progress=False).flags  # the same model with its gradient
+    # the probe's passes draw from a forked stream: the caller's is where the clean pass alone leaves it
+    after = torch.get_rng_state()
+    torch.set_rng_state(state)
+    evaluate(Noisy(), x, y, suite, progress=False, batch_size=16, probe_model=False)
+    assert torch.equal(torch.get_rng_state(), after)
 
 
 class Overshoot:

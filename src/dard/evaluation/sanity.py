@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import torch
+from torch import nn
+
 from dard.evaluation.record import SANITY, AttackResult, EvalRecord
+from dard.models import check_logits
 
 # Attacks that may legitimately move a misclassified point to its true class: targeted PGD (pushing towards its
 # target can land there) and the KL attack (it moves away from the model's own prediction, not from the label).
@@ -54,6 +58,42 @@ def sanity_flags(record: EvalRecord) -> list[str]:
                     f"{label} ({_share(other.correct, other.total)}) is weaker than FGSM "
                     f"({_share(fgsm.correct, fgsm.total)}) by more than one image: possible gradient masking"
                 )
+    return flags
+
+
+def model_flags(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """Warnings about the model itself, from a probe of the images ``x`` (the first batch of an evaluation, on the
+    model's device; ``model`` in eval mode): a randomised model, whose two passes over the same images differ, and
+    images whose logits have no gradient with respect to the input (a detached output, rounding). Both leave
+    gradient attacks measuring an upper bound, not a robust accuracy, with no other sign in the record: an attack
+    that finds no gradient leaves the image where it was. The caller's random stream is left as it was."""
+    cuda = x.device.type == "cuda"
+    devices = [x.device.index if x.device.index is not None else torch.cuda.current_device()] if cuda else []
+    flags: list[str] = []
+    n = x.shape[0]
+    with torch.random.fork_rng(devices=devices):
+        with torch.no_grad():
+            first, again = (check_logits(model(x), n).float() for _ in range(2))
+        scale = 1.0 + float(first.abs().max())  # kernels of one batch differ by far less than a random draw
+        if not torch.allclose(first, again, rtol=1e-3, atol=1e-3 * scale, equal_nan=True):
+            flags.append(
+                "the model is randomised (two passes over the same images gave different logits): gradient attacks "
+                "without an expectation over its randomness overestimate its robustness; its accuracies are one draw"
+            )
+        xg = x.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            logits = check_logits(model(xg), n).float()
+            # a random mix of every logit: zero only where no logit depends on the image
+            w = torch.randn(logits.shape, generator=torch.Generator().manual_seed(0)).to(logits.device)
+            grad = torch.autograd.grad((logits * w).sum(), xg, allow_unused=True)[0] if logits.requires_grad else None
+    none = n if grad is None else int((grad.flatten(1).abs().amax(dim=1) == 0).sum())
+    if none:
+        flags.append(
+            f"the model's logits have no gradient with respect to the input for {none} of the first {n} images "
+            "(a detached output, rounding or another step without a gradient): gradient attacks cannot move them, "
+            "so their robust accuracies are upper bounds (gradient masking); a gradient-free attack (square) "
+            "measures them"
+        )
     return flags
 
 

@@ -19,7 +19,7 @@ from dard.evaluation.outcomes import encode_outcomes
 from dard.evaluation.record import LEGACY_LABELS, SANITY, AttackResult, Count, canonical_label
 from dard.evaluation.record import EvalRecord as EvalRecord  # re-exported: other modules import it from here
 from dard.evaluation.resume import EvalResume, EvaluationStopped, reusable
-from dard.evaluation.sanity import sanity_flags
+from dard.evaluation.sanity import model_flags, sanity_flags
 from dard.models import check_logits
 from dard.module_utils import eval_mode
 from dard.progress import progress_bar
@@ -226,6 +226,7 @@ def evaluate(
     resume: EvalResume | None = None,
     clean_outcomes: torch.Tensor | None = None,
     threat_model: tuple[str, float] | None = None,
+    probe_model: bool = True,
 ) -> EvalRecord:
     """Clean and robust accuracy of ``model`` on ``(x, y)`` (x float in [0,1]) under every attack.
 
@@ -239,6 +240,8 @@ def evaluate(
     (a run's AutoAttack subset takes its first images' outcomes from the main pass: on a GPU the subset's last
     batch, of another shape, may run other kernels and flip an image on the boundary). ``threat_model`` (norm, eps):
     the run's, recorded where no threat-model attack states it (sanity checks alone, or no attack: it said Linf 0).
+    ``probe_model``: flag a randomised model and images without an input gradient (:func:`~.sanity.model_flags`,
+    on the first batch; off for training's validation, whose record no one reads).
     """
     if x.numel() == 0:
         raise DardError("no images to evaluate")
@@ -283,7 +286,9 @@ def evaluate(
             environment=dict(environment or {}),
             seconds=round(time.time() - start + reused_s, 3),
         )
-        record.flags = sanity_flags(record)
+        end = batches[0][1]  # the model's own flags, on its first batch: a threat-model attack's upper bounds
+        probed = model_flags(model, x[:end].to(device)) if threat and probe_model else []
+        record.flags = [*probed, *sanity_flags(record)]
         return record
 
 

@@ -26,7 +26,9 @@ class ValScores:
 def validate(model: nn.Module, data: ImageSet, attack: Attack, batch_size: int, device: torch.device) -> ValScores:
     """Clean and robust accuracy on the validation split under ``attack`` (``cfg.val.attack``, seeded)."""
     x, y = float_tensors(data, device)
-    rec = evaluate(model, x, y, {"robust": attack}, batch_size=batch_size, device=device, progress=False)
+    rec = evaluate(
+        model, x, y, {"robust": attack}, batch_size=batch_size, device=device, progress=False, probe_model=False
+    )
     return ValScores(clean=_float32_share(rec.clean), robust=_float32_share(rec.attacks["robust"].count))
 
 
