@@ -101,6 +101,19 @@ def test_paired_comparison_significance_rules() -> None:
     assert not PairedComparison("a", "b", "clean").significant  # no paired seed: nothing claimed
 
 
+def test_seeds_that_all_differ_by_the_same_amount_give_no_interval() -> None:
+    # b/c 1/0 of 100 in both seeds (p = 1 each): the spread is 0 and the t interval [+1, +1] excluded 0, so one
+    # image apart per seed was marked significant
+    seeds = [SeedTest(s, 1, 0, 100, mcnemar_p(1, 0)) for s in (0, 1)]
+    cmp = PairedComparison("dard", "sat", "pgd20", seeds)
+    assert cmp.mean == pytest.approx(0.01) and cmp.interval is None
+    assert not cmp.interval_excludes_zero and not cmp.significant
+    assert cmp.to_dict()["ci95"] is None and cmp.to_dict()["significant"] is False
+    # every seed significant on its own still is, with or without a spread
+    seeds = [SeedTest(s, 20, 0, 100, mcnemar_p(20, 0)) for s in (0, 1)]
+    assert PairedComparison("dard", "sat", "pgd20", seeds).significant
+
+
 # ------------------------------------------------------------------------------------------------ in a report
 
 

@@ -7,7 +7,9 @@ Two methods measured on the same images are compared image by image, not as two 
   either way with probability 1/2, so the two-sided p-value is the exact binomial tail ``2 P(X <= min(b, c))``,
   ``X ~ Bin(b + c, 1/2)``, capped at 1;
 - across seeds, the mean of the per-seed paired differences in accuracy (``(b - c) / n`` for ``n`` images) with
-  its 95% Student t interval (``mean +- t_{0.975, k-1} s / sqrt(k)`` over ``k`` seeds, ``s`` the sample std).
+  its 95% Student t interval (``mean +- t_{0.975, k-1} s / sqrt(k)`` over ``k`` seeds, ``s`` the sample std;
+  none where every seed's difference is the same: ``s = 0`` is no evidence, and its interval of no width would
+  exclude 0 for any difference at all).
 
 A difference is called significant when the McNemar p-value is below 0.05 in every paired seed, or when the
 across-seed interval excludes 0.
@@ -142,10 +144,13 @@ class PairedComparison:
 
     @property
     def interval(self) -> tuple[float, float] | None:
-        """The 95% t interval of the mean paired difference across seeds; None below 2 seeds."""
-        if len(self.seeds) < 2:
+        """The 95% t interval of the mean paired difference across seeds; None below 2 seeds, and where every seed
+        differs by the same amount: a spread of 0 gives an interval of no width, which excluded 0 for two seeds
+        one image apart each (b/c 1/0 twice, p = 1 in both) and marked the difference significant."""
+        differences = [s.difference for s in self.seeds]
+        if len(set(differences)) < 2:
             return None
-        _, lo, hi = t_interval([s.difference for s in self.seeds])
+        _, lo, hi = t_interval(differences)
         return (lo, hi) if lo is not None and hi is not None else None
 
     @property
