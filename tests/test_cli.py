@@ -67,6 +67,9 @@ def test_list_names_everything():
     [
         (["--model", "resnet99", "--weights", "{aa}"], ["unknown model 'resnet99'", "resnet18"]),
         (["--model", "resnet18", "--weights", "{aa}", "--attacks", "pgd,nope"], ["unknown attack 'nope'", "fgsm"]),
+        # a label twice ran once in silence, as a config's eval.attacks refuses; so does an old name beside its new
+        (["--model", "resnet18", "--weights", "{aa}", "--attacks", "pgd20,pgd20"], ["attack pgd20 is listed twice"]),
+        (["--model", "resnet18", "--weights", "{aa}", "--attacks", "pgd-ll,tpgd"], ["pgd-ll is listed twice (tpgd is"]),
         (["--model", "resnet18", "--weights", "{aa}", "--eps", "8"], ["outside [0, 1]"]),
         (["--model", "resnet18", "--weights", "{aa}", "--data", "imagenet"], ["unknown dataset 'imagenet'"]),
         (["--model", "resnet18", "--weights", "{text}"], ["not a weights file"]),

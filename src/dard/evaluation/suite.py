@@ -72,12 +72,17 @@ def build_suite(
     """Instantiate named attacks (keys of DEFAULT_SUITE, or any registered attack name) at one eps and ``norm``; the
     old labels ``tpgd`` and ``cw`` (:data:`~dard.evaluation.record.LEGACY_LABELS`) give ``pgd-ll`` and ``cw-linf``.
     Every threat-model attack runs in ``norm`` (an attack that cannot is a one-line DardError naming its label); the
-    sanity attacks keep their own (``pgd-large``: Linf at 0.5, whatever the threat model).
+    sanity attacks keep their own (``pgd-large``: Linf at 0.5, whatever the threat model). A label given twice
+    (or under its old name beside its new one) is a one-line DardError.
     """
     attacks: dict[str, Attack] = {}
-    for label in map(canonical_label, names):
+    for given in names:
+        label = canonical_label(given)
         if label not in DEFAULT_SUITE and label not in ATTACKS:
             raise DardError(f"unknown attack {shown(label)}{attack_names(str(label))}")
+        if label in attacks:  # `--attacks pgd20,pgd20` ran one in silence, as a config's list refuses
+            alias = f" ({given} is its old name)" if given != label else ""
+            raise DardError(f"attack {label} is listed twice{alias}: each attack runs once")
         spec = merge_step(DEFAULT_SUITE.get(label, {"name": label}), (overrides or {}).get(label, {}))
         try:
             attacks[label] = attack_from_spec(spec, eps, seed, None if label in SANITY else norm)
