@@ -236,6 +236,22 @@ def test_rows_on_other_images_are_not_paired(tmp_path, monkeypatch) -> None:
     assert "†" not in md.split("## Sanity", 1)[0].split("| Run |", 1)[1]
 
 
+def test_rows_with_other_seeds_say_which_seeds_were_paired(tmp_path, monkeypatch) -> None:
+    # dard of seeds 0 and 1 against sat of seed 0: the paired mean took seed 0 alone beside a main-table mean over
+    # both of dard's seeds, and the seed left out was not named
+    from dard.report import build_report
+
+    runs = [r for r in _three_rows(tmp_path, monkeypatch) if r.name != "sat-s1"]
+    md = build_report(runs, tmp_path / "r").read_text()
+    paired = md.split("## Paired comparisons", 1)[1].split("\n## ", 1)[0]
+    assert "| dard | sat | PGD-20 | s0: 9/1 of 100, p=0.0215 |" in paired
+    assert (
+        "- dard vs sat: paired on seeds 0 alone, while the main table's means take each row's own seeds (seeds of "
+        "dard only: 1; seeds of sat only: none)"
+    ) in paired
+    assert paired.count("paired on seeds 0 alone") == 2  # sat vs pgdard too; dard vs pgdard share their seeds
+
+
 def test_outcomes_are_read_from_the_record(tmp_path) -> None:
     """record_outcomes reads the evaluation record's own outcomes (clean, an attack, AutoAttack and its subset's
     clean), and a report pairs two real run folders by them."""

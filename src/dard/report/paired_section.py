@@ -123,6 +123,24 @@ def _compare(a: RunGroup, b: RunGroup, key: str, checkpoint: str, unrecorded: li
     return out
 
 
+def _unmatched_seeds(a: RunGroup, b: RunGroup) -> list[str]:
+    """A note when two compared rows have other seeds: the paired statistics are over the seeds they share, while
+    each row's mean in the main table is over its own (nothing said so; the seeds of one row only were left out in
+    silence)."""
+    seeds = [{m.seed for m in g.members} for g in (a, b)]
+    if seeds[0] == seeds[1]:
+        return []
+
+    def listed(values: set[int | None]) -> str:
+        return ", ".join(str(v) for v in sorted(values, key=str)) or "none"
+
+    sides = ((a, seeds[0], seeds[1]), (b, seeds[1], seeds[0]))
+    only = "; ".join(f"seeds of {g.name} only: {listed(mine - other)}" for g, mine, other in sides)
+    shared = seeds[0] & seeds[1]
+    paired = f"paired on seeds {listed(shared)} alone" if shared else "no seed in common, nothing paired"
+    return [f"{a.name} vs {b.name}: {paired}, while the main table's means take each row's own seeds ({only})"]
+
+
 def paired_section(
     groups: Sequence[RunGroup],
     columns: Sequence[Column],
@@ -153,6 +171,7 @@ def paired_section(
         if (a.name, b.name) in done or (b.name, a.name) in done:
             continue
         done.add((a.name, b.name))
+        section.notes += _unmatched_seeds(a, b)
         for key in keys:
             cmp = _compare(a, b, key, checkpoint, section.unrecorded)
             if cmp.seeds or cmp.notes:
