@@ -321,6 +321,35 @@ def test_worst_cases_over_other_attacks_are_not_paired_and_are_said(tmp_path) ->
     assert "sat: fgsm." in md and "| dard | sat | Worst case |" not in md
 
 
+def test_an_attack_recorded_with_other_settings_is_not_paired_and_is_said(tmp_path) -> None:
+    # PGD-20 of 10 steps in one run (another dard version, a hand-made record) against the suite's 20: McNemar
+    # marked the attacks' difference as the models', and so did the worst case taken over it
+    import numpy as np
+    from tests.test_report import _make_run
+
+    from dard.evaluation.outcomes import encode_outcomes
+    from dard.report import build_report
+    from dard.run_dir import RunDir, RunRecord
+
+    paths = [_make_run(tmp_path, f"{m}-s0", 0, m, 0.8, 0.5, teacher=None, aa=0.4) for m in ("dard", "sat")]
+    for path, pgd in zip(paths, _bits(0, 40, 10)):  # sat's weaker PGD leaves 40 more images standing
+        run = RunDir(path)
+        rec = run.read_eval("best")
+        rec.clean.outcomes = encode_outcomes(np.array([True] * 80 + [False] * 20))
+        rec.attacks["pgd20"].correct, rec.attacks["pgd20"].outcomes = sum(pgd), encode_outcomes(np.array(pgd))
+        rec.worst_case.correct, rec.worst_case.outcomes = 0, encode_outcomes(np.zeros(100, dtype=bool))
+        rec.autoattack_subset.clean.correct = 20  # the record's first 20 images, all correct clean
+        if path.name == "sat-s0":
+            rec.attacks["pgd20"].config["steps"] = 10
+        run.write_eval("best", rec)
+    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r").read_text()
+    assert "dard vs sat, pgd20: seed 0: the attack was recorded with other settings (steps)" in md
+    assert "dard vs sat, worst_case: seed 0: the attack was recorded with other settings (pgd20.steps)" in md
+    assert "| dard | sat | PGD-20 |" not in md and "| dard | sat | Worst case |" not in md
+    assert "| dard | sat | Clean |" in md  # the images are the same: clean still pairs
+    assert "**Attacks recorded with other settings in some runs**" in md  # said above the main table, as before
+
+
 def test_printed_p_values_and_bounds_keep_their_side_of_the_threshold() -> None:
     # a p-value of 0.04996 was printed p=0.05 beside "yes" (p < 0.05), and an interval bound of +0.004 points (the
     # interval excludes 0: "yes") as +0.00, the same text as a bound of -0.004 ("no"); the seeds' image counts

@@ -27,6 +27,7 @@ __all__ = [
     "eps_text",
     "is_sanity",
     "main_columns",
+    "other_settings",
 ]
 
 #: metric keys of the AutoAttack subset run: its robust accuracy and the clean accuracy of the same images
@@ -57,6 +58,19 @@ class Column:
     key: str
     header: str
     clean_key: str | None = None
+
+
+#: attack config keys that say where or how an attack ran, not what it measures (eps and norm: the threat model,
+#: checked for the whole table)
+RUN_KEYS = ("seed", "batch_size", "eps", "norm")
+
+
+def other_settings(config: Mapping[str, Any], other: Mapping[str, Any]) -> set[str]:
+    """The keys of two recorded configs of one attack label that differ in what the attack measures (steps, step
+    size, restarts, ...; not :data:`RUN_KEYS`). Only keys both record are compared, so an older record without a
+    key added since does not differ."""
+    keys = (config.keys() & other.keys()) - set(RUN_KEYS)
+    return {k for k in keys if config[k] != other[k]}
 
 
 def eps_text(eps: float, tol: float = 1e-4, norm: str = "linf") -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dard.evaluation.record import EvalRecord, worst_case_attacks
-from dard.report.columns import AA_CLEAN, AA_KEY, Column
+from dard.report.columns import AA_CLEAN, AA_KEY, Column, other_settings
 from dard.report.groups import RunGroup
 from dard.report.paired import PairedComparison, paired_comparison
 from dard.run_dir import EvalFile, RunRecord
@@ -45,6 +45,29 @@ def record_outcomes(rec: EvalFile, key: str) -> tuple[tuple[object, ...], np.nda
         return None
     data = source.data
     return (data.get("name"), data.get("split"), source.first_n, data.get("fingerprint")), bits
+
+
+def _attack_config(rec: EvalFile, key: str) -> dict[str, object] | None:
+    """The recorded config of the attack behind metric ``key`` (AutoAttack's of the subset), None for clean and the
+    worst case."""
+    source = rec.autoattack_subset if key == AA_KEY else rec
+    label = "autoattack" if key == AA_KEY else key
+    result = source.attacks.get(label) if source is not None else None
+    return result.config if result is not None else None
+
+
+def _other_settings(a: RunRecord, b: RunRecord, key: str, checkpoint: str) -> str:
+    """The settings in which the two runs' attack behind ``key`` differs ("steps"; for the worst case, those of
+    each attack it is taken over: "pgd20.steps"), else empty: two attacks are not one test's two arms."""
+    recs = [r.evals[checkpoint] for r in (a, b)]
+    labels = worst_case_attacks(recs[0]) if key == "worst_case" else (key,)
+    differ: list[str] = []
+    for label in labels:
+        one, two = (_attack_config(rec, label) for rec in recs)
+        if one is not None and two is not None:
+            keys = sorted(other_settings(one, two))
+            differ += [f"{label}.{k}" for k in keys] if key == "worst_case" else keys
+    return ", ".join(differ)
 
 
 def _worst_over(a: RunRecord, b: RunRecord, checkpoint: str) -> str:
@@ -116,6 +139,8 @@ def _compare(a: RunGroup, b: RunGroup, key: str, checkpoint: str, unrecorded: li
             notes.append(f"seed {m.seed}: evaluated on other images")
         elif key == "worst_case" and (over := _worst_over(m, other, checkpoint)):
             notes.append(f"seed {m.seed}: worst case over other attacks ({over})")
+        elif settings := _other_settings(m, other, key, checkpoint):
+            notes.append(f"seed {m.seed}: the attack was recorded with other settings ({settings})")
         else:
             per_seed.append((m.seed, oa[1], ob[1]))
     out = paired_comparison(a.name, b.name, key, per_seed)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from dard.evaluation.record import worst_case_attacks
-from dard.report.columns import AA_CLEAN, AA_KEY, EPS_TOL, Column, eps_text
+from dard.report.columns import AA_CLEAN, AA_KEY, EPS_TOL, Column, eps_text, other_settings
 from dard.report.markdown import ReportContent, markdown_table, md_code, md_text
 from dard.report.paired import ALPHA
 from dard.report.paired_section import PairedSection
@@ -153,22 +153,15 @@ def _worst_case_note(rep: ReportContent, text: Text) -> tuple[str, str] | None:
     return "The worst case is over different attacks in different rows", f" (their suites differ): {parts}"
 
 
-#: attack config keys that say where or how an attack ran, not what it measures (eps and norm: the threat model,
-#: checked for the whole table)
-_RUN_KEYS = ("seed", "batch_size", "eps", "norm")
-
-
 def _settings_note(rep: ReportContent, text: Text) -> tuple[str, str] | None:
     """A line above the main table when one attack label was recorded with other settings in another run (a
     record of another dard version, a hand-made one): its column, headed by the first run's settings, holds both.
     Only keys both configs record are compared, so an older record without a key added since is not flagged."""
-    first: dict[str, dict[str, Any]] = {}
+    first: dict[str, Mapping[str, Any]] = {}
     differ: dict[str, set[str]] = {}
     for run in rep.runs:
         for label, res in run.evals[rep.checkpoint].attacks.items():
-            config = {k: v for k, v in res.config.items() if k not in _RUN_KEYS}
-            seen = first.setdefault(label, config)
-            keys = {k for k in config.keys() & seen.keys() if config[k] != seen[k]}
+            keys = other_settings(res.config, first.setdefault(label, res.config))
             if keys:
                 differ.setdefault(label, set()).update(keys)
     if not differ:
