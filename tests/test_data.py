@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import os
 import pickle
+import sys
 import tarfile
+import types
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +120,28 @@ def test_digits_loads():
     assert int(counts.min()) >= 30  # every class represented in test
     again = load_dataset("digits", data_dir="/nonexistent", download=False)
     assert torch.equal(again.test.x, b.test.x) and torch.equal(again.train.y, b.train.y)
+
+
+def _digest(*arrays) -> str:
+    return hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).hexdigest()
+
+
+# The split of scikit-learn's load_digits(), as dard has always made it (train x, y, then test x, y)
+DIGITS_SPLIT = "55b44a55d1ab163940ddb24cb6dd8f9b12d350e8760d29108a3495a9d1352c3c"
+
+
+def test_digits_are_read_from_scikit_learns_file_without_importing_it(monkeypatch):
+    # sklearn.datasets imports most of scikit-learn and SciPy: about 2 s of CPU at every start on digits
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # importing it now fails
+    b = load_dataset("digits")
+    assert _digest(b.train.x, b.train.y, b.test.x, b.test.y) == DIGITS_SPLIT
+    # where scikit-learn keeps the file elsewhere, its own loader gives the same arrays
+    raw = types.SimpleNamespace(images=np.zeros((1797, 8, 8)), target=np.arange(1797) % 10)
+    fake = types.SimpleNamespace(load_digits=lambda: raw)
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", fake)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    other = load_dataset("digits")
+    assert int(other.train.x.max()) == 0 and sorted(set(other.test.y.tolist())) == list(range(10))
 
 
 # --------------------------------------------------------------------------------------------------------
