@@ -26,7 +26,7 @@ def digits(data_dir: Path | None = None, download: bool = False) -> DatasetBundl
 
     ``data_dir`` and ``download`` are ignored: the data ships with scikit-learn.
     """
-    images, target = _read_digits()
+    images, target = read_digits()
     pixels = np.clip(np.rint(images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
     x = torch.from_numpy(np.ascontiguousarray(pixels[:, None, :, :]))
     y = torch.from_numpy(np.asarray(target, dtype=np.int64))
@@ -45,7 +45,7 @@ def digits(data_dir: Path | None = None, download: bool = False) -> DatasetBundl
     )
 
 
-def _read_digits() -> tuple[np.ndarray, np.ndarray]:
+def read_digits() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's digits as ``load_digits`` gives them: images (1797, 8, 8) of float64 values 0..16, targets.
 
     Read from the file scikit-learn ships (``sklearn/datasets/data/digits.csv.gz``: 64 pixels then the target per
