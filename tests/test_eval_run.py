@@ -43,9 +43,11 @@ def test_eval_of_a_run_uses_its_dataset_and_eps(digits_run: Path, tmp_path: Path
 
 @pytest.mark.slow
 def test_flags_that_differ_from_the_run_are_noted(digits_run: Path) -> None:
-    proc = run_cli("eval", str(digits_run / "best.safetensors"), "--eps", "8/255", "--attacks", "fgsm", "--n", "20")
+    proc = run_cli("eval", str(digits_run / "best.safetensors"), "--eps", "8/255", "--attacks", "fgsm", "--n", "9999")
     assert proc.returncode == 0, proc.stderr
     assert "note: --eps 8/255 differs from the run's eps 0.1 (25.50/255)" in proc.stdout
+    # more images than the split has: every one is evaluated, and the line says so (the header's "first 360" alone)
+    assert "note: --n 9999 is more than the 360 test images of digits: all 360 are evaluated" in proc.stdout
     assert "eps=0.03137" in proc.stdout
     proc = run_cli("eval", str(digits_run), "--normalization", "none", "--attacks", "fgsm", "--n", "4")
     assert_one_line_error(proc, "--normalization none contradicts the checkpoint", "(dataset)")

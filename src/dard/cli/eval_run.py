@@ -128,6 +128,9 @@ def run_eval(request: EvalRequest) -> EvalRecord:
     release_warnings()  # the model is loaded and checked: its code's warnings may be shown now
     test = bundle.test
     n = len(test) if request.n is None else min(request.n, len(test))
+    notes = list(settings.notes)
+    if request.n is not None and request.n > n:  # the header's "first N" said the cut, nothing said why
+        notes.append(f"--n {request.n} is more than the {n} test images of {bundle.name}: all {n} are evaluated")
     x = test.x[:n].float().div(255)
     y = test.y[:n]
     record = evaluate(
@@ -144,7 +147,7 @@ def run_eval(request: EvalRequest) -> EvalRecord:
         environment=environment(device),
         threat_model=(settings.norm, eps),
     )
-    for note in settings.notes:
+    for note in notes:
         print(f"note: {note}")
     which = f"; {settings.checkpoint} checkpoint, epoch {info.get('epoch')}" if settings.checkpoint else ""
     print(
