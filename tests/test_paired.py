@@ -245,11 +245,10 @@ def test_rows_with_other_seeds_say_which_seeds_were_paired(tmp_path, monkeypatch
     md = build_report(runs, tmp_path / "r").read_text()
     paired = md.split("## Paired comparisons", 1)[1].split("\n## ", 1)[0]
     assert "| dard | sat | PGD-20 | s0: 9/1 of 100, p=0.0215 |" in paired
-    assert (
-        "- dard vs sat: paired on seeds 0 alone, while the main table's means take each row's own seeds (seeds of "
-        "dard only: 1; seeds of sat only: none)"
-    ) in paired
-    assert paired.count("paired on seeds 0 alone") == 2  # sat vs pgdard too; dard vs pgdard share their seeds
+    # one line per row and the seeds it has alone, naming the rows that lack them
+    assert "- dard: seed 1 is in its main-table mean but not paired with sat, which lacks it" in paired
+    assert "- pgdard: seed 1 is in its main-table mean but not paired with sat, which lacks it" in paired
+    assert paired.count("main-table mean") == 2  # dard vs pgdard share their seeds
 
 
 def test_outcomes_are_read_from_the_record(tmp_path) -> None:

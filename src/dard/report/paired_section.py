@@ -148,22 +148,31 @@ def _compare(a: RunGroup, b: RunGroup, key: str, checkpoint: str, unrecorded: li
     return out
 
 
-def _unmatched_seeds(a: RunGroup, b: RunGroup) -> list[str]:
-    """A note when two compared rows have other seeds: the paired statistics are over the seeds they share, while
-    each row's mean in the main table is over its own (nothing said so; the seeds of one row only were left out in
-    silence)."""
-    seeds = [{m.seed for m in g.members} for g in (a, b)]
-    if seeds[0] == seeds[1]:
-        return []
+def _unmatched_seeds(pairs: Sequence[tuple[RunGroup, RunGroup]]) -> list[str]:
+    """Notes on compared rows of other seeds: the paired statistics are over the seeds two rows share, while each
+    row's mean in the main table is over its own (nothing said so). One line per row and seeds it has alone, naming
+    the rows it was compared with that lack them (the main comparison's ten rows made ten lines of one fact)."""
+    seeds = {g.name: {m.seed for m in g.members} for pair in pairs for g in pair}
 
     def listed(values: set[int | None]) -> str:
-        return ", ".join(str(v) for v in sorted(values, key=str)) or "none"
+        return ("seed " if len(values) == 1 else "seeds ") + ", ".join(str(v) for v in sorted(values, key=str))
 
-    sides = ((a, seeds[0], seeds[1]), (b, seeds[1], seeds[0]))
-    only = "; ".join(f"seeds of {g.name} only: {listed(mine - other)}" for g, mine, other in sides)
-    shared = seeds[0] & seeds[1]
-    paired = f"paired on seeds {listed(shared)} alone" if shared else "no seed in common, nothing paired"
-    return [f"{a.name} vs {b.name}: {paired}, while the main table's means take each row's own seeds ({only})"]
+    lacking: dict[tuple[str, str], list[str]] = {}
+    notes = []
+    for a, b in pairs:
+        if not seeds[a.name] & seeds[b.name]:
+            notes.append(f"{a.name} vs {b.name}: no seed in common, nothing paired")
+            continue
+        for g, other in ((a, b), (b, a)):
+            if alone := seeds[g.name] - seeds[other.name]:
+                lacking.setdefault((g.name, listed(alone)), []).append(other.name)
+    for (name, which), others in lacking.items():
+        one = which.startswith("seed ")
+        notes.append(
+            f"{name}: {which} {'is' if one else 'are'} in its main-table mean but not paired with "
+            f"{', '.join(others)}, which lack{'s' if len(others) == 1 else ''} {'it' if one else 'them'}"
+        )
+    return notes
 
 
 def paired_section(
@@ -192,15 +201,17 @@ def paired_section(
             todo.append((by_name[name_a], by_name[name_b]))
     done: set[tuple[str, str]] = set()
     keys = [c.key for c in columns if c.key != AA_CLEAN]
+    compared = []
     for a, b in todo:
         if (a.name, b.name) in done or (b.name, a.name) in done:
             continue
         done.add((a.name, b.name))
-        section.notes += _unmatched_seeds(a, b)
+        compared.append((a, b))
         for key in keys:
             cmp = _compare(a, b, key, checkpoint, section.unrecorded)
             if cmp.seeds or cmp.notes:
                 section.comparisons.append(cmp)
+    section.notes += _unmatched_seeds(compared)
     if section.unrecorded:
         section.notes.append(
             f"no per-image outcomes in the records of {', '.join(section.unrecorded)} (made before they were "

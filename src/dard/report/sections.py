@@ -252,7 +252,7 @@ def paired_lines(section: PairedSection) -> list[str]:
         header = ["A", "B", "Accuracy", "Per seed (b/c of n, p)", "Mean A − B", "95% interval", "Significant"]
         lines += [*markdown_table(header, rows, text_columns=4), ""]
     if notes:
-        lines += ["Not paired:" if shown else "Nothing paired:", ""]
+        lines += ["Not paired, or on some seeds only:" if shown else "Nothing paired:", ""]
         lines += [f"- {md_text(n, start=True)}" for n in notes[:20]]
         lines += [f"- ... and {len(notes) - 20} more (results.json)"] if len(notes) > 20 else []
         lines.append("")
