@@ -294,9 +294,10 @@ def test_outcomes_are_read_from_the_record(tmp_path) -> None:
     assert "| dard | sat | PGD-20 | s0: 20/0 of 100, p=1.9e-06 | +20.00 | — | yes |" in md
 
 
-def test_worst_cases_over_other_attacks_are_not_paired_and_are_said(tmp_path) -> None:
-    # a worst case over FGSM alone against one over the whole suite: McNemar marked the suite's difference as the
-    # models', and the main table's Worst case column put the two side by side without a word
+def _dard_and_sat_report(tmp_path, edit) -> str:
+    """The report.md of a dard and a sat run of seed 0 on the same 100 images (80 correct clean, the first 20 the
+    AutoAttack subset's), each record changed by ``edit(name, record, outcomes)`` first; ``outcomes`` leave 40 more
+    images standing for sat."""
     import numpy as np
     from tests.test_report import _make_run
 
@@ -305,16 +306,29 @@ def test_worst_cases_over_other_attacks_are_not_paired_and_are_said(tmp_path) ->
     from dard.run_dir import RunDir, RunRecord
 
     paths = [_make_run(tmp_path, f"{m}-s0", 0, m, 0.8, 0.5, teacher=None, aa=0.4) for m in ("dard", "sat")]
-    for path, worst in zip(paths, _bits(0, 40, 10)):  # sat's weaker suite leaves 40 more images standing
+    for path, bits in zip(paths, _bits(0, 40, 10)):
         run = RunDir(path)
         rec = run.read_eval("best")
         rec.clean.outcomes = encode_outcomes(np.array([True] * 80 + [False] * 20))
         rec.autoattack_subset.clean.correct = 20  # the record's first 20 images, all correct clean
-        rec.worst_case.correct, rec.worst_case.outcomes = sum(worst), encode_outcomes(np.array(worst))
-        if path.name == "sat-s0":
-            rec.attacks = {k: v for k, v in rec.attacks.items() if k in ("fgsm", "pgd-large")}
+        edit(path.name, rec, bits)
         run.write_eval("best", rec)
-    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r").read_text()
+    return build_report([RunRecord.load(p) for p in paths], tmp_path / "r").read_text()
+
+
+def test_worst_cases_over_other_attacks_are_not_paired_and_are_said(tmp_path) -> None:
+    # a worst case over FGSM alone against one over the whole suite: McNemar marked the suite's difference as the
+    # models', and the main table's Worst case column put the two side by side without a word
+    import numpy as np
+
+    from dard.evaluation.outcomes import encode_outcomes
+
+    def edit(name, rec, worst):  # sat's weaker suite leaves 40 more images standing
+        rec.worst_case.correct, rec.worst_case.outcomes = sum(worst), encode_outcomes(np.array(worst))
+        if name == "sat-s0":
+            rec.attacks = {k: v for k, v in rec.attacks.items() if k in ("fgsm", "pgd-large")}
+
+    md = _dard_and_sat_report(tmp_path, edit)
     assert "seed 0: worst case over other attacks (bim, cw-linf, dpgd, fgsm, pgd-ll, pgd20 \\| fgsm)" in md
     assert "**The worst case is over different attacks in different rows**" in md
     assert "sat: fgsm." in md and "| dard | sat | Worst case |" not in md
@@ -324,24 +338,16 @@ def test_an_attack_recorded_with_other_settings_is_not_paired_and_is_said(tmp_pa
     # PGD-20 of 10 steps in one run (another dard version, a hand-made record) against the suite's 20: McNemar
     # marked the attacks' difference as the models', and so did the worst case taken over it
     import numpy as np
-    from tests.test_report import _make_run
 
     from dard.evaluation.outcomes import encode_outcomes
-    from dard.report import build_report
-    from dard.run_dir import RunDir, RunRecord
 
-    paths = [_make_run(tmp_path, f"{m}-s0", 0, m, 0.8, 0.5, teacher=None, aa=0.4) for m in ("dard", "sat")]
-    for path, pgd in zip(paths, _bits(0, 40, 10)):  # sat's weaker PGD leaves 40 more images standing
-        run = RunDir(path)
-        rec = run.read_eval("best")
-        rec.clean.outcomes = encode_outcomes(np.array([True] * 80 + [False] * 20))
+    def edit(name, rec, pgd):  # sat's weaker PGD leaves 40 more images standing
         rec.attacks["pgd20"].correct, rec.attacks["pgd20"].outcomes = sum(pgd), encode_outcomes(np.array(pgd))
         rec.worst_case.correct, rec.worst_case.outcomes = 0, encode_outcomes(np.zeros(100, dtype=bool))
-        rec.autoattack_subset.clean.correct = 20  # the record's first 20 images, all correct clean
-        if path.name == "sat-s0":
+        if name == "sat-s0":
             rec.attacks["pgd20"].config["steps"] = 10
-        run.write_eval("best", rec)
-    md = build_report([RunRecord.load(p) for p in paths], tmp_path / "r").read_text()
+
+    md = _dard_and_sat_report(tmp_path, edit)
     assert "dard vs sat, pgd20: seed 0: the attack was recorded with other settings (steps)" in md
     assert "dard vs sat, worst_case: seed 0: the attack was recorded with other settings (pgd20.steps)" in md
     assert "| dard | sat | PGD-20 |" not in md and "| dard | sat | Worst case |" not in md
