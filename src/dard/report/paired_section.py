@@ -153,11 +153,7 @@ def _unmatched_seeds(pairs: Sequence[tuple[RunGroup, RunGroup]]) -> list[str]:
     row's mean in the main table is over its own (nothing said so). One line per row and seeds it has alone, naming
     the rows it was compared with that lack them (the main comparison's ten rows made ten lines of one fact)."""
     seeds = {g.name: {m.seed for m in g.members} for pair in pairs for g in pair}
-
-    def listed(values: set[int | None]) -> str:
-        return ("seed " if len(values) == 1 else "seeds ") + ", ".join(str(v) for v in sorted(values, key=str))
-
-    lacking: dict[tuple[str, str], list[str]] = {}
+    lacking: dict[tuple[str, tuple[int | None, ...]], list[str]] = {}
     notes = []
     for a, b in pairs:
         if not seeds[a.name] & seeds[b.name]:
@@ -165,9 +161,10 @@ def _unmatched_seeds(pairs: Sequence[tuple[RunGroup, RunGroup]]) -> list[str]:
             continue
         for g, other in ((a, b), (b, a)):
             if alone := seeds[g.name] - seeds[other.name]:
-                lacking.setdefault((g.name, listed(alone)), []).append(other.name)
-    for (name, which), others in lacking.items():
-        one = which.startswith("seed ")
+                lacking.setdefault((g.name, tuple(sorted(alone, key=str))), []).append(other.name)
+    for (name, extra), others in lacking.items():
+        one = len(extra) == 1
+        which = ("seed " if one else "seeds ") + ", ".join(map(str, extra))
         notes.append(
             f"{name}: {which} {'is' if one else 'are'} in its main-table mean but not paired with "
             f"{', '.join(others)}, which lack{'s' if len(others) == 1 else ''} {'it' if one else 'them'}"
