@@ -234,3 +234,56 @@ def test_the_worst_case_is_checked_on_its_own_images_only():
     check_counts(EvalFile.of(rec, autoattack_subset=subset), "best.json")
     rec.attacks["fgsm"].total, rec.attacks["fgsm"].outcomes, rec.data = 400, None, {}
     check_counts(rec, "best.json")
+
+
+def _subset_record(rec: EvalRecord, k: int = 20) -> EvalRecord:
+    """The record of the first ``k`` images of ``_suite_record``'s, as the final evaluation makes an AutoAttack
+    subset: its own attack, the main pass's clean outcomes."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand((40, 1, 4, 4), generator=gen), (torch.arange(40) % 2).long()
+    clean = torch.from_numpy(rec.clean.outcome_array()[:k])
+    return evaluate(
+        Threshold(), x[:k], y[:k], build_suite(["pgd20"], eps=0.05), progress=False,
+        data_info={**rec.data, "n": k, "first_n": k}, clean_outcomes=clean,
+    )  # fmt: skip
+
+
+def _flips_a_clean_image(rec: EvalRecord, sub: EvalRecord) -> None:  # one wrong image marked correct in the subset
+    bits = sub.clean.outcome_array()
+    bits[int((~bits).argmax())] = True
+    _set(sub.clean, bits)
+
+
+def _more_images_than_the_record(rec: EvalRecord, sub: EvalRecord) -> None:
+    sub.data = {**sub.data, "first_n": 41}
+    for c in (sub.clean, sub.worst_case, *sub.attacks.values()):
+        c.total, c.outcomes = 41, None
+
+
+def _other_data(rec: EvalRecord, sub: EvalRecord) -> None:
+    sub.data = {**sub.data, "name": "cifar100"}
+
+
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        (_flips_a_clean_image, r"autoattack_subset.clean marks image \d+ correct, but the record's clean marks it"),
+        (_more_images_than_the_record, "autoattack_subset.data counts 41 images, more than the record's 40"),
+        (_other_data, "autoattack_subset.data differs from the record's in name"),
+    ],
+)  # fmt: skip
+def test_the_autoattack_subset_is_the_records_first_images(damage, needle, tmp_path):
+    # the subset's numbers stand beside the record's in every report: a damaged or hand-made subset of other
+    # images (or other clean outcomes on them) was read as the same model's on the same images
+    rec = _suite_record()
+    rec.data = {"name": "digits", "split": "test", "n": 40, "first_n": 40}
+    sub = _subset_record(rec)
+    assert 0 < sub.clean.correct < 20
+    EvalFile.of(rec, autoattack_subset=sub).check_values("best.json")
+    damage(rec, sub)
+    with pytest.raises(DardError, match=f"best.json: {needle}"):
+        EvalFile.of(rec, autoattack_subset=sub).check_values("best.json")
+    path = tmp_path / "best.json"
+    path.write_text(json.dumps(EvalFile.of(rec, autoattack_subset=sub).to_dict()))
+    with pytest.raises(DardError, match=needle):
+        read_json_file(path, EvalFile, "evaluation record")

@@ -263,3 +263,31 @@ def _check_worst_case(rec: EvalRecord, where: str, prefix: str) -> None:
                 f"{where}: {prefix}worst_case marks image {int(missed.argmax())} wrong, but it is correct clean and "
                 f"under every attack it is taken over ({', '.join(labels)})"
             )
+
+
+def check_subset(rec: EvalRecord, subset: EvalRecord, where: str, prefix: str = "autoattack_subset.") -> None:
+    """DardError naming ``where`` unless ``subset`` (an AutoAttack subset) is a record of the first images of
+    ``rec``'s: the same data (dataset, split, files), no more images, and the same clean outcomes on them. The
+    final evaluation makes it so (the subset takes the main pass's clean outcomes); a report shows the subset's
+    AutoAttack beside the main record's numbers, so a damaged or hand-made file that disagrees would print two
+    models' numbers as one's."""
+    differ = sorted(
+        k for k in set(rec.data) & set(subset.data) if k not in ("n", "first_n") and rec.data[k] != subset.data[k]
+    )
+    if differ:
+        raise DardError(f"{where}: {prefix}data differs from the record's in {', '.join(differ)}: not its images")
+    if subset.first_n > rec.first_n:
+        raise DardError(
+            f"{where}: {prefix}data counts {subset.first_n} images, more than the record's {rec.first_n}: "
+            "not a subset of its images"
+        )
+    mine, main = subset.clean.outcome_array(), rec.clean.outcome_array()
+    if mine is None or main is None or len(main) < len(mine):
+        return  # older records without outcomes: nothing to compare image by image
+    if (other := mine != main[: len(mine)]).any():
+        i = int(other.argmax())
+        state, theirs = ("correct", "wrong") if mine[i] else ("wrong", "correct")
+        raise DardError(
+            f"{where}: {prefix}clean marks image {i} {state}, but the record's clean marks it {theirs}: the subset "
+            "is the record's first images, evaluated clean once"
+        )

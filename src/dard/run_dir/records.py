@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BeforeValidator, Field
 
 from dard.errors import DardError, shown
 from dard.evaluation.outcomes import check_outcomes
-from dard.evaluation.record import AttackResult, EvalRecord, check_counts
+from dard.evaluation.record import AttackResult, EvalRecord, check_counts, check_subset
 from dard.evaluation.record import Count as ImageCount
 from dard.names import check_label
 from dard.run_dir.files import from_plain
@@ -94,10 +94,12 @@ class EvalFile(_Record, EvalRecord):
 
     def check_values(self, where: str) -> None:
         """DardError naming ``where`` unless every count is one of its images (:func:`check_counts`), in the
-        record and its AutoAttack subset, and the sweep's accuracies lie in [0, 1]."""
+        record and its AutoAttack subset, the subset is of the record's first images (:func:`check_subset`), and
+        the sweep's accuracies lie in [0, 1]."""
         check_counts(self, where)
         if self.autoattack_subset is not None:
             check_counts(self.autoattack_subset, where, "autoattack_subset.")
+            check_subset(self, self.autoattack_subset, where)
         for eps, acc in self.eps_sweep.accuracies().items() if self.eps_sweep else []:
             if not (isinstance(acc, (int, float)) and 0 <= acc <= 1):  # NaN fails the comparison too
                 raise DardError(f"{where}: eps_sweep accuracy at {eps} is {shown(acc, 40)}, not in [0, 1]")
