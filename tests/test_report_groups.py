@@ -78,10 +78,13 @@ def test_runs_on_other_datasets_or_threat_models_are_refused(tmp_path: Path, wha
     a = _make_run(tmp_path, "sat-s0", 0, "sat", 0.8, 0.4, teacher=None, aa=0.3)
     b = _make_run(tmp_path, "trades-s0", 0, "trades", 0.8, 0.4, teacher=None, aa=0.3)
     rec = RunDir(b).read_eval("best")
+    datas = [rec.data, *([rec.autoattack_subset.data] if rec.autoattack_subset else [])]  # a record of its images
     if what == "data":
-        rec.data["name"] = "digits"
+        for d in datas:
+            d["name"] = "digits"
     elif what == "split":  # a record of the validation images beside test accuracies: another test set, same name
-        rec.data["split"] = "val"
+        for d in datas:
+            d["split"] = "val"
     elif what == "copy":  # CIFAR-10's official files beside the development copy rebuilt from JPEGs: one name
         for run, fingerprint, official in ((a, "a" * 64, "yes"), (b, "b" * 64, "no")):
             r = rec if run == b else RunDir(a).read_eval("best")
