@@ -9,7 +9,9 @@ import pytest
 from dard.report.paired import (
     PairedComparison,
     SeedTest,
+    difference_interval,
     discordant,
+    image_se,
     mcnemar_p,
     paired_comparison,
     t_critical,
@@ -87,13 +89,20 @@ def test_paired_comparison_significance_rules() -> None:
     seeds = [SeedTest(s, 1 + d, 1, 100, mcnemar_p(1 + d, 1)) for s, d in enumerate((1, 2, 3))]
     cmp = PairedComparison("dard", "pgdard", "pgd20", seeds)
     assert not cmp.every_seed_significant
+    # by hand: the seeds' spread s^2/k = 0.01^2 / 3; each seed's error over its images sqrt(((b+c) - (b-c)^2/n)
+    # / (n-1) / n): sqrt(2.99/99/100), sqrt(3.96/99/100) = 0.02, sqrt(4.91/99/100); df = V^2 / ((s^2/k)^2 / 2)
+    # = 330 (t_{0.975, 330} = 1.967179, as z + (z^3 + z) / (4 df) + (5z^5 + 16z^3 + 3z) / (96 df^2) gives it)
+    w = (math.sqrt(2.99 / 9900) + 0.02 + math.sqrt(4.91 / 9900)) / 3
+    variance = 0.01**2 / 3 + w**2
+    assert int(variance**2 / ((0.01**2 / 3) ** 2 / 2)) == 330
+    half = 1.967179 * math.sqrt(variance)
     lo, hi = cmp.interval
-    half = 4.302653 * 0.01 / math.sqrt(3)
-    assert (lo, hi) == pytest.approx((0.02 - half, 0.02 + half), abs=1e-8)
-    assert lo < 0 < hi and not cmp.significant  # -0.48 .. +4.48 points straddles 0
-    # the same spread shifted up: +5, +6, +7 points, the interval [3.5, 8.5] excludes 0
+    assert (lo, hi) == pytest.approx((0.02 - half, 0.02 + half), abs=1e-6)
+    assert lo < 0 < hi and not cmp.significant  # -2.07 .. +6.07 points straddles 0
+    # the same spread shifted up: +5, +6, +7 points, the interval [+0.44, +11.56] excludes 0
     seeds = [SeedTest(s, 1 + d, 1, 100, mcnemar_p(1 + d, 1)) for s, d in enumerate((5, 6, 7))]
     cmp = PairedComparison("dard", "pgdard", "pgd20", seeds)
+    assert cmp.interval == pytest.approx((0.004404, 0.115596), abs=1e-6)
     assert cmp.interval_excludes_zero and cmp.significant
     entry = cmp.to_dict()
     assert entry["mean_difference"] == pytest.approx(0.06) and entry["significant"] is True
@@ -101,14 +110,30 @@ def test_paired_comparison_significance_rules() -> None:
     assert not PairedComparison("a", "b", "clean").significant  # no paired seed: nothing claimed
 
 
-def test_seeds_that_all_differ_by_the_same_amount_give_no_interval() -> None:
-    # b/c 1/0 of 100 in both seeds (p = 1 each): the spread is 0 and the t interval [+1, +1] excluded 0, so one
-    # image apart per seed was marked significant
+def test_the_interval_counts_the_test_images_error_not_only_the_seeds_spread() -> None:
+    # two seeds 55/45 and 56/45 of 1,000 images (+1.0 and +1.1 points, p = 0.37 and 0.32): a t interval of the
+    # seeds' spread alone, +1.05 +- 12.706 * 0.0005 = [+0.41, +1.69], excluded 0 and marked the difference
+    # significant, blind to the images' error of about 1 point per seed
+    seeds = [SeedTest(0, 55, 45, 1000, mcnemar_p(55, 45)), SeedTest(1, 56, 45, 1000, mcnemar_p(56, 45))]
+    assert t_interval([s.difference for s in seeds])[1] == pytest.approx(0.004147, abs=1e-6)  # the old one
+    assert image_se(55, 45, 1000) == pytest.approx(0.01, abs=1e-12)  # (100 - 0.1) / 999 / 1000 = 1e-4
+    assert image_se(56, 45, 1000) == pytest.approx(math.sqrt((101 - 0.121) / 999 / 1000), abs=1e-12)
+    w = (0.01 + math.sqrt((101 - 0.121) / 999 / 1000)) / 2
+    half = 1.962339 * math.sqrt(0.0005**2 + w**2)  # s^2/k = 0.0005^2; df = V^2 / (s^2/k)^2 = 162,000: capped
+    cmp = PairedComparison("dard", "sat", "autoattack", seeds)
+    assert cmp.interval == pytest.approx((0.0105 - half, 0.0105 + half), abs=1e-6)
+    assert not cmp.interval_excludes_zero and not cmp.significant
+    # seeds that all differ by the same amount (b/c 1/0 of 100 twice, p = 1): no spread, the images' error alone
+    # (an interval of no width excluded 0 for them once)
     seeds = [SeedTest(s, 1, 0, 100, mcnemar_p(1, 0)) for s in (0, 1)]
     cmp = PairedComparison("dard", "sat", "pgd20", seeds)
-    assert cmp.mean == pytest.approx(0.01) and cmp.interval is None
+    half = 1.962339 * math.sqrt(0.99 / 99 / 100)
+    assert cmp.mean == pytest.approx(0.01) and cmp.interval == pytest.approx((0.01 - half, 0.01 + half), abs=1e-6)
     assert not cmp.interval_excludes_zero and not cmp.significant
-    assert cmp.to_dict()["ci95"] is None and cmp.to_dict()["significant"] is False
+    assert cmp.to_dict()["significant"] is False
+    assert difference_interval(seeds[:1]) is None  # one seed: its McNemar test alone
+    same = [SeedTest(s, 0, 0, 100, 1.0) for s in (0, 1)]  # no image differs in either seed: no error to bound
+    assert difference_interval(same) is None and not PairedComparison("a", "b", "clean", same).significant
     # every seed significant on its own still is, with or without a spread
     seeds = [SeedTest(s, 20, 0, 100, mcnemar_p(20, 0)) for s in (0, 1)]
     assert PairedComparison("dard", "sat", "pgd20", seeds).significant
@@ -180,7 +205,11 @@ def test_report_marks_and_lists_paired_differences(tmp_path, monkeypatch) -> Non
     ]
     dard_sat = next(r for r in rows if r.startswith("| dard | sat | PGD-20 |"))
     assert "s0: 9/1 of 100, p=0.0215; s1: 10/0 of 100, p=0.00195" in dard_sat and "| +9.00 |" in dard_sat
-    half = 12.706205 * (0.10 - 0.08) / math.sqrt(2) / math.sqrt(2)  # t_{0.975,1} * sd / sqrt(2), sd = 0.01*sqrt(2)
+    # the seeds' spread s^2/k = 0.0002 / 2 and the images' error w, the mean of sqrt(((b+c) - (b-c)^2/n)/(n-1)/n):
+    # df = V^2 / (s^2/k)^2 = 105, t_{0.975, 105} = 1.982815 (a t interval of the spread alone: [-3.71, +21.71])
+    variance = 0.0001 + ((math.sqrt(9.36 / 9900) + math.sqrt(9 / 9900)) / 2) ** 2
+    assert int(variance**2 / 0.0001**2) == 105
+    half = 1.982815 * math.sqrt(variance)
     assert f"[{100 * (0.09 - half):+.2f}, {100 * (0.09 + half):+.2f}]" in dard_sat and dard_sat.endswith("| yes |")
     dard_pgdard = next(r for r in rows if r.startswith("| dard | pgdard | PGD-20 |"))
     assert "s0: 2/1 of 100, p=1; s1: 1/2 of 100, p=1" in dard_pgdard and "| +0.00 |" in dard_pgdard

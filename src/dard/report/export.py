@@ -171,8 +171,8 @@ def write_tex(rep: ReportContent, path: Path) -> Path:
         refs = ", ".join(f"{_TEX_MARKS[m]} {tex_escape(name)}" for m, name in rep.paired.references.items())
         lines.append(
             f"% marks: significantly different from ({refs}) on the same images: exact McNemar p < {ALPHA:g} in "
-            "every seed, or a 95% t interval of the mean paired difference that excludes 0 (report.md, Paired "
-            "comparisons, gives the images and p-values)"
+            "every seed, or a 95% interval of the mean paired difference (seeds' spread and test images' error) that "
+            "excludes 0 (report.md, Paired comparisons, gives the images and p-values)"
         )
     lines += [
         "\\begin{tabular}{l" + "r" * len(cols) + "}",
