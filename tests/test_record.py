@@ -31,8 +31,9 @@ def test_outcomes_encoding_by_hand():
     assert len(encode_outcomes(np.ones(10_000, dtype=bool))) == 1668  # 1,250 bytes
 
 
-@pytest.mark.parametrize("text, n", [("DQE=", 17), ("DQE=", 8), ("DQ!=", 9), ("é", 1)])
+@pytest.mark.parametrize("text, n", [("DQE=", 17), ("DQE=", 8), ("DQ!=", 9), ("é", 1), ("DQM=", 9)])
 def test_damaged_outcomes_are_one_error(text: str, n: int):
+    # "DQM=" is b"\x0d\x03": image 9's bit, a padding bit of 9 images, is set (outcomes of 10 images read as 9)
     with pytest.raises(DardError) as e:
         decode_outcomes(text, n)
     assert "\n" not in str(e.value)

@@ -38,14 +38,17 @@ def encode_outcomes(correct: torch.Tensor | np.ndarray | Sequence[bool]) -> str:
 
 
 def decode_outcomes(text: str, n: int) -> np.ndarray:
-    """The ``n`` bools that :func:`encode_outcomes` packed into ``text``; a string of another length, or one that
-    is not base64, is a one-line DardError (a damaged record, not a silent misreading)."""
+    """The ``n`` bools that :func:`encode_outcomes` packed into ``text``; a string of another length, one with a
+    padding bit set (outcomes of more images than ``n``), or one that is not base64, is a one-line DardError (a
+    damaged record, not a silent misreading)."""
     try:
         raw = base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError, ValueError):
         raise DardError("per-image outcomes are not valid base64") from None
     if len(raw) != (n + 7) // 8:
         raise DardError(f"per-image outcomes hold {len(raw)} bytes, but {n} images need {(n + 7) // 8}")
+    if n % 8 and raw[-1] >> (n % 8):  # the encoder pads with zeros: a set bit there marks an image past the n'th
+        raise DardError(f"per-image outcomes mark images past the {n} of the record (padding bits set)")
     return np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=n, bitorder="little").astype(bool)
 
 
