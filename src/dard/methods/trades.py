@@ -20,8 +20,10 @@ Deviations from the official code:
   KL target); here one clean forward serves both terms. The loss value and gradients are the same for a network
   without dropout; BatchNorm running statistics receive the clean batch once instead of twice.
 - ``LossOutput.logits`` are the clean logits ``f(x)`` (the CE term's).
-- The L2 variant (``attack={"norm": "l2"}``) uses this project's normalised-gradient PGD, not the official SGD
-  on the perturbation.
+- The L2 variant (``attack={"norm": "l2"}``) uses this project's normalised-gradient PGD: steps of eps/4, the
+  ball then [0, 1], no step where the gradient is 0. The official L2 branch (which no script of theirs runs on
+  CIFAR) is SGD on the perturbation at rate ``2 * eps / steps`` (0.2 eps at 10 steps) along the normalised gradient,
+  clamps to [0, 1] before scaling back into the ball, and replaces a zero gradient by a random direction.
 - Schedule and model are the run config's, not the script's (WRN-34-10, SGD lr 0.1, momentum 0.9, weight decay
   2e-4, batch 128, 76 epochs, lr x0.1 at epoch 75; its decays at 90 and 100 are never reached).
 """
