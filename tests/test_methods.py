@@ -54,6 +54,10 @@ def test_unknown_method_and_param():
         ("pgdard", {"lam": True}, "lam"),
         ("ard", {"alpha": 1.1}, "alpha"),
         ("ard", {"tau": 0.0}, "tau"),
+        # tau^2 overflowed a Python float at the first training step (internal error); 1e-40 made the loss NaN
+        ("ard", {"tau": 1e200}, "tau must be in [0.01, 1000], got 1e+200"),
+        ("dard", {"tau": 1e200}, "tau must be in [0.01, 1000]"),
+        ("pgdard", {"tau": 1e-40}, "tau must be in [0.01, 1000]"),
         ("rslad", {"adv_weight": 1.5}, "adv_weight"),
         ("trades", {"beta": -1}, "beta"),
         ("trades", {"attack": {"name": "pgd"}}, "takes labels"),  # its attack must take probabilities

@@ -47,7 +47,7 @@ from dard.methods.base import (
     teacher_logits,
     training_attack_passes,
 )
-from dard.methods.losses import KL_REDUCTIONS, cross_entropy, kl_divergence, soft_targets
+from dard.methods.losses import KL_REDUCTIONS, check_temperature, cross_entropy, kl_divergence, soft_targets
 from dard.registry import register_method
 from dard.validate import check_choice, check_float
 
@@ -71,7 +71,7 @@ class ARD(Method):
         attack_mode: str = "eval",
     ) -> None:
         self.alpha = check_float("alpha", alpha, lo=0.0, hi=1.0, owner=self.owner)
-        self.tau = check_float("tau", tau, lo=0.0, lo_open=True, owner=self.owner)
+        self.tau = check_temperature(tau, owner=self.owner)
         self.kl_reduction = check_choice("kl_reduction", kl_reduction, KL_REDUCTIONS, owner=self.owner)
         self.attack, self.attack_spec = make_attack(self.name, attack, PGD10_TRAINING, mode=attack_mode)
         self.attack_mode = attack_mode

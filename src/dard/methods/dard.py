@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from dard.methods.base import LossOutput, Method, StepPasses, make_attack, teacher_logits, training_attack_passes
-from dard.methods.losses import cross_entropy, kl_batchmean, soft_targets
+from dard.methods.losses import check_temperature, cross_entropy, kl_batchmean, soft_targets
 from dard.registry import register_method
 from dard.validate import check_bool, check_choice, check_float
 
@@ -72,7 +72,7 @@ class DARD(Method):
     ) -> None:
         self.lam = check_float("lam", lam, lo=0.0, hi=1.0, owner=self.owner)
         self.alpha = check_float("alpha", alpha, lo=0.0, hi=1.0, owner=self.owner)
-        self.tau = check_float("tau", tau, lo=0.0, lo_open=True, owner=self.owner)
+        self.tau = check_temperature(tau, owner=self.owner)
         self.attack_target = check_choice("attack_target", attack_target, ("student", "teacher"), owner=self.owner)
         self.clean_branch = check_bool("clean_branch", clean_branch, owner=self.owner)
         self.attack, self.attack_spec = make_attack(self.name, attack, self.default_attack)

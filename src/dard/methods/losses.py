@@ -22,9 +22,20 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dard.attacks.kl import kl_sum, loss_precision
+from dard.validate import check_float
 
 #: ``kl_reduction`` values: "batchmean" (the per-sample KL) and "mean" (nn.KLDivLoss()'s default, / classes too).
 KL_REDUCTIONS = ("batchmean", "mean")
+#: The temperatures a method takes, far around those in use (ARD 30, DARD 1 to 3, Hinton et al. up to 20). Past
+#: them a distillation trains on nothing: below, logits of ordinary size give one-hot probabilities (and below
+#: ~1e-37 inf, a NaN loss); above, probabilities uniform to float32's precision times a tau^2 that, past 1.3e154,
+#: overflowed a Python float at the first step (an internal error, where ARD or DARD had said nothing).
+TEMPERATURES = (0.01, 1000.0)
+
+
+def check_temperature(tau: object, *, owner: str) -> float:
+    """``tau`` as a float in :data:`TEMPERATURES`, else a one-line DardError naming ``owner``'s ``tau``."""
+    return check_float("tau", tau, lo=TEMPERATURES[0], hi=TEMPERATURES[1], owner=owner)
 
 
 def soft_targets(teacher_logits: Tensor, tau: float = 1.0) -> Tensor:
@@ -58,4 +69,12 @@ def cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(loss_precision(logits), y)
 
 
-__all__ = ["KL_REDUCTIONS", "cross_entropy", "kl_batchmean", "kl_divergence", "soft_targets"]
+__all__ = [
+    "KL_REDUCTIONS",
+    "TEMPERATURES",
+    "check_temperature",
+    "cross_entropy",
+    "kl_batchmean",
+    "kl_divergence",
+    "soft_targets",
+]
