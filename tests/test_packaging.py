@@ -24,6 +24,7 @@ from dard.config import load_config
 from dard.errors import DardError
 from dard.experiment import list_experiments, load_experiment
 from dard.packaged import CONFIGS_DIR, EXPERIMENTS_DIR, find_config, list_configs
+from dard.registry import METHODS
 
 
 def test_config_resolves_a_file_first_then_a_packaged_name(tmp_path, monkeypatch):
@@ -45,6 +46,14 @@ def test_config_resolves_a_file_first_then_a_packaged_name(tmp_path, monkeypatch
     from dard.methods import list_methods
 
     assert {f"cifar10/{m}_resnet18" for m in list_methods()} <= set(list_configs())
+
+
+def test_a_packaged_config_asks_for_a_teacher_only_when_its_method_takes_one():
+    # sat, trades and natural said "Set the teacher with --teacher RUN", which dard train refuses for them
+    for name in list_configs():
+        header = "".join(line for line in find_config(name).read_text().splitlines() if line.startswith("#"))
+        cfg = load_config(name)
+        assert ("--teacher RUN" in header) == METHODS.get(cfg.method.name).needs_teacher, name
 
 
 def test_experiments_resolve_in_the_working_folder_first_then_the_packaged_ones(tmp_path, monkeypatch):
