@@ -33,7 +33,7 @@ def test_train_prints_a_header_and_a_line_per_epoch_into_a_log(tmp_path):
     epochs = [ln for ln in lines if re.match(r"\[said\] epoch \d: ", ln)]
     assert len(epochs) == 2
     assert re.fullmatch(
-        r"\[said\] epoch 1: loss \d\.\d{4} acc \d\.\d{3} val clean \d\.\d{3} robust \d\.\d{3} "
+        r"\[said\] epoch 1: loss \d\.\d{4} clean acc \d\.\d{3} val clean \d\.\d{3} robust \d\.\d{3} "
         r"\(\d+ s, 1 of 2 epochs; ~\d+ s left\)",
         epochs[0],
     ), epochs[0]
@@ -55,9 +55,8 @@ def test_duration():
     assert [duration(s) for s in (0.4, 59, 119.6, 3000, 7300)] == ["0 s", "59 s", "120 s", "50 min", "2.0 h"]
 
 
-def test_a_run_whose_cost_cannot_be_estimated_says_why_and_trains(tmp_path, monkeypatch):
-    """The cost model's failure is a typed result (CostUnavailable), shown in the header; the epoch lines then
-    leave the time left at 0 rather than failing."""
+def _uncosted_announcer(tmp_path, monkeypatch):
+    """A natural tiny run's Announcer whose cost model fails, checked to say so; with an epoch row for it."""
     import torch
     from tests.conftest import tiny_config
 
@@ -78,6 +77,30 @@ def test_a_run_whose_cost_cannot_be_estimated_says_why_and_trains(tmp_path, monk
     assert said.header(Progress(epoch=0, batch=0))[-1] == "estimate unavailable (model 'x' cannot be built here)"
     row = EpochMetrics(epoch=1, lr=0.1, train_loss=0.5, train_acc=0.5, images_per_s=100.0)
     assert said.epoch_line(row, started=0.0).endswith("~0 s left)")
+    return said, row
+
+
+def test_a_run_whose_cost_cannot_be_estimated_says_why_and_trains(tmp_path, monkeypatch):
+    """The cost model's failure is a typed result (CostUnavailable), shown in the header; the epoch lines then
+    leave the time left at 0 rather than failing."""
+    _uncosted_announcer(tmp_path, monkeypatch)
+
+
+def test_the_epoch_line_says_which_input_its_training_accuracy_is_on(tmp_path, monkeypatch):
+    """The clean batch for natural, TRADES and AdaAD (their LossOutput.logits), else the adversarial one: it said
+    'acc' alone, so AdaAD's clean 0.8 read beside SAT's adversarial 0.4."""
+    from tests.conftest import tiny_config
+
+    from dard.config import parse_config
+    from dard.methods import create_method
+
+    said, row = _uncosted_announcer(tmp_path, monkeypatch)
+    assert " loss 0.5000 clean acc 0.500 (" in said.epoch_line(row, started=0.0)  # natural
+    for name, acc in [("sat", "adv"), ("ard", "adv"), ("rslad", "adv"), ("dard", "adv"), ("trades", "clean")]:
+        said.cfg = parse_config(tiny_config(method={"name": name}))
+        assert f" loss 0.5000 {acc} acc 0.500 (" in said.epoch_line(row, started=0.0), name
+    said.method = create_method("adaad")
+    assert " clean acc " in said.epoch_line(row, started=0.0)
 
 
 def test_an_l2_budget_is_a_plain_number_not_pixel_levels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

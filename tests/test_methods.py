@@ -203,6 +203,10 @@ def test_every_method_one_backward_on_conv(name):
     assert all(p.grad is None for p in teacher.parameters())
     assert student.training and all(m.training for m in student.modules())
     assert not any(m.training for m in teacher.modules())
+    # the training accuracy's logits are on the input the method says (the epoch line names it)
+    with torch.no_grad():
+        again = student(out.x_adv if method.logits_input == "x_adv" else x)
+    assert torch.allclose(out.logits, again, atol=1e-5)
     if name == "natural":
         assert out.x_adv is None
     else:

@@ -63,6 +63,7 @@ class AdaAD(Method):
 
     name = "adaad"
     needs_teacher = True
+    logits_input = "x"
     attack: Callable[..., Tensor]  # set in __init__ (never None here)
 
     def __init__(

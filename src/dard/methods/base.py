@@ -50,8 +50,9 @@ ATTACK_MODES = ("eval", "train")
 class LossOutput:
     """What a method returns for one batch.
 
-    ``loss``: the scalar to back-propagate. ``logits``: the student's logits (detached) on the input it was
-    trained on, for training accuracy. ``x_adv``: the adversarial batch used (detached), or None.
+    ``loss``: the scalar to back-propagate. ``logits``: the student's logits (detached), for training accuracy, on
+    the input its method's :attr:`Method.logits_input` names. ``x_adv``: the adversarial batch used (detached), or
+    None.
     """
 
     loss: Tensor
@@ -215,7 +216,8 @@ def training_attack_passes(config: Mapping[str, Any]) -> float:
 class Method:
     """Base class of the training losses.
 
-    Subclasses set ``name`` and ``needs_teacher``, take their parameters as keyword arguments in ``__init__``
+    Subclasses set ``name`` and ``needs_teacher`` (and ``logits_input = "x"`` when the logits they return are on the
+    clean batch), take their parameters as keyword arguments in ``__init__``
     (validated there with :mod:`dard.validate`, ``owner=self.owner``), implement :meth:`compute` and
     :meth:`params`. ``attack`` is the attack object used in training (None for methods without one); tests and
     users may replace it with any callable of the same signature.
@@ -226,6 +228,9 @@ class Method:
     # False for a method that never trains on attacked inputs (natural): its robust accuracy is about 0 at every
     # epoch, so its best checkpoint is chosen by clean accuracy (dard.config.schema, dard.training.preflight)
     robust: ClassVar[bool] = True
+    # the input of LossOutput.logits, so that the training accuracy a run logs says what it measures: "x_adv" (the
+    # adversarial batch) or "x" (the clean one: natural; TRADES and AdaAD, whose official code reports it there)
+    logits_input: ClassVar[str] = "x_adv"
     attack: Callable[..., Tensor] | None = None
 
     @property

@@ -25,6 +25,7 @@ class Natural(Method):
     name = "natural"
     needs_teacher = False
     robust = False
+    logits_input = "x"
 
     def __init__(self) -> None:
         self.attack = None

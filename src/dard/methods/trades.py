@@ -51,6 +51,7 @@ class TRADES(Method):
 
     name = "trades"
     needs_teacher = False
+    logits_input = "x"
     attack: Callable[..., Tensor]  # set in __init__ (never None here)
 
     def __init__(self, *, beta: float = 6.0, attack: dict[str, Any] | None = None) -> None:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from dard.attacks.threat import EPS_TOL, budget_text
 from dard.config import RunConfig
 from dard.errors import DardError, one_line
-from dard.methods import Method
+from dard.methods import METHODS, Method
 from dard.run_dir import EpochMetrics, Progress, RunDir
 from dard.runtime import device_name
 from dard.training.cost import (
@@ -98,6 +98,13 @@ class Announcer:
             f"estimate {self._estimate(progress)}",
         ]
 
+    @property
+    def acc_input(self) -> str:
+        """What the training accuracy of the epoch line is measured on: ``adv`` (the method's adversarial batch) or
+        ``clean`` (:attr:`dard.methods.Method.logits_input`): AdaAD's 0.8 beside SAT's 0.4 said nothing of which."""
+        method = self.method if self.method is not None else METHODS.get(self.cfg.method.name)
+        return "adv" if method.logits_input == "x_adv" else "clean"
+
     def _training_eps(self) -> str:
         """`` (training attack at 10/255)`` where the method's attack runs at another eps than the threat model's
         (``method.params.attack.eps``, a deliberate choice the report also states); else empty."""
@@ -135,7 +142,7 @@ class Announcer:
             rate = row.images_per_s * self.cost.train_macs
             left = self.cost.train_seconds(rate, row.epoch) + (self.cost.eval_seconds(rate) if self.final_eval else 0.0)
         return (
-            f"[{cfg.name}] epoch {row.epoch}: loss {row.train_loss:.4f} acc {row.train_acc:.3f}{val} "
+            f"[{cfg.name}] epoch {row.epoch}: loss {row.train_loss:.4f} {self.acc_input} acc {row.train_acc:.3f}{val} "
             f"({duration(time.time() - started)}, {row.epoch} of {cfg.optim.epochs} epochs; ~{duration(left)} left)"
         )
 
