@@ -71,6 +71,29 @@ def test_step_sums_equal_per_step_item_sums_and_name_the_first_bad_step():
     assert sums.host["seen"] == expected["seen"] + 5  # the finite step before it counts, nothing after
 
 
+def test_a_non_finite_first_loss_is_not_blamed_on_the_learning_rate(tmp_path):
+    """The first step's loss comes before any update (a method weight of 1e300, a model's output): it said 'lower
+    optim.lr?'; a later step's still does."""
+    from dard.errors import DardError
+    from dard.run_dir import RunDir
+    from dard.training.distributed import DistInfo
+    from dard.training.step_sums import read_back
+
+    said = []
+    for epoch, first_step in ((0, 0), (0, 1), (1, 0)):
+        sums = StepSums(first_step=first_step)
+        sums.add(torch.tensor(float("inf")), torch.zeros(2, 3), torch.zeros(2, dtype=torch.long))
+        with pytest.raises(DardError) as exc:
+            read_back(sums, RunDir(tmp_path / "run"), epoch, first_step + 1, DistInfo(), torch.device("cpu"))
+        said.append(str(exc.value))
+    assert said[0] == (
+        "loss is inf at epoch 1 step 1; stopping (no checkpoint was written yet); the first step, before any "
+        "update, so not the learning rate: look at method.params, the model, the data"
+    )
+    assert said[1].startswith("loss is inf at epoch 1 step 2;") and said[1].endswith("lower optim.lr?")
+    assert said[2].startswith("loss is inf at epoch 2 step 1;") and said[2].endswith("lower optim.lr?")
+
+
 @pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
 def test_compile_mode_reaches_torch_compile(monkeypatch, mode):
     from dard.models import create_model

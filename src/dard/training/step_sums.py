@@ -93,5 +93,13 @@ def read_back(
         last = "no checkpoint was written yet"
         if folder.has_snapshot():
             last = f"the last good checkpoint is kept in {folder.path}"
-        message = f"loss is {bad.value} at epoch {epoch + 1} step {bad.step + 1}; stopping ({last}); lower optim.lr?"
+        # the first step's loss comes before any update: no learning rate made it (a method's loss weight or
+        # temperature, the model or the data did), and the hint sent users to the one setting it cannot be
+        why = "lower optim.lr?"
+        if epoch == 0 and bad.step == 0:
+            why = (
+                "the first step, before any update, so not the learning rate: "
+                "look at method.params, the model, the data"
+            )
+        message = f"loss is {bad.value} at epoch {epoch + 1} step {bad.step + 1}; stopping ({last}); {why}"
     dist.agree(bad is None, message, info, device)
