@@ -110,6 +110,21 @@ def test_paired_comparison_significance_rules() -> None:
     assert not PairedComparison("a", "b", "clean").significant  # no paired seed: nothing claimed
 
 
+def test_seeds_significant_in_opposite_directions_are_not_a_difference() -> None:
+    # the campaign's DARD and SAT on AutoAttack's first 1,000 images: seed 0 41/24 (DARD ahead, p = 0.046), seed 1
+    # 32/51 (SAT ahead, p = 0.048); "p < 0.05 in every seed" marked a mean of -0.10 points significant
+    seeds = [SeedTest(0, 41, 24, 1000, mcnemar_p(41, 24)), SeedTest(1, 32, 51, 1000, mcnemar_p(32, 51))]
+    assert all(s.p < 0.05 for s in seeds)
+    cmp = PairedComparison("dard", "sat", "autoattack", seeds)
+    assert cmp.mean == pytest.approx(-0.001) and not cmp.every_seed_significant and not cmp.significant
+    assert cmp.to_dict()["significant"] is False
+    # the same two p-values with one side ahead in both is a difference
+    seeds[1] = SeedTest(1, 51, 32, 1000, mcnemar_p(51, 32))
+    assert PairedComparison("dard", "sat", "autoattack", seeds).significant
+    seeds = [SeedTest(s, 24, 41, 1000, mcnemar_p(24, 41)) for s in (0, 1)]  # B ahead in both
+    assert PairedComparison("dard", "sat", "autoattack", seeds).every_seed_significant
+
+
 def test_the_interval_counts_the_test_images_error_not_only_the_seeds_spread() -> None:
     # two seeds 55/45 and 56/45 of 1,000 images (+1.0 and +1.1 points, p = 0.37 and 0.32): a t interval of the
     # seeds' spread alone, +1.05 +- 12.706 * 0.0005 = [+0.41, +1.69], excluded 0 and marked the difference

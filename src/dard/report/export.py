@@ -81,7 +81,8 @@ def _versus(rep: ReportContent) -> list[str]:
 
 def _compared(rep: ReportContent, name: str, method: str, key: str) -> list[Any]:
     """``[significant, largest p]`` of row ``name`` against ``method``'s row on ``key``: ``yes``/``no`` and the
-    largest per-seed McNemar p-value (what "p < 0.05 in every seed" reads), blank where nothing was paired."""
+    largest per-seed McNemar p-value (what "p < 0.05 in every seed" reads, with one row ahead in all), blank where
+    nothing was paired."""
     cmp = rep.paired.against(name, method, key) if rep.paired else None
     if cmp is None:
         return ["", ""]
@@ -171,8 +172,8 @@ def write_tex(rep: ReportContent, path: Path) -> Path:
         refs = ", ".join(f"{_TEX_MARKS[m]} {tex_escape(name)}" for m, name in rep.paired.references.items())
         lines.append(
             f"% marks: significantly different from ({refs}) on the same images: exact McNemar p < {ALPHA:g} in "
-            "every seed, or a 95% interval of the mean paired difference (seeds' spread and test images' error) that "
-            "excludes 0 (report.md, Paired comparisons, gives the images and p-values)"
+            "every seed (one row ahead in all), or a 95% interval of the mean paired difference (seeds' spread and "
+            "test images' error) that excludes 0 (report.md, Paired comparisons, gives the images and p-values)"
         )
     lines += [
         "\\begin{tabular}{l" + "r" * len(cols) + "}",

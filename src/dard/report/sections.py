@@ -233,9 +233,9 @@ def paired_lines(section: PairedSection) -> list[str]:
             "McNemar p-value (a binomial test of b against b + c at 1/2). Across seeds: the mean paired difference "
             "and its 95% interval (two seeds or more), which counts both the spread across seeds and each seed's "
             "sampling error over its test images (a t interval, Welch-Satterthwaite's degrees of freedom). "
-            f"Significant: p < {ALPHA:g} in every seed, or an interval that excludes 0; each row is its own test, "
-            "not corrected for the number of rows (of many rows at p near 0.05, expect some by chance). results.json "
-            "holds every column.",
+            f"Significant: p < {ALPHA:g} in every seed with the same side ahead in each, or an interval that "
+            "excludes 0; each row is its own test, not corrected for the number of rows (of many rows at p near "
+            "0.05, expect some by chance). results.json holds every column.",
             "",
         ]
         rows = [

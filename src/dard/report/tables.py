@@ -73,10 +73,10 @@ def _marks_legend(paired: PairedSection) -> str:
     refs = ", ".join(f"{m} from {md_code(name)}" for m, name in paired.references.items())
     return (
         f"Marks: a significant difference ({refs}) on the same images: p < {ALPHA:g} by the exact McNemar test "
-        f"in every seed both rows have, or a 95% interval of the mean paired difference across seeds (their spread "
-        "and the test images' sampling error) that excludes 0 (section Paired comparisons, which gives the images of "
-        "each seed). Each column pairs its own images: every test image of `Clean` for the attacks and the worst "
-        "case, the first images for AutoAttack."
+        "in every seed both rows have, the same row ahead in each, or a 95% interval of the mean paired difference "
+        "across seeds (their spread and the test images' sampling error) that excludes 0 (section Paired "
+        "comparisons, which gives the images of each seed). Each column pairs its own images: every test image of "
+        "`Clean` for the attacks and the worst case, the first images for AutoAttack."
     )
 
 
