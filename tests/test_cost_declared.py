@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from dard.attacks import ATTACKS, Attack, AutoAttackWrapper
-from dard.evaluation.suite import AUTOATTACK_SUBSET_SUITE, DEFAULT_SUITE, QUICK_SUITE
+from dard.evaluation.labels import AUTOATTACK_SUBSET_SUITE, DEFAULT_SUITE, QUICK_SUITE
 from dard.methods import METHODS, Method, create_method
 from dard.methods.base import StepPasses
 from dard.training.cost import attack_passes, train_passes

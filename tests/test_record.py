@@ -13,10 +13,11 @@ from torch import nn
 from dard.attacks import create_attack
 from dard.config import config_identity, parse_config
 from dard.errors import DardError
+from dard.evaluation.labels import QUICK_SUITE
 from dard.evaluation.outcomes import decode_outcomes, encode_outcomes
 from dard.evaluation.record import AttackResult, Count, EvalRecord, check_counts
 from dard.evaluation.sanity import sanity_flags
-from dard.evaluation.suite import QUICK_SUITE, build_suite, evaluate
+from dard.evaluation.suite import build_suite, evaluate
 from dard.run_dir import EvalFile
 from dard.run_dir.files import read_json_file
 

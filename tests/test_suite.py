@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from dard.errors import DardError
-from dard.evaluation.suite import QUICK_SUITE, build_suite, evaluate
+from dard.evaluation.labels import QUICK_SUITE
+from dard.evaluation.suite import build_suite, evaluate
 
 
 class MeanSign(nn.Module):

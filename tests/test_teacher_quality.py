@@ -17,7 +17,7 @@ from tests.conftest import tiny_run_config
 import dard.evaluation.suite as suite
 from dard.checkpoint import FORMAT
 from dard.config import parse_config
-from dard.evaluation.suite import DEFAULT_SUITE
+from dard.evaluation.labels import DEFAULT_SUITE
 from dard.experiment.extras import extras_passes, teacher_quality
 from dard.experiment.spec import ExperimentSpec, TeacherQualitySpec
 from dard.experiment.teacher_section import teacher_quality_section

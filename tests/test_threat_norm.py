@@ -12,7 +12,8 @@ from tests.conftest import assert_one_line_error, run_cli, tiny_run_config
 from dard.config import parse_config
 from dard.config.read import build_method
 from dard.errors import DardError
-from dard.evaluation.suite import QUICK_SUITE, build_suite, quick_suite
+from dard.evaluation.labels import QUICK_SUITE
+from dard.evaluation.suite import build_suite, quick_suite
 
 
 def test_the_suite_runs_in_the_threat_models_norm():

@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="data folder (official CIFAR layout, or an image folder)")
     p.add_argument("--download", action="store_true", help="download the official archive if absent")
     p.add_argument("--n", type=int, help="evaluate the first N test images (default: all)")
-    from dard.evaluation.suite import QUICK_SUITE
+    from dard.evaluation.labels import QUICK_SUITE  # plain data: the parser imports no torch
 
     p.add_argument(
         "--attacks",

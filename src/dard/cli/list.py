@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         "model prefixes: timm:NAME (a timm model, model.kwargs for its arguments; dard[timm]), robustbench:NAME "
         "(a RobustBench zoo model: dard eval --model, --teacher; dard[robustbench]), module:function (your code)"
     )
-    from dard.evaluation.suite import DEFAULT_SUITE
+    from dard.evaluation.labels import DEFAULT_SUITE
 
     print(f"suite labels (dard eval --attacks, eval.attacks): {', '.join(DEFAULT_SUITE)}")
     from dard.experiment import list_experiments

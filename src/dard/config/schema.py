@@ -16,8 +16,9 @@ from pydantic import (
 )
 
 from dard.errors import DardError
+from dard.evaluation.labels import QUICK_SUITE
 from dard.evaluation.record import SANITY, canonical_label
-from dard.evaluation.suite import QUICK_SUITE, quick_suite
+from dard.evaluation.suite import quick_suite
 from dard.models import check_model_kwargs
 from dard.names import check_label
 from dard.runtime import MAX_THREADS

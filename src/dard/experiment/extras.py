@@ -262,7 +262,7 @@ def extras_passes(spec: ExperimentSpec, cfg: RunConfig, sizes: DataSizes) -> flo
     """Passes of the run's network that its extras take (the budget's estimate of them): every compared attack
     (and its scoring forward) and the label gap's training attack on their first test images, and the teacher's
     own measurement counted in passes of the student (scaled by their multiply-adds)."""
-    from dard.evaluation.suite import DEFAULT_SUITE
+    from dard.evaluation.labels import DEFAULT_SUITE
 
     passes, test = 0.0, sizes.test
     if spec.compare_attacks is not None:

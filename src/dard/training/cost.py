@@ -25,8 +25,8 @@ from dard.checkpoint import checkpoint_meta
 from dard.config import RunConfig
 from dard.config.read import build_method
 from dard.errors import DardError
+from dard.evaluation.labels import AUTOATTACK_SUBSET_SUITE, DEFAULT_SUITE
 from dard.evaluation.record import AttackResult, canonical_label
-from dard.evaluation.suite import AUTOATTACK_SUBSET_SUITE, DEFAULT_SUITE
 from dard.methods import METHODS
 from dard.methods.base import StepPasses
 from dard.models import create_model, library_prefix

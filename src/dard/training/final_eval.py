@@ -17,9 +17,10 @@ from dard.attacks import Attack
 from dard.checkpoint import load_checkpoint, weights_digest
 from dard.config import RunConfig
 from dard.data.fingerprint import data_provenance
+from dard.evaluation.labels import AUTOATTACK_SUBSET_SUITE
 from dard.evaluation.record import AttackResult, Count, test_data_info
 from dard.evaluation.resume import EvalResume, EvaluationStopped
-from dard.evaluation.suite import AUTOATTACK_SUBSET_SUITE, EvalRecord, build_suite, evaluate
+from dard.evaluation.suite import EvalRecord, build_suite, evaluate
 from dard.run_dir import EpsSweep, EvalFile, EvalPart, EvalProgress, RunDir
 from dard.runtime import environment
 from dard.training.cost import DataSizes, arch_macs, attack_passes, evaluation_rate
