@@ -9,6 +9,7 @@ distributed, bundle, packaging), which ``make test`` runs with the rest.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import os
 import pickle
@@ -16,6 +17,7 @@ import random
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -159,6 +161,27 @@ def write_synthetic_cifar10(root: Path, seed: int = 0) -> Path:
     return root
 
 
+def shared_folder(tmp_path_factory, name: str, make: Callable[[Path], object]) -> Path:
+    """A folder ``make(folder)`` fills once per test session, shared by the pytest-xdist workers (each worker has
+    its session fixtures: the 60,000-image CIFAR-10 build took each of them ~13 s). The first worker to come makes
+    it under a lock in the workers' common temporary folder (pytest-xdist's documented pattern), the others wait
+    for it and read it; a folder left half made by a worker that died is made again. Readers must not change it."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:  # one process: its own folder, as any session fixture
+        folder = tmp_path_factory.mktemp(name)
+        make(folder)
+        return folder
+    root = tmp_path_factory.getbasetemp().parent  # the session's folder, above each worker's own
+    folder, done = root / f"shared-{name}", root / f"shared-{name}.done"
+    with open(root / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when its process dies
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def synthetic_cifar10_dir(tmp_path_factory) -> Path:
     """The small synthetic CIFAR-10 (:func:`write_synthetic_cifar10`), written once per session: not official."""
@@ -178,8 +201,7 @@ def cifar10(request, tmp_path_factory) -> Cifar10Copy:
     if (source / "jpeg.npz").is_file():
         from tools.bundle import cifar10_npz
 
-        out = tmp_path_factory.mktemp("cifar10")
-        cifar10_npz.build(source, out)
+        out = shared_folder(tmp_path_factory, "cifar10", lambda folder: cifar10_npz.build(source, folder))
         return Cifar10Copy(out, real=True, compact=source)
     pytest.fail(f"DARD_DATA_DIR={source} holds neither cifar-10-batches-py/ nor the compact jpeg.npz")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.conftest import SYNTHETIC_PER_BATCH, SYNTHETIC_TEST
+from tests.conftest import SYNTHETIC_PER_BATCH, SYNTHETIC_TEST, shared_folder
 
 import dard.data as data
 from dard.data import (
@@ -747,6 +747,38 @@ def test_real_cifar10(cifar10):
     assert b.train.y[:3].tolist() == [6, 9, 9]
     mean = b.train.x[:5000].double().div(255).mean(dim=(0, 2, 3))
     assert np.allclose(mean.numpy(), b.mean, atol=0.02)
+
+
+def test_the_cifar10_build_is_made_once_for_all_the_xdist_workers(tmp_path, monkeypatch):
+    # tests/conftest.py's shared_folder, which the `cifar10` fixture builds $DARD_DATA_DIR's compact copy with
+    class Factory:  # the part of pytest's tmp_path_factory it uses: each worker's folder is under a common one
+        def __init__(self, worker: str) -> None:
+            self.base = tmp_path / "session" / f"popen-{worker}"
+
+        def getbasetemp(self) -> Path:  # made on first use, as pytest's is
+            self.base.mkdir(parents=True, exist_ok=True)
+            return self.base
+
+        def mktemp(self, name: str) -> Path:
+            (self.base / name).mkdir(parents=True)
+            return self.base / name
+
+    made: list[Path] = []
+
+    def make(folder: Path) -> None:
+        made.append(folder)
+        (folder / "n").write_text(str(len(made)))
+
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    first = shared_folder(Factory("gw0"), "data", make)
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    assert shared_folder(Factory("gw1"), "data", make) == first and made == [first]  # made once, read by both
+    (first / "half").write_text("")
+    (tmp_path / "session" / "shared-data.done").unlink()  # a worker died while making it: made again, afresh
+    assert shared_folder(Factory("gw1"), "data", make) == first and len(made) == 2
+    assert sorted(p.name for p in first.iterdir()) == ["n"] and (first / "n").read_text() == "2"
+    monkeypatch.delenv("PYTEST_XDIST_WORKER")  # no workers: the session's own folder
+    assert shared_folder(Factory("main"), "data", make) == tmp_path / "session" / "popen-main" / "data"
 
 
 def test_default_data_dir_from_environment(tmp_path, monkeypatch):
