@@ -22,12 +22,16 @@ demo: $(STAMP)
 
 # --durations: the slowest tests, printed by every run, so that growth past the suite's ~4 minutes on 2 cores shows.
 # -n auto: one pytest-xdist worker per core, each running dard on one thread (tests/conftest.py); worksteal, since a
-# few end-to-end tests take 10-30 s and the rest well under one
+# few end-to-end tests take 10-30 s and the rest well under one. PYTEST_DISABLE_PLUGIN_AUTOLOAD and the plugins
+# named with -p: pytest marks every module of an autoloaded plugin's distribution for assertion rewriting, so the
+# controller and each worker rewrote all of hypothesis (~70 modules, 1.5-2 s of CPU each, cached nowhere where
+# PYTHONDONTWRITEBYTECODE is set); a plugin named is its module alone
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/ruff format --check src tests benchmarks tools
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q --durations=15 -n auto --dist worksteal
+	PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 $(BIN)/python -m pytest -p xdist.plugin -p xdist.looponfail \
+	  -p _hypothesis_pytestplugin -q --durations=15 -n auto --dist worksteal
 
 # The real timm and robustbench (tests marked `ecosystem`, docs/ecosystem.md) in a venv of their own: both import
 # torchvision, and PyPI's torchvision does not import beside the CPU torch 2.13.0 of $(VENV) ("operator
