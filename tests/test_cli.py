@@ -158,7 +158,7 @@ def test_worked_example_pyautoattack_resnet18(cifar10, tmp_path):
         "--data-dir",
         str(cifar10.root),
         "--n",
-        "100",  # the first 100 test images, exact official pixels: a fixed score, about 94%
+        "50",  # the first 50 test images, exact official pixels: a fixed score, 96% (48)
         "--attacks",
         "fgsm",
         "--eps",
@@ -169,7 +169,7 @@ def test_worked_example_pyautoattack_resnet18(cifar10, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     rec = json.loads(out.read_text())
-    assert rec["clean"]["total"] == 100 and rec["attacks"]["fgsm"]["correct"] <= rec["clean"]["correct"]
+    assert rec["clean"]["total"] == 50 and rec["attacks"]["fgsm"]["correct"] <= rec["clean"]["correct"]
     if cifar10.real:
         assert 0.90 * rec["clean"]["total"] <= rec["clean"]["correct"] <= 0.98 * rec["clean"]["total"]
         assert rec["attacks"]["fgsm"]["correct"] < rec["clean"]["correct"]
