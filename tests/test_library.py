@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
@@ -96,3 +97,26 @@ def test_relative_links_in_readme_and_docs_resolve():
             elif anchor and file.suffix == ".md" and anchor not in _anchors(file.read_text(encoding="utf-8")):
                 broken.append(f"{page.name}: {target} (no such heading)")
     assert not broken, broken
+
+
+def _code_spans(markdown: str) -> list[str]:
+    """The fenced blocks (a trailing-backslash line joined to the next) and the inline code spans of a page."""
+    blocks = re.findall(r"```[^\n]*\n(.*?)```", markdown, flags=re.S)
+    prose = re.sub(r"```.*?```", "", markdown, flags=re.S)
+    return [block.replace("\\\n", " ") for block in blocks] + re.findall(r"`([^`]+)`", prose)
+
+
+def test_every_flag_of_a_dard_command_in_readme_and_docs_is_an_option_of_that_command():
+    """A command copied from README.md or docs/*.md names no flag its subcommand lacks (one renamed or removed)."""
+    from dard.cli.app import build_parser
+
+    (subparsers,) = (a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    options = {name: {s for a in sub._actions for s in a.option_strings} for name, sub in subparsers.choices.items()}
+    command = re.compile(r"\bdard (" + "|".join(options) + r")\b([^#;&|'\"\n]*)")
+    unknown = []
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for span in _code_spans(page.read_text(encoding="utf-8")):
+            for name, rest in command.findall(span):
+                flags = re.findall(r"--[a-z][\w-]*", rest)
+                unknown += [f"{page.name}: dard {name} {flag}" for flag in flags if flag not in options[name]]
+    assert not unknown, unknown
