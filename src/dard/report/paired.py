@@ -186,7 +186,8 @@ class PairedComparison:
 
     @property
     def mean(self) -> float | None:
-        return t_interval([s.difference for s in self.seeds])[0] if self.seeds else None
+        """The mean paired difference over the seeds (None without a paired seed)."""
+        return math.fsum(s.difference for s in self.seeds) / len(self.seeds) if self.seeds else None
 
     @property
     def interval(self) -> tuple[float, float] | None:
