@@ -141,6 +141,7 @@ def test_config_is_json_and_round_trips(name):
         ("pgd", {"random_start": "yes"}, "random_start"),
         ("tpgd", {"target": "most_likely"}, "target"),
         ("dpgd", {"reduction": "mean"}, "reduction"),
+        ("dpgd", {"smooth": 1e300}, "smooth must be in [0, 1e+06], got 1e+300"),  # inf in float32: never moved
         ("autoattack", {"version": "fast"}, "version"),
         ("autoattack", {"norm": "L1"}, "norm"),
         ("autoattack", {"eps": 2}, "eps"),

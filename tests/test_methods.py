@@ -60,6 +60,10 @@ def test_unknown_method_and_param():
         ("pgdard", {"tau": 1e-40}, "tau must be in [0.01, 1000]"),
         ("rslad", {"adv_weight": 1.5}, "adv_weight"),
         ("trades", {"beta": -1}, "beta"),
+        # the loss was inf at the first step (said after the data had loaded); 1e-300 trained nothing, in silence
+        ("trades", {"beta": 1e300}, "beta must be in [0, 1000], got 1e+300"),
+        ("rslad", {"kl_scale": 1e300}, "kl_scale must be in [0.001, 1000], got 1e+300"),
+        ("rslad", {"kl_scale": 1e-300}, "kl_scale must be in [0.001, 1000]"),
         ("trades", {"attack": {"name": "pgd"}}, "takes labels"),  # its attack must take probabilities
         ("sat", {"attack": {"name": "kl_pgd"}}, "takes target probabilities, but this method attacks with labels"),
         ("sat", {"attack": ["pgd"]}, "attack"),

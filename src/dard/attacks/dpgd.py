@@ -134,7 +134,8 @@ class DPGD(IterativeAttack):
         super().__init__(eps=eps, step_size=step_size, steps=steps, random_start=random_start, seed=seed)
         self.norm = check_norm(norm, owner=self.name)
         self.reduction = check_choice("reduction", reduction, _REDUCTIONS, owner=self.name)
-        self.smooth = check_float("smooth", smooth, lo=0.0, owner=self.name)
+        # a guard against 0/0 (1e-5 in use); the loss is float32, past whose 3.4e38 it is inf: 1e300 never moved
+        self.smooth = check_float("smooth", smooth, lo=0.0, hi=1e6, owner=self.name)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return pgd_ascent(

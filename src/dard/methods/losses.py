@@ -38,6 +38,12 @@ def check_temperature(tau: object, *, owner: str) -> float:
     return check_float("tau", tau, lo=TEMPERATURES[0], hi=TEMPERATURES[1], owner=owner)
 
 
+#: The most a loss term, or a whole loss, may be weighted (TRADES' ``beta``, RSLAD's ``kl_scale``): far above those
+#: in use (TRADES 1 to 6, RSLAD 0.1 and 1). Past it one term is all of the loss, and a weight of 1e300 made the
+#: loss inf at the first training step, a stop said only after the data had loaded.
+WEIGHT_MAX = 1000.0
+
+
 def soft_targets(teacher_logits: Tensor, tau: float = 1.0) -> Tensor:
     """Temperature-softened probabilities ``softmax(teacher_logits / tau)`` over dim 1, in float32 (float64 kept)."""
     return F.softmax(loss_precision(teacher_logits) / tau, dim=1)
@@ -72,6 +78,7 @@ def cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
 __all__ = [
     "KL_REDUCTIONS",
     "TEMPERATURES",
+    "WEIGHT_MAX",
     "check_temperature",
     "cross_entropy",
     "kl_batchmean",

@@ -47,12 +47,14 @@ from dard.methods.base import (
     teacher_logits,
     training_attack_passes,
 )
-from dard.methods.losses import kl_batchmean, soft_targets
+from dard.methods.losses import WEIGHT_MAX, kl_batchmean, soft_targets
 from dard.registry import register_method
 from dard.validate import check_float
 
 #: The official scripts' scale: the per-sample KL divided by 10 on CIFAR-10 and on CIFAR-100 (module docstring).
 OFFICIAL_KL_SCALE = 0.1
+#: The least ``kl_scale``: it scales the whole loss, as the learning rate does, and 1e-300 trained nothing, in silence
+KL_SCALE_MIN = 1e-3
 
 
 @register_method("rslad")
@@ -67,7 +69,7 @@ class RSLAD(Method):
         self, *, adv_weight: float = 5 / 6, kl_scale: float = OFFICIAL_KL_SCALE, attack: dict[str, Any] | None = None
     ) -> None:
         self.adv_weight = check_float("adv_weight", adv_weight, lo=0.0, hi=1.0, owner=self.owner)
-        self.kl_scale = check_float("kl_scale", kl_scale, lo=0.0, lo_open=True, owner=self.owner)
+        self.kl_scale = check_float("kl_scale", kl_scale, lo=KL_SCALE_MIN, hi=WEIGHT_MAX, owner=self.owner)
         self.attack, self.attack_spec = make_attack(self.name, attack, KL_PGD10_TRAINING)
 
     def compute(self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor) -> LossOutput:

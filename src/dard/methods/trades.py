@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dard.methods.base import KL_PGD10_TRAINING, LossOutput, Method, StepPasses, make_attack, training_attack_passes
-from dard.methods.losses import cross_entropy, kl_batchmean
+from dard.methods.losses import WEIGHT_MAX, cross_entropy, kl_batchmean
 from dard.models import check_logits
 from dard.module_utils import eval_mode
 from dard.registry import register_method
@@ -55,7 +55,7 @@ class TRADES(Method):
     attack: Callable[..., Tensor]  # set in __init__ (never None here)
 
     def __init__(self, *, beta: float = 6.0, attack: dict[str, Any] | None = None) -> None:
-        self.beta = check_float("beta", beta, lo=0.0, owner=self.owner)
+        self.beta = check_float("beta", beta, lo=0.0, hi=WEIGHT_MAX, owner=self.owner)
         self.attack, self.attack_spec = make_attack(self.name, attack, KL_PGD10_TRAINING)
 
     def compute(self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor) -> LossOutput:
