@@ -129,6 +129,8 @@ def test_config_is_json_and_round_trips(name):
         ("tpgd", {"steps": 0}, "steps"),
         ("cw", {"steps": 0}, "steps"),
         ("pgd", {"step_size": -1.0}, "step_size"),
+        ("pgd", {"eps": 1e-300}, "eps must be 0 or in [1e-06, 1], got 1e-300"),  # 0 in float32: no attack
+        ("kl_pgd", {"step_size": 1e-9}, "step_size must be 0 or in [1e-06, 1], got 1e-09"),
         ("pgd", {"norm": "l3"}, "norm"),
         ("pgd", {"loss": "kl"}, "loss"),
         ("pgd", {"restarts": 0}, "restarts"),

@@ -28,6 +28,17 @@ def test_defaults_round_trip():
         ({"bogus": 1}, "bogus: unknown key"),
         ({"eps": 2}, "eps"),
         ({"eps": "8/0"}, "8/0"),
+        # 0 in float32: an attack, and the training against it, that did nothing while the run recorded its eps
+        ({"eps": 1e-300}, "eps: an eps above 0 is at least 1e-06 (a float32 pixel moves by less than its rounding)"),
+        ({"eval": {"eps_sweep": [0, 1e-9]}}, "eval.eps_sweep.1: an eps above 0 is at least 1e-06"),
+        (
+            {"val": {"attack": {"name": "pgd", "step_ratio": 1e-300}}},
+            "val.attack: pgd: step_size must be 0 or in [1e-06",
+        ),
+        (
+            {"method": {"params": {"attack": {"eps": 1e-300}}}},
+            "attack: dpgd: eps must be 0 or in [1e-06, 1], got 1e-300",
+        ),
         ({"optim": {"schedule": "linear"}}, "optim.schedule"),
         ({"teacher": {"weights": "x.pt"}}, "weights needs arch"),
         # a second entry ran the same evaluation again (hours at the small scale) and the record kept one

@@ -16,7 +16,9 @@ from dard.errors import DardError, shown
 
 __all__ = [
     "MAX_ITERATIONS",
+    "MIN_BUDGET",
     "check_bool",
+    "check_budget",
     "check_choice",
     "check_float",
     "check_int",
@@ -47,6 +49,21 @@ def check_float(
     below = lo is not None and (value <= lo if lo_open else value < lo)
     if below or (hi is not None and value > hi):
         raise DardError(f"{owner}: {name} must be {_range(lo, hi, lo_open)}, got {value:g}")
+    return value
+
+
+#: the least budget above 0 (eps, an attack's step): images are float32 in [0, 1], 6e-8 apart just below 1, so a
+#: smaller one moves a pixel by a few roundings at most; eps 1e-300 was 0 in float32, an attack (and a training
+#: against it) that did nothing while the run recorded its eps
+MIN_BUDGET = 1e-6
+
+
+def check_budget(name: str, value: Any, *, owner: str) -> float:
+    """``value`` as a float that is 0 or in [:data:`MIN_BUDGET`, 1] (an eps or a step on [0, 1] images), else a
+    one-line DardError naming ``owner``'s ``name``."""
+    value = check_float(name, value, lo=0.0, hi=1.0, owner=owner)
+    if 0 < value < MIN_BUDGET:
+        raise DardError(f"{owner}: {name} must be 0 or in [{MIN_BUDGET:g}, 1], got {value:g}")
     return value
 
 

@@ -41,7 +41,7 @@ from dard.errors import DardError
 from dard.module_utils import eval_mode, local_module
 from dard.registry import param_names
 from dard.registry import signature as cached_signature
-from dard.validate import MAX_ITERATIONS, check_bool, check_choice, check_float, check_int, check_seed
+from dard.validate import MAX_ITERATIONS, check_bool, check_budget, check_choice, check_int, check_seed
 
 __all__ = ["NORMS", "Attack", "IterativeAttack", "attack_norms", "check_norm", "perturbation_norms", "preset"]
 
@@ -122,7 +122,7 @@ class Attack:
         return super().__new__(cls)
 
     def __init__(self, *, eps: float = 8 / 255, seed: int | None = None) -> None:
-        self.eps = check_float("eps", eps, lo=0.0, hi=1.0, owner=self.name)
+        self.eps = check_budget("eps", eps, owner=self.name)
         self.seed = check_seed(seed, owner=self.name)
         self._generator: torch.Generator | None = None
 

@@ -17,7 +17,7 @@ from typing import Any, cast
 from dard.errors import DardError
 from dard.registry import ATTACKS
 from dard.registry import signature as cached_signature
-from dard.validate import check_float
+from dard.validate import check_budget
 
 __all__ = ["DEFAULT_STEP_RATIO", "check_step", "merge_step", "resolve_step"]
 
@@ -26,10 +26,11 @@ DEFAULT_STEP_RATIO = 0.25
 
 
 def check_step(step_size: Any, eps: float, *, owner: str) -> float:
-    """An iterative attack's step: in [0, 1], the image's range (as eps), and above 0 when eps is: a step of 0 never
+    """An iterative attack's step: 0 or in [1e-6, 1], the image's range (as eps: :func:`dard.validate.check_budget`),
+    and above 0 when eps is: a step of 0 never
     leaves the start (the attack and a training against it do nothing), and one of 2 is 2/255 in pixel levels (every
     step lands on the ball's corners)."""
-    step = check_float("step_size", step_size, lo=0.0, hi=1.0, owner=owner)
+    step = check_budget("step_size", step_size, owner=owner)
     if step == 0 and eps > 0:
         raise DardError(f"{owner}: step_size must be above 0 when eps is ({eps:g}); a step of 0 never moves")
     return step

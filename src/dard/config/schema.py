@@ -22,7 +22,7 @@ from dard.evaluation.suite import quick_suite
 from dard.models import check_model_kwargs
 from dard.names import check_label
 from dard.runtime import MAX_THREADS
-from dard.validate import check_plain_data, distinct, without_empty_sections
+from dard.validate import check_budget, check_plain_data, distinct, without_empty_sections
 
 #: seeds are within what every RNG dard seeds accepts (NumPy's legacy seeding takes 32 bits)
 SEED_MAX = 2**32 - 1
@@ -41,6 +41,14 @@ def _as_value_error(check: Any, value: Any) -> Any:
         return check(value)
     except DardError as e:
         raise ValueError(str(e)) from None
+
+
+def _budget(value: float) -> float:
+    """An eps on [0, 1] images: 0 or at least :data:`dard.validate.MIN_BUDGET` (as an attack's own eps)."""
+    try:
+        return check_budget("eps", value, owner="eps")
+    except DardError:
+        raise ValueError("an eps above 0 is at least 1e-06 (a float32 pixel moves by less than its rounding)") from None
 
 
 class _Strict(BaseModel):
@@ -190,7 +198,7 @@ class EvalConfig(_Strict):
         le=BIG,
         description="run AutoAttack on the first N test images of the first listed checkpoint (None: skip)",
     )
-    eps_sweep: list[Annotated[float, Field(ge=0, le=1)]] = Field(
+    eps_sweep: list[Annotated[float, Field(ge=0, le=1), AfterValidator(lambda v: _budget(v))]] = Field(
         default_factory=list, description="eps values for the PGD-20 robustness curve (first listed checkpoint)"
     )
     batch_size: int = Field(256, ge=1, le=BIG)
@@ -307,6 +315,11 @@ class RunConfig(_Strict):
             except (OverflowError, ZeroDivisionError, ValueError) as e:  # "1/0", a 400-digit fraction
                 raise ValueError(f"not a number or fraction in [0, 1] ({type(e).__name__})") from None
         return v
+
+    @field_validator("eps", mode="after")
+    @classmethod
+    def _eps_budget(cls, v: float) -> float:
+        return _budget(v)
 
     @model_validator(mode="after")
     def _kept_epochs_exist(self) -> RunConfig:
