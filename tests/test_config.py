@@ -40,6 +40,13 @@ def test_defaults_round_trip():
             "attack: dpgd: eps must be 0 or in [1e-06, 1], got 1e-300",
         ),
         ({"optim": {"schedule": "linear"}}, "optim.schedule"),
+        # a rate that rounds every update away trained nothing, in silence; a decay of lr x weight_decay >= 1, NaN
+        ({"optim": {"lr": 1e-300}}, "optim.lr: Input should be greater than or equal to"),
+        ({"optim": {"gamma": 1e-300}}, "optim.gamma: Input should be greater than or equal to 0.001"),
+        (
+            {"optim": {"weight_decay": 1000}},
+            "optim: lr x weight_decay is 100: each step would take all of every weight",
+        ),
         ({"teacher": {"weights": "x.pt"}}, "weights needs arch"),
         # a second entry ran the same evaluation again (hours at the small scale) and the record kept one
         ({"eval": {"attacks": ["pgd20", "fgsm", "pgd20"]}}, "eval.attacks: pgd20 is listed twice"),

@@ -29,6 +29,9 @@ SEED_MAX = 2**32 - 1
 # Upper bounds of counts: far above any real run, low enough that a typo (or 2**70) is an error, not an overflow.
 BIG = 10**9
 EPOCHS_MAX = 100_000
+#: the least learning rate: an SGD update below float32's spacing of weights of size 0.1 (7e-9) is rounded away, so
+#: `optim.lr: 1e-300` (or a step schedule's gamma of 1e-300) trained nothing, in silence, for the whole run
+LR_MIN = 1e-8
 
 
 #: a free-form mapping of a config (model.kwargs, method.params, val.attack): plain data only (check_plain_data)
@@ -141,7 +144,7 @@ class MethodConfig(_Strict):
 class OptimConfig(_Strict):
     epochs: int = Field(10, ge=1, le=EPOCHS_MAX)
     batch_size: int = Field(128, ge=1, le=BIG)
-    lr: float = Field(0.1, gt=0, le=1000)
+    lr: float = Field(0.1, ge=LR_MIN, le=1000)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0, le=1000)
     nesterov: bool = False
@@ -152,7 +155,7 @@ class OptimConfig(_Strict):
         default_factory=lambda: [30, 40],
         description="epochs where step multiplies lr by gamma; unset, in a run of 40 epochs or fewer: 60% and 80%",
     )
-    gamma: float = Field(0.1, gt=0, le=1)
+    gamma: float = Field(0.1, ge=1e-3, le=1)  # 0.1 in use; below 1/1000 the rate drops to ~0 at its milestone
     warmup_epochs: int = Field(0, ge=0, le=EPOCHS_MAX)
 
     @field_validator("milestones", mode="after")
@@ -165,6 +168,11 @@ class OptimConfig(_Strict):
         # torch's SGD refuses Nesterov without momentum, but only when the optimizer is built, after the checks
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov needs a momentum above 0 (optim.momentum)")
+        if self.lr * self.weight_decay >= 1:  # SGD's decay takes lr x weight_decay of every weight each step
+            raise ValueError(
+                f"lr x weight_decay is {self.lr * self.weight_decay:g}: each step would take all of every weight "
+                "away, or more (the weights grow and flip sign until the loss is NaN); keep it below 1 (0.1 x 5e-4)"
+            )
         # the default milestones, the field's 60% and 80% of 50 epochs, never came in a shorter run, which kept its
         # learning rate throughout in silence: unset, they scale to its epochs (set: preflight.check_milestones)
         if self.schedule == "step" and "milestones" not in self.model_fields_set and self.milestones[-1] >= self.epochs:
