@@ -114,3 +114,26 @@ def test_a_key_one_level_up_names_where_it_belongs(tmp_path: Path, capsys: pytes
 def test_config_show_refuses_a_model_or_dataset_dard_train_would_refuse(override, needle, capsys):
     # it showed them as a valid config (it built only the method), and dard train refused them in its first checks
     fails_cleanly(capsys, None, ["config", "show", "--set", override], needle)
+
+
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        (["data.train_subset=5000"], "data.train_subset 5000 exceeds the 1293 training images left after"),
+        (["optim.warmup_epochs=20"], "optim.warmup_epochs 20 is not below optim.epochs 10"),
+        (["optim.epochs=5", "optim.milestones=[3, 7]"], "optim.milestones [7] are not before optim.epochs 5"),
+        (["optim.schedule=cosine", "optim.gamma=0.5"], "optim.gamma applies to optim.schedule step only"),
+        (["method.name=natural", "val.select_by=robust"], "val.select_by: robust picks method 'natural''s best"),
+    ],
+)
+def test_config_show_refuses_what_dard_train_refuses_before_the_data(overrides, needle, capsys):
+    # each was shown as a valid config, and dard train refused it in its first second (dard.training.preflight)
+    fails_cleanly(capsys, None, ["config", "show", *(a for o in overrides for a in ("--set", o))], needle)
+
+
+def test_config_show_leaves_the_teacher_out_and_a_run_folder_as_recorded(capsys, finished_run):
+    # a distillation config is shown without its teacher (given by --teacher when it trains)
+    assert main(["config", "show", "--set", "method.name=dard"]) == 0
+    # a run folder's record is shown as it was made: a subset is not checked again against the data
+    assert main(["config", "show", str(finished_run)]) == 0
+    capsys.readouterr()

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from dard.config.read import build_method
     from dard.config.show import show_config
     from dard.run_dir import RunDir
-    from dard.training.preflight import check_names
+    from dard.training.preflight import check_config, check_names
     from dard.training.setup import at_key
 
     folder = RunDir(args.source) if args.source else None
@@ -35,9 +35,12 @@ def run(args: argparse.Namespace) -> int:
         data = folder.read_config()
         apply_overrides(data, args.overrides, schema=RunConfig)
         cfg = parse_config(data)
+        check_names(cfg)  # as dard train checks them first
+        method = at_key("method", lambda: build_method(cfg))  # its error named as dard train names it
     else:
         cfg = load_config(args.source, args.overrides)
-    check_names(cfg)  # as dard train checks them first (the teacher rules aside: a config may leave the teacher out)
-    method = at_key("method", lambda: build_method(cfg))  # its error named as dard train names it
+        # every check dard train makes before the data loads, the teacher rules aside (a config may leave the teacher
+        # out): a subset larger than the digits, a warm-up past the last epoch, were shown as a valid config
+        method = check_config(cfg, teacher=False).method
     sys.stdout.write(show_config(cfg, method.config(), args.source))
     return 0

@@ -129,12 +129,11 @@ def check_runs(runs: Sequence[PlannedRun], source: Path) -> None:
     attack, the validation and evaluation attacks), checked when the experiment is loaded: a run's bad method
     parameter was found by ``--plan``'s estimate after its lines, naming neither the file nor the run, and by a
     campaign only when that run started, hours after its teacher."""
-    from dard.training.preflight import check_config, check_milestones
+    from dard.training.preflight import check_config
 
     for run in runs:
         try:
-            check_config(run.config)
-            check_milestones(run.config)
+            check_config(run.config)  # its milestones too
             _check_given_teacher(run)
         except DardError as e:
             raise DardError(f"{source}: run '{run.name}': {e}") from None

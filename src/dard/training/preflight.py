@@ -26,10 +26,7 @@ from torch import nn
 import dard.training.distributed as dist
 from dard.attacks import Attack
 from dard.attacks.threat import NORM_NAMES
-from dard.checkpoint import (
-    build_model,
-    model_spec,
-)
+from dard.checkpoint import build_model, model_spec
 from dard.config import RunConfig
 from dard.config.read import build_method, build_val_attack
 from dard.data import DATASETS, known_sizes, known_split_sizes
@@ -91,9 +88,11 @@ def check_config(
     make_method: Callable[[RunConfig], Method] = build_method,
     *,
     new_run: bool = True,
+    teacher: bool = True,
 ) -> Checked:
     """Build every object the config names (no data, no files, no models): the method (with ``make_method``) and
-    every attack. ``new_run``: the config is the user's, not a run folder's record (which states every key)."""
+    every attack. ``new_run``: the config is the user's, not a run folder's record (which states every key), and
+    its milestones are checked; ``teacher``: the teacher keys too (`dard config show`'s config may leave it out)."""
     check_names(cfg)
     if new_run and "normalize" in cfg.model.model_fields_set:  # model_spec drops it for a zoo architecture
         stated, instead = "model.normalize: true", "drop model.normalize (or set it false)"
@@ -103,7 +102,8 @@ def check_config(
     if sizes is not None:  # the digits, a folder's files: the subsets are checked before the data loads
         check_subsets(cfg, *sizes)
     method = at_key("method", lambda: make_method(cfg))
-    check_teacher_config(cfg, method.needs_teacher)
+    if teacher:
+        check_teacher_config(cfg, method.needs_teacher)
     if not method.robust and cfg.val.select_by == "robust":
         raise DardError(
             f"val.select_by: robust picks method '{cfg.method.name}''s best checkpoint by a robust accuracy that is "
@@ -120,6 +120,8 @@ def check_config(
             f"optim.batch_size {cfg.optim.batch_size} (the global batch) must be divisible by the "
             f"{world_size} processes"
         )
+    if new_run:  # a run that resumes keeps those it recorded
+        check_milestones(cfg)
     return Checked(method=method, val_attack=val_attack, eval_attacks=final)
 
 
@@ -315,8 +317,6 @@ def open_run(
 
     def first() -> Checked:
         checked = check_config(cfg, dist_info.world_size, make_method, new_run=not resume)
-        if not resume:
-            check_milestones(cfg)
         if checked.method.needs_teacher:
             check_teacher(cfg, in_use_ok=own_teacher, student=folder)
             threat = NORM_NAMES[cfg.norm]
