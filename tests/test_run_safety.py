@@ -398,6 +398,27 @@ def test_a_checkpoint_whose_metadata_is_of_another_save_is_refused(run, tmp_path
     fails_cleanly(capsys, tmp_path, [*teacher, "--out", str(tmp_path / "s")], said)
 
 
+def test_a_command_reads_a_checkpoints_weights_once_to_check_its_pair(run, tmp_path, capsys, monkeypatch):
+    # dard eval RUN read best.safetensors whole four times (its settings, its checks, the fit check, the load), a
+    # training its teacher's five: 0.2 s per 45 MB each. Read once; weights written since are read again
+    import hashlib
+    import types
+
+    import dard.io
+
+    reads: list[int] = []
+
+    def sha256() -> hashlib._Hash:
+        reads.append(1)
+        return hashlib.sha256()
+
+    monkeypatch.setattr(dard.io, "hashlib", types.SimpleNamespace(sha256=sha256))
+    assert main(["eval", str(run), "--attacks", "fgsm", "--n", "4", "--no-progress"]) == 0
+    assert len(reads) == 1
+    _save_cut(monkeypatch, run, "best", epoch=2)  # new weights beside the old metadata: not taken for the old
+    fails_cleanly(capsys, tmp_path, ["eval", str(run), "--n", "4"], "best.json does not describe best.safetensors")
+
+
 def test_a_resume_sets_aside_a_checkpoint_its_snapshot_does_not_record(run, monkeypatch):
     # a run killed between its checkpoints and the snapshot recording their epoch kept them as the run's when the
     # resumed epoch was not chosen again: best.* of an epoch metrics.jsonl never had, or half of one save

@@ -90,7 +90,7 @@ def save_checkpoint(
     weights = Path(path).with_suffix(".safetensors")
     model = unwrap_model(model)
     save_tensors(weights, model.state_dict(), metadata={"format": FORMAT, "arch": str(spec["arch"])})
-    meta = {"format": FORMAT, "model": spec, **(extra or {}), WEIGHTS_SHA256: sha256_file(weights)}
+    meta = {"format": FORMAT, "model": spec, **(extra or {}), WEIGHTS_SHA256: sha256_file(weights, fresh=True)}
     write_json(weights.with_suffix(".json"), meta)
     return weights
 
