@@ -459,6 +459,14 @@ def test_a_subset_larger_than_the_dataset_is_refused_not_cut(tmp_path, capsys, m
     with pytest.raises(DardError, match="data.train_subset 7 exceeds the 6 training images left after data.val_size 3"):
         preflight.check_config(parse_config({"data": {**folder, "train_subset": 7}, "method": {"name": "sat"}}))
     preflight.check_config(parse_config({"data": {**folder, "train_subset": 6}, "method": {"name": "sat"}}))
+    # AutoAttack's subset past the test images evaluated was cut to them too (its record, fewer images than asked)
+    aa = {"eval": {"autoattack_subset": 10}, "method": {"name": "sat"}}
+    with pytest.raises(DardError, match=r"^eval.autoattack_subset 10 exceeds the 9 test images evaluated .*fewer$"):
+        preflight.check_config(parse_config({"data": folder, **aa}))
+    with pytest.raises(
+        DardError, match=r"autoattack_subset 10 exceeds the 2 test images .*, or raise data.test_subset"
+    ):
+        preflight.check_config(parse_config({"data": {**folder, "test_subset": 2}, **aa}))
 
 
 def test_step_milestones_lie_within_the_run(tmp_path, capsys):

@@ -120,6 +120,7 @@ def test_config_show_refuses_a_model_or_dataset_dard_train_would_refuse(override
     "overrides, needle",
     [
         (["data.train_subset=5000"], "data.train_subset 5000 exceeds the 1293 training images left after"),
+        (["eval.autoattack_subset=361"], "eval.autoattack_subset 361 exceeds the 360 test images evaluated"),
         (["optim.warmup_epochs=20"], "optim.warmup_epochs 20 is not below optim.epochs 10"),
         (["optim.epochs=5", "optim.milestones=[3, 7]"], "optim.milestones [7] are not before optim.epochs 5"),
         (["optim.schedule=cosine", "optim.gamma=0.5"], "optim.gamma applies to optim.schedule step only"),

@@ -97,7 +97,7 @@ def check_config(
     if new_run and "normalize" in cfg.model.model_fields_set:  # model_spec drops it for a zoo architecture
         stated, instead = "model.normalize: true", "drop model.normalize (or set it false)"
         check_zoo_normalization(cfg.model.arch, cfg.model.normalize, stated, instead)
-    subset = cfg.data.train_subset is not None or cfg.data.test_subset is not None
+    subset = any(n is not None for n in (cfg.data.train_subset, cfg.data.test_subset, cfg.eval.autoattack_subset))
     sizes = known_split_sizes(cfg.data.name, cfg.data.val_size, cfg.data.dir) if new_run and subset else None
     if sizes is not None:  # the digits, a folder's files: the subsets are checked before the data loads
         check_subsets(cfg, *sizes)

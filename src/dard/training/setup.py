@@ -75,21 +75,25 @@ def prepare_data(cfg: RunConfig, bundle: DatasetBundle | None = None, *, new_run
 
 def check_subsets(cfg: RunConfig, train: int, test: int) -> None:
     """``data.train_subset`` and ``data.test_subset`` within the ``train`` images left after ``data.val_size`` and
-    the ``test`` images of the dataset: a larger one was cut to what there is, in silence, and the run trained and
-    was measured on fewer images than its config says."""
+    the ``test`` images of the dataset, and ``eval.autoattack_subset`` within the test images evaluated: a larger
+    one was cut to what there is, in silence, and the run trained and was measured on fewer images than its config
+    says."""
+    tested = min(test, cfg.data.test_subset or test)
     for key, n, there, what in (
         (
-            "train_subset",
+            "data.train_subset",
             cfg.data.train_subset,
             train,
             f"training images left after data.val_size {cfg.data.val_size:g}",
         ),
-        ("test_subset", cfg.data.test_subset, test, "test images"),
+        ("data.test_subset", cfg.data.test_subset, test, "test images"),
+        ("eval.autoattack_subset", cfg.eval.autoattack_subset, tested, "test images evaluated"),
     ):
         if n is not None and n > there:
+            other = "leave it out to use them all" if key.startswith("data.") else "raise data.test_subset"
             raise DardError(
-                f"data.{key} {n} exceeds the {there} {what} of dataset '{cfg.data.name}'; set it to {there} or "
-                "fewer, or leave it out to use them all"
+                f"{key} {n} exceeds the {there} {what} of dataset '{cfg.data.name}'; set it to {there} or fewer"
+                + ("" if key == "eval.autoattack_subset" and tested == test else f", or {other}")
             )
 
 
