@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.conftest import run_cli, tiny_config, tiny_run_config
+from tests.conftest import assert_one_line_error, run_cli, tiny_config, tiny_run_config
 
 from dard.attacks import AutoAttackWrapper
 from dard.config import parse_config
@@ -56,9 +56,23 @@ def runs(tmp_path_factory) -> Path:
 
 def test_parse_duration():
     assert [parse_duration(t) for t in ("480", "8m", "90s", "1h30m", "2.5h", "0")] == [480, 480, 90, 5400, 9000, 0]
-    for bad in ("8 minutes", "m", "1h-3m", "", "-5"):
+    assert parse_duration("1d2h3m4s") == 93784 and parse_duration("366d") == 366 * 86400
+    # a unit twice or out of order is a typo; digits of other scripts are no digits here (re's \d took "٣h")
+    for bad in ("8 minutes", "m", "1h-3m", "", "-5", "1h1h", "30m1h", "\u0663h", "inf", "1e400"):
         with pytest.raises(DardError, match="not a duration"):
             parse_duration(bad)
+    for huge in ("367d", "99999999999999999999h", "9" * 400):  # the last was float('inf'): a budget without end
+        with pytest.raises(DardError, match="over a year"):
+            parse_duration(huge)
+
+
+def test_a_bad_time_budget_fails_before_the_plans_checks(tmp_path):
+    # the plan's checks load every dataset and print the plan; the flag was read after them
+    path = _experiment(tmp_path).source
+    for flags in (["--time-budget", "1h1h"], ["--partial-under", "5"], ["--time-budget", "9" * 400]):
+        proc = run_cli("experiment", str(path), "--plan", "--runs", str(tmp_path / "runs"), *flags, cwd=tmp_path)
+        assert_one_line_error(proc, "time budget" if "--time-budget" in flags else "go with --time-budget")
+        assert proc.stdout == ""
 
 
 @pytest.mark.slow

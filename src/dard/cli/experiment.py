@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         # a file is run as it is: `mine/e.yaml --scale gpu` ran e.yaml's settings under a scale it did not say
         raise DardError(f"--scale picks a named experiment's file; {args.name} is a file, run as it is: drop --scale")
     exp = load_experiment(args.name, args.scale or "cpu")
+    budget = _budget_options(args)  # before the plan's checks, which load the data: a typo fails in a second
     runs = Path(args.runs or exp.spec.runs_dir or Path("runs") / "experiments" / exp.scale)
     exp.use_data(args.data_dir, args.download)
     results = Path(args.results or Path("results") / exp.name / exp.scale)
@@ -76,16 +77,15 @@ def run(args: argparse.Namespace) -> int:
         from dard.experiment.status import check_results_folder
 
         check_results_folder(results)  # as the experiment itself checks it first
-        _print_plan(args, exp, runs)
+        _print_plan(args, exp, runs, budget)
         return 0
     command = "dard experiment " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
-    budget = _budget_options(args)
     path = run_experiment(exp, runs, results, device=args.device, jobs=args.jobs, command=command, budget=budget)
     print(f"experiment report: {path}" if path else "experiment: no run finished yet, no report")
     return 0
 
 
-def _print_plan(args: argparse.Namespace, exp: Experiment, runs: Path) -> None:
+def _print_plan(args: argparse.Namespace, exp: Experiment, runs: Path, budget: BudgetOptions | None) -> None:
     """--plan: each run's status, the compute left, and what fits a --time-budget; trains nothing."""
     from dard.experiment import plan_experiment
     from dard.experiment.pool import jobs_for
@@ -106,11 +106,9 @@ def _print_plan(args: argparse.Namespace, exp: Experiment, runs: Path) -> None:
 
         hours = hours_left(campaign_status(exp, runs, args.device, jobs), jobs)
         print(f"estimated compute left on this device, {at_a_time(jobs)}: {hours:.1f} h")
-    if args.time_budget is not None:
+    if budget is not None:
         from dard.experiment.budget import plan_budget
 
-        budget = _budget_options(args)
-        assert budget is not None  # --time-budget was given
         print(f"within --time-budget {args.time_budget} ({budget.seconds:.0f} s), in the order it takes them:")
         for line in plan_budget(exp, runs, budget, args.device, jobs):
             print(f"  {line}")
