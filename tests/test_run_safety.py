@@ -438,6 +438,25 @@ def test_a_resume_sets_aside_a_checkpoint_its_snapshot_does_not_record(run, monk
     assert not (run / "best.safetensors").exists() and not (run / "last.json").exists()
 
 
+def test_a_run_killed_before_its_first_snapshot_starts_over_with_its_checkpoints_set_aside(run, capsys):
+    # a kill between the first epoch's checkpoints and its first snapshot (Ctrl-C reaching an experiment's worker
+    # while it wrote the snapshot, which it then removed; SIGKILL) left a folder every resume refused ("holds a
+    # trained run but no resume.json"): the campaign's next stretch stopped on it until the folder was moved away
+    weights = {n: load_file(run / n) for n in ("best.safetensors", "last.safetensors")}
+    rows = [{k: v for k, v in r.to_dict().items() if k not in ("images_per_s", "train_seconds")}
+            for r in RunDir(run).read_metrics()]  # fmt: skip
+    for path in [run / "resume.json", run / "eval", *run.glob("state-*")]:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    assert main(["train", "--resume", str(run)]) == 0
+    assert "no resume snapshot (killed before its first one): the run starts over" in capsys.readouterr().out
+    for name, tensors in weights.items():  # trained again from its first step, bit for bit; the ghost kept aside
+        for again in (load_file(run / name), load_file(run / name.replace(".", ".superseded-1."))):
+            assert again.keys() == tensors.keys() and all(torch.equal(again[k], t) for k, t in tensors.items())
+    again = [{k: v for k, v in r.to_dict().items() if k not in ("images_per_s", "train_seconds")}
+             for r in RunDir(run).read_metrics()]  # fmt: skip
+    assert again == rows and RunDir(run).is_evaluated() and RunDir(run).has_snapshot()
+
+
 def test_a_resume_sets_aside_a_kept_epoch_its_snapshot_has_not_finished(run):
     # keep_epochs' epoch-NNN of an epoch killed before its snapshot (whole, or its weights alone) stayed beside the
     # resumed run's own, read as its checkpoint of that epoch (a ladder's teacher); a link there was written through

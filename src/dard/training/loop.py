@@ -214,10 +214,10 @@ def _start_or_resume(run: _Run, resume: bool) -> None:
     """Restore the last snapshot, or record the new run (config.yaml, run.json); then metrics.jsonl so far."""
     if resume and run.folder.has_snapshot():
         run.progress = load_state(run.folder, model=run.student, optimizer=run.optimizer, scheduler=run.scheduler)
-        if run.main and run.progress.epoch < run.cfg.optim.epochs:  # epochs to train: their checkpoints written again
-            said = settle_checkpoints(run.folder, run.progress)
-            say(said + other_process_count(run.folder, run.dist_info.world_size), run.cfg.name)
-    elif run.main:
+    if run.main and resume and run.progress.epoch < run.cfg.optim.epochs:  # epochs to train: checkpoints written again
+        said = settle_checkpoints(run.folder, run.progress)  # (no snapshot: killed before its first, it starts over)
+        say(said + other_process_count(run.folder, run.dist_info.world_size), run.cfg.name)
+    if run.main and not (resume and run.folder.has_snapshot()):
         run.folder.path.mkdir(parents=True, exist_ok=True)
         run.folder.write_config(dump_config(run.cfg))
         data = run.data

@@ -50,7 +50,7 @@ from dard.training.setup import (
     prepare_data,
     teacher_sha256,
 )
-from dard.training.state import SavedState, check_checkpoints_recorded, check_state, read_state
+from dard.training.state import SavedState, before_first_snapshot, check_checkpoints_recorded, check_state, read_state
 from dard.training.teacher_checks import check_teacher, check_teacher_config
 from dard.user_code import release_warnings
 
@@ -206,7 +206,7 @@ def check_folder(cfg: RunConfig, folder: RunDir, resume: bool, teacher_sha256: s
             f"weights' SHA-256 is {teacher_sha256[:16]}..., {folder.run_info} records {recorded[:16]}...; give the "
             "run's own teacher where it lies now (--set teacher.checkpoint=...)"
         )
-    if not folder.has_snapshot() and (folder.is_trained() or folder.read_metrics() or folder.read_evals()):
+    if not folder.has_snapshot() and not before_first_snapshot(folder):
         raise DardError(
             f"{folder.path} holds a trained run but no {folder.pointer.name}, so it cannot be continued exactly "
             f"(it would train again over its weights); start over with `dard train --config {folder.config} "

@@ -24,6 +24,7 @@ from dard.io import check_target, save_tensors, torch_save, write_error
 from dard.model_checks import check_finite
 from dard.run_dir import CHECKPOINTS, Progress, RunDir, Snapshot
 from dard.run_dir.carried import set_aside_by_resume
+from dard.run_dir.layout import kept_epoch
 from dard.run_dir.pair import saved_epoch
 from dard.weights import read_state_dict
 
@@ -227,6 +228,16 @@ def unrecorded_checkpoints(folder: RunDir, progress: Progress) -> list[tuple[str
     return out
 
 
+def before_first_snapshot(folder: RunDir) -> bool:
+    """Whether ``folder``, which has no resume pointer, holds no more than a run killed before its first snapshot
+    leaves (nothing trained, or the first epoch's metrics row and checkpoints, written before that epoch's snapshot;
+    no evaluation): a resume starts it over, its checkpoints set aside (:func:`settle_checkpoints`). A Ctrl-C or
+    SIGKILL there left a folder no resume took, and an experiment's campaign stopped on it until it was moved away.
+    More than that (a finished run, later epochs) is a run whose pointer was lost: no exact resume."""
+    epochs = [row.epoch for row in folder.read_metrics()] + [kept_epoch(n) or 0 for n in folder.kept_checkpoints()]
+    return all(e <= 1 for e in epochs) and not folder.read_evals()
+
+
 def check_checkpoints_recorded(folder: RunDir, progress: Progress) -> None:
     """For a resume with no epoch left to train, before anything changes: a DardError if a checkpoint is not the one
     its snapshot records (:func:`unrecorded_checkpoints`). Nothing would write it again, and the final evaluation
@@ -247,7 +258,7 @@ def settle_checkpoints(folder: RunDir, progress: Progress) -> list[str]:
     run's (it was kept as the run's where the resumed epoch was not chosen again); returns what was done, to say. A
     best set aside or missing had overwritten the one the snapshot's score belongs to, so the best is chosen again
     from the epochs still to train."""
-    said = []
+    said = [] if folder.has_snapshot() else ["no resume snapshot (killed before its first one): the run starts over"]
     for which, epoch, paths in unrecorded_checkpoints(folder, progress):
         recorded = _recorded(which, epoch, progress)
         if paths:
