@@ -294,14 +294,19 @@ def test_a_budget_of_0_rewrites_the_report_and_the_status_without_the_data(tmp_p
         budget.run_within_budget(exp, root, results, BudgetOptions(3600), device="cpu")
 
 
-@pytest.mark.parametrize("fits", [True, False])
-def test_a_fitting_run_whose_training_overruns_trains_on_to_the_deadline(tmp_path, monkeypatch, fits):
+@pytest.mark.parametrize("fits, stopping", [(True, False), (False, False), (True, True)])
+def test_a_fitting_run_whose_training_overruns_trains_on_to_the_deadline(tmp_path, monkeypatch, fits, stopping):
     """Training that runs past the deadline less the evaluation's reservation goes on to the deadline itself (the
     evaluation is then pending): stopping at the reservation would leave the time idle when every later run waits
-    for this one (a teacher). A run that was never meant to fit stops at the deadline, once."""
+    for this one (a teacher). A run that was never meant to fit stops at the deadline, once, and so does one stopped
+    because its experiment is stopping (another run failed, Ctrl-C): it said "training ran past its estimate: it
+    trains on to the deadline" and loaded its data and models again to stop at once."""
+    import threading
+
     import dard.training
     from dard.experiment.budget import _Job
     from dard.experiment.plan import PlannedRun
+    from dard.training.deadline import watch_stop_event
 
     est = Estimate(train_s=100.0, eval_s=600.0, startup_s=5.0, basis="test", weights_mib=1.0)
     options = BudgetOptions(3600, margin_s=0)
@@ -315,11 +320,19 @@ def test_a_fitting_run_whose_training_overruns_trains_on_to_the_deadline(tmp_pat
     job = _Job(_experiment(tmp_path, runs=("sat",)), tmp_path / "runs", options, estimator_for(tmp_path, "cpu"), "cpu")
     monkeypatch.setattr(job, "estimate", lambda run: est)
     run = PlannedRun(name="teacher-s0", role="teacher", seed=0, config=_cfg())
-    with pytest.raises(TrainingStopped) as stop:
-        job.train_and_evaluate(run, est, fits=fits)
+    event = threading.Event()
+    event.set()
+    watch_stop_event(event if stopping else None)
+    try:
+        with pytest.raises(TrainingStopped) as stop:
+            job.train_and_evaluate(run, est, fits=fits)
+    finally:
+        watch_stop_event(None)
     assert not stop.value.evaluation_pending
     deadlines = [c[0] for c in calls]
-    if fits:
+    if stopping:
+        assert deadlines == [options.deadline - est.eval_s]
+    elif fits:
         assert deadlines == [options.deadline - est.eval_s, options.deadline]
         assert [c[1:] for c in calls] == [(False, False), (True, False)]  # the second call resumes the snapshot
     else:

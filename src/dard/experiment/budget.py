@@ -37,7 +37,7 @@ from dard.experiment.status import role_estimates, write_status
 from dard.models import library_prefix
 from dard.run_dir import RunDir
 from dard.training.cost import arch_macs
-from dard.training.deadline import TrainingStopped
+from dard.training.deadline import TrainingStopped, stop_requested
 
 MARGIN_S = 15.0  # kept back at the end of a budget by default: the last snapshot and the export
 
@@ -250,7 +250,7 @@ class _Job:
                     cfg, folder.path, resume=folder.is_run(), final_eval=False, stop_at=stop_at, announce=cfg.progress
                 )
             except TrainingStopped:
-                if reserved <= 0 or self.budget.left() <= est.startup_s:
+                if reserved <= 0 or self.budget.left() <= est.startup_s or stop_requested():  # (the experiment stops)
                     raise
                 # Training ran past its estimate, so the evaluation no longer fits. Training on to the deadline
                 # leaves one run part-way (this one, further on) rather than two, and the time is not idle when
