@@ -177,6 +177,32 @@ def test_run_names_that_break_lines_and_plots_are_refused(run, tmp_path, capsys)
     fails_cleanly(capsys, tmp_path, ["report", str(run), "--out", str(tmp_path / "rep")], "run.json", "control")
 
 
+def test_a_killed_writers_temp_files_go_when_the_folder_is_locked_again(run, tmp_path):
+    # SIGKILL (or SIGTERM) between atomic_write's temp file and its rename left `.best.json.<8 chars>.tmp` in the run
+    # folder or its eval/ (a half-written 2 MB checkpoint, or a record), which `git add` of a campaign committed
+    import tempfile
+
+    def stray(folder: Path, target: str) -> Path:  # the name atomic_write gives the temp file beside ``target``
+        fd, name = tempfile.mkstemp(prefix=f".{target}.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        return Path(name)
+
+    results = tmp_path / "results"
+    results.mkdir()
+    strays = [stray(run, "best.safetensors"), stray(run / "eval", "best.json"), stray(results, "report.md")]
+    kept = [run / ".notes.tmp", run / "eval" / ".best.json.tmp", run / "x.abcdefgh.tmp"]  # not names it makes
+    for path in kept:
+        path.write_text("mine")
+    os.symlink(run / "config.yaml", run / ".config.yaml.abcdefgh.tmp")  # a link: never ours, left alone
+    with RunDir(run).lock(), FolderLock(results, "results folder"):
+        assert not any(p.exists() for p in strays) and all(p.read_text() == "mine" for p in kept)
+    assert os.path.islink(run / ".config.yaml.abcdefgh.tmp")
+    new = tmp_path / "new"  # killed as it wrote a new run's config.yaml: an experiment refused the folder as not a run
+    new.mkdir()
+    stray(new, "config.yaml")
+    assert RunDir(new).is_empty()
+
+
 def test_stale_lock_is_taken_over_with_a_message(run, tmp_path, capsys):
     (run / ".dard.lock").write_text(json.dumps({"pid": 999999, "host": "h", "since": "2030-01-01 00:00:00"}))
     with FolderLock(run):

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import stat
 import tarfile
 import tempfile
@@ -80,6 +81,35 @@ def _check_inside(path: Path, root: Path) -> None:
     """After the folders exist: ``path``'s folder, resolved, still lies inside ``root`` resolved."""
     if not Path(os.path.realpath(path.parent)).is_relative_to(os.path.realpath(root)):
         raise DardError(f"refusing to write {path}: its folder resolves outside {root}")
+
+
+#: the temp file :func:`atomic_write` makes beside its target: ``.<name>.<8 of mkstemp's characters>.tmp``
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is one :func:`atomic_write` gives its temp files (:func:`remove_stray_temps`)."""
+    return bool(_TEMP_NAME.fullmatch(name))
+
+
+def remove_stray_temps(folder: str | Path) -> list[Path]:
+    """Remove from ``folder`` (not its subfolders) the temp files of :func:`atomic_write`s that never ended: a
+    writer killed by SIGKILL or SIGTERM between creating one and its rename left it there, where ``git add`` of a
+    campaign's runs committed it. Call only under the folder's lock, when no write into it can be under way.
+    Returns what was removed (links and other non-files are left alone)."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:  # absent, or not a folder: nothing of ours there
+        return []
+    for entry in entries:
+        if is_temp_name(entry.name) and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except OSError:
+                pass  # (a read-only folder: the writer will say so)
+    return removed
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object], *, root: str | Path | None = None) -> Path:

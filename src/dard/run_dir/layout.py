@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from dard.config import RunConfig, parse_config
 from dard.errors import DardError
-from dard.io import check_target, set_aside, write_bytes, write_json, write_text
+from dard.io import check_target, is_temp_name, set_aside, write_bytes, write_json, write_text
 from dard.reading import read_file_bytes
 from dard.run_dir.files import own_file, read_json_file, read_jsonl_file
 from dard.run_dir.lock import LOCK_NAME, FolderLock
@@ -131,14 +131,14 @@ class RunDir:
     def lock(self) -> FolderLock:
         """The folder's exclusive lock, taken by every writer (training, final evaluation, `dard eval --out` into
         ``eval/``, experiment extras) around its writes: a context manager, or ``acquire(create=)``/``release()``."""
-        return FolderLock(self.path, "run folder")
+        return FolderLock(self.path, "run folder", subfolders=(self.eval_dir.name,))
 
     # ------------------------------------------------------------------------------------------- state
     def is_empty(self) -> bool:
-        """Absent, or an empty folder: a fresh run may start here."""
+        """Absent, or an empty folder but for a lock and a killed writer's temp files: a fresh run may start here."""
         if not self.path.is_dir():
             return not self.path.exists()
-        return not any(p.name != LOCK_NAME for p in self.path.iterdir())
+        return not any(p.name != LOCK_NAME and not is_temp_name(p.name) for p in self.path.iterdir())
 
     def is_run(self) -> bool:
         """Whether a run was started here (its config is recorded)."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dard.errors import DardError, one_line
-from dard.io import file_kind, loads_json
+from dard.io import file_kind, loads_json, remove_stray_temps
 
 LOCK_NAME = ".dard.lock"
 _NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
@@ -120,9 +120,10 @@ class FolderLock:
     anything leaves no trace. Use it as a context manager.
     """
 
-    def __init__(self, folder: str | Path, what: str = "run folder") -> None:
+    def __init__(self, folder: str | Path, what: str = "run folder", subfolders: tuple[str, ...] = ()) -> None:
         self.folder = Path(folder)
         self.what = what
+        self.subfolders = subfolders  # where else its writers write (a run folder's eval/), for remove_stray_temps
         self.file = self.folder / LOCK_NAME
         self._fd: int | None = None
         self._created: list[Path] = []
@@ -161,6 +162,8 @@ class FolderLock:
         os.pwrite(fd, (json.dumps(me.__dict__) + "\n").encode(), 0)
         self._fd = fd
         _held[self._key] = 1
+        for where in (self.folder, *(self.folder / name for name in self.subfolders)):
+            remove_stray_temps(where)  # every writer holds this lock: a temp file there now is a killed writer's
 
     def release(self) -> None:
         """Give the lock back (a no-op when not held); the lock file goes, and a folder ``acquire`` created and
