@@ -197,6 +197,26 @@ def _experiment(tmp_path: Path, runs: tuple[str, ...] = ("sat", "dard"), seeds: 
     return load_experiment(str(_write(tmp_path, spec)))
 
 
+def test_a_run_whose_resume_state_does_not_read_is_refused_before_any_run_trains(tmp_path, finished_run):
+    # resume.json naming a snapshot that is not there (what `git add` of a folder in use can commit): --plan called
+    # it a status with exit 0, and the stretch trained the teacher and the runs before it, then stopped them all on it
+    from dard.config import dump_config
+    from dard.experiment.plan import plan_runs
+
+    exp, root = _experiment(tmp_path), tmp_path / "runs"
+    sat = next(r for r in plan_runs(exp, root, "cpu") if r.name == "sat-s0")
+    folder = RunDir(root / "sat-s0")
+    folder.path.mkdir(parents=True)
+    folder.write_config(dump_config(sat.config))
+    shutil.copy(finished_run / "run.json", folder.run_info)  # (a run record of the same device for the estimate)
+    folder.point_at(folder.snapshot(99))  # never written
+    proc = run_cli("experiment", str(exp.source), "--plan", "--runs", str(root), cwd=tmp_path)
+    assert_one_line_error(proc, "run 'sat-s0' cannot resume", "state-000000099")
+    with pytest.raises(DardError, match="run 'sat-s0' cannot resume"):
+        run_experiment(exp, root, tmp_path / "results", device="cpu", jobs=1, budget=BudgetOptions(3600))
+    assert sorted(p.name for p in root.iterdir()) == ["sat-s0"]  # the teacher never started
+
+
 def test_a_run_starts_when_it_fits_or_may_stop_part_way():
     from dard.experiment.budget import _decide
 

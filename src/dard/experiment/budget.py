@@ -28,7 +28,7 @@ from dard.config import RunConfig
 from dard.errors import DardError
 from dard.experiment.estimate import Estimate, Estimator, estimator_for
 from dard.experiment.extras import extras_cached, extras_passes, run_extras
-from dard.experiment.plan import PlannedRun, campaign_order, read_plan
+from dard.experiment.plan import PlannedRun, campaign_order, check_resumable, read_plan
 from dard.experiment.pool import pool_map, threads_for, with_threads
 from dard.experiment.report import write_experiment_report
 from dard.experiment.reuse import missing_teacher_weights, run_status
@@ -114,6 +114,8 @@ def run_within_budget(
     # rewrites the report from the runs alone: it stopped on a dataset that is not at hand)
     data = budget.left() > 0
     runs = read_plan(exp, runs_root, device, data=data)
+    if data and budget.train:  # (a run to train may start)
+        check_resumable(runs, runs_root, exp.source)
     order = campaign_order(runs)
     job = _Job(exp, runs_root, budget, estimator_for(runs_root, device), device)
     for run in (r for r in order if r.role == "teacher"):

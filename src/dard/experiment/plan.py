@@ -17,7 +17,7 @@ from typing import Any, Literal
 from dard.config import RunConfig
 from dard.errors import DardError
 from dard.experiment.estimate import Estimate, Estimator, dataset_bundle, parameter_count
-from dard.experiment.reuse import RUN_DONE, RUN_NEW, check_reusable, run_status
+from dard.experiment.reuse import RUN_DONE, RUN_NEW, RUN_UNREADABLE, check_reusable, run_status
 from dard.experiment.spec import RUN_SEEDS, Experiment, merge_run, needs_teacher, parse_run_config
 from dard.io import check_writable
 from dard.names import check_case_distinct
@@ -220,6 +220,17 @@ def read_plan(exp: Experiment, runs_root: Path, device: str | None = None, *, da
     return runs
 
 
+def check_resumable(runs: Sequence[PlannedRun], runs_root: Path, source: Path) -> None:
+    """Before a run trains: each run's resume snapshot reads (:data:`RUN_UNREADABLE`: a pointer to a snapshot not
+    there, as a copy or ``git add`` of a folder in use can leave), or the one-line DardError saying why. The run
+    stopped the stretch with it when its turn came, every run under way with it, hours in; --plan called it a status."""
+    for run in (r for r in runs if r.status == RUN_UNREADABLE):
+        try:
+            RunDir(runs_root / run.name).resume_snapshot().read_progress()
+        except DardError as e:
+            raise DardError(f"{source}: run '{run.name}' cannot resume: {e}") from None
+
+
 def check_data(runs: Sequence[PlannedRun], runs_root: Path, source: Path) -> None:
     """Each run still to train fits its data (:func:`dard.training.setup.prepare_data`: the validation split, the
     batch against the training images, a new run's subsets within the images there are), its model builds for it
@@ -285,4 +296,6 @@ def plan_experiment(exp: Experiment, runs_root: Path) -> list[PlannedRun]:
     datasets still needed (loaded once each, downloaded if the config allows). Returns every run, teachers first,
     with its status."""
     check_output_folder(runs_root, "runs folder")  # as the experiment itself checks it first
-    return read_plan(exp, runs_root)  # which loads the data of every run still to train (check_data)
+    runs = read_plan(exp, runs_root)  # which loads the data of every run still to train (check_data)
+    check_resumable(runs, runs_root, exp.source)
+    return runs

@@ -16,6 +16,8 @@ from dard.run_dir import RunDir
 RUN_DONE = "done (reused)"
 #: the status of a run with nothing trained yet: it starts from scratch, as a new run
 RUN_NEW = "new"
+#: the status of a run whose resume snapshot does not read: it stops with that error when it starts
+RUN_UNREADABLE = "resume state unreadable: training would stop with an error"
 
 
 def check_reusable(run_dir: Path, cfg: RunConfig) -> None:
@@ -52,7 +54,7 @@ def run_status(run_dir: Path, epochs: int) -> str:
         return RUN_NEW
     progress = folder.read_progress()
     if progress is None:
-        return "resume state unreadable: training would stop with an error"
+        return RUN_UNREADABLE
     epoch, batch = progress.epoch, progress.batch
     if epoch >= epochs:
         kept = folder.read_eval_progress("best")

@@ -13,7 +13,7 @@ from dard.experiment.budget import BudgetOptions, run_within_budget
 from dard.experiment.clock import PlanClock, say
 from dard.experiment.estimate import estimator_for
 from dard.experiment.extras import run_extras
-from dard.experiment.plan import check_output_folder, read_plan
+from dard.experiment.plan import check_output_folder, check_resumable, read_plan
 from dard.experiment.pool import jobs_for, pool_map, threads_for, with_threads
 from dard.experiment.report import write_experiment_report
 from dard.experiment.reuse import missing_teacher_weights, run_status
@@ -90,6 +90,7 @@ def _run_all(
     jobs = jobs_for(device, jobs)
     threads = threads_for(jobs)
     runs = read_plan(exp, runs_root, device)
+    check_resumable(runs, runs_root, exp.source)
     for run in runs:
         if run.role == "student" and not run.done and (why := missing_teacher_weights(run.config)):
             raise DardError(f"{run.name} cannot be trained: {why}")
