@@ -10,6 +10,7 @@ dependencies still come from the running interpreter's environment.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -128,6 +129,34 @@ def _run(site: Path, work: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*args], cwd=work, env=env, capture_output=True, text=True, timeout=300)
 
 
+# Several `dard` commands in one Python process of the installed copy (each process pays PyTorch's start-up,
+# 3-4 s of CPU): `dard.cli.main` per command, its exit status, stdout and stderr kept apart, then dard's file.
+MANY = """
+import contextlib, io, json, sys
+from dard.cli import main
+import dard
+done = []
+for argv in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            status = main(argv)
+        except SystemExit as e:
+            status = e.code if isinstance(e.code, int) else 2
+    done.append([argv, status, out.getvalue(), err.getvalue()])
+print(json.dumps({"dard": dard.__file__, "done": done}))
+"""
+
+
+def _run_many(site: Path, work: Path, *argvs: list[str]) -> list[subprocess.CompletedProcess]:
+    """Each of ``argvs`` as `dard ARGV` in one process of the installed copy (checked), from ``work``."""
+    proc = _run(site, work, sys.executable, "-c", MANY, json.dumps(argvs))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert Path(result["dard"]).is_relative_to(site)
+    return [subprocess.CompletedProcess(["dard", *a], rc, out, err) for a, rc, out, err in result["done"]]
+
+
 @pytest.mark.slow
 def test_wheel_imports_the_installed_copy(installed):
     site, work = installed
@@ -157,16 +186,19 @@ def test_wheel_lists_packaged_experiments_and_configs(installed):
 @pytest.mark.slow
 def test_wheel_finds_experiments_and_configs_outside_the_checkout(installed):
     site, work = installed
-    dard = [sys.executable, "-m", "dard"]
+    config = "configs/cifar10/sat_resnet18.yaml"  # a packaged config by the checkout's path (README commands)
+    plan, trained, demo = _run_many(
+        site,
+        work,
+        ["experiment", "main", "--scale", "cpu", "--plan", "--runs", "runs"],
+        ["train", "--config", config, "--data-dir", "nodata", "--out", "run"],
+        ["experiment", "demo", "--scale", "digits", "--plan", "--runs", "runs"],
+    )
     # past the experiment lookup and the config checks: the plan stops at the (absent) dataset
-    proc = _run(site, work, *dard, "experiment", "main", "--scale", "cpu", "--plan", "--runs", "runs")
-    assert_one_line_error(proc, "CIFAR-10 not found")
-    # a packaged config by the checkout's path (README commands), past the config checks to the dataset
-    config = "configs/cifar10/sat_resnet18.yaml"
-    proc = _run(site, work, *dard, "train", "--config", config, "--data-dir", "nodata", "--out", "run")
-    assert_one_line_error(proc, "CIFAR-10 not found")
+    assert_one_line_error(plan, "CIFAR-10 not found")
+    # the packaged config, past the config checks to the dataset
+    assert_one_line_error(trained, "CIFAR-10 not found")
     assert not (work / "run").exists()
     # the demo experiment plans end to end on its embedded data
-    proc = _run(site, work, *dard, "experiment", "demo", "--scale", "digits", "--plan", "--runs", "runs")
-    assert proc.returncode == 0, proc.stderr
-    assert "6 runs in runs: 0 done, 6 to train or evaluate" in proc.stdout
+    assert demo.returncode == 0, demo.stderr
+    assert "6 runs in runs: 0 done, 6 to train or evaluate" in demo.stdout
