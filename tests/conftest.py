@@ -3,7 +3,9 @@
 Two tiers (README, "Two commands"): ``pytest -m "not slow"`` is the unit tier (meant to stay under a minute on two
 idle cores), where only :func:`finished_run` trains (once per session, 128 digits images, for the tests that need a
 finished run folder); ``slow`` marks the end-to-end runs (``dard train``/``experiment``/``demo``, resume, every method,
-distributed, bundle, packaging), which ``make test`` runs with the rest.
+distributed, bundle, packaging), which ``make test`` runs with the rest. Figures are drawn only in the tests marked
+``plots`` (and by fixtures of module or session scope, and in the processes a test starts); elsewhere they are built
+and saved undrawn.
 """
 
 from __future__ import annotations
@@ -40,6 +42,33 @@ if DATA_DIR:
 # pytest on one thread, over 900 s on two). Tests of thread handling set their own.
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
+
+
+# What a figure is saved as where a test does not look at plots (:func:`_figures_drawn_where_tests_look_at_them`):
+# a white 1x1 PNG
+PLACEHOLDER_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de0000000c49444154789c63f8ffff3f0005fe02fe0def"
+    "46b80000000049454e44ae426082"
+)
+
+
+def _save_placeholder(fig, fname, *args, **kwargs) -> None:
+    """``Figure.savefig`` without drawing: the placeholder PNG, written where the figure would have been."""
+    if hasattr(fname, "write"):
+        fname.write(PLACEHOLDER_PNG)
+    else:
+        Path(fname).write_bytes(PLACEHOLDER_PNG)
+
+
+@pytest.fixture(autouse=True)
+def _figures_drawn_where_tests_look_at_them(request, monkeypatch) -> None:
+    """Reports and experiments draw their plots with matplotlib, about a second of CPU a figure (constrained layout,
+    every text measured, the figure drawn twice for its tight crop), while most tests of them read the tables, the
+    notes and which files are there. A test marked ``plots`` (tests/test_report.py, where the plots are tested: PNGs,
+    names as plain text, long names, a glyph the font lacks) draws them; elsewhere a figure is built as always and
+    saved as :data:`PLACEHOLDER_PNG`, through dard's own (atomic) write of each file."""
+    if request.node.get_closest_marker("plots") is None:
+        monkeypatch.setattr("matplotlib.figure.Figure.savefig", _save_placeholder)
 
 
 def run_cli(*args: str, cwd: Path | None = None, isolated: bool = False, timeout: float = 600) -> CompletedProcess:

@@ -257,6 +257,7 @@ def test_results_json_holds_every_number(report):
     assert groups["sat"]["last"]["pgd20"]["mean"] == pytest.approx(0.30)
 
 
+@pytest.mark.plots
 def test_plots_are_pngs_and_no_temp_file_is_left(report):
     _, _, out = report
     for name in ("curves.png", "eps_curve.png"):
@@ -381,6 +382,7 @@ def _hostile_runs(tmp_path: Path) -> list[RunRecord]:
     return [RunRecord.load(p) for p in paths]
 
 
+@pytest.mark.plots
 def test_names_with_markup_are_shown_as_they_are_in_report_md(tmp_path: Path) -> None:
     # a run named `a|b` added a cell to its row, `x\|y` escaped its backslash and split the cell, backticks, `*`,
     # `<img ...>` and `[..](javascript:..)` became code, emphasis, HTML and links, `# heading` in the runs list a
@@ -422,6 +424,7 @@ def test_text_is_escaped_only_where_markdown_would_read_it() -> None:
         assert _plain(md_text(name)) == name == _plain(md_text(name, start=True))
 
 
+@pytest.mark.plots
 def test_a_character_the_font_lacks_adds_no_warning_line(tmp_path: Path) -> None:
     # matplotlib warned once per character its font lacks (a run named with U+1D6FC), a line beside the command's
     import warnings
@@ -438,6 +441,7 @@ def test_a_character_the_font_lacks_adds_no_warning_line(tmp_path: Path) -> None
     assert (tmp_path / "p.png").stat().st_size > 0
 
 
+@pytest.mark.plots
 def test_names_are_plain_text_in_the_plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # a run named $\frac{$ ended `dard report` with matplotlib's mathtext parse error (an internal error), a$b$c was
     # set as math, and _under was left out of the legend (matplotlib skips labels that start with "_")
@@ -462,6 +466,7 @@ def test_names_are_plain_text_in_the_plots(tmp_path: Path, monkeypatch: pytest.M
     assert legends["curves.png"] == legends["eps_curve.png"] == ["\\$\\frac{\\$", "a\\$b\\$c", " _under"]
 
 
+@pytest.mark.plots
 def test_many_runs_with_long_names_make_a_legible_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # 30 runs named with 128 characters: each axis drew its own legend over its lines, wider than the plots, and the
     # 11th row had the 1st row's colour and line (matplotlib's 10-colour cycle), so two rows read as one
