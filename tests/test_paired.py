@@ -44,6 +44,14 @@ def test_mcnemar_large_counts_stay_exact() -> None:
         mcnemar_p(-1, 3)
 
 
+@pytest.mark.parametrize("b, c", [(263, 1896), (1896, 263), (701, 702), (0, 3000), (1234, 987)])
+def test_mcnemar_is_its_definition_at_the_counts_of_real_reports(b: int, c: int) -> None:
+    # the tail is summed term by term from C(n, k + 1) = C(n, k) (n - k) / (k + 1): the same integers as the
+    # definition's math.comb, so the same correctly rounded float
+    n = b + c
+    assert mcnemar_p(b, c) == min(1.0, 2 * sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n)
+
+
 @pytest.mark.parametrize(
     ("df", "t"),
     [(1, 12.706205), (2, 4.302653), (3, 3.182446), (4, 2.776445), (5, 2.570582), (10, 2.228139), (30, 2.042272)],
