@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from dard.report.paired import (
@@ -81,6 +82,7 @@ def test_discordant_counts() -> None:
     a = [True, True, False, False, True]
     b = [True, False, True, False, False]
     assert discordant(a, b) == (2, 1)
+    assert discordant(np.array(a), np.array(b)) == (2, 1)  # a record's outcomes are NumPy arrays
     with pytest.raises(ValueError):
         discordant(a, b[:3])
 

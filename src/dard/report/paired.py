@@ -29,6 +29,8 @@ import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 __all__ = [
     "ALPHA",
     "PairedComparison",
@@ -158,9 +160,9 @@ def discordant(a: Collection[bool], b: Collection[bool]) -> tuple[int, int]:
     only."""
     if len(a) != len(b):
         raise ValueError(f"outcome sequences of different lengths ({len(a)} and {len(b)})")
-    only_a = sum(1 for x, y in zip(a, b) if x and not y)
-    only_b = sum(1 for x, y in zip(a, b) if y and not x)
-    return only_a, only_b
+    # as arrays: a report counts hundreds of pairs of 10,000 images (a Python loop over a NumPy array was 12 ms each)
+    x, y = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    return int(np.count_nonzero(x & ~y)), int(np.count_nonzero(y & ~x))
 
 
 @dataclass(frozen=True)
