@@ -24,9 +24,10 @@ def parse_duration(text: str | float) -> float:
     raw = str(text).strip().lower()
     # ASCII digits only: re's \d and float() also take other scripts' digits ("٣h" was 3 hours)
     number = r"[0-9]+(?:\.[0-9]*)?"
-    parts = [(raw, "s")] if re.fullmatch(number, raw) else re.findall(f"({number})([smhd])", raw)
+    bare = re.fullmatch(number, raw) is not None  # seconds, no unit
+    parts = [(raw, "s")] if bare else re.findall(f"({number})([smhd])", raw)
     units = [u for _, u in parts]
-    whole = re.fullmatch(number, raw) or "".join(n + u for n, u in parts) == raw
+    whole = bare or "".join(n + u for n, u in parts) == raw
     if not parts or not whole or units != sorted(set(units), key="dhms".index):  # ("1h1h", "30m1h": a typo)
         raise DardError(f"time budget {shown(text)} is not a duration such as 8m, 90s, 1h30m or 480 (seconds)")
     seconds = sum(float(n) * _UNITS[u] for n, u in parts)

@@ -22,7 +22,7 @@ from dard.evaluation.suite import quick_suite
 from dard.models import check_model_kwargs
 from dard.names import check_label
 from dard.runtime import MAX_THREADS
-from dard.validate import check_budget, check_plain_data, distinct, without_empty_sections
+from dard.validate import MIN_BUDGET, check_budget, check_plain_data, distinct, without_empty_sections
 
 #: seeds are within what every RNG dard seeds accepts (NumPy's legacy seeding takes 32 bits)
 SEED_MAX = 2**32 - 1
@@ -51,7 +51,9 @@ def _budget(value: float) -> float:
     try:
         return check_budget("eps", value, owner="eps")
     except DardError:
-        raise ValueError("an eps above 0 is at least 1e-06 (a float32 pixel moves by less than its rounding)") from None
+        raise ValueError(
+            f"an eps above 0 is at least {MIN_BUDGET:g} (a float32 pixel moves by less than its rounding)"
+        ) from None
 
 
 class _Strict(BaseModel):
@@ -206,7 +208,7 @@ class EvalConfig(_Strict):
         le=BIG,
         description="run AutoAttack on the first N test images of the first listed checkpoint (None: skip)",
     )
-    eps_sweep: list[Annotated[float, Field(ge=0, le=1), AfterValidator(lambda v: _budget(v))]] = Field(
+    eps_sweep: list[Annotated[float, Field(ge=0, le=1), AfterValidator(_budget)]] = Field(
         default_factory=list, description="eps values for the PGD-20 robustness curve (first listed checkpoint)"
     )
     batch_size: int = Field(256, ge=1, le=BIG)

@@ -212,12 +212,13 @@ def _set_up(cfg: RunConfig, folder: RunDir, device: torch.device, dist_info: dis
 
 def _start_or_resume(run: _Run, resume: bool) -> None:
     """Restore the last snapshot, or record the new run (config.yaml, run.json); then metrics.jsonl so far."""
-    if resume and run.folder.has_snapshot():
+    restored = resume and run.folder.has_snapshot()
+    if restored:
         run.progress = load_state(run.folder, model=run.student, optimizer=run.optimizer, scheduler=run.scheduler)
     if run.main and resume and run.progress.epoch < run.cfg.optim.epochs:  # epochs to train: checkpoints written again
         said = settle_checkpoints(run.folder, run.progress)  # (no snapshot: killed before its first, it starts over)
         say(said + other_process_count(run.folder, run.dist_info.world_size), run.cfg.name)
-    if run.main and not (resume and run.folder.has_snapshot()):
+    if run.main and not restored:
         run.folder.path.mkdir(parents=True, exist_ok=True)
         run.folder.write_config(dump_config(run.cfg))
         data = run.data
